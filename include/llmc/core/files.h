@@ -1,0 +1,36 @@
+#pragma once
+// File helpers: whole-file reads with clear errors, atomic writes (temp file + rename, so an
+// interrupted run never leaves a half-written output), and a read-only memory map.
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+namespace llmc {
+
+std::string read_text_file(const std::string& path);
+bool file_exists(const std::string& path);
+bool dir_exists(const std::string& path);
+std::string path_join(const std::string& a, const std::string& b);
+std::string parent_dir(const std::string& path);
+
+// Writes `data` to `path` via `path.tmp.<pid>` + fsync + rename.
+void write_file_atomic(const std::string& path, const std::string& data);
+
+// Read-only mmap of a whole file. Empty files map to size 0 / data nullptr.
+class MappedFile {
+ public:
+  explicit MappedFile(const std::string& path);
+  ~MappedFile();
+  MappedFile(const MappedFile&) = delete;
+  MappedFile& operator=(const MappedFile&) = delete;
+  const uint8_t* data() const { return data_; }
+  size_t size() const { return size_; }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+  const uint8_t* data_ = nullptr;
+  size_t size_ = 0;
+};
+
+}  // namespace llmc
