@@ -1,0 +1,36 @@
+#pragma once
+// The linear layer is the seam of the design: the reference model holds dense weights; the search
+// swaps in masked mixed-precision linears; the runtime swaps in packed quantized ones; fine-tuning
+// adds LoRA on top. Everything else in a block is written once against this interface.
+#include <ATen/core/Tensor.h>
+
+#include <memory>
+
+namespace llmc {
+
+class Linear {
+ public:
+  virtual ~Linear() = default;
+  // x: (..., in_features) -> (..., out_features), same dtype as x.
+  virtual at::Tensor forward(const at::Tensor& x) = 0;
+  virtual int64_t in_features() const = 0;
+  virtual int64_t out_features() const = 0;
+  // The dense (out, in) weight this layer computes with (dequantized if packed). Used by stages
+  // that need the weights themselves (importance ordering, quantization, export).
+  virtual at::Tensor dense_weight() const = 0;
+};
+
+class DenseLinear final : public Linear {
+ public:
+  explicit DenseLinear(at::Tensor weight);  // weight: (out, in)
+  at::Tensor forward(const at::Tensor& x) override;
+  int64_t in_features() const override;
+  int64_t out_features() const override;
+  at::Tensor dense_weight() const override { return weight_; }
+  at::Tensor& weight() { return weight_; }
+
+ private:
+  at::Tensor weight_;
+};
+
+}  // namespace llmc

@@ -1,0 +1,61 @@
+#pragma once
+// Reference Llama forward in libtorch: RMSNorm, rotate_half RoPE (with optional llama3 scaling),
+// GQA attention with causal + key padding masks, SwiGLU MLP, KV cache.
+#include <ATen/core/Tensor.h>
+
+#include <memory>
+#include <vector>
+
+#include "llmc/model/causal_lm.h"
+#include "llmc/model/linear.h"
+
+namespace llmc {
+
+struct LayerWeights {
+  at::Tensor input_norm, post_attn_norm;  // (hidden)
+  std::shared_ptr<Linear> q, k, v, o;     // q: (heads*hd, hidden), k/v: (kv*hd, hidden), o: (hidden, heads*hd)
+  std::shared_ptr<Linear> gate, up, down;  // gate/up: (inter, hidden), down: (hidden, inter)
+};
+
+struct LlamaWeights {
+  at::Tensor embed;       // (vocab, hidden)
+  at::Tensor final_norm;  // (hidden)
+  std::shared_ptr<Linear> lm_head;  // (vocab, hidden); shares `embed` when tied
+  std::vector<LayerWeights> layers;
+};
+
+class Llama : public CausalLM {
+ public:
+  // weights must already be in the compute dtype (float32 or bfloat16).
+  Llama(ModelConfig config, LlamaWeights weights, std::shared_ptr<const Tokenizer> tokenizer);
+
+  const ModelConfig& config() const override { return config_; }
+  const Tokenizer& tokenizer() const override;
+  at::Tensor forward(const at::Tensor& tokens, const at::Tensor& positions, const at::Tensor& key_mask,
+                     KVCache* cache) override;
+  std::unique_ptr<KVCache> new_cache(int64_t batch, int64_t max_len) const override;
+  using CausalLM::forward;
+
+  LlamaWeights& weights() { return weights_; }
+  const LlamaWeights& weights() const { return weights_; }
+  at::ScalarType dtype() const { return weights_.embed.scalar_type(); }
+  bool has_tokenizer() const { return tokenizer_ != nullptr; }
+
+  // Hidden states before the final norm: (B, T, hidden). Used by calibration statistics.
+  at::Tensor hidden_states(const at::Tensor& tokens, const at::Tensor& positions, const at::Tensor& key_mask,
+                           KVCache* cache);
+
+ private:
+  ModelConfig config_;
+  LlamaWeights weights_;
+  std::shared_ptr<const Tokenizer> tokenizer_;
+  at::Tensor inv_freq_;  // (head_dim/2) float32
+};
+
+// y = w * x / sqrt(mean(x^2) + eps), computed in float32 and returned in x's dtype.
+at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& w, double eps);
+
+// RoPE inverse frequencies (head_dim/2), with llama3 scaling when configured.
+at::Tensor rope_inv_freq(const ModelConfig& c);
+
+}  // namespace llmc

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Installs dependencies, builds, and runs the whole test suite (ctest), then the parser and tokenizer
+# tests again under ASan/UBSan (CMakePresets.json "asan": no libtorch).
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+"$root/scripts/setup.sh"
+cd "$root"
+jobs="$(nproc)"
+ctest --test-dir build --output-on-failure -j"$jobs" --timeout 1500
+
+echo "== parsers under ASan/UBSan ==" >&2
+cmake --preset asan >/dev/null
+cmake --build build-asan -j"$jobs" --target test_base
+ASAN_OPTIONS=detect_leaks=0 ctest --test-dir build-asan --output-on-failure -j"$jobs" --timeout 900

@@ -1,0 +1,115 @@
+#include "llmc/eval/perplexity.h"
+
+#include <ATen/ATen.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+
+#include "llmc/core/error.h"
+#include "llmc/core/progress.h"
+
+namespace llmc {
+
+std::vector<Window> rolling_windows(const std::vector<int32_t>& ids, int32_t prefix_token, int64_t max_length,
+                                    int64_t stride) {
+  LLMC_CHECK(max_length >= 1, "perplexity: --max-length must be >= 1");
+  LLMC_CHECK(stride >= 1 && stride <= max_length, "perplexity: --stride must be in [1, max-length]");
+  std::vector<Window> out;
+  const int64_t n = static_cast<int64_t>(ids.size());
+  if (n == 0) return out;
+  // First window: [prefix] + ids[0 : L-1] predicts ids[0 : L].
+  int64_t first = std::min(max_length, n);
+  Window w;
+  w.input.push_back(prefix_token);
+  w.input.insert(w.input.end(), ids.begin(), ids.begin() + first - 1);
+  w.n_predict = first;
+  w.target.assign(ids.begin(), ids.begin() + first);
+  out.push_back(std::move(w));
+  int64_t predicted = first;
+  while (predicted < n) {
+    const int64_t len = std::min(n - predicted, stride);
+    const int64_t end = predicted + len;                    // predict ids[predicted : end]
+    const int64_t start = std::max<int64_t>(0, end - 1 - max_length);  // inputs ids[start : end-1]
+    Window x;
+    x.input.assign(ids.begin() + start, ids.begin() + end - 1);
+    if (start == 0 && static_cast<int64_t>(x.input.size()) < max_length) x.input.insert(x.input.begin(), prefix_token);
+    x.n_predict = len;
+    x.target.assign(ids.begin() + predicted, ids.begin() + end);
+    out.push_back(std::move(x));
+    predicted = end;
+  }
+  return out;
+}
+
+PerplexityResult evaluate_perplexity(CausalLM& model, const std::vector<TextDocument>& docs,
+                                     const PerplexityOptions& opts) {
+  const auto& cfg = model.config();
+  const Tokenizer& tok = model.tokenizer();
+  const int64_t L = opts.max_length > 0 ? opts.max_length : cfg.max_position_embeddings;
+  const int64_t S = opts.stride > 0 ? opts.stride : L;
+  LLMC_CHECK(L <= cfg.max_position_embeddings || opts.max_length > 0, "perplexity: max length too large");
+  const int32_t prefix = tok.bos_id() >= 0 ? tok.bos_id() : tok.eos_id();
+  LLMC_CHECK(prefix >= 0, "perplexity: the tokenizer has neither BOS nor EOS to start a document with");
+
+  PerplexityResult r;
+  std::vector<Window> windows;
+  for (const auto& d : docs) {
+    auto ids = tok.encode(d.text, /*add_bos=*/false);
+    auto w = rolling_windows(ids, prefix, L, S);
+    for (auto& x : w) windows.push_back(std::move(x));
+    r.words += count_words(d.original);
+    r.bytes += static_cast<int64_t>(d.original.size());
+    r.tokens += static_cast<int64_t>(ids.size());
+    ++r.documents;
+  }
+  // Longest first so batches hold windows of similar length (little padding).
+  std::vector<size_t> order(windows.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(),
+                   [&](size_t a, size_t b) { return windows[a].input.size() > windows[b].input.size(); });
+
+  at::NoGradGuard no_grad;
+  auto t0 = std::chrono::steady_clock::now();
+  Progress progress(opts.label, r.tokens, "tok");
+  const int64_t B = std::max<int64_t>(1, opts.batch_size);
+  for (size_t i = 0; i < order.size(); i += B) {
+    const size_t nb = std::min<size_t>(B, order.size() - i);
+    int64_t T = 0;
+    for (size_t j = 0; j < nb; ++j) T = std::max<int64_t>(T, windows[order[i + j]].input.size());
+    auto tokens = at::zeros({static_cast<int64_t>(nb), T}, at::kLong);
+    auto mask = at::zeros({static_cast<int64_t>(nb), T}, at::kBool);
+    auto tacc = tokens.accessor<int64_t, 2>();
+    auto macc = mask.accessor<bool, 2>();
+    for (size_t j = 0; j < nb; ++j) {  // right padding
+      const auto& w = windows[order[i + j]];
+      for (size_t t = 0; t < w.input.size(); ++t) {
+        tacc[j][t] = w.input[t];
+        macc[j][t] = true;
+      }
+    }
+    auto positions = at::arange(T, at::kLong).unsqueeze(0).expand({static_cast<int64_t>(nb), T});
+    auto logp = at::log_softmax(model.forward(tokens, positions, mask, nullptr), -1);  // (nb, T, V)
+    int64_t done = 0;
+    for (size_t j = 0; j < nb; ++j) {
+      const auto& w = windows[order[i + j]];
+      const int64_t len = static_cast<int64_t>(w.input.size());
+      std::vector<int64_t> tgt(w.target.begin(), w.target.end());
+      auto rows = logp[j].narrow(0, len - w.n_predict, w.n_predict);  // (n_predict, V)
+      auto picked = rows.gather(1, at::tensor(tgt, at::kLong).unsqueeze(1));
+      r.loglikelihood += picked.to(at::kDouble).sum().item<double>();
+      done += w.n_predict;
+    }
+    progress.advance(done);
+  }
+  progress.finish();
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  r.tokens_per_second = r.seconds > 0 ? r.tokens / r.seconds : 0;
+  r.token_perplexity = std::exp(-r.loglikelihood / std::max<int64_t>(1, r.tokens));
+  r.word_perplexity = std::exp(-r.loglikelihood / std::max<int64_t>(1, r.words));
+  r.byte_perplexity = std::exp(-r.loglikelihood / std::max<int64_t>(1, r.bytes));
+  r.bits_per_byte = -r.loglikelihood / std::max<int64_t>(1, r.bytes) / std::log(2.0);
+  return r;
+}
+
+}  // namespace llmc

@@ -1,0 +1,146 @@
+#include "llmc/model/llama.h"
+
+#include <ATen/ATen.h>
+
+#include <cmath>
+
+#include "llmc/core/error.h"
+
+namespace llmc {
+
+at::Tensor CausalLM::forward(const at::Tensor& tokens) {
+  const int64_t B = tokens.size(0), T = tokens.size(1);
+  auto positions = at::arange(T, at::kLong).unsqueeze(0).expand({B, T});
+  auto key_mask = at::ones({B, T}, at::kBool);
+  return forward(tokens, positions, key_mask, nullptr);
+}
+
+at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& w, double eps) {
+  auto xf = x.to(at::kFloat);
+  auto var = xf.pow(2).mean(-1, /*keepdim=*/true);
+  return w * (xf * at::rsqrt(var + eps)).to(x.scalar_type());
+}
+
+at::Tensor rope_inv_freq(const ModelConfig& c) {
+  const int64_t half = c.head_dim / 2;
+  std::vector<double> f(half);
+  for (int64_t i = 0; i < half; ++i) f[i] = 1.0 / std::pow(c.rope_theta, (2.0 * i) / c.head_dim);
+  if (c.rope_scaling.type == "llama3") {
+    const auto& s = c.rope_scaling;
+    const double old_ctx = static_cast<double>(s.original_max_position_embeddings);
+    const double low_wavelen = old_ctx / s.low_freq_factor, high_wavelen = old_ctx / s.high_freq_factor;
+    for (auto& fi : f) {
+      const double wavelen = 2 * M_PI / fi;
+      if (wavelen < high_wavelen) continue;
+      if (wavelen > low_wavelen) {
+        fi = fi / s.factor;
+      } else {
+        double smooth = (old_ctx / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
+        fi = (1 - smooth) * fi / s.factor + smooth * fi;
+      }
+    }
+  }
+  std::vector<float> ff(f.begin(), f.end());
+  return at::tensor(ff, at::kFloat);
+}
+
+namespace {
+
+// x: (B, H, T, hd); cos/sin: (B, 1, T, hd)
+at::Tensor apply_rope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {
+  const int64_t half = x.size(-1) / 2;
+  auto x1 = x.narrow(-1, 0, half), x2 = x.narrow(-1, half, half);
+  auto rotated = at::cat({-x2, x1}, -1);
+  return x * cos + rotated * sin;
+}
+
+}  // namespace
+
+Llama::Llama(ModelConfig config, LlamaWeights weights, std::shared_ptr<const Tokenizer> tokenizer)
+    : config_(std::move(config)), weights_(std::move(weights)), tokenizer_(std::move(tokenizer)) {
+  inv_freq_ = rope_inv_freq(config_);
+}
+
+const Tokenizer& Llama::tokenizer() const {
+  if (!tokenizer_) fail("model has no tokenizer");
+  return *tokenizer_;
+}
+
+std::unique_ptr<KVCache> Llama::new_cache(int64_t batch, int64_t max_len) const {
+  auto c = std::make_unique<KVCache>();
+  c->max_len = max_len;
+  auto opts = at::TensorOptions().dtype(dtype());
+  for (int64_t l = 0; l < config_.num_layers; ++l) {
+    c->k.push_back(at::zeros({batch, config_.kv_heads(l), max_len, config_.head_dim}, opts));
+    c->v.push_back(at::zeros({batch, config_.kv_heads(l), max_len, config_.head_dim}, opts));
+  }
+  return c;
+}
+
+at::Tensor Llama::hidden_states(const at::Tensor& tokens, const at::Tensor& positions, const at::Tensor& key_mask,
+                                KVCache* cache) {
+  const auto& c = config_;
+  const int64_t B = tokens.size(0), T = tokens.size(1), hd = c.head_dim;
+  const int64_t past = cache ? cache->len : 0, S = past + T;
+  LLMC_CHECK(key_mask.dim() == 2 && key_mask.size(0) == B && key_mask.size(1) == S,
+             "forward: key_mask must be (B, past+T) = ({}, {})", B, S);
+  LLMC_CHECK(positions.sizes() == tokens.sizes(), "forward: positions must have the shape of tokens");
+  if (cache) LLMC_CHECK(S <= cache->max_len, "forward: KV cache full ({} + {} > {})", past, T, cache->max_len);
+  const auto dt = dtype();
+
+  at::Tensor x = at::embedding(weights_.embed, tokens.to(at::kLong));  // (B, T, hidden)
+
+  // RoPE tables for these positions: (B, 1, T, hd)
+  auto freqs = positions.to(at::kFloat).unsqueeze(-1) * inv_freq_;  // (B, T, hd/2)
+  auto emb = at::cat({freqs, freqs}, -1).unsqueeze(1);
+  auto cos = emb.cos().to(dt), sin = emb.sin().to(dt);
+
+  // Attention mask (B, 1, 1, T, S): key s visible to query t iff key_mask[b, s] and s <= past + t.
+  auto q_slot = at::arange(past, S, at::kLong).view({T, 1});
+  auto k_slot = at::arange(S, at::kLong).view({1, S});
+  auto allowed = (k_slot <= q_slot).view({1, 1, 1, T, S}) & key_mask.to(at::kBool).view({B, 1, 1, 1, S});
+  // A large finite negative (not -inf) so fully masked rows (queries at pad slots) stay finite.
+  auto bias = at::zeros(allowed.sizes(), at::kFloat).masked_fill(allowed.logical_not(), -1e30f);
+
+  const double scale = 1.0 / std::sqrt(static_cast<double>(hd));
+  for (int64_t l = 0; l < c.num_layers; ++l) {
+    auto& L = weights_.layers[l];
+    const int64_t nkv = c.kv_heads(l), nq = c.q_heads(l), g = nq / std::max<int64_t>(nkv, 1);
+    if (nkv > 0) {
+      auto h = rms_norm(x, L.input_norm, c.rms_norm_eps);
+      auto q = L.q->forward(h).view({B, T, nq, hd}).transpose(1, 2);  // (B, nq, T, hd)
+      auto k = L.k->forward(h).view({B, T, nkv, hd}).transpose(1, 2);  // (B, nkv, T, hd)
+      auto v = L.v->forward(h).view({B, T, nkv, hd}).transpose(1, 2);
+      q = apply_rope(q, cos, sin);
+      k = apply_rope(k, cos, sin);
+      if (cache) {
+        cache->k[l].narrow(2, past, T).copy_(k);
+        cache->v[l].narrow(2, past, T).copy_(v);
+        k = cache->k[l].narrow(2, 0, S);
+        v = cache->v[l].narrow(2, 0, S);
+      }
+      // GQA without copying K/V: group the g query heads of each KV head.
+      auto qg = q.reshape({B, nkv, g, T, hd});
+      auto scores = at::matmul(qg, k.unsqueeze(2).transpose(-1, -2)).to(at::kFloat) * scale;  // (B,nkv,g,T,S)
+      auto probs = at::softmax(scores + bias, -1).to(dt);
+      auto out = at::matmul(probs, v.unsqueeze(2));  // (B, nkv, g, T, hd)
+      out = out.reshape({B, nq, T, hd}).transpose(1, 2).reshape({B, T, nq * hd});
+      x = x + L.o->forward(out);
+    }
+    if (c.mlp_width(l) > 0) {
+      auto h = rms_norm(x, L.post_attn_norm, c.rms_norm_eps);
+      x = x + L.down->forward(at::silu(L.gate->forward(h)) * L.up->forward(h));
+    }
+  }
+  if (cache) cache->len = S;
+  return x;
+}
+
+at::Tensor Llama::forward(const at::Tensor& tokens, const at::Tensor& positions, const at::Tensor& key_mask,
+                          KVCache* cache) {
+  auto x = hidden_states(tokens, positions, key_mask, cache);
+  x = rms_norm(x, weights_.final_norm, config_.rms_norm_eps);
+  return weights_.lm_head->forward(x).to(at::kFloat);
+}
+
+}  // namespace llmc

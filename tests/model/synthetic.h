@@ -1,0 +1,43 @@
+#pragma once
+// A tiny random Llama for unit tests (no files needed).
+#include <ATen/ATen.h>
+
+#include "llmc/model/llama.h"
+#include "llmc/model/load.h"
+
+namespace llmc::test {
+
+inline ModelConfig tiny_config() {
+  ModelConfig c;
+  c.hidden_size = 32;
+  c.intermediate_size = 40;
+  c.num_layers = 2;
+  c.num_heads = 4;
+  c.num_kv_heads = 2;
+  c.head_dim = 8;
+  c.vocab_size = 50;
+  c.max_position_embeddings = 64;
+  c.bos_token_id = 1;
+  c.eos_token_id = 2;
+  return c;
+}
+
+inline std::unique_ptr<Llama> random_llama(const ModelConfig& c, uint64_t seed = 0) {
+  at::manual_seed(seed);
+  auto src = [&](const std::string& name) -> at::Tensor {
+    const int64_t H = c.hidden_size, hd = c.head_dim;
+    if (name.find("norm") != std::string::npos) return 1.0 + 0.1 * at::randn({H});
+    if (name == "model.embed_tokens.weight" || name == "lm_head.weight") return at::randn({c.vocab_size, H});
+    int64_t l = std::stoll(name.substr(std::string("model.layers.").size()));
+    const int64_t nq = c.q_heads(l), nkv = c.kv_heads(l), I = c.mlp_width(l);
+    auto r = [](int64_t o, int64_t i) { return at::randn({o, i}) / std::sqrt(static_cast<double>(i)); };
+    if (name.find("q_proj") != std::string::npos) return r(nq * hd, H);
+    if (name.find("k_proj") != std::string::npos || name.find("v_proj") != std::string::npos) return r(nkv * hd, H);
+    if (name.find("o_proj") != std::string::npos) return r(H, nq * hd);
+    if (name.find("down_proj") != std::string::npos) return r(H, I);
+    return r(I, H);
+  };
+  return build_llama(c, src, nullptr, at::kFloat, "synthetic");
+}
+
+}  // namespace llmc::test

@@ -1,0 +1,143 @@
+// Every input a user can get wrong gives one clear error line and exit code 1 (never a crash).
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <array>
+#include <cstdio>
+#include <fstream>
+
+#include "llmc/core/files.h"
+#include "llmc/core/paths.h"
+#include "llmc/model/load.h"
+#include "synthetic.h"
+
+using namespace llmc;
+
+namespace {
+
+struct CliRun {
+  int code;
+  std::string out;  // stdout + stderr
+};
+
+CliRun run_cli(const std::string& args) {
+  std::string cmd = std::string(LLMC_CLI) + " " + args + " 2>&1";
+  FILE* p = ::popen(cmd.c_str(), "r");
+  std::string out;
+  std::array<char, 4096> buf{};
+  size_t n;
+  while ((n = std::fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
+  int st = ::pclose(p);
+  return {WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st), out};
+}
+
+class CliErrors : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = "/tmp/llmc_cli_" + std::to_string(::getpid());
+    ::mkdir(dir_.c_str(), 0755);
+    good_ = dir_ + "/good";
+    save_hf_folder(*test::random_llama(test::tiny_config()), good_);
+  }
+  void TearDown() override { std::system(("rm -rf " + dir_).c_str()); }
+  // A copy of the good model folder with one file replaced.
+  std::string variant(const std::string& name, const std::string& file, const std::string& content) {
+    std::string d = dir_ + "/" + name;
+    std::system(("cp -r " + good_ + " " + d).c_str());
+    std::ofstream(d + "/" + file, std::ios::binary) << content;
+    return d;
+  }
+  void expect_error(const std::string& args, const std::string& needle) {
+    CliRun r = run_cli(args);
+    EXPECT_EQ(r.code, 1) << args << "\n" << r.out;
+    EXPECT_NE(r.out.find("error: "), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find(needle), std::string::npos) << "expected '" << needle << "' in: " << r.out;
+    // One line: the error line is the last line and no other error lines precede it.
+    EXPECT_EQ(r.out.find("error: "), r.out.rfind("error: ")) << r.out;
+  }
+  std::string dir_, good_;
+};
+
+}  // namespace
+
+TEST_F(CliErrors, GoodSyntheticModelLoads) {
+  CliRun r = run_cli("info --json --model " + good_);
+  EXPECT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("\"total\""), std::string::npos);
+}
+
+TEST_F(CliErrors, MissingFolder) { expect_error("info --model " + dir_ + "/nope", "no such model file or folder"); }
+
+TEST_F(CliErrors, MissingConfigKey) {
+  std::string cfg = read_text_file(good_ + "/config.json");
+  cfg.replace(cfg.find("\"hidden_size\""), 13, "\"hidden_sizeX\"");
+  expect_error("info --model " + variant("nokey", "config.json", cfg), "missing required key 'hidden_size'");
+}
+
+TEST_F(CliErrors, UnknownArchitecture) {
+  std::string cfg = read_text_file(good_ + "/config.json");
+  cfg.replace(cfg.find("\"model_type\": \"llama\""), 21, "\"model_type\": \"gpt_neox\"");
+  expect_error("info --model " + variant("arch", "config.json", cfg), "unsupported architecture");
+}
+
+TEST_F(CliErrors, HeaderLengthPastEof) {
+  std::string st = read_text_file(good_ + "/model.safetensors");
+  uint64_t huge = st.size() * 2;
+  std::memcpy(st.data(), &huge, 8);
+  expect_error("info --model " + variant("hdr", "model.safetensors", st), "runs past end of file");
+}
+
+TEST_F(CliErrors, OverlappingOffsets) {
+  std::string h = R"({"model.norm.weight":{"dtype":"F32","shape":[32],"data_offsets":[0,128]},)"
+                  R"("model.embed_tokens.weight":{"dtype":"F32","shape":[2],"data_offsets":[64,72]}})";
+  uint64_t n = h.size();
+  std::string st(reinterpret_cast<const char*>(&n), 8);
+  st += h + std::string(128, '\0');
+  expect_error("info --model " + variant("ovl", "model.safetensors", st), "overlap");
+}
+
+TEST_F(CliErrors, OutOfRangeOffsets) {
+  std::string h = R"({"model.norm.weight":{"dtype":"F32","shape":[32],"data_offsets":[0,128]}})";
+  uint64_t n = h.size();
+  std::string st(reinterpret_cast<const char*>(&n), 8);
+  st += h + std::string(64, '\0');
+  expect_error("info --model " + variant("oor", "model.safetensors", st), "out of range");
+}
+
+TEST_F(CliErrors, ShapeMismatchAgainstConfig) {
+  std::string cfg = read_text_file(good_ + "/config.json");
+  cfg.replace(cfg.find("\"intermediate_size\": 40"), 23, "\"intermediate_size\": 48");
+  expect_error("info --model " + variant("shape", "config.json", cfg), "config.json implies");
+}
+
+TEST_F(CliErrors, DtypeNotFloat) {
+  std::string h = R"({"model.embed_tokens.weight":{"dtype":"I32","shape":[50,32],"data_offsets":[0,6400]}})";
+  uint64_t n = h.size();
+  std::string st(reinterpret_cast<const char*>(&n), 8);
+  st += h + std::string(6400, '\0');
+  expect_error("info --model " + variant("dtype", "model.safetensors", st), "expected F32, F16 or BF16");
+}
+
+TEST_F(CliErrors, TruncatedSafetensors) {
+  std::string st = read_text_file(good_ + "/model.safetensors");
+  expect_error("info --model " + variant("trunc", "model.safetensors", st.substr(0, st.size() / 2)), "out of range");
+}
+
+TEST_F(CliErrors, NonUtf8Prompt) {
+  const std::string stories = shared_root() + "/models/stories260K";
+  if (!dir_exists(stories)) GTEST_SKIP() << "shared model not found at " << stories;
+  expect_error("generate --model " + stories + " --prompt \"$(printf 'abc\\377')\"", "invalid UTF-8");
+}
+
+TEST_F(CliErrors, EmptyTextFile) {
+  const std::string stories = shared_root() + "/models/stories260K";
+  if (!dir_exists(stories)) GTEST_SKIP() << "shared model not found at " << stories;
+  std::ofstream(dir_ + "/empty.txt").close();
+  expect_error("eval --model " + stories + " --tasks text:" + dir_ + "/empty.txt", "empty text file");
+}
+
+TEST_F(CliErrors, UnknownTask) {
+  expect_error("eval --model " + good_ + " --tasks nosuchtask", "unknown task 'nosuchtask'");
+}

@@ -1,0 +1,68 @@
+#include <cstdio>
+#include <memory>
+#include <nlohmann/json.hpp>
+
+#include "commands.h"
+#include "llmc/core/log.h"
+#include "llmc/model/generate.h"
+#include "llmc/model/load.h"
+
+namespace llmc::cli {
+
+namespace {
+struct GenerateArgs {
+  std::string model, prompt, dtype = "float32";
+  GenerateOptions g;
+  bool json = false;
+};
+}  // namespace
+
+Action add_generate(CLI::App& app) {
+  auto a = std::make_shared<GenerateArgs>();
+  app.add_option("--model", a->model, "Model folder or GGUF file")->required();
+  app.add_option("--prompt", a->prompt, "Prompt text (UTF-8)")->required();
+  app.add_option("--max-new-tokens", a->g.max_new_tokens, "Tokens to generate")->capture_default_str()->check(CLI::NonNegativeNumber);
+  app.add_option("--temperature", a->g.temperature, "0 = greedy")->capture_default_str()->check(CLI::NonNegativeNumber);
+  app.add_option("--top-p", a->g.top_p, "Nucleus sampling mass")->capture_default_str()->check(CLI::Range(0.0, 1.0));
+  app.add_option("--seed", a->g.seed, "Sampling seed")->capture_default_str();
+  app.add_option("--dtype", a->dtype, "Compute dtype: float32 | bfloat16")->capture_default_str();
+  app.add_flag("--json", a->json, "Print {prompt_ids, ids, text} as JSON");
+  return [a] {
+    auto m = load_llama(a->model, LoadOptions{a->dtype, true});
+    const Tokenizer& tok = m->tokenizer();
+    auto prompt_ids = tok.encode(a->prompt, tok.add_bos_default());
+    std::vector<int32_t> ids;
+    GenerateStats st;
+    std::string printed;
+    auto stream = [&](int32_t) {};
+    std::function<void(int32_t)> on_token;
+    if (!a->json) {
+      std::fputs(a->prompt.c_str(), stdout);
+      on_token = [&](int32_t id) {
+        ids.push_back(id);
+        std::string text = tok.decode(ids);
+        // Print only what is new, holding back a trailing incomplete UTF-8 sequence.
+        if (text.size() > printed.size() && text.compare(0, printed.size(), printed) == 0) {
+          std::fputs(text.substr(printed.size()).c_str(), stdout);
+          std::fflush(stdout);
+          printed = text;
+        }
+      };
+    }
+    (void)stream;
+    auto out = generate(*m, prompt_ids, a->g, on_token, &st);
+    std::string text = tok.decode(out);
+    if (a->json) {
+      nlohmann::json j = {{"prompt_ids", prompt_ids}, {"ids", out}, {"text", text}};
+      std::puts(j.dump().c_str());
+    } else {
+      std::puts("");
+    }
+    spdlog::info("prompt {} tokens in {:.3f} s; generated {} tokens in {:.3f} s ({:.1f} tok/s)", st.prompt_tokens,
+                 st.prefill_seconds, st.new_tokens, st.decode_seconds,
+                 st.decode_seconds > 0 ? (st.new_tokens - 1) / st.decode_seconds : 0.0);
+    return 0;
+  };
+}
+
+}  // namespace llmc::cli

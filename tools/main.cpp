@@ -1,0 +1,51 @@
+// llmcompress: search, quantize, fine-tune, export, run and evaluate compressed LLMs.
+#include <ATen/Parallel.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <thread>
+#include <vector>
+
+#include "commands.h"
+#include "llmc/core/error.h"
+#include "llmc/core/log.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"llmcompress: jointly search widths and bit-widths of an LLM against a latency budget, "
+               "then quantize, fine-tune, export, run and evaluate it"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "llmcompress 0.1.0");
+  std::string log_level = "info";
+  int threads = 0;
+  app.add_option("--log-level", log_level, "trace|debug|info|warn|error|off")->capture_default_str();
+  app.add_option("--threads", threads, "CPU threads (0 = all cores)")->capture_default_str()->check(CLI::NonNegativeNumber);
+
+  std::vector<std::pair<CLI::App*, llmc::cli::Action>> commands;
+  auto add = [&](const char* name, const char* desc, llmc::cli::Action (*fn)(CLI::App&)) {
+    CLI::App* sub = app.add_subcommand(name, desc);
+    commands.emplace_back(sub, fn(*sub));
+  };
+  add("info", "Show a model's architecture, parameter counts, dtype and tokenizer", llmc::cli::add_info);
+  add("generate", "Generate text from a prompt (greedy by default)", llmc::cli::add_generate);
+  add("eval", "Evaluate perplexity (wikitext, text:FILE) and benchmark tasks", llmc::cli::add_eval);
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  try {
+    llmc::setup_logging(log_level);
+    const int n = threads > 0 ? threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    at::set_num_threads(n);
+    for (auto& [sub, action] : commands)
+      if (sub->parsed()) return action();
+  } catch (const llmc::Error& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  }
+  return 1;
+}
