@@ -1,0 +1,62 @@
+#pragma once
+// Weight quantization on top of the packed format in kernels/include/llmc_kernels/qformat.h:
+// round-to-nearest (RTN) and GPTQ producers, fake quantization for the search (the exact values
+// the packed kernels compute with), and the packed QuantizedLinear the runtime runs.
+#include <ATen/core/Tensor.h>
+
+#include <memory>
+
+#include "llmc/model/linear.h"
+#include "llmc_kernels/qformat.h"
+
+namespace llmc {
+
+// The group size used for a linear with K inputs when `requested` is asked for: the kernels
+// support 32/64/128; a group never exceeds the input width rounded up to 32.
+int effective_group(int K, int requested);
+
+// w: (N, K) float -> packed RTN quantization (kernels::quantize_rtn).
+kernels::QMatrix quantize_rtn(const at::Tensor& w, int bits, int group);
+// Packed -> (N, K) float32 dequantized weights.
+at::Tensor dequantize(const kernels::QMatrix& q);
+// Fake quantization Q_b(w): dequantize(quantize_rtn(w)), float32 (N, K); bits == 16 returns w.
+at::Tensor fake_quantize(const at::Tensor& w, int bits, int group);
+// Straight-through estimator: forward value wq, gradient of identity w.r.t. w.
+at::Tensor straight_through(const at::Tensor& w, const at::Tensor& wq);
+
+// GPTQ (Frantar et al. 2022): quantizes columns left to right, spreading each column's error over
+// the not-yet-quantized columns through the inverse Hessian H = 2/n X^T X (K x K) of the layer's
+// inputs. Group scales/zeros are chosen from the (error-updated) weights when a group starts,
+// with the same rules as RTN, so the result is a normal packed matrix.
+// W: (N, K), H: (K, K). damp: fraction of mean(diag(H)) added to the diagonal.
+kernels::QMatrix gptq_quantize(const at::Tensor& W, const at::Tensor& H, int bits, int group, double damp = 0.01);
+
+// Accumulates H = 2/n sum x^T x over calibration inputs x: (..., K).
+class HessianAccumulator {
+ public:
+  explicit HessianAccumulator(int64_t K);
+  void add(const at::Tensor& x);
+  at::Tensor hessian() const;  // (K, K) float64
+  int64_t samples() const { return n_; }
+
+ private:
+  at::Tensor H_;
+  int64_t n_ = 0;
+};
+
+// A linear layer whose weights are packed b-bit codes; forward runs kernels::qgemm_cpu.
+class QuantizedLinear final : public Linear {
+ public:
+  explicit QuantizedLinear(kernels::QMatrix q);
+  at::Tensor forward(const at::Tensor& x) override;  // x: (..., K) float32 or bfloat16
+  int64_t in_features() const override { return q_.layout.K; }
+  int64_t out_features() const override { return q_.layout.N; }
+  at::Tensor dense_weight() const override { return dequantize(q_); }
+  const kernels::QMatrix& packed() const { return q_; }
+  int bits() const { return q_.layout.bits; }
+
+ private:
+  kernels::QMatrix q_;
+};
+
+}  // namespace llmc
