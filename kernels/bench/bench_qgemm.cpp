@@ -1,0 +1,309 @@
+// Benchmark of qgemm_cpu against memory bandwidth and a dense fp32 torch::matmul baseline.
+//
+// For each (K, N), M and bit width: median time of >= `reps` timed runs after warm-up. Every
+// run uses the next of several copies of the packed weights, and the copies together exceed the
+// last-level cache (1.5 x LLC), so weights always come from DRAM; x and y stay cache resident.
+//
+//   eff_gbps     = (packed codes + scales + zeros + x + y bytes) / time
+//   memcpy_gbps  = W / time of memcpy(dst, src, W) with W = packed weight bytes, src and dst both
+//                  rotated over pools larger than the LLC (bytes counted once, same thread count)
+//   read_gbps    = W / time of a streaming read (sum) of the same rotated copies
+//   pct_memcpy   = eff_gbps / memcpy_gbps, pct_read = eff_gbps / read_gbps
+//   speedup_fp32 = time of torch::matmul(x, W_fp32^T) (weights rotated the same way, same
+//                  thread count via at::set_num_threads) / time of qgemm_cpu
+//
+// Usage: bench_qgemm [--out FILE.json] [--threads T] [--reps R] [--group G] [--isa auto|scalar|avx2|avx512]
+//                    [--quick]
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cinttypes>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <memory>
+#include <random>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <unistd.h>
+#include <vector>
+
+#include "llmc_kernels/qgemm.h"
+
+using namespace llmc::kernels;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+struct Opts {
+  std::string out = "build/bench_kernels.json";
+  int threads = 0;
+  int reps = 20;
+  int group = 128;
+  Isa isa = Isa::kAuto;
+  bool quick = false;
+};
+
+double now_s() { return std::chrono::duration<double>(Clock::now().time_since_epoch()).count(); }
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+size_t llc_bytes() {
+  long v = sysconf(_SC_LEVEL3_CACHE_SIZE);
+  if (v <= 0) v = sysconf(_SC_LEVEL2_CACHE_SIZE);
+  return v > 0 ? static_cast<size_t>(v) : (size_t{32} << 20);
+}
+
+// Enough copies of `bytes` to cover `pool` bytes (at least 2).
+int copies_for(size_t bytes, size_t pool) { return static_cast<int>(std::max<size_t>(2, (pool + bytes - 1) / bytes)); }
+
+// A pool of `n` copies of one buffer, each 64-byte aligned; pages are touched up front.
+struct Pool {
+  size_t stride = 0;
+  int n = 0;
+  struct Free {
+    void operator()(uint8_t* p) const { std::free(p); }
+  };
+  std::unique_ptr<uint8_t, Free> mem;
+  uint8_t* at(int i) { return mem.get() + static_cast<size_t>(i) * stride; }
+  void init(size_t bytes, int copies) {
+    stride = (bytes + 63) / 64 * 64;
+    n = copies;
+    mem.reset(static_cast<uint8_t*>(std::aligned_alloc(64, stride * n)));
+    if (!mem) {
+      std::fprintf(stderr, "out of memory (%zu bytes)\n", stride * n);
+      std::exit(1);
+    }
+    std::memset(mem.get(), 0, stride * n);
+  }
+  void release() { mem.reset(); }
+};
+
+struct Row {
+  int K, N, M, bits, group, threads;
+  std::string isa;
+  double t_us, eff_gbps, memcpy_gbps, read_gbps, pct_memcpy, pct_read, dense_us, speedup;
+  size_t weight_bytes;
+  int copies;
+};
+
+// Splits [0, bytes) over T threads through torch's intra-op pool (same thread count).
+template <typename F>
+void par_bytes(size_t bytes, int T, F f) {
+  at::parallel_for(0, T, 1, [&](int64_t b, int64_t e) {
+    for (int64_t t = b; t < e; ++t) {
+      const size_t lo = bytes * t / T / 64 * 64, hi = (t + 1 == T) ? bytes : bytes * (t + 1) / T / 64 * 64;
+      f(lo, hi);
+    }
+  });
+}
+
+uint64_t read_sum(const uint8_t* p, size_t n) {
+  uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+  size_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    uint64_t a, b, c, d;
+    std::memcpy(&a, p + i, 8);
+    std::memcpy(&b, p + i + 8, 8);
+    std::memcpy(&c, p + i + 16, 8);
+    std::memcpy(&d, p + i + 24, 8);
+    s0 += a;
+    s1 += b;
+    s2 += c;
+    s3 += d;
+  }
+  for (; i < n; ++i) s0 += p[i];
+  return s0 + s1 + s2 + s3;
+}
+
+volatile uint64_t g_sink = 0;
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Opts o;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    auto next = [&]() -> std::string {
+      if (i + 1 >= argc) {
+        std::fprintf(stderr, "missing value for %s\n", a.c_str());
+        std::exit(2);
+      }
+      return argv[++i];
+    };
+    if (a == "--out") o.out = next();
+    else if (a == "--threads") o.threads = std::stoi(next());
+    else if (a == "--reps") o.reps = std::max(1, std::stoi(next()));
+    else if (a == "--group") o.group = std::stoi(next());
+    else if (a == "--quick") o.quick = true;
+    else if (a == "--isa") {
+      const std::string v = next();
+      o.isa = v == "scalar" ? Isa::kScalar : v == "avx2" ? Isa::kAvx2 : v == "avx512" ? Isa::kAvx512 : Isa::kAuto;
+    } else {
+      std::fprintf(stderr, "usage: %s [--out FILE] [--threads T] [--reps R] [--group G] [--isa I] [--quick]\n", argv[0]);
+      return 2;
+    }
+  }
+  const int T = o.threads > 0 ? o.threads : default_num_threads();
+  at::set_num_threads(T);
+  torch::NoGradGuard no_grad;
+  const Isa isa = o.isa == Isa::kAuto ? best_isa() : o.isa;
+  const size_t llc = llc_bytes();
+  const size_t pool_bytes = llc + llc / 2;
+  std::printf("bench_qgemm: threads=%d isa=%s group=%d LLC=%zu MiB, weight pool %zu MiB, reps=%d\n", T,
+              isa_name(isa), o.group, llc >> 20, pool_bytes >> 20, o.reps);
+
+  std::vector<std::pair<int, int>> shapes = {{4096, 4096}, {4096, 14336}, {14336, 4096}, {576, 1536}, {1536, 576}};
+  std::vector<int> Ms = {1, 16, 128};
+  std::vector<int> bitss = {2, 3, 4, 8};
+  if (o.quick) {
+    shapes = {{4096, 4096}, {576, 1536}};
+    Ms = {1, 16};
+  }
+  const int warm = 3;
+  std::vector<Row> rows;
+  std::mt19937 rng(42);
+  const double t_start = now_s();
+
+  for (auto [K, N] : shapes) {
+    // Dense fp32 baseline per M (weights rotated like the quantized ones).
+    std::vector<double> dense_us(Ms.size(), 0);
+    {
+      const size_t wbytes = static_cast<size_t>(N) * K * 4;
+      const int nc = copies_for(wbytes, pool_bytes);
+      std::vector<torch::Tensor> Ws;
+      for (int c = 0; c < nc; ++c) Ws.push_back(torch::randn({N, K}, torch::kFloat32) * 0.02);
+      for (size_t mi = 0; mi < Ms.size(); ++mi) {
+        const int M = Ms[mi];
+        const torch::Tensor X = torch::randn({M, K}, torch::kFloat32);
+        std::vector<double> ts;
+        int ci = 0;
+        for (int r = 0; r < warm + o.reps; ++r) {
+          const torch::Tensor& W = Ws[ci++ % nc];
+          const double t0 = now_s();
+          torch::Tensor Y = torch::matmul(X, W.t());
+          const double t1 = now_s();
+          if (r >= warm) ts.push_back(t1 - t0);
+        }
+        dense_us[mi] = median(ts) * 1e6;
+      }
+    }
+
+    for (int bits : bitss) {
+      const QLayout l = make_layout(bits, o.group, N, K);
+      const size_t wb = l.total_bytes();
+      const int nc = copies_for(wb, pool_bytes);
+      // Copy 0: random codes and realistic fp16 scales/zeros; the other copies are byte copies.
+      Pool wp;
+      wp.init(wb, nc);
+      {
+        std::uniform_int_distribution<int> byte(0, 255);
+        uint8_t* c0 = wp.at(0);
+        for (size_t i = 0; i < l.code_bytes; ++i) c0[i] = static_cast<uint8_t>(byte(rng));
+        auto* sc = reinterpret_cast<uint16_t*>(c0 + l.code_bytes);
+        auto* zc = sc + l.scale_count;
+        std::uniform_real_distribution<float> sd(0.001f, 0.01f);
+        for (size_t i = 0; i < l.scale_count; ++i) {
+          sc[i] = fp32_to_fp16(sd(rng));
+          zc[i] = fp32_to_fp16(static_cast<float>((1 << bits) / 2));
+        }
+        for (int c = 1; c < nc; ++c) std::memcpy(wp.at(c), c0, wb);
+      }
+      auto view = [&](int c) {
+        uint8_t* p = wp.at(c);
+        const auto* sc = reinterpret_cast<const uint16_t*>(p + l.code_bytes);
+        return QMatrixView{bits, o.group, N, K, p, sc, sc + l.scale_count};
+      };
+
+      // Streaming references on the same rotated bytes (measured once per bit width; M-independent).
+      Pool dst;
+      dst.init(wb, nc);
+      std::vector<double> tm, tr;
+      int ci = 0;
+      for (int r = 0; r < warm + o.reps; ++r) {
+        const uint8_t* src = wp.at(ci % nc);
+        uint8_t* d = dst.at(ci % nc);
+        ++ci;
+        const double t0 = now_s();
+        par_bytes(wb, T, [&](size_t lo, size_t hi) { std::memcpy(d + lo, src + lo, hi - lo); });
+        const double t1 = now_s();
+        if (r >= warm) tm.push_back(t1 - t0);
+      }
+      for (int r = 0; r < warm + o.reps; ++r) {
+        const uint8_t* src = wp.at(ci++ % nc);
+        std::atomic<uint64_t> acc{0};
+        const double t0 = now_s();
+        par_bytes(wb, T, [&](size_t lo, size_t hi) { acc += read_sum(src + lo, hi - lo); });
+        const double t1 = now_s();
+        g_sink = g_sink + acc.load();
+        if (r >= warm) tr.push_back(t1 - t0);
+      }
+      dst.release();
+      const double memcpy_gbps = wb / median(tm) / 1e9;
+      const double read_gbps = wb / median(tr) / 1e9;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));  // let torch's OpenMP threads go idle
+
+      for (size_t mi = 0; mi < Ms.size(); ++mi) {
+        const int M = Ms[mi];
+        std::vector<float> x(static_cast<size_t>(M) * K), y(static_cast<size_t>(M) * N);
+        std::normal_distribution<float> nd;
+        for (auto& v : x) v = nd(rng);
+        std::vector<double> ts;
+        for (int r = 0; r < warm + o.reps; ++r) {
+          const QMatrixView w = view(ci++ % nc);
+          const double t0 = now_s();
+          qgemm_cpu(x.data(), M, w, nullptr, y.data(), T, isa);
+          const double t1 = now_s();
+          if (r >= warm) ts.push_back(t1 - t0);
+        }
+        const double t = median(ts);
+        const double bytes = static_cast<double>(wb) + 4.0 * M * K + 4.0 * M * N;
+        Row row{K, N, M, bits, o.group, T, isa_name(isa), t * 1e6, bytes / t / 1e9, memcpy_gbps, read_gbps, 0, 0,
+                dense_us[mi], dense_us[mi] / (t * 1e6), wb, nc};
+        row.pct_memcpy = 100.0 * row.eff_gbps / memcpy_gbps;
+        row.pct_read = 100.0 * row.eff_gbps / read_gbps;
+        rows.push_back(row);
+        std::printf("K=%5d N=%5d M=%3d b=%d: %9.1f us  %6.2f GB/s  memcpy %6.2f (%5.1f%%)  read %6.2f (%5.1f%%)  "
+                    "fp32 %9.1f us  x%.2f\n",
+                    K, N, M, bits, row.t_us, row.eff_gbps, memcpy_gbps, row.pct_memcpy, read_gbps, row.pct_read,
+                    row.dense_us, row.speedup);
+        std::fflush(stdout);
+      }
+    }
+  }
+
+  std::ostringstream js;
+  js << "{\n  \"benchmark\": \"qgemm_cpu\",\n  \"threads\": " << T << ",\n  \"isa\": \"" << isa_name(isa)
+     << "\",\n  \"group\": " << o.group << ",\n  \"reps\": " << o.reps << ",\n  \"llc_bytes\": " << llc
+     << ",\n  \"seconds\": " << (now_s() - t_start) << ",\n  \"results\": [\n";
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const Row& r = rows[i];
+    char buf[1024];
+    std::snprintf(buf, sizeof buf,
+                  "    {\"K\": %d, \"N\": %d, \"M\": %d, \"bits\": %d, \"group\": %d, \"threads\": %d, \"isa\": \"%s\", "
+                  "\"weight_bytes\": %zu, \"weight_copies\": %d, \"time_us\": %.3f, \"eff_gbps\": %.3f, "
+                  "\"memcpy_gbps\": %.3f, \"read_gbps\": %.3f, \"pct_memcpy\": %.1f, \"pct_read\": %.1f, "
+                  "\"dense_fp32_us\": %.3f, \"speedup_vs_fp32\": %.3f}%s\n",
+                  r.K, r.N, r.M, r.bits, r.group, r.threads, r.isa.c_str(), r.weight_bytes, r.copies, r.t_us, r.eff_gbps,
+                  r.memcpy_gbps, r.read_gbps, r.pct_memcpy, r.pct_read, r.dense_us, r.speedup,
+                  i + 1 < rows.size() ? "," : "");
+    js << buf;
+  }
+  js << "  ]\n}\n";
+  std::ofstream f(o.out);
+  if (!f) {
+    std::fprintf(stderr, "cannot write %s\n", o.out.c_str());
+    return 1;
+  }
+  f << js.str();
+  std::printf("wrote %s (%.1f s)\n", o.out.c_str(), now_s() - t_start);
+  return 0;
+}

@@ -1,0 +1,43 @@
+// CPU matrix multiplication with weight-only quantized weights (see qformat.h for the format).
+//
+//   y[M][N] = x[M][K] * dequant(W)[N][K]^T (+ bias[N])
+//
+// x, y and bias are fp32, row-major, densely packed (row stride K for x, N for y); x and y must
+// not overlap. All functions throw std::invalid_argument, naming the argument, for bad arguments
+// (null pointers, M/N/K < 1, bits not in {2,3,4,8}, group not in {32,64,128}, negative thread
+// counts, an ISA this CPU lacks); nothing is written to y then.
+#pragma once
+
+#include <cstdint>
+
+#include "llmc_kernels/qformat.h"
+
+namespace llmc::kernels {
+
+// Instruction-set path of qgemm_cpu. kAuto picks the best one this CPU supports (runtime CPUID
+// check); the others force a path (used by the tests to cover all of them on one machine).
+enum class Isa { kAuto = 0, kScalar = 1, kAvx2 = 2, kAvx512 = 3 };
+
+const char* isa_name(Isa isa);
+bool isa_supported(Isa isa);  // kAuto and kScalar: always; kAvx2: AVX2+FMA+F16C; kAvx512: F+BW+VL+DQ
+Isa best_isa();               // what kAuto resolves to
+
+// Default thread count used when num_threads == 0 (initially std::thread::hardware_concurrency()).
+// n <= 0 restores that initial default.
+void set_default_num_threads(int n);
+int default_num_threads();
+
+// Quantized GEMM. num_threads: 0 = default_num_threads(), otherwise the exact count (threads
+// split the N output rows). Work runs on a persistent internal thread pool; concurrent calls
+// from several threads are safe (they are serialized on the pool).
+void qgemm_cpu(const float* x, int M, const QMatrixView& w, const float* bias, float* y, int num_threads = 0,
+               Isa isa = Isa::kAuto);
+
+// Reference: dequantizes each weight in fp64 (w = s * (q - z)) and accumulates in fp64.
+// Single-threaded and slow; for tests.
+void qgemm_reference(const float* x, int M, const QMatrixView& w, const float* bias, float* y);
+
+// Naive dense fp32 reference: y = x * W^T (+ bias) with W fp32 [N][K], fp64 accumulation.
+void gemm_dense_reference(const float* x, int M, const float* W, int N, int K, const float* bias, float* y);
+
+}  // namespace llmc::kernels

@@ -1,0 +1,262 @@
+// AVX2 + FMA (+F16C) kernels; compiled without -m flags like qgemm_avx512.cpp (same rules: the
+// target pragma, anonymous namespace, no std templates below the pragma).
+//
+// Fused kernel (M < 16): per group, Q = sum_k q_k * x_k is accumulated with exact integer codes
+// (converted to fp32), then y += s * Q; the zero point enters once per group as
+// - s * z * sum_group(x) (group sums of x are precomputed per call).
+//   2/3 bit: qword broadcast + vpsrlvd (+ the hi bit plane for 3 bit), vpand, vcvtdq2ps.
+//   4 bit  : 128-bit block broadcast to both halves, vpsrlvd + vpand + vcvtdq2ps -> 8 codes.
+//   8 bit  : vpmovzxbd + vcvtdq2ps.
+// Panel kernel (M >= 16): 6 rows x 256 columns dequantized to L1, 6 x 16 micro kernel.
+// GCC 12 reports its own _mm512_undefined_ps()/_mm256_undefined_ps() self-initialisation as
+// "uninitialized" when intrinsics are used under a target pragma; the warning is a false positive.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+#include <immintrin.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+
+#include "llmc_kernels/qformat.h"
+#include "qgemm_impl.h"
+
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx2,fma,f16c,bmi,bmi2"))), apply_to = function)
+#else
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,f16c,bmi,bmi2")
+#endif
+
+namespace llmc::kernels::detail {
+namespace {
+
+inline int imin(int a, int b) { return a < b ? a : b; }
+
+inline float h2f(uint16_t h) { return _cvtsh_ss(h); }
+
+inline uint32_t load_u32(const uint8_t* p) {
+  uint32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
+
+// 4-bit block broadcast to both 128-bit halves: lane i of step j (codes 8j + i) is word i % 4,
+// nibble 2j + i / 4.
+inline __m256i shifts4(int j) { return _mm256_add_epi32(_mm256_set1_epi32(8 * j), _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4)); }
+// 2/3-bit pair layout, qword broadcast: lane i of step j (code c = 8j + i) sees word i % 2 and
+// needs a shift of 4 * ((c % 16) / 2) + 2 * (c / 16).
+inline __m256i shifts_pair(int j) {
+  return _mm256_add_epi32(_mm256_set1_epi32(16 * (j & 1) + 2 * (j >> 1)), _mm256_setr_epi32(0, 0, 4, 4, 8, 8, 12, 12));
+}
+inline __m256i seq8(int j) { return _mm256_add_epi32(_mm256_set1_epi32(8 * j), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)); }
+
+inline float hsum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+// Integer codes 8j .. 8j+7 of a block.
+template <int BITS>
+inline __m256i codes8(const uint8_t* blk, int j) {
+  if constexpr (BITS <= 3) {
+    int64_t w;
+    std::memcpy(&w, blk, 8);
+    const __m256i lo = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi64x(w), shifts_pair(j)), _mm256_set1_epi32(3));
+    if constexpr (BITS == 2) {
+      return lo;
+    } else {
+      const __m256i hb = _mm256_set1_epi32(static_cast<int>(load_u32(blk + 8)));
+      const __m256i hi = _mm256_and_si256(_mm256_srlv_epi32(hb, seq8(j)), _mm256_set1_epi32(1));
+      return _mm256_or_si256(lo, _mm256_slli_epi32(hi, 2));
+    }
+  } else if constexpr (BITS == 4) {
+    const __m256i v = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk)));
+    return _mm256_and_si256(_mm256_srlv_epi32(v, shifts4(j)), _mm256_set1_epi32(15));
+  } else {
+    return _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(blk + 8 * j)));
+  }
+}
+
+// Q += q * x for the 8 codes of step j (codes 8j..8j+7) of a block.
+template <int BITS>
+inline __m256 accumulate8(const uint8_t* blk, int j, __m256 x, __m256 Q) {
+  return _mm256_fmadd_ps(_mm256_cvtepi32_ps(codes8<BITS>(blk, j)), x, Q);
+}
+
+template <int BITS, int MT, int NT>
+void fused_tile(const Problem& p, int m0, int n0) {
+  const int bpg = p.group / kBlockCodes;
+  const uint8_t* rows[NT];
+  for (int n = 0; n < NT; ++n) rows[n] = p.codes + static_cast<size_t>(n0 + n) * p.row_bytes;
+  const float* xr[MT];
+  for (int m = 0; m < MT; ++m) xr[m] = p.xp + static_cast<size_t>(m0 + m) * p.Kp;
+  __m256 acc[MT][NT];
+  for (int m = 0; m < MT; ++m)
+    for (int n = 0; n < NT; ++n) acc[m][n] = _mm256_setzero_ps();
+  float zterm[MT][NT];
+  for (int m = 0; m < MT; ++m)
+    for (int n = 0; n < NT; ++n) zterm[m][n] = 0.f;
+
+  for (int g = 0; g < p.G; ++g) {
+    __m256 Q[MT][NT];
+    for (int m = 0; m < MT; ++m)
+      for (int n = 0; n < NT; ++n) Q[m][n] = _mm256_setzero_ps();
+    for (int kb = g * bpg; kb < (g + 1) * bpg; ++kb) {
+      for (int j = 0; j < 4; ++j) {
+        __m256 xv[MT];
+        for (int m = 0; m < MT; ++m) xv[m] = _mm256_loadu_ps(xr[m] + kb * kBlockCodes + 8 * j);
+        for (int n = 0; n < NT; ++n) {
+          const uint8_t* blk = rows[n] + static_cast<size_t>(kb) * (4 * BITS);
+          for (int m = 0; m < MT; ++m) Q[m][n] = accumulate8<BITS>(blk, j, xv[m], Q[m][n]);
+        }
+      }
+    }
+    for (int n = 0; n < NT; ++n) {
+      const size_t gi = static_cast<size_t>(n0 + n) * p.G + g;
+      const float s = h2f(p.scales[gi]), sz = s * h2f(p.zeros[gi]);
+      const __m256 sv = _mm256_set1_ps(s);
+      for (int m = 0; m < MT; ++m) {
+        acc[m][n] = _mm256_fmadd_ps(Q[m][n], sv, acc[m][n]);
+        zterm[m][n] += sz * p.xg[static_cast<size_t>(m0 + m) * p.G + g];
+      }
+    }
+  }
+  for (int m = 0; m < MT; ++m) {
+    for (int n = 0; n < NT; ++n) {
+      float v = hsum(acc[m][n]) - zterm[m][n];
+      if (p.bias) v += p.bias[n0 + n];
+      p.y[static_cast<size_t>(m0 + m) * p.N + n0 + n] = v;
+    }
+  }
+}
+
+template <int MT>
+constexpr int fused_nt() {
+  return MT == 1 ? 4 : (MT == 2 ? 2 : 1);
+}
+
+template <int BITS, int MT>
+void fused_span(const Problem& p, int m0, int c0, int c1) {
+  constexpr int NT = fused_nt<MT>();
+  int n = c0;
+  for (; n + NT <= c1; n += NT) fused_tile<BITS, MT, NT>(p, m0, n);
+  for (; n < c1; ++n) fused_tile<BITS, MT, 1>(p, m0, n);
+}
+
+template <int BITS>
+void fused_rows(const Problem& p, int n0, int n1) {
+  for (int c0 = n0; c0 < n1; c0 += 24) {
+    const int c1 = imin(n1, c0 + 24);
+    for (int m0 = 0; m0 < p.M; m0 += 4) {
+      switch (imin(4, p.M - m0)) {
+        case 1: fused_span<BITS, 1>(p, m0, c0, c1); break;
+        case 2: fused_span<BITS, 2>(p, m0, c0, c1); break;
+        case 3: fused_span<BITS, 3>(p, m0, c0, c1); break;
+        default: fused_span<BITS, 4>(p, m0, c0, c1); break;
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+constexpr int kNr = kPanelNr256;
+constexpr int kKc = kPanelKc;
+
+template <int BITS>
+void dequant_panel(const Problem& p, int nb, int nr, int kc0, int kcn, float* wb) {
+  const int bpg = p.group / kBlockCodes;
+  for (int r = 0; r < kNr; ++r) {
+    float* dst = wb + r * kKc;
+    if (r >= nr) {
+      for (int k = 0; k < kcn; k += 8) _mm256_store_ps(dst + k, _mm256_setzero_ps());
+      continue;
+    }
+    const int n = nb + r;
+    const uint8_t* row = p.codes + static_cast<size_t>(n) * p.row_bytes;
+    for (int kb = kc0 / kBlockCodes; kb < (kc0 + kcn) / kBlockCodes; ++kb) {
+      const size_t gi = static_cast<size_t>(n) * p.G + kb / bpg;
+      const __m256 s = _mm256_set1_ps(h2f(p.scales[gi]));
+      const __m256 z = _mm256_set1_ps(h2f(p.zeros[gi]));
+      float* out = dst + (kb * kBlockCodes - kc0);
+      const uint8_t* blk = row + static_cast<size_t>(kb) * (4 * BITS);
+      for (int j = 0; j < 4; ++j) {
+        const __m256i q = codes8<BITS>(blk, j);
+        _mm256_store_ps(out + 8 * j, _mm256_mul_ps(_mm256_sub_ps(_mm256_cvtepi32_ps(q), z), s));
+      }
+    }
+  }
+}
+
+// 6 weight rows x 16 x-rows (two ymm) over kcn columns.
+void micro(const float* xT, int Mp, const float* wb, int kcn, float* yT, int nr, bool first) {
+  __m256 acc[kNr][2];
+  for (int r = 0; r < kNr; ++r) {
+    for (int v = 0; v < 2; ++v) {
+      acc[r][v] = (first || r >= nr) ? _mm256_setzero_ps() : _mm256_loadu_ps(yT + static_cast<size_t>(r) * Mp + 8 * v);
+    }
+  }
+  for (int k = 0; k < kcn; ++k) {
+    const float* xk = xT + static_cast<size_t>(k) * Mp;
+    const __m256 x0 = _mm256_load_ps(xk), x1 = _mm256_load_ps(xk + 8);
+    for (int r = 0; r < kNr; ++r) {
+      const __m256 w = _mm256_broadcast_ss(wb + r * kKc + k);
+      acc[r][0] = _mm256_fmadd_ps(x0, w, acc[r][0]);
+      acc[r][1] = _mm256_fmadd_ps(x1, w, acc[r][1]);
+    }
+  }
+  for (int r = 0; r < nr; ++r) {
+    for (int v = 0; v < 2; ++v) _mm256_storeu_ps(yT + static_cast<size_t>(r) * Mp + 8 * v, acc[r][v]);
+  }
+}
+
+template <int BITS>
+void panel_rows(const Problem& p, int n0, int n1) {
+  alignas(64) float wb[kNr * kKc];
+  for (int kc0 = 0; kc0 < p.Kp; kc0 += kKc) {
+    const int kcn = imin(kKc, p.Kp - kc0);
+    const float* xT = p.xT + static_cast<size_t>(kc0) * p.Mp;
+    for (int nb = n0; nb < n1; nb += kNr) {
+      const int nr = imin(kNr, n1 - nb);
+      dequant_panel<BITS>(p, nb, nr, kc0, kcn, wb);
+      float* yT = p.yT + static_cast<size_t>(nb) * p.Mp;
+      for (int m0 = 0; m0 < p.Mp; m0 += 16) micro(xT + m0, p.Mp, wb, kcn, yT + m0, nr, kc0 == 0);
+    }
+  }
+  for (int m = 0; m < p.M; ++m) {
+    float* yr = p.y + static_cast<size_t>(m) * p.N;
+    for (int n = n0; n < n1; ++n) yr[n] = p.yT[static_cast<size_t>(n) * p.Mp + m] + (p.bias ? p.bias[n] : 0.f);
+  }
+}
+
+}  // namespace
+
+void fused_rows_avx2(const Problem& p, int n0, int n1) {
+  switch (p.bits) {
+    case 2: fused_rows<2>(p, n0, n1); break;
+    case 3: fused_rows<3>(p, n0, n1); break;
+    case 4: fused_rows<4>(p, n0, n1); break;
+    default: fused_rows<8>(p, n0, n1); break;
+  }
+}
+
+void panel_rows_avx2(const Problem& p, int n0, int n1) {
+  switch (p.bits) {
+    case 2: panel_rows<2>(p, n0, n1); break;
+    case 3: panel_rows<3>(p, n0, n1); break;
+    case 4: panel_rows<4>(p, n0, n1); break;
+    default: panel_rows<8>(p, n0, n1); break;
+  }
+}
+
+}  // namespace llmc::kernels::detail
+
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
+#pragma GCC pop_options
+#endif

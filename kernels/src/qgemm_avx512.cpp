@@ -1,0 +1,348 @@
+// AVX-512 (F, BW, VL, DQ) kernels. This file is compiled without -m flags: everything after the
+// target pragma is generated for AVX-512 and only ever called after a runtime CPUID check
+// (qgemm_cpu.cpp). All helpers live in an anonymous namespace (internal linkage), so no
+// AVX-512-compiled copy of an inline/template function can be picked by the linker for code that
+// runs on other CPUs; no standard-library template is instantiated below the pragma.
+//
+// Fused kernel (M < 16); every weight is dequantized exactly (w = s*(q - z), no zero-point
+// folding), then one FMA per row of x:
+//   2 bit : a block's two words broadcast (vpbroadcastq), one vpsrlvd puts codes i and 16+i in
+//           the low nibble of lane i; vpermps with the per-group tables TA[c] = s*((c&3) - z) and
+//           TB[c] = s*((c>>2) - z) yields 2 x 16 weights. 5 uops per 32 codes.
+//   3 bit : as 2 bit for the low two bits; the bit-plane word gives lane masks (kmovw) and a
+//           masked add of 4*s completes the weight. 9 uops per 32 codes.
+//   4 bit : 128-bit block broadcast to 4 lanes, vpsrlvd, vpermps from T[c] = s*(c - z).
+//   8 bit : vpmovzxbd + vcvtdq2ps, (q - z)*s.
+// (On this class of core, kmov k,m16 issues once per cycle while vector adds/FMAs issue twice,
+// so a pure bit-plane "masked add of x" scheme is limited by mask loads; the tables avoid that.)
+// Panel kernel (M >= 16): dequantize 12 rows x 256 columns to an L1 buffer (each weight once),
+// then a 12 x 32 register-blocked outer-product micro kernel over x^T (lanes = rows of x).
+// GCC 12 reports its own _mm512_undefined_ps()/_mm256_undefined_ps() self-initialisation as
+// "uninitialized" when intrinsics are used under a target pragma; the warning is a false positive.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+#include <immintrin.h>
+
+#include <cstddef>
+#include <cstdint>
+
+#include "llmc_kernels/qformat.h"
+#include "qgemm_impl.h"
+
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c,bmi,bmi2"))), \
+                             apply_to = function)
+#else
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c,bmi,bmi2")
+#endif
+
+namespace llmc::kernels::detail {
+namespace {
+
+constexpr int kGC = 64;  // groups whose scales/zeros are converted to fp32 at a time
+
+inline int imin(int a, int b) { return a < b ? a : b; }
+
+inline __mmask16 tail_mask(int r) { return static_cast<__mmask16>(r >= 16 ? 0xffffu : ((1u << r) - 1u)); }
+
+// fp16[cnt] -> fp32 (cnt <= kGC); lanes past cnt become 0.
+inline void cvt_fp16(const uint16_t* src, int cnt, float* out) {
+  for (int i = 0; i < cnt; i += 16) {
+    const __m256i h = _mm256_maskz_loadu_epi16(tail_mask(cnt - i), src + i);
+    _mm512_store_ps(out + i, _mm512_cvtph_ps(h));
+  }
+}
+
+// kmovw k, m16 straight from memory (GCC compiles _load_mask16 to movzx + kmovw k, r32).
+inline __mmask16 load_mask(const uint8_t* p) {
+  __mmask16 k;
+  __asm__("kmovw %1, %0" : "=k"(k) : "m"(*reinterpret_cast<const uint16_t*>(p)));
+  return k;
+}
+
+inline __m512 iota16() { return _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15); }
+
+// 2/3-bit pair layout: lane i = 2k + h of a broadcast qword sees word h; shifting by 4k puts
+// code i in bits 0-1 and code 16 + i in bits 2-3.
+inline __m512i pair_shifts() { return _mm512_setr_epi32(0, 0, 4, 4, 8, 8, 12, 12, 16, 16, 20, 20, 24, 24, 28, 28); }
+inline __m512 idx_lo2() { return _mm512_setr_ps(0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3); }
+inline __m512 idx_hi2() { return _mm512_setr_ps(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3); }
+inline __m512i load_pair_words(const uint8_t* blk) {
+  int64_t v;
+  __builtin_memcpy(&v, blk, 8);
+  return _mm512_set1_epi64(v);
+}
+
+// Lane i of step j (codes 16j + i) of a 4-bit block broadcast to four 128-bit lanes: word i % 4,
+// nibble 4j + i / 4.
+inline __m512i shifts4(int j) {
+  return _mm512_add_epi32(_mm512_set1_epi32(16 * j),
+                          _mm512_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4, 8, 8, 8, 8, 12, 12, 12, 12));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fused kernel: MT rows of x (m0..) times NT weight rows (n0..), whole K.
+template <int BITS, int MT, int NT>
+void fused_tile(const Problem& p, int m0, int n0) {
+  const int bpg = p.group / kBlockCodes;
+  const uint8_t* rows[NT];
+  for (int n = 0; n < NT; ++n) rows[n] = p.codes + static_cast<size_t>(n0 + n) * p.row_bytes;
+  const float* xr[MT];
+  for (int m = 0; m < MT; ++m) xr[m] = p.xp + static_cast<size_t>(m0 + m) * p.Kp;
+
+  __m512 acc[MT][NT];
+  for (int m = 0; m < MT; ++m)
+    for (int n = 0; n < NT; ++n) acc[m][n] = _mm512_setzero_ps();
+  alignas(64) float sc[NT][kGC];
+  alignas(64) float zc[NT][kGC];
+  const __m512 iota = iota16();
+  const __m512i sh0 = shifts4(0), sh1 = shifts4(1);
+  const __m512 ilo = idx_lo2(), ihi = idx_hi2();
+  const __m512i psh = pair_shifts();
+
+  for (int g0 = 0; g0 < p.G; g0 += kGC) {
+    const int gc = imin(kGC, p.G - g0);
+    for (int n = 0; n < NT; ++n) {
+      cvt_fp16(p.scales + static_cast<size_t>(n0 + n) * p.G + g0, gc, sc[n]);
+      cvt_fp16(p.zeros + static_cast<size_t>(n0 + n) * p.G + g0, gc, zc[n]);
+    }
+    for (int gi = 0; gi < gc; ++gi) {
+      const int kb0 = (g0 + gi) * bpg;
+      if constexpr (BITS <= 3) {
+        __m512 TA[NT], TB[NT], S4[NT];
+        for (int n = 0; n < NT; ++n) {
+          const __m512 s = _mm512_set1_ps(sc[n][gi]), z = _mm512_set1_ps(zc[n][gi]);
+          TA[n] = _mm512_mul_ps(_mm512_sub_ps(ilo, z), s);
+          TB[n] = _mm512_mul_ps(_mm512_sub_ps(ihi, z), s);
+          if constexpr (BITS == 3) S4[n] = _mm512_mul_ps(s, _mm512_set1_ps(4.f));
+        }
+        for (int kb = kb0; kb < kb0 + bpg; ++kb) {
+          __m512 x0[MT], x1[MT];
+          for (int m = 0; m < MT; ++m) {
+            x0[m] = _mm512_loadu_ps(xr[m] + kb * kBlockCodes);
+            x1[m] = _mm512_loadu_ps(xr[m] + kb * kBlockCodes + 16);
+          }
+          for (int n = 0; n < NT; ++n) {
+            const uint8_t* blk = rows[n] + static_cast<size_t>(kb) * (4 * BITS);
+            const __m512i v = _mm512_srlv_epi32(load_pair_words(blk), psh);
+            __m512 wa = _mm512_permutexvar_ps(v, TA[n]);
+            __m512 wb = _mm512_permutexvar_ps(v, TB[n]);
+            if constexpr (BITS == 3) {
+              wa = _mm512_mask_add_ps(wa, load_mask(blk + 8), wa, S4[n]);
+              wb = _mm512_mask_add_ps(wb, load_mask(blk + 10), wb, S4[n]);
+            }
+            for (int m = 0; m < MT; ++m) {
+              acc[m][n] = _mm512_fmadd_ps(wa, x0[m], acc[m][n]);
+              acc[m][n] = _mm512_fmadd_ps(wb, x1[m], acc[m][n]);
+            }
+          }
+        }
+      } else if constexpr (BITS == 4) {
+        __m512 T[NT];
+        for (int n = 0; n < NT; ++n) {
+          T[n] = _mm512_mul_ps(_mm512_sub_ps(iota, _mm512_set1_ps(zc[n][gi])), _mm512_set1_ps(sc[n][gi]));
+        }
+        for (int kb = kb0; kb < kb0 + bpg; ++kb) {
+          __m512i v[NT];
+          for (int n = 0; n < NT; ++n) {
+            v[n] = _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(rows[n] + kb * 16)));
+          }
+          for (int j = 0; j < 2; ++j) {
+            __m512 xv[MT];
+            for (int m = 0; m < MT; ++m) xv[m] = _mm512_loadu_ps(xr[m] + kb * kBlockCodes + 16 * j);
+            for (int n = 0; n < NT; ++n) {
+              const __m512 w = _mm512_permutexvar_ps(_mm512_srlv_epi32(v[n], j == 0 ? sh0 : sh1), T[n]);
+              for (int m = 0; m < MT; ++m) acc[m][n] = _mm512_fmadd_ps(w, xv[m], acc[m][n]);
+            }
+          }
+        }
+      } else {
+        __m512 s[NT], z[NT];
+        for (int n = 0; n < NT; ++n) {
+          s[n] = _mm512_set1_ps(sc[n][gi]);
+          z[n] = _mm512_set1_ps(zc[n][gi]);
+        }
+        for (int kb = kb0; kb < kb0 + bpg; ++kb) {
+          for (int j = 0; j < 2; ++j) {
+            __m512 xv[MT];
+            for (int m = 0; m < MT; ++m) xv[m] = _mm512_loadu_ps(xr[m] + kb * kBlockCodes + 16 * j);
+            for (int n = 0; n < NT; ++n) {
+              const __m128i q8 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(rows[n] + kb * 32 + 16 * j));
+              const __m512 q = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(q8));
+              const __m512 w = _mm512_mul_ps(_mm512_sub_ps(q, z[n]), s[n]);
+              for (int m = 0; m < MT; ++m) acc[m][n] = _mm512_fmadd_ps(w, xv[m], acc[m][n]);
+            }
+          }
+        }
+      }
+    }
+  }
+
+  for (int m = 0; m < MT; ++m) {
+    for (int n = 0; n < NT; ++n) {
+      float v = _mm512_reduce_add_ps(acc[m][n]);
+      if (p.bias) v += p.bias[n0 + n];
+      p.y[static_cast<size_t>(m0 + m) * p.N + n0 + n] = v;
+    }
+  }
+}
+
+// Weight rows per tile: as many as the 32 zmm registers allow for MT rows of x.
+template <int BITS, int MT>
+constexpr int fused_nt() {
+  if constexpr (BITS <= 3) return MT <= 2 ? 4 : 2;
+  return MT <= 3 ? 4 : 3;
+}
+
+template <int BITS, int MT>
+void fused_span(const Problem& p, int m0, int c0, int c1) {
+  constexpr int NT = fused_nt<BITS, MT>();
+  int n = c0;
+  for (; n + NT <= c1; n += NT) fused_tile<BITS, MT, NT>(p, m0, n);
+  for (; n < c1; ++n) fused_tile<BITS, MT, 1>(p, m0, n);
+}
+
+template <int BITS>
+void fused_rows(const Problem& p, int n0, int n1) {
+  // Rows in chunks of 24 so that, for several x tiles, the chunk's weights are re-read from L2.
+  for (int c0 = n0; c0 < n1; c0 += 24) {
+    const int c1 = imin(n1, c0 + 24);
+    for (int m0 = 0; m0 < p.M; m0 += 4) {
+      switch (imin(4, p.M - m0)) {
+        case 1: fused_span<BITS, 1>(p, m0, c0, c1); break;
+        case 2: fused_span<BITS, 2>(p, m0, c0, c1); break;
+        case 3: fused_span<BITS, 3>(p, m0, c0, c1); break;
+        default: fused_span<BITS, 4>(p, m0, c0, c1); break;
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Panel kernel.
+constexpr int kNr = kPanelNr512;
+constexpr int kKc = kPanelKc;
+
+// Dequantizes rows nb..nb+nr-1, columns kc0..kc0+kcn-1 into wb[r * kKc + k] (rows >= nr zeroed).
+template <int BITS>
+void dequant_panel(const Problem& p, int nb, int nr, int kc0, int kcn, float* wb) {
+  const int bpg = p.group / kBlockCodes;
+  const __m512 iota = iota16();
+  const __m512i sh0 = shifts4(0), sh1 = shifts4(1);
+  const __m512 ilo = idx_lo2(), ihi = idx_hi2();
+  const __m512i psh = pair_shifts();
+  for (int r = 0; r < kNr; ++r) {
+    float* dst = wb + r * kKc;
+    if (r >= nr) {
+      for (int k = 0; k < kcn; k += 16) _mm512_store_ps(dst + k, _mm512_setzero_ps());
+      continue;
+    }
+    const int n = nb + r;
+    const uint8_t* row = p.codes + static_cast<size_t>(n) * p.row_bytes;
+    for (int kb = kc0 / kBlockCodes; kb < (kc0 + kcn) / kBlockCodes; ++kb) {
+      const size_t gi = static_cast<size_t>(n) * p.G + kb / bpg;
+      const __m512 s = _mm512_set1_ps(_cvtsh_ss(p.scales[gi]));
+      const __m512 z = _mm512_set1_ps(_cvtsh_ss(p.zeros[gi]));
+      float* out = dst + (kb * kBlockCodes - kc0);
+      const uint8_t* blk = row + static_cast<size_t>(kb) * (4 * BITS);
+      if constexpr (BITS <= 3) {
+        const __m512i v = _mm512_srlv_epi32(load_pair_words(blk), psh);
+        __m512 wa = _mm512_permutexvar_ps(v, _mm512_mul_ps(_mm512_sub_ps(ilo, z), s));
+        __m512 wb = _mm512_permutexvar_ps(v, _mm512_mul_ps(_mm512_sub_ps(ihi, z), s));
+        if constexpr (BITS == 3) {
+          const __m512 s4 = _mm512_mul_ps(s, _mm512_set1_ps(4.f));
+          wa = _mm512_mask_add_ps(wa, load_mask(blk + 8), wa, s4);
+          wb = _mm512_mask_add_ps(wb, load_mask(blk + 10), wb, s4);
+        }
+        _mm512_store_ps(out, wa);
+        _mm512_store_ps(out + 16, wb);
+      } else if constexpr (BITS == 4) {
+        const __m512 T = _mm512_mul_ps(_mm512_sub_ps(iota, z), s);
+        const __m512i v = _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk)));
+        _mm512_store_ps(out, _mm512_permutexvar_ps(_mm512_srlv_epi32(v, sh0), T));
+        _mm512_store_ps(out + 16, _mm512_permutexvar_ps(_mm512_srlv_epi32(v, sh1), T));
+      } else {
+        for (int j = 0; j < 2; ++j) {
+          const __m128i q8 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 16 * j));
+          const __m512 q = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(q8));
+          _mm512_store_ps(out + 16 * j, _mm512_mul_ps(_mm512_sub_ps(q, z), s));
+        }
+      }
+    }
+  }
+}
+
+// acc[r][v] (r < 12 weight rows, v < MV 16-lane vectors of x rows) over kcn columns.
+template <int MV>
+void micro(const float* xT, int Mp, const float* wb, int kcn, float* yT, int nr, bool first) {
+  __m512 acc[kNr][MV];
+  for (int r = 0; r < kNr; ++r) {
+    for (int v = 0; v < MV; ++v) {
+      acc[r][v] = (first || r >= nr) ? _mm512_setzero_ps() : _mm512_loadu_ps(yT + static_cast<size_t>(r) * Mp + 16 * v);
+    }
+  }
+  for (int k = 0; k < kcn; ++k) {
+    const float* xk = xT + static_cast<size_t>(k) * Mp;
+    __m512 xv[MV];
+    for (int v = 0; v < MV; ++v) xv[v] = _mm512_load_ps(xk + 16 * v);
+    for (int r = 0; r < kNr; ++r) {
+      const __m512 w = _mm512_set1_ps(wb[r * kKc + k]);
+      for (int v = 0; v < MV; ++v) acc[r][v] = _mm512_fmadd_ps(xv[v], w, acc[r][v]);
+    }
+  }
+  for (int r = 0; r < nr; ++r) {
+    for (int v = 0; v < MV; ++v) _mm512_storeu_ps(yT + static_cast<size_t>(r) * Mp + 16 * v, acc[r][v]);
+  }
+}
+
+template <int BITS>
+void panel_rows(const Problem& p, int n0, int n1) {
+  alignas(64) float wb[kNr * kKc];
+  for (int kc0 = 0; kc0 < p.Kp; kc0 += kKc) {
+    const int kcn = imin(kKc, p.Kp - kc0);
+    const float* xT = p.xT + static_cast<size_t>(kc0) * p.Mp;
+    for (int nb = n0; nb < n1; nb += kNr) {
+      const int nr = imin(kNr, n1 - nb);
+      dequant_panel<BITS>(p, nb, nr, kc0, kcn, wb);
+      float* yT = p.yT + static_cast<size_t>(nb) * p.Mp;
+      int m0 = 0;
+      for (; m0 + 32 <= p.Mp; m0 += 32) micro<2>(xT + m0, p.Mp, wb, kcn, yT + m0, nr, kc0 == 0);
+      if (m0 < p.Mp) micro<1>(xT + m0, p.Mp, wb, kcn, yT + m0, nr, kc0 == 0);
+    }
+  }
+  for (int m = 0; m < p.M; ++m) {
+    float* yr = p.y + static_cast<size_t>(m) * p.N;
+    for (int n = n0; n < n1; ++n) yr[n] = p.yT[static_cast<size_t>(n) * p.Mp + m] + (p.bias ? p.bias[n] : 0.f);
+  }
+}
+
+}  // namespace
+
+void fused_rows_avx512(const Problem& p, int n0, int n1) {
+  switch (p.bits) {
+    case 2: fused_rows<2>(p, n0, n1); break;
+    case 3: fused_rows<3>(p, n0, n1); break;
+    case 4: fused_rows<4>(p, n0, n1); break;
+    default: fused_rows<8>(p, n0, n1); break;
+  }
+}
+
+void panel_rows_avx512(const Problem& p, int n0, int n1) {
+  switch (p.bits) {
+    case 2: panel_rows<2>(p, n0, n1); break;
+    case 3: panel_rows<3>(p, n0, n1); break;
+    case 4: panel_rows<4>(p, n0, n1); break;
+    default: panel_rows<8>(p, n0, n1); break;
+  }
+}
+
+}  // namespace llmc::kernels::detail
+
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
+#pragma GCC pop_options
+#endif

@@ -1,0 +1,267 @@
+// qgemm_cpu dispatcher: validation, ISA selection, activation preparation, threading; plus the
+// fp64 reference kernels.
+#include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#endif
+
+#include "llmc_kernels/qgemm.h"
+#include "qgemm_impl.h"
+
+namespace llmc::kernels {
+namespace {
+
+constexpr int kMaxDim = 1 << 30;
+// M at which the AVX paths switch from the fused (decode-in-registers) kernel to the panel
+// kernel (dequantize a weight panel to L1 once, then a register-blocked fp32 GEMM over all M).
+constexpr int kPanelMinM = 16;
+
+[[noreturn]] void bad(const std::string& msg) { throw std::invalid_argument(msg); }
+
+bool cpu_has_f16c() {
+#if defined(__x86_64__) || defined(__i386__)
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  if (!__get_cpuid(1, &a, &b, &c, &d)) return false;
+  return (c & bit_F16C) != 0;
+#else
+  return false;
+#endif
+}
+
+bool detect(Isa isa) {
+#if defined(LLMC_KERNELS_X86)
+  __builtin_cpu_init();
+  switch (isa) {
+    case Isa::kAvx2:
+      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && cpu_has_f16c();
+    case Isa::kAvx512:
+      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && cpu_has_f16c() &&
+             __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+             __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+    default: return true;
+  }
+#else
+  (void)cpu_has_f16c;
+  return isa == Isa::kAuto || isa == Isa::kScalar;
+#endif
+}
+
+int hw_threads() {
+  const unsigned n = std::thread::hardware_concurrency();
+  return n == 0 ? 1 : static_cast<int>(std::min(n, 1024u));
+}
+
+std::atomic<int> g_default_threads{0};
+
+// Grow-only 64-byte aligned scratch buffer (one per calling thread, reused across calls).
+class Scratch {
+ public:
+  float* get(size_t n) {
+    if (n > cap_) {
+      const size_t bytes = (n * sizeof(float) + 63) / 64 * 64;
+      buf_.reset(static_cast<float*>(std::aligned_alloc(64, bytes)));
+      if (!buf_) throw std::bad_alloc();
+      cap_ = n;
+    }
+    return buf_.get();
+  }
+
+ private:
+  struct Free {
+    void operator()(float* p) const { std::free(p); }
+  };
+  std::unique_ptr<float, Free> buf_;
+  size_t cap_ = 0;
+};
+
+struct TaskCtx {
+  const detail::Problem* p;
+  void (*rows)(const detail::Problem&, int, int);
+  int rows_per_task;
+};
+
+void run_task(void* c, int t) {
+  const TaskCtx& ctx = *static_cast<const TaskCtx*>(c);
+  const int n0 = t * ctx.rows_per_task;
+  const int n1 = std::min(ctx.p->N, n0 + ctx.rows_per_task);
+  ctx.rows(*ctx.p, n0, n1);
+}
+
+void check_common(const char* who, const float* x, int M, const QMatrixView& w, const float* y) {
+  validate(w, who);
+  const std::string s(who);
+  if (x == nullptr) bad(s + ": x is null");
+  if (y == nullptr) bad(s + ": y is null");
+  if (M < 1 || M > kMaxDim) bad(s + ": M must be in [1, 2^30] (got " + std::to_string(M) + ")");
+}
+
+}  // namespace
+
+const char* isa_name(Isa isa) {
+  switch (isa) {
+    case Isa::kAuto: return "auto";
+    case Isa::kScalar: return "scalar";
+    case Isa::kAvx2: return "avx2";
+    case Isa::kAvx512: return "avx512";
+  }
+  return "unknown";
+}
+
+bool isa_supported(Isa isa) {
+  static const bool avx2 = detect(Isa::kAvx2);
+  static const bool avx512 = detect(Isa::kAvx512);
+  switch (isa) {
+    case Isa::kAuto:
+    case Isa::kScalar: return true;
+    case Isa::kAvx2: return avx2;
+    case Isa::kAvx512: return avx512;
+  }
+  return false;
+}
+
+Isa best_isa() {
+  if (isa_supported(Isa::kAvx512)) return Isa::kAvx512;
+  if (isa_supported(Isa::kAvx2)) return Isa::kAvx2;
+  return Isa::kScalar;
+}
+
+void set_default_num_threads(int n) { g_default_threads.store(n > 0 ? n : 0); }
+
+int default_num_threads() {
+  const int n = g_default_threads.load();
+  return n > 0 ? n : hw_threads();
+}
+
+void qgemm_cpu(const float* x, int M, const QMatrixView& w, const float* bias, float* y, int num_threads, Isa isa) {
+  check_common("qgemm_cpu", x, M, w, y);
+  if (num_threads < 0) bad("qgemm_cpu: num_threads must be >= 0 (got " + std::to_string(num_threads) + ")");
+  if (isa != Isa::kAuto && isa != Isa::kScalar && isa != Isa::kAvx2 && isa != Isa::kAvx512) {
+    bad("qgemm_cpu: isa is not a valid Isa value");
+  }
+  if (!isa_supported(isa)) bad(std::string("qgemm_cpu: isa ") + isa_name(isa) + " is not supported by this CPU");
+  const Isa use = (isa == Isa::kAuto) ? best_isa() : isa;
+  const int nthreads = num_threads > 0 ? num_threads : default_num_threads();
+
+  const QLayout l = w.layout();
+  detail::Problem p;
+  p.M = M;
+  p.N = w.N;
+  p.K = w.K;
+  p.bits = w.bits;
+  p.group = w.group;
+  p.Kp = l.K_padded;
+  p.G = l.groups_per_row;
+  p.codes = w.codes;
+  p.row_bytes = l.row_bytes;
+  p.scales = w.scales;
+  p.zeros = w.zeros;
+  p.bias = bias;
+  p.y = y;
+
+  thread_local Scratch s_x, s_g, s_y;
+  const bool panel = use != Isa::kScalar && M >= kPanelMinM;
+  void (*rows)(const detail::Problem&, int, int) = detail::rows_scalar;
+  if (!panel) {
+    float* xp = s_x.get(static_cast<size_t>(M) * p.Kp);
+    for (int m = 0; m < M; ++m) {
+      float* dst = xp + static_cast<size_t>(m) * p.Kp;
+      std::copy(x + static_cast<size_t>(m) * p.K, x + static_cast<size_t>(m + 1) * p.K, dst);
+      std::fill(dst + p.K, dst + p.Kp, 0.f);
+    }
+    p.xp = xp;
+    if (use != Isa::kScalar) {
+      float* xg = s_g.get(static_cast<size_t>(M) * p.G);
+      for (int m = 0; m < M; ++m) {
+        for (int g = 0; g < p.G; ++g) {
+          const float* src = xp + static_cast<size_t>(m) * p.Kp + static_cast<size_t>(g) * p.group;
+          double sum = 0;
+          for (int i = 0; i < p.group; ++i) sum += src[i];
+          xg[static_cast<size_t>(m) * p.G + g] = static_cast<float>(sum);
+        }
+      }
+      p.xg = xg;
+    }
+#if defined(LLMC_KERNELS_X86)
+    if (use == Isa::kAvx2) rows = detail::fused_rows_avx2;
+    if (use == Isa::kAvx512) rows = detail::fused_rows_avx512;
+#endif
+  } else {
+    p.Mp = (M + 15) / 16 * 16;
+    float* xT = s_x.get(static_cast<size_t>(p.Kp) * p.Mp);
+    // Transpose in 16-row stripes: reads 16 rows of x, writes whole 64-byte lines of xT.
+    for (int m0 = 0; m0 < p.Mp; m0 += 16) {
+      for (int k = 0; k < p.Kp; ++k) {
+        float* dst = xT + static_cast<size_t>(k) * p.Mp + m0;
+        for (int i = 0; i < 16; ++i) {
+          const int m = m0 + i;
+          dst[i] = (m < M && k < p.K) ? x[static_cast<size_t>(m) * p.K + k] : 0.f;
+        }
+      }
+    }
+    p.xT = xT;
+    p.yT = s_y.get(static_cast<size_t>(p.N) * p.Mp);
+#if defined(LLMC_KERNELS_X86)
+    if (use == Isa::kAvx2) rows = detail::panel_rows_avx2;
+    if (use == Isa::kAvx512) rows = detail::panel_rows_avx512;
+#endif
+  }
+
+  // Rows per task: a multiple of kRowQuantum, about 4 tasks per thread (dynamic scheduling keeps
+  // threads busy when the machine is shared), and at least 48 rows for the panel kernel so each
+  // task reuses its L2-resident slice of x^T across several weight panels.
+  const int q = detail::kRowQuantum;
+  int per = (p.N + 4 * nthreads - 1) / (4 * nthreads);
+  per = std::max(per, panel ? 48 : q);
+  per = (per + q - 1) / q * q;
+  TaskCtx ctx{&p, rows, per};
+  const int ntasks = (p.N + per - 1) / per;
+  detail::parallel_for(nthreads, ntasks, run_task, &ctx);
+}
+
+void qgemm_reference(const float* x, int M, const QMatrixView& w, const float* bias, float* y) {
+  check_common("qgemm_reference", x, M, w, y);
+  const QLayout l = w.layout();
+  const std::vector<uint8_t> codes = unpack_codes(w);
+  std::vector<double> wrow(static_cast<size_t>(l.K));
+  for (int n = 0; n < l.N; ++n) {
+    for (int k = 0; k < l.K; ++k) {
+      const size_t gi = group_index(l.groups_per_row, l.group, n, k);
+      const double s = fp16_to_fp32(w.scales[gi]), z = fp16_to_fp32(w.zeros[gi]);
+      wrow[k] = s * (static_cast<double>(codes[static_cast<size_t>(n) * l.K + k]) - z);
+    }
+    for (int m = 0; m < M; ++m) {
+      const float* xr = x + static_cast<size_t>(m) * l.K;
+      double acc = bias ? bias[n] : 0.0;
+      for (int k = 0; k < l.K; ++k) acc += static_cast<double>(xr[k]) * wrow[k];
+      y[static_cast<size_t>(m) * l.N + n] = static_cast<float>(acc);
+    }
+  }
+}
+
+void gemm_dense_reference(const float* x, int M, const float* W, int N, int K, const float* bias, float* y) {
+  if (x == nullptr) bad("gemm_dense_reference: x is null");
+  if (W == nullptr) bad("gemm_dense_reference: W is null");
+  if (y == nullptr) bad("gemm_dense_reference: y is null");
+  if (M < 1 || M > kMaxDim) bad("gemm_dense_reference: M must be in [1, 2^30] (got " + std::to_string(M) + ")");
+  if (N < 1 || N > kMaxDim) bad("gemm_dense_reference: N must be in [1, 2^30] (got " + std::to_string(N) + ")");
+  if (K < 1 || K > kMaxDim) bad("gemm_dense_reference: K must be in [1, 2^30] (got " + std::to_string(K) + ")");
+  for (int m = 0; m < M; ++m) {
+    for (int n = 0; n < N; ++n) {
+      double acc = bias ? bias[n] : 0.0;
+      const float* xr = x + static_cast<size_t>(m) * K;
+      const float* wr = W + static_cast<size_t>(n) * K;
+      for (int k = 0; k < K; ++k) acc += static_cast<double>(xr[k]) * wr[k];
+      y[static_cast<size_t>(m) * N + n] = static_cast<float>(acc);
+    }
+  }
+}
+
+}  // namespace llmc::kernels

@@ -1,0 +1,136 @@
+// Minimal persistent thread pool for the CPU kernels.
+//
+// Workers spin briefly after each job (a forward pass issues many small GEMMs back to back, and a
+// condition-variable wake-up costs tens of microseconds, comparable to a whole M=1 GEMV), then
+// block on a condition variable. The calling thread always takes part in the work.
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define LLMC_PAUSE() _mm_pause()
+#else
+#define LLMC_PAUSE() std::this_thread::yield()
+#endif
+
+#include "qgemm_impl.h"
+
+namespace llmc::kernels::detail {
+namespace {
+
+constexpr auto kSpin = std::chrono::microseconds(300);
+
+class Pool {
+ public:
+  ~Pool() {
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    for (auto& t : workers_) t.join();
+  }
+
+  void run(int nthreads, int ntasks, void (*fn)(void*, int), void* ctx) {
+    std::lock_guard<std::mutex> call(call_mu_);
+    const int nworkers = std::min(nthreads, ntasks) - 1;
+    // A new worker starts from the current epoch, so it takes part in the job published below
+    // even if the thread only starts running after the publication.
+    const uint64_t current = state_.load(std::memory_order_relaxed) >> 16;
+    while (static_cast<int>(workers_.size()) < nworkers) {
+      const int idx = static_cast<int>(workers_.size());
+      workers_.emplace_back([this, idx, current] { worker_main(idx, current); });
+    }
+    fn_ = fn;
+    ctx_ = ctx;
+    ntasks_ = ntasks;
+    next_.store(0, std::memory_order_relaxed);
+    remaining_.store(nworkers, std::memory_order_relaxed);
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      // state = epoch << 16 | number of participating workers (workers with idx < active).
+      const uint64_t epoch = (state_.load(std::memory_order_relaxed) >> 16) + 1;
+      state_.store(epoch << 16 | static_cast<uint64_t>(nworkers), std::memory_order_release);
+    }
+    cv_.notify_all();
+    work();
+    unsigned spins = 0;
+    while (remaining_.load(std::memory_order_acquire) != 0) {
+      if (++spins < 4096) {
+        LLMC_PAUSE();
+      } else {
+        std::this_thread::yield();
+      }
+    }
+  }
+
+ private:
+  void work() {
+    for (int t = next_.fetch_add(1, std::memory_order_relaxed); t < ntasks_;
+         t = next_.fetch_add(1, std::memory_order_relaxed)) {
+      fn_(ctx_, t);
+    }
+  }
+
+  void worker_main(int idx, uint64_t seen) {
+    for (;;) {
+      uint64_t s = state_.load(std::memory_order_acquire);
+      if ((s >> 16) == seen) {
+        const auto t0 = std::chrono::steady_clock::now();
+        unsigned i = 0;
+        while (((s = state_.load(std::memory_order_acquire)) >> 16) == seen) {
+          LLMC_PAUSE();
+          if ((++i & 63u) == 0 && std::chrono::steady_clock::now() - t0 > kSpin) break;
+        }
+        if ((s >> 16) == seen) {
+          std::unique_lock<std::mutex> lk(mu_);
+          cv_.wait(lk, [&] { return stop_ || (state_.load(std::memory_order_acquire) >> 16) != seen; });
+          if (stop_) return;
+          s = state_.load(std::memory_order_acquire);
+        }
+      }
+      seen = s >> 16;
+      if (idx < static_cast<int>(s & 0xffffu)) {
+        work();
+        remaining_.fetch_sub(1, std::memory_order_acq_rel);
+      }
+    }
+  }
+
+  std::mutex call_mu_;  // one job at a time
+  std::mutex mu_;       // guards stop_ and the sleep/wake protocol
+  std::condition_variable cv_;
+  bool stop_ = false;
+  std::vector<std::thread> workers_;
+  std::atomic<uint64_t> state_{0};
+  std::atomic<int> next_{0};
+  std::atomic<int> remaining_{0};
+  // Job fields: written by run() before publishing state_, read by participating workers only.
+  void (*fn_)(void*, int) = nullptr;
+  void* ctx_ = nullptr;
+  int ntasks_ = 0;
+};
+
+Pool& pool() {
+  static Pool p;
+  return p;
+}
+
+}  // namespace
+
+void parallel_for(int nthreads, int ntasks, void (*fn)(void*, int), void* ctx) {
+  if (ntasks <= 0) return;
+  if (nthreads <= 1 || ntasks == 1) {
+    for (int t = 0; t < ntasks; ++t) fn(ctx, t);
+    return;
+  }
+  pool().run(std::min(nthreads, 65535), ntasks, fn, ctx);
+}
+
+}  // namespace llmc::kernels::detail

@@ -1,0 +1,207 @@
+// qgemm_cpu against the fp64 reference, for every bit width, group size and SIMD path.
+//
+// Relative error of a result y against the fp64 reference yref (both [M][N]):
+//     rel = max_i |y_i - yref_i| / max_i |yref_i|
+// and every path must reach rel <= 1e-5.
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <functional>
+#include <stdexcept>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "llmc_kernels/qgemm.h"
+#include "test_util.h"
+
+namespace llmc::kernels {
+namespace {
+
+using test::random_qmatrix;
+using test::random_vec;
+using test::rel_error;
+
+constexpr double kTol = 1e-5;
+
+std::vector<Isa> all_isas() { return {Isa::kScalar, Isa::kAvx2, Isa::kAvx512}; }
+
+struct Shape {
+  int N, K;
+};
+
+// (bits, group, isa)
+class QGemmCpu : public ::testing::TestWithParam<std::tuple<int, int, Isa>> {};
+
+TEST_P(QGemmCpu, MatchesFp64Reference) {
+  const auto [bits, group, isa] = GetParam();
+  if (!isa_supported(isa)) GTEST_SKIP() << isa_name(isa) << " not supported by this CPU";
+  // K = group (one group), 172 (partial last group for every g), 576 (SmolLM2 hidden size: not a
+  // multiple of 128), 1000 (several groups + partial). N = 13 / 37: not multiples of any tile.
+  const std::vector<Shape> shapes = {{13, group}, {37, 172}, {37, 576}, {13, 1000}};
+  // M covers the fused kernel (1..4 rows per x tile, remainders) and the panel kernel
+  // (16 = one 16-lane block, 17 -> 32, 48 = 32 + 16, 128).
+  const std::vector<int> Ms = {1, 2, 3, 4, 5, 16, 17, 48, 128};
+  uint32_t seed = 1000u * bits + group;
+  for (const Shape& s : shapes) {
+    const QMatrix w = random_qmatrix(bits, group, s.N, s.K, ++seed);
+    const std::vector<float> bias = random_vec(s.N, ++seed);
+    for (int M : Ms) {
+      SCOPED_TRACE("bits=" + std::to_string(bits) + " g=" + std::to_string(group) + " N=" + std::to_string(s.N) +
+                   " K=" + std::to_string(s.K) + " M=" + std::to_string(M) + " isa=" + isa_name(isa));
+      const std::vector<float> x = random_vec(static_cast<size_t>(M) * s.K, ++seed);
+      const float* b = (M % 2 == 1) ? bias.data() : nullptr;  // both with and without bias
+      std::vector<float> ref(static_cast<size_t>(M) * s.N), y(ref.size(), -12345.f);
+      qgemm_reference(x.data(), M, w.view(), b, ref.data());
+      qgemm_cpu(x.data(), M, w.view(), b, y.data(), 2, isa);
+      EXPECT_LE(rel_error(y, ref), kTol);
+    }
+  }
+}
+
+std::string param_name(const ::testing::TestParamInfo<QGemmCpu::ParamType>& info) {
+  return "b" + std::to_string(std::get<0>(info.param)) + "_g" + std::to_string(std::get<1>(info.param)) + "_" +
+         isa_name(std::get<2>(info.param));
+}
+
+INSTANTIATE_TEST_SUITE_P(All, QGemmCpu,
+                         ::testing::Combine(::testing::Values(2, 3, 4, 8), ::testing::Values(32, 64, 128),
+                                            ::testing::ValuesIn(all_isas())),
+                         param_name);
+
+// Threading: results must not depend on the thread count, and many tasks must be covered.
+TEST(QGemmCpuThreads, SameResultForAnyThreadCount) {
+  for (int bits : {2, 3, 4, 8}) {
+    const QMatrix w = random_qmatrix(bits, 64, 301, 640, 77u + bits);
+    for (int M : {1, 3, 20}) {
+      const std::vector<float> x = random_vec(static_cast<size_t>(M) * 640, 99u + M);
+      std::vector<float> ref(static_cast<size_t>(M) * 301);
+      qgemm_reference(x.data(), M, w.view(), nullptr, ref.data());
+      std::vector<float> y1(ref.size()), yk(ref.size());
+      qgemm_cpu(x.data(), M, w.view(), nullptr, y1.data(), 1);
+      EXPECT_LE(rel_error(y1, ref), kTol) << "bits=" << bits << " M=" << M;
+      for (int t : {2, 3, 5, 0}) {
+        qgemm_cpu(x.data(), M, w.view(), nullptr, yk.data(), t);
+        EXPECT_EQ(y1, yk) << "bits=" << bits << " M=" << M << " threads=" << t;
+      }
+    }
+  }
+}
+
+// Activations with a large common offset (all positive): stresses the kernels that apply the
+// zero point per group through sum(x) (cancellation between sum(q*x) and z*sum(x)).
+TEST(QGemmCpuAccuracy, PositiveActivations) {
+  for (Isa isa : all_isas()) {
+    if (!isa_supported(isa)) continue;
+    for (int bits : {2, 3, 4, 8}) {
+      const QMatrix w = random_qmatrix(bits, 128, 37, 4096, 5u + bits);
+      for (int M : {1, 4, 32}) {
+        const std::vector<float> x = random_vec(static_cast<size_t>(M) * 4096, 7u + M, 0.5f, 1.5f);
+        std::vector<float> ref(static_cast<size_t>(M) * 37), y(ref.size());
+        qgemm_reference(x.data(), M, w.view(), nullptr, ref.data());
+        qgemm_cpu(x.data(), M, w.view(), nullptr, y.data(), 2, isa);
+        EXPECT_LE(rel_error(y, ref), kTol) << "bits=" << bits << " M=" << M << " isa=" << isa_name(isa);
+      }
+    }
+  }
+}
+
+// Quantized GEMM of RTN-quantized weights equals dense GEMM of the dequantized weights.
+TEST(QGemmCpuAccuracy, MatchesDenseOnDequantizedWeights) {
+  const int N = 29, K = 300, M = 5;
+  const std::vector<float> wf = random_vec(static_cast<size_t>(N) * K, 11u, -0.1f, 0.1f);
+  const QMatrix w = quantize_rtn(wf.data(), N, K, 4, 64);
+  const std::vector<float> wd = dequantize(w.view());
+  const std::vector<float> x = random_vec(static_cast<size_t>(M) * K, 12u);
+  const std::vector<float> bias = random_vec(N, 13u);
+  std::vector<float> dense(static_cast<size_t>(M) * N), y(dense.size());
+  gemm_dense_reference(x.data(), M, wd.data(), N, K, bias.data(), dense.data());
+  qgemm_cpu(x.data(), M, w.view(), bias.data(), y.data());
+  EXPECT_LE(rel_error(y, dense), kTol);
+}
+
+TEST(QGemmCpuIsa, DetectionIsConsistent) {
+  EXPECT_TRUE(isa_supported(Isa::kScalar));
+  EXPECT_TRUE(isa_supported(Isa::kAuto));
+  EXPECT_TRUE(isa_supported(best_isa()));
+  if (isa_supported(Isa::kAvx512)) {
+    EXPECT_TRUE(isa_supported(Isa::kAvx2));
+    EXPECT_EQ(best_isa(), Isa::kAvx512);
+  }
+  std::printf("best ISA on this machine: %s\n", isa_name(best_isa()));
+}
+
+TEST(QGemmCpuThreads, DefaultThreadSetter) {
+  const int before = default_num_threads();
+  EXPECT_GE(before, 1);
+  set_default_num_threads(3);
+  EXPECT_EQ(default_num_threads(), 3);
+  set_default_num_threads(0);
+  EXPECT_EQ(default_num_threads(), before);
+}
+
+// ---- bad arguments ---------------------------------------------------------------------------
+
+void expect_invalid(const std::function<void()>& f, const std::string& needle) {
+  try {
+    f();
+    ADD_FAILURE() << "no exception, expected one mentioning '" << needle << "'";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << "message: " << e.what();
+  } catch (...) {
+    ADD_FAILURE() << "wrong exception type, expected std::invalid_argument";
+  }
+}
+
+TEST(QGemmCpuArgs, RejectsBadArguments) {
+  const QMatrix w = random_qmatrix(4, 32, 8, 64, 1u);
+  const QMatrixView v = w.view();
+  std::vector<float> x(64 * 4, 1.f), y(8 * 4, 7.f);
+  auto call = [&](const float* xp, int M, QMatrixView wv, float* yp, int threads = 0, Isa isa = Isa::kAuto) {
+    return [=] { qgemm_cpu(xp, M, wv, nullptr, yp, threads, isa); };
+  };
+  expect_invalid(call(nullptr, 1, v, y.data()), "x");
+  expect_invalid(call(x.data(), 1, v, nullptr), "y");
+  expect_invalid(call(x.data(), 0, v, y.data()), "M");
+  expect_invalid(call(x.data(), -3, v, y.data()), "M");
+  expect_invalid(call(x.data(), 1, v, y.data(), -1), "num_threads");
+  expect_invalid(call(x.data(), 1, v, y.data(), 0, static_cast<Isa>(42)), "isa");
+  QMatrixView b = v;
+  b.bits = 5;
+  expect_invalid(call(x.data(), 1, b, y.data()), "bits");
+  b = v;
+  b.bits = 1;
+  expect_invalid(call(x.data(), 1, b, y.data()), "bits");
+  b = v;
+  b.group = 48;
+  expect_invalid(call(x.data(), 1, b, y.data()), "group");
+  b = v;
+  b.group = 256;
+  expect_invalid(call(x.data(), 1, b, y.data()), "group");
+  b = v;
+  b.N = 0;
+  expect_invalid(call(x.data(), 1, b, y.data()), "N");
+  b = v;
+  b.K = 0;
+  expect_invalid(call(x.data(), 1, b, y.data()), "K");
+  b = v;
+  b.K = -5;
+  expect_invalid(call(x.data(), 1, b, y.data()), "K");
+  b = v;
+  b.codes = nullptr;
+  expect_invalid(call(x.data(), 1, b, y.data()), "codes");
+  b = v;
+  b.scales = nullptr;
+  expect_invalid(call(x.data(), 1, b, y.data()), "scales");
+  b = v;
+  b.zeros = nullptr;
+  expect_invalid(call(x.data(), 1, b, y.data()), "zeros");
+  for (float f : y) EXPECT_EQ(f, 7.f);  // nothing written on error
+
+  expect_invalid([&] { qgemm_reference(x.data(), 0, v, nullptr, y.data()); }, "M");
+  expect_invalid([&] { gemm_dense_reference(x.data(), 1, nullptr, 8, 64, nullptr, y.data()); }, "W");
+  expect_invalid([&] { gemm_dense_reference(x.data(), 1, x.data(), 0, 64, nullptr, y.data()); }, "N");
+}
+
+}  // namespace
+}  // namespace llmc::kernels
