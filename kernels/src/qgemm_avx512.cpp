@@ -4,15 +4,15 @@
 // AVX-512-compiled copy of an inline/template function can be picked by the linker for code that
 // runs on other CPUs; no standard-library template is instantiated below the pragma.
 //
-// Fused kernel (M < 16); every weight is dequantized exactly (w = s*(q - z), no zero-point
-// folding), then one FMA per row of x:
+// Fused kernel (M < 16); every weight is dequantized (w = q*s + (-s*z), one rounding of the
+// FMA plus that of s*z; no zero-point folding into sums of x), then one FMA per row of x:
 //   2 bit : a block's two words broadcast (vpbroadcastq), one vpsrlvd puts codes i and 16+i in
-//           the low nibble of lane i; vpermps with the per-group tables TA[c] = s*((c&3) - z) and
-//           TB[c] = s*((c>>2) - z) yields 2 x 16 weights. 5 uops per 32 codes.
+//           the low nibble of lane i; vpermps with the per-group tables TA[c] = (c&3)*s - s*z and
+//           TB[c] = (c>>2)*s - s*z yields 2 x 16 weights. 5 uops per 32 codes.
 //   3 bit : as 2 bit for the low two bits; the bit-plane word gives lane masks (kmovw) and a
 //           masked add of 4*s completes the weight. 9 uops per 32 codes.
-//   4 bit : 128-bit block broadcast to 4 lanes, vpsrlvd, vpermps from T[c] = s*(c - z).
-//   8 bit : vpmovzxbd + vcvtdq2ps, (q - z)*s.
+//   4 bit : 128-bit block broadcast to 4 lanes, vpsrlvd, vpermps from T[c] = c*s - s*z.
+//   8 bit : vpmovzxbd + vcvtdq2ps, q*s - s*z.
 // (On this class of core, kmov k,m16 issues once per cycle while vector adds/FMAs issue twice,
 // so a pure bit-plane "masked add of x" scheme is limited by mask loads; the tables avoid that.)
 // Panel kernel (M >= 16): dequantize 12 rows x 256 columns to an L1 buffer (each weight once),
@@ -108,15 +108,19 @@ void fused_tile(const Problem& p, int m0, int n0) {
     for (int n = 0; n < NT; ++n) {
       cvt_fp16(p.scales + static_cast<size_t>(n0 + n) * p.G + g0, gc, sc[n]);
       cvt_fp16(p.zeros + static_cast<size_t>(n0 + n) * p.G + g0, gc, zc[n]);
+      // zc <- -s*z: tables and weights become one FMA, c*s + (-s*z).
+      for (int i = 0; i < gc; i += 16) {
+        _mm512_store_ps(zc[n] + i, _mm512_mul_ps(_mm512_load_ps(sc[n] + i), _mm512_sub_ps(_mm512_setzero_ps(), _mm512_load_ps(zc[n] + i))));
+      }
     }
     for (int gi = 0; gi < gc; ++gi) {
       const int kb0 = (g0 + gi) * bpg;
       if constexpr (BITS <= 3) {
         __m512 TA[NT], TB[NT], S4[NT];
         for (int n = 0; n < NT; ++n) {
-          const __m512 s = _mm512_set1_ps(sc[n][gi]), z = _mm512_set1_ps(zc[n][gi]);
-          TA[n] = _mm512_mul_ps(_mm512_sub_ps(ilo, z), s);
-          TB[n] = _mm512_mul_ps(_mm512_sub_ps(ihi, z), s);
+          const __m512 s = _mm512_set1_ps(sc[n][gi]), nsz = _mm512_set1_ps(zc[n][gi]);
+          TA[n] = _mm512_fmadd_ps(ilo, s, nsz);
+          TB[n] = _mm512_fmadd_ps(ihi, s, nsz);
           if constexpr (BITS == 3) S4[n] = _mm512_mul_ps(s, _mm512_set1_ps(4.f));
         }
         for (int kb = kb0; kb < kb0 + bpg; ++kb) {
@@ -143,7 +147,7 @@ void fused_tile(const Problem& p, int m0, int n0) {
       } else if constexpr (BITS == 4) {
         __m512 T[NT];
         for (int n = 0; n < NT; ++n) {
-          T[n] = _mm512_mul_ps(_mm512_sub_ps(iota, _mm512_set1_ps(zc[n][gi])), _mm512_set1_ps(sc[n][gi]));
+          T[n] = _mm512_fmadd_ps(iota, _mm512_set1_ps(sc[n][gi]), _mm512_set1_ps(zc[n][gi]));
         }
         for (int kb = kb0; kb < kb0 + bpg; ++kb) {
           __m512i v[NT];
@@ -172,7 +176,7 @@ void fused_tile(const Problem& p, int m0, int n0) {
             for (int n = 0; n < NT; ++n) {
               const __m128i q8 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(rows[n] + kb * 32 + 16 * j));
               const __m512 q = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(q8));
-              const __m512 w = _mm512_mul_ps(_mm512_sub_ps(q, z[n]), s[n]);
+              const __m512 w = _mm512_fmadd_ps(q, s[n], z[n]);
               for (int m = 0; m < MT; ++m) acc[m][n] = _mm512_fmadd_ps(w, xv[m], acc[m][n]);
             }
           }
