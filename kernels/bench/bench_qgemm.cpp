@@ -6,8 +6,10 @@
 //
 //   eff_gbps     = (packed codes + scales + zeros + x + y bytes) / time
 //   memcpy_gbps  = W / time of memcpy(dst, src, W) with W = packed weight bytes, src and dst both
-//                  rotated over pools larger than the LLC (bytes counted once, same thread count)
-//   read_gbps    = W / time of a streaming read (sum) of the same rotated copies
+//                  rotated over pools larger than the LLC (bytes counted once), split over the
+//                  same threads of the kernels' own pool
+//   read_gbps    = W / time of a streaming read (sum) of the same rotated copies, same threads
+// Kernel, memcpy and read runs are interleaved within every repetition (robust to load changes).
 //   pct_memcpy   = eff_gbps / memcpy_gbps, pct_read = eff_gbps / read_gbps
 //   speedup_fp32 = time of torch::matmul(x, W_fp32^T) (weights rotated the same way, same
 //                  thread count via at::set_num_threads) / time of qgemm_cpu
@@ -33,6 +35,7 @@
 #include <vector>
 
 #include "llmc_kernels/qgemm.h"
+#include "qgemm_impl.h"  // detail::parallel_for: the memcpy/read baselines use the kernels' own pool
 
 using namespace llmc::kernels;
 using Clock = std::chrono::steady_clock;
@@ -95,15 +98,23 @@ struct Row {
   int copies;
 };
 
-// Splits [0, bytes) over T threads through torch's intra-op pool (same thread count).
+// Splits [0, bytes) into T 64-byte aligned chunks run on the kernels' thread pool, so the
+// baselines pay exactly the kernel's threading overhead.
 template <typename F>
 void par_bytes(size_t bytes, int T, F f) {
-  at::parallel_for(0, T, 1, [&](int64_t b, int64_t e) {
-    for (int64_t t = b; t < e; ++t) {
-      const size_t lo = bytes * t / T / 64 * 64, hi = (t + 1 == T) ? bytes : bytes * (t + 1) / T / 64 * 64;
-      f(lo, hi);
-    }
-  });
+  struct Ctx {
+    size_t bytes;
+    int T;
+    F* f;
+  } ctx{bytes, T, &f};
+  llmc::kernels::detail::parallel_for(
+      T, T,
+      [](void* c, int t) {
+        const Ctx& x = *static_cast<const Ctx*>(c);
+        const size_t lo = x.bytes * t / x.T / 64 * 64, hi = (t + 1 == x.T) ? x.bytes : x.bytes * (t + 1) / x.T / 64 * 64;
+        (*x.f)(lo, hi);
+      },
+      &ctx);
 }
 
 uint64_t read_sum(const uint8_t* p, size_t n) {
@@ -196,6 +207,7 @@ int main(int argc, char** argv) {
         dense_us[mi] = median(ts) * 1e6;
       }
     }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));  // let torch's OpenMP threads go idle
 
     for (int bits : bitss) {
       const QLayout l = make_layout(bits, o.group, N, K);
@@ -223,48 +235,54 @@ int main(int argc, char** argv) {
         return QMatrixView{bits, o.group, N, K, p, sc, sc + l.scale_count};
       };
 
-      // Streaming references on the same rotated bytes (measured once per bit width; M-independent).
+      // Interleaved measurement: every repetition times a memcpy, a streaming read and the
+      // kernel for each M, each on the next (cold) copy, so load fluctuations on a shared
+      // machine hit baselines and kernel alike.
       Pool dst;
       dst.init(wb, nc);
+      std::vector<std::vector<float>> xs, ys;
+      std::normal_distribution<float> nd;
+      for (int M : Ms) {
+        xs.emplace_back(static_cast<size_t>(M) * K);
+        ys.emplace_back(static_cast<size_t>(M) * N);
+        for (auto& v : xs.back()) v = nd(rng);
+      }
       std::vector<double> tm, tr;
+      std::vector<std::vector<double>> tk(Ms.size());
       int ci = 0;
       for (int r = 0; r < warm + o.reps; ++r) {
-        const uint8_t* src = wp.at(ci % nc);
-        uint8_t* d = dst.at(ci % nc);
-        ++ci;
-        const double t0 = now_s();
-        par_bytes(wb, T, [&](size_t lo, size_t hi) { std::memcpy(d + lo, src + lo, hi - lo); });
-        const double t1 = now_s();
-        if (r >= warm) tm.push_back(t1 - t0);
-      }
-      for (int r = 0; r < warm + o.reps; ++r) {
-        const uint8_t* src = wp.at(ci++ % nc);
-        std::atomic<uint64_t> acc{0};
-        const double t0 = now_s();
-        par_bytes(wb, T, [&](size_t lo, size_t hi) { acc += read_sum(src + lo, hi - lo); });
-        const double t1 = now_s();
-        g_sink = g_sink + acc.load();
-        if (r >= warm) tr.push_back(t1 - t0);
+        {
+          const uint8_t* src = wp.at(ci % nc);
+          uint8_t* d = dst.at(ci % nc);
+          ++ci;
+          const double t0 = now_s();
+          par_bytes(wb, T, [&](size_t lo, size_t hi) { std::memcpy(d + lo, src + lo, hi - lo); });
+          const double t1 = now_s();
+          if (r >= warm) tm.push_back(t1 - t0);
+        }
+        {
+          const uint8_t* src = wp.at(ci++ % nc);
+          std::atomic<uint64_t> acc{0};
+          const double t0 = now_s();
+          par_bytes(wb, T, [&](size_t lo, size_t hi) { acc += read_sum(src + lo, hi - lo); });
+          const double t1 = now_s();
+          g_sink = g_sink + acc.load();
+          if (r >= warm) tr.push_back(t1 - t0);
+        }
+        for (size_t mi = 0; mi < Ms.size(); ++mi) {
+          const QMatrixView w = view(ci++ % nc);
+          const double t0 = now_s();
+          qgemm_cpu(xs[mi].data(), Ms[mi], w, nullptr, ys[mi].data(), T, isa);
+          const double t1 = now_s();
+          if (r >= warm) tk[mi].push_back(t1 - t0);
+        }
       }
       dst.release();
       const double memcpy_gbps = wb / median(tm) / 1e9;
       const double read_gbps = wb / median(tr) / 1e9;
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));  // let torch's OpenMP threads go idle
-
       for (size_t mi = 0; mi < Ms.size(); ++mi) {
         const int M = Ms[mi];
-        std::vector<float> x(static_cast<size_t>(M) * K), y(static_cast<size_t>(M) * N);
-        std::normal_distribution<float> nd;
-        for (auto& v : x) v = nd(rng);
-        std::vector<double> ts;
-        for (int r = 0; r < warm + o.reps; ++r) {
-          const QMatrixView w = view(ci++ % nc);
-          const double t0 = now_s();
-          qgemm_cpu(x.data(), M, w, nullptr, y.data(), T, isa);
-          const double t1 = now_s();
-          if (r >= warm) ts.push_back(t1 - t0);
-        }
-        const double t = median(ts);
+        const double t = median(tk[mi]);
         const double bytes = static_cast<double>(wb) + 4.0 * M * K + 4.0 * M * N;
         Row row{K, N, M, bits, o.group, T, isa_name(isa), t * 1e6, bytes / t / 1e9, memcpy_gbps, read_gbps, 0, 0,
                 dense_us[mi], dense_us[mi] / (t * 1e6), wb, nc};

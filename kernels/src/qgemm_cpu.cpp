@@ -2,6 +2,7 @@
 // fp64 reference kernels.
 #include <algorithm>
 #include <atomic>
+#include <cstdint>
 #include <cstdlib>
 #include <memory>
 #include <stdexcept>
@@ -101,6 +102,10 @@ void check_common(const char* who, const float* x, int M, const QMatrixView& w, 
   if (x == nullptr) bad(s + ": x is null");
   if (y == nullptr) bad(s + ": y is null");
   if (M < 1 || M > kMaxDim) bad(s + ": M must be in [1, 2^30] (got " + std::to_string(M) + ")");
+  const auto xb = reinterpret_cast<uintptr_t>(x), yb = reinterpret_cast<uintptr_t>(y);
+  const uintptr_t xe = xb + static_cast<uintptr_t>(M) * static_cast<uintptr_t>(w.K) * sizeof(float);
+  const uintptr_t ye = yb + static_cast<uintptr_t>(M) * static_cast<uintptr_t>(w.N) * sizeof(float);
+  if (xb < ye && yb < xe) bad(s + ": y overlaps x");
 }
 
 }  // namespace

@@ -43,7 +43,10 @@ void panel_rows_avx2(const Problem& p, int n0, int n1);
 void fused_rows_avx512(const Problem& p, int n0, int n1);
 void panel_rows_avx512(const Problem& p, int n0, int n1);
 
-// Runs fn(ctx, task) for task in [0, ntasks) on `nthreads` threads (the caller is one of them).
+// Runs fn(ctx, task) for task in [0, ntasks) on `nthreads` threads (the caller is one of them)
+// of a persistent pool; returns when all tasks are done. Calls from several threads are
+// serialized; a call from inside a task runs serially (no deadlock); the first exception thrown
+// by a task is rethrown here (remaining tasks are skipped).
 void parallel_for(int nthreads, int ntasks, void (*fn)(void*, int), void* ctx);
 
 }  // namespace llmc::kernels::detail

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <exception>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -25,6 +26,10 @@ namespace llmc::kernels::detail {
 namespace {
 
 constexpr auto kSpin = std::chrono::microseconds(300);
+
+// True on pool workers and on a caller while it runs a job: a nested parallel_for (e.g. a task
+// that itself calls qgemm_cpu) then runs serially instead of deadlocking on the pool.
+thread_local bool t_in_pool = false;
 
 class Pool {
  public:
@@ -59,7 +64,9 @@ class Pool {
       state_.store(epoch << 16 | static_cast<uint64_t>(nworkers), std::memory_order_release);
     }
     cv_.notify_all();
+    t_in_pool = true;
     work();
+    t_in_pool = false;
     unsigned spins = 0;
     while (remaining_.load(std::memory_order_acquire) != 0) {
       if (++spins < 4096) {
@@ -68,17 +75,31 @@ class Pool {
         std::this_thread::yield();
       }
     }
+    if (error_) {
+      std::exception_ptr e = error_;
+      error_ = nullptr;
+      std::rethrow_exception(e);
+    }
   }
 
  private:
+  // Runs tasks until none is left. A throwing task stops further tasks; the first exception is
+  // rethrown to the caller of run().
   void work() {
     for (int t = next_.fetch_add(1, std::memory_order_relaxed); t < ntasks_;
          t = next_.fetch_add(1, std::memory_order_relaxed)) {
-      fn_(ctx_, t);
+      try {
+        fn_(ctx_, t);
+      } catch (...) {
+        std::lock_guard<std::mutex> lk(error_mu_);
+        if (!error_) error_ = std::current_exception();
+        next_.store(ntasks_, std::memory_order_relaxed);
+      }
     }
   }
 
   void worker_main(int idx, uint64_t seen) {
+    t_in_pool = true;
     for (;;) {
       uint64_t s = state_.load(std::memory_order_acquire);
       if ((s >> 16) == seen) {
@@ -111,6 +132,8 @@ class Pool {
   std::atomic<uint64_t> state_{0};
   std::atomic<int> next_{0};
   std::atomic<int> remaining_{0};
+  std::mutex error_mu_;
+  std::exception_ptr error_;
   // Job fields: written by run() before publishing state_, read by participating workers only.
   void (*fn_)(void*, int) = nullptr;
   void* ctx_ = nullptr;
@@ -126,7 +149,7 @@ Pool& pool() {
 
 void parallel_for(int nthreads, int ntasks, void (*fn)(void*, int), void* ctx) {
   if (ntasks <= 0) return;
-  if (nthreads <= 1 || ntasks == 1) {
+  if (nthreads <= 1 || ntasks == 1 || t_in_pool) {
     for (int t = 0; t < ntasks; ++t) fn(ctx, t);
     return;
   }
