@@ -1,0 +1,291 @@
+#include "llmc/eval/loglikelihood.h"
+
+#include <ATen/ATen.h>
+
+#include <algorithm>
+#include <chrono>
+#include <map>
+#include <typeinfo>
+
+#include "llmc/core/error.h"
+#include "llmc/core/progress.h"
+#include "llmc/model/llama.h"
+
+namespace llmc {
+
+namespace {
+
+constexpr int64_t kMinSharedPrefix = 8;  // a batch's common context prefix runs once when at least this long
+constexpr size_t kClusterPrefix = 64;    // sorted neighbours sharing this many tokens form a cluster ...
+constexpr size_t kClusterMin = 4;        // ... of at least this many contexts, batched on its own
+
+int64_t model_length(CausalLM& m, const LoglikelihoodOptions& o) {
+  return o.max_length > 0 ? o.max_length : m.config().max_position_embeddings;
+}
+
+void check_request(const TokenizedRequest& r, int64_t L) {
+  LLMC_CHECK(!r.context.empty(), "loglikelihood: a request has an empty context (use the BOS/EOS prefix)");
+  LLMC_CHECK(!r.continuation.empty(), "loglikelihood: a request has an empty continuation");
+  LLMC_CHECK(static_cast<int64_t>(r.continuation.size()) <= L,
+             "loglikelihood: a continuation of {} tokens does not fit the model length {}", r.continuation.size(), L);
+}
+
+// The context the model sees: lm-eval feeds (context + continuation)[-(L+1):][:-1].
+std::vector<int32_t> effective_context(const TokenizedRequest& r, int64_t L) {
+  const int64_t nc = static_cast<int64_t>(r.context.size()), nk = static_cast<int64_t>(r.continuation.size());
+  if (nc + nk <= L + 1) return r.context;
+  const int64_t keep = L + 1 - nk;  // >= 1 since nk <= L
+  return std::vector<int32_t>(r.context.end() - keep, r.context.end());
+}
+
+size_t common_prefix(const std::vector<int32_t>& a, const std::vector<int32_t>& b) {
+  size_t n = 0;
+  while (n < a.size() && n < b.size() && a[n] == b[n]) ++n;
+  return n;
+}
+
+// The reference Llama can skip the LM head on positions whose logits are not needed; other models
+// (subclasses may override forward) go through forward().
+bool is_reference_llama(CausalLM& m) { return typeid(m) == typeid(Llama); }
+
+// Logits (B, V) of the last slot only.
+at::Tensor last_logits(CausalLM& m, const at::Tensor& tokens, const at::Tensor& pos, const at::Tensor& mask,
+                       KVCache* cache) {
+  const int64_t T = tokens.size(1);
+  if (is_reference_llama(m)) {
+    auto& l = static_cast<Llama&>(m);
+    auto h = l.hidden_states(tokens, pos, mask, cache).narrow(1, T - 1, 1);
+    h = rms_norm(h, l.weights().final_norm, l.config().rms_norm_eps);
+    return l.weights().lm_head->forward(h).to(at::kFloat).squeeze(1);
+  }
+  return m.forward(tokens, pos, mask, cache).select(1, T - 1);
+}
+
+// Fills the cache; the logits are not needed.
+void prefill(CausalLM& m, const at::Tensor& tokens, const at::Tensor& pos, const at::Tensor& mask, KVCache* cache) {
+  if (is_reference_llama(m)) static_cast<Llama&>(m).hidden_states(tokens, pos, mask, cache);
+  else m.forward(tokens, pos, mask, cache);
+}
+
+// A cache whose row r is a copy of row index[r] of `c`.
+std::unique_ptr<KVCache> gather_rows(const KVCache& c, const at::Tensor& index) {
+  auto out = std::make_unique<KVCache>();
+  out->len = c.len;
+  out->max_len = c.max_len;
+  for (const auto& k : c.k) out->k.push_back(k.index_select(0, index));
+  for (const auto& v : c.v) out->v.push_back(v.index_select(0, index));
+  return out;
+}
+
+struct Group {
+  const std::vector<int32_t>* ctx;  // effective context
+  std::vector<size_t> reqs;         // requests scored after it
+};
+
+// Scores every request of the groups in `batch`; writes out[request].
+void score_batch(CausalLM& model, const std::vector<Group>& groups, const std::vector<size_t>& batch,
+                 const std::vector<TokenizedRequest>& reqs, std::vector<double>& out, LoglikelihoodStats& st) {
+  const int64_t G = static_cast<int64_t>(batch.size());
+  const auto& ctx0 = *groups[batch[0]].ctx;
+  // Shared prefix of all contexts, leaving each at least one token to run per row.
+  int64_t P = 0;
+  if (G >= 2) {
+    size_t p = ctx0.size() - 1;
+    for (size_t g : batch) p = std::min({p, groups[g].ctx->size() - 1, common_prefix(ctx0, *groups[g].ctx)});
+    P = static_cast<int64_t>(p) >= kMinSharedPrefix ? static_cast<int64_t>(p) : 0;
+  }
+  int64_t Rmax = 0, Kmax = 0;
+  std::vector<size_t> row_req;
+  std::vector<int64_t> row_group;
+  for (int64_t g = 0; g < G; ++g) {
+    const Group& gr = groups[batch[g]];
+    Rmax = std::max<int64_t>(Rmax, static_cast<int64_t>(gr.ctx->size()) - P);
+    for (size_t r : gr.reqs) {
+      row_req.push_back(r);
+      row_group.push_back(g);
+      Kmax = std::max<int64_t>(Kmax, static_cast<int64_t>(reqs[r].continuation.size()) - 1);
+    }
+  }
+  const int64_t R = static_cast<int64_t>(row_req.size());
+  const int64_t S = P + Rmax + Kmax;
+
+  // Stage A: the shared prefix, once, copied to the G context rows.
+  std::unique_ptr<KVCache> cache;
+  if (P > 0) {
+    auto one = model.new_cache(1, S);
+    std::vector<int64_t> ids(ctx0.begin(), ctx0.begin() + P);
+    prefill(model, at::tensor(ids, at::kLong).unsqueeze(0), at::arange(P, at::kLong).unsqueeze(0),
+            at::ones({1, P}, at::kBool), one.get());
+    cache = gather_rows(*one, at::zeros({G}, at::kLong));
+    st.model_tokens += P;
+    ++st.forwards;
+  } else {
+    cache = model.new_cache(G, S);
+  }
+
+  // Stage B: the rest of each context, left-padded so that every row ends at the same slot.
+  auto tokens = at::zeros({G, Rmax}, at::kLong);
+  auto pos = at::zeros({G, Rmax}, at::kLong);
+  auto mask = at::zeros({G, P + Rmax}, at::kBool);
+  {
+    auto ta = tokens.accessor<int64_t, 2>();
+    auto pa = pos.accessor<int64_t, 2>();
+    auto ma = mask.accessor<bool, 2>();
+    for (int64_t g = 0; g < G; ++g) {
+      const auto& ctx = *groups[batch[g]].ctx;
+      const int64_t n = static_cast<int64_t>(ctx.size()) - P, off = Rmax - n;
+      for (int64_t s = 0; s < P; ++s) ma[g][s] = true;
+      for (int64_t t = 0; t < n; ++t) {
+        ta[g][off + t] = ctx[P + t];
+        pa[g][off + t] = P + t;
+        ma[g][P + off + t] = true;
+      }
+      st.model_tokens += n;
+    }
+  }
+  auto first = at::log_softmax(last_logits(model, tokens, pos, mask, cache.get()), -1);  // (G, V)
+  ++st.forwards;
+  auto row_group_t = at::tensor(row_group, at::kLong);
+  std::vector<int64_t> first_tok(R);
+  for (int64_t r = 0; r < R; ++r) first_tok[r] = reqs[row_req[r]].continuation[0];
+  auto first_lp = first.index_select(0, row_group_t)
+                      .gather(1, at::tensor(first_tok, at::kLong).unsqueeze(1))
+                      .squeeze(1)
+                      .to(at::kDouble)
+                      .contiguous();
+  const double* fl = first_lp.data_ptr<double>();
+  for (int64_t r = 0; r < R; ++r) out[row_req[r]] = fl[r];
+  if (Kmax == 0) return;  // single-token continuations (MMLU): done
+
+  // Stage C: every continuation from a copy of its context's cache, right-padded.
+  auto cc = gather_rows(*cache, row_group_t);
+  auto ctok = at::zeros({R, Kmax}, at::kLong);
+  auto cpos = at::zeros({R, Kmax}, at::kLong);
+  auto tgt = at::zeros({R, Kmax}, at::kLong);
+  auto valid = at::zeros({R, Kmax}, at::kDouble);
+  auto cmask = at::cat({mask.index_select(0, row_group_t), at::zeros({R, Kmax}, at::kBool)}, 1);
+  {
+    auto ta = ctok.accessor<int64_t, 2>();
+    auto pa = cpos.accessor<int64_t, 2>();
+    auto ga = tgt.accessor<int64_t, 2>();
+    auto va = valid.accessor<double, 2>();
+    auto ma = cmask.accessor<bool, 2>();
+    for (int64_t r = 0; r < R; ++r) {
+      const auto& cont = reqs[row_req[r]].continuation;
+      const int64_t nctx = static_cast<int64_t>(groups[batch[row_group[r]]].ctx->size());
+      for (int64_t t = 0; t + 1 < static_cast<int64_t>(cont.size()); ++t) {
+        ta[r][t] = cont[t];
+        pa[r][t] = nctx + t;
+        ga[r][t] = cont[t + 1];
+        va[r][t] = 1.0;
+        ma[r][P + Rmax + t] = true;
+      }
+      st.model_tokens += static_cast<int64_t>(cont.size()) - 1;
+    }
+  }
+  auto logp = at::log_softmax(model.forward(ctok, cpos, cmask, cc.get()), -1);  // (R, Kmax, V)
+  ++st.forwards;
+  auto rest = (logp.gather(2, tgt.unsqueeze(2)).squeeze(2).to(at::kDouble) * valid).sum(1).contiguous();
+  const double* rl = rest.data_ptr<double>();
+  for (int64_t r = 0; r < R; ++r) out[row_req[r]] += rl[r];
+}
+
+}  // namespace
+
+std::vector<double> loglikelihoods(CausalLM& model, const std::vector<TokenizedRequest>& requests,
+                                   const LoglikelihoodOptions& opts, LoglikelihoodStats* stats) {
+  at::NoGradGuard no_grad;
+  const auto t0 = std::chrono::steady_clock::now();
+  const int64_t L = model_length(model, opts);
+  LoglikelihoodStats st;
+  st.requests = static_cast<int64_t>(requests.size());
+
+  // Group the requests by the context the model sees (std::map: sorted, so shared prefixes are
+  // neighbours).
+  std::map<std::vector<int32_t>, std::vector<size_t>> by_ctx;
+  for (size_t i = 0; i < requests.size(); ++i) {
+    check_request(requests[i], L);
+    auto ctx = effective_context(requests[i], L);
+    st.tokens += static_cast<int64_t>(ctx.size() + requests[i].continuation.size());
+    by_ctx[std::move(ctx)].push_back(i);
+  }
+  std::vector<Group> groups;
+  groups.reserve(by_ctx.size());
+  for (const auto& [ctx, ids] : by_ctx) groups.push_back({&ctx, ids});
+
+  // Units batched separately: clusters of contexts with a long common prefix, then the rest.
+  std::vector<std::vector<size_t>> units;
+  std::vector<size_t> rest;
+  for (size_t i = 0; i < groups.size();) {
+    size_t j = i + 1;
+    while (j < groups.size() && common_prefix(*groups[j - 1].ctx, *groups[j].ctx) >= kClusterPrefix) ++j;
+    if (j - i >= kClusterMin) {
+      units.emplace_back();
+      for (size_t k = i; k < j; ++k) units.back().push_back(k);
+    } else {
+      for (size_t k = i; k < j; ++k) rest.push_back(k);
+    }
+    i = j;
+  }
+  if (!rest.empty()) units.push_back(std::move(rest));
+  auto longer = [&](size_t a, size_t b) { return groups[a].ctx->size() > groups[b].ctx->size(); };
+  for (auto& u : units) std::stable_sort(u.begin(), u.end(), longer);  // little padding within a batch
+  std::stable_sort(units.begin(), units.end(),
+                   [&](const std::vector<size_t>& a, const std::vector<size_t>& b) { return longer(a[0], b[0]); });
+
+  std::vector<double> out(requests.size(), 0.0);
+  Progress progress(opts.label, st.requests, "req");
+  const size_t B = static_cast<size_t>(std::max<int64_t>(1, opts.batch_size));
+  for (const auto& u : units) {
+    size_t p = 0;
+    while (p < u.size()) {
+      std::vector<size_t> batch;
+      size_t rows = 0;
+      while (p < u.size() && (batch.empty() || rows + groups[u[p]].reqs.size() <= B)) {
+        rows += groups[u[p]].reqs.size();
+        batch.push_back(u[p++]);
+      }
+      score_batch(model, groups, batch, requests, out, st);
+      progress.advance(static_cast<int64_t>(rows));
+    }
+  }
+  progress.finish();
+  st.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (stats) *stats = st;
+  return out;
+}
+
+std::vector<double> loglikelihoods_naive(CausalLM& model, const std::vector<TokenizedRequest>& requests,
+                                         const LoglikelihoodOptions& opts, LoglikelihoodStats* stats) {
+  at::NoGradGuard no_grad;
+  const auto t0 = std::chrono::steady_clock::now();
+  const int64_t L = model_length(model, opts);
+  LoglikelihoodStats st;
+  st.requests = static_cast<int64_t>(requests.size());
+  std::vector<double> out(requests.size(), 0.0);
+  Progress progress(opts.label + " (naive)", st.requests, "req");
+  for (size_t i = 0; i < requests.size(); ++i) {
+    const auto& r = requests[i];
+    check_request(r, L);
+    std::vector<int64_t> full(r.context.begin(), r.context.end());
+    full.insert(full.end(), r.continuation.begin(), r.continuation.end());
+    const int64_t n = static_cast<int64_t>(full.size());
+    const int64_t start = std::max<int64_t>(0, n - (L + 1));
+    std::vector<int64_t> inp(full.begin() + start, full.end() - 1);
+    const int64_t T = static_cast<int64_t>(inp.size()), nk = static_cast<int64_t>(r.continuation.size());
+    auto logp = at::log_softmax(model.forward(at::tensor(inp, at::kLong).unsqueeze(0))[0], -1);  // (T, V)
+    std::vector<int64_t> cont(r.continuation.begin(), r.continuation.end());
+    auto picked = logp.narrow(0, T - nk, nk).gather(1, at::tensor(cont, at::kLong).unsqueeze(1));
+    out[i] = picked.to(at::kDouble).sum().item<double>();
+    st.tokens += T + 1;
+    st.model_tokens += T;
+    ++st.forwards;
+    progress.advance(1);
+  }
+  progress.finish();
+  st.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (stats) *stats = st;
+  return out;
+}
+
+}  // namespace llmc
