@@ -2,6 +2,7 @@
 #include <memory>
 
 #include "commands.h"
+#include "llmc/core/error.h"
 #include "llmc/core/files.h"
 #include "llmc/eval/harness.h"
 #include "llmc/model/load.h"
@@ -19,18 +20,39 @@ struct EvalArgs {
 Action add_eval(CLI::App& app) {
   auto a = std::make_shared<EvalArgs>();
   app.add_option("--model", a->model, "Model folder or GGUF file")->required();
-  app.add_option("--tasks", a->tasks, "Comma list: wikitext, text:FILE")->required();
+  app.add_option("--tasks", a->tasks,
+                 "Comma list: wikitext, text:FILE, arc_easy, arc_challenge, boolq, hellaswag, piqa, winogrande, "
+                 "openbookqa, mmlu, reasoning7 (= the first seven multiple-choice tasks)")
+      ->required();
   app.add_option("--data-dir", a->e.data_dir, "Benchmark data root (default: $LLMC_SHARED/data)");
-  app.add_option("--max-length", a->e.max_length, "Perplexity window length (default: model context)")->check(CLI::NonNegativeNumber);
+  app.add_option("--max-length", a->e.max_length,
+                 "Perplexity window length; multiple-choice inputs are left-truncated to it (default: model context)")
+      ->check(CLI::NonNegativeNumber);
   app.add_option("--stride", a->e.stride, "Tokens predicted per perplexity window (default: max-length)")->check(CLI::NonNegativeNumber);
-  app.add_option("--batch-size", a->e.batch_size, "Sequences per forward pass")->capture_default_str()->check(CLI::PositiveNumber);
-  app.add_option("--limit", a->e.limit, "Use only the first N documents of each task (0 = all)")->capture_default_str()->check(CLI::NonNegativeNumber);
+  app.add_option("--batch-size", a->e.batch_size, "Perplexity windows / multiple-choice requests per forward pass")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app.add_option("--limit", a->e.limit, "Use only the first N documents of each task (MMLU: of each subject; 0 = all)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--num-fewshot", a->e.num_fewshot,
+                 "Solved examples before each question, from the task's train/dev split (default: 0; mmlu 5)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--scorer", a->e.scorer,
+                 "batched (shared-context KV cache, sorted batches) | naive (one request per forward; reference)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"batched", "naive"}));
   app.add_option("--dtype", a->dtype, "Compute dtype: float32 | bfloat16")->capture_default_str();
   app.add_option("--output", a->output, "Write the JSON result to this file (atomically)");
   app.add_flag("--json", a->json, "Print JSON instead of a table");
   return [a] {
     a->e.tasks = parse_task_list(a->tasks);
     a->e.model_path = a->model;
+    // Fail before hours of work, not after: the output folder must exist.
+    if (!a->output.empty()) {
+      const std::string dir = parent_dir(a->output);
+      if (!dir.empty() && !dir_exists(dir)) fail("--output: folder {} does not exist", dir);
+    }
     auto m = load_llama(a->model, LoadOptions{a->dtype, true});
     std::string result = run_eval(*m, a->e);
     if (!a->output.empty()) write_file_atomic(a->output, result + "\n");

@@ -1,5 +1,8 @@
 #pragma once
 // `llmcompress eval`: runs a comma list of tasks on one model and collects one JSON result.
+// Perplexity tasks (wikitext, text:FILE) go through evaluate_perplexity; multiple-choice tasks
+// (arc_easy, arc_challenge, boolq, hellaswag, piqa, winogrande, openbookqa, mmlu; group reasoning7)
+// are defined in tasks.h and scored by loglikelihood.h, as lm-evaluation-harness 0.4 scores them.
 #include <string>
 #include <vector>
 
@@ -8,17 +11,19 @@
 namespace llmc {
 
 struct EvalOptions {
-  std::vector<std::string> tasks;  // wikitext | text:FILE | (reasoning tasks, see tasks/)
+  std::vector<std::string> tasks;  // wikitext | text:FILE | a multiple-choice task of tasks.h
   std::string data_dir;            // default: <shared>/data
-  int64_t max_length = 0;          // perplexity window (0: model max_position_embeddings)
+  int64_t max_length = 0;          // perplexity window; multiple choice: truncation length (0: model max)
   int64_t stride = 0;              // perplexity stride (0: max_length)
-  int64_t batch_size = 8;
-  int64_t limit = 0;               // 0: all documents
-  int num_fewshot = -1;            // -1: the task's default
+  int64_t batch_size = 8;          // perplexity windows / multiple-choice requests per forward
+  int64_t limit = 0;               // first N documents of each task (MMLU: of each subject); 0: all
+  int num_fewshot = -1;            // -1: the task's default (0; MMLU 5)
+  std::string scorer = "batched";  // batched | naive (one request per forward; reference and benchmark)
   std::string model_path;
 };
 
-// Returns {"model", "config", "results": {task: {...}}, "average": {...}} as a JSON string.
+// Returns {"model", "config", "results": {task: {...}}, "average": {...}} as a JSON string. Every
+// task's data is read and checked before the model runs; a bad file throws llmc::Error.
 std::string run_eval(CausalLM& model, const EvalOptions& opts);
 // A markdown table of a run_eval result.
 std::string eval_table(const std::string& result_json);
