@@ -28,6 +28,7 @@ int main(int argc, char** argv) {
   add("info", "Show a model's architecture, parameter counts, dtype and tokenizer", llmc::cli::add_info);
   add("generate", "Generate text from a prompt (greedy by default)", llmc::cli::add_generate);
   add("eval", "Evaluate perplexity (wikitext, text:FILE) and benchmark tasks", llmc::cli::add_eval);
+  add("lut", "Measure the latency lookup table of a model's search space", llmc::cli::add_lut);
 
   try {
     app.parse(argc, argv);

@@ -1,0 +1,170 @@
+#pragma once
+// Latency lookup table (LUT): measured latency of every linear shape a search space can produce for
+// one model, at every bit width and token count, plus the per-layer and per-model fixed costs.
+// `llmcompress lut` builds it (build_lut_json); `search` and `run` read it (LatencyTable).
+//
+// lut.json (documented in configs/README.md):
+// {
+//   "format": "llmcompress-lut", "version": 1,
+//   "device": "cpu (Intel(R) Xeon(R) ...)", "threads": 2, "kernel_version": "qgemm-cpu-1 avx512",
+//   "shapes_hash": "0123456789abcdef",            // llmc::shapes_hash(model, space)
+//   "model": {"hidden_size", "intermediate_size", "num_layers", "num_heads", "num_kv_heads",
+//             "head_dim", "vocab_size", "tie_word_embeddings"},
+//   "space": {...canonical space JSON...}, "tokens": [1, 128], "context": 512,
+//   "linears": [{"N", "K", "bits", "group", "M", "us"}],   // bits 16: dense fp32, group 0
+//   "attention": [{"kv_heads", "M", "us"}],
+//   "layer_fixed": [{"M", "us", "attn_us", "mlp_us"}],      // us = attn_us + mlp_us
+//   "model_fixed": [{"M", "us"}],
+//   "build": {...}                                          // informational (timing settings)
+// }
+// All times are microseconds for one forward step of M tokens (batch 1).
+//
+// What each entry measures (CPU, the ops the runtime runs):
+//   linears     y = x W^T for x (M, K): bits 2/3/4/8 with kernels::qgemm_cpu on packed weights with
+//               group effective_group(K, space.group_size); bits 16 with at::linear on fp32 weights.
+//               Weights are cold: every call reads a different copy from a rotating buffer larger
+//               than the last-level cache (weights streamed from memory, as for a model that does
+//               not fit in the cache).
+//   attention   per KV-group count h: RoPE on the h*g query and h key heads, KV-cache append, scores,
+//               masked softmax and weighted sum over a cache of max(context, M) positions (ATen,
+//               the reference model's ops); the KV cache is cold like the weights.
+//   layer_fixed attn_us: input RMSNorm + residual add; mlp_us: post-attention RMSNorm, SwiGLU
+//               (silu(gate) * up at the full MLP width: an upper bound for narrower layers) and
+//               residual add.
+//   model_fixed embedding lookup, RoPE tables and mask, final RMSNorm, lm_head (vocab x hidden,
+//               dense fp32, cold).
+#include <cstdint>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "llmc/latency/space.h"
+#include "llmc/model/config.h"
+#include "llmc/nas/arch.h"
+
+namespace llmc {
+
+constexpr const char* kLutFormat = "llmcompress-lut";
+constexpr int kLutVersion = 1;
+// Version of the timing method + kernels; the LUT records it followed by the CPU ISA path used
+// (e.g. "qgemm-cpu-1 avx512"). Bump when the kernels or what an entry measures change.
+constexpr const char* kLutKernelVersion = "qgemm-cpu-1";
+
+// One linear GEMM the search space can produce: y (M, N) = x (M, K) W^T at `bits`.
+// group: effective_group(K, space.group_size) for bits < 16, 0 for the dense 16-bit path.
+struct LutLinearShape {
+  int64_t N = 0, K = 0;
+  int bits = 16;
+  int group = 0;
+  int64_t M = 1;
+  bool operator==(const LutLinearShape& o) const {
+    return N == o.N && K == o.K && bits == o.bits && group == o.group && M == o.M;
+  }
+  bool operator<(const LutLinearShape& o) const;
+};
+
+// Every linear shape of `space` for `model` (all layers, KV and MLP choices, bit widths) at every
+// token count, deduplicated and sorted (by M, bits, N, K). Zero-width choices produce no shape.
+std::vector<LutLinearShape> lut_linear_shapes(const ModelConfig& model, const SearchSpace& space,
+                                              const std::vector<int64_t>& tokens);
+
+// Model shapes for `lut --model SPEC`: "synthetic:1b" (Llama-3.2-1B shapes: hidden 2048, MLP 8192,
+// 16 layers, 32 heads, 8 KV heads, head_dim 64, vocab 128256, tied embeddings), "synthetic:tiny"
+// (hidden 32, 2 layers: for tests), a Hugging Face folder (config.json only is read) or any file
+// load_llama() reads (GGUF).
+ModelConfig lut_model_config(const std::string& spec);
+
+struct LutOptions {
+  std::string device = "auto";        // auto | cpu | cuda (cuda: see build_lut_json)
+  std::vector<int64_t> tokens{1, 128};  // token counts M (distinct, >= 1)
+  int64_t context = 512;              // KV-cache positions the attention entries attend over
+  int repeats = 25;                   // timed samples per entry (>= 1; the CLI asks for >= 20)
+  int threads = 0;                    // 0 = at::get_num_threads(); used by ATen and qgemm_cpu
+  int64_t max_buffer_mib = 1024;      // cap of the rotating weight buffer (one copy may exceed it)
+  double min_sample_us = 500;         // a sample averages back-to-back calls up to this long
+  bool progress = true;               // progress bar / log lines on stderr
+  std::string model_name;             // recorded in "build" (informational)
+};
+
+// Measures everything and returns the LUT JSON text (with a trailing newline).
+// device "auto" and "cpu" time on the CPU. "cuda" throws llmc::Error: "no CUDA device" when the
+// kernels were built without CUDA or no device is present; with a device it also refuses for now
+// (the dense 16-bit path and attention have no GPU implementation in this project yet).
+std::string build_lut_json(const ModelConfig& model, const SearchSpace& space, const LutOptions& opts);
+
+// Last-level cache size in bytes (sysconf, then /sys/devices/system/cpu/cpu0/cache; 64 MiB if unknown).
+int64_t last_level_cache_bytes();
+// "cpu (<model name from /proc/cpuinfo>)".
+std::string cpu_device_name();
+
+// Packed weight bytes of an architecture: quantized linears at their kernels::QLayout size (codes +
+// fp16 scales + fp16 zeros, group effective_group(K, arch.group_size)), 16-bit linears at 4 bytes
+// per weight (fp32 storage), plus embedding, lm_head (unless tied), and RMSNorm weights (a layer's
+// norm counts only when its block is kept). Needs no LUT.
+int64_t arch_weight_bytes(const Arch& arch);
+
+// A loaded LUT. Lookups are O(1) hash-map reads; every lookup of a shape the table lacks throws
+// llmc::Error naming the shape and the file.
+class LatencyTable {
+ public:
+  // Errors (llmc::Error, one line naming the file): missing file, not JSON, not a LUT, another
+  // version, missing/mistyped fields, non-positive times, a hash that does not match its own
+  // model + space (edited file).
+  static LatencyTable load(const std::string& path);
+  static LatencyTable parse(const std::string& json_text, const std::string& where);
+
+  // Throws unless the LUT was built for exactly these model shapes and this space:
+  // "<where>: LUT <file> was built for shapes hash A (...), this model + space hash to B (...)".
+  void check(const ModelConfig& model, const SearchSpace& space, const std::string& where) const;
+
+  double linear_us(int64_t N, int64_t K, int bits, int64_t M) const;
+  // nullptr when absent (for callers that handle a miss themselves).
+  const double* find_linear_us(int64_t N, int64_t K, int bits, int64_t M) const;
+  double attention_us(int64_t kv_heads, int64_t M) const;
+  double layer_fixed_us(int64_t M) const;       // attn half + mlp half
+  double layer_fixed_attn_us(int64_t M) const;  // input norm + residual (skipped with 0 KV heads)
+  double layer_fixed_mlp_us(int64_t M) const;   // post-attn norm, SwiGLU, residual (skipped with 0 channels)
+  double model_fixed_us(int64_t M) const;
+
+  // Predicted latency of one forward step of M tokens (M must be one of tokens()):
+  //   model_fixed + sum over layers of
+  //     [kv_heads > 0]   q, k, v, o at their widths and bits + attention(kv_heads) + attn half
+  //     [channels > 0]   gate, up, down at their widths and bits + mlp half
+  // Throws when arch is for another model or another group size than the LUT's space.
+  double predict_ms(const Arch& arch, int64_t M) const;
+  int64_t weight_bytes(const Arch& arch) const { return arch_weight_bytes(arch); }
+
+  const std::string& where() const { return where_; }
+  const std::string& device() const { return device_; }
+  const std::string& kernel_version() const { return kernel_version_; }
+  const std::string& hash() const { return hash_; }
+  int threads() const { return threads_; }
+  int64_t context() const { return context_; }
+  const std::vector<int64_t>& tokens() const { return tokens_; }
+  const ModelConfig& model() const { return model_; }
+  const SearchSpace& space() const { return space_; }
+  size_t num_linears() const { return linears_.size(); }
+
+ private:
+  struct Key {
+    int64_t a, b, c, d;
+    bool operator==(const Key& o) const { return a == o.a && b == o.b && c == o.c && d == o.d; }
+  };
+  struct KeyHash {
+    size_t operator()(const Key& k) const;
+  };
+  double need(const std::unordered_map<Key, double, KeyHash>& m, const Key& k, const char* what,
+              const std::string& shape) const;
+
+  std::string where_, device_, kernel_version_, hash_;
+  int threads_ = 0;
+  int64_t context_ = 0;
+  std::vector<int64_t> tokens_;
+  ModelConfig model_;
+  SearchSpace space_;
+  std::unordered_map<Key, double, KeyHash> linears_;  // (N, K, bits, M)
+  std::unordered_map<Key, double, KeyHash> attention_;  // (kv_heads, M, 0, 0)
+  std::unordered_map<int64_t, double> fixed_attn_, fixed_mlp_, model_fixed_;  // by M
+};
+
+}  // namespace llmc

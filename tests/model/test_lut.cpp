@@ -1,0 +1,302 @@
+// Latency lookup table: enumeration, build, load, check, predict, and every way a LUT file can be bad.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <array>
+#include <cstdio>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <tuple>
+
+#include "llmc/core/error.h"
+#include "llmc/core/files.h"
+#include "llmc/core/paths.h"
+#include "llmc/latency/lut.h"
+#include "llmc/quant/quant.h"
+#include "synthetic.h"
+
+using namespace llmc;
+using json = nlohmann::json;
+
+namespace {
+
+LutOptions fast_options() {
+  LutOptions o;
+  o.tokens = {1, 4};
+  o.repeats = 3;
+  o.min_sample_us = 20;
+  o.max_buffer_mib = 32;
+  o.context = 16;
+  o.progress = false;
+  return o;
+}
+
+// A space with a per-layer override, so layers differ.
+SearchSpace test_space() {
+  return parse_search_space(R"({"kv_group_fractions": [1.0, 0.5], "mlp_width_fractions": [1.0, 0.5],
+                                "bits": [2, 3, 4, 8, 16], "group_size": 64, "width_multiple": 8,
+                                "layers": {"1": {"bits": [4, 16], "mlp_width_fractions": [0.75]}}})",
+                            "test space");
+}
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+// The shared LUT of the tiny model (built once: timing is the slow part).
+const std::string& tiny_lut() {
+  static const std::string text = build_lut_json(test::tiny_config(), test_space(), fast_options());
+  return text;
+}
+
+using Tuple = std::tuple<int64_t, int64_t, int, int, int64_t>;  // N, K, bits, group, M
+
+}  // namespace
+
+// Every shape the space produces, enumerated here independently of lut_linear_shapes: by slicing
+// the arch's linears layer by layer as the model would.
+TEST(Lut, HasEveryShapeOfTheSpace) {
+  const ModelConfig m = test::tiny_config();  // H 32, I 40, 4 heads, 2 KV heads, hd 8
+  const SearchSpace s = test_space();
+  std::set<Tuple> expect;
+  for (int64_t l = 0; l < m.num_layers; ++l) {
+    const std::vector<int64_t> kv = {2, 1};                                   // fractions 1, 0.5 of 2
+    const std::vector<int64_t> mlp = l == 1 ? std::vector<int64_t>{32} : std::vector<int64_t>{40, 24};  // 0.75*40=30 -> 32; 0.5*40 -> 24 (x8)
+    const std::vector<int> bits = l == 1 ? std::vector<int>{4, 16} : std::vector<int>{2, 3, 4, 8, 16};
+    for (int b : bits)
+      for (int64_t M : {1, 4}) {
+        auto add = [&](int64_t N, int64_t K) { expect.insert({N, K, b, b == 16 ? 0 : effective_group(static_cast<int>(K), 64), M}); };
+        for (int64_t h : kv) {
+          add(h * 2 * 8, 32);  // q: 2 query heads per KV head
+          add(h * 8, 32);      // k, v
+          add(32, h * 2 * 8);  // o
+        }
+        for (int64_t w : mlp) {
+          add(w, 32);
+          add(32, w);
+        }
+      }
+  }
+  std::set<Tuple> got;
+  for (const auto& e : lut_linear_shapes(m, s, {4, 1})) got.insert({e.N, e.K, e.bits, e.group, e.M});
+  EXPECT_EQ(got, expect);
+
+  const LatencyTable t = LatencyTable::parse(tiny_lut(), "tiny.lut");
+  EXPECT_EQ(t.num_linears(), expect.size());
+  json j = json::parse(tiny_lut());
+  std::set<Tuple> in_file;
+  for (const auto& e : j["linears"])
+    in_file.insert({e["N"].get<int64_t>(), e["K"].get<int64_t>(), e["bits"].get<int>(), e["group"].get<int>(),
+                    e["M"].get<int64_t>()});
+  EXPECT_EQ(in_file, expect);
+  for (const auto& [N, K, b, g, M] : expect) EXPECT_GT(t.linear_us(N, K, b, M), 0.0);
+  for (int64_t h : {1, 2})
+    for (int64_t M : {1, 4}) EXPECT_GT(t.attention_us(h, M), 0.0);
+  for (int64_t M : {1, 4}) {
+    EXPECT_GT(t.layer_fixed_us(M), 0.0);
+    EXPECT_NEAR(t.layer_fixed_us(M), t.layer_fixed_attn_us(M) + t.layer_fixed_mlp_us(M), 1e-9);
+    EXPECT_GT(t.model_fixed_us(M), 0.0);
+  }
+  EXPECT_EQ(j["format"], "llmcompress-lut");
+  EXPECT_EQ(j["version"], 1);
+  EXPECT_EQ(j["shapes_hash"], shapes_hash(m, s));
+  EXPECT_EQ(j["tokens"], json::parse("[1, 4]"));
+  EXPECT_EQ(j["context"], 16);
+  EXPECT_EQ(j["space"].dump(), json::parse(s.canonical_json()).dump());
+  EXPECT_EQ(j["device"].get<std::string>().rfind("cpu (", 0), 0u);
+  EXPECT_GE(j["threads"].get<int>(), 1);
+  EXPECT_EQ(j["kernel_version"].get<std::string>().rfind(kLutKernelVersion, 0), 0u);
+}
+
+TEST(Lut, LoadsBackFromFileAndLooksUp) {
+  const std::string path = "/tmp/llmc_lut_" + std::to_string(::getpid()) + ".json";
+  write_file_atomic(path, tiny_lut());
+  const LatencyTable t = LatencyTable::load(path);
+  std::remove(path.c_str());
+  const ModelConfig m = test::tiny_config();
+  EXPECT_NO_THROW(t.check(m, test_space(), "search"));
+  EXPECT_EQ(t.hash(), shapes_hash(m, test_space()));
+  EXPECT_EQ(t.tokens(), (std::vector<int64_t>{1, 4}));
+  EXPECT_EQ(t.model().hidden_size, 32);
+  ASSERT_NE(t.find_linear_us(16, 32, 4, 1), nullptr);
+  EXPECT_EQ(*t.find_linear_us(16, 32, 4, 1), t.linear_us(16, 32, 4, 1));
+  EXPECT_EQ(t.find_linear_us(16, 32, 4, 2), nullptr);
+  // Absent shapes name themselves and the file.
+  std::string e = error_of([&] { t.linear_us(17, 32, 4, 1); });
+  EXPECT_NE(e.find("N=17 K=32 bits=4 M=1"), std::string::npos) << e;
+  EXPECT_NE(e.find(path), std::string::npos) << e;
+  e = error_of([&] { t.attention_us(3, 1); });
+  EXPECT_NE(e.find("kv_heads=3 M=1"), std::string::npos) << e;
+  e = error_of([&] { t.model_fixed_us(7); });
+  EXPECT_NE(e.find("M=7"), std::string::npos) << e;
+
+  // predict_ms is the sum of its parts.
+  Arch a = uniform_arch(m, 4, 64);
+  a.layers[1].bits = {4, 4, 4, 4, 4, 4, 4};
+  a.layers[1].mlp_channels = 32;
+  // Both layers: q (32, 32), k/v (16, 32), o (32, 32); layer 0 MLP 40 wide, layer 1 MLP 32 wide.
+  const double attn = t.linear_us(32, 32, 4, 1) + 2 * t.linear_us(16, 32, 4, 1) + t.linear_us(32, 32, 4, 1) +
+                      t.attention_us(2, 1) + t.layer_fixed_attn_us(1);
+  double us = t.model_fixed_us(1) + 2 * attn;
+  us += 2 * t.linear_us(40, 32, 4, 1) + t.linear_us(32, 40, 4, 1) + t.layer_fixed_mlp_us(1);
+  us += 3 * t.linear_us(32, 32, 4, 1) + t.layer_fixed_mlp_us(1);
+  EXPECT_NEAR(t.predict_ms(a, 1), us / 1000, 1e-9);
+  // A layer with no KV heads / no channels skips those parts.
+  Arch z = a;
+  z.layers[0].kv_heads = 0;
+  z.layers[0].mlp_channels = 0;
+  EXPECT_LT(t.predict_ms(z, 1), t.predict_ms(a, 1));
+  // Shapes outside the space, and archs for another group size, are errors.
+  Arch odd = a;  // 36 channels: no layer can choose that width
+  odd.layers[0].mlp_channels = 36;
+  EXPECT_NE(error_of([&] { t.predict_ms(odd, 1); }).find("N=36 K=32 bits=4 M=1"), std::string::npos);
+  EXPECT_NE(error_of([&] { t.predict_ms(uniform_arch(m, 4, 128), 1); }).find("group size"), std::string::npos);
+}
+
+// At M = 1 the linears stream their weights: 4-bit reads 1/7 of fp32's bytes.
+TEST(Lut, Predict16BitSlowerThan4Bit) {
+  ModelConfig m = test::tiny_config();
+  m.hidden_size = 512;
+  m.intermediate_size = 1536;
+  m.num_heads = 8;
+  m.num_kv_heads = 4;
+  m.head_dim = 64;
+  m.vocab_size = 256;
+  const SearchSpace s =
+      parse_search_space(R"({"kv_group_fractions": [1.0], "mlp_width_fractions": [1.0], "bits": [4, 16]})", "s");
+  LutOptions o = fast_options();
+  o.tokens = {1};
+  o.repeats = 5;
+  o.max_buffer_mib = 64;
+  const LatencyTable t = LatencyTable::parse(build_lut_json(m, s, o), "mid.lut");
+  const double p16 = t.predict_ms(uniform_arch(m, 16, 128), 1), p4 = t.predict_ms(uniform_arch(m, 4, 128), 1);
+  EXPECT_GT(p16, p4) << "16-bit " << p16 << " ms vs 4-bit " << p4 << " ms";
+  EXPECT_GT(t.linear_us(1536, 512, 16, 1), t.linear_us(1536, 512, 4, 1));
+  // Sizes: fp32 = 4 bytes per weight; 4-bit = QLayout bytes.
+  const Arch a16 = uniform_arch(m, 16, 128), a4 = uniform_arch(m, 4, 128);
+  const int64_t lin = 2 * (512 * 512 + 512 * 256 * 2 + 512 * 512 + 3 * 1536 * 512);
+  const int64_t rest = 256 * 512 * 4 * 2 + 512 * 4 + 2 * 2 * 512 * 4;  // untied embed + lm_head, norms
+  EXPECT_EQ(t.weight_bytes(a16), lin * 4 + rest);
+  auto qb = [](int N, int K) { return static_cast<int64_t>(kernels::QLayout::of(4, 128, N, K).total_bytes()); };
+  const int64_t q4 = 2 * (qb(512, 512) + 2 * qb(256, 512) + qb(512, 512) + 2 * qb(1536, 512) + qb(512, 1536));
+  EXPECT_EQ(t.weight_bytes(a4), q4 + rest);
+  EXPECT_EQ(arch_weight_bytes(a4), q4 + rest);
+}
+
+TEST(Lut, CheckRefusesAnotherModelOrSpace) {
+  const LatencyTable t = LatencyTable::parse(tiny_lut(), "tiny.lut");
+  ModelConfig other = test::tiny_config();
+  other.intermediate_size = 48;
+  const std::string mine = shapes_hash(test::tiny_config(), test_space());
+  const std::string theirs = shapes_hash(other, test_space());
+  std::string e = error_of([&] { t.check(other, test_space(), "search config"); });
+  EXPECT_EQ(e.rfind("search config: LUT tiny.lut was built for shapes hash " + mine, 0), 0u) << e;
+  EXPECT_NE(e.find(theirs), std::string::npos) << e;
+  EXPECT_EQ(e.find('\n'), std::string::npos) << e;
+
+  const SearchSpace s2 = parse_search_space(R"({"group_size": 128})", "s2");
+  e = error_of([&] { t.check(test::tiny_config(), s2, "search config"); });
+  EXPECT_NE(e.find(shapes_hash(test::tiny_config(), s2)), std::string::npos) << e;
+  EXPECT_NE(e.find("another search space"), std::string::npos) << e;
+}
+
+TEST(Lut, BadFilesGiveClearErrors) {
+  const std::string good = tiny_lut();
+  auto parse_error = [](const std::string& text) {
+    return error_of([&] { LatencyTable::parse(text, "bad.lut"); });
+  };
+  auto edited = [&](const std::function<void(json&)>& f) {
+    json j = json::parse(good);
+    f(j);
+    return parse_error(j.dump());
+  };
+  auto expect_has = [](const std::string& e, const std::string& needle) {
+    EXPECT_NE(e.find(needle), std::string::npos) << "expected '" << needle << "' in: " << e;
+    EXPECT_EQ(e.rfind("bad.lut", 0), 0u) << e;
+  };
+  expect_has(parse_error(good.substr(0, good.size() / 2)), "not a LUT: not valid JSON");
+  expect_has(parse_error("[1, 2]"), "not a LUT");
+  expect_has(edited([](json& j) { j["format"] = "llmcompress-arch"; }), "not a LUT");
+  expect_has(edited([](json& j) { j["version"] = 2; }), "LUT version 2 is not supported");
+  expect_has(edited([](json& j) { j.erase("linears"); }), "missing field 'linears'");
+  expect_has(edited([](json& j) { j["model"].erase("head_dim"); }), "bad.lut.model: missing field 'head_dim'");
+  expect_has(edited([](json& j) { j["linears"][0]["us"] = -1; }), "bad.lut.linears[0].us: -1 is not a positive time");
+  expect_has(edited([](json& j) { j["linears"][1].erase("bits"); }), "bad.lut.linears[1]: missing field 'bits'");
+  expect_has(edited([](json& j) { j["attention"][0]["M"] = "one"; }), "bad.lut.attention[0].M: expected an integer");
+  expect_has(edited([](json& j) { j["model"]["num_layers"] = 3; }), "does not match the file's own model and space");
+  expect_has(edited([](json& j) { j["space"]["bits"] = {4, 5}; }), "5 is not one of 2, 3, 4, 8, 16");
+  expect_has(edited([](json& j) { j["model_fixed"] = json::array(); }), "model_fixed: no entry for M = 1");
+  EXPECT_NE(error_of([] { LatencyTable::load("/nonexistent/lut.json"); }).find("LUT file not found"), std::string::npos);
+}
+
+TEST(Lut, ModelSpecs) {
+  const ModelConfig b = lut_model_config("synthetic:1b");
+  EXPECT_EQ(b.hidden_size, 2048);
+  EXPECT_EQ(b.intermediate_size, 8192);
+  EXPECT_EQ(b.num_layers, 16);
+  EXPECT_EQ(b.num_heads, 32);
+  EXPECT_EQ(b.num_kv_heads, 8);
+  EXPECT_EQ(b.head_dim, 64);
+  EXPECT_EQ(b.vocab_size, 128256);
+  EXPECT_NE(error_of([] { lut_model_config("synthetic:7b"); }).find("unknown synthetic model"), std::string::npos);
+  // The 1B default space, every layer alike: q/k/v N in {2048, 1536, 1024, 512, 384, 256, 128} (K 2048; q at 2 KV
+  // groups and k/v at 8 are both 512 x 2048), o adds 3 (K 1536, 1024, 512), gate/up 5, down 5 -> 20 shapes x 5 bits.
+  EXPECT_EQ(lut_linear_shapes(b, parse_search_space("{}", "d"), {1}).size(), 20u * 5);
+  const std::string s260 = shared_root() + "/models/stories260K";
+  if (!dir_exists(s260)) GTEST_SKIP() << "no " << s260;
+  const ModelConfig s = lut_model_config(s260);
+  EXPECT_EQ(s.hidden_size, 64);
+  EXPECT_EQ(s.intermediate_size, 172);
+}
+
+// ---- CLI ----
+
+namespace {
+struct CliRun {
+  int code;
+  std::string out;
+};
+CliRun run_cli(const std::string& args) {
+  std::string cmd = std::string(LLMC_CLI) + " " + args + " 2>&1";
+  FILE* p = ::popen(cmd.c_str(), "r");
+  std::string out;
+  std::array<char, 4096> buf{};
+  size_t n;
+  while ((n = std::fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
+  int st = ::pclose(p);
+  return {WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st), out};
+}
+}  // namespace
+
+TEST(LutCli, BuildsAndRefusesBadArguments) {
+  const std::string dir = "/tmp/llmc_lutcli_" + std::to_string(::getpid());
+  std::system(("mkdir -p " + dir).c_str());
+  const std::string space = dir + "/space.json";
+  write_file_atomic(space, R"({"kv_group_fractions": [1.0, 0.5], "bits": [4, 16]})");
+  const std::string base = "lut --model synthetic:tiny --space " + space + " --max-buffer-mib 32 ";
+  CliRun r = run_cli(base + "--tokens 1,3 --context 8 --out " + dir + "/lut.json");
+  ASSERT_EQ(r.code, 0) << r.out;
+  const LatencyTable t = LatencyTable::load(dir + "/lut.json");
+  EXPECT_NO_THROW(t.check(lut_model_config("synthetic:tiny"), load_search_space(space), "test"));
+  EXPECT_EQ(t.tokens(), (std::vector<int64_t>{1, 3}));
+  EXPECT_EQ(t.context(), 8);
+
+  auto expect_error = [&](const std::string& args, const std::string& needle) {
+    CliRun e = run_cli(args);
+    EXPECT_EQ(e.code, 1) << args << "\n" << e.out;
+    EXPECT_NE(e.out.find("error: "), std::string::npos) << e.out;
+    EXPECT_NE(e.out.find(needle), std::string::npos) << "expected '" << needle << "' in: " << e.out;
+  };
+  expect_error(base + "--device cuda --out " + dir + "/x.json", "no CUDA device");
+  expect_error(base + "--tokens 1,0 --out " + dir + "/x.json", "--tokens: '0' is not a token count");
+  expect_error(base + "--out " + dir + "/nope/x.json", "does not exist");
+  expect_error("lut --model synthetic:tiny --space " + dir + "/missing.json --out " + dir + "/x.json",
+               "search space file not found");
+  std::system(("rm -rf " + dir).c_str());
+}
