@@ -1,0 +1,44 @@
+#pragma once
+// The search loop (method: "Loss and schedule"): alternating LoRA-weight updates on the train split
+// and architecture updates on the valid split (first-order DARTS), Gumbel temperature annealed
+// exponentially from tau_start to tau_end, hinge latency loss lambda * max(0, E[lat]/T - 1),
+// task loss = KL to the original model (distill) or next-token cross-entropy.
+//
+// Output folder: arch.json, search_log.jsonl (one line per step), summary.json, lut.json (when
+// built on the fly) and checkpoint/ (state.safetensors + state.json, replaced atomically every
+// checkpoint_every steps and on SIGINT/SIGTERM). --resume continues from checkpoint/ and ends with
+// the same arch.json and alphas as an uninterrupted run (same seed and threads).
+#include <cstdint>
+#include <functional>
+#include <string>
+
+#include "llmc/nas/arch.h"
+#include "llmc/nas/search_config.h"
+
+namespace llmc {
+
+struct SearchOptions {
+  std::string out_dir = "runs/search";
+  bool resume = false;
+  bool progress = true;
+  // Called after every completed step (tests use it to request a stop at a chosen step).
+  std::function<void(int64_t step)> on_step;
+};
+
+struct SearchResult {
+  Arch arch;
+  bool interrupted = false;  // stopped by a signal / request; checkpoint written
+  double target_ms = 0, predicted_ms = 0, original_ms = 0, fastest_ms = 0;
+  double valid_ppl = 0;        // discretized, fake-quantized subnet on the valid split
+  double original_valid_ppl = 0;
+  int64_t steps_done = 0;
+};
+
+SearchResult run_search(const SearchConfig& config, const SearchOptions& opts);
+
+// Asks a running search to checkpoint and return at the end of the current step
+// (async-signal-safe; the CLI installs it for SIGINT and SIGTERM).
+void request_search_stop();
+void install_search_signal_handlers();
+
+}  // namespace llmc

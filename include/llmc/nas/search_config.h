@@ -1,0 +1,42 @@
+#pragma once
+// `llmcompress search --config CONFIG.json`: every key, its default and meaning is documented in
+// configs/README.md. Unknown keys and wrong types are errors naming the key.
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "llmc/latency/space.h"
+
+namespace llmc {
+
+struct SearchConfig {
+  std::string path;  // the config file (relative paths inside resolve against its folder)
+  std::string model;
+  // data
+  std::vector<std::string> data_sources;  // "text:FILE" or "jsonl:FILE:FIELD"; empty = generate
+  int64_t seq_len = 128, batch_size = 8, train_sequences = 64, valid_sequences = 16;
+  // space + latency
+  SearchSpace space;
+  std::string lut;  // path; built on the fly when absent
+  std::vector<int64_t> lut_tokens{1};
+  int64_t lut_context = 512;
+  double target_ms = -1, target_fraction = 0.5;  // one of them (ms wins when both given)
+  int64_t target_tokens = 1;
+  // schedule
+  int64_t steps = 100;
+  double arch_lr = 0.05, weight_lr = 1e-3;
+  int64_t lora_rank = 0;  // 0 = frozen weights
+  double lambda = 2.0, tau_start = 1.0, tau_end = 0.1;
+  bool hard = false, distill = true;
+  uint64_t seed = 0;
+  int64_t checkpoint_every = 25;
+  int sequential_mid_bits = 4;
+  std::string mode = "joint";  // joint | sequential | width-only | bits-only
+};
+
+SearchConfig load_search_config(const std::string& path);
+SearchConfig parse_search_config(const std::string& json_text, const std::string& where, const std::string& base_dir);
+// Resolves `p` against the config's folder; "${shared}" expands to llmc::shared_root().
+std::string resolve_config_path(const std::string& p, const std::string& base_dir);
+
+}  // namespace llmc

@@ -1,0 +1,154 @@
+#include "llmc/nas/search_config.h"
+
+#include <nlohmann/json.hpp>
+
+#include "llmc/core/error.h"
+#include "llmc/core/files.h"
+#include "llmc/core/paths.h"
+
+namespace llmc {
+
+using json = nlohmann::json;
+
+std::string resolve_config_path(const std::string& p, const std::string& base_dir) {
+  std::string s = p;
+  const std::string tok = "${shared}";
+  if (s.rfind(tok, 0) == 0) return shared_root() + s.substr(tok.size());
+  if (s.empty() || s[0] == '/') return s;
+  return path_join(base_dir, s);
+}
+
+namespace {
+
+// Reads typed values from one JSON object and rejects keys nobody asked for.
+class Obj {
+ public:
+  Obj(const json& j, std::string where) : j_(j), where_(std::move(where)) {
+    if (!j_.is_object()) fail("{}: expected an object", where_);
+  }
+  template <typename T>
+  void get(const char* key, T* out) {
+    seen_.push_back(key);
+    if (!j_.contains(key) || j_.at(key).is_null()) return;
+    const json& v = j_.at(key);
+    bool ok;
+    if constexpr (std::is_same_v<T, bool>) ok = v.is_boolean();
+    else if constexpr (std::is_integral_v<T>) ok = v.is_number_integer();
+    else if constexpr (std::is_floating_point_v<T>) ok = v.is_number();
+    else if constexpr (std::is_same_v<T, std::string>) ok = v.is_string();
+    else ok = true;
+    if (!ok) fail("{}.{}: wrong type ({})", where_, key, v.dump());
+    try {
+      *out = v.get<T>();
+    } catch (const json::exception&) {
+      fail("{}.{}: wrong type ({})", where_, key, v.dump());
+    }
+  }
+  const json* sub(const char* key) {
+    seen_.push_back(key);
+    return j_.contains(key) && !j_.at(key).is_null() ? &j_.at(key) : nullptr;
+  }
+  void finish() {
+    for (auto it = j_.begin(); it != j_.end(); ++it)
+      if (std::find(seen_.begin(), seen_.end(), it.key()) == seen_.end())
+        fail("{}: unknown key '{}'", where_, it.key());
+  }
+  const std::string& where() const { return where_; }
+
+ private:
+  const json& j_;
+  std::string where_;
+  std::vector<std::string> seen_;
+};
+
+}  // namespace
+
+SearchConfig parse_search_config(const std::string& text, const std::string& where, const std::string& base_dir) {
+  json j;
+  try {
+    j = json::parse(text);
+  } catch (const json::exception& e) {
+    fail("{}: not valid JSON ({})", where, e.what());
+  }
+  SearchConfig c;
+  c.path = where;
+  Obj top(j, where);
+  top.get("model", &c.model);
+  if (c.model.empty()) fail("{}: missing required key 'model'", where);
+  c.model = resolve_config_path(c.model, base_dir);
+  if (const json* d = top.sub("data")) {
+    Obj o(*d, where + ".data");
+    std::vector<std::string> sources;
+    if (const json* s = o.sub("sources")) {
+      if (!s->is_array()) fail("{}.data.sources: expected an array of \"text:FILE\" strings", where);
+      for (const auto& x : *s) {
+        if (!x.is_string()) fail("{}.data.sources: {} is not a string", where, x.dump());
+        std::string v = x;
+        if (v.rfind("text:", 0) != 0) fail("{}.data.sources: '{}' must look like text:FILE", where, v);
+        c.data_sources.push_back("text:" + resolve_config_path(v.substr(5), base_dir));
+      }
+    }
+    o.get("seq_len", &c.seq_len);
+    o.get("batch_size", &c.batch_size);
+    o.get("train_sequences", &c.train_sequences);
+    o.get("valid_sequences", &c.valid_sequences);
+    o.finish();
+    if (c.seq_len < 2 || c.batch_size < 1 || c.train_sequences < 1 || c.valid_sequences < 1)
+      fail("{}.data: seq_len >= 2, batch_size, train_sequences and valid_sequences >= 1 required", where);
+  }
+  if (const json* s = top.sub("space")) {
+    if (s->is_string()) c.space = load_search_space(resolve_config_path(*s, base_dir));
+    else c.space = parse_search_space(s->dump(), where + ".space");
+  }
+  top.get("lut", &c.lut);
+  if (!c.lut.empty()) c.lut = resolve_config_path(c.lut, base_dir);
+  if (const json* l = top.sub("lut_settings")) {
+    Obj o(*l, where + ".lut_settings");
+    o.get("tokens", &c.lut_tokens);
+    o.get("context", &c.lut_context);
+    o.finish();
+  }
+  if (const json* t = top.sub("target")) {
+    Obj o(*t, where + ".target");
+    o.get("ms", &c.target_ms);
+    double frac = -1;
+    o.get("fraction", &frac);
+    if (frac >= 0) c.target_fraction = frac;
+    o.get("tokens", &c.target_tokens);
+    o.finish();
+    if (c.target_ms < 0 && (c.target_fraction <= 0 || c.target_fraction > 1))
+      fail("{}.target: give ms > 0 or a fraction in (0, 1]", where);
+  }
+  if (const json* s = top.sub("schedule")) {
+    Obj o(*s, where + ".schedule");
+    o.get("steps", &c.steps);
+    o.get("arch_lr", &c.arch_lr);
+    o.get("weight_lr", &c.weight_lr);
+    o.get("lora_rank", &c.lora_rank);
+    o.get("lambda", &c.lambda);
+    o.get("tau_start", &c.tau_start);
+    o.get("tau_end", &c.tau_end);
+    o.get("hard", &c.hard);
+    o.get("distill", &c.distill);
+    o.get("seed", &c.seed);
+    o.get("checkpoint_every", &c.checkpoint_every);
+    o.get("sequential_mid_bits", &c.sequential_mid_bits);
+    o.finish();
+    if (c.steps < 1) fail("{}.schedule.steps: must be >= 1", where);
+    if (c.tau_start <= 0 || c.tau_end <= 0) fail("{}.schedule: tau_start and tau_end must be > 0", where);
+    if (c.lambda < 0) fail("{}.schedule.lambda: must be >= 0", where);
+    if (c.lora_rank < 0) fail("{}.schedule.lora_rank: must be >= 0", where);
+  }
+  top.get("mode", &c.mode);
+  if (c.mode != "joint" && c.mode != "sequential" && c.mode != "width-only" && c.mode != "bits-only")
+    fail("{}.mode: '{}' is not joint, sequential, width-only or bits-only", where, c.mode);
+  top.finish();
+  return c;
+}
+
+SearchConfig load_search_config(const std::string& path) {
+  if (!file_exists(path)) fail("{}: search config not found", path);
+  return parse_search_config(read_text_file(path), path, parent_dir(path));
+}
+
+}  // namespace llmc

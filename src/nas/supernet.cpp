@@ -1,0 +1,383 @@
+#include "llmc/nas/supernet.h"
+
+#include <ATen/ATen.h>
+
+#include <cmath>
+#include <nlohmann/json.hpp>
+
+#include "llmc/core/error.h"
+#include "llmc/quant/quant.h"
+
+namespace llmc {
+
+namespace {
+
+// Weights of one choice: sampled (Gumbel) or fixed; read by the mixed linears at forward time.
+struct ChoiceWeights {
+  at::Tensor alpha;  // (n) leaf, requires_grad when n > 1
+  at::Tensor w;      // (n) current mixture weights
+};
+
+// A linear whose weight is coeff @ stack, stack: (n_options, N*K) constant fake-quantized weights.
+class MixedLinear final : public Linear {
+ public:
+  MixedLinear(at::Tensor stack, int64_t N, int64_t K, std::function<at::Tensor()> coeff, int64_t lora_rank,
+              at::Tensor dense)
+      : stack_(std::move(stack)), N_(N), K_(K), coeff_(std::move(coeff)), dense_(std::move(dense)) {
+    if (lora_rank > 0) {
+      A_ = (at::randn({lora_rank, K}) / std::sqrt(static_cast<double>(K))).set_requires_grad(true);
+      B_ = at::zeros({N, lora_rank}).set_requires_grad(true);
+    }
+  }
+  at::Tensor forward(const at::Tensor& x) override {
+    auto W = at::matmul(coeff_(), stack_).view({N_, K_});
+    auto y = at::linear(x, W);
+    if (A_.defined()) y = y + at::linear(at::linear(x, A_), B_);
+    return y;
+  }
+  int64_t in_features() const override { return K_; }
+  int64_t out_features() const override { return N_; }
+  at::Tensor dense_weight() const override { return dense_; }
+  at::Tensor A_, B_;
+
+ private:
+  at::Tensor stack_;
+  int64_t N_, K_;
+  std::function<at::Tensor()> coeff_;
+  at::Tensor dense_;
+};
+
+at::Tensor pad_cols(const at::Tensor& w, int64_t K) {
+  if (w.size(1) == K) return w;
+  return at::cat({w, at::zeros({w.size(0), K - w.size(1)}, w.options())}, 1);
+}
+
+}  // namespace
+
+struct Supernet::Layer {
+  ChoiceWeights kv, mlp;
+  std::array<ChoiceWeights, kNumLinears> bits;
+  std::array<at::Tensor, kNumLinears> lat;  // (n_width, n_bits) microseconds
+  at::Tensor att;                           // (n_kv) microseconds
+  double fixed_us = 0;
+  std::array<std::shared_ptr<MixedLinear>, kNumLinears> lin;
+};
+
+std::vector<LayerChoices> make_choices(const ModelConfig& m, const SearchSpace& s, bool widths, bool bits) {
+  std::vector<LayerChoices> out;
+  for (int64_t l = 0; l < m.num_layers; ++l) {
+    LayerChoices c;
+    c.kv = widths ? s.kv_choices(m, l) : std::vector<int64_t>{m.num_kv_heads};
+    c.mlp = widths ? s.mlp_choices(m, l) : std::vector<int64_t>{m.intermediate_size};
+    c.bits = bits ? s.bit_choices(l) : std::vector<int>{16};
+    out.push_back(c);
+  }
+  return out;
+}
+
+static ChoiceWeights make_choice(int64_t n) {
+  ChoiceWeights c;
+  c.alpha = at::zeros({n}, at::kFloat);
+  if (n > 1) c.alpha.set_requires_grad(true);
+  c.w = at::ones({n}, at::kFloat) / n;
+  return c;
+}
+
+Supernet::Supernet(Llama& model, std::vector<LayerChoices> choices, const LatencyLookup& lat, int group_size,
+                   int64_t lora_rank, uint64_t seed, bool install)
+    : choices_(std::move(choices)), lat_(lat) {
+  const auto& c = model.config();
+  LLMC_CHECK(static_cast<int64_t>(choices_.size()) == c.num_layers, "supernet: choices for {} layers, model has {}",
+             choices_.size(), c.num_layers);
+  at::manual_seed(seed);
+  at::NoGradGuard ng;
+  const int64_t g = c.num_heads / c.num_kv_heads, hd = c.head_dim;
+  model_fixed_ms_ = lat.model_fixed_us / 1000.0;
+  for (int64_t l = 0; l < c.num_layers; ++l) {
+    const auto& ch = choices_[l];
+    auto L = std::make_shared<Layer>();
+    L->kv = make_choice(ch.kv.size());
+    L->mlp = make_choice(ch.mlp.size());
+    for (auto& b : L->bits) b = make_choice(ch.bits.size());
+    auto& W = model.weights().layers[l];
+    const int64_t nb = ch.bits.size();
+    Layer* raw = L.get();
+    for (int j = 0; j < kNumLinears; ++j) {
+      std::shared_ptr<Linear>& slot = j == kQ ? W.q : j == kK ? W.k : j == kV ? W.v : j == kO ? W.o
+                                    : j == kGate ? W.gate : j == kUp ? W.up : W.down;
+      at::Tensor dense = slot->dense_weight().to(at::kFloat).contiguous();
+      const int64_t N = dense.size(0), K = dense.size(1);
+      const bool col_mixed = j == kO || j == kDown;
+      const auto& widths = (j <= kO) ? ch.kv : ch.mlp;
+      std::vector<at::Tensor> stack;
+      std::function<at::Tensor()> coeff;
+      if (!install) {
+        // latency tables only
+      } else if (col_mixed) {
+        for (int64_t w : widths) {
+          const int64_t cols = j == kO ? w * g * hd : w;
+          for (int b : ch.bits) {
+            if (cols == 0) {
+              stack.push_back(at::zeros({N * K}));
+              continue;
+            }
+            auto slice = dense.narrow(1, 0, cols).contiguous();
+            auto q = b >= 16 ? slice : fake_quantize(slice, b, effective_group(static_cast<int>(cols), group_size));
+            stack.push_back(pad_cols(q, K).reshape({-1}));
+          }
+        }
+        ChoiceWeights* wc = (j == kO) ? &raw->kv : &raw->mlp;
+        ChoiceWeights* bc = &raw->bits[j];
+        coeff = [wc, bc] { return at::outer(wc->w, bc->w).reshape({-1}); };
+      } else {
+        for (int b : ch.bits) {
+          auto q = b >= 16 ? dense : fake_quantize(dense, b, effective_group(static_cast<int>(K), group_size));
+          stack.push_back(q.reshape({-1}));
+        }
+        ChoiceWeights* bc = &raw->bits[j];
+        coeff = [bc] { return bc->w; };
+      }
+      if (install) {
+        L->lin[j] = std::make_shared<MixedLinear>(at::stack(stack), N, K, coeff, lora_rank, dense);
+        slot = L->lin[j];
+      }
+      // LUT latency of each (width, bits) option of this linear.
+      auto T = at::zeros({static_cast<int64_t>(widths.size()), nb}, at::kFloat);
+      for (size_t k = 0; k < widths.size(); ++k) {
+        const int64_t w = widths[k];
+        int64_t n_out = N, n_in = K;
+        if (j == kQ) n_out = w * g * hd;
+        if (j == kK || j == kV) n_out = w * hd;
+        if (j == kO) n_in = w * g * hd;
+        if (j == kGate || j == kUp) n_out = w;
+        if (j == kDown) n_in = w;
+        for (int64_t b = 0; b < nb; ++b)
+          T[k][b] = (n_out == 0 || n_in == 0) ? 0.0 : lat.linear_us(n_out, n_in, ch.bits[b]);
+      }
+      L->lat[j] = T;
+    }
+    L->att = at::zeros({static_cast<int64_t>(ch.kv.size())}, at::kFloat);
+    for (size_t k = 0; k < ch.kv.size(); ++k) L->att[k] = ch.kv[k] == 0 ? 0.0 : lat.attention_us(ch.kv[k]);
+    L->fixed_us = lat.layer_fixed_us;
+    layers_.push_back(L);
+  }
+}
+
+std::vector<at::Tensor> Supernet::arch_parameters() const {
+  std::vector<at::Tensor> out;
+  for (const auto& L : layers_) {
+    if (L->kv.alpha.requires_grad()) out.push_back(L->kv.alpha);
+    if (L->mlp.alpha.requires_grad()) out.push_back(L->mlp.alpha);
+    for (const auto& b : L->bits)
+      if (b.alpha.requires_grad()) out.push_back(b.alpha);
+  }
+  return out;
+}
+
+std::vector<at::Tensor> Supernet::weight_parameters() const {
+  std::vector<at::Tensor> out;
+  for (const auto& L : layers_)
+    for (const auto& lin : L->lin)
+      if (lin && lin->A_.defined()) {
+        out.push_back(lin->A_);
+        out.push_back(lin->B_);
+      }
+  return out;
+}
+
+namespace {
+void draw(ChoiceWeights& c, double tau, bool hard, std::mt19937_64& rng) {
+  const int64_t n = c.alpha.numel();
+  if (n == 1) {
+    c.w = at::ones({1});
+    return;
+  }
+  std::uniform_real_distribution<double> U(1e-12, 1.0);
+  std::vector<float> gum(n);
+  for (auto& x : gum) x = static_cast<float>(-std::log(-std::log(U(rng))));
+  auto y = at::softmax((c.alpha + at::tensor(gum)) / tau, 0);
+  if (hard) {
+    auto one = at::zeros_like(y);
+    one[y.argmax().item<int64_t>()] = 1.0;
+    y = one - y.detach() + y;
+  }
+  c.w = y;
+}
+void fix(ChoiceWeights& c, int64_t i) {
+  c.w = at::zeros({c.alpha.numel()});
+  c.w[i] = 1.0;
+}
+}  // namespace
+
+void Supernet::sample(double tau, bool hard, std::mt19937_64& rng) {
+  for (auto& L : layers_) {
+    draw(L->kv, tau, hard, rng);
+    draw(L->mlp, tau, hard, rng);
+    for (auto& b : L->bits) draw(b, tau, hard, rng);
+  }
+}
+
+void Supernet::set_fixed(const std::vector<ChoiceIndex>& idx) {
+  LLMC_CHECK(idx.size() == layers_.size(), "supernet: {} choices for {} layers", idx.size(), layers_.size());
+  for (size_t l = 0; l < layers_.size(); ++l) {
+    fix(layers_[l]->kv, idx[l].kv);
+    fix(layers_[l]->mlp, idx[l].mlp);
+    for (int j = 0; j < kNumLinears; ++j) fix(layers_[l]->bits[j], idx[l].bits[j]);
+  }
+}
+
+at::Tensor Supernet::expected_latency_ms() const {
+  at::Tensor total = at::zeros({}, at::kFloat);
+  for (const auto& L : layers_) {
+    auto pkv = at::softmax(L->kv.alpha, 0), pmlp = at::softmax(L->mlp.alpha, 0);
+    total = total + at::dot(pkv, L->att) + L->fixed_us;
+    for (int j = 0; j < kNumLinears; ++j) {
+      auto pb = at::softmax(L->bits[j].alpha, 0);
+      auto pw = j <= kO ? pkv : pmlp;
+      total = total + at::dot(pw, at::mv(L->lat[j], pb));
+    }
+  }
+  return total / 1000.0 + model_fixed_ms_;
+}
+
+double Supernet::latency_ms(const std::vector<ChoiceIndex>& idx) const {
+  double us = 0;
+  for (size_t l = 0; l < layers_.size(); ++l) {
+    const auto& L = layers_[l];
+    us += L->att[idx[l].kv].item<double>() + L->fixed_us;
+    for (int j = 0; j < kNumLinears; ++j)
+      us += L->lat[j][j <= kO ? idx[l].kv : idx[l].mlp][idx[l].bits[j]].item<double>();
+  }
+  return us / 1000.0 + model_fixed_ms_;
+}
+
+std::vector<ChoiceIndex> Supernet::argmax() const {
+  std::vector<ChoiceIndex> out;
+  for (const auto& L : layers_) {
+    ChoiceIndex c;
+    c.kv = L->kv.alpha.argmax().item<int64_t>();
+    c.mlp = L->mlp.alpha.argmax().item<int64_t>();
+    for (int j = 0; j < kNumLinears; ++j) c.bits[j] = L->bits[j].alpha.argmax().item<int64_t>();
+    out.push_back(c);
+  }
+  return out;
+}
+
+std::vector<ChoiceIndex> Supernet::fastest() const {
+  // Latency is separable: attention block (kv width + q/k/v/o bits) and MLP block.
+  std::vector<ChoiceIndex> out;
+  for (const auto& L : layers_) {
+    ChoiceIndex best;
+    double best_att = 1e300, best_mlp = 1e300;
+    for (int64_t k = 0; k < L->att.numel(); ++k) {
+      double t = L->att[k].item<double>();
+      std::array<int64_t, kNumLinears> bits{};
+      for (int j = kQ; j <= kO; ++j) {
+        auto row = L->lat[j][k];
+        bits[j] = row.argmin().item<int64_t>();
+        t += row[bits[j]].item<double>();
+      }
+      if (t < best_att) {
+        best_att = t;
+        best.kv = k;
+        for (int j = kQ; j <= kO; ++j) best.bits[j] = bits[j];
+      }
+    }
+    for (int64_t k = 0; k < L->lat[kGate].size(0); ++k) {
+      double t = 0;
+      std::array<int64_t, kNumLinears> bits{};
+      for (int j = kGate; j <= kDown; ++j) {
+        auto row = L->lat[j][k];
+        bits[j] = row.argmin().item<int64_t>();
+        t += row[bits[j]].item<double>();
+      }
+      if (t < best_mlp) {
+        best_mlp = t;
+        best.mlp = k;
+        for (int j = kGate; j <= kDown; ++j) best.bits[j] = bits[j];
+      }
+    }
+    out.push_back(best);
+  }
+  return out;
+}
+
+std::vector<ChoiceIndex> Supernet::widest() const {
+  std::vector<ChoiceIndex> out;
+  for (const auto& L : layers_) {
+    ChoiceIndex c;
+    c.kv = 0;
+    c.mlp = 0;
+    for (int j = 0; j < kNumLinears; ++j) c.bits[j] = L->bits[j].alpha.numel() - 1;
+    out.push_back(c);
+  }
+  return out;
+}
+
+double Supernet::mean_entropy() const {
+  double sum = 0;
+  int n = 0;
+  auto ent = [&](const at::Tensor& a) {
+    if (a.numel() < 2) return;
+    auto p = at::softmax(a.detach(), 0);
+    sum += -(p * at::log(p.clamp_min(1e-12))).sum().item<double>();
+    ++n;
+  };
+  for (const auto& L : layers_) {
+    ent(L->kv.alpha);
+    ent(L->mlp.alpha);
+    for (const auto& b : L->bits) ent(b.alpha);
+  }
+  return n ? sum / n : 0.0;
+}
+
+Arch Supernet::to_arch(const std::vector<ChoiceIndex>& idx, const Importance& imp, const ModelConfig& base) const {
+  Arch a;
+  a.base = base;
+  for (size_t l = 0; l < layers_.size(); ++l) {
+    LayerArch la;
+    la.kv_heads = choices_[l].kv[idx[l].kv];
+    la.mlp_channels = choices_[l].mlp[idx[l].mlp];
+    for (int j = 0; j < kNumLinears; ++j) la.bits[j] = choices_[l].bits[idx[l].bits[j]];
+    if (l < imp.kv_order.size()) la.kv_order = imp.kv_order[l];
+    if (l < imp.mlp_order.size()) la.mlp_order = imp.mlp_order[l];
+    a.layers.push_back(la);
+  }
+  return a;
+}
+
+std::string Supernet::alphas_json() const {
+  nlohmann::ordered_json j = nlohmann::ordered_json::array();
+  auto probs = [](const at::Tensor& a) {
+    auto p = at::softmax(a.detach(), 0).contiguous();
+    return std::vector<float>(p.data_ptr<float>(), p.data_ptr<float>() + p.numel());
+  };
+  for (size_t l = 0; l < layers_.size(); ++l) {
+    const auto& L = layers_[l];
+    nlohmann::ordered_json e;
+    e["kv_heads"] = {{"choices", choices_[l].kv}, {"p", probs(L->kv.alpha)}};
+    e["mlp_channels"] = {{"choices", choices_[l].mlp}, {"p", probs(L->mlp.alpha)}};
+    for (int j = 0; j < kNumLinears; ++j)
+      e[std::string("bits_") + kLinearNames[j]] = {{"choices", choices_[l].bits}, {"p", probs(L->bits[j].alpha)}};
+    j.push_back(e);
+  }
+  return j.dump();
+}
+
+std::vector<std::pair<std::string, at::Tensor>> Supernet::state() const {
+  std::vector<std::pair<std::string, at::Tensor>> out;
+  for (size_t l = 0; l < layers_.size(); ++l) {
+    const auto& L = layers_[l];
+    out.emplace_back(fmt::format("alpha.{}.kv", l), L->kv.alpha);
+    out.emplace_back(fmt::format("alpha.{}.mlp", l), L->mlp.alpha);
+    for (int j = 0; j < kNumLinears; ++j) out.emplace_back(fmt::format("alpha.{}.bits.{}", l, kLinearNames[j]), L->bits[j].alpha);
+    for (int j = 0; j < kNumLinears; ++j)
+      if (L->lin[j] && L->lin[j]->A_.defined()) {
+        out.emplace_back(fmt::format("lora.{}.{}.A", l, kLinearNames[j]), L->lin[j]->A_);
+        out.emplace_back(fmt::format("lora.{}.{}.B", l, kLinearNames[j]), L->lin[j]->B_);
+      }
+  }
+  return out;
+}
+
+}  // namespace llmc

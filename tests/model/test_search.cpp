@@ -1,0 +1,318 @@
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <nlohmann/json.hpp>
+#include <random>
+
+#include "llmc/core/error.h"
+#include "llmc/core/files.h"
+#include "llmc/core/paths.h"
+#include "llmc/latency/lut.h"
+#include "llmc/nas/importance.h"
+#include "llmc/nas/search.h"
+#include "llmc/nas/supernet.h"
+#include "llmc/quant/quant.h"
+#include "synthetic.h"
+
+using namespace llmc;
+
+namespace {
+
+// Monotone synthetic latencies: cost grows with width and bits, so "fastest" and "widest" are
+// unambiguous.
+LatencyLookup synthetic_lookup() {
+  LatencyLookup l;
+  l.linear_us = [](int64_t N, int64_t K, int bits) { return 1e-3 * N * K * (bits + 1); };
+  l.attention_us = [](int64_t h) { return 2.0 * h; };
+  l.layer_fixed_us = 1.0;
+  l.model_fixed_us = 5.0;
+  return l;
+}
+
+// The sliced, fake-quantized subnet of a permuted dense model at the given choices.
+std::unique_ptr<Llama> sliced_subnet(const Llama& dense, const std::vector<LayerChoices>& ch,
+                                     const std::vector<ChoiceIndex>& idx, int group) {
+  ModelConfig c = dense.config();
+  const int64_t g = c.num_heads / c.num_kv_heads, hd = c.head_dim;
+  c.layer_kv_heads.clear();
+  c.layer_intermediate.clear();
+  for (size_t l = 0; l < idx.size(); ++l) {
+    c.layer_kv_heads.push_back(ch[l].kv[idx[l].kv]);
+    c.layer_intermediate.push_back(ch[l].mlp[idx[l].mlp]);
+  }
+  auto src = [&](const std::string& name) -> at::Tensor {
+    const auto& w = dense.weights();
+    if (name == "model.embed_tokens.weight") return w.embed;
+    if (name == "model.norm.weight") return w.final_norm;
+    if (name == "lm_head.weight") return w.lm_head->dense_weight();
+    const int64_t l = std::stoll(name.substr(13));
+    const auto& L = w.layers[l];
+    if (name.find("input_layernorm") != std::string::npos) return L.input_norm;
+    if (name.find("post_attention_layernorm") != std::string::npos) return L.post_attn_norm;
+    const int64_t kv = c.layer_kv_heads[l], I = c.layer_intermediate[l];
+    auto fq = [&](at::Tensor t, int j) {
+      const int b = ch[l].bits[idx[l].bits[j]];
+      return fake_quantize(t.contiguous(), b, effective_group(static_cast<int>(t.size(1)), group));
+    };
+    if (name.find("q_proj") != std::string::npos) return fq(L.q->dense_weight().narrow(0, 0, kv * g * hd), kQ);
+    if (name.find("k_proj") != std::string::npos) return fq(L.k->dense_weight().narrow(0, 0, kv * hd), kK);
+    if (name.find("v_proj") != std::string::npos) return fq(L.v->dense_weight().narrow(0, 0, kv * hd), kV);
+    if (name.find("o_proj") != std::string::npos) return fq(L.o->dense_weight().narrow(1, 0, kv * g * hd), kO);
+    if (name.find("gate_proj") != std::string::npos) return fq(L.gate->dense_weight().narrow(0, 0, I), kGate);
+    if (name.find("up_proj") != std::string::npos) return fq(L.up->dense_weight().narrow(0, 0, I), kUp);
+    return fq(L.down->dense_weight().narrow(1, 0, I), kDown);
+  };
+  return build_llama(c, src, nullptr, at::kFloat, "subnet");
+}
+
+ModelConfig wide_tiny() {
+  auto c = test::tiny_config();
+  c.hidden_size = 64;
+  c.intermediate_size = 96;
+  return c;
+}
+
+SearchSpace tiny_space() {
+  return parse_search_space(
+      R"({"kv_group_fractions":[1.0,0.5],"mlp_width_fractions":[1.0,0.75,0.5],"bits":[2,3,4,8,16],
+          "group_size":32,"width_multiple":16})",
+      "space");
+}
+
+}  // namespace
+
+// At one-hot choices the masked supernet's logits equal the sliced, fake-quantized subnet's.
+TEST(Supernet, OneHotEqualsSlicedFakeQuantSubnet) {
+  auto cfg = wide_tiny();
+  auto model = test::random_llama(cfg, 11);
+  auto reference = test::random_llama(cfg, 11);
+  // A non-trivial importance order, applied to both.
+  Importance imp;
+  std::mt19937_64 rng(3);
+  for (int64_t l = 0; l < cfg.num_layers; ++l) {
+    std::vector<int64_t> kv(cfg.num_kv_heads), mlp(cfg.intermediate_size);
+    std::iota(kv.begin(), kv.end(), 0);
+    std::iota(mlp.begin(), mlp.end(), 0);
+    std::shuffle(kv.begin(), kv.end(), rng);
+    std::shuffle(mlp.begin(), mlp.end(), rng);
+    imp.kv_order.push_back(kv);
+    imp.mlp_order.push_back(mlp);
+  }
+  auto x = at::tensor(std::vector<int64_t>{1, 7, 3, 9, 22, 41, 5, 8}, at::kLong).unsqueeze(0);
+  auto before = model->forward(x);
+  permute_model(*model, imp);
+  permute_model(*reference, imp);
+  EXPECT_LE((model->forward(x) - before).abs().max().item<float>(), 1e-5f) << "permutation changed the function";
+
+  auto ch = make_choices(cfg, tiny_space(), true, true);
+  Supernet net(*model, ch, synthetic_lookup(), 32, 0, 0);
+  for (int trial = 0; trial < 6; ++trial) {
+    std::vector<ChoiceIndex> idx;
+    for (const auto& c : ch) {
+      ChoiceIndex i;
+      i.kv = rng() % c.kv.size();
+      i.mlp = rng() % c.mlp.size();
+      for (auto& b : i.bits) b = rng() % c.bits.size();
+      idx.push_back(i);
+    }
+    if (trial == 0) idx = net.widest();
+    net.set_fixed(idx);
+    auto sub = sliced_subnet(*reference, ch, idx, 32);
+    at::NoGradGuard ng;
+    float diff = (model->forward(x) - sub->forward(x)).abs().max().item<float>();
+    EXPECT_LE(diff, 1e-5f) << "trial " << trial;
+    if (trial == 0) EXPECT_LE((model->forward(x) - before).abs().max().item<float>(), 1e-5f);
+  }
+}
+
+// d(expected latency)/d(alpha) matches central finite differences.
+TEST(Supernet, ExpectedLatencyGradientMatchesFiniteDifferences) {
+  auto cfg = wide_tiny();
+  auto model = test::random_llama(cfg, 2);
+  Supernet net(*model, make_choices(cfg, tiny_space(), true, true), synthetic_lookup(), 32, 0, 0);
+  auto params = net.arch_parameters();
+  {
+    at::NoGradGuard ng;
+    for (auto& p : params) p.copy_(at::randn(p.sizes()));
+  }
+  auto e = net.expected_latency_ms();
+  e.backward();
+  for (size_t i = 0; i < params.size(); i += 3) {
+    for (int64_t k = 0; k < params[i].numel(); ++k) {
+      const double h = 1e-2;
+      double ep, em;
+      {
+        at::NoGradGuard ng;
+        params[i][k] += h;
+        ep = net.expected_latency_ms().item<double>();
+        params[i][k] -= 2 * h;
+        em = net.expected_latency_ms().item<double>();
+        params[i][k] += h;
+      }
+      const double fd = (ep - em) / (2 * h), g = params[i].grad()[k].item<double>();
+      EXPECT_NEAR(g, fd, 1e-3 * std::max(1.0, std::abs(fd)) + 1e-5) << "param " << i << " entry " << k;
+    }
+  }
+  // The exact latency of a discrete arch equals the expectation at a one-hot distribution.
+  auto idx = net.fastest();
+  EXPECT_LT(net.latency_ms(idx), net.latency_ms(net.widest()));
+}
+
+// ---- Whole-search tests on stories260K (skipped without the shared folder) --------------------
+
+class SearchRun : public ::testing::Test {
+ protected:
+  static std::string stories() { return shared_root() + "/models/stories260K"; }
+  static std::string dir() { return "/tmp/llmc_search_" + std::to_string(::getpid()); }
+  void SetUp() override {
+    if (!dir_exists(stories())) GTEST_SKIP() << "shared model not found at " << stories();
+    std::system(("mkdir -p " + dir()).c_str());
+  }
+  static void TearDownTestSuite() { std::system(("rm -rf " + dir()).c_str()); }
+  // A LUT for stories260K with synthetic, strictly monotone times (real measurements of such tiny
+  // shapes tie within noise, which would make "the fastest architecture" ambiguous).
+  static std::string lut_path(const SearchSpace& space) {
+    const std::string p = dir() + "/lut.json";
+    if (file_exists(p)) return p;
+    auto cfg = load_hf_config(stories() + "/config.json");
+    LutOptions lo;
+    lo.tokens = {1};
+    lo.repeats = 1;
+    lo.progress = false;
+    lo.min_sample_us = 0;
+    auto j = nlohmann::json::parse(build_lut_json(cfg, space, lo));
+    for (auto& e : j["linears"])
+      e["us"] = 1e-3 * e["N"].get<double>() * e["K"].get<double>() * (e["bits"].get<double>() + 1);
+    for (auto& e : j["attention"]) e["us"] = 2.0 * e["kv_heads"].get<double>();
+    write_file_atomic(p, j.dump());
+    return p;
+  }
+  SearchConfig config(const std::string& extra_schedule, const std::string& target = R"({"fraction":0.5})") {
+    const std::string space = R"({"kv_group_fractions":[1.0,0.5],"mlp_width_fractions":[1.0,0.5],"bits":[2,4,16],"group_size":32})";
+    const std::string text = R"({"model":")" + stories() + R"(","data":{"sources":["text:)" + shared_root() +
+                             R"(/data/tinystories/tinystories_sample.txt"],"seq_len":32,"batch_size":4,
+                             "train_sequences":8,"valid_sequences":8},"space":)" + space +
+                             R"(,"lut":")" + lut_path(parse_search_space(space, "s")) + R"(","target":)" + target +
+                             R"(,"schedule":{)" + extra_schedule + "}}";
+    return parse_search_config(text, "test-config.json", "/");
+  }
+};
+
+std::vector<ChoiceIndex> indices_of(const Arch& a, const std::vector<LayerChoices>& ch) {
+  std::vector<ChoiceIndex> out;
+  for (size_t l = 0; l < ch.size(); ++l) {
+    ChoiceIndex c;
+    c.kv = std::find(ch[l].kv.begin(), ch[l].kv.end(), a.layers[l].kv_heads) - ch[l].kv.begin();
+    c.mlp = std::find(ch[l].mlp.begin(), ch[l].mlp.end(), a.layers[l].mlp_channels) - ch[l].mlp.begin();
+    for (int j = 0; j < kNumLinears; ++j)
+      c.bits[j] = std::find(ch[l].bits.begin(), ch[l].bits.end(), a.layers[l].bits[j]) - ch[l].bits.begin();
+    out.push_back(c);
+  }
+  return out;
+}
+
+TEST_F(SearchRun, HugeLambdaEndsAtFastestArchitecture) {
+  SearchOptions o;
+  o.progress = false;
+  o.out_dir = dir() + "/fast";
+  auto c = config(R"("steps":30,"arch_lr":0.3,"lambda":1e4,"distill":true)", R"({"fraction":0.2})");
+  auto r = run_search(c, o);
+  ASSERT_FALSE(r.interrupted);
+  // Every layer at the narrowest widths and the fewest bits (strictly cheapest in this LUT).
+  for (const auto& l : r.arch.layers) {
+    EXPECT_EQ(l.kv_heads, 2);
+    EXPECT_EQ(l.mlp_channels, 96);
+    for (int b : l.bits) EXPECT_EQ(b, 2);
+  }
+  EXPECT_NEAR(r.predicted_ms, r.fastest_ms, 1e-6 * r.fastest_ms);  // float32 latency tables
+  EXPECT_TRUE(file_exists(o.out_dir + "/arch.json"));
+  EXPECT_TRUE(file_exists(o.out_dir + "/search_log.jsonl"));
+}
+
+TEST_F(SearchRun, ZeroLambdaEndsAtWidest16Bit) {
+  SearchOptions o;
+  o.progress = false;
+  o.out_dir = dir() + "/wide";
+  auto r = run_search(config(R"("steps":150,"arch_lr":0.5,"lambda":0,"distill":true,"tau_start":1.0,"tau_end":1.0)"), o);
+  for (size_t i = 0; i < r.arch.layers.size(); ++i) {
+    const auto& l = r.arch.layers[i];
+    EXPECT_EQ(l.kv_heads, 4);
+    EXPECT_EQ(l.mlp_channels, 172);
+    for (int j = 0; j < kNumLinears; ++j) EXPECT_EQ(l.bits[j], 16) << "layer " << i << " " << kLinearNames[j] << " " << r.arch.alphas_json.substr(0, 0);
+  }
+  if (HasFailure()) std::cerr << r.arch.alphas_json << "\n";
+  EXPECT_NEAR(r.valid_ppl, r.original_valid_ppl, 1e-4 * r.original_valid_ppl);  // the original function
+}
+
+// A run stopped at a random step and resumed ends exactly like an uninterrupted run.
+TEST_F(SearchRun, ResumeAfterStopIsIdentical) {
+  const std::string sched = R"("steps":16,"arch_lr":0.1,"lambda":5,"checkpoint_every":5,"lora_rank":2,"hard":true)";
+  SearchOptions a;
+  a.progress = false;
+  a.out_dir = dir() + "/uninterrupted";
+  auto full = run_search(config(sched), a);
+  std::mt19937_64 rng(::getpid());
+  const int64_t stop_at = 1 + rng() % 14;
+  SearchOptions b = a;
+  b.out_dir = dir() + "/interrupted";
+  b.on_step = [stop_at](int64_t step) {
+    if (step == stop_at) request_search_stop();
+  };
+  auto part = run_search(config(sched), b);
+  ASSERT_TRUE(part.interrupted) << "stop at " << stop_at;
+  EXPECT_EQ(part.steps_done, stop_at);
+  b.on_step = nullptr;
+  b.resume = true;
+  auto rest = run_search(config(sched), b);
+  ASSERT_FALSE(rest.interrupted);
+  EXPECT_EQ(arch_to_json(rest.arch), arch_to_json(full.arch)) << "stopped at step " << stop_at;
+  EXPECT_EQ(read_text_file(b.out_dir + "/arch.json"), read_text_file(a.out_dir + "/arch.json"));
+}
+
+TEST_F(SearchRun, SequentialModeRunsBothPhases) {
+  SearchOptions o;
+  o.progress = false;
+  o.out_dir = dir() + "/seq";
+  auto c = config(R"("steps":10,"arch_lr":0.2,"lambda":5)");
+  c.mode = "sequential";
+  auto r = run_search(c, o);
+  EXPECT_EQ(r.steps_done, 10);
+  auto log = read_text_file(o.out_dir + "/search_log.jsonl");
+  EXPECT_NE(log.find("\"phase\":1"), std::string::npos);
+  EXPECT_NE(log.find("\"phase\":2"), std::string::npos);
+}
+
+TEST_F(SearchRun, BadConfigsGiveOneClearError) {
+  auto err = [](const std::function<void()>& f) {
+    try {
+      f();
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string();
+  };
+  EXPECT_NE(err([] { parse_search_config(R"({"model":"m","shedule":{}})", "c.json", "/"); }).find("unknown key 'shedule'"),
+            std::string::npos);
+  EXPECT_NE(err([] { parse_search_config(R"({"model":"m","schedule":{"steps":"ten"}})", "c.json", "/"); })
+                .find("schedule.steps: wrong type"),
+            std::string::npos);
+  EXPECT_NE(err([] { parse_search_config(R"({"model":"m","mode":"both"})", "c.json", "/"); }).find("mode"),
+            std::string::npos);
+  SearchOptions o;
+  o.progress = false;
+  o.out_dir = dir() + "/bad";
+  EXPECT_NE(err([&] { run_search(config(R"("steps":2)", R"({"ms":1e-6})"), o); }).find("below the fastest"),
+            std::string::npos);
+  // A LUT made for another model.
+  auto other = test::tiny_config();
+  LutOptions lo;
+  lo.tokens = {1};
+  lo.repeats = 1;
+  lo.progress = false;
+  lo.min_sample_us = 0;
+  auto c = config(R"("steps":2)");
+  write_file_atomic(dir() + "/other_lut.json", build_lut_json(other, c.space, lo));
+  c.lut = dir() + "/other_lut.json";
+  EXPECT_NE(err([&] { run_search(c, o); }).find("hash"), std::string::npos);
+}
