@@ -1,0 +1,49 @@
+#pragma once
+// Quantizes every linear of a discretized subnet at the bits its Arch chose: RTN, or GPTQ with
+// Hessians from calibration activations collected layer by layer (the calibration batch runs
+// through the already-quantized layers before it, so memory stays near one layer's activations).
+#include <ATen/core/Tensor.h>
+
+#include <string>
+#include <vector>
+
+#include "llmc/model/llama.h"
+#include "llmc/nas/arch.h"
+
+namespace llmc {
+
+struct QuantizeOptions {
+  std::string method = "rtn";  // rtn | gptq
+  int group_size = 128;        // requested group (clipped per linear by effective_group)
+  double damp = 0.01;          // GPTQ dampening (fraction of mean diag(H))
+  int lm_head_bits = 16;       // 16: dense (exact); 8 or 4: RTN-packed lm_head
+  int64_t chunk = 8;           // calibration sequences per forward chunk
+};
+
+// Output error of one quantized linear on its calibration inputs X (as seen in the layer-by-layer
+// pass): ||X Wq^T - X W^T||^2 / ||X W^T||^2.
+struct LinearQuantStat {
+  int64_t layer = 0;
+  int kind = 0;  // LinearKind
+  int bits = 16;
+  double rel_err = 0;
+};
+
+struct QuantizeReport {
+  std::string method;
+  std::vector<LinearQuantStat> linears;  // empty for RTN without calibration data
+  double seconds = 0;
+  // Mean rel_err over the linears with bits < 16 (-1 when there are none / no calibration).
+  double mean_rel_err(int bits = 0) const;
+};
+
+// Replaces, in place, every linear of `subnet` (a float32 discretized Llama, see discretize.h)
+// with bits < 16 by a QuantizedLinear; 16-bit linears stay DenseLinear. `calib`: (n, T) int64
+// calibration tokens; required for GPTQ, optional for RTN (then only used for the error report).
+QuantizeReport quantize_model(Llama& subnet, const Arch& arch, const QuantizeOptions& opts, const at::Tensor& calib);
+
+// Hidden states before the final norm computed layer by layer with the same code the calibration
+// pass uses (full causal sequences, positions 0..T-1). Equals Llama::hidden_states; for tests.
+at::Tensor layerwise_hidden_states(Llama& model, const at::Tensor& tokens);
+
+}  // namespace llmc
