@@ -12,6 +12,8 @@ using Action = std::function<int()>;
 Action add_info(CLI::App& app);
 Action add_generate(CLI::App& app);
 Action add_eval(CLI::App& app);
+Action add_export(CLI::App& app);
+Action add_bench(CLI::App& app);
 Action add_lut(CLI::App& app);
 
 }  // namespace llmc::cli

@@ -8,6 +8,7 @@
 
 #include "llmc/core/error.h"
 #include "llmc/core/files.h"
+#include "llmc/export/format.h"
 #include "llmc/io/safetensors.h"
 #include "llmc/tokenizer/sentencepiece.h"
 
@@ -153,6 +154,7 @@ std::shared_ptr<const Tokenizer> load_folder_tokenizer(const std::string& dir, c
 std::unique_ptr<Llama> load_llama(const std::string& path, const LoadOptions& opts) {
   const at::ScalarType dtype = parse_dtype(opts.dtype);
   if (dir_exists(path)) {
+    if (is_exported_folder(path)) return load_exported(path, opts);  // llmcompress export output
     const std::string cfg_path = path_join(path, "config.json");
     if (!file_exists(cfg_path)) fail("{}: not a model folder (no config.json)", path);
     ModelConfig config = load_hf_config(cfg_path);

@@ -1,0 +1,87 @@
+#pragma once
+// The lean runtime: a Llama forward over preallocated fp32 buffers with no per-op libtorch
+// dispatch. Per layer: RMSNorm, q/k/v through kernels::qgemm_cpu (packed linears) or a threaded
+// fp32 GEMV (16-bit linears; at::mm only for prefill of dense linears), RoPE from precomputed
+// cos/sin tables, attention over the fp32 KV cache ([layer][batch][kv_head][pos][head_dim], the
+// layout of KVCache tensors), o, SwiGLU, down; then the final norm and lm_head (the tied fp32
+// embedding as a GEMV, or a packed lm_head).
+//
+// Numerics: fp32 throughout with fp32 accumulation; logits agree with the libtorch Llama over the
+// same weights to ~1e-5 relative (tests use 1e-4: different summation orders).
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "llmc/model/llama.h"
+#include "llmc_kernels/qformat.h"
+
+namespace llmc {
+
+class RuntimeEngine {
+ public:
+  // References the weights' storage (packed matrices, fp32 tensors): `w` must outlive the engine
+  // and stay unchanged. threads: 0 = at::get_num_threads().
+  RuntimeEngine(const ModelConfig& c, const LlamaWeights& w, int threads = 0);
+  ~RuntimeEngine();
+
+  // The general forward (the CausalLM contract): tokens/positions (B, T), key_mask (B, past+T)
+  // (1 = may be attended to; attention is also causal in slot order), optional cache (its k/v
+  // tensors must be contiguous float32 (B, kv_heads(l), max_len, head_dim)); logits out: B*T*vocab.
+  void forward(const int64_t* tokens, const int64_t* positions, int64_t B, int64_t T, const bool* key_mask,
+               KVCache* cache, float* logits);
+  // Batch-1 decode of one token at position cache.len (all cached slots visible). Returns the
+  // engine's logits buffer (vocab floats), valid until the next call.
+  const float* decode(int64_t token, KVCache& cache);
+  // Batch-1 prefill of n tokens at positions cache.len.. ; logits of the last token only.
+  const float* prefill(const int64_t* tokens, int64_t n, KVCache& cache);
+
+  std::unique_ptr<KVCache> new_cache(int64_t batch, int64_t max_len) const;
+  const ModelConfig& config() const { return c_; }
+  // Bytes of weights one decoded token reads (linears + lm_head + one embedding row + norms).
+  int64_t bytes_per_token() const;
+
+  struct Lin;  // one linear (packed view or dense fp32)
+
+ private:
+  void run_linear(const Lin& L, const float* x, int64_t M, float* y);
+  void layers(const int64_t* tokens, const int64_t* positions, int64_t B, int64_t T, const bool* key_mask,
+              KVCache* cache);
+  void head(int64_t rows_from, int64_t rows, float* logits);
+
+  ModelConfig c_;
+  int threads_;
+  const float* embed_ = nullptr;
+  const float* final_norm_ = nullptr;
+  struct Layer;
+  std::vector<Layer> layers_;
+  std::unique_ptr<Lin> lm_head_;
+  std::vector<at::Tensor> hold_;  // fp32 copies made at construction
+  std::vector<float> cos_, sin_;  // [max_position_embeddings][head_dim/2]
+  std::vector<float> inv_freq_;
+  // Scratch, grown on demand.
+  std::vector<float> x_, xn_, q_, k_, v_, att_, gate_, up_, tmp_, logits_, scores_, kv_scratch_;
+  std::vector<uint8_t> ones_;
+};
+
+// A Llama whose forward() runs the RuntimeEngine (weights(), hidden_states() and the libtorch
+// forward via Llama::forward stay available). Exported folders load as this.
+class RuntimeLlama : public Llama {
+ public:
+  RuntimeLlama(ModelConfig config, LlamaWeights weights, std::shared_ptr<const Tokenizer> tokenizer, int threads = 0);
+  at::Tensor forward(const at::Tensor& tokens, const at::Tensor& positions, const at::Tensor& key_mask,
+                     KVCache* cache) override;
+  using Llama::forward;
+  std::unique_ptr<KVCache> new_cache(int64_t batch, int64_t max_len) const override;
+  RuntimeEngine& engine() { return *engine_; }
+
+ private:
+  std::unique_ptr<RuntimeEngine> engine_;
+};
+
+// A RuntimeLlama over a float32 Llama's weights (shared, not copied) and tokenizer: `model` must
+// outlive the result.
+std::unique_ptr<RuntimeLlama> make_runtime(const Llama& model, int threads = 0);
+
+}  // namespace llmc

@@ -1,0 +1,407 @@
+#include "llmc/runtime/engine.h"
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <stdexcept>
+
+#include "llmc/core/error.h"
+#include "llmc/export/discretize.h"
+#include "llmc/quant/quant.h"
+#include "llmc_kernels/qgemm.h"
+#include "simd.h"
+
+namespace llmc {
+
+struct RuntimeEngine::Lin {
+  int64_t N = 0, K = 0;
+  bool quant = false;
+  kernels::QMatrixView q;
+  const float* w = nullptr;  // dense (N, K) fp32
+  int64_t bytes() const { return quant ? static_cast<int64_t>(q.layout().total_bytes()) : N * K * 4; }
+};
+
+struct RuntimeEngine::Layer {
+  const float* in_norm = nullptr;
+  const float* post_norm = nullptr;
+  Lin q, k, v, o, gate, up, down;
+  int64_t nkv = 0, nq = 0, I = 0;
+};
+
+namespace {
+
+template <typename T>
+T* grow(std::vector<T>& v, size_t n) {
+  if (v.size() < n) v.resize(n);
+  return v.data();
+}
+
+const float* f32_ptr(const at::Tensor& t, std::vector<at::Tensor>& hold) {
+  at::Tensor c = t.to(at::kFloat).contiguous();
+  hold.push_back(c);
+  return c.data_ptr<float>();
+}
+
+struct GemvCtx {
+  const float* W;
+  const float* x;
+  float* y;
+  int64_t M, N, K, rows_per_task;
+};
+
+void gemv_task(void* p, int t) {
+  const auto& c = *static_cast<const GemvCtx*>(p);
+  const int64_t r0 = t * c.rows_per_task, r1 = std::min(c.N, r0 + c.rows_per_task);
+  for (int64_t m = 0; m < c.M; ++m) rt::simd().gemv(c.W + r0 * c.K, c.x + m * c.K, r1 - r0, c.K, c.y + m * c.N + r0);
+}
+
+void rms_norm_rows(const float* x, const float* w, int64_t M, int64_t H, double eps, float* y) {
+  for (int64_t m = 0; m < M; ++m) {
+    const float* xr = x + m * H;
+    double ss = 0;
+    for (int64_t i = 0; i < H; ++i) ss += static_cast<double>(xr[i]) * xr[i];
+    const float r = static_cast<float>(1.0 / std::sqrt(ss / static_cast<double>(H) + eps));
+    float* yr = y + m * H;
+    for (int64_t i = 0; i < H; ++i) yr[i] = w[i] * (xr[i] * r);
+  }
+}
+
+struct AttnCtx {
+  const float* q;        // (B*T, nq*hd)
+  const float* kbase;    // (B, nkv, max_len, hd)
+  const float* vbase;
+  const bool* mask;      // (B, S)
+  float* out;            // (B*T, nq*hd)
+  float* scores;         // (B*nq, S)
+  int64_t T, past, S, nq, nkv, g, hd, max_len;
+  float scale;
+};
+
+void attn_task(void* p, int task) {
+  const auto& c = *static_cast<const AttnCtx*>(p);
+  const auto& s = rt::simd();
+  const int64_t b = task / c.nq, qh = task % c.nq, h = qh / c.g;
+  float* sc = c.scores + static_cast<int64_t>(task) * c.S;
+  const float* K = c.kbase + (b * c.nkv + h) * c.max_len * c.hd;
+  const float* V = c.vbase + (b * c.nkv + h) * c.max_len * c.hd;
+  const bool* mk = c.mask + b * c.S;
+  for (int64_t t = 0; t < c.T; ++t) {
+    const float* qv = c.q + ((b * c.T + t) * c.nq + qh) * c.hd;
+    float* o = c.out + ((b * c.T + t) * c.nq + qh) * c.hd;
+    const int64_t last = c.past + t;  // causal in slot order
+    float mx = -std::numeric_limits<float>::infinity();
+    for (int64_t j = 0; j <= last; ++j) {
+      if (mk[j]) {
+        sc[j] = s.dot(qv, K + j * c.hd, c.hd) * c.scale;
+        mx = std::max(mx, sc[j]);
+      } else {
+        sc[j] = -std::numeric_limits<float>::infinity();
+      }
+    }
+    std::fill(o, o + c.hd, 0.f);
+    if (mx == -std::numeric_limits<float>::infinity()) continue;  // no visible key (a padding query)
+    double sum = 0;
+    for (int64_t j = 0; j <= last; ++j) {
+      sc[j] = mk[j] ? std::exp(sc[j] - mx) : 0.f;
+      sum += sc[j];
+    }
+    const float inv = static_cast<float>(1.0 / sum);
+    for (int64_t j = 0; j <= last; ++j)
+      if (sc[j] != 0.f) s.axpy(sc[j] * inv, V + j * c.hd, o, c.hd);
+  }
+}
+
+}  // namespace
+
+RuntimeEngine::RuntimeEngine(const ModelConfig& c, const LlamaWeights& w, int threads)
+    : c_(c), threads_(threads > 0 ? threads : std::max(1, at::get_num_threads())) {
+  LLMC_CHECK(static_cast<int64_t>(w.layers.size()) == c.num_layers, "runtime: {} layers in weights, config has {}",
+             w.layers.size(), c.num_layers);
+  embed_ = f32_ptr(w.embed, hold_);
+  final_norm_ = f32_ptr(w.final_norm, hold_);
+  auto make = [&](const std::shared_ptr<Linear>& L) {
+    Lin r;
+    r.N = L->out_features();
+    r.K = L->in_features();
+    if (r.N == 0 || r.K == 0) return r;
+    if (auto* q = dynamic_cast<const QuantizedLinear*>(L.get())) {
+      r.quant = true;
+      r.q = q->packed().view();
+    } else {
+      r.w = f32_ptr(L->dense_weight(), hold_);
+    }
+    return r;
+  };
+  for (int64_t l = 0; l < c.num_layers; ++l) {
+    const auto& L = w.layers[l];
+    Layer R;
+    R.in_norm = f32_ptr(L.input_norm, hold_);
+    R.post_norm = f32_ptr(L.post_attn_norm, hold_);
+    R.nkv = c.kv_heads(l);
+    R.nq = c.q_heads(l);
+    R.I = c.mlp_width(l);
+    if (R.nkv > 0) {
+      R.q = make(L.q);
+      R.k = make(L.k);
+      R.v = make(L.v);
+      R.o = make(L.o);
+    }
+    if (R.I > 0) {
+      R.gate = make(L.gate);
+      R.up = make(L.up);
+      R.down = make(L.down);
+    }
+    layers_.push_back(R);
+  }
+  lm_head_ = std::make_unique<Lin>(make(w.lm_head));
+  // RoPE tables, computed as Llama::hidden_states does (float32 position * inv_freq).
+  auto inv = rope_inv_freq(c);
+  inv_freq_.assign(inv.data_ptr<float>(), inv.data_ptr<float>() + inv.numel());
+  const int64_t half = c.head_dim / 2, P = c.max_position_embeddings;
+  cos_.resize(static_cast<size_t>(P * half));
+  sin_.resize(static_cast<size_t>(P * half));
+  for (int64_t p = 0; p < P; ++p)
+    for (int64_t i = 0; i < half; ++i) {
+      const float f = static_cast<float>(p) * inv_freq_[i];
+      cos_[p * half + i] = std::cos(f);
+      sin_[p * half + i] = std::sin(f);
+    }
+}
+
+RuntimeEngine::~RuntimeEngine() = default;
+
+int64_t RuntimeEngine::bytes_per_token() const {
+  int64_t b = lm_head_->bytes() + c_.hidden_size * 4 * (1 + 2 * c_.num_layers + 1);
+  for (const auto& L : layers_)
+    for (const Lin* x : {&L.q, &L.k, &L.v, &L.o, &L.gate, &L.up, &L.down}) b += x->N ? x->bytes() : 0;
+  return b;
+}
+
+std::unique_ptr<KVCache> RuntimeEngine::new_cache(int64_t batch, int64_t max_len) const {
+  auto cache = std::make_unique<KVCache>();
+  cache->max_len = max_len;
+  for (int64_t l = 0; l < c_.num_layers; ++l) {
+    cache->k.push_back(at::zeros({batch, c_.kv_heads(l), max_len, c_.head_dim}, at::kFloat));
+    cache->v.push_back(at::zeros({batch, c_.kv_heads(l), max_len, c_.head_dim}, at::kFloat));
+  }
+  return cache;
+}
+
+void RuntimeEngine::run_linear(const Lin& L, const float* x, int64_t M, float* y) {
+  if (L.quant) {
+    try {
+      kernels::qgemm_cpu(x, static_cast<int>(M), L.q, nullptr, y, threads_);
+    } catch (const std::invalid_argument& e) {
+      fail("runtime: {}", e.what());
+    }
+    return;
+  }
+  if (M > 4) {  // prefill of a dense linear: one BLAS call
+    auto xt = at::from_blob(const_cast<float*>(x), {M, L.K}, at::kFloat);
+    auto wt = at::from_blob(const_cast<float*>(L.w), {L.N, L.K}, at::kFloat);
+    auto yt = at::from_blob(y, {M, L.N}, at::kFloat);
+    at::mm_out(yt, xt, wt.t());
+    return;
+  }
+  GemvCtx ctx{L.w, x, y, M, L.N, L.K, 0};
+  const int64_t work = L.N * L.K * M;
+  if (threads_ <= 1 || work < (1 << 16)) {
+    ctx.rows_per_task = L.N;
+    gemv_task(&ctx, 0);
+    return;
+  }
+  int64_t per = (L.N + 4 * threads_ - 1) / (4 * threads_);
+  per = std::max<int64_t>(16, (per + 3) / 4 * 4);
+  ctx.rows_per_task = per;
+  rt::parallel_for(threads_, static_cast<int>((L.N + per - 1) / per), gemv_task, &ctx);
+}
+
+void RuntimeEngine::layers(const int64_t* tokens, const int64_t* positions, int64_t B, int64_t T, const bool* key_mask,
+                           KVCache* cache) {
+  const auto& c = c_;
+  const int64_t M = B * T, H = c.hidden_size, hd = c.head_dim, half = hd / 2;
+  const int64_t past = cache ? cache->len : 0, S = past + T;
+  if (cache) {
+    LLMC_CHECK(S <= cache->max_len, "forward: KV cache full ({} + {} > {})", past, T, cache->max_len);
+    LLMC_CHECK(static_cast<int64_t>(cache->k.size()) == c.num_layers, "runtime: KV cache has {} layers, model {}",
+               cache->k.size(), c.num_layers);
+  }
+  int64_t maxq = 0, maxkv = 0, maxI = 0;
+  for (const auto& L : layers_) {
+    maxq = std::max(maxq, L.nq);
+    maxkv = std::max(maxkv, L.nkv);
+    maxI = std::max(maxI, L.I);
+  }
+  float* x = grow(x_, M * H);
+  float* xn = grow(xn_, M * H);
+  float* q = grow(q_, M * maxq * hd);
+  float* k = grow(k_, M * maxkv * hd);
+  float* v = grow(v_, M * maxkv * hd);
+  float* att = grow(att_, M * maxq * hd);
+  float* gt = grow(gate_, M * maxI);
+  float* up = grow(up_, M * maxI);
+  float* tmp = grow(tmp_, M * H);
+  float* scores = grow(scores_, B * maxq * S);
+
+  for (int64_t m = 0; m < M; ++m) {
+    LLMC_CHECK(tokens[m] >= 0 && tokens[m] < c.vocab_size, "forward: token id {} out of range [0, {})", tokens[m],
+               c.vocab_size);
+    LLMC_CHECK(positions[m] >= 0, "forward: negative position {}", positions[m]);
+    std::copy(embed_ + tokens[m] * H, embed_ + (tokens[m] + 1) * H, x + m * H);
+  }
+  auto rope = [&](float* base, int64_t nheads) {
+    for (int64_t m = 0; m < M; ++m) {
+      const int64_t p = positions[m];
+      const float *cs, *sn;
+      std::vector<float> cb, sb;
+      if (p < c.max_position_embeddings) {
+        cs = cos_.data() + p * half;
+        sn = sin_.data() + p * half;
+      } else {
+        cb.resize(half);
+        sb.resize(half);
+        for (int64_t i = 0; i < half; ++i) {
+          const float f = static_cast<float>(p) * inv_freq_[i];
+          cb[i] = std::cos(f);
+          sb[i] = std::sin(f);
+        }
+        cs = cb.data();
+        sn = sb.data();
+      }
+      for (int64_t h = 0; h < nheads; ++h) {
+        float* r = base + (m * nheads + h) * hd;
+        for (int64_t i = 0; i < half; ++i) {
+          const float x1 = r[i], x2 = r[i + half];
+          r[i] = x1 * cs[i] - x2 * sn[i];
+          r[i + half] = x2 * cs[i] + x1 * sn[i];
+        }
+      }
+    }
+  };
+  const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)));
+  for (int64_t l = 0; l < c.num_layers; ++l) {
+    const Layer& L = layers_[l];
+    if (L.nkv > 0) {
+      rms_norm_rows(x, L.in_norm, M, H, c.rms_norm_eps, xn);
+      run_linear(L.q, xn, M, q);
+      run_linear(L.k, xn, M, k);
+      run_linear(L.v, xn, M, v);
+      rope(q, L.nq);
+      rope(k, L.nkv);
+      // K/V of these rows into the cache (or a per-layer scratch without one).
+      float *kb, *vb;
+      int64_t max_len;
+      if (cache) {
+        auto& kt = cache->k[l];
+        auto& vt = cache->v[l];
+        LLMC_CHECK(kt.scalar_type() == at::kFloat && kt.is_contiguous() && vt.scalar_type() == at::kFloat &&
+                       vt.is_contiguous() && kt.dim() == 4 && kt.size(0) == B && kt.size(1) == L.nkv &&
+                       kt.size(3) == hd && kt.sizes() == vt.sizes(),
+                   "runtime: KV cache of layer {} must be float32 ({}, {}, max_len, {})", l, B, L.nkv, hd);
+        kb = kt.data_ptr<float>();
+        vb = vt.data_ptr<float>();
+        max_len = cache->max_len;
+      } else {
+        float* s = grow(kv_scratch_, 2 * B * maxkv * T * hd);
+        kb = s;
+        vb = s + B * maxkv * T * hd;
+        max_len = T;
+      }
+      for (int64_t b = 0; b < B; ++b)
+        for (int64_t t = 0; t < T; ++t)
+          for (int64_t h = 0; h < L.nkv; ++h) {
+            const int64_t src = ((b * T + t) * L.nkv + h) * hd;
+            const int64_t dst = ((b * L.nkv + h) * max_len + past + t) * hd;
+            std::copy(k + src, k + src + hd, kb + dst);
+            std::copy(v + src, v + src + hd, vb + dst);
+          }
+      AttnCtx ctx{q, kb, vb, key_mask, att, scores, T, past, S, L.nq, L.nkv, L.nq / L.nkv, hd, max_len, scale};
+      const int ntasks = static_cast<int>(B * L.nq);
+      if (threads_ > 1 && ntasks > 1 && T * S * L.nq * B * hd > (1 << 15)) {
+        rt::parallel_for(threads_, ntasks, attn_task, &ctx);
+      } else {
+        for (int t = 0; t < ntasks; ++t) attn_task(&ctx, t);
+      }
+      run_linear(L.o, att, M, tmp);
+      for (int64_t i = 0; i < M * H; ++i) x[i] += tmp[i];
+    }
+    if (L.I > 0) {
+      rms_norm_rows(x, L.post_norm, M, H, c.rms_norm_eps, xn);
+      run_linear(L.gate, xn, M, gt);
+      run_linear(L.up, xn, M, up);
+      for (int64_t i = 0; i < M * L.I; ++i) {
+        const float g = gt[i];
+        gt[i] = g / (1.f + std::exp(-g)) * up[i];
+      }
+      run_linear(L.down, gt, M, tmp);
+      for (int64_t i = 0; i < M * H; ++i) x[i] += tmp[i];
+    }
+  }
+  if (cache) cache->len = S;
+}
+
+void RuntimeEngine::head(int64_t row0, int64_t rows, float* logits) {
+  const int64_t H = c_.hidden_size;
+  float* xn = grow(xn_, rows * H);
+  rms_norm_rows(x_.data() + row0 * H, final_norm_, rows, H, c_.rms_norm_eps, xn);
+  run_linear(*lm_head_, xn, rows, logits);
+}
+
+void RuntimeEngine::forward(const int64_t* tokens, const int64_t* positions, int64_t B, int64_t T,
+                            const bool* key_mask, KVCache* cache, float* logits) {
+  LLMC_CHECK(B >= 1 && T >= 1, "forward: empty batch");
+  layers(tokens, positions, B, T, key_mask, cache);
+  head(0, B * T, logits);
+}
+
+const float* RuntimeEngine::decode(int64_t token, KVCache& cache) { return prefill(&token, 1, cache); }
+
+const float* RuntimeEngine::prefill(const int64_t* tokens, int64_t n, KVCache& cache) {
+  LLMC_CHECK(n >= 1, "prefill: no tokens");
+  std::vector<int64_t> pos(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) pos[i] = cache.len + i;
+  const int64_t S = cache.len + n;
+  if (static_cast<int64_t>(ones_.size()) < S) ones_.assign(static_cast<size_t>(S), 1);
+  layers(tokens, pos.data(), 1, n, reinterpret_cast<const bool*>(ones_.data()), &cache);
+  float* out = grow(logits_, c_.vocab_size);
+  head(n - 1, 1, out);
+  return out;
+}
+
+RuntimeLlama::RuntimeLlama(ModelConfig config, LlamaWeights weights, std::shared_ptr<const Tokenizer> tokenizer,
+                           int threads)
+    : Llama(std::move(config), std::move(weights), std::move(tokenizer)) {
+  LLMC_CHECK(dtype() == at::kFloat, "runtime: the model must be float32");
+  engine_ = std::make_unique<RuntimeEngine>(Llama::config(), Llama::weights(), threads);
+}
+
+at::Tensor RuntimeLlama::forward(const at::Tensor& tokens, const at::Tensor& positions, const at::Tensor& key_mask,
+                                 KVCache* cache) {
+  LLMC_CHECK(tokens.dim() == 2, "forward: tokens must be (B, T)");
+  const int64_t B = tokens.size(0), T = tokens.size(1);
+  const int64_t S = (cache ? cache->len : 0) + T;
+  LLMC_CHECK(key_mask.dim() == 2 && key_mask.size(0) == B && key_mask.size(1) == S,
+             "forward: key_mask must be (B, past+T) = ({}, {})", B, S);
+  LLMC_CHECK(positions.sizes() == tokens.sizes(), "forward: positions must have the shape of tokens");
+  auto tok = tokens.to(at::kLong).contiguous();
+  auto pos = positions.to(at::kLong).contiguous();
+  auto mask = key_mask.to(at::kBool).contiguous();
+  auto logits = at::empty({B, T, config().vocab_size}, at::kFloat);
+  engine_->forward(tok.data_ptr<int64_t>(), pos.data_ptr<int64_t>(), B, T, mask.data_ptr<bool>(), cache,
+                   logits.data_ptr<float>());
+  return logits;
+}
+
+std::unique_ptr<KVCache> RuntimeLlama::new_cache(int64_t batch, int64_t max_len) const {
+  return engine_->new_cache(batch, max_len);
+}
+
+std::unique_ptr<RuntimeLlama> make_runtime(const Llama& model, int threads) {
+  LLMC_CHECK(model.dtype() == at::kFloat, "--engine runtime needs a float32 model");
+  return std::make_unique<RuntimeLlama>(model.config(), model.weights(), borrow_tokenizer(model), threads);
+}
+
+}  // namespace llmc

@@ -1,0 +1,24 @@
+#pragma once
+// Small fp32 vector helpers for the runtime engine, dispatched once at startup to AVX-512, AVX2
+// or portable code (no -m flags: the SIMD versions carry target attributes and run only after a
+// CPUID check).
+#include <cstdint>
+
+namespace llmc::rt {
+
+struct Simd {
+  float (*dot)(const float* a, const float* b, int64_t n);
+  void (*axpy)(float a, const float* x, float* y, int64_t n);  // y += a * x
+  // y[r] = dot(W + r*K, x) for r in [0, rows): 4 rows at a time share the loads of x.
+  void (*gemv)(const float* W, const float* x, int64_t rows, int64_t K, float* y);
+  const char* name;
+};
+
+const Simd& simd();
+
+// The kernels' persistent thread pool (kernels/src/thread_pool.cpp): fn(ctx, task) for task in
+// [0, ntasks) on nthreads threads, the caller included. Sharing the pool the qgemm calls use keeps
+// one set of spinning workers on the cores instead of two pools competing.
+void parallel_for(int nthreads, int ntasks, void (*fn)(void*, int), void* ctx);
+
+}  // namespace llmc::rt
