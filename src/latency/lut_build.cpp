@@ -2,7 +2,10 @@
 // core and elementwise costs with the reference model's ATen ops. See lut.h for what each entry is.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <sys/resource.h>
 #include <unistd.h>
+
+#include <ctime>
 
 #include <algorithm>
 #include <chrono>
@@ -10,6 +13,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <functional>
+#include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -138,45 +142,117 @@ std::string lut_text(const json& j) {
   return out + "\n}\n";
 }
 
-struct Timer {
-  Rotation* arena;
-  int64_t llc;
-  size_t cap;
-  int repeats;
-  double min_sample_us;
-  uint64_t seed = 1;
+// One measured entry: fn(region) is one call; `bytes` of weights per call (0: none).
+struct Job {
+  size_t bytes = 0;
+  std::function<void(uint8_t*)> fn;
+  std::string label;
+  int batch = 0;  // calls per sample, calibrated in the first pass
+  std::vector<double> wall, cpu;  // per sample, us per call
+  std::vector<char> preempted;    // another process ran on our cores during the sample
+};
 
-  // Median time (us) of fn(region), each call on a fresh `bytes` region of a buffer larger than the
-  // LLC (bytes 0: no weights, region nullptr). A sample averages `batch` back-to-back calls, batch
-  // chosen so a sample lasts >= min_sample_us (short kernels would otherwise be clock noise).
-  double time(size_t bytes, const std::function<void(uint8_t*)>& fn) {
-    std::unique_ptr<Rotation> own;
-    Rotation* r = arena;
-    if (bytes > 0 && align_up(bytes) > arena->size() / 4) {
-      // Too big to rotate in the shared buffer: a dedicated one of enough copies to exceed the LLC
-      // (at least one copy, however big).
-      const size_t b = align_up(bytes);
-      size_t copies = static_cast<size_t>(std::ceil(1.25 * static_cast<double>(llc) / static_cast<double>(b)));
-      copies = std::max<size_t>(1, std::min(copies, cap / b));
-      own = std::make_unique<Rotation>(copies * b, ++seed);
-      r = own.get();
+double thread_cpu_us() {
+  timespec t{};
+  ::clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+  return static_cast<double>(t.tv_sec) * 1e6 + static_cast<double>(t.tv_nsec) * 1e-3;
+}
+
+long involuntary_switches() {
+  rusage r{};
+  ::getrusage(RUSAGE_SELF, &r);
+  return r.ru_nivcsw;
+}
+
+// Times jobs in interleaved passes: each pass takes a share of every job's samples, so a burst of
+// load from other processes spreads over many entries instead of ruining a few. Every call gets a
+// fresh region of a buffer larger than the LLC (weights cold). A sample averages `batch`
+// back-to-back calls, batch chosen so a sample lasts >= min_sample_us.
+//
+// Other processes on the same cores preempt us and inflate wall times (by milliseconds, on a busy
+// machine). Each sample therefore also records the calling thread's CPU time and whether any of our
+// threads was involuntarily switched out. With one thread the estimate is the median CPU time (equal
+// to the wall time when nothing preempts us; no other thread works for us). With several threads it
+// is the median wall time of the samples that were not preempted, sampling a few more when needed.
+class Measurer {
+ public:
+  Measurer(size_t arena_bytes, int64_t llc, size_t cap, double min_sample_us, int threads)
+      : arena_(arena_bytes, 1), llc_(llc), cap_(cap), min_sample_us_(min_sample_us), threads_(threads) {}
+  size_t arena_bytes() const { return arena_.size(); }
+
+  void run(std::vector<Job>& jobs, int repeats, int passes, Progress* bar) {
+    passes = std::max(1, std::min(passes, repeats));
+    for (int p = 0; p < passes; ++p) {
+      const int n = repeats * (p + 1) / passes - repeats * p / passes;
+      for (auto& job : jobs) {
+        measure(job, n);
+        if (bar) bar->advance(1, job.label);
+      }
     }
-    auto call = [&] { fn(bytes > 0 ? r->next(bytes) : nullptr); };
-    call();
-    call();
-    auto t0 = Clock::now();
-    call();
-    const double one = std::chrono::duration<double, std::micro>(Clock::now() - t0).count();
-    const int batch = static_cast<int>(std::clamp(std::ceil(min_sample_us / std::max(one, 1e-3)), 1.0, 256.0));
-    std::vector<double> samples;
-    samples.reserve(repeats);
-    for (int s = 0; s < repeats; ++s) {
-      t0 = Clock::now();
-      for (int b = 0; b < batch; ++b) call();
-      samples.push_back(std::chrono::duration<double, std::micro>(Clock::now() - t0).count() / batch);
-    }
-    return median(std::move(samples));
+    dedicated_.reset();
   }
+
+  // The entry's time (us) and whether it had to fall back to preempted samples.
+  std::pair<double, bool> estimate(const Job& job) const {
+    if (threads_ == 1) return {median(job.cpu), false};
+    std::vector<double> clean;
+    for (size_t i = 0; i < job.wall.size(); ++i)
+      if (!job.preempted[i]) clean.push_back(job.wall[i]);
+    if (clean.size() * 2 >= job.wall.size() || clean.size() >= 10) return {median(clean), false};
+    return {median(job.wall), true};
+  }
+
+ private:
+  Rotation* source(size_t bytes) {
+    if (bytes == 0 || align_up(bytes) <= arena_.size() / 4) return &arena_;
+    // Too big to rotate in the shared buffer: a dedicated one of enough copies to exceed the LLC
+    // (at least one copy, however big), kept while jobs of the same size follow.
+    const size_t b = align_up(bytes);
+    size_t copies = static_cast<size_t>(std::ceil(1.25 * static_cast<double>(llc_) / static_cast<double>(b)));
+    copies = std::max<size_t>(1, std::min(copies, cap_ / b));
+    if (!dedicated_ || dedicated_->size() != copies * b) {
+      dedicated_.reset();
+      dedicated_ = std::make_unique<Rotation>(copies * b, 2);
+    }
+    return dedicated_.get();
+  }
+
+  void measure(Job& job, int n) {
+    Rotation* r = source(job.bytes);
+    auto call = [&] { job.fn(job.bytes > 0 ? r->next(job.bytes) : nullptr); };
+    call();
+    call();
+    if (job.batch == 0) {
+      auto t0 = Clock::now();
+      call();
+      const double one = std::chrono::duration<double, std::micro>(Clock::now() - t0).count();
+      job.batch = static_cast<int>(std::clamp(std::ceil(min_sample_us_ / std::max(one, 1e-3)), 1.0, 256.0));
+    }
+    int clean = 0;
+    for (int s = 0; s < 3 * n; ++s) {
+      // Past n samples, only multi-threaded runs sample on, while preemption spoiled some, for
+      // short samples (a long one is preempted anyway on a busy machine).
+      if (s >= n && (threads_ == 1 || clean >= n || job.wall.back() > 20000.0)) break;
+      const long sw0 = involuntary_switches();
+      const double c0 = thread_cpu_us();
+      const auto t0 = Clock::now();
+      for (int b = 0; b < job.batch; ++b) call();
+      const auto t1 = Clock::now();
+      const double c1 = thread_cpu_us();
+      const bool pre = involuntary_switches() != sw0;
+      job.wall.push_back(std::chrono::duration<double, std::micro>(t1 - t0).count() / job.batch);
+      job.cpu.push_back((c1 - c0) / job.batch);
+      job.preempted.push_back(pre);
+      clean += pre ? 0 : 1;
+    }
+  }
+
+  Rotation arena_;
+  std::unique_ptr<Rotation> dedicated_;
+  int64_t llc_;
+  size_t cap_;
+  double min_sample_us_;
+  int threads_;
 };
 
 // Same ops as the reference model (src/model/llama.cpp).
@@ -244,58 +320,62 @@ std::string build_lut_json(const ModelConfig& model, const SearchSpace& space, c
     spdlog::warn("lut: rotating buffer ({} MiB) is smaller than the LLC ({} MiB): small weights may be timed warm",
                  arena_bytes >> 20, llc >> 20);
 
-  Rotation arena(arena_bytes, 1);
-  Timer timer{&arena, llc, cap, opts.repeats, opts.min_sample_us};
-  const int64_t total = static_cast<int64_t>(shapes.size() + kv_counts.size() * tokens.size() + 2 * tokens.size());
-  std::unique_ptr<Progress> bar;
-  if (opts.progress) bar = std::make_unique<Progress>("lut", total, "entries");
-
+  Measurer measurer(arena_bytes, llc, cap, opts.min_sample_us, threads);
   const int64_t H = model.hidden_size, hd = model.head_dim, g = model.num_heads / model.num_kv_heads;
+  const int64_t I = model.intermediate_size, V = model.vocab_size;
   const double eps = model.rms_norm_eps;
+  std::vector<Job> jobs;
 
   // ---- linears ----
-  json linears = json::array();
+  std::map<std::pair<int64_t, int64_t>, at::Tensor> inputs;  // (M, K) -> x, shared by the bit widths
   for (const auto& s : shapes) {
-    const int M = static_cast<int>(s.M), N = static_cast<int>(s.N), K = static_cast<int>(s.K);
-    auto x = at::randn({s.M, s.K});
-    double us;
+    at::Tensor& xr = inputs[{s.M, s.K}];
+    if (!xr.defined()) xr = at::randn({s.M, s.K});
+    const at::Tensor x = xr;
+    Job job;
+    job.label = fmt::format("N={} K={} b={} M={}", s.N, s.K, s.bits, s.M);
     if (s.bits == 16) {
-      us = timer.time(static_cast<size_t>(s.N * s.K * 4), [&](uint8_t* p) {
-        auto y = at::linear(x, weight_view(p, s.N, s.K));
-        (void)y;
-      });
+      job.bytes = static_cast<size_t>(s.N * s.K * 4);
+      job.fn = [x, N = s.N, K = s.K](uint8_t* p) { auto y = at::linear(x, weight_view(p, N, K)); };
     } else {
-      const kernels::QLayout lay = kernels::make_layout(s.bits, s.group, N, K);
+      const int M = static_cast<int>(s.M), N = static_cast<int>(s.N), K = static_cast<int>(s.K), bits = s.bits,
+                group = s.group;
+      const kernels::QLayout lay = kernels::make_layout(bits, group, N, K);
       const size_t cb = align_up(lay.code_bytes), sb = align_up(lay.scale_bytes);
-      us = timer.time(cb + 2 * sb, [&](uint8_t* p) {
-        const kernels::QMatrixView w{s.bits, s.group, N, K, p, reinterpret_cast<const uint16_t*>(p + cb),
+      job.bytes = cb + 2 * sb;
+      job.fn = [=](uint8_t* p) {
+        const kernels::QMatrixView w{bits, group, N, K, p, reinterpret_cast<const uint16_t*>(p + cb),
                                      reinterpret_cast<const uint16_t*>(p + cb + sb)};
-        auto y = at::empty({s.M, s.N}, at::kFloat);
+        auto y = at::empty({M, N}, at::kFloat);
         kernels::qgemm_cpu(x.data_ptr<float>(), M, w, nullptr, y.data_ptr<float>(), threads);
-      });
+      };
     }
-    linears.push_back({{"N", s.N}, {"K", s.K}, {"bits", s.bits}, {"group", s.group}, {"M", s.M}, {"us", round_us(us)}});
-    if (bar) bar->advance(1, fmt::format("N={} K={} b={} M={}", s.N, s.K, s.bits, s.M));
+    jobs.push_back(std::move(job));
   }
 
   // ---- attention core per KV-group count (RoPE, cache append, scores, masked softmax, weighted sum) ----
   const at::Tensor inv_freq = rope_inv_freq(model);
-  json attention = json::array();
+  const double scale = 1.0 / std::sqrt(static_cast<double>(hd));
+  std::vector<std::pair<int64_t, int64_t>> attention_keys;  // (h, M)
   for (int64_t M : tokens) {
     const int64_t T = std::max(opts.context, M), past = T - M;
     auto freqs = at::arange(past, T, at::kLong).to(at::kFloat).unsqueeze(-1) * inv_freq;  // (M, hd/2)
     auto emb = at::cat({freqs, freqs}, -1).view({1, 1, M, hd});
-    auto cos = emb.cos(), sin = emb.sin();
+    const at::Tensor cos = emb.cos(), sin = emb.sin();
     auto allowed = at::arange(T, at::kLong).view({1, T}) <= at::arange(past, T, at::kLong).view({M, 1});
-    auto bias = at::zeros({1, 1, 1, M, T}, at::kFloat).masked_fill(allowed.logical_not().view({1, 1, 1, M, T}), -1e30f);
-    const double scale = 1.0 / std::sqrt(static_cast<double>(hd));
+    const at::Tensor bias =
+        at::zeros({1, 1, 1, M, T}, at::kFloat).masked_fill(allowed.logical_not().view({1, 1, 1, M, T}), -1e30f);
     for (int64_t h : kv_counts) {
       const int64_t nq = h * g;
-      auto q_in = at::randn({1, M, nq * hd}), k_in = at::randn({1, M, h * hd}), v_in = at::randn({1, M, h * hd});
-      const size_t cache_bytes = static_cast<size_t>(h * T * hd * 4);
-      double us = timer.time(2 * align_up(cache_bytes), [&](uint8_t* p) {
+      const at::Tensor q_in = at::randn({1, M, nq * hd}), k_in = at::randn({1, M, h * hd}),
+                       v_in = at::randn({1, M, h * hd});
+      const size_t cache_bytes = align_up(static_cast<size_t>(h * T * hd * 4));
+      Job job;
+      job.label = fmt::format("attention h={} M={}", h, M);
+      job.bytes = 2 * cache_bytes;
+      job.fn = [=](uint8_t* p) {
         auto kc = at::from_blob(p, {1, h, T, hd}, at::kFloat);
-        auto vc = at::from_blob(p + align_up(cache_bytes), {1, h, T, hd}, at::kFloat);
+        auto vc = at::from_blob(p + cache_bytes, {1, h, T, hd}, at::kFloat);
         auto q = apply_rope(q_in.view({1, M, nq, hd}).transpose(1, 2), cos, sin);
         auto k = apply_rope(k_in.view({1, M, h, hd}).transpose(1, 2), cos, sin);
         auto v = v_in.view({1, M, h, hd}).transpose(1, 2);
@@ -306,60 +386,87 @@ std::string build_lut_json(const ModelConfig& model, const SearchSpace& space, c
         auto probs = at::softmax(scores + bias, -1);
         auto out = at::matmul(probs, vc.unsqueeze(2));
         out = out.reshape({1, nq, M, hd}).transpose(1, 2).reshape({1, M, nq * hd});
-      });
-      attention.push_back({{"kv_heads", h}, {"M", M}, {"us", round_us(us)}});
-      if (bar) bar->advance(1, fmt::format("attention h={} M={}", h, M));
+      };
+      jobs.push_back(std::move(job));
+      attention_keys.emplace_back(h, M);
     }
   }
 
-  // ---- per-layer elementwise costs ----
-  json layer_fixed = json::array();
-  const int64_t I = model.intermediate_size;
-  auto norm_w = at::ones({H}) + 0.01 * at::randn({H});
+  // ---- per-layer elementwise costs (attn half, mlp half) ----
+  const at::Tensor norm_w = at::ones({H}) + 0.01 * at::randn({H});
   for (int64_t M : tokens) {
-    auto x = at::randn({1, M, H}), attn_out = at::randn({1, M, H});
-    auto gate = at::randn({1, M, I}), up = at::randn({1, M, I});
-    double attn_us = timer.time(0, [&](uint8_t*) {
+    const at::Tensor x = at::randn({1, M, H}), attn_out = at::randn({1, M, H});
+    const at::Tensor gate = at::randn({1, M, I}), up = at::randn({1, M, I});
+    Job attn;
+    attn.label = fmt::format("layer fixed (attn) M={}", M);
+    attn.fn = [=](uint8_t*) {
       auto h = rms_norm(x, norm_w, eps);
       auto r = x + attn_out;
-      (void)h;
-    });
-    double mlp_us = timer.time(0, [&](uint8_t*) {
+    };
+    jobs.push_back(std::move(attn));
+    Job mlp;
+    mlp.label = fmt::format("layer fixed (mlp) M={}", M);
+    mlp.fn = [=](uint8_t*) {
       auto h = rms_norm(x, norm_w, eps);
       auto a = at::silu(gate) * up;
       auto r = x + attn_out;
-      (void)h;
-    });
-    layer_fixed.push_back(
-        {{"M", M}, {"us", round_us(round_us(attn_us) + round_us(mlp_us))}, {"attn_us", round_us(attn_us)}, {"mlp_us", round_us(mlp_us)}});
-    if (bar) bar->advance(1, fmt::format("layer fixed M={}", M));
+    };
+    jobs.push_back(std::move(mlp));
   }
 
   // ---- model-level costs: embedding, RoPE tables and mask, final norm, lm_head ----
-  json model_fixed = json::array();
-  const int64_t V = model.vocab_size;
   const size_t table_bytes = align_up(static_cast<size_t>(V * H * 4));
+  const bool tied = model.tie_word_embeddings;
   for (int64_t M : tokens) {
-    auto ids = at::randint(V, {1, M}, at::kLong);
+    const at::Tensor ids = at::randint(V, {1, M}, at::kLong);
     const int64_t T = std::max(opts.context, M), past = T - M;
-    auto positions = at::arange(past, T, at::kLong).view({1, M});
-    const size_t bytes = model.tie_word_embeddings ? table_bytes : 2 * table_bytes;
-    double us = timer.time(bytes, [&](uint8_t* p) {
+    const at::Tensor positions = at::arange(past, T, at::kLong).view({1, M});
+    Job job;
+    job.label = fmt::format("model fixed M={}", M);
+    job.bytes = tied ? table_bytes : 2 * table_bytes;
+    job.fn = [=](uint8_t* p) {
       auto embed = weight_view(p, V, H);
-      auto head = model.tie_word_embeddings ? embed : weight_view(p + table_bytes, V, H);
+      auto head = tied ? embed : weight_view(p + table_bytes, V, H);
       auto x = at::embedding(embed, ids);
       auto freqs = positions.to(at::kFloat).unsqueeze(-1) * inv_freq;
       auto emb = at::cat({freqs, freqs}, -1).unsqueeze(1);
       auto cos = emb.cos(), sin = emb.sin();
-      auto q_slot = at::arange(past, T, at::kLong).view({M, 1});
-      auto allowed = at::arange(T, at::kLong).view({1, T}) <= q_slot;
-      auto bias = at::zeros({1, 1, 1, M, T}, at::kFloat).masked_fill(allowed.logical_not().view({1, 1, 1, M, T}), -1e30f);
+      auto allowed = at::arange(T, at::kLong).view({1, T}) <= at::arange(past, T, at::kLong).view({M, 1});
+      auto bias =
+          at::zeros({1, 1, 1, M, T}, at::kFloat).masked_fill(allowed.logical_not().view({1, 1, 1, M, T}), -1e30f);
       auto y = at::linear(rms_norm(x, norm_w, eps), head);
-    });
-    model_fixed.push_back({{"M", M}, {"us", round_us(us)}});
-    if (bar) bar->advance(1, fmt::format("model fixed M={}", M));
+    };
+    jobs.push_back(std::move(job));
   }
-  if (bar) bar->finish();
+
+  const int passes = std::min(opts.passes, opts.repeats);
+  {
+    std::unique_ptr<Progress> bar;
+    if (opts.progress) bar = std::make_unique<Progress>("lut", static_cast<int64_t>(jobs.size()) * passes, "entries");
+    measurer.run(jobs, opts.repeats, passes, bar.get());
+  }
+
+  size_t next = 0, noisy = 0, samples = 0, preempted = 0;
+  auto us_of = [&] {
+    const Job& job = jobs[next++];
+    auto [us, fallback] = measurer.estimate(job);
+    noisy += fallback ? 1 : 0;
+    samples += job.wall.size();
+    for (char p : job.preempted) preempted += p ? 1 : 0;
+    return round_us(us);
+  };
+  json linears = json::array();
+  for (const auto& s : shapes)
+    linears.push_back({{"N", s.N}, {"K", s.K}, {"bits", s.bits}, {"group", s.group}, {"M", s.M}, {"us", us_of()}});
+  json attention = json::array();
+  for (auto [h, M] : attention_keys) attention.push_back({{"kv_heads", h}, {"M", M}, {"us", us_of()}});
+  json layer_fixed = json::array();
+  for (int64_t M : tokens) {
+    const double a = us_of(), m = us_of();
+    layer_fixed.push_back({{"M", M}, {"us", round_us(a + m)}, {"attn_us", a}, {"mlp_us", m}});
+  }
+  json model_fixed = json::array();
+  for (int64_t M : tokens) model_fixed.push_back({{"M", M}, {"us", us_of()}});
 
   const double wall_s = std::chrono::duration<double>(Clock::now() - wall0).count();
   json j;
@@ -383,12 +490,22 @@ std::string build_lut_json(const ModelConfig& model, const SearchSpace& space, c
   j["build"] = {{"model", opts.model_name},
                 {"statistic", "median"},
                 {"repeats", opts.repeats},
+                {"passes", passes},
                 {"min_sample_us", opts.min_sample_us},
                 {"llc_bytes", llc},
                 {"rotation_bytes", arena_bytes},
                 {"dense_path", "at::linear fp32"},
+                {"clock", threads == 1 ? "thread cpu time" : "wall time of samples not preempted"},
+                {"samples", samples},
+                {"preempted_samples", preempted},
+                {"entries_mostly_preempted", noisy},
                 {"wall_s", std::round(wall_s * 10) / 10}};
-  spdlog::info("lut: {} entries in {:.1f} s", total, wall_s);
+  spdlog::info("lut: {} entries in {:.1f} s; {} of {} samples were preempted by other processes", jobs.size(), wall_s,
+               preempted, samples);
+  if (noisy > 0)
+    spdlog::warn("lut: {} entries were preempted in most samples (busy machine): their times include waiting for "
+                 "the CPU; rebuild on an idle machine or with --threads 1",
+                 noisy);
   return lut_text(j);
 }
 

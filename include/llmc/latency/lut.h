@@ -79,6 +79,7 @@ struct LutOptions {
   std::vector<int64_t> tokens{1, 128};  // token counts M (distinct, >= 1)
   int64_t context = 512;              // KV-cache positions the attention entries attend over
   int repeats = 25;                   // timed samples per entry (>= 1; the CLI asks for >= 20)
+  int passes = 5;                     // samples are taken in this many interleaved passes over all entries
   int threads = 0;                    // 0 = at::get_num_threads(); used by ATen and qgemm_cpu
   int64_t max_buffer_mib = 1024;      // cap of the rotating weight buffer (one copy may exceed it)
   double min_sample_us = 500;         // a sample averages back-to-back calls up to this long
