@@ -1,6 +1,7 @@
 #include "llmc/nas/search.h"
 
 #include <ATen/ATen.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 
 #include <atomic>
@@ -265,6 +266,12 @@ void restore_tensors(const std::string& out, Supernet& net, Adam& arch_opt, Adam
     }
 }
 
+double peak_rss_mib() {
+  struct rusage ru {};
+  ::getrusage(RUSAGE_SELF, &ru);
+  return ru.ru_maxrss / 1024.0;
+}
+
 }  // namespace
 
 void request_search_stop() { g_stop.store(true); }
@@ -305,6 +312,25 @@ SearchResult run_search(const SearchConfig& c, const SearchOptions& opts) {
   SearchResult res;
   res.original_valid_ppl = perplexity(*model, data.valid);
 
+  // Baseline for the step-time ratio: forward + backward of the original model on one valid batch,
+  // with gradients for all its weights (what a plain fine-tuning step costs).
+  double plain_step_s = 0;
+  {
+    std::vector<at::Tensor> ws;
+    for (auto& L : model->weights().layers)
+      for (auto* lin : {&L.q, &L.k, &L.v, &L.o, &L.gate, &L.up, &L.down}) ws.push_back((*lin)->dense_weight());
+    for (auto& w : ws) w.set_requires_grad(true);
+    for (int rep = 0; rep < 3; ++rep) {
+      auto t0 = std::chrono::steady_clock::now();
+      task_loss(model->forward(data.valid[0]), data.valid[0], at::Tensor()).backward();
+      double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      plain_step_s = rep == 0 ? s : std::min(plain_step_s, s);
+    }
+    for (auto& w : ws) {
+      w.mutable_grad() = at::Tensor();
+      w.set_requires_grad(false);
+    }
+  }
   Importance imp = compute_importance(*model, {data.train.begin(), data.train.begin() + std::min<size_t>(4, data.train.size())});
   permute_model(*model, imp);
 
@@ -367,6 +393,8 @@ SearchResult run_search(const SearchConfig& c, const SearchOptions& opts) {
   spdlog::info("search ({}): original {:.3f} ms, target {:.3f} ms, fastest possible {:.3f} ms at {} token(s)", c.mode,
                res.original_ms, res.target_ms, res.fastest_ms, M);
 
+  double step_seconds_sum = 0;
+  int64_t steps_timed = 0;
   auto run_phase = [&](int phase, int64_t first, int64_t last, bool restore) -> bool {
     Adam arch_opt(net->arch_parameters(), c.arch_lr);
     std::unique_ptr<Adam> w_opt;
@@ -377,6 +405,7 @@ SearchResult run_search(const SearchConfig& c, const SearchOptions& opts) {
       if (w_opt) w_opt->t = ck.w_t;
     }
     const double T = phase_target(phase);
+    auto phase_t0 = std::chrono::steady_clock::now();
     Progress bar(seq ? fmt::format("search phase {}", phase) : "search", last - first, "step");
     for (int64_t step = first; step < last; ++step) {
       const double frac = c.steps > 1 ? static_cast<double>(step) / (c.steps - 1) : 1.0;
@@ -421,6 +450,9 @@ SearchResult run_search(const SearchConfig& c, const SearchOptions& opts) {
       if (stop || (c.checkpoint_every > 0 && (step + 1) % c.checkpoint_every == 0) || step + 1 == last)
         save_checkpoint(opts.out_dir, *net, arch_opt, w_opt.get(), step + 1, rng, ps, c);
       res.steps_done = step + 1;
+      step_seconds_sum += std::chrono::duration<double>(std::chrono::steady_clock::now() - phase_t0).count();
+      phase_t0 = std::chrono::steady_clock::now();
+      ++steps_timed;
       if (stop) {
         spdlog::warn("stopped at step {}; checkpoint written to {}/checkpoint (continue with --resume)", step + 1,
                      opts.out_dir);
@@ -480,7 +512,10 @@ SearchResult run_search(const SearchConfig& c, const SearchOptions& opts) {
                    {"predicted_size_bytes", res.arch.predicted_size_bytes},
                    {"original_size_bytes", lut.weight_bytes(full16)},
                    {"original_valid_ppl", res.original_valid_ppl},
-                   {"valid_ppl_discretized_fake_quant", res.valid_ppl}};
+                   {"valid_ppl_discretized_fake_quant", res.valid_ppl},
+                   {"seconds_per_search_step", steps_timed ? step_seconds_sum / steps_timed : 0.0},
+                   {"seconds_per_plain_fwd_bwd", plain_step_s},
+                   {"peak_rss_mib", peak_rss_mib()}};
   write_file_atomic(path_join(opts.out_dir, "summary.json"), summary.dump(2) + "\n");
   spdlog::info("arch: {:.3f} ms predicted (target {:.3f}, original {:.3f}); valid ppl {:.3f} (original {:.3f})",
                res.predicted_ms, res.target_ms, res.original_ms, res.valid_ppl, res.original_valid_ppl);
