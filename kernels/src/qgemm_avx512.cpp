@@ -246,25 +246,37 @@ void dequant_panel(const Problem& p, int nb, int nr, int kc0, int kcn, float* wb
     }
     const int n = nb + r;
     const uint8_t* row = p.codes + static_cast<size_t>(n) * p.row_bytes;
+    // Per-group constants, rebuilt only when the group changes.
+    int cur_g = -1;
+    __m512 s = _mm512_setzero_ps(), nsz = s, T = s, TA = s, TB = s, S4 = s;
     for (int kb = kc0 / kBlockCodes; kb < (kc0 + kcn) / kBlockCodes; ++kb) {
-      const size_t gi = static_cast<size_t>(n) * p.G + kb / bpg;
-      const __m512 s = _mm512_set1_ps(_cvtsh_ss(p.scales[gi]));
-      const __m512 z = _mm512_set1_ps(_cvtsh_ss(p.zeros[gi]));
+      if (kb / bpg != cur_g) {
+        cur_g = kb / bpg;
+        const size_t gi = static_cast<size_t>(n) * p.G + cur_g;
+        const float sf = _cvtsh_ss(p.scales[gi]);
+        s = _mm512_set1_ps(sf);
+        nsz = _mm512_set1_ps(-sf * _cvtsh_ss(p.zeros[gi]));
+        if constexpr (BITS <= 3) {
+          TA = _mm512_fmadd_ps(ilo, s, nsz);
+          TB = _mm512_fmadd_ps(ihi, s, nsz);
+          S4 = _mm512_mul_ps(s, _mm512_set1_ps(4.f));
+        } else if constexpr (BITS == 4) {
+          T = _mm512_fmadd_ps(iota, s, nsz);
+        }
+      }
       float* out = dst + (kb * kBlockCodes - kc0);
       const uint8_t* blk = row + static_cast<size_t>(kb) * (4 * BITS);
       if constexpr (BITS <= 3) {
         const __m512i v = _mm512_srlv_epi32(load_pair_words(blk), psh);
-        __m512 wa = _mm512_permutexvar_ps(v, _mm512_mul_ps(_mm512_sub_ps(ilo, z), s));
-        __m512 wb = _mm512_permutexvar_ps(v, _mm512_mul_ps(_mm512_sub_ps(ihi, z), s));
+        __m512 wa = _mm512_permutexvar_ps(v, TA);
+        __m512 wb = _mm512_permutexvar_ps(v, TB);
         if constexpr (BITS == 3) {
-          const __m512 s4 = _mm512_mul_ps(s, _mm512_set1_ps(4.f));
-          wa = _mm512_mask_add_ps(wa, load_mask(blk + 8), wa, s4);
-          wb = _mm512_mask_add_ps(wb, load_mask(blk + 10), wb, s4);
+          wa = _mm512_mask_add_ps(wa, load_mask(blk + 8), wa, S4);
+          wb = _mm512_mask_add_ps(wb, load_mask(blk + 10), wb, S4);
         }
         _mm512_store_ps(out, wa);
         _mm512_store_ps(out + 16, wb);
       } else if constexpr (BITS == 4) {
-        const __m512 T = _mm512_mul_ps(_mm512_sub_ps(iota, z), s);
         const __m512i v = _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk)));
         _mm512_store_ps(out, _mm512_permutexvar_ps(_mm512_srlv_epi32(v, sh0), T));
         _mm512_store_ps(out + 16, _mm512_permutexvar_ps(_mm512_srlv_epi32(v, sh1), T));
@@ -272,7 +284,7 @@ void dequant_panel(const Problem& p, int nb, int nr, int kc0, int kcn, float* wb
         for (int j = 0; j < 2; ++j) {
           const __m128i q8 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 16 * j));
           const __m512 q = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(q8));
-          _mm512_store_ps(out + 16 * j, _mm512_mul_ps(_mm512_sub_ps(q, z), s));
+          _mm512_store_ps(out + 16 * j, _mm512_fmadd_ps(q, s, nsz));
         }
       }
     }
