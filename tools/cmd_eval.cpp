@@ -29,8 +29,8 @@ Action add_eval(CLI::App& app) {
                  "Perplexity window length; multiple-choice inputs are left-truncated to it (default: model context)")
       ->check(CLI::NonNegativeNumber);
   app.add_option("--stride", a->e.stride, "Tokens predicted per perplexity window (default: max-length)")->check(CLI::NonNegativeNumber);
-  app.add_option("--batch-size", a->e.batch_size, "Perplexity windows / multiple-choice requests per forward pass")
-      ->capture_default_str()
+  app.add_option("--batch-size", a->e.batch_size,
+                 "Perplexity windows (default 8) / multiple-choice requests (default 32) per forward pass")
       ->check(CLI::PositiveNumber);
   app.add_option("--limit", a->e.limit, "Use only the first N documents of each task (MMLU: of each subject; 0 = all)")
       ->capture_default_str()

@@ -54,7 +54,7 @@ ojson run_multiple_choice(CausalLM& model, const Prepared& p, const EvalOptions&
   spdlog::info("{}: {} documents, {} requests, {}-shot", p.name, lt.instances.size(), requests.size(),
                lt.num_fewshot);
   LoglikelihoodOptions lo;
-  lo.batch_size = opts.batch_size;
+  lo.batch_size = opts.batch_size > 0 ? opts.batch_size : 32;
   lo.max_length = opts.max_length;
   lo.label = p.name;
   LoglikelihoodStats st;
@@ -97,6 +97,7 @@ ojson run_multiple_choice(CausalLM& model, const Prepared& p, const EvalOptions&
     r["subjects"] = subjects;
   }
   r["num_fewshot"] = lt.num_fewshot;
+  r["batch_size"] = lo.batch_size;
   r["data"] = lt.test_path;
   if (!lt.fewshot_path.empty()) r["fewshot_data"] = lt.fewshot_path;
   r["requests"] = st.requests;
@@ -190,7 +191,7 @@ std::string run_eval(CausalLM& model, const EvalOptions& opts) {
     PerplexityOptions po;
     po.max_length = opts.max_length;
     po.stride = opts.stride;
-    po.batch_size = opts.batch_size;
+    po.batch_size = opts.batch_size > 0 ? opts.batch_size : 8;
     po.label = p.name;
     spdlog::info("{}: {} documents", p.name, p.docs.size());
     auto r = evaluate_perplexity(model, p.docs, po);

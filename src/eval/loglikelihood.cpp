@@ -18,6 +18,7 @@ namespace {
 constexpr int64_t kMinSharedPrefix = 8;  // a batch's common context prefix runs once when at least this long
 constexpr size_t kClusterPrefix = 64;    // sorted neighbours sharing this many tokens form a cluster ...
 constexpr size_t kClusterMin = 4;        // ... of at least this many contexts, batched on its own
+constexpr double kMaxPadding = 1.5;      // padded context tokens per real one in a batch, at most
 
 int64_t model_length(CausalLM& m, const LoglikelihoodOptions& o) {
   return o.max_length > 0 ? o.max_length : m.config().max_position_embeddings;
@@ -155,39 +156,58 @@ void score_batch(CausalLM& model, const std::vector<Group>& groups, const std::v
                       .contiguous();
   const double* fl = first_lp.data_ptr<double>();
   for (int64_t r = 0; r < R; ++r) out[row_req[r]] = fl[r];
-  if (Kmax == 0) return;  // single-token continuations (MMLU): done
 
-  // Stage C: every continuation from a copy of its context's cache, right-padded.
-  auto cc = gather_rows(*cache, row_group_t);
-  auto ctok = at::zeros({R, Kmax}, at::kLong);
-  auto cpos = at::zeros({R, Kmax}, at::kLong);
-  auto tgt = at::zeros({R, Kmax}, at::kLong);
-  auto valid = at::zeros({R, Kmax}, at::kDouble);
-  auto cmask = at::cat({mask.index_select(0, row_group_t), at::zeros({R, Kmax}, at::kBool)}, 1);
-  {
-    auto ta = ctok.accessor<int64_t, 2>();
-    auto pa = cpos.accessor<int64_t, 2>();
-    auto ga = tgt.accessor<int64_t, 2>();
-    auto va = valid.accessor<double, 2>();
-    auto ma = cmask.accessor<bool, 2>();
-    for (int64_t r = 0; r < R; ++r) {
-      const auto& cont = reqs[row_req[r]].continuation;
-      const int64_t nctx = static_cast<int64_t>(groups[batch[row_group[r]]].ctx->size());
-      for (int64_t t = 0; t + 1 < static_cast<int64_t>(cont.size()); ++t) {
-        ta[r][t] = cont[t];
-        pa[r][t] = nctx + t;
-        ga[r][t] = cont[t + 1];
-        va[r][t] = 1.0;
-        ma[r][P + Rmax + t] = true;
+  // Stage C: the remaining continuation tokens, each row from a copy of its context's cache,
+  // right-padded. Rows with one-token continuations are done; the others run longest first in
+  // chunks whose padding stays under kMaxPadding.
+  std::vector<int64_t> todo;
+  for (int64_t r = 0; r < R; ++r)
+    if (reqs[row_req[r]].continuation.size() > 1) todo.push_back(r);
+  auto steps = [&](int64_t r) { return static_cast<int64_t>(reqs[row_req[r]].continuation.size()) - 1; };
+  std::stable_sort(todo.begin(), todo.end(), [&](int64_t a, int64_t b) { return steps(a) > steps(b); });
+  for (size_t c0 = 0; c0 < todo.size();) {
+    const int64_t K = steps(todo[c0]);
+    int64_t real = 0;
+    size_t c1 = c0;
+    while (c1 < todo.size() &&
+           (c1 == c0 || static_cast<double>((c1 - c0 + 1) * K) <= kMaxPadding * static_cast<double>(real + steps(todo[c1]))))
+      real += steps(todo[c1++]);
+    const int64_t n = static_cast<int64_t>(c1 - c0);
+    std::vector<int64_t> rows(todo.begin() + c0, todo.begin() + c1), groups_of(n);
+    for (int64_t i = 0; i < n; ++i) groups_of[i] = row_group[rows[i]];
+    auto gidx = at::tensor(groups_of, at::kLong);
+    auto cc = gather_rows(*cache, gidx);
+    auto ctok = at::zeros({n, K}, at::kLong);
+    auto cpos = at::zeros({n, K}, at::kLong);
+    auto tgt = at::zeros({n, K}, at::kLong);
+    auto valid = at::zeros({n, K}, at::kDouble);
+    auto cmask = at::cat({mask.index_select(0, gidx), at::zeros({n, K}, at::kBool)}, 1);
+    {
+      auto ta = ctok.accessor<int64_t, 2>();
+      auto pa = cpos.accessor<int64_t, 2>();
+      auto ga = tgt.accessor<int64_t, 2>();
+      auto va = valid.accessor<double, 2>();
+      auto ma = cmask.accessor<bool, 2>();
+      for (int64_t i = 0; i < n; ++i) {
+        const auto& cont = reqs[row_req[rows[i]]].continuation;
+        const int64_t nctx = static_cast<int64_t>(groups[batch[groups_of[i]]].ctx->size());
+        for (int64_t t = 0; t + 1 < static_cast<int64_t>(cont.size()); ++t) {
+          ta[i][t] = cont[t];
+          pa[i][t] = nctx + t;
+          ga[i][t] = cont[t + 1];
+          va[i][t] = 1.0;
+          ma[i][P + Rmax + t] = true;
+        }
+        st.model_tokens += static_cast<int64_t>(cont.size()) - 1;
       }
-      st.model_tokens += static_cast<int64_t>(cont.size()) - 1;
     }
+    auto logp = at::log_softmax(model.forward(ctok, cpos, cmask, cc.get()), -1);  // (n, K, V)
+    ++st.forwards;
+    auto rest = (logp.gather(2, tgt.unsqueeze(2)).squeeze(2).to(at::kDouble) * valid).sum(1).contiguous();
+    const double* rl = rest.data_ptr<double>();
+    for (int64_t i = 0; i < n; ++i) out[row_req[rows[i]]] += rl[i];
+    c0 = c1;
   }
-  auto logp = at::log_softmax(model.forward(ctok, cpos, cmask, cc.get()), -1);  // (R, Kmax, V)
-  ++st.forwards;
-  auto rest = (logp.gather(2, tgt.unsqueeze(2)).squeeze(2).to(at::kDouble) * valid).sum(1).contiguous();
-  const double* rl = rest.data_ptr<double>();
-  for (int64_t r = 0; r < R; ++r) out[row_req[r]] += rl[r];
 }
 
 }  // namespace
@@ -237,12 +257,22 @@ std::vector<double> loglikelihoods(CausalLM& model, const std::vector<TokenizedR
   Progress progress(opts.label, st.requests, "req");
   const size_t B = static_cast<size_t>(std::max<int64_t>(1, opts.batch_size));
   for (const auto& u : units) {
+    // Context lengths beyond the prefix all contexts of the unit share (which runs once per batch).
+    size_t shared = groups[u[0]].ctx->size();
+    for (size_t g : u) shared = std::min(shared, common_prefix(*groups[u[0]].ctx, *groups[g].ctx));
+    auto own = [&](size_t g) { return static_cast<double>(groups[g].ctx->size() - shared); };
     size_t p = 0;
     while (p < u.size()) {
       std::vector<size_t> batch;
       size_t rows = 0;
-      while (p < u.size() && (batch.empty() || rows + groups[u[p]].reqs.size() <= B)) {
+      double real = 0;
+      // Contexts come longest first, so the first one sets the padded length; a batch stops when
+      // padding would exceed kMaxPadding of the real context tokens (one long outlier context must
+      // not make every row of its batch that long).
+      while (p < u.size() && (batch.empty() || (rows + groups[u[p]].reqs.size() <= B &&
+                                                (batch.size() + 1) * own(batch[0]) <= kMaxPadding * (real + own(u[p]))))) {
         rows += groups[u[p]].reqs.size();
+        real += own(u[p]);
         batch.push_back(u[p++]);
       }
       score_batch(model, groups, batch, requests, out, st);

@@ -14,6 +14,7 @@
 #include "llmc/core/files.h"
 #include "llmc/core/paths.h"
 #include "llmc/eval/tasks.h"
+#include "llmc/tokenizer/sentencepiece.h"
 
 using namespace llmc;
 
@@ -473,6 +474,27 @@ TEST(TaskTokens, EncodePairMovesTrailingSpaces) {
   auto c = encode_pair(tok, "", "abc");  // empty context: [BOS]
   EXPECT_EQ(c.context, (std::vector<int32_t>{1}));
   EXPECT_EQ(c.continuation, tok.encode("abc", false));
+}
+
+TEST(TaskTokens, EncodePairWithSentencePiece) {
+  const std::string p = shared_root() + "/models/stories260K/tokenizer.model";
+  if (!file_exists(p)) GTEST_SKIP() << "shared tokenizer not found at " << p;
+  if (find_spm_shim().empty()) GTEST_SKIP() << "sentencepiece shim not built";
+  auto tok = load_sentencepiece(p, SpecialIds{});
+  // lm-eval _encode_pair: context_enc = encode(context), continuation_enc =
+  // encode(context + continuation)[len(context_enc):], both without special tokens (no BOS).
+  const std::string ctx = "Question: Which gas do plants take in?\nAnswer:", cont = " carbon dioxide";
+  auto r = encode_pair(*tok, ctx, cont);
+  EXPECT_EQ(r.context, tok->encode(ctx, false));
+  auto joined = r.context;
+  joined.insert(joined.end(), r.continuation.begin(), r.continuation.end());
+  EXPECT_EQ(joined, tok->encode(ctx + cont, false));
+  EXPECT_FALSE(r.continuation.empty());
+  EXPECT_NE(r.context.front(), tok->bos_id());
+  // A trailing space of the context is scored as part of the continuation.
+  auto s = encode_pair(*tok, ctx + " ", "carbon dioxide");
+  EXPECT_EQ(s.context, r.context);
+  EXPECT_EQ(s.continuation, r.continuation);
 }
 
 // ---------------------------------------------------------------- metrics
