@@ -17,7 +17,9 @@
 //   "model_fixed": [{"M", "us"}],
 //   "build": {...}                                          // informational (timing settings)
 // }
-// All times are microseconds for one forward step of M tokens (batch 1).
+// All times are microseconds for one forward step of M tokens (batch 1): the median of `repeats`
+// samples taken in interleaved passes; with one thread the timing thread's CPU time, with more the
+// wall time of samples no other process preempted (see Measurer in lut_build.cpp).
 //
 // What each entry measures (CPU, the ops the runtime runs):
 //   linears     y = x W^T for x (M, K): bits 2/3/4/8 with kernels::qgemm_cpu on packed weights with
