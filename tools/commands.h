@@ -15,5 +15,6 @@ Action add_eval(CLI::App& app);
 Action add_export(CLI::App& app);
 Action add_bench(CLI::App& app);
 Action add_lut(CLI::App& app);
+Action add_search(CLI::App& app);
 
 }  // namespace llmc::cli

@@ -31,6 +31,7 @@ int main(int argc, char** argv) {
   add("export", "Discretize, quantize (RTN/GPTQ), LoRA fine-tune and export a compressed model", llmc::cli::add_export);
   add("bench", "Measure prefill and decode tokens/s of a model (exported folders run on our kernels)", llmc::cli::add_bench);
   add("lut", "Measure the latency lookup table of a model's search space", llmc::cli::add_lut);
+  add("search", "Jointly search widths and bit-widths against a latency target (writes arch.json)", llmc::cli::add_search);
 
   try {
     app.parse(argc, argv);

@@ -3,13 +3,16 @@
 #include <ATen/ATen.h>
 #include <sys/stat.h>
 
+#include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
 
 #include "llmc/core/error.h"
 #include "llmc/core/files.h"
 #include "llmc/export/format.h"
+#include "llmc/io/gguf.h"
 #include "llmc/io/safetensors.h"
+#include "llmc/tokenizer/bpe.h"
 #include "llmc/tokenizer/sentencepiece.h"
 
 namespace llmc {
@@ -148,7 +151,17 @@ std::shared_ptr<const Tokenizer> load_folder_tokenizer(const std::string& dir, c
   }
   const std::string spm = path_join(dir, "tokenizer.model");
   if (file_exists(spm)) return load_sentencepiece(spm, special);
+  const std::string tj = path_join(dir, "tokenizer.json");
+  if (file_exists(tj)) return load_bpe_tokenizer_json(tj, file_exists(tc_path) ? tc_path : "");
   return nullptr;
+}
+
+bool looks_like_gguf(const std::string& path) {
+  if (!file_exists(path)) return false;
+  std::ifstream f(path, std::ios::binary);
+  char magic[4] = {0};
+  f.read(magic, 4);
+  return f.gcount() == 4 && std::string(magic, 4) == "GGUF";
 }
 
 std::unique_ptr<Llama> load_llama(const std::string& path, const LoadOptions& opts) {
@@ -166,7 +179,20 @@ std::unique_ptr<Llama> load_llama(const std::string& path, const LoadOptions& op
     return build_llama(config, [&](const std::string& n) { return st.get(n); }, tok, dtype, path);
   }
   if (!file_exists(path)) fail("{}: no such model file or folder", path);
-  fail("{}: unrecognized model format (expected a Hugging Face folder)", path);
+  if (looks_like_gguf(path)) {
+    GGUFFile file(path);
+    GGUFLlama g = read_gguf_llama(file);
+    std::shared_ptr<const Tokenizer> tok = tokenizer_from_gguf(file);
+    std::map<std::string, const FloatTensor*> by_name;
+    for (const auto& [name, t] : g.tensors) by_name[name] = &t;
+    auto src = [&](const std::string& name) -> at::Tensor {
+      auto it = by_name.find(name);
+      if (it == by_name.end()) return {};
+      return at::from_blob(const_cast<float*>(it->second->data.data()), it->second->shape, at::kFloat).clone();
+    };
+    return build_llama(g.config, src, tok, dtype, path);
+  }
+  fail("{}: unrecognized model format (expected a Hugging Face folder, a GGUF file or an exported folder)", path);
 }
 
 void save_hf_folder(const Llama& model, const std::string& dir) {

@@ -135,3 +135,25 @@ TEST(Generate, TopPSamplingIsSeededAndValid) {
   }
   EXPECT_EQ(sample_token(logits.data(), 4, 0.0, 1.0, &s1), 1);
 }
+
+// The original GGUF (llama.cpp layout, adjacent-pair RoPE rows) loads to the same function.
+TEST(Stories260K, GgufMatchesHfFolder) {
+  const std::string gguf = stories_dir() + "/original/stories260K.gguf";
+  if (!file_exists(gguf)) GTEST_SKIP() << "shared model not found at " << gguf;
+  auto hf = load_llama(stories_dir());
+  auto gg = load_llama(gguf);
+  EXPECT_EQ(gg->tokenizer().type(), "sentencepiece");
+  auto ref = nlohmann::json::parse(read_text_file(stories_dir() + "/reference_greedy.json"));
+  for (const auto& c : ref["cases"]) {
+    const std::string prompt = c["prompt"];
+    auto ids = gg->tokenizer().encode(prompt, true);
+    ASSERT_EQ(ids, c["prompt_ids"].get<std::vector<int32_t>>()) << prompt;
+    std::vector<int64_t> ids64(ids.begin(), ids.end());
+    auto x = at::tensor(ids64, at::kLong).unsqueeze(0);
+    EXPECT_LE((gg->forward(x) - hf->forward(x)).abs().max().item<float>(), 1e-5f) << prompt;
+    GenerateOptions g;
+    g.max_new_tokens = 64;
+    g.stop_at_eos = false;
+    EXPECT_EQ(generate(*gg, ids, g), c["generated_ids"].get<std::vector<int32_t>>()) << prompt;
+  }
+}

@@ -37,4 +37,7 @@ void save_hf_folder(const Llama& model, const std::string& dir);
 
 at::ScalarType parse_dtype(const std::string& name);
 
+// True when `path` is a file starting with the GGUF magic.
+bool looks_like_gguf(const std::string& path);
+
 }  // namespace llmc
