@@ -42,7 +42,7 @@ TEST(SmolLM2, MatchesTransformersGreedyAndLogits) {
     at::NoGradGuard ng;
     auto got = m->forward(at::tensor(ids64, at::kLong).unsqueeze(0))[0][ids.size() - 1];
     const float diff = (got - at::tensor(want)).abs().max().item<float>();
-    EXPECT_LE(diff, 2e-3f) << prompt;  // float32 with another summation order over 30 layers
+    EXPECT_LE(diff, 5e-4f) << prompt;  // measured <= 7.2e-5: float32 with another summation order
     RecordProperty("max_abs_logit_diff_case" + std::to_string(c["case"].get<int>()), std::to_string(diff));
     // Greedy ids equal up to the first step whose top-2 margin is below 0.01 (either token is a
     // correct float32 answer there).
