@@ -279,7 +279,7 @@ TEST(LutCli, BuildsAndRefusesBadArguments) {
   std::system(("mkdir -p " + dir).c_str());
   const std::string space = dir + "/space.json";
   write_file_atomic(space, R"({"kv_group_fractions": [1.0, 0.5], "bits": [4, 16]})");
-  const std::string base = "lut --model synthetic:tiny --space " + space + " --max-buffer-mib 32 ";
+  const std::string base = "--threads 1 lut --model synthetic:tiny --space " + space + " --max-buffer-mib 32 ";
   CliRun r = run_cli(base + "--tokens 1,3 --context 8 --out " + dir + "/lut.json");
   ASSERT_EQ(r.code, 0) << r.out;
   const LatencyTable t = LatencyTable::load(dir + "/lut.json");
