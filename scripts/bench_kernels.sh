@@ -6,6 +6,9 @@
 # OUT_JSON defaults to build/bench_kernels.json. Builds bench_qgemm if needed, in $BUILD_DIR
 # (default: build; configured as Release if it does not exist yet). Needs libtorch (dense fp32
 # baseline). Extra arguments go to bench_qgemm, e.g. --threads 2 --reps 30 --group 64 --quick.
+# On a shared, oversubscribed machine wall-clock times mostly measure the scheduler; then use
+#   scripts/bench_kernels.sh out.json --threads 1 --clock cpu
+# (thread CPU time; every measurement runs on the calling thread).
 # Set JOBS to limit build parallelism (default 2).
 set -euo pipefail
 

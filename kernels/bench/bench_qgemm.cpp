@@ -1,6 +1,7 @@
 // Benchmark of qgemm_cpu against memory bandwidth and a dense fp32 torch::matmul baseline.
 //
-// For each (K, N), M and bit width: median time of >= `reps` timed runs after warm-up. Every
+// For each (K, N), M and bit width: median time of >= `reps` (default 20) timed runs after
+// warm-up; fast configurations get more runs (up to --max-reps within --budget seconds). Every
 // run uses the next of several copies of the packed weights, and the copies together exceed the
 // last-level cache (1.5 x LLC), so weights always come from DRAM; x and y stay cache resident.
 //
@@ -16,8 +17,10 @@
 //   speedup_fp32 = time of torch::matmul(x, W_fp32^T) (weights rotated the same way, same
 //                  thread count via at::set_num_threads) / time of qgemm_cpu
 //
-// Usage: bench_qgemm [--out FILE.json] [--threads T] [--reps R] [--group G] [--isa auto|scalar|avx2|avx512]
-//                    [--quick]
+// Usage: bench_qgemm [--out FILE.json] [--threads T] [--reps R] [--max-reps R] [--budget SEC] [--group G]
+//                    [--isa auto|scalar|avx2|avx512] [--quick] [--clock wall|cpu]
+// --clock cpu (with --threads 1) times everything with the thread's CPU clock: use it on a
+// shared, oversubscribed machine, where wall-clock times mostly measure the scheduler.
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -27,6 +30,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <fstream>
 #include <memory>
 #include <random>
@@ -47,13 +51,28 @@ namespace {
 struct Opts {
   std::string out = "build/bench_kernels.json";
   int threads = 0;
-  int reps = 20;
+  int reps = 20;           // minimum timed runs per measurement
+  int max_reps = 400;      // cap for fast configurations
+  double budget_s = 1.0;   // time budget per configuration (more runs when they are fast)
   int group = 128;
   Isa isa = Isa::kAuto;
   bool quick = false;
+  bool cpu_clock = false;  // --clock cpu: thread CPU time (single thread only)
 };
 
-double now_s() { return std::chrono::duration<double>(Clock::now().time_since_epoch()).count(); }
+bool g_cpu_clock = false;
+
+double wall_s() { return std::chrono::duration<double>(Clock::now().time_since_epoch()).count(); }
+
+// Timestamp for measurements: wall clock, or with --clock cpu the calling thread's CPU time
+// (with one thread every measured operation runs on the calling thread; CPU time then excludes
+// the time the thread is descheduled on a shared machine but still includes memory stalls).
+double now_s() {
+  if (!g_cpu_clock) return wall_s();
+  timespec t;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+  return static_cast<double>(t.tv_sec) + 1e-9 * static_cast<double>(t.tv_nsec);
+}
 
 double min_of(const std::vector<double>& v) { return *std::min_element(v.begin(), v.end()); }
 
@@ -102,6 +121,7 @@ struct Row {
   double best_t_us, best_eff_gbps, best_memcpy_gbps, best_pct_memcpy, best_dense_us, best_speedup;
   size_t weight_bytes;
   int copies;
+  int runs;
 };
 
 // Splits [0, bytes) into T 64-byte aligned chunks run on the kernels' thread pool, so the
@@ -143,6 +163,13 @@ uint64_t read_sum(const uint8_t* p, size_t n) {
 
 volatile uint64_t g_sink = 0;
 
+// Timed runs for a configuration whose single run takes about t_run seconds: at least `reps`,
+// more (up to max_reps) while they fit in the budget.
+int reps_for(const Opts& o, double t_run) {
+  const int by_budget = t_run > 0 ? static_cast<int>(o.budget_s / t_run) : o.max_reps;
+  return std::max(o.reps, std::min(o.max_reps, by_budget));
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -159,17 +186,28 @@ int main(int argc, char** argv) {
     if (a == "--out") o.out = next();
     else if (a == "--threads") o.threads = std::stoi(next());
     else if (a == "--reps") o.reps = std::max(1, std::stoi(next()));
+    else if (a == "--max-reps") o.max_reps = std::max(1, std::stoi(next()));
+    else if (a == "--budget") o.budget_s = std::stod(next());
     else if (a == "--group") o.group = std::stoi(next());
     else if (a == "--quick") o.quick = true;
+    else if (a == "--clock") o.cpu_clock = next() == "cpu";
     else if (a == "--isa") {
       const std::string v = next();
       o.isa = v == "scalar" ? Isa::kScalar : v == "avx2" ? Isa::kAvx2 : v == "avx512" ? Isa::kAvx512 : Isa::kAuto;
     } else {
-      std::fprintf(stderr, "usage: %s [--out FILE] [--threads T] [--reps R] [--group G] [--isa I] [--quick]\n", argv[0]);
+      std::fprintf(stderr,
+                   "usage: %s [--out FILE] [--threads T] [--reps R] [--max-reps R] [--budget SEC] [--group G] "
+                   "[--isa I] [--quick] [--clock wall|cpu]\n",
+                   argv[0]);
       return 2;
     }
   }
   const int T = o.threads > 0 ? o.threads : default_num_threads();
+  if (o.cpu_clock && T != 1) {
+    std::fprintf(stderr, "--clock cpu needs --threads 1\n");
+    return 2;
+  }
+  g_cpu_clock = o.cpu_clock;
   at::set_num_threads(T);
   torch::NoGradGuard no_grad;
   const Isa isa = o.isa == Isa::kAuto ? best_isa() : o.isa;
@@ -188,7 +226,7 @@ int main(int argc, char** argv) {
   const int warm = 3;
   std::vector<Row> rows;
   std::mt19937 rng(42);
-  const double t_start = now_s();
+  const double t_start = wall_s();
 
   for (auto [K, N] : shapes) {
     // Dense fp32 baseline per M (weights rotated like the quantized ones).
@@ -203,11 +241,14 @@ int main(int argc, char** argv) {
         const torch::Tensor X = torch::randn({M, K}, torch::kFloat32);
         std::vector<double> ts;
         int ci = 0;
-        for (int r = 0; r < warm + o.reps; ++r) {
+        double t_warm = 0;
+        for (int r = 0, total = warm + o.reps; r < total; ++r) {
           const torch::Tensor& W = Ws[ci++ % nc];
           const double t0 = now_s();
           torch::Tensor Y = torch::matmul(X, W.t());
           const double t1 = now_s();
+          if (r < warm) t_warm = t1 - t0;
+          if (r == warm - 1) total = warm + reps_for(o, t_warm);
           if (r >= warm) ts.push_back(t1 - t0);
         }
         dense_us[mi] = median(ts) * 1e6;
@@ -254,47 +295,50 @@ int main(int argc, char** argv) {
         ys.emplace_back(static_cast<size_t>(M) * N);
         for (auto& v : xs.back()) v = nd(rng);
       }
-      std::vector<double> tm, tr;
-      std::vector<std::vector<double>> tk(Ms.size());
+      // Per M: `reps` interleaved repetitions of (memcpy, read, kernel), each on the next copy.
+      std::vector<std::vector<double>> tm(Ms.size()), tr(Ms.size()), tk(Ms.size());
       int ci = 0;
-      for (int r = 0; r < warm + o.reps; ++r) {
-        {
-          const uint8_t* src = wp.at(ci % nc);
-          uint8_t* d = dst.at(ci % nc);
-          ++ci;
-          const double t0 = now_s();
-          par_bytes(wb, T, [&](size_t lo, size_t hi) { std::memcpy(d + lo, src + lo, hi - lo); });
-          const double t1 = now_s();
-          if (r >= warm) tm.push_back(t1 - t0);
-        }
-        {
-          const uint8_t* src = wp.at(ci++ % nc);
-          std::atomic<uint64_t> acc{0};
-          const double t0 = now_s();
-          par_bytes(wb, T, [&](size_t lo, size_t hi) { acc += read_sum(src + lo, hi - lo); });
-          const double t1 = now_s();
-          g_sink = g_sink + acc.load();
-          if (r >= warm) tr.push_back(t1 - t0);
-        }
-        for (size_t mi = 0; mi < Ms.size(); ++mi) {
+      for (size_t mi = 0; mi < Ms.size(); ++mi) {
+        double t_warm = 0;
+        for (int r = 0, total = warm + o.reps; r < total; ++r) {
+          {
+            const uint8_t* src = wp.at(ci % nc);
+            uint8_t* d = dst.at(ci % nc);
+            ++ci;
+            const double t0 = now_s();
+            par_bytes(wb, T, [&](size_t lo, size_t hi) { std::memcpy(d + lo, src + lo, hi - lo); });
+            const double t1 = now_s();
+            if (r >= warm) tm[mi].push_back(t1 - t0);
+          }
+          {
+            const uint8_t* src = wp.at(ci++ % nc);
+            std::atomic<uint64_t> acc{0};
+            const double t0 = now_s();
+            par_bytes(wb, T, [&](size_t lo, size_t hi) { acc += read_sum(src + lo, hi - lo); });
+            const double t1 = now_s();
+            g_sink = g_sink + acc.load();
+            if (r >= warm) tr[mi].push_back(t1 - t0);
+          }
           const QMatrixView w = view(ci++ % nc);
           const double t0 = now_s();
           qgemm_cpu(xs[mi].data(), Ms[mi], w, nullptr, ys[mi].data(), T, isa);
           const double t1 = now_s();
+          if (r < warm) t_warm = t1 - t0;
+          if (r == warm - 1) total = warm + reps_for(o, t_warm);
           if (r >= warm) tk[mi].push_back(t1 - t0);
         }
       }
       dst.release();
-      const double memcpy_gbps = wb / median(tm) / 1e9;
-      const double read_gbps = wb / median(tr) / 1e9;
       for (size_t mi = 0; mi < Ms.size(); ++mi) {
         const int M = Ms[mi];
+        const double memcpy_gbps = wb / median(tm[mi]) / 1e9;
+        const double read_gbps = wb / median(tr[mi]) / 1e9;
         const double t = median(tk[mi]);
         const double bytes = static_cast<double>(wb) + 4.0 * M * K + 4.0 * M * N;
         const double tb = min_of(tk[mi]);
         Row row{K, N, M, bits, o.group, T, isa_name(isa), t * 1e6, bytes / t / 1e9, memcpy_gbps, read_gbps, 0, 0,
-                dense_us[mi], dense_us[mi] / (t * 1e6), tb * 1e6, bytes / tb / 1e9, wb / min_of(tm) / 1e9, 0,
-                dense_best_us[mi], dense_best_us[mi] / (tb * 1e6), wb, nc};
+                dense_us[mi], dense_us[mi] / (t * 1e6), tb * 1e6, bytes / tb / 1e9, wb / min_of(tm[mi]) / 1e9, 0,
+                dense_best_us[mi], dense_best_us[mi] / (tb * 1e6), wb, nc, static_cast<int>(tk[mi].size())};
         row.pct_memcpy = 100.0 * row.eff_gbps / memcpy_gbps;
         row.pct_read = 100.0 * row.eff_gbps / read_gbps;
         row.best_pct_memcpy = 100.0 * row.best_eff_gbps / row.best_memcpy_gbps;
@@ -310,19 +354,19 @@ int main(int argc, char** argv) {
 
   std::ostringstream js;
   js << "{\n  \"benchmark\": \"qgemm_cpu\",\n  \"threads\": " << T << ",\n  \"isa\": \"" << isa_name(isa)
-     << "\",\n  \"group\": " << o.group << ",\n  \"reps\": " << o.reps << ",\n  \"llc_bytes\": " << llc
-     << ",\n  \"seconds\": " << (now_s() - t_start) << ",\n  \"results\": [\n";
+     << "\",\n  \"group\": " << o.group << ",\n  \"reps\": " << o.reps << ",\n  \"max_reps\": " << o.max_reps << ",\n  \"budget_s\": " << o.budget_s << ",\n  \"llc_bytes\": " << llc
+     << ",\n  \"clock\": \"" << (o.cpu_clock ? "thread_cpu" : "wall") << "\",\n  \"seconds\": " << (wall_s() - t_start) << ",\n  \"results\": [\n";
   for (size_t i = 0; i < rows.size(); ++i) {
     const Row& r = rows[i];
     char buf[2048];
     std::snprintf(buf, sizeof buf,
                   "    {\"K\": %d, \"N\": %d, \"M\": %d, \"bits\": %d, \"group\": %d, \"threads\": %d, \"isa\": \"%s\", "
-                  "\"weight_bytes\": %zu, \"weight_copies\": %d, \"time_us\": %.3f, \"eff_gbps\": %.3f, "
+                  "\"weight_bytes\": %zu, \"weight_copies\": %d, \"runs\": %d, \"time_us\": %.3f, \"eff_gbps\": %.3f, "
                   "\"memcpy_gbps\": %.3f, \"read_gbps\": %.3f, \"pct_memcpy\": %.1f, \"pct_read\": %.1f, "
                   "\"dense_fp32_us\": %.3f, \"speedup_vs_fp32\": %.3f, \"best_time_us\": %.3f, "
                   "\"best_eff_gbps\": %.3f, \"best_memcpy_gbps\": %.3f, \"best_pct_memcpy\": %.1f, "
                   "\"best_dense_fp32_us\": %.3f, \"best_speedup_vs_fp32\": %.3f}%s\n",
-                  r.K, r.N, r.M, r.bits, r.group, r.threads, r.isa.c_str(), r.weight_bytes, r.copies, r.t_us, r.eff_gbps,
+                  r.K, r.N, r.M, r.bits, r.group, r.threads, r.isa.c_str(), r.weight_bytes, r.copies, r.runs, r.t_us, r.eff_gbps,
                   r.memcpy_gbps, r.read_gbps, r.pct_memcpy, r.pct_read, r.dense_us, r.speedup, r.best_t_us,
                   r.best_eff_gbps, r.best_memcpy_gbps, r.best_pct_memcpy, r.best_dense_us, r.best_speedup,
                   i + 1 < rows.size() ? "," : "");
@@ -335,6 +379,6 @@ int main(int argc, char** argv) {
     return 1;
   }
   f << js.str();
-  std::printf("wrote %s (%.1f s)\n", o.out.c_str(), now_s() - t_start);
+  std::printf("wrote %s (%.1f s)\n", o.out.c_str(), wall_s() - t_start);
   return 0;
 }
