@@ -28,6 +28,10 @@ struct RuntimeEngine::Layer {
   const float* in_norm = nullptr;
   const float* post_norm = nullptr;
   Lin q, k, v, o, gate, up, down;
+  // q/k/v (gate/up) stacked into one matrix when they share bits and group (or are all dense):
+  // one kernel call (and one thread-pool round trip) instead of three (two) per token.
+  Lin qkv, gate_up;
+  bool fused_qkv = false, fused_gate_up = false;
   int64_t nkv = 0, nq = 0, I = 0;
 };
 
@@ -75,42 +79,51 @@ struct AttnCtx {
   const float* vbase;
   const bool* mask;      // (B, S)
   float* out;            // (B*T, nq*hd)
-  float* scores;         // (B*nq, S)
+  float* scores;         // (B*nkv, g, S)
   int64_t T, past, S, nq, nkv, g, hd, max_len;
   float scale;
 };
 
+// One (batch row, KV head): its g query heads together, so each cached key/value row is loaded
+// once per group rather than once per query head.
 void attn_task(void* p, int task) {
   const auto& c = *static_cast<const AttnCtx*>(p);
   const auto& s = rt::simd();
-  const int64_t b = task / c.nq, qh = task % c.nq, h = qh / c.g;
-  float* sc = c.scores + static_cast<int64_t>(task) * c.S;
+  constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+  const int64_t b = task / c.nkv, h = task % c.nkv;
+  float* sc = c.scores + static_cast<int64_t>(task) * c.g * c.S;
   const float* K = c.kbase + (b * c.nkv + h) * c.max_len * c.hd;
   const float* V = c.vbase + (b * c.nkv + h) * c.max_len * c.hd;
   const bool* mk = c.mask + b * c.S;
   for (int64_t t = 0; t < c.T; ++t) {
-    const float* qv = c.q + ((b * c.T + t) * c.nq + qh) * c.hd;
-    float* o = c.out + ((b * c.T + t) * c.nq + qh) * c.hd;
     const int64_t last = c.past + t;  // causal in slot order
-    float mx = -std::numeric_limits<float>::infinity();
+    const float* q0 = c.q + ((b * c.T + t) * c.nq + h * c.g) * c.hd;  // the group's g query heads
+    float* o0 = c.out + ((b * c.T + t) * c.nq + h * c.g) * c.hd;
+    std::fill(o0, o0 + c.g * c.hd, 0.f);
+    bool any = false;
     for (int64_t j = 0; j <= last; ++j) {
-      if (mk[j]) {
-        sc[j] = s.dot(qv, K + j * c.hd, c.hd) * c.scale;
-        mx = std::max(mx, sc[j]);
-      } else {
-        sc[j] = -std::numeric_limits<float>::infinity();
+      const bool vis = mk[j];
+      any = any || vis;
+      for (int64_t i = 0; i < c.g; ++i)
+        sc[i * c.S + j] = vis ? s.dot(q0 + i * c.hd, K + j * c.hd, c.hd) * c.scale : kNegInf;
+    }
+    if (!any) continue;  // no visible key (a padding query): output 0
+    for (int64_t i = 0; i < c.g; ++i) {
+      float* r = sc + i * c.S;
+      float mx = kNegInf;
+      for (int64_t j = 0; j <= last; ++j) mx = std::max(mx, r[j]);
+      double sum = 0;
+      for (int64_t j = 0; j <= last; ++j) {
+        r[j] = mk[j] ? std::exp(r[j] - mx) : 0.f;
+        sum += r[j];
       }
+      const float inv = static_cast<float>(1.0 / sum);
+      for (int64_t j = 0; j <= last; ++j) r[j] *= inv;
     }
-    std::fill(o, o + c.hd, 0.f);
-    if (mx == -std::numeric_limits<float>::infinity()) continue;  // no visible key (a padding query)
-    double sum = 0;
     for (int64_t j = 0; j <= last; ++j) {
-      sc[j] = mk[j] ? std::exp(sc[j] - mx) : 0.f;
-      sum += sc[j];
+      if (!mk[j]) continue;
+      for (int64_t i = 0; i < c.g; ++i) s.axpy(sc[i * c.S + j], V + j * c.hd, o0 + i * c.hd, c.hd);
     }
-    const float inv = static_cast<float>(1.0 / sum);
-    for (int64_t j = 0; j <= last; ++j)
-      if (sc[j] != 0.f) s.axpy(sc[j] * inv, V + j * c.hd, o, c.hd);
   }
 }
 
@@ -157,6 +170,10 @@ RuntimeEngine::RuntimeEngine(const ModelConfig& c, const LlamaWeights& w, int th
     layers_.push_back(R);
   }
   lm_head_ = std::make_unique<Lin>(make(w.lm_head));
+  for (auto& R : layers_) {
+    if (R.nkv > 0) R.fused_qkv = stack({&R.q, &R.k, &R.v}, &R.qkv);
+    if (R.I > 0) R.fused_gate_up = stack({&R.gate, &R.up}, &R.gate_up);
+  }
   // RoPE tables, computed as Llama::hidden_states does (float32 position * inv_freq).
   auto inv = rope_inv_freq(c);
   inv_freq_.assign(inv.data_ptr<float>(), inv.data_ptr<float>() + inv.numel());
@@ -190,10 +207,47 @@ std::unique_ptr<KVCache> RuntimeEngine::new_cache(int64_t batch, int64_t max_len
   return cache;
 }
 
+bool RuntimeEngine::stack(std::vector<const Lin*> parts, Lin* out) {
+  const Lin& a = *parts[0];
+  int64_t N = 0;
+  for (const Lin* p : parts) {
+    if (p->quant != a.quant || p->K != a.K || p->N == 0) return false;
+    if (a.quant && (p->q.bits != a.q.bits || p->q.group != a.q.group)) return false;
+    N += p->N;
+  }
+  out->N = N;
+  out->K = a.K;
+  out->quant = a.quant;
+  if (a.quant) {
+    auto m = std::make_unique<kernels::QMatrix>();
+    m->layout = kernels::make_layout(a.q.bits, a.q.group, static_cast<int>(N), static_cast<int>(a.K));
+    for (const Lin* p : parts) {
+      const kernels::QLayout l = p->q.layout();
+      m->codes.insert(m->codes.end(), p->q.codes, p->q.codes + l.code_bytes);
+      m->scales.insert(m->scales.end(), p->q.scales, p->q.scales + l.scale_count);
+      m->zeros.insert(m->zeros.end(), p->q.zeros, p->q.zeros + l.scale_count);
+    }
+    out->q = m->view();
+    owned_.push_back(std::move(m));
+  } else {
+    auto w = at::empty({N, a.K}, at::kFloat);
+    int64_t row = 0;
+    for (const Lin* p : parts) {
+      std::copy(p->w, p->w + p->N * p->K, w.data_ptr<float>() + row * a.K);
+      row += p->N;
+    }
+    hold_.push_back(w);
+    out->w = w.data_ptr<float>();
+  }
+  return true;
+}
+
 void RuntimeEngine::run_linear(const Lin& L, const float* x, int64_t M, float* y) {
   if (L.quant) {
     try {
-      kernels::qgemm_cpu(x, static_cast<int>(M), L.q, nullptr, y, threads_);
+      // Tiny products are faster on the calling thread alone than after a thread-pool round trip.
+      const int th = L.N * L.K * M < (1 << 16) ? 1 : threads_;
+      kernels::qgemm_cpu(x, static_cast<int>(M), L.q, nullptr, y, th);
     } catch (const std::invalid_argument& e) {
       fail("runtime: {}", e.what());
     }
@@ -244,7 +298,7 @@ void RuntimeEngine::layers(const int64_t* tokens, const int64_t* positions, int6
   float* gt = grow(gate_, M * maxI);
   float* up = grow(up_, M * maxI);
   float* tmp = grow(tmp_, M * H);
-  float* scores = grow(scores_, B * maxq * S);
+  float* scores = grow(scores_, B * maxq * S);  // B * nkv * g = B * nq rows
 
   for (int64_t m = 0; m < M; ++m) {
     LLMC_CHECK(tokens[m] >= 0 && tokens[m] < c.vocab_size, "forward: token id {} out of range [0, {})", tokens[m],
@@ -286,9 +340,21 @@ void RuntimeEngine::layers(const int64_t* tokens, const int64_t* positions, int6
     const Layer& L = layers_[l];
     if (L.nkv > 0) {
       rms_norm_rows(x, L.in_norm, M, H, c.rms_norm_eps, xn);
-      run_linear(L.q, xn, M, q);
-      run_linear(L.k, xn, M, k);
-      run_linear(L.v, xn, M, v);
+      if (L.fused_qkv) {
+        float* qkv = grow(fused_, M * L.qkv.N);
+        run_linear(L.qkv, xn, M, qkv);
+        const int64_t nqd = L.nq * hd, nkd = L.nkv * hd;
+        for (int64_t m = 0; m < M; ++m) {
+          const float* r = qkv + m * L.qkv.N;
+          std::copy(r, r + nqd, q + m * nqd);
+          std::copy(r + nqd, r + nqd + nkd, k + m * nkd);
+          std::copy(r + nqd + nkd, r + nqd + 2 * nkd, v + m * nkd);
+        }
+      } else {
+        run_linear(L.q, xn, M, q);
+        run_linear(L.k, xn, M, k);
+        run_linear(L.v, xn, M, v);
+      }
       rope(q, L.nq);
       rope(k, L.nkv);
       // K/V of these rows into the cache (or a per-layer scratch without one).
@@ -319,7 +385,7 @@ void RuntimeEngine::layers(const int64_t* tokens, const int64_t* positions, int6
             std::copy(v + src, v + src + hd, vb + dst);
           }
       AttnCtx ctx{q, kb, vb, key_mask, att, scores, T, past, S, L.nq, L.nkv, L.nq / L.nkv, hd, max_len, scale};
-      const int ntasks = static_cast<int>(B * L.nq);
+      const int ntasks = static_cast<int>(B * L.nkv);
       if (threads_ > 1 && ntasks > 1 && T * S * L.nq * B * hd > (1 << 15)) {
         rt::parallel_for(threads_, ntasks, attn_task, &ctx);
       } else {
@@ -330,11 +396,22 @@ void RuntimeEngine::layers(const int64_t* tokens, const int64_t* positions, int6
     }
     if (L.I > 0) {
       rms_norm_rows(x, L.post_norm, M, H, c.rms_norm_eps, xn);
-      run_linear(L.gate, xn, M, gt);
-      run_linear(L.up, xn, M, up);
-      for (int64_t i = 0; i < M * L.I; ++i) {
-        const float g = gt[i];
-        gt[i] = g / (1.f + std::exp(-g)) * up[i];
+      if (L.fused_gate_up) {
+        float* gu = grow(fused_, M * 2 * L.I);
+        run_linear(L.gate_up, xn, M, gu);
+        for (int64_t m = 0; m < M; ++m) {
+          const float* g = gu + m * 2 * L.I;
+          const float* u = g + L.I;
+          float* o = gt + m * L.I;
+          for (int64_t i = 0; i < L.I; ++i) o[i] = g[i] / (1.f + std::exp(-g[i])) * u[i];
+        }
+      } else {
+        run_linear(L.gate, xn, M, gt);
+        run_linear(L.up, xn, M, up);
+        for (int64_t i = 0; i < M * L.I; ++i) {
+          const float g = gt[i];
+          gt[i] = g / (1.f + std::exp(-g)) * up[i];
+        }
       }
       run_linear(L.down, gt, M, tmp);
       for (int64_t i = 0; i < M * H; ++i) x[i] += tmp[i];

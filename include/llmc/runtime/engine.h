@@ -22,7 +22,8 @@ namespace llmc {
 class RuntimeEngine {
  public:
   // References the weights' storage (packed matrices, fp32 tensors): `w` must outlive the engine
-  // and stay unchanged. threads: 0 = at::get_num_threads().
+  // and stay unchanged. q/k/v and gate/up that share bits and group are stacked into one matrix
+  // each (a copy: one kernel call instead of three/two per layer). threads: 0 = at::get_num_threads().
   RuntimeEngine(const ModelConfig& c, const LlamaWeights& w, int threads = 0);
   ~RuntimeEngine();
 
@@ -46,6 +47,7 @@ class RuntimeEngine {
 
  private:
   void run_linear(const Lin& L, const float* x, int64_t M, float* y);
+  bool stack(std::vector<const Lin*> parts, Lin* out);
   void layers(const int64_t* tokens, const int64_t* positions, int64_t B, int64_t T, const bool* key_mask,
               KVCache* cache);
   void head(int64_t rows_from, int64_t rows, float* logits);
@@ -58,10 +60,11 @@ class RuntimeEngine {
   std::vector<Layer> layers_;
   std::unique_ptr<Lin> lm_head_;
   std::vector<at::Tensor> hold_;  // fp32 copies made at construction
+  std::vector<std::unique_ptr<kernels::QMatrix>> owned_;  // stacked q/k/v and gate/up matrices
   std::vector<float> cos_, sin_;  // [max_position_embeddings][head_dim/2]
   std::vector<float> inv_freq_;
   // Scratch, grown on demand.
-  std::vector<float> x_, xn_, q_, k_, v_, att_, gate_, up_, tmp_, logits_, scores_, kv_scratch_;
+  std::vector<float> fused_, x_, xn_, q_, k_, v_, att_, gate_, up_, tmp_, logits_, scores_, kv_scratch_;
   std::vector<uint8_t> ones_;
 };
 
