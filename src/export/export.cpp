@@ -11,6 +11,7 @@
 #include "llmc/export/discretize.h"
 #include "llmc/export/quantize_model.h"
 #include "llmc/quant/quant.h"
+#include "llmc/runtime/engine.h"
 
 namespace llmc {
 
@@ -61,7 +62,9 @@ ExportResult run_export(const ExportOptions& o) {
   json calib_j = nullptr;
   if (need_calib) {
     auto tc = std::chrono::steady_clock::now();
-    calib = calibration_tokens(*model, o.calib);
+    // Sampling runs on the runtime engine (the libtorch path pays per-op dispatch at every step).
+    auto sampler = make_runtime(*model);
+    calib = calibration_tokens(*sampler, o.calib);
     calib_j = {{"source", o.calib.source}, {"samples", calib.size(0)}, {"seq_len", calib.size(1)},
                {"seconds", std::chrono::duration<double>(std::chrono::steady_clock::now() - tc).count()}};
     spdlog::info("calibration: {} sequences x {} tokens from {}", calib.size(0), calib.size(1), o.calib.source);
