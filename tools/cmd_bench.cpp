@@ -141,6 +141,14 @@ Action add_bench(CLI::App& app) {
     j["prefill_s"] = prefill_s;
     j["decode_s"] = decode_s;
     j["model_file_bytes"] = model_file_bytes(a->model);
+    {  // the machine's load while measuring (other processes share the cores)
+      double l1 = -1;
+      if (FILE* f = std::fopen("/proc/loadavg", "r")) {
+        if (std::fscanf(f, "%lf", &l1) != 1) l1 = -1;
+        std::fclose(f);
+      }
+      j["loadavg_1min"] = l1;
+    }
     if (rt) j["weight_bytes_per_token"] = rt->engine().bytes_per_token();
     j["predicted"] = nullptr;
     const std::string rep_path = path_join(a->model, "export_report.json");
@@ -166,8 +174,8 @@ Action add_bench(CLI::App& app) {
     if (a->json) {
       std::puts(out.c_str());
     } else {
-      std::printf("model     %s (%s engine, %d threads, %s)\n", a->model.c_str(), engine.c_str(), threads,
-                  j["isa"].get<std::string>().c_str());
+      std::printf("model     %s (%s engine, %d threads, %s, load average %.2f)\n", a->model.c_str(), engine.c_str(),
+                  threads, j["isa"].get<std::string>().c_str(), j["loadavg_1min"].get<double>());
       std::printf("prefill   %lld tokens: %.1f tok/s (median of %d)\n", static_cast<long long>(P), P / pm, a->repeats);
       std::printf("decode    %lld tokens: %.1f tok/s, %.3f ms/token (median of %d)\n", static_cast<long long>(N), N / dm,
                   1000.0 * dm / N, a->repeats);

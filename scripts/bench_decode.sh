@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Decode / prefill throughput of exported 4-bit models on our CPU kernels.
+#   1. builds build/ if llmcompress is missing (BUILD=... to use another build folder)
+#   2. exports stories260K at uniform:4 (RTN) and benches it
+#   3. if models/SmolLM2-135M-Instruct.Q4_1.gguf exists: exports it at uniform:4 (RTN, 8-bit packed
+#      lm_head, bf16 embedding, group 64) and benches it
+#   4. writes $OUT/bench_decode.json: tokens/s decode and prefill, file sizes, per model
+# Options (environment): OUT (default runs/bench_decode), THREADS (default: all cores), PROMPT (128),
+# NEW (128), REPEATS (5), LM_HEAD_BITS (8; 16 = exact fp32 lm_head), SMOL_GROUP (64).
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BUILD=${BUILD:-$ROOT/build}
+SHARED=${LLMC_SHARED:-$ROOT/../shared}
+OUT=${OUT:-$ROOT/runs/bench_decode}
+THREADS=${THREADS:-0}
+PROMPT=${PROMPT:-128}
+NEW=${NEW:-128}
+REPEATS=${REPEATS:-5}
+LM_HEAD_BITS=${LM_HEAD_BITS:-8}
+SMOL_GROUP=${SMOL_GROUP:-64}  # 576 = 9 x 64: no padded columns (group 128 pads K to 640)
+B=$BUILD/bin/llmcompress
+
+if [ ! -x "$B" ]; then
+  echo "== building $BUILD" >&2
+  cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release >&2
+  cmake --build "$BUILD" -j"$(nproc)" --target llmcompress >&2
+fi
+mkdir -p "$OUT"
+G=(--threads "$THREADS")
+
+bench() {  # name model-folder
+  "$B" "${G[@]}" bench --model "$2" --prompt-tokens "$PROMPT" --new-tokens "$NEW" --repeats "$REPEATS" \
+    --json --output "$OUT/$1.bench.json" > /dev/null
+  echo "== $1: $(grep -E '"(decode|prefill)_tokens_per_s"' "$OUT/$1.bench.json" | tr -d ' \n')" >&2
+}
+
+entries=()
+STORIES=$SHARED/models/stories260K
+if [ -d "$STORIES" ]; then
+  echo "== export stories260K uniform:4 (RTN)" >&2
+  "$B" "${G[@]}" export --model "$STORIES" --arch uniform:4 --quant rtn --out "$OUT/stories260K-u4" >&2
+  bench stories260K-u4 "$OUT/stories260K-u4"
+  entries+=("\"stories260K-u4\": $(cat "$OUT/stories260K-u4.bench.json")")
+else
+  echo "== skip stories260K: $STORIES not found" >&2
+fi
+
+GGUF=$ROOT/models/SmolLM2-135M-Instruct.Q4_1.gguf
+if [ -f "$GGUF" ]; then
+  echo "== export SmolLM2-135M uniform:4 (RTN, lm_head $LM_HEAD_BITS bits, bf16 embedding)" >&2
+  if "$B" "${G[@]}" export --model "$GGUF" --arch uniform:4 --quant rtn --lm-head-bits "$LM_HEAD_BITS" \
+       --dense-dtype bfloat16 --group-size "$SMOL_GROUP" --out "$OUT/smollm2-135m-u4" >&2; then
+    bench smollm2-135m-u4 "$OUT/smollm2-135m-u4"
+    entries+=("\"smollm2-135m-u4\": $(cat "$OUT/smollm2-135m-u4.bench.json")")
+    entries+=("\"smollm2-135m-gguf_bytes\": $(stat -c %s "$GGUF")")
+  else
+    echo "== SmolLM2 export failed (GGUF loading unavailable?); skipped" >&2
+  fi
+else
+  echo "== skip SmolLM2: $GGUF not found" >&2
+fi
+
+{
+  echo "{"
+  for i in "${!entries[@]}"; do
+    [ "$i" -gt 0 ] && echo ","
+    echo "${entries[$i]}"
+  done
+  echo "}"
+} > "$OUT/bench_decode.json"
+echo "== wrote $OUT/bench_decode.json" >&2
+cat "$OUT/bench_decode.json"
