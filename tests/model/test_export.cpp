@@ -2,6 +2,7 @@
 // validation. Tolerances: exported vs fake-quantized logits 1e-4 relative to max |logit| (the
 // packed kernel and at::linear sum in different orders, ~1e-6 seen); permutations 1e-5.
 #include <ATen/ATen.h>
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -185,8 +186,8 @@ TEST(Export, LogitsEqualFakeQuantizedSubnet) {
   const double e_rt = rel_diff(rt_model->forward(tokens), ref);
   EXPECT_LE(e_torch, 1e-4);
   EXPECT_LE(e_rt, 1e-4);
-  RecordProperty("rel_diff_torch", std::to_string(e_torch));
-  RecordProperty("rel_diff_runtime", std::to_string(e_rt));
+  RecordProperty("rel_diff_torch", fmt::format("{:.3e}", e_torch));
+  RecordProperty("rel_diff_runtime", fmt::format("{:.3e}", e_rt));
   // Per-linear bits and widths survive the round trip.
   EXPECT_EQ(torch_model->config().layer_kv_heads, (std::vector<int64_t>{1, 2, 0}));
   auto* q = dynamic_cast<QuantizedLinear*>(torch_model->weights().layers[0].o.get());

@@ -1,6 +1,7 @@
 // QA-LoRA adapters: attaching is the identity, merging into the fp16 zero points (and dense LoRA
 // into the weights) leaves the logits unchanged (1e-4 relative), and fine-tuning lowers the loss.
 #include <ATen/ATen.h>
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include "llmc/export/discretize.h"
@@ -58,8 +59,8 @@ TEST(QALoRA, AttachIsIdentityAndMergeIsExact) {
   auto merged = s.sub->forward(tokens);
   const double e = rel_diff(merged, unmerged);
   EXPECT_LE(e, 1e-4);
-  RecordProperty("merge_rel_diff", std::to_string(e));
-  RecordProperty("max_zero_rounding_steps", std::to_string(st.max_zero_rounding));
+  RecordProperty("merge_rel_diff", fmt::format("{:.3e}", e));
+  RecordProperty("max_zero_rounding_steps", fmt::format("{:.3e}", st.max_zero_rounding));
 }
 
 TEST(QALoRA, FinetuneLowersLossAndMergesExactly) {

@@ -1,6 +1,7 @@
 // The lean runtime engine against the libtorch Llama over the same weights. Tolerance: 1e-4
 // relative to max |logit| (fp32 everywhere; only summation orders differ, ~1e-6 seen).
 #include <ATen/ATen.h>
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -68,7 +69,7 @@ TEST(Runtime, MatchesTorchOnExportedWeights) {
     auto real = mask.unsqueeze(-1).expand_as(ref);
     const double e = rel_diff(rt.masked_select(real), ref.masked_select(real));
     EXPECT_LE(e, 1e-4) << "lm_head bits " << head_bits;
-    RecordProperty("rel_diff_lm_head" + std::to_string(head_bits), std::to_string(e));
+    RecordProperty("rel_diff_lm_head" + std::to_string(head_bits), fmt::format("{:.3e}", e));
   }
 }
 
