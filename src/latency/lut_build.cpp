@@ -287,8 +287,8 @@ std::string build_lut_json(const ModelConfig& model, const SearchSpace& space, c
     if (!kernels::cuda_available())
       fail("--device cuda: no CUDA device ({}); use --device cpu",
            kernels::cuda_compiled() ? "no usable GPU found" : "this build has no CUDA kernels");
-    fail("--device cuda: GPU latency tables are not implemented yet (the dense fp16 path and attention have no GPU "
-         "implementation in this build); use --device cpu");
+    fail("--device cuda: this build times only CPU latency tables (the dense fp16 path and attention have no GPU "
+         "code here); use --device cpu");
   }
   LLMC_CHECK(device == "cpu", "--device {}: expected auto, cpu or cuda", opts.device);
 
