@@ -8,6 +8,8 @@
 # Options (environment): OUT (default runs/bench_decode), THREADS (default: all cores), PROMPT (128),
 # NEW (128), REPEATS (5), LM_HEAD_BITS (8; 16 = exact fp32 lm_head), SMOL_GROUP (64).
 set -euo pipefail
+# Idle OpenMP workers sleep instead of spinning (they starve everything else on shared cores).
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=${BUILD:-$ROOT/build}
 SHARED=${LLMC_SHARED:-$ROOT/../shared}

@@ -1,6 +1,7 @@
 #include "llmc/export/quantize_model.h"
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 
 #include <chrono>
 #include <cmath>
@@ -99,6 +100,14 @@ QuantizeReport quantize_model(Llama& m, const Arch& arch, const QuantizeOptions&
   LLMC_CHECK(static_cast<int64_t>(arch.layers.size()) == c.num_layers, "quantize: arch has {} layers, model {}",
              arch.layers.size(), c.num_layers);
   at::NoGradGuard ng;
+  // Single-threaded torch ops here: GPTQ's column loop is serial, and between the short parallel
+  // regions libgomp's spinning workers starve it on a busy machine (SmolLM2 on 2 shared cores:
+  // 33 s per layer with 2 threads, 2.7 s with 1).
+  struct ThreadsGuard {
+    int saved = at::get_num_threads();
+    ThreadsGuard() { at::set_num_threads(1); }
+    ~ThreadsGuard() { at::set_num_threads(saved); }
+  } threads_guard;
   const auto t0 = std::chrono::steady_clock::now();
   QuantizeReport rep;
   rep.method = o.method;

@@ -1,10 +1,12 @@
 #include "llmc/finetune/qalora.h"
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 #include <torch/optim/adam.h>
 
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <numeric>
 #include <random>
@@ -57,13 +59,24 @@ class QALoRALinear final : public AdapterLinear {
     auto zr = (z_ - c / s_).clamp(-65504.0, 65504.0).to(at::kHalf).to(at::kFloat);
     return {c, zr};
   }
-  at::Tensor effective_weight() const {
+  // Value: the per-group offset the fp16-rounded zero point realizes; gradient: that of c
+  // (straight-through).
+  at::Tensor group_offsets() const {
     auto [c, zr] = offsets();
-    // Value: the offset the rounded zero point realizes; gradient: that of c (straight-through).
-    auto c_eff = c + (s_ * (z_ - zr) - c).detach();
-    return W0_ + c_eff.repeat_interleave(g_, 1).narrow(1, 0, K_);
+    return c + (s_ * (z_ - zr) - c).detach();
   }
-  at::Tensor forward(const at::Tensor& x) override { return at::linear(x.to(at::kFloat), effective_weight()); }
+  at::Tensor effective_weight() const { return W0_ + group_offsets().repeat_interleave(g_, 1).narrow(1, 0, K_); }
+  // x W0^T + pool(x) C^T with pool(x)_j = sum of x over group j: the same function as
+  // x (W0 + C expanded over each group)^T without materializing an (N, K) weight per step.
+  at::Tensor forward(const at::Tensor& x) override {
+    auto xf = x.to(at::kFloat);
+    auto padded = K_ == G_ * g_ ? xf : at::constant_pad_nd(xf, {0, G_ * g_ - K_});
+    std::vector<int64_t> shape = xf.sizes().vec();
+    shape.back() = G_;
+    shape.push_back(g_);
+    auto pooled = padded.reshape(shape).sum(-1);
+    return at::linear(xf, W0_) + at::linear(pooled, group_offsets());
+  }
   int64_t in_features() const override { return K_; }
   int64_t out_features() const override { return N_; }
   at::Tensor dense_weight() const override { return effective_weight().detach(); }
@@ -180,6 +193,24 @@ FinetuneResult finetune_lora(Llama& model, Llama* teacher, const at::Tensor& tok
   LLMC_CHECK(tokens.dim() == 2 && tokens.size(0) >= 1 && tokens.size(1) >= 2, "fine-tune: tokens must be (n, T>=2)");
   LLMC_CHECK(model.dtype() == at::kFloat, "fine-tune: the model must be float32");
   FinetuneResult res;
+  // libgomp's default (active) wait policy keeps idle OpenMP workers spinning between parallel
+  // regions; on a machine whose cores are shared that made a SmolLM2 step ~20x slower with 2
+  // threads than with 1 (208 s vs 9 s for 3 steps). With OMP_WAIT_POLICY=PASSIVE set, all threads
+  // are used.
+  struct ThreadsGuard {
+    int saved = at::get_num_threads();
+    bool changed = false;
+    ThreadsGuard() {
+      if (saved > 1 && std::getenv("OMP_WAIT_POLICY") == nullptr) {
+        spdlog::info("finetune: 1 torch thread (set OMP_WAIT_POLICY=PASSIVE to use {})", saved);
+        at::set_num_threads(1);
+        changed = true;
+      }
+    }
+    ~ThreadsGuard() {
+      if (changed) at::set_num_threads(saved);
+    }
+  } threads_guard;
   const auto t0 = std::chrono::steady_clock::now();
   auto& W = model.weights();
   // A packed lm_head has no autograd: train through its dequantized copy, restore afterwards.

@@ -253,7 +253,7 @@ void RuntimeEngine::run_linear(const Lin& L, const float* x, int64_t M, float* y
     }
     return;
   }
-  if (M > 4) {  // prefill of a dense linear: one BLAS call
+  if (M > 64) {  // long prefill of a dense linear: one BLAS call
     auto xt = at::from_blob(const_cast<float*>(x), {M, L.K}, at::kFloat);
     auto wt = at::from_blob(const_cast<float*>(L.w), {L.N, L.K}, at::kFloat);
     auto yt = at::from_blob(y, {M, L.N}, at::kFloat);
@@ -268,7 +268,9 @@ void RuntimeEngine::run_linear(const Lin& L, const float* x, int64_t M, float* y
     return;
   }
   int64_t per = (L.N + 4 * threads_ - 1) / (4 * threads_);
-  per = std::max<int64_t>(16, (per + 3) / 4 * 4);
+  // Several rows of x: blocks of W small enough to stay in L2 while every row of x passes over them.
+  if (M > 1) per = std::min<int64_t>(per, std::max<int64_t>(4, (1 << 17) / (4 * L.K)));
+  per = std::max<int64_t>(M > 1 ? 4 : 16, (per + 3) / 4 * 4);
   ctx.rows_per_task = per;
   rt::parallel_for(threads_, static_cast<int>((L.N + per - 1) / per), gemv_task, &ctx);
 }

@@ -1,7 +1,7 @@
 #pragma once
 // The lean runtime: a Llama forward over preallocated fp32 buffers with no per-op libtorch
 // dispatch. Per layer: RMSNorm, q/k/v through kernels::qgemm_cpu (packed linears) or a threaded
-// fp32 GEMV (16-bit linears; at::mm only for prefill of dense linears), RoPE from precomputed
+// fp32 GEMV (16-bit linears; at::mm only for dense linears over more than 64 rows), RoPE from precomputed
 // cos/sin tables, attention over the fp32 KV cache ([layer][batch][kv_head][pos][head_dim], the
 // layout of KVCache tensors), o, SwiGLU, down; then the final norm and lm_head (the tied fp32
 // embedding as a GEMV, or a packed lm_head).
