@@ -15,6 +15,7 @@
 #include "llmc/core/files.h"
 #include "llmc/core/log.h"
 #include "llmc/export/format.h"
+#include "llmc/model/load.h"
 #include "llmc/runtime/engine.h"
 #include "llmc_kernels/qgemm.h"
 
@@ -69,7 +70,7 @@ Action add_bench(CLI::App& app) {
                "--engine: '{}' is not auto, runtime or torch", a->engine);
     LoadOptions lo;
     lo.need_tokenizer = false;
-    auto model = load_source_model(a->model, lo);
+    auto model = load_llama(a->model, lo);
     const auto& cfg = model->config();
     const int64_t P = a->prompt_tokens, N = a->new_tokens, V = cfg.vocab_size;
     const int threads = at::get_num_threads();

@@ -46,7 +46,7 @@ ExportResult run_export(const ExportOptions& o) {
   LoadOptions lo;
   lo.dtype = "float32";
   lo.need_tokenizer = false;
-  auto model = load_source_model(o.model, lo);
+  auto model = load_llama(o.model, lo);
   LLMC_CHECK(model->config().layer_kv_heads.empty() && model->config().layer_intermediate.empty(),
              "{}: the model is already compressed (per-layer widths); export from the original model", o.model);
   for (const auto& L : model->weights().layers)

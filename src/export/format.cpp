@@ -6,7 +6,6 @@
 
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <nlohmann/json.hpp>
 #include <set>
 
@@ -54,13 +53,6 @@ int64_t linear_bytes(const Linear& L, int elt) {
   return L.out_features() * L.in_features() * elt;
 }
 
-bool is_gguf_file(const std::string& path) {
-  if (dir_exists(path) || !file_exists(path)) return false;
-  std::ifstream f(path, std::ios::binary);
-  char magic[4] = {};
-  f.read(magic, 4);
-  return f.gcount() == 4 && std::memcmp(magic, "GGUF", 4) == 0;
-}
 
 }  // namespace
 
@@ -224,7 +216,7 @@ void write_export_folder(const Llama& model, const std::string& dir_in, const Ex
           const std::string src = path_join(o.tokenizer_source, f);
           if (file_exists(src)) copy_file(src, path_join(tmp, f));
         }
-      } else if (is_gguf_file(o.tokenizer_source)) {
+      } else if (looks_like_gguf(o.tokenizer_source)) {
         write_tokenizer_gguf(o.tokenizer_source, path_join(tmp, "tokenizer.gguf"));
       }
     }
@@ -508,30 +500,6 @@ std::unique_ptr<Llama> load_exported(const std::string& dir, const LoadOptions& 
     fail("{}: tokenizer has {} tokens but config vocab_size is {}", dir, tok->vocab_size(), c.vocab_size);
   if (runtime) return std::make_unique<RuntimeLlama>(c, std::move(w), tok);
   return std::make_unique<Llama>(c, std::move(w), tok);
-}
-
-std::unique_ptr<Llama> load_source_model(const std::string& path, const LoadOptions& opts) {
-  if (!is_gguf_file(path)) return load_llama(path, opts);
-  GGUFFile f(path);
-  GGUFLlama g = read_gguf_llama(f);
-  std::map<std::string, FloatTensor*> by_name;
-  for (auto& [n, t] : g.tensors) by_name[n] = &t;
-  auto source = [&](const std::string& name) -> at::Tensor {
-    auto it = by_name.find(name);
-    if (it == by_name.end()) return {};
-    FloatTensor& ft = *it->second;
-    auto t = at::from_blob(ft.data.data(), ft.shape, at::kFloat).clone();
-    std::vector<float>().swap(ft.data);  // free as we go
-    by_name.erase(it);
-    return t;
-  };
-  std::shared_ptr<const Tokenizer> tok;
-  try {
-    tok = tokenizer_from_gguf(f);
-  } catch (const Error& e) {
-    if (opts.need_tokenizer) throw;
-  }
-  return build_llama(g.config, source, tok, parse_dtype(opts.dtype), path);
 }
 
 }  // namespace llmc

@@ -66,10 +66,6 @@ bool is_exported_folder(const std::string& dir);
 // Llama (libtorch forward). Corrupt or inconsistent folders throw a one-line llmc::Error.
 std::unique_ptr<Llama> load_exported(const std::string& dir, const LoadOptions& opts, bool runtime = true);
 
-// The source model of an export: an HF folder or exported folder (load_llama), or a GGUF file
-// (read_gguf_llama + its tokenizer).
-std::unique_ptr<Llama> load_source_model(const std::string& path, const LoadOptions& opts);
-
 // Writes a GGUF file with no tensors that holds the tokenizer.* (and general.architecture)
 // metadata of `gguf_path`, so tokenizer_from_gguf() can rebuild the tokenizer from it.
 void write_tokenizer_gguf(const std::string& gguf_path, const std::string& out_path);
