@@ -21,18 +21,22 @@ Action add_eval(CLI::App& app) {
   auto a = std::make_shared<EvalArgs>();
   app.add_option("--model", a->model, "Model folder or GGUF file")->required();
   app.add_option("--tasks", a->tasks,
-                 "Comma list: wikitext, text:FILE, arc_easy, arc_challenge, boolq, hellaswag, piqa, winogrande, "
+                 "Comma list: wikitext, wikitext2_gptq (GPTQ-style: fixed windows scored alone), text:FILE, "
+                 "arc_easy, arc_challenge, boolq, hellaswag, piqa, winogrande, "
                  "openbookqa, mmlu, reasoning7 (= the first seven multiple-choice tasks)")
       ->required();
   app.add_option("--data-dir", a->e.data_dir, "Benchmark data root (default: $LLMC_SHARED/data)");
   app.add_option("--max-length", a->e.max_length,
-                 "Perplexity window length; multiple-choice inputs are left-truncated to it (default: model context)")
+                 "Perplexity window length; multiple-choice inputs are left-truncated to it (default: model context; "
+                 "wikitext2_gptq: min(2048, model context))")
       ->check(CLI::NonNegativeNumber);
-  app.add_option("--stride", a->e.stride, "Tokens predicted per perplexity window (default: max-length)")->check(CLI::NonNegativeNumber);
+  app.add_option("--stride", a->e.stride, "Tokens predicted per rolling perplexity window (default: max-length)")->check(CLI::NonNegativeNumber);
   app.add_option("--batch-size", a->e.batch_size,
                  "Perplexity windows (default 8) / multiple-choice requests (default 32) per forward pass")
       ->check(CLI::PositiveNumber);
-  app.add_option("--limit", a->e.limit, "Use only the first N documents of each task (MMLU: of each subject; 0 = all)")
+  app.add_option("--limit", a->e.limit,
+                 "Use only the first N documents of each task (MMLU: of each subject; wikitext2_gptq: the first "
+                 "N windows; 0 = all)")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
   app.add_option("--num-fewshot", a->e.num_fewshot,

@@ -20,10 +20,12 @@ using ojson = nlohmann::ordered_json;
 
 namespace {
 
-bool is_perplexity_task(const std::string& t) { return t == "wikitext" || t.rfind("text:", 0) == 0; }
+bool is_perplexity_task(const std::string& t) {
+  return t == "wikitext" || t == "wikitext2_gptq" || t.rfind("text:", 0) == 0;
+}
 
 std::string known_tasks() {
-  std::string s = "wikitext, text:FILE";
+  std::string s = "wikitext, wikitext2_gptq, text:FILE";
   for (const auto& t : task_table()) s += ", " + t.name;
   return s + ", reasoning7";
 }
@@ -165,6 +167,8 @@ std::string run_eval(CausalLM& model, const EvalOptions& opts) {
     p.name = task;
     if (task == "wikitext") {
       p.docs = load_wikitext_docs(path_join(data_dir, "wikitext2/wiki.test.raw"));
+    } else if (task == "wikitext2_gptq") {
+      p.docs = load_wikitext_raw(path_join(data_dir, "wikitext2/wiki.test.raw"));
     } else if (task.rfind("text:", 0) == 0) {
       p.docs = load_text_docs(task.substr(5));
     } else {
@@ -193,6 +197,28 @@ std::string run_eval(CausalLM& model, const EvalOptions& opts) {
     po.stride = opts.stride;
     po.batch_size = opts.batch_size > 0 ? opts.batch_size : 8;
     po.label = p.name;
+    if (p.name == "wikitext2_gptq") {
+      // One token stream in fixed windows; --limit counts windows here (the file is one document).
+      po.protocol = PerplexityProtocol::Chunks;
+      if (opts.stride > 0) spdlog::warn("{}: --stride is ignored (its windows never overlap)", p.name);
+      po.max_windows = opts.limit;
+      auto r = evaluate_perplexity(model, p.docs, po);
+      double mean_nll = 0;
+      for (double x : r.window_nll) mean_nll += x;
+      mean_nll /= static_cast<double>(r.window_nll.size());
+      result["results"][p.name] = {{"protocol", "GPTQ: non-overlapping full windows, each scored alone (no BOS), "
+                                                "ppl = exp(mean of window mean NLLs)"},
+                                   {"token_perplexity", r.token_perplexity},
+                                   {"mean_window_nll", mean_nll},
+                                   {"loglikelihood", r.loglikelihood},
+                                   {"windows", r.windows},
+                                   {"window_length", r.window_length},
+                                   {"tokens", r.tokens},
+                                   {"seconds", r.seconds},
+                                   {"tokens_per_second", r.tokens_per_second},
+                                   {"window_nll", r.window_nll}};
+      continue;
+    }
     spdlog::info("{}: {} documents", p.name, p.docs.size());
     auto r = evaluate_perplexity(model, p.docs, po);
     result["results"][p.name] = {{"token_perplexity", r.token_perplexity},
@@ -236,6 +262,19 @@ std::string eval_table(const std::string& result_json) {
                        r["word_perplexity"].get<double>(), r["byte_perplexity"].get<double>(),
                        r["bits_per_byte"].get<double>(), r["tokens_per_second"].get<double>());
     }
+  }
+  bool chunk_header = false;
+  for (auto& [task, r] : j["results"].items()) {
+    if (!r.contains("window_nll")) continue;
+    if (!chunk_header) {
+      if (!s.empty()) s += "\n";
+      s += "| task | windows × length | tokens predicted | token_ppl | mean window NLL | tok/s |\n";
+      s += "|---|---:|---:|---:|---:|---:|\n";
+      chunk_header = true;
+    }
+    s += fmt::format("| {} | {} × {} | {} | {:.4f} | {:.6f} | {:.0f} |\n", task, r["windows"].get<int64_t>(),
+                     r["window_length"].get<int64_t>(), r["tokens"].get<int64_t>(), r["token_perplexity"].get<double>(),
+                     r["mean_window_nll"].get<double>(), r["tokens_per_second"].get<double>());
   }
   bool mc_header = false;
   for (auto& [task, r] : j["results"].items()) {

@@ -23,6 +23,7 @@ std::vector<Window> rolling_windows(const std::vector<int32_t>& ids, int32_t pre
   Window w;
   w.input.push_back(prefix_token);
   w.input.insert(w.input.end(), ids.begin(), ids.begin() + first - 1);
+  w.score_from = 0;
   w.n_predict = first;
   w.target.assign(ids.begin(), ids.begin() + first);
   out.push_back(std::move(w));
@@ -35,9 +36,28 @@ std::vector<Window> rolling_windows(const std::vector<int32_t>& ids, int32_t pre
     x.input.assign(ids.begin() + start, ids.begin() + end - 1);
     if (start == 0 && static_cast<int64_t>(x.input.size()) < max_length) x.input.insert(x.input.begin(), prefix_token);
     x.n_predict = len;
+    x.score_from = static_cast<int64_t>(x.input.size()) - len;  // the last len positions
     x.target.assign(ids.begin() + predicted, ids.begin() + end);
     out.push_back(std::move(x));
     predicted = end;
+  }
+  return out;
+}
+
+std::vector<Window> chunk_windows(const std::vector<int32_t>& ids, int64_t length) {
+  LLMC_CHECK(length >= 2, "perplexity: --max-length must be >= 2 (a window's first token is never predicted)");
+  // Only full windows, as GPTQ's nsamples = numel // seqlen: the shorter tail is not scored.
+  const int64_t n = static_cast<int64_t>(ids.size()) / length;
+  std::vector<Window> out(n);
+  for (int64_t i = 0; i < n; ++i) {
+    Window& w = out[i];
+    const auto begin = ids.begin() + i * length;
+    // All L tokens go in (transformers feeds the whole window and drops the last logit); the
+    // causal model's predictions at 0..L-2 do not see token L-1, which is only a target.
+    w.input.assign(begin, begin + length);
+    w.score_from = 0;
+    w.n_predict = length - 1;
+    w.target.assign(begin + 1, begin + length);
   }
   return out;
 }
@@ -46,29 +66,45 @@ PerplexityResult evaluate_perplexity(CausalLM& model, const std::vector<TextDocu
                                      const PerplexityOptions& opts) {
   const auto& cfg = model.config();
   const Tokenizer& tok = model.tokenizer();
-  const int64_t L = opts.max_length > 0 ? opts.max_length : cfg.max_position_embeddings;
+  const bool chunks = opts.protocol == PerplexityProtocol::Chunks;
+  const int64_t L = opts.max_length > 0 ? opts.max_length
+                    : chunks            ? std::min<int64_t>(2048, cfg.max_position_embeddings)
+                                        : cfg.max_position_embeddings;
   const int64_t S = opts.stride > 0 ? opts.stride : L;
   LLMC_CHECK(L <= cfg.max_position_embeddings || opts.max_length > 0, "perplexity: max length too large");
   const int32_t prefix = tok.bos_id() >= 0 ? tok.bos_id() : tok.eos_id();
-  LLMC_CHECK(prefix >= 0, "perplexity: the tokenizer has neither BOS nor EOS to start a document with");
+  LLMC_CHECK(chunks || prefix >= 0, "perplexity: the tokenizer has neither BOS nor EOS to start a document with");
 
   PerplexityResult r;
+  r.window_length = L;
   std::vector<Window> windows;
+  int64_t stream_tokens = 0;
   for (const auto& d : docs) {
     auto ids = tok.encode(d.text, /*add_bos=*/false);
-    auto w = rolling_windows(ids, prefix, L, S);
+    stream_tokens += static_cast<int64_t>(ids.size());
+    // Chunks: each document is its own token stream (wikitext2_gptq passes the whole file as one).
+    auto w = chunks ? chunk_windows(ids, L) : rolling_windows(ids, prefix, L, S);
     for (auto& x : w) windows.push_back(std::move(x));
-    r.words += count_words(d.original);
-    r.bytes += static_cast<int64_t>(d.original.size());
-    r.tokens += static_cast<int64_t>(ids.size());
+    if (!chunks) {
+      r.words += count_words(d.original);
+      r.bytes += static_cast<int64_t>(d.original.size());
+    }
     ++r.documents;
   }
+  if (chunks) {
+    LLMC_CHECK(!windows.empty(), "{}: the text has {} tokens, fewer than one {}-token window (lower --max-length)",
+               opts.label, stream_tokens, L);
+    if (opts.max_windows > 0 && static_cast<int64_t>(windows.size()) > opts.max_windows) windows.resize(opts.max_windows);
+  }
+  r.windows = static_cast<int64_t>(windows.size());
+  for (const auto& w : windows) r.tokens += w.n_predict;
   // Longest first so batches hold windows of similar length (little padding).
   std::vector<size_t> order(windows.size());
   for (size_t i = 0; i < order.size(); ++i) order[i] = i;
   std::stable_sort(order.begin(), order.end(),
                    [&](size_t a, size_t b) { return windows[a].input.size() > windows[b].input.size(); });
 
+  std::vector<double> window_ll(windows.size(), 0.0);  // by window index (batches are sorted)
   at::NoGradGuard no_grad;
   auto t0 = std::chrono::steady_clock::now();
   Progress progress(opts.label, r.tokens, "tok");
@@ -89,15 +125,15 @@ PerplexityResult evaluate_perplexity(CausalLM& model, const std::vector<TextDocu
       }
     }
     auto positions = at::arange(T, at::kLong).unsqueeze(0).expand({static_cast<int64_t>(nb), T});
-    auto logp = at::log_softmax(model.forward(tokens, positions, mask, nullptr), -1);  // (nb, T, V)
+    auto logits = model.forward(tokens, positions, mask, nullptr);  // (nb, T, V)
     int64_t done = 0;
     for (size_t j = 0; j < nb; ++j) {
       const auto& w = windows[order[i + j]];
-      const int64_t len = static_cast<int64_t>(w.input.size());
       std::vector<int64_t> tgt(w.target.begin(), w.target.end());
-      auto rows = logp[j].narrow(0, len - w.n_predict, w.n_predict);  // (n_predict, V)
+      // log_softmax over the scored rows only: no second (nb, T, V) buffer next to the logits.
+      auto rows = at::log_softmax(logits[j].narrow(0, w.score_from, w.n_predict), -1);  // (n_predict, V)
       auto picked = rows.gather(1, at::tensor(tgt, at::kLong).unsqueeze(1));
-      r.loglikelihood += picked.to(at::kDouble).sum().item<double>();
+      window_ll[order[i + j]] = picked.to(at::kDouble).sum().item<double>();
       done += w.n_predict;
     }
     progress.advance(done);
@@ -105,6 +141,17 @@ PerplexityResult evaluate_perplexity(CausalLM& model, const std::vector<TextDocu
   progress.finish();
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   r.tokens_per_second = r.seconds > 0 ? r.tokens / r.seconds : 0;
+  for (double ll : window_ll) r.loglikelihood += ll;
+  if (chunks) {
+    // GPTQ averages the windows' mean NLLs (each window weighs the same; all have L-1 predictions).
+    double sum = 0;
+    for (size_t k = 0; k < windows.size(); ++k) {
+      r.window_nll.push_back(-window_ll[k] / static_cast<double>(windows[k].n_predict));
+      sum += r.window_nll.back();
+    }
+    r.token_perplexity = std::exp(sum / static_cast<double>(windows.size()));
+    return r;
+  }
   r.token_perplexity = std::exp(-r.loglikelihood / std::max<int64_t>(1, r.tokens));
   r.word_perplexity = std::exp(-r.loglikelihood / std::max<int64_t>(1, r.words));
   r.byte_perplexity = std::exp(-r.loglikelihood / std::max<int64_t>(1, r.bytes));

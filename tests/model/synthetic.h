@@ -22,7 +22,9 @@ inline ModelConfig tiny_config() {
   return c;
 }
 
-inline std::unique_ptr<Llama> random_llama(const ModelConfig& c, uint64_t seed = 0) {
+// `tokenizer` may stay null for tests that feed token ids directly.
+inline std::unique_ptr<Llama> random_llama(const ModelConfig& c, uint64_t seed = 0,
+                                           std::shared_ptr<const Tokenizer> tokenizer = nullptr) {
   at::manual_seed(seed);
   auto src = [&](const std::string& name) -> at::Tensor {
     const int64_t H = c.hidden_size, hd = c.head_dim;
@@ -37,7 +39,7 @@ inline std::unique_ptr<Llama> random_llama(const ModelConfig& c, uint64_t seed =
     if (name.find("down_proj") != std::string::npos) return r(H, I);
     return r(I, H);
   };
-  return build_llama(c, src, nullptr, at::kFloat, "synthetic");
+  return build_llama(c, src, std::move(tokenizer), at::kFloat, "synthetic");
 }
 
 }  // namespace llmc::test

@@ -152,6 +152,13 @@ std::vector<TextDocument> load_wikitext_docs(const std::string& path) {
   return docs;
 }
 
+std::vector<TextDocument> load_wikitext_raw(const std::string& path) {
+  if (!file_exists(path)) fail("{}: WikiText-2 file not found (set --data-dir)", path);
+  std::string raw = read_text_file(path);
+  if (raw.empty()) fail("{}: empty file", path);
+  return {TextDocument{raw, raw}};
+}
+
 std::vector<TextDocument> load_text_docs(const std::string& path) {
   if (!file_exists(path)) fail("{}: text file not found", path);
   const std::string raw = read_text_file(path);
