@@ -4,17 +4,22 @@
 
 #include <algorithm>
 #include <chrono>
+#include <ctime>
 #include <cstdio>
 #include <filesystem>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <random>
 
+#include <fmt/ranges.h>
+
 #include "commands.h"
 #include "llmc/core/error.h"
 #include "llmc/core/files.h"
 #include "llmc/core/log.h"
 #include "llmc/export/format.h"
+#include "llmc/latency/lut.h"
+#include "llmc/nas/arch.h"
 #include "llmc/model/load.h"
 #include "llmc/runtime/engine.h"
 #include "llmc_kernels/qgemm.h"
@@ -24,7 +29,7 @@ namespace llmc::cli {
 namespace {
 
 struct BenchArgs {
-  std::string model, engine = "auto", output;
+  std::string model, engine = "auto", output, lut;
   int64_t prompt_tokens = 128, new_tokens = 128;
   int repeats = 5, warmup = 1;
   uint64_t seed = 0;
@@ -33,6 +38,14 @@ struct BenchArgs {
 
 using clock_t_ = std::chrono::steady_clock;
 double secs(clock_t_::time_point a, clock_t_::time_point b) { return std::chrono::duration<double>(b - a).count(); }
+
+// CPU seconds of this thread: with one thread, what an unshared core's wall clock would show (the
+// LUT's clock at --threads 1), however busy the machine is.
+double thread_cpu_s() {
+  timespec t{};
+  ::clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+  return static_cast<double>(t.tv_sec) + 1e-9 * static_cast<double>(t.tv_nsec);
+}
 
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
@@ -65,6 +78,9 @@ Action add_bench(CLI::App& app) {
   app.add_option("--seed", a->seed, "Seed of the random prompt")->capture_default_str();
   app.add_flag("--json", a->json, "Print JSON");
   app.add_option("--output", a->output, "Also write the JSON result to this file (atomically)");
+  app.add_option("--lut", a->lut,
+                 "Latency table of the model's original shapes: print its prediction for this model (the "
+                 "exported folder's arch.json, else all widths full at 16 bits) next to the measurement");
   return [a] {
     LLMC_CHECK(a->engine == "auto" || a->engine == "runtime" || a->engine == "torch",
                "--engine: '{}' is not auto, runtime or torch", a->engine);
@@ -87,21 +103,26 @@ Action add_bench(CLI::App& app) {
     for (auto& t : prompt) t = static_cast<int64_t>(rng() % static_cast<uint64_t>(V));
     if (cfg.bos_token_id >= 0) prompt[0] = cfg.bos_token_id;
 
-    std::vector<double> prefill_s, decode_s;
+    std::vector<double> prefill_s, decode_s, prefill_cpu_s, decode_cpu_s;
     at::NoGradGuard ng;
     for (int r = 0; r < a->warmup + a->repeats; ++r) {
-      double tp = 0, td = 0;
+      double tp = 0, td = 0, cp = 0, cd = 0;
       if (engine == "runtime") {
         auto& eng = rt->engine();
         auto cache = eng.new_cache(1, P + N);
+        const double c0 = thread_cpu_s();
         auto t0 = clock_t_::now();
         const float* lg = eng.prefill(prompt.data(), P, *cache);
         auto t1 = clock_t_::now();
+        const double c1 = thread_cpu_s();
         int64_t next = argmax(lg, V);
         for (int64_t i = 0; i < N; ++i) next = argmax(eng.decode(next, *cache), V);
         auto t2 = clock_t_::now();
+        const double c2 = thread_cpu_s();
         tp = secs(t0, t1);
         td = secs(t1, t2);
+        cp = c1 - c0;
+        cd = c2 - c1;
       } else {
         Llama& m = *model;
         auto cache = m.Llama::new_cache(1, P + N);
@@ -124,6 +145,8 @@ Action add_bench(CLI::App& app) {
       if (r >= a->warmup) {
         prefill_s.push_back(tp);
         decode_s.push_back(td);
+        prefill_cpu_s.push_back(cp);
+        decode_cpu_s.push_back(cd);
       }
       spdlog::debug("bench: repeat {}: prefill {:.4f} s, decode {:.4f} s", r, tp, td);
     }
@@ -141,6 +164,10 @@ Action add_bench(CLI::App& app) {
     j["decode_ms_per_token"] = 1000.0 * dm / N;
     j["prefill_s"] = prefill_s;
     j["decode_s"] = decode_s;
+    if (engine == "runtime" && threads == 1) {  // the calling thread does all the work
+      j["prefill_cpu_s"] = prefill_cpu_s;
+      j["decode_cpu_s"] = decode_cpu_s;
+    }
     j["model_file_bytes"] = model_file_bytes(a->model);
     {  // the machine's load while measuring (other processes share the cores)
       double l1 = -1;
@@ -152,22 +179,66 @@ Action add_bench(CLI::App& app) {
     }
     if (rt) j["weight_bytes_per_token"] = rt->engine().bytes_per_token();
     j["predicted"] = nullptr;
-    const std::string rep_path = path_join(a->model, "export_report.json");
-    if (dir_exists(a->model) && file_exists(rep_path)) {
-      try {
-        auto rep = nlohmann::json::parse(read_text_file(rep_path));
-        if (rep.contains("predicted") && rep["predicted"].is_object()) {
-          const double ms = rep["predicted"].value("latency_ms", -1.0);
-          const int64_t toks = rep["predicted"].value("tokens", int64_t{1});
-          if (ms > 0) {
-            j["predicted"] = {{"latency_ms", ms},
-                              {"tokens", toks},
-                              {"measured_ms", toks == 1 ? 1000.0 * dm / N : 1000.0 * pm * toks / P},
-                              {"measured_over_predicted", (toks == 1 ? 1000.0 * dm / N : 1000.0 * pm * toks / P) / ms}};
+    if (!a->lut.empty()) {
+      // The LUT's prediction for this model: decode (M = 1, attention over the LUT's context) and
+      // prefill (M = prompt tokens), each where the LUT has that token count.
+      const LatencyTable lut = LatencyTable::load(a->lut);
+      const std::string arch_path = path_join(a->model, "arch.json");
+      const Arch arch = dir_exists(a->model) && file_exists(arch_path)
+                            ? read_arch(arch_path)
+                            : uniform_arch(cfg, 16, lut.space().group_size);
+      LLMC_CHECK(engine == "runtime", "--lut: the LUT times the runtime engine; use --engine runtime (or auto on an "
+                                      "exported folder)");
+      const int lm_bits = rt->engine().lm_head_bits();
+      if (lm_bits != lut.lm_head_bits())
+        fail("--lut {}: timed a {}-bit lm_head, this model's is {}-bit (rebuild with `lut --lm-head-bits {}`)", a->lut,
+             lut.lm_head_bits(), lm_bits, lm_bits);
+      if (lut.threads() != threads)
+        spdlog::warn("--lut {}: measured with {} threads, this run uses {}", a->lut, lut.threads(), threads);
+      // One thread: compare on the LUT's clock (thread CPU time), immune to other processes.
+      const bool cpu_clock = threads == 1 && lut.threads() == 1;
+      const double pm_c = cpu_clock ? median(prefill_cpu_s) : pm, dm_c = cpu_clock ? median(decode_cpu_s) : dm;
+      nlohmann::ordered_json p;
+      p["lut"] = a->lut;
+      p["clock"] = cpu_clock ? "thread cpu time" : "wall time";
+      p["lut_threads"] = lut.threads();
+      p["lut_context"] = lut.context();
+      auto has = [&](int64_t M) {
+        return std::find(lut.tokens().begin(), lut.tokens().end(), M) != lut.tokens().end();
+      };
+      if (has(1)) {
+        const double pr = lut.predict_ms(arch, 1), me = 1000.0 * dm_c / N;
+        p["decode_ms"] = {{"predicted", pr}, {"measured", me}, {"measured_over_predicted", me / pr}};
+      }
+      if (has(P)) {
+        const double pr = lut.predict_ms(arch, P), me = 1000.0 * pm_c;
+        p["prefill_ms"] = {{"predicted", pr}, {"measured", me}, {"measured_over_predicted", me / pr}};
+      }
+      if (!has(1) && !has(P))
+        fail("--lut {}: has token counts [{}], neither 1 (decode) nor --prompt-tokens {}", a->lut,
+             fmt::join(lut.tokens(), ", "), P);
+      j["predicted"] = p;
+    } else {
+      const std::string rep_path = path_join(a->model, "export_report.json");
+      if (dir_exists(a->model) && file_exists(rep_path)) {
+        try {
+          auto rep = nlohmann::json::parse(read_text_file(rep_path));
+          if (rep.contains("predicted") && rep["predicted"].is_object()) {
+            const double ms = rep["predicted"].value("latency_ms", -1.0);
+            const int64_t toks = rep["predicted"].value("tokens", int64_t{1});
+            if (ms > 0) {
+              const double me = toks == 1 ? 1000.0 * dm / N : 1000.0 * pm * toks / P;
+              nlohmann::ordered_json p;
+              p["lut"] = "export_report.json";
+              p[toks == 1 ? "decode_ms" : "prefill_ms"] = {
+                  {"predicted", ms}, {"measured", me}, {"measured_over_predicted", me / ms}};
+              if (toks != 1) p["prefill_ms"]["tokens"] = toks;
+              j["predicted"] = p;
+            }
           }
+        } catch (const std::exception& e) {
+          spdlog::warn("{}: cannot read the LUT prediction ({})", rep_path, e.what());
         }
-      } catch (const std::exception& e) {
-        spdlog::warn("{}: cannot read the LUT prediction ({})", rep_path, e.what());
       }
     }
     const std::string out = j.dump(2);
@@ -181,9 +252,15 @@ Action add_bench(CLI::App& app) {
       std::printf("decode    %lld tokens: %.1f tok/s, %.3f ms/token (median of %d)\n", static_cast<long long>(N), N / dm,
                   1000.0 * dm / N, a->repeats);
       if (!j["predicted"].is_null())
-        std::printf("LUT       predicted %.3f ms for %lld token(s), measured %.3f ms (measured/predicted %.2f)\n",
-                    j["predicted"]["latency_ms"].get<double>(), static_cast<long long>(j["predicted"]["tokens"].get<int64_t>()),
-                    j["predicted"]["measured_ms"].get<double>(), j["predicted"]["measured_over_predicted"].get<double>());
+        for (const char* k : {"decode_ms", "prefill_ms"}) {
+          if (!j["predicted"].contains(k)) continue;
+          const auto& e = j["predicted"][k];
+          std::printf("LUT       %s: predicted %.3f ms, measured %.3f ms (measured/predicted %.2f; %s, %s)\n",
+                      std::string(k).substr(0, std::string(k).find('_')).c_str(), e["predicted"].get<double>(),
+                      e["measured"].get<double>(), e["measured_over_predicted"].get<double>(),
+                      j["predicted"]["lut"].get<std::string>().c_str(),
+                      j["predicted"].value("clock", std::string("wall time")).c_str());
+        }
     }
     return 0;
   };

@@ -32,14 +32,16 @@ std::vector<LutLinearShape> lut_linear_shapes(const ModelConfig& m, const Search
     std::vector<std::pair<int64_t, int64_t>> nk;  // (N, K) of this layer's choices
     for (int64_t h : space.kv_choices(m, l)) {
       if (h <= 0) continue;
-      nk.emplace_back(h * g * hd, H);  // q
-      nk.emplace_back(h * hd, H);      // k, v
-      nk.emplace_back(H, h * g * hd);  // o
+      nk.emplace_back(h * g * hd, H);               // q
+      nk.emplace_back(h * hd, H);                   // k, v
+      nk.emplace_back(h * g * hd + 2 * h * hd, H);  // q|k|v stacked (the runtime's fused call)
+      nk.emplace_back(H, h * g * hd);               // o
     }
     for (int64_t w : space.mlp_choices(m, l)) {
       if (w <= 0) continue;
-      nk.emplace_back(w, H);  // gate, up
-      nk.emplace_back(H, w);  // down
+      nk.emplace_back(w, H);      // gate, up
+      nk.emplace_back(2 * w, H);  // gate|up stacked
+      nk.emplace_back(H, w);      // down
     }
     for (int bits : space.bit_choices(l))
       for (auto [N, K] : nk)
@@ -189,6 +191,10 @@ LatencyTable LatencyTable::parse(const std::string& text, const std::string& whe
   t.hash_ = string_field(j, "shapes_hash", where);
   t.threads_ = static_cast<int>(int_field(j, "threads", where, 1));
   t.context_ = int_field(j, "context", where, 1);
+  t.lm_head_bits_ = static_cast<int>(int_field(j, "lm_head_bits", where, 2));
+  if (t.lm_head_bits_ != 2 && t.lm_head_bits_ != 3 && t.lm_head_bits_ != 4 && t.lm_head_bits_ != 8 &&
+      t.lm_head_bits_ != 16)
+    fail("{}.lm_head_bits: {} (2, 3, 4, 8, 16)", where, t.lm_head_bits_);
 
   const json& mj = field(j, "model", where);
   if (!mj.is_object()) fail("{}.model: expected an object", where);
@@ -314,13 +320,19 @@ double LatencyTable::predict_ms(const Arch& arch, int64_t M) const {
   const double fa = layer_fixed_attn_us(M), fm = layer_fixed_mlp_us(M);
   for (const auto& la : arch.layers) {
     const int64_t h = la.kv_heads, w = la.mlp_channels;
+    // q/k/v (gate/up) at equal bits run as one stacked matrix in the runtime: one entry.
     if (h > 0) {
-      us += linear_us(h * g * hd, H, la.bits[kQ], M) + linear_us(h * hd, H, la.bits[kK], M) +
-            linear_us(h * hd, H, la.bits[kV], M) + linear_us(H, h * g * hd, la.bits[kO], M) + attention_us(h, M) + fa;
+      const bool fused = la.bits[kQ] == la.bits[kK] && la.bits[kQ] == la.bits[kV];
+      us += fused ? linear_us(h * g * hd + 2 * h * hd, H, la.bits[kQ], M)
+                  : linear_us(h * g * hd, H, la.bits[kQ], M) + linear_us(h * hd, H, la.bits[kK], M) +
+                        linear_us(h * hd, H, la.bits[kV], M);
+      us += linear_us(H, h * g * hd, la.bits[kO], M) + attention_us(h, M) + fa;
     }
     if (w > 0) {
-      us += linear_us(w, H, la.bits[kGate], M) + linear_us(w, H, la.bits[kUp], M) +
-            linear_us(H, w, la.bits[kDown], M) + fm;
+      const bool fused = la.bits[kGate] == la.bits[kUp];
+      us += fused ? linear_us(2 * w, H, la.bits[kGate], M)
+                  : linear_us(w, H, la.bits[kGate], M) + linear_us(w, H, la.bits[kUp], M);
+      us += linear_us(H, w, la.bits[kDown], M) + fm;
     }
   }
   return us / 1000.0;

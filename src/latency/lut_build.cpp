@@ -1,5 +1,5 @@
-// Measuring the LUT (`llmcompress lut`): linears with the real kernels on cold weights, attention
-// core and elementwise costs with the reference model's ATen ops. See lut.h for what each entry is.
+// Measuring the LUT (`llmcompress lut`): every entry times the runtime engine's own functions
+// (llmc/runtime/ops.h) on weights as warm or cold as in a real forward. See lut.h for the entries.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <sys/resource.h>
@@ -24,6 +24,7 @@
 #include "llmc/core/progress.h"
 #include "llmc/latency/lut.h"
 #include "llmc/model/llama.h"
+#include "llmc/runtime/ops.h"
 #include "llmc/quant/quant.h"
 #include "llmc_kernels/qgemm.h"
 #include "llmc_kernels/qgemm_cuda.h"
@@ -99,18 +100,21 @@ class Rotation {
   Rotation(const Rotation&) = delete;
   Rotation& operator=(const Rotation&) = delete;
   size_t size() const { return size_; }
-  // The next `bytes` (aligned) of the buffer, wrapping around: a region is reused only after the
-  // whole buffer has been touched.
-  uint8_t* next(size_t bytes) {
+  // The next `bytes` (aligned) of the buffer's first `window` bytes, wrapping around: a region is
+  // reused only after the whole window has been touched (its reuse distance is `window`).
+  uint8_t* next(size_t bytes, size_t window) {
     bytes = align_up(bytes);
-    if (cursor_ + bytes > size_) cursor_ = 0;
-    uint8_t* r = p_ + cursor_;
-    cursor_ += bytes;
+    window = std::min(size_, std::max(align_up(window), bytes));
+    size_t& cursor = cursors_[window];
+    if (cursor + bytes > window) cursor = 0;
+    uint8_t* r = p_ + cursor;
+    cursor += bytes;
     return r;
   }
 
  private:
-  size_t size_, cursor_ = 0;
+  size_t size_;
+  std::map<size_t, size_t> cursors_;  // per window size
   uint8_t* p_ = nullptr;
 };
 
@@ -142,9 +146,10 @@ std::string lut_text(const json& j) {
   return out + "\n}\n";
 }
 
-// One measured entry: fn(region) is one call; `bytes` of weights per call (0: none).
+// One measured entry: fn(region) is one call; `bytes` of weights per call (0: none), rotating
+// through `window` bytes (the bytes a real forward touches before it reads these weights again).
 struct Job {
-  size_t bytes = 0;
+  size_t bytes = 0, window = 0;
   std::function<void(uint8_t*)> fn;
   std::string label;
   int batch = 0;  // calls per sample, calibrated in the first pass
@@ -165,9 +170,10 @@ long involuntary_switches() {
 }
 
 // Times jobs in interleaved passes: each pass takes a share of every job's samples, so a burst of
-// load from other processes spreads over many entries instead of ruining a few. Every call gets a
-// fresh region of a buffer larger than the LLC (weights cold). A sample averages `batch`
-// back-to-back calls, batch chosen so a sample lasts >= min_sample_us.
+// load from other processes spreads over many entries instead of ruining a few. Every call reads a
+// fresh region of its job's window of the rotating buffer, so weights are exactly as cache-warm as
+// their reuse distance in a real forward makes them. A sample averages `batch` back-to-back calls,
+// batch chosen so a sample lasts >= min_sample_us.
 //
 // Other processes on the same cores preempt us and inflate wall times (by milliseconds, on a busy
 // machine). Each sample therefore also records the calling thread's CPU time and whether any of our
@@ -176,8 +182,8 @@ long involuntary_switches() {
 // is the median wall time of the samples that were not preempted, sampling a few more when needed.
 class Measurer {
  public:
-  Measurer(size_t arena_bytes, int64_t llc, size_t cap, double min_sample_us, int threads)
-      : arena_(arena_bytes, 1), llc_(llc), cap_(cap), min_sample_us_(min_sample_us), threads_(threads) {}
+  Measurer(size_t arena_bytes, double min_sample_us, int threads)
+      : arena_(arena_bytes, 1), min_sample_us_(min_sample_us), threads_(threads) {}
   size_t arena_bytes() const { return arena_.size(); }
 
   void run(std::vector<Job>& jobs, int repeats, int passes, Progress* bar) {
@@ -189,7 +195,6 @@ class Measurer {
         if (bar) bar->advance(1, job.label);
       }
     }
-    dedicated_.reset();
   }
 
   // The entry's time (us) and whether it had to fall back to preempted samples.
@@ -203,23 +208,8 @@ class Measurer {
   }
 
  private:
-  Rotation* source(size_t bytes) {
-    if (bytes == 0 || align_up(bytes) <= arena_.size() / 4) return &arena_;
-    // Too big to rotate in the shared buffer: a dedicated one of enough copies to exceed the LLC
-    // (at least one copy, however big), kept while jobs of the same size follow.
-    const size_t b = align_up(bytes);
-    size_t copies = static_cast<size_t>(std::ceil(1.25 * static_cast<double>(llc_) / static_cast<double>(b)));
-    copies = std::max<size_t>(1, std::min(copies, cap_ / b));
-    if (!dedicated_ || dedicated_->size() != copies * b) {
-      dedicated_.reset();
-      dedicated_ = std::make_unique<Rotation>(copies * b, 2);
-    }
-    return dedicated_.get();
-  }
-
   void measure(Job& job, int n) {
-    Rotation* r = source(job.bytes);
-    auto call = [&] { job.fn(job.bytes > 0 ? r->next(job.bytes) : nullptr); };
+    auto call = [&] { job.fn(job.bytes > 0 ? arena_.next(job.bytes, job.window) : nullptr); };
     call();
     call();
     if (job.batch == 0) {
@@ -248,23 +238,9 @@ class Measurer {
   }
 
   Rotation arena_;
-  std::unique_ptr<Rotation> dedicated_;
-  int64_t llc_;
-  size_t cap_;
   double min_sample_us_;
   int threads_;
 };
-
-// Same ops as the reference model (src/model/llama.cpp).
-at::Tensor apply_rope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {
-  const int64_t half = x.size(-1) / 2;
-  auto x1 = x.narrow(-1, 0, half), x2 = x.narrow(-1, half, half);
-  return x * cos + at::cat({-x2, x1}, -1) * sin;
-}
-
-at::Tensor weight_view(uint8_t* p, int64_t N, int64_t K) {
-  return at::from_blob(p, {N, K}, at::TensorOptions().dtype(at::kFloat));
-}
 
 }  // namespace
 
@@ -307,85 +283,132 @@ std::string build_lut_json(const ModelConfig& model, const SearchSpace& space, c
     for (int64_t h : space.kv_choices(model, l))
       if (h > 0) kv_counts.insert(h);
 
-  const int64_t llc = last_level_cache_bytes();
-  const size_t cap = static_cast<size_t>(std::max<int64_t>(opts.max_buffer_mib, 16)) << 20;
-  const size_t arena_bytes =
-      std::min(cap, std::max<size_t>(static_cast<size_t>(1.25 * static_cast<double>(llc)), size_t{64} << 20));
-  const std::string isa = kernels::isa_name(kernels::best_isa());
-  spdlog::info("lut: {} linear entries, {} attention entries, {} token counts; threads {}, kernels {}; LLC {} MiB, "
-               "rotating buffer {} MiB",
-               shapes.size(), kv_counts.size() * tokens.size(), tokens.size(), threads, isa, llc >> 20,
-               arena_bytes >> 20);
-  if (static_cast<int64_t>(arena_bytes) < llc)
-    spdlog::warn("lut: rotating buffer ({} MiB) is smaller than the LLC ({} MiB): small weights may be timed warm",
-                 arena_bytes >> 20, llc >> 20);
-
-  Measurer measurer(arena_bytes, llc, cap, opts.min_sample_us, threads);
+  LLMC_CHECK(opts.lm_head_bits == 2 || opts.lm_head_bits == 3 || opts.lm_head_bits == 4 || opts.lm_head_bits == 8 ||
+                 opts.lm_head_bits == 16,
+             "lut: --lm-head-bits {} (expected 2, 3, 4, 8 or 16)", opts.lm_head_bits);
   const int64_t H = model.hidden_size, hd = model.head_dim, g = model.num_heads / model.num_kv_heads;
-  const int64_t I = model.intermediate_size, V = model.vocab_size;
+  const int64_t I = model.intermediate_size, V = model.vocab_size, L = model.num_layers;
   const double eps = model.rms_norm_eps;
+
+  // Bytes of one linear as the runtime stores it (packed layout, or fp32).
+  auto linear_bytes = [&](int64_t N, int64_t K, int bits, int group) -> size_t {
+    if (bits == 16) return static_cast<size_t>(N * K * 4);
+    const kernels::QLayout lay = kernels::make_layout(bits, group, static_cast<int>(N), static_cast<int>(K));
+    return align_up(lay.code_bytes) + 2 * align_up(lay.scale_bytes);
+  };
+  auto group_of = [&](int64_t K, int bits) { return bits == 16 ? 0 : effective_group(static_cast<int>(K), space.group_size); };
+  const size_t lm_head_bytes = linear_bytes(V, H, opts.lm_head_bits, group_of(H, opts.lm_head_bits));
+  // The weights a forward reads between two reads of the same linear: the full-width model at that
+  // bit width plus the lm_head (the reuse distance the rotating window reproduces).
+  auto model_window = [&](int bits) {
+    const size_t layer = linear_bytes(model.num_heads * hd, H, bits, group_of(H, bits)) +
+                         2 * linear_bytes(model.num_kv_heads * hd, H, bits, group_of(H, bits)) +
+                         linear_bytes(H, model.num_heads * hd, bits, group_of(model.num_heads * hd, bits)) +
+                         2 * linear_bytes(I, H, bits, group_of(H, bits)) + linear_bytes(H, I, bits, group_of(I, bits));
+    return static_cast<size_t>(L) * layer + lm_head_bytes;
+  };
+  // Fixed-cost entries (attention, norms, lm_head) see the model at the space's median bit width.
+  std::set<int> all_bits;
+  for (int64_t l = 0; l < L; ++l)
+    for (int b : space.bit_choices(l)) all_bits.insert(b);
+  const int mid_bits = *std::next(all_bits.begin(), static_cast<long>(all_bits.size() / 2));
+  const size_t cap = static_cast<size_t>(std::max<int64_t>(opts.max_buffer_mib, 16)) << 20;
+  size_t arena_bytes = 0;
+  for (int b : all_bits) arena_bytes = std::max(arena_bytes, model_window(b));
+  arena_bytes = std::min(cap, arena_bytes + (size_t{1} << 20));
+  const std::string isa = kernels::isa_name(kernels::best_isa());
+  spdlog::info("lut: {} linear entries, {} attention entries, {} token counts; threads {}, kernels {}; weights rotate "
+               "through the model's bytes at each bit width (up to {} MiB)",
+               shapes.size(), kv_counts.size() * tokens.size(), tokens.size(), threads, isa, arena_bytes >> 20);
+
   std::vector<Job> jobs;
+  auto random_floats = [](int64_t n, uint64_t seed) {
+    std::vector<float> v(static_cast<size_t>(std::max<int64_t>(n, 1)));
+    uint64_t st = seed * 0x9e3779b97f4a7c15ull + 7;
+    for (auto& x : v) {
+      st ^= st << 13, st ^= st >> 7, st ^= st << 17;
+      x = static_cast<float>(static_cast<double>(st >> 11) / 9007199254740992.0 * 2.0 - 1.0);
+    }
+    return std::make_shared<std::vector<float>>(std::move(v));
+  };
+  // A linear as the runtime runs it, its weights at p.
+  auto op_at = [](uint8_t* p, int64_t N, int64_t K, int bits, int group) {
+    rt::LinearOp op;
+    op.N = N, op.K = K, op.quant = bits != 16;
+    if (op.quant) {
+      const kernels::QLayout lay = kernels::make_layout(bits, group, static_cast<int>(N), static_cast<int>(K));
+      const size_t cb = align_up(lay.code_bytes), sb = align_up(lay.scale_bytes);
+      op.q = kernels::QMatrixView{bits, group, static_cast<int>(N), static_cast<int>(K), p,
+                                  reinterpret_cast<const uint16_t*>(p + cb), reinterpret_cast<const uint16_t*>(p + cb + sb)};
+    } else {
+      op.w = reinterpret_cast<const float*>(p);
+    }
+    return op;
+  };
 
   // ---- linears ----
-  std::map<std::pair<int64_t, int64_t>, at::Tensor> inputs;  // (M, K) -> x, shared by the bit widths
+  std::map<std::pair<int64_t, int64_t>, std::shared_ptr<std::vector<float>>> inputs;  // (M, K) -> x
   for (const auto& s : shapes) {
-    at::Tensor& xr = inputs[{s.M, s.K}];
-    if (!xr.defined()) xr = at::randn({s.M, s.K});
-    const at::Tensor x = xr;
+    auto& xr = inputs[{s.M, s.K}];
+    if (!xr) xr = random_floats(s.M * s.K, static_cast<uint64_t>(s.M * 131 + s.K));
+    auto x = xr;
+    auto y = std::make_shared<std::vector<float>>(static_cast<size_t>(s.M * s.N));
     Job job;
     job.label = fmt::format("N={} K={} b={} M={}", s.N, s.K, s.bits, s.M);
-    if (s.bits == 16) {
-      job.bytes = static_cast<size_t>(s.N * s.K * 4);
-      job.fn = [x, N = s.N, K = s.K](uint8_t* p) { auto y = at::linear(x, weight_view(p, N, K)); };
-    } else {
-      const int M = static_cast<int>(s.M), N = static_cast<int>(s.N), K = static_cast<int>(s.K), bits = s.bits,
-                group = s.group;
-      const kernels::QLayout lay = kernels::make_layout(bits, group, N, K);
-      const size_t cb = align_up(lay.code_bytes), sb = align_up(lay.scale_bytes);
-      job.bytes = cb + 2 * sb;
-      job.fn = [=](uint8_t* p) {
-        const kernels::QMatrixView w{bits, group, N, K, p, reinterpret_cast<const uint16_t*>(p + cb),
-                                     reinterpret_cast<const uint16_t*>(p + cb + sb)};
-        auto y = at::empty({M, N}, at::kFloat);
-        kernels::qgemm_cpu(x.data_ptr<float>(), M, w, nullptr, y.data_ptr<float>(), threads);
-      };
-    }
+    job.bytes = linear_bytes(s.N, s.K, s.bits, s.group);
+    job.window = model_window(s.bits);
+    job.fn = [=](uint8_t* p) {
+      rt::linear(op_at(p, s.N, s.K, s.bits, s.group), x->data(), s.M, y->data(), threads);
+    };
     jobs.push_back(std::move(job));
   }
 
-  // ---- attention core per KV-group count (RoPE, cache append, scores, masked softmax, weighted sum) ----
-  const at::Tensor inv_freq = rope_inv_freq(model);
-  const double scale = 1.0 / std::sqrt(static_cast<double>(hd));
+  // ---- attention per KV-group count: split of q|k|v, RoPE, cache append, causal attention ----
+  const at::Tensor inv_freq_t = rope_inv_freq(model);
+  const auto inv_freq = std::make_shared<std::vector<float>>(inv_freq_t.data_ptr<float>(),
+                                                             inv_freq_t.data_ptr<float>() + inv_freq_t.numel());
+  const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)));
   std::vector<std::pair<int64_t, int64_t>> attention_keys;  // (h, M)
+  const size_t fixed_window = model_window(mid_bits);
   for (int64_t M : tokens) {
-    const int64_t T = std::max(opts.context, M), past = T - M;
-    auto freqs = at::arange(past, T, at::kLong).to(at::kFloat).unsqueeze(-1) * inv_freq;  // (M, hd/2)
-    auto emb = at::cat({freqs, freqs}, -1).view({1, 1, M, hd});
-    const at::Tensor cos = emb.cos(), sin = emb.sin();
-    auto allowed = at::arange(T, at::kLong).view({1, T}) <= at::arange(past, T, at::kLong).view({M, 1});
-    const at::Tensor bias =
-        at::zeros({1, 1, 1, M, T}, at::kFloat).masked_fill(allowed.logical_not().view({1, 1, 1, M, T}), -1e30f);
+    const int64_t T = std::max(opts.context, M), past = T - M, half = hd / 2;
+    // RoPE tables for positions [0, T), computed like the runtime's.
+    auto cos = std::make_shared<std::vector<float>>(static_cast<size_t>(T * half));
+    auto sin = std::make_shared<std::vector<float>>(static_cast<size_t>(T * half));
+    for (int64_t p = 0; p < T; ++p)
+      for (int64_t i = 0; i < half; ++i) {
+        const float f = static_cast<float>(p) * (*inv_freq)[i];
+        (*cos)[p * half + i] = std::cos(f);
+        (*sin)[p * half + i] = std::sin(f);
+      }
+    auto positions = std::make_shared<std::vector<int64_t>>(static_cast<size_t>(M));
+    for (int64_t m = 0; m < M; ++m) (*positions)[m] = past + m;
+    auto mask = std::make_shared<std::vector<uint8_t>>(static_cast<size_t>(T), 1);
     for (int64_t h : kv_counts) {
       const int64_t nq = h * g;
-      const at::Tensor q_in = at::randn({1, M, nq * hd}), k_in = at::randn({1, M, h * hd}),
-                       v_in = at::randn({1, M, h * hd});
+      auto qkv = random_floats(M * (nq + 2 * h) * hd, static_cast<uint64_t>(h * 7 + M));
+      auto q = std::make_shared<std::vector<float>>(static_cast<size_t>(M * nq * hd));
+      auto k = std::make_shared<std::vector<float>>(static_cast<size_t>(M * h * hd));
+      auto v = std::make_shared<std::vector<float>>(static_cast<size_t>(M * h * hd));
+      auto out = std::make_shared<std::vector<float>>(static_cast<size_t>(M * nq * hd));
+      auto scores = std::make_shared<std::vector<float>>(static_cast<size_t>(nq * T));
       const size_t cache_bytes = align_up(static_cast<size_t>(h * T * hd * 4));
       Job job;
       job.label = fmt::format("attention h={} M={}", h, M);
-      job.bytes = 2 * cache_bytes;
+      job.bytes = 2 * cache_bytes;  // this layer's K and V caches (read from the rotating buffer: finite floats)
+      job.window = fixed_window;
       job.fn = [=](uint8_t* p) {
-        auto kc = at::from_blob(p, {1, h, T, hd}, at::kFloat);
-        auto vc = at::from_blob(p + cache_bytes, {1, h, T, hd}, at::kFloat);
-        auto q = apply_rope(q_in.view({1, M, nq, hd}).transpose(1, 2), cos, sin);
-        auto k = apply_rope(k_in.view({1, M, h, hd}).transpose(1, 2), cos, sin);
-        auto v = v_in.view({1, M, h, hd}).transpose(1, 2);
-        kc.narrow(2, past, M).copy_(k);
-        vc.narrow(2, past, M).copy_(v);
-        auto qg = q.reshape({1, h, g, M, hd});
-        auto scores = at::matmul(qg, kc.unsqueeze(2).transpose(-1, -2)) * scale;  // (1, h, g, M, T)
-        auto probs = at::softmax(scores + bias, -1);
-        auto out = at::matmul(probs, vc.unsqueeze(2));
-        out = out.reshape({1, nq, M, hd}).transpose(1, 2).reshape({1, M, nq * hd});
+        rt::split_qkv(qkv->data(), M, nq, h, hd, q->data(), k->data(), v->data());
+        rt::rope_rows(q->data(), M, nq, hd, positions->data(), cos->data(), sin->data(), T, inv_freq->data());
+        rt::rope_rows(k->data(), M, h, hd, positions->data(), cos->data(), sin->data(), T, inv_freq->data());
+        float* kc = reinterpret_cast<float*>(p);
+        float* vc = reinterpret_cast<float*>(p + cache_bytes);
+        rt::kv_append(k->data(), v->data(), 1, M, h, hd, past, T, kc, vc);
+        rt::AttentionArgs a;
+        a.q = q->data(), a.k = kc, a.v = vc, a.mask = reinterpret_cast<const bool*>(mask->data());
+        a.out = out->data(), a.scores = scores->data();
+        a.B = 1, a.T = M, a.past = past, a.nq = nq, a.nkv = h, a.hd = hd, a.max_len = T, a.scale = scale;
+        rt::attention(a, threads);
       };
       jobs.push_back(std::move(job));
       attention_keys.emplace_back(h, M);
@@ -393,52 +416,55 @@ std::string build_lut_json(const ModelConfig& model, const SearchSpace& space, c
   }
 
   // ---- per-layer elementwise costs (attn half, mlp half) ----
-  const at::Tensor norm_w = at::ones({H}) + 0.01 * at::randn({H});
+  const auto norm_w = random_floats(H, 99);
   for (int64_t M : tokens) {
-    const at::Tensor x = at::randn({1, M, H}), attn_out = at::randn({1, M, H});
-    const at::Tensor gate = at::randn({1, M, I}), up = at::randn({1, M, I});
+    auto x = random_floats(M * H, static_cast<uint64_t>(M + 1)), add = random_floats(M * H, static_cast<uint64_t>(M + 2));
+    auto gate_up = random_floats(M * 2 * I, static_cast<uint64_t>(M + 3));
+    auto xn = std::make_shared<std::vector<float>>(static_cast<size_t>(M * H));
+    auto act = std::make_shared<std::vector<float>>(static_cast<size_t>(M * I));
     Job attn;
     attn.label = fmt::format("layer fixed (attn) M={}", M);
     attn.fn = [=](uint8_t*) {
-      auto h = rms_norm(x, norm_w, eps);
-      auto r = x + attn_out;
+      rt::rms_norm_rows(x->data(), norm_w->data(), M, H, eps, xn->data());
+      rt::add_inplace(xn->data(), add->data(), M * H);
     };
     jobs.push_back(std::move(attn));
     Job mlp;
     mlp.label = fmt::format("layer fixed (mlp) M={}", M);
     mlp.fn = [=](uint8_t*) {
-      auto h = rms_norm(x, norm_w, eps);
-      auto a = at::silu(gate) * up;
-      auto r = x + attn_out;
+      rt::rms_norm_rows(x->data(), norm_w->data(), M, H, eps, xn->data());
+      rt::swiglu_fused(gate_up->data(), M, I, act->data());
+      rt::add_inplace(xn->data(), add->data(), M * H);
     };
     jobs.push_back(std::move(mlp));
   }
 
-  // ---- model-level costs: embedding, RoPE tables and mask, final norm, lm_head ----
+  // ---- model-level costs: embedding rows, final norm and lm_head of the last position ----
   const size_t table_bytes = align_up(static_cast<size_t>(V * H * 4));
-  const bool tied = model.tie_word_embeddings;
+  const int lm_bits = opts.lm_head_bits, lm_group = group_of(H, lm_bits);
+  const size_t head_bytes = linear_bytes(V, H, lm_bits, lm_group);
   for (int64_t M : tokens) {
-    const at::Tensor ids = at::randint(V, {1, M}, at::kLong);
-    const int64_t T = std::max(opts.context, M), past = T - M;
-    const at::Tensor positions = at::arange(past, T, at::kLong).view({1, M});
+    std::vector<int64_t> ids_v(static_cast<size_t>(M));
+    for (int64_t m = 0; m < M; ++m) ids_v[m] = (m * 7919) % V;
+    auto ids = std::make_shared<std::vector<int64_t>>(std::move(ids_v));
+    auto x = std::make_shared<std::vector<float>>(static_cast<size_t>(M * H));
+    auto xn = std::make_shared<std::vector<float>>(static_cast<size_t>(H));
+    auto logits = std::make_shared<std::vector<float>>(static_cast<size_t>(V));
     Job job;
     job.label = fmt::format("model fixed M={}", M);
-    job.bytes = tied ? table_bytes : 2 * table_bytes;
+    job.bytes = table_bytes + head_bytes;
+    job.window = fixed_window;
     job.fn = [=](uint8_t* p) {
-      auto embed = weight_view(p, V, H);
-      auto head = tied ? embed : weight_view(p + table_bytes, V, H);
-      auto x = at::embedding(embed, ids);
-      auto freqs = positions.to(at::kFloat).unsqueeze(-1) * inv_freq;
-      auto emb = at::cat({freqs, freqs}, -1).unsqueeze(1);
-      auto cos = emb.cos(), sin = emb.sin();
-      auto allowed = at::arange(T, at::kLong).view({1, T}) <= at::arange(past, T, at::kLong).view({M, 1});
-      auto bias =
-          at::zeros({1, 1, 1, M, T}, at::kFloat).masked_fill(allowed.logical_not().view({1, 1, 1, M, T}), -1e30f);
-      auto y = at::linear(rms_norm(x, norm_w, eps), head);
+      const float* embed = reinterpret_cast<const float*>(p);
+      for (int64_t m = 0; m < M; ++m) std::copy(embed + (*ids)[m] * H, embed + ((*ids)[m] + 1) * H, x->data() + m * H);
+      rt::rms_norm_rows(x->data() + (M - 1) * H, norm_w->data(), 1, H, eps, xn->data());
+      rt::linear(op_at(p + table_bytes, V, H, lm_bits, lm_group), xn->data(), 1, logits->data(), threads);
     };
     jobs.push_back(std::move(job));
   }
 
+  for (const auto& job : jobs) arena_bytes = std::max(arena_bytes, align_up(job.bytes));  // one copy may exceed the cap
+  Measurer measurer(arena_bytes, opts.min_sample_us, threads);
   const int passes = std::min(opts.passes, opts.repeats);
   {
     std::unique_ptr<Progress> bar;
@@ -483,6 +509,7 @@ std::string build_lut_json(const ModelConfig& model, const SearchSpace& space, c
   j["space"] = json::parse(space.canonical_json());
   j["tokens"] = tokens;
   j["context"] = opts.context;
+  j["lm_head_bits"] = opts.lm_head_bits;
   j["linears"] = std::move(linears);
   j["attention"] = std::move(attention);
   j["layer_fixed"] = std::move(layer_fixed);
@@ -492,9 +519,8 @@ std::string build_lut_json(const ModelConfig& model, const SearchSpace& space, c
                 {"repeats", opts.repeats},
                 {"passes", passes},
                 {"min_sample_us", opts.min_sample_us},
-                {"llc_bytes", llc},
                 {"rotation_bytes", arena_bytes},
-                {"dense_path", "at::linear fp32"},
+                {"ops", "llmc::rt (runtime engine)"},
                 {"clock", threads == 1 ? "thread cpu time" : "wall time of samples not preempted"},
                 {"samples", samples},
                 {"preempted_samples", preempted},

@@ -296,6 +296,7 @@ SearchResult run_search(const SearchConfig& c, const SearchOptions& opts) {
     lo.tokens = c.lut_tokens;
     if (std::find(lo.tokens.begin(), lo.tokens.end(), M) == lo.tokens.end()) lo.tokens.push_back(M);
     lo.context = c.lut_context;
+    lo.lm_head_bits = c.lut_lm_head_bits;
     lo.progress = opts.progress;
     spdlog::info("lut: {} not found, measuring it now", lut_path);
     write_file_atomic(lut_path, build_lut_json(base, c.space, lo));

@@ -106,6 +106,11 @@ SearchConfig parse_search_config(const std::string& text, const std::string& whe
     Obj o(*l, where + ".lut_settings");
     o.get("tokens", &c.lut_tokens);
     o.get("context", &c.lut_context);
+    int64_t lm_bits = c.lut_lm_head_bits;
+    o.get("lm_head_bits", &lm_bits);
+    if (lm_bits != 2 && lm_bits != 3 && lm_bits != 4 && lm_bits != 8 && lm_bits != 16)
+      fail("{}.lut_settings.lm_head_bits: {} (expected 2, 3, 4, 8 or 16)", where, lm_bits);
+    c.lut_lm_head_bits = static_cast<int>(lm_bits);
     o.finish();
   }
   if (const json* t = top.sub("target")) {

@@ -12,17 +12,8 @@
 #include "llmc/export/discretize.h"
 #include "llmc/quant/quant.h"
 #include "llmc_kernels/qgemm.h"
-#include "simd.h"
 
 namespace llmc {
-
-struct RuntimeEngine::Lin {
-  int64_t N = 0, K = 0;
-  bool quant = false;
-  kernels::QMatrixView q;
-  const float* w = nullptr;  // dense (N, K) fp32
-  int64_t bytes() const { return quant ? static_cast<int64_t>(q.layout().total_bytes()) : N * K * 4; }
-};
 
 struct RuntimeEngine::Layer {
   const float* in_norm = nullptr;
@@ -47,84 +38,6 @@ const float* f32_ptr(const at::Tensor& t, std::vector<at::Tensor>& hold) {
   at::Tensor c = t.to(at::kFloat).contiguous();
   hold.push_back(c);
   return c.data_ptr<float>();
-}
-
-struct GemvCtx {
-  const float* W;
-  const float* x;
-  float* y;
-  int64_t M, N, K, rows_per_task;
-};
-
-void gemv_task(void* p, int t) {
-  const auto& c = *static_cast<const GemvCtx*>(p);
-  const int64_t r0 = t * c.rows_per_task, r1 = std::min(c.N, r0 + c.rows_per_task);
-  for (int64_t m = 0; m < c.M; ++m) rt::simd().gemv(c.W + r0 * c.K, c.x + m * c.K, r1 - r0, c.K, c.y + m * c.N + r0);
-}
-
-void rms_norm_rows(const float* x, const float* w, int64_t M, int64_t H, double eps, float* y) {
-  for (int64_t m = 0; m < M; ++m) {
-    const float* xr = x + m * H;
-    double ss = 0;
-    for (int64_t i = 0; i < H; ++i) ss += static_cast<double>(xr[i]) * xr[i];
-    const float r = static_cast<float>(1.0 / std::sqrt(ss / static_cast<double>(H) + eps));
-    float* yr = y + m * H;
-    for (int64_t i = 0; i < H; ++i) yr[i] = w[i] * (xr[i] * r);
-  }
-}
-
-struct AttnCtx {
-  const float* q;        // (B*T, nq*hd)
-  const float* kbase;    // (B, nkv, max_len, hd)
-  const float* vbase;
-  const bool* mask;      // (B, S)
-  float* out;            // (B*T, nq*hd)
-  float* scores;         // (B*nkv, g, S)
-  int64_t T, past, S, nq, nkv, g, hd, max_len;
-  float scale;
-};
-
-// One (batch row, KV head): its g query heads together, so each cached key/value row is loaded
-// once per group rather than once per query head.
-void attn_task(void* p, int task) {
-  const auto& c = *static_cast<const AttnCtx*>(p);
-  const auto& s = rt::simd();
-  constexpr float kNegInf = -std::numeric_limits<float>::infinity();
-  const int64_t b = task / c.nkv, h = task % c.nkv;
-  float* sc = c.scores + static_cast<int64_t>(task) * c.g * c.S;
-  const float* K = c.kbase + (b * c.nkv + h) * c.max_len * c.hd;
-  const float* V = c.vbase + (b * c.nkv + h) * c.max_len * c.hd;
-  const bool* mk = c.mask + b * c.S;
-  for (int64_t t = 0; t < c.T; ++t) {
-    const int64_t last = c.past + t;  // causal in slot order
-    const float* q0 = c.q + ((b * c.T + t) * c.nq + h * c.g) * c.hd;  // the group's g query heads
-    float* o0 = c.out + ((b * c.T + t) * c.nq + h * c.g) * c.hd;
-    std::fill(o0, o0 + c.g * c.hd, 0.f);
-    bool any = false;
-    for (int64_t j = 0; j <= last; ++j) {
-      const bool vis = mk[j];
-      any = any || vis;
-      for (int64_t i = 0; i < c.g; ++i)
-        sc[i * c.S + j] = vis ? s.dot(q0 + i * c.hd, K + j * c.hd, c.hd) * c.scale : kNegInf;
-    }
-    if (!any) continue;  // no visible key (a padding query): output 0
-    for (int64_t i = 0; i < c.g; ++i) {
-      float* r = sc + i * c.S;
-      float mx = kNegInf;
-      for (int64_t j = 0; j <= last; ++j) mx = std::max(mx, r[j]);
-      double sum = 0;
-      for (int64_t j = 0; j <= last; ++j) {
-        r[j] = mk[j] ? std::exp(r[j] - mx) : 0.f;
-        sum += r[j];
-      }
-      const float inv = static_cast<float>(1.0 / sum);
-      for (int64_t j = 0; j <= last; ++j) r[j] *= inv;
-    }
-    for (int64_t j = 0; j <= last; ++j) {
-      if (!mk[j]) continue;
-      for (int64_t i = 0; i < c.g; ++i) s.axpy(sc[i * c.S + j], V + j * c.hd, o0 + i * c.hd, c.hd);
-    }
-  }
 }
 
 }  // namespace
@@ -190,6 +103,8 @@ RuntimeEngine::RuntimeEngine(const ModelConfig& c, const LlamaWeights& w, int th
 
 RuntimeEngine::~RuntimeEngine() = default;
 
+int RuntimeEngine::lm_head_bits() const { return lm_head_->quant ? lm_head_->q.bits : 16; }
+
 int64_t RuntimeEngine::bytes_per_token() const {
   int64_t b = lm_head_->bytes() + c_.hidden_size * 4 * (1 + 2 * c_.num_layers + 1);
   for (const auto& L : layers_)
@@ -243,42 +158,13 @@ bool RuntimeEngine::stack(std::vector<const Lin*> parts, Lin* out) {
 }
 
 void RuntimeEngine::run_linear(const Lin& L, const float* x, int64_t M, float* y) {
-  if (L.quant) {
-    try {
-      // Tiny products are faster on the calling thread alone than after a thread-pool round trip.
-      const int th = L.N * L.K * M < (1 << 16) ? 1 : threads_;
-      kernels::qgemm_cpu(x, static_cast<int>(M), L.q, nullptr, y, th);
-    } catch (const std::invalid_argument& e) {
-      fail("runtime: {}", e.what());
-    }
-    return;
-  }
-  if (M > 64) {  // long prefill of a dense linear: one BLAS call
-    auto xt = at::from_blob(const_cast<float*>(x), {M, L.K}, at::kFloat);
-    auto wt = at::from_blob(const_cast<float*>(L.w), {L.N, L.K}, at::kFloat);
-    auto yt = at::from_blob(y, {M, L.N}, at::kFloat);
-    at::mm_out(yt, xt, wt.t());
-    return;
-  }
-  GemvCtx ctx{L.w, x, y, M, L.N, L.K, 0};
-  const int64_t work = L.N * L.K * M;
-  if (threads_ <= 1 || work < (1 << 16)) {
-    ctx.rows_per_task = L.N;
-    gemv_task(&ctx, 0);
-    return;
-  }
-  int64_t per = (L.N + 4 * threads_ - 1) / (4 * threads_);
-  // Several rows of x: blocks of W small enough to stay in L2 while every row of x passes over them.
-  if (M > 1) per = std::min<int64_t>(per, std::max<int64_t>(4, (1 << 17) / (4 * L.K)));
-  per = std::max<int64_t>(M > 1 ? 4 : 16, (per + 3) / 4 * 4);
-  ctx.rows_per_task = per;
-  rt::parallel_for(threads_, static_cast<int>((L.N + per - 1) / per), gemv_task, &ctx);
+  rt::linear(L, x, M, y, threads_);
 }
 
 void RuntimeEngine::layers(const int64_t* tokens, const int64_t* positions, int64_t B, int64_t T, const bool* key_mask,
                            KVCache* cache) {
   const auto& c = c_;
-  const int64_t M = B * T, H = c.hidden_size, hd = c.head_dim, half = hd / 2;
+  const int64_t M = B * T, H = c.hidden_size, hd = c.head_dim;
   const int64_t past = cache ? cache->len : 0, S = past + T;
   if (cache) {
     LLMC_CHECK(S <= cache->max_len, "forward: KV cache full ({} + {} > {})", past, T, cache->max_len);
@@ -308,57 +194,23 @@ void RuntimeEngine::layers(const int64_t* tokens, const int64_t* positions, int6
     LLMC_CHECK(positions[m] >= 0, "forward: negative position {}", positions[m]);
     std::copy(embed_ + tokens[m] * H, embed_ + (tokens[m] + 1) * H, x + m * H);
   }
-  auto rope = [&](float* base, int64_t nheads) {
-    for (int64_t m = 0; m < M; ++m) {
-      const int64_t p = positions[m];
-      const float *cs, *sn;
-      std::vector<float> cb, sb;
-      if (p < c.max_position_embeddings) {
-        cs = cos_.data() + p * half;
-        sn = sin_.data() + p * half;
-      } else {
-        cb.resize(half);
-        sb.resize(half);
-        for (int64_t i = 0; i < half; ++i) {
-          const float f = static_cast<float>(p) * inv_freq_[i];
-          cb[i] = std::cos(f);
-          sb[i] = std::sin(f);
-        }
-        cs = cb.data();
-        sn = sb.data();
-      }
-      for (int64_t h = 0; h < nheads; ++h) {
-        float* r = base + (m * nheads + h) * hd;
-        for (int64_t i = 0; i < half; ++i) {
-          const float x1 = r[i], x2 = r[i + half];
-          r[i] = x1 * cs[i] - x2 * sn[i];
-          r[i + half] = x2 * cs[i] + x1 * sn[i];
-        }
-      }
-    }
-  };
+  const int64_t P = c.max_position_embeddings;
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)));
   for (int64_t l = 0; l < c.num_layers; ++l) {
     const Layer& L = layers_[l];
     if (L.nkv > 0) {
-      rms_norm_rows(x, L.in_norm, M, H, c.rms_norm_eps, xn);
+      rt::rms_norm_rows(x, L.in_norm, M, H, c.rms_norm_eps, xn);
       if (L.fused_qkv) {
         float* qkv = grow(fused_, M * L.qkv.N);
         run_linear(L.qkv, xn, M, qkv);
-        const int64_t nqd = L.nq * hd, nkd = L.nkv * hd;
-        for (int64_t m = 0; m < M; ++m) {
-          const float* r = qkv + m * L.qkv.N;
-          std::copy(r, r + nqd, q + m * nqd);
-          std::copy(r + nqd, r + nqd + nkd, k + m * nkd);
-          std::copy(r + nqd + nkd, r + nqd + 2 * nkd, v + m * nkd);
-        }
+        rt::split_qkv(qkv, M, L.nq, L.nkv, hd, q, k, v);
       } else {
         run_linear(L.q, xn, M, q);
         run_linear(L.k, xn, M, k);
         run_linear(L.v, xn, M, v);
       }
-      rope(q, L.nq);
-      rope(k, L.nkv);
+      rt::rope_rows(q, M, L.nq, hd, positions, cos_.data(), sin_.data(), P, inv_freq_.data());
+      rt::rope_rows(k, M, L.nkv, hd, positions, cos_.data(), sin_.data(), P, inv_freq_.data());
       // K/V of these rows into the cache (or a per-layer scratch without one).
       float *kb, *vb;
       int64_t max_len;
@@ -378,45 +230,28 @@ void RuntimeEngine::layers(const int64_t* tokens, const int64_t* positions, int6
         vb = s + B * maxkv * T * hd;
         max_len = T;
       }
-      for (int64_t b = 0; b < B; ++b)
-        for (int64_t t = 0; t < T; ++t)
-          for (int64_t h = 0; h < L.nkv; ++h) {
-            const int64_t src = ((b * T + t) * L.nkv + h) * hd;
-            const int64_t dst = ((b * L.nkv + h) * max_len + past + t) * hd;
-            std::copy(k + src, k + src + hd, kb + dst);
-            std::copy(v + src, v + src + hd, vb + dst);
-          }
-      AttnCtx ctx{q, kb, vb, key_mask, att, scores, T, past, S, L.nq, L.nkv, L.nq / L.nkv, hd, max_len, scale};
-      const int ntasks = static_cast<int>(B * L.nkv);
-      if (threads_ > 1 && ntasks > 1 && T * S * L.nq * B * hd > (1 << 15)) {
-        rt::parallel_for(threads_, ntasks, attn_task, &ctx);
-      } else {
-        for (int t = 0; t < ntasks; ++t) attn_task(&ctx, t);
-      }
+      rt::kv_append(k, v, B, T, L.nkv, hd, past, max_len, kb, vb);
+      rt::AttentionArgs aa;
+      aa.q = q, aa.k = kb, aa.v = vb, aa.mask = key_mask, aa.out = att, aa.scores = scores;
+      aa.B = B, aa.T = T, aa.past = past, aa.nq = L.nq, aa.nkv = L.nkv, aa.hd = hd, aa.max_len = max_len;
+      aa.scale = scale;
+      rt::attention(aa, threads_);
       run_linear(L.o, att, M, tmp);
-      for (int64_t i = 0; i < M * H; ++i) x[i] += tmp[i];
+      rt::add_inplace(x, tmp, M * H);
     }
     if (L.I > 0) {
-      rms_norm_rows(x, L.post_norm, M, H, c.rms_norm_eps, xn);
+      rt::rms_norm_rows(x, L.post_norm, M, H, c.rms_norm_eps, xn);
       if (L.fused_gate_up) {
         float* gu = grow(fused_, M * 2 * L.I);
         run_linear(L.gate_up, xn, M, gu);
-        for (int64_t m = 0; m < M; ++m) {
-          const float* g = gu + m * 2 * L.I;
-          const float* u = g + L.I;
-          float* o = gt + m * L.I;
-          for (int64_t i = 0; i < L.I; ++i) o[i] = g[i] / (1.f + std::exp(-g[i])) * u[i];
-        }
+        rt::swiglu_fused(gu, M, L.I, gt);
       } else {
         run_linear(L.gate, xn, M, gt);
         run_linear(L.up, xn, M, up);
-        for (int64_t i = 0; i < M * L.I; ++i) {
-          const float g = gt[i];
-          gt[i] = g / (1.f + std::exp(-g)) * up[i];
-        }
+        rt::swiglu_inplace(gt, up, M * L.I);
       }
       run_linear(L.down, gt, M, tmp);
-      for (int64_t i = 0; i < M * H; ++i) x[i] += tmp[i];
+      rt::add_inplace(x, tmp, M * H);
     }
   }
   if (cache) cache->len = S;
@@ -425,7 +260,7 @@ void RuntimeEngine::layers(const int64_t* tokens, const int64_t* positions, int6
 void RuntimeEngine::head(int64_t row0, int64_t rows, float* logits) {
   const int64_t H = c_.hidden_size;
   float* xn = grow(xn_, rows * H);
-  rms_norm_rows(x_.data() + row0 * H, final_norm_, rows, H, c_.rms_norm_eps, xn);
+  rt::rms_norm_rows(x_.data() + row0 * H, final_norm_, rows, H, c_.rms_norm_eps, xn);
   run_linear(*lm_head_, xn, rows, logits);
 }
 

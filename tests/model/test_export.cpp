@@ -495,3 +495,38 @@ TEST(ExportCli, Stories260KEndToEnd) {
   EXPECT_NE(r.out.find("\"decode_tokens_per_s\""), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("\"runtime\""), std::string::npos) << r.out;
 }
+
+// bench --lut: the LUT's prediction for an exported model next to the measurement (no timing is
+// asserted: only that the prediction is made from the folder's arch and a mismatched LUT is refused).
+TEST(ExportCli, BenchPrintsLutPrediction) {
+  if (!dir_exists(stories())) GTEST_SKIP() << "no " << stories();
+  TempDir d;
+  const std::string out = d.path + "/s4", space = std::string(LLMC_SOURCE_DIR) + "/configs/space_default.json";
+  CliRun r = run_cli("export --model " + stories() + " --arch uniform:4 --quant rtn --out " + out);
+  ASSERT_EQ(r.code, 0) << r.out;
+  const std::string lut = d.path + "/lut.json", lut8 = d.path + "/lut8.json";
+  r = run_cli("--threads 1 lut --model " + stories() + " --space " + space +
+              " --tokens 1,16 --context 16 --repeats 20 --out " + lut);
+  ASSERT_EQ(r.code, 0) << r.out;
+  r = run_cli("--threads 1 bench --json --prompt-tokens 16 --new-tokens 8 --repeats 1 --warmup 0 --lut " + lut +
+              " --model " + out);
+  ASSERT_EQ(r.code, 0) << r.out;
+  auto j = nlohmann::json::parse(r.out.substr(r.out.find('{')));
+  ASSERT_TRUE(j["predicted"].is_object()) << r.out;
+  EXPECT_EQ(j["predicted"]["clock"], "thread cpu time");
+  for (const char* k : {"decode_ms", "prefill_ms"}) {
+    ASSERT_TRUE(j["predicted"].contains(k)) << k;
+    EXPECT_GT(j["predicted"][k]["predicted"].get<double>(), 0.0);
+    EXPECT_GT(j["predicted"][k]["measured"].get<double>(), 0.0);
+  }
+  // An 8-bit lm_head LUT does not describe this model's dense lm_head.
+  r = run_cli("--threads 1 lut --model " + stories() + " --space " + space +
+              " --tokens 1 --context 16 --repeats 20 --lm-head-bits 8 --out " + lut8);
+  ASSERT_EQ(r.code, 0) << r.out;
+  r = run_cli("--threads 1 bench --prompt-tokens 16 --new-tokens 8 --repeats 1 --lut " + lut8 + " --model " + out);
+  EXPECT_EQ(r.code, 1) << r.out;
+  EXPECT_NE(r.out.find("timed a 8-bit lm_head, this model's is 16-bit"), std::string::npos) << r.out;
+  // Neither decode nor the prompt length in the LUT.
+  r = run_cli("--threads 1 bench --prompt-tokens 32 --new-tokens 8 --repeats 1 --lut " + lut8 + " --model " + out);
+  EXPECT_EQ(r.code, 1) << r.out;
+}

@@ -73,12 +73,14 @@ TEST(Lut, HasEveryShapeOfTheSpace) {
       for (int64_t M : {1, 4}) {
         auto add = [&](int64_t N, int64_t K) { expect.insert({N, K, b, b == 16 ? 0 : effective_group(static_cast<int>(K), 64), M}); };
         for (int64_t h : kv) {
-          add(h * 2 * 8, 32);  // q: 2 query heads per KV head
-          add(h * 8, 32);      // k, v
-          add(32, h * 2 * 8);  // o
+          add(h * 2 * 8, 32);          // q: 2 query heads per KV head
+          add(h * 8, 32);              // k, v
+          add(h * 2 * 8 + 2 * h * 8, 32);  // q|k|v stacked
+          add(32, h * 2 * 8);          // o
         }
         for (int64_t w : mlp) {
           add(w, 32);
+          add(2 * w, 32);  // gate|up stacked
           add(32, w);
         }
       }
@@ -104,7 +106,8 @@ TEST(Lut, HasEveryShapeOfTheSpace) {
     EXPECT_GT(t.model_fixed_us(M), 0.0);
   }
   EXPECT_EQ(j["format"], "llmcompress-lut");
-  EXPECT_EQ(j["version"], 1);
+  EXPECT_EQ(j["version"], 2);
+  EXPECT_EQ(j["lm_head_bits"], 16);
   EXPECT_EQ(j["shapes_hash"], shapes_hash(m, s));
   EXPECT_EQ(j["tokens"], json::parse("[1, 4]"));
   EXPECT_EQ(j["context"], 16);
@@ -136,17 +139,24 @@ TEST(Lut, LoadsBackFromFileAndLooksUp) {
   e = error_of([&] { t.model_fixed_us(7); });
   EXPECT_NE(e.find("M=7"), std::string::npos) << e;
 
-  // predict_ms is the sum of its parts.
+  // predict_ms is the sum of its parts; q/k/v and gate/up at equal bits as their stacked matrix.
   Arch a = uniform_arch(m, 4, 64);
   a.layers[1].bits = {4, 4, 4, 4, 4, 4, 4};
   a.layers[1].mlp_channels = 32;
-  // Both layers: q (32, 32), k/v (16, 32), o (32, 32); layer 0 MLP 40 wide, layer 1 MLP 32 wide.
-  const double attn = t.linear_us(32, 32, 4, 1) + 2 * t.linear_us(16, 32, 4, 1) + t.linear_us(32, 32, 4, 1) +
-                      t.attention_us(2, 1) + t.layer_fixed_attn_us(1);
+  // Both layers: q|k|v (64, 32), o (32, 32); layer 0 gate|up (80, 32), down (32, 40); layer 1 MLP 32 wide.
+  const double attn = t.linear_us(64, 32, 4, 1) + t.linear_us(32, 32, 4, 1) + t.attention_us(2, 1) +
+                      t.layer_fixed_attn_us(1);
   double us = t.model_fixed_us(1) + 2 * attn;
-  us += 2 * t.linear_us(40, 32, 4, 1) + t.linear_us(32, 40, 4, 1) + t.layer_fixed_mlp_us(1);
-  us += 3 * t.linear_us(32, 32, 4, 1) + t.layer_fixed_mlp_us(1);
+  us += t.linear_us(80, 32, 4, 1) + t.linear_us(32, 40, 4, 1) + t.layer_fixed_mlp_us(1);
+  us += t.linear_us(64, 32, 4, 1) + t.linear_us(32, 32, 4, 1) + t.layer_fixed_mlp_us(1);
   EXPECT_NEAR(t.predict_ms(a, 1), us / 1000, 1e-9);
+  // Different bits within q/k/v (gate/up): each linear separately.
+  Arch mixed = a;
+  mixed.layers[0].bits = {4, 8, 4, 4, 2, 4, 4};
+  double us_mixed = us - t.linear_us(64, 32, 4, 1) - t.linear_us(80, 32, 4, 1);
+  us_mixed += t.linear_us(32, 32, 4, 1) + t.linear_us(16, 32, 8, 1) + t.linear_us(16, 32, 4, 1);
+  us_mixed += t.linear_us(40, 32, 2, 1) + t.linear_us(40, 32, 4, 1);
+  EXPECT_NEAR(t.predict_ms(mixed, 1), us_mixed / 1000, 1e-9);
   // A layer with no KV heads / no channels skips those parts.
   Arch z = a;
   z.layers[0].kv_heads = 0;
@@ -155,7 +165,7 @@ TEST(Lut, LoadsBackFromFileAndLooksUp) {
   // Shapes outside the space, and archs for another group size, are errors.
   Arch odd = a;  // 36 channels: no layer can choose that width
   odd.layers[0].mlp_channels = 36;
-  EXPECT_NE(error_of([&] { t.predict_ms(odd, 1); }).find("N=36 K=32 bits=4 M=1"), std::string::npos);
+  EXPECT_NE(error_of([&] { t.predict_ms(odd, 1); }).find("N=72 K=32 bits=4 M=1"), std::string::npos);  // gate|up
   EXPECT_NE(error_of([&] { t.predict_ms(uniform_arch(m, 4, 128), 1); }).find("group size"), std::string::npos);
 }
 
@@ -223,7 +233,7 @@ TEST(Lut, BadFilesGiveClearErrors) {
   expect_has(parse_error(good.substr(0, good.size() / 2)), "not a LUT: not valid JSON");
   expect_has(parse_error("[1, 2]"), "not a LUT");
   expect_has(edited([](json& j) { j["format"] = "llmcompress-arch"; }), "not a LUT");
-  expect_has(edited([](json& j) { j["version"] = 2; }), "LUT version 2 is not supported");
+  expect_has(edited([](json& j) { j["version"] = 1; }), "LUT version 1 is not supported");
   expect_has(edited([](json& j) { j.erase("linears"); }), "missing field 'linears'");
   expect_has(edited([](json& j) { j["model"].erase("head_dim"); }), "bad.lut.model: missing field 'head_dim'");
   expect_has(edited([](json& j) { j["linears"][0]["us"] = -1; }), "bad.lut.linears[0].us: -1 is not a positive time");
@@ -246,8 +256,9 @@ TEST(Lut, ModelSpecs) {
   EXPECT_EQ(b.vocab_size, 128256);
   EXPECT_NE(error_of([] { lut_model_config("synthetic:7b"); }).find("unknown synthetic model"), std::string::npos);
   // The 1B default space, every layer alike: q/k/v N in {2048, 1536, 1024, 512, 384, 256, 128} (K 2048; q at 2 KV
-  // groups and k/v at 8 are both 512 x 2048), o adds 3 (K 1536, 1024, 512), gate/up 5, down 5 -> 20 shapes x 5 bits.
-  EXPECT_EQ(lut_linear_shapes(b, parse_search_space("{}", "d"), {1}).size(), 20u * 5);
+  // groups and k/v at 8 are both 512 x 2048), o adds 3 (K 1536, 1024, 512), gate/up 5, down 5 -> 20 shapes; the
+  // stacked q|k|v (384 h: 3072, 2304, 768 new; 1536 is q at 6 groups) and gate|up (2w: 4 new) -> 27 shapes x 5 bits.
+  EXPECT_EQ(lut_linear_shapes(b, parse_search_space("{}", "d"), {1}).size(), 27u * 5);
   const std::string s260 = shared_root() + "/models/stories260K";
   if (!dir_exists(s260)) GTEST_SKIP() << "no " << s260;
   const ModelConfig s = lut_model_config(s260);

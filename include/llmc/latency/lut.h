@@ -5,12 +5,12 @@
 //
 // lut.json (documented in configs/README.md):
 // {
-//   "format": "llmcompress-lut", "version": 1,
-//   "device": "cpu (Intel(R) Xeon(R) ...)", "threads": 2, "kernel_version": "qgemm-cpu-1 avx512",
+//   "format": "llmcompress-lut", "version": 2,
+//   "device": "cpu (Intel(R) Xeon(R) ...)", "threads": 2, "kernel_version": "runtime-ops-2 avx512",
 //   "shapes_hash": "0123456789abcdef",            // llmc::shapes_hash(model, space)
 //   "model": {"hidden_size", "intermediate_size", "num_layers", "num_heads", "num_kv_heads",
 //             "head_dim", "vocab_size", "tie_word_embeddings"},
-//   "space": {...canonical space JSON...}, "tokens": [1, 128], "context": 512,
+//   "space": {...canonical space JSON...}, "tokens": [1, 128], "context": 512, "lm_head_bits": 16,
 //   "linears": [{"N", "K", "bits", "group", "M", "us"}],   // bits 16: dense fp32, group 0
 //   "attention": [{"kv_heads", "M", "us"}],
 //   "layer_fixed": [{"M", "us", "attn_us", "mlp_us"}],      // us = attn_us + mlp_us
@@ -21,20 +21,21 @@
 // samples taken in interleaved passes; with one thread the timing thread's CPU time, with more the
 // wall time of samples no other process preempted (see Measurer in lut_build.cpp).
 //
-// What each entry measures (CPU, the ops the runtime runs):
-//   linears     y = x W^T for x (M, K): bits 2/3/4/8 with kernels::qgemm_cpu on packed weights with
-//               group effective_group(K, space.group_size); bits 16 with at::linear on fp32 weights.
-//               Weights are cold: every call reads a different copy from a rotating buffer larger
-//               than the last-level cache (weights streamed from memory, as for a model that does
-//               not fit in the cache).
-//   attention   per KV-group count h: RoPE on the h*g query and h key heads, KV-cache append, scores,
-//               masked softmax and weighted sum over a cache of max(context, M) positions (ATen,
-//               the reference model's ops); the KV cache is cold like the weights.
+// Every entry times the runtime engine's own functions (llmc/runtime/ops.h) with the LUT's thread
+// count, so the table predicts `bench` / `generate` on an exported model:
+//   linears     rt::linear: bits 2/3/4/8 packed (kernels::qgemm_cpu, group effective_group(K,
+//               space.group_size)), bits 16 dense fp32. Besides every single linear, the stacked
+//               q|k|v (N = (g+2) h hd) and gate|up (N = 2w) matrices the runtime runs as one call
+//               when their bits agree. Weights rotate through a buffer the size of the whole
+//               model's linears at that bit width (+ lm_head): each call reads weights that were
+//               last touched a full forward ago, as in a real run (cache-resident for tiny
+//               models, streamed from memory for large ones).
+//   attention   per KV-group count h: split of the stacked q|k|v rows, RoPE on the h*g query and
+//               h key heads, KV-cache append, causal attention over max(context, M) positions.
 //   layer_fixed attn_us: input RMSNorm + residual add; mlp_us: post-attention RMSNorm, SwiGLU
-//               (silu(gate) * up at the full MLP width: an upper bound for narrower layers) and
-//               residual add.
-//   model_fixed embedding lookup, RoPE tables and mask, final RMSNorm, lm_head (vocab x hidden,
-//               dense fp32, cold).
+//               (at the full MLP width: an upper bound for narrower layers) and residual add.
+//   model_fixed embedding rows, final RMSNorm and lm_head (vocab x hidden at lm_head_bits) for the
+//               last position only (what prefill and decode compute).
 #include <cstdint>
 #include <string>
 #include <unordered_map>
@@ -47,10 +48,10 @@
 namespace llmc {
 
 constexpr const char* kLutFormat = "llmcompress-lut";
-constexpr int kLutVersion = 1;
+constexpr int kLutVersion = 2;
 // Version of the timing method + kernels; the LUT records it followed by the CPU ISA path used
-// (e.g. "qgemm-cpu-1 avx512"). Bump when the kernels or what an entry measures change.
-constexpr const char* kLutKernelVersion = "qgemm-cpu-1";
+// (e.g. "runtime-ops-2 avx512"). Bump when the kernels or what an entry measures change.
+constexpr const char* kLutKernelVersion = "runtime-ops-2";
 
 // One linear GEMM the search space can produce: y (M, N) = x (M, K) W^T at `bits`.
 // group: effective_group(K, space.group_size) for bits < 16, 0 for the dense 16-bit path.
@@ -84,6 +85,7 @@ struct LutOptions {
   int passes = 5;                     // samples are taken in this many interleaved passes over all entries
   int threads = 0;                    // 0 = at::get_num_threads(); used by ATen and qgemm_cpu
   int64_t max_buffer_mib = 1024;      // cap of the rotating weight buffer (one copy may exceed it)
+  int lm_head_bits = 16;              // lm_head as exported (export --lm-head-bits): 16 = dense fp32
   double min_sample_us = 500;         // a sample averages back-to-back calls up to this long
   bool progress = true;               // progress bar / log lines on stderr
   std::string model_name;             // recorded in "build" (informational)
@@ -133,6 +135,7 @@ class LatencyTable {
   //   model_fixed + sum over layers of
   //     [kv_heads > 0]   q, k, v, o at their widths and bits + attention(kv_heads) + attn half
   //     [channels > 0]   gate, up, down at their widths and bits + mlp half
+  // where q/k/v (gate/up) with equal bits count as their one stacked matrix, as the runtime runs them.
   // Throws when arch is for another model or another group size than the LUT's space.
   double predict_ms(const Arch& arch, int64_t M) const;
   int64_t weight_bytes(const Arch& arch) const { return arch_weight_bytes(arch); }
@@ -143,6 +146,7 @@ class LatencyTable {
   const std::string& hash() const { return hash_; }
   int threads() const { return threads_; }
   int64_t context() const { return context_; }
+  int lm_head_bits() const { return lm_head_bits_; }
   const std::vector<int64_t>& tokens() const { return tokens_; }
   const ModelConfig& model() const { return model_; }
   const SearchSpace& space() const { return space_; }
@@ -162,6 +166,7 @@ class LatencyTable {
   std::string where_, device_, kernel_version_, hash_;
   int threads_ = 0;
   int64_t context_ = 0;
+  int lm_head_bits_ = 16;
   std::vector<int64_t> tokens_;
   ModelConfig model_;
   SearchSpace space_;

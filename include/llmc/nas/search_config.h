@@ -20,6 +20,7 @@ struct SearchConfig {
   std::string lut;  // path; built on the fly when absent
   std::vector<int64_t> lut_tokens{1};
   int64_t lut_context = 512;
+  int lut_lm_head_bits = 16;  // lm_head as it will be exported (export --lm-head-bits)
   double target_ms = -1, target_fraction = 0.5;  // one of them (ms wins when both given)
   int64_t target_tokens = 1;
   // schedule

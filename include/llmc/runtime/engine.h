@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "llmc/model/llama.h"
+#include "llmc/runtime/ops.h"
 #include "llmc_kernels/qformat.h"
 
 namespace llmc {
@@ -42,8 +43,9 @@ class RuntimeEngine {
   const ModelConfig& config() const { return c_; }
   // Bytes of weights one decoded token reads (linears + lm_head + one embedding row + norms).
   int64_t bytes_per_token() const;
+  int lm_head_bits() const;  // 16: dense fp32 lm_head
 
-  struct Lin;  // one linear (packed view or dense fp32)
+  using Lin = rt::LinearOp;  // one linear (packed view or dense fp32)
 
  private:
   void run_linear(const Lin& L, const float* x, int64_t M, float* y);

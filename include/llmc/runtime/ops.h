@@ -1,0 +1,61 @@
+#pragma once
+// The runtime engine's building blocks, on raw fp32 buffers (torch-free header). The engine's
+// forward is a sequence of these calls, and `llmcompress lut` times the very same functions, so a
+// latency table predicts what the runtime does (same kernels, same threading thresholds, same
+// fused q/k/v and gate/up matrices).
+#include <cstdint>
+
+#include "llmc_kernels/qformat.h"
+
+namespace llmc::rt {
+
+// One linear y = x W^T as the runtime stores it: a packed matrix (kernels::qgemm_cpu) or dense
+// fp32 rows W (N, K).
+struct LinearOp {
+  int64_t N = 0, K = 0;
+  bool quant = false;
+  kernels::QMatrixView q;
+  const float* w = nullptr;  // dense (N, K) fp32
+  int64_t bytes() const { return quant ? static_cast<int64_t>(q.layout().total_bytes()) : N * K * 4; }
+};
+
+// y (M, N) = x (M, K) W^T. Packed: qgemm_cpu (one thread for tiny products, where a thread-pool
+// round trip costs more than the work). Dense: a threaded SIMD GEMV up to 64 rows, at::mm above.
+void linear(const LinearOp& L, const float* x, int64_t M, float* y, int threads);
+
+// y = w * x / rms(x) per row of H values (fp64 sum of squares, as the reference model).
+void rms_norm_rows(const float* x, const float* w, int64_t M, int64_t H, double eps, float* y);
+
+// Rotate-half RoPE in place on rows (M, nheads, hd). cos/sin: [max_pos][hd/2] tables; positions at
+// or past max_pos are computed from inv_freq (hd/2 values).
+void rope_rows(float* x, int64_t M, int64_t nheads, int64_t hd, const int64_t* positions, const float* cos,
+               const float* sin, int64_t max_pos, const float* inv_freq);
+
+// Splits fused q|k|v rows (M, (nq + 2 nkv) * hd) into q (M, nq*hd), k and v (M, nkv*hd).
+void split_qkv(const float* qkv, int64_t M, int64_t nq, int64_t nkv, int64_t hd, float* q, float* k, float* v);
+
+// Appends k/v rows (B*T, nkv, hd) at slots [past, past+T) of caches (B, nkv, max_len, hd).
+void kv_append(const float* k, const float* v, int64_t B, int64_t T, int64_t nkv, int64_t hd, int64_t past,
+               int64_t max_len, float* kcache, float* vcache);
+
+// Causal attention of T new query rows per batch row over S = past + T cached slots.
+struct AttentionArgs {
+  const float* q = nullptr;      // (B*T, nq*hd), RoPE applied
+  const float* k = nullptr;      // cache (B, nkv, max_len, hd)
+  const float* v = nullptr;
+  const bool* mask = nullptr;    // (B, S): 1 = may be attended to
+  float* out = nullptr;          // (B*T, nq*hd)
+  float* scores = nullptr;       // scratch (B*nq, S)
+  int64_t B = 1, T = 1, past = 0, nq = 0, nkv = 0, hd = 0, max_len = 0;
+  float scale = 1.f;
+};
+void attention(const AttentionArgs& a, int threads);
+
+// gate_up rows (M, 2I) = [gate | up] -> out (M, I) = silu(gate) * up.
+void swiglu_fused(const float* gate_up, int64_t M, int64_t I, float* out);
+// gate (M, I) <- silu(gate) * up.
+void swiglu_inplace(float* gate, const float* up, int64_t n);
+
+void add_inplace(float* x, const float* y, int64_t n);  // x += y
+
+}  // namespace llmc::rt

@@ -1,0 +1,206 @@
+// The runtime's building blocks (see ops.h). Engine and LUT both call these.
+#include "llmc/runtime/ops.h"
+
+#include <ATen/ATen.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <stdexcept>
+#include <vector>
+
+#include "llmc/core/error.h"
+#include "llmc_kernels/qgemm.h"
+#include "simd.h"
+
+namespace llmc::rt {
+
+namespace {
+
+struct GemvCtx {
+  const float* W;
+  const float* x;
+  float* y;
+  int64_t M, N, K, rows_per_task;
+};
+
+void gemv_task(void* p, int t) {
+  const auto& c = *static_cast<const GemvCtx*>(p);
+  const int64_t r0 = t * c.rows_per_task, r1 = std::min(c.N, r0 + c.rows_per_task);
+  for (int64_t m = 0; m < c.M; ++m) simd().gemv(c.W + r0 * c.K, c.x + m * c.K, r1 - r0, c.K, c.y + m * c.N + r0);
+}
+
+// One (batch row, KV head): its g query heads together, so each cached key/value row is loaded
+// once per group rather than once per query head.
+void attn_task(void* p, int task) {
+  const auto& c = *static_cast<const AttentionArgs*>(p);
+  const auto& s = simd();
+  constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+  const int64_t g = c.nq / c.nkv, S = c.past + c.T;
+  const int64_t b = task / c.nkv, h = task % c.nkv;
+  float* sc = c.scores + static_cast<int64_t>(task) * g * S;
+  const float* K = c.k + (b * c.nkv + h) * c.max_len * c.hd;
+  const float* V = c.v + (b * c.nkv + h) * c.max_len * c.hd;
+  const bool* mk = c.mask + b * S;
+  for (int64_t t = 0; t < c.T; ++t) {
+    const int64_t last = c.past + t;  // causal in slot order
+    const float* q0 = c.q + ((b * c.T + t) * c.nq + h * g) * c.hd;  // the group's g query heads
+    float* o0 = c.out + ((b * c.T + t) * c.nq + h * g) * c.hd;
+    std::fill(o0, o0 + g * c.hd, 0.f);
+    bool any = false;
+    for (int64_t j = 0; j <= last; ++j) {
+      const bool vis = mk[j];
+      any = any || vis;
+      for (int64_t i = 0; i < g; ++i) sc[i * S + j] = vis ? s.dot(q0 + i * c.hd, K + j * c.hd, c.hd) * c.scale : kNegInf;
+    }
+    if (!any) continue;  // no visible key (a padding query): output 0
+    for (int64_t i = 0; i < g; ++i) {
+      float* r = sc + i * S;
+      float mx = kNegInf;
+      for (int64_t j = 0; j <= last; ++j) mx = std::max(mx, r[j]);
+      double sum = 0;
+      for (int64_t j = 0; j <= last; ++j) {
+        r[j] = mk[j] ? std::exp(r[j] - mx) : 0.f;
+        sum += r[j];
+      }
+      const float inv = static_cast<float>(1.0 / sum);
+      for (int64_t j = 0; j <= last; ++j) r[j] *= inv;
+    }
+    for (int64_t j = 0; j <= last; ++j) {
+      if (!mk[j]) continue;
+      for (int64_t i = 0; i < g; ++i) s.axpy(sc[i * S + j], V + j * c.hd, o0 + i * c.hd, c.hd);
+    }
+  }
+}
+
+}  // namespace
+
+void linear(const LinearOp& L, const float* x, int64_t M, float* y, int threads) {
+  if (L.quant) {
+    try {
+      // Tiny products are faster on the calling thread alone than after a thread-pool round trip.
+      const int th = L.N * L.K * M < (1 << 16) ? 1 : threads;
+      kernels::qgemm_cpu(x, static_cast<int>(M), L.q, nullptr, y, th);
+    } catch (const std::invalid_argument& e) {
+      fail("runtime: {}", e.what());
+    }
+    return;
+  }
+  if (M > 64) {  // long prefill of a dense linear: one BLAS call
+    auto xt = at::from_blob(const_cast<float*>(x), {M, L.K}, at::kFloat);
+    auto wt = at::from_blob(const_cast<float*>(L.w), {L.N, L.K}, at::kFloat);
+    auto yt = at::from_blob(y, {M, L.N}, at::kFloat);
+    at::mm_out(yt, xt, wt.t());
+    return;
+  }
+  GemvCtx ctx{L.w, x, y, M, L.N, L.K, 0};
+  const int64_t work = L.N * L.K * M;
+  if (threads <= 1 || work < (1 << 16)) {
+    ctx.rows_per_task = L.N;
+    gemv_task(&ctx, 0);
+    return;
+  }
+  int64_t per = (L.N + 4 * threads - 1) / (4 * threads);
+  // Several rows of x: blocks of W small enough to stay in L2 while every row of x passes over them.
+  if (M > 1) per = std::min<int64_t>(per, std::max<int64_t>(4, (1 << 17) / (4 * L.K)));
+  per = std::max<int64_t>(M > 1 ? 4 : 16, (per + 3) / 4 * 4);
+  ctx.rows_per_task = per;
+  parallel_for(threads, static_cast<int>((L.N + per - 1) / per), gemv_task, &ctx);
+}
+
+void rms_norm_rows(const float* x, const float* w, int64_t M, int64_t H, double eps, float* y) {
+  for (int64_t m = 0; m < M; ++m) {
+    const float* xr = x + m * H;
+    double ss = 0;
+    for (int64_t i = 0; i < H; ++i) ss += static_cast<double>(xr[i]) * xr[i];
+    const float r = static_cast<float>(1.0 / std::sqrt(ss / static_cast<double>(H) + eps));
+    float* yr = y + m * H;
+    for (int64_t i = 0; i < H; ++i) yr[i] = w[i] * (xr[i] * r);
+  }
+}
+
+void rope_rows(float* x, int64_t M, int64_t nheads, int64_t hd, const int64_t* positions, const float* cos,
+               const float* sin, int64_t max_pos, const float* inv_freq) {
+  const int64_t half = hd / 2;
+  std::vector<float> cb, sb;
+  for (int64_t m = 0; m < M; ++m) {
+    const int64_t p = positions[m];
+    const float *cs, *sn;
+    if (p < max_pos) {
+      cs = cos + p * half;
+      sn = sin + p * half;
+    } else {
+      cb.resize(half);
+      sb.resize(half);
+      for (int64_t i = 0; i < half; ++i) {
+        const float f = static_cast<float>(p) * inv_freq[i];
+        cb[i] = std::cos(f);
+        sb[i] = std::sin(f);
+      }
+      cs = cb.data();
+      sn = sb.data();
+    }
+    for (int64_t h = 0; h < nheads; ++h) {
+      float* r = x + (m * nheads + h) * hd;
+      for (int64_t i = 0; i < half; ++i) {
+        const float x1 = r[i], x2 = r[i + half];
+        r[i] = x1 * cs[i] - x2 * sn[i];
+        r[i + half] = x2 * cs[i] + x1 * sn[i];
+      }
+    }
+  }
+}
+
+void split_qkv(const float* qkv, int64_t M, int64_t nq, int64_t nkv, int64_t hd, float* q, float* k, float* v) {
+  const int64_t nqd = nq * hd, nkd = nkv * hd, row = nqd + 2 * nkd;
+  for (int64_t m = 0; m < M; ++m) {
+    const float* r = qkv + m * row;
+    std::copy(r, r + nqd, q + m * nqd);
+    std::copy(r + nqd, r + nqd + nkd, k + m * nkd);
+    std::copy(r + nqd + nkd, r + row, v + m * nkd);
+  }
+}
+
+void kv_append(const float* k, const float* v, int64_t B, int64_t T, int64_t nkv, int64_t hd, int64_t past,
+               int64_t max_len, float* kcache, float* vcache) {
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t h = 0; h < nkv; ++h) {
+        const int64_t src = ((b * T + t) * nkv + h) * hd;
+        const int64_t dst = ((b * nkv + h) * max_len + past + t) * hd;
+        std::copy(k + src, k + src + hd, kcache + dst);
+        std::copy(v + src, v + src + hd, vcache + dst);
+      }
+}
+
+void attention(const AttentionArgs& a, int threads) {
+  const int ntasks = static_cast<int>(a.B * a.nkv);
+  const int64_t S = a.past + a.T;
+  if (threads > 1 && ntasks > 1 && a.T * S * a.nq * a.B * a.hd > (1 << 15)) {
+    parallel_for(threads, ntasks, attn_task, const_cast<AttentionArgs*>(&a));
+  } else {
+    for (int t = 0; t < ntasks; ++t) attn_task(const_cast<AttentionArgs*>(&a), t);
+  }
+}
+
+void swiglu_fused(const float* gate_up, int64_t M, int64_t I, float* out) {
+  for (int64_t m = 0; m < M; ++m) {
+    const float* g = gate_up + m * 2 * I;
+    const float* u = g + I;
+    float* o = out + m * I;
+    for (int64_t i = 0; i < I; ++i) o[i] = g[i] / (1.f + std::exp(-g[i])) * u[i];
+  }
+}
+
+void swiglu_inplace(float* gate, const float* up, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float g = gate[i];
+    gate[i] = g / (1.f + std::exp(-g)) * up[i];
+  }
+}
+
+void add_inplace(float* x, const float* y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) x[i] += y[i];
+}
+
+}  // namespace llmc::rt
