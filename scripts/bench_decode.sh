@@ -4,7 +4,11 @@
 #   2. exports stories260K at uniform:4 (RTN) and benches it
 #   3. if models/SmolLM2-135M-Instruct.Q4_1.gguf exists: exports it at uniform:4 (RTN, 8-bit packed
 #      lm_head, bf16 embedding, group 64) and benches it
-#   4. writes $OUT/bench_decode.json: tokens/s decode and prefill, file sizes, per model
+#   4. for each model, builds two small LUTs (full widths, the export's bits and group) and runs
+#      `bench --lut`: decode against a LUT whose context is the decode's mean context
+#      (PROMPT + NEW/2), prefill against one at M = PROMPT from an empty cache
+#   5. writes $OUT/bench_decode.json: tokens/s decode and prefill, file sizes, LUT predicted vs
+#      measured, per model
 # Options (environment): OUT (default runs/bench_decode), THREADS (default: all cores), PROMPT (128),
 # NEW (128), REPEATS (5), LM_HEAD_BITS (8; 16 = exact fp32 lm_head), SMOL_GROUP (64).
 set -euo pipefail
@@ -30,10 +34,33 @@ fi
 mkdir -p "$OUT"
 G=(--threads "$THREADS")
 
-bench() {  # name model-folder
+bench() {  # name model-folder source-model lm-head-bits group
   "$B" "${G[@]}" bench --model "$2" --prompt-tokens "$PROMPT" --new-tokens "$NEW" --repeats "$REPEATS" \
     --json --output "$OUT/$1.bench.json" > /dev/null
   echo "== $1: $(grep -E '"(decode|prefill)_tokens_per_s"' "$OUT/$1.bench.json" | tr -d ' \n')" >&2
+  # LUT predicted vs measured (same thread count; the prediction covers the runtime's own ops).
+  local space="$OUT/$1.space.json" ctx=$((PROMPT + NEW / 2))
+  echo "{\"kv_group_fractions\": [1.0], \"mlp_width_fractions\": [1.0], \"bits\": [4, 16], \"group_size\": $5}" > "$space"
+  "$B" "${G[@]}" lut --model "$3" --space "$space" --tokens 1 --context "$ctx" --lm-head-bits "$4" \
+    --out "$OUT/$1.lut_decode.json" 2> /dev/null > /dev/null
+  "$B" "${G[@]}" lut --model "$3" --space "$space" --tokens "$PROMPT" --context "$PROMPT" --lm-head-bits "$4" \
+    --out "$OUT/$1.lut_prefill.json" 2> /dev/null > /dev/null
+  "$B" "${G[@]}" bench --model "$2" --prompt-tokens "$PROMPT" --new-tokens "$NEW" --repeats "$REPEATS" \
+    --lut "$OUT/$1.lut_decode.json" --json --output "$OUT/$1.bench_lut_decode.json" > /dev/null
+  "$B" "${G[@]}" bench --model "$2" --prompt-tokens "$PROMPT" --new-tokens 1 --repeats "$REPEATS" \
+    --lut "$OUT/$1.lut_prefill.json" --json --output "$OUT/$1.bench_lut_prefill.json" > /dev/null
+  python3 - "$OUT/$1" <<'PY'
+import json, sys
+base = sys.argv[1]
+j = json.load(open(base + ".bench.json"))
+d = json.load(open(base + ".bench_lut_decode.json"))["predicted"]
+p = json.load(open(base + ".bench_lut_prefill.json"))["predicted"]
+j["lut"] = {"clock": d["clock"], "decode_context": d["lut_context"], "decode_ms": d["decode_ms"],
+            "prefill_ms": p["prefill_ms"]}
+json.dump(j, open(base + ".bench.json", "w"), indent=2)
+print("== %s: LUT decode measured/predicted %.2f, prefill %.2f" % (base.split("/")[-1],
+      d["decode_ms"]["measured_over_predicted"], p["prefill_ms"]["measured_over_predicted"]), file=sys.stderr)
+PY
 }
 
 entries=()
@@ -41,7 +68,7 @@ STORIES=$SHARED/models/stories260K
 if [ -d "$STORIES" ]; then
   echo "== export stories260K uniform:4 (RTN)" >&2
   "$B" "${G[@]}" export --model "$STORIES" --arch uniform:4 --quant rtn --out "$OUT/stories260K-u4" >&2
-  bench stories260K-u4 "$OUT/stories260K-u4"
+  bench stories260K-u4 "$OUT/stories260K-u4" "$STORIES" 16 128
   entries+=("\"stories260K-u4\": $(cat "$OUT/stories260K-u4.bench.json")")
 else
   echo "== skip stories260K: $STORIES not found" >&2
@@ -52,7 +79,7 @@ if [ -f "$GGUF" ]; then
   echo "== export SmolLM2-135M uniform:4 (RTN, lm_head $LM_HEAD_BITS bits, bf16 embedding)" >&2
   if "$B" "${G[@]}" export --model "$GGUF" --arch uniform:4 --quant rtn --lm-head-bits "$LM_HEAD_BITS" \
        --dense-dtype bfloat16 --group-size "$SMOL_GROUP" --out "$OUT/smollm2-135m-u4" >&2; then
-    bench smollm2-135m-u4 "$OUT/smollm2-135m-u4"
+    bench smollm2-135m-u4 "$OUT/smollm2-135m-u4" "$GGUF" "$LM_HEAD_BITS" "$SMOL_GROUP"
     entries+=("\"smollm2-135m-u4\": $(cat "$OUT/smollm2-135m-u4.bench.json")")
     entries+=("\"smollm2-135m-gguf_bytes\": $(stat -c %s "$GGUF")")
   else
