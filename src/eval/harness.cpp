@@ -107,6 +107,13 @@ ojson run_multiple_choice(CausalLM& model, const Prepared& p, const EvalOptions&
   r["seconds"] = st.seconds;
   r["requests_per_second"] = st.seconds > 0 ? st.requests / st.seconds : 0.0;
   r["tokens_per_second"] = st.seconds > 0 ? st.tokens / st.seconds : 0.0;
+  // Each task's result as soon as it is known (a long multi-task run shows progress in its log).
+  auto v = [](const ojson& x) { return x.is_null() ? NAN : x.get<double>(); };
+  spdlog::info("{}: acc {:.4f} ± {:.4f}{} (n {}, {:.0f} s, {:.1f} req/s)", p.name, v(r["acc"]), v(r["acc_stderr"]),
+               r["acc_norm"].is_null()
+                   ? std::string()
+                   : fmt::format(", acc_norm {:.4f} ± {:.4f}", v(r["acc_norm"]), v(r["acc_norm_stderr"])),
+               r["n"].get<int64_t>(), st.seconds, r["requests_per_second"].get<double>());
   return r;
 }
 
