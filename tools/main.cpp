@@ -27,7 +27,7 @@ int main(int argc, char** argv) {
   };
   add("info", "Show a model's architecture, parameter counts, dtype and tokenizer", llmc::cli::add_info);
   add("generate", "Generate text from a prompt (greedy by default)", llmc::cli::add_generate);
-  add("eval", "Evaluate perplexity (wikitext, text:FILE) and benchmark tasks", llmc::cli::add_eval);
+  add("eval", "Evaluate perplexity (wikitext, wikitext2_gptq, text:FILE) and benchmark tasks", llmc::cli::add_eval);
   add("export", "Discretize, quantize (RTN/GPTQ), LoRA fine-tune and export a compressed model", llmc::cli::add_export);
   add("bench", "Measure prefill and decode tokens/s of a model (exported folders run on our kernels)", llmc::cli::add_bench);
   add("lut", "Measure the latency lookup table of a model's search space", llmc::cli::add_lut);

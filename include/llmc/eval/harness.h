@@ -1,6 +1,6 @@
 #pragma once
 // `llmcompress eval`: runs a comma list of tasks on one model and collects one JSON result.
-// Perplexity tasks (wikitext, text:FILE) go through evaluate_perplexity; multiple-choice tasks
+// Perplexity tasks (wikitext, wikitext2_gptq, text:FILE) go through evaluate_perplexity; multiple-choice tasks
 // (arc_easy, arc_challenge, boolq, hellaswag, piqa, winogrande, openbookqa, mmlu; group reasoning7)
 // are defined in tasks.h and scored by loglikelihood.h, as lm-evaluation-harness 0.4 scores them.
 #include <string>
