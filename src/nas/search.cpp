@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cmath>
 #include <csignal>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <fstream>
@@ -18,12 +19,13 @@
 #include "llmc/core/log.h"
 #include "llmc/core/progress.h"
 #include "llmc/eval/text_docs.h"
+#include "llmc/export/calibration.h"
 #include "llmc/io/safetensors.h"
 #include "llmc/latency/lut.h"
-#include "llmc/model/generate.h"
 #include "llmc/model/load.h"
 #include "llmc/nas/importance.h"
 #include "llmc/nas/supernet.h"
+#include "llmc/runtime/engine.h"
 
 namespace llmc {
 
@@ -72,20 +74,18 @@ Data build_data(const SearchConfig& c, Llama& model) {
   const int64_t need = (c.train_sequences + c.valid_sequences) * c.seq_len;
   std::vector<int32_t> stream;
   if (c.data_sources.empty()) {
-    // Data-free calibration (as in LLM-QAT): text the model samples itself, from BOS.
+    // Data-free calibration (as in LLM-QAT): text the model samples itself, from BOS; the same
+    // batched sampler export uses, on the runtime engine (no per-op libtorch dispatch per token).
     spdlog::info("data: sampling {} sequences of {} tokens from the model (data-free calibration)",
                  c.train_sequences + c.valid_sequences, c.seq_len);
-    const int32_t start = tok.bos_id() >= 0 ? tok.bos_id() : tok.eos_id();
-    GenerateOptions g;
-    g.max_new_tokens = static_cast<int>(c.seq_len - 1);
-    g.temperature = 1.0;
-    g.stop_at_eos = false;
-    for (int64_t i = 0; i < c.train_sequences + c.valid_sequences; ++i) {
-      g.seed = c.seed * 1000003 + i;
-      auto out = generate(model, {start}, g);
-      stream.push_back(start);
-      stream.insert(stream.end(), out.begin(), out.end());
-    }
+    CalibOptions co;
+    co.source = "generate";
+    co.samples = c.train_sequences + c.valid_sequences;
+    co.seq_len = c.seq_len;
+    co.seed = c.seed;
+    auto sampler = make_runtime(model);
+    const at::Tensor toks = calibration_tokens(*sampler, co).contiguous();
+    stream.assign(toks.data_ptr<int64_t>(), toks.data_ptr<int64_t>() + toks.numel());
   } else {
     for (const auto& src : c.data_sources) {
       for (const auto& d : load_text_docs(src.substr(5))) {
@@ -270,6 +270,70 @@ double peak_rss_mib() {
   struct rusage ru {};
   ::getrusage(RUSAGE_SELF, &ru);
   return ru.ru_maxrss / 1024.0;
+}
+
+// The discrete architecture's LUT prediction without building importance orders (predict_ms reads
+// widths and bits only).
+Arch light_arch(const std::vector<ChoiceIndex>& idx, const std::vector<LayerChoices>& ch, const ModelConfig& base,
+                int group_size) {
+  Arch a;
+  a.base = base;
+  a.group_size = group_size;
+  for (size_t l = 0; l < idx.size(); ++l) {
+    LayerArch la;
+    la.kv_heads = ch[l].kv[idx[l].kv];
+    la.mlp_channels = ch[l].mlp[idx[l].mlp];
+    for (int j = 0; j < kNumLinears; ++j) la.bits[j] = ch[l].bits[idx[l].bits[j]];
+    a.layers.push_back(la);
+  }
+  return a;
+}
+
+// The argmax architecture can miss the target that the expected latency met (the distributions are
+// not one-hot). Greedy repair: apply the single choice change (one step narrower KV or MLP width, or
+// another bit width of one linear) that saves the most predicted latency per unit of
+// log-probability it gives up, until the prediction meets the target. Returns the changes made.
+int fit_to_target(std::vector<ChoiceIndex>& idx, const std::vector<ChoiceLogProbs>& lp,
+                  const std::vector<LayerChoices>& ch, const std::function<double(const std::vector<ChoiceIndex>&)>& ms,
+                  double target_ms) {
+  int changes = 0;
+  double cur = ms(idx);
+  while (cur > target_ms) {
+    double best_score = -1, best_ms = cur;
+    std::vector<ChoiceIndex> best;
+    auto consider = [&](std::vector<ChoiceIndex>& cand, double logp_cost) {
+      const double t = ms(cand);
+      if (t >= cur) return;
+      const double score = (cur - t) / std::max(logp_cost, 1e-6);
+      if (score > best_score) best_score = score, best_ms = t, best = cand;
+    };
+    for (size_t l = 0; l < idx.size(); ++l) {
+      std::vector<ChoiceIndex> cand = idx;
+      const ChoiceIndex c = idx[l];
+      if (c.kv + 1 < static_cast<int64_t>(ch[l].kv.size())) {
+        cand[l].kv = c.kv + 1;
+        consider(cand, lp[l].kv[c.kv] - lp[l].kv[c.kv + 1]);
+        cand[l] = c;
+      }
+      if (c.mlp + 1 < static_cast<int64_t>(ch[l].mlp.size())) {
+        cand[l].mlp = c.mlp + 1;
+        consider(cand, lp[l].mlp[c.mlp] - lp[l].mlp[c.mlp + 1]);
+        cand[l] = c;
+      }
+      for (int j = 0; j < kNumLinears; ++j)
+        for (int64_t b = 0; b < static_cast<int64_t>(ch[l].bits.size()); ++b) {
+          if (b == c.bits[j]) continue;
+          cand[l].bits[j] = b;
+          consider(cand, lp[l].bits[j][c.bits[j]] - lp[l].bits[j][b]);
+          cand[l] = c;
+        }
+    }
+    if (best.empty()) break;  // nothing is faster: the caller reports the miss
+    idx = std::move(best);
+    cur = best_ms;
+    ++changes;
+  }
+  return changes;
 }
 
 }  // namespace
@@ -491,8 +555,17 @@ SearchResult run_search(const SearchConfig& c, const SearchOptions& opts) {
     }
   }
 
-  // Discretize: argmax of every choice.
+  // Discretize: argmax of every choice, then (fit_target) the greedy repair onto the target.
   auto idx = net->argmax();
+  auto predict = [&](const std::vector<ChoiceIndex>& x) {
+    return lut.predict_ms(light_arch(x, net->choices(), base, c.space.group_size), M);
+  };
+  res.argmax_predicted_ms = predict(idx);
+  if (c.fit_target && res.argmax_predicted_ms > res.target_ms) {
+    res.fit_changes = fit_to_target(idx, net->log_probs(), net->choices(), predict, res.target_ms);
+    spdlog::info("fit_target: argmax architecture {:.3f} ms > target {:.3f} ms; {} choice changes -> {:.3f} ms",
+                 res.argmax_predicted_ms, res.target_ms, res.fit_changes, predict(idx));
+  }
   res.arch = net->to_arch(idx, imp, base);
   res.arch.group_size = c.space.group_size;
   res.predicted_ms = lut.predict_ms(res.arch, M);
@@ -510,6 +583,8 @@ SearchResult run_search(const SearchConfig& c, const SearchOptions& opts) {
                    {"target_ms", res.target_ms},
                    {"fastest_ms", res.fastest_ms},
                    {"predicted_ms", res.predicted_ms},
+                   {"argmax_predicted_ms", res.argmax_predicted_ms},
+                   {"fit_target_changes", res.fit_changes},
                    {"predicted_size_bytes", res.arch.predicted_size_bytes},
                    {"original_size_bytes", lut.weight_bytes(full16)},
                    {"original_valid_ppl", res.original_valid_ppl},

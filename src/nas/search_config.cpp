@@ -135,6 +135,7 @@ SearchConfig parse_search_config(const std::string& text, const std::string& whe
     o.get("tau_end", &c.tau_end);
     o.get("hard", &c.hard);
     o.get("distill", &c.distill);
+    o.get("fit_target", &c.fit_target);
     o.get("seed", &c.seed);
     o.get("checkpoint_every", &c.checkpoint_every);
     o.get("sequential_mid_bits", &c.sequential_mid_bits);

@@ -263,6 +263,23 @@ std::vector<ChoiceIndex> Supernet::argmax() const {
   return out;
 }
 
+std::vector<ChoiceLogProbs> Supernet::log_probs() const {
+  at::NoGradGuard ng;
+  auto lp = [](const at::Tensor& alpha) {
+    auto t = at::log_softmax(alpha.detach().to(at::kDouble), 0).contiguous();
+    return std::vector<double>(t.data_ptr<double>(), t.data_ptr<double>() + t.numel());
+  };
+  std::vector<ChoiceLogProbs> out;
+  for (const auto& L : layers_) {
+    ChoiceLogProbs c;
+    c.kv = lp(L->kv.alpha);
+    c.mlp = lp(L->mlp.alpha);
+    for (int j = 0; j < kNumLinears; ++j) c.bits[j] = lp(L->bits[j].alpha);
+    out.push_back(std::move(c));
+  }
+  return out;
+}
+
 std::vector<ChoiceIndex> Supernet::fastest() const {
   // Latency is separable: attention block (kv width + q/k/v/o bits) and MLP block.
   std::vector<ChoiceIndex> out;

@@ -234,7 +234,9 @@ TEST_F(SearchRun, ZeroLambdaEndsAtWidest16Bit) {
   SearchOptions o;
   o.progress = false;
   o.out_dir = dir() + "/wide";
-  auto r = run_search(config(R"("steps":150,"arch_lr":0.5,"lambda":0,"distill":true,"tau_start":1.0,"tau_end":1.0)"), o);
+  auto r = run_search(
+      config(R"("steps":150,"arch_lr":0.5,"lambda":0,"distill":true,"tau_start":1.0,"tau_end":1.0,"fit_target":false)"), o);
+  EXPECT_EQ(r.fit_changes, 0);
   for (size_t i = 0; i < r.arch.layers.size(); ++i) {
     const auto& l = r.arch.layers[i];
     EXPECT_EQ(l.kv_heads, 4);
@@ -243,6 +245,21 @@ TEST_F(SearchRun, ZeroLambdaEndsAtWidest16Bit) {
   }
   if (HasFailure()) std::cerr << r.arch.alphas_json << "\n";
   EXPECT_NEAR(r.valid_ppl, r.original_valid_ppl, 1e-4 * r.original_valid_ppl);  // the original function
+}
+
+// The same run with fit_target: the widest argmax misses the 0.5 target; the greedy repair brings
+// the LUT prediction under it.
+TEST_F(SearchRun, FitTargetRepairsAnArgmaxThatMissesTheTarget) {
+  SearchOptions o;
+  o.progress = false;
+  o.out_dir = dir() + "/fit";
+  auto r = run_search(config(R"("steps":40,"arch_lr":0.5,"lambda":0,"distill":true,"tau_start":1.0,"tau_end":1.0)"), o);
+  EXPECT_GT(r.argmax_predicted_ms, r.target_ms);
+  EXPECT_GT(r.fit_changes, 0);
+  EXPECT_LE(r.predicted_ms, r.target_ms);
+  auto s = nlohmann::json::parse(read_text_file(o.out_dir + "/summary.json"));
+  EXPECT_EQ(s["fit_target_changes"].get<int>(), r.fit_changes);
+  EXPECT_NEAR(s["argmax_predicted_ms"].get<double>(), r.argmax_predicted_ms, 1e-9);
 }
 
 // A run stopped at a random step and resumed ends exactly like an uninterrupted run.

@@ -29,6 +29,8 @@ struct SearchResult {
   Arch arch;
   bool interrupted = false;  // stopped by a signal / request; checkpoint written
   double target_ms = 0, predicted_ms = 0, original_ms = 0, fastest_ms = 0;
+  double argmax_predicted_ms = 0;  // the argmax architecture, before fit_target's repair
+  int fit_changes = 0;             // choices fit_target changed (0: argmax met the target or fit_target off)
   double valid_ppl = 0;        // discretized, fake-quantized subnet on the valid split
   double original_valid_ppl = 0;
   int64_t steps_done = 0;

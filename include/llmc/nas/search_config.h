@@ -29,6 +29,7 @@ struct SearchConfig {
   int64_t lora_rank = 0;  // 0 = frozen weights
   double lambda = 2.0, tau_start = 1.0, tau_end = 0.1;
   bool hard = false, distill = true;
+  bool fit_target = true;  // repair an argmax architecture that misses the target (see configs/README.md)
   uint64_t seed = 0;
   int64_t checkpoint_every = 25;
   int sequential_mid_bits = 4;

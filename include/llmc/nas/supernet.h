@@ -46,6 +46,12 @@ struct ChoiceIndex {
   std::array<int64_t, kNumLinears> bits{};
 };
 
+// log softmax(alpha) of every option of one layer's choices.
+struct ChoiceLogProbs {
+  std::vector<double> kv, mlp;
+  std::array<std::vector<double>, kNumLinears> bits;
+};
+
 class Supernet {
  public:
   // model: importance-permuted, dense. group_size: requested quantization group.
@@ -63,6 +69,7 @@ class Supernet {
   at::Tensor expected_latency_ms() const;
   double latency_ms(const std::vector<ChoiceIndex>& idx) const;  // of one discrete architecture
   std::vector<ChoiceIndex> argmax() const;
+  std::vector<ChoiceLogProbs> log_probs() const;
   std::vector<ChoiceIndex> fastest() const;  // per layer the fastest option (exhaustive)
   std::vector<ChoiceIndex> widest() const;   // full widths, most bits
   double mean_entropy() const;
