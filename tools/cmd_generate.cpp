@@ -6,12 +6,13 @@
 #include "llmc/core/log.h"
 #include "llmc/model/generate.h"
 #include "llmc/model/load.h"
+#include "llmc/runtime/engine.h"
 
 namespace llmc::cli {
 
 namespace {
 struct GenerateArgs {
-  std::string model, prompt, dtype = "float32";
+  std::string model, prompt, dtype = "float32", engine = "auto";
   GenerateOptions g;
   bool json = false;
 };
@@ -26,9 +27,24 @@ Action add_generate(CLI::App& app) {
   app.add_option("--top-p", a->g.top_p, "Nucleus sampling mass")->capture_default_str()->check(CLI::Range(0.0, 1.0));
   app.add_option("--seed", a->g.seed, "Sampling seed")->capture_default_str();
   app.add_option("--dtype", a->dtype, "Compute dtype: float32 | bfloat16")->capture_default_str();
+  app.add_option("--engine", a->engine,
+                 "auto (runtime for float32, torch for bfloat16) | runtime (our decode engine over preallocated "
+                 "buffers) | torch (the libtorch reference forward)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"auto", "runtime", "torch"}));
   app.add_flag("--json", a->json, "Print {prompt_ids, ids, text} as JSON");
   return [a] {
     auto m = load_llama(a->model, LoadOptions{a->dtype, true});
+    // The runtime engine decodes without per-op libtorch dispatch (logits equal the reference's to
+    // ~1e-5; tests/model/test_runtime.cpp). Exported folders load as runtime models already.
+    std::unique_ptr<RuntimeLlama> rt;
+    CausalLM* run = m.get();
+    const bool is_rt = dynamic_cast<RuntimeLlama*>(m.get()) != nullptr;
+    if (!is_rt && (a->engine == "runtime" || (a->engine == "auto" && a->dtype == "float32"))) {
+      rt = make_runtime(*m);
+      run = rt.get();
+    }
+    spdlog::debug("generate: {} engine", run == m.get() && !is_rt ? "torch" : "runtime");
     const Tokenizer& tok = m->tokenizer();
     auto prompt_ids = tok.encode(a->prompt, tok.add_bos_default());
     std::vector<int32_t> ids;
@@ -50,7 +66,7 @@ Action add_generate(CLI::App& app) {
       };
     }
     (void)stream;
-    auto out = generate(*m, prompt_ids, a->g, on_token, &st);
+    auto out = generate(*run, prompt_ids, a->g, on_token, &st);
     std::string text = tok.decode(out);
     if (a->json) {
       nlohmann::json j = {{"prompt_ids", prompt_ids}, {"ids", out}, {"text", text}};

@@ -272,23 +272,6 @@ double peak_rss_mib() {
   return ru.ru_maxrss / 1024.0;
 }
 
-// The discrete architecture's LUT prediction without building importance orders (predict_ms reads
-// widths and bits only).
-Arch light_arch(const std::vector<ChoiceIndex>& idx, const std::vector<LayerChoices>& ch, const ModelConfig& base,
-                int group_size) {
-  Arch a;
-  a.base = base;
-  a.group_size = group_size;
-  for (size_t l = 0; l < idx.size(); ++l) {
-    LayerArch la;
-    la.kv_heads = ch[l].kv[idx[l].kv];
-    la.mlp_channels = ch[l].mlp[idx[l].mlp];
-    for (int j = 0; j < kNumLinears; ++j) la.bits[j] = ch[l].bits[idx[l].bits[j]];
-    a.layers.push_back(la);
-  }
-  return a;
-}
-
 // The argmax architecture can miss the target that the expected latency met (the distributions are
 // not one-hot). Greedy repair: apply the single choice change (one step narrower KV or MLP width, or
 // another bit width of one linear) that saves the most predicted latency per unit of
@@ -558,7 +541,10 @@ SearchResult run_search(const SearchConfig& c, const SearchOptions& opts) {
   // Discretize: argmax of every choice, then (fit_target) the greedy repair onto the target.
   auto idx = net->argmax();
   auto predict = [&](const std::vector<ChoiceIndex>& x) {
-    return lut.predict_ms(light_arch(x, net->choices(), base, c.space.group_size), M);
+    // predict_ms reads widths and bits only: no importance orders needed.
+    Arch a = arch_of_choices(x, net->choices(), base);
+    a.group_size = c.space.group_size;
+    return lut.predict_ms(a, M);
   };
   res.argmax_predicted_ms = predict(idx);
   if (c.fit_target && res.argmax_predicted_ms > res.target_ms) {

@@ -348,17 +348,25 @@ double Supernet::mean_entropy() const {
   return n ? sum / n : 0.0;
 }
 
-Arch Supernet::to_arch(const std::vector<ChoiceIndex>& idx, const Importance& imp, const ModelConfig& base) const {
+Arch arch_of_choices(const std::vector<ChoiceIndex>& idx, const std::vector<LayerChoices>& ch,
+                     const ModelConfig& base) {
   Arch a;
   a.base = base;
-  for (size_t l = 0; l < layers_.size(); ++l) {
+  for (size_t l = 0; l < idx.size(); ++l) {
     LayerArch la;
-    la.kv_heads = choices_[l].kv[idx[l].kv];
-    la.mlp_channels = choices_[l].mlp[idx[l].mlp];
-    for (int j = 0; j < kNumLinears; ++j) la.bits[j] = choices_[l].bits[idx[l].bits[j]];
-    if (l < imp.kv_order.size()) la.kv_order = imp.kv_order[l];
-    if (l < imp.mlp_order.size()) la.mlp_order = imp.mlp_order[l];
+    la.kv_heads = ch[l].kv[idx[l].kv];
+    la.mlp_channels = ch[l].mlp[idx[l].mlp];
+    for (int j = 0; j < kNumLinears; ++j) la.bits[j] = ch[l].bits[idx[l].bits[j]];
     a.layers.push_back(la);
+  }
+  return a;
+}
+
+Arch Supernet::to_arch(const std::vector<ChoiceIndex>& idx, const Importance& imp, const ModelConfig& base) const {
+  Arch a = arch_of_choices(idx, choices_, base);
+  for (size_t l = 0; l < a.layers.size(); ++l) {
+    if (l < imp.kv_order.size()) a.layers[l].kv_order = imp.kv_order[l];
+    if (l < imp.mlp_order.size()) a.layers[l].mlp_order = imp.mlp_order[l];
   }
   return a;
 }

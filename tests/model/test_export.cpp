@@ -530,3 +530,23 @@ TEST(ExportCli, BenchPrintsLutPrediction) {
   r = run_cli("--threads 1 bench --prompt-tokens 32 --new-tokens 8 --repeats 1 --lut " + lut8 + " --model " + out);
   EXPECT_EQ(r.code, 1) << r.out;
 }
+
+// generate runs the runtime engine by default for float32 models; both engines give stories260K's
+// reference greedy continuation through the CLI.
+TEST(ExportCli, GenerateEnginesMatchReferenceGreedy) {
+  if (!dir_exists(stories())) GTEST_SKIP() << "no " << stories();
+  auto ref = nlohmann::json::parse(read_text_file(stories() + "/reference_greedy.json"));
+  const auto& c = ref["cases"][1];
+  const auto want = c["generated_ids"].get<std::vector<int>>();
+  for (const char* engine : {"auto", "runtime", "torch"}) {
+    CliRun r = run_cli(std::string("--threads 1 generate --json --engine ") + engine + " --max-new-tokens " +
+                       std::to_string(want.size()) + " --prompt \"" + c["prompt"].get<std::string>() + "\" --model " +
+                       stories());
+    ASSERT_EQ(r.code, 0) << r.out;
+    auto j = nlohmann::json::parse(r.out.substr(r.out.find("{\"ids\"")));
+    EXPECT_EQ(j["ids"].get<std::vector<int>>(), want) << engine;
+  }
+  CliRun r = run_cli("generate --engine runtime --dtype bfloat16 --prompt hi --model " + stories());
+  EXPECT_EQ(r.code, 1) << r.out;
+  EXPECT_NE(r.out.find("float32"), std::string::npos) << r.out;
+}

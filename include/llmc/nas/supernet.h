@@ -52,6 +52,9 @@ struct ChoiceLogProbs {
   std::array<std::vector<double>, kNumLinears> bits;
 };
 
+// Widths and bits of the chosen options (identity orders; group_size left at its default).
+Arch arch_of_choices(const std::vector<ChoiceIndex>& idx, const std::vector<LayerChoices>& ch, const ModelConfig& base);
+
 class Supernet {
  public:
   // model: importance-permuted, dense. group_size: requested quantization group.
