@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
@@ -34,7 +35,19 @@ using ojson = nlohmann::ordered_json;
 namespace {
 
 std::atomic<bool> g_stop{false};
-extern "C" void on_signal(int) { g_stop.store(true); }
+std::atomic<bool> g_in_steps{false};  // inside the step loop, where a stop writes a checkpoint
+// In the step loop: stop at the end of the step (checkpoint). Before it (loading, LUT, sampling
+// calibration text) there is nothing to save: leave at once, as the user asked.
+extern "C" void on_signal(int sig) {
+  if (g_in_steps.load()) {
+    g_stop.store(true);
+    return;
+  }
+  static const char msg[] = "\nsearch: interrupted before the first step; nothing to checkpoint\n";
+  ssize_t ignored = ::write(2, msg, sizeof msg - 1);
+  (void)ignored;
+  ::_exit(128 + sig);
+}
 
 // Adam with explicit state so a checkpoint restores it exactly.
 struct Adam {
@@ -444,6 +457,10 @@ SearchResult run_search(const SearchConfig& c, const SearchOptions& opts) {
   double step_seconds_sum = 0;
   int64_t steps_timed = 0;
   auto run_phase = [&](int phase, int64_t first, int64_t last, bool restore) -> bool {
+    g_in_steps.store(true);
+    struct Leave {
+      ~Leave() { g_in_steps.store(false); }
+    } leave;
     Adam arch_opt(net->arch_parameters(), c.arch_lr);
     std::unique_ptr<Adam> w_opt;
     if (c.lora_rank > 0) w_opt = std::make_unique<Adam>(net->weight_parameters(), c.weight_lr);
@@ -549,8 +566,13 @@ SearchResult run_search(const SearchConfig& c, const SearchOptions& opts) {
   res.argmax_predicted_ms = predict(idx);
   if (c.fit_target && res.argmax_predicted_ms > res.target_ms) {
     res.fit_changes = fit_to_target(idx, net->log_probs(), net->choices(), predict, res.target_ms);
+    const double fitted = predict(idx);
     spdlog::info("fit_target: argmax architecture {:.3f} ms > target {:.3f} ms; {} choice changes -> {:.3f} ms",
-                 res.argmax_predicted_ms, res.target_ms, res.fit_changes, predict(idx));
+                 res.argmax_predicted_ms, res.target_ms, res.fit_changes, fitted);
+    if (fitted > res.target_ms)
+      spdlog::warn("fit_target: no remaining choice is faster; the result misses the target by {:.1f}% (sequential "
+                   "mode keeps phase 1's widths: a lower width target or more steps may help)",
+                   100.0 * (fitted / res.target_ms - 1.0));
   }
   res.arch = net->to_arch(idx, imp, base);
   res.arch.group_size = c.space.group_size;
