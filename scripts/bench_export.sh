@@ -66,9 +66,10 @@ PY
     done
   done
 done
-printf '%s\n' "${rows[@]}" | python3 - "$OUT/bench_export.json" "$(ppl "$M")" "$THREADS" <<'PY'
+printf '%s\n' "${rows[@]}" > "$OUT/rows.jsonl"
+python3 - "$OUT/bench_export.json" "$(ppl "$M")" "$THREADS" "$OUT/rows.jsonl" <<'PY'
 import json, os, sys
-rows = [json.loads(l) for l in sys.stdin if l.strip()]
+rows = [json.loads(l) for l in open(sys.argv[4]) if l.strip()]
 out = {"model": "stories260K", "original_tinystories_ppl": float(sys.argv[2]), "threads": int(sys.argv[3]), "rows": rows}
 tmp = sys.argv[1] + ".tmp"
 json.dump(out, open(tmp, "w"), indent=2)
