@@ -3,12 +3,12 @@
 # model on the same batch (goal <= 1.5x), and peak memory, for stories260K and a synthetic
 # ~100M-parameter Llama (random bf16 weights, Llama-2 tokenizer; written here, timing only).
 # Usage: scripts/bench_search.sh [OUT.json]   (default runs/bench_search.json)
-# Environment: THREADS (default: all cores), STEPS (20), SYNTH (1; 0 = stories260K only).
+# Environment: THREADS (default: all cores), STEPS (20), SYNTH (1; 0 = stories260K only), BUILD (build).
 set -euo pipefail
 export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 out="${1:-$root/runs/bench_search.json}"
-bin="$root/build/bin/llmcompress"
+bin="${BUILD:-$root/build}/bin/llmcompress"
 shared="${LLMC_SHARED:-$root/../shared}"
 threads="${THREADS:-0}"
 steps="${STEPS:-20}"

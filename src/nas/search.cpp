@@ -470,6 +470,21 @@ SearchResult run_search(const SearchConfig& c, const SearchOptions& opts) {
       if (w_opt) w_opt->t = ck.w_t;
     }
     const double T = phase_target(phase);
+    // The teacher is frozen and the batches repeat, so its logits are computed once per batch and
+    // kept while they fit in kTeacherCacheBytes (the same values: results are unchanged).
+    constexpr double kTeacherCacheBytes = 2.0 * (1ull << 30);
+    const double teacher_bytes = static_cast<double>(data.train.size() + data.valid.size()) * c.batch_size *
+                                 c.seq_len * base.vocab_size * 4.0;
+    const bool cache_teacher = teacher && teacher_bytes <= kTeacherCacheBytes;
+    std::vector<at::Tensor> teach_train(data.train.size()), teach_valid(data.valid.size());
+    auto teacher_logits = [&](const at::Tensor& batch, at::Tensor* slot) {
+      if (!teacher) return at::Tensor();
+      if (cache_teacher && slot->defined()) return *slot;
+      at::NoGradGuard ng;
+      at::Tensor t = teacher->forward(batch);
+      if (cache_teacher) *slot = t;
+      return t;
+    };
     auto phase_t0 = std::chrono::steady_clock::now();
     Progress bar(seq ? fmt::format("search phase {}", phase) : "search", last - first, "step");
     for (int64_t step = first; step < last; ++step) {
@@ -479,11 +494,7 @@ SearchResult run_search(const SearchConfig& c, const SearchOptions& opts) {
       const auto& vb = data.valid[step % data.valid.size()];
       if (w_opt) {  // weight step (LoRA) on the train split
         net->sample(tau, c.hard, rng);
-        at::Tensor teach;
-        if (teacher) {
-          at::NoGradGuard ng;
-          teach = teacher->forward(tb);
-        }
+        const at::Tensor teach = teacher_logits(tb, &teach_train[step % data.train.size()]);
         task_loss(model->forward(tb), tb, teach).backward();
         w_opt->step();
         w_opt->zero_grad();
@@ -491,11 +502,7 @@ SearchResult run_search(const SearchConfig& c, const SearchOptions& opts) {
       }
       // Architecture step on the valid split.
       net->sample(tau, c.hard, rng);
-      at::Tensor teach;
-      if (teacher) {
-        at::NoGradGuard ng;
-        teach = teacher->forward(vb);
-      }
+      const at::Tensor teach = teacher_logits(vb, &teach_valid[step % data.valid.size()]);
       auto lt = task_loss(model->forward(vb), vb, teach);
       auto elat = net->expected_latency_ms();
       auto ll = c.lambda * at::relu(elat / T - 1.0);
