@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <nlohmann/json.hpp>
 #include <random>
 
@@ -298,6 +299,25 @@ TEST_F(SearchRun, SequentialModeRunsBothPhases) {
   auto log = read_text_file(o.out_dir + "/search_log.jsonl");
   EXPECT_NE(log.find("\"phase\":1"), std::string::npos);
   EXPECT_NE(log.find("\"phase\":2"), std::string::npos);
+}
+
+// Data-free calibration (no sources): the model samples its own text on the runtime engine,
+// seeded, so two runs see the same data and log the same steps.
+TEST_F(SearchRun, DataFreeCalibrationIsSeededAndRuns) {
+  std::string logs[2];
+  for (int i = 0; i < 2; ++i) {
+    SearchOptions o;
+    o.progress = false;
+    o.out_dir = dir() + "/datafree" + std::to_string(i);
+    auto c = config(R"("steps":3,"arch_lr":0.2,"lambda":5)");
+    c.data_sources.clear();
+    auto r = run_search(c, o);
+    EXPECT_EQ(r.steps_done, 3);
+    EXPECT_TRUE(std::isfinite(r.valid_ppl));
+    logs[i] = read_text_file(o.out_dir + "/search_log.jsonl");
+  }
+  EXPECT_FALSE(logs[0].empty());
+  EXPECT_EQ(logs[0], logs[1]);
 }
 
 TEST_F(SearchRun, BadConfigsGiveOneClearError) {
