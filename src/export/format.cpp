@@ -72,8 +72,9 @@ SizeReport size_report(const Llama& model, const std::string& dense_dtype) {
   const auto& c = model.config();
   const auto& w = model.weights();
   SizeReport r;
-  r.embedding = c.vocab_size * c.hidden_size * elt;
   const bool packed_head = dynamic_cast<const QuantizedLinear*>(w.lm_head.get()) != nullptr;
+  // A tied embedding with a packed lm_head is stored once, as the lm_head (see the writer).
+  r.embedding = packed_head && c.tie_word_embeddings ? 0 : c.vocab_size * c.hidden_size * elt;
   r.lm_head = packed_head || !c.tie_word_embeddings ? linear_bytes(*w.lm_head, elt) : 0;
   r.norms = (2 * c.num_layers + 1) * c.hidden_size * 4;
   for (const auto& L : w.layers)
@@ -173,9 +174,13 @@ void write_export_folder(const Llama& model, const std::string& dir_in, const Ex
   fmtj["group_size"] = o.group_size;
   fmtj["dense_dtype"] = o.dense_dtype;
   fmtj["lm_head_bits"] = linear_bits(*w.lm_head);
+  // Tied and packed: the embedding is the dequantized lm_head table (quantize_model made it so),
+  // stored once.
+  const bool shared_table = c.tie_word_embeddings && dynamic_cast<const QuantizedLinear*>(w.lm_head.get());
+  fmtj["embedding"] = shared_table ? "lm_head" : "model.embed_tokens.weight";
   fmtj["layers"] = json::array();
   TensorList t;
-  t.dense("model.embed_tokens.weight", w.embed, o.dense_dtype);
+  if (!shared_table) t.dense("model.embed_tokens.weight", w.embed, o.dense_dtype);
   t.dense("model.norm.weight", w.final_norm, "float32");
   if (dynamic_cast<const QuantizedLinear*>(w.lm_head.get()) || !c.tie_word_embeddings)
     t.linear("lm_head", *w.lm_head, o.dense_dtype);
@@ -442,12 +447,21 @@ std::unique_ptr<Llama> load_exported(const std::string& dir, const LoadOptions& 
   FolderReader r(st_path);
   const int64_t H = c.hidden_size, hd = c.head_dim;
   LlamaWeights w;
-  w.embed = r.dense("model.embed_tokens.weight", {c.vocab_size, H}, "embedding");
+  const std::string embedding = f.contains("embedding") ? jget<std::string>(f, "embedding", cfg_path)
+                                                        : std::string("model.embed_tokens.weight");
+  if (embedding != "model.embed_tokens.weight" && embedding != "lm_head")
+    fail("{}: llmc_format embedding '{}' is not supported (model.embed_tokens.weight or lm_head)", cfg_path, embedding);
+  if (embedding == "lm_head" && (head_bits == 16 || !c.tie_word_embeddings))
+    fail("{}: llmc_format embedding 'lm_head' needs tie_word_embeddings and a packed lm_head (lm_head_bits < 16)",
+         cfg_path);
+  if (embedding == "model.embed_tokens.weight")
+    w.embed = r.dense("model.embed_tokens.weight", {c.vocab_size, H}, "embedding");
   w.final_norm = r.dense("model.norm.weight", {H}, "final norm");
-  if (head_bits < 16)
+  if (head_bits < 16) {
     w.lm_head = std::make_shared<QuantizedLinear>(
         r.packed("lm_head", head_bits, effective_group(static_cast<int>(H), group), c.vocab_size, H, "lm_head"));
-  else if (c.tie_word_embeddings)
+    if (embedding == "lm_head") w.embed = w.lm_head->dense_weight().contiguous();  // the one stored table
+  } else if (c.tie_word_embeddings)
     w.lm_head = std::make_shared<DenseLinear>(w.embed);
   else
     w.lm_head = std::make_shared<DenseLinear>(r.dense("lm_head.weight", {c.vocab_size, H}, "lm_head"));

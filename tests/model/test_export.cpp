@@ -550,3 +550,48 @@ TEST(ExportCli, GenerateEnginesMatchReferenceGreedy) {
   EXPECT_EQ(r.code, 1) << r.out;
   EXPECT_NE(r.out.find("float32"), std::string::npos) << r.out;
 }
+
+// Tied embedding + packed lm_head: one table is stored ("embedding": "lm_head"), the in-memory
+// quantized model already computes with it, and the reloaded folder gives the same logits.
+TEST(Export, TiedEmbeddingSharesThePackedLmHead) {
+  auto c = test::tiny_config();
+  c.tie_word_embeddings = true;
+  auto m = test::random_llama(c, 21);
+  Arch a = uniform_arch(c, 4, 32);
+  auto sub = discretize(*m, a);
+  QuantizeOptions qo;
+  qo.group_size = 32;
+  qo.lm_head_bits = 8;
+  quantize_model(*sub, a, qo, {});
+  // The embedding is now the dequantized lm_head table.
+  EXPECT_TRUE(at::equal(sub->weights().embed, sub->weights().lm_head->dense_weight()));
+  TempDir d;
+  const std::string out = d.path + "/tied";
+  ExportWriteOptions wo;
+  wo.group_size = 32;
+  write_export_folder(*sub, out, wo);
+  SafetensorsFile f(out + "/model.safetensors");
+  EXPECT_EQ(f.find("model.embed_tokens.weight"), nullptr);
+  ASSERT_NE(f.find("lm_head.qweight"), nullptr);
+  auto cfg = nlohmann::json::parse(read_text_file(out + "/config.json"));
+  EXPECT_EQ(cfg["llmc_format"]["embedding"], "lm_head");
+  EXPECT_EQ(size_report(*sub).embedding, 0);
+  LoadOptions lo;
+  lo.need_tokenizer = false;
+  auto back = load_exported(out, lo, false);
+  at::manual_seed(3);
+  auto tokens = at::randint(0, c.vocab_size, {2, 7}, at::kLong);
+  auto want = sub->forward(tokens), got = back->forward(tokens);
+  EXPECT_LE((got - want).abs().max().item<double>(), 1e-5 * want.abs().max().item<double>());
+  // The flag without a packed, tied lm_head is refused.
+  auto j = cfg;
+  j["llmc_format"]["lm_head_bits"] = 16;
+  std::ofstream(out + "/config.json") << j.dump(2);
+  try {
+    load_exported(out, lo, false);
+    ADD_FAILURE() << "loaded an inconsistent folder";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("needs tie_word_embeddings and a packed lm_head"), std::string::npos)
+        << e.what();
+  }
+}

@@ -4,7 +4,7 @@
 //   config.json          HF-style config (per-layer widths as llmc_layer_kv_heads /
 //                        llmc_layer_intermediate) plus
 //                        "llmc_format": {"version": 1, "group_size": G, "dense_dtype": "float32",
-//                                        "lm_head_bits": 16,
+//                                        "lm_head_bits": 16, "embedding": "model.embed_tokens.weight",
 //                                        "layers": [{"kv_heads", "mlp_channels",
 //                                                    "bits": {"q", "k", "v", "o", "gate", "up", "down"}}]}
 //   model.safetensors    written by llmc::write_safetensors:
@@ -16,7 +16,9 @@
 //       <linear>.weight  dense_dtype [N, K]            16-bit linears
 //     with <linear> = model.layers.N.self_attn.{q,k,v,o}_proj | model.layers.N.mlp.{gate,up,down}_proj,
 //     g = effective_group(K, group_size) (quant.h), K_padded = round_up(K, g); lm_head.* when
-//     lm_head_bits < 16 (packed) or the embedding is not tied. A layer with kv_heads 0
+//     lm_head_bits < 16 (packed) or the embedding is not tied. A tied embedding with a packed
+//     lm_head is not stored: "embedding": "lm_head" says it is the dequantized lm_head table (the
+//     export quantized it so; the loader dequantizes it to fp32). A layer with kv_heads 0
 //     (mlp_channels 0) has no attention (MLP) linears.
 //   tokenizer.model / tokenizer.json / tokenizer_config.json / special_tokens_map.json /
 //   generation_config.json   copied from an HF source folder; tokenizer.gguf (a GGUF file with
