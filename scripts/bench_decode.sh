@@ -3,7 +3,7 @@
 #   1. builds build/ if llmcompress is missing (BUILD=... to use another build folder)
 #   2. exports stories260K at uniform:4 (RTN) and benches it
 #   3. if models/SmolLM2-135M-Instruct.Q4_1.gguf exists: exports it at uniform:4 (RTN, 8-bit packed
-#      lm_head, bf16 embedding, group 64) and benches it
+#      lm_head that the tied embedding shares, group 64) and benches it
 #   4. for each model, builds two small LUTs (full widths, the export's bits and group) and runs
 #      `bench --lut`: decode against a LUT whose context is the decode's mean context
 #      (PROMPT + NEW/2), prefill against one at M = PROMPT from an empty cache
@@ -12,42 +12,38 @@
 # Options (environment): OUT (default runs/bench_decode), THREADS (default: all cores), PROMPT (128),
 # NEW (128), REPEATS (5), LM_HEAD_BITS (8; 16 = exact fp32 lm_head), SMOL_GROUP (64).
 set -euo pipefail
-# Idle OpenMP workers sleep instead of spinning (they starve everything else on shared cores).
-export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-BUILD=${BUILD:-$ROOT/build}
-SHARED=${LLMC_SHARED:-$ROOT/../shared}
-OUT=${OUT:-$ROOT/runs/bench_decode}
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+BUILD=${BUILD:-$root/build}
+OUT=${OUT:-$root/runs/bench_decode}
 THREADS=${THREADS:-0}
 PROMPT=${PROMPT:-128}
 NEW=${NEW:-128}
 REPEATS=${REPEATS:-5}
 LM_HEAD_BITS=${LM_HEAD_BITS:-8}
 SMOL_GROUP=${SMOL_GROUP:-64}  # 576 = 9 x 64: no padded columns (group 128 pads K to 640)
-B=$BUILD/bin/llmcompress
 
-if [ ! -x "$B" ]; then
+if [ ! -x "$bin" ]; then
   echo "== building $BUILD" >&2
-  cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release >&2
+  cmake -S "$root" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release >&2
   cmake --build "$BUILD" -j"$(nproc)" --target llmcompress >&2
 fi
 mkdir -p "$OUT"
 G=(--threads "$THREADS")
 
 bench() {  # name model-folder source-model lm-head-bits group
-  "$B" "${G[@]}" bench --model "$2" --prompt-tokens "$PROMPT" --new-tokens "$NEW" --repeats "$REPEATS" \
+  "$bin" "${G[@]}" bench --model "$2" --prompt-tokens "$PROMPT" --new-tokens "$NEW" --repeats "$REPEATS" \
     --json --output "$OUT/$1.bench.json" > /dev/null
   echo "== $1: $(grep -E '"(decode|prefill)_tokens_per_s"' "$OUT/$1.bench.json" | tr -d ' \n')" >&2
   # LUT predicted vs measured (same thread count; the prediction covers the runtime's own ops).
   local space="$OUT/$1.space.json" ctx=$((PROMPT + NEW / 2))
   echo "{\"kv_group_fractions\": [1.0], \"mlp_width_fractions\": [1.0], \"bits\": [4, 16], \"group_size\": $5}" > "$space"
-  "$B" "${G[@]}" lut --model "$3" --space "$space" --tokens 1 --context "$ctx" --lm-head-bits "$4" \
+  "$bin" "${G[@]}" lut --model "$3" --space "$space" --tokens 1 --context "$ctx" --lm-head-bits "$4" \
     --out "$OUT/$1.lut_decode.json" 2> /dev/null > /dev/null
-  "$B" "${G[@]}" lut --model "$3" --space "$space" --tokens "$PROMPT" --context "$PROMPT" --lm-head-bits "$4" \
+  "$bin" "${G[@]}" lut --model "$3" --space "$space" --tokens "$PROMPT" --context "$PROMPT" --lm-head-bits "$4" \
     --out "$OUT/$1.lut_prefill.json" 2> /dev/null > /dev/null
-  "$B" "${G[@]}" bench --model "$2" --prompt-tokens "$PROMPT" --new-tokens "$NEW" --repeats "$REPEATS" \
+  "$bin" "${G[@]}" bench --model "$2" --prompt-tokens "$PROMPT" --new-tokens "$NEW" --repeats "$REPEATS" \
     --lut "$OUT/$1.lut_decode.json" --json --output "$OUT/$1.bench_lut_decode.json" > /dev/null
-  "$B" "${G[@]}" bench --model "$2" --prompt-tokens "$PROMPT" --new-tokens 1 --repeats "$REPEATS" \
+  "$bin" "${G[@]}" bench --model "$2" --prompt-tokens "$PROMPT" --new-tokens 1 --repeats "$REPEATS" \
     --lut "$OUT/$1.lut_prefill.json" --json --output "$OUT/$1.bench_lut_prefill.json" > /dev/null
   python3 - "$OUT/$1" <<'PY'
 import json, sys
@@ -64,20 +60,20 @@ PY
 }
 
 entries=()
-STORIES=$SHARED/models/stories260K
+STORIES=$shared/models/stories260K
 if [ -d "$STORIES" ]; then
   echo "== export stories260K uniform:4 (RTN)" >&2
-  "$B" "${G[@]}" export --model "$STORIES" --arch uniform:4 --quant rtn --out "$OUT/stories260K-u4" >&2
+  "$bin" "${G[@]}" export --model "$STORIES" --arch uniform:4 --quant rtn --out "$OUT/stories260K-u4" >&2
   bench stories260K-u4 "$OUT/stories260K-u4" "$STORIES" 16 128
   entries+=("\"stories260K-u4\": $(cat "$OUT/stories260K-u4.bench.json")")
 else
   echo "== skip stories260K: $STORIES not found" >&2
 fi
 
-GGUF=$ROOT/models/SmolLM2-135M-Instruct.Q4_1.gguf
+GGUF=$root/models/SmolLM2-135M-Instruct.Q4_1.gguf
 if [ -f "$GGUF" ]; then
-  echo "== export SmolLM2-135M uniform:4 (RTN, lm_head $LM_HEAD_BITS bits, bf16 embedding)" >&2
-  if "$B" "${G[@]}" export --model "$GGUF" --arch uniform:4 --quant rtn --lm-head-bits "$LM_HEAD_BITS" \
+  echo "== export SmolLM2-135M uniform:4 (RTN, lm_head $LM_HEAD_BITS bits, shared by the tied embedding)" >&2
+  if "$bin" "${G[@]}" export --model "$GGUF" --arch uniform:4 --quant rtn --lm-head-bits "$LM_HEAD_BITS" \
        --dense-dtype bfloat16 --group-size "$SMOL_GROUP" --out "$OUT/smollm2-135m-u4" >&2; then
     bench smollm2-135m-u4 "$OUT/smollm2-135m-u4" "$GGUF" "$LM_HEAD_BITS" "$SMOL_GROUP"
     entries+=("\"smollm2-135m-u4\": $(cat "$OUT/smollm2-135m-u4.bench.json")")

@@ -14,13 +14,12 @@
 #   "acc", "acc_norm"}. tokens = context + continuation tokens of every request (the same count for
 #   both scorers).
 set -euo pipefail
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-shared="${LLMC_SHARED:-$root/../shared}"
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 model="${1:-$shared/models/stories260K}"
 task="${2:-arc_easy}"
 limit="${3:-200}"
 out="${4:-$root/build/bench_eval.json}"
-bin="${LLMC_BIN:-$root/build/bin/llmcompress}"
+bin="${LLMC_BIN:-$bin}"
 threads="${THREADS:-1}"
 batch="${BATCH_SIZE:-32}"
 reps="${REPS:-3}"

@@ -7,17 +7,14 @@
 # LUT (latency table; default: the first search folder's lut.json; uniform archs are exported with
 # its space's group size so one table covers every row).
 set -euo pipefail
-export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-B=${BUILD:-$ROOT/build}/bin/llmcompress
-SHARED=${LLMC_SHARED:-$ROOT/../shared}
-M=$SHARED/models/stories260K
-DATA=$SHARED/data/tinystories/tinystories_sample.txt
-OUT=${OUT:-$ROOT/runs/bench_export}
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+M=$shared/models/stories260K
+DATA=$shared/data/tinystories/tinystories_sample.txt
+OUT=${OUT:-$root/runs/bench_export}
 THREADS=${THREADS:-1}
 FT_STEPS=${FT_STEPS:-100}
 LIMIT=${LIMIT:-200}
-[ -x "$B" ] || "$ROOT/scripts/setup.sh"
+[ -x "$bin" ] || "$root/scripts/setup.sh"
 [ -d "$M" ] || { echo "bench_export.sh: $M not found (set LLMC_SHARED)" >&2; exit 1; }
 [ $# -gt 0 ] || set -- uniform:4 uniform:3
 mkdir -p "$OUT"
@@ -31,7 +28,7 @@ T=(--threads "$THREADS")
 
 rows=()
 ppl() {  # model -> TinyStories token perplexity over LIMIT documents
-  "$B" "${T[@]}" eval --model "$1" --tasks "text:$DATA" --limit "$LIMIT" --json 2>/dev/null |
+  "$bin" "${T[@]}" eval --model "$1" --tasks "text:$DATA" --limit "$LIMIT" --json 2>/dev/null |
     python3 -c "import json,sys; r=json.load(sys.stdin)['results']; print(list(r.values())[0]['token_perplexity'])"
 }
 echo "== original: $(ppl "$M")" >&2
@@ -42,11 +39,11 @@ for arch in "$@"; do
       name=$(basename "$arch" | tr ':/' '__')-$q-ft$ft
       dir=$OUT/$name
       extra=(--group-size "$G"); [ "$ft" -gt 0 ] && extra+=(--finetune-steps "$ft" --distill)
-      "$B" "${T[@]}" export --model "$M" --arch "$archfile" --quant "$q" "${extra[@]}" --out "$dir" > "$dir.log" 2>&1
+      "$bin" "${T[@]}" export --model "$M" --arch "$archfile" --quant "$q" "${extra[@]}" --out "$dir" > "$dir.log" 2>&1
       p=$(ppl "$dir")
       lut=(); [ -n "$LUT" ] && lut=(--lut "$LUT")
       # Decode from 64 to 192 cached tokens: mean context 128 (the stories config's LUT context).
-      "$B" "${T[@]}" bench --model "$dir" --prompt-tokens 64 --new-tokens 128 --repeats 5 "${lut[@]}" --json \
+      "$bin" "${T[@]}" bench --model "$dir" --prompt-tokens 64 --new-tokens 128 --repeats 5 "${lut[@]}" --json \
         --output "$dir.bench.json" > /dev/null 2>> "$dir.log"
       rows+=("$(python3 - "$dir" "$name" "$p" "$arch" "$q" "$ft" <<'PY'
 import json, os, sys

@@ -5,11 +5,8 @@
 # Usage: scripts/bench_search.sh [OUT.json]   (default runs/bench_search.json)
 # Environment: THREADS (default: all cores), STEPS (20), SYNTH (1; 0 = stories260K only), BUILD (build).
 set -euo pipefail
-export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 out="${1:-$root/runs/bench_search.json}"
-bin="${BUILD:-$root/build}/bin/llmcompress"
-shared="${LLMC_SHARED:-$root/../shared}"
 threads="${THREADS:-0}"
 steps="${STEPS:-20}"
 [ -x "$bin" ] || "$root/scripts/setup.sh"

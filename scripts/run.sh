@@ -4,19 +4,13 @@
 # Outputs under runs/main-<model>/. Environment: LIMIT (200) eval documents per task, FT_STEPS (100)
 # LoRA fine-tune steps after quantization (0 = none).
 set -euo pipefail
-# Idle OpenMP workers sleep instead of spinning: on shared or busy cores, spinning workers starve
-# the thread that has the work (measured: stories260K ARC-Easy 28 req/s instead of 600 with 2 threads
-# on a busy 2-core machine).
-export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 "$root/scripts/setup.sh"
 cd "$root"
-shared="${LLMC_SHARED:-$root/../shared}"
 export LLMC_SHARED="$shared"
 which="${1:-smollm2}"
 limit="${LIMIT:-200}"
 ft_steps="${FT_STEPS:-100}"
-bin="$root/build/bin/llmcompress"
 
 if [ "$which" = "smollm2" ] && ! "$root/scripts/get-model.sh" smollm2-135m; then
   echo "run.sh: SmolLM2 unavailable, using stories260K" >&2

@@ -4,7 +4,6 @@
 
 #include <algorithm>
 #include <chrono>
-#include <ctime>
 #include <cstdio>
 #include <filesystem>
 #include <memory>
@@ -17,6 +16,7 @@
 #include "llmc/core/error.h"
 #include "llmc/core/files.h"
 #include "llmc/core/log.h"
+#include "llmc/core/timing.h"
 #include "llmc/export/format.h"
 #include "llmc/latency/lut.h"
 #include "llmc/nas/arch.h"
@@ -38,20 +38,6 @@ struct BenchArgs {
 
 using clock_t_ = std::chrono::steady_clock;
 double secs(clock_t_::time_point a, clock_t_::time_point b) { return std::chrono::duration<double>(b - a).count(); }
-
-// CPU seconds of this thread: with one thread, what an unshared core's wall clock would show (the
-// LUT's clock at --threads 1), however busy the machine is.
-double thread_cpu_s() {
-  timespec t{};
-  ::clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
-  return static_cast<double>(t.tv_sec) + 1e-9 * static_cast<double>(t.tv_nsec);
-}
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const size_t n = v.size();
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
 
 int64_t argmax(const float* p, int64_t n) { return std::max_element(p, p + n) - p; }
 
@@ -98,6 +84,32 @@ Action add_bench(CLI::App& app) {
       own_rt = make_runtime(*model, threads);
       rt = own_rt.get();
     }
+    // The LUT and what it predicts are checked before minutes of measuring, not after.
+    std::unique_ptr<LatencyTable> lut;
+    Arch arch;
+    bool lut_decode = false, lut_prefill = false;
+    if (!a->lut.empty()) {
+      lut = std::make_unique<LatencyTable>(LatencyTable::load(a->lut));
+      LLMC_CHECK(engine == "runtime", "--lut: the LUT times the runtime engine; use --engine runtime (or auto on an "
+                                      "exported folder)");
+      const int lm_bits = rt->engine().lm_head_bits();
+      if (lm_bits != lut->lm_head_bits())
+        fail("--lut {}: timed a {}-bit lm_head, this model's is {}-bit (rebuild with `lut --lm-head-bits {}`)", a->lut,
+             lut->lm_head_bits(), lm_bits, lm_bits);
+      const auto& toks = lut->tokens();
+      lut_decode = std::find(toks.begin(), toks.end(), 1) != toks.end();
+      lut_prefill = std::find(toks.begin(), toks.end(), P) != toks.end();
+      if (!lut_decode && !lut_prefill)
+        fail("--lut {}: has token counts [{}], neither 1 (decode) nor --prompt-tokens {}", a->lut,
+             fmt::join(toks, ", "), P);
+      // The exported folder's architecture, else the model as it is (all widths, 16 bits).
+      const std::string arch_path = path_join(a->model, "arch.json");
+      arch = dir_exists(a->model) && file_exists(arch_path) ? read_arch(arch_path)
+                                                            : uniform_arch(cfg, 16, lut->space().group_size);
+      (void)lut->predict_ms(arch, lut_decode ? 1 : P);  // an arch of another model or group size fails here
+      if (lut->threads() != threads)
+        spdlog::warn("--lut {}: measured with {} threads, this run uses {}", a->lut, lut->threads(), threads);
+    }
     std::mt19937_64 rng(a->seed);
     std::vector<int64_t> prompt(static_cast<size_t>(P));
     for (auto& t : prompt) t = static_cast<int64_t>(rng() % static_cast<uint64_t>(V));
@@ -110,15 +122,15 @@ Action add_bench(CLI::App& app) {
       if (engine == "runtime") {
         auto& eng = rt->engine();
         auto cache = eng.new_cache(1, P + N);
-        const double c0 = thread_cpu_s();
+        const double c0 = thread_cpu_seconds();
         auto t0 = clock_t_::now();
         const float* lg = eng.prefill(prompt.data(), P, *cache);
         auto t1 = clock_t_::now();
-        const double c1 = thread_cpu_s();
+        const double c1 = thread_cpu_seconds();
         int64_t next = argmax(lg, V);
         for (int64_t i = 0; i < N; ++i) next = argmax(eng.decode(next, *cache), V);
         auto t2 = clock_t_::now();
-        const double c2 = thread_cpu_s();
+        const double c2 = thread_cpu_seconds();
         tp = secs(t0, t1);
         td = secs(t1, t2);
         cp = c1 - c0;
@@ -179,44 +191,23 @@ Action add_bench(CLI::App& app) {
     }
     if (rt) j["weight_bytes_per_token"] = rt->engine().bytes_per_token();
     j["predicted"] = nullptr;
-    if (!a->lut.empty()) {
-      // The LUT's prediction for this model: decode (M = 1, attention over the LUT's context) and
-      // prefill (M = prompt tokens), each where the LUT has that token count.
-      const LatencyTable lut = LatencyTable::load(a->lut);
-      const std::string arch_path = path_join(a->model, "arch.json");
-      const Arch arch = dir_exists(a->model) && file_exists(arch_path)
-                            ? read_arch(arch_path)
-                            : uniform_arch(cfg, 16, lut.space().group_size);
-      LLMC_CHECK(engine == "runtime", "--lut: the LUT times the runtime engine; use --engine runtime (or auto on an "
-                                      "exported folder)");
-      const int lm_bits = rt->engine().lm_head_bits();
-      if (lm_bits != lut.lm_head_bits())
-        fail("--lut {}: timed a {}-bit lm_head, this model's is {}-bit (rebuild with `lut --lm-head-bits {}`)", a->lut,
-             lut.lm_head_bits(), lm_bits, lm_bits);
-      if (lut.threads() != threads)
-        spdlog::warn("--lut {}: measured with {} threads, this run uses {}", a->lut, lut.threads(), threads);
-      // One thread: compare on the LUT's clock (thread CPU time), immune to other processes.
-      const bool cpu_clock = threads == 1 && lut.threads() == 1;
+    // {predicted, measured, ratio} of one LUT comparison.
+    auto compare = [](double predicted, double measured) {
+      return nlohmann::ordered_json{
+          {"predicted", predicted}, {"measured", measured}, {"measured_over_predicted", measured / predicted}};
+    };
+    if (lut) {
+      // Decode (M = 1, attention over the LUT's context) and prefill (M = prompt tokens). One
+      // thread: compared on the LUT's clock (thread CPU time), immune to other processes.
+      const bool cpu_clock = threads == 1 && lut->threads() == 1;
       const double pm_c = cpu_clock ? median(prefill_cpu_s) : pm, dm_c = cpu_clock ? median(decode_cpu_s) : dm;
       nlohmann::ordered_json p;
       p["lut"] = a->lut;
       p["clock"] = cpu_clock ? "thread cpu time" : "wall time";
-      p["lut_threads"] = lut.threads();
-      p["lut_context"] = lut.context();
-      auto has = [&](int64_t M) {
-        return std::find(lut.tokens().begin(), lut.tokens().end(), M) != lut.tokens().end();
-      };
-      if (has(1)) {
-        const double pr = lut.predict_ms(arch, 1), me = 1000.0 * dm_c / N;
-        p["decode_ms"] = {{"predicted", pr}, {"measured", me}, {"measured_over_predicted", me / pr}};
-      }
-      if (has(P)) {
-        const double pr = lut.predict_ms(arch, P), me = 1000.0 * pm_c;
-        p["prefill_ms"] = {{"predicted", pr}, {"measured", me}, {"measured_over_predicted", me / pr}};
-      }
-      if (!has(1) && !has(P))
-        fail("--lut {}: has token counts [{}], neither 1 (decode) nor --prompt-tokens {}", a->lut,
-             fmt::join(lut.tokens(), ", "), P);
+      p["lut_threads"] = lut->threads();
+      p["lut_context"] = lut->context();
+      if (lut_decode) p["decode_ms"] = compare(lut->predict_ms(arch, 1), 1000.0 * dm_c / N);
+      if (lut_prefill) p["prefill_ms"] = compare(lut->predict_ms(arch, P), 1000.0 * pm_c);
       j["predicted"] = p;
     } else {
       const std::string rep_path = path_join(a->model, "export_report.json");
@@ -227,11 +218,10 @@ Action add_bench(CLI::App& app) {
             const double ms = rep["predicted"].value("latency_ms", -1.0);
             const int64_t toks = rep["predicted"].value("tokens", int64_t{1});
             if (ms > 0) {
-              const double me = toks == 1 ? 1000.0 * dm / N : 1000.0 * pm * toks / P;
               nlohmann::ordered_json p;
               p["lut"] = "export_report.json";
-              p[toks == 1 ? "decode_ms" : "prefill_ms"] = {
-                  {"predicted", ms}, {"measured", me}, {"measured_over_predicted", me / ms}};
+              p[toks == 1 ? "decode_ms" : "prefill_ms"] =
+                  compare(ms, toks == 1 ? 1000.0 * dm / N : 1000.0 * pm * toks / P);
               if (toks != 1) p["prefill_ms"]["tokens"] = toks;
               j["predicted"] = p;
             }

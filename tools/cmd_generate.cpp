@@ -38,19 +38,16 @@ Action add_generate(CLI::App& app) {
     // The runtime engine decodes without per-op libtorch dispatch (logits equal the reference's to
     // ~1e-5; tests/model/test_runtime.cpp). Exported folders load as runtime models already.
     std::unique_ptr<RuntimeLlama> rt;
-    CausalLM* run = m.get();
-    const bool is_rt = dynamic_cast<RuntimeLlama*>(m.get()) != nullptr;
-    if (!is_rt && (a->engine == "runtime" || (a->engine == "auto" && a->dtype == "float32"))) {
+    const bool loaded_as_runtime = dynamic_cast<RuntimeLlama*>(m.get()) != nullptr;
+    if (!loaded_as_runtime && (a->engine == "runtime" || (a->engine == "auto" && a->dtype == "float32")))
       rt = make_runtime(*m);
-      run = rt.get();
-    }
-    spdlog::debug("generate: {} engine", run == m.get() && !is_rt ? "torch" : "runtime");
+    CausalLM& run = rt ? static_cast<CausalLM&>(*rt) : *m;
+    spdlog::debug("generate: {} engine", rt || loaded_as_runtime ? "runtime" : "torch");
     const Tokenizer& tok = m->tokenizer();
     auto prompt_ids = tok.encode(a->prompt, tok.add_bos_default());
     std::vector<int32_t> ids;
     GenerateStats st;
     std::string printed;
-    auto stream = [&](int32_t) {};
     std::function<void(int32_t)> on_token;
     if (!a->json) {
       std::fputs(a->prompt.c_str(), stdout);
@@ -65,8 +62,7 @@ Action add_generate(CLI::App& app) {
         }
       };
     }
-    (void)stream;
-    auto out = generate(*run, prompt_ids, a->g, on_token, &st);
+    auto out = generate(run, prompt_ids, a->g, on_token, &st);
     std::string text = tok.decode(out);
     if (a->json) {
       nlohmann::json j = {{"prompt_ids", prompt_ids}, {"ids", out}, {"text", text}};

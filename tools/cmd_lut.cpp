@@ -57,7 +57,7 @@ Action add_lut(CLI::App& app) {
   app.add_option("--lm-head-bits", a->o.lm_head_bits,
                  "lm_head as it will be exported (export --lm-head-bits): 16 = dense fp32, 8/4 = packed")
       ->capture_default_str()
-      ->check(CLI::IsMember({2, 3, 4, 8, 16}));
+      ->check(CLI::IsMember({16, 8, 4}));
   app.add_option("--out", a->out, "Output LUT JSON (written atomically)")->required();
   return [a] {
     a->o.tokens = parse_tokens(a->tokens);

@@ -210,9 +210,7 @@ std::string run_eval(CausalLM& model, const EvalOptions& opts) {
       if (opts.stride > 0) spdlog::warn("{}: --stride is ignored (its windows never overlap)", p.name);
       po.max_windows = opts.limit;
       auto r = evaluate_perplexity(model, p.docs, po);
-      double mean_nll = 0;
-      for (double x : r.window_nll) mean_nll += x;
-      mean_nll /= static_cast<double>(r.window_nll.size());
+      const double mean_nll = std::log(r.token_perplexity);  // ppl = exp(mean of the window NLLs)
       result["results"][p.name] = {{"protocol", "GPTQ: non-overlapping full windows, each scored alone (no BOS), "
                                                 "ppl = exp(mean of window mean NLLs)"},
                                    {"token_perplexity", r.token_perplexity},

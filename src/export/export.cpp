@@ -29,7 +29,7 @@ Arch resolve_arch(const std::string& spec, const ModelConfig& config, int group_
     } catch (const std::exception&) {
       bits = 0;
     }
-    LLMC_CHECK(bits == 2 || bits == 3 || bits == 4 || bits == 8 || bits == 16,
+    LLMC_CHECK(valid_weight_bits(bits),
                "--arch {}: uniform bits must be 2, 3, 4, 8 or 16", spec);
     return uniform_arch(config, bits, group_size ? group_size : 128);
   }

@@ -53,7 +53,6 @@ int64_t linear_bytes(const Linear& L, int elt) {
   return L.out_features() * L.in_features() * elt;
 }
 
-
 }  // namespace
 
 std::string SizeReport::to_json() const {

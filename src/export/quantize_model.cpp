@@ -1,7 +1,7 @@
 #include "llmc/export/quantize_model.h"
+#include "llmc/model/threads.h"
 
 #include <ATen/ATen.h>
-#include <ATen/Parallel.h>
 
 #include <chrono>
 #include <cmath>
@@ -94,7 +94,7 @@ at::Tensor layerwise_hidden_states(Llama& model, const at::Tensor& tokens) {
 QuantizeReport quantize_model(Llama& m, const Arch& arch, const QuantizeOptions& o, const at::Tensor& calib) {
   LLMC_CHECK(o.method == "rtn" || o.method == "gptq", "--quant: unknown method '{}' (rtn or gptq)", o.method);
   LLMC_CHECK(o.method == "rtn" || calib.defined(), "quantize: GPTQ needs calibration tokens");
-  LLMC_CHECK(o.lm_head_bits == 16 || o.lm_head_bits == 8 || o.lm_head_bits == 4,
+  LLMC_CHECK(valid_lm_head_bits(o.lm_head_bits),
              "--lm-head-bits must be 16, 8 or 4 (got {})", o.lm_head_bits);
   const ModelConfig& c = m.config();
   LLMC_CHECK(static_cast<int64_t>(arch.layers.size()) == c.num_layers, "quantize: arch has {} layers, model {}",
@@ -103,11 +103,7 @@ QuantizeReport quantize_model(Llama& m, const Arch& arch, const QuantizeOptions&
   // Single-threaded torch ops here: GPTQ's column loop is serial, and between the short parallel
   // regions libgomp's spinning workers starve it on a busy machine (SmolLM2 on 2 shared cores:
   // 33 s per layer with 2 threads, 2.7 s with 1).
-  struct ThreadsGuard {
-    int saved = at::get_num_threads();
-    ThreadsGuard() { at::set_num_threads(1); }
-    ~ThreadsGuard() { at::set_num_threads(saved); }
-  } threads_guard;
+  ScopedTorchThreads one_thread(1);
   const auto t0 = std::chrono::steady_clock::now();
   QuantizeReport rep;
   rep.method = o.method;

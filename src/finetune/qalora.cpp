@@ -1,12 +1,11 @@
 #include "llmc/finetune/qalora.h"
+#include "llmc/model/threads.h"
 
 #include <ATen/ATen.h>
-#include <ATen/Parallel.h>
 #include <torch/optim/adam.h>
 
 #include <chrono>
 #include <cmath>
-#include <cstdlib>
 #include <cstring>
 #include <numeric>
 #include <random>
@@ -197,20 +196,9 @@ FinetuneResult finetune_lora(Llama& model, Llama* teacher, const at::Tensor& tok
   // regions; on a machine whose cores are shared that made a SmolLM2 step ~20x slower with 2
   // threads than with 1 (208 s vs 9 s for 3 steps). With OMP_WAIT_POLICY=PASSIVE set, all threads
   // are used.
-  struct ThreadsGuard {
-    int saved = at::get_num_threads();
-    bool changed = false;
-    ThreadsGuard() {
-      if (saved > 1 && std::getenv("OMP_WAIT_POLICY") == nullptr) {
-        spdlog::info("finetune: 1 torch thread (set OMP_WAIT_POLICY=PASSIVE to use {})", saved);
-        at::set_num_threads(1);
-        changed = true;
-      }
-    }
-    ~ThreadsGuard() {
-      if (changed) at::set_num_threads(saved);
-    }
-  } threads_guard;
+  if (omp_workers_spin() && at::get_num_threads() > 1)
+    spdlog::info("finetune: 1 torch thread (set OMP_WAIT_POLICY=PASSIVE to use {})", at::get_num_threads());
+  ScopedTorchThreads threads(omp_workers_spin() ? 1 : 0);
   const auto t0 = std::chrono::steady_clock::now();
   auto& W = model.weights();
   // A packed lm_head has no autograd: train through its dequantized copy, restore afterwards.

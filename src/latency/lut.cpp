@@ -86,7 +86,7 @@ ModelConfig lut_model_config(const std::string& spec) {
   return c;
 }
 
-int64_t arch_weight_bytes(const Arch& a) {
+int64_t arch_linear_bytes(const Arch& a) {
   const ModelConfig& m = a.base;
   const int64_t H = m.hidden_size, hd = m.head_dim;
   const int64_t g = m.num_kv_heads > 0 ? m.num_heads / m.num_kv_heads : 1;
@@ -97,18 +97,23 @@ int64_t arch_weight_bytes(const Arch& a) {
     return static_cast<int64_t>(
         kernels::QLayout::of(bits, group, static_cast<int>(N), static_cast<int>(K)).total_bytes());
   };
-  int64_t total = m.vocab_size * H * 4 * (m.tie_word_embeddings ? 1 : 2) + H * 4;  // embed, lm_head, final norm
+  int64_t total = 0;
   for (const auto& la : a.layers) {
     const int64_t h = la.kv_heads, w = la.mlp_channels;
-    if (h > 0) {
-      total += H * 4 + linear(h * g * hd, H, la.bits[kQ]) + linear(h * hd, H, la.bits[kK]) +
-               linear(h * hd, H, la.bits[kV]) + linear(H, h * g * hd, la.bits[kO]);
-    }
-    if (w > 0) {
-      total += H * 4 + linear(w, H, la.bits[kGate]) + linear(w, H, la.bits[kUp]) + linear(H, w, la.bits[kDown]);
-    }
+    if (h > 0)
+      total += linear(h * g * hd, H, la.bits[kQ]) + linear(h * hd, H, la.bits[kK]) + linear(h * hd, H, la.bits[kV]) +
+               linear(H, h * g * hd, la.bits[kO]);
+    if (w > 0) total += linear(w, H, la.bits[kGate]) + linear(w, H, la.bits[kUp]) + linear(H, w, la.bits[kDown]);
   }
   return total;
+}
+
+int64_t arch_weight_bytes(const Arch& a) {
+  const ModelConfig& m = a.base;
+  const int64_t H = m.hidden_size;
+  int64_t total = m.vocab_size * H * 4 * (m.tie_word_embeddings ? 1 : 2) + H * 4;  // embed, lm_head, final norm
+  for (const auto& la : a.layers) total += H * 4 * ((la.kv_heads > 0) + (la.mlp_channels > 0));  // block norms
+  return total + arch_linear_bytes(a);
 }
 
 // ---- LatencyTable ------------------------------------------------------------------------------
@@ -192,9 +197,7 @@ LatencyTable LatencyTable::parse(const std::string& text, const std::string& whe
   t.threads_ = static_cast<int>(int_field(j, "threads", where, 1));
   t.context_ = int_field(j, "context", where, 1);
   t.lm_head_bits_ = static_cast<int>(int_field(j, "lm_head_bits", where, 2));
-  if (t.lm_head_bits_ != 2 && t.lm_head_bits_ != 3 && t.lm_head_bits_ != 4 && t.lm_head_bits_ != 8 &&
-      t.lm_head_bits_ != 16)
-    fail("{}.lm_head_bits: {} (2, 3, 4, 8, 16)", where, t.lm_head_bits_);
+  if (!valid_lm_head_bits(t.lm_head_bits_)) fail("{}.lm_head_bits: {} (16, 8, 4)", where, t.lm_head_bits_);
 
   const json& mj = field(j, "model", where);
   if (!mj.is_object()) fail("{}.model: expected an object", where);
@@ -232,7 +235,7 @@ LatencyTable LatencyTable::parse(const std::string& text, const std::string& whe
     if (!e.is_object()) fail("{}: expected an object", w);
     const int64_t N = int_field(e, "N", w, 1), K = int_field(e, "K", w, 1), M = int_field(e, "M", w, 1);
     const int64_t bits = int_field(e, "bits", w, 2);
-    if (bits != 2 && bits != 3 && bits != 4 && bits != 8 && bits != 16) fail("{}.bits: {} (2, 3, 4, 8, 16)", w, bits);
+    if (!valid_weight_bits(static_cast<int>(bits))) fail("{}.bits: {} (2, 3, 4, 8, 16)", w, bits);
     int_field(e, "group", w, 0);
     t.linears_[Key{N, K, bits, M}] = us_field(e, "us", w);
   }

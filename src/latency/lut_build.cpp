@@ -5,7 +5,6 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
-#include <ctime>
 
 #include <algorithm>
 #include <chrono>
@@ -22,8 +21,10 @@
 #include "llmc/core/files.h"
 #include "llmc/core/log.h"
 #include "llmc/core/progress.h"
+#include "llmc/core/timing.h"
 #include "llmc/latency/lut.h"
 #include "llmc/model/llama.h"
+#include "llmc/model/threads.h"
 #include "llmc/runtime/ops.h"
 #include "llmc/quant/quant.h"
 #include "llmc_kernels/qgemm.h"
@@ -118,12 +119,6 @@ class Rotation {
   uint8_t* p_ = nullptr;
 };
 
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const size_t n = v.size();
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
 double round_us(double us) { return std::round(us * 1000.0) / 1000.0; }
 
 // Top-level keys one per line, arrays of entries one entry per line (diffable, compact).
@@ -156,12 +151,6 @@ struct Job {
   std::vector<double> wall, cpu;  // per sample, us per call
   std::vector<char> preempted;    // another process ran on our cores during the sample
 };
-
-double thread_cpu_us() {
-  timespec t{};
-  ::clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
-  return static_cast<double>(t.tv_sec) * 1e6 + static_cast<double>(t.tv_nsec) * 1e-3;
-}
 
 long involuntary_switches() {
   rusage r{};
@@ -226,11 +215,11 @@ class Measurer {
       // short samples (a long one is preempted anyway on a busy machine).
       if (s >= n && (threads_ == 1 || clean >= n || job.wall.back() > 20000.0)) break;
       const long sw0 = involuntary_switches();
-      const double c0 = thread_cpu_us();
+      const double c0 = 1e6 * thread_cpu_seconds();
       const auto t0 = Clock::now();
       for (int b = 0; b < job.batch; ++b) call();
       const auto t1 = Clock::now();
-      const double c1 = thread_cpu_us();
+      const double c1 = 1e6 * thread_cpu_seconds();
       const bool pre = involuntary_switches() != sw0;
       job.wall.push_back(std::chrono::duration<double, std::micro>(t1 - t0).count() / job.batch);
       job.cpu.push_back((c1 - c0) / job.batch);
@@ -270,13 +259,8 @@ std::string build_lut_json(const ModelConfig& model, const SearchSpace& space, c
   }
   LLMC_CHECK(device == "cpu", "--device {}: expected auto, cpu or cuda", opts.device);
 
-  const int prev_threads = at::get_num_threads();
-  const int threads = opts.threads > 0 ? opts.threads : prev_threads;
-  at::set_num_threads(threads);
-  struct Restore {
-    int n;
-    ~Restore() { at::set_num_threads(n); }
-  } restore{prev_threads};
+  const int threads = opts.threads > 0 ? opts.threads : at::get_num_threads();
+  ScopedTorchThreads scoped_threads(threads);
 
   const auto shapes = lut_linear_shapes(model, space, tokens);
   // KV-group counts any layer can choose.
@@ -285,9 +269,8 @@ std::string build_lut_json(const ModelConfig& model, const SearchSpace& space, c
     for (int64_t h : space.kv_choices(model, l))
       if (h > 0) kv_counts.insert(h);
 
-  LLMC_CHECK(opts.lm_head_bits == 2 || opts.lm_head_bits == 3 || opts.lm_head_bits == 4 || opts.lm_head_bits == 8 ||
-                 opts.lm_head_bits == 16,
-             "lut: --lm-head-bits {} (expected 2, 3, 4, 8 or 16)", opts.lm_head_bits);
+  LLMC_CHECK(valid_lm_head_bits(opts.lm_head_bits), "lut: --lm-head-bits {} (expected 16, 8 or 4, as export writes)",
+             opts.lm_head_bits);
   const int64_t H = model.hidden_size, hd = model.head_dim, g = model.num_heads / model.num_kv_heads;
   const int64_t I = model.intermediate_size, V = model.vocab_size, L = model.num_layers;
   const double eps = model.rms_norm_eps;
@@ -303,11 +286,7 @@ std::string build_lut_json(const ModelConfig& model, const SearchSpace& space, c
   // The weights a forward reads between two reads of the same linear: the full-width model at that
   // bit width plus the lm_head (the reuse distance the rotating window reproduces).
   auto model_window = [&](int bits) {
-    const size_t layer = linear_bytes(model.num_heads * hd, H, bits, group_of(H, bits)) +
-                         2 * linear_bytes(model.num_kv_heads * hd, H, bits, group_of(H, bits)) +
-                         linear_bytes(H, model.num_heads * hd, bits, group_of(model.num_heads * hd, bits)) +
-                         2 * linear_bytes(I, H, bits, group_of(H, bits)) + linear_bytes(H, I, bits, group_of(I, bits));
-    return static_cast<size_t>(L) * layer + lm_head_bytes;
+    return static_cast<size_t>(arch_linear_bytes(uniform_arch(model, bits, space.group_size))) + lm_head_bytes;
   };
   // Fixed-cost entries (attention, norms, lm_head) see the model at the space's median bit width.
   std::set<int> all_bits;
@@ -374,15 +353,9 @@ std::string build_lut_json(const ModelConfig& model, const SearchSpace& space, c
   const size_t fixed_window = model_window(mid_bits);
   for (int64_t M : tokens) {
     const int64_t T = std::max(opts.context, M), past = T - M, half = hd / 2;
-    // RoPE tables for positions [0, T), computed like the runtime's.
-    auto cos = std::make_shared<std::vector<float>>(static_cast<size_t>(T * half));
-    auto sin = std::make_shared<std::vector<float>>(static_cast<size_t>(T * half));
-    for (int64_t p = 0; p < T; ++p)
-      for (int64_t i = 0; i < half; ++i) {
-        const float f = static_cast<float>(p) * (*inv_freq)[i];
-        (*cos)[p * half + i] = std::cos(f);
-        (*sin)[p * half + i] = std::sin(f);
-      }
+    // RoPE tables for positions [0, T), as the runtime's.
+    auto cos = std::make_shared<std::vector<float>>(), sin = std::make_shared<std::vector<float>>();
+    rt::rope_tables(inv_freq->data(), half, T, cos.get(), sin.get());
     auto positions = std::make_shared<std::vector<int64_t>>(static_cast<size_t>(M));
     for (int64_t m = 0; m < M; ++m) (*positions)[m] = past + m;
     auto mask = std::make_shared<std::vector<uint8_t>>(static_cast<size_t>(T), 1);

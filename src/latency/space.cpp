@@ -6,6 +6,7 @@
 #include <set>
 
 #include "llmc/core/error.h"
+#include "llmc/nas/arch.h"
 #include "llmc/core/files.h"
 
 namespace llmc {
@@ -82,7 +83,7 @@ void parse_layer(const json& j, LayerSpace* s, const std::string& where, bool al
       for (const auto& x : v) {
         if (!x.is_number_integer()) fail("{}.bits: {} is not an integer", where, x.dump());
         int b = x.get<int>();
-        if (b != 2 && b != 3 && b != 4 && b != 8 && b != 16) fail("{}.bits: {} is not one of 2, 3, 4, 8, 16", where, b);
+        if (!valid_weight_bits(b)) fail("{}.bits: {} is not one of 2, 3, 4, 8, 16", where, b);
         s->bits.push_back(b);
       }
     } else if (!(allow_global && (k == "group_size" || k == "width_multiple" || k == "layers"))) {

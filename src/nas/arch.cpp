@@ -47,7 +47,7 @@ void Arch::validate(const std::string& where) const {
     if (l.mlp_channels < 0 || l.mlp_channels > base.intermediate_size)
       fail("{}: layer {} mlp_channels {} out of range [0, {}]", where, i, l.mlp_channels, base.intermediate_size);
     for (int b : l.bits)
-      if (b != 2 && b != 3 && b != 4 && b != 8 && b != 16) fail("{}: layer {} has bits {} (2, 3, 4, 8, 16)", where, i, b);
+      if (!valid_weight_bits(b)) fail("{}: layer {} has bits {} (2, 3, 4, 8, 16)", where, i, b);
     check_order(l.kv_order, base.num_kv_heads, where, i, "kv_order");
     check_order(l.mlp_order, base.intermediate_size, where, i, "mlp_order");
   }

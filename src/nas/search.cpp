@@ -303,8 +303,8 @@ int fit_to_target(std::vector<ChoiceIndex>& idx, const std::vector<ChoiceLogProb
       const double score = (cur - t) / std::max(logp_cost, 1e-6);
       if (score > best_score) best_score = score, best_ms = t, best = cand;
     };
+    std::vector<ChoiceIndex> cand = idx;  // idx with one change at a time (restored after each)
     for (size_t l = 0; l < idx.size(); ++l) {
-      std::vector<ChoiceIndex> cand = idx;
       const ChoiceIndex c = idx[l];
       if (c.kv + 1 < static_cast<int64_t>(ch[l].kv.size())) {
         cand[l].kv = c.kv + 1;
@@ -456,6 +456,22 @@ SearchResult run_search(const SearchConfig& c, const SearchOptions& opts) {
 
   double step_seconds_sum = 0;
   int64_t steps_timed = 0;
+  // The teacher is frozen and the batches repeat, so its logits are computed once per batch (for
+  // every phase) and kept while those the steps use (valid; train too with LoRA weight steps) fit
+  // in kTeacherCacheBytes. The same values: results are unchanged.
+  constexpr double kTeacherCacheBytes = 2.0 * (1ull << 30);
+  const size_t used_batches = data.valid.size() + (c.lora_rank > 0 ? data.train.size() : 0);
+  const bool cache_teacher = teacher && static_cast<double>(used_batches) * c.batch_size * c.seq_len *
+                                                base.vocab_size * 4.0 <= kTeacherCacheBytes;
+  std::vector<at::Tensor> teach_train(data.train.size()), teach_valid(data.valid.size());
+  auto teacher_logits = [&](const at::Tensor& batch, at::Tensor* slot) {
+    if (!teacher) return at::Tensor();
+    if (cache_teacher && slot->defined()) return *slot;
+    at::NoGradGuard ng;
+    at::Tensor t = teacher->forward(batch);
+    if (cache_teacher) *slot = t;
+    return t;
+  };
   auto run_phase = [&](int phase, int64_t first, int64_t last, bool restore) -> bool {
     g_in_steps.store(true);
     struct Leave {
@@ -470,21 +486,6 @@ SearchResult run_search(const SearchConfig& c, const SearchOptions& opts) {
       if (w_opt) w_opt->t = ck.w_t;
     }
     const double T = phase_target(phase);
-    // The teacher is frozen and the batches repeat, so its logits are computed once per batch and
-    // kept while they fit in kTeacherCacheBytes (the same values: results are unchanged).
-    constexpr double kTeacherCacheBytes = 2.0 * (1ull << 30);
-    const double teacher_bytes = static_cast<double>(data.train.size() + data.valid.size()) * c.batch_size *
-                                 c.seq_len * base.vocab_size * 4.0;
-    const bool cache_teacher = teacher && teacher_bytes <= kTeacherCacheBytes;
-    std::vector<at::Tensor> teach_train(data.train.size()), teach_valid(data.valid.size());
-    auto teacher_logits = [&](const at::Tensor& batch, at::Tensor* slot) {
-      if (!teacher) return at::Tensor();
-      if (cache_teacher && slot->defined()) return *slot;
-      at::NoGradGuard ng;
-      at::Tensor t = teacher->forward(batch);
-      if (cache_teacher) *slot = t;
-      return t;
-    };
     auto phase_t0 = std::chrono::steady_clock::now();
     Progress bar(seq ? fmt::format("search phase {}", phase) : "search", last - first, "step");
     for (int64_t step = first; step < last; ++step) {

@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include "llmc/core/error.h"
+#include "llmc/nas/arch.h"
 #include "llmc/core/files.h"
 #include "llmc/core/paths.h"
 
@@ -108,8 +109,8 @@ SearchConfig parse_search_config(const std::string& text, const std::string& whe
     o.get("context", &c.lut_context);
     int64_t lm_bits = c.lut_lm_head_bits;
     o.get("lm_head_bits", &lm_bits);
-    if (lm_bits != 2 && lm_bits != 3 && lm_bits != 4 && lm_bits != 8 && lm_bits != 16)
-      fail("{}.lut_settings.lm_head_bits: {} (expected 2, 3, 4, 8 or 16)", where, lm_bits);
+    if (!valid_lm_head_bits(static_cast<int>(lm_bits)))
+      fail("{}.lut_settings.lm_head_bits: {} (expected 16, 8 or 4, as export --lm-head-bits)", where, lm_bits);
     c.lut_lm_head_bits = static_cast<int>(lm_bits);
     o.finish();
   }

@@ -5,8 +5,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <limits>
-#include <stdexcept>
 
 #include "llmc/core/error.h"
 #include "llmc/export/discretize.h"
@@ -90,15 +88,7 @@ RuntimeEngine::RuntimeEngine(const ModelConfig& c, const LlamaWeights& w, int th
   // RoPE tables, computed as Llama::hidden_states does (float32 position * inv_freq).
   auto inv = rope_inv_freq(c);
   inv_freq_.assign(inv.data_ptr<float>(), inv.data_ptr<float>() + inv.numel());
-  const int64_t half = c.head_dim / 2, P = c.max_position_embeddings;
-  cos_.resize(static_cast<size_t>(P * half));
-  sin_.resize(static_cast<size_t>(P * half));
-  for (int64_t p = 0; p < P; ++p)
-    for (int64_t i = 0; i < half; ++i) {
-      const float f = static_cast<float>(p) * inv_freq_[i];
-      cos_[p * half + i] = std::cos(f);
-      sin_[p * half + i] = std::sin(f);
-    }
+  rt::rope_tables(inv_freq_.data(), c.head_dim / 2, c.max_position_embeddings, &cos_, &sin_);
 }
 
 RuntimeEngine::~RuntimeEngine() = default;

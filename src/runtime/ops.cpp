@@ -119,6 +119,18 @@ void rms_norm_rows(const float* x, const float* w, int64_t M, int64_t H, double 
   }
 }
 
+void rope_tables(const float* inv_freq, int64_t half, int64_t positions, std::vector<float>* cos,
+                 std::vector<float>* sin) {
+  cos->resize(static_cast<size_t>(positions * half));
+  sin->resize(static_cast<size_t>(positions * half));
+  for (int64_t p = 0; p < positions; ++p)
+    for (int64_t i = 0; i < half; ++i) {
+      const float f = static_cast<float>(p) * inv_freq[i];
+      (*cos)[p * half + i] = std::cos(f);
+      (*sin)[p * half + i] = std::sin(f);
+    }
+}
+
 void rope_rows(float* x, int64_t M, int64_t nheads, int64_t hd, const int64_t* positions, const float* cos,
                const float* sin, int64_t max_pos, const float* inv_freq) {
   const int64_t half = hd / 2;

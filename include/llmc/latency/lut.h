@@ -108,6 +108,8 @@ std::string cpu_device_name();
 // per weight (fp32 storage), plus embedding, lm_head (unless tied), and RMSNorm weights (a layer's
 // norm counts only when its block is kept). Needs no LUT.
 int64_t arch_weight_bytes(const Arch& arch);
+// The layer linears' part of it.
+int64_t arch_linear_bytes(const Arch& arch);
 
 // A loaded LUT. Lookups are O(1) hash-map reads; every lookup of a shape the table lacks throws
 // llmc::Error naming the shape and the file.

@@ -30,6 +30,11 @@ namespace llmc {
 enum LinearKind { kQ = 0, kK, kV, kO, kGate, kUp, kDown, kNumLinears };
 constexpr std::array<const char*, kNumLinears> kLinearNames = {"q", "k", "v", "o", "gate", "up", "down"};
 
+// Bit widths a linear can have: packed 2/3/4/8 (kernels/qformat.h) or 16 (dense).
+constexpr bool valid_weight_bits(int bits) { return bits == 2 || bits == 3 || bits == 4 || bits == 8 || bits == 16; }
+// lm_head precisions export writes (`export --lm-head-bits`), and so the ones a LUT may time.
+constexpr bool valid_lm_head_bits(int bits) { return bits == 16 || bits == 8 || bits == 4; }
+
 struct LayerArch {
   int64_t kv_heads = 0;
   int64_t mlp_channels = 0;

@@ -4,6 +4,7 @@
 // latency table predicts what the runtime does (same kernels, same threading thresholds, same
 // fused q/k/v and gate/up matrices).
 #include <cstdint>
+#include <vector>
 
 #include "llmc_kernels/qformat.h"
 
@@ -25,6 +26,10 @@ void linear(const LinearOp& L, const float* x, int64_t M, float* y, int threads)
 
 // y = w * x / rms(x) per row of H values (fp64 sum of squares, as the reference model).
 void rms_norm_rows(const float* x, const float* w, int64_t M, int64_t H, double eps, float* y);
+
+// cos/sin tables [positions][half] of p * inv_freq[i] (float32 product, as the reference model).
+void rope_tables(const float* inv_freq, int64_t half, int64_t positions, std::vector<float>* cos,
+                 std::vector<float>* sin);
 
 // Rotate-half RoPE in place on rows (M, nheads, hd). cos/sin: [max_pos][hd/2] tables; positions at
 // or past max_pos are computed from inv_freq (hd/2 values).
