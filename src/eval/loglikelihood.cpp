@@ -88,16 +88,29 @@ std::unique_ptr<KVCache> gather_rows(const KVCache& c, const at::Tensor& index) 
   return out;
 }
 
+// Copies the filled slots of `src` into `dst` (same batch size, dst.max_len >= src.len).
+void copy_prefix(const KVCache& src, KVCache& dst) {
+  for (size_t l = 0; l < src.k.size(); ++l) {
+    dst.k[l].narrow(2, 0, src.len).copy_(src.k[l].narrow(2, 0, src.len));
+    dst.v[l].narrow(2, 0, src.len).copy_(src.v[l].narrow(2, 0, src.len));
+  }
+  dst.len = src.len;
+}
+
 struct Group {
   const std::vector<int32_t>* ctx;  // effective context
   std::vector<size_t> reqs;         // requests scored after it
 };
 
 // Scores every request of the groups in `batch`; writes out[request].
+// `unit_prefix` (batch 1, may be null): the KV cache of a prefix every context of the batch shares
+// and extends by at least one token, computed once for all batches of a unit.
 void score_batch(CausalLM& model, const std::vector<Group>& groups, const std::vector<size_t>& batch,
-                 const std::vector<TokenizedRequest>& reqs, std::vector<double>& out, LoglikelihoodStats& st) {
+                 const std::vector<TokenizedRequest>& reqs, const KVCache* unit_prefix, std::vector<double>& out,
+                 LoglikelihoodStats& st) {
   const int64_t G = static_cast<int64_t>(batch.size());
   const auto& ctx0 = *groups[batch[0]].ctx;
+  const int64_t have = unit_prefix ? unit_prefix->len : 0;
   // Shared prefix of all contexts, leaving each at least one token to run per row.
   int64_t P = 0;
   if (G >= 2) {
@@ -105,6 +118,7 @@ void score_batch(CausalLM& model, const std::vector<Group>& groups, const std::v
     for (size_t g : batch) p = std::min({p, groups[g].ctx->size() - 1, common_prefix(ctx0, *groups[g].ctx)});
     P = static_cast<int64_t>(p) >= kMinSharedPrefix ? static_cast<int64_t>(p) : 0;
   }
+  P = std::max(P, have);
   int64_t Rmax = 0, Kmax = 0;
   std::vector<size_t> row_req;
   std::vector<int64_t> row_group;
@@ -120,16 +134,19 @@ void score_batch(CausalLM& model, const std::vector<Group>& groups, const std::v
   const int64_t R = static_cast<int64_t>(row_req.size());
   const int64_t S = P + Rmax + Kmax;
 
-  // Stage A: the shared prefix, once, copied to the G context rows.
+  // Stage A: the shared prefix, once (starting from the unit's prefix), copied to the G context rows.
   std::unique_ptr<KVCache> cache;
   if (P > 0) {
     auto one = model.new_cache(1, S);
-    std::vector<int64_t> ids(ctx0.begin(), ctx0.begin() + P);
-    prefill(model, at::tensor(ids, at::kLong).unsqueeze(0), at::arange(P, at::kLong).unsqueeze(0),
-            at::ones({1, P}, at::kBool), one.get());
+    if (have > 0) copy_prefix(*unit_prefix, *one);
+    if (P > have) {
+      std::vector<int64_t> ids(ctx0.begin() + have, ctx0.begin() + P);
+      prefill(model, at::tensor(ids, at::kLong).unsqueeze(0), at::arange(have, P, at::kLong).unsqueeze(0),
+              at::ones({1, P}, at::kBool), one.get());
+      st.model_tokens += P - have;
+      ++st.forwards;
+    }
     cache = gather_rows(*one, at::zeros({G}, at::kLong));
-    st.model_tokens += P;
-    ++st.forwards;
   } else {
     cache = model.new_cache(G, S);
   }
@@ -271,6 +288,20 @@ std::vector<double> loglikelihoods(CausalLM& model, const std::vector<TokenizedR
     size_t shared = groups[u[0]].ctx->size();
     for (size_t g : u) shared = std::min(shared, common_prefix(*groups[u[0]].ctx, *groups[g].ctx));
     auto own = [&](size_t g) { return static_cast<double>(groups[g].ctx->size() - shared); };
+    // A prefix shared by a unit of several batches (MMLU: a subject's header and few-shot block)
+    // runs once for the unit instead of once per batch; every context keeps >= 1 token of its own.
+    std::unique_ptr<KVCache> unit_prefix;
+    size_t pu = shared;
+    for (size_t g : u) pu = std::min(pu, groups[g].ctx->size() - 1);
+    if (static_cast<int64_t>(pu) >= kMinSharedPrefix && u.size() >= 2) {
+      const int64_t n = static_cast<int64_t>(pu);
+      unit_prefix = model.new_cache(1, n);
+      const auto& c = *groups[u[0]].ctx;
+      prefill(model, at::tensor(std::vector<int64_t>(c.begin(), c.begin() + n), at::kLong).unsqueeze(0),
+              at::arange(n, at::kLong).unsqueeze(0), at::ones({1, n}, at::kBool), unit_prefix.get());
+      st.model_tokens += n;
+      ++st.forwards;
+    }
     size_t p = 0;
     while (p < u.size()) {
       std::vector<size_t> batch;
@@ -285,7 +316,7 @@ std::vector<double> loglikelihoods(CausalLM& model, const std::vector<TokenizedR
         real += own(u[p]);
         batch.push_back(u[p++]);
       }
-      score_batch(model, groups, batch, requests, out, st);
+      score_batch(model, groups, batch, requests, unit_prefix.get(), out, st);
       progress.advance(static_cast<int64_t>(rows));
     }
   }

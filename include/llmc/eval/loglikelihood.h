@@ -10,6 +10,8 @@
 //  - groups are sorted by context (long shared prefixes, e.g. MMLU's few-shot block, become
 //    clusters) and by length, and batched with left padding of the contexts;
 //  - a prefix shared by all contexts of a batch (>= 8 tokens) runs once, then is copied to every row;
+//    a prefix shared by a whole cluster (MMLU: a subject's header and few-shot block) runs once for
+//    all of the cluster's batches;
 //  - only the logits that score a token are computed for the reference Llama.
 // loglikelihoods_naive() is the one-request-per-forward reference used by tests and the benchmark.
 #include <cstdint>
