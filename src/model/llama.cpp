@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "llmc/core/error.h"
+#include "llmc/model/attention.h"
 
 namespace llmc {
 
@@ -121,9 +122,9 @@ at::Tensor Llama::hidden_states(const at::Tensor& tokens, const at::Tensor& posi
       }
       // GQA without copying K/V: group the g query heads of each KV head.
       auto qg = q.reshape({B, nkv, g, T, hd});
-      auto scores = at::matmul(qg, k.unsqueeze(2).transpose(-1, -2)).to(at::kFloat) * scale;  // (B,nkv,g,T,S)
-      auto probs = at::softmax(scores + bias, -1).to(dt);
-      auto out = at::matmul(probs, v.unsqueeze(2));  // (B, nkv, g, T, hd)
+      const bool grad = at::GradMode::is_enabled() && (qg.requires_grad() || k.requires_grad() || v.requires_grad());
+      auto out = grad ? attention_reference(qg, k, v, bias, scale)
+                      : attention_blocked(qg, k, v, bias, scale);  // (B, nkv, g, T, hd)
       out = out.reshape({B, nq, T, hd}).transpose(1, 2).reshape({B, T, nq * hd});
       x = x + L.o->forward(out);
     }

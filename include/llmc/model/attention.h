@@ -1,0 +1,22 @@
+#pragma once
+// Grouped-query attention of the reference (libtorch) Llama.
+//   q:    (B, nkv, g, T, hd)  the g query heads of each KV head
+//   k, v: (B, nkv, S, hd)     may be strided views of a KV cache
+//   bias: (B, 1, 1, T, S)     float32, 0 where key s is visible to query t, -1e30 elsewhere
+// returns (B, nkv, g, T, hd) in q's dtype; scores and softmax are computed in float32.
+#include <ATen/core/Tensor.h>
+
+namespace llmc {
+
+// Materializes every score (B, nkv, g, T, S) at once; differentiable (search, fine-tuning).
+at::Tensor attention_reference(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& bias,
+                               double scale);
+
+// The same numbers for inference (no autograd): one batch row and a block of queries at a time, so
+// the scores of a block stay ~2 MB (in cache) instead of hundreds of MB per layer for long contexts
+// (MMLU's 5-shot prompts: 8 rows x 400 queries x 3300 keys x 9 heads = 380 MB), and K/V are not
+// copied per query head.
+at::Tensor attention_blocked(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& bias,
+                             double scale);
+
+}  // namespace llmc

@@ -1,0 +1,39 @@
+#include "llmc/model/attention.h"
+
+#include <ATen/ATen.h>
+
+#include <algorithm>
+
+namespace llmc {
+
+at::Tensor attention_reference(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& bias,
+                               double scale) {
+  auto scores = at::matmul(q, k.unsqueeze(2).transpose(-1, -2)).to(at::kFloat) * scale;  // (B,nkv,g,T,S)
+  auto probs = at::softmax(scores + bias, -1).to(q.scalar_type());
+  return at::matmul(probs, v.unsqueeze(2));  // (B, nkv, g, T, hd)
+}
+
+at::Tensor attention_blocked(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& bias,
+                             double scale) {
+  const int64_t B = q.size(0), nkv = q.size(1), g = q.size(2), T = q.size(3), hd = q.size(4), S = k.size(2);
+  constexpr int64_t kBlockBytes = 2 << 20;  // float32 scores of one block
+  const int64_t rows = std::clamp<int64_t>(kBlockBytes / (nkv * g * S * 4), 1, T);
+  auto out = at::empty(q.sizes(), q.options());
+  for (int64_t b = 0; b < B; ++b) {
+    auto kt = k[b].transpose(1, 2);  // (nkv, hd, S)
+    auto vb = v[b];                  // (nkv, S, hd)
+    for (int64_t t0 = 0; t0 < T; t0 += rows) {
+      const int64_t n = std::min(rows, T - t0);
+      // The g heads of a KV head become rows of one matrix: (nkv, g*n, hd) x (nkv, hd, S).
+      auto qb = q[b].narrow(2, t0, n).reshape({nkv, g * n, hd});
+      auto s = at::bmm(qb, kt).to(at::kFloat);
+      s.mul_(scale);
+      s.view({nkv, g, n, S}).add_(bias[b].narrow(2, t0, n));  // bias[b]: (1, 1, T, S)
+      auto p = at::softmax(s, -1).to(q.scalar_type());
+      out[b].narrow(2, t0, n).copy_(at::bmm(p, vb).view({nkv, g, n, hd}));
+    }
+  }
+  return out;
+}
+
+}  // namespace llmc
