@@ -164,6 +164,7 @@ std::string run_eval(CausalLM& model, const EvalOptions& opts) {
                       {"limit", opts.limit},
                       {"num_fewshot", opts.num_fewshot},
                       {"scorer", opts.scorer},
+                      {"dtype", opts.dtype},
                       {"threads", at::get_num_threads()}};
   result["results"] = ojson::object();
 

@@ -385,7 +385,7 @@ TEST(EvalCli, TableAndJson) {
   if (!file_exists(data + "/piqa/valid.jsonl")) GTEST_SKIP() << "shared data not found at " << data;
   TmpDir d;
   const std::string out = d.path + "/r.json";
-  CliRun r = run_cli("eval --model " + stories_dir() + " --tasks arc_easy,piqa --limit 8 --output " + out);
+  CliRun r = run_cli("eval --model " + stories_dir() + " --tasks arc_easy,piqa --limit 8 --dtype bfloat16 --output " + out);
   ASSERT_EQ(r.code, 0) << r.out;
   EXPECT_NE(r.out.find("| task | n | shots | acc ± stderr | acc_norm ± stderr | req/s |"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("| piqa | 8 | 0 | "), std::string::npos) << r.out;
@@ -397,4 +397,5 @@ TEST(EvalCli, TableAndJson) {
   EXPECT_EQ(j["model"], stories_dir());
   EXPECT_TRUE(j["average"].contains("acc"));
   EXPECT_TRUE(j["config"].contains("num_fewshot"));
+  EXPECT_EQ(j["config"]["dtype"], "bfloat16");  // results depend on it, so the JSON says which
 }
