@@ -16,9 +16,10 @@ at::Tensor attention_reference(const at::Tensor& q, const at::Tensor& k, const a
 at::Tensor attention_blocked(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& bias,
                              double scale) {
   const int64_t B = q.size(0), nkv = q.size(1), g = q.size(2), T = q.size(3), hd = q.size(4), S = k.size(2);
-  constexpr int64_t kBlockBytes = 2 << 20;  // float32 scores of one block
-  const int64_t rows = std::clamp<int64_t>(kBlockBytes / (nkv * g * S * 4), 1, T);
   auto out = at::empty(q.sizes(), q.options());
+  if (B == 0 || nkv == 0 || g == 0 || T == 0) return out;
+  constexpr int64_t kBlockBytes = 2 << 20;  // float32 scores of one block
+  const int64_t rows = std::clamp<int64_t>(kBlockBytes / (nkv * g * std::max<int64_t>(S, 1) * 4), 1, T);
   for (int64_t b = 0; b < B; ++b) {
     auto kt = k[b].transpose(1, 2);  // (nkv, hd, S)
     auto vb = v[b];                  // (nkv, S, hd)

@@ -46,3 +46,13 @@ TEST(Attention, BlockedEqualsReference) {
     }
   }
 }
+
+// No queries (an empty step) gives an empty result, not a division by zero.
+TEST(Attention, EmptyQueries) {
+  auto q = at::randn({2, 3, 3, 0, 16});
+  auto k = at::randn({2, 3, 0, 16}), v = at::randn({2, 3, 0, 16});
+  auto bias = at::zeros({2, 1, 1, 0, 0});
+  auto got = attention_blocked(q, k, v, bias, 0.25);
+  EXPECT_EQ(got.sizes(), q.sizes());
+  EXPECT_EQ(attention_reference(q, k, v, bias, 0.25).sizes(), q.sizes());
+}
