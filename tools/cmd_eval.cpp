@@ -52,7 +52,6 @@ Action add_eval(CLI::App& app) {
   return [a] {
     a->e.tasks = parse_task_list(a->tasks);
     a->e.model_path = a->model;
-    a->e.dtype = a->dtype;
     // Fail before hours of work, not after: the output folder must exist.
     if (!a->output.empty()) {
       const std::string dir = parent_dir(a->output);

@@ -13,6 +13,7 @@
 #include "llmc/eval/loglikelihood.h"
 #include "llmc/eval/perplexity.h"
 #include "llmc/eval/tasks.h"
+#include "llmc/model/load.h"
 
 namespace llmc {
 
@@ -164,7 +165,7 @@ std::string run_eval(CausalLM& model, const EvalOptions& opts) {
                       {"limit", opts.limit},
                       {"num_fewshot", opts.num_fewshot},
                       {"scorer", opts.scorer},
-                      {"dtype", opts.dtype},
+                      {"dtype", dtype_option_name(model.dtype())},  // results depend on it
                       {"threads", at::get_num_threads()}};
   result["results"] = ojson::object();
 

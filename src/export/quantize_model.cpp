@@ -10,6 +10,7 @@
 #include "llmc/core/error.h"
 #include "llmc/core/log.h"
 #include "llmc/export/discretize.h"
+#include "llmc/model/attention.h"
 #include "llmc/quant/quant.h"
 
 namespace llmc {
@@ -47,7 +48,7 @@ at::Tensor run_layers(Llama& m, const at::Tensor& tokens, int64_t chunk, const B
   auto freqs = at::arange(T, at::kLong).to(at::kFloat).unsqueeze(-1) * rope_inv_freq(c);  // (T, hd/2)
   auto emb = at::cat({freqs, freqs}, -1).view({1, 1, T, hd});
   auto cos = emb.cos(), sin = emb.sin();
-  auto bias = at::zeros({T, T}, at::kFloat).masked_fill(at::ones({T, T}, at::kBool).triu(1), -1e30f);
+  auto bias = at::zeros({T, T}, at::kFloat).masked_fill(at::ones({T, T}, at::kBool).triu(1), -1e30f).view({1, 1, 1, T, T});
   const double scale = 1.0 / std::sqrt(static_cast<double>(hd));
   chunk = std::max<int64_t>(1, chunk);
   for (int64_t l = 0; l < c.num_layers; ++l) {
@@ -64,9 +65,7 @@ at::Tensor run_layers(Llama& m, const at::Tensor& tokens, int64_t chunk, const B
         auto k = apply_rope(L.k->forward(hc).view({bn, T, nkv, hd}).transpose(1, 2), cos, sin);
         auto v = L.v->forward(hc).view({bn, T, nkv, hd}).transpose(1, 2);
         auto qg = q.reshape({bn, nkv, g, T, hd});
-        auto scores = at::matmul(qg, k.unsqueeze(2).transpose(-1, -2)) * scale;
-        auto probs = at::softmax(scores + bias, -1);
-        auto o = at::matmul(probs, v.unsqueeze(2)).reshape({bn, nq, T, hd}).transpose(1, 2).reshape({bn, T, nq * hd});
+        auto o = attention(qg, k, v, bias, scale).reshape({bn, nq, T, hd}).transpose(1, 2).reshape({bn, T, nq * hd});
         outs.push_back(o);
       }
       auto attn = at::cat(outs, 0);

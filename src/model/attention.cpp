@@ -6,6 +6,12 @@
 
 namespace llmc {
 
+at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& bias,
+                     double scale) {
+  const bool grad = at::GradMode::is_enabled() && (q.requires_grad() || k.requires_grad() || v.requires_grad());
+  return grad ? attention_reference(q, k, v, bias, scale) : attention_blocked(q, k, v, bias, scale);
+}
+
 at::Tensor attention_reference(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& bias,
                                double scale) {
   auto scores = at::matmul(q, k.unsqueeze(2).transpose(-1, -2)).to(at::kFloat) * scale;  // (B,nkv,g,T,S)
@@ -14,12 +20,13 @@ at::Tensor attention_reference(const at::Tensor& q, const at::Tensor& k, const a
 }
 
 at::Tensor attention_blocked(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& bias,
-                             double scale) {
+                             double scale, int64_t block_bytes) {
   const int64_t B = q.size(0), nkv = q.size(1), g = q.size(2), T = q.size(3), hd = q.size(4), S = k.size(2);
   auto out = at::empty(q.sizes(), q.options());
   if (B == 0 || nkv == 0 || g == 0 || T == 0) return out;
-  constexpr int64_t kBlockBytes = 2 << 20;  // float32 scores of one block
-  const int64_t rows = std::clamp<int64_t>(kBlockBytes / (nkv * g * std::max<int64_t>(S, 1) * 4), 1, T);
+  const int64_t row_bytes = nkv * g * std::max<int64_t>(S, 1) * 4;  // float32 scores of one query
+  if (B * T * row_bytes <= block_bytes) return attention_reference(q, k, v, bias, scale);
+  const int64_t rows = std::clamp<int64_t>(block_bytes / row_bytes, 1, T);
   for (int64_t b = 0; b < B; ++b) {
     auto kt = k[b].transpose(1, 2);  // (nkv, hd, S)
     auto vb = v[b];                  // (nkv, S, hd)
@@ -29,7 +36,7 @@ at::Tensor attention_blocked(const at::Tensor& q, const at::Tensor& k, const at:
       auto qb = q[b].narrow(2, t0, n).reshape({nkv, g * n, hd});
       auto s = at::bmm(qb, kt).to(at::kFloat);
       s.mul_(scale);
-      s.view({nkv, g, n, S}).add_(bias[b].narrow(2, t0, n));  // bias[b]: (1, 1, T, S)
+      s.view({nkv, g, n, S}).add_(bias[bias.size(0) == 1 ? 0 : b].narrow(2, t0, n));  // (1, 1, n, S)
       auto p = at::softmax(s, -1).to(q.scalar_type());
       out[b].narrow(2, t0, n).copy_(at::bmm(p, vb).view({nkv, g, n, hd}));
     }

@@ -5,6 +5,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "llmc/model/load.h"
+
 namespace llmc {
 
 namespace {
@@ -40,7 +42,7 @@ nlohmann::ordered_json info(const Llama& m, const std::string& path) {
   j["parameters"] = {{"embedding", embed}, {"attention", attn}, {"mlp", mlp},
                      {"norms", norms},     {"lm_head", head},   {"total", embed + attn + mlp + norms + head}};
   j["stored_dtype"] = c.torch_dtype;
-  j["compute_dtype"] = m.dtype() == at::kBFloat16 ? "bfloat16" : "float32";
+  j["compute_dtype"] = dtype_option_name(m.dtype());
   if (m.has_tokenizer()) {
     const auto& t = m.tokenizer();
     j["tokenizer"] = {{"type", t.type()}, {"vocab_size", t.vocab_size()}, {"bos_id", t.bos_id()},

@@ -122,9 +122,7 @@ at::Tensor Llama::hidden_states(const at::Tensor& tokens, const at::Tensor& posi
       }
       // GQA without copying K/V: group the g query heads of each KV head.
       auto qg = q.reshape({B, nkv, g, T, hd});
-      const bool grad = at::GradMode::is_enabled() && (qg.requires_grad() || k.requires_grad() || v.requires_grad());
-      auto out = grad ? attention_reference(qg, k, v, bias, scale)
-                      : attention_blocked(qg, k, v, bias, scale);  // (B, nkv, g, T, hd)
+      auto out = attention(qg, k, v, bias, scale);  // (B, nkv, g, T, hd)
       out = out.reshape({B, nq, T, hd}).transpose(1, 2).reshape({B, T, nq * hd});
       x = x + L.o->forward(out);
     }

@@ -25,6 +25,8 @@ at::ScalarType parse_dtype(const std::string& name) {
   fail("--dtype: unsupported compute dtype '{}' (float32 or bfloat16)", name);
 }
 
+const char* dtype_option_name(at::ScalarType t) { return t == at::kBFloat16 ? "bfloat16" : "float32"; }
+
 namespace {
 
 std::string layer_name(int64_t l, const char* rest) { return fmt::format("model.layers.{}.{}", l, rest); }

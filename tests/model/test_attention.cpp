@@ -43,6 +43,10 @@ TEST(Attention, BlockedEqualsReference) {
       ASSERT_EQ(got.scalar_type(), dt);
       const double err = (got.to(at::kFloat) - ref.to(at::kFloat)).abs().max().item<double>();
       EXPECT_LE(err, dt == at::kFloat ? 1e-5 : 2e-2) << "B " << c.B << " T " << c.T << " S " << c.S;
+      // A tiny block budget forces the per-row, per-block loop on every case (one query per block).
+      auto tiny = attention_blocked(q, k, v, bias, 0.25, 1);
+      const double err_tiny = (tiny.to(at::kFloat) - ref.to(at::kFloat)).abs().max().item<double>();
+      EXPECT_LE(err_tiny, dt == at::kFloat ? 1e-5 : 2e-2) << "block 1: B " << c.B << " T " << c.T << " S " << c.S;
     }
   }
 }
@@ -55,4 +59,24 @@ TEST(Attention, EmptyQueries) {
   auto got = attention_blocked(q, k, v, bias, 0.25);
   EXPECT_EQ(got.sizes(), q.sizes());
   EXPECT_EQ(attention_reference(q, k, v, bias, 0.25).sizes(), q.sizes());
+}
+
+// attention() keeps the autograd graph when an input needs gradients and otherwise takes the
+// blocked path; a bias shared by all batch rows (batch dimension 1) broadcasts in both.
+TEST(Attention, DispatchAndSharedBias) {
+  at::manual_seed(5);
+  const int64_t B = 3, nkv = 2, g = 2, T = 6, hd = 8;
+  auto q = at::randn({B, nkv, g, T, hd}), k = at::randn({B, nkv, T, hd}), v = at::randn({B, nkv, T, hd});
+  auto bias = at::zeros({T, T}).masked_fill(at::ones({T, T}, at::kBool).triu(1), -1e30f).view({1, 1, 1, T, T});
+  auto ref = attention_reference(q, k, v, bias, 0.5);
+  auto blocked = attention_blocked(q, k, v, bias, 0.5, 1);
+  EXPECT_LE((blocked - ref).abs().max().item<double>(), 1e-5);
+  EXPECT_FALSE(attention(q, k, v, bias, 0.5).requires_grad());
+
+  auto qg = q.clone().requires_grad_(true);
+  auto out = attention(qg, k, v, bias, 0.5);
+  ASSERT_TRUE(out.requires_grad());
+  out.sum().backward();
+  EXPECT_TRUE(qg.grad().defined());
+  EXPECT_LE((out.detach() - ref).abs().max().item<double>(), 1e-6);
 }

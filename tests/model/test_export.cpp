@@ -494,6 +494,15 @@ TEST(ExportCli, Stories260KEndToEnd) {
   EXPECT_EQ(r.code, 0) << r.out;
   EXPECT_NE(r.out.find("\"decode_tokens_per_s\""), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("\"runtime\""), std::string::npos) << r.out;
+  // An exported folder computes in float32 whatever --dtype says (a warning), and eval's JSON must
+  // record the dtype actually used, not the one asked for.
+  const std::string text = path_join(shared_root(), "data/tinystories/tinystories_sample.txt");
+  if (file_exists(text)) {
+    const std::string res = d.path + "/eval.json";
+    r = run_cli("eval --dtype bfloat16 --tasks text:" + text + " --limit 1 --output " + res + " --model " + out);
+    ASSERT_EQ(r.code, 0) << r.out;
+    EXPECT_EQ(nlohmann::json::parse(read_text_file(res))["config"]["dtype"], "float32");
+  }
 }
 
 // bench --lut: the LUT's prediction for an exported model next to the measurement (no timing is

@@ -19,7 +19,6 @@ struct EvalOptions {
   int64_t limit = 0;               // first N documents of each task (MMLU: of each subject); 0: all
   int num_fewshot = -1;            // -1: the task's default (0; MMLU 5)
   std::string scorer = "batched";  // batched | naive (one request per forward; reference and benchmark)
-  std::string dtype = "float32";   // compute dtype the model was loaded in; recorded in the JSON config
   std::string model_path;
 };
 

@@ -38,6 +38,9 @@ class CausalLM {
 
   virtual std::unique_ptr<KVCache> new_cache(int64_t batch, int64_t max_len) const = 0;
 
+  // The dtype the model computes in (its logits are float32 either way).
+  virtual at::ScalarType dtype() const { return at::kFloat; }
+
   // Convenience: one unpadded batch (B, T), positions 0..T-1, no cache.
   at::Tensor forward(const at::Tensor& tokens);
 };

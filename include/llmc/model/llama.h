@@ -38,7 +38,7 @@ class Llama : public CausalLM {
 
   LlamaWeights& weights() { return weights_; }
   const LlamaWeights& weights() const { return weights_; }
-  at::ScalarType dtype() const { return weights_.embed.scalar_type(); }
+  at::ScalarType dtype() const override { return weights_.embed.scalar_type(); }
   bool has_tokenizer() const { return tokenizer_ != nullptr; }
 
   // Hidden states before the final norm: (B, T, hidden). Used by calibration statistics.

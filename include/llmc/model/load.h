@@ -36,6 +36,8 @@ std::shared_ptr<const Tokenizer> load_folder_tokenizer(const std::string& dir, c
 void save_hf_folder(const Llama& model, const std::string& dir);
 
 at::ScalarType parse_dtype(const std::string& name);
+// The inverse, as --dtype spells it: "float32" | "bfloat16".
+const char* dtype_option_name(at::ScalarType t);
 
 // True when `path` is a file starting with the GGUF magic.
 bool looks_like_gguf(const std::string& path);
