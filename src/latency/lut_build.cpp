@@ -175,8 +175,16 @@ class Measurer {
       : arena_(arena_bytes, 1), min_sample_us_(min_sample_us), threads_(threads) {}
   size_t arena_bytes() const { return arena_.size(); }
 
+  // One untimed pass first (sizes every job's batch, touches all buffers, and lets the CPU settle
+  // into its steady speed: the first passes of a build started right after a compile ran up to 40%
+  // slower on a 2-core VM here), then
+  // `passes` timed passes.
   void run(std::vector<Job>& jobs, int repeats, int passes, Progress* bar) {
     passes = std::max(1, std::min(passes, repeats));
+    for (auto& job : jobs) {
+      calibrate(job);
+      if (bar) bar->advance(1, job.label);
+    }
     for (int p = 0; p < passes; ++p) {
       const int n = repeats * (p + 1) / passes - repeats * p / passes;
       for (auto& job : jobs) {
@@ -199,16 +207,31 @@ class Measurer {
   }
 
  private:
-  void measure(Job& job, int n) {
-    auto call = [&] { job.fn(job.bytes > 0 ? arena_.next(job.bytes, job.window) : nullptr); };
-    call();
-    call();
-    if (job.batch == 0) {
-      auto t0 = Clock::now();
-      call();
-      const double one = std::chrono::duration<double, std::micro>(Clock::now() - t0).count();
-      job.batch = static_cast<int>(std::clamp(std::ceil(min_sample_us_ / std::max(one, 1e-3)), 1.0, 256.0));
+  void call(Job& job) { job.fn(job.bytes > 0 ? arena_.next(job.bytes, job.window) : nullptr); }
+
+  // batch: the number of back-to-back calls that lasts >= min_sample_us (doubling from 1; up to
+  // 2^20 calls, so even a 10 ns entry is timed over a whole sample, not a clock tick).
+  void calibrate(Job& job) {
+    call(job);
+    int batch = 1;
+    for (;;) {
+      const auto t0 = Clock::now();
+      for (int b = 0; b < batch; ++b) call(job);
+      const double us = std::chrono::duration<double, std::micro>(Clock::now() - t0).count();
+      if (us >= min_sample_us_ || batch >= (1 << 20)) break;
+      if (us * 4 >= min_sample_us_) {
+        batch = static_cast<int>(std::ceil(batch * min_sample_us_ / std::max(us, 1e-3)));
+        break;
+      }
+      batch *= 2;
     }
+    job.batch = std::min(batch, 1 << 20);
+  }
+
+  void measure(Job& job, int n) {
+    // Short calls get one warm-up call after the other jobs ran (code and inputs back in cache);
+    // a call longer than a sample is its own warm-up.
+    if (job.batch > 1) call(job);
     int clean = 0;
     for (int s = 0; s < 3 * n; ++s) {
       // Past n samples, only multi-threaded runs sample on, while preemption spoiled some, for
@@ -217,7 +240,7 @@ class Measurer {
       const long sw0 = involuntary_switches();
       const double c0 = 1e6 * thread_cpu_seconds();
       const auto t0 = Clock::now();
-      for (int b = 0; b < job.batch; ++b) call();
+      for (int b = 0; b < job.batch; ++b) call(job);
       const auto t1 = Clock::now();
       const double c1 = 1e6 * thread_cpu_seconds();
       const bool pre = involuntary_switches() != sw0;
@@ -440,14 +463,16 @@ std::string build_lut_json(const ModelConfig& model, const SearchSpace& space, c
 
   for (const auto& job : jobs) arena_bytes = std::max(arena_bytes, align_up(job.bytes));  // one copy may exceed the cap
   Measurer measurer(arena_bytes, opts.min_sample_us, threads);
-  const int passes = std::min(opts.passes, opts.repeats);
+  const int passes = opts.passes > 0 ? std::min(opts.passes, opts.repeats) : opts.repeats;
   {
     std::unique_ptr<Progress> bar;
-    if (opts.progress) bar = std::make_unique<Progress>("lut", static_cast<int64_t>(jobs.size()) * passes, "entries");
+    if (opts.progress) bar = std::make_unique<Progress>("lut", static_cast<int64_t>(jobs.size()) * (passes + 1), "entries");
     measurer.run(jobs, opts.repeats, passes, bar.get());
   }
 
   size_t next = 0, noisy = 0, samples = 0, preempted = 0;
+  int min_batch = 1 << 30, max_batch = 0;
+  for (const auto& job : jobs) min_batch = std::min(min_batch, job.batch), max_batch = std::max(max_batch, job.batch);
   auto us_of = [&] {
     const Job& job = jobs[next++];
     auto [us, fallback] = measurer.estimate(job);
@@ -494,6 +519,7 @@ std::string build_lut_json(const ModelConfig& model, const SearchSpace& space, c
                 {"repeats", opts.repeats},
                 {"passes", passes},
                 {"min_sample_us", opts.min_sample_us},
+                {"calls_per_sample", {{"min", min_batch}, {"max", max_batch}}},
                 {"rotation_bytes", arena_bytes},
                 {"ops", "llmc::rt (runtime engine)"},
                 {"clock", threads == 1 ? "thread cpu time" : "wall time of samples not preempted"},

@@ -199,6 +199,30 @@ TEST(Lut, Predict16BitSlowerThan4Bit) {
   EXPECT_EQ(arch_weight_bytes(a4), q4 + rest);
 }
 
+// The timing schedule: by default one sample of every entry per pass (each sample meets the machine
+// in another state), and every sample lasts at least min_sample_us, however short the call.
+TEST(Lut, OneSamplePerPassAndLongEnoughSamples) {
+  LutOptions o = fast_options();
+  o.threads = 1;  // one thread takes exactly `repeats` samples (more threads resample preempted ones)
+  o.repeats = 4;
+  o.min_sample_us = 300;
+  const json j = json::parse(build_lut_json(test::tiny_config(), test_space(), o));
+  const json& b = j["build"];
+  const size_t entries = j["linears"].size() + j["attention"].size() + 2 * j["layer_fixed"].size() +
+                         j["model_fixed"].size();
+  EXPECT_EQ(b["passes"], 4);
+  EXPECT_EQ(b["samples"].get<size_t>(), 4 * entries);
+  // The tiny model's smallest linear (N = 8, K = 32) takes well under 0.1 us: a 300 us sample needs
+  // thousands of calls (the old cap of 256 calls timed it over ~10 us, i.e. clock noise).
+  EXPECT_GT(b["calls_per_sample"]["max"].get<int>(), 256) << b.dump();
+  EXPECT_GE(b["calls_per_sample"]["min"].get<int>(), 1);
+
+  o.passes = 2;
+  const json j2 = json::parse(build_lut_json(test::tiny_config(), test_space(), o));
+  EXPECT_EQ(j2["build"]["passes"], 2);
+  EXPECT_EQ(j2["build"]["samples"].get<size_t>(), 4 * entries);
+}
+
 TEST(Lut, CheckRefusesAnotherModelOrSpace) {
   const LatencyTable t = LatencyTable::parse(tiny_lut(), "tiny.lut");
   ModelConfig other = test::tiny_config();

@@ -83,7 +83,10 @@ struct LutOptions {
   std::vector<int64_t> tokens{1, 128};  // token counts M (distinct, >= 1)
   int64_t context = 512;              // KV-cache positions the attention entries attend over
   int repeats = 25;                   // timed samples per entry (>= 1; the CLI asks for >= 20)
-  int passes = 5;                     // samples are taken in this many interleaved passes over all entries
+  // Samples are taken in this many interleaved passes over all entries; 0 = one sample per pass
+  // (`repeats` passes). Each pass meets the machine in another state (clock, caches, neighbours):
+  // on a 2-core VM, 25 passes of one sample halved the build-to-build spread of 5 passes of five.
+  int passes = 0;
   int threads = 0;                    // 0 = at::get_num_threads(); used by ATen and qgemm_cpu
   int64_t max_buffer_mib = 1024;      // cap of the rotating weight buffer (one copy may exceed it)
   int lm_head_bits = 16;              // lm_head as exported (export --lm-head-bits): 16 = dense fp32
