@@ -114,7 +114,7 @@ void fused_tile(const Problem& p, int m0, int n0) {
     __m256 Q[MT][NT];
     for (int m = 0; m < MT; ++m)
       for (int n = 0; n < NT; ++n) Q[m][n] = _mm256_setzero_ps();
-    for (int kb = g * bpg; kb < (g + 1) * bpg; ++kb) {
+    for (int kb = g * bpg; kb < imin((g + 1) * bpg, p.Kb); ++kb) {
       if (pf_on) {
         for (int o = 0; o < kPfStep; o += 64) {
           _mm_prefetch(reinterpret_cast<const char*>(pf) + static_cast<size_t>(kb) * kPfStep + o, _MM_HINT_T1);
@@ -230,8 +230,9 @@ void micro(const float* xT, int Mp, const float* wb, int kcn, float* yT, int nr,
 template <int BITS>
 void panel_rows(const Problem& p, int n0, int n1) {
   alignas(64) float wb[kNr * kKc];
-  for (int kc0 = 0; kc0 < p.Kp; kc0 += kKc) {
-    const int kcn = imin(kKc, p.Kp - kc0);
+  const int Kk = p.Kb * kBlockCodes;  // columns up to the last block with real ones
+  for (int kc0 = 0; kc0 < Kk; kc0 += kKc) {
+    const int kcn = imin(kKc, Kk - kc0);
     const float* xT = p.xT + static_cast<size_t>(kc0) * p.Mp;
     for (int nb = n0; nb < n1; nb += kNr) {
       const int nr = imin(kNr, n1 - nb);

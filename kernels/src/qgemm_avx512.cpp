@@ -135,7 +135,7 @@ void fused_tile(const Problem& p, int m0, int n0) {
       }
     }
     for (int gi = 0; gi < gc; ++gi) {
-      const int kb0 = (g0 + gi) * bpg;
+      const int kb0 = (g0 + gi) * bpg, kb1 = imin(kb0 + bpg, p.Kb);
       if constexpr (BITS <= 3) {
         __m512 TA[NT], TB[NT], S4[NT];
         for (int n = 0; n < NT; ++n) {
@@ -144,7 +144,7 @@ void fused_tile(const Problem& p, int m0, int n0) {
           TB[n] = _mm512_fmadd_ps(ihi, s, nsz);
           if constexpr (BITS == 3) S4[n] = _mm512_mul_ps(s, _mm512_set1_ps(4.f));
         }
-        for (int kb = kb0; kb < kb0 + bpg; ++kb) {
+        for (int kb = kb0; kb < kb1; ++kb) {
           if (pf_codes && pf_on) {
             for (int o = 0; o < kPfStep; o += 64) {
               _mm_prefetch(reinterpret_cast<const char*>(pf) + static_cast<size_t>(kb) * kPfStep + o, _MM_HINT_T1);
@@ -175,7 +175,7 @@ void fused_tile(const Problem& p, int m0, int n0) {
         for (int n = 0; n < NT; ++n) {
           T[n] = _mm512_fmadd_ps(iota, _mm512_set1_ps(sc[n][gi]), _mm512_set1_ps(zc[n][gi]));
         }
-        for (int kb = kb0; kb < kb0 + bpg; ++kb) {
+        for (int kb = kb0; kb < kb1; ++kb) {
           if (pf_codes && pf_on) {
             for (int o = 0; o < kPfStep; o += 64) {
               _mm_prefetch(reinterpret_cast<const char*>(pf) + static_cast<size_t>(kb) * kPfStep + o, _MM_HINT_T1);
@@ -200,7 +200,7 @@ void fused_tile(const Problem& p, int m0, int n0) {
           s[n] = _mm512_set1_ps(sc[n][gi]);
           z[n] = _mm512_set1_ps(zc[n][gi]);
         }
-        for (int kb = kb0; kb < kb0 + bpg; ++kb) {
+        for (int kb = kb0; kb < kb1; ++kb) {
           if (pf_codes && pf_on) {
             for (int o = 0; o < kPfStep; o += 64) {
               _mm_prefetch(reinterpret_cast<const char*>(pf) + static_cast<size_t>(kb) * kPfStep + o, _MM_HINT_T1);
@@ -353,8 +353,9 @@ void micro(const float* xT, int Mp, const float* wb, int kcn, float* yT, int nr,
 template <int BITS>
 void panel_rows(const Problem& p, int n0, int n1) {
   alignas(64) float wb[kNr * kKc];
-  for (int kc0 = 0; kc0 < p.Kp; kc0 += kKc) {
-    const int kcn = imin(kKc, p.Kp - kc0);
+  const int Kk = p.Kb * kBlockCodes;  // columns up to the last block with real ones
+  for (int kc0 = 0; kc0 < Kk; kc0 += kKc) {
+    const int kcn = imin(kKc, Kk - kc0);
     const float* xT = p.xT + static_cast<size_t>(kc0) * p.Mp;
     for (int nb = n0; nb < n1; nb += kNr) {
       const int nr = imin(kNr, n1 - nb);

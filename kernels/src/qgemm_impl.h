@@ -11,6 +11,9 @@ struct Problem {
   int M = 0, N = 0, K = 0;
   int bits = 0, group = 0;
   int Kp = 0;  // K_padded
+  // Blocks of 32 columns that hold real columns, ceil(K / 32). The kernels stop there: the rest of
+  // a partial last group is padding whose x is zero (K = 576 with g = 128: 18 of 20 blocks).
+  int Kb = 0;
   int G = 0;   // groups per row
   const uint8_t* codes = nullptr;
   size_t row_bytes = 0;
