@@ -222,10 +222,29 @@ void fused_tile(const Problem& p, int m0, int n0) {
   }
 
   for (int m = 0; m < MT; ++m) {
-    for (int n = 0; n < NT; ++n) {
-      float v = _mm512_reduce_add_ps(acc[m][n]);
-      if (p.bias) v += p.bias[n0 + n];
-      p.y[static_cast<size_t>(m0 + m) * p.N + n0 + n] = v;
+    float* y = p.y + static_cast<size_t>(m0 + m) * p.N + n0;
+    if constexpr (NT == 4) {
+      // The four rows' sums at once (14 instructions instead of four 8-instruction reductions; a
+      // tile of K = 576 is only ~90 instructions of work per row). 128-bit chunks: a = [a0 a1 a2 a3].
+      const __m512 ab = _mm512_add_ps(_mm512_shuffle_f32x4(acc[m][0], acc[m][1], _MM_SHUFFLE(1, 0, 1, 0)),
+                                      _mm512_shuffle_f32x4(acc[m][0], acc[m][1], _MM_SHUFFLE(3, 2, 3, 2)));
+      const __m512 cd = _mm512_add_ps(_mm512_shuffle_f32x4(acc[m][2], acc[m][3], _MM_SHUFFLE(1, 0, 1, 0)),
+                                      _mm512_shuffle_f32x4(acc[m][2], acc[m][3], _MM_SHUFFLE(3, 2, 3, 2)));
+      // ab = [a0+a2, a1+a3, b0+b2, b1+b3]; t = chunk sums [A, B, C, D], 4 lanes each.
+      __m512 t = _mm512_add_ps(_mm512_shuffle_f32x4(ab, cd, _MM_SHUFFLE(2, 0, 2, 0)),
+                               _mm512_shuffle_f32x4(ab, cd, _MM_SHUFFLE(3, 1, 3, 1)));
+      t = _mm512_add_ps(t, _mm512_permute_ps(t, _MM_SHUFFLE(2, 3, 0, 1)));
+      t = _mm512_add_ps(t, _mm512_permute_ps(t, _MM_SHUFFLE(1, 0, 3, 2)));
+      __m128 v = _mm512_castps512_ps128(
+          _mm512_permutexvar_ps(_mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), t));
+      if (p.bias) v = _mm_add_ps(v, _mm_loadu_ps(p.bias + n0));
+      _mm_storeu_ps(y, v);
+    } else {
+      for (int n = 0; n < NT; ++n) {
+        float v = _mm512_reduce_add_ps(acc[m][n]);
+        if (p.bias) v += p.bias[n0 + n];
+        y[n] = v;
+      }
     }
   }
 }
