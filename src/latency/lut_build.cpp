@@ -70,6 +70,12 @@ std::string cpu_device_name() {
   return "cpu (unknown model)";
 }
 
+LutAttentionSpan lut_attention_span(int64_t M, int64_t context) {
+  LLMC_CHECK(M >= 1 && context >= 1, "lut: token count {} and context {} must be >= 1", M, context);
+  const int64_t T = M == 1 ? context : M;
+  return {T, T - M};
+}
+
 namespace {
 
 using Clock = std::chrono::steady_clock;
@@ -375,7 +381,8 @@ std::string build_lut_json(const ModelConfig& model, const SearchSpace& space, c
   std::vector<std::pair<int64_t, int64_t>> attention_keys;  // (h, M)
   const size_t fixed_window = model_window(mid_bits);
   for (int64_t M : tokens) {
-    const int64_t T = std::max(opts.context, M), past = T - M, half = hd / 2;
+    const LutAttentionSpan span = lut_attention_span(M, opts.context);
+    const int64_t T = span.positions, past = span.past, half = hd / 2;
     // RoPE tables for positions [0, T), as the runtime's.
     auto cos = std::make_shared<std::vector<float>>(), sin = std::make_shared<std::vector<float>>();
     rt::rope_tables(inv_freq->data(), half, T, cos.get(), sin.get());

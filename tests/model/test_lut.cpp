@@ -106,7 +106,7 @@ TEST(Lut, HasEveryShapeOfTheSpace) {
     EXPECT_GT(t.model_fixed_us(M), 0.0);
   }
   EXPECT_EQ(j["format"], "llmcompress-lut");
-  EXPECT_EQ(j["version"], 2);
+  EXPECT_EQ(j["version"], 3);
   EXPECT_EQ(j["lm_head_bits"], 16);
   EXPECT_EQ(j["shapes_hash"], shapes_hash(m, s));
   EXPECT_EQ(j["tokens"], json::parse("[1, 4]"));
@@ -221,6 +221,19 @@ TEST(Lut, OneSamplePerPassAndLongEnoughSamples) {
   const json j2 = json::parse(build_lut_json(test::tiny_config(), test_space(), o));
   EXPECT_EQ(j2["build"]["passes"], 2);
   EXPECT_EQ(j2["build"]["samples"].get<size_t>(), 4 * entries);
+}
+
+// What an attention entry times: a decode step at the LUT's context, a prompt from an empty cache.
+TEST(Lut, AttentionSpanIsDecodeAtContextOrPromptFromEmpty) {
+  EXPECT_EQ(lut_attention_span(1, 192).positions, 192);
+  EXPECT_EQ(lut_attention_span(1, 192).past, 191);
+  EXPECT_EQ(lut_attention_span(1, 1).past, 0);
+  for (int64_t ctx : {16, 128, 192, 4096}) {  // a prompt's cost does not depend on the decode context
+    EXPECT_EQ(lut_attention_span(128, ctx).positions, 128) << ctx;
+    EXPECT_EQ(lut_attention_span(128, ctx).past, 0) << ctx;
+  }
+  EXPECT_THROW(lut_attention_span(0, 16), Error);
+  EXPECT_THROW(lut_attention_span(4, 0), Error);
 }
 
 TEST(Lut, CheckRefusesAnotherModelOrSpace) {

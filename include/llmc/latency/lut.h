@@ -5,8 +5,8 @@
 //
 // lut.json (documented in configs/README.md):
 // {
-//   "format": "llmcompress-lut", "version": 2,
-//   "device": "cpu (Intel(R) Xeon(R) ...)", "threads": 2, "kernel_version": "runtime-ops-2 avx512",
+//   "format": "llmcompress-lut", "version": 3,
+//   "device": "cpu (Intel(R) Xeon(R) ...)", "threads": 2, "kernel_version": "runtime-ops-3 avx512",
 //   "shapes_hash": "0123456789abcdef",            // llmc::shapes_hash(model, space)
 //   "model": {"hidden_size", "intermediate_size", "num_layers", "num_heads", "num_kv_heads",
 //             "head_dim", "vocab_size", "tie_word_embeddings"},
@@ -32,7 +32,7 @@
 //               last touched a full forward ago, as in a real run (cache-resident for tiny
 //               models, streamed from memory for large ones).
 //   attention   per KV-group count h: split of the stacked q|k|v rows, RoPE on the h*g query and
-//               h key heads, KV-cache append, causal attention over max(context, M) positions.
+//               h key heads, KV-cache append, causal attention (positions: lut_attention_span).
 //   layer_fixed attn_us: input RMSNorm + residual add; mlp_us: post-attention RMSNorm, SwiGLU
 //               (at the full MLP width: an upper bound for narrower layers) and residual add.
 //   model_fixed embedding rows, final RMSNorm and lm_head (vocab x hidden at lm_head_bits) for the
@@ -49,10 +49,11 @@
 namespace llmc {
 
 constexpr const char* kLutFormat = "llmcompress-lut";
-constexpr int kLutVersion = 2;
+// 3: attention entries with M > 1 are a prompt from an empty cache (lut_attention_span).
+constexpr int kLutVersion = 3;
 // Version of the timing method + kernels; the LUT records it followed by the CPU ISA path used
 // (e.g. "runtime-ops-2 avx512"). Bump when the kernels or what an entry measures change.
-constexpr const char* kLutKernelVersion = "runtime-ops-2";
+constexpr const char* kLutKernelVersion = "runtime-ops-3";
 
 // One linear GEMM the search space can produce: y (M, N) = x (M, K) W^T at `bits`.
 // group: effective_group(K, space.group_size) for bits < 16, 0 for the dense 16-bit path.
@@ -72,6 +73,17 @@ struct LutLinearShape {
 std::vector<LutLinearShape> lut_linear_shapes(const ModelConfig& model, const SearchSpace& space,
                                               const std::vector<int64_t>& tokens);
 
+// The attention an entry of M tokens times: M = 1 is one decode step after `context` - 1 cached
+// positions (it attends over `context`); M > 1 is a prompt of M tokens from an empty cache (causal
+// over M positions), as `bench`/`generate` prefill it. Before kernel version runtime-ops-3 the M > 1
+// entries attended over max(context, M) positions (a chunk at the end of a long context), which
+// over-predicted a 128-token prefill at context 192 by ~20%.
+struct LutAttentionSpan {
+  int64_t positions = 0;  // cache length after the step (T)
+  int64_t past = 0;       // positions cached before it (T - M)
+};
+LutAttentionSpan lut_attention_span(int64_t M, int64_t context);
+
 // Model shapes for `lut --model SPEC`: "synthetic:1b" (Llama-3.2-1B shapes: hidden 2048, MLP 8192,
 // 16 layers, 32 heads, 8 KV heads, head_dim 64, vocab 128256, tied embeddings), "synthetic:tiny"
 // (hidden 32, 2 layers: for tests), a Hugging Face folder (config.json only is read) or any file
@@ -81,7 +93,7 @@ ModelConfig lut_model_config(const std::string& spec);
 struct LutOptions {
   std::string device = "auto";        // auto | cpu | cuda (cuda: see build_lut_json)
   std::vector<int64_t> tokens{1, 128};  // token counts M (distinct, >= 1)
-  int64_t context = 512;              // KV-cache positions the attention entries attend over
+  int64_t context = 512;              // KV-cache positions a decode step (M = 1) attends over
   int repeats = 25;                   // timed samples per entry (>= 1; the CLI asks for >= 20)
   // Samples are taken in this many interleaved passes over all entries; 0 = one sample per pass
   // (`repeats` passes). Each pass meets the machine in another state (clock, caches, neighbours):
