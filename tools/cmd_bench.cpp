@@ -206,7 +206,12 @@ Action add_bench(CLI::App& app) {
       p["clock"] = cpu_clock ? "thread cpu time" : "wall time";
       p["lut_threads"] = lut->threads();
       p["lut_context"] = lut->context();
-      if (lut_decode) p["decode_ms"] = compare(lut->predict_ms(arch, 1), 1000.0 * dm_c / N);
+      if (lut_decode) {
+        p["decode_ms"] = compare(lut->predict_ms(arch, 1), 1000.0 * dm_c / N);
+        // Decode step i attends over P + i + 1 positions; the LUT's decode entries over its context.
+        p["decode_ms"]["mean_context"] = static_cast<double>(P) + static_cast<double>(N + 1) / 2.0;
+        p["decode_ms"]["lut_context"] = lut->context();
+      }
       if (lut_prefill) p["prefill_ms"] = compare(lut->predict_ms(arch, P), 1000.0 * pm_c);
       j["predicted"] = p;
     } else {
@@ -245,11 +250,15 @@ Action add_bench(CLI::App& app) {
         for (const char* k : {"decode_ms", "prefill_ms"}) {
           if (!j["predicted"].contains(k)) continue;
           const auto& e = j["predicted"][k];
-          std::printf("LUT       %s: predicted %.3f ms, measured %.3f ms (measured/predicted %.2f; %s, %s)\n",
+          std::string ctx;
+          if (e.contains("lut_context"))
+            ctx = fmt::format("; LUT context {}, this decode's mean context {:g}", e["lut_context"].get<int64_t>(),
+                              e["mean_context"].get<double>());
+          std::printf("LUT       %s: predicted %.3f ms, measured %.3f ms (measured/predicted %.2f; %s, %s%s)\n",
                       std::string(k).substr(0, std::string(k).find('_')).c_str(), e["predicted"].get<double>(),
                       e["measured"].get<double>(), e["measured_over_predicted"].get<double>(),
                       j["predicted"]["lut"].get<std::string>().c_str(),
-                      j["predicted"].value("clock", std::string("wall time")).c_str());
+                      j["predicted"].value("clock", std::string("wall time")).c_str(), ctx.c_str());
         }
     }
     return 0;

@@ -528,6 +528,9 @@ TEST(ExportCli, BenchPrintsLutPrediction) {
     EXPECT_GT(j["predicted"][k]["predicted"].get<double>(), 0.0);
     EXPECT_GT(j["predicted"][k]["measured"].get<double>(), 0.0);
   }
+  // 8 decode steps after a 16-token prompt attend over 17..24 positions; the LUT's decode over 16.
+  EXPECT_DOUBLE_EQ(j["predicted"]["decode_ms"]["mean_context"].get<double>(), 20.5);
+  EXPECT_EQ(j["predicted"]["decode_ms"]["lut_context"], 16);
   // An 8-bit lm_head LUT does not describe this model's dense lm_head.
   r = run_cli("--threads 1 lut --model " + stories() + " --space " + space +
               " --tokens 1 --context 16 --repeats 20 --lm-head-bits 8 --out " + lut8);
