@@ -183,8 +183,7 @@ class Measurer {
 
   // One untimed pass first (sizes every job's batch, touches all buffers, and lets the CPU settle
   // into its steady speed: the first passes of a build started right after a compile ran up to 40%
-  // slower on a 2-core VM here), then
-  // `passes` timed passes.
+  // slower on a 2-core VM here), then `passes` timed passes.
   void run(std::vector<Job>& jobs, int repeats, int passes, Progress* bar) {
     passes = std::max(1, std::min(passes, repeats));
     for (auto& job : jobs) {
