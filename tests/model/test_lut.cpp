@@ -217,10 +217,20 @@ TEST(Lut, OneSamplePerPassAndLongEnoughSamples) {
   EXPECT_GT(b["calls_per_sample"]["max"].get<int>(), 256) << b.dump();
   EXPECT_GE(b["calls_per_sample"]["min"].get<int>(), 1);
 
+  EXPECT_EQ(b["statistic"], "median");
+  EXPECT_EQ(b["clock"], "thread cpu time");
+
   o.passes = 2;
   const json j2 = json::parse(build_lut_json(test::tiny_config(), test_space(), o));
   EXPECT_EQ(j2["build"]["passes"], 2);
   EXPECT_EQ(j2["build"]["samples"].get<size_t>(), 4 * entries);
+
+  // Several threads: wall time, 10th percentile (at least `repeats` samples; more when preempted).
+  o.threads = 2;
+  const json j3 = json::parse(build_lut_json(test::tiny_config(), test_space(), o));
+  EXPECT_EQ(j3["build"]["statistic"], "p10");
+  EXPECT_EQ(j3["build"]["clock"], "wall time");
+  EXPECT_GE(j3["build"]["samples"].get<size_t>(), 4 * entries);
 }
 
 // What an attention entry times: a decode step at the LUT's context, a prompt from an empty cache.

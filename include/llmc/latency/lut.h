@@ -17,10 +17,9 @@
 //   "model_fixed": [{"M", "us"}],
 //   "build": {...}                                          // informational (timing settings)
 // }
-// All times are microseconds for one forward step of M tokens (batch 1): the median of `repeats`
-// samples taken in interleaved passes; with one thread the timing thread's CPU time, with more the
-// wall time of samples no other process preempted, or the fastest sample when most were (see
-// Measurer in lut_build.cpp).
+// All times are microseconds for one forward step of M tokens (batch 1), from `repeats` samples taken
+// in interleaved passes: with one thread the median of the timing thread's CPU time, with more the
+// 10th percentile of the wall times (see Measurer in lut_build.cpp).
 //
 // Every entry times the runtime engine's own functions (llmc/runtime/ops.h) with the LUT's thread
 // count, so the table predicts `bench` / `generate` on an exported model:
