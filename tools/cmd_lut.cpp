@@ -48,7 +48,7 @@ Action add_lut(CLI::App& app) {
   app.add_option("--context", a->o.context, "KV-cache positions for the attention entries")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
-  app.add_option("--repeats", a->o.repeats, "Timed samples per entry (median; >= 20)")
+  app.add_option("--repeats", a->o.repeats, "Timed samples per entry, one per pass (median at 1 thread, 10th percentile at more; >= 20)")
       ->capture_default_str()
       ->check(CLI::Range(20, 100000));
   app.add_option("--max-buffer-mib", a->o.max_buffer_mib, "Cap of the rotating weight buffer (MiB)")
