@@ -67,6 +67,7 @@ for tag, ((pa, wa), (pb, wb)) in by.items():
     worst = sorted(rel.items(), key=lambda kv: -kv[1])[:8]
     summary[tag] = {
         "device": la["device"], "threads": la["threads"], "kernel_version": la["kernel_version"],
+        "statistic": la["build"].get("statistic"), "passes": la["build"].get("passes"),
         "entries": len(a), "wall_s": [round(wa, 1), round(wb, 1)],
         "spread_all": stats(list(rel.values())),
         "spread_linears": stats([v for k, v in rel.items() if k[0] == "linear"]),
