@@ -205,7 +205,6 @@ Action add_bench(CLI::App& app) {
       p["lut"] = a->lut;
       p["clock"] = cpu_clock ? "thread cpu time" : "wall time";
       p["lut_threads"] = lut->threads();
-      p["lut_context"] = lut->context();
       if (lut_decode) {
         p["decode_ms"] = compare(lut->predict_ms(arch, 1), 1000.0 * dm_c / N);
         // Decode step i attends over P + i + 1 positions; the LUT's decode entries over its context.

@@ -45,7 +45,7 @@ Action add_lut(CLI::App& app) {
   app.add_option("--space", a->space, "Search space JSON (configs/README.md); default: the built-in defaults");
   app.add_option("--device", a->o.device, "auto | cpu | cuda")->capture_default_str()->check(CLI::IsMember({"auto", "cpu", "cuda"}));
   app.add_option("--tokens", a->tokens, "Comma list of token counts M per forward step")->capture_default_str();
-  app.add_option("--context", a->o.context, "KV-cache positions for the attention entries")
+  app.add_option("--context", a->o.context, "KV-cache positions a decode step (M = 1) attends over; M > 1 is a prompt from an empty cache")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
   app.add_option("--repeats", a->o.repeats, "Timed samples per entry, one per pass (median at 1 thread, 10th percentile at more; >= 20)")

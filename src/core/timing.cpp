@@ -3,6 +3,7 @@
 #include <ctime>
 
 #include <algorithm>
+#include <utility>
 
 namespace llmc {
 
@@ -12,12 +13,7 @@ double thread_cpu_seconds() {
   return static_cast<double>(t.tv_sec) + 1e-9 * static_cast<double>(t.tv_nsec);
 }
 
-double median(std::vector<double> v) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  const size_t n = v.size();
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
+double median(std::vector<double> v) { return quantile(std::move(v), 0.5); }
 
 double quantile(std::vector<double> v, double q) {
   if (v.empty()) return 0;

@@ -48,7 +48,7 @@ at::Tensor run_layers(Llama& m, const at::Tensor& tokens, int64_t chunk, const B
   auto freqs = at::arange(T, at::kLong).to(at::kFloat).unsqueeze(-1) * rope_inv_freq(c);  // (T, hd/2)
   auto emb = at::cat({freqs, freqs}, -1).view({1, 1, T, hd});
   auto cos = emb.cos(), sin = emb.sin();
-  auto bias = at::zeros({T, T}, at::kFloat).masked_fill(at::ones({T, T}, at::kBool).triu(1), -1e30f).view({1, 1, 1, T, T});
+  auto bias = attention_bias(at::ones({T, T}, at::kBool).tril().view({1, 1, 1, T, T}));  // causal
   const double scale = 1.0 / std::sqrt(static_cast<double>(hd));
   chunk = std::max<int64_t>(1, chunk);
   for (int64_t l = 0; l < c.num_layers; ++l) {

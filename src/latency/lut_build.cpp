@@ -192,8 +192,8 @@ class Measurer {
   // One untimed pass first (sizes every job's batch, touches all buffers, and lets the CPU settle
   // into its steady speed: in a build started right after a compile on a 2-core VM here, the first
   // seven passes ran a median 1.21x (p90 1.56x) slower than the rest), then `passes` timed passes.
+  // 1 <= passes <= repeats (build_lut_json resolves LutOptions::passes).
   void run(std::vector<Job>& jobs, int repeats, int passes, Progress* bar) {
-    passes = std::max(1, std::min(passes, repeats));
     for (auto& job : jobs) {
       calibrate(job);
       if (bar) bar->advance(1, job.label);
@@ -207,11 +207,9 @@ class Measurer {
     }
   }
 
-  // The entry's time (us) and whether most of its samples were preempted (a busy machine).
-  std::pair<double, bool> estimate(const Job& job) const {
-    if (threads_ == 1) return {median(job.cpu), false};
-    const size_t pre = static_cast<size_t>(std::count(job.preempted.begin(), job.preempted.end(), char{1}));
-    return {quantile(job.wall, kMultiThreadQuantile), pre * 2 > job.wall.size()};
+  // The entry's time (us).
+  double estimate(const Job& job) const {
+    return threads_ == 1 ? median(job.cpu) : quantile(job.wall, kMultiThreadQuantile);
   }
 
  private:
@@ -243,7 +241,8 @@ class Measurer {
     int clean = 0;
     for (int s = 0; s < 3 * n; ++s) {
       // Past n samples, only multi-threaded runs sample on, while preemption spoiled some, for
-      // short samples (a long one is preempted anyway on a busy machine).
+      // short samples (a long one is preempted anyway on a busy machine): with n unpreempted samples
+      // the 10th percentile lies among them however many were preempted.
       if (s >= n && (threads_ == 1 || clean >= n || job.wall.back() > 20000.0)) break;
       const long sw0 = involuntary_switches();
       const double c0 = 1e6 * thread_cpu_seconds();
@@ -484,11 +483,11 @@ std::string build_lut_json(const ModelConfig& model, const SearchSpace& space, c
   for (const auto& job : jobs) min_batch = std::min(min_batch, job.batch), max_batch = std::max(max_batch, job.batch);
   auto us_of = [&] {
     const Job& job = jobs[next++];
-    auto [us, fallback] = measurer.estimate(job);
-    noisy += fallback ? 1 : 0;
+    const size_t pre = static_cast<size_t>(std::count(job.preempted.begin(), job.preempted.end(), char{1}));
+    noisy += pre * 2 > job.wall.size() ? 1 : 0;  // mostly preempted: a busy machine
     samples += job.wall.size();
-    for (char p : job.preempted) preempted += p ? 1 : 0;
-    return round_us(us);
+    preempted += pre;
+    return round_us(measurer.estimate(job));
   };
   json linears = json::array();
   for (const auto& s : shapes)

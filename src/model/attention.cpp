@@ -6,6 +6,10 @@
 
 namespace llmc {
 
+at::Tensor attention_bias(const at::Tensor& allowed) {
+  return at::zeros(allowed.sizes(), at::kFloat).masked_fill(allowed.logical_not(), -1e30f);
+}
+
 at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& bias,
                      double scale) {
   const bool grad = at::GradMode::is_enabled() && (q.requires_grad() || k.requires_grad() || v.requires_grad());

@@ -100,8 +100,7 @@ at::Tensor Llama::hidden_states(const at::Tensor& tokens, const at::Tensor& posi
   auto q_slot = at::arange(past, S, at::kLong).view({T, 1});
   auto k_slot = at::arange(S, at::kLong).view({1, S});
   auto allowed = (k_slot <= q_slot).view({1, 1, 1, T, S}) & key_mask.to(at::kBool).view({B, 1, 1, 1, S});
-  // A large finite negative (not -inf) so fully masked rows (queries at pad slots) stay finite.
-  auto bias = at::zeros(allowed.sizes(), at::kFloat).masked_fill(allowed.logical_not(), -1e30f);
+  auto bias = attention_bias(allowed);
 
   const double scale = 1.0 / std::sqrt(static_cast<double>(hd));
   for (int64_t l = 0; l < c.num_layers; ++l) {

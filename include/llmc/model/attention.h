@@ -8,6 +8,10 @@
 
 namespace llmc {
 
+// The bias for a visibility mask `allowed` (bool, any shape): 0 where allowed, -1e30 elsewhere; a
+// large finite negative rather than -inf, so fully masked rows (queries at pad slots) stay finite.
+at::Tensor attention_bias(const at::Tensor& allowed);
+
 // attention_reference when autograd has to see it (search, fine-tuning), else attention_blocked.
 at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& bias,
                      double scale);
