@@ -16,6 +16,9 @@
 //   pct_memcpy   = eff_gbps / memcpy_gbps, pct_read = eff_gbps / read_gbps
 //   speedup_fp32 = time of torch::matmul(x, W_fp32^T) (weights rotated the same way, same
 //                  thread count via at::set_num_threads) / time of qgemm_cpu
+//   path         = "tiled" where qgemm_cpu is given a row-tiled copy as the runtime gives it (2/3
+//                  bits, M < 16, AVX-512; copies rotated the same way); canonical_time_us is then
+//                  the canonical layout's time for the same product in the same repetitions
 //
 // Usage: bench_qgemm [--out FILE.json] [--threads T] [--reps R] [--max-reps R] [--budget SEC] [--group G]
 //                    [--isa auto|scalar|avx2|avx512] [--quick] [--clock wall|cpu]
@@ -122,6 +125,11 @@ struct Row {
   size_t weight_bytes;
   int copies;
   int runs;
+  // "tiled": qgemm_cpu given a row-tiled copy (qtiled.h), as the runtime calls it for 2/3 bits at
+  // small M on AVX-512; "canonical" otherwise. For "tiled", canonical_us is the same product from
+  // the canonical layout alone, timed in the same repetitions.
+  std::string path = "canonical";
+  double canonical_us = 0;
 };
 
 // Splits [0, bytes) into T 64-byte aligned chunks run on the kernels' thread pool, so the
@@ -282,6 +290,16 @@ int main(int argc, char** argv) {
         const auto* sc = reinterpret_cast<const uint16_t*>(p + l.code_bytes);
         return QMatrixView{bits, o.group, N, K, p, sc, sc + l.scale_count};
       };
+      // Row-tiled copies where the runtime would make them (same data, rotated the same way).
+      const bool tiled = isa == Isa::kAvx512 && tiled_faster(bits);
+      Pool tp;
+      if (tiled) {
+        const QTiledLayout tl = make_tiled_layout(bits, o.group, N, K);
+        tp.init(tl.total_bytes, nc);
+        tile_into(view(0), tp.at(0));
+        for (int c = 1; c < nc; ++c) std::memcpy(tp.at(c), tp.at(0), tl.total_bytes);
+      }
+      auto tview = [&](int c) { return tiled ? QTiledView{bits, o.group, N, K, tp.at(c)} : QTiledView{}; };
 
       // Interleaved measurement: every repetition times a memcpy, a streaming read and the
       // kernel for each M, each on the next (cold) copy, so load fluctuations on a shared
@@ -296,7 +314,7 @@ int main(int argc, char** argv) {
         for (auto& v : xs.back()) v = nd(rng);
       }
       // Per M: `reps` interleaved repetitions of (memcpy, read, kernel), each on the next copy.
-      std::vector<std::vector<double>> tm(Ms.size()), tr(Ms.size()), tk(Ms.size());
+      std::vector<std::vector<double>> tm(Ms.size()), tr(Ms.size()), tk(Ms.size()), tc(Ms.size());
       int ci = 0;
       for (size_t mi = 0; mi < Ms.size(); ++mi) {
         double t_warm = 0;
@@ -319,13 +337,19 @@ int main(int argc, char** argv) {
             g_sink = g_sink + acc.load();
             if (r >= warm) tr[mi].push_back(t1 - t0);
           }
-          const QMatrixView w = view(ci++ % nc);
+          const int c = ci++ % nc;
           const double t0 = now_s();
-          qgemm_cpu(xs[mi].data(), Ms[mi], w, nullptr, ys[mi].data(), T, isa);
+          qgemm_cpu(xs[mi].data(), Ms[mi], view(c), tview(c), nullptr, ys[mi].data(), T, isa);
           const double t1 = now_s();
           if (r < warm) t_warm = t1 - t0;
           if (r == warm - 1) total = warm + reps_for(o, t_warm);
           if (r >= warm) tk[mi].push_back(t1 - t0);
+          if (tiled && Ms[mi] < kTiledMaxM) {
+            const QMatrixView w = view(ci++ % nc);
+            const double t2 = now_s();
+            qgemm_cpu(xs[mi].data(), Ms[mi], w, nullptr, ys[mi].data(), T, isa);
+            if (r >= warm) tc[mi].push_back(now_s() - t2);
+          }
         }
       }
       dst.release();
@@ -342,11 +366,17 @@ int main(int argc, char** argv) {
         row.pct_memcpy = 100.0 * row.eff_gbps / memcpy_gbps;
         row.pct_read = 100.0 * row.eff_gbps / read_gbps;
         row.best_pct_memcpy = 100.0 * row.best_eff_gbps / row.best_memcpy_gbps;
+        if (!tc[mi].empty()) {
+          row.path = "tiled";
+          row.canonical_us = median(tc[mi]) * 1e6;
+        }
         rows.push_back(row);
         std::printf("K=%5d N=%5d M=%3d b=%d: %9.1f us  %6.2f GB/s  memcpy %6.2f (%5.1f%%)  read %6.2f (%5.1f%%)  "
-                    "fp32 %9.1f us  x%.2f | best: %6.2f GB/s %5.1f%% x%.2f\n",
+                    "fp32 %9.1f us  x%.2f | best: %6.2f GB/s %5.1f%% x%.2f",
                     K, N, M, bits, row.t_us, row.eff_gbps, memcpy_gbps, row.pct_memcpy, read_gbps, row.pct_read,
                     row.dense_us, row.speedup, row.best_eff_gbps, row.best_pct_memcpy, row.best_speedup);
+        if (row.path == "tiled") std::printf(" | tiled; canonical %.1f us (x%.2f)", row.canonical_us, row.canonical_us / row.t_us);
+        std::printf("\n");
         std::fflush(stdout);
       }
     }
@@ -365,11 +395,12 @@ int main(int argc, char** argv) {
                   "\"memcpy_gbps\": %.3f, \"read_gbps\": %.3f, \"pct_memcpy\": %.1f, \"pct_read\": %.1f, "
                   "\"dense_fp32_us\": %.3f, \"speedup_vs_fp32\": %.3f, \"best_time_us\": %.3f, "
                   "\"best_eff_gbps\": %.3f, \"best_memcpy_gbps\": %.3f, \"best_pct_memcpy\": %.1f, "
-                  "\"best_dense_fp32_us\": %.3f, \"best_speedup_vs_fp32\": %.3f}%s\n",
+                  "\"best_dense_fp32_us\": %.3f, \"best_speedup_vs_fp32\": %.3f, \"path\": \"%s\", "
+                  "\"canonical_time_us\": %.3f}%s\n",
                   r.K, r.N, r.M, r.bits, r.group, r.threads, r.isa.c_str(), r.weight_bytes, r.copies, r.runs, r.t_us, r.eff_gbps,
                   r.memcpy_gbps, r.read_gbps, r.pct_memcpy, r.pct_read, r.dense_us, r.speedup, r.best_t_us,
                   r.best_eff_gbps, r.best_memcpy_gbps, r.best_pct_memcpy, r.best_dense_us, r.best_speedup,
-                  i + 1 < rows.size() ? "," : "");
+                  r.path.c_str(), r.canonical_us, i + 1 < rows.size() ? "," : "");
     js << buf;
   }
   js << "  ]\n}\n";

@@ -4,6 +4,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "llmc_kernels/qtiled.h"
+
 namespace llmc::kernels::detail {
 
 // One qgemm_cpu call, after validation and activation preparation.
@@ -51,5 +53,31 @@ void panel_rows_avx512(const Problem& p, int n0, int n1);
 // serialized; a call from inside a task runs serially (no deadlock); the first exception thrown
 // by a task is rethrown here (remaining tasks are skipped).
 void parallel_for(int nthreads, int ntasks, void (*fn)(void*, int), void* ctx);
+
+}  // namespace llmc::kernels::detail
+
+namespace llmc::kernels::detail {
+
+// One qgemm_tiled_cpu call (qtiled.h layout) after validation. The x tables are built once per
+// call (tiled_tables_*), then tasks take ranges of tiles (tiled_tiles_*).
+struct TiledProblem {
+  int M = 0, N = 0, K = 0, bits = 0, group = 0;
+  int T = 0, Kb = 0, G = 0;
+  QTiledLayout layout;
+  const uint8_t* data = nullptr;  // slices as in qtiled.h
+  const float* x = nullptr;          // [M][K]
+  const float* bias = nullptr;       // [N] or null
+  float* y = nullptr;                // [M][N]
+  // Tables (64-byte aligned), per row m of x and block kb: 16 pair tables of 16 floats
+  // ([m][kb][i][idx], i = code pair (i, 16 + i)), and for 3 bits 8 tables of the third bits
+  // ([m][kb][j][idx], codes 4j .. 4j + 3). Codes are centred (q - c, c = 1.5 or 3.5) so that the
+  // folded zero-point term s * (c - z) * sum(x) stays small.
+  float* tab2 = nullptr;  // [M][Kb][16][16]
+  float* tabh = nullptr;  // [M][Kb][8][16] (3 bits)
+  float* xs = nullptr;    // [M][G] sums of x over each group's real columns
+};
+
+void tiled_tables_avx512(const TiledProblem& p);
+void tiled_tiles_avx512(const TiledProblem& p, int t0, int t1);
 
 }  // namespace llmc::kernels::detail

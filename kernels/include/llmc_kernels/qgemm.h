@@ -11,6 +11,7 @@
 #include <cstdint>
 
 #include "llmc_kernels/qformat.h"
+#include "llmc_kernels/qtiled.h"
 
 namespace llmc::kernels {
 
@@ -32,6 +33,20 @@ int default_num_threads();
 // from several threads are safe (they are serialized on the pool).
 void qgemm_cpu(const float* x, int M, const QMatrixView& w, const float* bias, float* y, int num_threads = 0,
                Isa isa = Isa::kAuto);
+
+// The same product given also a row-tiled copy of w (qtiled.h; an empty view means none): for
+// M < kTiledMaxM on AVX-512 CPUs it reads the tiled copy (the x-table kernel), otherwise w. The
+// tiled copy must have w's bits, group, N and K.
+constexpr int kTiledMaxM = 16;
+void qgemm_cpu(const float* x, int M, const QMatrixView& w, const QTiledView& tiled, const float* bias, float* y,
+               int num_threads = 0, Isa isa = Isa::kAuto);
+// Whether qgemm_cpu has a faster small-M path for a tiled copy of a `bits`-bit matrix on this CPU
+// (2/3 bits on AVX-512): callers make tiled copies only then.
+bool tiled_faster(int bits);
+// The tiled kernel alone, any M: AVX-512 x-table kernel, or a portable scalar path (kScalar, or a
+// CPU without AVX-512). t.data must be 64-byte aligned.
+void qgemm_tiled_cpu(const float* x, int M, const QTiledView& t, const float* bias, float* y, int num_threads = 0,
+                     Isa isa = Isa::kAuto);
 
 // Reference: dequantizes each weight in fp64 (w = s * (q - z)) and accumulates in fp64.
 // Single-threaded and slow; for tests.

@@ -1,0 +1,205 @@
+// Row-tiled 2/3-bit layout (qtiled.h): layout, conversion, and the qgemm_tiled_cpu dispatcher.
+#include "llmc_kernels/qtiled.h"
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "llmc_kernels/qgemm.h"
+#include "qgemm_impl.h"
+
+namespace llmc::kernels {
+namespace {
+
+[[noreturn]] void bad(const std::string& msg) { throw std::invalid_argument(msg); }
+
+size_t align64(size_t n) { return (n + 63) / 64 * 64; }
+
+// Grow-only 64-byte aligned float buffer, one per calling thread.
+float* scratch(std::vector<float>* v, size_t n) {
+  v->resize(n + 16);
+  const auto p = reinterpret_cast<uintptr_t>(v->data());
+  return reinterpret_cast<float*>((p + 63) / 64 * 64);
+}
+
+// Words of canonical block kb of row 16 t + r.
+void read_block(const uint8_t* data, const QTiledLayout& l, int t, int kb, int r, uint32_t* bw) {
+  const uint8_t* b = data + l.block_offset(t, kb);
+  for (int h = 0; h < l.bits; ++h) std::memcpy(&bw[h], b + (static_cast<size_t>(h) * kTileRows + r) * 4, 4);
+}
+uint16_t read_u16(const uint8_t* p, int r) {
+  uint16_t v;
+  std::memcpy(&v, p + 2 * r, 2);
+  return v;
+}
+
+// Portable path: each row dequantized from its tile (fp32), then dotted with every row of x.
+void tiled_scalar(const float* x, int M, const QTiledView& t, const float* bias, float* y) {
+  const QTiledLayout l = t.layout();
+  std::vector<float> w(static_cast<size_t>(t.K));
+  for (int n = 0; n < t.N; ++n) {
+    const int ti = n / kTileRows, r = n % kTileRows;
+    for (int kb = 0; kb < l.blocks; ++kb) {
+      uint32_t bw[3];
+      read_block(t.data, l, ti, kb, r, bw);
+      const int g = kb * kBlockCodes / t.group;
+      const float s = fp16_to_fp32(read_u16(t.data + l.scales_offset(ti, g), r));
+      const float z = fp16_to_fp32(read_u16(t.data + l.zeros_offset(ti, g), r));
+      for (int c = 0; c < kBlockCodes && kb * kBlockCodes + c < t.K; ++c) {
+        w[static_cast<size_t>(kb) * kBlockCodes + c] = dequant(block_code(t.bits, bw, c), s, z);
+      }
+    }
+    for (int m = 0; m < M; ++m) {
+      const float* xr = x + static_cast<size_t>(m) * t.K;
+      float acc = 0.f;
+      for (int k = 0; k < t.K; ++k) acc += xr[k] * w[k];
+      y[static_cast<size_t>(m) * t.N + n] = acc + (bias ? bias[n] : 0.f);
+    }
+  }
+}
+
+#if defined(LLMC_KERNELS_X86)
+struct TileTask {
+  const detail::TiledProblem* p;
+  int tiles_per_task;
+};
+
+void run_tiles(void* c, int task) {
+  const auto& ctx = *static_cast<const TileTask*>(c);
+  const int t0 = task * ctx.tiles_per_task, t1 = std::min(ctx.p->T, t0 + ctx.tiles_per_task);
+  detail::tiled_tiles_avx512(*ctx.p, t0, t1);
+}
+#endif
+
+}  // namespace
+
+QTiledLayout make_tiled_layout(int bits, int group, int N, int K) {
+  if (!tiled_bits(bits)) bad("tiled layout: bits must be 2 or 3 (got " + std::to_string(bits) + ")");
+  const QLayout c = make_layout(bits, group, N, K);
+  QTiledLayout l;
+  l.bits = bits, l.group = group, l.N = N, l.K = K;
+  l.tiles = (N + kTileRows - 1) / kTileRows;
+  l.blocks = (K + kBlockCodes - 1) / kBlockCodes;
+  l.groups = c.groups_per_row;
+  l.panels = (l.blocks + kPanelBlocks - 1) / kPanelBlocks;
+  l.total_bytes = l.slice_offset(l.panels - 1, 0) + static_cast<size_t>(l.tiles) * l.slice_bytes(l.panels - 1);
+  return l;
+}
+
+void QTiled::Free::operator()(uint8_t* p) const { std::free(p); }
+
+QTiled QTiled::allocate(const QTiledLayout& layout) {
+  QTiled t;
+  t.layout_ = layout;
+  t.buf_.reset(static_cast<uint8_t*>(std::aligned_alloc(64, align64(layout.total_bytes))));
+  if (!t.buf_) throw std::bad_alloc();
+  return t;
+}
+
+void tile_into(const QMatrixView& w, uint8_t* out) {
+  validate(w, "tile");
+  if (out == nullptr) bad("tile: out is null");
+  if (reinterpret_cast<uintptr_t>(out) % 64 != 0) bad("tile: out must be 64-byte aligned");
+  const QTiledLayout l = make_tiled_layout(w.bits, w.group, w.N, w.K);
+  const QLayout c = w.layout();
+  std::memset(out, 0, l.total_bytes);
+  for (int n = 0; n < w.N; ++n) {
+    const int t = n / kTileRows, r = n % kTileRows;
+    for (int kb = 0; kb < l.blocks; ++kb) {
+      uint32_t bw[3];
+      load_block_words(w.codes + block_offset(c.row_bytes, w.bits, n, kb), w.bits, bw);
+      uint8_t* b = out + l.block_offset(t, kb);
+      for (int h = 0; h < w.bits; ++h) std::memcpy(b + (static_cast<size_t>(h) * kTileRows + r) * 4, &bw[h], 4);
+    }
+    for (int g = 0; g < l.groups; ++g) {
+      std::memcpy(out + l.scales_offset(t, g) + 2 * r, &w.scales[static_cast<size_t>(n) * l.groups + g], 2);
+      std::memcpy(out + l.zeros_offset(t, g) + 2 * r, &w.zeros[static_cast<size_t>(n) * l.groups + g], 2);
+    }
+  }
+}
+
+QTiled tile(const QMatrixView& w) {
+  validate(w, "tile");
+  QTiled t = QTiled::allocate(make_tiled_layout(w.bits, w.group, w.N, w.K));
+  tile_into(w, t.data());
+  return t;
+}
+
+void untile_codes(const QTiledView& t, uint8_t* codes) {
+  if (t.data == nullptr) bad("untile_codes: tiled data is null");
+  if (codes == nullptr) bad("untile_codes: codes is null");
+  const QTiledLayout l = t.layout();
+  for (int n = 0; n < t.N; ++n) {
+    const int ti = n / kTileRows, r = n % kTileRows;
+    for (int k = 0; k < t.K; ++k) {
+      const int kb = k / kBlockCodes;
+      uint32_t bw[3];
+      read_block(t.data, l, ti, kb, r, bw);
+      codes[static_cast<size_t>(n) * t.K + k] = static_cast<uint8_t>(block_code(t.bits, bw, k % kBlockCodes));
+    }
+  }
+}
+
+void qgemm_tiled_cpu(const float* x, int M, const QTiledView& t, const float* bias, float* y, int num_threads,
+                     Isa isa) {
+  if (t.data == nullptr) bad("qgemm_tiled_cpu: tiled data is null");
+  if (reinterpret_cast<uintptr_t>(t.data) % 64 != 0) bad("qgemm_tiled_cpu: tiled data must be 64-byte aligned");
+  const QTiledLayout l = t.layout();  // validates bits, group, N, K
+  if (x == nullptr) bad("qgemm_tiled_cpu: x is null");
+  if (y == nullptr) bad("qgemm_tiled_cpu: y is null");
+  if (M < 1 || M > (1 << 30)) bad("qgemm_tiled_cpu: M must be in [1, 2^30] (got " + std::to_string(M) + ")");
+  if (num_threads < 0) bad("qgemm_tiled_cpu: num_threads must be >= 0 (got " + std::to_string(num_threads) + ")");
+  if (isa != Isa::kAuto && isa != Isa::kScalar && isa != Isa::kAvx2 && isa != Isa::kAvx512) {
+    bad("qgemm_tiled_cpu: isa is not a valid Isa value");
+  }
+  if (!isa_supported(isa)) bad(std::string("qgemm_tiled_cpu: isa ") + isa_name(isa) + " is not supported by this CPU");
+  {
+    const auto xb = reinterpret_cast<uintptr_t>(x), yb = reinterpret_cast<uintptr_t>(y);
+    const uintptr_t xe = xb + static_cast<uintptr_t>(M) * static_cast<uintptr_t>(t.K) * sizeof(float);
+    const uintptr_t ye = yb + static_cast<uintptr_t>(M) * static_cast<uintptr_t>(t.N) * sizeof(float);
+    if (xb < ye && yb < xe) bad("qgemm_tiled_cpu: y overlaps x");
+  }
+  const Isa use = isa == Isa::kAuto ? best_isa() : isa;
+#if defined(LLMC_KERNELS_X86)
+  if (use == Isa::kAvx512) {
+    detail::TiledProblem p;
+    p.M = M, p.N = t.N, p.K = t.K, p.bits = t.bits, p.group = t.group;
+    p.T = l.tiles, p.Kb = l.blocks, p.G = l.groups;
+    p.layout = l;
+    p.data = t.data;
+    p.x = x, p.bias = bias, p.y = y;
+    thread_local std::vector<float> s2, sh, sx;
+    p.tab2 = scratch(&s2, static_cast<size_t>(M) * l.blocks * 256);
+    p.tabh = t.bits == 3 ? scratch(&sh, static_cast<size_t>(M) * l.blocks * 128) : nullptr;
+    p.xs = scratch(&sx, static_cast<size_t>(M) * l.groups);
+    detail::tiled_tables_avx512(p);
+    const int nthreads = num_threads > 0 ? num_threads : default_num_threads();
+    const int per = std::max(1, (p.T + 4 * nthreads - 1) / (4 * nthreads));
+    TileTask ctx{&p, per};
+    detail::parallel_for(nthreads, (p.T + per - 1) / per, run_tiles, &ctx);
+    return;
+  }
+#endif
+  (void)use;
+  tiled_scalar(x, M, t, bias, y);
+}
+
+bool tiled_faster(int bits) { return tiled_bits(bits) && best_isa() == Isa::kAvx512; }
+
+void qgemm_cpu(const float* x, int M, const QMatrixView& w, const QTiledView& tiled, const float* bias, float* y,
+               int num_threads, Isa isa) {
+  if (!tiled.empty() && M < kTiledMaxM && (isa == Isa::kAuto || isa == Isa::kAvx512) && tiled_faster(w.bits)) {
+    if (tiled.bits != w.bits || tiled.group != w.group || tiled.N != w.N || tiled.K != w.K) {
+      bad("qgemm_cpu: the tiled copy's shape (bits/group/N/K) differs from the matrix's");
+    }
+    qgemm_tiled_cpu(x, M, tiled, bias, y, num_threads, isa);
+    return;
+  }
+  qgemm_cpu(x, M, w, bias, y, num_threads, isa);
+}
+
+}  // namespace llmc::kernels
