@@ -189,7 +189,10 @@ Action add_bench(CLI::App& app) {
       }
       j["loadavg_1min"] = l1;
     }
-    if (rt) j["weight_bytes_per_token"] = rt->engine().bytes_per_token();
+    if (rt) {
+      j["weight_bytes_per_token"] = rt->engine().bytes_per_token();
+      j["tiled_copy_bytes"] = rt->engine().tiled_bytes();  // memory of the 2/3-bit row-tiled copies
+    }
     j["predicted"] = nullptr;
     // {predicted, measured, ratio} of one LUT comparison.
     auto compare = [](double predicted, double measured) {

@@ -305,11 +305,17 @@ std::string build_lut_json(const ModelConfig& model, const SearchSpace& space, c
   const int64_t I = model.intermediate_size, V = model.vocab_size, L = model.num_layers;
   const double eps = model.rms_norm_eps;
 
-  // Bytes of one linear as the runtime stores it (packed layout, or fp32).
+  // Bytes of one linear as the runtime reads it (packed layout, or fp32). Where the runtime keeps a
+  // row-tiled copy too (2/3 bits on AVX-512), the same bytes serve as either layout (every byte of
+  // the rotation buffer is a valid code / fp16), so the larger of the two is reserved.
   auto linear_bytes = [&](int64_t N, int64_t K, int bits, int group) -> size_t {
     if (bits == 16) return static_cast<size_t>(N * K * 4);
     const kernels::QLayout lay = kernels::make_layout(bits, group, static_cast<int>(N), static_cast<int>(K));
-    return align_up(lay.code_bytes) + 2 * align_up(lay.scale_bytes);
+    size_t b = align_up(lay.code_bytes) + 2 * align_up(lay.scale_bytes);
+    if (kernels::tiled_faster(bits)) {
+      b = std::max(b, kernels::make_tiled_layout(bits, group, static_cast<int>(N), static_cast<int>(K)).total_bytes);
+    }
+    return b;
   };
   auto group_of = [&](int64_t K, int bits) { return bits == 16 ? 0 : effective_group(static_cast<int>(K), space.group_size); };
   const size_t lm_head_bytes = linear_bytes(V, H, opts.lm_head_bits, group_of(H, opts.lm_head_bits));
@@ -351,6 +357,7 @@ std::string build_lut_json(const ModelConfig& model, const SearchSpace& space, c
       const size_t cb = align_up(lay.code_bytes), sb = align_up(lay.scale_bytes);
       op.q = kernels::QMatrixView{bits, group, static_cast<int>(N), static_cast<int>(K), p,
                                   reinterpret_cast<const uint16_t*>(p + cb), reinterpret_cast<const uint16_t*>(p + cb + sb)};
+      if (kernels::tiled_faster(bits)) op.tiled = kernels::QTiledView{bits, group, static_cast<int>(N), static_cast<int>(K), p};
     } else {
       op.w = reinterpret_cast<const float*>(p);
     }

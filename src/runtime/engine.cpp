@@ -5,6 +5,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <string>
 
 #include "llmc/core/error.h"
 #include "llmc/export/discretize.h"
@@ -84,7 +86,14 @@ RuntimeEngine::RuntimeEngine(const ModelConfig& c, const LlamaWeights& w, int th
   for (auto& R : layers_) {
     if (R.nkv > 0) R.fused_qkv = stack({&R.q, &R.k, &R.v}, &R.qkv);
     if (R.I > 0) R.fused_gate_up = stack({&R.gate, &R.up}, &R.gate_up);
+    // Row-tiled copies of the 2/3-bit matrices the forward runs (decode reads them; prefill the
+    // canonical layout): extra memory the size of those matrices, for 1.3-1.7x faster GEMVs.
+    for (Lin* L : {R.fused_qkv ? &R.qkv : &R.q, R.fused_qkv ? &R.qkv : &R.k, R.fused_qkv ? &R.qkv : &R.v, &R.o,
+                   R.fused_gate_up ? &R.gate_up : &R.gate, R.fused_gate_up ? &R.gate_up : &R.up, &R.down}) {
+      add_tiled(L);
+    }
   }
+  add_tiled(lm_head_.get());
   // RoPE tables, computed as Llama::hidden_states does (float32 position * inv_freq).
   auto inv = rope_inv_freq(c);
   inv_freq_.assign(inv.data_ptr<float>(), inv.data_ptr<float>() + inv.numel());
@@ -94,6 +103,12 @@ RuntimeEngine::RuntimeEngine(const ModelConfig& c, const LlamaWeights& w, int th
 RuntimeEngine::~RuntimeEngine() = default;
 
 int RuntimeEngine::lm_head_bits() const { return lm_head_->quant ? lm_head_->q.bits : 16; }
+
+int64_t RuntimeEngine::tiled_bytes() const {
+  int64_t b = 0;
+  for (const auto& t : tiled_) b += static_cast<int64_t>(t->layout().total_bytes);
+  return b;
+}
 
 int64_t RuntimeEngine::bytes_per_token() const {
   int64_t b = lm_head_->bytes() + c_.hidden_size * 4 * (1 + 2 * c_.num_layers + 1);
@@ -145,6 +160,18 @@ bool RuntimeEngine::stack(std::vector<const Lin*> parts, Lin* out) {
     out->w = w.data_ptr<float>();
   }
   return true;
+}
+
+void RuntimeEngine::add_tiled(Lin* L) {
+  // LLMC_TILED=0 skips the copies: less memory, slower 2/3-bit decode (and an A/B switch).
+  static const bool enabled = [] {
+    const char* e = std::getenv("LLMC_TILED");
+    return e == nullptr || std::string(e) != "0";
+  }();
+  if (!enabled || !L->quant || L->N == 0 || !L->tiled.empty() || !kernels::tiled_faster(L->q.bits)) return;
+  auto t = std::make_unique<kernels::QTiled>(kernels::tile(L->q));
+  L->tiled = t->view();
+  tiled_.push_back(std::move(t));
 }
 
 void RuntimeEngine::run_linear(const Lin& L, const float* x, int64_t M, float* y) {

@@ -80,7 +80,7 @@ void linear(const LinearOp& L, const float* x, int64_t M, float* y, int threads)
     try {
       // Tiny products are faster on the calling thread alone than after a thread-pool round trip.
       const int th = L.N * L.K * M < (1 << 16) ? 1 : threads;
-      kernels::qgemm_cpu(x, static_cast<int>(M), L.q, nullptr, y, th);
+      kernels::qgemm_cpu(x, static_cast<int>(M), L.q, L.tiled, nullptr, y, th);
     } catch (const std::invalid_argument& e) {
       fail("runtime: {}", e.what());
     }

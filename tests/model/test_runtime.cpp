@@ -14,6 +14,7 @@
 #include "llmc/export/quantize_model.h"
 #include "llmc/model/generate.h"
 #include "llmc/runtime/engine.h"
+#include "llmc_kernels/qgemm.h"
 #include "synthetic.h"
 
 using namespace llmc;
@@ -90,6 +91,9 @@ TEST(Runtime, KVCacheDecodeEqualsFullRecompute) {
     EXPECT_LE(rel_diff(got, full[0][t]), 1e-4) << "position " << t;
   }
   EXPECT_EQ(cache->len, T);
+  // The decode steps above ran the 2/3-bit linears (k, o, down of layer 0) from row-tiled copies
+  // where the CPU has that path.
+  EXPECT_EQ(eng.tiled_bytes() > 0, kernels::tiled_faster(2));
   // prefill() returns the last row of a cached forward.
   auto c2 = m->new_cache(1, T);
   std::vector<int64_t> ids(tokens.data_ptr<int64_t>(), tokens.data_ptr<int64_t>() + T);

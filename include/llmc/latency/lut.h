@@ -52,7 +52,8 @@ constexpr const char* kLutFormat = "llmcompress-lut";
 constexpr int kLutVersion = 3;
 // Version of the timing method + kernels; the LUT records it followed by the CPU ISA path used
 // (e.g. "runtime-ops-2 avx512"). Bump when the kernels or what an entry measures change.
-constexpr const char* kLutKernelVersion = "runtime-ops-3";
+// 4: 2/3-bit linears at M < 16 read a row-tiled copy (x-table kernel, kernels/qtiled.h).
+constexpr const char* kLutKernelVersion = "runtime-ops-4";
 
 // One linear GEMM the search space can produce: y (M, N) = x (M, K) W^T at `bits`.
 // group: effective_group(K, space.group_size) for bits < 16, 0 for the dense 16-bit path.

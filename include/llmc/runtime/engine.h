@@ -44,12 +44,16 @@ class RuntimeEngine {
   // Bytes of weights one decoded token reads (linears + lm_head + one embedding row + norms).
   int64_t bytes_per_token() const;
   int lm_head_bits() const;  // 16: dense fp32 lm_head
+  // Bytes of the row-tiled copies of 2/3-bit matrices (decode reads them; kernels/qtiled.h);
+  // 0 where qgemm_cpu has no tiled path (no AVX-512) or no matrix has 2 or 3 bits.
+  int64_t tiled_bytes() const;
 
   using Lin = rt::LinearOp;  // one linear (packed view or dense fp32)
 
  private:
   void run_linear(const Lin& L, const float* x, int64_t M, float* y);
   bool stack(std::vector<const Lin*> parts, Lin* out);
+  void add_tiled(Lin* L);  // a row-tiled copy where qgemm_cpu has a faster path for it
   void layers(const int64_t* tokens, const int64_t* positions, int64_t B, int64_t T, const bool* key_mask,
               KVCache* cache);
   void head(int64_t rows_from, int64_t rows, float* logits);
@@ -63,6 +67,7 @@ class RuntimeEngine {
   std::unique_ptr<Lin> lm_head_;
   std::vector<at::Tensor> hold_;  // fp32 copies made at construction
   std::vector<std::unique_ptr<kernels::QMatrix>> owned_;  // stacked q/k/v and gate/up matrices
+  std::vector<std::unique_ptr<kernels::QTiled>> tiled_;   // row-tiled copies (add_tiled)
   std::vector<float> cos_, sin_;  // [max_position_embeddings][head_dim/2]
   std::vector<float> inv_freq_;
   // Scratch, grown on demand.

@@ -7,15 +7,18 @@
 #include <vector>
 
 #include "llmc_kernels/qformat.h"
+#include "llmc_kernels/qtiled.h"
 
 namespace llmc::rt {
 
 // One linear y = x W^T as the runtime stores it: a packed matrix (kernels::qgemm_cpu) or dense
-// fp32 rows W (N, K).
+// fp32 rows W (N, K). A 2/3-bit matrix may also have a row-tiled copy (kernels/qtiled.h), which
+// qgemm_cpu reads instead at small M on AVX-512 CPUs (1.3-1.7x faster decode GEMVs).
 struct LinearOp {
   int64_t N = 0, K = 0;
   bool quant = false;
   kernels::QMatrixView q;
+  kernels::QTiledView tiled;  // empty: none
   const float* w = nullptr;  // dense (N, K) fp32
   int64_t bytes() const { return quant ? static_cast<int64_t>(q.layout().total_bytes()) : N * K * 4; }
 };
