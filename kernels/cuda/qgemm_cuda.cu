@@ -56,7 +56,8 @@ struct DevW {
   const uint8_t* codes;
   const uint16_t* scales;
   const uint16_t* zeros;
-  int N, K, Kp, G, blocks_per_group, blocks_per_row;
+  int N, K, G, blocks_per_group;
+  int real_blocks;  // QLayout::real_blocks: blocks past it are a partial group's padding (x = 0)
   size_t row_bytes;
 };
 
@@ -102,7 +103,7 @@ __global__ void __launch_bounds__(kGemvWarps * 32)
 #pragma unroll
     for (int m = 0; m < MMAX; ++m) acc[r][m] = 0.f;
 
-  for (int k0 = 0; k0 < w.Kp; k0 += kGemvTileK) {
+  for (int k0 = 0; k0 < w.real_blocks * kBlockCodes; k0 += kGemvTileK) {
     __syncthreads();
     for (int i = threadIdx.x; i < MMAX * kGemvTileK; i += blockDim.x) {
       const int m = i / kGemvTileK, kk = i % kGemvTileK, k = k0 + kk;
@@ -112,7 +113,7 @@ __global__ void __launch_bounds__(kGemvWarps * 32)
     }
     __syncthreads();
     const int kb = k0 / kBlockCodes + lane;
-    if (kb < w.blocks_per_row) {
+    if (kb < w.real_blocks) {
 #pragma unroll
       for (int r = 0; r < kGemvRowsPerWarp; ++r) {
         const int n = n0 + r;
@@ -159,7 +160,7 @@ __global__ void __launch_bounds__(kTileThreads)
 #pragma unroll
     for (int j = 0; j < 2; ++j) wmma::fill_fragment(c[i][j], 0.f);
 
-  for (int kb = 0; kb < w.blocks_per_row; ++kb) {
+  for (int kb = 0; kb < w.real_blocks; ++kb) {
     const int k0 = kb * kBlockCodes;
     for (int i = tid; i < kTileM * kTileK; i += kTileThreads) {
       const int r = i / kTileK, cc = i % kTileK, m = m0 + r, k = k0 + cc;
@@ -277,8 +278,8 @@ void qgemm_cuda(const void* x, DType dtype, int M, const QMatrixView& w, const v
   if (count == 0) throw std::runtime_error("qgemm_cuda: no CUDA device present");
 
   const QLayout l = w.layout();
-  const DevW dw{w.codes,   w.scales, w.zeros, w.N, w.K, l.K_padded, l.groups_per_row, w.group / kBlockCodes,
-                l.blocks_per_row, l.row_bytes};
+  const DevW dw{w.codes, w.scales, w.zeros, w.N, w.K, l.groups_per_row, w.group / kBlockCodes, l.real_blocks,
+                l.row_bytes};
   const auto s = static_cast<cudaStream_t>(stream);
   if (dtype == DType::kF16) {
     launch_bits(w.bits, static_cast<const __half*>(x), M, dw, static_cast<const __half*>(bias), static_cast<__half*>(y), s);

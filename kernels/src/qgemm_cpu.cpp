@@ -163,7 +163,7 @@ void qgemm_cpu(const float* x, int M, const QMatrixView& w, const float* bias, f
   p.bits = w.bits;
   p.group = w.group;
   p.Kp = l.K_padded;
-  p.Kb = (p.K + kBlockCodes - 1) / kBlockCodes;
+  p.Kb = l.real_blocks;
   p.G = l.groups_per_row;
   p.codes = w.codes;
   p.row_bytes = l.row_bytes;

@@ -83,7 +83,7 @@ QTiledLayout make_tiled_layout(int bits, int group, int N, int K) {
   QTiledLayout l;
   l.bits = bits, l.group = group, l.N = N, l.K = K;
   l.tiles = (N + kTileRows - 1) / kTileRows;
-  l.blocks = (K + kBlockCodes - 1) / kBlockCodes;
+  l.blocks = c.real_blocks;
   l.groups = c.groups_per_row;
   l.panels = (l.blocks + kPanelBlocks - 1) / kPanelBlocks;
   l.total_bytes = l.slice_offset(l.panels - 1, 0) + static_cast<size_t>(l.tiles) * l.slice_bytes(l.panels - 1);

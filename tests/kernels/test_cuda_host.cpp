@@ -158,14 +158,14 @@ void emulate_gemv(const std::vector<float>& x, int M, const QMatrixView& w, std:
     for (int warp = 0; warp < kGemvWarps; ++warp) {
       const int n0 = nb * kGemvRowsPerBlock + warp * kGemvRowsPerWarp;
       float acc[32][kGemvRowsPerWarp][MMAX] = {};  // per lane
-      for (int k0 = 0; k0 < l.K_padded; k0 += kGemvTileK) {
+      for (int k0 = 0; k0 < l.real_blocks * kBlockCodes; k0 += kGemvTileK) {
         for (int i = 0; i < MMAX * kGemvTileK; ++i) {  // cooperative x load
           const int m = i / kGemvTileK, kk = i % kGemvTileK, k = k0 + kk;
           xs[m * kGemvSmemStride + gemv_smem_index(kk)] = (m < M && k < w.K) ? x[static_cast<size_t>(m) * w.K + k] : 0.f;
         }
         for (int lane = 0; lane < 32; ++lane) {
           const int kb = k0 / kBlockCodes + lane;
-          if (kb >= l.blocks_per_row) continue;
+          if (kb >= l.real_blocks) continue;
           for (int r = 0; r < kGemvRowsPerWarp; ++r) {
             const int n = n0 + r;
             if (n >= w.N) continue;
@@ -197,7 +197,7 @@ void emulate_tile(const std::vector<float>& x, int M, const QMatrixView& w, std:
   for (int m0 = 0; m0 < M; m0 += kTileM) {
     for (int n0 = 0; n0 < w.N; n0 += kTileN) {
       std::vector<double> C(kTileM * kTileN, 0.0);
-      for (int kb = 0; kb < l.blocks_per_row; ++kb) {
+      for (int kb = 0; kb < l.real_blocks; ++kb) {
         const int k0 = kb * kBlockCodes;
         for (int i = 0; i < kTileM * kTileK; ++i) {
           const int r = i / kTileK, cc = i % kTileK, m = m0 + r, k = k0 + cc;

@@ -153,6 +153,9 @@ struct QLayout {
   int K_padded = 0;         // round_up(K, group)
   int groups_per_row = 0;   // K_padded / group
   int blocks_per_row = 0;   // K_padded / 32
+  // Blocks holding real columns, ceil(K / 32): every kernel stops there (the rest of a partial
+  // last group is padding whose x is zero; K = 576 with g = 128: 18 of 20 blocks).
+  int real_blocks = 0;
   size_t row_bytes = 0;     // K_padded * bits / 8
   size_t code_bytes = 0;    // N * row_bytes
   size_t scale_count = 0;   // N * groups_per_row (entries of scales, and of zeros)
@@ -167,6 +170,7 @@ struct QLayout {
     l.K_padded = round_up(K, group);
     l.groups_per_row = l.K_padded / group;
     l.blocks_per_row = l.K_padded / kBlockCodes;
+    l.real_blocks = (K + kBlockCodes - 1) / kBlockCodes;
     l.row_bytes = row_bytes_for(bits, l.K_padded);
     l.code_bytes = static_cast<size_t>(N) * l.row_bytes;
     l.scale_count = static_cast<size_t>(N) * static_cast<size_t>(l.groups_per_row);
