@@ -166,21 +166,30 @@ void qgemm_tiled_cpu(const float* x, int M, const QTiledView& t, const float* bi
   const Isa use = isa == Isa::kAuto ? best_isa() : isa;
 #if defined(LLMC_KERNELS_X86)
   if (use == Isa::kAvx512) {
+    // Rows of x in chunks of kTiledMaxM - 1: the tables (1 KB per row and block, 1.5 KB for 3
+    // bits) stay bounded for any M.
+    constexpr int kChunkM = kTiledMaxM - 1;
+    const int mc = std::min(M, kChunkM);
+    thread_local std::vector<float> s2, sh, sx;
     detail::TiledProblem p;
-    p.M = M, p.N = t.N, p.K = t.K, p.bits = t.bits, p.group = t.group;
+    p.N = t.N, p.K = t.K, p.bits = t.bits, p.group = t.group;
     p.T = l.tiles, p.Kb = l.blocks, p.G = l.groups;
     p.layout = l;
     p.data = t.data;
-    p.x = x, p.bias = bias, p.y = y;
-    thread_local std::vector<float> s2, sh, sx;
-    p.tab2 = scratch(&s2, static_cast<size_t>(M) * l.blocks * 256);
-    p.tabh = t.bits == 3 ? scratch(&sh, static_cast<size_t>(M) * l.blocks * 128) : nullptr;
-    p.xs = scratch(&sx, static_cast<size_t>(M) * l.groups);
-    detail::tiled_tables_avx512(p);
+    p.bias = bias;
+    p.tab2 = scratch(&s2, static_cast<size_t>(mc) * l.blocks * 256);
+    p.tabh = t.bits == 3 ? scratch(&sh, static_cast<size_t>(mc) * l.blocks * 128) : nullptr;
+    p.xs = scratch(&sx, static_cast<size_t>(mc) * l.groups);
     const int nthreads = num_threads > 0 ? num_threads : default_num_threads();
     const int per = std::max(1, (p.T + 4 * nthreads - 1) / (4 * nthreads));
-    TileTask ctx{&p, per};
-    detail::parallel_for(nthreads, (p.T + per - 1) / per, run_tiles, &ctx);
+    for (int m0 = 0; m0 < M; m0 += kChunkM) {
+      p.M = std::min(kChunkM, M - m0);
+      p.x = x + static_cast<size_t>(m0) * t.K;
+      p.y = y + static_cast<size_t>(m0) * t.N;
+      detail::tiled_tables_avx512(p);
+      TileTask ctx{&p, per};
+      detail::parallel_for(nthreads, (p.T + per - 1) / per, run_tiles, &ctx);
+    }
     return;
   }
 #endif
