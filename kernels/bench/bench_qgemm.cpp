@@ -375,7 +375,9 @@ int main(int argc, char** argv) {
                     "fp32 %9.1f us  x%.2f | best: %6.2f GB/s %5.1f%% x%.2f",
                     K, N, M, bits, row.t_us, row.eff_gbps, memcpy_gbps, row.pct_memcpy, read_gbps, row.pct_read,
                     row.dense_us, row.speedup, row.best_eff_gbps, row.best_pct_memcpy, row.best_speedup);
-        if (row.path == "tiled") std::printf(" | tiled; canonical %.1f us (x%.2f)", row.canonical_us, row.canonical_us / row.t_us);
+        if (row.path == "tiled") {
+          std::printf(" | tiled; canonical %.1f us (x%.2f)", row.canonical_us, row.canonical_us / row.t_us);
+        }
         std::printf("\n");
         std::fflush(stdout);
       }

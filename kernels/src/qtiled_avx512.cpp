@@ -58,9 +58,10 @@ inline void pair_step(__m512i A, __m512i B, const float* const* tb, __m512 (*acc
   constexpr int NA = chains<MT>();
   const __m512i ia = shr4<S>(A), ib = shr4<S>(B);
   for (int m = 0; m < MT; ++m) {
-    acc[m][(2 * S) % NA] = _mm512_add_ps(acc[m][(2 * S) % NA], _mm512_permutexvar_ps(ia, _mm512_load_ps(tb[m] + 32 * S)));
-    acc[m][(2 * S + 1) % NA] =
-        _mm512_add_ps(acc[m][(2 * S + 1) % NA], _mm512_permutexvar_ps(ib, _mm512_load_ps(tb[m] + 32 * S + 16)));
+    __m512& a = acc[m][(2 * S) % NA];
+    __m512& b = acc[m][(2 * S + 1) % NA];
+    a = _mm512_add_ps(a, _mm512_permutexvar_ps(ia, _mm512_load_ps(tb[m] + 32 * S)));
+    b = _mm512_add_ps(b, _mm512_permutexvar_ps(ib, _mm512_load_ps(tb[m] + 32 * S + 16)));
   }
 }
 
@@ -108,7 +109,9 @@ void panel_tiles(const TiledProblem& p, int m0, int pi, int t0, int t1) {
       const int j1 = imin(gl * bpg + bpg, pb);
       for (int j = gl * bpg; j < j1; ++j) {
         const uint32_t* wb = words + static_cast<size_t>(j) * BITS * 16;
-        for (int o = 0; o < BITS * 64; o += 64) _mm_prefetch(reinterpret_cast<const char*>(wb) + kPrefetchBytes + o, _MM_HINT_T0);
+        for (int o = 0; o < BITS * 64; o += 64) {
+          _mm_prefetch(reinterpret_cast<const char*>(wb) + kPrefetchBytes + o, _MM_HINT_T0);
+        }
         const float* tb[MT];
         for (int m = 0; m < MT; ++m) tb[m] = p.tab2 + (static_cast<size_t>(m0 + m) * p.Kb + kb0 + j) * 256;
         const __m512i A = _mm512_load_si512(wb), B = _mm512_load_si512(wb + 16);

@@ -13,7 +13,7 @@ namespace llmc::rt {
 
 // One linear y = x W^T as the runtime stores it: a packed matrix (kernels::qgemm_cpu) or dense
 // fp32 rows W (N, K). A 2/3-bit matrix may also have a row-tiled copy (kernels/qtiled.h), which
-// qgemm_cpu reads instead at small M on AVX-512 CPUs (1.3-1.7x faster decode GEMVs).
+// qgemm_cpu reads instead at small M on AVX-512 CPUs (bench_qgemm, M = 1: 1.1-1.9x faster GEMVs).
 struct LinearOp {
   int64_t N = 0, K = 0;
   bool quant = false;

@@ -56,13 +56,17 @@ struct QTiledLayout {
   int panels = 0;  // ceil(Kb / 16)
   size_t total_bytes = 0;
   // Blocks and groups of panel p.
-  int panel_blocks(int p) const { return blocks - kPanelBlocks * p < kPanelBlocks ? blocks - kPanelBlocks * p : kPanelBlocks; }
+  int panel_blocks(int p) const {
+    const int left = blocks - kPanelBlocks * p;
+    return left < kPanelBlocks ? left : kPanelBlocks;
+  }
   int panel_groups(int p) const {
     const int gp = kPanelBlocks * kBlockCodes / group;
     return groups - gp * p < gp ? groups - gp * p : gp;
   }
   size_t slice_bytes(int p) const {
-    return static_cast<size_t>(panel_blocks(p)) * bits * kTileRows * 4 + static_cast<size_t>(panel_groups(p)) * 2 * kTileRows * 2;
+    return static_cast<size_t>(panel_blocks(p)) * bits * kTileRows * 4 +
+           static_cast<size_t>(panel_groups(p)) * 2 * kTileRows * 2;
   }
   // Byte offset of slice (p, t); its scales start at + panel_blocks(p) * bits * 64, zeros 32 * pg later.
   size_t slice_offset(int p, int t) const {
@@ -78,7 +82,8 @@ struct QTiledLayout {
            static_cast<size_t>(g - p * gp) * kTileRows * 2;
   }
   size_t zeros_offset(int t, int g) const {
-    return scales_offset(t, g) + static_cast<size_t>(panel_groups(g / (kPanelBlocks * kBlockCodes / group))) * kTileRows * 2;
+    const int p = g / (kPanelBlocks * kBlockCodes / group);
+    return scales_offset(t, g) + static_cast<size_t>(panel_groups(p)) * kTileRows * 2;
   }
 };
 // Validated as make_layout(), plus bits in {2, 3}.
