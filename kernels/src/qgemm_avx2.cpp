@@ -4,7 +4,8 @@
 // Fused kernel (M < 16): per group, Q = sum_k q_k * x_k is accumulated with exact integer codes
 // (converted to fp32), then y += s * Q; the zero point enters once per group as
 // - s * z * sum_group(x) (group sums of x are precomputed per call).
-//   2/3 bit: qword broadcast + vpsrlvd (+ the hi bit plane for 3 bit), vpand, vcvtdq2ps.
+//   2/3 bit: qword broadcast + vpsrlvd, vpermps from a repeating (0..3) table (+ the hi bit plane,
+//            vpsrlvd + vpermps from (0, 4, ...), for 3 bit).
 //   4 bit  : 128-bit block broadcast to both halves, vpsrlvd + vpand + vcvtdq2ps -> 8 codes.
 //   8 bit  : vpmovzxbd + vcvtdq2ps.
 // Panel kernel (M >= 16): 6 rows x 256 columns dequantized to L1, 6 x 16 micro kernel.
@@ -82,10 +83,34 @@ inline __m256i codes8(const uint8_t* blk, int j) {
   }
 }
 
+// Codes 8j .. 8j+7 of a block as fp32. 2/3 bit: vpermps reads index bits 0-2, so an 8-entry
+// table that repeats (0, 1, 2, 3) turns the shifted pair word into the low two bits as floats
+// without a mask and a conversion; the third bit likewise through (0, 4, 0, 4, ...). On the AMD
+// (Zen 5) VM with --isa avx2 (bench_qgemm --quick, 1 thread, M = 1) 2 bit went from 889 to 612-615 us
+// (K = N = 4096) and from 57 to 35-42 us (576 x 1536), 3 bit from 1730 to 1203-1250 and from 81 to
+// 68-69 us: still 29-44% of memcpy, instruction-bound (AVX2 has no 16-entry permute).
+template <int BITS>
+inline __m256 codesf8(const uint8_t* blk, int j) {
+  if constexpr (BITS <= 3) {
+    int64_t w;
+    std::memcpy(&w, blk, 8);
+    const __m256i v = _mm256_srlv_epi32(_mm256_set1_epi64x(w), shifts_pair(j));
+    const __m256 lo = _mm256_permutevar8x32_ps(_mm256_setr_ps(0, 1, 2, 3, 0, 1, 2, 3), v);
+    if constexpr (BITS == 2) {
+      return lo;
+    } else {
+      const __m256i hv = _mm256_srlv_epi32(_mm256_set1_epi32(static_cast<int>(load_u32(blk + 8))), seq8(j));
+      return _mm256_add_ps(lo, _mm256_permutevar8x32_ps(_mm256_setr_ps(0, 4, 0, 4, 0, 4, 0, 4), hv));
+    }
+  } else {
+    return _mm256_cvtepi32_ps(codes8<BITS>(blk, j));
+  }
+}
+
 // Q += q * x for the 8 codes of step j (codes 8j..8j+7) of a block.
 template <int BITS>
 inline __m256 accumulate8(const uint8_t* blk, int j, __m256 x, __m256 Q) {
-  return _mm256_fmadd_ps(_mm256_cvtepi32_ps(codes8<BITS>(blk, j)), x, Q);
+  return _mm256_fmadd_ps(codesf8<BITS>(blk, j), x, Q);
 }
 
 template <int BITS, int MT, int NT>
