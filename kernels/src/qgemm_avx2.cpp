@@ -9,12 +9,6 @@
 //   4 bit  : 128-bit block broadcast to both halves, vpsrlvd + vpand + vcvtdq2ps -> 8 codes.
 //   8 bit  : vpmovzxbd + vcvtdq2ps.
 // Panel kernel (M >= 16): 6 rows x 256 columns dequantized to L1, 6 x 16 micro kernel.
-// GCC 12 reports its own _mm512_undefined_ps()/_mm256_undefined_ps() self-initialisation as
-// "uninitialized" when intrinsics are used under a target pragma; the warning is a false positive.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
 #include <immintrin.h>
 
 #include <cstddef>
@@ -24,12 +18,7 @@
 #include "llmc_kernels/qformat.h"
 #include "qgemm_impl.h"
 
-#if defined(__clang__)
-#pragma clang attribute push(__attribute__((target("avx2,fma,f16c,bmi,bmi2"))), apply_to = function)
-#else
-#pragma GCC push_options
-#pragma GCC target("avx2,fma,f16c,bmi,bmi2")
-#endif
+#include "target_avx2_begin.inc"
 
 namespace llmc::kernels::detail {
 namespace {
@@ -294,8 +283,4 @@ void panel_rows_avx2(const Problem& p, int n0, int n1) {
 
 }  // namespace llmc::kernels::detail
 
-#if defined(__clang__)
-#pragma clang attribute pop
-#else
-#pragma GCC pop_options
-#endif
+#include "target_end.inc"

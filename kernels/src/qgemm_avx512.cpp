@@ -17,12 +17,6 @@
 // so a pure bit-plane "masked add of x" scheme is limited by mask loads; the tables avoid that.)
 // Panel kernel (M >= 16): dequantize 12 rows x 256 columns to an L1 buffer (each weight once),
 // then a 12 x 32 register-blocked outer-product micro kernel over x^T (lanes = rows of x).
-// GCC 12 reports its own _mm512_undefined_ps()/_mm256_undefined_ps() self-initialisation as
-// "uninitialized" when intrinsics are used under a target pragma; the warning is a false positive.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
 #include <immintrin.h>
 
 #include <cstddef>
@@ -31,13 +25,7 @@
 #include "llmc_kernels/qformat.h"
 #include "qgemm_impl.h"
 
-#if defined(__clang__)
-#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c,bmi,bmi2"))), \
-                             apply_to = function)
-#else
-#pragma GCC push_options
-#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c,bmi,bmi2")
-#endif
+#include "target_avx512_begin.inc"
 
 namespace llmc::kernels::detail {
 namespace {
@@ -413,8 +401,4 @@ void panel_rows_avx512(const Problem& p, int n0, int n1) {
 
 }  // namespace llmc::kernels::detail
 
-#if defined(__clang__)
-#pragma clang attribute pop
-#else
-#pragma GCC pop_options
-#endif
+#include "target_end.inc"

@@ -8,10 +8,6 @@
 // adds and 14 shifts (~3 instructions per 32 codes, vs ~6 dequantize-and-FMA in qgemm_avx512.cpp).
 // 3 bits add 8 lookups of 4 third bits each (T_j[idx] = sum_b (4 bit_b(idx) - 2) x_(4j+b)).
 // A group's sum is scaled per row: y += s * sum + s * (c - z) * sum_group(x), c = 1.5 / 3.5.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
 #include <immintrin.h>
 
 #include <cstddef>
@@ -19,13 +15,7 @@
 
 #include "qgemm_impl.h"
 
-#if defined(__clang__)
-#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c"))), \
-                             apply_to = function)
-#else
-#pragma GCC push_options
-#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")
-#endif
+#include "target_avx512_begin.inc"
 
 namespace llmc::kernels::detail {
 namespace {
@@ -222,8 +212,4 @@ void tiled_tiles_avx512(const TiledProblem& p, int t0, int t1) {
 
 }  // namespace llmc::kernels::detail
 
-#if defined(__clang__)
-#pragma clang attribute pop
-#else
-#pragma GCC pop_options
-#endif
+#include "target_end.inc"

@@ -15,11 +15,9 @@
 namespace llmc::kernels {
 namespace {
 
-using test::random_qmatrix;
-using test::random_vec;
-using test::rel_error;
+using namespace test;  // random_qmatrix, random_vec, rel_error
 
-constexpr double kTol = 1e-5;
+constexpr double kTol = 1e-5;  // the bound of test_qgemm_cpu.cpp
 
 struct Shape {
   int N, K;
