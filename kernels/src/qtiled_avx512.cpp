@@ -171,12 +171,22 @@ void tiled_tables_avx512(const TiledProblem& p) {
     for (int i = 0; i < 16; ++i) b[i] = ((i >> v) & 1) ? 2.f : -2.f;
     bit[v] = _mm512_load_ps(b);
   }
+  const int bpg = p.group / 32;
   for (int m = 0; m < p.M; ++m) {
     const float* xr = p.x + static_cast<size_t>(m) * p.K;
+    __m512 gsum = _mm512_setzero_ps();  // x summed over the current group (fp32 lanes: no serial chain)
     for (int kb = 0; kb < p.Kb; ++kb) {
       alignas(64) float xb[32];
-      const int n = imin(32, p.K - 32 * kb);
-      for (int i = 0; i < 32; ++i) xb[i] = i < n ? xr[32 * kb + i] : 0.f;
+      const int n = p.K - 32 * kb;  // real columns left (the block's tail past K reads as 0)
+      const __m512 x0 = _mm512_maskz_loadu_ps(tail_mask(n), xr + 32 * kb);
+      const __m512 x1 = _mm512_maskz_loadu_ps(tail_mask(n - 16 < 0 ? 0 : n - 16), xr + 32 * kb + 16);
+      _mm512_store_ps(xb, x0);
+      _mm512_store_ps(xb + 16, x1);
+      gsum = _mm512_add_ps(gsum, _mm512_add_ps(x0, x1));
+      if ((kb + 1) % bpg == 0 || kb + 1 == p.Kb) {
+        p.xs[static_cast<size_t>(m) * p.G + kb / bpg] = _mm512_reduce_add_ps(gsum);
+        gsum = _mm512_setzero_ps();
+      }
       float* t2 = p.tab2 + (static_cast<size_t>(m) * p.Kb + kb) * 256;
       for (int i = 0; i < 16; ++i) {
         _mm512_store_ps(t2 + 16 * i,
@@ -192,12 +202,6 @@ void tiled_tables_avx512(const TiledProblem& p) {
           _mm512_store_ps(th + 16 * j, v);
         }
       }
-    }
-    for (int g = 0; g < p.G; ++g) {
-      double sum = 0;
-      const int k1 = imin(p.K, (g + 1) * p.group);
-      for (int k = g * p.group; k < k1; ++k) sum += xr[k];
-      p.xs[static_cast<size_t>(m) * p.G + g] = static_cast<float>(sum);
     }
   }
 }
