@@ -37,7 +37,7 @@ uint16_t read_u16(const uint8_t* p, int r) {
   return v;
 }
 
-// Portable path: each row dequantized from its tile (fp32), then dotted with every row of x.
+// Portable path: each row dequantized from its tile (fp32), then dotted with every row of x (fp64).
 void tiled_scalar(const float* x, int M, const QTiledView& t, const float* bias, float* y) {
   const QTiledLayout l = t.layout();
   std::vector<float> w(static_cast<size_t>(t.K));
@@ -55,9 +55,9 @@ void tiled_scalar(const float* x, int M, const QTiledView& t, const float* bias,
     }
     for (int m = 0; m < M; ++m) {
       const float* xr = x + static_cast<size_t>(m) * t.K;
-      float acc = 0.f;
-      for (int k = 0; k < t.K; ++k) acc += xr[k] * w[k];
-      y[static_cast<size_t>(m) * t.N + n] = acc + (bias ? bias[n] : 0.f);
+      double acc = bias ? bias[n] : 0.0;  // fp64: one serial chain of fp32 adds loses ~1e-5 at K = 1e5
+      for (int k = 0; k < t.K; ++k) acc += static_cast<double>(xr[k]) * w[k];
+      y[static_cast<size_t>(m) * t.N + n] = static_cast<float>(acc);
     }
   }
 }
