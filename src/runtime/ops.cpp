@@ -30,8 +30,9 @@ void gemv_task(void* p, int t) {
   for (int64_t m = 0; m < c.M; ++m) simd().gemv(c.W + r0 * c.K, c.x + m * c.K, r1 - r0, c.K, c.y + m * c.N + r0);
 }
 
-// One (batch row, KV head): its g query heads together, so each cached key/value row is loaded
-// once per group rather than once per query head.
+// One (batch row, KV head): its g query heads one after the other over the same cached key/value
+// rows (cache-resident after the first head). Per head: scores = K q (one GEMV), softmax with a
+// vector exp, out = P V (register accumulators over the rows).
 void attn_task(void* p, int task) {
   const auto& c = *static_cast<const AttentionArgs*>(p);
   const auto& s = simd();
@@ -44,31 +45,26 @@ void attn_task(void* p, int task) {
   const bool* mk = c.mask + b * S;
   for (int64_t t = 0; t < c.T; ++t) {
     const int64_t last = c.past + t;  // causal in slot order
+    const int64_t n = last + 1;       // keys in reach
     const float* q0 = c.q + ((b * c.T + t) * c.nq + h * g) * c.hd;  // the group's g query heads
     float* o0 = c.out + ((b * c.T + t) * c.nq + h * g) * c.hd;
-    std::fill(o0, o0 + g * c.hd, 0.f);
-    bool any = false;
-    for (int64_t j = 0; j <= last; ++j) {
-      const bool vis = mk[j];
-      any = any || vis;
-      for (int64_t i = 0; i < g; ++i) sc[i * S + j] = vis ? s.dot(q0 + i * c.hd, K + j * c.hd, c.hd) * c.scale : kNegInf;
-    }
-    if (!any) continue;  // no visible key (a padding query): output 0
     for (int64_t i = 0; i < g; ++i) {
+      // Scores of all keys in reach (a GEMV over the cached key rows), then masking.
       float* r = sc + i * S;
+      float* o = o0 + i * c.hd;
+      s.gemv(K, q0 + i * c.hd, n, c.hd, r);
       float mx = kNegInf;
-      for (int64_t j = 0; j <= last; ++j) mx = std::max(mx, r[j]);
-      double sum = 0;
-      for (int64_t j = 0; j <= last; ++j) {
-        r[j] = mk[j] ? std::exp(r[j] - mx) : 0.f;
-        sum += r[j];
+      for (int64_t j = 0; j < n; ++j) {
+        r[j] = mk[j] ? r[j] * c.scale : kNegInf;
+        mx = std::max(mx, r[j]);
       }
-      const float inv = static_cast<float>(1.0 / sum);
-      for (int64_t j = 0; j <= last; ++j) r[j] *= inv;
-    }
-    for (int64_t j = 0; j <= last; ++j) {
-      if (!mk[j]) continue;
-      for (int64_t i = 0; i < g; ++i) s.axpy(sc[i * S + j], V + j * c.hd, o0 + i * c.hd, c.hd);
+      if (mx == kNegInf) {  // no visible key (a padding query): output 0
+        std::fill(o, o + c.hd, 0.f);
+        continue;
+      }
+      const float inv = 1.f / s.exp_shift_sum(r, mx, n);  // masked keys: exp(-inf) = 0
+      s.wsum(V, c.hd, r, n, c.hd, o);
+      for (int64_t d = 0; d < c.hd; ++d) o[d] *= inv;
     }
   }
 }
@@ -200,15 +196,12 @@ void swiglu_fused(const float* gate_up, int64_t M, int64_t I, float* out) {
     const float* g = gate_up + m * 2 * I;
     const float* u = g + I;
     float* o = out + m * I;
-    for (int64_t i = 0; i < I; ++i) o[i] = g[i] / (1.f + std::exp(-g[i])) * u[i];
+    simd().silu_mul(g, u, o, I);
   }
 }
 
 void swiglu_inplace(float* gate, const float* up, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) {
-    const float g = gate[i];
-    gate[i] = g / (1.f + std::exp(-g)) * up[i];
-  }
+  simd().silu_mul(gate, up, gate, n);
 }
 
 void add_inplace(float* x, const float* y, int64_t n) {

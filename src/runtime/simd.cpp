@@ -1,5 +1,8 @@
 #include "simd.h"
 
+#include <cmath>
+#include <string>
+
 // GCC 12's AVX-512 headers self-initialize "undefined" vectors (_mm256_undefined_pd), which
 // -Wuninitialized reports wherever those intrinsics are inlined.
 #pragma GCC diagnostic ignored "-Wuninitialized"
@@ -42,6 +45,24 @@ void axpy_plain(float a, const float* x, float* y, int64_t n) {
 
 void gemv_plain(const float* W, const float* x, int64_t rows, int64_t K, float* y) {
   for (int64_t r = 0; r < rows; ++r) y[r] = dot_plain(W + r * K, x, K);
+}
+
+void wsum_plain(const float* V, int64_t ld, const float* p, int64_t rows, int64_t n, float* out) {
+  for (int64_t c = 0; c < n; ++c) out[c] = 0.f;
+  for (int64_t r = 0; r < rows; ++r) axpy_plain(p[r], V + r * ld, out, n);
+}
+
+float exp_shift_sum_plain(float* x, float shift, int64_t n) {
+  double sum = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    x[i] = std::exp(x[i] - shift);
+    sum += x[i];
+  }
+  return static_cast<float>(sum);
+}
+
+void silu_mul_plain(const float* g, const float* u, float* out, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) out[i] = g[i] / (1.f + std::exp(-g[i])) * u[i];
 }
 
 #if defined(LLMC_RT_X86)
@@ -100,6 +121,86 @@ __attribute__((target("avx2,fma"))) void gemv_avx2(const float* W, const float* 
     y[r + 3] = t3;
   }
   for (; r < rows; ++r) y[r] = dot_avx2(W + r * K, x, K);
+}
+
+// exp(x) for 8 lanes (Cephes expf: x = n ln2 + r, |r| <= ln2 / 2, degree-5 polynomial, times 2^n);
+// 0 below -87.33 (so exp(-inf) = 0), +inf side clamped at 88.37.
+__attribute__((target("avx2,fma"))) inline __m256 exp256(__m256 x) {
+  const __m256 zero_below = _mm256_cmp_ps(x, _mm256_set1_ps(-87.33f), _CMP_LT_OQ);
+  x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.33f)), _mm256_set1_ps(88.37f));
+  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+  __m256 y = _mm256_set1_ps(1.9875691500e-4f);
+  y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.3981999507e-3f));
+  y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(8.3334519073e-3f));
+  y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(4.1665795894e-2f));
+  y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.6666665459e-1f));
+  y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(5.0000001201e-1f));
+  y = _mm256_fmadd_ps(y, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.f)));
+  // 2^n through the exponent field: n in [-126, 128) after the clamp; 2^128 (x near 88.37) is
+  // built as 2 * 2^127.
+  const __m256i ni = _mm256_cvtps_epi32(n);
+  const __m256i big = _mm256_cmpgt_epi32(ni, _mm256_set1_epi32(127));
+  const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_sub_epi32(ni, _mm256_and_si256(big, _mm256_set1_epi32(1))),
+                                                       _mm256_set1_epi32(127)), 23);
+  y = _mm256_mul_ps(y, _mm256_castsi256_ps(e));
+  y = _mm256_blendv_ps(y, _mm256_add_ps(y, y), _mm256_castsi256_ps(big));
+  return _mm256_andnot_ps(zero_below, y);
+}
+
+__attribute__((target("avx2,fma"))) void wsum_avx2(const float* V, int64_t ld, const float* p, int64_t rows, int64_t n,
+                                                    float* out) {
+  int64_t c = 0;
+  for (; c + 32 <= n; c += 32) {  // 4 accumulators in registers over all rows
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    for (int64_t r = 0; r < rows; ++r) {
+      const __m256 pr = _mm256_set1_ps(p[r]);
+      const float* v = V + r * ld + c;
+      a0 = _mm256_fmadd_ps(pr, _mm256_loadu_ps(v), a0);
+      a1 = _mm256_fmadd_ps(pr, _mm256_loadu_ps(v + 8), a1);
+      a2 = _mm256_fmadd_ps(pr, _mm256_loadu_ps(v + 16), a2);
+      a3 = _mm256_fmadd_ps(pr, _mm256_loadu_ps(v + 24), a3);
+    }
+    _mm256_storeu_ps(out + c, a0);
+    _mm256_storeu_ps(out + c + 8, a1);
+    _mm256_storeu_ps(out + c + 16, a2);
+    _mm256_storeu_ps(out + c + 24, a3);
+  }
+  for (; c < n; ++c) {
+    float a = 0.f;
+    for (int64_t r = 0; r < rows; ++r) a += p[r] * V[r * ld + c];
+    out[c] = a;
+  }
+}
+
+__attribute__((target("avx2,fma"))) float exp_shift_sum_avx2(float* x, float shift, int64_t n) {
+  const __m256 sh = _mm256_set1_ps(shift);
+  __m256 acc = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 e = exp256(_mm256_sub_ps(_mm256_loadu_ps(x + i), sh));
+    _mm256_storeu_ps(x + i, e);
+    acc = _mm256_add_ps(acc, e);
+  }
+  float sum = hsum256(acc);
+  for (; i < n; ++i) {
+    x[i] = std::exp(x[i] - shift);
+    sum += x[i];
+  }
+  return sum;
+}
+
+__attribute__((target("avx2,fma"))) void silu_mul_avx2(const float* g, const float* u, float* out, int64_t n) {
+  const __m256 one = _mm256_set1_ps(1.f);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 gv = _mm256_loadu_ps(g + i);
+    const __m256 e = exp256(_mm256_sub_ps(_mm256_setzero_ps(), gv));
+    _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_div_ps(gv, _mm256_add_ps(one, e)), _mm256_loadu_ps(u + i)));
+  }
+  for (; i < n; ++i) out[i] = g[i] / (1.f + std::exp(-g[i])) * u[i];
 }
 
 // Horizontal sum (GCC 12's _mm512_reduce_add_ps trips -Wmaybe-uninitialized).
@@ -165,15 +266,105 @@ __attribute__((target("avx512f,avx2,fma"))) void gemv_avx512(const float* W, con
   for (; r < rows; ++r) y[r] = dot_avx512(W + r * K, x, K);
 }
 
+// 16-lane version of exp256 (2^n by vscalefps, which also handles n = 128).
+__attribute__((target("avx512f,avx2,fma"))) inline __m512 exp512(__m512 x) {
+  const __mmask16 zero_below = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-87.33f), _CMP_LT_OQ);
+  x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.33f)), _mm512_set1_ps(88.37f));
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+  __m512 y = _mm512_set1_ps(1.9875691500e-4f);
+  y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.3981999507e-3f));
+  y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(8.3334519073e-3f));
+  y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(4.1665795894e-2f));
+  y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.6666665459e-1f));
+  y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(5.0000001201e-1f));
+  y = _mm512_fmadd_ps(y, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.f)));
+  return _mm512_maskz_mov_ps(static_cast<__mmask16>(~zero_below), _mm512_scalef_ps(y, n));
+}
+
+__attribute__((target("avx512f,avx2,fma"))) void wsum_avx512(const float* V, int64_t ld, const float* p, int64_t rows,
+                                                              int64_t n, float* out) {
+  int64_t c = 0;
+  for (; c + 64 <= n; c += 64) {  // 4 accumulators in registers over all rows (head_dim 64: one pass)
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    for (int64_t r = 0; r < rows; ++r) {
+      const __m512 pr = _mm512_set1_ps(p[r]);
+      const float* v = V + r * ld + c;
+      a0 = _mm512_fmadd_ps(pr, _mm512_loadu_ps(v), a0);
+      a1 = _mm512_fmadd_ps(pr, _mm512_loadu_ps(v + 16), a1);
+      a2 = _mm512_fmadd_ps(pr, _mm512_loadu_ps(v + 32), a2);
+      a3 = _mm512_fmadd_ps(pr, _mm512_loadu_ps(v + 48), a3);
+    }
+    _mm512_storeu_ps(out + c, a0);
+    _mm512_storeu_ps(out + c + 16, a1);
+    _mm512_storeu_ps(out + c + 32, a2);
+    _mm512_storeu_ps(out + c + 48, a3);
+  }
+  for (; c < n; c += 16) {
+    const __mmask16 m = static_cast<__mmask16>(n - c >= 16 ? 0xffff : (1u << (n - c)) - 1);
+    __m512 a = _mm512_setzero_ps();
+    for (int64_t r = 0; r < rows; ++r) a = _mm512_fmadd_ps(_mm512_set1_ps(p[r]), _mm512_maskz_loadu_ps(m, V + r * ld + c), a);
+    _mm512_mask_storeu_ps(out + c, m, a);
+  }
+}
+
+__attribute__((target("avx512f,avx2,fma"))) float exp_shift_sum_avx512(float* x, float shift, int64_t n) {
+  const __m512 sh = _mm512_set1_ps(shift);
+  __m512 acc = _mm512_setzero_ps();
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 m = static_cast<__mmask16>(n - i >= 16 ? 0xffff : (1u << (n - i)) - 1);
+    const __m512 e = _mm512_maskz_mov_ps(m, exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + i), sh)));
+    _mm512_mask_storeu_ps(x + i, m, e);
+    acc = _mm512_add_ps(acc, e);
+  }
+  return hsum512(acc);
+}
+
+__attribute__((target("avx512f,avx2,fma"))) void silu_mul_avx512(const float* g, const float* u, float* out, int64_t n) {
+  const __m512 one = _mm512_set1_ps(1.f);
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 m = static_cast<__mmask16>(n - i >= 16 ? 0xffff : (1u << (n - i)) - 1);
+    const __m512 gv = _mm512_maskz_loadu_ps(m, g + i);
+    const __m512 e = exp512(_mm512_sub_ps(_mm512_setzero_ps(), gv));
+    _mm512_mask_storeu_ps(out + i, m, _mm512_mul_ps(_mm512_div_ps(gv, _mm512_add_ps(one, e)), _mm512_maskz_loadu_ps(m, u + i)));
+  }
+}
+
+#endif
+
+Simd portable() { return {dot_plain, axpy_plain, gemv_plain, wsum_plain, exp_shift_sum_plain, silu_mul_plain, "portable"}; }
+
+bool has_avx512() {
+#if defined(LLMC_RT_X86)
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx512f");
+#else
+  return false;
+#endif
+}
+
+bool has_avx2() {
+#if defined(LLMC_RT_X86)
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+  return false;
+#endif
+}
+
+#if defined(LLMC_RT_X86)
+Simd avx512() { return {dot_avx512, axpy_avx512, gemv_avx512, wsum_avx512, exp_shift_sum_avx512, silu_mul_avx512, "avx512"}; }
+Simd avx2() { return {dot_avx2, axpy_avx2, gemv_avx2, wsum_avx2, exp_shift_sum_avx2, silu_mul_avx2, "avx2"}; }
 #endif
 
 Simd pick() {
 #if defined(LLMC_RT_X86)
-  __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx512f")) return {dot_avx512, axpy_avx512, gemv_avx512, "avx512"};
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return {dot_avx2, axpy_avx2, gemv_avx2, "avx2"};
+  if (has_avx512()) return avx512();
+  if (has_avx2()) return avx2();
 #endif
-  return {dot_plain, axpy_plain, gemv_plain, "portable"};
+  return portable();
 }
 
 }  // namespace
@@ -181,6 +372,17 @@ Simd pick() {
 const Simd& simd() {
   static const Simd s = pick();
   return s;
+}
+
+const Simd* simd_path(const char* name) {
+  static const Simd p = portable();
+  if (std::string(name) == "portable") return &p;
+#if defined(LLMC_RT_X86)
+  static const Simd a2 = avx2(), a5 = avx512();
+  if (std::string(name) == "avx2") return has_avx2() ? &a2 : nullptr;
+  if (std::string(name) == "avx512") return has_avx512() ? &a5 : nullptr;
+#endif
+  return nullptr;
 }
 
 }  // namespace llmc::rt

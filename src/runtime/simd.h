@@ -11,10 +11,19 @@ struct Simd {
   void (*axpy)(float a, const float* x, float* y, int64_t n);  // y += a * x
   // y[r] = dot(W + r*K, x) for r in [0, rows): 4 rows at a time share the loads of x.
   void (*gemv)(const float* W, const float* x, int64_t rows, int64_t K, float* y);
+  // out[c] = sum_r p[r] * V[r * ld + c] for c < n: attention's probabilities times value rows.
+  void (*wsum)(const float* V, int64_t ld, const float* p, int64_t rows, int64_t n, float* out);
+  // x[i] = exp(x[i] - shift) in place (exp(-inf) = 0); returns the sum. Vector exp: Cephes
+  // polynomial, within 2 ulp of std::exp where the result is a normal float, 0 below e^-87.3.
+  float (*exp_shift_sum)(float* x, float shift, int64_t n);
+  // out[i] = silu(g[i]) * u[i] = g[i] / (1 + exp(-g[i])) * u[i] (out may alias g).
+  void (*silu_mul)(const float* g, const float* u, float* out, int64_t n);
   const char* name;
 };
 
 const Simd& simd();
+// A given path ("portable", "avx2", "avx512"), or null where this CPU lacks it (tests).
+const Simd* simd_path(const char* name);
 
 // The kernels' persistent thread pool (kernels/src/thread_pool.cpp): fn(ctx, task) for task in
 // [0, ntasks) on nthreads threads, the caller included. Sharing the pool the qgemm calls use keeps

@@ -52,7 +52,8 @@ constexpr const char* kLutFormat = "llmcompress-lut";
 constexpr int kLutVersion = 3;
 // Version of the timing method + kernels; the LUT records it followed by the CPU ISA path used
 // (e.g. "runtime-ops-2 avx512"). Bump when the kernels or what an entry measures change.
-// 4: 2/3-bit linears at M < 16 read a row-tiled copy (x-table kernel, kernels/qtiled.h).
+// 4: 2/3-bit linears at M < 16 read a row-tiled copy (x-table kernel, kernels/qtiled.h);
+//    attention scores by GEMV, vector exp in softmax and SwiGLU.
 constexpr const char* kLutKernelVersion = "runtime-ops-4";
 
 // One linear GEMM the search space can produce: y (M, N) = x (M, K) W^T at `bits`.
