@@ -123,21 +123,23 @@ __attribute__((target("avx2,fma"))) void gemv_avx2(const float* W, const float* 
   for (; r < rows; ++r) y[r] = dot_avx2(W + r * K, x, K);
 }
 
-// exp(x) for 8 lanes (Cephes expf: x = n ln2 + r, |r| <= ln2 / 2, degree-5 polynomial, times 2^n);
-// 0 below -87.33 (so exp(-inf) = 0), +inf side clamped at 88.37.
+// Vector exp (Cephes expf): x = n ln2 + r with |r| <= ln2 / 2 (ln2 split in two for an exact
+// n * ln2_hi), exp(r) = 1 + r + r^2 P(r) with P of degree 5, times 2^n. Inputs below kExpMin give 0
+// (so exp(-inf) = 0), inputs above kExpMax are clamped.
+constexpr float kExpMin = -87.33f, kExpMax = 88.37f, kLog2e = 1.44269504088896341f;
+constexpr float kLn2Hi = 0.693359375f, kLn2Lo = -2.12194440e-4f;
+constexpr float kExpP[6] = {1.9875691500e-4f, 1.3981999507e-3f, 8.3334519073e-3f,
+                            4.1665795894e-2f, 1.6666665459e-1f, 5.0000001201e-1f};
+
+// 8 lanes.
 __attribute__((target("avx2,fma"))) inline __m256 exp256(__m256 x) {
-  const __m256 zero_below = _mm256_cmp_ps(x, _mm256_set1_ps(-87.33f), _CMP_LT_OQ);
-  x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.33f)), _mm256_set1_ps(88.37f));
-  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
-                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
-  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-  __m256 y = _mm256_set1_ps(1.9875691500e-4f);
-  y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.3981999507e-3f));
-  y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(8.3334519073e-3f));
-  y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(4.1665795894e-2f));
-  y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.6666665459e-1f));
-  y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(5.0000001201e-1f));
+  const __m256 zero_below = _mm256_cmp_ps(x, _mm256_set1_ps(kExpMin), _CMP_LT_OQ);
+  x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(kExpMin)), _mm256_set1_ps(kExpMax));
+  const __m256 n =
+      _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(kLog2e)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(kLn2Lo), _mm256_fnmadd_ps(n, _mm256_set1_ps(kLn2Hi), x));
+  __m256 y = _mm256_set1_ps(kExpP[0]);
+  for (int i = 1; i < 6; ++i) y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(kExpP[i]));
   y = _mm256_fmadd_ps(y, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.f)));
   // 2^n through the exponent field: n in [-126, 128) after the clamp; 2^128 (x near 88.37) is
   // built as 2 * 2^127.
@@ -153,20 +155,13 @@ __attribute__((target("avx2,fma"))) inline __m256 exp256(__m256 x) {
 __attribute__((target("avx2,fma"))) void wsum_avx2(const float* V, int64_t ld, const float* p, int64_t rows, int64_t n,
                                                     float* out) {
   int64_t c = 0;
-  for (; c + 32 <= n; c += 32) {  // 4 accumulators in registers over all rows
-    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+  for (; c + 32 <= n; c += 32) {  // 32 columns in 4 register accumulators over all rows
+    __m256 a[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
     for (int64_t r = 0; r < rows; ++r) {
       const __m256 pr = _mm256_set1_ps(p[r]);
-      const float* v = V + r * ld + c;
-      a0 = _mm256_fmadd_ps(pr, _mm256_loadu_ps(v), a0);
-      a1 = _mm256_fmadd_ps(pr, _mm256_loadu_ps(v + 8), a1);
-      a2 = _mm256_fmadd_ps(pr, _mm256_loadu_ps(v + 16), a2);
-      a3 = _mm256_fmadd_ps(pr, _mm256_loadu_ps(v + 24), a3);
+      for (int u = 0; u < 4; ++u) a[u] = _mm256_fmadd_ps(pr, _mm256_loadu_ps(V + r * ld + c + 8 * u), a[u]);
     }
-    _mm256_storeu_ps(out + c, a0);
-    _mm256_storeu_ps(out + c + 8, a1);
-    _mm256_storeu_ps(out + c + 16, a2);
-    _mm256_storeu_ps(out + c + 24, a3);
+    for (int u = 0; u < 4; ++u) _mm256_storeu_ps(out + c + 8 * u, a[u]);
   }
   for (; c < n; ++c) {
     float a = 0.f;
@@ -266,20 +261,15 @@ __attribute__((target("avx512f,avx2,fma"))) void gemv_avx512(const float* W, con
   for (; r < rows; ++r) y[r] = dot_avx512(W + r * K, x, K);
 }
 
-// 16-lane version of exp256 (2^n by vscalefps, which also handles n = 128).
+// 16 lanes (2^n by vscalefps, which also handles n = 128).
 __attribute__((target("avx512f,avx2,fma"))) inline __m512 exp512(__m512 x) {
-  const __mmask16 zero_below = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-87.33f), _CMP_LT_OQ);
-  x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.33f)), _mm512_set1_ps(88.37f));
-  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-  __m512 y = _mm512_set1_ps(1.9875691500e-4f);
-  y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.3981999507e-3f));
-  y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(8.3334519073e-3f));
-  y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(4.1665795894e-2f));
-  y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.6666665459e-1f));
-  y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(5.0000001201e-1f));
+  const __mmask16 zero_below = _mm512_cmp_ps_mask(x, _mm512_set1_ps(kExpMin), _CMP_LT_OQ);
+  x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(kExpMin)), _mm512_set1_ps(kExpMax));
+  const __m512 n =
+      _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(kLog2e)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(kLn2Lo), _mm512_fnmadd_ps(n, _mm512_set1_ps(kLn2Hi), x));
+  __m512 y = _mm512_set1_ps(kExpP[0]);
+  for (int i = 1; i < 6; ++i) y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(kExpP[i]));
   y = _mm512_fmadd_ps(y, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.f)));
   return _mm512_maskz_mov_ps(static_cast<__mmask16>(~zero_below), _mm512_scalef_ps(y, n));
 }
@@ -287,20 +277,13 @@ __attribute__((target("avx512f,avx2,fma"))) inline __m512 exp512(__m512 x) {
 __attribute__((target("avx512f,avx2,fma"))) void wsum_avx512(const float* V, int64_t ld, const float* p, int64_t rows,
                                                               int64_t n, float* out) {
   int64_t c = 0;
-  for (; c + 64 <= n; c += 64) {  // 4 accumulators in registers over all rows (head_dim 64: one pass)
-    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+  for (; c + 64 <= n; c += 64) {  // 64 columns (a head_dim of 64 in one pass) in 4 accumulators
+    __m512 a[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
     for (int64_t r = 0; r < rows; ++r) {
       const __m512 pr = _mm512_set1_ps(p[r]);
-      const float* v = V + r * ld + c;
-      a0 = _mm512_fmadd_ps(pr, _mm512_loadu_ps(v), a0);
-      a1 = _mm512_fmadd_ps(pr, _mm512_loadu_ps(v + 16), a1);
-      a2 = _mm512_fmadd_ps(pr, _mm512_loadu_ps(v + 32), a2);
-      a3 = _mm512_fmadd_ps(pr, _mm512_loadu_ps(v + 48), a3);
+      for (int u = 0; u < 4; ++u) a[u] = _mm512_fmadd_ps(pr, _mm512_loadu_ps(V + r * ld + c + 16 * u), a[u]);
     }
-    _mm512_storeu_ps(out + c, a0);
-    _mm512_storeu_ps(out + c + 16, a1);
-    _mm512_storeu_ps(out + c + 32, a2);
-    _mm512_storeu_ps(out + c + 48, a3);
+    for (int u = 0; u < 4; ++u) _mm512_storeu_ps(out + c + 16 * u, a[u]);
   }
   for (; c < n; c += 16) {
     const __mmask16 m = static_cast<__mmask16>(n - c >= 16 ? 0xffff : (1u << (n - c)) - 1);
