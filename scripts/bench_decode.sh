@@ -2,15 +2,17 @@
 # Decode / prefill throughput of exported 4-bit models on our CPU kernels.
 #   1. builds build/ if llmcompress is missing (BUILD=... to use another build folder)
 #   2. exports stories260K at uniform:4 (RTN) and benches it
-#   3. if models/SmolLM2-135M-Instruct.Q4_1.gguf exists: exports it at uniform:4 (RTN, 8-bit packed
+#   3. if models/SmolLM2-135M-Instruct.Q4_1.gguf exists: exports it at uniform:4 (or each of SMOL_BITS; RTN, 8-bit packed
 #      lm_head that the tied embedding shares, group 64) and benches it
 #   4. for each model, builds two small LUTs (full widths, the export's bits and group) and runs
 #      `bench --lut`: decode against a LUT whose context is the decode's mean context
 #      (PROMPT + NEW/2), prefill against one at M = PROMPT from an empty cache
 #   5. writes $OUT/bench_decode.json: tokens/s decode and prefill, file sizes, LUT predicted vs
-#      measured, per model
+#      measured, per model; for 2/3-bit exports also the same bench with LLMC_TILED=0 (no row-tiled
+#      copies: the canonical kernels) under "no_tiled", run right after the tiled one
 # Options (environment): OUT (default runs/bench_decode), THREADS (default: all cores), PROMPT (128),
-# NEW (128), REPEATS (5), LM_HEAD_BITS (8; 16 = exact fp32 lm_head), SMOL_GROUP (64).
+# NEW (128), REPEATS (5), LM_HEAD_BITS (8; 16 = exact fp32 lm_head), SMOL_GROUP (64),
+# SMOL_BITS ("4"; e.g. "2 3 4" exports SmolLM2 at each width; empty: none).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 BUILD=${BUILD:-$root/build}
@@ -21,6 +23,7 @@ NEW=${NEW:-128}
 REPEATS=${REPEATS:-5}
 LM_HEAD_BITS=${LM_HEAD_BITS:-8}
 SMOL_GROUP=${SMOL_GROUP:-64}  # 576 = 9 x 64: no padded columns (group 128 pads K to 640)
+SMOL_BITS=${SMOL_BITS-4}  # empty: no SmolLM2 export
 
 if [ ! -x "$bin" ]; then
   echo "== building $BUILD" >&2
@@ -30,13 +33,20 @@ fi
 mkdir -p "$OUT"
 G=(--threads "$THREADS")
 
-bench() {  # name model-folder source-model lm-head-bits group
+bench() {  # name model-folder source-model lm-head-bits group [bits, default 4]
+  local bits=${6:-4}
   "$bin" "${G[@]}" bench --model "$2" --prompt-tokens "$PROMPT" --new-tokens "$NEW" --repeats "$REPEATS" \
     --json --output "$OUT/$1.bench.json" > /dev/null
   echo "== $1: $(grep -E '"(decode|prefill)_tokens_per_s"' "$OUT/$1.bench.json" | tr -d ' \n')" >&2
+  rm -f "$OUT/$1.no_tiled.json"
+  if [ "$bits" = 2 ] || [ "$bits" = 3 ]; then
+    LLMC_TILED=0 "$bin" "${G[@]}" bench --model "$2" --prompt-tokens "$PROMPT" --new-tokens "$NEW" \
+      --repeats "$REPEATS" --json --output "$OUT/$1.no_tiled.json" > /dev/null
+    echo "== $1 without row-tiled copies: $(grep -E '"(decode|prefill)_tokens_per_s"' "$OUT/$1.no_tiled.json" | tr -d ' \n')" >&2
+  fi
   # LUT predicted vs measured (same thread count; the prediction covers the runtime's own ops).
   local space="$OUT/$1.space.json" ctx=$((PROMPT + NEW / 2))
-  echo "{\"kv_group_fractions\": [1.0], \"mlp_width_fractions\": [1.0], \"bits\": [4, 16], \"group_size\": $5}" > "$space"
+  echo "{\"kv_group_fractions\": [1.0], \"mlp_width_fractions\": [1.0], \"bits\": [$bits, 16], \"group_size\": $5}" > "$space"
   "$bin" "${G[@]}" lut --model "$3" --space "$space" --tokens 1 --context "$ctx" --lm-head-bits "$4" \
     --out "$OUT/$1.lut_decode.json" 2> /dev/null > /dev/null
   "$bin" "${G[@]}" lut --model "$3" --space "$space" --tokens "$PROMPT" --context "$PROMPT" --lm-head-bits "$4" \
@@ -46,12 +56,15 @@ bench() {  # name model-folder source-model lm-head-bits group
   "$bin" "${G[@]}" bench --model "$2" --prompt-tokens "$PROMPT" --new-tokens 1 --repeats "$REPEATS" \
     --lut "$OUT/$1.lut_prefill.json" --json --output "$OUT/$1.bench_lut_prefill.json" > /dev/null
   python3 - "$OUT/$1" <<'PY'
-import json, sys
+import json, os, sys
 base = sys.argv[1]
 j = json.load(open(base + ".bench.json"))
+if os.path.exists(base + ".no_tiled.json"):
+    n = json.load(open(base + ".no_tiled.json"))
+    j["no_tiled"] = {k: n[k] for k in ("decode_tokens_per_s", "prefill_tokens_per_s", "tiled_copy_bytes")}
 d = json.load(open(base + ".bench_lut_decode.json"))["predicted"]
 p = json.load(open(base + ".bench_lut_prefill.json"))["predicted"]
-j["lut"] = {"clock": d["clock"], "decode_context": d["lut_context"], "decode_ms": d["decode_ms"],
+j["lut"] = {"clock": d["clock"], "decode_context": d["decode_ms"]["lut_context"], "decode_ms": d["decode_ms"],
             "prefill_ms": p["prefill_ms"]}
 json.dump(j, open(base + ".bench.json", "w"), indent=2)
 print("== %s: LUT decode measured/predicted %.2f, prefill %.2f" % (base.split("/")[-1],
@@ -72,15 +85,19 @@ fi
 
 GGUF=$root/models/SmolLM2-135M-Instruct.Q4_1.gguf
 if [ -f "$GGUF" ]; then
-  echo "== export SmolLM2-135M uniform:4 (RTN, lm_head $LM_HEAD_BITS bits, shared by the tied embedding)" >&2
-  if "$bin" "${G[@]}" export --model "$GGUF" --arch uniform:4 --quant rtn --lm-head-bits "$LM_HEAD_BITS" \
-       --dense-dtype bfloat16 --group-size "$SMOL_GROUP" --out "$OUT/smollm2-135m-u4" >&2; then
-    bench smollm2-135m-u4 "$OUT/smollm2-135m-u4" "$GGUF" "$LM_HEAD_BITS" "$SMOL_GROUP"
-    entries+=("\"smollm2-135m-u4\": $(cat "$OUT/smollm2-135m-u4.bench.json")")
-    entries+=("\"smollm2-135m-gguf_bytes\": $(stat -c %s "$GGUF")")
-  else
-    echo "== SmolLM2 export failed (GGUF loading unavailable?); skipped" >&2
-  fi
+  for b in $SMOL_BITS; do
+    name=smollm2-135m-u$b
+    echo "== export SmolLM2-135M uniform:$b (RTN, lm_head $LM_HEAD_BITS bits, shared by the tied embedding)" >&2
+    if "$bin" "${G[@]}" export --model "$GGUF" --arch "uniform:$b" --quant rtn --lm-head-bits "$LM_HEAD_BITS" \
+         --dense-dtype bfloat16 --group-size "$SMOL_GROUP" --out "$OUT/$name" >&2; then
+      bench "$name" "$OUT/$name" "$GGUF" "$LM_HEAD_BITS" "$SMOL_GROUP" "$b"
+      entries+=("\"$name\": $(cat "$OUT/$name.bench.json")")
+    else
+      echo "== SmolLM2 export failed (GGUF loading unavailable?); skipped" >&2
+      break
+    fi
+  done
+  entries+=("\"smollm2-135m-gguf_bytes\": $(stat -c %s "$GGUF")")
 else
   echo "== skip SmolLM2: $GGUF not found" >&2
 fi
