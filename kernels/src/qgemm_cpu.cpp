@@ -62,27 +62,6 @@ int hw_threads() {
 
 std::atomic<int> g_default_threads{0};
 
-// Grow-only 64-byte aligned scratch buffer (one per calling thread, reused across calls).
-class Scratch {
- public:
-  float* get(size_t n) {
-    if (n > cap_) {
-      const size_t bytes = (n * sizeof(float) + 63) / 64 * 64;
-      buf_.reset(static_cast<float*>(std::aligned_alloc(64, bytes)));
-      if (!buf_) throw std::bad_alloc();
-      cap_ = n;
-    }
-    return buf_.get();
-  }
-
- private:
-  struct Free {
-    void operator()(float* p) const { std::free(p); }
-  };
-  std::unique_ptr<float, Free> buf_;
-  size_t cap_ = 0;
-};
-
 struct TaskCtx {
   const detail::Problem* p;
   void (*rows)(const detail::Problem&, int, int);
@@ -98,17 +77,46 @@ void run_task(void* c, int t) {
 
 void check_common(const char* who, const float* x, int M, const QMatrixView& w, const float* y) {
   validate(w, who);
+  detail::check_xy(who, x, M, w.N, w.K, y);
+}
+
+}  // namespace
+
+namespace detail {
+
+float* Scratch::get(size_t n) {
+  if (n > cap_) {
+    std::free(buf_);
+    buf_ = static_cast<float*>(std::aligned_alloc(64, (n * sizeof(float) + 63) / 64 * 64));
+    cap_ = buf_ ? n : 0;
+    if (!buf_) throw std::bad_alloc();
+  }
+  return buf_;
+}
+
+Scratch::~Scratch() { std::free(buf_); }
+
+void check_xy(const char* who, const float* x, int M, int N, int K, const float* y) {
   const std::string s(who);
   if (x == nullptr) bad(s + ": x is null");
   if (y == nullptr) bad(s + ": y is null");
   if (M < 1 || M > kMaxDim) bad(s + ": M must be in [1, 2^30] (got " + std::to_string(M) + ")");
   const auto xb = reinterpret_cast<uintptr_t>(x), yb = reinterpret_cast<uintptr_t>(y);
-  const uintptr_t xe = xb + static_cast<uintptr_t>(M) * static_cast<uintptr_t>(w.K) * sizeof(float);
-  const uintptr_t ye = yb + static_cast<uintptr_t>(M) * static_cast<uintptr_t>(w.N) * sizeof(float);
+  const uintptr_t xe = xb + static_cast<uintptr_t>(M) * static_cast<uintptr_t>(K) * sizeof(float);
+  const uintptr_t ye = yb + static_cast<uintptr_t>(M) * static_cast<uintptr_t>(N) * sizeof(float);
   if (xb < ye && yb < xe) bad(s + ": y overlaps x");
 }
 
-}  // namespace
+void check_threads_isa(const char* who, int num_threads, Isa isa) {
+  const std::string s(who);
+  if (num_threads < 0) bad(s + ": num_threads must be >= 0 (got " + std::to_string(num_threads) + ")");
+  if (isa != Isa::kAuto && isa != Isa::kScalar && isa != Isa::kAvx2 && isa != Isa::kAvx512) {
+    bad(s + ": isa is not a valid Isa value");
+  }
+  if (!isa_supported(isa)) bad(s + ": isa " + isa_name(isa) + " is not supported by this CPU");
+}
+
+}  // namespace detail
 
 const char* isa_name(Isa isa) {
   switch (isa) {
@@ -147,11 +155,7 @@ int default_num_threads() {
 
 void qgemm_cpu(const float* x, int M, const QMatrixView& w, const float* bias, float* y, int num_threads, Isa isa) {
   check_common("qgemm_cpu", x, M, w, y);
-  if (num_threads < 0) bad("qgemm_cpu: num_threads must be >= 0 (got " + std::to_string(num_threads) + ")");
-  if (isa != Isa::kAuto && isa != Isa::kScalar && isa != Isa::kAvx2 && isa != Isa::kAvx512) {
-    bad("qgemm_cpu: isa is not a valid Isa value");
-  }
-  if (!isa_supported(isa)) bad(std::string("qgemm_cpu: isa ") + isa_name(isa) + " is not supported by this CPU");
+  detail::check_threads_isa("qgemm_cpu", num_threads, isa);
   const Isa use = (isa == Isa::kAuto) ? best_isa() : isa;
   const int nthreads = num_threads > 0 ? num_threads : default_num_threads();
 
@@ -172,7 +176,7 @@ void qgemm_cpu(const float* x, int M, const QMatrixView& w, const float* bias, f
   p.bias = bias;
   p.y = y;
 
-  thread_local Scratch s_x, s_g, s_y;
+  thread_local detail::Scratch s_x, s_g, s_y;
   const bool panel = use != Isa::kScalar && M >= kPanelMinM;
   void (*rows)(const detail::Problem&, int, int) = detail::rows_scalar;
   if (!panel) {

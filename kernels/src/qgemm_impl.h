@@ -4,6 +4,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "llmc_kernels/qgemm.h"
 #include "llmc_kernels/qtiled.h"
 
 namespace llmc::kernels::detail {
@@ -54,20 +55,32 @@ void panel_rows_avx512(const Problem& p, int n0, int n1);
 // by a task is rethrown here (remaining tasks are skipped).
 void parallel_for(int nthreads, int ntasks, void (*fn)(void*, int), void* ctx);
 
-}  // namespace llmc::kernels::detail
+// Grow-only 64-byte aligned float buffer (one per calling thread, reused across calls).
+class Scratch {
+ public:
+  float* get(size_t n);
+  ~Scratch();
 
-namespace llmc::kernels::detail {
+ private:
+  float* buf_ = nullptr;
+  size_t cap_ = 0;
+};
+
+// Argument checks shared by qgemm_cpu and qgemm_tiled_cpu (std::invalid_argument prefixed `who`):
+// x, y non-null, 1 <= M <= 2^30, y not overlapping x ([M][K] and [M][N] floats); then
+// num_threads >= 0 and an Isa value this CPU supports.
+void check_xy(const char* who, const float* x, int M, int N, int K, const float* y);
+void check_threads_isa(const char* who, int num_threads, Isa isa);
 
 // One qgemm_tiled_cpu call (qtiled.h layout) after validation. The x tables are built once per
 // call (tiled_tables_*), then tasks take ranges of tiles (tiled_tiles_*).
 struct TiledProblem {
-  int M = 0, N = 0, K = 0, bits = 0, group = 0;
-  int T = 0, Kb = 0, G = 0;
-  QTiledLayout layout;
+  int M = 0;                      // rows of x in this call (<= 15: one chunk of qgemm_tiled_cpu)
+  QTiledLayout l;                 // bits, group, N, K, tiles T, blocks Kb, groups G, slices
   const uint8_t* data = nullptr;  // slices as in qtiled.h
-  const float* x = nullptr;          // [M][K]
-  const float* bias = nullptr;       // [N] or null
-  float* y = nullptr;                // [M][N]
+  const float* x = nullptr;       // [M][K]
+  const float* bias = nullptr;    // [N] or null
+  float* y = nullptr;             // [M][N]
   // Tables (64-byte aligned), per row m of x and block kb: 16 pair tables of 16 floats
   // ([m][kb][i][idx], i = code pair (i, 16 + i)), and for 3 bits 8 tables of the third bits
   // ([m][kb][j][idx], codes 4j .. 4j + 3). Codes are centred (q - c, c = 1.5 or 3.5) so that the

@@ -19,13 +19,6 @@ namespace {
 
 size_t align64(size_t n) { return (n + 63) / 64 * 64; }
 
-// Grow-only 64-byte aligned float buffer, one per calling thread.
-float* scratch(std::vector<float>* v, size_t n) {
-  v->resize(n + 16);
-  const auto p = reinterpret_cast<uintptr_t>(v->data());
-  return reinterpret_cast<float*>((p + 63) / 64 * 64);
-}
-
 // Words of canonical block kb of row 16 t + r.
 void read_block(const uint8_t* data, const QTiledLayout& l, int t, int kb, int r, uint32_t* bw) {
   const uint8_t* b = data + l.block_offset(t, kb);
@@ -70,7 +63,7 @@ struct TileTask {
 
 void run_tiles(void* c, int task) {
   const auto& ctx = *static_cast<const TileTask*>(c);
-  const int t0 = task * ctx.tiles_per_task, t1 = std::min(ctx.p->T, t0 + ctx.tiles_per_task);
+  const int t0 = task * ctx.tiles_per_task, t1 = std::min(ctx.p->l.tiles, t0 + ctx.tiles_per_task);
   detail::tiled_tiles_avx512(*ctx.p, t0, t1);
 }
 #endif
@@ -149,20 +142,8 @@ void qgemm_tiled_cpu(const float* x, int M, const QTiledView& t, const float* bi
   if (t.data == nullptr) bad("qgemm_tiled_cpu: tiled data is null");
   if (reinterpret_cast<uintptr_t>(t.data) % 64 != 0) bad("qgemm_tiled_cpu: tiled data must be 64-byte aligned");
   const QTiledLayout l = t.layout();  // validates bits, group, N, K
-  if (x == nullptr) bad("qgemm_tiled_cpu: x is null");
-  if (y == nullptr) bad("qgemm_tiled_cpu: y is null");
-  if (M < 1 || M > (1 << 30)) bad("qgemm_tiled_cpu: M must be in [1, 2^30] (got " + std::to_string(M) + ")");
-  if (num_threads < 0) bad("qgemm_tiled_cpu: num_threads must be >= 0 (got " + std::to_string(num_threads) + ")");
-  if (isa != Isa::kAuto && isa != Isa::kScalar && isa != Isa::kAvx2 && isa != Isa::kAvx512) {
-    bad("qgemm_tiled_cpu: isa is not a valid Isa value");
-  }
-  if (!isa_supported(isa)) bad(std::string("qgemm_tiled_cpu: isa ") + isa_name(isa) + " is not supported by this CPU");
-  {
-    const auto xb = reinterpret_cast<uintptr_t>(x), yb = reinterpret_cast<uintptr_t>(y);
-    const uintptr_t xe = xb + static_cast<uintptr_t>(M) * static_cast<uintptr_t>(t.K) * sizeof(float);
-    const uintptr_t ye = yb + static_cast<uintptr_t>(M) * static_cast<uintptr_t>(t.N) * sizeof(float);
-    if (xb < ye && yb < xe) bad("qgemm_tiled_cpu: y overlaps x");
-  }
+  detail::check_xy("qgemm_tiled_cpu", x, M, t.N, t.K, y);
+  detail::check_threads_isa("qgemm_tiled_cpu", num_threads, isa);
   const Isa use = isa == Isa::kAuto ? best_isa() : isa;
 #if defined(LLMC_KERNELS_X86)
   if (use == Isa::kAvx512) {
@@ -170,25 +151,23 @@ void qgemm_tiled_cpu(const float* x, int M, const QTiledView& t, const float* bi
     // bits) stay bounded for any M.
     constexpr int kChunkM = kTiledMaxM - 1;
     const int mc = std::min(M, kChunkM);
-    thread_local std::vector<float> s2, sh, sx;
+    thread_local detail::Scratch s2, sh, sx;
     detail::TiledProblem p;
-    p.N = t.N, p.K = t.K, p.bits = t.bits, p.group = t.group;
-    p.T = l.tiles, p.Kb = l.blocks, p.G = l.groups;
-    p.layout = l;
+    p.l = l;
     p.data = t.data;
     p.bias = bias;
-    p.tab2 = scratch(&s2, static_cast<size_t>(mc) * l.blocks * 256);
-    p.tabh = t.bits == 3 ? scratch(&sh, static_cast<size_t>(mc) * l.blocks * 128) : nullptr;
-    p.xs = scratch(&sx, static_cast<size_t>(mc) * l.groups);
+    p.tab2 = s2.get(static_cast<size_t>(mc) * l.blocks * 256);
+    p.tabh = t.bits == 3 ? sh.get(static_cast<size_t>(mc) * l.blocks * 128) : nullptr;
+    p.xs = sx.get(static_cast<size_t>(mc) * l.groups);
     const int nthreads = num_threads > 0 ? num_threads : default_num_threads();
-    const int per = std::max(1, (p.T + 4 * nthreads - 1) / (4 * nthreads));
+    const int per = std::max(1, (l.tiles + 4 * nthreads - 1) / (4 * nthreads));
     for (int m0 = 0; m0 < M; m0 += kChunkM) {
       p.M = std::min(kChunkM, M - m0);
       p.x = x + static_cast<size_t>(m0) * t.K;
       p.y = y + static_cast<size_t>(m0) * t.N;
       detail::tiled_tables_avx512(p);
       TileTask ctx{&p, per};
-      detail::parallel_for(nthreads, (p.T + per - 1) / per, run_tiles, &ctx);
+      detail::parallel_for(nthreads, (l.tiles + per - 1) / per, run_tiles, &ctx);
     }
     return;
   }

@@ -70,19 +70,19 @@ inline void hi_step(__m512i H, const float* const* th, __m512 (*acc)[chains<MT>(
 template <int BITS, int MT>
 void panel_tiles(const TiledProblem& p, int m0, int pi, int t0, int t1) {
   constexpr int NA = chains<MT>();
-  const QTiledLayout& l = p.layout;
-  const int bpg = p.group / 32;
+  const QTiledLayout& l = p.l;
+  const int bpg = l.group / 32;
   const int pb = l.panel_blocks(pi), pg = l.panel_groups(pi);
   const int kb0 = pi * kPanelBlocks, g0 = kb0 / bpg;
   const size_t slice = l.slice_bytes(pi);
   const __m512 centre = _mm512_set1_ps(BITS == 2 ? 1.5f : 3.5f);
   const uint8_t* sp = p.data + l.slice_offset(pi, t0);
   for (int t = t0; t < t1; ++t, sp += slice) {
-    const __mmask16 km = tail_mask(p.N - 16 * t);
+    const __mmask16 km = tail_mask(l.N - 16 * t);
     float* yt[MT];
     __m512 tot[MT];
     for (int m = 0; m < MT; ++m) {
-      yt[m] = p.y + static_cast<size_t>(m0 + m) * p.N + 16 * t;
+      yt[m] = p.y + static_cast<size_t>(m0 + m) * l.N + 16 * t;
       if (pi > 0) {
         tot[m] = _mm512_maskz_loadu_ps(km, yt[m]);
       } else {
@@ -103,7 +103,7 @@ void panel_tiles(const TiledProblem& p, int m0, int pi, int t0, int t1) {
           _mm_prefetch(reinterpret_cast<const char*>(wb) + kPrefetchBytes + o, _MM_HINT_T0);
         }
         const float* tb[MT];
-        for (int m = 0; m < MT; ++m) tb[m] = p.tab2 + (static_cast<size_t>(m0 + m) * p.Kb + kb0 + j) * 256;
+        for (int m = 0; m < MT; ++m) tb[m] = p.tab2 + (static_cast<size_t>(m0 + m) * l.blocks + kb0 + j) * 256;
         const __m512i A = _mm512_load_si512(wb), B = _mm512_load_si512(wb + 16);
         pair_step<MT, 0>(A, B, tb, acc);
         pair_step<MT, 1>(A, B, tb, acc);
@@ -115,7 +115,7 @@ void panel_tiles(const TiledProblem& p, int m0, int pi, int t0, int t1) {
         pair_step<MT, 7>(A, B, tb, acc);
         if constexpr (BITS == 3) {
           const float* th[MT];
-          for (int m = 0; m < MT; ++m) th[m] = p.tabh + (static_cast<size_t>(m0 + m) * p.Kb + kb0 + j) * 128;
+          for (int m = 0; m < MT; ++m) th[m] = p.tabh + (static_cast<size_t>(m0 + m) * l.blocks + kb0 + j) * 128;
           const __m512i H = _mm512_load_si512(wb + 32);
           hi_step<MT, 0>(H, th, acc);
           hi_step<MT, 1>(H, th, acc);
@@ -136,7 +136,7 @@ void panel_tiles(const TiledProblem& p, int m0, int pi, int t0, int t1) {
         __m512 sum = _mm512_add_ps(acc[m][0], acc[m][1]);
         if constexpr (NA == 4) sum = _mm512_add_ps(sum, _mm512_add_ps(acc[m][2], acc[m][3]));
         tot[m] = _mm512_fmadd_ps(sum, s, tot[m]);
-        tot[m] = _mm512_fmadd_ps(sc, _mm512_set1_ps(p.xs[static_cast<size_t>(m0 + m) * p.G + g0 + gl]), tot[m]);
+        tot[m] = _mm512_fmadd_ps(sc, _mm512_set1_ps(p.xs[static_cast<size_t>(m0 + m) * l.groups + g0 + gl]), tot[m]);
       }
     }
     for (int m = 0; m < MT; ++m) _mm512_mask_storeu_ps(yt[m], km, tot[m]);
@@ -147,7 +147,7 @@ template <int BITS>
 void tiles(const TiledProblem& p, int t0, int t1) {
   for (int m0 = 0; m0 < p.M; m0 += 4) {
     const int mt = imin(4, p.M - m0);
-    for (int pi = 0; pi < p.layout.panels; ++pi) {
+    for (int pi = 0; pi < p.l.panels; ++pi) {
       switch (mt) {
         case 1: panel_tiles<BITS, 1>(p, m0, pi, t0, t1); break;
         case 2: panel_tiles<BITS, 2>(p, m0, pi, t0, t1); break;
@@ -171,29 +171,29 @@ void tiled_tables_avx512(const TiledProblem& p) {
     for (int i = 0; i < 16; ++i) b[i] = ((i >> v) & 1) ? 2.f : -2.f;
     bit[v] = _mm512_load_ps(b);
   }
-  const int bpg = p.group / 32;
+  const int bpg = p.l.group / 32;
   for (int m = 0; m < p.M; ++m) {
-    const float* xr = p.x + static_cast<size_t>(m) * p.K;
+    const float* xr = p.x + static_cast<size_t>(m) * p.l.K;
     __m512 gsum = _mm512_setzero_ps();  // x summed over the current group (fp32 lanes: no serial chain)
-    for (int kb = 0; kb < p.Kb; ++kb) {
+    for (int kb = 0; kb < p.l.blocks; ++kb) {
       alignas(64) float xb[32];
-      const int n = p.K - 32 * kb;  // real columns left (the block's tail past K reads as 0)
+      const int n = p.l.K - 32 * kb;  // real columns left (the block's tail past K reads as 0)
       const __m512 x0 = _mm512_maskz_loadu_ps(tail_mask(n), xr + 32 * kb);
       const __m512 x1 = _mm512_maskz_loadu_ps(tail_mask(n - 16 < 0 ? 0 : n - 16), xr + 32 * kb + 16);
       _mm512_store_ps(xb, x0);
       _mm512_store_ps(xb + 16, x1);
       gsum = _mm512_add_ps(gsum, _mm512_add_ps(x0, x1));
-      if ((kb + 1) % bpg == 0 || kb + 1 == p.Kb) {
-        p.xs[static_cast<size_t>(m) * p.G + kb / bpg] = _mm512_reduce_add_ps(gsum);
+      if ((kb + 1) % bpg == 0 || kb + 1 == p.l.blocks) {
+        p.xs[static_cast<size_t>(m) * p.l.groups + kb / bpg] = _mm512_reduce_add_ps(gsum);
         gsum = _mm512_setzero_ps();
       }
-      float* t2 = p.tab2 + (static_cast<size_t>(m) * p.Kb + kb) * 256;
+      float* t2 = p.tab2 + (static_cast<size_t>(m) * p.l.blocks + kb) * 256;
       for (int i = 0; i < 16; ++i) {
         _mm512_store_ps(t2 + 16 * i,
                         _mm512_fmadd_ps(clo, _mm512_set1_ps(xb[i]), _mm512_mul_ps(chi, _mm512_set1_ps(xb[16 + i]))));
       }
-      if (p.bits == 3) {
-        float* th = p.tabh + (static_cast<size_t>(m) * p.Kb + kb) * 128;
+      if (p.l.bits == 3) {
+        float* th = p.tabh + (static_cast<size_t>(m) * p.l.blocks + kb) * 128;
         for (int j = 0; j < 8; ++j) {
           __m512 v = _mm512_mul_ps(bit[0], _mm512_set1_ps(xb[4 * j]));
           v = _mm512_fmadd_ps(bit[1], _mm512_set1_ps(xb[4 * j + 1]), v);
@@ -207,7 +207,7 @@ void tiled_tables_avx512(const TiledProblem& p) {
 }
 
 void tiled_tiles_avx512(const TiledProblem& p, int t0, int t1) {
-  if (p.bits == 2) {
+  if (p.l.bits == 2) {
     tiles<2>(p, t0, t1);
   } else {
     tiles<3>(p, t0, t1);

@@ -88,10 +88,18 @@ RuntimeEngine::RuntimeEngine(const ModelConfig& c, const LlamaWeights& w, int th
     if (R.I > 0) R.fused_gate_up = stack({&R.gate, &R.up}, &R.gate_up);
     // Row-tiled copies of the 2/3-bit matrices the forward runs (decode reads them; prefill the
     // canonical layout): extra memory the size of those matrices, for 1.1-1.9x faster GEMVs (bench_qgemm, M = 1).
-    for (Lin* L : {R.fused_qkv ? &R.qkv : &R.q, R.fused_qkv ? &R.qkv : &R.k, R.fused_qkv ? &R.qkv : &R.v, &R.o,
-                   R.fused_gate_up ? &R.gate_up : &R.gate, R.fused_gate_up ? &R.gate_up : &R.up, &R.down}) {
-      add_tiled(L);
+    if (R.fused_qkv) {
+      add_tiled(&R.qkv);
+    } else {
+      for (Lin* L : {&R.q, &R.k, &R.v}) add_tiled(L);
     }
+    if (R.fused_gate_up) {
+      add_tiled(&R.gate_up);
+    } else {
+      for (Lin* L : {&R.gate, &R.up}) add_tiled(L);
+    }
+    add_tiled(&R.o);
+    add_tiled(&R.down);
   }
   add_tiled(lm_head_.get());
   // RoPE tables, computed as Llama::hidden_states does (float32 position * inv_freq).
@@ -168,7 +176,7 @@ void RuntimeEngine::add_tiled(Lin* L) {
     const char* e = std::getenv("LLMC_TILED");
     return e == nullptr || std::string(e) != "0";
   }();
-  if (!enabled || !L->quant || L->N == 0 || !L->tiled.empty() || !kernels::tiled_faster(L->q.bits)) return;
+  if (!enabled || !L->quant || L->N == 0 || !kernels::tiled_faster(L->q.bits)) return;
   auto t = std::make_unique<kernels::QTiled>(kernels::tile(L->q));
   L->tiled = t->view();
   tiled_.push_back(std::move(t));

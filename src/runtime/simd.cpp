@@ -342,19 +342,15 @@ Simd avx512() { return {dot_avx512, axpy_avx512, gemv_avx512, wsum_avx512, exp_s
 Simd avx2() { return {dot_avx2, axpy_avx2, gemv_avx2, wsum_avx2, exp_shift_sum_avx2, silu_mul_avx2, "avx2"}; }
 #endif
 
-Simd pick() {
-#if defined(LLMC_RT_X86)
-  if (has_avx512()) return avx512();
-  if (has_avx2()) return avx2();
-#endif
-  return portable();
-}
-
 }  // namespace
 
 const Simd& simd() {
-  static const Simd s = pick();
-  return s;
+  static const Simd* s = [] {
+    for (const char* name : {"avx512", "avx2"})
+      if (const Simd* p = simd_path(name)) return p;
+    return simd_path("portable");
+  }();
+  return *s;
 }
 
 const Simd* simd_path(const char* name) {
