@@ -40,12 +40,12 @@ function(llmc_warnings target)
   target_compile_options(${target} PRIVATE $<$<COMPILE_LANGUAGE:CXX>:-Wall -Wextra -Wno-unused-parameter>)
 endfunction()
 
-# Executables reuse llmc's precompiled ATen header. GCC accepts a PCH only when -fpic/-fpie match,
+# Executables reuse llmc_pch's precompiled ATen header. GCC accepts a PCH only when -fpic/-fpie match,
 # and CMake compiles a library with -fPIC but an executable with -fPIE, so the executable's sources
 # are compiled with -fPIC as the library's are (still linked as a PIE); otherwise every one of
 # them silently parses ATen again (-Winvalid-pch).
 function(llmc_reuse_pch target)
   set_target_properties(${target} PROPERTIES POSITION_INDEPENDENT_CODE OFF)
   target_compile_options(${target} PRIVATE $<$<COMPILE_LANGUAGE:CXX>:-fPIC>)
-  target_precompile_headers(${target} REUSE_FROM llmc)
+  target_precompile_headers(${target} REUSE_FROM llmc_pch)
 endfunction()

@@ -17,11 +17,11 @@
 #include "llmc/core/files.h"
 #include "llmc/core/log.h"
 #include "llmc/core/timing.h"
-#include "llmc/export/format.h"
 #include "llmc/latency/lut.h"
 #include "llmc/nas/arch.h"
 #include "llmc/model/load.h"
 #include "llmc/runtime/engine.h"
+#include "llmc/runtime/open.h"
 #include "llmc_kernels/qgemm.h"
 
 namespace llmc::cli {
@@ -68,22 +68,16 @@ Action add_bench(CLI::App& app) {
                  "Latency table of the model's original shapes: print its prediction for this model (the "
                  "exported folder's arch.json, else all widths full at 16 bits) next to the measurement");
   return [a] {
-    LLMC_CHECK(a->engine == "auto" || a->engine == "runtime" || a->engine == "torch",
-               "--engine: '{}' is not auto, runtime or torch", a->engine);
+    const EngineChoice choice = parse_engine(a->engine);
     LoadOptions lo;
     lo.need_tokenizer = false;
-    auto model = load_llama(a->model, lo);
+    auto model = open_model(a->model, lo, choice);
     const auto& cfg = model->config();
     const int64_t P = a->prompt_tokens, N = a->new_tokens, V = cfg.vocab_size;
     const int threads = at::get_num_threads();
     kernels::set_default_num_threads(threads);
-    std::unique_ptr<RuntimeLlama> own_rt;
     RuntimeLlama* rt = dynamic_cast<RuntimeLlama*>(model.get());
-    std::string engine = a->engine == "auto" ? (rt ? "runtime" : "torch") : a->engine;
-    if (engine == "runtime" && !rt) {
-      own_rt = make_runtime(*model, threads);
-      rt = own_rt.get();
-    }
+    const std::string engine = rt ? "runtime" : "torch";
     // The LUT and what it predicts are checked before minutes of measuring, not after.
     std::unique_ptr<LatencyTable> lut;
     Arch arch;

@@ -5,7 +5,7 @@
 #include "llmc/core/error.h"
 #include "llmc/core/files.h"
 #include "llmc/eval/harness.h"
-#include "llmc/model/load.h"
+#include "llmc/runtime/open.h"
 
 namespace llmc::cli {
 
@@ -57,7 +57,7 @@ Action add_eval(CLI::App& app) {
       const std::string dir = parent_dir(a->output);
       if (!dir.empty() && !dir_exists(dir)) fail("--output: folder {} does not exist", dir);
     }
-    auto m = load_llama(a->model, LoadOptions{a->dtype, true});
+    auto m = open_model(a->model, LoadOptions{a->dtype, true});
     std::string result = run_eval(*m, a->e);
     if (!a->output.empty()) write_file_atomic(a->output, result + "\n");
     std::fputs(a->json ? (result + "\n").c_str() : eval_table(result).c_str(), stdout);

@@ -6,7 +6,7 @@
 #include "llmc/core/log.h"
 #include "llmc/model/generate.h"
 #include "llmc/model/load.h"
-#include "llmc/runtime/engine.h"
+#include "llmc/runtime/open.h"
 
 namespace llmc::cli {
 
@@ -34,15 +34,13 @@ Action add_generate(CLI::App& app) {
       ->check(CLI::IsMember({"auto", "runtime", "torch"}));
   app.add_flag("--json", a->json, "Print {prompt_ids, ids, text} as JSON");
   return [a] {
-    auto m = load_llama(a->model, LoadOptions{a->dtype, true});
     // The runtime engine decodes without per-op libtorch dispatch (logits equal the reference's to
-    // ~1e-5; tests/model/test_runtime.cpp). Exported folders load as runtime models already.
-    std::unique_ptr<RuntimeLlama> rt;
-    const bool loaded_as_runtime = dynamic_cast<RuntimeLlama*>(m.get()) != nullptr;
-    if (!loaded_as_runtime && (a->engine == "runtime" || (a->engine == "auto" && a->dtype == "float32")))
-      rt = make_runtime(*m);
-    CausalLM& run = rt ? static_cast<CausalLM&>(*rt) : *m;
-    spdlog::debug("generate: {} engine", rt || loaded_as_runtime ? "runtime" : "torch");
+    // ~1e-5; tests/model/test_runtime.cpp): "auto" takes it for float32, libtorch for bfloat16.
+    EngineChoice engine = parse_engine(a->engine);
+    if (engine == EngineChoice::kAuto && a->dtype == "float32") engine = EngineChoice::kRuntime;
+    auto m = open_model(a->model, LoadOptions{a->dtype, true}, engine);
+    CausalLM& run = *m;
+    spdlog::debug("generate: {} engine", runs_on_runtime(*m) ? "runtime" : "torch");
     const Tokenizer& tok = m->tokenizer();
     auto prompt_ids = tok.encode(a->prompt, tok.add_bos_default());
     std::vector<int32_t> ids;

@@ -3,7 +3,7 @@
 
 #include "commands.h"
 #include "llmc/model/info.h"
-#include "llmc/model/load.h"
+#include "llmc/runtime/open.h"
 
 namespace llmc::cli {
 
@@ -14,7 +14,7 @@ Action add_info(CLI::App& app) {
   return [o] {
     LoadOptions lo;
     lo.need_tokenizer = false;
-    auto m = load_llama(o->first, lo);
+    auto m = open_model(o->first, lo);
     std::string s = o->second ? model_info_json(*m, o->first) + "\n" : model_info_text(*m, o->first);
     std::fputs(s.c_str(), stdout);
     return 0;

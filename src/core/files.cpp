@@ -1,5 +1,7 @@
 #include "llmc/core/files.h"
 
+#include <filesystem>
+
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -95,6 +97,24 @@ MappedFile::MappedFile(const std::string& path) : path_(path) {
 
 MappedFile::~MappedFile() {
   if (data_) ::munmap(const_cast<uint8_t*>(data_), size_);
+}
+
+void make_dirs(const std::string& path) {
+  std::error_code ec;
+  std::filesystem::create_directories(path, ec);
+  if (ec || !dir_exists(path)) fail("{}: cannot create folder ({})", path, ec ? ec.message() : "not a folder");
+}
+
+void remove_tree(const std::string& path) {
+  std::error_code ec;
+  std::filesystem::remove_all(path, ec);
+  if (ec) fail("{}: cannot remove ({})", path, ec.message());
+}
+
+void rename_path(const std::string& from, const std::string& to) {
+  std::error_code ec;
+  std::filesystem::rename(from, to, ec);
+  if (ec) fail("{}: cannot move to {} ({})", from, to, ec.message());
 }
 
 }  // namespace llmc

@@ -9,29 +9,6 @@
 
 namespace llmc {
 
-std::shared_ptr<Linear>& layer_linear(LayerWeights& L, int kind) {
-  switch (kind) {
-    case kQ: return L.q;
-    case kK: return L.k;
-    case kV: return L.v;
-    case kO: return L.o;
-    case kGate: return L.gate;
-    case kUp: return L.up;
-    case kDown: return L.down;
-    default: fail("layer_linear: bad linear kind {}", kind);
-  }
-}
-
-const std::shared_ptr<Linear>& layer_linear(const LayerWeights& L, int kind) {
-  return layer_linear(const_cast<LayerWeights&>(L), kind);
-}
-
-std::shared_ptr<const Tokenizer> borrow_tokenizer(const Llama& model) {
-  if (!model.has_tokenizer()) return nullptr;
-  // Aliasing constructor with an empty owner: points at the model's tokenizer, owns nothing.
-  return std::shared_ptr<const Tokenizer>(std::shared_ptr<const Tokenizer>(), &model.tokenizer());
-}
-
 namespace {
 
 std::vector<int64_t> kept(const std::vector<int64_t>& order, int64_t n, int64_t keep) {

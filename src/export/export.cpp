@@ -10,6 +10,7 @@
 #include "llmc/core/log.h"
 #include "llmc/export/discretize.h"
 #include "llmc/export/quantize_model.h"
+#include "llmc/runtime/open.h"
 #include "llmc/quant/quant.h"
 #include "llmc/runtime/engine.h"
 
@@ -46,12 +47,12 @@ ExportResult run_export(const ExportOptions& o) {
   LoadOptions lo;
   lo.dtype = "float32";
   lo.need_tokenizer = false;
-  auto model = load_llama(o.model, lo);
+  auto model = open_model(o.model, lo, EngineChoice::kTorch);  // an exported folder is refused below
   LLMC_CHECK(model->config().layer_kv_heads.empty() && model->config().layer_intermediate.empty(),
              "{}: the model is already compressed (per-layer widths); export from the original model", o.model);
   for (const auto& L : model->weights().layers)
     for (int k = 0; k < kNumLinears; ++k)
-      LLMC_CHECK(dynamic_cast<DenseLinear*>(layer_linear(L, k).get()) != nullptr,
+      LLMC_CHECK(!layer_linear(L, k)->is_packed(),
                  "{}: the model's linears are already packed; export from the original model", o.model);
   Arch arch = resolve_arch(o.arch, model->config(), o.group_size);
   spdlog::info("export: {} -> {} (arch {}, {} , group {})", o.model, o.out, o.arch, o.quant, arch.group_size);
@@ -131,12 +132,9 @@ ExportResult run_export(const ExportOptions& o) {
       for (int k = 0; k < kNumLinears; ++k) {
         const auto& lin = layer_linear(sub->weights().layers[l], k);
         if (linear_dropped(*lin)) continue;
-        auto* q = dynamic_cast<QuantizedLinear*>(lin.get());
-        m[kLinearNames[k]] = {{"bits", q ? q->bits() : 16},
+        m[kLinearNames[k]] = {{"bits", lin->bits()},
                               {"shape", {lin->out_features(), lin->in_features()}},
-                              {"bytes", q ? static_cast<int64_t>(q->packed().layout.total_bytes())
-                                          : lin->out_features() * lin->in_features() *
-                                                (o.dense_dtype == "bfloat16" ? 2 : 4)}};
+                              {"bytes", lin->stored_bytes(o.dense_dtype == "bfloat16" ? 2 : 4)}};
       }
       layers.push_back(m);
     }

@@ -111,7 +111,7 @@ QuantizeReport quantize_model(Llama& m, const Arch& arch, const QuantizeOptions&
 
   auto quantize_one = [&](std::shared_ptr<Linear>& lin, int bits, const at::Tensor& H) {
     if (bits >= 16 || linear_dropped(*lin)) return;
-    LLMC_CHECK(!dynamic_cast<QuantizedLinear*>(lin.get()), "quantize: linear is already quantized");
+    LLMC_CHECK(!lin->is_packed(), "quantize: linear is already quantized");
     auto w = lin->dense_weight().to(at::kFloat).contiguous();
     const int g = effective_group(static_cast<int>(w.size(1)), o.group_size);
     lin = std::make_shared<QuantizedLinear>(gptq ? gptq_quantize(w, H, bits, g, o.damp) : quantize_rtn(w, bits, g));

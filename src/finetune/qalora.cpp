@@ -12,7 +12,7 @@
 
 #include "llmc/core/error.h"
 #include "llmc/core/log.h"
-#include "llmc/export/discretize.h"
+#include "llmc/model/arch.h"
 #include "llmc/quant/quant.h"
 
 namespace llmc {
@@ -35,7 +35,7 @@ class AdapterLinear : public Linear {
 // QA-LoRA over a packed quantized linear (see qalora.h).
 class QALoRALinear final : public AdapterLinear {
  public:
-  QALoRALinear(const QuantizedLinear& base, int64_t rank, double scale) : q_(base.packed()), scale_(scale) {
+  QALoRALinear(const kernels::QMatrix& base, int64_t rank, double scale) : q_(base), scale_(scale) {
     const auto& lay = q_.layout;
     N_ = lay.N;
     K_ = lay.K;
@@ -152,7 +152,7 @@ LoRAAdapters::LoRAAdapters(Llama& model, int64_t rank, double alpha, uint64_t se
       auto& lin = layer_linear(L, k);
       if (linear_dropped(*lin)) continue;  // dropped sub-block
       std::shared_ptr<AdapterLinear> a;
-      if (auto* q = dynamic_cast<QuantizedLinear*>(lin.get()))
+      if (const kernels::QMatrix* q = lin->packed_matrix())
         a = std::make_shared<QALoRALinear>(*q, rank, scale);
       else
         a = std::make_shared<DenseLoRALinear>(*lin, rank, scale);
@@ -203,7 +203,7 @@ FinetuneResult finetune_lora(Llama& model, Llama* teacher, const at::Tensor& tok
   auto& W = model.weights();
   // A packed lm_head has no autograd: train through its dequantized copy, restore afterwards.
   auto lm_head = W.lm_head;
-  if (dynamic_cast<QuantizedLinear*>(lm_head.get())) W.lm_head = std::make_shared<DenseLinear>(lm_head->dense_weight());
+  if (lm_head->is_packed()) W.lm_head = std::make_shared<DenseLinear>(lm_head->dense_weight());
 
   LoRAAdapters adapters(model, o.rank, o.alpha, o.seed);
   auto params = adapters.parameters();
@@ -257,7 +257,7 @@ FinetuneResult finetune_lora(Llama& model, Llama* teacher, const at::Tensor& tok
     W.lm_head = lm_head;
     // Compare with the same lm_head the adapters saw.
     auto saved = W.lm_head;
-    if (dynamic_cast<QuantizedLinear*>(saved.get())) W.lm_head = std::make_shared<DenseLinear>(saved->dense_weight());
+    if (saved->is_packed()) W.lm_head = std::make_shared<DenseLinear>(saved->dense_weight());
     auto after = model.forward(check);
     W.lm_head = saved;
     const double denom = std::max(before.abs().max().item<double>(), 1e-30);

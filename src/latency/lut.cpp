@@ -11,6 +11,7 @@
 #include "llmc/core/error.h"
 #include "llmc/core/files.h"
 #include "llmc/model/load.h"
+#include "llmc/model/plan.h"
 #include "llmc/quant/quant.h"
 #include "llmc_kernels/qformat.h"
 
@@ -26,28 +27,35 @@ std::vector<LutLinearShape> lut_linear_shapes(const ModelConfig& m, const Search
                                               const std::vector<int64_t>& tokens) {
   LLMC_CHECK(m.num_kv_heads > 0 && m.num_heads % m.num_kv_heads == 0,
              "lut: num_heads {} is not a multiple of num_kv_heads {}", m.num_heads, m.num_kv_heads);
-  const int64_t H = m.hidden_size, hd = m.head_dim, g = m.num_heads / m.num_kv_heads;
   std::set<LutLinearShape> out;
+  // Every call a forward plan can make: each linear alone and each stack (model/plan.h) at every
+  // width choice of the layer.
+  auto stack_shape = [&](const auto& parts, int64_t h, int64_t w) {
+    LinearShape s;
+    for (int k : parts) {
+      const LinearShape p = linear_shape(m, k, h, w);
+      s.N += p.N;
+      s.K = p.K;
+    }
+    return s;
+  };
   for (int64_t l = 0; l < m.num_layers; ++l) {
-    std::vector<std::pair<int64_t, int64_t>> nk;  // (N, K) of this layer's choices
+    std::vector<LinearShape> nk;  // (N, K) of this layer's choices
     for (int64_t h : space.kv_choices(m, l)) {
       if (h <= 0) continue;
-      nk.emplace_back(h * g * hd, H);               // q
-      nk.emplace_back(h * hd, H);                   // k, v
-      nk.emplace_back(h * g * hd + 2 * h * hd, H);  // q|k|v stacked (the runtime's fused call)
-      nk.emplace_back(H, h * g * hd);               // o
+      for (int k : {kQ, kK, kV, kO}) nk.push_back(linear_shape(m, k, h, 0));
+      nk.push_back(stack_shape(kQkvStack, h, 0));
     }
     for (int64_t w : space.mlp_choices(m, l)) {
       if (w <= 0) continue;
-      nk.emplace_back(w, H);      // gate, up
-      nk.emplace_back(2 * w, H);  // gate|up stacked
-      nk.emplace_back(H, w);      // down
+      for (int k : {kGate, kUp, kDown}) nk.push_back(linear_shape(m, k, 0, w));
+      nk.push_back(stack_shape(kGateUpStack, 0, w));
     }
     for (int bits : space.bit_choices(l))
-      for (auto [N, K] : nk)
+      for (const LinearShape& s : nk)
         for (int64_t M : tokens) {
-          const int group = bits == 16 ? 0 : effective_group(static_cast<int>(K), space.group_size);
-          out.insert(LutLinearShape{N, K, bits, group, M});
+          const int group = bits == 16 ? 0 : effective_group(static_cast<int>(s.K), space.group_size);
+          out.insert(LutLinearShape{s.N, s.K, bits, group, M});
         }
   }
   return {out.begin(), out.end()};
@@ -86,35 +94,9 @@ ModelConfig lut_model_config(const std::string& spec) {
   return c;
 }
 
-int64_t arch_linear_bytes(const Arch& a) {
-  const ModelConfig& m = a.base;
-  const int64_t H = m.hidden_size, hd = m.head_dim;
-  const int64_t g = m.num_kv_heads > 0 ? m.num_heads / m.num_kv_heads : 1;
-  auto linear = [&](int64_t N, int64_t K, int bits) -> int64_t {
-    if (N <= 0 || K <= 0) return 0;
-    if (bits == 16) return N * K * 4;
-    const int group = effective_group(static_cast<int>(K), a.group_size);
-    return static_cast<int64_t>(
-        kernels::QLayout::of(bits, group, static_cast<int>(N), static_cast<int>(K)).total_bytes());
-  };
-  int64_t total = 0;
-  for (const auto& la : a.layers) {
-    const int64_t h = la.kv_heads, w = la.mlp_channels;
-    if (h > 0)
-      total += linear(h * g * hd, H, la.bits[kQ]) + linear(h * hd, H, la.bits[kK]) + linear(h * hd, H, la.bits[kV]) +
-               linear(H, h * g * hd, la.bits[kO]);
-    if (w > 0) total += linear(w, H, la.bits[kGate]) + linear(w, H, la.bits[kUp]) + linear(H, w, la.bits[kDown]);
-  }
-  return total;
-}
-
-int64_t arch_weight_bytes(const Arch& a) {
-  const ModelConfig& m = a.base;
-  const int64_t H = m.hidden_size;
-  int64_t total = m.vocab_size * H * 4 * (m.tie_word_embeddings ? 1 : 2) + H * 4;  // embed, lm_head, final norm
-  for (const auto& la : a.layers) total += H * 4 * ((la.kv_heads > 0) + (la.mlp_channels > 0));  // block norms
-  return total + arch_linear_bytes(a);
-}
+// The forward plan's bytes with fp32 dense weights and a dense lm_head (model/plan.h).
+int64_t arch_linear_bytes(const Arch& a) { return forward_plan(a).linear_bytes(); }
+int64_t arch_weight_bytes(const Arch& a) { return forward_plan(a).weight_bytes(); }
 
 // ---- LatencyTable ------------------------------------------------------------------------------
 
@@ -318,24 +300,20 @@ double LatencyTable::predict_ms(const Arch& arch, int64_t M) const {
   if (arch.group_size != space_.group_size)
     fail("{}: arch uses group size {}, the LUT was measured with group size {}", where_, arch.group_size,
          space_.group_size);
-  const int64_t H = model_.hidden_size, hd = model_.head_dim, g = model_.num_heads / model_.num_kv_heads;
-  double us = model_fixed_us(M);
+  // The calls the runtime makes for this arch (stacked q|k|v and gate|up where the plan stacks them).
+  PlanOptions po;
+  po.lm_head_bits = lm_head_bits_;
+  const ForwardPlan plan = forward_plan(arch, po);
+  double us = model_fixed_us(M);  // embedding row, final norm, lm_head
   const double fa = layer_fixed_attn_us(M), fm = layer_fixed_mlp_us(M);
-  for (const auto& la : arch.layers) {
-    const int64_t h = la.kv_heads, w = la.mlp_channels;
-    // q/k/v (gate/up) at equal bits run as one stacked matrix in the runtime: one entry.
-    if (h > 0) {
-      const bool fused = la.bits[kQ] == la.bits[kK] && la.bits[kQ] == la.bits[kV];
-      us += fused ? linear_us(h * g * hd + 2 * h * hd, H, la.bits[kQ], M)
-                  : linear_us(h * g * hd, H, la.bits[kQ], M) + linear_us(h * hd, H, la.bits[kK], M) +
-                        linear_us(h * hd, H, la.bits[kV], M);
-      us += linear_us(H, h * g * hd, la.bits[kO], M) + attention_us(h, M) + fa;
+  for (const LayerPlan& L : plan.layers) {
+    if (!L.attention.empty()) {
+      for (const PlanLinear& p : L.attention) us += linear_us(p.N, p.K, p.bits, M);
+      us += attention_us(L.kv_heads, M) + fa;
     }
-    if (w > 0) {
-      const bool fused = la.bits[kGate] == la.bits[kUp];
-      us += fused ? linear_us(2 * w, H, la.bits[kGate], M)
-                  : linear_us(w, H, la.bits[kGate], M) + linear_us(w, H, la.bits[kUp], M);
-      us += linear_us(H, w, la.bits[kDown], M) + fm;
+    if (!L.mlp.empty()) {
+      for (const PlanLinear& p : L.mlp) us += linear_us(p.N, p.K, p.bits, M);
+      us += fm;
     }
   }
   return us / 1000.0;

@@ -6,7 +6,7 @@
 #include <set>
 
 #include "llmc/core/error.h"
-#include "llmc/nas/arch.h"
+#include "llmc/model/arch.h"
 #include "llmc/core/files.h"
 
 namespace llmc {

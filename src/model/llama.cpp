@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "llmc/core/error.h"
+#include "llmc/model/arch.h"
 #include "llmc/model/attention.h"
 
 namespace llmc {
@@ -139,6 +140,64 @@ at::Tensor Llama::forward(const at::Tensor& tokens, const at::Tensor& positions,
   auto x = hidden_states(tokens, positions, key_mask, cache);
   x = rms_norm(x, weights_.final_norm, config_.rms_norm_eps);
   return weights_.lm_head->forward(x).to(at::kFloat);
+}
+
+std::shared_ptr<Linear>& layer_linear(LayerWeights& L, int kind) {
+  switch (kind) {
+    case kQ: return L.q;
+    case kK: return L.k;
+    case kV: return L.v;
+    case kO: return L.o;
+    case kGate: return L.gate;
+    case kUp: return L.up;
+    case kDown: return L.down;
+    default: fail("layer_linear: bad linear kind {}", kind);
+  }
+}
+
+const std::shared_ptr<Linear>& layer_linear(const LayerWeights& L, int kind) {
+  return layer_linear(const_cast<LayerWeights&>(L), kind);
+}
+
+std::shared_ptr<const Tokenizer> borrow_tokenizer(const Llama& model) {
+  if (!model.has_tokenizer()) return nullptr;
+  // Aliasing constructor with an empty owner: points at the model's tokenizer, owns nothing.
+  return std::shared_ptr<const Tokenizer>(std::shared_ptr<const Tokenizer>(), &model.tokenizer());
+}
+
+Arch model_arch(const Llama& model, int group_size) { return weights_arch(model.config(), model.weights(), group_size); }
+
+Arch weights_arch(const ModelConfig& c, const LlamaWeights& w, int group_size) {
+  Arch a;
+  a.base = c;
+  a.base.layer_kv_heads.clear();
+  a.base.layer_intermediate.clear();
+  a.group_size = group_size;
+  for (int64_t l = 0; l < c.num_layers; ++l) {
+    LayerArch la;
+    la.kv_heads = c.kv_heads(l);
+    la.mlp_channels = c.mlp_width(l);
+    const LayerWeights& L = w.layers[l];
+    for (int k = 0; k < kNumLinears; ++k) {
+      const auto& lin = layer_linear(L, k);
+      la.bits[k] = lin && !linear_dropped(*lin) ? lin->bits() : 16;
+    }
+    a.layers.push_back(std::move(la));
+  }
+  return a;
+}
+
+int packed_group_size(const Llama& model) { return packed_group_size(model.weights()); }
+
+int packed_group_size(const LlamaWeights& w) {
+  int g = 0;
+  auto see = [&](const std::shared_ptr<Linear>& l) {
+    if (l && l->is_packed()) g = std::max(g, l->packed_matrix()->layout.group);
+  };
+  see(w.lm_head);
+  for (const auto& L : w.layers)
+    for (int k = 0; k < kNumLinears; ++k) see(layer_linear(L, k));
+  return g > 0 ? g : 128;
 }
 
 }  // namespace llmc

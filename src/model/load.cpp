@@ -9,8 +9,7 @@
 
 #include "llmc/core/error.h"
 #include "llmc/core/files.h"
-#include "llmc/export/format.h"
-#include "llmc/io/gguf.h"
+#include "llmc/model/gguf_llama.h"
 #include "llmc/io/safetensors.h"
 #include "llmc/tokenizer/bpe.h"
 #include "llmc/tokenizer/sentencepiece.h"
@@ -169,9 +168,10 @@ bool looks_like_gguf(const std::string& path) {
 std::unique_ptr<Llama> load_llama(const std::string& path, const LoadOptions& opts) {
   const at::ScalarType dtype = parse_dtype(opts.dtype);
   if (dir_exists(path)) {
-    if (is_exported_folder(path)) return load_exported(path, opts);  // llmcompress export output
     const std::string cfg_path = path_join(path, "config.json");
     if (!file_exists(cfg_path)) fail("{}: not a model folder (no config.json)", path);
+    if (read_text_file(cfg_path).find("\"llmc_format\"") != std::string::npos)
+      fail("{}: an llmcompress export, not an original checkpoint (load it with open_model(), runtime/open.h)", path);
     ModelConfig config = load_hf_config(cfg_path);
     SafetensorsFolder st(path);
     auto tok = load_folder_tokenizer(path, config);

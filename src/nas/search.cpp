@@ -19,8 +19,8 @@
 #include "llmc/core/files.h"
 #include "llmc/core/log.h"
 #include "llmc/core/progress.h"
-#include "llmc/eval/text_docs.h"
-#include "llmc/export/calibration.h"
+#include "llmc/data/text_docs.h"
+#include "llmc/data/calibration.h"
 #include "llmc/io/safetensors.h"
 #include "llmc/latency/lut.h"
 #include "llmc/model/load.h"
@@ -154,30 +154,10 @@ double perplexity(CausalLM& m, const std::vector<at::Tensor>& batches) {
   return std::exp(nll / std::max<int64_t>(1, n));
 }
 
-LatencyLookup lookup_from(const LatencyTable& lut, int64_t M) {
-  LatencyLookup l;
-  l.linear_us = [&lut, M](int64_t N, int64_t K, int bits) { return lut.linear_us(N, K, bits, M); };
-  l.attention_us = [&lut, M](int64_t h) { return lut.attention_us(h, M); };
-  l.layer_fixed_us = lut.layer_fixed_us(M);
-  l.model_fixed_us = lut.model_fixed_us(M);
-  return l;
-}
-
 std::string rng_state(const std::mt19937_64& r) {
   std::ostringstream s;
   s << r;
   return s.str();
-}
-
-void make_dir(const std::string& d) {
-  std::string cur;
-  for (size_t i = 0; i <= d.size(); ++i) {
-    if (i == d.size() || d[i] == '/') {
-      if (!cur.empty()) ::mkdir(cur.c_str(), 0755);
-    }
-    if (i < d.size()) cur += d[i];
-  }
-  if (!dir_exists(d)) fail("{}: cannot create output folder", d);
 }
 
 struct PhaseState {
@@ -193,8 +173,8 @@ std::string config_fingerprint(const SearchConfig& c) {
 void save_checkpoint(const std::string& out, const Supernet& net, const Adam& arch_opt, const Adam* w_opt,
                      int64_t step, const std::mt19937_64& rng, const PhaseState& ps, const SearchConfig& c) {
   const std::string dir = path_join(out, "checkpoint"), tmp = path_join(out, "checkpoint.tmp");
-  std::system(("rm -rf '" + tmp + "'").c_str());
-  make_dir(tmp);
+  remove_tree(tmp);
+  make_dirs(tmp);
   std::vector<at::Tensor> keep;
   std::vector<TensorToWrite> ts;
   auto add = [&](const std::string& name, const at::Tensor& t) {
@@ -221,8 +201,20 @@ void save_checkpoint(const std::string& out, const Supernet& net, const Adam& ar
              {"mlp_fixed", ps.mlp_fixed},
              {"config", config_fingerprint(c)}};
   write_file_atomic(path_join(tmp, "state.json"), j.dump(1));
-  std::system(("rm -rf '" + dir + "'").c_str());
-  if (std::rename(tmp.c_str(), dir.c_str()) != 0) fail("{}: cannot move checkpoint into place", dir);
+  // A complete checkpoint exists at every instant: the old one moves aside, the new one into place,
+  // and only then is the old one removed (a kill in between leaves checkpoint.old to resume from).
+  const std::string old = path_join(out, "checkpoint.old");
+  remove_tree(old);
+  if (dir_exists(dir)) rename_path(dir, old);
+  rename_path(tmp, dir);
+  remove_tree(old);
+}
+
+// The checkpoint folder to resume from: checkpoint/, or checkpoint.old/ when a save was killed
+// between its two renames.
+std::string checkpoint_dir(const std::string& out) {
+  const std::string dir = path_join(out, "checkpoint"), old = path_join(out, "checkpoint.old");
+  return !dir_exists(dir) && dir_exists(old) ? old : dir;
 }
 
 struct Loaded {
@@ -233,7 +225,7 @@ struct Loaded {
 };
 
 Loaded read_checkpoint_meta(const std::string& out, const SearchConfig& c) {
-  const std::string p = path_join(out, "checkpoint/state.json");
+  const std::string p = path_join(checkpoint_dir(out), "state.json");
   if (!file_exists(p)) fail("{}: no checkpoint to resume from", p);
   ojson j;
   try {
@@ -255,7 +247,7 @@ Loaded read_checkpoint_meta(const std::string& out, const SearchConfig& c) {
 }
 
 void restore_tensors(const std::string& out, Supernet& net, Adam& arch_opt, Adam* w_opt) {
-  const std::string p = path_join(out, "checkpoint/state.safetensors");
+  const std::string p = path_join(checkpoint_dir(out), "state.safetensors");
   SafetensorsFile f(p);
   at::NoGradGuard ng;
   auto load = [&](const std::string& name, at::Tensor& dst) {
@@ -343,7 +335,7 @@ void install_search_signal_handlers() {
 
 SearchResult run_search(const SearchConfig& c, const SearchOptions& opts) {
   g_stop.store(false);
-  make_dir(opts.out_dir);
+  make_dirs(opts.out_dir);
   auto model = load_llama(c.model);
   const ModelConfig base = model->config();
   const int64_t M = c.target_tokens;

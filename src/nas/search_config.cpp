@@ -3,7 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include "llmc/core/error.h"
-#include "llmc/nas/arch.h"
+#include "llmc/model/arch.h"
 #include "llmc/core/files.h"
 #include "llmc/core/paths.h"
 

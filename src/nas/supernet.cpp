@@ -58,7 +58,11 @@ struct Supernet::Layer {
   ChoiceWeights kv, mlp;
   std::array<ChoiceWeights, kNumLinears> bits;
   std::array<at::Tensor, kNumLinears> lat;  // (n_width, n_bits) microseconds
-  at::Tensor att;                           // (n_kv) microseconds
+  // Stacked calls (model/plan.h): where q, k, v (gate, up) have equal bits the runtime makes one
+  // call; these hold stacked - sum of the parts, (n_width, n_bits) microseconds.
+  at::Tensor qkv_saving, gate_up_saving;
+  at::Tensor att;                           // (n_kv) microseconds: attention core + attn half of the fixed cost
+  at::Tensor mlp_fixed;                     // (n_mlp) microseconds: mlp half of the fixed cost
   double fixed_us = 0;
   std::array<std::shared_ptr<MixedLinear>, kNumLinears> lin;
 };
@@ -141,23 +145,40 @@ Supernet::Supernet(Llama& model, std::vector<LayerChoices> choices, const Latenc
         L->lin[j] = std::make_shared<MixedLinear>(at::stack(stack), N, K, coeff, lora_rank, dense);
         slot = L->lin[j];
       }
-      // LUT latency of each (width, bits) option of this linear.
+      // LUT latency of each (width, bits) option of this linear, at the forward plan's shapes.
       auto T = at::zeros({static_cast<int64_t>(widths.size()), nb}, at::kFloat);
       for (size_t k = 0; k < widths.size(); ++k) {
-        const int64_t w = widths[k];
-        int64_t n_out = N, n_in = K;
-        if (j == kQ) n_out = w * g * hd;
-        if (j == kK || j == kV) n_out = w * hd;
-        if (j == kO) n_in = w * g * hd;
-        if (j == kGate || j == kUp) n_out = w;
-        if (j == kDown) n_in = w;
-        for (int64_t b = 0; b < nb; ++b)
-          T[k][b] = (n_out == 0 || n_in == 0) ? 0.0 : lat.linear_us(n_out, n_in, ch.bits[b]);
+        const LinearShape s = linear_shape(c, j, widths[k], widths[k]);
+        for (int64_t b = 0; b < nb; ++b) T[k][b] = (s.N == 0 || s.K == 0) ? 0.0 : lat.linear_us(s.N, s.K, ch.bits[b]);
       }
       L->lat[j] = T;
     }
+    // What stacking saves, per width and (common) bits: stacked call - the parts alone.
+    auto saving = [&](const auto& parts, const std::vector<int64_t>& widths) {
+      auto S = at::zeros({static_cast<int64_t>(widths.size()), nb}, at::kFloat);
+      for (size_t k = 0; k < widths.size(); ++k) {
+        LinearShape s;
+        for (int p : parts) {
+          const LinearShape ps = linear_shape(c, p, widths[k], widths[k]);
+          s.N += ps.N;
+          s.K = ps.K;
+        }
+        if (s.N == 0 || s.K == 0) continue;
+        for (int64_t b = 0; b < nb; ++b) {
+          double parts_us = 0;
+          for (int p : parts) parts_us += L->lat[p][k][b].item<double>();
+          S[k][b] = lat.linear_us(s.N, s.K, ch.bits[b]) - parts_us;
+        }
+      }
+      return S;
+    };
+    L->qkv_saving = saving(kQkvStack, ch.kv);
+    L->gate_up_saving = saving(kGateUpStack, ch.mlp);
     L->att = at::zeros({static_cast<int64_t>(ch.kv.size())}, at::kFloat);
-    for (size_t k = 0; k < ch.kv.size(); ++k) L->att[k] = ch.kv[k] == 0 ? 0.0 : lat.attention_us(ch.kv[k]);
+    for (size_t k = 0; k < ch.kv.size(); ++k)
+      L->att[k] = ch.kv[k] == 0 ? 0.0 : lat.attention_us(ch.kv[k]) + lat.layer_fixed_attn_us;
+    L->mlp_fixed = at::zeros({static_cast<int64_t>(ch.mlp.size())}, at::kFloat);
+    for (size_t k = 0; k < ch.mlp.size(); ++k) L->mlp_fixed[k] = ch.mlp[k] == 0 ? 0.0 : lat.layer_fixed_mlp_us;
     L->fixed_us = lat.layer_fixed_us;
     layers_.push_back(L);
   }
@@ -230,12 +251,17 @@ at::Tensor Supernet::expected_latency_ms() const {
   at::Tensor total = at::zeros({}, at::kFloat);
   for (const auto& L : layers_) {
     auto pkv = at::softmax(L->kv.alpha, 0), pmlp = at::softmax(L->mlp.alpha, 0);
-    total = total + at::dot(pkv, L->att) + L->fixed_us;
+    total = total + at::dot(pkv, L->att) + at::dot(pmlp, L->mlp_fixed) + L->fixed_us;
+    std::array<at::Tensor, kNumLinears> pb;
     for (int j = 0; j < kNumLinears; ++j) {
-      auto pb = at::softmax(L->bits[j].alpha, 0);
+      pb[j] = at::softmax(L->bits[j].alpha, 0);
       auto pw = j <= kO ? pkv : pmlp;
-      total = total + at::dot(pw, at::mv(L->lat[j], pb));
+      total = total + at::dot(pw, at::mv(L->lat[j], pb[j]));
     }
+    // Stacked calls: with independent choices, P(q, k, v all at bits b) = pq(b) pk(b) pv(b), and
+    // then the stacked call replaces the three. Exact for one-hot choices (= predict_ms).
+    total = total + at::dot(pkv, at::mv(L->qkv_saving, pb[kQ] * pb[kK] * pb[kV]));
+    total = total + at::dot(pmlp, at::mv(L->gate_up_saving, pb[kGate] * pb[kUp]));
   }
   return total / 1000.0 + model_fixed_ms_;
 }
@@ -244,9 +270,11 @@ double Supernet::latency_ms(const std::vector<ChoiceIndex>& idx) const {
   double us = 0;
   for (size_t l = 0; l < layers_.size(); ++l) {
     const auto& L = layers_[l];
-    us += L->att[idx[l].kv].item<double>() + L->fixed_us;
-    for (int j = 0; j < kNumLinears; ++j)
-      us += L->lat[j][j <= kO ? idx[l].kv : idx[l].mlp][idx[l].bits[j]].item<double>();
+    const ChoiceIndex& c = idx[l];
+    us += L->att[c.kv].item<double>() + L->mlp_fixed[c.mlp].item<double>() + L->fixed_us;
+    for (int j = 0; j < kNumLinears; ++j) us += L->lat[j][j <= kO ? c.kv : c.mlp][c.bits[j]].item<double>();
+    if (c.bits[kQ] == c.bits[kK] && c.bits[kQ] == c.bits[kV]) us += L->qkv_saving[c.kv][c.bits[kQ]].item<double>();
+    if (c.bits[kGate] == c.bits[kUp]) us += L->gate_up_saving[c.mlp][c.bits[kGate]].item<double>();
   }
   return us / 1000.0 + model_fixed_ms_;
 }
@@ -281,38 +309,49 @@ std::vector<ChoiceLogProbs> Supernet::log_probs() const {
 }
 
 std::vector<ChoiceIndex> Supernet::fastest() const {
-  // Latency is separable: attention block (kv width + q/k/v/o bits) and MLP block.
+  // Latency is separable into the attention block (kv width + q/k/v/o bits) and the MLP block
+  // (channels + gate/up/down bits); each is searched exhaustively, stacked calls included.
   std::vector<ChoiceIndex> out;
   for (const auto& L : layers_) {
     ChoiceIndex best;
+    const int64_t nb = L->lat[kQ].size(1);
+    auto T = [&](int j, int64_t k, int64_t b) { return L->lat[j][k][b].item<double>(); };
     double best_att = 1e300, best_mlp = 1e300;
     for (int64_t k = 0; k < L->att.numel(); ++k) {
-      double t = L->att[k].item<double>();
-      std::array<int64_t, kNumLinears> bits{};
-      for (int j = kQ; j <= kO; ++j) {
-        auto row = L->lat[j][k];
-        bits[j] = row.argmin().item<int64_t>();
-        t += row[bits[j]].item<double>();
-      }
-      if (t < best_att) {
-        best_att = t;
-        best.kv = k;
-        for (int j = kQ; j <= kO; ++j) best.bits[j] = bits[j];
-      }
+      int64_t bo = 0;
+      for (int64_t b = 1; b < nb; ++b)
+        if (T(kO, k, b) < T(kO, k, bo)) bo = b;
+      for (int64_t bq = 0; bq < nb; ++bq)
+        for (int64_t bk = 0; bk < nb; ++bk)
+          for (int64_t bv = 0; bv < nb; ++bv) {
+            double t = L->att[k].item<double>() + T(kQ, k, bq) + T(kK, k, bk) + T(kV, k, bv) + T(kO, k, bo);
+            if (bq == bk && bq == bv) t += L->qkv_saving[k][bq].item<double>();
+            if (t < best_att) {
+              best_att = t;
+              best.kv = k;
+              best.bits[kQ] = bq;
+              best.bits[kK] = bk;
+              best.bits[kV] = bv;
+              best.bits[kO] = bo;
+            }
+          }
     }
-    for (int64_t k = 0; k < L->lat[kGate].size(0); ++k) {
-      double t = 0;
-      std::array<int64_t, kNumLinears> bits{};
-      for (int j = kGate; j <= kDown; ++j) {
-        auto row = L->lat[j][k];
-        bits[j] = row.argmin().item<int64_t>();
-        t += row[bits[j]].item<double>();
-      }
-      if (t < best_mlp) {
-        best_mlp = t;
-        best.mlp = k;
-        for (int j = kGate; j <= kDown; ++j) best.bits[j] = bits[j];
-      }
+    for (int64_t k = 0; k < L->mlp_fixed.numel(); ++k) {
+      int64_t bd = 0;
+      for (int64_t b = 1; b < nb; ++b)
+        if (T(kDown, k, b) < T(kDown, k, bd)) bd = b;
+      for (int64_t bg = 0; bg < nb; ++bg)
+        for (int64_t bu = 0; bu < nb; ++bu) {
+          double t = L->mlp_fixed[k].item<double>() + T(kGate, k, bg) + T(kUp, k, bu) + T(kDown, k, bd);
+          if (bg == bu) t += L->gate_up_saving[k][bg].item<double>();
+          if (t < best_mlp) {
+            best_mlp = t;
+            best.mlp = k;
+            best.bits[kGate] = bg;
+            best.bits[kUp] = bu;
+            best.bits[kDown] = bd;
+          }
+        }
     }
     out.push_back(best);
   }
@@ -403,6 +442,16 @@ std::vector<std::pair<std::string, at::Tensor>> Supernet::state() const {
       }
   }
   return out;
+}
+
+LatencyLookup lookup_from(const LatencyTable& lut, int64_t M) {
+  LatencyLookup l;
+  l.linear_us = [&lut, M](int64_t N, int64_t K, int bits) { return lut.linear_us(N, K, bits, M); };
+  l.attention_us = [&lut, M](int64_t h) { return lut.attention_us(h, M); };
+  l.layer_fixed_attn_us = lut.layer_fixed_attn_us(M);
+  l.layer_fixed_mlp_us = lut.layer_fixed_mlp_us(M);
+  l.model_fixed_us = lut.model_fixed_us(M);
+  return l;
 }
 
 }  // namespace llmc

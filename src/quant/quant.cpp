@@ -13,13 +13,6 @@ namespace llmc {
 
 namespace kq = llmc::kernels;
 
-int effective_group(int K, int requested) {
-  LLMC_CHECK(kq::valid_group(requested), "group size {} is not supported (32, 64 or 128)", requested);
-  int g = requested;
-  while (g > 32 && g / 2 >= K) g /= 2;  // K <= g/2: a smaller group pads less
-  return g;
-}
-
 kq::QMatrix quantize_rtn(const at::Tensor& w, int bits, int group) {
   LLMC_CHECK(w.dim() == 2, "quantize: weight must be 2-D");
   auto wc = w.detach().to(at::kFloat).contiguous();

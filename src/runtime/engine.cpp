@@ -9,7 +9,8 @@
 #include <string>
 
 #include "llmc/core/error.h"
-#include "llmc/export/discretize.h"
+#include "llmc/model/arch.h"
+#include "llmc/model/plan.h"
 #include "llmc/quant/quant.h"
 #include "llmc_kernels/qgemm.h"
 
@@ -19,7 +20,7 @@ struct RuntimeEngine::Layer {
   const float* in_norm = nullptr;
   const float* post_norm = nullptr;
   Lin q, k, v, o, gate, up, down;
-  // q/k/v (gate/up) stacked into one matrix when they share bits and group (or are all dense):
+  // q/k/v (gate/up) stacked into one matrix where the forward plan (model/plan.h) stacks them:
   // one kernel call (and one thread-pool round trip) instead of three (two) per token.
   Lin qkv, gate_up;
   bool fused_qkv = false, fused_gate_up = false;
@@ -53,9 +54,9 @@ RuntimeEngine::RuntimeEngine(const ModelConfig& c, const LlamaWeights& w, int th
     r.N = L->out_features();
     r.K = L->in_features();
     if (r.N == 0 || r.K == 0) return r;
-    if (auto* q = dynamic_cast<const QuantizedLinear*>(L.get())) {
+    if (const kernels::QMatrix* q = L->packed_matrix()) {
       r.quant = true;
-      r.q = q->packed().view();
+      r.q = q->view();
     } else {
       r.w = f32_ptr(L->dense_weight(), hold_);
     }
@@ -83,9 +84,22 @@ RuntimeEngine::RuntimeEngine(const ModelConfig& c, const LlamaWeights& w, int th
     layers_.push_back(R);
   }
   lm_head_ = std::make_unique<Lin>(make(w.lm_head));
-  for (auto& R : layers_) {
-    if (R.nkv > 0) R.fused_qkv = stack({&R.q, &R.k, &R.v}, &R.qkv);
-    if (R.I > 0) R.fused_gate_up = stack({&R.gate, &R.up}, &R.gate_up);
+  PlanOptions po;
+  po.lm_head_bits = w.lm_head->bits();  // dense_bytes 4: the engine holds dense weights in fp32
+  plan_ = std::make_unique<ForwardPlan>(forward_plan(weights_arch(c, w, packed_group_size(w)), po));
+  for (size_t l = 0; l < layers_.size(); ++l) {
+    Layer& R = layers_[l];
+    const LayerPlan& P = plan_->layers[l];
+    // The plan's first call of a sub-block is the stacked one when it computes several linears.
+    if (R.nkv > 0 && P.attention.front().kinds.size() > 1) {
+      R.fused_qkv = stack({&R.q, &R.k, &R.v}, &R.qkv);
+      LLMC_CHECK(R.fused_qkv, "runtime: layer {}: q/k/v have equal bits but cannot be stacked (another group?)", l);
+    }
+    if (R.I > 0 && P.mlp.front().kinds.size() > 1) {
+      R.fused_gate_up = stack({&R.gate, &R.up}, &R.gate_up);
+      LLMC_CHECK(R.fused_gate_up, "runtime: layer {}: gate/up have equal bits but cannot be stacked (another group?)",
+                 l);
+    }
     // Row-tiled copies of the 2/3-bit matrices the forward runs (decode reads them; prefill the
     // canonical layout): extra memory the size of those matrices, for 1.1-1.9x faster GEMVs (bench_qgemm, M = 1).
     if (R.fused_qkv) {
@@ -118,12 +132,7 @@ int64_t RuntimeEngine::tiled_bytes() const {
   return b;
 }
 
-int64_t RuntimeEngine::bytes_per_token() const {
-  int64_t b = lm_head_->bytes() + c_.hidden_size * 4 * (1 + 2 * c_.num_layers + 1);
-  for (const auto& L : layers_)
-    for (const Lin* x : {&L.q, &L.k, &L.v, &L.o, &L.gate, &L.up, &L.down}) b += x->N ? x->bytes() : 0;
-  return b;
-}
+int64_t RuntimeEngine::bytes_per_token() const { return plan_->bytes_per_token(); }
 
 std::unique_ptr<KVCache> RuntimeEngine::new_cache(int64_t batch, int64_t max_len) const {
   auto cache = std::make_unique<KVCache>();

@@ -1,7 +1,7 @@
 #include <gtest/gtest.h>
 
 #include "llmc/core/error.h"
-#include "llmc/nas/arch.h"
+#include "llmc/model/arch.h"
 
 using namespace llmc;
 

@@ -14,7 +14,7 @@
 #include "llmc/core/error.h"
 #include "llmc/core/files.h"
 #include "llmc/core/paths.h"
-#include "llmc/io/gguf.h"
+#include "llmc/model/gguf_llama.h"
 #include "llmc/io/safetensors.h"
 #include "llmc/tokenizer/bpe.h"
 

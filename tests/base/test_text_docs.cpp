@@ -6,7 +6,7 @@
 #include "llmc/core/error.h"
 #include "llmc/core/files.h"
 #include "llmc/core/paths.h"
-#include "llmc/eval/text_docs.h"
+#include "llmc/data/text_docs.h"
 
 using namespace llmc;
 

@@ -1,6 +1,8 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include "llmc/model/attention.h"
 
 using namespace llmc;
@@ -22,7 +24,9 @@ at::Tensor random_bias(int64_t B, int64_t T, int64_t S) {
 }  // namespace
 
 // The blocked inference path must give the reference's numbers: float32 within 1e-5 (only the
-// summation order of the matmuls differs), bf16 within 2e-2 (bf16 rounding of probabilities).
+// summation order of the matmuls differs), bf16 within 2e-2 of the output's scale max(1, max |ref|)
+// (bf16 rounding of probabilities and outputs: one bf16 ulp of a value near 3 is 0.0156, and an
+// absolute 2e-2 failed on an AMD EPYC at 0.0234 for outputs of that size).
 TEST(Attention, BlockedEqualsReference) {
   at::manual_seed(3);
   struct Case {
@@ -41,12 +45,14 @@ TEST(Attention, BlockedEqualsReference) {
       auto got = attention_blocked(q, k, v, bias, 0.25);
       ASSERT_EQ(got.sizes(), ref.sizes());
       ASSERT_EQ(got.scalar_type(), dt);
+      const double scale = std::max(1.0, ref.to(at::kFloat).abs().max().item<double>());
+      const double bound = dt == at::kFloat ? 1e-5 : 2e-2 * scale;
       const double err = (got.to(at::kFloat) - ref.to(at::kFloat)).abs().max().item<double>();
-      EXPECT_LE(err, dt == at::kFloat ? 1e-5 : 2e-2) << "B " << c.B << " T " << c.T << " S " << c.S;
+      EXPECT_LE(err, bound) << "B " << c.B << " T " << c.T << " S " << c.S;
       // A tiny block budget forces the per-row, per-block loop on every case (one query per block).
       auto tiny = attention_blocked(q, k, v, bias, 0.25, 1);
       const double err_tiny = (tiny.to(at::kFloat) - ref.to(at::kFloat)).abs().max().item<double>();
-      EXPECT_LE(err_tiny, dt == at::kFloat ? 1e-5 : 2e-2) << "block 1: B " << c.B << " T " << c.T << " S " << c.S;
+      EXPECT_LE(err_tiny, bound) << "block 1: B " << c.B << " T " << c.T << " S " << c.S;
     }
   }
 }

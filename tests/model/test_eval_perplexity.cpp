@@ -18,7 +18,7 @@
 #include "llmc/core/paths.h"
 #include "llmc/eval/harness.h"
 #include "llmc/eval/perplexity.h"
-#include "llmc/eval/text_docs.h"
+#include "llmc/data/text_docs.h"
 #include "llmc/model/load.h"
 #include "synthetic.h"
 

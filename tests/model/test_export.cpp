@@ -16,10 +16,12 @@
 #include "llmc/core/error.h"
 #include "llmc/core/files.h"
 #include "llmc/core/paths.h"
-#include "llmc/export/calibration.h"
+#include "llmc/data/calibration.h"
 #include "llmc/export/discretize.h"
 #include "llmc/export/export.h"
 #include "llmc/export/format.h"
+#include "llmc/runtime/folder.h"
+#include "llmc/runtime/open.h"
 #include "llmc/export/quantize_model.h"
 #include "llmc/io/safetensors.h"
 #include "llmc/quant/quant.h"
@@ -375,7 +377,7 @@ TEST_F(CorruptExport, GoodFolderLoads) {
   LoadOptions lo;
   lo.need_tokenizer = false;
   EXPECT_NO_THROW(load_exported(good_, lo));
-  EXPECT_NO_THROW(load_llama(good_, lo));  // load_llama recognizes the folder
+  EXPECT_NO_THROW(open_model(good_, lo));  // open_model recognizes the folder
 }
 
 TEST_F(CorruptExport, MissingTensor) {

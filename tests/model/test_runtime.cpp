@@ -11,6 +11,8 @@
 #include "llmc/core/paths.h"
 #include "llmc/export/discretize.h"
 #include "llmc/export/format.h"
+#include "llmc/runtime/folder.h"
+#include "llmc/runtime/open.h"
 #include "llmc/export/quantize_model.h"
 #include "llmc/model/generate.h"
 #include "llmc/runtime/engine.h"
@@ -131,7 +133,7 @@ TEST(Runtime, Stories260KExportedGreedyMatchesTorch) {
   ExportWriteOptions wo;
   wo.tokenizer_source = path;
   write_export_folder(*sub, dir, wo);
-  auto e = load_llama(dir, LoadOptions{});
+  auto e = open_model(dir, LoadOptions{});
   fs::remove_all(dir);
   auto* rt = dynamic_cast<RuntimeLlama*>(e.get());
   ASSERT_NE(rt, nullptr);

@@ -13,6 +13,12 @@ bool dir_exists(const std::string& path);
 std::string path_join(const std::string& a, const std::string& b);
 std::string parent_dir(const std::string& path);
 
+// Folder operations through std::filesystem (never a shell: paths may hold any character). Each
+// throws a one-line llmc::Error naming the path on failure.
+void make_dirs(const std::string& path);  // the folder and its parents; fine if it exists
+void remove_tree(const std::string& path);  // the file or folder and everything in it; fine if absent
+void rename_path(const std::string& from, const std::string& to);
+
 // Writes `data` to `path` via `path.tmp.<pid>` + fsync + rename.
 void write_file_atomic(const std::string& path, const std::string& data);
 

@@ -18,7 +18,7 @@
 #include <string>
 #include <vector>
 
-#include "llmc/eval/text_docs.h"
+#include "llmc/data/text_docs.h"
 #include "llmc/model/causal_lm.h"
 
 namespace llmc {

@@ -5,7 +5,7 @@
 #include <memory>
 
 #include "llmc/model/llama.h"
-#include "llmc/nas/arch.h"
+#include "llmc/model/arch.h"
 
 namespace llmc {
 
@@ -23,16 +23,5 @@ std::unique_ptr<Llama> discretize(const Llama& model, const Arch& arch);
 // DenseLinear(fake_quantize(w, b, effective_group(in_features, arch.group_size))): the exact
 // weights the packed RTN export computes with.
 std::unique_ptr<Llama> fake_quant_subnet(const Llama& model, const Arch& arch);
-
-// A non-owning handle on the model's tokenizer (nullptr when it has none). The model must
-// outlive every copy of the handle.
-std::shared_ptr<const Tokenizer> borrow_tokenizer(const Llama& model);
-
-// True for a linear of a dropped sub-block (0 KV heads or 0 MLP channels): no rows or no inputs.
-inline bool linear_dropped(const Linear& l) { return l.out_features() == 0 || l.in_features() == 0; }
-
-// The linear of kind k (q, k, v, o, gate, up, down) of a layer.
-std::shared_ptr<Linear>& layer_linear(LayerWeights& L, int kind);
-const std::shared_ptr<Linear>& layer_linear(const LayerWeights& L, int kind);
 
 }  // namespace llmc

@@ -4,10 +4,10 @@
 // (QA-LoRA, merged exactly), and write the exported folder (format.h).
 #include <string>
 
-#include "llmc/export/calibration.h"
+#include "llmc/data/calibration.h"
 #include "llmc/export/format.h"
 #include "llmc/finetune/qalora.h"
-#include "llmc/nas/arch.h"
+#include "llmc/model/arch.h"
 
 namespace llmc {
 

@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "llmc/model/llama.h"
-#include "llmc/nas/arch.h"
+#include "llmc/model/arch.h"
 
 namespace llmc {
 

@@ -43,7 +43,7 @@
 
 #include "llmc/latency/space.h"
 #include "llmc/model/config.h"
-#include "llmc/nas/arch.h"
+#include "llmc/model/arch.h"
 
 namespace llmc {
 
@@ -121,8 +121,8 @@ std::string cpu_device_name();
 
 // Packed weight bytes of an architecture: quantized linears at their kernels::QLayout size (codes +
 // fp16 scales + fp16 zeros, group effective_group(K, arch.group_size)), 16-bit linears at 4 bytes
-// per weight (fp32 storage), plus embedding, lm_head (unless tied), and RMSNorm weights (a layer's
-// norm counts only when its block is kept). Needs no LUT.
+// per weight (fp32 storage), plus embedding, lm_head (unless tied), and every RMSNorm weight (the
+// export stores all of them): forward_plan(arch).weight_bytes() (model/plan.h). Needs no LUT.
 int64_t arch_weight_bytes(const Arch& arch);
 // The layer linears' part of it.
 int64_t arch_linear_bytes(const Arch& arch);
@@ -154,7 +154,8 @@ class LatencyTable {
   //   model_fixed + sum over layers of
   //     [kv_heads > 0]   q, k, v, o at their widths and bits + attention(kv_heads) + attn half
   //     [channels > 0]   gate, up, down at their widths and bits + mlp half
-  // where q/k/v (gate/up) with equal bits count as their one stacked matrix, as the runtime runs them.
+  // with the calls of the forward plan (model/plan.h): q/k/v (gate/up) with equal bits are one
+  // stacked matrix, as the runtime runs them.
   // Throws when arch is for another model or another group size than the LUT's space.
   double predict_ms(const Arch& arch, int64_t M) const;
   int64_t weight_bytes(const Arch& arch) const { return arch_weight_bytes(arch); }

@@ -6,6 +6,8 @@
 
 #include <memory>
 
+#include "llmc_kernels/qformat.h"
+
 namespace llmc {
 
 class Linear {
@@ -18,6 +20,17 @@ class Linear {
   // The dense (out, in) weight this layer computes with (dequantized if packed). Used by stages
   // that need the weights themselves (importance ordering, quantization, export).
   virtual at::Tensor dense_weight() const = 0;
+
+  // How the weights are stored, so no stage needs to know the concrete class: the packed b-bit
+  // matrix (kernels/qformat.h) a quantized linear computes with, nullptr for dense weights.
+  virtual const kernels::QMatrix* packed_matrix() const { return nullptr; }
+  bool is_packed() const { return packed_matrix() != nullptr; }
+  int bits() const { return is_packed() ? packed_matrix()->layout.bits : 16; }
+  // Bytes as stored: the packed layout, or out * in * dense_bytes.
+  int64_t stored_bytes(int dense_bytes) const {
+    return is_packed() ? static_cast<int64_t>(packed_matrix()->layout.total_bytes())
+                       : out_features() * in_features() * dense_bytes;
+  }
 };
 
 class DenseLinear final : public Linear {

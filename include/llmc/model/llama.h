@@ -6,6 +6,7 @@
 #include <memory>
 #include <vector>
 
+#include "llmc/model/arch.h"
 #include "llmc/model/causal_lm.h"
 #include "llmc/model/linear.h"
 
@@ -40,6 +41,7 @@ class Llama : public CausalLM {
   const LlamaWeights& weights() const { return weights_; }
   at::ScalarType dtype() const override { return weights_.embed.scalar_type(); }
   bool has_tokenizer() const { return tokenizer_ != nullptr; }
+  const std::shared_ptr<const Tokenizer>& tokenizer_ptr() const { return tokenizer_; }
 
   // Hidden states before the final norm: (B, T, hidden). Used by calibration statistics.
   at::Tensor hidden_states(const at::Tensor& tokens, const at::Tensor& positions, const at::Tensor& key_mask,
@@ -57,5 +59,26 @@ at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& w, double eps);
 
 // RoPE inverse frequencies (head_dim/2), with llama3 scaling when configured.
 at::Tensor rope_inv_freq(const ModelConfig& c);
+
+// A non-owning handle on the model's tokenizer (nullptr when it has none). The model must
+// outlive every copy of the handle.
+std::shared_ptr<const Tokenizer> borrow_tokenizer(const Llama& model);
+
+// True for a linear of a dropped sub-block (0 KV heads or 0 MLP channels): no rows or no inputs.
+inline bool linear_dropped(const Linear& l) { return l.out_features() == 0 || l.in_features() == 0; }
+
+// The linear of kind k (q, k, v, o, gate, up, down) of a layer.
+std::shared_ptr<Linear>& layer_linear(LayerWeights& L, int kind);
+const std::shared_ptr<Linear>& layer_linear(const LayerWeights& L, int kind);
+
+// The architecture a (possibly sliced and quantized) model has: widths from its config, bits from
+// its linears (model/linear.h), identity orders, base = the config without per-layer widths.
+// group_size: the requested quantization group (see packed_group_size).
+Arch model_arch(const Llama& model, int group_size);
+Arch weights_arch(const ModelConfig& config, const LlamaWeights& weights, int group_size);
+// The largest group any packed linear (lm_head included) uses, 128 when none is packed: a requested
+// group that gives every packed linear its group again through effective_group().
+int packed_group_size(const Llama& model);
+int packed_group_size(const LlamaWeights& weights);
 
 }  // namespace llmc

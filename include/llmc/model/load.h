@@ -1,5 +1,5 @@
 #pragma once
-// Loading models: a Hugging Face Llama-family folder (config.json + model.safetensors or a sharded
+// Loading checkpoints: a Hugging Face Llama-family folder (config.json + model.safetensors or a sharded
 // model.safetensors.index.json; F32/F16/BF16) or a GGUF file. Every problem a user can cause is a
 // one-line llmc::Error naming the file.
 #include <ATen/core/Tensor.h>

@@ -12,7 +12,7 @@
 #include <functional>
 #include <string>
 
-#include "llmc/nas/arch.h"
+#include "llmc/model/arch.h"
 #include "llmc/nas/search_config.h"
 
 namespace llmc {

@@ -10,7 +10,9 @@
 //    dimension are those of the slice). q/k/v/gate/up rows need no mask: rows beyond the width
 //    only feed zero columns of o/down.
 //  - Expected latency couples width and bit probabilities through the LUT:
-//    E = sum_layers p_width^T T_j p_bits_j + attention(p_kv) + fixed costs, differentiable in alpha.
+//    E = sum_layers p_width^T T_j p_bits_j + attention(p_kv) + fixed costs, differentiable in alpha,
+//    with the forward plan's shapes and stacked q|k|v, gate|up calls (model/plan.h): for one-hot
+//    choices it equals LatencyTable::predict_ms of that architecture.
 #include <ATen/core/Tensor.h>
 
 #include <array>
@@ -19,9 +21,11 @@
 #include <random>
 #include <vector>
 
+#include "llmc/latency/lut.h"
 #include "llmc/latency/space.h"
 #include "llmc/model/llama.h"
-#include "llmc/nas/arch.h"
+#include "llmc/model/plan.h"
+#include "llmc/model/arch.h"
 #include "llmc/nas/importance.h"
 
 namespace llmc {
@@ -30,9 +34,14 @@ namespace llmc {
 struct LatencyLookup {
   std::function<double(int64_t N, int64_t K, int bits)> linear_us;
   std::function<double(int64_t kv_heads)> attention_us;  // attention core of one layer
-  double layer_fixed_us = 0;                             // norms etc. of one layer
+  double layer_fixed_us = 0;       // fixed cost of every layer, paid whatever its widths
+  double layer_fixed_attn_us = 0;  // norm + residual of the attention block (skipped with 0 KV heads)
+  double layer_fixed_mlp_us = 0;   // norm + SwiGLU + residual of the MLP block (skipped with 0 channels)
   double model_fixed_us = 0;                             // embedding, final norm, lm_head
 };
+
+// The lookups of a LUT at M tokens (the table must outlive the result).
+LatencyLookup lookup_from(const LatencyTable& lut, int64_t M);
 
 struct LayerChoices {
   std::vector<int64_t> kv;    // KV heads kept, widest first

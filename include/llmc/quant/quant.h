@@ -6,14 +6,13 @@
 
 #include <memory>
 
+#include "llmc/model/arch.h"
 #include "llmc/model/linear.h"
 #include "llmc_kernels/qformat.h"
 
 namespace llmc {
 
-// The group size used for a linear with K inputs when `requested` is asked for: the kernels
-// support 32/64/128; a group never exceeds the input width rounded up to 32.
-int effective_group(int K, int requested);
+// effective_group(K, requested), the group a linear of K inputs is quantized with: model/arch.h.
 
 // w: (N, K) float -> packed RTN quantization (kernels::quantize_rtn).
 kernels::QMatrix quantize_rtn(const at::Tensor& w, int bits, int group);
@@ -53,7 +52,7 @@ class QuantizedLinear final : public Linear {
   int64_t out_features() const override { return q_.layout.N; }
   at::Tensor dense_weight() const override { return dequantize(q_); }
   const kernels::QMatrix& packed() const { return q_; }
-  int bits() const { return q_.layout.bits; }
+  const kernels::QMatrix* packed_matrix() const override { return &q_; }
 
  private:
   kernels::QMatrix q_;

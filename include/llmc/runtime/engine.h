@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "llmc/model/llama.h"
+#include "llmc/model/plan.h"
 #include "llmc/runtime/ops.h"
 #include "llmc_kernels/qformat.h"
 
@@ -60,6 +61,7 @@ class RuntimeEngine {
 
   ModelConfig c_;
   int threads_;
+  std::unique_ptr<ForwardPlan> plan_;  // what the forward runs (model/plan.h)
   const float* embed_ = nullptr;
   const float* final_norm_ = nullptr;
   struct Layer;

@@ -20,7 +20,6 @@ struct LinearOp {
   kernels::QMatrixView q;
   kernels::QTiledView tiled;  // empty: none
   const float* w = nullptr;  // dense (N, K) fp32
-  int64_t bytes() const { return quant ? static_cast<int64_t>(q.layout().total_bytes()) : N * K * 4; }
 };
 
 // y (M, N) = x (M, K) W^T. Packed: qgemm_cpu (one thread for tiny products, where a thread-pool

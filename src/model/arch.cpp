@@ -1,4 +1,6 @@
-#include "llmc/nas/arch.h"
+#include "llmc/model/arch.h"
+
+#include "llmc_kernels/qformat.h"
 
 #include <algorithm>
 #include <nlohmann/json.hpp>
@@ -7,6 +9,13 @@
 #include "llmc/core/files.h"
 
 namespace llmc {
+
+int effective_group(int K, int requested) {
+  LLMC_CHECK(kernels::valid_group(requested), "group size {} is not supported (32, 64 or 128)", requested);
+  int g = requested;
+  while (g > 32 && g / 2 >= K) g /= 2;  // K <= g/2: a smaller group pads less
+  return g;
+}
 
 using json = nlohmann::ordered_json;
 

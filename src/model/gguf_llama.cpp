@@ -6,7 +6,7 @@
 
 #include "llmc/core/error.h"
 #include "llmc/core/log.h"
-#include "llmc/io/gguf.h"
+#include "llmc/model/gguf_llama.h"
 
 namespace llmc {
 

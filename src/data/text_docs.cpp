@@ -1,4 +1,4 @@
-#include "llmc/eval/text_docs.h"
+#include "llmc/data/text_docs.h"
 
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>

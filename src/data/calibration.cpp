@@ -1,11 +1,11 @@
-#include "llmc/export/calibration.h"
+#include "llmc/data/calibration.h"
 
 #include <ATen/ATen.h>
 
 #include "llmc/core/error.h"
 #include "llmc/core/log.h"
 #include "llmc/core/progress.h"
-#include "llmc/eval/text_docs.h"
+#include "llmc/data/text_docs.h"
 #include "llmc/model/generate.h"
 
 namespace llmc {

@@ -35,6 +35,10 @@ constexpr bool valid_weight_bits(int bits) { return bits == 2 || bits == 3 || bi
 // lm_head precisions export writes (`export --lm-head-bits`), and so the ones a LUT may time.
 constexpr bool valid_lm_head_bits(int bits) { return bits == 16 || bits == 8 || bits == 4; }
 
+// The group size used for a linear with K inputs when `requested` is asked for: the kernels
+// support 32/64/128; a group never exceeds the input width rounded up to 32.
+int effective_group(int K, int requested);
+
 struct LayerArch {
   int64_t kv_heads = 0;
   int64_t mlp_channels = 0;

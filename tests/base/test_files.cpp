@@ -1,0 +1,44 @@
+// Folder helpers go through std::filesystem: a path is a path, never shell text.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "llmc/core/error.h"
+#include "llmc/core/files.h"
+
+using namespace llmc;
+namespace fs = std::filesystem;
+
+TEST(Files, PathsWithQuotesAndShellSyntaxAreJustPaths) {
+  const fs::path root = fs::temp_directory_path() / ("llmc_files_" + std::to_string(::getpid()));
+  fs::remove_all(root);
+  const std::string victim = (root / "victim").string();
+  make_dirs(victim);
+  // Names that a shell command built from them would run or split: $(touch ...), quotes, spaces.
+  const std::string odd = (root / "x/inj'$(touch PWNED)'y" / "bob's run").string();
+  make_dirs(odd);
+  EXPECT_TRUE(dir_exists(odd));
+  { std::ofstream(odd + "/f") << "data"; }
+  rename_path(odd, odd + " moved");
+  EXPECT_FALSE(dir_exists(odd));
+  EXPECT_TRUE(file_exists(odd + " moved/f"));
+  remove_tree((root / "x/a' victim 'x").string());  // absent: nothing to do, and no 'victim' removed
+  remove_tree(odd + " moved");
+  EXPECT_FALSE(dir_exists(odd + " moved"));
+  EXPECT_TRUE(dir_exists(victim));
+  EXPECT_FALSE(fs::exists("PWNED"));
+  EXPECT_FALSE(fs::exists(root / "x/inj'" / "PWNED"));
+  fs::remove_all(root);
+}
+
+TEST(Files, FailuresNameThePath) {
+  try {
+    rename_path("/nonexistent/llmc_a", "/nonexistent/llmc_b");
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("/nonexistent/llmc_a"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(make_dirs("/proc/llmc_no_such_place/x"), Error);
+}
