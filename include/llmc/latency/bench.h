@@ -1,0 +1,73 @@
+#pragma once
+// Prefill and batch-1 decode timing of a model (what `llmcompress bench` runs), median over
+// repeats, optionally next to a LUT's prediction. A RuntimeLlama is timed on its engine (the
+// runtime path: engine prefill/decode, thread CPU time too), any other Llama on the libtorch
+// reference forward.
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "llmc/model/llama.h"
+
+namespace llmc {
+
+struct BenchOptions {
+  // Where the model was opened from: the JSON's "model", the size of its files, and (for an
+  // exported folder) its arch.json and export_report.json. May name nothing (then no file info).
+  std::string model_path;
+  int64_t prompt_tokens = 128;  // prefill length (>= 1)
+  int64_t new_tokens = 128;     // tokens decoded one at a time after it (>= 1)
+  int repeats = 5;              // measured repetitions (>= 1; the median is reported)
+  int warmup = 1;               // unmeasured repetitions first (>= 0)
+  uint64_t seed = 0;            // of the random prompt
+  // Latency table of the model's original shapes (runtime engine only): its prediction for this
+  // model (model_path's arch.json, else all widths full at 16 bits) next to the measurement.
+  std::string lut_path;
+};
+
+// One predicted-vs-measured comparison, in milliseconds.
+struct BenchComparison {
+  double predicted = 0, measured = 0, measured_over_predicted = 0;
+  std::optional<double> mean_context;  // decode against a LUT: this decode's mean context
+  std::optional<int64_t> lut_context;  //   and the LUT's decode context
+  std::optional<int64_t> tokens;       // prefill from export_report.json: the report's token count
+};
+
+struct BenchPrediction {
+  std::string lut;                   // the LUT path, or "export_report.json"
+  std::optional<std::string> clock;  // with a LUT: "thread cpu time" | "wall time"
+  std::optional<int> lut_threads;    // with a LUT: the threads it was measured with
+  std::optional<BenchComparison> decode_ms, prefill_ms;
+};
+
+struct BenchResult {
+  std::string model;   // BenchOptions::model_path
+  std::string engine;  // "runtime" | "torch"
+  int threads = 0;
+  std::string isa;  // the kernels' ISA path
+  int64_t prompt_tokens = 0, new_tokens = 0;
+  int repeats = 0;
+  double prefill_tokens_per_s = 0, decode_tokens_per_s = 0, decode_ms_per_token = 0;  // from the medians
+  std::vector<double> prefill_s, decode_s;  // wall seconds, one per measured repeat
+  // Thread CPU seconds per repeat: meaningful (and in the JSON) on the runtime engine with one
+  // thread only, where the calling thread does all the work; zeros on the torch path.
+  std::vector<double> prefill_cpu_s, decode_cpu_s;
+  int64_t model_file_bytes = 0;  // the file, or a folder's .safetensors; -1 when unreadable
+  double loadavg_1min = -1;      // the machine's load while measuring; -1 when unknown
+  // Runtime engine only (engine == "runtime").
+  int64_t weight_bytes_per_token = 0, tiled_copy_bytes = 0;
+  std::optional<BenchPrediction> predicted;  // JSON null when absent
+};
+
+// Times `model` as above. Sets the kernels' default thread count to at::get_num_threads() (what it
+// reports as threads). Errors (llmc::Error): a bad LUT, or one that does not fit the model or the
+// run, thrown before any measuring.
+BenchResult run_bench(Llama& model, const BenchOptions& opts);
+
+// `llmcompress bench --json`: the result as pretty-printed JSON (2-space indent, no final newline).
+std::string bench_to_json(const BenchResult& r);
+// `llmcompress bench`'s text summary (lines ending in '\n').
+std::string bench_to_text(const BenchResult& r);
+
+}  // namespace llmc

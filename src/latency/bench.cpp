@@ -1,0 +1,305 @@
+#include "llmc/latency/bench.h"
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdarg>
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <random>
+
+#include <fmt/ranges.h>
+
+#include "llmc/core/error.h"
+#include "llmc/core/files.h"
+#include "llmc/core/log.h"
+#include "llmc/core/timing.h"
+#include "llmc/latency/lut.h"
+#include "llmc/model/arch.h"
+#include "llmc/runtime/engine.h"
+#include "llmc_kernels/qgemm.h"
+
+namespace llmc {
+
+namespace {
+
+using clock_t_ = std::chrono::steady_clock;
+double secs(clock_t_::time_point a, clock_t_::time_point b) { return std::chrono::duration<double>(b - a).count(); }
+
+int64_t argmax(const float* p, int64_t n) { return std::max_element(p, p + n) - p; }
+
+int64_t model_file_bytes(const std::string& path) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (!fs::is_directory(path, ec)) return static_cast<int64_t>(fs::file_size(path, ec));
+  int64_t total = 0;
+  for (const auto& e : fs::directory_iterator(path, ec))
+    if (e.is_regular_file() && e.path().extension() == ".safetensors") total += static_cast<int64_t>(e.file_size());
+  return total;
+}
+
+double loadavg_1min() {
+  double l1 = -1;
+  if (FILE* f = std::fopen("/proc/loadavg", "r")) {
+    if (std::fscanf(f, "%lf", &l1) != 1) l1 = -1;
+    std::fclose(f);
+  }
+  return l1;
+}
+
+BenchComparison compare(double predicted, double measured) {
+  BenchComparison c;
+  c.predicted = predicted;
+  c.measured = measured;
+  c.measured_over_predicted = measured / predicted;
+  return c;
+}
+
+// A prediction from an exported folder's export_report.json (the export's own LUT estimate), if any.
+std::optional<BenchPrediction> report_prediction(const std::string& model_path, double pm, double dm, int64_t P,
+                                                 int64_t N) {
+  const std::string rep_path = path_join(model_path, "export_report.json");
+  if (!dir_exists(model_path) || !file_exists(rep_path)) return std::nullopt;
+  try {
+    auto rep = nlohmann::json::parse(read_text_file(rep_path));
+    if (!rep.contains("predicted") || !rep["predicted"].is_object()) return std::nullopt;
+    const double ms = rep["predicted"].value("latency_ms", -1.0);
+    const int64_t toks = rep["predicted"].value("tokens", int64_t{1});
+    if (ms <= 0) return std::nullopt;
+    BenchPrediction p;
+    p.lut = "export_report.json";
+    if (toks == 1) {
+      p.decode_ms = compare(ms, 1000.0 * dm / N);
+    } else {
+      p.prefill_ms = compare(ms, 1000.0 * pm * toks / P);
+      p.prefill_ms->tokens = toks;
+    }
+    return p;
+  } catch (const std::exception& e) {
+    spdlog::warn("{}: cannot read the LUT prediction ({})", rep_path, e.what());
+  }
+  return std::nullopt;
+}
+
+nlohmann::ordered_json comparison_json(const BenchComparison& c) {
+  nlohmann::ordered_json j{
+      {"predicted", c.predicted}, {"measured", c.measured}, {"measured_over_predicted", c.measured_over_predicted}};
+  if (c.mean_context) j["mean_context"] = *c.mean_context;
+  if (c.lut_context) j["lut_context"] = *c.lut_context;
+  if (c.tokens) j["tokens"] = *c.tokens;
+  return j;
+}
+
+// printf-style append: the text output keeps printf's number formatting byte for byte.
+void appendf(std::string& out, const char* format, ...) {
+  va_list ap, ap2;
+  va_start(ap, format);
+  va_copy(ap2, ap);
+  const int n = std::vsnprintf(nullptr, 0, format, ap);
+  va_end(ap);
+  if (n > 0) {
+    std::string buf(static_cast<size_t>(n) + 1, '\0');
+    std::vsnprintf(buf.data(), buf.size(), format, ap2);
+    out.append(buf.data(), static_cast<size_t>(n));
+  }
+  va_end(ap2);
+}
+
+}  // namespace
+
+BenchResult run_bench(Llama& model, const BenchOptions& opts) {
+  LLMC_CHECK(opts.prompt_tokens >= 1 && opts.new_tokens >= 1, "bench: prompt and new token counts must be >= 1");
+  LLMC_CHECK(opts.repeats >= 1 && opts.warmup >= 0, "bench: repeats must be >= 1 and warmup >= 0");
+  const auto& cfg = model.config();
+  const int64_t P = opts.prompt_tokens, N = opts.new_tokens, V = cfg.vocab_size;
+  const int threads = at::get_num_threads();
+  kernels::set_default_num_threads(threads);
+  RuntimeLlama* rt = dynamic_cast<RuntimeLlama*>(&model);  // the engine's prefill/decode, not the generic forward
+  BenchResult res;
+  res.model = opts.model_path;
+  res.engine = rt ? "runtime" : "torch";
+  res.threads = threads;
+  res.isa = kernels::isa_name(kernels::best_isa());
+  res.prompt_tokens = P;
+  res.new_tokens = N;
+  res.repeats = opts.repeats;
+
+  // The LUT and what it predicts are checked before minutes of measuring, not after.
+  std::unique_ptr<LatencyTable> lut;
+  Arch arch;
+  bool lut_decode = false, lut_prefill = false;
+  if (!opts.lut_path.empty()) {
+    lut = std::make_unique<LatencyTable>(LatencyTable::load(opts.lut_path));
+    LLMC_CHECK(rt, "--lut: the LUT times the runtime engine; use --engine runtime (or auto on an exported folder)");
+    const int lm_bits = rt->engine().lm_head_bits();
+    if (lm_bits != lut->lm_head_bits())
+      fail("--lut {}: timed a {}-bit lm_head, this model's is {}-bit (rebuild with `lut --lm-head-bits {}`)",
+           opts.lut_path, lut->lm_head_bits(), lm_bits, lm_bits);
+    const auto& toks = lut->tokens();
+    lut_decode = std::find(toks.begin(), toks.end(), 1) != toks.end();
+    lut_prefill = std::find(toks.begin(), toks.end(), P) != toks.end();
+    if (!lut_decode && !lut_prefill)
+      fail("--lut {}: has token counts [{}], neither 1 (decode) nor --prompt-tokens {}", opts.lut_path,
+           fmt::join(toks, ", "), P);
+    // The exported folder's architecture, else the model as it is (all widths, 16 bits).
+    const std::string arch_path = path_join(opts.model_path, "arch.json");
+    arch = dir_exists(opts.model_path) && file_exists(arch_path) ? read_arch(arch_path)
+                                                                 : uniform_arch(cfg, 16, lut->space().group_size);
+    (void)lut->predict_ms(arch, lut_decode ? 1 : P);  // an arch of another model or group size fails here
+    if (lut->threads() != threads)
+      spdlog::warn("--lut {}: measured with {} threads, this run uses {}", opts.lut_path, lut->threads(), threads);
+  }
+
+  std::mt19937_64 rng(opts.seed);
+  std::vector<int64_t> prompt(static_cast<size_t>(P));
+  for (auto& t : prompt) t = static_cast<int64_t>(rng() % static_cast<uint64_t>(V));
+  if (cfg.bos_token_id >= 0) prompt[0] = cfg.bos_token_id;
+
+  at::NoGradGuard ng;
+  for (int r = 0; r < opts.warmup + opts.repeats; ++r) {
+    double tp = 0, td = 0, cp = 0, cd = 0;
+    if (rt) {
+      auto& eng = rt->engine();
+      auto cache = eng.new_cache(1, P + N);
+      const double c0 = thread_cpu_seconds();
+      auto t0 = clock_t_::now();
+      const float* lg = eng.prefill(prompt.data(), P, *cache);
+      auto t1 = clock_t_::now();
+      const double c1 = thread_cpu_seconds();
+      int64_t next = argmax(lg, V);
+      for (int64_t i = 0; i < N; ++i) next = argmax(eng.decode(next, *cache), V);
+      auto t2 = clock_t_::now();
+      const double c2 = thread_cpu_seconds();
+      tp = secs(t0, t1);
+      td = secs(t1, t2);
+      cp = c1 - c0;
+      cd = c2 - c1;
+    } else {
+      // Llama:: explicitly: the libtorch reference forward, whatever a subclass overrides.
+      auto cache = model.Llama::new_cache(1, P + N);
+      auto mask = at::ones({1, P + N}, at::kBool);
+      auto tokens = at::tensor(prompt, at::kLong).view({1, P});
+      auto t0 = clock_t_::now();
+      auto logits =
+          model.Llama::forward(tokens, at::arange(P, at::kLong).view({1, P}), mask.narrow(1, 0, P), cache.get());
+      int64_t next = logits.select(1, P - 1).argmax(-1).item<int64_t>();
+      auto t1 = clock_t_::now();
+      for (int64_t i = 0; i < N; ++i) {
+        const int64_t pos = cache->len;
+        auto lg = model.Llama::forward(at::full({1, 1}, next, at::kLong), at::full({1, 1}, pos, at::kLong),
+                                       mask.narrow(1, 0, pos + 1), cache.get());
+        next = argmax(lg.contiguous().data_ptr<float>(), V);
+      }
+      auto t2 = clock_t_::now();
+      tp = secs(t0, t1);
+      td = secs(t1, t2);
+    }
+    if (r >= opts.warmup) {
+      res.prefill_s.push_back(tp);
+      res.decode_s.push_back(td);
+      res.prefill_cpu_s.push_back(cp);
+      res.decode_cpu_s.push_back(cd);
+    }
+    spdlog::debug("bench: repeat {}: prefill {:.4f} s, decode {:.4f} s", r, tp, td);
+  }
+  const double pm = median(res.prefill_s), dm = median(res.decode_s);
+  res.prefill_tokens_per_s = P / pm;
+  res.decode_tokens_per_s = N / dm;
+  res.decode_ms_per_token = 1000.0 * dm / N;
+  res.model_file_bytes = model_file_bytes(opts.model_path);
+  res.loadavg_1min = loadavg_1min();  // other processes share the cores
+  if (rt) {
+    res.weight_bytes_per_token = rt->engine().bytes_per_token();
+    res.tiled_copy_bytes = rt->engine().tiled_bytes();  // memory of the 2/3-bit row-tiled copies
+  }
+  if (lut) {
+    // Decode (M = 1, attention over the LUT's context) and prefill (M = prompt tokens). One
+    // thread: compared on the LUT's clock (thread CPU time), immune to other processes.
+    const bool cpu_clock = threads == 1 && lut->threads() == 1;
+    const double pm_c = cpu_clock ? median(res.prefill_cpu_s) : pm, dm_c = cpu_clock ? median(res.decode_cpu_s) : dm;
+    BenchPrediction p;
+    p.lut = opts.lut_path;
+    p.clock = cpu_clock ? "thread cpu time" : "wall time";
+    p.lut_threads = lut->threads();
+    if (lut_decode) {
+      p.decode_ms = compare(lut->predict_ms(arch, 1), 1000.0 * dm_c / N);
+      // Decode step i attends over P + i + 1 positions; the LUT's decode entries over its context.
+      p.decode_ms->mean_context = static_cast<double>(P) + static_cast<double>(N + 1) / 2.0;
+      p.decode_ms->lut_context = lut->context();
+    }
+    if (lut_prefill) p.prefill_ms = compare(lut->predict_ms(arch, P), 1000.0 * pm_c);
+    res.predicted = std::move(p);
+  } else {
+    res.predicted = report_prediction(opts.model_path, pm, dm, P, N);
+  }
+  return res;
+}
+
+std::string bench_to_json(const BenchResult& r) {
+  nlohmann::ordered_json j;
+  j["model"] = r.model;
+  j["engine"] = r.engine;
+  j["threads"] = r.threads;
+  j["isa"] = r.isa;
+  j["prompt_tokens"] = r.prompt_tokens;
+  j["new_tokens"] = r.new_tokens;
+  j["repeats"] = r.repeats;
+  j["prefill_tokens_per_s"] = r.prefill_tokens_per_s;
+  j["decode_tokens_per_s"] = r.decode_tokens_per_s;
+  j["decode_ms_per_token"] = r.decode_ms_per_token;
+  j["prefill_s"] = r.prefill_s;
+  j["decode_s"] = r.decode_s;
+  const bool runtime = r.engine == "runtime";
+  if (runtime && r.threads == 1) {  // the calling thread does all the work
+    j["prefill_cpu_s"] = r.prefill_cpu_s;
+    j["decode_cpu_s"] = r.decode_cpu_s;
+  }
+  j["model_file_bytes"] = r.model_file_bytes;
+  j["loadavg_1min"] = r.loadavg_1min;
+  if (runtime) {
+    j["weight_bytes_per_token"] = r.weight_bytes_per_token;
+    j["tiled_copy_bytes"] = r.tiled_copy_bytes;
+  }
+  j["predicted"] = nullptr;
+  if (r.predicted) {
+    const auto& p = *r.predicted;
+    nlohmann::ordered_json pj;
+    pj["lut"] = p.lut;
+    if (p.clock) pj["clock"] = *p.clock;
+    if (p.lut_threads) pj["lut_threads"] = *p.lut_threads;
+    if (p.decode_ms) pj["decode_ms"] = comparison_json(*p.decode_ms);
+    if (p.prefill_ms) pj["prefill_ms"] = comparison_json(*p.prefill_ms);
+    j["predicted"] = pj;
+  }
+  return j.dump(2);
+}
+
+std::string bench_to_text(const BenchResult& r) {
+  std::string out;
+  appendf(out, "model     %s (%s engine, %d threads, %s, load average %.2f)\n", r.model.c_str(), r.engine.c_str(),
+          r.threads, r.isa.c_str(), r.loadavg_1min);
+  appendf(out, "prefill   %lld tokens: %.1f tok/s (median of %d)\n", static_cast<long long>(r.prompt_tokens),
+          r.prefill_tokens_per_s, r.repeats);
+  appendf(out, "decode    %lld tokens: %.1f tok/s, %.3f ms/token (median of %d)\n",
+          static_cast<long long>(r.new_tokens), r.decode_tokens_per_s, r.decode_ms_per_token, r.repeats);
+  if (!r.predicted) return out;
+  const auto& p = *r.predicted;
+  for (const auto& [name, e] : {std::pair{"decode", &p.decode_ms}, std::pair{"prefill", &p.prefill_ms}}) {
+    if (!*e) continue;
+    const BenchComparison& c = **e;
+    std::string ctx;
+    if (c.lut_context)
+      ctx = fmt::format("; LUT context {}, this decode's mean context {:g}", *c.lut_context,
+                        c.mean_context.value_or(0));
+    appendf(out, "LUT       %s: predicted %.3f ms, measured %.3f ms (measured/predicted %.2f; %s, %s%s)\n", name,
+            c.predicted, c.measured, c.measured_over_predicted, p.lut.c_str(), p.clock.value_or("wall time").c_str(),
+            ctx.c_str());
+  }
+  return out;
+}
+
+}  // namespace llmc

@@ -1,0 +1,156 @@
+// run_bench (latency/bench.h) on a tiny synthetic model: both engines, the LUT comparison, the JSON.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "llmc/core/error.h"
+#include "llmc/core/files.h"
+#include "llmc/core/timing.h"
+#include "llmc/latency/bench.h"
+#include "llmc/latency/lut.h"
+#include "llmc/runtime/engine.h"
+#include "synthetic.h"
+
+using namespace llmc;
+using json = nlohmann::ordered_json;
+
+namespace {
+
+BenchOptions tiny_options() {
+  BenchOptions o;
+  o.prompt_tokens = 4;
+  o.new_tokens = 3;
+  o.repeats = 3;
+  o.warmup = 1;
+  return o;
+}
+
+// What holds for either engine.
+void check_common(const BenchResult& r, const BenchOptions& o) {
+  EXPECT_EQ(r.prompt_tokens, o.prompt_tokens);
+  EXPECT_EQ(r.new_tokens, o.new_tokens);
+  EXPECT_EQ(r.repeats, o.repeats);
+  EXPECT_GE(r.threads, 1);
+  EXPECT_FALSE(r.isa.empty());
+  ASSERT_EQ(r.prefill_s.size(), static_cast<size_t>(o.repeats));  // warmup not recorded
+  ASSERT_EQ(r.decode_s.size(), static_cast<size_t>(o.repeats));
+  for (double s : r.prefill_s) EXPECT_GT(s, 0);
+  for (double s : r.decode_s) EXPECT_GT(s, 0);
+  EXPECT_DOUBLE_EQ(r.prefill_tokens_per_s, o.prompt_tokens / median(r.prefill_s));
+  EXPECT_DOUBLE_EQ(r.decode_tokens_per_s, o.new_tokens / median(r.decode_s));
+  EXPECT_DOUBLE_EQ(r.decode_ms_per_token, 1000.0 * median(r.decode_s) / o.new_tokens);
+}
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+}  // namespace
+
+TEST(Bench, TorchEngine) {
+  auto model = test::random_llama(test::tiny_config());
+  // A folder with one .safetensors file: model_file_bytes sums those.
+  const std::string dir = "/tmp/llmc_test_bench_" + std::to_string(::getpid());
+  std::filesystem::create_directories(dir);
+  write_file_atomic(path_join(dir, "model.safetensors"), std::string(1000, 'x'));
+  write_file_atomic(path_join(dir, "other.bin"), std::string(77, 'x'));
+  BenchOptions o = tiny_options();
+  o.model_path = dir;
+  const BenchResult r = run_bench(*model, o);
+  std::filesystem::remove_all(dir);
+  EXPECT_EQ(r.engine, "torch");
+  EXPECT_EQ(r.model, dir);
+  EXPECT_EQ(r.model_file_bytes, 1000);
+  check_common(r, o);
+  EXPECT_FALSE(r.predicted.has_value());
+
+  // The JSON `bench --json` prints (scripts read these keys, in this order).
+  const json j = json::parse(bench_to_json(r));
+  std::vector<std::string> keys;
+  for (const auto& [k, v] : j.items()) keys.push_back(k);
+  const std::vector<std::string> want{"model",         "engine",         "threads",          "isa",
+                                      "prompt_tokens", "new_tokens",     "repeats",          "prefill_tokens_per_s",
+                                      "decode_tokens_per_s", "decode_ms_per_token", "prefill_s", "decode_s",
+                                      "model_file_bytes", "loadavg_1min", "predicted"};
+  EXPECT_EQ(keys, want);
+  EXPECT_TRUE(j["predicted"].is_null());
+  EXPECT_EQ(j["prompt_tokens"].get<int64_t>(), 4);
+  EXPECT_DOUBLE_EQ(j["decode_tokens_per_s"].get<double>(), r.decode_tokens_per_s);
+  EXPECT_EQ(bench_to_text(r).rfind("model     " + dir + " (torch engine, ", 0), 0u);
+}
+
+TEST(Bench, RuntimeEngine) {
+  auto base = test::random_llama(test::tiny_config());
+  auto rt = make_runtime(*base);
+  BenchOptions o = tiny_options();
+  const BenchResult r = run_bench(*rt, o);
+  EXPECT_EQ(r.engine, "runtime");
+  check_common(r, o);
+  EXPECT_EQ(r.weight_bytes_per_token, rt->engine().bytes_per_token());
+  EXPECT_GT(r.weight_bytes_per_token, 0);
+  EXPECT_EQ(r.tiled_copy_bytes, rt->engine().tiled_bytes());
+  ASSERT_EQ(r.prefill_cpu_s.size(), static_cast<size_t>(o.repeats));
+  for (double s : r.prefill_cpu_s) EXPECT_GE(s, 0);
+  const json j = json::parse(bench_to_json(r));
+  EXPECT_EQ(j["weight_bytes_per_token"].get<int64_t>(), rt->engine().bytes_per_token());
+  EXPECT_EQ(j.contains("prefill_cpu_s"), r.threads == 1);
+  // Same seed, same prompt: the decode is deterministic, only the timing differs.
+  const BenchResult r2 = run_bench(*rt, o);
+  EXPECT_EQ(r2.weight_bytes_per_token, r.weight_bytes_per_token);
+}
+
+TEST(Bench, LutComparison) {
+  const auto cfg = test::tiny_config();
+  const SearchSpace space = parse_search_space(
+      R"({"kv_group_fractions": [1.0], "mlp_width_fractions": [1.0], "bits": [4, 16], "group_size": 64,
+          "width_multiple": 8})",
+      "bench space");
+  LutOptions lo;
+  lo.tokens = {1, 4};
+  lo.repeats = 3;
+  lo.min_sample_us = 20;
+  lo.max_buffer_mib = 32;
+  lo.context = 16;
+  lo.progress = false;
+  const std::string lut = "/tmp/llmc_test_bench_lut_" + std::to_string(::getpid()) + ".json";
+  write_file_atomic(lut, build_lut_json(cfg, space, lo));
+
+  auto base = test::random_llama(cfg);
+  BenchOptions o = tiny_options();  // 4 prompt tokens: the LUT has both decode and prefill
+  o.lut_path = lut;
+  // The LUT times the runtime engine: refused on the torch path, before measuring.
+  EXPECT_NE(error_of([&] { run_bench(*base, o); }).find("--lut: the LUT times the runtime engine"), std::string::npos);
+
+  auto rt = make_runtime(*base);
+  const BenchResult r = run_bench(*rt, o);
+  ASSERT_TRUE(r.predicted.has_value());
+  const auto& p = *r.predicted;
+  EXPECT_EQ(p.lut, lut);
+  ASSERT_TRUE(p.decode_ms && p.prefill_ms);
+  EXPECT_GT(p.decode_ms->predicted, 0);
+  EXPECT_GT(p.prefill_ms->predicted, 0);
+  EXPECT_DOUBLE_EQ(p.decode_ms->measured_over_predicted, p.decode_ms->measured / p.decode_ms->predicted);
+  EXPECT_DOUBLE_EQ(*p.decode_ms->mean_context, 4 + (3 + 1) / 2.0);
+  EXPECT_EQ(*p.decode_ms->lut_context, 16);
+  const json j = json::parse(bench_to_json(r));
+  EXPECT_EQ(j["predicted"]["lut_threads"].get<int>(), *p.lut_threads);
+  EXPECT_EQ(j["predicted"]["decode_ms"]["lut_context"].get<int64_t>(), 16);
+  EXPECT_NE(bench_to_text(r).find("LUT       prefill: predicted "), std::string::npos);
+
+  // Neither decode (1) nor the prompt length in the LUT.
+  o.prompt_tokens = 5;
+  write_file_atomic(lut, build_lut_json(cfg, space, [&] {
+                      LutOptions l = lo;
+                      l.tokens = {4};
+                      return l;
+                    }()));
+  EXPECT_NE(error_of([&] { run_bench(*rt, o); }).find("neither 1 (decode) nor --prompt-tokens 5"), std::string::npos);
+  std::filesystem::remove(lut);
+}
