@@ -6,6 +6,7 @@
 #include "llmc/core/log.h"
 #include "llmc/core/progress.h"
 #include "llmc/data/text_docs.h"
+#include "llmc/data/token_stream.h"
 #include "llmc/model/generate.h"
 
 namespace llmc {
@@ -21,22 +22,17 @@ int32_t start_token(CausalLM& model) {
 }
 
 at::Tensor from_text(CausalLM& model, const std::string& path, const CalibOptions& o) {
-  const auto docs = load_text_docs(path);
-  const Tokenizer& tok = model.tokenizer();
-  const int32_t first = start_token(model);
-  std::vector<int64_t> stream;
-  const size_t want = static_cast<size_t>(o.samples * o.seq_len);
-  for (const auto& d : docs) {
-    stream.push_back(first);
-    for (int32_t id : tok.encode(d.text, false)) stream.push_back(id);
-    if (stream.size() >= want) break;
-  }
+  std::vector<int32_t> stream;
+  TokenStreamOptions so;
+  so.boundary = DocBoundary::StartEach;
+  so.start = start_token(model);
+  so.max_tokens = static_cast<size_t>(o.samples * o.seq_len);
+  append_documents(stream, model.tokenizer(), load_text_docs(path), so);
   const int64_t n = std::min<int64_t>(o.samples, static_cast<int64_t>(stream.size()) / o.seq_len);
   LLMC_CHECK(n >= 1, "{}: calibration text has {} tokens, fewer than one sequence of {}", path, stream.size(),
              o.seq_len);
   if (n < o.samples) spdlog::warn("calibration: {} holds only {} sequences of {} tokens", path, n, o.seq_len);
-  stream.resize(static_cast<size_t>(n * o.seq_len));
-  return at::tensor(stream, at::kLong).view({n, o.seq_len});
+  return cut_sequences(stream, n, o.seq_len);
 }
 
 // All sequences sampled together (one batched forward per position) with a KV cache.

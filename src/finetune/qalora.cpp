@@ -2,7 +2,6 @@
 #include "llmc/model/threads.h"
 
 #include <ATen/ATen.h>
-#include <torch/optim/adam.h>
 
 #include <chrono>
 #include <cmath>
@@ -12,6 +11,7 @@
 
 #include "llmc/core/error.h"
 #include "llmc/core/log.h"
+#include "llmc/finetune/train.h"
 #include "llmc/model/arch.h"
 #include "llmc/quant/quant.h"
 
@@ -211,7 +211,7 @@ FinetuneResult finetune_lora(Llama& model, Llama* teacher, const at::Tensor& tok
   for (auto& p : params) nparams += p.numel();
   spdlog::info("finetune: {} adapter tensors ({} parameters, rank {}), {} steps, batch {}, lr {}, loss {}",
                params.size(), nparams, o.rank, o.steps, o.batch_size, o.lr, o.distill ? "KL to original" : "cross-entropy");
-  torch::optim::Adam opt(params, torch::optim::AdamOptions(o.lr));
+  Adam opt(params, o.lr, AdamRounding::Torch);
   const int64_t n = tokens.size(0), bs = std::min(o.batch_size, n);
   std::vector<int64_t> order(n);
   std::iota(order.begin(), order.end(), 0);
@@ -228,19 +228,12 @@ FinetuneResult finetune_lora(Llama& model, Llama* teacher, const at::Tensor& tok
     }
     auto batch = tokens.index_select(0, at::tensor(idx, at::kLong));
     auto logits = model.forward(batch);  // (bs, T, V)
-    at::Tensor loss;
+    at::Tensor teacher_logits;
     if (o.distill) {
-      at::Tensor t_logp;
-      {
-        at::NoGradGuard ng;
-        t_logp = at::log_softmax(teacher->forward(batch), -1);
-      }
-      auto s_logp = at::log_softmax(logits, -1);
-      loss = (t_logp.exp() * (t_logp - s_logp)).sum(-1).mean();
-    } else {
-      const int64_t T = batch.size(1), V = logits.size(-1);
-      loss = at::cross_entropy_loss(logits.narrow(1, 0, T - 1).reshape({-1, V}), batch.narrow(1, 1, T - 1).reshape({-1}));
+      at::NoGradGuard ng;
+      teacher_logits = teacher->forward(batch);
     }
+    auto loss = task_loss(logits, batch, teacher_logits);
     opt.zero_grad();
     loss.backward();
     opt.step();

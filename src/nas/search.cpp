@@ -21,6 +21,8 @@
 #include "llmc/core/progress.h"
 #include "llmc/data/text_docs.h"
 #include "llmc/data/calibration.h"
+#include "llmc/data/token_stream.h"
+#include "llmc/finetune/train.h"
 #include "llmc/io/safetensors.h"
 #include "llmc/latency/lut.h"
 #include "llmc/model/load.h"
@@ -47,111 +49,6 @@ extern "C" void on_signal(int sig) {
   ssize_t ignored = ::write(2, msg, sizeof msg - 1);
   (void)ignored;
   ::_exit(128 + sig);
-}
-
-// Adam with explicit state so a checkpoint restores it exactly.
-struct Adam {
-  std::vector<at::Tensor> params, m, v;
-  double lr = 1e-3, b1 = 0.9, b2 = 0.999, eps = 1e-8;
-  int64_t t = 0;
-  Adam(std::vector<at::Tensor> p, double lr_) : params(std::move(p)), lr(lr_) {
-    for (auto& x : params) {
-      m.push_back(at::zeros_like(x).detach());
-      v.push_back(at::zeros_like(x).detach());
-    }
-  }
-  void step() {
-    at::NoGradGuard ng;
-    ++t;
-    const double c1 = 1 - std::pow(b1, t), c2 = 1 - std::pow(b2, t);
-    for (size_t i = 0; i < params.size(); ++i) {
-      auto g = params[i].grad();
-      if (!g.defined()) continue;
-      m[i].mul_(b1).add_(g, 1 - b1);
-      v[i].mul_(b2).addcmul_(g, g, 1 - b2);
-      params[i].sub_(lr * (m[i] / c1) / ((v[i] / c2).sqrt() + eps));
-    }
-  }
-  void zero_grad() {
-    for (auto& p : params)
-      if (p.grad().defined()) p.mutable_grad() = at::Tensor();
-  }
-};
-
-struct Data {
-  std::vector<at::Tensor> train, valid;  // (B, T) int64 batches
-};
-
-Data build_data(const SearchConfig& c, Llama& model) {
-  const Tokenizer& tok = model.tokenizer();
-  const int64_t need = (c.train_sequences + c.valid_sequences) * c.seq_len;
-  std::vector<int32_t> stream;
-  if (c.data_sources.empty()) {
-    // Data-free calibration (as in LLM-QAT): text the model samples itself, from BOS; the same
-    // batched sampler export uses, on the runtime engine (no per-op libtorch dispatch per token).
-    spdlog::info("data: sampling {} sequences of {} tokens from the model (data-free calibration)",
-                 c.train_sequences + c.valid_sequences, c.seq_len);
-    CalibOptions co;
-    co.source = "generate";
-    co.samples = c.train_sequences + c.valid_sequences;
-    co.seq_len = c.seq_len;
-    co.seed = c.seed;
-    auto sampler = make_runtime(model);
-    const at::Tensor toks = calibration_tokens(*sampler, co).contiguous();
-    stream.assign(toks.data_ptr<int64_t>(), toks.data_ptr<int64_t>() + toks.numel());
-  } else {
-    for (const auto& src : c.data_sources) {
-      for (const auto& d : load_text_docs(src.substr(5))) {
-        auto ids = tok.encode(d.text, tok.add_bos_default());
-        if (!tok.add_bos_default() && tok.eos_id() >= 0 && !stream.empty()) stream.push_back(tok.eos_id());
-        stream.insert(stream.end(), ids.begin(), ids.end());
-        if (static_cast<int64_t>(stream.size()) >= need) break;
-      }
-      if (static_cast<int64_t>(stream.size()) >= need) break;
-    }
-  }
-  if (static_cast<int64_t>(stream.size()) < need)
-    fail("{}: data has {} tokens, the config needs {} ((train_sequences + valid_sequences) x seq_len)", c.path,
-         stream.size(), need);
-  Data d;
-  auto batches = [&](int64_t first_seq, int64_t n_seq, std::vector<at::Tensor>* out) {
-    for (int64_t s = 0; s < n_seq; s += c.batch_size) {
-      const int64_t b = std::min(c.batch_size, n_seq - s);
-      auto t = at::empty({b, c.seq_len}, at::kLong);
-      auto acc = t.accessor<int64_t, 2>();
-      for (int64_t i = 0; i < b; ++i)
-        for (int64_t j = 0; j < c.seq_len; ++j) acc[i][j] = stream[(first_seq + s + i) * c.seq_len + j];
-      out->push_back(t);
-    }
-  };
-  batches(0, c.train_sequences, &d.train);
-  batches(c.train_sequences, c.valid_sequences, &d.valid);
-  return d;
-}
-
-// Mean next-token cross-entropy, or KL(teacher || student) per position when teacher is given.
-at::Tensor task_loss(const at::Tensor& logits, const at::Tensor& tokens, const at::Tensor& teacher_logits) {
-  const int64_t V = logits.size(-1);
-  if (teacher_logits.defined()) {
-    auto lp = at::log_softmax(logits, -1), tp = at::log_softmax(teacher_logits, -1);
-    return (tp.exp() * (tp - lp)).sum(-1).mean();
-  }
-  auto lp = at::log_softmax(logits.narrow(1, 0, logits.size(1) - 1), -1).reshape({-1, V});
-  auto tgt = tokens.narrow(1, 1, tokens.size(1) - 1).reshape({-1});
-  return at::nll_loss(lp, tgt);
-}
-
-double perplexity(CausalLM& m, const std::vector<at::Tensor>& batches) {
-  at::NoGradGuard ng;
-  double nll = 0;
-  int64_t n = 0;
-  for (const auto& b : batches) {
-    auto l = task_loss(m.forward(b), b, at::Tensor());
-    const int64_t k = b.size(0) * (b.size(1) - 1);
-    nll += l.item<double>() * k;
-    n += k;
-  }
-  return std::exp(nll / std::max<int64_t>(1, n));
 }
 
 std::string rng_state(const std::mt19937_64& r) {
@@ -182,20 +79,14 @@ void save_checkpoint(const std::string& out, const Supernet& net, const Adam& ar
     ts.push_back({name, DType::F32, keep.back().sizes().vec(), keep.back().data_ptr()});
   };
   for (const auto& [name, t] : net.state()) add(name, t);
-  for (size_t i = 0; i < arch_opt.params.size(); ++i) {
-    add(fmt::format("adam_arch.m.{}", i), arch_opt.m[i]);
-    add(fmt::format("adam_arch.v.{}", i), arch_opt.v[i]);
-  }
+  for (const auto& [name, t] : arch_opt.state("adam_arch")) add(name, t);
   if (w_opt)
-    for (size_t i = 0; i < w_opt->params.size(); ++i) {
-      add(fmt::format("adam_w.m.{}", i), w_opt->m[i]);
-      add(fmt::format("adam_w.v.{}", i), w_opt->v[i]);
-    }
+    for (const auto& [name, t] : w_opt->state("adam_w")) add(name, t);
   write_safetensors(path_join(tmp, "state.safetensors"), ts);
   ojson j = {{"step", step},
              {"rng", rng_state(rng)},
-             {"adam_arch_t", arch_opt.t},
-             {"adam_w_t", w_opt ? w_opt->t : 0},
+             {"adam_arch_t", arch_opt.steps()},
+             {"adam_w_t", w_opt ? w_opt->steps() : 0},
              {"phase", ps.phase},
              {"kv_fixed", ps.kv_fixed},
              {"mlp_fixed", ps.mlp_fixed},
@@ -260,15 +151,9 @@ void restore_tensors(const std::string& out, Supernet& net, Adam& arch_opt, Adam
     at::Tensor x = t;
     load(name, x);
   }
-  for (size_t i = 0; i < arch_opt.params.size(); ++i) {
-    load(fmt::format("adam_arch.m.{}", i), arch_opt.m[i]);
-    load(fmt::format("adam_arch.v.{}", i), arch_opt.v[i]);
-  }
+  for (auto& [name, t] : arch_opt.state("adam_arch")) load(name, t);
   if (w_opt)
-    for (size_t i = 0; i < w_opt->params.size(); ++i) {
-      load(fmt::format("adam_w.m.{}", i), w_opt->m[i]);
-      load(fmt::format("adam_w.v.{}", i), w_opt->v[i]);
-    }
+    for (auto& [name, t] : w_opt->state("adam_w")) load(name, t);
 }
 
 double peak_rss_mib() {
@@ -324,6 +209,385 @@ int fit_to_target(std::vector<ChoiceIndex>& idx, const std::vector<ChoiceLogProb
   return changes;
 }
 
+// The search's batches: (batch_size, seq_len) int64, train then valid sequences.
+struct Data {
+  std::vector<at::Tensor> train, valid;
+};
+
+// One search run: the steps of the method, in the order run_search calls them.
+class Search {
+ public:
+  Search(const SearchConfig& c, const SearchOptions& opts) : c_(c), opts_(opts) {}
+
+  // The model to search over, and the latency table of this model and space at M tokens.
+  void load_model_and_latency() {
+    model_ = load_llama(c_.model);
+    base_ = model_->config();
+    lut_ = load_or_build_lut();
+    lat_ = lookup_from(lut_, M());
+  }
+
+  // Train and valid batches: text sources (token_stream.h, TokenizerDefault), or data-free
+  // calibration sampled by the model.
+  void prepare_data() {
+    const int64_t n = c_.train_sequences + c_.valid_sequences;
+    const at::Tensor seqs = c_.data_sources.empty() ? sampled_sequences(n) : text_sequences(n);
+    data_.train = split_batches(seqs.narrow(0, 0, c_.train_sequences), c_.batch_size);
+    data_.valid = split_batches(seqs.narrow(0, c_.train_sequences, c_.valid_sequences), c_.batch_size);
+    spdlog::info("data: {} train and {} valid batches of {}x{}", data_.train.size(), data_.valid.size(),
+                 c_.batch_size, c_.seq_len);
+  }
+
+  // Teacher: the original model (the permutation below does not change its function).
+  void load_teacher() {
+    if (c_.distill) teacher_ = load_llama(c_.model);
+  }
+
+  // The original model's valid perplexity and the cost of a plain fine-tuning step.
+  void measure_original() {
+    res_.original_valid_ppl = batches_perplexity(*model_, data_.valid);
+    plain_step_s_ = plain_step_seconds();
+  }
+
+  // Channel importance from the first train batches; the model is permuted so that a narrower
+  // width keeps the most important channels.
+  void permute_by_importance() {
+    imp_ = compute_importance(
+        *model_, {data_.train.begin(), data_.train.begin() + std::min<size_t>(4, data_.train.size())});
+    permute_model(*model_, imp_);
+  }
+
+  void set_target() {
+    res_.original_ms = lut_.predict_ms(uniform_arch(base_, 16, c_.space.group_size), M());
+    res_.target_ms = c_.target_ms > 0 ? c_.target_ms : c_.target_fraction * res_.original_ms;
+  }
+
+  // From step 0, or from the checkpoint (--resume); opens the step log.
+  void start_or_resume() {
+    if (opts_.resume) {
+      ck_ = read_checkpoint_meta(opts_.out_dir, c_);
+      ps_ = ck_.ps;
+      start_step_ = ck_.step;
+      std::istringstream(ck_.rng) >> rng_;
+      spdlog::info("resuming at step {} (phase {})", start_step_, ps_.phase);
+    }
+    log_file_.open(path_join(opts_.out_dir, "search_log.jsonl"), opts_.resume ? std::ios::app : std::ios::trunc);
+  }
+
+  // The supernet of the current phase; fails when the target is below the fastest architecture.
+  void build_supernet() {
+    net_ = make_net(ps_.phase);
+    res_.fastest_ms = net_->latency_ms(net_->fastest());
+    if (!seq() && res_.target_ms < res_.fastest_ms) fail_unreachable();
+    if (seq()) {
+      auto all = make_choices(base_, c_.space, true, true);
+      Supernet probe(*model_, all, lat_, c_.space.group_size, 0, 0, /*install=*/false);
+      res_.fastest_ms = probe.latency_ms(probe.fastest());
+      if (res_.target_ms < res_.fastest_ms) fail_unreachable();
+    }
+    spdlog::info("search ({}): original {:.3f} ms, target {:.3f} ms, fastest possible {:.3f} ms at {} token(s)",
+                 c_.mode, res_.original_ms, res_.target_ms, res_.fastest_ms, M());
+    prepare_teacher_cache();
+  }
+
+  // The phases: one for joint / width-only / bits-only, two for sequential (widths, then bits on
+  // the subnet of phase 1's widths). False when stopped (checkpoint written).
+  bool run_phases() {
+    const int64_t steps1 = seq() ? c_.steps / 2 : c_.steps;
+    if (ps_.phase == 1) {
+      if (!run_phase(1, start_step_, steps1, opts_.resume && start_step_ > 0)) return false;
+      if (seq()) {
+        fix_widths();
+        net_ = make_net(2);
+        start_step_ = steps1;
+      }
+    }
+    if (seq() && ps_.phase == 2) {
+      const bool restore = opts_.resume && ck_.ps.phase == 2 && start_step_ > steps1;
+      if (!run_phase(2, std::max(start_step_, steps1), c_.steps, restore)) return false;
+    }
+    return true;
+  }
+
+  // Argmax of every choice, then (fit_target) the greedy repair onto the target; the subnet is
+  // fixed to it and scored on the valid split.
+  void discretize() {
+    auto idx = net_->argmax();
+    auto predict = [&](const std::vector<ChoiceIndex>& x) {
+      // predict_ms reads widths and bits only: no importance orders needed.
+      Arch a = arch_of_choices(x, net_->choices(), base_);
+      a.group_size = c_.space.group_size;
+      return lut_.predict_ms(a, M());
+    };
+    res_.argmax_predicted_ms = predict(idx);
+    if (c_.fit_target && res_.argmax_predicted_ms > res_.target_ms) {
+      res_.fit_changes = fit_to_target(idx, net_->log_probs(), net_->choices(), predict, res_.target_ms);
+      const double fitted = predict(idx);
+      spdlog::info("fit_target: argmax architecture {:.3f} ms > target {:.3f} ms; {} choice changes -> {:.3f} ms",
+                   res_.argmax_predicted_ms, res_.target_ms, res_.fit_changes, fitted);
+      if (fitted > res_.target_ms)
+        spdlog::warn("fit_target: no remaining choice is faster; the result misses the target by {:.1f}% (sequential "
+                     "mode keeps phase 1's widths: a lower width target or more steps may help)",
+                     100.0 * (fitted / res_.target_ms - 1.0));
+    }
+    Arch& a = res_.arch;
+    a = net_->to_arch(idx, imp_, base_);
+    a.group_size = c_.space.group_size;
+    res_.predicted_ms = lut_.predict_ms(a, M());
+    a.predicted_latency_ms = res_.predicted_ms;
+    a.predicted_tokens = M();
+    a.predicted_size_bytes = lut_.weight_bytes(a);
+    a.alphas_json = net_->alphas_json();
+    net_->set_fixed(idx);
+    res_.valid_ppl = batches_perplexity(*model_, data_.valid);
+  }
+
+  // arch.json and summary.json.
+  void write_result() {
+    write_arch(res_.arch, path_join(opts_.out_dir, "arch.json"));
+    ojson summary = {{"mode", c_.mode},
+                     {"steps", c_.steps},
+                     {"tokens", M()},
+                     {"original_ms", res_.original_ms},
+                     {"target_ms", res_.target_ms},
+                     {"fastest_ms", res_.fastest_ms},
+                     {"predicted_ms", res_.predicted_ms},
+                     {"argmax_predicted_ms", res_.argmax_predicted_ms},
+                     {"fit_target_changes", res_.fit_changes},
+                     {"predicted_size_bytes", res_.arch.predicted_size_bytes},
+                     {"original_size_bytes", lut_.weight_bytes(uniform_arch(base_, 16, c_.space.group_size))},
+                     {"original_valid_ppl", res_.original_valid_ppl},
+                     {"valid_ppl_discretized_fake_quant", res_.valid_ppl},
+                     {"seconds_per_search_step", steps_timed_ ? step_seconds_sum_ / steps_timed_ : 0.0},
+                     {"seconds_per_plain_fwd_bwd", plain_step_s_},
+                     {"peak_rss_mib", peak_rss_mib()}};
+    write_file_atomic(path_join(opts_.out_dir, "summary.json"), summary.dump(2) + "\n");
+    spdlog::info("arch: {:.3f} ms predicted (target {:.3f}, original {:.3f}); valid ppl {:.3f} (original {:.3f})",
+                 res_.predicted_ms, res_.target_ms, res_.original_ms, res_.valid_ppl, res_.original_valid_ppl);
+  }
+
+  SearchResult& result() { return res_; }
+
+ private:
+  int64_t M() const { return c_.target_tokens; }
+  bool seq() const { return c_.mode == "sequential"; }
+
+  // The configured table, or built now for this model and space.
+  LatencyTable load_or_build_lut() {
+    std::string path = c_.lut;
+    if (path.empty() || !file_exists(path)) {
+      if (path.empty()) path = path_join(opts_.out_dir, "lut.json");
+      LutOptions lo;
+      lo.tokens = c_.lut_tokens;
+      if (std::find(lo.tokens.begin(), lo.tokens.end(), M()) == lo.tokens.end()) lo.tokens.push_back(M());
+      lo.context = c_.lut_context;
+      lo.lm_head_bits = c_.lut_lm_head_bits;
+      lo.progress = opts_.progress;
+      spdlog::info("lut: {} not found, measuring it now", path);
+      write_file_atomic(path, build_lut_json(base_, c_.space, lo));
+    }
+    LatencyTable lut = LatencyTable::load(path);
+    lut.check(base_, c_.space, c_.path);
+    return lut;
+  }
+
+  // Data-free calibration (as in LLM-QAT): text the model samples itself, from BOS; the same
+  // batched sampler export uses, on the runtime engine (no per-op libtorch dispatch per token).
+  at::Tensor sampled_sequences(int64_t n) {
+    spdlog::info("data: sampling {} sequences of {} tokens from the model (data-free calibration)", n, c_.seq_len);
+    CalibOptions co;
+    co.source = "generate";
+    co.samples = n;
+    co.seq_len = c_.seq_len;
+    co.seed = c_.seed;
+    auto sampler = make_runtime(*model_);
+    return calibration_tokens(*sampler, co).contiguous();
+  }
+
+  at::Tensor text_sequences(int64_t n) {
+    const size_t need = static_cast<size_t>(n * c_.seq_len);
+    std::vector<int32_t> stream;
+    TokenStreamOptions so;
+    so.boundary = DocBoundary::TokenizerDefault;
+    so.max_tokens = need;
+    for (const auto& src : c_.data_sources)
+      if (append_documents(stream, model_->tokenizer(), load_text_docs(src.substr(5)), so)) break;
+    if (stream.size() < need)
+      fail("{}: data has {} tokens, the config needs {} ((train_sequences + valid_sequences) x seq_len)", c_.path,
+           stream.size(), need);
+    return cut_sequences(stream, n, c_.seq_len);
+  }
+
+  // Forward + backward of the original model on one valid batch, with gradients for all its
+  // weights (what a plain fine-tuning step costs): the baseline of the step-time ratio.
+  double plain_step_seconds() {
+    std::vector<at::Tensor> ws;
+    for (auto& L : model_->weights().layers)
+      for (auto* lin : {&L.q, &L.k, &L.v, &L.o, &L.gate, &L.up, &L.down}) ws.push_back((*lin)->dense_weight());
+    for (auto& w : ws) w.set_requires_grad(true);
+    double best = 0;
+    for (int rep = 0; rep < 3; ++rep) {
+      auto t0 = std::chrono::steady_clock::now();
+      next_token_cross_entropy(model_->forward(data_.valid[0]), data_.valid[0]).backward();
+      double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      best = rep == 0 ? s : std::min(best, s);
+    }
+    for (auto& w : ws) {
+      w.mutable_grad() = at::Tensor();
+      w.set_requires_grad(false);
+    }
+    return best;
+  }
+
+  std::unique_ptr<Supernet> make_net(int phase) {
+    std::vector<LayerChoices> ch;
+    if (c_.mode == "joint") ch = make_choices(base_, c_.space, true, true);
+    else if (c_.mode == "width-only" || (seq() && phase == 1)) ch = make_choices(base_, c_.space, true, false);
+    else ch = make_choices(base_, c_.space, false, true);
+    if (seq() && phase == 2)
+      for (size_t l = 0; l < ch.size(); ++l) {
+        ch[l].kv = {ps_.kv_fixed[l]};
+        ch[l].mlp = {ps_.mlp_fixed[l]};
+      }
+    return std::make_unique<Supernet>(*model_, ch, lat_, c_.space.group_size, c_.lora_rank, c_.seed + phase);
+  }
+
+  [[noreturn]] void fail_unreachable() const {
+    fail("{}: target {:.3f} ms is below the fastest architecture in the search space ({:.3f} ms at {} tokens)",
+         c_.path, res_.target_ms, res_.fastest_ms, M());
+  }
+
+  double phase_target(int phase) const {
+    if (!(seq() && phase == 1)) return res_.target_ms;
+    // Width search at 16 bits aims where the later bit search (at ~mid bits) reaches the target.
+    const double ratio =
+        res_.original_ms / lut_.predict_ms(uniform_arch(base_, c_.sequential_mid_bits, c_.space.group_size), M());
+    return std::min(res_.original_ms, res_.target_ms * ratio);
+  }
+
+  // Sequential: phase 1's argmax widths become phase 2's fixed widths.
+  void fix_widths() {
+    auto idx = net_->argmax();
+    ps_.phase = 2;
+    ps_.kv_fixed.clear();
+    ps_.mlp_fixed.clear();
+    for (size_t l = 0; l < idx.size(); ++l) {
+      ps_.kv_fixed.push_back(net_->choices()[l].kv[idx[l].kv]);
+      ps_.mlp_fixed.push_back(net_->choices()[l].mlp[idx[l].mlp]);
+    }
+    spdlog::info("sequential: widths fixed after phase 1; bit search on the subnet");
+  }
+
+  // The teacher is frozen and the batches repeat, so its logits are computed once per batch (for
+  // every phase) and kept while those the steps use (valid; train too with LoRA weight steps) fit
+  // in kTeacherCacheBytes. The same values: results are unchanged.
+  void prepare_teacher_cache() {
+    constexpr double kTeacherCacheBytes = 2.0 * (1ull << 30);
+    const size_t used_batches = data_.valid.size() + (c_.lora_rank > 0 ? data_.train.size() : 0);
+    cache_teacher_ = teacher_ && static_cast<double>(used_batches) * c_.batch_size * c_.seq_len *
+                                         base_.vocab_size * 4.0 <= kTeacherCacheBytes;
+    teach_train_.assign(data_.train.size(), at::Tensor());
+    teach_valid_.assign(data_.valid.size(), at::Tensor());
+  }
+
+  at::Tensor teacher_logits(const at::Tensor& batch, at::Tensor* slot) {
+    if (!teacher_) return at::Tensor();
+    if (cache_teacher_ && slot->defined()) return *slot;
+    at::NoGradGuard ng;
+    at::Tensor t = teacher_->forward(batch);
+    if (cache_teacher_) *slot = t;
+    return t;
+  }
+
+  // Steps [first, last) of one phase; false when stopped (checkpoint written).
+  bool run_phase(int phase, int64_t first, int64_t last, bool restore) {
+    g_in_steps.store(true);
+    struct Leave {
+      ~Leave() { g_in_steps.store(false); }
+    } leave;
+    Adam arch_opt(net_->arch_parameters(), c_.arch_lr, AdamRounding::Search);
+    std::unique_ptr<Adam> w_opt;
+    if (c_.lora_rank > 0) w_opt = std::make_unique<Adam>(net_->weight_parameters(), c_.weight_lr, AdamRounding::Search);
+    if (restore) {
+      restore_tensors(opts_.out_dir, *net_, arch_opt, w_opt.get());
+      arch_opt.set_steps(ck_.arch_t);
+      if (w_opt) w_opt->set_steps(ck_.w_t);
+    }
+    const double T = phase_target(phase);
+    auto t0 = std::chrono::steady_clock::now();
+    Progress bar(seq() ? fmt::format("search phase {}", phase) : "search", last - first, "step");
+    for (int64_t step = first; step < last; ++step) {
+      search_step(phase, step, T, arch_opt, w_opt.get(), bar);
+      const bool stop = g_stop.load();
+      if (stop || (c_.checkpoint_every > 0 && (step + 1) % c_.checkpoint_every == 0) || step + 1 == last)
+        save_checkpoint(opts_.out_dir, *net_, arch_opt, w_opt.get(), step + 1, rng_, ps_, c_);
+      res_.steps_done = step + 1;
+      step_seconds_sum_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      t0 = std::chrono::steady_clock::now();
+      ++steps_timed_;
+      if (stop) {
+        spdlog::warn("stopped at step {}; checkpoint written to {}/checkpoint (continue with --resume)", step + 1,
+                     opts_.out_dir);
+        return false;
+      }
+    }
+    return true;
+  }
+
+  // One step: a LoRA weight step on the train split (lora_rank > 0), then an architecture step on
+  // the valid split with the hinge latency loss lambda * max(0, E[lat]/T - 1); logs one row.
+  void search_step(int phase, int64_t step, double T, Adam& arch_opt, Adam* w_opt, Progress& bar) {
+    const double frac = c_.steps > 1 ? static_cast<double>(step) / (c_.steps - 1) : 1.0;
+    const double tau = c_.tau_start * std::pow(c_.tau_end / c_.tau_start, frac);
+    const size_t ti = step % data_.train.size(), vi = step % data_.valid.size();
+    const auto& tb = data_.train[ti];
+    const auto& vb = data_.valid[vi];
+    if (w_opt) {
+      net_->sample(tau, c_.hard, rng_);
+      task_loss(model_->forward(tb), tb, teacher_logits(tb, &teach_train_[ti])).backward();
+      w_opt->step();
+      w_opt->zero_grad();
+      arch_opt.zero_grad();
+    }
+    net_->sample(tau, c_.hard, rng_);
+    const at::Tensor teach = teacher_logits(vb, &teach_valid_[vi]);
+    auto lt = task_loss(model_->forward(vb), vb, teach);
+    auto elat = net_->expected_latency_ms();
+    auto ll = c_.lambda * at::relu(elat / T - 1.0);
+    (lt + ll).backward();
+    arch_opt.step();
+    arch_opt.zero_grad();
+    if (w_opt) w_opt->zero_grad();
+    const double e = elat.item<double>();
+    ojson row = {{"step", step + 1}, {"phase", phase}, {"task_loss", lt.item<double>()},
+                 {"latency_loss", ll.item<double>()}, {"expected_latency_ms", e}, {"target_ms", T},
+                 {"tau", tau}, {"mean_entropy", net_->mean_entropy()}};
+    log_file_ << row.dump() << "\n";
+    log_file_.flush();
+    bar.advance(1, fmt::format("loss {:.4f} lat {:.3f}/{:.3f} ms", lt.item<double>(), e, T));
+    if (opts_.on_step) opts_.on_step(step + 1);
+  }
+
+  const SearchConfig& c_;
+  const SearchOptions& opts_;
+  std::unique_ptr<Llama> model_, teacher_;
+  ModelConfig base_;
+  LatencyTable lut_;
+  LatencyLookup lat_;
+  Data data_;
+  Importance imp_;
+  SearchResult res_;
+  double plain_step_s_ = 0, step_seconds_sum_ = 0;
+  int64_t steps_timed_ = 0, start_step_ = 0;
+  PhaseState ps_;
+  std::mt19937_64 rng_{0};
+  Loaded ck_;
+  std::ofstream log_file_;
+  std::unique_ptr<Supernet> net_;
+  bool cache_teacher_ = false;
+  std::vector<at::Tensor> teach_train_, teach_valid_;
+};
+
 }  // namespace
 
 void request_search_stop() { g_stop.store(true); }
@@ -336,274 +600,22 @@ void install_search_signal_handlers() {
 SearchResult run_search(const SearchConfig& c, const SearchOptions& opts) {
   g_stop.store(false);
   make_dirs(opts.out_dir);
-  auto model = load_llama(c.model);
-  const ModelConfig base = model->config();
-  const int64_t M = c.target_tokens;
-
-  // Latency table: the configured file, or built now for this model and space.
-  std::string lut_path = c.lut;
-  if (lut_path.empty() || !file_exists(lut_path)) {
-    if (lut_path.empty()) lut_path = path_join(opts.out_dir, "lut.json");
-    LutOptions lo;
-    lo.tokens = c.lut_tokens;
-    if (std::find(lo.tokens.begin(), lo.tokens.end(), M) == lo.tokens.end()) lo.tokens.push_back(M);
-    lo.context = c.lut_context;
-    lo.lm_head_bits = c.lut_lm_head_bits;
-    lo.progress = opts.progress;
-    spdlog::info("lut: {} not found, measuring it now", lut_path);
-    write_file_atomic(lut_path, build_lut_json(base, c.space, lo));
+  Search s(c, opts);
+  s.load_model_and_latency();
+  s.prepare_data();
+  s.load_teacher();
+  s.measure_original();
+  s.permute_by_importance();
+  s.set_target();
+  s.start_or_resume();
+  s.build_supernet();
+  if (!s.run_phases()) {
+    s.result().interrupted = true;
+    return s.result();
   }
-  LatencyTable lut = LatencyTable::load(lut_path);
-  lut.check(base, c.space, c.path);
-  LatencyLookup lat = lookup_from(lut, M);
-
-  Data data = build_data(c, *model);
-  spdlog::info("data: {} train and {} valid batches of {}x{}", data.train.size(), data.valid.size(), c.batch_size,
-               c.seq_len);
-  // Teacher: the original model (the permutation below does not change its function).
-  std::unique_ptr<Llama> teacher = c.distill ? load_llama(c.model) : nullptr;
-  SearchResult res;
-  res.original_valid_ppl = perplexity(*model, data.valid);
-
-  // Baseline for the step-time ratio: forward + backward of the original model on one valid batch,
-  // with gradients for all its weights (what a plain fine-tuning step costs).
-  double plain_step_s = 0;
-  {
-    std::vector<at::Tensor> ws;
-    for (auto& L : model->weights().layers)
-      for (auto* lin : {&L.q, &L.k, &L.v, &L.o, &L.gate, &L.up, &L.down}) ws.push_back((*lin)->dense_weight());
-    for (auto& w : ws) w.set_requires_grad(true);
-    for (int rep = 0; rep < 3; ++rep) {
-      auto t0 = std::chrono::steady_clock::now();
-      task_loss(model->forward(data.valid[0]), data.valid[0], at::Tensor()).backward();
-      double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      plain_step_s = rep == 0 ? s : std::min(plain_step_s, s);
-    }
-    for (auto& w : ws) {
-      w.mutable_grad() = at::Tensor();
-      w.set_requires_grad(false);
-    }
-  }
-  Importance imp = compute_importance(*model, {data.train.begin(), data.train.begin() + std::min<size_t>(4, data.train.size())});
-  permute_model(*model, imp);
-
-  const Arch full16 = uniform_arch(base, 16, c.space.group_size);
-  res.original_ms = lut.predict_ms(full16, M);
-  res.target_ms = c.target_ms > 0 ? c.target_ms : c.target_fraction * res.original_ms;
-
-  // The phases: one for joint / width-only / bits-only, two for sequential.
-  const bool seq = c.mode == "sequential";
-  const int64_t steps1 = seq ? c.steps / 2 : c.steps;
-  PhaseState ps;
-  int64_t start_step = 0;
-  std::mt19937_64 rng(c.seed);
-  Loaded ck;
-  if (opts.resume) {
-    ck = read_checkpoint_meta(opts.out_dir, c);
-    ps = ck.ps;
-    start_step = ck.step;
-    std::istringstream(ck.rng) >> rng;
-    spdlog::info("resuming at step {} (phase {})", start_step, ps.phase);
-  }
-  std::ofstream log_file(path_join(opts.out_dir, "search_log.jsonl"), opts.resume ? std::ios::app : std::ios::trunc);
-
-  std::unique_ptr<Supernet> net;
-  auto make_net = [&](int phase) {
-    std::vector<LayerChoices> ch;
-    if (c.mode == "joint") ch = make_choices(base, c.space, true, true);
-    else if (c.mode == "width-only" || (seq && phase == 1)) ch = make_choices(base, c.space, true, false);
-    else ch = make_choices(base, c.space, false, true);
-    if (seq && phase == 2)
-      for (size_t l = 0; l < ch.size(); ++l) {
-        ch[l].kv = {ps.kv_fixed[l]};
-        ch[l].mlp = {ps.mlp_fixed[l]};
-      }
-    return std::make_unique<Supernet>(*model, ch, lat, c.space.group_size, c.lora_rank, c.seed + phase);
-  };
-  auto phase_target = [&](int phase) {
-    if (!(seq && phase == 1)) return res.target_ms;
-    // Width search at 16 bits aims where the later bit search (at ~mid bits) reaches the target.
-    const double ratio = res.original_ms / lut.predict_ms(uniform_arch(base, c.sequential_mid_bits, c.space.group_size), M);
-    return std::min(res.original_ms, res.target_ms * ratio);
-  };
-
-  net = make_net(ps.phase);
-  {
-    const double fastest = net->latency_ms(net->fastest());
-    res.fastest_ms = fastest;
-    if (!seq && res.target_ms < fastest)
-      fail("{}: target {:.3f} ms is below the fastest architecture in the search space ({:.3f} ms at {} tokens)",
-           c.path, res.target_ms, fastest, M);
-    if (seq) {
-      auto all = make_choices(base, c.space, true, true);
-      Supernet probe(*model, all, lat, c.space.group_size, 0, 0, /*install=*/false);
-      res.fastest_ms = probe.latency_ms(probe.fastest());
-      if (res.target_ms < res.fastest_ms)
-        fail("{}: target {:.3f} ms is below the fastest architecture in the search space ({:.3f} ms at {} tokens)",
-             c.path, res.target_ms, res.fastest_ms, M);
-    }
-  }
-  spdlog::info("search ({}): original {:.3f} ms, target {:.3f} ms, fastest possible {:.3f} ms at {} token(s)", c.mode,
-               res.original_ms, res.target_ms, res.fastest_ms, M);
-
-  double step_seconds_sum = 0;
-  int64_t steps_timed = 0;
-  // The teacher is frozen and the batches repeat, so its logits are computed once per batch (for
-  // every phase) and kept while those the steps use (valid; train too with LoRA weight steps) fit
-  // in kTeacherCacheBytes. The same values: results are unchanged.
-  constexpr double kTeacherCacheBytes = 2.0 * (1ull << 30);
-  const size_t used_batches = data.valid.size() + (c.lora_rank > 0 ? data.train.size() : 0);
-  const bool cache_teacher = teacher && static_cast<double>(used_batches) * c.batch_size * c.seq_len *
-                                                base.vocab_size * 4.0 <= kTeacherCacheBytes;
-  std::vector<at::Tensor> teach_train(data.train.size()), teach_valid(data.valid.size());
-  auto teacher_logits = [&](const at::Tensor& batch, at::Tensor* slot) {
-    if (!teacher) return at::Tensor();
-    if (cache_teacher && slot->defined()) return *slot;
-    at::NoGradGuard ng;
-    at::Tensor t = teacher->forward(batch);
-    if (cache_teacher) *slot = t;
-    return t;
-  };
-  auto run_phase = [&](int phase, int64_t first, int64_t last, bool restore) -> bool {
-    g_in_steps.store(true);
-    struct Leave {
-      ~Leave() { g_in_steps.store(false); }
-    } leave;
-    Adam arch_opt(net->arch_parameters(), c.arch_lr);
-    std::unique_ptr<Adam> w_opt;
-    if (c.lora_rank > 0) w_opt = std::make_unique<Adam>(net->weight_parameters(), c.weight_lr);
-    if (restore) {
-      restore_tensors(opts.out_dir, *net, arch_opt, w_opt.get());
-      arch_opt.t = ck.arch_t;
-      if (w_opt) w_opt->t = ck.w_t;
-    }
-    const double T = phase_target(phase);
-    auto phase_t0 = std::chrono::steady_clock::now();
-    Progress bar(seq ? fmt::format("search phase {}", phase) : "search", last - first, "step");
-    for (int64_t step = first; step < last; ++step) {
-      const double frac = c.steps > 1 ? static_cast<double>(step) / (c.steps - 1) : 1.0;
-      const double tau = c.tau_start * std::pow(c.tau_end / c.tau_start, frac);
-      const auto& tb = data.train[step % data.train.size()];
-      const auto& vb = data.valid[step % data.valid.size()];
-      if (w_opt) {  // weight step (LoRA) on the train split
-        net->sample(tau, c.hard, rng);
-        const at::Tensor teach = teacher_logits(tb, &teach_train[step % data.train.size()]);
-        task_loss(model->forward(tb), tb, teach).backward();
-        w_opt->step();
-        w_opt->zero_grad();
-        arch_opt.zero_grad();
-      }
-      // Architecture step on the valid split.
-      net->sample(tau, c.hard, rng);
-      const at::Tensor teach = teacher_logits(vb, &teach_valid[step % data.valid.size()]);
-      auto lt = task_loss(model->forward(vb), vb, teach);
-      auto elat = net->expected_latency_ms();
-      auto ll = c.lambda * at::relu(elat / T - 1.0);
-      (lt + ll).backward();
-      arch_opt.step();
-      arch_opt.zero_grad();
-      if (w_opt) w_opt->zero_grad();
-      const double e = elat.item<double>();
-      ojson row = {{"step", step + 1}, {"phase", phase}, {"task_loss", lt.item<double>()},
-                   {"latency_loss", ll.item<double>()}, {"expected_latency_ms", e}, {"target_ms", T},
-                   {"tau", tau}, {"mean_entropy", net->mean_entropy()}};
-      log_file << row.dump() << "\n";
-      log_file.flush();
-      bar.advance(1, fmt::format("loss {:.4f} lat {:.3f}/{:.3f} ms", lt.item<double>(), e, T));
-      if (opts.on_step) opts.on_step(step + 1);
-      const bool stop = g_stop.load();
-      if (stop || (c.checkpoint_every > 0 && (step + 1) % c.checkpoint_every == 0) || step + 1 == last)
-        save_checkpoint(opts.out_dir, *net, arch_opt, w_opt.get(), step + 1, rng, ps, c);
-      res.steps_done = step + 1;
-      step_seconds_sum += std::chrono::duration<double>(std::chrono::steady_clock::now() - phase_t0).count();
-      phase_t0 = std::chrono::steady_clock::now();
-      ++steps_timed;
-      if (stop) {
-        spdlog::warn("stopped at step {}; checkpoint written to {}/checkpoint (continue with --resume)", step + 1,
-                     opts.out_dir);
-        return false;
-      }
-    }
-    return true;
-  };
-
-  const bool resumed = opts.resume;
-  if (ps.phase == 1) {
-    if (!run_phase(1, start_step, steps1, resumed && start_step > 0)) {
-      res.interrupted = true;
-      return res;
-    }
-    if (seq) {
-      auto idx = net->argmax();
-      ps.phase = 2;
-      ps.kv_fixed.clear();
-      ps.mlp_fixed.clear();
-      for (size_t l = 0; l < idx.size(); ++l) {
-        ps.kv_fixed.push_back(net->choices()[l].kv[idx[l].kv]);
-        ps.mlp_fixed.push_back(net->choices()[l].mlp[idx[l].mlp]);
-      }
-      spdlog::info("sequential: widths fixed after phase 1; bit search on the subnet");
-      net = make_net(2);
-      start_step = steps1;
-    }
-  }
-  if (seq && ps.phase == 2) {
-    const bool restore = resumed && ck.ps.phase == 2 && start_step > steps1;
-    if (!run_phase(2, std::max(start_step, steps1), c.steps, restore)) {
-      res.interrupted = true;
-      return res;
-    }
-  }
-
-  // Discretize: argmax of every choice, then (fit_target) the greedy repair onto the target.
-  auto idx = net->argmax();
-  auto predict = [&](const std::vector<ChoiceIndex>& x) {
-    // predict_ms reads widths and bits only: no importance orders needed.
-    Arch a = arch_of_choices(x, net->choices(), base);
-    a.group_size = c.space.group_size;
-    return lut.predict_ms(a, M);
-  };
-  res.argmax_predicted_ms = predict(idx);
-  if (c.fit_target && res.argmax_predicted_ms > res.target_ms) {
-    res.fit_changes = fit_to_target(idx, net->log_probs(), net->choices(), predict, res.target_ms);
-    const double fitted = predict(idx);
-    spdlog::info("fit_target: argmax architecture {:.3f} ms > target {:.3f} ms; {} choice changes -> {:.3f} ms",
-                 res.argmax_predicted_ms, res.target_ms, res.fit_changes, fitted);
-    if (fitted > res.target_ms)
-      spdlog::warn("fit_target: no remaining choice is faster; the result misses the target by {:.1f}% (sequential "
-                   "mode keeps phase 1's widths: a lower width target or more steps may help)",
-                   100.0 * (fitted / res.target_ms - 1.0));
-  }
-  res.arch = net->to_arch(idx, imp, base);
-  res.arch.group_size = c.space.group_size;
-  res.predicted_ms = lut.predict_ms(res.arch, M);
-  res.arch.predicted_latency_ms = res.predicted_ms;
-  res.arch.predicted_tokens = M;
-  res.arch.predicted_size_bytes = lut.weight_bytes(res.arch);
-  res.arch.alphas_json = net->alphas_json();
-  net->set_fixed(idx);
-  res.valid_ppl = perplexity(*model, data.valid);
-  write_arch(res.arch, path_join(opts.out_dir, "arch.json"));
-  ojson summary = {{"mode", c.mode},
-                   {"steps", c.steps},
-                   {"tokens", M},
-                   {"original_ms", res.original_ms},
-                   {"target_ms", res.target_ms},
-                   {"fastest_ms", res.fastest_ms},
-                   {"predicted_ms", res.predicted_ms},
-                   {"argmax_predicted_ms", res.argmax_predicted_ms},
-                   {"fit_target_changes", res.fit_changes},
-                   {"predicted_size_bytes", res.arch.predicted_size_bytes},
-                   {"original_size_bytes", lut.weight_bytes(full16)},
-                   {"original_valid_ppl", res.original_valid_ppl},
-                   {"valid_ppl_discretized_fake_quant", res.valid_ppl},
-                   {"seconds_per_search_step", steps_timed ? step_seconds_sum / steps_timed : 0.0},
-                   {"seconds_per_plain_fwd_bwd", plain_step_s},
-                   {"peak_rss_mib", peak_rss_mib()}};
-  write_file_atomic(path_join(opts.out_dir, "summary.json"), summary.dump(2) + "\n");
-  spdlog::info("arch: {:.3f} ms predicted (target {:.3f}, original {:.3f}); valid ppl {:.3f} (original {:.3f})",
-               res.predicted_ms, res.target_ms, res.original_ms, res.valid_ppl, res.original_valid_ppl);
-  return res;
+  s.discretize();
+  s.write_result();
+  return s.result();
 }
 
 }  // namespace llmc

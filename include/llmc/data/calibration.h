@@ -1,7 +1,7 @@
 #pragma once
 // Calibration token batches for GPTQ Hessians and LoRA fine-tuning.
-//   text:FILE   documents as eval's text:FILE task reads them (eval/text_docs.h), each tokenized
-//               with BOS (EOS when the model has none) in front, concatenated and cut into
+//   text:FILE   documents as eval's text:FILE task reads them (data/text_docs.h), each tokenized
+//               with BOS (EOS when the model has none) in front (token_stream.h: StartEach), cut into
 //               `samples` sequences of `seq_len` tokens (fewer when the text is short).
 //   generate    (default) data-free, as LLM-QAT: the model samples `samples` sequences itself
 //               from BOS at temperature 1 (top-p 1), seeded.
