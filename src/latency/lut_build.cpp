@@ -24,6 +24,7 @@
 #include "llmc/core/timing.h"
 #include "llmc/latency/lut.h"
 #include "llmc/model/llama.h"
+#include "llmc/model/plan.h"
 #include "llmc/model/threads.h"
 #include "llmc/runtime/ops.h"
 #include "llmc/quant/quant.h"
@@ -263,10 +264,10 @@ class Measurer {
   int threads_;
 };
 
-}  // namespace
+// ---- setup ----
 
-std::string build_lut_json(const ModelConfig& model, const SearchSpace& space, const LutOptions& opts) {
-  const auto wall0 = Clock::now();
+// Fails with the CLI's message on a request the LUT cannot be built for.
+void check_request(const ModelConfig& model, const LutOptions& opts) {
   model.validate("lut model");
   LLMC_CHECK(model.num_heads % model.num_kv_heads == 0, "lut: num_heads {} is not a multiple of num_kv_heads {}",
              model.num_heads, model.num_kv_heads);
@@ -274,12 +275,7 @@ std::string build_lut_json(const ModelConfig& model, const SearchSpace& space, c
   for (int64_t M : opts.tokens) LLMC_CHECK(M >= 1, "lut: token count {} must be >= 1", M);
   LLMC_CHECK(opts.context >= 1, "lut: --context {} must be >= 1", opts.context);
   LLMC_CHECK(opts.repeats >= 1, "lut: --repeats {} must be >= 1", opts.repeats);
-  std::vector<int64_t> tokens = opts.tokens;
-  std::sort(tokens.begin(), tokens.end());
-  tokens.erase(std::unique(tokens.begin(), tokens.end()), tokens.end());
-
-  std::string device = opts.device;
-  if (device == "auto") device = "cpu";  // GPU timing does not exist yet (see below)
+  const std::string device = opts.device == "auto" ? "cpu" : opts.device;  // no GPU timing yet (see below)
   if (device == "cuda") {
     if (!kernels::cuda_available())
       fail("--device cuda: no CUDA device ({}); use --device cpu",
@@ -288,108 +284,136 @@ std::string build_lut_json(const ModelConfig& model, const SearchSpace& space, c
          "code here); use --device cpu");
   }
   LLMC_CHECK(device == "cpu", "--device {}: expected auto, cpu or cuda", opts.device);
-
-  const int threads = opts.threads > 0 ? opts.threads : at::get_num_threads();
-  ScopedTorchThreads scoped_threads(threads);
-
-  const auto shapes = lut_linear_shapes(model, space, tokens);
-  // KV-group counts any layer can choose.
-  std::set<int64_t> kv_counts;
-  for (int64_t l = 0; l < model.num_layers; ++l)
-    for (int64_t h : space.kv_choices(model, l))
-      if (h > 0) kv_counts.insert(h);
-
   LLMC_CHECK(valid_lm_head_bits(opts.lm_head_bits), "lut: --lm-head-bits {} (expected 16, 8 or 4, as export writes)",
              opts.lm_head_bits);
-  const int64_t H = model.hidden_size, hd = model.head_dim, g = model.num_heads / model.num_kv_heads;
-  const int64_t I = model.intermediate_size, V = model.vocab_size, L = model.num_layers;
-  const double eps = model.rms_norm_eps;
+}
 
-  // Bytes of one linear as the runtime reads it (packed layout, or fp32). Where the runtime keeps a
-  // row-tiled copy too (2/3 bits on AVX-512), the same bytes serve as either layout (every byte of
-  // the rotation buffer is a valid code / fp16), so the larger of the two is reserved.
-  auto linear_bytes = [&](int64_t N, int64_t K, int bits, int group) -> size_t {
-    if (bits == 16) return static_cast<size_t>(N * K * 4);
-    const kernels::QLayout lay = kernels::make_layout(bits, group, static_cast<int>(N), static_cast<int>(K));
-    size_t b = align_up(lay.code_bytes) + 2 * align_up(lay.scale_bytes);
-    if (kernels::tiled_faster(bits)) {
-      b = std::max(b, kernels::make_tiled_layout(bits, group, static_cast<int>(N), static_cast<int>(K)).total_bytes);
-    }
-    return b;
-  };
-  auto group_of = [&](int64_t K, int bits) { return bits == 16 ? 0 : effective_group(static_cast<int>(K), space.group_size); };
-  const size_t lm_head_bytes = linear_bytes(V, H, opts.lm_head_bits, group_of(H, opts.lm_head_bits));
-  // The weights a forward reads between two reads of the same linear: the full-width model at that
-  // bit width plus the lm_head (the reuse distance the rotating window reproduces).
-  auto model_window = [&](int bits) {
+// Where linear_at places a packed matrix in the rotation buffer: codes, scales, zeros, each aligned.
+struct PackedOffsets {
+  size_t scales = 0, zeros = 0, end = 0;
+};
+PackedOffsets packed_offsets(int bits, int group, int64_t N, int64_t K) {
+  const kernels::QLayout lay = kernels::make_layout(bits, group, static_cast<int>(N), static_cast<int>(K));
+  const size_t cb = align_up(lay.code_bytes), sb = align_up(lay.scale_bytes);
+  return {cb, cb + sb, cb + 2 * sb};
+}
+
+// Rotation-buffer bytes of one linear: the plan's stored bytes, plus the alignment of the packed
+// parts; where the runtime also keeps a row-tiled copy (2/3 bits on AVX-512) the same bytes serve
+// as either layout (every byte is a valid code / fp16), so the larger of the two is reserved.
+size_t rotation_linear_bytes(LinearShape s, int bits, int group_size) {
+  if (bits == 16) return static_cast<size_t>(linear_stored_bytes(s, bits, group_size, sizeof(float)));
+  const int group = effective_group(static_cast<int>(s.K), group_size);
+  size_t b = packed_offsets(bits, group, s.N, s.K).end;
+  if (kernels::tiled_faster(bits))
+    b = std::max(b, kernels::make_tiled_layout(bits, group, static_cast<int>(s.N), static_cast<int>(s.K)).total_bytes);
+  return b;
+}
+
+// A linear as the runtime runs it, its weights at p.
+rt::LinearOp linear_at(uint8_t* p, int64_t N, int64_t K, int bits, int group) {
+  rt::LinearOp op;
+  op.N = N, op.K = K, op.quant = bits != 16;
+  if (op.quant) {
+    const PackedOffsets at = packed_offsets(bits, group, N, K);
+    op.q = kernels::QMatrixView{bits, group, static_cast<int>(N), static_cast<int>(K), p,
+                                reinterpret_cast<const uint16_t*>(p + at.scales),
+                                reinterpret_cast<const uint16_t*>(p + at.zeros)};
+    if (kernels::tiled_faster(bits)) op.tiled = kernels::QTiledView{bits, group, static_cast<int>(N), static_cast<int>(K), p};
+  } else {
+    op.w = reinterpret_cast<const float*>(p);
+  }
+  return op;
+}
+
+// n floats in [-1, 1) (at least one), shared by the closures of the jobs that read them.
+std::shared_ptr<std::vector<float>> random_floats(int64_t n, uint64_t seed) {
+  std::vector<float> v(static_cast<size_t>(std::max<int64_t>(n, 1)));
+  uint64_t st = seed * 0x9e3779b97f4a7c15ull + 7;
+  for (auto& x : v) {
+    st ^= st << 13, st ^= st >> 7, st ^= st << 17;
+    x = static_cast<float>(static_cast<double>(st >> 11) / 9007199254740992.0 * 2.0 - 1.0);
+  }
+  return std::make_shared<std::vector<float>>(std::move(v));
+}
+
+// What the entry kinds share: the request, the entries to time and the rotating buffer's geometry.
+struct Setup {
+  Setup(const ModelConfig& m, const SearchSpace& sp, const LutOptions& o, int t)
+      : model(m), space(sp), opts(o), threads(t) {}
+  const ModelConfig& model;
+  const SearchSpace& space;
+  const LutOptions& opts;
+  int threads;
+  std::vector<int64_t> tokens;         // sorted, distinct
+  std::vector<LutLinearShape> shapes;  // the linears entries
+  std::set<int64_t> kv_counts;         // KV-group counts any layer can choose
+  size_t lm_head_bytes = 0;            // rotation_linear_bytes of the lm_head
+  size_t fixed_window = 0;             // fixed-cost entries see the model at the space's median bit width
+  size_t model_bytes = 0;              // the widest window(bits) + 1 MiB, capped by max_buffer_mib
+  std::shared_ptr<std::vector<float>> norm_w;  // RMSNorm weight (layer and model entries)
+
+  // The weights a forward reads between two reads of the same linear: the full-width model at
+  // that bit width plus the lm_head (the reuse distance the rotating window reproduces).
+  size_t window(int bits) const {
     return static_cast<size_t>(arch_linear_bytes(uniform_arch(model, bits, space.group_size))) + lm_head_bytes;
-  };
-  // Fixed-cost entries (attention, norms, lm_head) see the model at the space's median bit width.
+  }
+};
+
+Setup make_setup(const ModelConfig& model, const SearchSpace& space, const LutOptions& opts, int threads) {
+  Setup s(model, space, opts, threads);
+  s.tokens = opts.tokens;
+  std::sort(s.tokens.begin(), s.tokens.end());
+  s.tokens.erase(std::unique(s.tokens.begin(), s.tokens.end()), s.tokens.end());
+  s.shapes = lut_linear_shapes(model, space, s.tokens);
+  for (int64_t l = 0; l < model.num_layers; ++l)
+    for (int64_t h : space.kv_choices(model, l))
+      if (h > 0) s.kv_counts.insert(h);
+  s.lm_head_bytes = rotation_linear_bytes({model.vocab_size, model.hidden_size}, opts.lm_head_bits, space.group_size);
   std::set<int> all_bits;
-  for (int64_t l = 0; l < L; ++l)
+  for (int64_t l = 0; l < model.num_layers; ++l)
     for (int b : space.bit_choices(l)) all_bits.insert(b);
-  const int mid_bits = *std::next(all_bits.begin(), static_cast<long>(all_bits.size() / 2));
+  s.fixed_window = s.window(*std::next(all_bits.begin(), static_cast<long>(all_bits.size() / 2)));
   const size_t cap = static_cast<size_t>(std::max<int64_t>(opts.max_buffer_mib, 16)) << 20;
-  size_t arena_bytes = 0;
-  for (int b : all_bits) arena_bytes = std::max(arena_bytes, model_window(b));
-  arena_bytes = std::min(cap, arena_bytes + (size_t{1} << 20));
-  const std::string isa = kernels::isa_name(kernels::best_isa());
-  spdlog::info("lut: {} linear entries, {} attention entries, {} token counts; threads {}, kernels {}; weights rotate "
-               "through the model's bytes at each bit width (up to {} MiB)",
-               shapes.size(), kv_counts.size() * tokens.size(), tokens.size(), threads, isa, arena_bytes >> 20);
+  for (int b : all_bits) s.model_bytes = std::max(s.model_bytes, s.window(b));
+  s.model_bytes = std::min(cap, s.model_bytes + (size_t{1} << 20));
+  s.norm_w = random_floats(model.hidden_size, 99);
+  return s;
+}
 
-  std::vector<Job> jobs;
-  auto random_floats = [](int64_t n, uint64_t seed) {
-    std::vector<float> v(static_cast<size_t>(std::max<int64_t>(n, 1)));
-    uint64_t st = seed * 0x9e3779b97f4a7c15ull + 7;
-    for (auto& x : v) {
-      st ^= st << 13, st ^= st >> 7, st ^= st << 17;
-      x = static_cast<float>(static_cast<double>(st >> 11) / 9007199254740992.0 * 2.0 - 1.0);
-    }
-    return std::make_shared<std::vector<float>>(std::move(v));
-  };
-  // A linear as the runtime runs it, its weights at p.
-  auto op_at = [](uint8_t* p, int64_t N, int64_t K, int bits, int group) {
-    rt::LinearOp op;
-    op.N = N, op.K = K, op.quant = bits != 16;
-    if (op.quant) {
-      const kernels::QLayout lay = kernels::make_layout(bits, group, static_cast<int>(N), static_cast<int>(K));
-      const size_t cb = align_up(lay.code_bytes), sb = align_up(lay.scale_bytes);
-      op.q = kernels::QMatrixView{bits, group, static_cast<int>(N), static_cast<int>(K), p,
-                                  reinterpret_cast<const uint16_t*>(p + cb), reinterpret_cast<const uint16_t*>(p + cb + sb)};
-      if (kernels::tiled_faster(bits)) op.tiled = kernels::QTiledView{bits, group, static_cast<int>(N), static_cast<int>(K), p};
-    } else {
-      op.w = reinterpret_cast<const float*>(p);
-    }
-    return op;
-  };
+// ---- jobs, one function per entry kind, added in the order of the file ----
 
-  // ---- linears ----
+// linears: rt::linear on every shape, weights rotating through the model's bytes at its bit width.
+void add_linear_jobs(const Setup& s, std::vector<Job>& jobs) {
+  const int threads = s.threads;
   std::map<std::pair<int64_t, int64_t>, std::shared_ptr<std::vector<float>>> inputs;  // (M, K) -> x
-  for (const auto& s : shapes) {
-    auto& xr = inputs[{s.M, s.K}];
-    if (!xr) xr = random_floats(s.M * s.K, static_cast<uint64_t>(s.M * 131 + s.K));
+  for (const auto& sh : s.shapes) {
+    auto& xr = inputs[{sh.M, sh.K}];
+    if (!xr) xr = random_floats(sh.M * sh.K, static_cast<uint64_t>(sh.M * 131 + sh.K));
     auto x = xr;
-    auto y = std::make_shared<std::vector<float>>(static_cast<size_t>(s.M * s.N));
+    auto y = std::make_shared<std::vector<float>>(static_cast<size_t>(sh.M * sh.N));
     Job job;
-    job.label = fmt::format("N={} K={} b={} M={}", s.N, s.K, s.bits, s.M);
-    job.bytes = linear_bytes(s.N, s.K, s.bits, s.group);
-    job.window = model_window(s.bits);
+    job.label = fmt::format("N={} K={} b={} M={}", sh.N, sh.K, sh.bits, sh.M);
+    job.bytes = rotation_linear_bytes({sh.N, sh.K}, sh.bits, s.space.group_size);
+    job.window = s.window(sh.bits);
     job.fn = [=](uint8_t* p) {
-      rt::linear(op_at(p, s.N, s.K, s.bits, s.group), x->data(), s.M, y->data(), threads);
+      rt::linear(linear_at(p, sh.N, sh.K, sh.bits, sh.group), x->data(), sh.M, y->data(), threads);
     };
     jobs.push_back(std::move(job));
   }
+}
 
-  // ---- attention per KV-group count: split of q|k|v, RoPE, cache append, causal attention ----
-  const at::Tensor inv_freq_t = rope_inv_freq(model);
+// attention per token count M, then KV-group count h (the order attention_json reads them back):
+// split of q|k|v, RoPE, cache append, causal attention.
+void add_attention_jobs(const Setup& s, std::vector<Job>& jobs) {
+  const int threads = s.threads;
+  const int64_t hd = s.model.head_dim, g = s.model.num_heads / s.model.num_kv_heads;
+  const at::Tensor inv_freq_t = rope_inv_freq(s.model);
   const auto inv_freq = std::make_shared<std::vector<float>>(inv_freq_t.data_ptr<float>(),
                                                              inv_freq_t.data_ptr<float>() + inv_freq_t.numel());
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)));
-  std::vector<std::pair<int64_t, int64_t>> attention_keys;  // (h, M)
-  const size_t fixed_window = model_window(mid_bits);
-  for (int64_t M : tokens) {
-    const LutAttentionSpan span = lut_attention_span(M, opts.context);
+  for (int64_t M : s.tokens) {
+    const LutAttentionSpan span = lut_attention_span(M, s.opts.context);
     const int64_t T = span.positions, past = span.past, half = hd / 2;
     // RoPE tables for positions [0, T), as the runtime's.
     auto cos = std::make_shared<std::vector<float>>(), sin = std::make_shared<std::vector<float>>();
@@ -397,7 +421,7 @@ std::string build_lut_json(const ModelConfig& model, const SearchSpace& space, c
     auto positions = std::make_shared<std::vector<int64_t>>(static_cast<size_t>(M));
     for (int64_t m = 0; m < M; ++m) (*positions)[m] = past + m;
     auto mask = std::make_shared<std::vector<uint8_t>>(static_cast<size_t>(T), 1);
-    for (int64_t h : kv_counts) {
+    for (int64_t h : s.kv_counts) {
       const int64_t nq = h * g;
       auto qkv = random_floats(M * (nq + 2 * h) * hd, static_cast<uint64_t>(h * 7 + M));
       auto q = std::make_shared<std::vector<float>>(static_cast<size_t>(M * nq * hd));
@@ -409,7 +433,7 @@ std::string build_lut_json(const ModelConfig& model, const SearchSpace& space, c
       Job job;
       job.label = fmt::format("attention h={} M={}", h, M);
       job.bytes = 2 * cache_bytes;  // this layer's K and V caches (read from the rotating buffer: finite floats)
-      job.window = fixed_window;
+      job.window = s.fixed_window;
       job.fn = [=](uint8_t* p) {
         rt::split_qkv(qkv->data(), M, nq, h, hd, q->data(), k->data(), v->data());
         rt::rope_rows(q->data(), M, nq, hd, positions->data(), cos->data(), sin->data(), T, inv_freq->data());
@@ -424,13 +448,16 @@ std::string build_lut_json(const ModelConfig& model, const SearchSpace& space, c
         rt::attention(a, threads);
       };
       jobs.push_back(std::move(job));
-      attention_keys.emplace_back(h, M);
     }
   }
+}
 
-  // ---- per-layer elementwise costs (attn half, mlp half) ----
-  const auto norm_w = random_floats(H, 99);
-  for (int64_t M : tokens) {
+// layer_fixed per M: two jobs, the attention half then the MLP half.
+void add_layer_fixed_jobs(const Setup& s, std::vector<Job>& jobs) {
+  const int64_t H = s.model.hidden_size, I = s.model.intermediate_size;
+  const double eps = s.model.rms_norm_eps;
+  const auto norm_w = s.norm_w;
+  for (int64_t M : s.tokens) {
     auto x = random_floats(M * H, static_cast<uint64_t>(M + 1)), add = random_floats(M * H, static_cast<uint64_t>(M + 2));
     auto gate_up = random_floats(M * 2 * I, static_cast<uint64_t>(M + 3));
     auto xn = std::make_shared<std::vector<float>>(static_cast<size_t>(M * H));
@@ -451,12 +478,18 @@ std::string build_lut_json(const ModelConfig& model, const SearchSpace& space, c
     };
     jobs.push_back(std::move(mlp));
   }
+}
 
-  // ---- model-level costs: embedding rows, final norm and lm_head of the last position ----
+// model_fixed per M: embedding rows, final norm and lm_head of the last position.
+void add_model_fixed_jobs(const Setup& s, std::vector<Job>& jobs) {
+  const int threads = s.threads;
+  const int64_t H = s.model.hidden_size, V = s.model.vocab_size;
+  const double eps = s.model.rms_norm_eps;
+  const auto norm_w = s.norm_w;
   const size_t table_bytes = align_up(static_cast<size_t>(V * H * 4));
-  const int lm_bits = opts.lm_head_bits, lm_group = group_of(H, lm_bits);
-  const size_t head_bytes = linear_bytes(V, H, lm_bits, lm_group);
-  for (int64_t M : tokens) {
+  const int lm_bits = s.opts.lm_head_bits;
+  const int lm_group = lm_bits == 16 ? 0 : effective_group(static_cast<int>(H), s.space.group_size);
+  for (int64_t M : s.tokens) {
     std::vector<int64_t> ids_v(static_cast<size_t>(M));
     for (int64_t m = 0; m < M; ++m) ids_v[m] = (m * 7919) % V;
     auto ids = std::make_shared<std::vector<int64_t>>(std::move(ids_v));
@@ -465,19 +498,133 @@ std::string build_lut_json(const ModelConfig& model, const SearchSpace& space, c
     auto logits = std::make_shared<std::vector<float>>(static_cast<size_t>(V));
     Job job;
     job.label = fmt::format("model fixed M={}", M);
-    job.bytes = table_bytes + head_bytes;
-    job.window = fixed_window;
+    job.bytes = table_bytes + s.lm_head_bytes;
+    job.window = s.fixed_window;
     job.fn = [=](uint8_t* p) {
       const float* embed = reinterpret_cast<const float*>(p);
       for (int64_t m = 0; m < M; ++m) std::copy(embed + (*ids)[m] * H, embed + ((*ids)[m] + 1) * H, x->data() + m * H);
       rt::rms_norm_rows(x->data() + (M - 1) * H, norm_w->data(), 1, H, eps, xn->data());
-      rt::linear(op_at(p + table_bytes, V, H, lm_bits, lm_group), xn->data(), 1, logits->data(), threads);
+      rt::linear(linear_at(p + table_bytes, V, H, lm_bits, lm_group), xn->data(), 1, logits->data(), threads);
     };
     jobs.push_back(std::move(job));
   }
+}
 
-  for (const auto& job : jobs) arena_bytes = std::max(arena_bytes, align_up(job.bytes));  // one copy may exceed the cap
-  Measurer measurer(arena_bytes, opts.min_sample_us, threads);
+// ---- JSON, one function per entry kind, reading the times back in the order the jobs were added ----
+
+// The measured jobs in order, and the sample tallies "build" reports.
+class Results {
+ public:
+  Results(const std::vector<Job>& jobs, const Measurer& measurer) : jobs_(jobs), measurer_(measurer) {}
+  double next_us() {
+    const Job& job = jobs_.at(next_++);
+    const size_t pre = static_cast<size_t>(std::count(job.preempted.begin(), job.preempted.end(), char{1}));
+    noisy += pre * 2 > job.wall.size() ? 1 : 0;  // mostly preempted: a busy machine
+    samples += job.wall.size();
+    preempted += pre;
+    return round_us(measurer_.estimate(job));
+  }
+  size_t noisy = 0, samples = 0, preempted = 0;
+
+ private:
+  const std::vector<Job>& jobs_;
+  const Measurer& measurer_;
+  size_t next_ = 0;
+};
+
+json linears_json(const Setup& s, Results& r) {
+  json out = json::array();
+  for (const auto& sh : s.shapes)
+    out.push_back({{"N", sh.N}, {"K", sh.K}, {"bits", sh.bits}, {"group", sh.group}, {"M", sh.M}, {"us", r.next_us()}});
+  return out;
+}
+
+json attention_json(const Setup& s, Results& r) {
+  json out = json::array();
+  for (int64_t M : s.tokens)
+    for (int64_t h : s.kv_counts) out.push_back({{"kv_heads", h}, {"M", M}, {"us", r.next_us()}});
+  return out;
+}
+
+json layer_fixed_json(const Setup& s, Results& r) {
+  json out = json::array();
+  for (int64_t M : s.tokens) {
+    const double a = r.next_us(), m = r.next_us();
+    out.push_back({{"M", M}, {"us", round_us(a + m)}, {"attn_us", a}, {"mlp_us", m}});
+  }
+  return out;
+}
+
+json model_fixed_json(const Setup& s, Results& r) {
+  json out = json::array();
+  for (int64_t M : s.tokens) out.push_back({{"M", M}, {"us", r.next_us()}});
+  return out;
+}
+
+// "build": how the times were taken (informational).
+json build_json(const Setup& s, const std::vector<Job>& jobs, const Results& r, int passes, size_t rotation_bytes,
+                double wall_s) {
+  int min_batch = 1 << 30, max_batch = 0;
+  for (const auto& job : jobs) min_batch = std::min(min_batch, job.batch), max_batch = std::max(max_batch, job.batch);
+  return {{"model", s.opts.model_name},
+          {"statistic", s.threads == 1 ? "median" : "p10"},
+          {"repeats", s.opts.repeats},
+          {"passes", passes},
+          {"min_sample_us", s.opts.min_sample_us},
+          {"calls_per_sample", {{"min", min_batch}, {"max", max_batch}}},
+          {"rotation_bytes", rotation_bytes},
+          {"ops", "llmc::rt (runtime engine)"},
+          {"clock", s.threads == 1 ? "thread cpu time" : "wall time"},
+          {"samples", r.samples},
+          {"preempted_samples", r.preempted},
+          {"entries_mostly_preempted", r.noisy},
+          {"wall_s", std::round(wall_s * 10) / 10}};
+}
+
+// The header keys, then the entries (lut.h's file format).
+json lut_header(const Setup& s, const std::string& isa) {
+  const ModelConfig& m = s.model;
+  json j;
+  j["format"] = kLutFormat;
+  j["version"] = kLutVersion;
+  j["device"] = cpu_device_name();
+  j["threads"] = s.threads;
+  j["kernel_version"] = std::string(kLutKernelVersion) + " " + isa;
+  j["shapes_hash"] = shapes_hash(m, s.space);
+  j["model"] = {{"hidden_size", m.hidden_size},   {"intermediate_size", m.intermediate_size},
+                {"num_layers", m.num_layers},     {"num_heads", m.num_heads},
+                {"num_kv_heads", m.num_kv_heads}, {"head_dim", m.head_dim},
+                {"vocab_size", m.vocab_size},     {"tie_word_embeddings", m.tie_word_embeddings}};
+  j["space"] = json::parse(s.space.canonical_json());
+  j["tokens"] = s.tokens;
+  j["context"] = s.opts.context;
+  j["lm_head_bits"] = s.opts.lm_head_bits;
+  return j;
+}
+
+}  // namespace
+
+std::string build_lut_json(const ModelConfig& model, const SearchSpace& space, const LutOptions& opts) {
+  const auto wall0 = Clock::now();
+  check_request(model, opts);
+  const int threads = opts.threads > 0 ? opts.threads : at::get_num_threads();
+  ScopedTorchThreads scoped_threads(threads);
+  const Setup s = make_setup(model, space, opts, threads);
+  const std::string isa = kernels::isa_name(kernels::best_isa());
+  spdlog::info("lut: {} linear entries, {} attention entries, {} token counts; threads {}, kernels {}; weights rotate "
+               "through the model's bytes at each bit width (up to {} MiB)",
+               s.shapes.size(), s.kv_counts.size() * s.tokens.size(), s.tokens.size(), s.threads, isa,
+               s.model_bytes >> 20);
+
+  std::vector<Job> jobs;
+  add_linear_jobs(s, jobs);
+  add_attention_jobs(s, jobs);
+  add_layer_fixed_jobs(s, jobs);
+  add_model_fixed_jobs(s, jobs);
+
+  size_t rotation_bytes = s.model_bytes;
+  for (const auto& job : jobs) rotation_bytes = std::max(rotation_bytes, align_up(job.bytes));  // one copy may exceed the cap
+  Measurer measurer(rotation_bytes, opts.min_sample_us, s.threads);
   const int passes = opts.passes > 0 ? std::min(opts.passes, opts.repeats) : opts.repeats;
   {
     std::unique_ptr<Progress> bar;
@@ -485,69 +632,22 @@ std::string build_lut_json(const ModelConfig& model, const SearchSpace& space, c
     measurer.run(jobs, opts.repeats, passes, bar.get());
   }
 
-  size_t next = 0, noisy = 0, samples = 0, preempted = 0;
-  int min_batch = 1 << 30, max_batch = 0;
-  for (const auto& job : jobs) min_batch = std::min(min_batch, job.batch), max_batch = std::max(max_batch, job.batch);
-  auto us_of = [&] {
-    const Job& job = jobs[next++];
-    const size_t pre = static_cast<size_t>(std::count(job.preempted.begin(), job.preempted.end(), char{1}));
-    noisy += pre * 2 > job.wall.size() ? 1 : 0;  // mostly preempted: a busy machine
-    samples += job.wall.size();
-    preempted += pre;
-    return round_us(measurer.estimate(job));
-  };
-  json linears = json::array();
-  for (const auto& s : shapes)
-    linears.push_back({{"N", s.N}, {"K", s.K}, {"bits", s.bits}, {"group", s.group}, {"M", s.M}, {"us", us_of()}});
-  json attention = json::array();
-  for (auto [h, M] : attention_keys) attention.push_back({{"kv_heads", h}, {"M", M}, {"us", us_of()}});
-  json layer_fixed = json::array();
-  for (int64_t M : tokens) {
-    const double a = us_of(), m = us_of();
-    layer_fixed.push_back({{"M", M}, {"us", round_us(a + m)}, {"attn_us", a}, {"mlp_us", m}});
-  }
-  json model_fixed = json::array();
-  for (int64_t M : tokens) model_fixed.push_back({{"M", M}, {"us", us_of()}});
-
+  Results r(jobs, measurer);
+  json linears = linears_json(s, r), attention = attention_json(s, r);
+  json layer_fixed = layer_fixed_json(s, r), model_fixed = model_fixed_json(s, r);
   const double wall_s = std::chrono::duration<double>(Clock::now() - wall0).count();
-  json j;
-  j["format"] = kLutFormat;
-  j["version"] = kLutVersion;
-  j["device"] = cpu_device_name();
-  j["threads"] = threads;
-  j["kernel_version"] = std::string(kLutKernelVersion) + " " + isa;
-  j["shapes_hash"] = shapes_hash(model, space);
-  j["model"] = {{"hidden_size", model.hidden_size},   {"intermediate_size", model.intermediate_size},
-                {"num_layers", model.num_layers},     {"num_heads", model.num_heads},
-                {"num_kv_heads", model.num_kv_heads}, {"head_dim", model.head_dim},
-                {"vocab_size", model.vocab_size},     {"tie_word_embeddings", model.tie_word_embeddings}};
-  j["space"] = json::parse(space.canonical_json());
-  j["tokens"] = tokens;
-  j["context"] = opts.context;
-  j["lm_head_bits"] = opts.lm_head_bits;
+  json j = lut_header(s, isa);
   j["linears"] = std::move(linears);
   j["attention"] = std::move(attention);
   j["layer_fixed"] = std::move(layer_fixed);
   j["model_fixed"] = std::move(model_fixed);
-  j["build"] = {{"model", opts.model_name},
-                {"statistic", threads == 1 ? "median" : "p10"},
-                {"repeats", opts.repeats},
-                {"passes", passes},
-                {"min_sample_us", opts.min_sample_us},
-                {"calls_per_sample", {{"min", min_batch}, {"max", max_batch}}},
-                {"rotation_bytes", arena_bytes},
-                {"ops", "llmc::rt (runtime engine)"},
-                {"clock", threads == 1 ? "thread cpu time" : "wall time"},
-                {"samples", samples},
-                {"preempted_samples", preempted},
-                {"entries_mostly_preempted", noisy},
-                {"wall_s", std::round(wall_s * 10) / 10}};
+  j["build"] = build_json(s, jobs, r, passes, rotation_bytes, wall_s);
   spdlog::info("lut: {} entries in {:.1f} s; {} of {} samples were preempted by other processes", jobs.size(), wall_s,
-               preempted, samples);
-  if (noisy > 0)
+               r.preempted, r.samples);
+  if (r.noisy > 0)
     spdlog::warn("lut: {} entries were preempted in most samples (busy machine): their 10th-percentile times may "
                  "still include waiting for the CPU; rebuild on an idle machine or with --threads 1",
-                 noisy);
+                 r.noisy);
   return lut_text(j);
 }
 
