@@ -9,7 +9,9 @@ namespace llmc::cli {
 
 namespace {
 struct SearchArgs {
-  std::string config, out = "runs/search", device = "cpu", mode;
+  std::string config, out = "runs/search", device = "cpu", mode, lut;
+  double target_ms = -1;
+  int64_t target_tokens = 0;
   bool resume = false;
 };
 }  // namespace
@@ -20,6 +22,11 @@ Action add_search(CLI::App& app) {
   app.add_option("--out", a->out, "Output folder (arch.json, search_log.jsonl, checkpoint/)")->capture_default_str();
   app.add_flag("--resume", a->resume, "Continue from OUT/checkpoint");
   app.add_option("--mode", a->mode, "Override the config's mode: joint|sequential|width-only|bits-only");
+  app.add_option("--target-ms", a->target_ms, "Override the config's target: LUT ms of one step of target.tokens tokens")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--target-tokens", a->target_tokens, "Override the config's target.tokens (1 = decode)")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--lut", a->lut, "Override the config's lut: the latency table file (measured and written there when missing)");
   app.add_option("--device", a->device, "cpu (the supernet runs on the CPU)")->capture_default_str();
   return [a] {
     if (a->device != "cpu" && a->device != "auto")
@@ -30,6 +37,9 @@ Action add_search(CLI::App& app) {
         throw Error("--mode: '" + a->mode + "' is not joint, sequential, width-only or bits-only");
       c.mode = a->mode;
     }
+    if (a->target_ms > 0) c.target_ms = a->target_ms;
+    if (!a->lut.empty()) c.lut = a->lut;
+    if (a->target_tokens > 0) c.target_tokens = a->target_tokens;
     install_search_signal_handlers();
     SearchOptions o;
     o.out_dir = a->out;

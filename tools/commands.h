@@ -16,5 +16,6 @@ Action add_export(CLI::App& app);
 Action add_bench(CLI::App& app);
 Action add_lut(CLI::App& app);
 Action add_search(CLI::App& app);
+Action add_sweep(CLI::App& app);
 
 }  // namespace llmc::cli

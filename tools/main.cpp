@@ -32,6 +32,8 @@ int main(int argc, char** argv) {
   add("bench", "Measure prefill and decode tokens/s of a model (exported folders run on our kernels)", llmc::cli::add_bench);
   add("lut", "Measure the latency lookup table of a model's search space", llmc::cli::add_lut);
   add("search", "Jointly search widths and bit-widths against a latency target (writes arch.json)", llmc::cli::add_search);
+  add("sweep", "Run the Pareto study: uniform baselines and every search mode at several targets (resumable)",
+      llmc::cli::add_sweep);
 
   try {
     app.parse(argc, argv);

@@ -2,6 +2,11 @@
 // A tiny random Llama for unit tests (no files needed).
 #include <ATen/ATen.h>
 
+#include <functional>
+#include <string>
+
+#include "llmc/core/error.h"
+#include "llmc/latency/lut.h"
 #include "llmc/model/llama.h"
 #include "llmc/model/load.h"
 
@@ -40,6 +45,28 @@ inline std::unique_ptr<Llama> random_llama(const ModelConfig& c, uint64_t seed =
     return r(I, H);
   };
   return build_llama(c, src, std::move(tokenizer), at::kFloat, "synthetic");
+}
+
+// LUT options that time a tiny model in milliseconds (tests check what a LUT holds, not its speed).
+inline LutOptions fast_lut_options() {
+  LutOptions o;
+  o.tokens = {1, 4};
+  o.repeats = 3;
+  o.min_sample_us = 20;
+  o.max_buffer_mib = 32;
+  o.context = 16;
+  o.progress = false;
+  return o;
+}
+
+// The llmc::Error message f throws, "" when it throws none.
+inline std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
 }
 
 }  // namespace llmc::test

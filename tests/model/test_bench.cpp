@@ -43,14 +43,7 @@ void check_common(const BenchResult& r, const BenchOptions& o) {
   EXPECT_DOUBLE_EQ(r.decode_ms_per_token, 1000.0 * median(r.decode_s) / o.new_tokens);
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using test::error_of;
 
 }  // namespace
 
@@ -112,13 +105,7 @@ TEST(Bench, LutComparison) {
       R"({"kv_group_fractions": [1.0], "mlp_width_fractions": [1.0], "bits": [4, 16], "group_size": 64,
           "width_multiple": 8})",
       "bench space");
-  LutOptions lo;
-  lo.tokens = {1, 4};
-  lo.repeats = 3;
-  lo.min_sample_us = 20;
-  lo.max_buffer_mib = 32;
-  lo.context = 16;
-  lo.progress = false;
+  const LutOptions lo = test::fast_lut_options();
   const std::string lut = "/tmp/llmc_test_bench_lut_" + std::to_string(::getpid()) + ".json";
   write_file_atomic(lut, build_lut_json(cfg, space, lo));
 

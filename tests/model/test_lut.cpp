@@ -21,16 +21,7 @@ using json = nlohmann::json;
 
 namespace {
 
-LutOptions fast_options() {
-  LutOptions o;
-  o.tokens = {1, 4};
-  o.repeats = 3;
-  o.min_sample_us = 20;
-  o.max_buffer_mib = 32;
-  o.context = 16;
-  o.progress = false;
-  return o;
-}
+LutOptions fast_options() { return test::fast_lut_options(); }
 
 // A space with a per-layer override, so layers differ.
 SearchSpace test_space() {
@@ -40,14 +31,7 @@ SearchSpace test_space() {
                             "test space");
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using test::error_of;
 
 // The shared LUT of the tiny model (built once: timing is the slow part).
 const std::string& tiny_lut() {

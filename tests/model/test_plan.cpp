@@ -26,14 +26,7 @@ SearchSpace plan_space() {
 
 const LatencyTable& plan_lut() {
   static const LatencyTable t = [] {
-    LutOptions o;
-    o.tokens = {1, 4};
-    o.repeats = 3;
-    o.min_sample_us = 20;
-    o.max_buffer_mib = 32;
-    o.context = 16;
-    o.progress = false;
-    return LatencyTable::parse(build_lut_json(test::tiny_config(), plan_space(), o), "plan.lut");
+    return LatencyTable::parse(build_lut_json(test::tiny_config(), plan_space(), test::fast_lut_options()), "plan.lut");
   }();
   return t;
 }

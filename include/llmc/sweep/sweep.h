@@ -1,0 +1,93 @@
+#pragma once
+// `llmcompress sweep`: the Pareto study of one model. Every method goes through the same pipeline,
+// each stage a run of this program (so a crash or kill -9 loses at most the stage in flight):
+//
+//   lut                      one latency table for the whole study (DIR/lut.json)
+//   uniform-<q>-b<B>         export --arch uniform:B --quant q  -> bench -> eval
+//   <mode>-t<ms>             search --mode <mode> --target-ms <ms> -> export (quant, fine-tune) -> bench -> eval
+//   report                   DIR/report.json, report.md, pareto.svg
+//
+// DIR/manifest.json records each finished stage (written atomically after the stage's outputs
+// exist); running the same command again continues where it stopped. A search killed mid-way
+// resumes from its checkpoint. The manifest also fixes the targets, so a resumed study uses the
+// same ones.
+//
+// sweep.json (paths relative to the file's folder):
+// {
+//   "search": "smollm2-135m.json",      // base search config: model, data, space, schedule, lut_settings
+//   "lut": "lut.json",                   // optional: use this latency table instead of measuring one
+//   "threads": 2,                        // --threads of every stage
+//   "export": {"quant": "gptq", "group_size": 64, "lm_head_bits": 8, "dense_dtype": "bfloat16",
+//              "finetune_steps": 100, "distill": true},      // search points; baselines: no fine-tune
+//   "baselines": {"rtn": [8, 4, 3], "gptq": [8, 4, 3]},
+//   "modes": ["joint", "sequential", "width-only", "bits-only"],
+//   "targets": {"count": 4},             // or {"ms": [4.1, 4.4, ...]}: LUT decode ms (target.tokens 1)
+//   "bench": {"prompt_tokens": 96, "new_tokens": 64, "repeats": 3},
+//   "eval": {"tasks": "arc_easy,arc_challenge,boolq,hellaswag,piqa,winogrande", "limit": 500,
+//            "ppl": {"task": "wikitext2_gptq", "max_length": 512, "limit": 64}}   // a second eval run
+// The perplexity run is separate so its window length and count do not follow the multiple-choice
+// limit ("ppl": null or absent = none).
+// }
+// {"count": N} spreads N targets evenly from the LUT-predicted decode latency of the uniform 3-bit
+// baseline to that of the uniform 8-bit one (both ends included), once those are measured.
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace llmc {
+
+struct SweepConfig {
+  std::string path;           // the sweep file
+  std::string search_config;  // resolved path of the base search config
+  std::string model;          // from the search config
+  std::string lut;            // a LUT file to copy into DIR ("" = measure one at the start)
+  int threads = 2;
+  std::string quant = "gptq";
+  int group_size = 0;  // 0: the search space's
+  int lm_head_bits = 16;
+  std::string dense_dtype = "float32";
+  int64_t finetune_steps = 100;
+  bool distill = true;
+  std::vector<std::pair<std::string, int>> baselines;  // (rtn | gptq, bits)
+  std::vector<std::string> modes;
+  std::vector<double> targets_ms;  // explicit targets; empty: target_count spread (see above)
+  int target_count = 4;
+  int64_t prompt_tokens = 96, new_tokens = 64;
+  int bench_repeats = 3;
+  std::string eval_tasks = "arc_easy,arc_challenge,boolq,hellaswag,piqa,winogrande";
+  int64_t eval_limit = 500;
+  std::string ppl_task;  // "" = no perplexity run
+  int64_t ppl_max_length = 0, ppl_limit = 0;  // 0: eval's defaults
+  std::string canonical_json() const;  // every setting that affects results (the manifest's fingerprint)
+};
+
+// Errors: one line naming the file and the key.
+SweepConfig load_sweep_config(const std::string& path);
+SweepConfig parse_sweep_config(const std::string& json_text, const std::string& where, const std::string& base_dir);
+
+struct SweepOptions {
+  std::string out;                // DIR
+  std::string exe;                // the llmcompress binary stages run ("" = this program)
+  bool dry_run = false;           // print the stages and their commands, run nothing
+  std::string machine;            // recorded in the report ("" = the CPU's name)
+};
+
+// Runs every stage not yet in DIR/manifest.json, then writes the report. Returns 0 when the study is
+// complete; throws llmc::Error (naming the stage and its log) when a stage fails.
+int run_sweep(const SweepConfig& config, const SweepOptions& opts);
+
+// The report of what DIR holds now (points whose eval is not done are left out):
+// report.json (docs in the function's source), report.md, pareto.svg.
+void write_sweep_report(const SweepConfig& config, const SweepOptions& opts);
+
+// A Pareto plot as SVG text: x = decode ms, y = accuracy; one series (polyline) per method, methods
+// named "uniform-*" drawn as single points. points: (method, x, y, label).
+struct PlotPoint {
+  std::string method, label;
+  double x = 0, y = 0;
+};
+std::string pareto_svg(const std::vector<PlotPoint>& points, const std::string& title, const std::string& x_label,
+                       const std::string& y_label);
+
+}  // namespace llmc

@@ -1,0 +1,317 @@
+// The sweep's report: report.json (points with measured and predicted latency, accuracy, ppl,
+// bytes), report.md (a table per method and the two comparisons the study is for), pareto.svg
+// (+ pareto.png where rsvg-convert is installed).
+//
+// report.json:
+// {"model", "machine", "threads", "date", "config": {...sweep settings...},
+//  "points": [{"name", "method", "bits" | "target_ms", "arch", "recreate", "decode_ms", "predicted_decode_ms",
+//              "prefill_tok_s", "acc_avg", "acc_stderr", "tasks": {task: {"acc", "acc_norm", "n"}},
+//              "wikitext2_ppl", "bytes"}]}
+// acc_avg is the unweighted mean of the multiple-choice tasks' acc; acc_stderr its standard error
+// (sqrt(sum stderr_i^2) / n, tasks independent).
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <ctime>
+#include <filesystem>
+#include <map>
+#include <nlohmann/json.hpp>
+
+#include "llmc/core/error.h"
+#include "llmc/core/files.h"
+#include "llmc/core/process.h"
+#include "llmc/latency/lut.h"
+#include "llmc/sweep/sweep.h"
+#include "sweep_internal.h"
+
+namespace llmc {
+
+using json = nlohmann::ordered_json;
+using namespace sweep;
+
+namespace {
+
+json read_json(const std::string& path) {
+  try {
+    return json::parse(read_text_file(path));
+  } catch (const json::exception& e) {
+    fail("{}: not valid JSON ({})", path, e.what());
+  }
+}
+
+std::string today() {
+  const std::time_t t = std::time(nullptr);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%d", std::gmtime(&t));
+  return buf;
+}
+
+// One finished point as report.json holds it; null when its eval is not done yet.
+json point_json(const SweepConfig& c, const SweepOptions& o, const Point& p) {
+  const std::string dir = point_dir(o.out, p.name);
+  const std::string bench = path_join(dir, "bench.json"), eval = path_join(dir, "eval.json");
+  const std::string ppl = path_join(dir, "ppl.json");
+  if (!file_exists(bench) || !file_exists(eval) || (!c.ppl_task.empty() && !file_exists(ppl))) return nullptr;
+  const json b = read_json(bench), e = read_json(eval);
+  json r;
+  r["name"] = p.name;
+  r["method"] = p.method;
+  std::string arch = arch_of(o.out, p);
+  if (p.mode.empty()) {
+    r["bits"] = p.bits;
+  } else {
+    r["target_ms"] = p.target_ms;
+    // A small copy of the arch next to the report, so the report can be committed without the runs.
+    const std::string copy = path_join(o.out, "archs/" + p.name + ".json");
+    make_dirs(parent_dir(copy));
+    write_file_atomic(copy, read_text_file(arch));
+    arch = copy;
+  }
+  r["arch"] = arch;
+  std::vector<std::string> cmd = export_args(c, p, arch, "$OUT");
+  cmd.insert(cmd.begin(), "llmcompress");
+  std::string rec = shell_quote_command(cmd);
+  const auto at = rec.find("'$OUT'");  // the placeholder stays unquoted for the shell to expand
+  if (at != std::string::npos) rec.replace(at, 6, "$OUT");
+  r["recreate"] = rec;
+  r["decode_ms"] = b.value("decode_ms_per_token", 0.0);
+  r["predicted_decode_ms"] = b.contains("predicted") && b["predicted"].is_object() &&
+                                     b["predicted"].contains("decode_ms")
+                                 ? b["predicted"]["decode_ms"].value("predicted", 0.0)
+                                 : 0.0;
+  r["prefill_tok_s"] = b.value("prefill_tokens_per_s", 0.0);
+  json tasks = json::object();
+  double sum = 0, var = 0;
+  int n = 0;
+  for (const auto& [task, res] : e.at("results").items()) {
+    if (!res.contains("acc")) continue;
+    json t = {{"acc", res["acc"]}, {"n", res.value("n", 0)}};
+    if (res.contains("acc_norm")) t["acc_norm"] = res["acc_norm"];
+    tasks[task] = t;
+    sum += res["acc"].get<double>();
+    const double se = res.value("acc_stderr", 0.0);
+    var += se * se;
+    ++n;
+  }
+  r["acc_avg"] = n ? sum / n : 0.0;
+  r["acc_stderr"] = n ? std::sqrt(var) / n : 0.0;
+  r["tasks"] = tasks;
+  // WikiText-2 (GPTQ protocol) token perplexity, from the perplexity run or the main eval.
+  r["wikitext2_ppl"] = nullptr;
+  for (const json& src : {c.ppl_task.empty() ? json(nullptr) : read_json(ppl), e})
+    if (src.is_object() && src["results"].contains("wikitext2_gptq") && r["wikitext2_ppl"].is_null())
+      r["wikitext2_ppl"] = src["results"]["wikitext2_gptq"].value("token_perplexity", 0.0);
+  r["bytes"] = b.value("model_file_bytes", 0);
+  return r;
+}
+
+std::string fmt_ms(double v) { return fmt::format("{:.3f}", v); }
+
+std::string markdown(const json& rep) {
+  std::string s = fmt::format("# Sweep: {}\n\nMachine: {}; threads {}; date {}.\n\n", rep["model"].get<std::string>(),
+                              rep["machine"].get<std::string>(), rep["threads"].get<int>(),
+                              rep["date"].get<std::string>());
+  std::map<std::string, std::vector<json>> by_method;
+  std::vector<std::string> order;
+  for (const auto& p : rep["points"]) {
+    const std::string m = p["method"];
+    if (!by_method.count(m)) order.push_back(m);
+    by_method[m].push_back(p);
+  }
+  std::vector<std::string> task_names;
+  if (!rep["points"].empty())
+    for (const auto& [t, v] : rep["points"][0]["tasks"].items()) task_names.push_back(t);
+  for (const auto& m : order) {
+    s += fmt::format("## {}\n\n| point | target ms | decode ms (measured) | LUT ms | measured / LUT | prefill tok/s |"
+                     " acc avg ± stderr |",
+                     m);
+    for (const auto& t : task_names) s += " " + t + " |";
+    s += " WikiText-2 ppl | MB |\n|---|---:|---:|---:|---:|---:|---:|";
+    for (size_t i = 0; i < task_names.size(); ++i) s += "---:|";
+    s += "---:|---:|\n";
+    for (const auto& p : by_method[m]) {
+      const double meas = p["decode_ms"], pred = p["predicted_decode_ms"];
+      s += fmt::format("| {} | {} | {} | {} | {} | {:.0f} | {:.4f} ± {:.4f} |", p["name"].get<std::string>(),
+                       p.contains("target_ms") ? fmt_ms(p["target_ms"]) : "-", fmt_ms(meas), fmt_ms(pred),
+                       pred > 0 ? fmt::format("{:.2f}", meas / pred) : "-", p["prefill_tok_s"].get<double>(),
+                       p["acc_avg"].get<double>(), p["acc_stderr"].get<double>());
+      for (const auto& t : task_names)
+        s += p["tasks"].contains(t) ? fmt::format(" {:.4f} |", p["tasks"][t]["acc"].get<double>()) : " - |";
+      s += fmt::format(" {} | {:.2f} |\n", p["wikitext2_ppl"].is_number() ? fmt::format("{:.3f}", p["wikitext2_ppl"].get<double>()) : "-",
+                       p["bytes"].get<double>() / 1e6);
+    }
+    s += "\n";
+  }
+  // The study's two questions.
+  auto points_of = [&](const std::string& m) { return by_method.count(m) ? by_method[m] : std::vector<json>{}; };
+  const auto joint = points_of("joint");
+  if (!joint.empty()) {
+    s += "## Joint vs the uniform baselines (nearest joint point in measured decode ms)\n\n"
+         "| baseline | decode ms | joint point | decode ms | Δ ms | Δ acc ± stderr | Δ ppl |\n"
+         "|---|---:|---|---:|---:|---:|---:|\n";
+    for (const auto& m : order) {
+      if (m.rfind("uniform-", 0) != 0) continue;
+      for (const auto& b : by_method[m]) {
+        const json* best = nullptr;
+        for (const auto& j : joint)
+          if (!best || std::fabs(j["decode_ms"].get<double>() - b["decode_ms"].get<double>()) <
+                           std::fabs((*best)["decode_ms"].get<double>() - b["decode_ms"].get<double>()))
+            best = &j;
+        const json& j = *best;
+        const double se = std::hypot(j["acc_stderr"].get<double>(), b["acc_stderr"].get<double>());
+        std::string dppl = "-";
+        if (j["wikitext2_ppl"].is_number() && b["wikitext2_ppl"].is_number())
+          dppl = fmt::format("{:+.1f}%", 100.0 * (j["wikitext2_ppl"].get<double>() / b["wikitext2_ppl"].get<double>() - 1));
+        s += fmt::format("| {} | {} | {} | {} | {:+.3f} | {:+.4f} ± {:.4f} | {} |\n", b["name"].get<std::string>(),
+                         fmt_ms(b["decode_ms"]), j["name"].get<std::string>(), fmt_ms(j["decode_ms"]),
+                         j["decode_ms"].get<double>() - b["decode_ms"].get<double>(),
+                         j["acc_avg"].get<double>() - b["acc_avg"].get<double>(), se, dppl);
+      }
+    }
+    s += "\n";
+  }
+  const auto seq = points_of("sequential");
+  if (!joint.empty() && !seq.empty()) {
+    s += "## Joint vs sequential at equal targets\n\n| target ms | joint decode ms | sequential decode ms | Δ acc (joint - "
+         "sequential) ± stderr |\n|---:|---:|---:|---:|\n";
+    for (const auto& j : joint)
+      for (const auto& q : seq)
+        if (std::fabs(j["target_ms"].get<double>() - q["target_ms"].get<double>()) < 1e-9)
+          s += fmt::format("| {} | {} | {} | {:+.4f} ± {:.4f} |\n", fmt_ms(j["target_ms"]), fmt_ms(j["decode_ms"]),
+                           fmt_ms(q["decode_ms"]), j["acc_avg"].get<double>() - q["acc_avg"].get<double>(),
+                           std::hypot(j["acc_stderr"].get<double>(), q["acc_stderr"].get<double>()));
+    s += "\n";
+  }
+  s += "Accuracy vs measured decode latency: `pareto.svg`.\n";
+  return s;
+}
+
+}  // namespace
+
+void write_sweep_report(const SweepConfig& c, const SweepOptions& o) {
+  json rep;
+  rep["model"] = c.model;
+  rep["machine"] = o.machine.empty() ? cpu_device_name() : o.machine;
+  rep["threads"] = c.threads;
+  rep["date"] = today();
+  rep["config"] = json::parse(c.canonical_json());
+  rep["config"].erase("search");
+  rep["config"]["search"] = c.search_config;
+  std::vector<double> targets = c.targets_ms;
+  const std::string manifest = path_join(o.out, "manifest.json");
+  if (targets.empty() && file_exists(manifest)) {
+    const json m = read_json(manifest);
+    if (m.contains("targets_ms")) targets = m["targets_ms"].get<std::vector<double>>();
+  }
+  rep["points"] = json::array();
+  std::vector<PlotPoint> plot;
+  std::vector<Point> points = baseline_points(c);
+  for (const Point& p : search_points(c, targets)) points.push_back(p);
+  for (const Point& p : points) {
+    json pj = point_json(c, o, p);
+    if (pj.is_null()) continue;
+    plot.push_back({p.method, p.name, pj["decode_ms"].get<double>(), pj["acc_avg"].get<double>()});
+    rep["points"].push_back(std::move(pj));
+  }
+  write_file_atomic(path_join(o.out, "report.json"), rep.dump(1) + "\n");
+  write_file_atomic(path_join(o.out, "report.md"), markdown(rep));
+  const std::string svg = path_join(o.out, "pareto.svg");
+  write_file_atomic(svg, pareto_svg(plot, fmt::format("{} ({} threads)", std::filesystem::path(c.model).filename().string(), c.threads),
+                                    "measured decode latency (ms / token)", "reasoning accuracy (average)"));
+  // A PNG too where librsvg's converter is installed (Debian: librsvg2-bin); the SVG is the report.
+  const std::string rsvg = "/usr/bin/rsvg-convert";
+  if (file_exists(rsvg)) {
+    const std::string png = path_join(o.out, "pareto.png");
+    const ProcessResult r = run_process({rsvg, "-o", png + ".tmp", svg}, "");
+    if (r.exit_code == 0) rename_path(png + ".tmp", png);
+  }
+  spdlog::info("sweep: report in {}/report.md ({} points)", o.out, rep["points"].size());
+}
+
+std::string pareto_svg(const std::vector<PlotPoint>& points, const std::string& title, const std::string& x_label,
+                       const std::string& y_label) {
+  const double W = 760, H = 480, L = 80, R = 200, T = 50, B = 60;  // size and margins (legend on the right)
+  double x0 = 1e300, x1 = -1e300, y0 = 1e300, y1 = -1e300;
+  for (const auto& p : points) {
+    x0 = std::min(x0, p.x);
+    x1 = std::max(x1, p.x);
+    y0 = std::min(y0, p.y);
+    y1 = std::max(y1, p.y);
+  }
+  if (points.empty()) x0 = y0 = 0, x1 = y1 = 1;
+  auto pad = [](double& a, double& b) {
+    const double d = b > a ? (b - a) * 0.08 : std::max(1e-3, std::fabs(a) * 0.05);
+    a -= d;
+    b += d;
+  };
+  pad(x0, x1);
+  pad(y0, y1);
+  auto X = [&](double x) { return L + (x - x0) / (x1 - x0) * (W - L - R); };
+  auto Y = [&](double y) { return H - B - (y - y0) / (y1 - y0) * (H - T - B); };
+  auto esc = [](std::string s) {
+    std::string o;
+    for (char c : s) o += c == '<' ? "&lt;" : c == '>' ? "&gt;" : c == '&' ? "&amp;" : std::string(1, c);
+    return o;
+  };
+  static const char* colors[] = {"#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#7f7f7f"};
+  std::string s = fmt::format(
+      "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{0}\" height=\"{1}\" viewBox=\"0 0 {0} {1}\" "
+      "font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
+      "<text x=\"{2}\" y=\"24\" font-size=\"15\" text-anchor=\"middle\">{3}</text>\n",
+      W, H, (L + W - R) / 2, esc(title));
+  // Axes, ticks and grid.
+  s += fmt::format("<rect x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\" fill=\"none\" stroke=\"black\"/>\n", L, T,
+                   W - L - R, H - T - B);
+  for (int i = 0; i <= 5; ++i) {
+    const double xv = x0 + (x1 - x0) * i / 5, yv = y0 + (y1 - y0) * i / 5;
+    s += fmt::format("<line x1=\"{0:.1f}\" y1=\"{1}\" x2=\"{0:.1f}\" y2=\"{2}\" stroke=\"#ddd\"/>"
+                     "<text x=\"{0:.1f}\" y=\"{3}\" text-anchor=\"middle\">{4:.3f}</text>\n",
+                     X(xv), T, H - B, H - B + 18, xv);
+    s += fmt::format("<line x1=\"{0}\" y1=\"{1:.1f}\" x2=\"{2}\" y2=\"{1:.1f}\" stroke=\"#ddd\"/>"
+                     "<text x=\"{3}\" y=\"{4:.1f}\" text-anchor=\"end\">{5:.3f}</text>\n",
+                     L, Y(yv), W - R, L - 6, Y(yv) + 4, yv);
+  }
+  s += fmt::format("<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{}</text>\n", (L + W - R) / 2, H - 16, esc(x_label));
+  s += fmt::format("<text transform=\"translate(18,{}) rotate(-90)\" text-anchor=\"middle\">{}</text>\n", (T + H - B) / 2,
+                   esc(y_label));
+  // Series: searched methods as lines through their points (by latency), baselines as points.
+  std::vector<std::string> methods;
+  for (const auto& p : points)
+    if (std::find(methods.begin(), methods.end(), p.method) == methods.end()) methods.push_back(p.method);
+  for (size_t m = 0; m < methods.size(); ++m) {
+    const char* col = colors[m % 8];
+    std::vector<PlotPoint> ps;
+    for (const auto& p : points)
+      if (p.method == methods[m]) ps.push_back(p);
+    std::sort(ps.begin(), ps.end(), [](const PlotPoint& a, const PlotPoint& b) { return a.x < b.x; });
+    const bool baseline = methods[m].rfind("uniform-", 0) == 0;
+    if (!baseline && ps.size() > 1) {
+      std::string pts;
+      for (const auto& p : ps) pts += fmt::format("{:.1f},{:.1f} ", X(p.x), Y(p.y));
+      s += fmt::format("<polyline points=\"{}\" fill=\"none\" stroke=\"{}\" stroke-width=\"2\"/>\n", pts, col);
+    }
+    for (const auto& p : ps) {
+      if (baseline)
+        s += fmt::format("<rect x=\"{:.1f}\" y=\"{:.1f}\" width=\"9\" height=\"9\" fill=\"{}\"><title>{}</title></rect>\n",
+                         X(p.x) - 4.5, Y(p.y) - 4.5, col, esc(p.label));
+      else
+        s += fmt::format("<circle cx=\"{:.1f}\" cy=\"{:.1f}\" r=\"4.5\" fill=\"{}\"><title>{}</title></circle>\n", X(p.x),
+                         Y(p.y), col, esc(p.label));
+      if (baseline)
+        s += fmt::format("<text x=\"{:.1f}\" y=\"{:.1f}\" font-size=\"10\">{}</text>\n", X(p.x) + 7, Y(p.y) - 6,
+                         esc(p.label.substr(p.label.rfind('-') + 1)));
+    }
+    const double ly = T + 14 + 20.0 * m;
+    s += baseline ? fmt::format("<rect x=\"{}\" y=\"{}\" width=\"9\" height=\"9\" fill=\"{}\"/>", W - R + 16, ly - 8, col)
+                  : fmt::format("<line x1=\"{}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"{}\" stroke-width=\"2\"/>",
+                                W - R + 12, ly - 4, W - R + 28, ly - 4, col);
+    s += fmt::format("<text x=\"{}\" y=\"{}\">{}</text>\n", W - R + 34, ly, esc(methods[m]));
+  }
+  s += "</svg>\n";
+  return s;
+}
+
+}  // namespace llmc

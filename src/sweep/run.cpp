@@ -1,0 +1,262 @@
+// The sweep's stages: each one a run of the llmcompress binary, recorded in DIR/manifest.json once
+// its outputs exist (see sweep.h).
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <spdlog/spdlog.h>
+
+#include <cmath>
+#include <nlohmann/json.hpp>
+
+#include "llmc/core/error.h"
+#include "llmc/core/files.h"
+#include "llmc/core/process.h"
+#include "llmc/nas/search_config.h"
+#include "llmc/sweep/sweep.h"
+#include "sweep_internal.h"
+
+namespace llmc {
+
+using json = nlohmann::ordered_json;
+
+namespace sweep {
+
+std::string point_dir(const std::string& out, const std::string& name) { return path_join(out, "points/" + name); }
+
+std::vector<Point> baseline_points(const SweepConfig& c) {
+  std::vector<Point> out;
+  for (const auto& [q, bits] : c.baselines) {
+    Point p;
+    p.name = fmt::format("uniform-{}-b{}", q, bits);
+    p.method = "uniform-" + q;
+    p.quant = q;
+    p.bits = bits;
+    out.push_back(p);
+  }
+  return out;
+}
+
+std::vector<Point> search_points(const SweepConfig& c, const std::vector<double>& targets) {
+  std::vector<Point> out;
+  for (const auto& mode : c.modes)
+    for (double t : targets) {
+      Point p;
+      p.name = fmt::format("{}-t{:.3f}", mode, t);
+      p.method = mode;
+      p.mode = mode;
+      p.quant = c.quant;
+      p.target_ms = t;
+      out.push_back(p);
+    }
+  return out;
+}
+
+// The export command of a point, with `out` as its --out (the report's "recreate" uses "$OUT").
+std::vector<std::string> export_args(const SweepConfig& c, const Point& p, const std::string& arch,
+                                     const std::string& out) {
+  std::vector<std::string> a = {"--threads", std::to_string(c.threads), "export", "--model", c.model, "--arch", arch,
+                                "--out", out, "--quant", p.quant, "--group-size", std::to_string(c.group_size),
+                                "--lm-head-bits", std::to_string(c.lm_head_bits), "--dense-dtype", c.dense_dtype};
+  if (!p.mode.empty() && c.finetune_steps > 0) {
+    a.insert(a.end(), {"--finetune-steps", std::to_string(c.finetune_steps)});
+    if (c.distill) a.push_back("--distill");
+  }
+  return a;
+}
+
+std::string arch_of(const std::string& out, const Point& p) {
+  return p.mode.empty() ? fmt::format("uniform:{}", p.bits) : path_join(point_dir(out, p.name), "search/arch.json");
+}
+
+}  // namespace sweep
+
+namespace {
+
+using namespace sweep;
+
+class Manifest {
+ public:
+  Manifest(const SweepConfig& c, const std::string& dir) : path_(path_join(dir, "manifest.json")) {
+    const std::string config = c.canonical_json();
+    if (file_exists(path_)) {
+      try {
+        j_ = json::parse(read_text_file(path_));
+      } catch (const json::exception& e) {
+        fail("{}: corrupt manifest ({})", path_, e.what());
+      }
+      if (!j_.is_object() || j_.value("format", "") != "llmcompress-sweep" || !j_.contains("done") ||
+          !j_["done"].is_object())
+        fail("{}: not a sweep manifest", path_);
+      if (j_.value("config", "") != config)
+        fail("{}: this folder holds a study of another sweep config (or of another base search config); use "
+             "another --out",
+             path_);
+    } else {
+      j_ = {{"format", "llmcompress-sweep"}, {"version", 1}, {"config", config}, {"done", json::object()}};
+    }
+  }
+  bool done(const std::string& stage) const { return j_["done"].contains(stage); }
+  void mark(const std::string& stage, json info) {
+    j_["done"][stage] = std::move(info);
+    save();
+  }
+  const json& get(const char* key) const { return j_.at(key); }
+  bool has(const char* key) const { return j_.contains(key); }
+  void set(const char* key, json v) {
+    j_[key] = std::move(v);
+    save();
+  }
+  void save() const { write_file_atomic(path_, j_.dump(1) + "\n"); }
+
+ private:
+  std::string path_;
+  json j_;
+};
+
+class Runner {
+ public:
+  Runner(const SweepConfig& c, const SweepOptions& o, Manifest& m)
+      : c_(c), o_(o), m_(m), exe_(o.exe.empty() ? self_executable() : o.exe) {}
+
+  // Runs `args` (without the program) as stage `stage` unless the manifest has it.
+  void run(const std::string& stage, std::vector<std::string> args, const std::string& log) {
+    ++count_;
+    if (m_.done(stage)) return;
+    args.insert(args.begin(), exe_);
+    const std::string cmd = shell_quote_command(args);
+    if (o_.dry_run) {
+      std::printf("%s\n  %s\n", stage.c_str(), cmd.c_str());
+      return;
+    }
+    spdlog::info("sweep: {} (log {})", stage, log);
+    make_dirs(parent_dir(log));
+    const ProcessResult r = run_process(args, log);
+    if (r.exit_code != 0)
+      fail("sweep: stage {} failed (exit {}); its log is {}; run the same command again to continue", stage,
+           r.exit_code, log);
+    m_.mark(stage, {{"seconds", r.seconds}, {"command", cmd}});
+    spdlog::info("sweep: {} done in {:.1f} s", stage, r.seconds);
+  }
+
+  // export -> bench -> eval of one point.
+  void export_bench_eval(const Point& p) {
+    const std::string dir = point_dir(o_.out, p.name), exp = path_join(dir, "export");
+    run(p.name + "/export", export_args(c_, p, arch_of(o_.out, p), exp), path_join(dir, "export.log"));
+    run(p.name + "/bench",
+        {"--threads", std::to_string(c_.threads), "bench", "--model", exp, "--prompt-tokens",
+         std::to_string(c_.prompt_tokens), "--new-tokens", std::to_string(c_.new_tokens), "--repeats",
+         std::to_string(c_.bench_repeats), "--lut", lut(), "--json", "--output", path_join(dir, "bench.json")},
+        path_join(dir, "bench.log"));
+    run(p.name + "/eval",
+        {"--threads", std::to_string(c_.threads), "eval", "--model", exp, "--tasks", c_.eval_tasks, "--limit",
+         std::to_string(c_.eval_limit), "--output", path_join(dir, "eval.json")},
+        path_join(dir, "eval.log"));
+    if (!c_.ppl_task.empty()) {
+      std::vector<std::string> a = {"--threads", std::to_string(c_.threads), "eval", "--model", exp, "--tasks",
+                                    c_.ppl_task, "--output", path_join(dir, "ppl.json")};
+      if (c_.ppl_max_length > 0) a.insert(a.end(), {"--max-length", std::to_string(c_.ppl_max_length)});
+      if (c_.ppl_limit > 0) a.insert(a.end(), {"--limit", std::to_string(c_.ppl_limit)});
+      run(p.name + "/ppl", a, path_join(dir, "ppl.log"));
+    }
+  }
+
+  void search(const Point& p) {
+    const std::string dir = point_dir(o_.out, p.name), sdir = path_join(dir, "search");
+    std::vector<std::string> a = {"--threads", std::to_string(c_.threads), "search", "--config", c_.search_config,
+                                  "--mode", p.mode, "--target-ms", fmt::format("{:.6f}", p.target_ms), "--target-tokens", "1", "--lut",
+                                  lut(), "--out", sdir};
+    // A search killed mid-way continues from its checkpoint.
+    if (dir_exists(path_join(sdir, "checkpoint")) || dir_exists(path_join(sdir, "checkpoint.old")))
+      a.push_back("--resume");
+    run(p.name + "/search", a, path_join(dir, "search.log"));
+  }
+
+  void build_lut(const SearchConfig& sc) {
+    if (!c_.lut.empty()) {  // a given table, copied so the study folder holds what it used
+      ++count_;
+      if (m_.done("lut")) return;
+      if (o_.dry_run) {
+        std::printf("lut\n  copy %s\n", c_.lut.c_str());
+        return;
+      }
+      write_file_atomic(lut(), read_text_file(c_.lut));
+      m_.mark("lut", {{"copied_from", c_.lut}});
+      return;
+    }
+    const std::string space = path_join(o_.out, "space.json");
+    if (!o_.dry_run) write_file_atomic(space, sc.space.canonical_json() + "\n");
+    run("lut",
+        {"--threads", std::to_string(c_.threads), "lut", "--model", c_.model, "--space", space, "--tokens", "1",
+         "--context", std::to_string(sc.lut_context), "--lm-head-bits", std::to_string(c_.lm_head_bits), "--out",
+         lut()},
+        path_join(o_.out, "lut.log"));
+  }
+
+  std::string lut() const { return path_join(o_.out, "lut.json"); }
+  int count() const { return count_; }
+
+ private:
+  const SweepConfig& c_;
+  const SweepOptions& o_;
+  Manifest& m_;
+  std::string exe_;
+  int count_ = 0;
+};
+
+// LUT-predicted decode ms of a finished baseline (bench --lut's prediction).
+double predicted_decode_ms(const std::string& out, const std::string& name) {
+  const std::string path = path_join(point_dir(out, name), "bench.json");
+  try {
+    return json::parse(read_text_file(path)).at("predicted").at("decode_ms").at("predicted").get<double>();
+  } catch (const json::exception& e) {
+    fail("{}: no LUT-predicted decode time ({})", path, e.what());
+  }
+}
+
+// The targets: explicit, else count of them from uniform 3-bit to uniform 8-bit (LUT ms), fixed in
+// the manifest the first time.
+std::vector<double> targets(const SweepConfig& c, const SweepOptions& o, Manifest& m) {
+  if (!c.targets_ms.empty()) return c.targets_ms;
+  if (m.has("targets_ms")) return m.get("targets_ms").get<std::vector<double>>();
+  auto find = [&](int bits) {
+    for (const auto& p : baseline_points(c))
+      if (p.bits == bits && p.quant == c.quant) return p.name;
+    for (const auto& p : baseline_points(c))
+      if (p.bits == bits) return p.name;
+    fail("sweep: no uniform {}-bit baseline to place the targets", bits);
+  };
+  if (o.dry_run) return {};
+  const double lo = predicted_decode_ms(o.out, find(3)), hi = predicted_decode_ms(o.out, find(8));
+  std::vector<double> t;
+  for (int i = 0; i < c.target_count; ++i)
+    t.push_back(c.target_count == 1 ? 0.5 * (lo + hi) : lo + (hi - lo) * i / (c.target_count - 1));
+  m.set("targets_ms", t);
+  spdlog::info("sweep: targets {} ms (uniform 3-bit {:.3f} to 8-bit {:.3f}, LUT decode ms)", fmt::join(t, ", "), lo, hi);
+  return t;
+}
+
+}  // namespace
+
+int run_sweep(const SweepConfig& c, const SweepOptions& o) {
+  LLMC_CHECK(!o.out.empty(), "sweep: --out is required");
+  if (!o.dry_run) make_dirs(o.out);
+  Manifest m(c, o.out);
+  Runner r(c, o, m);
+  const SearchConfig sc = load_search_config(c.search_config);
+  r.build_lut(sc);
+  for (const Point& p : baseline_points(c)) r.export_bench_eval(p);
+  const std::vector<double> t = targets(c, o, m);
+  for (const Point& p : search_points(c, t)) {
+    r.search(p);
+    r.export_bench_eval(p);
+  }
+  if (o.dry_run) {
+    if (t.empty() && !c.modes.empty())
+      std::printf("(search points follow once the baselines' latencies are measured: %d targets x %zu modes)\n",
+                  c.target_count, c.modes.size());
+    return 0;
+  }
+  write_sweep_report(c, o);
+  return 0;
+}
+
+}  // namespace llmc

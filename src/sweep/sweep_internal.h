@@ -1,0 +1,26 @@
+#pragma once
+// Shared between the sweep's runner and its report: the points of a study and where they live.
+#include <string>
+#include <vector>
+
+#include "llmc/sweep/sweep.h"
+
+namespace llmc::sweep {
+
+struct Point {
+  std::string name;    // folder under DIR/points/: uniform-rtn-b4, joint-t4.215
+  std::string method;  // uniform-rtn | uniform-gptq | joint | sequential | width-only | bits-only
+  std::string quant;   // rtn | gptq
+  std::string mode;    // search mode ("" for a uniform baseline)
+  int bits = 0;        // uniform points
+  double target_ms = 0;  // search points
+};
+
+std::string point_dir(const std::string& out, const std::string& name);
+std::vector<Point> baseline_points(const SweepConfig& c);
+std::vector<Point> search_points(const SweepConfig& c, const std::vector<double>& targets);
+std::vector<std::string> export_args(const SweepConfig& c, const Point& p, const std::string& arch,
+                                     const std::string& out);
+std::string arch_of(const std::string& out, const Point& p);  // uniform:B or the search's arch.json
+
+}  // namespace llmc::sweep

@@ -1,0 +1,194 @@
+// `llmcompress sweep`: config errors, the Pareto plot, and a small study on stories260K that is
+// killed (whole process group, SIGKILL) mid-search and resumed to the same report.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "llmc/core/error.h"
+#include "llmc/core/files.h"
+#include "llmc/core/paths.h"
+#include "llmc/core/process.h"
+#include "llmc/sweep/sweep.h"
+
+using namespace llmc;
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+namespace {
+
+std::string stories() { return path_join(shared_root(), "models/stories260K"); }
+
+// A folder with a small search config (stories260K, 4 steps) and a sweep config over it.
+struct Study {
+  std::string dir;
+  explicit Study(const std::string& name) : dir("/tmp/llmc_sweep_" + name + "_" + std::to_string(::getpid())) {
+    fs::remove_all(dir);
+    fs::create_directories(dir);
+    json s = json::parse(read_text_file(path_join(LLMC_SOURCE_DIR, "configs/stories260k.json")));
+    s["model"] = stories();
+    s["data"] = {{"sources", {"text:" + path_join(shared_root(), "data/tinystories/tinystories_sample.txt")}},
+                 {"seq_len", 64}, {"batch_size", 4}, {"train_sequences", 8}, {"valid_sequences", 4}};
+    s["schedule"]["steps"] = 20;
+    s["schedule"]["checkpoint_every"] = 1;
+    s["lut_settings"] = {{"tokens", {1}}, {"context", 32}};
+    write_file_atomic(dir + "/search.json", s.dump(1));
+  }
+  ~Study() { fs::remove_all(dir); }
+  std::string sweep(const json& j) const {
+    write_file_atomic(dir + "/sweep.json", j.dump(1));
+    return dir + "/sweep.json";
+  }
+};
+
+json small_sweep(const std::string& lut = "") {
+  json j = {{"search", "search.json"},
+            {"threads", 1},
+            {"export", {{"quant", "rtn"}, {"finetune_steps", 2}, {"distill", true}}},
+            {"baselines", {{"rtn", {8, 3}}}},
+            {"modes", {"joint"}},
+            {"targets", {{"count", 2}}},
+            {"bench", {{"prompt_tokens", 8}, {"new_tokens", 8}, {"repeats", 1}}},
+            {"eval", {{"tasks", "arc_easy"}, {"limit", 6}, {"ppl", {{"task", "wikitext2_gptq"}, {"max_length", 128}, {"limit", 4}}}}}};
+  if (!lut.empty()) j["lut"] = lut;
+  return j;
+}
+
+std::string error_of(const std::string& path) {
+  try {
+    load_sweep_config(path);
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+// The report without what is measured anew on every run (times).
+json stable(json rep) {
+  rep.erase("date");
+  for (auto& p : rep["points"])
+    for (const char* k : {"decode_ms", "prefill_tok_s"}) p.erase(k);
+  return rep;
+}
+
+}  // namespace
+
+TEST(Sweep, ConfigErrorsNameTheFileAndKey) {
+  if (!dir_exists(stories())) GTEST_SKIP() << "no " << stories();
+  Study s("cfg");
+  json j = small_sweep();
+  j["extra"] = 1;
+  EXPECT_NE(error_of(s.sweep(j)).find("unknown key 'extra'"), std::string::npos) << error_of(s.sweep(j));
+  j = small_sweep();
+  j["modes"] = {"joint", "greedy"};
+  EXPECT_NE(error_of(s.sweep(j)).find("'greedy'"), std::string::npos);
+  j = small_sweep();
+  j["baselines"] = {{"rtn", {4}}};  // no 3- and 8-bit ends for the targets
+  EXPECT_NE(error_of(s.sweep(j)).find("uniform 3- to 8-bit"), std::string::npos);
+  j["targets"] = {{"ms", {0.05}}};
+  EXPECT_EQ(error_of(s.sweep(j)), "");
+  j = small_sweep();
+  j["export"]["lm_head_bits"] = 8;  // the search config's LUT times a dense lm_head
+  EXPECT_NE(error_of(s.sweep(j)).find("lm_head_bits"), std::string::npos);
+  j = small_sweep();
+  j["search"] = "missing.json";
+  const std::string e = error_of(s.sweep(j));
+  EXPECT_NE(e.find("missing.json"), std::string::npos) << e;
+  EXPECT_EQ(e.find('\n'), std::string::npos) << e;
+}
+
+TEST(Sweep, ParetoSvgDrawsSeriesAndBaselines) {
+  const std::string svg = pareto_svg({{"joint", "joint-t1", 1.0, 0.40},
+                                      {"joint", "joint-t2", 2.0, 0.45},
+                                      {"uniform-rtn", "uniform-rtn-b4", 1.5, 0.41},
+                                      {"sequential", "sequential-t1 <&>", 1.2, 0.38}},
+                                     "model <x>", "ms", "acc");
+  EXPECT_EQ(svg.rfind("<svg", 0), 0u);
+  EXPECT_NE(svg.find("</svg>"), std::string::npos);
+  EXPECT_NE(svg.find("<polyline"), std::string::npos);  // joint has two points
+  EXPECT_NE(svg.find("<title>uniform-rtn-b4</title></rect>"), std::string::npos);
+  EXPECT_NE(svg.find("model &lt;x&gt;"), std::string::npos);
+  EXPECT_NE(svg.find("sequential-t1 &lt;&amp;&gt;"), std::string::npos);
+  EXPECT_EQ(svg.find("<x>"), std::string::npos);
+}
+
+// Killed mid-study and resumed, the study ends with the report of an uninterrupted one.
+TEST(Sweep, KilledAndResumedGivesTheSameReport) {
+  if (!dir_exists(stories())) GTEST_SKIP() << "no " << stories();
+  Study s("e2e");
+  // One LUT for both studies (measured once), so targets and searches are comparable.
+  const std::string lut = s.dir + "/lut.json";
+  {
+    json sc = json::parse(read_text_file(s.dir + "/search.json"));
+    write_file_atomic(s.dir + "/space.json", sc["space"].dump());
+  }
+  ASSERT_EQ(run_process({LLMC_CLI, "--threads", "1", "lut", "--model", stories(), "--tokens", "1", "--context", "32",
+                         "--repeats", "20", "--space", s.dir + "/space.json", "--out", lut},
+                        s.dir + "/lut.log")
+                .exit_code,
+            0);
+  const std::string cfg = s.sweep(small_sweep("lut.json"));
+
+  const std::string a = s.dir + "/a", b = s.dir + "/b";
+  ASSERT_EQ(run_process({LLMC_CLI, "sweep", "--config", cfg, "--out", a}, s.dir + "/a.log").exit_code, 0)
+      << read_text_file(s.dir + "/a.log");
+
+  // b: started in its own process group, killed with everything in it while the first search runs
+  // (it has a checkpoint and no arch.json yet), then run again.
+  const pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    ::setpgid(0, 0);
+    std::freopen((s.dir + "/b1.log").c_str(), "w", stdout);
+    std::freopen((s.dir + "/b1.log").c_str(), "a", stderr);
+    ::execl(LLMC_CLI, LLMC_CLI, "sweep", "--config", cfg.c_str(), "--out", b.c_str(), static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  ::setpgid(pid, pid);
+  bool killed = false;
+  for (int i = 0; i < 6000 && !killed; ++i) {
+    if (fs::exists(b + "/points") && !fs::is_empty(b + "/points")) {
+      for (const auto& e : fs::directory_iterator(b + "/points"))
+        if (fs::exists(e.path() / "search/checkpoint") && !fs::exists(e.path() / "search/arch.json")) {
+          ::kill(-pid, SIGKILL);
+          killed = true;
+          break;
+        }
+    }
+    int st = 0;
+    if (!killed && ::waitpid(pid, &st, WNOHANG) == pid) break;  // finished before we could kill it
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  int st = 0;
+  ::waitpid(pid, &st, 0);
+  ASSERT_TRUE(killed) << "the study ended before a search checkpoint appeared";
+  EXPECT_FALSE(file_exists(b + "/report.json"));
+  ASSERT_EQ(run_process({LLMC_CLI, "sweep", "--config", cfg, "--out", b}, s.dir + "/b2.log").exit_code, 0)
+      << read_text_file(s.dir + "/b2.log");
+  bool resumed = false;  // the killed search continued from its checkpoint
+  const json manifest = json::parse(read_text_file(b + "/manifest.json"));
+  for (const auto& [stage, info] : manifest["done"].items())
+    resumed = resumed || info.value("command", "").find("--resume") != std::string::npos;
+  EXPECT_TRUE(resumed);
+
+  json ra = stable(json::parse(read_text_file(a + "/report.json")));
+  json rb = stable(json::parse(read_text_file(b + "/report.json")));
+  ASSERT_EQ(ra["points"].size(), 4u);
+  // Paths name each study's own folder; the rest must be equal.
+  std::string ta = ra.dump(), tb = rb.dump();
+  for (size_t at; (at = tb.find(b)) != std::string::npos;) tb.replace(at, b.size(), a);
+  EXPECT_EQ(ta, tb);
+  for (const auto& p : ra["points"]) {
+    EXPECT_EQ(p["tasks"]["arc_easy"]["n"].get<int>(), 6) << p.dump();
+    EXPECT_GT(p["wikitext2_ppl"].get<double>(), 1.0) << p.dump();
+    EXPECT_GT(p["predicted_decode_ms"].get<double>(), 0.0) << p.dump();
+  }
+  EXPECT_TRUE(file_exists(a + "/pareto.svg"));
+  EXPECT_TRUE(file_exists(a + "/report.md"));
+}

@@ -1,0 +1,42 @@
+// llmcompress sweep: the resumable Pareto study of one model (include/llmc/sweep/sweep.h).
+#include <cstdio>
+#include <memory>
+
+#include "commands.h"
+#include "llmc/sweep/sweep.h"
+
+namespace llmc::cli {
+
+namespace {
+struct SweepArgs {
+  std::string config, out, machine;
+  bool dry_run = false, report_only = false;
+};
+}  // namespace
+
+Action add_sweep(CLI::App& app) {
+  auto a = std::make_shared<SweepArgs>();
+  app.add_option("--config", a->config, "Sweep config JSON (see include/llmc/sweep/sweep.h, configs/README.md)")
+      ->required();
+  app.add_option("--out", a->out, "Study folder: manifest.json, lut.json, points/, report.{json,md}, pareto.svg")
+      ->required();
+  app.add_flag("--dry-run", a->dry_run, "Print the stages still to run and their commands; run nothing");
+  app.add_flag("--report-only", a->report_only, "Write the report of what is finished now; run nothing");
+  app.add_option("--machine", a->machine, "Machine description for the report (default: the CPU's name)");
+  return [a] {
+    const SweepConfig c = load_sweep_config(a->config);
+    SweepOptions o;
+    o.out = a->out;
+    o.dry_run = a->dry_run;
+    o.machine = a->machine;
+    if (a->report_only) {
+      write_sweep_report(c, o);
+      return 0;
+    }
+    const int rc = run_sweep(c, o);
+    if (rc == 0 && !a->dry_run) std::printf("%s/report.md\n", a->out.c_str());
+    return rc;
+  };
+}
+
+}  // namespace llmc::cli
