@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# The main job: search -> export -> eval -> bench on the default model, then one summary table.
+# The main job: search -> export -> eval -> bench on the default model, next to a plain uniform
+# 4-bit GPTQ export of the same model (what a user would otherwise do), then one summary table.
 # Usage: scripts/run.sh [smollm2|stories260k]   (default smollm2; stories260k when it can't be fetched)
 # Outputs under runs/main-<model>/. Environment: LIMIT (200) eval documents per task, FT_STEPS (100)
 # LoRA fine-tune steps after quantization (0 = none).
 set -euo pipefail
+start_s=$SECONDS
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 "$root/scripts/setup.sh"
 cd "$root"
@@ -33,6 +35,9 @@ echo "== search (joint widths + bits against the LUT) ==" >&2
 echo "== export (GPTQ, data-free calibration, $ft_steps LoRA fine-tune steps with distillation) ==" >&2
 ft=(); [ "$ft_steps" -gt 0 ] && ft=(--finetune-steps "$ft_steps" --distill)
 "$bin" export --model "$model" --arch "$out/search/arch.json" --out "$out/export" --quant gptq "${export_flags[@]}" "${ft[@]}"
+echo "== export uniform:4 (GPTQ, no search, no fine-tune: the baseline to beat) ==" >&2
+group="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["group_size"])' "$out/search/arch.json")"
+"$bin" export --model "$model" --arch uniform:4 --group-size "$group" --out "$out/uniform4" --quant gptq "${export_flags[@]}"
 tasks="text:$shared/data/tinystories/tinystories_sample.txt"
 # The reasoning tasks whose data is present (OpenBookQA is not in the shared data).
 for t in arc_easy arc_challenge boolq hellaswag piqa winogrande openbookqa; do
@@ -40,12 +45,12 @@ for t in arc_easy arc_challenge boolq hellaswag piqa winogrande openbookqa; do
 done
 # Both benched on the runtime engine (the original as dense fp32), so the speedup is the
 # compression's. Decode from 96 to 160 cached tokens: mean context 128, the configs' lut_settings.context.
-for m in original export; do
-  path="$model"; [ "$m" = export ] && path="$out/export"
+for m in original uniform4 export; do
+  path="$model"; [ "$m" != original ] && path="$out/$m"
   echo "== eval $m ==" >&2
   "$bin" eval --model "$path" --tasks "$tasks" --limit "$limit" --output "$out/eval_$m.json"
   echo "== bench $m ==" >&2
-  lut=(); [ "$m" = export ] && lut=(--lut "$out/search/lut.json")
+  lut=(); [ "$m" != original ] && lut=(--lut "$out/search/lut.json")
   "$bin" bench --model "$path" --engine runtime --prompt-tokens 96 --new-tokens 64 --repeats 3 "${lut[@]}" --json \
     --output "$out/bench_$m.json" >/dev/null
 done
@@ -58,12 +63,13 @@ def load(n):
     return json.load(open(p)) if os.path.exists(p) else {}
 s = load("search/summary.json")
 rows = []
-for m in ("original", "export"):
+names = {"original": "original", "uniform4": "uniform 4-bit GPTQ", "export": "searched + fine-tuned"}
+for m in ("original", "uniform4", "export"):
     e, b = load(f"eval_{m}.json"), load(f"bench_{m}.json")
     res = e.get("results", {})
     ppl = next((v.get("word_perplexity") for k, v in res.items() if k.startswith("text:")), None)
     acc = e.get("average", {}).get("acc")
-    rows.append((m, ppl, acc, b.get("decode_tokens_per_s"), b.get("prefill_tokens_per_s"), b.get("model_file_bytes")))
+    rows.append((names[m], ppl, acc, b.get("decode_tokens_per_s"), b.get("prefill_tokens_per_s"), b.get("model_file_bytes")))
 print("\n| model | TinyStories word ppl | reasoning acc (avg) | decode tok/s | prefill tok/s | file bytes |")
 print("|---|---:|---:|---:|---:|---:|")
 f = lambda v, d=3: "-" if v is None else (f"{v:.{d}f}" if isinstance(v, float) else str(v))
@@ -71,8 +77,10 @@ for r in rows:
     print(f"| {r[0]} | {f(r[1])} | {f(r[2])} | {f(r[3], 1)} | {f(r[4], 1)} | {f(r[5])} |")
 print(f"\nsearch: target {s.get('target_ms', 0):.3f} ms, LUT-predicted {s.get('predicted_ms', 0):.3f} ms "
       f"(original {s.get('original_ms', 0):.3f} ms) at {s.get('tokens')} token(s)")
-p = (load("bench_export.json").get("predicted") or {}).get("decode_ms")
-if p:
-    print(f"exported model decode: LUT-predicted {p['predicted']:.3f} ms/token, measured {p['measured']:.3f} ms/token "
-          f"(measured/predicted {p['measured_over_predicted']:.2f})")
+for m in ("uniform4", "export"):
+    p = (load(f"bench_{m}.json").get("predicted") or {}).get("decode_ms")
+    if p:
+        print(f"{names[m]} decode: LUT-predicted {p['predicted']:.3f} ms/token, measured {p['measured']:.3f} ms/token "
+              f"(measured/predicted {p['measured_over_predicted']:.2f})")
 PY
+echo "run.sh: $((SECONDS - start_s)) s in all" >&2
