@@ -30,26 +30,17 @@ std::vector<LutLinearShape> lut_linear_shapes(const ModelConfig& m, const Search
   std::set<LutLinearShape> out;
   // Every call a forward plan can make: each linear alone and each stack (model/plan.h) at every
   // width choice of the layer.
-  auto stack_shape = [&](const auto& parts, int64_t h, int64_t w) {
-    LinearShape s;
-    for (int k : parts) {
-      const LinearShape p = linear_shape(m, k, h, w);
-      s.N += p.N;
-      s.K = p.K;
-    }
-    return s;
-  };
   for (int64_t l = 0; l < m.num_layers; ++l) {
     std::vector<LinearShape> nk;  // (N, K) of this layer's choices
     for (int64_t h : space.kv_choices(m, l)) {
       if (h <= 0) continue;
       for (int k : {kQ, kK, kV, kO}) nk.push_back(linear_shape(m, k, h, 0));
-      nk.push_back(stack_shape(kQkvStack, h, 0));
+      nk.push_back(stacked_shape(m, kQkvStack, h, 0));
     }
     for (int64_t w : space.mlp_choices(m, l)) {
       if (w <= 0) continue;
       for (int k : {kGate, kUp, kDown}) nk.push_back(linear_shape(m, k, 0, w));
-      nk.push_back(stack_shape(kGateUpStack, 0, w));
+      nk.push_back(stacked_shape(m, kGateUpStack, 0, w));
     }
     for (int bits : space.bit_choices(l))
       for (const LinearShape& s : nk)

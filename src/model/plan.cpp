@@ -34,12 +34,11 @@ PlanLinear call_of(const ModelConfig& c, std::vector<int> kinds, int64_t h, int6
   PlanLinear p;
   p.kinds = std::move(kinds);
   p.bits = bits;
-  for (int k : p.kinds) {
-    const LinearShape s = linear_shape(c, k, h, w);
-    p.N += s.N;
-    p.K = s.K;
-    p.bytes += linear_stored_bytes(s, bits, group_size, dense_bytes);
-  }
+  const LinearShape s = stacked_shape(c, p.kinds, h, w);
+  p.N = s.N;
+  p.K = s.K;
+  // Bytes per part: each part is packed (and padded) on its own before the runtime stacks them.
+  for (int k : p.kinds) p.bytes += linear_stored_bytes(linear_shape(c, k, h, w), bits, group_size, dense_bytes);
   p.group = bits == 16 ? 0 : effective_group(static_cast<int>(p.K), group_size);
   return p;
 }
@@ -82,7 +81,6 @@ ForwardPlan forward_plan(const Arch& arch, const PlanOptions& o) {
   const ModelConfig& c = arch.base;
   ForwardPlan p;
   p.base = c;
-  p.group_size = arch.group_size;
   for (const LayerArch& la : arch.layers) {
     LayerPlan L;
     L.kv_heads = la.kv_heads;

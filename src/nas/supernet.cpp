@@ -157,12 +157,7 @@ Supernet::Supernet(Llama& model, std::vector<LayerChoices> choices, const Latenc
     auto saving = [&](const auto& parts, const std::vector<int64_t>& widths) {
       auto S = at::zeros({static_cast<int64_t>(widths.size()), nb}, at::kFloat);
       for (size_t k = 0; k < widths.size(); ++k) {
-        LinearShape s;
-        for (int p : parts) {
-          const LinearShape ps = linear_shape(c, p, widths[k], widths[k]);
-          s.N += ps.N;
-          s.K = ps.K;
-        }
+        const LinearShape s = stacked_shape(c, parts, widths[k], widths[k]);
         if (s.N == 0 || s.K == 0) continue;
         for (int64_t b = 0; b < nb; ++b) {
           double parts_us = 0;

@@ -39,6 +39,19 @@ bool stacked(const std::array<int, kNumLinears>& bits, const std::array<int, n>&
   return true;
 }
 
+// Shape of the one matrix the rows of `parts` (kQkvStack, kGateUpStack, or one kind) make: the
+// parts' N summed, their common K.
+template <typename Parts>
+LinearShape stacked_shape(const ModelConfig& c, const Parts& parts, int64_t kv_heads, int64_t mlp_channels) {
+  LinearShape s;
+  for (int k : parts) {
+    const LinearShape p = linear_shape(c, k, kv_heads, mlp_channels);
+    s.N += p.N;
+    s.K = p.K;
+  }
+  return s;
+}
+
 // Stored bytes of one linear: packed codes + fp16 scales + fp16 zeros (kernels::QLayout, group
 // effective_group(K, group_size)) for bits < 16, N * K * dense_bytes for 16.
 int64_t linear_stored_bytes(LinearShape s, int bits, int group_size, int dense_bytes);
@@ -65,7 +78,6 @@ struct PlanOptions {
 
 struct ForwardPlan {
   ModelConfig base;
-  int group_size = 128;
   std::vector<LayerPlan> layers;
   PlanLinear lm_head;               // (vocab, hidden) at lm_head_bits, last position only
   int64_t embedding_bytes = 0;      // stored table; 0 when tied to a packed lm_head (stored once)
