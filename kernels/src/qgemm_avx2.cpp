@@ -1,13 +1,12 @@
 // AVX2 + FMA (+F16C) kernels; compiled without -m flags like qgemm_avx512.cpp (same rules: the
 // target pragma, anonymous namespace, no std templates below the pragma).
 //
-// Fused kernel (M < 16): per group, Q = sum_k q_k * x_k is accumulated with exact integer codes
-// (converted to fp32), then y += s * Q; the zero point enters once per group as
-// - s * z * sum_group(x) (group sums of x are precomputed per call).
-//   2/3 bit: qword broadcast + vpsrlvd, vpermps from a repeating (0..3) table (+ the hi bit plane,
-//            vpsrlvd + vpermps from (0, 4, ...), for 3 bit).
-//   4 bit  : 128-bit block broadcast to both halves, vpsrlvd + vpand + vcvtdq2ps -> 8 codes.
-//   8 bit  : vpmovzxbd + vcvtdq2ps.
+// Fused kernel (M < 16): x is rounded to int16 per (row, group) by the dispatcher; per group the
+// integer sum Q = sum_k q_k * xq_k is exact in int32 (vpmaddwd on 16 code/x pairs at a time), then
+// y += s * dx * Q, and the zero point enters once per group as - s * dx * z * sum_group(xq).
+// Decoding a block costs 4 ALU ops per 32 codes for every width (codes16), twice for 3 bit, so
+// the kernel does about half the work per weight of dequantizing to fp32 and FMAs (the earlier
+// version of this file: 16-17 ops per 32 codes at 4 bit).
 // Panel kernel (M >= 16): 6 rows x 256 columns dequantized to L1, 6 x 16 micro kernel.
 #include <immintrin.h>
 
@@ -72,43 +71,54 @@ inline __m256i codes8(const uint8_t* blk, int j) {
   }
 }
 
-// Codes 8j .. 8j+7 of a block as fp32. 2/3 bit: vpermps reads index bits 0-2, so an 8-entry
-// table that repeats (0, 1, 2, 3) turns the shifted pair word into the low two bits as floats
-// without a mask and a conversion; the third bit likewise through (0, 4, 0, 4, ...). On the AMD
-// (Zen 5) VM with --isa avx2 (bench_qgemm --quick, 1 thread, M = 1) 2 bit went from 889 to 612-615 us
-// (K = N = 4096) and from 57 to 35-42 us (576 x 1536), 3 bit from 1730 to 1203-1250 and from 81 to
-// 68-69 us: still 29-44% of memcpy, instruction-bound (AVX2 has no 16-entry permute).
-template <int BITS>
-inline __m256 codesf8(const uint8_t* blk, int j) {
-  if constexpr (BITS <= 3) {
+// Codes of plane PLANE of a block as two vectors of 16 int16 lanes, in the order of
+// avx2_lane_code() (qgemm_impl.h). 4 ALU ops per 32 codes for every width (8 bit: 2 loads).
+template <int BITS, int PLANE>
+inline void codes16(const uint8_t* blk, __m256i& a, __m256i& b) {
+  if constexpr (BITS == 8) {
+    a = _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk)));
+    b = _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 16)));
+    return;
+  }
+  __m256i v, mask;
+  if constexpr (BITS == 4) {
+    const __m256i w = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk)));
+    v = _mm256_srlv_epi32(w, _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4));
+    mask = _mm256_set1_epi16(15);
+  } else if constexpr (PLANE == 0) {
     int64_t w;
     std::memcpy(&w, blk, 8);
-    const __m256i v = _mm256_srlv_epi32(_mm256_set1_epi64x(w), shifts_pair(j));
-    const __m256 lo = _mm256_permutevar8x32_ps(_mm256_setr_ps(0, 1, 2, 3, 0, 1, 2, 3), v);
-    if constexpr (BITS == 2) {
-      return lo;
-    } else {
-      const __m256i hv = _mm256_srlv_epi32(_mm256_set1_epi32(static_cast<int>(load_u32(blk + 8))), seq8(j));
-      return _mm256_add_ps(lo, _mm256_permutevar8x32_ps(_mm256_setr_ps(0, 4, 0, 4, 0, 4, 0, 4), hv));
-    }
+    v = _mm256_srlv_epi32(_mm256_set1_epi64x(w), _mm256_setr_epi32(0, 0, 2, 2, 4, 4, 6, 6));
+    mask = _mm256_set1_epi16(3);
   } else {
-    return _mm256_cvtepi32_ps(codes8<BITS>(blk, j));
+    v = _mm256_srlv_epi32(_mm256_set1_epi32(static_cast<int>(load_u32(blk + 8))), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    mask = _mm256_set1_epi16(1);
   }
+  a = _mm256_and_si256(v, mask);
+  b = _mm256_and_si256(_mm256_srli_epi32(v, 8), mask);
 }
 
-// Q += q * x for the 8 codes of step j (codes 8j..8j+7) of a block.
-template <int BITS>
-inline __m256 accumulate8(const uint8_t* blk, int j, __m256 x, __m256 Q) {
-  return _mm256_fmadd_ps(codesf8<BITS>(blk, j), x, Q);
+// Q += sum over the 32 codes of plane PLANE of a block of code * xq, as 8 int32 lanes (vpmaddwd:
+// |code * xq| < 2^23, a group of <= 128 codes sums to < 2^28 per lane: exact).
+template <int BITS, int PLANE>
+inline __m256i dot32(const uint8_t* blk, __m256i xa, __m256i xb, __m256i Q) {
+  __m256i a, b;
+  codes16<BITS, PLANE>(blk, a, b);
+  return _mm256_add_epi32(Q, _mm256_add_epi32(_mm256_madd_epi16(a, xa), _mm256_madd_epi16(b, xb)));
 }
 
+// y[m][n] = sum_g s_ng dx_mg (sum_k q_nk xq_mk - z_ng sum_k xq_mk): the integer sums are exact, so
+// the only error beyond fp32 rounding is x's rounding to int16 (|x - dx xq| <= dx / 2 with
+// dx = max|x over the group| / 32767).
 template <int BITS, int MT, int NT>
 void fused_tile(const Problem& p, int m0, int n0) {
+  constexpr int PL = BITS == 3 ? 2 : 1;
+  constexpr int kXb = 32 * PL;  // int16 of x per block
   const int bpg = p.group / kBlockCodes;
   const uint8_t* rows[NT];
   for (int n = 0; n < NT; ++n) rows[n] = p.codes + static_cast<size_t>(n0 + n) * p.row_bytes;
-  const float* xr[MT];
-  for (int m = 0; m < MT; ++m) xr[m] = p.xp + static_cast<size_t>(m0 + m) * p.Kp;
+  const int16_t* xr[MT];
+  for (int m = 0; m < MT; ++m) xr[m] = p.xq + static_cast<size_t>(m0 + m) * p.xq_row;
   __m256 acc[MT][NT];
   for (int m = 0; m < MT; ++m)
     for (int n = 0; n < NT; ++n) acc[m][n] = _mm256_setzero_ps();
@@ -125,31 +135,48 @@ void fused_tile(const Problem& p, int m0, int n0) {
   const uint8_t* pf = p.codes + static_cast<size_t>(pf_on ? pf_row : n0) * p.row_bytes;
 
   for (int g = 0; g < p.G; ++g) {
-    __m256 Q[MT][NT];
+    __m256i Q[MT][NT];
     for (int m = 0; m < MT; ++m)
-      for (int n = 0; n < NT; ++n) Q[m][n] = _mm256_setzero_ps();
+      for (int n = 0; n < NT; ++n) Q[m][n] = _mm256_setzero_si256();
     for (int kb = g * bpg; kb < imin((g + 1) * bpg, p.Kb); ++kb) {
       if (pf_on) {
         for (int o = 0; o < kPfStep; o += 64) {
           _mm_prefetch(reinterpret_cast<const char*>(pf) + static_cast<size_t>(kb) * kPfStep + o, _MM_HINT_T1);
         }
       }
-      for (int j = 0; j < 4; ++j) {
-        __m256 xv[MT];
-        for (int m = 0; m < MT; ++m) xv[m] = _mm256_loadu_ps(xr[m] + kb * kBlockCodes + 8 * j);
+      __m256i xa[MT], xb[MT];
+      for (int m = 0; m < MT; ++m) {
+        const int16_t* xk = xr[m] + static_cast<size_t>(kb) * kXb;
+        xa[m] = _mm256_load_si256(reinterpret_cast<const __m256i*>(xk));
+        xb[m] = _mm256_load_si256(reinterpret_cast<const __m256i*>(xk + 16));
+      }
+      for (int n = 0; n < NT; ++n) {
+        const uint8_t* blk = rows[n] + static_cast<size_t>(kb) * (4 * BITS);
+        for (int m = 0; m < MT; ++m) Q[m][n] = dot32<BITS, 0>(blk, xa[m], xb[m], Q[m][n]);
+      }
+      if constexpr (BITS == 3) {
+        for (int m = 0; m < MT; ++m) {
+          const int16_t* xk = xr[m] + static_cast<size_t>(kb) * kXb + 32;
+          xa[m] = _mm256_load_si256(reinterpret_cast<const __m256i*>(xk));
+          xb[m] = _mm256_load_si256(reinterpret_cast<const __m256i*>(xk + 16));
+        }
         for (int n = 0; n < NT; ++n) {
-          const uint8_t* blk = rows[n] + static_cast<size_t>(kb) * (4 * BITS);
-          for (int m = 0; m < MT; ++m) Q[m][n] = accumulate8<BITS>(blk, j, xv[m], Q[m][n]);
+          const uint8_t* blk = rows[n] + static_cast<size_t>(kb) * 12;
+          for (int m = 0; m < MT; ++m) {
+            // The bit plane weighs 4: its sums, shifted left by 2, join the low-pair sums.
+            Q[m][n] = _mm256_add_epi32(Q[m][n], _mm256_slli_epi32(dot32<3, 1>(blk, xa[m], xb[m], _mm256_setzero_si256()), 2));
+          }
         }
       }
     }
     for (int n = 0; n < NT; ++n) {
       const size_t gi = static_cast<size_t>(n0 + n) * p.G + g;
-      const float s = h2f(p.scales[gi]), sz = s * h2f(p.zeros[gi]);
-      const __m256 sv = _mm256_set1_ps(s);
+      const float s = h2f(p.scales[gi]), z = h2f(p.zeros[gi]);
       for (int m = 0; m < MT; ++m) {
-        acc[m][n] = _mm256_fmadd_ps(Q[m][n], sv, acc[m][n]);
-        zterm[m][n] += sz * p.xg[static_cast<size_t>(m0 + m) * p.G + g];
+        const size_t xi = static_cast<size_t>(m0 + m) * p.G + g;
+        const float f = s * p.xdx[xi];
+        acc[m][n] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(Q[m][n]), _mm256_set1_ps(f), acc[m][n]);
+        zterm[m][n] += f * z * p.xqs[xi];
       }
     }
   }

@@ -2,6 +2,8 @@
 // fp64 reference kernels.
 #include <algorithm>
 #include <atomic>
+#include <cmath>
+#include <limits>
 #include <cstdint>
 #include <cstdlib>
 #include <memory>
@@ -80,6 +82,54 @@ void check_common(const char* who, const float* x, int M, const QMatrixView& w, 
   detail::check_xy(who, x, M, w.N, w.K, y);
 }
 
+// The fused AVX2 kernel's activations (qgemm_impl.h, Problem::xq): per row m and group g,
+// dx = max|x| / 32767 over the group's real columns, xq = round(x / dx) (0 in the padding), laid
+// out per block in avx2_lane_code() order for each bit plane; plus dx and sum(xq) per group.
+void prepare_xq(const float* x, detail::Problem& p, detail::Scratch& s_q, detail::Scratch& s_g) {
+  const int planes = detail::avx2_planes(p.bits);
+  int perm[2][kBlockCodes];
+  for (int pl = 0; pl < planes; ++pl)
+    for (int l = 0; l < kBlockCodes; ++l) perm[pl][l] = detail::avx2_lane_code(p.bits, pl, l);
+  const int nblk = p.Kp / kBlockCodes;
+  p.xq_row = static_cast<size_t>(nblk) * planes * kBlockCodes;  // a multiple of 32 int16 = 64 bytes
+  auto* xq = reinterpret_cast<int16_t*>(s_q.get((static_cast<size_t>(p.M) * p.xq_row + 1) / 2));
+  float* dx = s_g.get(2 * static_cast<size_t>(p.M) * p.G);
+  float* xs = dx + static_cast<size_t>(p.M) * p.G;
+  std::vector<int16_t> q(static_cast<size_t>(p.group));
+  for (int m = 0; m < p.M; ++m) {
+    const float* xr = x + static_cast<size_t>(m) * p.K;
+    int16_t* dst = xq + static_cast<size_t>(m) * p.xq_row;
+    for (int g = 0; g < p.G; ++g) {
+      const int k0 = g * p.group, k1 = std::min(p.K, k0 + p.group);
+      float amax = 0.f;
+      bool finite = true;
+      for (int k = k0; k < k1; ++k) {
+        finite = finite && std::isfinite(xr[k]);
+        amax = std::max(amax, std::fabs(xr[k]));
+      }
+      const float inv = finite && amax > 0.f ? 32767.f / amax : 0.f;
+      int sum = 0;
+      for (int i = 0; i < p.group; ++i) {
+        const int k = k0 + i;
+        const long v = k < k1 ? std::lrint(xr[k] * inv) : 0;
+        q[static_cast<size_t>(i)] = static_cast<int16_t>(std::clamp(v, -32767L, 32767L));
+        sum += q[static_cast<size_t>(i)];
+      }
+      // A NaN or inf in x makes the group's outputs NaN, as the fp32 kernels would.
+      dx[static_cast<size_t>(m) * p.G + g] = finite ? amax / 32767.f : std::numeric_limits<float>::quiet_NaN();
+      xs[static_cast<size_t>(m) * p.G + g] = static_cast<float>(sum);
+      for (int b = 0; b < p.group / kBlockCodes; ++b) {
+        int16_t* blk = dst + static_cast<size_t>(g * (p.group / kBlockCodes) + b) * planes * kBlockCodes;
+        for (int pl = 0; pl < planes; ++pl)
+          for (int l = 0; l < kBlockCodes; ++l) blk[pl * kBlockCodes + l] = q[static_cast<size_t>(b * kBlockCodes + perm[pl][l])];
+      }
+    }
+  }
+  p.xq = xq;
+  p.xdx = dx;
+  p.xqs = xs;
+}
+
 }  // namespace
 
 namespace detail {
@@ -153,6 +203,11 @@ int default_num_threads() {
   return n > 0 ? n : hw_threads();
 }
 
+bool qgemm_rounds_x_to_int16(int M, Isa isa) {
+  const Isa use = (isa == Isa::kAuto) ? best_isa() : isa;
+  return use == Isa::kAvx2 && M < kPanelMinM;
+}
+
 void qgemm_cpu(const float* x, int M, const QMatrixView& w, const float* bias, float* y, int num_threads, Isa isa) {
   check_common("qgemm_cpu", x, M, w, y);
   detail::check_threads_isa("qgemm_cpu", num_threads, isa);
@@ -179,7 +234,12 @@ void qgemm_cpu(const float* x, int M, const QMatrixView& w, const float* bias, f
   thread_local detail::Scratch s_x, s_g, s_y;
   const bool panel = use != Isa::kScalar && M >= kPanelMinM;
   void (*rows)(const detail::Problem&, int, int) = detail::rows_scalar;
-  if (!panel) {
+  if (qgemm_rounds_x_to_int16(M, use)) {
+    prepare_xq(x, p, s_x, s_g);
+#if defined(LLMC_KERNELS_X86)
+    rows = detail::fused_rows_avx2;
+#endif
+  } else if (!panel) {
     float* xp = s_x.get(static_cast<size_t>(M) * p.Kp);
     for (int m = 0; m < M; ++m) {
       float* dst = xp + static_cast<size_t>(m) * p.Kp;
@@ -200,7 +260,6 @@ void qgemm_cpu(const float* x, int M, const QMatrixView& w, const float* bias, f
       p.xg = xg;
     }
 #if defined(LLMC_KERNELS_X86)
-    if (use == Isa::kAvx2) rows = detail::fused_rows_avx2;
     if (use == Isa::kAvx512) rows = detail::fused_rows_avx512;
 #endif
   } else {

@@ -29,6 +29,13 @@ struct Problem {
   const float* xp = nullptr;  // [M][Kp] copy of x, zero in the padding columns, 64-byte aligned rows
   const float* xg = nullptr;  // [M][G] per-group sums of xp (fused 2/3-bit AVX paths)
 
+  // Fused AVX2 path: x rounded to int16 per (row, group), x ~= dx * xq, and laid out per block of
+  // 32 columns in the kernel's lane order (avx2_lane_code), one copy per bit plane.
+  const int16_t* xq = nullptr;  // [M][Kp / 32][planes][32], 64-byte aligned rows
+  size_t xq_row = 0;            // int16 elements per row of xq
+  const float* xdx = nullptr;   // [M][G] dx
+  const float* xqs = nullptr;   // [M][G] sum of xq over the group (exact: |sum| < 2^24)
+
   // Panel (large-M) path.
   int Mp = 0;                 // M rounded up to a multiple of 16
   const float* xT = nullptr;  // [Kp][Mp] transposed x, zero outside [M) x [K)
@@ -41,6 +48,33 @@ constexpr int kPanelNr512 = 12;
 constexpr int kPanelNr256 = 6;
 // Rows handed to one task are a multiple of this (divisible by every NT/NR above and by 4).
 constexpr int kRowQuantum = 12;
+
+// The fused AVX2 kernel multiplies int16 codes with int16 x (vpmaddwd, exact int32 sums per
+// group) and decodes a block of 32 codes into two vectors of 16 int16 lanes per bit plane without
+// reordering them; x is stored in that order instead. Lane `lane` (0..31; 16..31 = second vector)
+// of plane `plane` holds the block's code number returned here (a permutation of 0..31 per plane).
+//   8 bit: vpmovzxbw of bytes 0..15 and 16..31: natural order.
+//   4 bit: the 16-byte block broadcast to both halves, 32-bit shifts (0 | 4), mask 0xf: lane j < 16
+//          is nibble p = j / 8 (+ 2 in the second vector, after a further shift by 8) of the
+//          16-bit word l = j % 8 = bits [16 (l % 2), +16) of block word l / 2.
+//   2/3 bit, plane 0 (low two bits, pair layout): the 8-byte block broadcast to the 4 qwords,
+//          qword c shifted by 2c, mask 3: lane j is bits [2 (j / 4) (+ 8), +2) of 16-bit word j % 4.
+//   3 bit, plane 1 (bit plane, weight 4): word 2 broadcast, element e shifted by e, mask 1: lane j
+//          is bit j / 2 + 16 (j % 2) (+ 8) of the plane.
+inline int avx2_planes(int bits) { return bits == 3 ? 2 : 1; }
+inline int avx2_lane_code(int bits, int plane, int lane) {
+  const int part = lane / 16, j = lane % 16;
+  if (bits == 8) return lane;
+  if (bits == 4) {
+    const int l = j % 8, nib = j / 8 + 2 * part;
+    return 4 * (4 * (l % 2) + nib) + l / 2;  // code c sits in word c % 4, nibble c / 4
+  }
+  if (plane == 1) return j / 2 + 16 * (j % 2) + 8 * part;
+  const int l = j % 4;
+  const int bit = 16 * (l % 2) + 2 * (j / 4) + 8 * part;  // bit offset in block word l / 2
+  // Pair layout: nibble k of word h holds code 2k + h (bits 0-1) and 16 + 2k + h (bits 2-3).
+  return (bit % 4 == 0 ? 0 : 16) + 2 * (bit / 4) + l / 2;
+}
 
 // Each function computes output rows [n0, n1) of y for all M rows of x.
 void rows_scalar(const Problem& p, int n0, int n1);

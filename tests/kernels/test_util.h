@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "llmc_kernels/qformat.h"
+#include "llmc_kernels/qgemm.h"
 
 namespace llmc::kernels::test {
 
@@ -48,6 +49,45 @@ inline double rel_error(const std::vector<float>& y, const std::vector<float>& r
     den = std::max(den, std::fabs(static_cast<double>(ref[i])));
   }
   return den > 0 ? num / den : num;
+}
+
+// rel_error beyond what rounding x to int16 explains (qgemm.h: the AVX2 decode path): with
+// dx_g = max_{k in g} |x_mk| / 32767 each x_mk moves by at most dx_g / 2, so y_mn may move by
+//     b_mn = sum_g dx_g / 2 * sum_{k in g} |w_nk|      (w dequantized in fp64).
+// Returns max_i max(0, |y_i - ref_i| - b_i) / max_i |ref_i|, to be held to the fp32 bound. A
+// wrong code or x order in that path gives errors of the size of y itself, far above b.
+inline double rel_error_int16_x(const std::vector<float>& y, const std::vector<float>& ref, const std::vector<float>& x,
+                                int M, const QMatrixView& w) {
+  const QLayout l = w.layout();
+  const std::vector<uint8_t> codes = unpack_codes(w);
+  double num = 0, den = 0;
+  for (int m = 0; m < M; ++m) {
+    std::vector<double> dx(static_cast<size_t>(l.groups_per_row), 0.0);
+    for (int k = 0; k < l.K; ++k) {
+      double& d = dx[static_cast<size_t>(k / l.group)];
+      d = std::max(d, std::fabs(static_cast<double>(x[static_cast<size_t>(m) * l.K + k])) / 32767.0);
+    }
+    for (int n = 0; n < l.N; ++n) {
+      double b = 0;
+      for (int k = 0; k < l.K; ++k) {
+        const size_t gi = group_index(l.groups_per_row, l.group, n, k);
+        const double wk = fp16_to_fp32(w.scales[gi]) * (codes[static_cast<size_t>(n) * l.K + k] - fp16_to_fp32(w.zeros[gi]));
+        b += dx[static_cast<size_t>(k / l.group)] / 2 * std::fabs(wk);
+      }
+      const size_t i = static_cast<size_t>(m) * l.N + n;
+      if (!std::isfinite(y[i])) return INFINITY;
+      num = std::max(num, std::fabs(static_cast<double>(y[i]) - ref[i]) - b);
+      den = std::max(den, std::fabs(static_cast<double>(ref[i])));
+    }
+  }
+  return den > 0 ? num / den : num;
+}
+
+// The error a qgemm_cpu(x, M, w, ..., isa) result is held to: rel_error_int16_x where that call
+// rounds x to int16, rel_error otherwise.
+inline double gemm_error(const std::vector<float>& y, const std::vector<float>& ref, const std::vector<float>& x, int M,
+                         const QMatrixView& w, Isa isa) {
+  return qgemm_rounds_x_to_int16(M, isa) ? rel_error_int16_x(y, ref, x, M, w) : rel_error(y, ref);
 }
 
 }  // namespace llmc::kernels::test

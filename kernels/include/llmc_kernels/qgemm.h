@@ -34,6 +34,12 @@ int default_num_threads();
 void qgemm_cpu(const float* x, int M, const QMatrixView& w, const float* bias, float* y, int num_threads = 0,
                Isa isa = Isa::kAuto);
 
+// Precision: the fp32 paths differ from the fp64 reference only by fp32 rounding. The AVX2 path
+// for M < 16 (decode) multiplies integer codes with x rounded to int16 per (row, group) in exact
+// integer sums: |x - dx * xq| <= dx / 2 with dx = max|x over the group| / 32767, i.e. a relative
+// perturbation of x below 1.6e-5 of the group's largest |x|. Whether a call takes that path:
+bool qgemm_rounds_x_to_int16(int M, Isa isa = Isa::kAuto);
+
 // The same product given also a row-tiled copy of w (qtiled.h; an empty view means none): for
 // M < kTiledMaxM on AVX-512 CPUs it reads the tiled copy (the x-table kernel), otherwise w. The
 // tiled copy must have w's bits, group, N and K.
