@@ -137,8 +137,8 @@ SweepConfig parse_sweep_config(const std::string& text, const std::string& where
         if (b == bits) return true;
       return false;
     };
-    if (!has(3) || !has(8))
-      fail("{}.targets: without \"ms\" the targets span the uniform 3- to 8-bit baselines; add both to "
+    if (!has(8))
+      fail("{}.targets: without \"ms\" the targets end at the uniform 8-bit baseline; add it to "
            "\"baselines\" or give \"targets\": {{\"ms\": [...]}}",
            where);
   }

@@ -5,6 +5,8 @@
 #include <spdlog/spdlog.h>
 
 #include <cmath>
+#include <cstdlib>
+#include <memory>
 #include <nlohmann/json.hpp>
 
 #include "llmc/core/error.h"
@@ -117,8 +119,9 @@ class Runner {
   Runner(const SweepConfig& c, const SweepOptions& o, Manifest& m)
       : c_(c), o_(o), m_(m), exe_(o.exe.empty() ? self_executable() : o.exe) {}
 
-  // Runs `args` (without the program) as stage `stage` unless the manifest has it.
-  void run(const std::string& stage, std::vector<std::string> args, const std::string& log) {
+  // Runs `args` (without the program) as stage `stage` unless the manifest has it. A `timed` stage
+  // (lut, bench: their numbers are wall-clock times) holds $LLMC_SWEEP_LOCK while it runs, if set.
+  void run(const std::string& stage, std::vector<std::string> args, const std::string& log, bool timed = false) {
     ++count_;
     if (m_.done(stage)) return;
     args.insert(args.begin(), exe_);
@@ -129,7 +132,14 @@ class Runner {
     }
     spdlog::info("sweep: {} (log {})", stage, log);
     make_dirs(parent_dir(log));
+    const char* lock_path = std::getenv("LLMC_SWEEP_LOCK");
+    std::unique_ptr<FileLock> lock;
+    if (timed && lock_path != nullptr && *lock_path != '\0') {
+      spdlog::info("sweep: {} waits for the lock {}", stage, lock_path);
+      lock = std::make_unique<FileLock>(lock_path);
+    }
     const ProcessResult r = run_process(args, log);
+    lock.reset();
     if (r.exit_code != 0)
       fail("sweep: stage {} failed (exit {}); its log is {}; run the same command again to continue", stage,
            r.exit_code, log);
@@ -145,7 +155,7 @@ class Runner {
         {"--threads", std::to_string(c_.threads), "bench", "--model", exp, "--prompt-tokens",
          std::to_string(c_.prompt_tokens), "--new-tokens", std::to_string(c_.new_tokens), "--repeats",
          std::to_string(c_.bench_repeats), "--lut", lut(), "--json", "--output", path_join(dir, "bench.json")},
-        path_join(dir, "bench.log"));
+        path_join(dir, "bench.log"), true);
     run(p.name + "/eval",
         {"--threads", std::to_string(c_.threads), "eval", "--model", exp, "--tasks", c_.eval_tasks, "--limit",
          std::to_string(c_.eval_limit), "--output", path_join(dir, "eval.json")},
@@ -188,7 +198,7 @@ class Runner {
         {"--threads", std::to_string(c_.threads), "lut", "--model", c_.model, "--space", space, "--tokens", "1",
          "--context", std::to_string(sc.lut_context), "--lm-head-bits", std::to_string(c_.lm_head_bits), "--out",
          lut()},
-        path_join(o_.out, "lut.log"));
+        path_join(o_.out, "lut.log"), true);
   }
 
   std::string lut() const { return path_join(o_.out, "lut.json"); }
@@ -212,25 +222,29 @@ double predicted_decode_ms(const std::string& out, const std::string& name) {
   }
 }
 
-// The targets: explicit, else count of them from uniform 3-bit to uniform 8-bit (LUT ms), fixed in
-// the manifest the first time.
+// The targets: explicit, else count of them from 0.85 x the fastest uniform baseline to the uniform
+// 8-bit one (LUT ms), fixed in the manifest the first time. Which width is fastest depends on the
+// machine's kernels (on AVX2, 3 bit decodes slower than 4 bit), so the range starts below the fastest
+// one rather than at a fixed width: there no uniform export exists, and only a search can get there.
 std::vector<double> targets(const SweepConfig& c, const SweepOptions& o, Manifest& m) {
   if (!c.targets_ms.empty()) return c.targets_ms;
   if (m.has("targets_ms")) return m.get("targets_ms").get<std::vector<double>>();
-  auto find = [&](int bits) {
-    for (const auto& p : baseline_points(c))
-      if (p.bits == bits && p.quant == c.quant) return p.name;
-    for (const auto& p : baseline_points(c))
-      if (p.bits == bits) return p.name;
-    fail("sweep: no uniform {}-bit baseline to place the targets", bits);
-  };
   if (o.dry_run) return {};
-  const double lo = predicted_decode_ms(o.out, find(3)), hi = predicted_decode_ms(o.out, find(8));
+  double fastest = 0, hi = 0;
+  std::string fastest_name;
+  for (const auto& p : baseline_points(c)) {
+    const double ms = predicted_decode_ms(o.out, p.name);
+    if (fastest_name.empty() || ms < fastest) fastest = ms, fastest_name = p.name;
+    if (p.bits == 8 && (hi == 0 || p.quant == c.quant)) hi = ms;
+  }
+  if (hi == 0) fail("sweep: no uniform 8-bit baseline to place the targets");
+  const double lo = std::min(0.85 * fastest, hi);
   std::vector<double> t;
   for (int i = 0; i < c.target_count; ++i)
     t.push_back(c.target_count == 1 ? 0.5 * (lo + hi) : lo + (hi - lo) * i / (c.target_count - 1));
   m.set("targets_ms", t);
-  spdlog::info("sweep: targets {} ms (uniform 3-bit {:.3f} to 8-bit {:.3f}, LUT decode ms)", fmt::join(t, ", "), lo, hi);
+  spdlog::info("sweep: targets {} ms (0.85 x {} {:.3f} to uniform 8-bit {:.3f}, LUT decode ms)", fmt::join(t, ", "),
+               fastest_name, fastest, hi);
   return t;
 }
 

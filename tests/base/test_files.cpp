@@ -1,12 +1,15 @@
 // Folder helpers go through std::filesystem: a path is a path, never shell text.
 #include <gtest/gtest.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 
 #include "llmc/core/error.h"
 #include "llmc/core/files.h"
+#include "llmc/core/process.h"
 
 using namespace llmc;
 namespace fs = std::filesystem;
@@ -41,4 +44,37 @@ TEST(Files, FailuresNameThePath) {
     EXPECT_NE(std::string(e.what()).find("/nonexistent/llmc_a"), std::string::npos) << e.what();
   }
   EXPECT_THROW(make_dirs("/proc/llmc_no_such_place/x"), Error);
+}
+
+// FileLock excludes another process until it is released (what LLMC_SWEEP_LOCK relies on).
+TEST(Files, FileLockWaitsForTheOtherHolder) {
+  const std::string path = (fs::temp_directory_path() / ("llmc_lock_" + std::to_string(::getpid()))).string();
+  int ready[2];
+  ASSERT_EQ(::pipe(ready), 0);
+  const pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    {
+      FileLock held(path);
+      char c = 1;
+      if (::write(ready[1], &c, 1) != 1) ::_exit(2);
+      ::usleep(400 * 1000);
+    }
+    ::_exit(0);
+  }
+  char c = 0;
+  ASSERT_EQ(::read(ready[0], &c, 1), 1);  // the child holds the lock now
+  const auto t0 = std::chrono::steady_clock::now();
+  {
+    FileLock mine(path);
+    const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    EXPECT_GT(waited, 0.2);
+  }
+  int st = 0;
+  ::waitpid(pid, &st, 0);
+  EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+  ::close(ready[0]);
+  ::close(ready[1]);
+  fs::remove(path);
+  EXPECT_THROW(FileLock("/nonexistent-dir/x.lock"), Error);
 }

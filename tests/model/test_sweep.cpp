@@ -5,6 +5,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -89,8 +90,8 @@ TEST(Sweep, ConfigErrorsNameTheFileAndKey) {
   j["modes"] = {"joint", "greedy"};
   EXPECT_NE(error_of(s.sweep(j)).find("'greedy'"), std::string::npos);
   j = small_sweep();
-  j["baselines"] = {{"rtn", {4}}};  // no 3- and 8-bit ends for the targets
-  EXPECT_NE(error_of(s.sweep(j)).find("uniform 3- to 8-bit"), std::string::npos);
+  j["baselines"] = {{"rtn", {4}}};  // no 8-bit end for the targets
+  EXPECT_NE(error_of(s.sweep(j)).find("end at the uniform 8-bit baseline"), std::string::npos);
   j["targets"] = {{"ms", {0.05}}};
   EXPECT_EQ(error_of(s.sweep(j)), "");
   j = small_sweep();
@@ -176,6 +177,19 @@ TEST(Sweep, KilledAndResumedGivesTheSameReport) {
   for (const auto& [stage, info] : manifest["done"].items())
     resumed = resumed || info.value("command", "").find("--resume") != std::string::npos;
   EXPECT_TRUE(resumed);
+  {  // The targets span 0.85 x the fastest uniform baseline to the uniform 8-bit one (LUT ms).
+    const json rep = json::parse(read_text_file(a + "/report.json"));
+    double fastest = 1e30, b8 = 0;
+    for (const auto& p : rep["points"]) {
+      if (p["method"].get<std::string>().rfind("uniform-", 0) != 0) continue;
+      fastest = std::min(fastest, p["predicted_decode_ms"].get<double>());
+      if (p["bits"].get<int>() == 8) b8 = p["predicted_decode_ms"].get<double>();
+    }
+    const auto t = json::parse(read_text_file(a + "/manifest.json"))["targets_ms"].get<std::vector<double>>();
+    ASSERT_EQ(t.size(), 2u);
+    EXPECT_NEAR(t[0], std::min(0.85 * fastest, b8), 1e-9);
+    EXPECT_NEAR(t[1], b8, 1e-9);
+  }
 
   json ra = stable(json::parse(read_text_file(a + "/report.json")));
   json rb = stable(json::parse(read_text_file(b + "/report.json")));

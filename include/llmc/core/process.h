@@ -22,4 +22,18 @@ std::string shell_quote_command(const std::vector<std::string>& argv);
 // The running executable (/proc/self/exe resolved).
 std::string self_executable();
 
+// An exclusive advisory lock (flock) on `path` (created if missing) for the object's lifetime;
+// waits while another process holds it. Throws llmc::Error naming the file when it cannot be
+// opened or locked.
+class FileLock {
+ public:
+  explicit FileLock(const std::string& path);
+  ~FileLock();
+  FileLock(const FileLock&) = delete;
+  FileLock& operator=(const FileLock&) = delete;
+
+ private:
+  int fd_ = -1;
+};
+
 }  // namespace llmc

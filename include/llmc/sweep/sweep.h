@@ -12,6 +12,10 @@
 // resumes from its checkpoint. The manifest also fixes the targets, so a resumed study uses the
 // same ones.
 //
+// The lut and bench stages measure wall-clock time. With LLMC_SWEEP_LOCK=FILE in the environment
+// the sweep holds an exclusive flock on FILE while they run, so other jobs on the machine that take
+// the same lock (`flock FILE make ...`) wait instead of skewing the timings.
+//
 // sweep.json (paths relative to the file's folder):
 // {
 //   "search": "smollm2-135m.json",      // base search config: model, data, space, schedule, lut_settings
@@ -28,8 +32,8 @@
 // The perplexity run is separate so its window length and count do not follow the multiple-choice
 // limit ("ppl": null or absent = none).
 // }
-// {"count": N} spreads N targets evenly from the LUT-predicted decode latency of the uniform 3-bit
-// baseline to that of the uniform 8-bit one (both ends included), once those are measured.
+// {"count": N} spreads N targets evenly from 0.85 x the LUT-predicted decode latency of the fastest
+// uniform baseline to that of the uniform 8-bit one (both ends included), once those are measured.
 #include <cstdint>
 #include <string>
 #include <utility>
