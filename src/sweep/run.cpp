@@ -37,10 +37,12 @@ std::vector<Point> baseline_points(const SweepConfig& c) {
   return out;
 }
 
+// Target-major: every mode at the first target, then the next, so a partly finished study already
+// compares the modes at equal targets.
 std::vector<Point> search_points(const SweepConfig& c, const std::vector<double>& targets) {
   std::vector<Point> out;
-  for (const auto& mode : c.modes)
-    for (double t : targets) {
+  for (double t : targets)
+    for (const auto& mode : c.modes) {
       Point p;
       p.name = fmt::format("{}-t{:.3f}", mode, t);
       p.method = mode;
