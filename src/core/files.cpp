@@ -8,8 +8,10 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <algorithm>
 #include <cstring>
 #include <fstream>
+#include <vector>
 #include <sstream>
 
 #include "llmc/core/error.h"
@@ -115,6 +117,52 @@ void rename_path(const std::string& from, const std::string& to) {
   std::error_code ec;
   std::filesystem::rename(from, to, ec);
   if (ec) fail("{}: cannot move to {} ({})", from, to, ec.message());
+}
+
+}  // namespace llmc
+
+namespace llmc {
+
+namespace {
+
+// FNV-1a over 8-byte words (then the tail bytes) with an extra shift-xor per word: ~8x the speed
+// of the byte-wise loop, which matters for a model of a few hundred MB.
+uint64_t hash_bytes(uint64_t h, const uint8_t* p, size_t n) {
+  constexpr uint64_t kPrime = 1099511628211ull;
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    uint64_t w;
+    std::memcpy(&w, p + i, 8);
+    h = (h ^ w) * kPrime;
+    h ^= h >> 29;
+  }
+  for (; i < n; ++i) h = (h ^ p[i]) * kPrime;
+  return (h ^ n) * kPrime;
+}
+
+uint64_t hash_file(uint64_t h, const std::string& path) {
+  MappedFile f(path);
+  return hash_bytes(h, f.data(), f.size());
+}
+
+}  // namespace
+
+std::string content_hash(const std::string& path) {
+  uint64_t h = 1469598103934665603ull;
+  if (file_exists(path)) return fmt::format("{:016x}", hash_file(h, path));
+  if (!dir_exists(path)) fail("{}: no such file or folder", path);
+  std::vector<std::string> files;
+  std::error_code ec;
+  for (auto it = std::filesystem::recursive_directory_iterator(path, ec);
+       !ec && it != std::filesystem::recursive_directory_iterator(); it.increment(ec))
+    if (it->is_regular_file(ec)) files.push_back(std::filesystem::relative(it->path(), path, ec).string());
+  if (ec) fail("{}: cannot list ({})", path, ec.message());
+  std::sort(files.begin(), files.end());
+  for (const auto& f : files) {
+    h = hash_bytes(h, reinterpret_cast<const uint8_t*>(f.data()), f.size());
+    h = hash_file(h, path_join(path, f));
+  }
+  return fmt::format("{:016x}", h);
 }
 
 }  // namespace llmc

@@ -6,6 +6,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
 #include <cstring>
 #include <filesystem>
@@ -78,6 +79,18 @@ FileLock::FileLock(const std::string& path) {
     ::close(fd_);
     fail("{}: cannot lock ({})", path, std::strerror(e));
   }
+}
+
+std::unique_ptr<FileLock> FileLock::try_lock(const std::string& path) {
+  std::unique_ptr<FileLock> l(new FileLock());
+  l->fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (l->fd_ < 0) fail("{}: cannot open lock file ({})", path, std::strerror(errno));
+  while (::flock(l->fd_, LOCK_EX | LOCK_NB) != 0) {
+    if (errno == EINTR) continue;
+    if (errno == EWOULDBLOCK) return nullptr;  // the destructor closes the file
+    fail("{}: cannot lock ({})", path, std::strerror(errno));
+  }
+  return l;
 }
 
 FileLock::~FileLock() {

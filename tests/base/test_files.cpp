@@ -78,3 +78,39 @@ TEST(Files, FileLockWaitsForTheOtherHolder) {
   fs::remove(path);
   EXPECT_THROW(FileLock("/nonexistent-dir/x.lock"), Error);
 }
+
+// try_lock does not wait: nullptr while another holder has the lock, the lock once it is free
+// (issue 21, defect 2: a second search on the same --out is refused).
+TEST(Files, FileTryLockRefusesWhileHeld) {
+  const std::string path = (fs::temp_directory_path() / ("llmc_trylock_" + std::to_string(::getpid()))).string();
+  {
+    auto first = FileLock::try_lock(path);
+    ASSERT_NE(first, nullptr);
+    const auto t0 = std::chrono::steady_clock::now();
+    EXPECT_EQ(FileLock::try_lock(path), nullptr);  // another open of the file: held
+    EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 1.0);
+  }
+  EXPECT_NE(FileLock::try_lock(path), nullptr);  // released with the first
+  fs::remove(path);
+  EXPECT_THROW(FileLock::try_lock("/nonexistent-dir/x.lock"), Error);
+}
+
+// content_hash: by content, not by spelling; folders by names and bytes.
+TEST(Files, ContentHashFollowsContentNotSpelling) {
+  const fs::path root = fs::temp_directory_path() / ("llmc_hash_" + std::to_string(::getpid()));
+  fs::remove_all(root);
+  make_dirs((root / "m/sub").string());
+  write_file_atomic((root / "m/a.txt").string(), "hello world, more than eight bytes");
+  write_file_atomic((root / "m/sub/b.bin").string(), std::string("\0\1\2", 3));
+  const std::string h = content_hash((root / "m").string());
+  EXPECT_EQ(h.size(), 16u);
+  EXPECT_EQ(content_hash((root / "m/../m/").string()), h);
+  EXPECT_EQ(content_hash((root / "m/a.txt").string()), content_hash((root / "./m/a.txt").string()));
+  fs::copy(root / "m", root / "copy", fs::copy_options::recursive);
+  EXPECT_EQ(content_hash((root / "copy").string()), h);
+  write_file_atomic((root / "copy/a.txt").string(), "hello world, more than eight bytez");
+  EXPECT_NE(content_hash((root / "copy").string()), h);
+  EXPECT_NE(content_hash((root / "m/a.txt").string()), content_hash((root / "copy/a.txt").string()));
+  EXPECT_THROW(content_hash((root / "nope").string()), Error);
+  fs::remove_all(root);
+}

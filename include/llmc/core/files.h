@@ -22,6 +22,11 @@ void rename_path(const std::string& from, const std::string& to);
 // Writes `data` to `path` via `path.tmp.<pid>` + fsync + rename.
 void write_file_atomic(const std::string& path, const std::string& data);
 
+// A 64-bit hash of what `path` holds (not of how it is spelled), as 16 hex digits: a file's bytes,
+// or for a folder every regular file below it (relative names and bytes, in sorted order). Not
+// cryptographic: it tells a changed input from the same one. Throws naming the path when missing.
+std::string content_hash(const std::string& path);
+
 // Read-only mmap of a whole file. Empty files map to size 0 / data nullptr.
 class MappedFile {
  public:

@@ -1,6 +1,7 @@
 #pragma once
 // Running another program without a shell: argv is passed as is (no quoting, no expansion), so a
 // path with quotes or `$(...)` in it is only a path. Output goes to a log file.
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -32,7 +33,12 @@ class FileLock {
   FileLock(const FileLock&) = delete;
   FileLock& operator=(const FileLock&) = delete;
 
+  // The same lock without waiting: nullptr when another process (or another open of the file in
+  // this one) holds it. Throws like the constructor when the file cannot be opened or locked.
+  static std::unique_ptr<FileLock> try_lock(const std::string& path);
+
  private:
+  FileLock() = default;
   int fd_ = -1;
 };
 
