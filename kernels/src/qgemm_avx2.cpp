@@ -7,7 +7,8 @@
 // Decoding a block costs 4 ALU ops per 32 codes for every width (codes16), twice for 3 bit, so
 // the kernel does about half the work per weight of dequantizing to fp32 and FMAs (the earlier
 // version of this file: 16-17 ops per 32 codes at 4 bit).
-// Panel kernel (M >= 16): 6 rows x 256 columns dequantized to L1, 6 x 16 micro kernel.
+// Panel kernel (M >= 16): 4 rows x 256 columns decoded to int16 codes in L1, 4 x 16 micro kernel
+// on int16 x pairs (vpmaddwd), fp32 accumulation per group.
 #include <immintrin.h>
 
 #include <cstddef>
@@ -218,68 +219,93 @@ void fused_rows(const Problem& p, int n0, int n1) {
 }
 
 // ---------------------------------------------------------------------------------------------
-constexpr int kNr = kPanelNr256;
+// Panel kernel (M >= 16), integer as the fused one: a 4-row x 256-column weight panel is decoded
+// once to int16 codes in L1 (natural order), then a 4 x 16 micro kernel multiplies code pairs with
+// pairs of int16 x (vpmaddwd: 16 products per instruction, twice the fp32 FMA's 8) in exact int32
+// sums per group, which are scaled into fp32 accumulators yT at the group's end.
+// 4 rows: 8 int32 accumulators + 2 x + a broadcast + a product fit the 16 ymm registers (6 rows,
+// the fp32 kernel's tile, spilled accumulators to the stack).
+constexpr int kNr = 4;
 constexpr int kKc = kPanelKc;
 
 template <int BITS>
-void dequant_panel(const Problem& p, int nb, int nr, int kc0, int kcn, float* wb) {
-  const int bpg = p.group / kBlockCodes;
+void decode_panel(const Problem& p, int nb, int nr, int kc0, int kcn, int16_t* wb) {
   for (int r = 0; r < kNr; ++r) {
-    float* dst = wb + r * kKc;
+    int16_t* dst = wb + r * kKc;
     if (r >= nr) {
-      for (int k = 0; k < kcn; k += 8) _mm256_store_ps(dst + k, _mm256_setzero_ps());
+      std::memset(dst, 0, sizeof(int16_t) * static_cast<size_t>(kcn));
       continue;
     }
-    const int n = nb + r;
-    const uint8_t* row = p.codes + static_cast<size_t>(n) * p.row_bytes;
+    const uint8_t* row = p.codes + static_cast<size_t>(nb + r) * p.row_bytes;
     for (int kb = kc0 / kBlockCodes; kb < (kc0 + kcn) / kBlockCodes; ++kb) {
-      const size_t gi = static_cast<size_t>(n) * p.G + kb / bpg;
-      const __m256 s = _mm256_set1_ps(h2f(p.scales[gi]));
-      const __m256 z = _mm256_set1_ps(h2f(p.zeros[gi]));
-      float* out = dst + (kb * kBlockCodes - kc0);
       const uint8_t* blk = row + static_cast<size_t>(kb) * (4 * BITS);
-      for (int j = 0; j < 4; ++j) {
-        const __m256i q = codes8<BITS>(blk, j);
-        _mm256_store_ps(out + 8 * j, _mm256_mul_ps(_mm256_sub_ps(_mm256_cvtepi32_ps(q), z), s));
+      int16_t* out = dst + (kb * kBlockCodes - kc0);
+      for (int j = 0; j < 4; j += 2) {
+        // Two steps of 8 int32 codes -> 16 int16 (packs interleaves 128-bit halves; permute fixes it).
+        const __m256i q = _mm256_packs_epi32(codes8<BITS>(blk, j), codes8<BITS>(blk, j + 1));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + 8 * j), _mm256_permute4x64_epi64(q, 0xd8));
       }
     }
   }
 }
 
-// 6 weight rows x 16 x-rows (two ymm) over kcn columns.
-void micro(const float* xT, int Mp, const float* wb, int kcn, float* yT, int nr, bool first) {
-  __m256 acc[kNr][2];
-  for (int r = 0; r < kNr; ++r) {
-    for (int v = 0; v < 2; ++v) {
-      acc[r][v] = (first || r >= nr) ? _mm256_setzero_ps() : _mm256_loadu_ps(yT + static_cast<size_t>(r) * Mp + 8 * v);
-    }
-  }
-  for (int k = 0; k < kcn; ++k) {
-    const float* xk = xT + static_cast<size_t>(k) * Mp;
-    const __m256 x0 = _mm256_load_ps(xk), x1 = _mm256_load_ps(xk + 8);
+// Rows [0, nr) of the panel x 16 x-rows, k-pairs [0, nkp) of one group (wb and xq2 point at the
+// group's first pair). y = first ? 0 : y; y += s dx Q - s z dx sum(xq) per (row, x-row).
+void micro16(const int16_t* xq2, int Mp, const int16_t* wb, int nkp, float* yT, int nr, bool first,
+             const float* s, const float* sz, const float* dx, const float* dxs) {
+  __m256i acc[kNr][2];
+  for (int r = 0; r < kNr; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
+  for (int kp = 0; kp < nkp; ++kp) {
+    const int16_t* xk = xq2 + static_cast<size_t>(kp) * Mp * 2;
+    const __m256i x0 = _mm256_load_si256(reinterpret_cast<const __m256i*>(xk));
+    const __m256i x1 = _mm256_load_si256(reinterpret_cast<const __m256i*>(xk + 16));
     for (int r = 0; r < kNr; ++r) {
-      const __m256 w = _mm256_broadcast_ss(wb + r * kKc + k);
-      acc[r][0] = _mm256_fmadd_ps(x0, w, acc[r][0]);
-      acc[r][1] = _mm256_fmadd_ps(x1, w, acc[r][1]);
+      int32_t pair;
+      std::memcpy(&pair, wb + r * kKc + 2 * kp, 4);
+      const __m256i w = _mm256_set1_epi32(pair);
+      acc[r][0] = _mm256_add_epi32(acc[r][0], _mm256_madd_epi16(x0, w));
+      acc[r][1] = _mm256_add_epi32(acc[r][1], _mm256_madd_epi16(x1, w));
     }
   }
+  const __m256 dxv[2] = {_mm256_loadu_ps(dx), _mm256_loadu_ps(dx + 8)};
+  const __m256 dsv[2] = {_mm256_loadu_ps(dxs), _mm256_loadu_ps(dxs + 8)};
   for (int r = 0; r < nr; ++r) {
-    for (int v = 0; v < 2; ++v) _mm256_storeu_ps(yT + static_cast<size_t>(r) * Mp + 8 * v, acc[r][v]);
+    const __m256 sv = _mm256_set1_ps(s[r]), szv = _mm256_set1_ps(sz[r]);
+    for (int v = 0; v < 2; ++v) {
+      float* yp = yT + static_cast<size_t>(r) * Mp + 8 * v;
+      __m256 y = first ? _mm256_setzero_ps() : _mm256_loadu_ps(yp);
+      y = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[r][v]), _mm256_mul_ps(sv, dxv[v]), y);
+      _mm256_storeu_ps(yp, _mm256_fnmadd_ps(szv, dsv[v], y));
+    }
   }
 }
 
 template <int BITS>
 void panel_rows(const Problem& p, int n0, int n1) {
-  alignas(64) float wb[kNr * kKc];
+  alignas(64) int16_t wb[kNr * kKc];
   const int Kk = p.Kb * kBlockCodes;  // columns up to the last block with real ones
   for (int kc0 = 0; kc0 < Kk; kc0 += kKc) {
     const int kcn = imin(kKc, Kk - kc0);
-    const float* xT = p.xT + static_cast<size_t>(kc0) * p.Mp;
     for (int nb = n0; nb < n1; nb += kNr) {
       const int nr = imin(kNr, n1 - nb);
-      dequant_panel<BITS>(p, nb, nr, kc0, kcn, wb);
+      decode_panel<BITS>(p, nb, nr, kc0, kcn, wb);
       float* yT = p.yT + static_cast<size_t>(nb) * p.Mp;
-      for (int m0 = 0; m0 < p.Mp; m0 += 16) micro(xT + m0, p.Mp, wb, kcn, yT + m0, nr, kc0 == 0);
+      // kKc is a multiple of every group size, so a chunk holds whole groups (the last one may stop
+      // at Kk, a multiple of 32).
+      for (int c0 = 0; c0 < kcn; c0 += p.group) {
+        const int g = (kc0 + c0) / p.group, nkp = imin(p.group, kcn - c0) / 2;
+        float s[kNr], sz[kNr];
+        for (int r = 0; r < nr; ++r) {
+          const size_t gi = static_cast<size_t>(nb + r) * p.G + g;
+          s[r] = h2f(p.scales[gi]);
+          sz[r] = s[r] * h2f(p.zeros[gi]);
+        }
+        const int16_t* xg = p.xq2 + static_cast<size_t>(kc0 + c0) / 2 * p.Mp * 2;
+        for (int m0 = 0; m0 < p.Mp; m0 += 16) {
+          micro16(xg + 2 * m0, p.Mp, wb + c0, nkp, yT + m0, nr, kc0 + c0 == 0, s, sz,
+                  p.xdxT + static_cast<size_t>(g) * p.Mp + m0, p.xdxsT + static_cast<size_t>(g) * p.Mp + m0);
+        }
+      }
     }
   }
   for (int m = 0; m < p.M; ++m) {

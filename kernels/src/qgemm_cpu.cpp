@@ -130,6 +130,43 @@ void prepare_xq(const float* x, detail::Problem& p, detail::Scratch& s_q, detail
   p.xqs = xs;
 }
 
+// The panel AVX2 kernel's activations (Problem::xq2): the same int16 rounding per (row, group),
+// stored as column pairs per x-row ([Kp / 2][Mp][2]), with dx and dx * sum(xq) per (group, x-row).
+void prepare_xq_panel(const float* x, detail::Problem& p, detail::Scratch& s_q, detail::Scratch& s_g) {
+  const size_t Mp = static_cast<size_t>(p.Mp);
+  auto* xq2 = reinterpret_cast<int16_t*>(s_q.get(static_cast<size_t>(p.Kp) * Mp / 2));
+  float* dxT = s_g.get(2 * static_cast<size_t>(p.G) * Mp);
+  float* dxsT = dxT + static_cast<size_t>(p.G) * Mp;
+  std::fill(xq2, xq2 + static_cast<size_t>(p.Kp) * Mp, int16_t{0});
+  std::fill(dxT, dxT + 2 * static_cast<size_t>(p.G) * Mp, 0.f);
+  for (int m = 0; m < p.M; ++m) {
+    const float* xr = x + static_cast<size_t>(m) * p.K;
+    for (int g = 0; g < p.G; ++g) {
+      const int k0 = g * p.group, k1 = std::min(p.K, k0 + p.group);
+      float amax = 0.f;
+      bool finite = true;
+      for (int k = k0; k < k1; ++k) {
+        finite = finite && std::isfinite(xr[k]);
+        amax = std::max(amax, std::fabs(xr[k]));
+      }
+      const float inv = finite && amax > 0.f ? 32767.f / amax : 0.f;
+      int sum = 0;
+      for (int k = k0; k < k1; ++k) {
+        const auto q = static_cast<int16_t>(std::clamp(std::lrint(xr[k] * inv), -32767L, 32767L));
+        xq2[(static_cast<size_t>(k / 2) * Mp + m) * 2 + (k & 1)] = q;
+        sum += q;
+      }
+      // A NaN or inf in x makes the group's outputs NaN, as the fp32 kernels would.
+      const float dx = finite ? amax / 32767.f : std::numeric_limits<float>::quiet_NaN();
+      dxT[static_cast<size_t>(g) * Mp + m] = dx;
+      dxsT[static_cast<size_t>(g) * Mp + m] = dx * static_cast<float>(sum);
+    }
+  }
+  p.xq2 = xq2;
+  p.xdxT = dxT;
+  p.xdxsT = dxsT;
+}
+
 }  // namespace
 
 namespace detail {
@@ -204,8 +241,9 @@ int default_num_threads() {
 }
 
 bool qgemm_rounds_x_to_int16(int M, Isa isa) {
+  (void)M;  // both AVX2 paths (fused, M < 16; panel, M >= 16)
   const Isa use = (isa == Isa::kAuto) ? best_isa() : isa;
-  return use == Isa::kAvx2 && M < kPanelMinM;
+  return use == Isa::kAvx2;
 }
 
 void qgemm_cpu(const float* x, int M, const QMatrixView& w, const float* bias, float* y, int num_threads, Isa isa) {
@@ -234,7 +272,7 @@ void qgemm_cpu(const float* x, int M, const QMatrixView& w, const float* bias, f
   thread_local detail::Scratch s_x, s_g, s_y;
   const bool panel = use != Isa::kScalar && M >= kPanelMinM;
   void (*rows)(const detail::Problem&, int, int) = detail::rows_scalar;
-  if (qgemm_rounds_x_to_int16(M, use)) {
+  if (!panel && qgemm_rounds_x_to_int16(M, use)) {
     prepare_xq(x, p, s_x, s_g);
 #if defined(LLMC_KERNELS_X86)
     rows = detail::fused_rows_avx2;
@@ -262,6 +300,13 @@ void qgemm_cpu(const float* x, int M, const QMatrixView& w, const float* bias, f
 #if defined(LLMC_KERNELS_X86)
     if (use == Isa::kAvx512) rows = detail::fused_rows_avx512;
 #endif
+  } else if (qgemm_rounds_x_to_int16(M, use)) {
+    p.Mp = (M + 15) / 16 * 16;
+    prepare_xq_panel(x, p, s_x, s_g);
+    p.yT = s_y.get(static_cast<size_t>(p.N) * p.Mp);
+#if defined(LLMC_KERNELS_X86)
+    rows = detail::panel_rows_avx2;
+#endif
   } else {
     p.Mp = (M + 15) / 16 * 16;
     float* xT = s_x.get(static_cast<size_t>(p.Kp) * p.Mp);
@@ -278,7 +323,6 @@ void qgemm_cpu(const float* x, int M, const QMatrixView& w, const float* bias, f
     p.xT = xT;
     p.yT = s_y.get(static_cast<size_t>(p.N) * p.Mp);
 #if defined(LLMC_KERNELS_X86)
-    if (use == Isa::kAvx2) rows = detail::panel_rows_avx2;
     if (use == Isa::kAvx512) rows = detail::panel_rows_avx512;
 #endif
   }

@@ -38,6 +38,10 @@ struct Problem {
 
   // Panel (large-M) path.
   int Mp = 0;                 // M rounded up to a multiple of 16
+  // AVX2: x rounded to int16 per (row, group) as for the fused path, in pairs of columns:
+  const int16_t* xq2 = nullptr;  // [Kp / 2][Mp][2]: (xq[m][2i], xq[m][2i + 1]), 0 outside [M) x [K)
+  const float* xdxT = nullptr;   // [G][Mp] dx
+  const float* xdxsT = nullptr;  // [G][Mp] dx * sum of xq over the group
   const float* xT = nullptr;  // [Kp][Mp] transposed x, zero outside [M) x [K)
   float* yT = nullptr;        // [N][Mp] fp32 accumulators
 };
@@ -45,7 +49,6 @@ struct Problem {
 // Panel path tiling (AVX-512 / AVX2): n-rows per micro tile and the K chunk dequantized at once.
 constexpr int kPanelKc = 256;
 constexpr int kPanelNr512 = 12;
-constexpr int kPanelNr256 = 6;
 // Rows handed to one task are a multiple of this (divisible by every NT/NR above and by 4).
 constexpr int kRowQuantum = 12;
 

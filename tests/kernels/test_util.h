@@ -51,7 +51,7 @@ inline double rel_error(const std::vector<float>& y, const std::vector<float>& r
   return den > 0 ? num / den : num;
 }
 
-// rel_error beyond what rounding x to int16 explains (qgemm.h: the AVX2 decode path): with
+// rel_error beyond what rounding x to int16 explains (qgemm.h: the AVX2 paths): with
 // dx_g = max_{k in g} |x_mk| / 32767 each x_mk moves by at most dx_g / 2, so y_mn may move by
 //     b_mn = sum_g dx_g / 2 * sum_{k in g} |w_nk|      (w dequantized in fp64).
 // Returns max_i max(0, |y_i - ref_i| - b_i) / max_i |ref_i|, to be held to the fp32 bound. A

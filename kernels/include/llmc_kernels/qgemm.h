@@ -34,10 +34,10 @@ int default_num_threads();
 void qgemm_cpu(const float* x, int M, const QMatrixView& w, const float* bias, float* y, int num_threads = 0,
                Isa isa = Isa::kAuto);
 
-// Precision: the fp32 paths differ from the fp64 reference only by fp32 rounding. The AVX2 path
-// for M < 16 (decode) multiplies integer codes with x rounded to int16 per (row, group) in exact
+// Precision: the fp32 paths (scalar, AVX-512) differ from the fp64 reference only by fp32
+// rounding. The AVX2 paths multiply integer codes with x rounded to int16 per (row, group) in exact
 // integer sums: |x - dx * xq| <= dx / 2 with dx = max|x over the group| / 32767, i.e. a relative
-// perturbation of x below 1.6e-5 of the group's largest |x|. Whether a call takes that path:
+// perturbation of x below 1.6e-5 of the group's largest |x|. Whether a call takes such a path:
 bool qgemm_rounds_x_to_int16(int M, Isa isa = Isa::kAuto);
 
 // The same product given also a row-tiled copy of w (qtiled.h; an empty view means none): for
