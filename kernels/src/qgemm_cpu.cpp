@@ -82,6 +82,25 @@ void check_common(const char* who, const float* x, int M, const QMatrixView& w, 
   detail::check_xy(who, x, M, w.N, w.K, y);
 }
 
+// Rounds x[0, n) to int16 with one scale: x ~= dx * q, dx = max|x| / 32767; returns dx (NaN when
+// x holds a NaN or inf, so that the outputs become NaN as the fp32 kernels' would) and sum(q).
+float round_to_int16(const float* x, int n, int16_t* q, int* sum) {
+  float amax = 0.f;
+  bool finite = true;
+  for (int i = 0; i < n; ++i) {
+    finite = finite && std::isfinite(x[i]);
+    amax = std::max(amax, std::fabs(x[i]));
+  }
+  const float inv = finite && amax > 0.f ? 32767.f / amax : 0.f;
+  int s = 0;
+  for (int i = 0; i < n; ++i) {
+    q[i] = static_cast<int16_t>(std::clamp(std::lrint(x[i] * inv), -32767L, 32767L));
+    s += q[i];
+  }
+  *sum = s;
+  return finite ? amax / 32767.f : std::numeric_limits<float>::quiet_NaN();
+}
+
 // The fused AVX2 kernel's activations (qgemm_impl.h, Problem::xq): per row m and group g,
 // dx = max|x| / 32767 over the group's real columns, xq = round(x / dx) (0 in the padding), laid
 // out per block in avx2_lane_code() order for each bit plane; plus dx and sum(xq) per group.
@@ -100,23 +119,10 @@ void prepare_xq(const float* x, detail::Problem& p, detail::Scratch& s_q, detail
     const float* xr = x + static_cast<size_t>(m) * p.K;
     int16_t* dst = xq + static_cast<size_t>(m) * p.xq_row;
     for (int g = 0; g < p.G; ++g) {
-      const int k0 = g * p.group, k1 = std::min(p.K, k0 + p.group);
-      float amax = 0.f;
-      bool finite = true;
-      for (int k = k0; k < k1; ++k) {
-        finite = finite && std::isfinite(xr[k]);
-        amax = std::max(amax, std::fabs(xr[k]));
-      }
-      const float inv = finite && amax > 0.f ? 32767.f / amax : 0.f;
+      const int k0 = g * p.group, n = std::min(p.K, k0 + p.group) - k0;
+      std::fill(q.begin() + n, q.end(), int16_t{0});  // padding columns of a partial last group
       int sum = 0;
-      for (int i = 0; i < p.group; ++i) {
-        const int k = k0 + i;
-        const long v = k < k1 ? std::lrint(xr[k] * inv) : 0;
-        q[static_cast<size_t>(i)] = static_cast<int16_t>(std::clamp(v, -32767L, 32767L));
-        sum += q[static_cast<size_t>(i)];
-      }
-      // A NaN or inf in x makes the group's outputs NaN, as the fp32 kernels would.
-      dx[static_cast<size_t>(m) * p.G + g] = finite ? amax / 32767.f : std::numeric_limits<float>::quiet_NaN();
+      dx[static_cast<size_t>(m) * p.G + g] = round_to_int16(xr + k0, n, q.data(), &sum);
       xs[static_cast<size_t>(m) * p.G + g] = static_cast<float>(sum);
       for (int b = 0; b < p.group / kBlockCodes; ++b) {
         int16_t* blk = dst + static_cast<size_t>(g * (p.group / kBlockCodes) + b) * planes * kBlockCodes;
@@ -139,25 +145,14 @@ void prepare_xq_panel(const float* x, detail::Problem& p, detail::Scratch& s_q, 
   float* dxsT = dxT + static_cast<size_t>(p.G) * Mp;
   std::fill(xq2, xq2 + static_cast<size_t>(p.Kp) * Mp, int16_t{0});
   std::fill(dxT, dxT + 2 * static_cast<size_t>(p.G) * Mp, 0.f);
+  std::vector<int16_t> q(static_cast<size_t>(p.group));
   for (int m = 0; m < p.M; ++m) {
     const float* xr = x + static_cast<size_t>(m) * p.K;
     for (int g = 0; g < p.G; ++g) {
-      const int k0 = g * p.group, k1 = std::min(p.K, k0 + p.group);
-      float amax = 0.f;
-      bool finite = true;
-      for (int k = k0; k < k1; ++k) {
-        finite = finite && std::isfinite(xr[k]);
-        amax = std::max(amax, std::fabs(xr[k]));
-      }
-      const float inv = finite && amax > 0.f ? 32767.f / amax : 0.f;
+      const int k0 = g * p.group, n = std::min(p.K, k0 + p.group) - k0;
       int sum = 0;
-      for (int k = k0; k < k1; ++k) {
-        const auto q = static_cast<int16_t>(std::clamp(std::lrint(xr[k] * inv), -32767L, 32767L));
-        xq2[(static_cast<size_t>(k / 2) * Mp + m) * 2 + (k & 1)] = q;
-        sum += q;
-      }
-      // A NaN or inf in x makes the group's outputs NaN, as the fp32 kernels would.
-      const float dx = finite ? amax / 32767.f : std::numeric_limits<float>::quiet_NaN();
+      const float dx = round_to_int16(xr + k0, n, q.data(), &sum);
+      for (int i = 0; i < n; ++i) xq2[(static_cast<size_t>((k0 + i) / 2) * Mp + m) * 2 + ((k0 + i) & 1)] = q[static_cast<size_t>(i)];
       dxT[static_cast<size_t>(g) * Mp + m] = dx;
       dxsT[static_cast<size_t>(g) * Mp + m] = dx * static_cast<float>(sum);
     }
