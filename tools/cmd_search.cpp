@@ -12,7 +12,7 @@ struct SearchArgs {
   std::string config, out = "runs/search", device = "cpu", mode, lut;
   double target_ms = -1;
   int64_t target_tokens = 0;
-  bool resume = false;
+  bool resume = false, force = false;
 };
 }  // namespace
 
@@ -21,6 +21,7 @@ Action add_search(CLI::App& app) {
   app.add_option("--config", a->config, "Search config JSON (see configs/README.md)")->required();
   app.add_option("--out", a->out, "Output folder (arch.json, search_log.jsonl, checkpoint/)")->capture_default_str();
   app.add_flag("--resume", a->resume, "Continue from OUT/checkpoint");
+  app.add_flag("--force", a->force, "Write into an OUT that holds files search did not write (they are left alone)");
   app.add_option("--mode", a->mode, "Override the config's mode: joint|sequential|width-only|bits-only");
   app.add_option("--target-ms", a->target_ms, "Override the config's target: LUT ms of one step of target.tokens tokens")
       ->check(CLI::PositiveNumber);
@@ -44,6 +45,7 @@ Action add_search(CLI::App& app) {
     SearchOptions o;
     o.out_dir = a->out;
     o.resume = a->resume;
+    o.force = a->force;
     SearchResult r = run_search(c, o);
     if (r.interrupted) return 130;
     std::printf("| mode | target ms | predicted ms | original ms | valid ppl (discretized, fake-quant) | original ppl |\n");

@@ -67,12 +67,59 @@ void write_file_atomic(const std::string& path, const std::string& data) {
     }
     off += static_cast<size_t>(n);
   }
-  ::fsync(fd);
-  ::close(fd);
+  // A full disk or an I/O error can surface only here: a file that did not reach the disk is an error.
+  if (::fsync(fd) != 0 && errno != EINVAL) {
+    int e = errno;
+    ::close(fd);
+    ::unlink(tmp.c_str());
+    fail("{}: write failed at fsync ({})", tmp, std::strerror(e));
+  }
+  if (::close(fd) != 0) {
+    int e = errno;
+    ::unlink(tmp.c_str());
+    fail("{}: write failed at close ({})", tmp, std::strerror(e));
+  }
   if (::rename(tmp.c_str(), path.c_str()) != 0) {
     int e = errno;
     ::unlink(tmp.c_str());
     fail("{}: cannot rename from {} ({})", path, tmp, std::strerror(e));
+  }
+}
+
+AppendFile::AppendFile(const std::string& path, bool truncate) : path_(path) {
+  if (dir_exists(path)) fail("{}: is a directory, expected a file", path);
+  fd_ = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | (truncate ? O_TRUNC : 0), 0644);
+  if (fd_ < 0) fail("{}: cannot open for writing ({})", path, std::strerror(errno));
+}
+
+AppendFile::~AppendFile() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+AppendFile::AppendFile(AppendFile&& o) noexcept : path_(std::move(o.path_)), fd_(o.fd_) { o.fd_ = -1; }
+
+AppendFile& AppendFile::operator=(AppendFile&& o) noexcept {
+  if (this != &o) {
+    if (fd_ >= 0) ::close(fd_);
+    path_ = std::move(o.path_);
+    fd_ = o.fd_;
+    o.fd_ = -1;
+  }
+  return *this;
+}
+
+void AppendFile::write_line(const std::string& line) {
+  if (fd_ < 0) fail("{}: write to a file that is not open", path_);
+  const std::string data = line + "\n";
+  size_t off = 0;
+  while (off < data.size()) {
+    const ssize_t n = ::write(fd_, data.data() + off, data.size() - off);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      fail("{}: write failed ({})", path_, std::strerror(errno));
+    }
+    if (n == 0) fail("{}: write failed (no progress)", path_);
+    off += static_cast<size_t>(n);
   }
 }
 

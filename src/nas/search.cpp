@@ -12,7 +12,6 @@
 #include <functional>
 #include <nlohmann/json.hpp>
 #include <random>
-#include <fstream>
 #include <sstream>
 
 #include "llmc/core/error.h"
@@ -27,6 +26,7 @@
 #include "llmc/latency/lut.h"
 #include "llmc/model/load.h"
 #include "llmc/nas/importance.h"
+#include "llmc/nas/search_files.h"
 #include "llmc/nas/supernet.h"
 #include "llmc/runtime/engine.h"
 
@@ -62,15 +62,10 @@ struct PhaseState {
   std::vector<int64_t> kv_fixed, mlp_fixed;  // sequential phase 2: widths from phase 1
 };
 
-std::string config_fingerprint(const SearchConfig& c) {
-  return fmt::format("{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}", c.model, c.space.canonical_json(), c.steps, c.arch_lr,
-                     c.weight_lr, c.lora_rank, c.lambda, c.tau_start, c.tau_end, c.seed, c.mode, c.seq_len);
-}
-
 void save_checkpoint(const std::string& out, const Supernet& net, const Adam& arch_opt, const Adam* w_opt,
-                     int64_t step, const std::mt19937_64& rng, const PhaseState& ps, const SearchConfig& c) {
+                     int64_t step, const std::mt19937_64& rng, const PhaseState& ps, const std::string& fingerprint) {
   const std::string dir = path_join(out, "checkpoint"), tmp = path_join(out, "checkpoint.tmp");
-  remove_tree(tmp);
+  remove_tree(tmp);  // a save killed earlier (claim_search_out made sure it holds only our files)
   make_dirs(tmp);
   std::vector<at::Tensor> keep;
   std::vector<TensorToWrite> ts;
@@ -83,15 +78,15 @@ void save_checkpoint(const std::string& out, const Supernet& net, const Adam& ar
   if (w_opt)
     for (const auto& [name, t] : w_opt->state("adam_w")) add(name, t);
   write_safetensors(path_join(tmp, "state.safetensors"), ts);
-  ojson j = {{"step", step},
-             {"rng", rng_state(rng)},
-             {"adam_arch_t", arch_opt.steps()},
-             {"adam_w_t", w_opt ? w_opt->steps() : 0},
-             {"phase", ps.phase},
-             {"kv_fixed", ps.kv_fixed},
-             {"mlp_fixed", ps.mlp_fixed},
-             {"config", config_fingerprint(c)}};
-  write_file_atomic(path_join(tmp, "state.json"), j.dump(1));
+  SearchCheckpointMeta m;
+  m.step = step;
+  m.rng = rng_state(rng);
+  m.arch_t = arch_opt.steps();
+  m.w_t = w_opt ? w_opt->steps() : 0;
+  m.phase = ps.phase;
+  m.kv_fixed = ps.kv_fixed;
+  m.mlp_fixed = ps.mlp_fixed;
+  write_file_atomic(path_join(tmp, "state.json"), search_checkpoint_json(m, fingerprint));
   // A complete checkpoint exists at every instant: the old one moves aside, the new one into place,
   // and only then is the old one removed (a kill in between leaves checkpoint.old to resume from).
   const std::string old = path_join(out, "checkpoint.old");
@@ -101,44 +96,8 @@ void save_checkpoint(const std::string& out, const Supernet& net, const Adam& ar
   remove_tree(old);
 }
 
-// The checkpoint folder to resume from: checkpoint/, or checkpoint.old/ when a save was killed
-// between its two renames.
-std::string checkpoint_dir(const std::string& out) {
-  const std::string dir = path_join(out, "checkpoint"), old = path_join(out, "checkpoint.old");
-  return !dir_exists(dir) && dir_exists(old) ? old : dir;
-}
-
-struct Loaded {
-  int64_t step = 0;
-  std::string rng;
-  int64_t arch_t = 0, w_t = 0;
-  PhaseState ps;
-};
-
-Loaded read_checkpoint_meta(const std::string& out, const SearchConfig& c) {
-  const std::string p = path_join(checkpoint_dir(out), "state.json");
-  if (!file_exists(p)) fail("{}: no checkpoint to resume from", p);
-  ojson j;
-  try {
-    j = ojson::parse(read_text_file(p));
-    Loaded l;
-    if (j.at("config").get<std::string>() != config_fingerprint(c))
-      fail("{}: checkpoint was made with a different config; start a new --out or drop --resume", p);
-    l.step = j.at("step");
-    l.rng = j.at("rng");
-    l.arch_t = j.at("adam_arch_t");
-    l.w_t = j.at("adam_w_t");
-    l.ps.phase = j.at("phase");
-    l.ps.kv_fixed = j.at("kv_fixed").get<std::vector<int64_t>>();
-    l.ps.mlp_fixed = j.at("mlp_fixed").get<std::vector<int64_t>>();
-    return l;
-  } catch (const nlohmann::json::exception& e) {
-    fail("{}: corrupt checkpoint ({})", p, e.what());
-  }
-}
-
-void restore_tensors(const std::string& out, Supernet& net, Adam& arch_opt, Adam* w_opt) {
-  const std::string p = path_join(checkpoint_dir(out), "state.safetensors");
+void restore_tensors(const std::string& dir, Supernet& net, Adam& arch_opt, Adam* w_opt) {
+  const std::string p = path_join(dir, "state.safetensors");
   SafetensorsFile f(p);
   at::NoGradGuard ng;
   auto load = [&](const std::string& name, at::Tensor& dst) {
@@ -219,6 +178,19 @@ class Search {
  public:
   Search(const SearchConfig& c, const SearchOptions& opts) : c_(c), opts_(opts) {}
 
+  // --resume: the checkpoint must be of this config (model, data and latency table by content) and
+  // valid, checked before any other work (no model loaded, no table measured, no text sampled).
+  void check_resume() {
+    if (!opts_.resume) return;
+    const std::string lut = search_lut_path(c_, opts_.out_dir);
+    if (!file_exists(lut))
+      fail("{}: the latency table this run's checkpoint was made with is missing; a resume would not be exact "
+           "(start a new --out, or drop --resume)",
+           lut);
+    fingerprint_ = search_fingerprint(c_, lut);
+    ck_ = read_search_checkpoint(opts_.out_dir, c_, fingerprint_);
+  }
+
   // The model to search over, and the latency table of this model and space at M tokens.
   void load_model_and_latency() {
     model_ = load_llama(c_.model);
@@ -264,14 +236,21 @@ class Search {
 
   // From step 0, or from the checkpoint (--resume); opens the step log.
   void start_or_resume() {
+    const std::string log = path_join(opts_.out_dir, "search_log.jsonl");
     if (opts_.resume) {
-      ck_ = read_checkpoint_meta(opts_.out_dir, c_);
-      ps_ = ck_.ps;
+      ps_.phase = ck_.phase;
+      ps_.kv_fixed = ck_.kv_fixed;
+      ps_.mlp_fixed = ck_.mlp_fixed;
+      if (ps_.phase == 2 && static_cast<int64_t>(ps_.kv_fixed.size()) != base_.num_layers)
+        fail("{}/state.json: corrupt checkpoint, {} fixed widths for a model of {} layers", ck_.dir,
+             ps_.kv_fixed.size(), base_.num_layers);
       start_step_ = ck_.step;
       std::istringstream(ck_.rng) >> rng_;
       spdlog::info("resuming at step {} (phase {})", start_step_, ps_.phase);
+      // Rows after the checkpoint (logged before a kill) are logged again by the steps that redo them.
+      trim_search_log(log, start_step_);
     }
-    log_file_.open(path_join(opts_.out_dir, "search_log.jsonl"), opts_.resume ? std::ios::app : std::ios::trunc);
+    log_ = AppendFile(log, /*truncate=*/!opts_.resume);
   }
 
   // The supernet of the current phase; fails when the target is below the fastest architecture.
@@ -303,7 +282,7 @@ class Search {
       }
     }
     if (seq() && ps_.phase == 2) {
-      const bool restore = opts_.resume && ck_.ps.phase == 2 && start_step_ > steps1;
+      const bool restore = opts_.resume && ck_.phase == 2 && start_step_ > steps1;
       if (!run_phase(2, std::max(start_step_, steps1), c_.steps, restore)) return false;
     }
     return true;
@@ -372,11 +351,12 @@ class Search {
   int64_t M() const { return c_.target_tokens; }
   bool seq() const { return c_.mode == "sequential"; }
 
-  // The configured table, or built now for this model and space.
+  // The configured table, else the run's own OUT/lut.json: read when it exists (never measured
+  // again or replaced), measured and written there when it does not.
   LatencyTable load_or_build_lut() {
-    std::string path = c_.lut;
-    if (path.empty() || !file_exists(path)) {
-      if (path.empty()) path = path_join(opts_.out_dir, "lut.json");
+    const std::string path = search_lut_path(c_, opts_.out_dir);
+    const bool own = c_.lut.empty();
+    if (!file_exists(path)) {
       LutOptions lo;
       lo.tokens = c_.lut_tokens;
       if (std::find(lo.tokens.begin(), lo.tokens.end(), M()) == lo.tokens.end()) lo.tokens.push_back(M());
@@ -385,9 +365,20 @@ class Search {
       lo.progress = opts_.progress;
       spdlog::info("lut: {} not found, measuring it now", path);
       write_file_atomic(path, build_lut_json(base_, c_.space, lo));
+    } else if (own) {
+      spdlog::info("lut: reading this run's own {}", path);
     }
     LatencyTable lut = LatencyTable::load(path);
     lut.check(base_, c_.space, c_.path);
+    if (own && !opts_.resume) {  // measured by an earlier run here: it must be what this config would measure
+      const auto& t = lut.tokens();
+      if (lut.context() != c_.lut_context || lut.lm_head_bits() != c_.lut_lm_head_bits ||
+          std::find(t.begin(), t.end(), M()) == t.end())
+        fail("{}: measured with context {} and lm_head_bits {} for tokens {}, the config asks for context {}, "
+             "lm_head_bits {} and {} token(s); remove the file to measure it again, or name a table in 'lut'",
+             path, lut.context(), lut.lm_head_bits(), fmt::join(t, ","), c_.lut_context, c_.lut_lm_head_bits, M());
+    }
+    if (fingerprint_.empty()) fingerprint_ = search_fingerprint(c_, path);
     return lut;
   }
 
@@ -509,7 +500,7 @@ class Search {
     std::unique_ptr<Adam> w_opt;
     if (c_.lora_rank > 0) w_opt = std::make_unique<Adam>(net_->weight_parameters(), c_.weight_lr, AdamRounding::Search);
     if (restore) {
-      restore_tensors(opts_.out_dir, *net_, arch_opt, w_opt.get());
+      restore_tensors(ck_.dir, *net_, arch_opt, w_opt.get());
       arch_opt.set_steps(ck_.arch_t);
       if (w_opt) w_opt->set_steps(ck_.w_t);
     }
@@ -520,7 +511,7 @@ class Search {
       search_step(phase, step, T, arch_opt, w_opt.get(), bar);
       const bool stop = g_stop.load();
       if (stop || (c_.checkpoint_every > 0 && (step + 1) % c_.checkpoint_every == 0) || step + 1 == last)
-        save_checkpoint(opts_.out_dir, *net_, arch_opt, w_opt.get(), step + 1, rng_, ps_, c_);
+        save_checkpoint(opts_.out_dir, *net_, arch_opt, w_opt.get(), step + 1, rng_, ps_, fingerprint_);
       res_.steps_done = step + 1;
       step_seconds_sum_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       t0 = std::chrono::steady_clock::now();
@@ -562,8 +553,7 @@ class Search {
     ojson row = {{"step", step + 1}, {"phase", phase}, {"task_loss", lt.item<double>()},
                  {"latency_loss", ll.item<double>()}, {"expected_latency_ms", e}, {"target_ms", T},
                  {"tau", tau}, {"mean_entropy", net_->mean_entropy()}};
-    log_file_ << row.dump() << "\n";
-    log_file_.flush();
+    log_.write_line(row.dump());
     bar.advance(1, fmt::format("loss {:.4f} lat {:.3f}/{:.3f} ms", lt.item<double>(), e, T));
     if (opts_.on_step) opts_.on_step(step + 1);
   }
@@ -581,8 +571,9 @@ class Search {
   int64_t steps_timed_ = 0, start_step_ = 0;
   PhaseState ps_;
   std::mt19937_64 rng_{0};
-  Loaded ck_;
-  std::ofstream log_file_;
+  SearchCheckpointMeta ck_;
+  std::string fingerprint_;
+  AppendFile log_;
   std::unique_ptr<Supernet> net_;
   bool cache_teacher_ = false;
   std::vector<at::Tensor> teach_train_, teach_valid_;
@@ -599,8 +590,9 @@ void install_search_signal_handlers() {
 
 SearchResult run_search(const SearchConfig& c, const SearchOptions& opts) {
   g_stop.store(false);
-  make_dirs(opts.out_dir);
+  const auto lock = claim_search_out(opts.out_dir, opts.force);  // held for the whole run
   Search s(c, opts);
+  s.check_resume();
   s.load_model_and_latency();
   s.prepare_data();
   s.load_teacher();

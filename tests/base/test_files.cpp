@@ -114,3 +114,32 @@ TEST(Files, ContentHashFollowsContentNotSpelling) {
   EXPECT_THROW(content_hash((root / "nope").string()), Error);
   fs::remove_all(root);
 }
+
+// Every log write is checked (issue 21, defect 5): a full disk is an error naming the file.
+TEST(Files, AppendFileChecksEveryWrite) {
+  const std::string path = (fs::temp_directory_path() / ("llmc_append_" + std::to_string(::getpid()))).string();
+  {
+    AppendFile f(path, true);
+    f.write_line("a");
+    f.write_line("b");
+  }
+  {
+    AppendFile f(path, false);
+    f.write_line("c");
+  }
+  EXPECT_EQ(read_text_file(path), "a\nb\nc\n");
+  { AppendFile f(path, true); }
+  EXPECT_EQ(read_text_file(path), "");
+  fs::remove(path);
+  if (fs::exists("/dev/full")) {
+    AppendFile full("/dev/full", false);
+    try {
+      full.write_line("x");
+      FAIL() << "no error writing to /dev/full";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("/dev/full: write failed"), std::string::npos) << e.what();
+    }
+  }
+  EXPECT_THROW(AppendFile("/nonexistent-dir/log.jsonl", false), Error);
+  EXPECT_THROW(AppendFile(fs::temp_directory_path().string(), false), Error);
+}

@@ -22,6 +22,27 @@ void rename_path(const std::string& from, const std::string& to);
 // Writes `data` to `path` via `path.tmp.<pid>` + fsync + rename.
 void write_file_atomic(const std::string& path, const std::string& data);
 
+// An append-only text file (a log of rows) whose every write is checked: a failed open or write
+// (disk full, a folder in the way) throws llmc::Error naming the path. Each line goes to the file
+// in one write() call, so a kill leaves whole lines (and at most one cut-off last line).
+class AppendFile {
+ public:
+  AppendFile() = default;
+  AppendFile(const std::string& path, bool truncate);
+  ~AppendFile();
+  AppendFile(AppendFile&& o) noexcept;
+  AppendFile& operator=(AppendFile&& o) noexcept;
+  AppendFile(const AppendFile&) = delete;
+  AppendFile& operator=(const AppendFile&) = delete;
+  void write_line(const std::string& line);  // appends line + '\n'
+  bool is_open() const { return fd_ >= 0; }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+  int fd_ = -1;
+};
+
 // A 64-bit hash of what `path` holds (not of how it is spelled), as 16 hex digits: a file's bytes,
 // or for a folder every regular file below it (relative names and bytes, in sorted order). Not
 // cryptographic: it tells a changed input from the same one. Throws naming the path when missing.

@@ -5,9 +5,11 @@
 // task loss = KL to the original model (distill) or next-token cross-entropy.
 //
 // Output folder: arch.json, search_log.jsonl (one line per step), summary.json, lut.json (when
-// built on the fly) and checkpoint/ (state.safetensors + state.json, replaced atomically every
-// checkpoint_every steps and on SIGINT/SIGTERM). --resume continues from checkpoint/ and ends with
-// the same arch.json and alphas as an uninterrupted run (same seed and threads).
+// the config names no table: measured on the first run, read by later ones), search.lock and
+// checkpoint/ (state.safetensors + state.json, replaced atomically every checkpoint_every steps and
+// on SIGINT/SIGTERM). --resume continues from checkpoint/ and ends with the same arch.json and
+// alphas as an uninterrupted run (same seed and threads). The folder's rules (nothing foreign, one
+// run at a time, what a resume checks first): nas/search_files.h.
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -20,6 +22,7 @@ namespace llmc {
 struct SearchOptions {
   std::string out_dir = "runs/search";
   bool resume = false;
+  bool force = false;  // write into an out_dir that holds files search did not write (left alone)
   bool progress = true;
   // Called after every completed step (tests use it to request a stop at a chosen step).
   std::function<void(int64_t step)> on_step;
