@@ -1,5 +1,6 @@
 #include "llmc/model/config.h"
 
+#include <limits>
 #include <nlohmann/json.hpp>
 
 #include "llmc/core/error.h"
@@ -11,9 +12,19 @@ using json = nlohmann::json;
 
 namespace {
 
+// nlohmann converts 5.5 to an int64 5 without a word: integer keys must hold integers.
+template <typename T>
+void check_integer(const json& j, const char* key, const std::string& where) {
+  if constexpr (std::is_integral_v<T> && !std::is_same_v<T, bool>) {
+    const json& v = j.at(key);
+    if (v.is_number_float()) fail("{}: key '{}' must be an integer (got {})", where, key, v.dump());
+  }
+}
+
 template <typename T>
 T get_req(const json& j, const char* key, const std::string& where) {
   if (!j.contains(key)) fail("{}: missing required key '{}'", where, key);
+  check_integer<T>(j, key, where);
   try {
     return j.at(key).get<T>();
   } catch (const json::exception&) {
@@ -24,6 +35,7 @@ T get_req(const json& j, const char* key, const std::string& where) {
 template <typename T>
 T get_opt(const json& j, const char* key, T dflt, const std::string& where) {
   if (!j.contains(key) || j.at(key).is_null()) return dflt;
+  check_integer<T>(j, key, where);
   try {
     return j.at(key).get<T>();
   } catch (const json::exception&) {
@@ -31,12 +43,17 @@ T get_opt(const json& j, const char* key, T dflt, const std::string& where) {
   }
 }
 
-int first_id(const json& j, const char* key) {
+// A token id, or the first of a list of them; -1 when absent or null.
+int first_id(const json& j, const char* key, const std::string& where) {
   if (!j.contains(key) || j.at(key).is_null()) return -1;
   const json& v = j.at(key);
-  if (v.is_number_integer()) return v.get<int>();
-  if (v.is_array() && !v.empty() && v[0].is_number_integer()) return v[0].get<int>();
-  return -1;
+  const json* id = v.is_array() ? (v.empty() ? nullptr : &v[0]) : &v;
+  if (!id) return -1;
+  if (!id->is_number_integer()) fail("{}: key '{}' must be a token id, an integer (got {})", where, key, v.dump());
+  const int64_t x = id->get<int64_t>();
+  if (x < 0 || x > std::numeric_limits<int>::max())
+    fail("{}: key '{}' is {}, not a token id (expected >= 0, or null for none)", where, key, x);
+  return static_cast<int>(x);
 }
 
 }  // namespace
@@ -54,6 +71,10 @@ void ModelConfig::validate(const std::string& where) const {
   pos(vocab_size, "vocab_size");
   if (num_heads % num_kv_heads != 0)
     fail("{}: num_attention_heads {} is not a multiple of num_key_value_heads {}", where, num_heads, num_kv_heads);
+  pos(max_position_embeddings, "max_position_embeddings");
+  if (bos_token_id >= vocab_size || eos_token_id >= vocab_size)
+    fail("{}: bos_token_id {} / eos_token_id {} outside the vocabulary of {} tokens", where, bos_token_id,
+         eos_token_id, vocab_size);
   if (head_dim % 2 != 0) fail("{}: head_dim {} must be even for RoPE", where, head_dim);
   if (rms_norm_eps <= 0) fail("{}: rms_norm_eps must be positive", where);
   if (rope_theta <= 0) fail("{}: rope_theta must be positive", where);
@@ -101,8 +122,8 @@ ModelConfig parse_hf_config(const std::string& text, const std::string& where) {
   c.rope_theta = get_opt<double>(j, "rope_theta", 10000.0, where);
   c.max_position_embeddings = get_opt<int64_t>(j, "max_position_embeddings", 2048, where);
   c.tie_word_embeddings = get_opt<bool>(j, "tie_word_embeddings", false, where);
-  c.bos_token_id = first_id(j, "bos_token_id");
-  c.eos_token_id = first_id(j, "eos_token_id");
+  c.bos_token_id = first_id(j, "bos_token_id", where);
+  c.eos_token_id = first_id(j, "eos_token_id", where);
   c.torch_dtype = get_opt<std::string>(j, "torch_dtype", "float32", where);
   std::string act = get_opt<std::string>(j, "hidden_act", "silu", where);
   if (act != "silu") fail("{}: hidden_act '{}' is not supported (silu)", where, act);

@@ -3,6 +3,8 @@
 #include <ATen/ATen.h>
 #include <sys/stat.h>
 
+#include <algorithm>
+#include <cctype>
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -79,6 +81,20 @@ class SafetensorsFolder {
     }
     auto view = at::from_blob(const_cast<uint8_t*>(f.data(t)), t.shape, at::TensorOptions().dtype(st));
     return view.to(at::kFloat, /*non_blocking=*/false, /*copy=*/true);
+  }
+  // The layers the tensors hold: 1 + the largest N of a "model.layers.N." name (0 when none).
+  int64_t layers_present() const {
+    const std::string prefix = "model.layers.";
+    int64_t n = 0;
+    for (const auto& [name, file] : where_) {
+      if (name.compare(0, prefix.size(), prefix) != 0) continue;
+      size_t i = prefix.size();
+      int64_t l = 0;
+      while (i < name.size() && std::isdigit(static_cast<unsigned char>(name[i])) && l < (int64_t(1) << 40))
+        l = l * 10 + (name[i++] - '0');
+      if (i > prefix.size()) n = std::max(n, l + 1);
+    }
+    return n;
   }
   std::string file_of(const std::string& name) const {
     auto it = where_.find(name);
@@ -174,6 +190,10 @@ std::unique_ptr<Llama> load_llama(const std::string& path, const LoadOptions& op
       fail("{}: an llmcompress export, not an original checkpoint (load it with open_model(), runtime/open.h)", path);
     ModelConfig config = load_hf_config(cfg_path);
     SafetensorsFolder st(path);
+    // More layers than the config says would be dropped without a word (fewer: a missing tensor).
+    if (st.layers_present() > config.num_layers)
+      fail("{}: num_hidden_layers is {} but the model's tensors hold {} layers", cfg_path, config.num_layers,
+           st.layers_present());
     auto tok = load_folder_tokenizer(path, config);
     if (!tok && opts.need_tokenizer) fail("{}: no tokenizer (tokenizer.model or tokenizer.json) in the folder", path);
     if (tok && tok->vocab_size() > config.vocab_size)

@@ -54,3 +54,31 @@ TEST(Config, Errors) {
   EXPECT_NE(error_of(R"({"model_type":"llama","hidden_size":64,"intermediate_size":8,"num_hidden_layers":1,
     "num_attention_heads":4,"vocab_size":10,"rope_scaling":{"type":"yarn"}})").find("not supported"), std::string::npos);
 }
+
+// Values that used to load silently (issue 21, defect 7): one line naming the file and the key.
+TEST(Config, RejectsSilentlyAcceptedValues) {
+  auto with = [](const std::string& key_value, const std::string& replacement) {
+    std::string t = kGood;
+    const size_t at = t.find(key_value);
+    EXPECT_NE(at, std::string::npos) << key_value;
+    t.replace(at, key_value.size(), replacement);
+    return error_of(t);
+  };
+  std::string e = with("\"num_hidden_layers\":5", "\"num_hidden_layers\":5.5");
+  EXPECT_NE(e.find("cfg.json: key 'num_hidden_layers' must be an integer (got 5.5)"), std::string::npos) << e;
+  e = with("\"num_hidden_layers\":5", "\"num_hidden_layers\":5,\"max_position_embeddings\":0");
+  EXPECT_NE(e.find("cfg.json: max_position_embeddings must be positive (got 0)"), std::string::npos) << e;
+  e = with("\"eos_token_id\":2", "\"eos_token_id\":-5");
+  EXPECT_NE(e.find("cfg.json: key 'eos_token_id' is -5, not a token id"), std::string::npos) << e;
+  e = with("\"bos_token_id\":1", "\"bos_token_id\":[-1]");
+  EXPECT_NE(e.find("key 'bos_token_id' is -1"), std::string::npos) << e;
+  e = with("\"eos_token_id\":2", "\"eos_token_id\":2.5");
+  EXPECT_NE(e.find("key 'eos_token_id' must be a token id"), std::string::npos) << e;
+  e = with("\"eos_token_id\":2", "\"eos_token_id\":512");
+  EXPECT_NE(e.find("outside the vocabulary of 512 tokens"), std::string::npos) << e;
+  e = with("\"hidden_size\":64", "\"hidden_size\":64.0");
+  EXPECT_NE(e.find("key 'hidden_size' must be an integer"), std::string::npos) << e;
+  // Still fine: null ids and lists of ids.
+  EXPECT_EQ(with("\"eos_token_id\":2", "\"eos_token_id\":null"), "");
+  EXPECT_EQ(with("\"eos_token_id\":2", "\"eos_token_id\":[2,3]"), "");
+}

@@ -141,3 +141,25 @@ TEST_F(CliErrors, EmptyTextFile) {
 TEST_F(CliErrors, UnknownTask) {
   expect_error("eval --model " + good_ + " --tasks nosuchtask", "unknown task 'nosuchtask'");
 }
+
+// Issue 21, defect 7: config.json values that loaded silently, each one line naming the file.
+TEST_F(CliErrors, ConfigValuesAgainstTheTensors) {
+  auto cfg_with = [&](const std::string& name, const std::string& from, const std::string& to) {
+    std::string cfg = read_text_file(good_ + "/config.json");
+    const size_t at = cfg.find(from);
+    EXPECT_NE(at, std::string::npos) << from << " in " << cfg;
+    if (at != std::string::npos) cfg.replace(at, from.size(), to);
+    return variant(name, "config.json", cfg);
+  };
+  const int64_t layers = test::tiny_config().num_layers;
+  const std::string n = "\"num_hidden_layers\": " + std::to_string(layers);
+  expect_error("info --model " + cfg_with("fewer", n, "\"num_hidden_layers\": " + std::to_string(layers - 1)),
+               "config.json: num_hidden_layers is " + std::to_string(layers - 1) + " but the model's tensors hold " +
+                   std::to_string(layers) + " layers");
+  expect_error("info --model " + cfg_with("frac", n, "\"num_hidden_layers\": 5.5"),
+               "config.json: key 'num_hidden_layers' must be an integer (got 5.5)");
+  expect_error("info --model " + cfg_with("ctx", "\"max_position_embeddings\": 64", "\"max_position_embeddings\": 0"),
+               "config.json: max_position_embeddings must be positive (got 0)");
+  expect_error("info --model " + cfg_with("eos", "\"eos_token_id\": 2", "\"eos_token_id\": -5"),
+               "config.json: key 'eos_token_id' is -5, not a token id");
+}
