@@ -82,6 +82,22 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : map_(path) {
   for (size_t i = 1; i < sorted.size(); ++i)
     if (sorted[i]->begin < sorted[i - 1]->end && sorted[i]->begin != sorted[i]->end)
       fail("{}: tensors '{}' and '{}' overlap", path, sorted[i - 1]->name, sorted[i]->name);
+  // The tensors fill the data section from its first byte to its last, with at most alignment
+  // padding (< 8 bytes, as write_safetensors leaves) between them. A header length that is off by
+  // a few bytes still parses when the header ends in padding spaces, but then every tensor would
+  // be read from the wrong place: the section's size no longer matches its tensors.
+  uint64_t end = 0;
+  for (const auto* t : sorted) {
+    if (t->begin == t->end) continue;
+    if (t->begin > end + 7)
+      fail("{}: {} unused bytes before tensor '{}' in the data section (a wrong header length or offsets?)", path,
+           t->begin - end, t->name);
+    end = std::max(end, t->end);
+  }
+  if (end != data_size)
+    fail("{}: the data section is {} bytes but its tensors end at byte {} (header length {} is wrong, or bytes were "
+         "added or cut)",
+         path, data_size, end, hlen);
   for (size_t i = 0; i < tensors_.size(); ++i) index_[tensors_[i].name] = i;
 }
 

@@ -124,3 +124,35 @@ TEST(Safetensors, TruncatedFileAtEveryLength) {
 TEST(Safetensors, MissingFile) {
   EXPECT_NE(error_of("/nonexistent/x.safetensors").find("cannot open"), std::string::npos);
 }
+
+// A header length off by a few bytes still parses when the header ends in padding spaces; the
+// tensors would then be read shifted (issue 21, defect 6). The data section must match its tensors.
+TEST(Safetensors, HeaderLengthOffIsAnError) {
+  std::vector<float> a(6, 1.5f), b(3, -2.0f);
+  const std::string p = tmp_path("hlen.safetensors");
+  write_safetensors(p, {{"a", DType::F32, {2, 3}, a.data()}, {"b", DType::F32, {3}, b.data()}});
+  ASSERT_EQ(error_of(p), "");
+  std::string bytes = read_text_file(p);
+  uint64_t hlen = 0;
+  std::memcpy(&hlen, bytes.data(), 8);
+  // Pad the header with spaces (as many writers do), so a shorter length still parses as JSON.
+  const std::string padded_header = bytes.substr(8, hlen) + std::string(16, ' ');
+  const std::string data = bytes.substr(8 + hlen);
+  write_raw(p, padded_header, data);
+  ASSERT_EQ(error_of(p), "") << "16 bytes of padding: a valid file";
+  for (int off : {-1, -3, -8}) {
+    std::string v = padded_header.substr(0, padded_header.size() + off);
+    std::string shifted = padded_header.substr(padded_header.size() + off) + data;  // the cut bytes join the data
+    write_raw(p, v, shifted);
+    const std::string e = error_of(p);
+    EXPECT_NE(e.find(p + ": the data section is " + std::to_string(data.size() - off) + " bytes but its tensors end at"),
+              std::string::npos)
+        << off << ": " << e;
+  }
+  // Bytes appended after the last tensor, and a hole before the first one.
+  write_raw(p, padded_header, data + "xyz");
+  EXPECT_NE(error_of(p).find("but its tensors end at"), std::string::npos) << error_of(p);
+  write_raw(p, R"({"w":{"dtype":"F32","shape":[2],"data_offsets":[16,24]}})", std::string(24, '\0'));
+  EXPECT_NE(error_of(p).find("16 unused bytes before tensor 'w'"), std::string::npos) << error_of(p);
+  ::unlink(p.c_str());
+}
