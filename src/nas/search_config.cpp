@@ -45,6 +45,7 @@ class Obj {
       fail("{}.{}: wrong type ({})", where_, key, v.dump());
     }
   }
+  bool has(const char* key) const { return j_.contains(key) && !j_.at(key).is_null(); }
   const json* sub(const char* key) {
     seen_.push_back(key);
     return j_.contains(key) && !j_.at(key).is_null() ? &j_.at(key) : nullptr;
@@ -117,13 +118,15 @@ SearchConfig parse_search_config(const std::string& text, const std::string& whe
   if (const json* t = top.sub("target")) {
     Obj o(*t, where + ".target");
     o.get("ms", &c.target_ms);
-    double frac = -1;
-    o.get("fraction", &frac);
-    if (frac >= 0) c.target_fraction = frac;
+    o.get("fraction", &c.target_fraction);
     o.get("tokens", &c.target_tokens);
     o.finish();
-    if (c.target_ms < 0 && (c.target_fraction <= 0 || c.target_fraction > 1))
-      fail("{}.target: give ms > 0 or a fraction in (0, 1]", where);
+    // A given value out of range is an error, never the default in disguise.
+    if (o.has("ms") && !(c.target_ms > 0)) fail("{}.target.ms: {} (expected > 0)", where, c.target_ms);
+    if (o.has("fraction") && !(c.target_fraction > 0 && c.target_fraction <= 1))
+      fail("{}.target.fraction: {} (expected a fraction of the original latency in (0, 1])", where,
+           c.target_fraction);
+    if (c.target_tokens < 1) fail("{}.target.tokens: {} (expected >= 1)", where, c.target_tokens);
   }
   if (const json* s = top.sub("schedule")) {
     Obj o(*s, where + ".schedule");
@@ -145,6 +148,10 @@ SearchConfig parse_search_config(const std::string& text, const std::string& whe
     if (c.tau_start <= 0 || c.tau_end <= 0) fail("{}.schedule: tau_start and tau_end must be > 0", where);
     if (c.lambda < 0) fail("{}.schedule.lambda: must be >= 0", where);
     if (c.lora_rank < 0) fail("{}.schedule.lora_rank: must be >= 0", where);
+    if (c.arch_lr < 0) fail("{}.schedule.arch_lr: {} (expected >= 0)", where, c.arch_lr);
+    if (c.weight_lr < 0) fail("{}.schedule.weight_lr: {} (expected >= 0)", where, c.weight_lr);
+    if (c.checkpoint_every < 0) fail("{}.schedule.checkpoint_every: {} (expected >= 0; 0 = only at the end)", where,
+                                     c.checkpoint_every);
   }
   top.get("mode", &c.mode);
   if (c.mode != "joint" && c.mode != "sequential" && c.mode != "width-only" && c.mode != "bits-only")

@@ -260,3 +260,26 @@ TEST_F(SearchRun, LogHoldsEachStepOnceAfterKillAndResume) {
   const std::string e = error_of([&] { run_search(c, o); });
   EXPECT_NE(e.find(o.out_dir + "/search_log.jsonl: write failed"), std::string::npos) << e;
 }
+
+// Defect 7: search config values that became the default or ran with nonsense are errors naming
+// the file and the key.
+TEST(SearchConfig, RejectsOutOfRangeValues) {
+  auto err = [](const std::string& body) {
+    return error_of([&] { parse_search_config(R"({"model":"m",)" + body + "}", "c.json", "/"); });
+  };
+  EXPECT_NE(err(R"("target":{"fraction":-0.5})").find("c.json.target.fraction: -0.5 (expected a fraction"),
+            std::string::npos);
+  EXPECT_NE(err(R"("target":{"fraction":0})").find("c.json.target.fraction: 0"), std::string::npos);
+  EXPECT_NE(err(R"("target":{"fraction":1.5})").find("c.json.target.fraction: 1.5"), std::string::npos);
+  EXPECT_NE(err(R"("target":{"ms":-1})").find("c.json.target.ms: -1 (expected > 0)"), std::string::npos);
+  EXPECT_NE(err(R"("target":{"ms":0})").find("c.json.target.ms: 0"), std::string::npos);
+  EXPECT_NE(err(R"("target":{"tokens":0})").find("c.json.target.tokens: 0"), std::string::npos);
+  EXPECT_NE(err(R"("schedule":{"arch_lr":-0.1})").find("c.json.schedule.arch_lr: -0.1"), std::string::npos);
+  EXPECT_NE(err(R"("schedule":{"weight_lr":-1e-3})").find("c.json.schedule.weight_lr: -0.001"), std::string::npos);
+  EXPECT_NE(err(R"("schedule":{"checkpoint_every":-2})").find("c.json.schedule.checkpoint_every: -2"),
+            std::string::npos);
+  // Still fine: a fraction of 1, ms alone, ms with a fraction (ms wins).
+  EXPECT_EQ(err(R"("target":{"fraction":1})"), "");
+  auto c = parse_search_config(R"({"model":"m","target":{"ms":2.5,"fraction":0.4}})", "c.json", "/");
+  EXPECT_EQ(c.target_ms, 2.5);
+}
