@@ -1,6 +1,8 @@
 // GGUF container: header, metadata and tensor infos (see include/llmc/io/gguf.h for the layout).
+#include <algorithm>
 #include <cstring>
 #include <limits>
+#include <vector>
 
 #include "llmc/core/error.h"
 #include "llmc/io/gguf.h"
@@ -278,6 +280,27 @@ GGUFFile::GGUFFile(const std::string& path) : map_(path) {
     if (t.offset > data_size || t.nbytes > data_size - t.offset)
       fail("{}: tensor '{}' ({} bytes at data offset {}) runs past the end of the file (data section is {} bytes)",
            path, t.name, t.nbytes, t.offset, data_size);
+  }
+  // As safetensors: no two tensors share bytes, and they follow each other with only the alignment
+  // padding between them (what llama.cpp and gguf-py write). An offset changed to another aligned,
+  // in-range value would otherwise read another tensor's bytes.
+  std::vector<const GGUFTensorInfo*> sorted;
+  for (const auto& t : tensors_)
+    if (t.nbytes > 0) sorted.push_back(&t);
+  std::sort(sorted.begin(), sorted.end(), [](auto* a, auto* b) { return a->offset < b->offset; });
+  uint64_t next = 0;  // where the next tensor may start: the previous end rounded up to the alignment
+  const GGUFTensorInfo* prev = nullptr;
+  for (const auto* t : sorted) {
+    if (t->offset < next && prev)
+      fail("{}: tensors '{}' and '{}' overlap (data offsets {} and {})", path, prev->name, t->name, prev->offset,
+           t->offset);
+    if (t->offset > next)
+      fail("{}: {} unused bytes before tensor '{}' (data offset {}; tensors follow each other with alignment {} "
+           "padding only)",
+           path, t->offset - next, t->name, t->offset, alignment_);
+    const uint64_t end = t->offset + t->nbytes;
+    next = end + (alignment_ - end % alignment_) % alignment_;
+    prev = t;
   }
   if (data_offset_ > map_.size()) data_offset_ = map_.size();  // only zero-byte tensors remain
 }

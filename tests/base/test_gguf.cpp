@@ -580,6 +580,41 @@ TEST(GGUF, MalformedFilesGiveClearErrors) {
   ::unlink(p.c_str());
 }
 
+// Issue 21, defect 6: a tensor offset changed to another aligned, in-range value (overlapping
+// another tensor, or leaving a hole) is an error, as in safetensors.
+TEST(GGUF, OverlappingOrGappedTensorsAreErrors) {
+  const std::string p = tmp_path("ranges.gguf");
+  auto write = [&](const std::string& bytes) {
+    std::ofstream f(p, std::ios::binary | std::ios::trunc);
+    f << bytes;
+  };
+  GGUFBuilder b;
+  b.tensor("a", {8}, GGMLType::F32, std::string(32, '\1'));
+  b.tensor("b", {8}, GGMLType::F32, std::string(32, '\2'));
+  b.tensor("c", {16}, GGMLType::F32, std::string(64, '\3'));
+  const std::string good = b.build();
+  write(good);
+  ASSERT_EQ(error_of(p), "");
+  // The info of tensor c: name, 1 dimension of 16, type F32, data offset 64.
+  const std::string info_c = GGUFBuilder::str("c") + GGUFBuilder::u32(1) + GGUFBuilder::u64(16) +
+                             GGUFBuilder::u32(0) + GGUFBuilder::u64(64);
+  const size_t at = good.find(info_c);
+  ASSERT_NE(at, std::string::npos);
+  auto with_c_at = [&](uint64_t offset, const std::string& extra) {
+    std::string bytes = good;
+    bytes.replace(at + info_c.size() - 8, 8, GGUFBuilder::u64(offset));
+    write(bytes + extra);
+    return error_of(p);
+  };
+  std::string e = with_c_at(32, "");  // c over b
+  EXPECT_NE(e.find(p + ": tensors 'b' and 'c' overlap"), std::string::npos) << e;
+  e = with_c_at(0, "");
+  EXPECT_NE(e.find("overlap"), std::string::npos) << e;
+  e = with_c_at(96, std::string(32, '\0'));  // c one block later: a hole where it was
+  EXPECT_NE(e.find(p + ": 32 unused bytes before tensor 'c'"), std::string::npos) << e;
+  ::unlink(p.c_str());
+}
+
 TEST(GGUFLlama, NameMapping) {
   EXPECT_EQ(gguf_llama_hf_name("token_embd.weight"), "model.embed_tokens.weight");
   EXPECT_EQ(gguf_llama_hf_name("output_norm.weight"), "model.norm.weight");
