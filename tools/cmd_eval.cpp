@@ -13,7 +13,7 @@ namespace {
 struct EvalArgs {
   std::string model, tasks, output, dtype = "float32";
   EvalOptions e;
-  bool json = false;
+  bool json = false, allow_past_context = false;
 };
 }  // namespace
 
@@ -30,6 +30,8 @@ Action add_eval(CLI::App& app) {
                  "Perplexity window length; multiple-choice inputs are left-truncated to it (default: model context; "
                  "wikitext2_gptq: min(2048, model context))")
       ->check(CLI::NonNegativeNumber);
+  app.add_flag("--allow-past-context", a->allow_past_context,
+               "Allow --max-length beyond the model's context (max_position_embeddings)");
   app.add_option("--stride", a->e.stride, "Tokens predicted per rolling perplexity window (default: max-length)")->check(CLI::NonNegativeNumber);
   app.add_option("--batch-size", a->e.batch_size,
                  "Perplexity windows (default 8) / multiple-choice requests (default 32) per forward pass")
@@ -52,12 +54,22 @@ Action add_eval(CLI::App& app) {
   return [a] {
     a->e.tasks = parse_task_list(a->tasks);
     a->e.model_path = a->model;
-    // Fail before hours of work, not after: the output folder must exist.
+    // Fail before hours of work, not after: the output must be writable now.
     if (!a->output.empty()) {
       const std::string dir = parent_dir(a->output);
-      if (!dir.empty() && !dir_exists(dir)) fail("--output: folder {} does not exist", dir);
+      if (!dir_exists(dir)) fail("--output: folder {} does not exist", dir);
+      try {
+        check_writable(a->output);
+      } catch (const Error& e) {
+        fail("--output: {}", e.what());
+      }
     }
     auto m = open_model(a->model, LoadOptions{a->dtype, true});
+    const int64_t ctx = m->config().max_position_embeddings;
+    if (a->e.max_length > ctx && !a->allow_past_context)
+      fail("--max-length {}: longer than the model's context of {} tokens (add --allow-past-context to score "
+           "past it anyway)",
+           a->e.max_length, ctx);
     std::string result = run_eval(*m, a->e);
     if (!a->output.empty()) write_file_atomic(a->output, result + "\n");
     std::fputs(a->json ? (result + "\n").c_str() : eval_table(result).c_str(), stdout);

@@ -32,6 +32,8 @@ Action add_generate(CLI::App& app) {
                  "buffers) | torch (the libtorch reference forward)")
       ->capture_default_str()
       ->check(CLI::IsMember({"auto", "runtime", "torch"}));
+  app.add_flag("--allow-past-context", a->g.allow_past_context,
+               "Go on past the model's context (max_position_embeddings) instead of stopping there");
   app.add_flag("--json", a->json, "Print {prompt_ids, ids, text} as JSON");
   return [a] {
     // The runtime engine decodes without per-op libtorch dispatch (logits equal the reference's to
@@ -51,7 +53,7 @@ Action add_generate(CLI::App& app) {
       std::fputs(a->prompt.c_str(), stdout);
       on_token = [&](int32_t id) {
         ids.push_back(id);
-        std::string text = tok.decode(ids);
+        std::string text = decode_continuation(tok, prompt_ids, ids);
         // Print only what is new, holding back a trailing incomplete UTF-8 sequence.
         if (text.size() > printed.size() && text.compare(0, printed.size(), printed) == 0) {
           std::fputs(text.substr(printed.size()).c_str(), stdout);
@@ -61,7 +63,7 @@ Action add_generate(CLI::App& app) {
       };
     }
     auto out = generate(run, prompt_ids, a->g, on_token, &st);
-    std::string text = tok.decode(out);
+    std::string text = decode_continuation(tok, prompt_ids, out);
     if (a->json) {
       nlohmann::json j = {{"prompt_ids", prompt_ids}, {"ids", out}, {"text", text}};
       std::puts(j.dump().c_str());
@@ -70,7 +72,7 @@ Action add_generate(CLI::App& app) {
     }
     spdlog::info("prompt {} tokens in {:.3f} s; generated {} tokens in {:.3f} s ({:.1f} tok/s)", st.prompt_tokens,
                  st.prefill_seconds, st.new_tokens, st.decode_seconds,
-                 st.decode_seconds > 0 ? (st.new_tokens - 1) / st.decode_seconds : 0.0);
+                 st.decode_tokens_per_second());
     return 0;
   };
 }

@@ -86,6 +86,18 @@ void write_file_atomic(const std::string& path, const std::string& data) {
   }
 }
 
+void check_writable(const std::string& path) {
+  if (path.empty()) fail("output path is empty");
+  if (dir_exists(path)) fail("{}: is a folder, expected a file to write", path);
+  const std::string dir = parent_dir(path);
+  if (!dir_exists(dir)) fail("{}: cannot write: folder {} does not exist", path, dir);
+  const std::string probe = path + ".tmp." + std::to_string(::getpid());
+  const int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  if (fd < 0) fail("{}: cannot write there ({})", path, std::strerror(errno));
+  ::close(fd);
+  ::unlink(probe.c_str());
+}
+
 AppendFile::AppendFile(const std::string& path, bool truncate) : path_(path) {
   if (dir_exists(path)) fail("{}: is a directory, expected a file", path);
   fd_ = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | (truncate ? O_TRUNC : 0), 0644);

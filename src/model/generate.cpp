@@ -9,6 +9,7 @@
 #include <random>
 
 #include "llmc/core/error.h"
+#include "llmc/core/log.h"
 
 namespace llmc {
 
@@ -51,7 +52,21 @@ std::vector<int32_t> generate(CausalLM& model, const std::vector<int32_t>& promp
   const int64_t vocab = model.config().vocab_size;
   for (int32_t id : prompt_ids) LLMC_CHECK(id >= 0 && id < vocab, "generate: prompt token id {} out of range", id);
   const int64_t T = static_cast<int64_t>(prompt_ids.size());
-  const int64_t max_len = T + opts.max_new_tokens;
+  const int64_t ctx = model.config().max_position_embeddings;
+  if (T > ctx && !opts.allow_past_context)
+    fail("generate: the prompt has {} tokens, more than the model's context of {} (allow_past_context / "
+         "--allow-past-context to run past it anyway)",
+         T, ctx);
+  int64_t max_new = opts.max_new_tokens;
+  bool capped = false;
+  if (T + max_new > ctx && !opts.allow_past_context) {
+    spdlog::warn("generate: the model's context is {} tokens: stopping after {} new tokens instead of {} "
+                 "(--allow-past-context to go on)",
+                 ctx, ctx - T, max_new);
+    max_new = ctx - T;
+    capped = true;
+  }
+  const int64_t max_len = T + max_new;
   auto cache = model.new_cache(1, max_len);
   const int eos = model.config().eos_token_id >= 0 ? model.config().eos_token_id : model.tokenizer().eos_id();
   uint64_t rng_state = opts.seed;
@@ -67,12 +82,12 @@ std::vector<int32_t> generate(CausalLM& model, const std::vector<int32_t>& promp
   auto logits = model.forward(tokens, positions, full_mask.narrow(1, 0, T), cache.get());  // (1, T, V)
   auto last = logits.select(1, T - 1).contiguous();
   auto t1 = clock::now();
-  for (int step = 0; step < opts.max_new_tokens; ++step) {
+  for (int64_t step = 0; step < max_new; ++step) {
     int32_t next = sample_token(last.data_ptr<float>(), vocab, opts.temperature, opts.top_p, &rng_state);
     out.push_back(next);
     if (on_token) on_token(next);
     if (opts.stop_at_eos && next == eos) break;
-    if (step + 1 == opts.max_new_tokens) break;
+    if (step + 1 == max_new) break;
     const int64_t pos = cache->len;
     auto tok = at::full({1, 1}, static_cast<int64_t>(next), at::kLong);
     auto p = at::full({1, 1}, pos, at::kLong);
@@ -85,8 +100,19 @@ std::vector<int32_t> generate(CausalLM& model, const std::vector<int32_t>& promp
     stats->decode_seconds = std::chrono::duration<double>(t2 - t1).count();
     stats->prompt_tokens = T;
     stats->new_tokens = static_cast<int64_t>(out.size());
+    stats->stopped_at_context = capped && static_cast<int64_t>(out.size()) == max_new &&
+                                !(opts.stop_at_eos && !out.empty() && out.back() == eos);
   }
   return out;
+}
+
+std::string decode_continuation(const Tokenizer& tok, const std::vector<int32_t>& prompt_ids,
+                                const std::vector<int32_t>& ids) {
+  std::vector<int32_t> all = prompt_ids;
+  all.insert(all.end(), ids.begin(), ids.end());
+  const std::string prompt = tok.decode(prompt_ids), whole = tok.decode(all);
+  if (whole.size() >= prompt.size() && whole.compare(0, prompt.size(), prompt) == 0) return whole.substr(prompt.size());
+  return tok.decode(ids);
 }
 
 }  // namespace llmc

@@ -22,6 +22,11 @@ void rename_path(const std::string& from, const std::string& to);
 // Writes `data` to `path` via `path.tmp.<pid>` + fsync + rename.
 void write_file_atomic(const std::string& path, const std::string& data);
 
+// Throws llmc::Error naming `path` unless write_file_atomic(path, ...) could write it now (its
+// folder exists and takes a new file; path is not a folder). For commands that write their result
+// at the end of long work: fail before it, not after.
+void check_writable(const std::string& path);
+
 // An append-only text file (a log of rows) whose every write is checked: a failed open or write
 // (disk full, a folder in the way) throws llmc::Error naming the path. Each line goes to the file
 // in one write() call, so a kill leaves whole lines (and at most one cut-off last line).
