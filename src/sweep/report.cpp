@@ -6,7 +6,8 @@
 // {"model", "machine", "threads", "date", "config": {...sweep settings...},
 //  "points": [{"name", "method", "bits" | "target_ms", "arch", "recreate", "decode_ms", "predicted_decode_ms",
 //              "prefill_tok_s", "acc_avg", "acc_stderr", "tasks": {task: {"acc", "acc_norm", "n"}},
-//              "wikitext2_ppl", "bytes"}]}
+//              "wikitext2_ppl", "bytes"}],
+//  "unreachable": [{"name", "method", "target_ms", "reason"}]}   // targets below the mode's fastest arch
 // acc_avg is the unweighted mean of the multiple-choice tasks' acc; acc_stderr its standard error
 // (sqrt(sum stderr_i^2) / n, tasks independent).
 #include <fmt/format.h>
@@ -185,6 +186,14 @@ std::string markdown(const json& rep) {
                            std::hypot(j["acc_stderr"].get<double>(), q["acc_stderr"].get<double>()));
     s += "\n";
   }
+  if (rep.contains("unreachable") && !rep["unreachable"].empty()) {
+    s += "## Unreachable targets\n\nThe mode's fastest architecture (LUT) is slower than the target; no export.\n\n"
+         "| point | target ms | search's message |\n|---|---:|---|\n";
+    for (const auto& u : rep["unreachable"])
+      s += fmt::format("| {} | {} | {} |\n", u["name"].get<std::string>(), fmt_ms(u["target_ms"]),
+                       u["reason"].get<std::string>());
+    s += "\n";
+  }
   s += "Accuracy vs measured decode latency: `pareto.svg`.\n";
   return s;
 }
@@ -202,15 +211,20 @@ void write_sweep_report(const SweepConfig& c, const SweepOptions& o) {
   rep["config"]["search"] = c.search_config;
   std::vector<double> targets = c.targets_ms;
   const std::string manifest = path_join(o.out, "manifest.json");
-  if (targets.empty() && file_exists(manifest)) {
-    const json m = read_json(manifest);
-    if (m.contains("targets_ms")) targets = m["targets_ms"].get<std::vector<double>>();
-  }
+  const json m = file_exists(manifest) ? read_json(manifest) : json::object();
+  if (targets.empty() && m.contains("targets_ms")) targets = m["targets_ms"].get<std::vector<double>>();
   rep["points"] = json::array();
   std::vector<PlotPoint> plot;
   std::vector<Point> points = baseline_points(c);
   for (const Point& p : search_points(c, targets)) points.push_back(p);
+  rep["unreachable"] = json::array();  // search points whose target the mode cannot reach
   for (const Point& p : points) {
+    if (!p.mode.empty() && m.contains("done") && m["done"].contains(p.name + "/search") &&
+        m["done"][p.name + "/search"].contains("unreachable")) {
+      rep["unreachable"].push_back({{"name", p.name}, {"method", p.method}, {"target_ms", p.target_ms},
+                                    {"reason", m["done"][p.name + "/search"]["unreachable"]}});
+      continue;
+    }
     json pj = point_json(c, o, p);
     if (pj.is_null()) continue;
     plot.push_back({p.method, p.name, pj["decode_ms"].get<double>(), pj["acc_avg"].get<double>()});

@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <cstdlib>
+#include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
 
@@ -77,6 +78,17 @@ namespace {
 
 using namespace sweep;
 
+// The line of a failed search's log saying its target is below the fastest architecture of the
+// mode's space ("" when it failed for another reason).
+std::string unreachable_reason(const std::string& log) {
+  if (!file_exists(log)) return "";
+  const std::string text = read_text_file(log);
+  const size_t at = text.find("is below the fastest architecture");
+  if (at == std::string::npos) return "";
+  const size_t b = text.rfind('\n', at), e = text.find('\n', at);
+  return text.substr(b == std::string::npos ? 0 : b + 1, e == std::string::npos ? std::string::npos : e - b - 1);
+}
+
 class Manifest {
  public:
   Manifest(const SweepConfig& c, const std::string& dir) : path_(path_join(dir, "manifest.json")) {
@@ -123,7 +135,9 @@ class Runner {
 
   // Runs `args` (without the program) as stage `stage` unless the manifest has it. A `timed` stage
   // (lut, bench: their numbers are wall-clock times) holds $LLMC_SWEEP_LOCK while it runs, if set.
-  void run(const std::string& stage, std::vector<std::string> args, const std::string& log, bool timed = false) {
+  // A failed stage throws, unless `on_failure` handles it (returns true; it records the stage).
+  void run(const std::string& stage, std::vector<std::string> args, const std::string& log, bool timed = false,
+           const std::function<bool(const ProcessResult&)>& on_failure = nullptr) {
     ++count_;
     if (m_.done(stage)) return;
     args.insert(args.begin(), exe_);
@@ -142,6 +156,7 @@ class Runner {
     }
     const ProcessResult r = run_process(args, log);
     lock.reset();
+    if (r.exit_code != 0 && on_failure && on_failure(r)) return;
     if (r.exit_code != 0)
       fail("sweep: stage {} failed (exit {}); its log is {}; run the same command again to continue", stage,
            r.exit_code, log);
@@ -171,7 +186,10 @@ class Runner {
     }
   }
 
-  void search(const Point& p) {
+  // False when the point's target is below the fastest architecture its mode can reach (e.g.
+  // width-only keeps 16-bit weights): recorded as unreachable in the manifest, and the point has no
+  // export; the report lists it.
+  bool search(const Point& p) {
     const std::string dir = point_dir(o_.out, p.name), sdir = path_join(dir, "search");
     std::vector<std::string> a = {"--threads", std::to_string(c_.threads), "search", "--config", c_.search_config,
                                   "--mode", p.mode, "--target-ms", fmt::format("{:.6f}", p.target_ms), "--target-tokens", "1", "--lut",
@@ -179,7 +197,15 @@ class Runner {
     // A search killed mid-way continues from its checkpoint.
     if (dir_exists(path_join(sdir, "checkpoint")) || dir_exists(path_join(sdir, "checkpoint.old")))
       a.push_back("--resume");
-    run(p.name + "/search", a, path_join(dir, "search.log"));
+    const std::string stage = p.name + "/search", log = path_join(dir, "search.log");
+    run(stage, a, log, false, [&](const ProcessResult& r) {
+      const std::string reason = unreachable_reason(log);
+      if (reason.empty()) return false;
+      m_.mark(stage, {{"seconds", r.seconds}, {"unreachable", reason}});
+      spdlog::warn("sweep: {} is unreachable: {}", p.name, reason);
+      return true;
+    });
+    return o_.dry_run || !m_.get("done").at(stage).contains("unreachable");
   }
 
   void build_lut(const SearchConfig& sc) {
@@ -261,10 +287,8 @@ int run_sweep(const SweepConfig& c, const SweepOptions& o) {
   r.build_lut(sc);
   for (const Point& p : baseline_points(c)) r.export_bench_eval(p);
   const std::vector<double> t = targets(c, o, m);
-  for (const Point& p : search_points(c, t)) {
-    r.search(p);
-    r.export_bench_eval(p);
-  }
+  for (const Point& p : search_points(c, t))
+    if (r.search(p)) r.export_bench_eval(p);
   if (o.dry_run) {
     if (t.empty() && !c.modes.empty())
       std::printf("(search points follow once the baselines' latencies are measured: %d targets x %zu modes)\n",

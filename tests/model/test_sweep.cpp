@@ -206,3 +206,28 @@ TEST(Sweep, KilledAndResumedGivesTheSameReport) {
   EXPECT_TRUE(file_exists(a + "/pareto.svg"));
   EXPECT_TRUE(file_exists(a + "/report.md"));
 }
+
+// A target below the fastest architecture a mode can reach (width-only keeps 16-bit weights) is
+// recorded as unreachable: the study goes on and the report lists it instead of stopping.
+TEST(Sweep, UnreachableTargetIsReportedNotFatal) {
+  if (!dir_exists(stories())) GTEST_SKIP() << "no " << stories();
+  Study s("unreachable");
+  json j = small_sweep();
+  j["baselines"] = {{"rtn", {8}}};
+  j["modes"] = {"width-only"};
+  j["targets"] = {{"ms", {1e-4}}};
+  j["eval"] = {{"tasks", "arc_easy"}, {"limit", 2}};
+  const std::string cfg = s.sweep(j), out = s.dir + "/out";
+  ASSERT_EQ(run_process({LLMC_CLI, "sweep", "--config", cfg, "--out", out}, s.dir + "/sweep.log").exit_code, 0)
+      << read_text_file(s.dir + "/sweep.log");
+  const json rep = json::parse(read_text_file(out + "/report.json"));
+  ASSERT_EQ(rep["points"].size(), 1u);  // the baseline
+  ASSERT_EQ(rep["unreachable"].size(), 1u);
+  EXPECT_EQ(rep["unreachable"][0]["method"], "width-only");
+  EXPECT_NE(rep["unreachable"][0]["reason"].get<std::string>().find("below the fastest architecture"), std::string::npos);
+  EXPECT_NE(read_text_file(out + "/report.md").find("Unreachable targets"), std::string::npos);
+  EXPECT_FALSE(fs::exists(out + "/points/width-only-t0.000/export"));
+  // Run again: nothing left to do, same report.
+  ASSERT_EQ(run_process({LLMC_CLI, "sweep", "--config", cfg, "--out", out}, s.dir + "/sweep2.log").exit_code, 0);
+  EXPECT_EQ(json::parse(read_text_file(out + "/report.json"))["unreachable"].size(), 1u);
+}
