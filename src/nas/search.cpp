@@ -377,6 +377,9 @@ class Search {
         fail("{}: measured with context {} and lm_head_bits {} for tokens {}, the config asks for context {}, "
              "lm_head_bits {} and {} token(s); remove the file to measure it again, or name a table in 'lut'",
              path, lut.context(), lut.lm_head_bits(), fmt::join(t, ","), c_.lut_context, c_.lut_lm_head_bits, M());
+      if (lut.kernel_version().rfind(std::string(kLutKernelVersion) + " ", 0) != 0)
+        fail("{}: measured with kernels '{}', this build's are '{}'; remove the file to measure it again", path,
+             lut.kernel_version(), kLutKernelVersion);
     }
     if (fingerprint_.empty()) fingerprint_ = search_fingerprint(c_, path);
     return lut;

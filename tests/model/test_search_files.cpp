@@ -173,11 +173,26 @@ TEST_F(SearchRun, ResumeReusesTheRunsOwnLut) {
   write_file_atomic(out + "2/lut.json", before);
   run_stopped(c, out + "2", 3);
   fs::remove(out + "2/lut.json");
-  const std::string e = error_of([&] { resume(c, out + "2"); });
+  std::string e = error_of([&] { resume(c, out + "2"); });
   EXPECT_NE(e.find(out + "2/lut.json: the latency table this run's checkpoint was made with is missing"),
             std::string::npos)
       << e;
   EXPECT_FALSE(file_exists(out + "2/lut.json"));
+
+  // A fresh run reads an OUT/lut.json left by an earlier one only when this build would measure
+  // the same table (kernels, context): otherwise an error, not a silent re-measure.
+  auto j = nlohmann::json::parse(before);
+  j["kernel_version"] = "runtime-ops-1 avx2";
+  make_dirs(out + "3");
+  write_file_atomic(out + "3/lut.json", j.dump());
+  SearchOptions o;
+  o.progress = false;
+  o.out_dir = out + "3";
+  e = error_of([&] { run_search(c, o); });
+  EXPECT_NE(e.find(out + "3/lut.json: measured with kernels 'runtime-ops-1 avx2'"), std::string::npos) << e;
+  c.lut_context = 256;
+  e = error_of([&] { run_search(c, o); });
+  EXPECT_NE(e.find(out + "3/lut.json: measured with context 512"), std::string::npos) << e;
 }
 
 // Defect 2: foreign files in --out are refused (never deleted), --force writes next to top-level
