@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 
+#include "llmc_kernels/qgemm.h"
 #include "llmc/export/discretize.h"
 #include "llmc/export/quantize_model.h"
 #include "llmc/finetune/qalora.h"
@@ -46,7 +47,11 @@ TEST(QALoRA, AttachIsIdentityAndMergeIsExact) {
   at::NoGradGuard ng;
   auto base = s.sub->forward(tokens);
   LoRAAdapters ad(*s.sub, 4, 0, 3);
-  EXPECT_LE(rel_diff(s.sub->forward(tokens), base), 1e-5);  // B = 0 (only at::linear vs qgemm order)
+  // The packed GEMM is exact up to fp32 rounding, except where it rounds x to int16 (qgemm.h: the
+  // AVX2 paths, a relative perturbation of x below 1.6e-5 of each group's largest |x|), which
+  // reaches the logits of this 2-layer model at ~4e-5.
+  const bool int16_x = kernels::qgemm_rounds_x_to_int16(1);
+  EXPECT_LE(rel_diff(s.sub->forward(tokens), base), int16_x ? 1e-4 : 1e-5);  // B = 0 (only at::linear vs qgemm order)
   ad.randomize(0.05, 4);
   auto unmerged = s.sub->forward(tokens);
   EXPECT_GT(rel_diff(unmerged, base), 1e-3) << "the adapters should change the model";
@@ -58,7 +63,7 @@ TEST(QALoRA, AttachIsIdentityAndMergeIsExact) {
   ASSERT_NE(q, nullptr);
   auto merged = s.sub->forward(tokens);
   const double e = rel_diff(merged, unmerged);
-  EXPECT_LE(e, 1e-4);
+  EXPECT_LE(e, int16_x ? 3e-4 : 1e-4);
   RecordProperty("merge_rel_diff", fmt::format("{:.3e}", e));
   RecordProperty("max_zero_rounding_steps", fmt::format("{:.3e}", st.max_zero_rounding));
 }
