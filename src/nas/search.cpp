@@ -1,4 +1,5 @@
 #include "llmc/nas/search.h"
+#include "llmc/nas/sensitivity.h"
 
 #include <ATen/ATen.h>
 #include <sys/resource.h>
@@ -267,6 +268,9 @@ class Search {
     spdlog::info("search ({}): original {:.3f} ms, target {:.3f} ms, fastest possible {:.3f} ms at {} token(s)",
                  c_.mode, res_.original_ms, res_.target_ms, res_.fastest_ms, M());
     prepare_teacher_cache();
+    // A resumed phase gets its logits from the checkpoint; a phase that starts now, its initial ones.
+    const int64_t steps1 = seq() ? c_.steps / 2 : c_.steps;
+    if (start_step_ == 0 || (seq() && ps_.phase == 2 && start_step_ == steps1)) init_alphas();
   }
 
   // The phases: one for joint / width-only / bits-only, two for sequential (widths, then bits on
@@ -278,6 +282,7 @@ class Search {
       if (seq()) {
         fix_widths();
         net_ = make_net(2);
+        init_alphas();
         start_step_ = steps1;
       }
     }
@@ -444,6 +449,32 @@ class Search {
         ch[l].mlp = {ps_.mlp_fixed[l]};
       }
     return std::make_unique<Supernet>(*model_, ch, lat_, c_.space.group_size, c_.lora_rank, c_.seed + phase);
+  }
+
+  // schedule.init = "sensitivity": the logits start from each option's KL alone (sensitivity.h),
+  // measured on the first sequence of the first valid batch against the original's logits.
+  void init_alphas() {
+    if (c_.init != "sensitivity") return;
+    const at::Tensor batch = data_.valid[0].narrow(0, 0, 1);
+    at::Tensor teach;
+    {
+      at::NoGradGuard ng;
+      teach = teacher_ ? teacher_logits(data_.valid[0], &teach_valid_[0]).narrow(0, 0, 1) : at::Tensor();
+    }
+    LLMC_CHECK(teach.defined(), "{}: schedule.init \"sensitivity\" needs distillation (schedule.distill true)", c_.path);
+    int64_t options = 0;
+    for (const auto& ch : net_->choices()) {
+      options += static_cast<int64_t>(ch.kv.size() + ch.mlp.size()) - 2;
+      options += kNumLinears * (static_cast<int64_t>(ch.bits.size()) - 1);
+    }
+    const auto t0 = std::chrono::steady_clock::now();
+    Progress bar("sensitivity", options, "option");
+    const auto kl = choice_kl(*net_, *model_, batch, teach, &bar);
+    bar.finish();
+    net_->set_alphas(alphas_from_kl(kl, net_->choices(), c_.init_scale));
+    write_file_atomic(path_join(opts_.out_dir, "sensitivity.json"), sensitivity_json(kl, net_->choices()));
+    spdlog::info("sensitivity: KL of {} options in {:.1f} s (OUT/sensitivity.json); logits initialised from them",
+                 options, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   }
 
   [[noreturn]] void fail_unreachable() const {

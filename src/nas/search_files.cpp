@@ -131,7 +131,9 @@ std::string search_fingerprint(const SearchConfig& c, const std::string& lut_pat
                           {"distill", c.distill},
                           {"fit_target", c.fit_target},
                           {"seed", c.seed},
-                          {"sequential_mid_bits", c.sequential_mid_bits}};
+                          {"sequential_mid_bits", c.sequential_mid_bits},
+                          {"init", c.init},
+                          {"init_scale", c.init_scale}};
   const ojson j = {{"format", kFingerprintFormat},
                    {"model", content_hash(c.model)},
                    {"data", data},

@@ -233,6 +233,21 @@ void Supernet::sample(double tau, bool hard, std::mt19937_64& rng) {
   }
 }
 
+void Supernet::set_alphas(const std::vector<ChoiceLogProbs>& a) {
+  LLMC_CHECK(a.size() == layers_.size(), "supernet: logits for {} layers, {} layers", a.size(), layers_.size());
+  at::NoGradGuard ng;
+  auto set = [](ChoiceWeights& c, const std::vector<double>& v) {
+    LLMC_CHECK(static_cast<int64_t>(v.size()) == c.alpha.numel(), "supernet: {} logits for {} options", v.size(),
+               c.alpha.numel());
+    for (size_t i = 0; i < v.size(); ++i) c.alpha[static_cast<int64_t>(i)] = v[i];
+  };
+  for (size_t l = 0; l < layers_.size(); ++l) {
+    set(layers_[l]->kv, a[l].kv);
+    set(layers_[l]->mlp, a[l].mlp);
+    for (int j = 0; j < kNumLinears; ++j) set(layers_[l]->bits[j], a[l].bits[j]);
+  }
+}
+
 void Supernet::set_fixed(const std::vector<ChoiceIndex>& idx) {
   LLMC_CHECK(idx.size() == layers_.size(), "supernet: {} choices for {} layers", idx.size(), layers_.size());
   for (size_t l = 0; l < layers_.size(); ++l) {

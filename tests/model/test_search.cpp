@@ -319,3 +319,34 @@ TEST_F(SearchRun, BadConfigsGiveOneClearError) {
   c.lut = dir() + "/other_lut.json";
   EXPECT_NE(err([&] { run_search(c, o); }).find("hash"), std::string::npos);
 }
+
+// schedule.init "sensitivity": the logits start from each option's KL alone; with no steps that
+// move them (arch_lr 0) the argmax is the widest 16-bit architecture (every other option has a
+// positive KL, so a lower start), and OUT/sensitivity.json holds the measured values.
+TEST_F(SearchRun, SensitivityInitStartsFromTheKlOfEachOption) {
+  SearchOptions o;
+  o.progress = false;
+  o.out_dir = dir() + "/sens";
+  auto r = run_search(
+      config(R"("steps":2,"arch_lr":0,"lambda":0,"distill":true,"fit_target":false,"init":"sensitivity","init_scale":0.5)"), o);
+  for (const auto& l : r.arch.layers) {
+    EXPECT_EQ(l.kv_heads, 4);
+    EXPECT_EQ(l.mlp_channels, 172);
+    for (int j = 0; j < kNumLinears; ++j) EXPECT_EQ(l.bits[j], 16);
+  }
+  const auto s = nlohmann::json::parse(read_text_file(o.out_dir + "/sensitivity.json"));
+  ASSERT_EQ(s["layers"].size(), r.arch.layers.size());
+  for (const auto& l : s["layers"]) {
+    const auto kl = l["bits_down"]["kl"].get<std::vector<double>>();  // bits 2, 4, 16
+    EXPECT_GT(kl[0], kl[1]);
+    EXPECT_GT(kl[1], 0.0);
+    EXPECT_EQ(kl[2], 0.0);
+  }
+  // The logits are -KL / (0.5 T): 2-bit options start far below 4-bit ones.
+  const auto a = nlohmann::json::parse(r.arch.alphas_json);
+  const auto p = a[0]["bits_down"]["p"].get<std::vector<double>>();
+  EXPECT_LT(p[0], p[1]);
+  EXPECT_LT(p[1], p[2]);
+  EXPECT_THROW(config(R"("init":"magic")"), Error);
+  EXPECT_THROW(config(R"("init_scale":0)"), Error);
+}

@@ -33,6 +33,10 @@ struct SearchConfig {
   uint64_t seed = 0;
   int64_t checkpoint_every = 25;
   int sequential_mid_bits = 4;
+  // Initial architecture logits: "uniform" (all 0) or "sensitivity" (nas/sensitivity.h: from the KL
+  // of each option alone on one calibration sequence, scaled by 1 / init_scale).
+  std::string init = "uniform";
+  double init_scale = 1.0;
   std::string mode = "joint";  // joint | sequential | width-only | bits-only
 };
 

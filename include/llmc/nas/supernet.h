@@ -82,6 +82,8 @@ class Supernet {
   double latency_ms(const std::vector<ChoiceIndex>& idx) const;  // of one discrete architecture
   std::vector<ChoiceIndex> argmax() const;
   std::vector<ChoiceLogProbs> log_probs() const;
+  // Sets every choice's logits (same shapes as log_probs(); e.g. alphas_from_kl, sensitivity.h).
+  void set_alphas(const std::vector<ChoiceLogProbs>& alphas);
   std::vector<ChoiceIndex> fastest() const;  // per layer the fastest option (exhaustive)
   std::vector<ChoiceIndex> widest() const;   // full widths, most bits
   double mean_entropy() const;

@@ -1,0 +1,102 @@
+#include "llmc/nas/sensitivity.h"
+
+#include <ATen/ATen.h>
+
+#include <algorithm>
+#include <nlohmann/json.hpp>
+
+#include "llmc/core/error.h"
+#include "llmc/core/progress.h"
+#include "llmc/finetune/train.h"
+
+namespace llmc {
+
+std::vector<ChoiceLogProbs> choice_kl(Supernet& net, Llama& model, const at::Tensor& batch, const at::Tensor& teacher,
+                                      Progress* progress) {
+  at::NoGradGuard ng;
+  const std::vector<LayerChoices>& ch = net.choices();
+  const std::vector<ChoiceIndex> ref = net.widest();
+  std::vector<ChoiceLogProbs> kl(ch.size());
+  std::vector<ChoiceIndex> idx = ref;
+  auto measure = [&]() {
+    net.set_fixed(idx);
+    const double v = kl_to_teacher(model.forward(batch), teacher).item<double>();
+    if (progress) progress->advance(1);
+    return std::max(v, 0.0);
+  };
+  for (size_t l = 0; l < ch.size(); ++l) {
+    kl[l].kv.assign(ch[l].kv.size(), 0.0);
+    for (size_t k = 0; k < ch[l].kv.size(); ++k) {
+      if (static_cast<int64_t>(k) == ref[l].kv) continue;
+      idx[l].kv = static_cast<int64_t>(k);
+      kl[l].kv[k] = measure();
+    }
+    idx[l] = ref[l];
+    kl[l].mlp.assign(ch[l].mlp.size(), 0.0);
+    for (size_t k = 0; k < ch[l].mlp.size(); ++k) {
+      if (static_cast<int64_t>(k) == ref[l].mlp) continue;
+      idx[l].mlp = static_cast<int64_t>(k);
+      kl[l].mlp[k] = measure();
+    }
+    idx[l] = ref[l];
+    for (int j = 0; j < kNumLinears; ++j) {
+      kl[l].bits[j].assign(ch[l].bits.size(), 0.0);
+      for (size_t b = 0; b < ch[l].bits.size(); ++b) {
+        if (static_cast<int64_t>(b) == ref[l].bits[j]) continue;
+        idx[l].bits[j] = static_cast<int64_t>(b);
+        kl[l].bits[j][b] = measure();
+      }
+      idx[l] = ref[l];
+    }
+  }
+  net.set_fixed(ref);
+  return kl;
+}
+
+std::string sensitivity_json(const std::vector<ChoiceLogProbs>& kl, const std::vector<LayerChoices>& ch) {
+  nlohmann::ordered_json layers = nlohmann::ordered_json::array();
+  for (size_t l = 0; l < kl.size(); ++l) {
+    nlohmann::ordered_json e;
+    e["kv"] = {{"choices", ch[l].kv}, {"kl", kl[l].kv}};
+    e["mlp"] = {{"choices", ch[l].mlp}, {"kl", kl[l].mlp}};
+    for (int j = 0; j < kNumLinears; ++j)
+      e[std::string("bits_") + kLinearNames[j]] = {{"choices", ch[l].bits}, {"kl", kl[l].bits[j]}};
+    layers.push_back(std::move(e));
+  }
+  return nlohmann::ordered_json{{"format", "llmcompress-sensitivity"}, {"layers", layers}}.dump(1) + "\n";
+}
+
+std::vector<ChoiceLogProbs> alphas_from_kl(const std::vector<ChoiceLogProbs>& kl, const std::vector<LayerChoices>& ch,
+                                           double scale) {
+  LLMC_CHECK(scale > 0, "sensitivity: init scale must be > 0 (got {})", scale);
+  LLMC_CHECK(kl.size() == ch.size(), "sensitivity: KL for {} layers, {} layers of choices", kl.size(), ch.size());
+  // T: mean KL of every linear at its layer's middle bit option (the option below the median for an
+  // even count; with one option, no bit choice and T comes from the widths).
+  double sum = 0;
+  int64_t n = 0;
+  for (size_t l = 0; l < ch.size(); ++l) {
+    if (ch[l].bits.size() < 2) continue;
+    const size_t mid = (ch[l].bits.size() - 1) / 2;
+    for (int j = 0; j < kNumLinears; ++j) sum += kl[l].bits[j][mid], ++n;
+  }
+  if (n == 0)
+    for (size_t l = 0; l < ch.size(); ++l)
+      for (const auto* v : {&kl[l].kv, &kl[l].mlp})
+        for (double x : *v)
+          if (x > 0) sum += x, ++n;
+  const double T = n > 0 && sum > 0 ? sum / static_cast<double>(n) : 1.0;
+  std::vector<ChoiceLogProbs> a(kl.size());
+  auto map = [&](const std::vector<double>& k) {
+    std::vector<double> out(k.size());
+    for (size_t i = 0; i < k.size(); ++i) out[i] = -k[i] / (scale * T);
+    return out;
+  };
+  for (size_t l = 0; l < kl.size(); ++l) {
+    a[l].kv = map(kl[l].kv);
+    a[l].mlp = map(kl[l].mlp);
+    for (int j = 0; j < kNumLinears; ++j) a[l].bits[j] = map(kl[l].bits[j]);
+  }
+  return a;
+}
+
+}  // namespace llmc
