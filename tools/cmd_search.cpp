@@ -9,7 +9,7 @@ namespace llmc::cli {
 
 namespace {
 struct SearchArgs {
-  std::string config, out = "runs/search", device = "cpu", mode, lut;
+  std::string config, out = "runs/search", device = "cpu", mode, lut, sensitivity;
   double target_ms = -1;
   int64_t target_tokens = 0;
   bool resume = false, force = false;
@@ -28,6 +28,8 @@ Action add_search(CLI::App& app) {
   app.add_option("--target-tokens", a->target_tokens, "Override the config's target.tokens (1 = decode)")
       ->check(CLI::PositiveNumber);
   app.add_option("--lut", a->lut, "Override the config's lut: the latency table file (measured and written there when missing)");
+  app.add_option("--sensitivity", a->sensitivity,
+                 "schedule.init \"sensitivity\": reuse the KL values in this file (written there when missing)");
   app.add_option("--device", a->device, "cpu (the supernet runs on the CPU)")->capture_default_str();
   return [a] {
     if (a->device != "cpu" && a->device != "auto")
@@ -46,6 +48,7 @@ Action add_search(CLI::App& app) {
     o.out_dir = a->out;
     o.resume = a->resume;
     o.force = a->force;
+    o.sensitivity_cache = a->sensitivity;
     SearchResult r = run_search(c, o);
     if (r.interrupted) return 130;
     std::printf("| mode | target ms | predicted ms | original ms | valid ppl (discretized, fake-quant) | original ppl |\n");

@@ -455,6 +455,17 @@ class Search {
   // measured on the first sequence of the first valid batch against the original's logits.
   void init_alphas() {
     if (c_.init != "sensitivity") return;
+    // Phase 1 (the whole search but sequential's bit phase) starts from the widest architecture of
+    // the config's space: the values of a shared measurement (SearchOptions::sensitivity_cache) apply.
+    const bool shared = !opts_.sensitivity_cache.empty() && ps_.phase == 1;
+    std::vector<ChoiceLogProbs> cached;
+    if (shared && file_exists(opts_.sensitivity_cache) &&
+        read_sensitivity(opts_.sensitivity_cache, net_->choices(), &cached)) {
+      net_->set_alphas(alphas_from_kl(cached, net_->choices(), c_.init_scale));
+      write_file_atomic(path_join(opts_.out_dir, "sensitivity.json"), sensitivity_json(cached, net_->choices()));
+      spdlog::info("sensitivity: KL values read from {}; logits initialised from them", opts_.sensitivity_cache);
+      return;
+    }
     const at::Tensor batch = data_.valid[0].narrow(0, 0, 1);
     at::Tensor teach;
     {
@@ -473,6 +484,8 @@ class Search {
     bar.finish();
     net_->set_alphas(alphas_from_kl(kl, net_->choices(), c_.init_scale));
     write_file_atomic(path_join(opts_.out_dir, "sensitivity.json"), sensitivity_json(kl, net_->choices()));
+    if (shared && !file_exists(opts_.sensitivity_cache))
+      write_file_atomic(opts_.sensitivity_cache, sensitivity_json(kl, net_->choices()));
     spdlog::info("sensitivity: KL of {} options in {:.1f} s (OUT/sensitivity.json); logits initialised from them",
                  options, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   }

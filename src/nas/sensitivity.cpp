@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "llmc/core/error.h"
+#include "llmc/core/files.h"
 #include "llmc/core/progress.h"
 #include "llmc/finetune/train.h"
 
@@ -64,6 +65,37 @@ std::string sensitivity_json(const std::vector<ChoiceLogProbs>& kl, const std::v
     layers.push_back(std::move(e));
   }
   return nlohmann::ordered_json{{"format", "llmcompress-sensitivity"}, {"layers", layers}}.dump(1) + "\n";
+}
+
+bool read_sensitivity(const std::string& path, const std::vector<LayerChoices>& ch, std::vector<ChoiceLogProbs>* kl) {
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(read_text_file(path));
+    if (j.value("format", "") != "llmcompress-sensitivity") fail("{}: not a sensitivity file", path);
+    const auto& layers = j.at("layers");
+    if (layers.size() != ch.size()) return false;
+    std::vector<ChoiceLogProbs> out(ch.size());
+    for (size_t l = 0; l < ch.size(); ++l) {
+      const auto& e = layers[l];
+      if (e.at("kv").at("choices").get<std::vector<int64_t>>() != ch[l].kv ||
+          e.at("mlp").at("choices").get<std::vector<int64_t>>() != ch[l].mlp)
+        return false;
+      out[l].kv = e["kv"].at("kl").get<std::vector<double>>();
+      out[l].mlp = e["mlp"].at("kl").get<std::vector<double>>();
+      for (int j2 = 0; j2 < kNumLinears; ++j2) {
+        const auto& b = e.at(std::string("bits_") + kLinearNames[j2]);
+        if (b.at("choices").get<std::vector<int>>() != ch[l].bits) return false;
+        out[l].bits[j2] = b.at("kl").get<std::vector<double>>();
+        if (out[l].bits[j2].size() != ch[l].bits.size()) fail("{}: layer {}: wrong number of KL values", path, l);
+      }
+      if (out[l].kv.size() != ch[l].kv.size() || out[l].mlp.size() != ch[l].mlp.size())
+        fail("{}: layer {}: wrong number of KL values", path, l);
+    }
+    *kl = std::move(out);
+    return true;
+  } catch (const nlohmann::json::exception& e) {
+    fail("{}: corrupt sensitivity file ({})", path, e.what());
+  }
 }
 
 std::vector<ChoiceLogProbs> alphas_from_kl(const std::vector<ChoiceLogProbs>& kl, const std::vector<LayerChoices>& ch,

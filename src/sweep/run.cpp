@@ -194,6 +194,8 @@ class Runner {
     std::vector<std::string> a = {"--threads", std::to_string(c_.threads), "search", "--config", c_.search_config,
                                   "--mode", p.mode, "--target-ms", fmt::format("{:.6f}", p.target_ms), "--target-tokens", "1", "--lut",
                                   lut(), "--out", sdir};
+    // With schedule.init "sensitivity", the searches of one mode share one KL measurement.
+    a.insert(a.end(), {"--sensitivity", path_join(o_.out, "sensitivity-" + p.mode + ".json")});
     // A search killed mid-way continues from its checkpoint.
     if (dir_exists(path_join(sdir, "checkpoint")) || dir_exists(path_join(sdir, "checkpoint.old")))
       a.push_back("--resume");

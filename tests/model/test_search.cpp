@@ -350,3 +350,25 @@ TEST_F(SearchRun, SensitivityInitStartsFromTheKlOfEachOption) {
   EXPECT_THROW(config(R"("init":"magic")"), Error);
   EXPECT_THROW(config(R"("init_scale":0)"), Error);
 }
+
+// --sensitivity FILE: the first search measures and writes it, the next reads it (same logits),
+// a file of other choices is measured anew, a corrupt one is an error naming it.
+TEST_F(SearchRun, SensitivityCacheIsSharedBetweenSearches) {
+  const std::string cache = dir() + "/shared_sensitivity.json";
+  auto run = [&](const std::string& out, const std::string& extra = "") {
+    SearchOptions o;
+    o.progress = false;
+    o.out_dir = dir() + "/" + out;
+    o.sensitivity_cache = cache;
+    return run_search(config(R"("steps":2,"arch_lr":0,"distill":true,"init":"sensitivity")" + extra), o);
+  };
+  const auto a = run("cache_a");
+  ASSERT_TRUE(file_exists(cache));
+  const std::string first = read_text_file(cache);
+  const auto b = run("cache_b", R"(,"seed":7)");  // other data sampling order: the cache still applies
+  EXPECT_EQ(read_text_file(cache), first);
+  EXPECT_EQ(read_text_file(dir() + "/cache_b/sensitivity.json"), first);
+  EXPECT_EQ(a.arch.alphas_json, b.arch.alphas_json);
+  write_file_atomic(cache, "{not json");
+  EXPECT_THROW(run("cache_c"), Error);
+}

@@ -24,6 +24,10 @@ struct SearchOptions {
   bool resume = false;
   bool force = false;  // write into an out_dir that holds files search did not write (left alone)
   bool progress = true;
+  // schedule.init "sensitivity": a file of KL values to reuse for the first phase (read when it
+  // exists and holds this search's choices, else measured and written there). The values depend only
+  // on the model, the space, the data and the seed, so the searches of a study share one measurement.
+  std::string sensitivity_cache;
   // Called after every completed step (tests use it to request a stop at a chosen step).
   std::function<void(int64_t step)> on_step;
 };

@@ -15,6 +15,7 @@
 // the search move it.
 #include <ATen/core/Tensor.h>
 
+#include <string>
 #include <vector>
 
 #include "llmc/model/llama.h"
@@ -31,6 +32,10 @@ std::vector<ChoiceLogProbs> choice_kl(Supernet& net, Llama& model, const at::Ten
 
 // The KL values as JSON, per layer: {"kv": {"choices": [...], "kl": [...]}, "mlp": ..., "bits_q": ...}.
 std::string sensitivity_json(const std::vector<ChoiceLogProbs>& kl, const std::vector<LayerChoices>& ch);
+
+// The KL values of sensitivity_json's file when its layers hold exactly the options `ch`; false when
+// they do not (another space or mode). Throws llmc::Error naming the file when it is unreadable.
+bool read_sensitivity(const std::string& path, const std::vector<LayerChoices>& ch, std::vector<ChoiceLogProbs>* kl);
 
 // The initial logits above. scale > 0.
 std::vector<ChoiceLogProbs> alphas_from_kl(const std::vector<ChoiceLogProbs>& kl, const std::vector<LayerChoices>& ch,
