@@ -9,6 +9,7 @@
 #include "llmc/latency/lut.h"
 #include "llmc/model/llama.h"
 #include "llmc/model/load.h"
+#include "llmc/nas/supernet.h"
 
 namespace llmc::test {
 
@@ -67,6 +68,17 @@ inline std::string error_of(const std::function<void()>& f) {
     return e.what();
   }
   return "";
+}
+
+// Monotone synthetic latencies (us): cost grows with width and bits, so "fastest" and "widest" are
+// unambiguous.
+inline LatencyLookup monotone_lookup() {
+  LatencyLookup l;
+  l.linear_us = [](int64_t N, int64_t K, int bits) { return 1e-3 * N * K * (bits + 1); };
+  l.attention_us = [](int64_t h) { return 2.0 * h; };
+  l.layer_fixed_us = 1.0;
+  l.model_fixed_us = 5.0;
+  return l;
 }
 
 }  // namespace llmc::test

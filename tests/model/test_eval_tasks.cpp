@@ -22,6 +22,7 @@
 #include "llmc/eval/tasks.h"
 #include "llmc/model/load.h"
 #include "synthetic.h"
+#include "cli_run.h"
 
 using namespace llmc;
 
@@ -321,21 +322,7 @@ TEST(EvalTasks, SmolLM2MatchesLmEvalLoglikelihoods) {
 
 namespace {
 
-struct CliRun {
-  int code;
-  std::string out;
-};
-
-CliRun run_cli(const std::string& args) {
-  std::string cmd = std::string(LLMC_CLI) + " --threads 1 " + args + " 2>&1";
-  FILE* p = ::popen(cmd.c_str(), "r");
-  std::string out;
-  std::array<char, 4096> buf{};
-  size_t n;
-  while ((n = std::fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
-  int st = ::pclose(p);
-  return {WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st), out};
-}
+CliRun run_cli_1t(const std::string& args) { return run_cli("--threads 1 " + args); }  // one thread
 
 size_t files_in(const std::string& dir) {
   size_t n = 0;
@@ -356,24 +343,24 @@ TEST(EvalCli, BadDataFileFailsCleanlyWithoutOutput) {
                                                    "\n");
   ::mkdir((d.path + "/out").c_str(), 0755);
   const std::string out = d.path + "/out/result.json";
-  CliRun r = run_cli("eval --model " + stories_dir() + " --tasks arc_easy --data-dir " + d.path + "/data --output " + out);
+  CliRun r = run_cli_1t("eval --model " + stories_dir() + " --tasks arc_easy --data-dir " + d.path + "/data --output " + out);
   EXPECT_EQ(r.code, 1) << r.out;
   EXPECT_NE(r.out.find("error: " + d.path + "/data/arc_easy/ARC-Easy-Test.jsonl:2: answerKey 'C' is not one of"),
             std::string::npos)
       << r.out;
   EXPECT_EQ(files_in(d.path + "/out"), 0u) << "no partial JSON may be left behind";
   // A missing file and a missing few-shot split name what was looked for.
-  r = run_cli("eval --model " + stories_dir() + " --tasks piqa --data-dir " + d.path + "/data --output " + out);
+  r = run_cli_1t("eval --model " + stories_dir() + " --tasks piqa --data-dir " + d.path + "/data --output " + out);
   EXPECT_EQ(r.code, 1);
   EXPECT_NE(r.out.find("piqa: data file not found; looked for " + d.path + "/data/piqa/valid.jsonl"), std::string::npos)
       << r.out;
   d.write("data2/arc_easy/ARC-Easy-Test.jsonl", arc_line("q1", {"a", "b"}, 0));
-  r = run_cli("eval --model " + stories_dir() + " --tasks arc_easy --num-fewshot 2 --data-dir " + d.path +
+  r = run_cli_1t("eval --model " + stories_dir() + " --tasks arc_easy --num-fewshot 2 --data-dir " + d.path +
               "/data2 --output " + out);
   EXPECT_EQ(r.code, 1);
   EXPECT_NE(r.out.find("--num-fewshot 2 needs solved examples"), std::string::npos) << r.out;
   EXPECT_EQ(files_in(d.path + "/out"), 0u);
-  r = run_cli("eval --model " + stories_dir() + " --tasks arc_easy --data-dir " + d.path + "/data --output " +
+  r = run_cli_1t("eval --model " + stories_dir() + " --tasks arc_easy --data-dir " + d.path + "/data --output " +
               d.path + "/nope/result.json");
   EXPECT_EQ(r.code, 1);
   EXPECT_NE(r.out.find("--output: folder " + d.path + "/nope does not exist"), std::string::npos) << r.out;
@@ -385,7 +372,7 @@ TEST(EvalCli, TableAndJson) {
   if (!file_exists(data + "/piqa/valid.jsonl")) GTEST_SKIP() << "shared data not found at " << data;
   TmpDir d;
   const std::string out = d.path + "/r.json";
-  CliRun r = run_cli("eval --model " + stories_dir() + " --tasks arc_easy,piqa --limit 8 --dtype bfloat16 --output " + out);
+  CliRun r = run_cli_1t("eval --model " + stories_dir() + " --tasks arc_easy,piqa --limit 8 --dtype bfloat16 --output " + out);
   ASSERT_EQ(r.code, 0) << r.out;
   EXPECT_NE(r.out.find("| task | n | shots | acc ± stderr | acc_norm ± stderr | req/s |"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("| piqa | 8 | 0 | "), std::string::npos) << r.out;

@@ -14,26 +14,11 @@
 #include "llmc/model/generate.h"
 #include "llmc/model/load.h"
 #include "synthetic.h"
+#include "cli_run.h"
 
 using namespace llmc;
 
 namespace {
-
-struct CliRun {
-  int code;
-  std::string out;  // stdout + stderr
-};
-
-CliRun run_cli(const std::string& args) {
-  std::string cmd = std::string(LLMC_CLI) + " " + args + " 2>&1";
-  FILE* p = ::popen(cmd.c_str(), "r");
-  std::string out;
-  std::array<char, 4096> buf{};
-  size_t n;
-  while ((n = std::fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
-  int st = ::pclose(p);
-  return {WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st), out};
-}
 
 std::string stories() { return shared_root() + "/models/stories260K"; }
 

@@ -21,17 +21,6 @@ using namespace llmc;
 
 namespace {
 
-// Monotone synthetic latencies: cost grows with width and bits, so "fastest" and "widest" are
-// unambiguous.
-LatencyLookup synthetic_lookup() {
-  LatencyLookup l;
-  l.linear_us = [](int64_t N, int64_t K, int bits) { return 1e-3 * N * K * (bits + 1); };
-  l.attention_us = [](int64_t h) { return 2.0 * h; };
-  l.layer_fixed_us = 1.0;
-  l.model_fixed_us = 5.0;
-  return l;
-}
-
 // The sliced, fake-quantized subnet of a permuted dense model at the given choices.
 std::unique_ptr<Llama> sliced_subnet(const Llama& dense, const std::vector<LayerChoices>& ch,
                                      const std::vector<ChoiceIndex>& idx, int group) {
@@ -111,7 +100,7 @@ TEST(Supernet, OneHotEqualsSlicedFakeQuantSubnet) {
   EXPECT_LE((model->forward(x) - before).abs().max().item<float>(), tol) << "permutation changed the function";
 
   auto ch = make_choices(cfg, tiny_space(), true, true);
-  Supernet net(*model, ch, synthetic_lookup(), 32, 0, 0);
+  Supernet net(*model, ch, test::monotone_lookup(), 32, 0, 0);
   for (int trial = 0; trial < 6; ++trial) {
     std::vector<ChoiceIndex> idx;
     for (const auto& c : ch) {
@@ -135,7 +124,7 @@ TEST(Supernet, OneHotEqualsSlicedFakeQuantSubnet) {
 TEST(Supernet, ExpectedLatencyGradientMatchesFiniteDifferences) {
   auto cfg = wide_tiny();
   auto model = test::random_llama(cfg, 2);
-  Supernet net(*model, make_choices(cfg, tiny_space(), true, true), synthetic_lookup(), 32, 0, 0);
+  Supernet net(*model, make_choices(cfg, tiny_space(), true, true), test::monotone_lookup(), 32, 0, 0);
   auto params = net.arch_parameters();
   {
     at::NoGradGuard ng;

@@ -14,13 +14,6 @@ using namespace llmc;
 
 namespace {
 
-LatencyLookup flat_lookup() {
-  LatencyLookup l;
-  l.linear_us = [](int64_t N, int64_t K, int bits) { return 1e-3 * N * K * (bits + 1); };
-  l.attention_us = [](int64_t h) { return 2.0 * h; };
-  return l;
-}
-
 ModelConfig small() {
   auto c = test::tiny_config();
   c.hidden_size = 64;
@@ -44,7 +37,7 @@ TEST(Sensitivity, KlOfEachOptionAlone) {
           "width_multiple":16})",
       "space");
   const auto ch = make_choices(cfg, space, true, true);
-  Supernet net(*model, ch, flat_lookup(), 32, 0, 0);
+  Supernet net(*model, ch, test::monotone_lookup(), 32, 0, 0);
   const auto kl = choice_kl(net, *model, x, teacher);
   ASSERT_EQ(kl.size(), ch.size());
   for (size_t l = 0; l < ch.size(); ++l) {
@@ -106,7 +99,7 @@ TEST(Sensitivity, InitialLogitsAndSetAlphas) {
           "width_multiple":16})",
       "space");
   const auto mch = make_choices(cfg, space, true, true);
-  Supernet net(*model, mch, flat_lookup(), 32, 0, 0);
+  Supernet net(*model, mch, test::monotone_lookup(), 32, 0, 0);
   net.set_alphas(a);
   const auto lp = net.log_probs();
   auto lse = [](const std::vector<double>& v) {
