@@ -11,6 +11,7 @@ namespace {
 struct SweepArgs {
   std::string config, out, machine;
   bool dry_run = false, report_only = false;
+  int rebench = 0;
 };
 }  // namespace
 
@@ -22,6 +23,10 @@ Action add_sweep(CLI::App& app) {
       ->required();
   app.add_flag("--dry-run", a->dry_run, "Print the stages still to run and their commands; run nothing");
   app.add_flag("--report-only", a->report_only, "Write the report of what is finished now; run nothing");
+  app.add_option("--rebench", a->rebench,
+                 "Bench every benched point again, N rounds in one period (points alternated), keep each "
+                 "point's median round; then the report")
+      ->check(CLI::PositiveNumber);
   app.add_option("--machine", a->machine, "Machine description for the report (default: the CPU's name)");
   return [a] {
     const SweepConfig c = load_sweep_config(a->config);
@@ -29,6 +34,10 @@ Action add_sweep(CLI::App& app) {
     o.out = a->out;
     o.dry_run = a->dry_run;
     o.machine = a->machine;
+    if (a->rebench > 0) {
+      rebench_sweep(c, o, a->rebench);
+      return 0;
+    }
     if (a->report_only) {
       write_sweep_report(c, o);
       return 0;

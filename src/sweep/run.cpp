@@ -4,6 +4,7 @@
 #include <fmt/ranges.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <functional>
@@ -299,6 +300,59 @@ int run_sweep(const SweepConfig& c, const SweepOptions& o) {
   }
   write_sweep_report(c, o);
   return 0;
+}
+
+void rebench_sweep(const SweepConfig& c, const SweepOptions& o, int rounds) {
+  LLMC_CHECK(rounds >= 1, "sweep --rebench: rounds must be >= 1 (got {})", rounds);
+  const std::string mpath = path_join(o.out, "manifest.json");
+  LLMC_CHECK(file_exists(mpath), "{}: no study here to bench again", mpath);
+  Manifest m(c, o.out);
+  std::vector<Point> points = baseline_points(c);
+  if (m.has("targets_ms") || !c.targets_ms.empty()) {
+    const std::vector<double> t = c.targets_ms.empty() ? m.get("targets_ms").get<std::vector<double>>() : c.targets_ms;
+    for (const Point& p : search_points(c, t)) points.push_back(p);
+  }
+  std::vector<Point> benched;
+  for (const Point& p : points)
+    if (m.done(p.name + "/bench")) benched.push_back(p);
+  LLMC_CHECK(!benched.empty(), "{}: no point has been benched yet", o.out);
+  const char* lock_path = std::getenv("LLMC_SWEEP_LOCK");
+  std::unique_ptr<FileLock> lock;
+  if (lock_path != nullptr && *lock_path != '\0') lock = std::make_unique<FileLock>(lock_path);
+  const std::string exe = o.exe.empty() ? self_executable() : o.exe;
+  for (int r = 0; r < rounds; ++r) {
+    for (const Point& p : benched) {
+      const std::string dir = point_dir(o.out, p.name), tag = fmt::format("bench-r{}", r + 1);
+      const std::vector<std::string> args = {
+          exe, "--threads", std::to_string(c.threads), "bench", "--model", path_join(dir, "export"), "--prompt-tokens",
+          std::to_string(c.prompt_tokens), "--new-tokens", std::to_string(c.new_tokens), "--repeats",
+          std::to_string(c.bench_repeats), "--lut", path_join(o.out, "lut.json"), "--json", "--output",
+          path_join(dir, tag + ".json")};
+      spdlog::info("sweep --rebench: round {}/{}: {}", r + 1, rounds, p.name);
+      const ProcessResult res = run_process(args, path_join(dir, tag + ".log"));
+      if (res.exit_code != 0)
+        fail("sweep --rebench: bench of {} failed (exit {}); its log is {}", p.name, res.exit_code,
+             path_join(dir, tag + ".log"));
+    }
+  }
+  for (const Point& p : benched) {
+    const std::string dir = point_dir(o.out, p.name);
+    std::vector<std::pair<double, json>> runs;
+    for (int r = 0; r < rounds; ++r) {
+      const std::string f = path_join(dir, fmt::format("bench-r{}.json", r + 1));
+      json j = json::parse(read_text_file(f));
+      runs.emplace_back(j.at("decode_ms_per_token").get<double>(), std::move(j));
+    }
+    std::vector<double> all;
+    for (const auto& [ms, j] : runs) all.push_back(ms);
+    std::sort(runs.begin(), runs.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+    json out = runs[(runs.size() - 1) / 2].second;  // the median round (lower median for an even count)
+    out["rounds_decode_ms"] = all;
+    write_file_atomic(path_join(dir, "bench.json"), out.dump(1) + "\n");
+  }
+  m.set("rebench", {{"rounds", rounds}, {"points", benched.size()}});
+  lock.reset();
+  write_sweep_report(c, o);
 }
 
 }  // namespace llmc

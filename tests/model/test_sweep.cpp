@@ -230,4 +230,15 @@ TEST(Sweep, UnreachableTargetIsReportedNotFatal) {
   // Run again: nothing left to do, same report.
   ASSERT_EQ(run_process({LLMC_CLI, "sweep", "--config", cfg, "--out", out}, s.dir + "/sweep2.log").exit_code, 0);
   EXPECT_EQ(json::parse(read_text_file(out + "/report.json"))["unreachable"].size(), 1u);
+  // --rebench 2: every benched point measured twice more; bench.json is the median round and lists both.
+  ASSERT_EQ(run_process({LLMC_CLI, "sweep", "--config", cfg, "--out", out, "--rebench", "2"}, s.dir + "/rebench.log")
+                .exit_code,
+            0)
+      << read_text_file(s.dir + "/rebench.log");
+  const json b = json::parse(read_text_file(out + "/points/uniform-rtn-b8/bench.json"));
+  ASSERT_EQ(b["rounds_decode_ms"].size(), 2u);
+  const double lo = std::min(b["rounds_decode_ms"][0].get<double>(), b["rounds_decode_ms"][1].get<double>());
+  EXPECT_EQ(b["decode_ms_per_token"].get<double>(), lo);  // lower median of two
+  EXPECT_TRUE(file_exists(out + "/points/uniform-rtn-b8/bench-r2.json"));
+  EXPECT_EQ(json::parse(read_text_file(out + "/report.json"))["points"][0]["decode_ms"].get<double>(), lo);
 }

@@ -81,6 +81,12 @@ struct SweepOptions {
 // complete; throws llmc::Error (naming the stage and its log) when a stage fails.
 int run_sweep(const SweepConfig& config, const SweepOptions& opts);
 
+// Benches every point whose bench stage is done again, `rounds` times in one period, points
+// alternated within each round (holding $LLMC_SWEEP_LOCK throughout when set); each point's
+// bench.json becomes its median-decode round, with "rounds_decode_ms" listing all of them
+// (points/NAME/bench-rK.json keep every round). Then writes the report. rounds >= 1.
+void rebench_sweep(const SweepConfig& config, const SweepOptions& opts, int rounds);
+
 // The report of what DIR holds now (points whose eval is not done are left out):
 // report.json (docs in the function's source), report.md, pareto.svg.
 void write_sweep_report(const SweepConfig& config, const SweepOptions& opts);
