@@ -320,13 +320,29 @@ void rebench_sweep(const SweepConfig& c, const SweepOptions& o, int rounds) {
   std::unique_ptr<FileLock> lock;
   if (lock_path != nullptr && *lock_path != '\0') lock = std::make_unique<FileLock>(lock_path);
   const std::string exe = o.exe.empty() ? self_executable() : o.exe;
+  // A latency table measured now too (when the study measured its own): the machine's speed drifts
+  // (on the 2-vCPU VM the same LUT entries ran 1.23x slower two hours later), so predicted and
+  // measured times compare only within one period. DIR/lut.json (the searches' table) stays.
+  std::string lut = path_join(o.out, "lut.json");
+  if (c.lut.empty()) {
+    const SearchConfig sc = load_search_config(c.search_config);
+    const std::string fresh = path_join(o.out, "lut-rebench.json"), log = path_join(o.out, "lut-rebench.log");
+    spdlog::info("sweep --rebench: latency table {}", fresh);
+    const ProcessResult res =
+        run_process({exe, "--threads", std::to_string(c.threads), "lut", "--model", c.model, "--space",
+                     path_join(o.out, "space.json"), "--tokens", "1", "--context", std::to_string(sc.lut_context),
+                     "--lm-head-bits", std::to_string(c.lm_head_bits), "--out", fresh},
+                    log);
+    if (res.exit_code != 0) fail("sweep --rebench: the latency table failed (exit {}); its log is {}", res.exit_code, log);
+    lut = fresh;
+  }
   for (int r = 0; r < rounds; ++r) {
     for (const Point& p : benched) {
       const std::string dir = point_dir(o.out, p.name), tag = fmt::format("bench-r{}", r + 1);
       const std::vector<std::string> args = {
           exe, "--threads", std::to_string(c.threads), "bench", "--model", path_join(dir, "export"), "--prompt-tokens",
           std::to_string(c.prompt_tokens), "--new-tokens", std::to_string(c.new_tokens), "--repeats",
-          std::to_string(c.bench_repeats), "--lut", path_join(o.out, "lut.json"), "--json", "--output",
+          std::to_string(c.bench_repeats), "--lut", lut, "--json", "--output",
           path_join(dir, tag + ".json")};
       spdlog::info("sweep --rebench: round {}/{}: {}", r + 1, rounds, p.name);
       const ProcessResult res = run_process(args, path_join(dir, tag + ".log"));
@@ -350,7 +366,7 @@ void rebench_sweep(const SweepConfig& c, const SweepOptions& o, int rounds) {
     out["rounds_decode_ms"] = all;
     write_file_atomic(path_join(dir, "bench.json"), out.dump(1) + "\n");
   }
-  m.set("rebench", {{"rounds", rounds}, {"points", benched.size()}});
+  m.set("rebench", {{"rounds", rounds}, {"points", benched.size()}, {"lut", lut}});
   lock.reset();
   write_sweep_report(c, o);
 }
