@@ -235,8 +235,7 @@ int default_num_threads() {
   return n > 0 ? n : hw_threads();
 }
 
-bool qgemm_rounds_x_to_int16(int M, Isa isa) {
-  (void)M;  // both AVX2 paths (fused, M < 16; panel, M >= 16)
+bool qgemm_rounds_x_to_int16(Isa isa) {  // both AVX2 paths (fused, M < 16; panel, M >= 16)
   const Isa use = (isa == Isa::kAuto) ? best_isa() : isa;
   return use == Isa::kAvx2;
 }
@@ -267,10 +266,16 @@ void qgemm_cpu(const float* x, int M, const QMatrixView& w, const float* bias, f
   thread_local detail::Scratch s_x, s_g, s_y;
   const bool panel = use != Isa::kScalar && M >= kPanelMinM;
   void (*rows)(const detail::Problem&, int, int) = detail::rows_scalar;
-  if (!panel && qgemm_rounds_x_to_int16(M, use)) {
-    prepare_xq(x, p, s_x, s_g);
+  if (qgemm_rounds_x_to_int16(use)) {
+    if (panel) {
+      p.Mp = (M + 15) / 16 * 16;
+      prepare_xq_panel(x, p, s_x, s_g);
+      p.yT = s_y.get(static_cast<size_t>(p.N) * p.Mp);
+    } else {
+      prepare_xq(x, p, s_x, s_g);
+    }
 #if defined(LLMC_KERNELS_X86)
-    rows = detail::fused_rows_avx2;
+    rows = panel ? detail::panel_rows_avx2 : detail::fused_rows_avx2;
 #endif
   } else if (!panel) {
     float* xp = s_x.get(static_cast<size_t>(M) * p.Kp);
@@ -294,13 +299,6 @@ void qgemm_cpu(const float* x, int M, const QMatrixView& w, const float* bias, f
     }
 #if defined(LLMC_KERNELS_X86)
     if (use == Isa::kAvx512) rows = detail::fused_rows_avx512;
-#endif
-  } else if (qgemm_rounds_x_to_int16(M, use)) {
-    p.Mp = (M + 15) / 16 * 16;
-    prepare_xq_panel(x, p, s_x, s_g);
-    p.yT = s_y.get(static_cast<size_t>(p.N) * p.Mp);
-#if defined(LLMC_KERNELS_X86)
-    rows = detail::panel_rows_avx2;
 #endif
   } else {
     p.Mp = (M + 15) / 16 * 16;

@@ -458,36 +458,22 @@ class Search {
     // Phase 1 (the whole search but sequential's bit phase) starts from the widest architecture of
     // the config's space: the values of a shared measurement (SearchOptions::sensitivity_cache) apply.
     const bool shared = !opts_.sensitivity_cache.empty() && ps_.phase == 1;
-    std::vector<ChoiceLogProbs> cached;
+    std::vector<ChoiceLogProbs> kl;
     if (shared && file_exists(opts_.sensitivity_cache) &&
-        read_sensitivity(opts_.sensitivity_cache, net_->choices(), &cached)) {
-      net_->set_alphas(alphas_from_kl(cached, net_->choices(), c_.init_scale));
-      write_file_atomic(path_join(opts_.out_dir, "sensitivity.json"), sensitivity_json(cached, net_->choices()));
-      spdlog::info("sensitivity: KL values read from {}; logits initialised from them", opts_.sensitivity_cache);
-      return;
+        read_sensitivity(opts_.sensitivity_cache, net_->choices(), &kl)) {
+      spdlog::info("sensitivity: KL values read from {}", opts_.sensitivity_cache);
+    } else {
+      LLMC_CHECK(teacher_, "{}: schedule.init \"sensitivity\" needs distillation (schedule.distill true)", c_.path);
+      const auto t0 = std::chrono::steady_clock::now();
+      const at::Tensor teach = teacher_logits(data_.valid[0], &teach_valid_[0]).narrow(0, 0, 1);
+      kl = choice_kl(*net_, *model_, data_.valid[0].narrow(0, 0, 1), teach, opts_.progress);
+      spdlog::info("sensitivity: KL of every option measured in {:.1f} s",
+                   std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
     }
-    const at::Tensor batch = data_.valid[0].narrow(0, 0, 1);
-    at::Tensor teach;
-    {
-      at::NoGradGuard ng;
-      teach = teacher_ ? teacher_logits(data_.valid[0], &teach_valid_[0]).narrow(0, 0, 1) : at::Tensor();
-    }
-    LLMC_CHECK(teach.defined(), "{}: schedule.init \"sensitivity\" needs distillation (schedule.distill true)", c_.path);
-    int64_t options = 0;
-    for (const auto& ch : net_->choices()) {
-      options += static_cast<int64_t>(ch.kv.size() + ch.mlp.size()) - 2;
-      options += kNumLinears * (static_cast<int64_t>(ch.bits.size()) - 1);
-    }
-    const auto t0 = std::chrono::steady_clock::now();
-    Progress bar("sensitivity", options, "option");
-    const auto kl = choice_kl(*net_, *model_, batch, teach, &bar);
-    bar.finish();
+    const std::string text = sensitivity_json(kl, net_->choices());
+    write_file_atomic(path_join(opts_.out_dir, "sensitivity.json"), text);
+    if (shared && !file_exists(opts_.sensitivity_cache)) write_file_atomic(opts_.sensitivity_cache, text);
     net_->set_alphas(alphas_from_kl(kl, net_->choices(), c_.init_scale));
-    write_file_atomic(path_join(opts_.out_dir, "sensitivity.json"), sensitivity_json(kl, net_->choices()));
-    if (shared && !file_exists(opts_.sensitivity_cache))
-      write_file_atomic(opts_.sensitivity_cache, sensitivity_json(kl, net_->choices()));
-    spdlog::info("sensitivity: KL of {} options in {:.1f} s (OUT/sensitivity.json); logits initialised from them",
-                 options, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   }
 
   [[noreturn]] void fail_unreachable() const {

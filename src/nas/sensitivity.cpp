@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
+#include <memory>
 #include <nlohmann/json.hpp>
 
 #include "llmc/core/error.h"
@@ -13,43 +14,35 @@
 namespace llmc {
 
 std::vector<ChoiceLogProbs> choice_kl(Supernet& net, Llama& model, const at::Tensor& batch, const at::Tensor& teacher,
-                                      Progress* progress) {
+                                      bool progress) {
   at::NoGradGuard ng;
   const std::vector<LayerChoices>& ch = net.choices();
   const std::vector<ChoiceIndex> ref = net.widest();
+  int64_t options = 0;  // the non-reference ones
+  for (const auto& c : ch)
+    options += static_cast<int64_t>(c.kv.size() + c.mlp.size()) - 2 + kNumLinears * (static_cast<int64_t>(c.bits.size()) - 1);
+  std::unique_ptr<Progress> bar = progress ? std::make_unique<Progress>("sensitivity", options, "option") : nullptr;
   std::vector<ChoiceLogProbs> kl(ch.size());
   std::vector<ChoiceIndex> idx = ref;
-  auto measure = [&]() {
-    net.set_fixed(idx);
-    const double v = kl_to_teacher(model.forward(batch), teacher).item<double>();
-    if (progress) progress->advance(1);
-    return std::max(v, 0.0);
+  // kl_out[k] = KL with option k of the choice that `slot` (in idx[l]) selects, reference at 0.
+  auto sweep = [&](int64_t& slot, size_t n, std::vector<double>& kl_out) {
+    const int64_t keep = slot;
+    kl_out.assign(n, 0.0);
+    for (size_t k = 0; k < n; ++k) {
+      if (static_cast<int64_t>(k) == keep) continue;
+      slot = static_cast<int64_t>(k);
+      net.set_fixed(idx);
+      kl_out[k] = std::max(kl_to_teacher(model.forward(batch), teacher).item<double>(), 0.0);
+      if (bar) bar->advance(1);
+    }
+    slot = keep;
   };
   for (size_t l = 0; l < ch.size(); ++l) {
-    kl[l].kv.assign(ch[l].kv.size(), 0.0);
-    for (size_t k = 0; k < ch[l].kv.size(); ++k) {
-      if (static_cast<int64_t>(k) == ref[l].kv) continue;
-      idx[l].kv = static_cast<int64_t>(k);
-      kl[l].kv[k] = measure();
-    }
-    idx[l] = ref[l];
-    kl[l].mlp.assign(ch[l].mlp.size(), 0.0);
-    for (size_t k = 0; k < ch[l].mlp.size(); ++k) {
-      if (static_cast<int64_t>(k) == ref[l].mlp) continue;
-      idx[l].mlp = static_cast<int64_t>(k);
-      kl[l].mlp[k] = measure();
-    }
-    idx[l] = ref[l];
-    for (int j = 0; j < kNumLinears; ++j) {
-      kl[l].bits[j].assign(ch[l].bits.size(), 0.0);
-      for (size_t b = 0; b < ch[l].bits.size(); ++b) {
-        if (static_cast<int64_t>(b) == ref[l].bits[j]) continue;
-        idx[l].bits[j] = static_cast<int64_t>(b);
-        kl[l].bits[j][b] = measure();
-      }
-      idx[l] = ref[l];
-    }
+    sweep(idx[l].kv, ch[l].kv.size(), kl[l].kv);
+    sweep(idx[l].mlp, ch[l].mlp.size(), kl[l].mlp);
+    for (int j = 0; j < kNumLinears; ++j) sweep(idx[l].bits[j], ch[l].bits.size(), kl[l].bits[j]);
   }
+  if (bar) bar->finish();
   net.set_fixed(ref);
   return kl;
 }

@@ -181,11 +181,7 @@ std::string SweepConfig::canonical_json() const {
   j["search"] = read_text_file(search_config);  // by content: how the path was spelled does not matter
   j["model"] = model;
   // A given LUT by content (its hash): the targets and every search depend on it.
-  if (!lut.empty()) {
-    uint64_t h = 1469598103934665603ull;
-    for (unsigned char ch : read_text_file(lut)) h = (h ^ ch) * 1099511628211ull;
-    j["lut"] = fmt::format("{:016x}", h);
-  }
+  if (!lut.empty()) j["lut"] = content_hash(lut);
   j["threads"] = threads;
   j["export"] = {{"quant", quant},           {"group_size", group_size},         {"lm_head_bits", lm_head_bits},
                  {"dense_dtype", dense_dtype}, {"finetune_steps", finetune_steps}, {"distill", distill}};

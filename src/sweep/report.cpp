@@ -215,10 +215,8 @@ void write_sweep_report(const SweepConfig& c, const SweepOptions& o) {
   if (targets.empty() && m.contains("targets_ms")) targets = m["targets_ms"].get<std::vector<double>>();
   rep["points"] = json::array();
   std::vector<PlotPoint> plot;
-  std::vector<Point> points = baseline_points(c);
-  for (const Point& p : search_points(c, targets)) points.push_back(p);
   rep["unreachable"] = json::array();  // search points whose target the mode cannot reach
-  for (const Point& p : points) {
+  for (const Point& p : study_points(c, targets)) {
     if (!p.mode.empty() && m.contains("done") && m["done"].contains(p.name + "/search") &&
         m["done"][p.name + "/search"].contains("unreachable")) {
       rep["unreachable"].push_back({{"name", p.name}, {"method", p.method}, {"target_ms", p.target_ms},

@@ -56,6 +56,12 @@ std::vector<Point> search_points(const SweepConfig& c, const std::vector<double>
   return out;
 }
 
+std::vector<Point> study_points(const SweepConfig& c, const std::vector<double>& targets) {
+  std::vector<Point> out = baseline_points(c);
+  for (Point& p : search_points(c, targets)) out.push_back(std::move(p));
+  return out;
+}
+
 // The export command of a point, with `out` as its --out (the report's "recreate" uses "$OUT").
 std::vector<std::string> export_args(const SweepConfig& c, const Point& p, const std::string& arch,
                                      const std::string& out) {
@@ -88,6 +94,31 @@ std::string unreachable_reason(const std::string& log) {
   if (at == std::string::npos) return "";
   const size_t b = text.rfind('\n', at), e = text.find('\n', at);
   return text.substr(b == std::string::npos ? 0 : b + 1, e == std::string::npos ? std::string::npos : e - b - 1);
+}
+
+// The arguments (after the program) of a bench of the export in `dir`, predicted from `lut`, to
+// `out` (bench.json of a point, or one round of --rebench).
+std::vector<std::string> bench_args(const SweepConfig& c, const std::string& dir, const std::string& lut,
+                                    const std::string& out) {
+  return {"--threads", std::to_string(c.threads), "bench", "--model", path_join(dir, "export"), "--prompt-tokens",
+          std::to_string(c.prompt_tokens), "--new-tokens", std::to_string(c.new_tokens), "--repeats",
+          std::to_string(c.bench_repeats), "--lut", lut, "--json", "--output", out};
+}
+
+// The arguments of the study's latency table (its search space in DIR/space.json) to `out`.
+std::vector<std::string> lut_args(const SweepConfig& c, const SearchConfig& sc, const std::string& dir,
+                                  const std::string& out) {
+  return {"--threads", std::to_string(c.threads), "lut", "--model", c.model, "--space", path_join(dir, "space.json"),
+          "--tokens", "1", "--context", std::to_string(sc.lut_context), "--lm-head-bits",
+          std::to_string(c.lm_head_bits), "--out", out};
+}
+
+// $LLMC_SWEEP_LOCK held while timed stages run (null when unset).
+std::unique_ptr<FileLock> timing_lock() {
+  const char* path = std::getenv("LLMC_SWEEP_LOCK");
+  if (path == nullptr || *path == '\0') return nullptr;
+  spdlog::info("sweep: waiting for the lock {}", path);
+  return std::make_unique<FileLock>(path);
 }
 
 class Manifest {
@@ -149,12 +180,7 @@ class Runner {
     }
     spdlog::info("sweep: {} (log {})", stage, log);
     make_dirs(parent_dir(log));
-    const char* lock_path = std::getenv("LLMC_SWEEP_LOCK");
-    std::unique_ptr<FileLock> lock;
-    if (timed && lock_path != nullptr && *lock_path != '\0') {
-      spdlog::info("sweep: {} waits for the lock {}", stage, lock_path);
-      lock = std::make_unique<FileLock>(lock_path);
-    }
+    std::unique_ptr<FileLock> lock = timed ? timing_lock() : nullptr;
     const ProcessResult r = run_process(args, log);
     lock.reset();
     if (r.exit_code != 0 && on_failure && on_failure(r)) return;
@@ -169,11 +195,7 @@ class Runner {
   void export_bench_eval(const Point& p) {
     const std::string dir = point_dir(o_.out, p.name), exp = path_join(dir, "export");
     run(p.name + "/export", export_args(c_, p, arch_of(o_.out, p), exp), path_join(dir, "export.log"));
-    run(p.name + "/bench",
-        {"--threads", std::to_string(c_.threads), "bench", "--model", exp, "--prompt-tokens",
-         std::to_string(c_.prompt_tokens), "--new-tokens", std::to_string(c_.new_tokens), "--repeats",
-         std::to_string(c_.bench_repeats), "--lut", lut(), "--json", "--output", path_join(dir, "bench.json")},
-        path_join(dir, "bench.log"), true);
+    run(p.name + "/bench", bench_args(c_, dir, lut(), path_join(dir, "bench.json")), path_join(dir, "bench.log"), true);
     run(p.name + "/eval",
         {"--threads", std::to_string(c_.threads), "eval", "--model", exp, "--tasks", c_.eval_tasks, "--limit",
          std::to_string(c_.eval_limit), "--output", path_join(dir, "eval.json")},
@@ -223,13 +245,8 @@ class Runner {
       m_.mark("lut", {{"copied_from", c_.lut}});
       return;
     }
-    const std::string space = path_join(o_.out, "space.json");
-    if (!o_.dry_run) write_file_atomic(space, sc.space.canonical_json() + "\n");
-    run("lut",
-        {"--threads", std::to_string(c_.threads), "lut", "--model", c_.model, "--space", space, "--tokens", "1",
-         "--context", std::to_string(sc.lut_context), "--lm-head-bits", std::to_string(c_.lm_head_bits), "--out",
-         lut()},
-        path_join(o_.out, "lut.log"), true);
+    if (!o_.dry_run) write_file_atomic(path_join(o_.out, "space.json"), sc.space.canonical_json() + "\n");
+    run("lut", lut_args(c_, sc, o_.out, lut()), path_join(o_.out, "lut.log"), true);
   }
 
   std::string lut() const { return path_join(o_.out, "lut.json"); }
@@ -307,18 +324,14 @@ void rebench_sweep(const SweepConfig& c, const SweepOptions& o, int rounds) {
   const std::string mpath = path_join(o.out, "manifest.json");
   LLMC_CHECK(file_exists(mpath), "{}: no study here to bench again", mpath);
   Manifest m(c, o.out);
-  std::vector<Point> points = baseline_points(c);
-  if (m.has("targets_ms") || !c.targets_ms.empty()) {
-    const std::vector<double> t = c.targets_ms.empty() ? m.get("targets_ms").get<std::vector<double>>() : c.targets_ms;
-    for (const Point& p : search_points(c, t)) points.push_back(p);
-  }
+  const std::vector<double> targets = !c.targets_ms.empty() ? c.targets_ms
+                                      : m.has("targets_ms") ? m.get("targets_ms").get<std::vector<double>>()
+                                                            : std::vector<double>{};
   std::vector<Point> benched;
-  for (const Point& p : points)
+  for (const Point& p : study_points(c, targets))
     if (m.done(p.name + "/bench")) benched.push_back(p);
   LLMC_CHECK(!benched.empty(), "{}: no point has been benched yet", o.out);
-  const char* lock_path = std::getenv("LLMC_SWEEP_LOCK");
-  std::unique_ptr<FileLock> lock;
-  if (lock_path != nullptr && *lock_path != '\0') lock = std::make_unique<FileLock>(lock_path);
+  std::unique_ptr<FileLock> lock = timing_lock();
   const std::string exe = o.exe.empty() ? self_executable() : o.exe;
   // A latency table measured now too (when the study measured its own): the machine's speed drifts
   // (on the 2-vCPU VM the same LUT entries ran 1.23x slower two hours later), so predicted and
@@ -328,22 +341,17 @@ void rebench_sweep(const SweepConfig& c, const SweepOptions& o, int rounds) {
     const SearchConfig sc = load_search_config(c.search_config);
     const std::string fresh = path_join(o.out, "lut-rebench.json"), log = path_join(o.out, "lut-rebench.log");
     spdlog::info("sweep --rebench: latency table {}", fresh);
-    const ProcessResult res =
-        run_process({exe, "--threads", std::to_string(c.threads), "lut", "--model", c.model, "--space",
-                     path_join(o.out, "space.json"), "--tokens", "1", "--context", std::to_string(sc.lut_context),
-                     "--lm-head-bits", std::to_string(c.lm_head_bits), "--out", fresh},
-                    log);
+    std::vector<std::string> args = lut_args(c, sc, o.out, fresh);
+    args.insert(args.begin(), exe);
+    const ProcessResult res = run_process(args, log);
     if (res.exit_code != 0) fail("sweep --rebench: the latency table failed (exit {}); its log is {}", res.exit_code, log);
     lut = fresh;
   }
   for (int r = 0; r < rounds; ++r) {
     for (const Point& p : benched) {
       const std::string dir = point_dir(o.out, p.name), tag = fmt::format("bench-r{}", r + 1);
-      const std::vector<std::string> args = {
-          exe, "--threads", std::to_string(c.threads), "bench", "--model", path_join(dir, "export"), "--prompt-tokens",
-          std::to_string(c.prompt_tokens), "--new-tokens", std::to_string(c.new_tokens), "--repeats",
-          std::to_string(c.bench_repeats), "--lut", lut, "--json", "--output",
-          path_join(dir, tag + ".json")};
+      std::vector<std::string> args = bench_args(c, dir, lut, path_join(dir, tag + ".json"));
+      args.insert(args.begin(), exe);
       spdlog::info("sweep --rebench: round {}/{}: {}", r + 1, rounds, p.name);
       const ProcessResult res = run_process(args, path_join(dir, tag + ".log"));
       if (res.exit_code != 0)

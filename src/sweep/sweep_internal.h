@@ -19,6 +19,8 @@ struct Point {
 std::string point_dir(const std::string& out, const std::string& name);
 std::vector<Point> baseline_points(const SweepConfig& c);
 std::vector<Point> search_points(const SweepConfig& c, const std::vector<double>& targets);
+// Every point of the study: the baselines, then the search points at `targets`.
+std::vector<Point> study_points(const SweepConfig& c, const std::vector<double>& targets);
 std::vector<std::string> export_args(const SweepConfig& c, const Point& p, const std::string& arch,
                                      const std::string& out);
 std::string arch_of(const std::string& out, const Point& p);  // uniform:B or the search's arch.json

@@ -50,7 +50,7 @@ TEST(QALoRA, AttachIsIdentityAndMergeIsExact) {
   // The packed GEMM is exact up to fp32 rounding, except where it rounds x to int16 (qgemm.h: the
   // AVX2 paths, a relative perturbation of x below 1.6e-5 of each group's largest |x|), which
   // reaches the logits of this 2-layer model at ~4e-5.
-  const bool int16_x = kernels::qgemm_rounds_x_to_int16(1);
+  const bool int16_x = kernels::qgemm_rounds_x_to_int16();
   EXPECT_LE(rel_diff(s.sub->forward(tokens), base), int16_x ? 1e-4 : 1e-5);  // B = 0 (only at::linear vs qgemm order)
   ad.randomize(0.05, 4);
   auto unmerged = s.sub->forward(tokens);

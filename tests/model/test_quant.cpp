@@ -29,7 +29,7 @@ TEST(Quant, FakeQuantMatchesPackedKernel) {
       // Where the kernel rounds x to int16 per group (qgemm.h), each x moves by at most dx / 2,
       // dx = max|x over the group| / 32767: the result may move by (dx / 2) |W|^T beyond fp32 rounding.
       auto slack = at::zeros_like(ref);
-      if (kernels::qgemm_rounds_x_to_int16(5)) {
+      if (kernels::qgemm_rounds_x_to_int16()) {
         auto dx = at::empty({5, K}, at::kDouble);
         for (int64_t k0 = 0; k0 < K; k0 += g) {
           const int64_t n = std::min<int64_t>(g, K - k0);

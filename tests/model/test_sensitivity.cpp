@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <string>
 
 #include "llmc/finetune/train.h"
 #include "llmc/nas/sensitivity.h"
@@ -21,6 +22,13 @@ ModelConfig small() {
   return c;
 }
 
+// KV groups {1, 0.5}, bits {2, 4, 8, 16}, MLP widths as given.
+SearchSpace space_with_mlp(const std::string& mlp_fractions) {
+  return parse_search_space(R"({"kv_group_fractions":[1.0,0.5],"mlp_width_fractions":)" + mlp_fractions +
+                                R"(,"bits":[2,4,8,16],"group_size":32,"width_multiple":16})",
+                            "space");
+}
+
 }  // namespace
 
 TEST(Sensitivity, KlOfEachOptionAlone) {
@@ -32,10 +40,7 @@ TEST(Sensitivity, KlOfEachOptionAlone) {
     at::NoGradGuard ng;
     teacher = model->forward(x);
   }
-  const SearchSpace space = parse_search_space(
-      R"({"kv_group_fractions":[1.0,0.5],"mlp_width_fractions":[1.0,0.5],"bits":[2,4,8,16],"group_size":32,
-          "width_multiple":16})",
-      "space");
+  const SearchSpace space = space_with_mlp("[1.0,0.5]");
   const auto ch = make_choices(cfg, space, true, true);
   Supernet net(*model, ch, test::monotone_lookup(), 32, 0, 0);
   const auto kl = choice_kl(net, *model, x, teacher);
@@ -94,10 +99,7 @@ TEST(Sensitivity, InitialLogitsAndSetAlphas) {
 
   const auto cfg = small();
   auto model = test::random_llama(cfg, 6);
-  const SearchSpace space = parse_search_space(
-      R"({"kv_group_fractions":[1.0,0.5],"mlp_width_fractions":[1.0],"bits":[2,4,8,16],"group_size":32,
-          "width_multiple":16})",
-      "space");
+  const SearchSpace space = space_with_mlp("[1.0]");
   const auto mch = make_choices(cfg, space, true, true);
   Supernet net(*model, mch, test::monotone_lookup(), 32, 0, 0);
   net.set_alphas(a);

@@ -23,12 +23,11 @@
 
 namespace llmc {
 
-class Progress;
-
 // `batch` (B, T) tokens, `teacher` (B, T, V) the original model's logits on it; `model` is the
 // model the supernet is installed in. Leaves the supernet fixed at the widest architecture.
+// progress: a progress bar over the options.
 std::vector<ChoiceLogProbs> choice_kl(Supernet& net, Llama& model, const at::Tensor& batch, const at::Tensor& teacher,
-                                      Progress* progress = nullptr);
+                                      bool progress = false);
 
 // The KL values as JSON, per layer: {"kv": {"choices": [...], "kl": [...]}, "mlp": ..., "bits_q": ...}.
 std::string sensitivity_json(const std::vector<ChoiceLogProbs>& kl, const std::vector<LayerChoices>& ch);

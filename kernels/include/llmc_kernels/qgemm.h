@@ -38,7 +38,7 @@ void qgemm_cpu(const float* x, int M, const QMatrixView& w, const float* bias, f
 // rounding. The AVX2 paths multiply integer codes with x rounded to int16 per (row, group) in exact
 // integer sums: |x - dx * xq| <= dx / 2 with dx = max|x over the group| / 32767, i.e. a relative
 // perturbation of x below 1.6e-5 of the group's largest |x|. Whether a call takes such a path:
-bool qgemm_rounds_x_to_int16(int M, Isa isa = Isa::kAuto);
+bool qgemm_rounds_x_to_int16(Isa isa = Isa::kAuto);
 
 // The same product given also a row-tiled copy of w (qtiled.h; an empty view means none): for
 // M < kTiledMaxM on AVX-512 CPUs it reads the tiled copy (the x-table kernel), otherwise w. The
