@@ -7,6 +7,7 @@
 
 #include "llmc/core/error.h"
 #include "llmc/core/files.h"
+#include "llmc/tokenizer/tokenizer.h"
 
 namespace llmc {
 
@@ -127,6 +128,7 @@ std::vector<TextDocument> load_wikitext_docs(const std::string& path) {
   if (!file_exists(path)) fail("{}: WikiText-2 file not found (set --data-dir)", path);
   const std::string raw = read_text_file(path);
   if (raw.empty()) fail("{}: empty file", path);
+  check_utf8(raw, path.c_str());
   std::vector<TextDocument> docs;
   std::string page;
   size_t pos = 0;
@@ -156,6 +158,7 @@ std::vector<TextDocument> load_wikitext_raw(const std::string& path) {
   if (!file_exists(path)) fail("{}: WikiText-2 file not found (set --data-dir)", path);
   std::string raw = read_text_file(path);
   if (raw.empty()) fail("{}: empty file", path);
+  check_utf8(raw, path.c_str());
   return {TextDocument{raw, raw}};
 }
 
@@ -163,6 +166,7 @@ std::vector<TextDocument> load_text_docs(const std::string& path) {
   if (!file_exists(path)) fail("{}: text file not found", path);
   const std::string raw = read_text_file(path);
   if (raw.find_first_not_of(" \t\r\n") == std::string::npos) fail("{}: empty text file", path);
+  check_utf8(raw, path.c_str());
   const std::string sep = "<|endoftext|>";
   std::vector<TextDocument> docs;
   std::string cur;

@@ -59,55 +59,9 @@ const ByteMap& byte_map() {
   return m;
 }
 
-// Strict UTF-8 check, as strict as PCRE2's (which we then run with PCRE2_NO_UTF_CHECK): no
-// overlong forms, no surrogates, nothing past U+10FFFF, no truncated sequences.
-void check_utf8_strict(std::string_view s) {
-  size_t i = 0;
-  const size_t n = s.size();
-  auto bad = [&](const char* why) { fail("tokenizer input: invalid UTF-8 at byte offset {} ({})", i, why); };
-  while (i < n) {
-    const unsigned char c = static_cast<unsigned char>(s[i]);
-    if (c < 0x80) {
-      ++i;
-      continue;
-    }
-    size_t len;
-    uint32_t cp;
-    if (c >= 0xc2 && c <= 0xdf) {
-      len = 2;
-      cp = c & 0x1f;
-    } else if (c >= 0xe0 && c <= 0xef) {
-      len = 3;
-      cp = c & 0x0f;
-    } else if (c >= 0xf0 && c <= 0xf4) {
-      len = 4;
-      cp = c & 0x07;
-    } else {
-      bad(c >= 0x80 && c < 0xc0 ? "unexpected continuation byte" : "invalid lead byte");
-    }
-    if (i + len > n) bad("truncated sequence");
-    for (size_t k = 1; k < len; ++k) {
-      const unsigned char cc = static_cast<unsigned char>(s[i + k]);
-      if ((cc & 0xc0) != 0x80) bad("missing continuation byte");
-      cp = (cp << 6) | (cc & 0x3f);
-    }
-    if ((len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000)) bad("overlong encoding");
-    if (cp >= 0xd800 && cp <= 0xdfff) bad("UTF-16 surrogate");
-    if (cp > 0x10ffff) bad("code point past U+10FFFF");
-    i += len;
-  }
-}
-
 size_t utf8_len(unsigned char c) { return c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xe ? 3 : 4; }
 
-bool valid_utf8(std::string_view s) {
-  try {
-    check_utf8_strict(s);
-    return true;
-  } catch (const Error&) {
-    return false;
-  }
-}
+bool valid_utf8(std::string_view s) { return utf8_problem(s) == nullptr; }
 
 struct CodeDeleter {
   void operator()(pcre2_code* c) const { pcre2_code_free(c); }
@@ -372,7 +326,7 @@ void BPETokenizer::Impl::bpe_piece(std::string_view piece, std::vector<int32_t>&
 }
 
 std::vector<std::string> BPETokenizer::pre_tokenize(std::string_view text) const {
-  check_utf8_strict(text);
+  check_utf8(text, "tokenizer input");  // strict: the regexes run with PCRE2_NO_UTF_CHECK
   std::unique_ptr<pcre2_match_data, MatchDataDeleter> md(pcre2_match_data_create(8, nullptr));
   std::vector<std::string> out;
   for (auto p : impl_->split(text, md.get())) out.emplace_back(p);
@@ -381,7 +335,7 @@ std::vector<std::string> BPETokenizer::pre_tokenize(std::string_view text) const
 
 std::vector<int32_t> BPETokenizer::encode(std::string_view text, bool add_bos) const {
   const Impl& m = *impl_;
-  check_utf8_strict(text);
+  check_utf8(text, "tokenizer input");  // strict: the regexes run with PCRE2_NO_UTF_CHECK
   std::vector<int32_t> out;
   if (add_bos && m.v.bos >= 0) out.push_back(m.v.bos);
   std::unique_ptr<pcre2_match_data, MatchDataDeleter> md(pcre2_match_data_create(8, nullptr));

@@ -1,18 +1,57 @@
+// The one UTF-8 validator of every text a tokenizer reads (prompts, task text, documents): strict,
+// as RFC 3629 and PCRE2 (which the BPE pre-tokenizer runs with PCRE2_NO_UTF_CHECK) are.
 #include "llmc/core/error.h"
 #include "llmc/tokenizer/tokenizer.h"
 
 namespace llmc {
 
-void check_utf8(std::string_view s, const char* what) {
+const char* utf8_problem(std::string_view s, size_t* offset) {
   size_t i = 0;
-  while (i < s.size()) {
-    unsigned char c = static_cast<unsigned char>(s[i]);
-    size_t n = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xe ? 3 : (c >> 3) == 0x1e ? 4 : 0;
-    if (n == 0 || i + n > s.size()) fail("{}: invalid UTF-8 byte 0x{:02x} at offset {}", what, c, i);
-    for (size_t k = 1; k < n; ++k)
-      if ((static_cast<unsigned char>(s[i + k]) & 0xc0) != 0x80)
-        fail("{}: invalid UTF-8 continuation byte at offset {}", what, i + k);
-    i += n;
+  const size_t n = s.size();
+  while (i < n) {
+    const unsigned char c = static_cast<unsigned char>(s[i]);
+    if (c < 0x80) {
+      ++i;
+      continue;
+    }
+    if (offset) *offset = i;
+    size_t len;
+    uint32_t cp;
+    if (c >= 0xc2 && c <= 0xdf) {
+      len = 2;
+      cp = c & 0x1f;
+    } else if (c >= 0xe0 && c <= 0xef) {
+      len = 3;
+      cp = c & 0x0f;
+    } else if (c >= 0xf0 && c <= 0xf4) {
+      len = 4;
+      cp = c & 0x07;
+    } else if (c < 0xc0) {
+      return "unexpected continuation byte";
+    } else if (c == 0xc0 || c == 0xc1) {
+      return "overlong encoding";  // a two-byte form of an ASCII character
+    } else {
+      return "invalid lead byte";  // 0xf5..0xff: past U+10FFFF or never valid
+    }
+    for (size_t k = 1; k < len; ++k) {
+      if (i + k >= n) return "truncated sequence";
+      const unsigned char cc = static_cast<unsigned char>(s[i + k]);
+      if ((cc & 0xc0) != 0x80) return "missing continuation byte";
+      cp = (cp << 6) | (cc & 0x3f);
+    }
+    if ((len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000)) return "overlong encoding";
+    if (cp >= 0xd800 && cp <= 0xdfff) return "UTF-16 surrogate";
+    if (cp > 0x10ffff) return "code point past U+10FFFF";
+    i += len;
+  }
+  return nullptr;
+}
+
+void check_utf8(std::string_view s, const char* what) {
+  size_t off = 0;
+  if (const char* why = utf8_problem(s, &off)) {
+    const unsigned char c = static_cast<unsigned char>(s[off]);
+    fail("{}: invalid UTF-8 at byte offset {} (byte 0x{:02x}: {})", what, off, c, why);
   }
 }
 

@@ -114,6 +114,13 @@ TEST_F(CliErrors, NonUtf8Prompt) {
   const std::string stories = shared_root() + "/models/stories260K";
   if (!dir_exists(stories)) GTEST_SKIP() << "shared model not found at " << stories;
   expect_error("generate --model " + stories + " --prompt \"$(printf 'abc\\377')\"", "invalid UTF-8");
+  // Overlong, surrogate and past-U+10FFFF forms are refused the same way (issue 21 defect 10).
+  expect_error("generate --model " + stories + " --prompt \"$(printf 'abc\\300\\257')\"",
+               "invalid UTF-8 at byte offset 3 (byte 0xc0: overlong encoding)");
+  expect_error("generate --model " + stories + " --prompt \"$(printf 'abc\\355\\240\\200')\"",
+               "invalid UTF-8 at byte offset 3 (byte 0xed: UTF-16 surrogate)");
+  expect_error("generate --model " + stories + " --prompt \"$(printf 'abc\\364\\220\\200\\200')\"",
+               "invalid UTF-8 at byte offset 3 (byte 0xf4: code point past U+10FFFF)");
 }
 
 TEST_F(CliErrors, EmptyTextFile) {

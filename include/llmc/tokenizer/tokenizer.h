@@ -25,7 +25,12 @@ class Tokenizer {
   virtual std::string type() const = 0;  // "sentencepiece", "bpe"
 };
 
-// Throws llmc::Error naming the offending byte offset when `text` is not valid UTF-8.
+// The one UTF-8 check of text a tokenizer reads (RFC 3629, as strict as PCRE2): rejects stray or
+// invalid bytes (0x80..0xbf leading, 0xc0, 0xc1, 0xf5..0xff), truncated sequences, overlong forms,
+// UTF-16 surrogates (U+D800..U+DFFF) and code points past U+10FFFF.
+// utf8_problem: nullptr when valid, else why, with the byte offset of the bad sequence in *offset.
+const char* utf8_problem(std::string_view text, size_t* offset = nullptr);
+// Throws llmc::Error "WHAT: invalid UTF-8 at byte offset N (byte 0xXX: why)" when `text` is not valid.
 void check_utf8(std::string_view text, const char* what);
 
 }  // namespace llmc
