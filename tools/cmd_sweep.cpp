@@ -10,7 +10,8 @@ namespace llmc::cli {
 namespace {
 struct SweepArgs {
   std::string config, out, machine;
-  bool dry_run = false, report_only = false;
+  bool dry_run = false, report_only = false, restart_searches = false;
+  std::vector<std::string> points;
   int rebench = 0;
 };
 }  // namespace
@@ -27,6 +28,13 @@ Action add_sweep(CLI::App& app) {
                  "Bench every benched point again, N rounds in one period (points alternated), keep each "
                  "point's median round; then the report")
       ->check(CLI::PositiveNumber);
+  app.add_option("--points", a->points,
+                 "Run only these search points (comma-separated names as in the report, e.g. joint-t6.110); the "
+                 "baselines run first regardless")
+      ->delimiter(',');
+  app.add_flag("--restart-searches", a->restart_searches,
+               "The base search config changed: move the finished search points to OUT/stale/ and redo them "
+               "(baselines kept)");
   app.add_option("--machine", a->machine, "Machine description for the report (default: the CPU's name)");
   return [a] {
     const SweepConfig c = load_sweep_config(a->config);
@@ -34,6 +42,8 @@ Action add_sweep(CLI::App& app) {
     o.out = a->out;
     o.dry_run = a->dry_run;
     o.machine = a->machine;
+    o.points = a->points;
+    o.restart_searches = a->restart_searches;
     if (a->rebench > 0) {
       rebench_sweep(c, o, a->rebench);
       return 0;

@@ -27,6 +27,7 @@
 #include "llmc/latency/lut.h"
 #include "llmc/model/load.h"
 #include "llmc/nas/importance.h"
+#include "llmc/nas/knapsack.h"
 #include "llmc/nas/search_files.h"
 #include "llmc/nas/supernet.h"
 #include "llmc/runtime/engine.h"
@@ -169,6 +170,16 @@ int fit_to_target(std::vector<ChoiceIndex>& idx, const std::vector<ChoiceLogProb
   return changes;
 }
 
+// Choices (widths and bits) in which two architectures differ.
+int count_changes(const std::vector<ChoiceIndex>& a, const std::vector<ChoiceIndex>& b) {
+  int n = 0;
+  for (size_t l = 0; l < a.size(); ++l) {
+    n += (a[l].kv != b[l].kv) + (a[l].mlp != b[l].mlp);
+    for (int j = 0; j < kNumLinears; ++j) n += a[l].bits[j] != b[l].bits[j];
+  }
+  return n;
+}
+
 // The search's batches: (batch_size, seq_len) int64, train then valid sequences.
 struct Data {
   std::vector<at::Tensor> train, valid;
@@ -304,7 +315,17 @@ class Search {
       return lut_.predict_ms(a, M());
     };
     res_.argmax_predicted_ms = predict(idx);
-    if (c_.fit_target && res_.argmax_predicted_ms > res_.target_ms) {
+    if (c_.discretize == "knapsack") {
+      const KnapsackResult k = knapsack_fit(net_->log_probs(), net_->choices(), predict, res_.target_ms, idx);
+      res_.fit_changes = count_changes(idx, k.idx);
+      spdlog::info("knapsack: argmax architecture {:.3f} ms; the most likely one within the target {:.3f} ms: "
+                   "{:.3f} ms, {} choices differ from argmax",
+                   res_.argmax_predicted_ms, res_.target_ms, k.ms, res_.fit_changes);
+      if (!k.met)
+        spdlog::warn("knapsack: the fastest architecture ({:.3f} ms) misses the target by {:.1f}%", k.ms,
+                     100.0 * (k.ms / res_.target_ms - 1.0));
+      idx = k.idx;
+    } else if (c_.fit_target && res_.argmax_predicted_ms > res_.target_ms) {
       res_.fit_changes = fit_to_target(idx, net_->log_probs(), net_->choices(), predict, res_.target_ms);
       const double fitted = predict(idx);
       spdlog::info("fit_target: argmax architecture {:.3f} ms > target {:.3f} ms; {} choice changes -> {:.3f} ms",
@@ -337,6 +358,7 @@ class Search {
                      {"fastest_ms", res_.fastest_ms},
                      {"predicted_ms", res_.predicted_ms},
                      {"argmax_predicted_ms", res_.argmax_predicted_ms},
+                     {"discretize", c_.discretize},
                      {"fit_target_changes", res_.fit_changes},
                      {"predicted_size_bytes", res_.arch.predicted_size_bytes},
                      {"original_size_bytes", lut_.weight_bytes(uniform_arch(base_, 16, c_.space.group_size))},

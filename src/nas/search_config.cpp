@@ -140,6 +140,7 @@ SearchConfig parse_search_config(const std::string& text, const std::string& whe
     o.get("hard", &c.hard);
     o.get("distill", &c.distill);
     o.get("fit_target", &c.fit_target);
+    o.get("discretize", &c.discretize);
     o.get("seed", &c.seed);
     o.get("checkpoint_every", &c.checkpoint_every);
     o.get("sequential_mid_bits", &c.sequential_mid_bits);
@@ -148,6 +149,8 @@ SearchConfig parse_search_config(const std::string& text, const std::string& whe
     o.finish();
     if (c.init != "uniform" && c.init != "sensitivity")
       fail("{}.schedule.init: '{}' is not uniform or sensitivity", where, c.init);
+    if (c.discretize != "argmax" && c.discretize != "knapsack")
+      fail("{}.schedule.discretize: '{}' is not argmax or knapsack", where, c.discretize);
     if (!(c.init_scale > 0)) fail("{}.schedule.init_scale: {} (expected > 0)", where, c.init_scale);
     if (c.steps < 1) fail("{}.schedule.steps: must be >= 1", where);
     if (c.tau_start <= 0 || c.tau_end <= 0) fail("{}.schedule: tau_start and tau_end must be > 0", where);

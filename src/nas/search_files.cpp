@@ -130,6 +130,7 @@ std::string search_fingerprint(const SearchConfig& c, const std::string& lut_pat
                           {"hard", c.hard},
                           {"distill", c.distill},
                           {"fit_target", c.fit_target},
+                          {"discretize", c.discretize},
                           {"seed", c.seed},
                           {"sequential_mid_bits", c.sequential_mid_bits},
                           {"init", c.init},

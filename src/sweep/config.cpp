@@ -176,6 +176,21 @@ SweepConfig parse_sweep_config(const std::string& text, const std::string& where
   return c;
 }
 
+std::string SweepConfig::search_json() const {
+  json j;
+  j["search"] = read_text_file(search_config);  // by content: how the path was spelled does not matter
+  j["finetune"] = {{"finetune_steps", finetune_steps}, {"distill", distill}};
+  return j.dump();
+}
+
+std::string SweepConfig::common_json() const {
+  json j = json::parse(canonical_json());
+  j.erase("search");
+  j["export"].erase("finetune_steps");
+  j["export"].erase("distill");
+  return j.dump();
+}
+
 std::string SweepConfig::canonical_json() const {
   json j;
   j["search"] = read_text_file(search_config);  // by content: how the path was spelled does not matter

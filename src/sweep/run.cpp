@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <filesystem>
 #include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -123,7 +124,11 @@ std::unique_ptr<FileLock> timing_lock() {
 
 class Manifest {
  public:
-  Manifest(const SweepConfig& c, const std::string& dir) : path_(path_join(dir, "manifest.json")) {
+  // allow_search_change: a manifest whose config differs from `c` only in the part the search points
+  // depend on (SweepConfig::search_json) is accepted, and search_changed() says so; otherwise any
+  // difference is refused.
+  Manifest(const SweepConfig& c, const std::string& dir, bool allow_search_change = false)
+      : path_(path_join(dir, "manifest.json")) {
     const std::string config = c.canonical_json();
     if (file_exists(path_)) {
       try {
@@ -132,15 +137,38 @@ class Manifest {
         fail("{}: corrupt manifest ({})", path_, e.what());
       }
       if (!j_.is_object() || j_.value("format", "") != "llmcompress-sweep" || !j_.contains("done") ||
-          !j_["done"].is_object())
+          !j_["done"].is_object() || !j_.contains("config") || !j_["config"].is_string())
         fail("{}: not a sweep manifest", path_);
-      if (j_.value("config", "") != config)
-        fail("{}: this folder holds a study of another sweep config (or of another base search config); use "
-             "another --out",
-             path_);
+      const std::string old = j_["config"].get<std::string>();
+      if (old != config) {
+        if (common_part(old) != c.common_json())
+          fail("{}: this folder holds a study of another sweep config (or of another base search config); use "
+               "another --out",
+               path_);
+        if (!allow_search_change)
+          fail("{}: the base search config (or the search points' fine-tune) changed since this study started; "
+               "pass --restart-searches to move its finished search points to {} and redo them (the baselines "
+               "are kept), or use another --out",
+               path_, path_join(dir, "stale/"));
+        search_changed_ = true;
+      }
     } else {
       j_ = {{"format", "llmcompress-sweep"}, {"version", 1}, {"config", config}, {"done", json::object()}};
     }
+    config_ = config;
+  }
+  bool search_changed() const { return search_changed_; }
+  // After the stale search points are moved away: the manifest now describes `c`.
+  void adopt_config(const std::vector<std::string>& dropped_stages) {
+    for (const auto& s : dropped_stages) j_["done"].erase(s);
+    j_["config"] = config_;
+    search_changed_ = false;
+    save();
+  }
+  std::vector<std::string> stages() const {
+    std::vector<std::string> out;
+    for (const auto& [k, v] : j_["done"].items()) out.push_back(k);
+    return out;
   }
   bool done(const std::string& stage) const { return j_["done"].contains(stage); }
   void mark(const std::string& stage, json info) {
@@ -156,9 +184,50 @@ class Manifest {
   void save() const { write_file_atomic(path_, j_.dump(1) + "\n"); }
 
  private:
-  std::string path_;
+  // SweepConfig::common_json of a canonical_json text.
+  static std::string common_part(const std::string& canonical) {
+    try {
+      json j = json::parse(canonical);
+      j.erase("search");
+      if (j.contains("export")) {
+        j["export"].erase("finetune_steps");
+        j["export"].erase("distill");
+      }
+      return j.dump();
+    } catch (const json::exception&) {
+      return "";
+    }
+  }
+  std::string path_, config_;
   json j_;
+  bool search_changed_ = false;
 };
+
+// The base search config changed (--restart-searches): every finished search point's folder, and the
+// shared sensitivity files, move to DIR/stale/<n>/ (never deleted), their stages leave the manifest.
+void restart_search_points(const SweepConfig& c, const std::string& out, Manifest& m) {
+  std::vector<std::string> baselines = {"lut"};
+  for (const auto& p : baseline_points(c)) baselines.push_back(p.name);
+  std::string stale;
+  for (int n = 1; stale.empty() || dir_exists(stale); ++n) stale = path_join(out, fmt::format("stale/{}", n));
+  std::vector<std::string> dropped, moved;
+  for (const std::string& stage : m.stages()) {
+    const std::string name = stage.substr(0, stage.find('/'));
+    if (std::find(baselines.begin(), baselines.end(), name) != baselines.end()) continue;
+    dropped.push_back(stage);
+    if (std::find(moved.begin(), moved.end(), name) == moved.end()) moved.push_back(name);
+  }
+  make_dirs(path_join(stale, "points"));
+  for (const std::string& name : moved)
+    if (dir_exists(point_dir(out, name))) rename_path(point_dir(out, name), path_join(stale, "points/" + name));
+  for (const auto& e : std::filesystem::directory_iterator(out)) {
+    const std::string f = e.path().filename().string();
+    if (f.rfind("sensitivity-", 0) == 0) rename_path(path_join(out, f), path_join(stale, f));
+  }
+  m.adopt_config(dropped);
+  spdlog::warn("sweep: the search config changed: {} finished search points moved to {}; the baselines are kept",
+               moved.size(), stale);
+}
 
 class Runner {
  public:
@@ -301,13 +370,31 @@ std::vector<double> targets(const SweepConfig& c, const SweepOptions& o, Manifes
 int run_sweep(const SweepConfig& c, const SweepOptions& o) {
   LLMC_CHECK(!o.out.empty(), "sweep: --out is required");
   if (!o.dry_run) make_dirs(o.out);
-  Manifest m(c, o.out);
+  Manifest m(c, o.out, o.restart_searches);
+  if (m.search_changed()) {
+    if (o.dry_run) std::printf("(--restart-searches: the finished search points would move to %s/stale/)\n", o.out.c_str());
+    else restart_search_points(c, o.out, m);
+  }
   Runner r(c, o, m);
   const SearchConfig sc = load_search_config(c.search_config);
   r.build_lut(sc);
   for (const Point& p : baseline_points(c)) r.export_bench_eval(p);
   const std::vector<double> t = targets(c, o, m);
-  for (const Point& p : search_points(c, t))
+  std::vector<Point> points = search_points(c, t);
+  if (!o.points.empty() && !t.empty()) {
+    for (const std::string& name : o.points)
+      if (std::none_of(points.begin(), points.end(), [&](const Point& p) { return p.name == name; })) {
+        std::vector<std::string> names;
+        for (const Point& p : points) names.push_back(p.name);
+        fail("sweep --points: no search point '{}' in this study (its points: {})", name, fmt::join(names, ", "));
+      }
+    points.erase(std::remove_if(points.begin(), points.end(),
+                                [&](const Point& p) {
+                                  return std::find(o.points.begin(), o.points.end(), p.name) == o.points.end();
+                                }),
+                 points.end());
+  }
+  for (const Point& p : points)
     if (r.search(p)) r.export_bench_eval(p);
   if (o.dry_run) {
     if (t.empty() && !c.modes.empty())

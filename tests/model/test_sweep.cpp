@@ -246,3 +246,49 @@ TEST(Sweep, UnreachableTargetIsReportedNotFatal) {
             out + "/lut-rebench.json");
   EXPECT_EQ(json::parse(read_text_file(out + "/report.json"))["points"][0]["decode_ms"].get<double>(), lo);
 }
+
+// --points runs only the named search points; a changed base search config is refused until
+// --restart-searches, which moves the finished search points to DIR/stale/ and keeps the baselines.
+TEST(Sweep, PointsFilterAndRestartSearches) {
+  if (!dir_exists(stories())) GTEST_SKIP() << "no " << stories();
+  Study s("restart");
+  json j = small_sweep();
+  j["baselines"] = {{"rtn", {8}}};
+  j["targets"] = {{"ms", {900.0, 1000.0}}};  // far above the dense model: both reachable
+  j["eval"] = {{"tasks", "arc_easy"}, {"limit", 2}};
+  const std::string cfg = s.sweep(j), out = s.dir + "/out";
+  auto sweep = [&](std::vector<std::string> extra, const std::string& log) {
+    std::vector<std::string> a = {LLMC_CLI, "sweep", "--config", cfg, "--out", out};
+    a.insert(a.end(), extra.begin(), extra.end());
+    return run_process(a, s.dir + "/" + log);
+  };
+  const auto bad = sweep({"--points", "joint-t5.000"}, "bad.log");
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_NE(read_text_file(s.dir + "/bad.log").find("its points: joint-t900.000, joint-t1000.000"), std::string::npos)
+      << read_text_file(s.dir + "/bad.log");
+  ASSERT_EQ(sweep({"--points", "joint-t1000.000"}, "one.log").exit_code, 0) << read_text_file(s.dir + "/one.log");
+  EXPECT_TRUE(fs::exists(out + "/points/joint-t1000.000/export"));
+  EXPECT_FALSE(fs::exists(out + "/points/joint-t900.000"));
+  // The entry holds the stage's measured seconds: a redone stage would not compare equal.
+  const json baseline_entry = json::parse(read_text_file(out + "/manifest.json"))["done"]["uniform-rtn-b8/export"];
+
+  // Another schedule: refused, nothing moved.
+  json sc = json::parse(read_text_file(s.dir + "/search.json"));
+  sc["schedule"]["steps"] = 10;
+  write_file_atomic(s.dir + "/search.json", sc.dump(1));
+  ASSERT_NE(sweep({}, "changed.log").exit_code, 0);
+  EXPECT_NE(read_text_file(s.dir + "/changed.log").find("--restart-searches"), std::string::npos)
+      << read_text_file(s.dir + "/changed.log");
+  EXPECT_TRUE(fs::exists(out + "/points/joint-t1000.000/export"));
+
+  ASSERT_EQ(sweep({"--restart-searches"}, "restart.log").exit_code, 0) << read_text_file(s.dir + "/restart.log");
+  EXPECT_TRUE(fs::exists(out + "/stale/1/points/joint-t1000.000/search/arch.json"));
+  const json m = json::parse(read_text_file(out + "/manifest.json"));
+  EXPECT_EQ(m["done"]["uniform-rtn-b8/export"], baseline_entry);  // kept, not redone
+  EXPECT_TRUE(m["done"].contains("joint-t900.000/eval"));
+  EXPECT_TRUE(m["done"].contains("joint-t1000.000/eval"));  // redone with the new config
+  EXPECT_EQ(json::parse(read_text_file(out + "/points/joint-t1000.000/search/summary.json"))["steps"], 10);
+  // The same command again: nothing left, no second stale folder.
+  ASSERT_EQ(sweep({"--restart-searches"}, "again.log").exit_code, 0);
+  EXPECT_FALSE(fs::exists(out + "/stale/2"));
+}

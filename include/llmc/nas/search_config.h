@@ -30,6 +30,9 @@ struct SearchConfig {
   double lambda = 2.0, tau_start = 1.0, tau_end = 0.1;
   bool hard = false, distill = true;
   bool fit_target = true;  // repair an argmax architecture that misses the target (see configs/README.md)
+  // How the searched distributions become one architecture: "argmax" (then fit_target) or
+  // "knapsack" (nas/knapsack.h: the most likely architecture that meets the target).
+  std::string discretize = "argmax";
   uint64_t seed = 0;
   int64_t checkpoint_every = 25;
   int sequential_mid_bits = 4;

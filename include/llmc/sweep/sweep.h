@@ -10,7 +10,9 @@
 // DIR/manifest.json records each finished stage (written atomically after the stage's outputs
 // exist); running the same command again continues where it stopped. A search killed mid-way
 // resumes from its checkpoint. The manifest also fixes the targets, so a resumed study uses the
-// same ones.
+// same ones. The manifest fingerprints the config in two parts: when only the part the search
+// points depend on changed (the base search config, the fine-tune), --restart-searches moves the
+// finished search points aside (DIR/stale/) and keeps the baselines; any other change is refused.
 //
 // The lut and bench stages measure wall-clock time. With LLMC_SWEEP_LOCK=FILE in the environment
 // the sweep holds an exclusive flock on FILE while they run, so other jobs on the machine that take
@@ -64,6 +66,10 @@ struct SweepConfig {
   std::string ppl_task;  // "" = no perplexity run
   int64_t ppl_max_length = 0, ppl_limit = 0;  // 0: eval's defaults
   std::string canonical_json() const;  // every setting that affects results (the manifest's fingerprint)
+  // The part of canonical_json() that only the search points depend on (the base search config and
+  // their fine-tune), and the rest (which the baselines and the targets depend on too).
+  std::string search_json() const;
+  std::string common_json() const;
 };
 
 // Errors: one line naming the file and the key.
@@ -75,6 +81,13 @@ struct SweepOptions {
   std::string exe;                // the llmcompress binary stages run ("" = this program)
   bool dry_run = false;           // print the stages and their commands, run nothing
   std::string machine;            // recorded in the report ("" = the CPU's name)
+  // Only these search points (names as in the report, e.g. "joint-t6.110"); empty = all. The
+  // baselines always run first (the targets depend on them).
+  std::vector<std::string> points;
+  // The base search config (or the search points' fine-tune) changed since the study started: move
+  // the finished search points to DIR/stale/ and redo them, keeping the baselines. Without it such a
+  // study is refused.
+  bool restart_searches = false;
 };
 
 // Runs every stage not yet in DIR/manifest.json, then writes the report. Returns 0 when the study is
