@@ -12,7 +12,12 @@ Action add_export(CLI::App& app) {
   auto json_out = std::make_shared<bool>(false);
   app.add_option("--model", o->model, "Source model: HF folder or GGUF file")->required();
   app.add_option("--arch", o->arch, "RUN/arch.json from the search, or uniform:B (B in 2,3,4,8,16)")->capture_default_str();
-  app.add_option("--out", o->out, "Output folder (written atomically)")->required();
+  app.add_option("--out", o->out, "Output folder (--format gguf: the .gguf file), written atomically")->required();
+  app.add_option("--format", o->format,
+                 "packed (our folder) | gguf (one llama.cpp file; report in OUT.report.json) | both (folder OUT with "
+                 "OUT/model.gguf, one quantization)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"packed", "gguf", "both"}));
   app.add_option("--quant", o->quant, "rtn | gptq")->capture_default_str();
   auto* calib = app.add_option("--calib", o->calib.source, "Calibration data: generate (data-free, sampled by the model) | text:FILE")
                     ->capture_default_str();
@@ -38,13 +43,18 @@ Action add_export(CLI::App& app) {
     } else {
       auto j = nlohmann::json::parse(r.report_json);
       std::printf("exported %s\n", r.out.c_str());
+      if (j.contains("gguf"))
+        std::printf("  gguf           %s (%s, %s, max relative error %.3g)\n",
+                    j["gguf"]["file"].get<std::string>().c_str(), j["gguf"]["architecture"].get<std::string>().c_str(),
+                    j["gguf"]["exact"].get<bool>() ? "every tensor exact" : "some tensors requantized",
+                    j["gguf"]["max_rel_fro_err"].get<double>());
       std::printf("  weights        %lld bytes (embedding %lld, lm_head %lld, attention %lld, mlp %lld, norms %lld)\n",
                   static_cast<long long>(r.size.total()), static_cast<long long>(r.size.embedding),
                   static_cast<long long>(r.size.lm_head), static_cast<long long>(r.size.attention),
                   static_cast<long long>(r.size.mlp), static_cast<long long>(r.size.norms));
       std::printf("  linears        %.3f bits per weight (codes %.3f + scales/zeros)\n", r.size.avg_bits_per_weight(),
                   r.size.avg_code_bits());
-      if (j["files"].contains("model.safetensors"))
+      if (j.contains("files") && j["files"].contains("model.safetensors"))
         std::printf("  model file     %lld bytes\n", static_cast<long long>(j["files"]["model.safetensors"].get<int64_t>()));
       if (j["finetune"]["steps"].get<int64_t>() > 0)
         std::printf("  fine-tune      loss %.4f -> %.4f (mean of first/last 10 steps), merge rel diff %.2e\n",

@@ -9,10 +9,12 @@
 #include "llmc/core/files.h"
 #include "llmc/core/log.h"
 #include "llmc/export/discretize.h"
+#include "llmc/export/gguf_export.h"
 #include "llmc/export/quantize_model.h"
 #include "llmc/runtime/open.h"
 #include "llmc/quant/quant.h"
 #include "llmc/runtime/engine.h"
+#include "llmc/model/load.h"
 
 namespace llmc {
 
@@ -43,6 +45,14 @@ Arch resolve_arch(const std::string& spec, const ModelConfig& config, int group_
 ExportResult run_export(const ExportOptions& o) {
   LLMC_CHECK(!o.out.empty(), "export: --out is required");
   LLMC_CHECK(o.quant == "rtn" || o.quant == "gptq", "--quant: unknown method '{}' (rtn or gptq)", o.quant);
+  LLMC_CHECK(o.format == "packed" || o.format == "gguf" || o.format == "both",
+             "--format: '{}' is not packed, gguf or both", o.format);
+  const bool gguf = o.format != "packed";
+  if (gguf)  // before minutes of quantization: the GGUF needs a GGUF tokenizer to copy
+    LLMC_CHECK(looks_like_gguf(o.model),
+               "{}: --format {} copies the tokenizer from a GGUF source; converting a Hugging Face tokenizer is not "
+               "implemented yet (export from the model's GGUF file, or use --format packed)",
+               o.model, o.format);
   const auto t0 = std::chrono::steady_clock::now();
   LoadOptions lo;
   lo.dtype = "float32";
@@ -75,6 +85,7 @@ ExportResult run_export(const ExportOptions& o) {
   qo.method = o.quant;
   qo.group_size = arch.group_size;
   qo.lm_head_bits = o.lm_head_bits;
+  qo.fp16_offsets = gguf;  // 2/3/4-bit groups map bit-exactly to GGUF Q4_1
   QuantizeReport qr = quantize_model(*sub, arch, qo, calib);
   spdlog::info("quantize: {} in {:.1f} s", o.quant, qr.seconds);
 
@@ -150,7 +161,41 @@ ExportResult run_export(const ExportOptions& o) {
   rep["finetune"] = ft;
   rep["seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
+  GGUFExportOptions go;
+  go.tokenizer_source = o.model;
+  go.dense_dtype = o.dense_dtype;
+  if (gguf) {
+    GGUFFile src(o.model);
+    go.name = src.get_string_or("general.name", "");
+  }
+  if (o.format == "gguf") {
+    json g = json::parse(write_gguf(*sub, o.out, go));
+    rep["gguf"] = g;
+    rep["seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const std::string report_path = o.out + ".report.json";
+    write_file_atomic(report_path, rep.dump(2) + "\n");
+    ExportResult res;
+    res.out = o.out;
+    res.report_json = rep.dump(2) + "\n";
+    res.size = sz;
+    spdlog::info("export: wrote {} and {} in {:.1f} s", o.out, report_path, rep["seconds"].get<double>());
+    return res;
+  }
+  std::unique_ptr<GGUFExport> gg;
+  if (o.format == "both") {
+    gg = std::make_unique<GGUFExport>(build_gguf(*sub, go));
+    json g = json::parse(gg->report_json);
+    g["file"] = "model.gguf";
+    rep["gguf"] = g;
+  }
+
   ExportWriteOptions wo;
+  if (gg)
+    wo.extra_files = [&](const std::string& dir) {
+      const std::string p = path_join(dir, "model.gguf");
+      gg->writer.write(p);
+      spdlog::info("gguf: {} ({}, {} tensors)", p, gg->architecture, gg->writer.tensor_count());
+    };
   wo.group_size = arch.group_size;
   wo.dense_dtype = o.dense_dtype;
   wo.tokenizer_source = o.model;

@@ -14,6 +14,7 @@
 #include "llmc/core/log.h"
 #include "llmc/export/discretize.h"
 #include "llmc/io/gguf.h"
+#include "llmc/io/gguf_writer.h"
 #include "llmc/io/safetensors.h"
 #include "llmc/model/arch.h"
 #include "llmc/model/plan.h"
@@ -193,6 +194,8 @@ void write_export_folder(const Llama& model, const std::string& dir_in, const Ex
   const fs::path parent = target.has_parent_path() ? target.parent_path() : fs::path(".");
   std::error_code ec;
   fs::create_directories(parent, ec);
+  // A kill during an earlier export to `dir` left our .NAME.tmp-PID / NAME.old-PID folders: cleaned.
+  for (const auto& p : clean_interrupted_writes(dir)) spdlog::info("export: cleaned up {} (an interrupted export)", p);
   const std::string tmp = (parent / fmt::format(".{}.tmp-{}", target.filename().string(), ::getpid())).string();
   fs::remove_all(tmp, ec);
   if (!fs::create_directory(tmp, ec) || ec) fail("{}: cannot create folder ({})", tmp, ec.message());
@@ -209,6 +212,7 @@ void write_export_folder(const Llama& model, const std::string& dir_in, const Ex
         write_tokenizer_gguf(o.tokenizer_source, path_join(tmp, "tokenizer.gguf"));
       }
     }
+    if (o.extra_files) o.extra_files(tmp);
     if (!o.arch_json.empty()) write_file_atomic(path_join(tmp, "arch.json"), o.arch_json + "\n");
     if (!o.report_json.empty()) {  // the report also lists the bytes of every file written
       json rep = json::parse(o.report_json);
@@ -227,81 +231,15 @@ void write_export_folder(const Llama& model, const std::string& dir_in, const Ex
 
 // ---- GGUF tokenizer metadata -------------------------------------------------------------------
 
-namespace {
-
-void put_u32(std::string& s, uint32_t v) { s.append(reinterpret_cast<const char*>(&v), 4); }
-void put_u64(std::string& s, uint64_t v) { s.append(reinterpret_cast<const char*>(&v), 8); }
-void put_str(std::string& s, const std::string& v) {
-  put_u64(s, v.size());
-  s += v;
-}
-
-void put_value(std::string& s, const GGUFValue& v) {
-  auto raw = [&](const void* p, size_t n) { s.append(static_cast<const char*>(p), n); };
-  switch (v.type) {
-    case GGUFType::UINT8:
-    case GGUFType::BOOL: {
-      uint8_t x = static_cast<uint8_t>(v.u);
-      raw(&x, 1);
-      break;
-    }
-    case GGUFType::INT8: {
-      int8_t x = static_cast<int8_t>(v.i);
-      raw(&x, 1);
-      break;
-    }
-    case GGUFType::UINT16: {
-      uint16_t x = static_cast<uint16_t>(v.u);
-      raw(&x, 2);
-      break;
-    }
-    case GGUFType::INT16: {
-      int16_t x = static_cast<int16_t>(v.i);
-      raw(&x, 2);
-      break;
-    }
-    case GGUFType::UINT32: put_u32(s, static_cast<uint32_t>(v.u)); break;
-    case GGUFType::INT32: {
-      int32_t x = static_cast<int32_t>(v.i);
-      raw(&x, 4);
-      break;
-    }
-    case GGUFType::FLOAT32: {
-      float x = static_cast<float>(v.f);
-      raw(&x, 4);
-      break;
-    }
-    case GGUFType::UINT64: put_u64(s, v.u); break;
-    case GGUFType::INT64: raw(&v.i, 8); break;
-    case GGUFType::FLOAT64: raw(&v.f, 8); break;
-    case GGUFType::STRING: put_str(s, v.str); break;
-    case GGUFType::ARRAY:
-      put_u32(s, static_cast<uint32_t>(v.elem_type));
-      put_u64(s, v.array.size());
-      for (const auto& e : v.array) put_value(s, e);
-      break;
-  }
-}
-
-}  // namespace
-
 void write_tokenizer_gguf(const std::string& gguf_path, const std::string& out_path) {
   GGUFFile f(gguf_path);
   std::vector<const std::pair<std::string, GGUFValue>*> keep;
   for (const auto& kv : f.metadata())
     if (kv.first.rfind("tokenizer.", 0) == 0 || kv.first == "general.architecture") keep.push_back(&kv);
   LLMC_CHECK(f.has("tokenizer.ggml.model"), "{}: the file carries no tokenizer (tokenizer.ggml.model)", gguf_path);
-  std::string s = "GGUF";
-  put_u32(s, 3);
-  put_u64(s, 0);  // tensors
-  put_u64(s, keep.size());
-  for (const auto* kv : keep) {
-    put_str(s, kv->first);
-    put_u32(s, static_cast<uint32_t>(kv->second.type));
-    put_value(s, kv->second);
-  }
-  s.resize((s.size() + 31) / 32 * 32, '\0');
-  write_file_atomic(out_path, s);
+  GGUFWriter w;
+  for (const auto* kv : keep) w.set(kv->first, kv->second);
+  w.write(out_path);
 }
 
 }  // namespace llmc

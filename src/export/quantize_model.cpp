@@ -114,7 +114,10 @@ QuantizeReport quantize_model(Llama& m, const Arch& arch, const QuantizeOptions&
     LLMC_CHECK(!lin->is_packed(), "quantize: linear is already quantized");
     auto w = lin->dense_weight().to(at::kFloat).contiguous();
     const int g = effective_group(static_cast<int>(w.size(1)), o.group_size);
-    lin = std::make_shared<QuantizedLinear>(gptq ? gptq_quantize(w, H, bits, g, o.damp) : quantize_rtn(w, bits, g));
+    const bool exact = o.fp16_offsets && bits <= 4;
+    lin = std::make_shared<QuantizedLinear>(gptq    ? gptq_quantize(w, H, bits, g, o.damp, exact)
+                                            : exact ? quantize_rtn_fp16_offsets(w, bits, g)
+                                                    : quantize_rtn(w, bits, g));
   };
 
   if (!calib.defined()) {
@@ -164,8 +167,10 @@ QuantizeReport quantize_model(Llama& m, const Arch& arch, const QuantizeOptions&
   }
   if (o.lm_head_bits < 16) {
     auto w = W.lm_head->dense_weight().to(at::kFloat).contiguous();
-    W.lm_head = std::make_shared<QuantizedLinear>(
-        quantize_rtn(w, o.lm_head_bits, effective_group(static_cast<int>(w.size(1)), o.group_size)));
+    const int g = effective_group(static_cast<int>(w.size(1)), o.group_size);
+    W.lm_head = std::make_shared<QuantizedLinear>(o.fp16_offsets && o.lm_head_bits <= 4
+                                                      ? quantize_rtn_fp16_offsets(w, o.lm_head_bits, g)
+                                                      : quantize_rtn(w, o.lm_head_bits, g));
     // A tied embedding is the same matrix: it becomes the packed table too, so the export stores
     // one table (SmolLM2: 28 MiB of 8-bit codes instead of that plus a 54 MiB bf16 embedding) and
     // the model computes with exactly what is stored.

@@ -24,6 +24,73 @@ kq::QMatrix quantize_rtn(const at::Tensor& w, int bits, int group) {
   }
 }
 
+bool fp16_offset_exact(uint16_t scale_fp16, float zero) {
+  const float p = kq::fp16_to_fp32(scale_fp16) * zero;  // exact: 11 x 8 significant bits
+  const uint16_t h = kq::fp32_to_fp16(p);
+  return (h & 0x7fffu) < 0x7c00u && kq::fp16_to_fp32(h) == p;
+}
+
+uint16_t fp16_offset_scale(uint16_t sh, double lo, int bits, float* zero) {
+  const float qmax = static_cast<float>((1 << bits) - 1);
+  auto zero_of = [&](uint16_t h) {
+    return std::clamp(std::nearbyint(static_cast<float>(-lo) / kq::fp16_to_fp32(h)), 0.f, qmax);
+  };
+  for (int step = 0; step < 0x7c00; ++step) {
+    for (int dir : {1, -1}) {
+      if (step == 0 && dir < 0) continue;
+      const int c = static_cast<int>(sh) + dir * step;
+      if (c < 1 || c >= 0x7c00) continue;
+      const uint16_t h = static_cast<uint16_t>(c);
+      const float z = zero_of(h);
+      if (fp16_offset_exact(h, z)) {
+        *zero = z;
+        return h;
+      }
+    }
+  }
+  *zero = zero_of(sh);  // unreachable in practice: a scale with few significant bits always qualifies
+  return sh;
+}
+
+kq::QMatrix quantize_rtn_fp16_offsets(const at::Tensor& w_in, int bits, int group) {
+  LLMC_CHECK(w_in.dim() == 2, "quantize: weight must be 2-D");
+  LLMC_CHECK(kq::valid_bits(bits) && kq::valid_group(group), "quantize: bits {} / group {} not supported", bits, group);
+  auto wc = w_in.detach().to(at::kFloat).contiguous();
+  const int N = static_cast<int>(wc.size(0)), K = static_cast<int>(wc.size(1));
+  const kq::QLayout l = kq::make_layout(bits, group, N, K);
+  const float qmax = static_cast<float>((1 << bits) - 1);
+  const float* w = wc.data_ptr<float>();
+  std::vector<uint8_t> codes(static_cast<size_t>(N) * K);
+  std::vector<uint16_t> scales(l.scale_count), zeros(l.scale_count);
+  // kernels::quantize_rtn's rule, with the scale moved to an fp16-exact offset.
+  for (int n = 0; n < N; ++n) {
+    const float* row = w + static_cast<size_t>(n) * K;
+    for (int g = 0; g < l.groups_per_row; ++g) {
+      const int k0 = g * group, k1 = std::min(K, k0 + group);
+      float lo = 0.f, hi = 0.f;
+      for (int k = k0; k < k1; ++k) {
+        LLMC_CHECK(std::isfinite(row[k]), "quantize: w[{}][{}] is not finite", n, k);
+        lo = std::min(lo, row[k]);
+        hi = std::max(hi, row[k]);
+      }
+      float s = (hi > lo) ? static_cast<float>((static_cast<double>(hi) - lo) / qmax) : 1.f;
+      uint16_t sh = kq::fp32_to_fp16(s);
+      if ((sh & 0x7fffu) == 0) sh = 0x0001;
+      if ((sh & 0x7fffu) >= 0x7c00u) sh = 0x7bff;
+      float z = 0;
+      sh = fp16_offset_scale(sh, lo, bits, &z);
+      s = kq::fp16_to_fp32(sh);
+      const size_t gi = static_cast<size_t>(n) * l.groups_per_row + g;
+      scales[gi] = sh;
+      zeros[gi] = kq::fp32_to_fp16(z);
+      for (int k = k0; k < k1; ++k)
+        codes[static_cast<size_t>(n) * K + k] =
+            static_cast<uint8_t>(std::clamp(std::nearbyint(row[k] / s) + z, 0.f, qmax));
+    }
+  }
+  return kq::pack(bits, group, N, K, codes.data(), scales.data(), zeros.data());
+}
+
 at::Tensor dequantize(const kq::QMatrix& q) {
   auto out = at::empty({q.layout.N, q.layout.K}, at::kFloat);
   kq::dequantize(q.view(), out.data_ptr<float>());
@@ -51,7 +118,8 @@ void HessianAccumulator::add(const at::Tensor& x) {
 
 at::Tensor HessianAccumulator::hessian() const { return H_; }
 
-kq::QMatrix gptq_quantize(const at::Tensor& W_in, const at::Tensor& H_in, int bits, int group, double damp) {
+kq::QMatrix gptq_quantize(const at::Tensor& W_in, const at::Tensor& H_in, int bits, int group, double damp,
+                          bool fp16_offsets) {
   LLMC_CHECK(W_in.dim() == 2 && H_in.dim() == 2 && H_in.size(0) == W_in.size(1) && H_in.size(1) == W_in.size(1),
              "gptq: W must be (N, K) and H (K, K)");
   LLMC_CHECK(kq::valid_bits(bits) && kq::valid_group(group), "gptq: bits {} / group {} not supported", bits, group);
@@ -90,9 +158,16 @@ kq::QMatrix gptq_quantize(const at::Tensor& W_in, const at::Tensor& H_in, int bi
         uint16_t sh = kq::fp32_to_fp16(sf);
         if ((sh & 0x7fffu) == 0) sh = 0x0001;
         if ((sh & 0x7fffu) >= 0x7c00u) sh = 0x7bff;
-        s[n] = kq::fp16_to_fp32(sh);
-        z[n] = std::clamp(std::nearbyint(static_cast<float>(-lo) / static_cast<float>(s[n])), 0.f,
-                          static_cast<float>(qmax));
+        if (fp16_offsets) {
+          float zf = 0;
+          sh = fp16_offset_scale(sh, lo, bits, &zf);
+          s[n] = kq::fp16_to_fp32(sh);
+          z[n] = zf;
+        } else {
+          s[n] = kq::fp16_to_fp32(sh);
+          z[n] = std::clamp(std::nearbyint(static_cast<float>(-lo) / static_cast<float>(s[n])), 0.f,
+                            static_cast<float>(qmax));
+        }
         scales[n * lay.groups_per_row + gi] = sh;
         zeros[n * lay.groups_per_row + gi] = kq::fp32_to_fp16(static_cast<float>(z[n]));
       }

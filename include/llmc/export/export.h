@@ -15,6 +15,9 @@ struct ExportOptions {
   std::string model;               // HF folder, GGUF file or exported folder
   std::string arch = "uniform:4";  // RUN/arch.json | uniform:B
   std::string out;
+  // packed: the exported folder OUT | gguf: the GGUF file OUT (report: OUT.report.json) |
+  // both: the folder OUT with OUT/model.gguf, from one quantization (gguf_export.h)
+  std::string format = "packed";
   std::string quant = "rtn";  // rtn | gptq
   int group_size = 0;         // 0: the arch's (uniform: 128)
   int lm_head_bits = 16;      // 16 = exact dense lm_head; 8 or 4 = packed

@@ -1,5 +1,6 @@
 #pragma once
 // Writing the exported folder (its format: runtime/folder.h, which also reads it back).
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -13,6 +14,9 @@ struct ExportWriteOptions {
   std::string tokenizer_source;         // HF folder or GGUF file to take the tokenizer from ("" = none)
   std::string report_json;              // export_report.json content ("" = none)
   std::string arch_json;                // arch.json content ("" = none)
+  // Writes further files into the folder before it is published (called with the temporary
+  // folder's path; `export --format both` puts model.gguf there). Listed in the report's "files".
+  std::function<void(const std::string& dir)> extra_files;
 };
 
 // Bytes of every module of a (quantized) model as it is stored, and the bit accounting.

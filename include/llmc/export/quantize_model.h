@@ -18,6 +18,9 @@ struct QuantizeOptions {
   double damp = 0.01;          // GPTQ dampening (fraction of mean diag(H))
   int lm_head_bits = 16;       // 16: dense (exact); 8 or 4: RTN-packed lm_head
   int64_t chunk = 8;           // calibration sequences per forward chunk
+  // Linears (and a packed lm_head) of <= 4 bits get fp16-exact offsets (quant.h,
+  // quantize_rtn_fp16_offsets), so they map bit-exactly to GGUF Q4_1.
+  bool fp16_offsets = false;
 };
 
 // Output error of one quantized linear on its calibration inputs X (as seen in the layer-by-layer

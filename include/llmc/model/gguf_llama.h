@@ -1,6 +1,11 @@
 #pragma once
-// A Llama-architecture GGUF file as a model: llama.* metadata -> ModelConfig, tensors renamed to the
-// Hugging Face layout and dequantized (io/gguf.h reads the file; this is the model-level meaning).
+// A Llama-architecture GGUF file as a model: llama.* (or deci.*) metadata -> ModelConfig, tensors
+// renamed to the Hugging Face layout and dequantized (io/gguf.h reads the file; this is the
+// model-level meaning). `deci` is llama.cpp's architecture for NAS-pruned Llamas: head_count,
+// head_count_kv and feed_forward_length are per-layer arrays, 0 meaning the block is absent (no
+// tensors); it loads as a ModelConfig with layer_kv_heads / layer_intermediate (base widths =
+// the largest layer's). Blocks that our GGUF export filled in for llama.cpp
+// (llmcompress.filler_attention / filler_ffn, export/gguf_export.h) are dropped again.
 #include <cstdint>
 #include <map>
 #include <string>
@@ -36,11 +41,14 @@ struct GGUFLlama {
 // heads llama.attention.head_count(_kv), rms eps llama.attention.layer_norm_rms_epsilon, rope_theta
 // llama.rope.freq_base (default 10000), max_position_embeddings llama.context_length, vocab size
 // from the token list, head_dim llama.attention.key_length or hidden/heads, tie_word_embeddings =
-// no output.weight tensor, BOS/EOS from tokenizer.ggml.{bos,eos}_token_id. Throws llmc::Error for
-// a general.architecture other than "llama" and for missing or inconsistent values.
+// no output.weight tensor, BOS/EOS from tokenizer.ggml.{bos,eos}_token_id (deci: the same keys
+// under deci.*, widths per layer). Throws llmc::Error for a general.architecture other than
+// "llama" / "deci", for per-layer query-group ratios that differ, and for missing or inconsistent
+// values.
 ModelConfig gguf_llama_config(const GGUFFile& file);
 
-// The full conversion: config, every tensor dequantized, renamed and checked against the config.
+// The full conversion: config, every tensor dequantized, renamed and checked against the config;
+// an absent block's linears come back with 0 rows / inputs and its norm as ones.
 GGUFLlama read_gguf_llama(const std::string& path);
 GGUFLlama read_gguf_llama(const GGUFFile& file);
 

@@ -16,6 +16,18 @@ namespace llmc {
 
 // w: (N, K) float -> packed RTN quantization (kernels::quantize_rtn).
 kernels::QMatrix quantize_rtn(const at::Tensor& w, int bits, int group);
+// GGUF-exact groups. GGUF's Q4_1 stores a block as w = q*d + m (fp16 d and m). A group of ours,
+// w = s*(q - z), is that block exactly when d = s and m = -s*z is itself an fp16 value: then
+// q*d + m and s*(q - z) are the same real number and both exact in fp32. These variants pick, for
+// every group, the fp16 scale nearest to the RTN scale (larger first) whose zero point z (from the
+// same RTN rule) makes s*z an fp16 value; z = 0 always qualifies, and for b <= 4 bits a scale with
+// at most 11 - b significant bits does, so s moves by at most ~2^-(11-b) relative.
+// `export --format gguf|both` quantizes its 2-, 3- and 4-bit linears this way.
+bool fp16_offset_exact(uint16_t scale_fp16, float zero);
+// The scale (fp16 bits) and zero for a group with range [lo, hi] (lo <= 0 <= hi), starting from
+// the RTN scale `scale_fp16`; writes the zero to *zero.
+uint16_t fp16_offset_scale(uint16_t scale_fp16, double lo, int bits, float* zero);
+kernels::QMatrix quantize_rtn_fp16_offsets(const at::Tensor& w, int bits, int group);
 // Packed -> (N, K) float32 dequantized weights.
 at::Tensor dequantize(const kernels::QMatrix& q);
 // Fake quantization Q_b(w): dequantize(quantize_rtn(w)), float32 (N, K); bits == 16 returns w.
@@ -28,7 +40,9 @@ at::Tensor straight_through(const at::Tensor& w, const at::Tensor& wq);
 // inputs. Group scales/zeros are chosen from the (error-updated) weights when a group starts,
 // with the same rules as RTN, so the result is a normal packed matrix.
 // W: (N, K), H: (K, K). damp: fraction of mean(diag(H)) added to the diagonal.
-kernels::QMatrix gptq_quantize(const at::Tensor& W, const at::Tensor& H, int bits, int group, double damp = 0.01);
+// fp16_offsets: choose every group's scale as quantize_rtn_fp16_offsets does.
+kernels::QMatrix gptq_quantize(const at::Tensor& W, const at::Tensor& H, int bits, int group, double damp = 0.01,
+                               bool fp16_offsets = false);
 
 // Accumulates H = 2/n sum x^T x over calibration inputs x: (..., K).
 class HessianAccumulator {
