@@ -21,14 +21,15 @@ Action add_eval(CLI::App& app) {
   auto a = std::make_shared<EvalArgs>();
   app.add_option("--model", a->model, "Model folder or GGUF file")->required();
   app.add_option("--tasks", a->tasks,
-                 "Comma list: wikitext, wikitext2_gptq (GPTQ-style: fixed windows scored alone), text:FILE, "
+                 "Comma list: wikitext, wikitext2_gptq (GPTQ-style: fixed windows scored alone), wikitext2_llamacpp "
+                 "(llama-perplexity's protocol), text:FILE, "
                  "arc_easy, arc_challenge, boolq, hellaswag, piqa, winogrande, "
                  "openbookqa, mmlu, reasoning7 (= the first seven multiple-choice tasks)")
       ->required();
   app.add_option("--data-dir", a->e.data_dir, "Benchmark data root (default: $LLMC_SHARED/data)");
   app.add_option("--max-length", a->e.max_length,
                  "Perplexity window length; multiple-choice inputs are left-truncated to it (default: model context; "
-                 "wikitext2_gptq: min(2048, model context))")
+                 "wikitext2_gptq: min(2048, model context); wikitext2_llamacpp: 512, as llama-perplexity -c 512)")
       ->check(CLI::NonNegativeNumber);
   app.add_flag("--allow-past-context", a->allow_past_context,
                "Allow --max-length beyond the model's context (max_position_embeddings)");
@@ -37,8 +38,8 @@ Action add_eval(CLI::App& app) {
                  "Perplexity windows (default 8) / multiple-choice requests (default 32) per forward pass")
       ->check(CLI::PositiveNumber);
   app.add_option("--limit", a->e.limit,
-                 "Use only the first N documents of each task (MMLU: of each subject; wikitext2_gptq: the first "
-                 "N windows; 0 = all)")
+                 "Use only the first N documents of each task (MMLU: of each subject; wikitext2_gptq / "
+                 "wikitext2_llamacpp: the first N windows / chunks; 0 = all)")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
   app.add_option("--num-fewshot", a->e.num_fewshot,

@@ -22,11 +22,11 @@ using ojson = nlohmann::ordered_json;
 namespace {
 
 bool is_perplexity_task(const std::string& t) {
-  return t == "wikitext" || t == "wikitext2_gptq" || t.rfind("text:", 0) == 0;
+  return t == "wikitext" || t == "wikitext2_gptq" || t == "wikitext2_llamacpp" || t.rfind("text:", 0) == 0;
 }
 
 std::string known_tasks() {
-  std::string s = "wikitext, wikitext2_gptq, text:FILE";
+  std::string s = "wikitext, wikitext2_gptq, wikitext2_llamacpp, text:FILE";
   for (const auto& t : task_table()) s += ", " + t.name;
   return s + ", reasoning7";
 }
@@ -176,7 +176,7 @@ std::string run_eval(CausalLM& model, const EvalOptions& opts) {
     p.name = task;
     if (task == "wikitext") {
       p.docs = load_wikitext_docs(path_join(data_dir, "wikitext2/wiki.test.raw"));
-    } else if (task == "wikitext2_gptq") {
+    } else if (task == "wikitext2_gptq" || task == "wikitext2_llamacpp") {
       p.docs = load_wikitext_raw(path_join(data_dir, "wikitext2/wiki.test.raw"));
     } else if (task.rfind("text:", 0) == 0) {
       p.docs = load_text_docs(task.substr(5));
@@ -206,6 +206,27 @@ std::string run_eval(CausalLM& model, const EvalOptions& opts) {
     po.stride = opts.stride;
     po.batch_size = opts.batch_size > 0 ? opts.batch_size : 8;
     po.label = p.name;
+    if (p.name == "wikitext2_llamacpp") {
+      // llama-perplexity's protocol; --limit counts chunks (its --chunks).
+      po.protocol = PerplexityProtocol::LlamaCpp;
+      if (opts.stride > 0) spdlog::warn("{}: --stride is ignored (its chunks never overlap)", p.name);
+      if (opts.max_length == 0) po.max_length = std::min<int64_t>(512, model.config().max_position_embeddings);
+      po.max_windows = opts.limit;
+      auto r = evaluate_perplexity(model, p.docs, po);
+      result["results"][p.name] = {{"protocol", "llama.cpp llama-perplexity: whole text tokenized (BOS if the vocab "
+                                                "adds it), chunks of max_length with BOS as first token if added, "
+                                                "second half of each chunk scored, ppl = exp(mean NLL)"},
+                                   {"token_perplexity", r.token_perplexity},
+                                   {"mean_window_nll", std::log(r.token_perplexity)},
+                                   {"loglikelihood", r.loglikelihood},
+                                   {"windows", r.windows},
+                                   {"window_length", r.window_length},
+                                   {"tokens", r.tokens},
+                                   {"seconds", r.seconds},
+                                   {"tokens_per_second", r.tokens_per_second},
+                                   {"window_nll", r.window_nll}};
+      continue;
+    }
     if (p.name == "wikitext2_gptq") {
       // One token stream in fixed windows; --limit counts windows here (the file is one document).
       po.protocol = PerplexityProtocol::Chunks;

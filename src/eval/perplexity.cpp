@@ -62,11 +62,29 @@ std::vector<Window> chunk_windows(const std::vector<int32_t>& ids, int64_t lengt
   return out;
 }
 
+std::vector<Window> llamacpp_windows(const std::vector<int32_t>& ids, int64_t length, bool add_bos, int32_t bos) {
+  LLMC_CHECK(length >= 4, "perplexity: --max-length must be >= 4 for the llama.cpp protocol");
+  const int64_t n = static_cast<int64_t>(ids.size()) / length;
+  const int64_t first = length / 2;
+  std::vector<Window> out(n);
+  for (int64_t i = 0; i < n; ++i) {
+    Window& w = out[i];
+    const auto begin = ids.begin() + i * length;
+    w.input.assign(begin, begin + length);
+    if (add_bos) w.input[0] = bos;
+    w.score_from = first;
+    w.n_predict = length - 1 - first;
+    w.target.assign(begin + first + 1, begin + length);
+  }
+  return out;
+}
+
 PerplexityResult evaluate_perplexity(CausalLM& model, const std::vector<TextDocument>& docs,
                                      const PerplexityOptions& opts) {
   const auto& cfg = model.config();
   const Tokenizer& tok = model.tokenizer();
-  const bool chunks = opts.protocol == PerplexityProtocol::Chunks;
+  const bool llamacpp = opts.protocol == PerplexityProtocol::LlamaCpp;
+  const bool chunks = opts.protocol == PerplexityProtocol::Chunks || llamacpp;
   const int64_t L = opts.max_length > 0 ? opts.max_length
                     : chunks            ? std::min<int64_t>(2048, cfg.max_position_embeddings)
                                         : cfg.max_position_embeddings;
@@ -80,10 +98,25 @@ PerplexityResult evaluate_perplexity(CausalLM& model, const std::vector<TextDocu
   std::vector<Window> windows;
   int64_t stream_tokens = 0;
   for (const auto& d : docs) {
-    auto ids = tok.encode(d.text, /*add_bos=*/false);
-    stream_tokens += static_cast<int64_t>(ids.size());
-    // Chunks: each document is its own token stream (wikitext2_gptq passes the whole file as one).
-    auto w = chunks ? chunk_windows(ids, L) : rolling_windows(ids, prefix, L, S);
+    std::vector<Window> w;
+    if (llamacpp) {
+      // llama-perplexity: -f drops one trailing newline; the text is tokenized with BOS when the
+      // vocabulary adds one, and it needs at least two chunks.
+      std::string_view text = d.text;
+      if (!text.empty() && text.back() == '\n') text.remove_suffix(1);
+      const bool add_bos = tok.add_bos_default() && tok.bos_id() >= 0;
+      auto ids = tok.encode(text, add_bos);
+      stream_tokens += static_cast<int64_t>(ids.size());
+      LLMC_CHECK(static_cast<int64_t>(ids.size()) >= 2 * L,
+                 "{}: the text has {} tokens; llama-perplexity needs at least 2 x {} (lower --max-length)", opts.label,
+                 ids.size(), L);
+      w = llamacpp_windows(ids, L, add_bos, tok.bos_id());
+    } else {
+      auto ids = tok.encode(d.text, /*add_bos=*/false);
+      stream_tokens += static_cast<int64_t>(ids.size());
+      // Chunks: each document is its own token stream (wikitext2_gptq passes the whole file as one).
+      w = chunks ? chunk_windows(ids, L) : rolling_windows(ids, prefix, L, S);
+    }
     for (auto& x : w) windows.push_back(std::move(x));
     if (!chunks) {
       r.words += count_words(d.original);
@@ -142,6 +175,12 @@ PerplexityResult evaluate_perplexity(CausalLM& model, const std::vector<TextDocu
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   r.tokens_per_second = r.seconds > 0 ? r.tokens / r.seconds : 0;
   for (double ll : window_ll) r.loglikelihood += ll;
+  if (llamacpp) {  // llama-perplexity: exp of the mean NLL over every scored token
+    for (size_t k = 0; k < windows.size(); ++k)
+      r.window_nll.push_back(-window_ll[k] / static_cast<double>(windows[k].n_predict));
+    r.token_perplexity = std::exp(-r.loglikelihood / static_cast<double>(std::max<int64_t>(1, r.tokens)));
+    return r;
+  }
   if (chunks) {
     // GPTQ averages the windows' mean NLLs (each window weighs the same; all have L-1 predictions).
     double sum = 0;

@@ -217,3 +217,59 @@ TEST(EvalPerplexity, SmolLM2GptqWindowsMatchTransformers) {
   std::printf("[ info ] %lld windows: ppl %.4f (reference %.4f), max |window NLL - reference| = %.2e, %.1f s\n",
               static_cast<long long>(n), r.token_perplexity, std::exp(mean_want), max_diff, s);
 }
+
+// llama-perplexity's protocol (eval task wikitext2_llamacpp): the whole text tokenized with BOS
+// (ModTokenizer adds it), chunks of L with the first token replaced by BOS, the second half scored,
+// ppl = exp(total NLL / count). Written out plainly as llama-perplexity's loop does it.
+TEST(EvalPerplexity, LlamaCppProtocolEqualsDirectComputation) {
+  auto tok = std::make_shared<ModTokenizer>();
+  auto m = test::random_llama(test::tiny_config(), 4, tok);
+  TmpDir d;
+  const std::string text = random_text(700, 11) + "\n";  // -f drops one trailing newline
+  std::ofstream(d.path + "/wikitext2/wiki.test.raw", std::ios::binary) << text;
+  const int64_t L = 48;
+  const auto ids = tok->encode(text.substr(0, text.size() - 1), /*add_bos=*/true);
+  const int64_t n_chunk = static_cast<int64_t>(ids.size()) / L;  // 701 / 48 = 14
+  ASSERT_EQ(n_chunk, 14);
+  double nll = 0;
+  int64_t count = 0;
+  {
+    at::NoGradGuard ng;
+    for (int64_t i = 0; i < 3; ++i) {  // --limit 3
+      std::vector<int64_t> w(ids.begin() + i * L, ids.begin() + (i + 1) * L);
+      w[0] = 1;  // BOS replaces the chunk's first token
+      auto logp = at::log_softmax(m->forward(at::tensor(w, at::kLong).unsqueeze(0))[0].to(at::kDouble), -1);
+      for (int64_t t = L / 2; t < L - 1; ++t) {
+        nll -= logp[t][ids[i * L + t + 1]].item<double>();
+        ++count;
+      }
+    }
+  }
+  EvalOptions o;
+  o.tasks = parse_task_list("wikitext2_llamacpp");
+  o.data_dir = d.path;
+  o.max_length = L;
+  o.limit = 3;  // chunks
+  o.batch_size = 2;
+  auto j = nlohmann::json::parse(run_eval(*m, o));
+  const auto& r = j["results"]["wikitext2_llamacpp"];
+  EXPECT_EQ(r["windows"], 3);
+  EXPECT_EQ(r["tokens"], count);
+  EXPECT_EQ(count, 3 * (L - 1 - L / 2));
+  EXPECT_NEAR(r["token_perplexity"].get<double>(), std::exp(nll / count), 1e-6 * std::exp(nll / count));
+
+  // Fewer than 2 chunks' tokens: llama-perplexity refuses, so do we.
+  o.max_length = 400;
+  o.limit = 0;
+  const std::string e = test::error_of([&] { run_eval(*m, o); });
+  EXPECT_NE(e.find("llama-perplexity needs at least 2 x 400"), std::string::npos) << e;
+
+  // The windows themselves: BOS first, second half scored.
+  const auto w = llamacpp_windows(ids, L, true, 1);
+  ASSERT_EQ(w.size(), 14u);
+  EXPECT_EQ(w[1].input[0], 1);
+  EXPECT_EQ(w[1].input[1], ids[L + 1]);
+  EXPECT_EQ(w[1].score_from, L / 2);
+  EXPECT_EQ(w[1].target.front(), ids[L + L / 2 + 1]);
+  EXPECT_EQ(w[1].target.back(), ids[2 * L - 1]);
+}

@@ -23,7 +23,7 @@
 
 namespace llmc {
 
-enum class PerplexityProtocol { Rolling, Chunks };
+enum class PerplexityProtocol { Rolling, Chunks, LlamaCpp };
 
 struct PerplexityOptions {
   PerplexityProtocol protocol = PerplexityProtocol::Rolling;
@@ -31,7 +31,7 @@ struct PerplexityOptions {
   // the sequence length GPTQ-style papers report.
   int64_t max_length = 0;
   int64_t stride = 0;       // Rolling only; 0: max_length
-  int64_t max_windows = 0;  // Chunks only: score the first N windows (0: all)
+  int64_t max_windows = 0;  // Chunks / LlamaCpp: score the first N windows (0: all)
   int64_t batch_size = 8;   // windows per forward
   std::string label = "ppl";
 };
@@ -61,6 +61,10 @@ std::vector<Window> rolling_windows(const std::vector<int32_t>& ids, int32_t pre
 // The Chunks windows of one token stream: every full window of `length` tokens, in order; input =
 // the window's tokens, position t predicts token t + 1 (length - 1 predictions).
 std::vector<Window> chunk_windows(const std::vector<int32_t>& ids, int64_t length);
+
+// The LlamaCpp windows of one token stream (already BOS-prefixed when add_bos): every full chunk
+// of `length` tokens, its first token replaced by `bos` when add_bos, the second half scored.
+std::vector<Window> llamacpp_windows(const std::vector<int32_t>& ids, int64_t length, bool add_bos, int32_t bos);
 
 PerplexityResult evaluate_perplexity(CausalLM& model, const std::vector<TextDocument>& docs,
                                      const PerplexityOptions& opts);
