@@ -3,6 +3,7 @@
 #include <filesystem>
 
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -51,7 +52,61 @@ std::string read_text_file(const std::string& path) {
   return ss.str();
 }
 
+namespace {
+
+// `s` is `prefix` followed by a process id (digits only) that is not this process and that no
+// running process has (kill(pid, 0) fails with ESRCH; EPERM means it runs as another user).
+bool dead_pid_suffix(const std::string& s, const std::string& prefix) {
+  if (s.size() <= prefix.size() || s.size() > prefix.size() + 9 || s.compare(0, prefix.size(), prefix) != 0)
+    return false;
+  long pid = 0;
+  for (size_t i = prefix.size(); i < s.size(); ++i) {
+    if (s[i] < '0' || s[i] > '9') return false;
+    pid = pid * 10 + (s[i] - '0');
+  }
+  if (pid <= 0 || pid == ::getpid()) return false;
+  return ::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH;
+}
+
+}  // namespace
+
+std::vector<std::string> clean_interrupted_writes(const std::string& path_in) {
+  namespace fs = std::filesystem;
+  std::string path = path_in;
+  while (path.size() > 1 && path.back() == '/') path.pop_back();
+  const std::string dir = parent_dir(path);
+  const std::string name = path.substr(path.find_last_of('/') == std::string::npos ? 0 : path.find_last_of('/') + 1);
+  std::vector<std::string> done;
+  if (name.empty() || name == "." || name == ".." || !dir_exists(dir)) return done;
+  std::vector<std::string> tmps, olds;
+  std::error_code ec;
+  for (auto it = fs::directory_iterator(dir, ec); !ec && it != fs::directory_iterator(); it.increment(ec)) {
+    const std::string e = it->path().filename().string();
+    if (dead_pid_suffix(e, name + ".tmp.") || dead_pid_suffix(e, "." + name + ".tmp-"))
+      tmps.push_back(path_join(dir, e));
+    else if (dead_pid_suffix(e, name + ".old-"))
+      olds.push_back(path_join(dir, e));
+  }
+  if (ec) return done;  // an unreadable folder: the write itself will report it
+  std::sort(olds.begin(), olds.end());
+  for (const auto& o : olds) {
+    if (!fs::exists(fs::symlink_status(path, ec)) && dir_exists(o)) {
+      rename_path(o, path);
+      done.push_back(o + " -> " + path);
+    } else {
+      remove_tree(o);
+      done.push_back(o);
+    }
+  }
+  for (const auto& t : tmps) {
+    remove_tree(t);
+    done.push_back(t);
+  }
+  return done;
+}
+
 void write_file_atomic(const std::string& path, const std::string& data) {
+  clean_interrupted_writes(path);
   const std::string tmp = path + ".tmp." + std::to_string(::getpid());
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
   if (fd < 0) fail("{}: cannot create ({})", tmp, std::strerror(errno));

@@ -194,6 +194,8 @@ void write_export_folder(const Llama& model, const std::string& dir_in, const Ex
   const fs::path parent = target.has_parent_path() ? target.parent_path() : fs::path(".");
   std::error_code ec;
   fs::create_directories(parent, ec);
+  // A kill during an earlier export to `dir` left our .NAME.tmp-PID / NAME.old-PID folders: cleaned.
+  for (const auto& p : clean_interrupted_writes(dir)) spdlog::info("export: cleaned up {} (an interrupted export)", p);
   const std::string tmp = (parent / fmt::format(".{}.tmp-{}", target.filename().string(), ::getpid())).string();
   fs::remove_all(tmp, ec);
   if (!fs::create_directory(tmp, ec) || ec) fail("{}: cannot create folder ({})", tmp, ec.message());

@@ -143,3 +143,78 @@ TEST(Files, AppendFileChecksEveryWrite) {
   EXPECT_THROW(AppendFile("/nonexistent-dir/log.jsonl", false), Error);
   EXPECT_THROW(AppendFile(fs::temp_directory_path().string(), false), Error);
 }
+
+namespace {
+
+// The id of a process that has exited (and been reaped): nothing runs under it now.
+int dead_pid() {
+  const pid_t p = ::fork();
+  if (p == 0) ::_exit(0);
+  ::waitpid(p, nullptr, 0);
+  return static_cast<int>(p);
+}
+
+void touch(const fs::path& p, const std::string& text = "x") { std::ofstream(p) << text; }
+
+}  // namespace
+
+// Issue 21 defect 10: what a killed atomic write leaves (ours by name, of a process that is gone)
+// is cleaned by the next write of the same path; anything else stays.
+TEST(Files, WriteFileAtomicCleansOnlyItsOwnStaleTemporaries) {
+  const fs::path root = fs::temp_directory_path() / ("llmc_stale_" + std::to_string(::getpid()));
+  fs::remove_all(root);
+  make_dirs(root.string());
+  const std::string dead = std::to_string(dead_pid()), live = std::to_string(::getppid());
+  const std::string own = std::to_string(::getpid());
+  const std::vector<std::string> removed = {"r.json.tmp." + dead};
+  const std::vector<std::string> kept = {
+      "r.json.tmp." + live,   // a write in progress in another process
+      "r.json.tmp.12ab",      // not a process id
+      "r.json.tmp.",          // nothing after the dot
+      "r.json.tmp-" + dead,   // not write_file_atomic's spelling
+      "other.json.tmp." + dead,
+      "xr.json.tmp." + dead,
+      "notes.txt"};
+  for (const auto& n : removed) touch(root / n);
+  for (const auto& n : kept) touch(root / n);
+  write_file_atomic((root / "r.json").string(), "{}");
+  EXPECT_EQ(read_text_file((root / "r.json").string()), "{}");
+  for (const auto& n : removed) EXPECT_FALSE(fs::exists(root / n)) << n;
+  for (const auto& n : kept) EXPECT_TRUE(fs::exists(root / n)) << n;
+  EXPECT_FALSE(fs::exists(root / ("r.json.tmp." + own)));
+  fs::remove_all(root);
+}
+
+// A folder replaced by a swap of renames (export): NAME.old-PID goes back to NAME when a kill came
+// between the two renames; temporaries of dead processes go; a running process's stay.
+TEST(Files, CleanInterruptedWritesRestoresOrRemovesSwapFolders) {
+  const fs::path root = fs::temp_directory_path() / ("llmc_swap_" + std::to_string(::getpid()));
+  fs::remove_all(root);
+  const std::string dead = std::to_string(dead_pid()), live = std::to_string(::getppid());
+  const std::string out = (root / "out").string();
+  // Killed between the renames: out/ gone, the previous version in out.old-PID, the new in .out.tmp-PID.
+  make_dirs((root / ("out.old-" + dead)).string());
+  touch(root / ("out.old-" + dead) / "config.json", "previous");
+  make_dirs((root / (".out.tmp-" + dead)).string());
+  touch(root / (".out.tmp-" + dead) / "config.json", "half");
+  make_dirs((root / (".out.tmp-" + live)).string());
+  make_dirs((root / "out.old-abc").string());
+  auto done = clean_interrupted_writes(out + "/");  // a trailing slash names the same folder
+  EXPECT_EQ(done.size(), 2u);
+  EXPECT_EQ(read_text_file(out + "/config.json"), "previous");
+  EXPECT_FALSE(fs::exists(root / ("out.old-" + dead)));
+  EXPECT_FALSE(fs::exists(root / (".out.tmp-" + dead)));
+  EXPECT_TRUE(fs::exists(root / (".out.tmp-" + live)));
+  EXPECT_TRUE(fs::exists(root / "out.old-abc"));
+  // With out/ present, a stale out.old-PID is removed, not restored over it.
+  make_dirs((root / ("out.old-" + dead)).string());
+  touch(root / ("out.old-" + dead) / "config.json", "older");
+  done = clean_interrupted_writes(out);
+  ASSERT_EQ(done.size(), 1u);
+  EXPECT_EQ(read_text_file(out + "/config.json"), "previous");
+  EXPECT_FALSE(fs::exists(root / ("out.old-" + dead)));
+  // Nothing to do: nothing changes, no error (also for a missing folder).
+  EXPECT_TRUE(clean_interrupted_writes(out).empty());
+  EXPECT_TRUE(clean_interrupted_writes((root / "missing/x").string()).empty());
+  fs::remove_all(root);
+}

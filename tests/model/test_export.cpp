@@ -597,3 +597,33 @@ TEST(Export, TiedEmbeddingSharesThePackedLmHead) {
         << e.what();
   }
 }
+
+// Issue 21 defect 10: a kill between the export's two renames leaves OUT.old-PID (the previous
+// export) and .OUT.tmp-PID (the new one); the next export to OUT cleans both and writes OUT. A
+// running process's temporaries and other names next to OUT are left alone.
+TEST(Export, NextExportCleansWhatAKilledOneLeft) {
+  auto c = test::tiny_config();
+  auto m = test::random_llama(c, 5);
+  const Arch a = uniform_arch(c, 4, 32);
+  TempDir d;
+  const std::string out = d.path + "/exp";
+  const pid_t child = ::fork();
+  if (child == 0) ::_exit(0);
+  ::waitpid(child, nullptr, 0);
+  const std::string dead = std::to_string(child), live = std::to_string(::getppid());
+  export_rtn(*m, a, d.path + "/exp.old-" + dead);  // a complete earlier export, moved aside
+  fs::create_directories(d.path + "/.exp.tmp-" + dead);
+  std::ofstream(d.path + "/.exp.tmp-" + dead + "/config.json") << "{";
+  fs::create_directories(d.path + "/.exp.tmp-" + live);
+  fs::create_directories(d.path + "/exp.old-mine");
+  export_rtn(*m, a, out);
+  EXPECT_TRUE(is_exported_folder(out));
+  EXPECT_FALSE(fs::exists(d.path + "/exp.old-" + dead));
+  EXPECT_FALSE(fs::exists(d.path + "/.exp.tmp-" + dead));
+  EXPECT_TRUE(fs::exists(d.path + "/.exp.tmp-" + live));
+  EXPECT_TRUE(fs::exists(d.path + "/exp.old-mine"));
+  std::vector<std::string> left;
+  for (const auto& e : fs::directory_iterator(d.path)) left.push_back(e.path().filename().string());
+  std::sort(left.begin(), left.end());
+  EXPECT_EQ(left, (std::vector<std::string>{".exp.tmp-" + live, "exp", "exp.old-mine"}));
+}

@@ -4,6 +4,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace llmc {
 
@@ -19,8 +20,18 @@ void make_dirs(const std::string& path);  // the folder and its parents; fine if
 void remove_tree(const std::string& path);  // the file or folder and everything in it; fine if absent
 void rename_path(const std::string& from, const std::string& to);
 
-// Writes `data` to `path` via `path.tmp.<pid>` + fsync + rename.
+// Writes `data` to `path` via `path.tmp.<pid>` + fsync + rename. First removes the `path.tmp.<pid>`
+// files that earlier, interrupted writes of `path` left (clean_interrupted_writes).
 void write_file_atomic(const std::string& path, const std::string& data);
+
+// What interrupted atomic writes of `path` left next to it, recognised only by our own names with
+// the id of a process that no longer runs: `path.tmp.<pid>` (write_file_atomic, check_writable) and,
+// for a folder replaced by a swap of renames (export), `.<name>.tmp-<pid>` and `<name>.old-<pid>`.
+// Each is removed, except that a `<name>.old-<pid>` folder is moved back to `path` when `path` is
+// missing (a kill between the swap's two renames left the previous version only there). Entries of
+// a process that still runs, or with any other name, are left alone. Returns the removed or restored
+// paths; throws naming the path when one cannot be removed.
+std::vector<std::string> clean_interrupted_writes(const std::string& path);
 
 // Throws llmc::Error naming `path` unless write_file_atomic(path, ...) could write it now (its
 // folder exists and takes a new file; path is not a folder). For commands that write their result
