@@ -14,6 +14,7 @@ Action add_info(CLI::App& app) {
   return [o] {
     LoadOptions lo;
     lo.need_tokenizer = false;
+    lo.check_logits = false;  // info describes a model even when its weights are broken
     auto m = open_model(o->first, lo);
     std::string s = o->second ? model_info_json(*m, o->first) + "\n" : model_info_text(*m, o->first);
     std::fputs(s.c_str(), stdout);

@@ -15,6 +15,10 @@ namespace llmc {
 struct LoadOptions {
   std::string dtype = "float32";  // compute dtype: float32 | bfloat16
   bool need_tokenizer = true;     // false: load weights even when no tokenizer files exist
+  // open_model (runtime/open.h): run a first forward of a few tokens and refuse non-finite logits
+  // (corrupt weights) with an error naming the file. Off only where a broken model is still
+  // worth describing (info).
+  bool check_logits = true;
 };
 
 std::unique_ptr<Llama> load_llama(const std::string& path, const LoadOptions& opts = {});

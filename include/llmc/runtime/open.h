@@ -21,9 +21,15 @@ EngineChoice parse_engine(const std::string& name, const std::string& option = "
 const char* engine_name(EngineChoice e);
 
 // Loads `path` and returns a model whose forward runs on `engine`. The result owns everything it
-// uses. Errors are one-line llmc::Errors naming the path.
+// uses. Errors are one-line llmc::Errors naming the path; with opts.check_logits (the default) a
+// model whose first forward gives a NaN or Inf logit is one (check_first_forward).
 std::unique_ptr<Llama> open_model(const std::string& path, const LoadOptions& opts = {},
                                   EngineChoice engine = EngineChoice::kAuto);
+
+// Runs `model` on a few tokens (BOS, then ids 0, 1, ...; at most 8 and the context) and throws
+// "PATH: the model's first forward gives non-finite logits ..." naming the first weight tensor
+// with a NaN or Inf value, when it finds one (else the values overflow in the forward).
+void check_first_forward(Llama& model, const std::string& path);
 
 // True when `model`'s forward runs on the runtime engine.
 bool runs_on_runtime(const Llama& model);
