@@ -19,6 +19,11 @@ Action add_export(CLI::App& app) {
       ->capture_default_str()
       ->check(CLI::IsMember({"packed", "gguf", "both"}));
   app.add_option("--quant", o->quant, "rtn | gptq")->capture_default_str();
+  app.add_option("--q-range", o->q_range,
+                 "RTN group range: zero ([min(0,w), max(0,w)], integer zero points) | minmax (GGUF Q4_1's rule: "
+                 "re-quantizing a Q4_1 source at 4 bits, group 32, gives back its codes)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"zero", "minmax"}));
   auto* calib = app.add_option("--calib", o->calib.source, "Calibration data: generate (data-free, sampled by the model) | text:FILE")
                     ->capture_default_str();
   app.add_option("--calib-samples", o->calib.samples, "Calibration sequences")->capture_default_str()->check(CLI::PositiveNumber);

@@ -85,7 +85,8 @@ ExportResult run_export(const ExportOptions& o) {
   qo.method = o.quant;
   qo.group_size = arch.group_size;
   qo.lm_head_bits = o.lm_head_bits;
-  qo.fp16_offsets = gguf;  // 2/3/4-bit groups map bit-exactly to GGUF Q4_1
+  qo.fp16_offsets = gguf;  // 2/3/4-bit groups map bit-exactly to GGUF Q4_1, 8-bit ones to Q8_0
+  qo.range = o.q_range;
   QuantizeReport qr = quantize_model(*sub, arch, qo, calib);
   spdlog::info("quantize: {} in {:.1f} s", o.quant, qr.seconds);
 
@@ -122,6 +123,7 @@ ExportResult run_export(const ExportOptions& o) {
   rep["arch"] = o.arch;
   rep["quant"] = {{"method", o.quant},
                   {"group_size", arch.group_size},
+                  {"range", o.q_range},
                   {"lm_head_bits", o.lm_head_bits},
                   {"dense_dtype", o.dense_dtype},
                   {"seconds", qr.seconds}};

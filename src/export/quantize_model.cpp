@@ -93,6 +93,8 @@ at::Tensor layerwise_hidden_states(Llama& model, const at::Tensor& tokens) {
 QuantizeReport quantize_model(Llama& m, const Arch& arch, const QuantizeOptions& o, const at::Tensor& calib) {
   LLMC_CHECK(o.method == "rtn" || o.method == "gptq", "--quant: unknown method '{}' (rtn or gptq)", o.method);
   LLMC_CHECK(o.method == "rtn" || calib.defined(), "quantize: GPTQ needs calibration tokens");
+  LLMC_CHECK(o.range == "zero" || o.range == "minmax", "--q-range: '{}' is not zero or minmax", o.range);
+  LLMC_CHECK(o.range == "zero" || o.method == "rtn", "--q-range minmax is implemented for --quant rtn only");
   LLMC_CHECK(valid_lm_head_bits(o.lm_head_bits),
              "--lm-head-bits must be 16, 8 or 4 (got {})", o.lm_head_bits);
   const ModelConfig& c = m.config();
@@ -114,10 +116,12 @@ QuantizeReport quantize_model(Llama& m, const Arch& arch, const QuantizeOptions&
     LLMC_CHECK(!lin->is_packed(), "quantize: linear is already quantized");
     auto w = lin->dense_weight().to(at::kFloat).contiguous();
     const int g = effective_group(static_cast<int>(w.size(1)), o.group_size);
-    const bool exact = o.fp16_offsets && bits <= 4;
-    lin = std::make_shared<QuantizedLinear>(gptq    ? gptq_quantize(w, H, bits, g, o.damp, exact)
-                                            : exact ? quantize_rtn_fp16_offsets(w, bits, g)
-                                                    : quantize_rtn(w, bits, g));
+    const bool minmax = o.range == "minmax";
+    const bool exact = o.fp16_offsets && !minmax;
+    lin = std::make_shared<QuantizedLinear>(gptq     ? gptq_quantize(w, H, bits, g, o.damp, exact)
+                                            : minmax ? quantize_rtn_minmax(w, bits, g)
+                                            : exact  ? quantize_rtn_fp16_offsets(w, bits, g)
+                                                     : quantize_rtn(w, bits, g));
   };
 
   if (!calib.defined()) {
@@ -168,9 +172,10 @@ QuantizeReport quantize_model(Llama& m, const Arch& arch, const QuantizeOptions&
   if (o.lm_head_bits < 16) {
     auto w = W.lm_head->dense_weight().to(at::kFloat).contiguous();
     const int g = effective_group(static_cast<int>(w.size(1)), o.group_size);
-    W.lm_head = std::make_shared<QuantizedLinear>(o.fp16_offsets && o.lm_head_bits <= 4
-                                                      ? quantize_rtn_fp16_offsets(w, o.lm_head_bits, g)
-                                                      : quantize_rtn(w, o.lm_head_bits, g));
+    W.lm_head = std::make_shared<QuantizedLinear>(
+        o.range == "minmax"                        ? quantize_rtn_minmax(w, o.lm_head_bits, g)
+        : o.fp16_offsets                          ? quantize_rtn_fp16_offsets(w, o.lm_head_bits, g)
+                                                 : quantize_rtn(w, o.lm_head_bits, g));
     // A tied embedding is the same matrix: it becomes the packed table too, so the export stores
     // one table (SmolLM2: 28 MiB of 8-bit codes instead of that plus a 54 MiB bf16 embedding) and
     // the model computes with exactly what is stored.

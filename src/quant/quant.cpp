@@ -52,6 +52,16 @@ uint16_t fp16_offset_scale(uint16_t sh, double lo, int bits, float* zero) {
   return sh;
 }
 
+// 8 bits, GGUF-exact: symmetric, z = 128 and s = fp16(max|w| / 127) (nudged up until max|w| / s
+// rounds to at most 127), so every 32-weight block is a Q8_0 block (d = s, q - 128).
+uint16_t symmetric8_scale(double amax) {
+  uint16_t sh = kq::fp32_to_fp16(static_cast<float>(amax / 127.0));
+  if ((sh & 0x7fffu) == 0) sh = 0x0001;
+  if ((sh & 0x7fffu) >= 0x7c00u) sh = 0x7bff;
+  while (sh < 0x7bff && std::nearbyint(static_cast<float>(amax) / kq::fp16_to_fp32(sh)) > 127.f) ++sh;
+  return sh;
+}
+
 kq::QMatrix quantize_rtn_fp16_offsets(const at::Tensor& w_in, int bits, int group) {
   LLMC_CHECK(w_in.dim() == 2, "quantize: weight must be 2-D");
   LLMC_CHECK(kq::valid_bits(bits) && kq::valid_group(group), "quantize: bits {} / group {} not supported", bits, group);
@@ -78,7 +88,12 @@ kq::QMatrix quantize_rtn_fp16_offsets(const at::Tensor& w_in, int bits, int grou
       if ((sh & 0x7fffu) == 0) sh = 0x0001;
       if ((sh & 0x7fffu) >= 0x7c00u) sh = 0x7bff;
       float z = 0;
-      sh = fp16_offset_scale(sh, lo, bits, &z);
+      if (bits == 8) {
+        sh = symmetric8_scale(std::max(-static_cast<double>(lo), static_cast<double>(hi)));
+        z = 128.f;
+      } else {
+        sh = fp16_offset_scale(sh, lo, bits, &z);
+      }
       s = kq::fp16_to_fp32(sh);
       const size_t gi = static_cast<size_t>(n) * l.groups_per_row + g;
       scales[gi] = sh;
@@ -86,6 +101,54 @@ kq::QMatrix quantize_rtn_fp16_offsets(const at::Tensor& w_in, int bits, int grou
       for (int k = k0; k < k1; ++k)
         codes[static_cast<size_t>(n) * K + k] =
             static_cast<uint8_t>(std::clamp(std::nearbyint(row[k] / s) + z, 0.f, qmax));
+    }
+  }
+  return kq::pack(bits, group, N, K, codes.data(), scales.data(), zeros.data());
+}
+
+kq::QMatrix quantize_rtn_minmax(const at::Tensor& w_in, int bits, int group) {
+  LLMC_CHECK(w_in.dim() == 2, "quantize: weight must be 2-D");
+  LLMC_CHECK(kq::valid_bits(bits) && kq::valid_group(group), "quantize: bits {} / group {} not supported", bits, group);
+  auto wc = w_in.detach().to(at::kFloat).contiguous();
+  const int N = static_cast<int>(wc.size(0)), K = static_cast<int>(wc.size(1));
+  const kq::QLayout l = kq::make_layout(bits, group, N, K);
+  const float qmax = static_cast<float>((1 << bits) - 1);
+  const float* w = wc.data_ptr<float>();
+  std::vector<uint8_t> codes(static_cast<size_t>(N) * K);
+  std::vector<uint16_t> scales(l.scale_count), zeros(l.scale_count);
+  auto scale_of = [](float lo, float hi, float qm) {
+    const float s = (hi > lo) ? static_cast<float>((static_cast<double>(hi) - lo) / qm) : 1.f;
+    uint16_t sh = kq::fp32_to_fp16(s);
+    if ((sh & 0x7fffu) == 0) sh = 0x0001;
+    if ((sh & 0x7fffu) >= 0x7c00u) sh = 0x7bff;
+    return sh;
+  };
+  for (int n = 0; n < N; ++n) {
+    const float* row = w + static_cast<size_t>(n) * K;
+    for (int g = 0; g < l.groups_per_row; ++g) {
+      const int k0 = g * group, k1 = std::min(K, k0 + group);
+      float lo = row[k0], hi = row[k0];
+      for (int k = k0; k < k1; ++k) {
+        LLMC_CHECK(std::isfinite(row[k]), "quantize: w[{}][{}] is not finite", n, k);
+        lo = std::min(lo, row[k]);
+        hi = std::max(hi, row[k]);
+      }
+      uint16_t sh = scale_of(lo, hi, qmax);
+      float s = kq::fp16_to_fp32(sh);
+      float z = kq::fp16_to_fp32(kq::fp32_to_fp16(-lo / s));
+      if (!(std::fabs(z) <= 64.f)) {  // quantize_rtn's rule: the range widened to hold 0, integer z
+        lo = std::min(lo, 0.f);
+        hi = std::max(hi, 0.f);
+        sh = scale_of(lo, hi, qmax);
+        s = kq::fp16_to_fp32(sh);
+        z = std::clamp(std::nearbyint(-lo / s), 0.f, qmax);
+      }
+      const size_t gi = static_cast<size_t>(n) * l.groups_per_row + g;
+      scales[gi] = sh;
+      zeros[gi] = kq::fp32_to_fp16(z);
+      for (int k = k0; k < k1; ++k)
+        codes[static_cast<size_t>(n) * K + k] =
+            static_cast<uint8_t>(std::clamp(std::nearbyint(row[k] / s + z), 0.f, qmax));
     }
   }
   return kq::pack(bits, group, N, K, codes.data(), scales.data(), zeros.data());
@@ -158,7 +221,11 @@ kq::QMatrix gptq_quantize(const at::Tensor& W_in, const at::Tensor& H_in, int bi
         uint16_t sh = kq::fp32_to_fp16(sf);
         if ((sh & 0x7fffu) == 0) sh = 0x0001;
         if ((sh & 0x7fffu) >= 0x7c00u) sh = 0x7bff;
-        if (fp16_offsets) {
+        if (fp16_offsets && bits == 8) {
+          sh = symmetric8_scale(std::max(-lo, hi));
+          s[n] = kq::fp16_to_fp32(sh);
+          z[n] = 128.0;
+        } else if (fp16_offsets) {
           float zf = 0;
           sh = fp16_offset_scale(sh, lo, bits, &zf);
           s[n] = kq::fp16_to_fp32(sh);

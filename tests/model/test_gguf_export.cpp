@@ -6,7 +6,9 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <cstring>
 #include <filesystem>
+#include <map>
 #include <nlohmann/json.hpp>
 
 #include "llmc/core/error.h"
@@ -191,8 +193,8 @@ TEST(GGUFExport, PlainRtnReportsTheOffsetRounding) {
 
 // Mixed bits and pruned widths: `deci` with per-layer arrays; a layer without attention, one
 // without MLP (llama.cpp needs a zero FFN there) and, in the second arch, layer 0 without attention
-// (a zero attention stand-in). Our reader restores the widths; 2/3/4/16-bit tensors are exact, the
-// 8-bit ones within their reported error, and so are the logits.
+// (a zero attention stand-in). Our reader restores the widths; every tensor (8-bit ones through
+// the symmetric GGUF path) is exact, and so are the logits.
 TEST(GGUFExport, PrunedMixedArchRoundTrip) {
   auto c = cfg32();
   auto m = test::random_llama(c, 13);
@@ -234,14 +236,14 @@ TEST(GGUFExport, PrunedMixedArchRoundTrip) {
       if (type == "Q4_1" || type == "F32") EXPECT_TRUE(t["exact"].get<bool>()) << t.dump();
       if (type == "Q8_0") worst = std::max(worst, t["rel_fro_err"].get<double>());
     }
-    EXPECT_LT(worst, 1e-2);
+    EXPECT_EQ(worst, 0.0);  // the GGUF path quantizes 8 bits symmetrically: Q8_0 exactly
+    EXPECT_TRUE(rep["exact"].get<bool>());
     // Weight by weight: equal where exact, within the reported max error elsewhere.
     const auto& L = g->weights().layers[0];
     EXPECT_TRUE(at::equal(L.up->dense_weight(), ref->weights().layers[0].up->dense_weight()));  // 16-bit
     EXPECT_TRUE(at::equal(L.down->dense_weight(), ref->weights().layers[0].down->dense_weight()));  // 3-bit
     auto t = tokens(c.vocab_size);
-    const double e = rel_diff(g->forward(t), ref->forward(t));
-    EXPECT_LE(e, 10 * worst + 1e-6) << "variant " << variant;
+    EXPECT_TRUE(at::equal(g->forward(t), ref->forward(t))) << "variant " << variant;
   }
 }
 
@@ -297,5 +299,56 @@ TEST(GGUFExport, Q8BlocksExactWhenCodesFit) {
     EXPECT_FALSE(t["exact"].get<bool>());
     EXPECT_GT(t["max_abs_err"].get<double>(), 0.0);
     EXPECT_LE(t["max_abs_err"].get<double>(), 0.01 * 255 / 127.0);
+  }
+}
+
+// --q-range minmax (Q4_1's own rule): weights that already are Q4_1 at group 32 (a GGUF source)
+// come back with the same codes and scales, and offsets within an fp16 step; the zero rule instead
+// re-rounds them onto a grid through 0.
+TEST(GGUFExport, MinmaxRangeRecoversAQ4_1Source) {
+  auto c = cfg32();
+  auto m = test::random_llama(c, 16);
+  std::map<std::string, std::vector<uint8_t>> source;  // layer-0 up / v as Q4_1 blocks
+  for (auto& L : m->weights().layers)
+    for (int k = 0; k < kNumLinears; ++k) {
+      auto& lin = layer_linear(L, k);
+      auto w = lin->dense_weight().contiguous();
+      auto q = ggml_quantize_q4_1(w.data_ptr<float>(), w.numel());
+      auto back = at::empty_like(w);
+      ggml_dequantize(GGMLType::Q4_1, q.data(), back.data_ptr<float>(), w.numel());
+      lin = std::make_shared<DenseLinear>(back);
+      if (&L == &m->weights().layers[0] && k == kUp) source["blk.0.ffn_up.weight"] = q;
+      if (&L == &m->weights().layers[0] && k == kV) source["blk.0.attn_v.weight"] = q;
+    }
+  const Arch a = uniform_arch(c, 4, 32);
+  auto sub = discretize(*m, a);
+  QuantizeOptions qo;
+  qo.group_size = 32;
+  qo.fp16_offsets = true;
+  qo.range = "minmax";
+  quantize_model(*sub, a, qo, {});
+  TempDir d;
+  const std::string p = d.path + "/m.gguf";
+  const json rep = report_of(write_gguf(*sub, p, {}));
+  EXPECT_LT(rep["max_rel_fro_err"].get<double>(), 1e-3);
+  GGUFFile f(p);
+  for (const auto& [name, want] : source) {
+    const GGUFTensorInfo* t = f.find(name);
+    ASSERT_NE(t, nullptr);
+    ASSERT_EQ(t->nbytes, want.size());
+    const uint8_t* got = f.data(*t);
+    int64_t same_m = 0, blocks = static_cast<int64_t>(want.size() / 20);
+    for (int64_t b = 0; b < blocks; ++b) {
+      const uint8_t* g = got + b * 20;
+      const uint8_t* w = want.data() + b * 20;
+      ASSERT_EQ(std::memcmp(g, w, 2), 0) << name << " block " << b << ": d differs";
+      ASSERT_EQ(std::memcmp(g + 4, w + 4, 16), 0) << name << " block " << b << ": codes differ";
+      uint16_t mg, mw;
+      std::memcpy(&mg, g + 2, 2);
+      std::memcpy(&mw, w + 2, 2);
+      EXPECT_LE(std::abs(int(mg) - int(mw)), 1) << name << " block " << b;
+      same_m += mg == mw;
+    }
+    RecordProperty(name + "_same_m", fmt::format("{}/{}", same_m, blocks));
   }
 }

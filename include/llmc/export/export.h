@@ -19,6 +19,7 @@ struct ExportOptions {
   // both: the folder OUT with OUT/model.gguf, from one quantization (gguf_export.h)
   std::string format = "packed";
   std::string quant = "rtn";  // rtn | gptq
+  std::string q_range = "zero";  // zero | minmax (QuantizeOptions::range)
   int group_size = 0;         // 0: the arch's (uniform: 128)
   int lm_head_bits = 16;      // 16 = exact dense lm_head; 8 or 4 = packed
   std::string dense_dtype = "float32";

@@ -10,8 +10,10 @@
 //                    blocks with the same d and m). 2- and 3-bit codes thus cost Q4_1's 5 bits per
 //                    weight in the file (Q2_K / Q3_K cannot hold our groups exactly; not written).
 //   8-bit         -> Q8_0 (w = d*q, int8 q): a block whose codes q - z are integers in [-128, 127]
-//                    is copied with d = s (exact); any other block is requantized from the
-//                    dequantized weights (ggml's rule on the stored fp16 d) and the error reported.
+//                    is copied with d = s (exact; export's GGUF path quantizes 8 bits symmetrically,
+//                    z = 128, so every block is); any other block (a packed folder quantized
+//                    without it) is requantized from the dequantized weights (ggml's rule on the
+//                    stored fp16 d) and the error reported.
 //   16-bit        -> F32 (dense dtype float32) or BF16 (bfloat16), as the packed folder stores it.
 //   A quantized matrix whose row length is not a multiple of 32 (a pruned MLP of 24 channels)
 //   has no GGUF block layout: it is written as F32 of its dequantized weights (exact).

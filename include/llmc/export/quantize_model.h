@@ -18,9 +18,14 @@ struct QuantizeOptions {
   double damp = 0.01;          // GPTQ dampening (fraction of mean diag(H))
   int lm_head_bits = 16;       // 16: dense (exact); 8 or 4: RTN-packed lm_head
   int64_t chunk = 8;           // calibration sequences per forward chunk
-  // Linears (and a packed lm_head) of <= 4 bits get fp16-exact offsets (quant.h,
-  // quantize_rtn_fp16_offsets), so they map bit-exactly to GGUF Q4_1.
+  // Packed linears (and a packed lm_head) are quantized GGUF-exactly (quant.h,
+  // quantize_rtn_fp16_offsets): 2/3/4 bits with fp16 offsets (bit-exact Q4_1), 8 bits
+  // symmetric (bit-exact Q8_0).
   bool fp16_offsets = false;
+  // Group range rule of RTN: "zero" (quantize_rtn: [min(0, w), max(0, w)], integer zero points) |
+  // "minmax" (quantize_rtn_minmax: GGUF Q4_1's own rule; fractional zero points, so fp16_offsets
+  // cannot apply). minmax is RTN only.
+  std::string range = "zero";
 };
 
 // Output error of one quantized linear on its calibration inputs X (as seen in the layer-by-layer

@@ -27,7 +27,15 @@ bool fp16_offset_exact(uint16_t scale_fp16, float zero);
 // The scale (fp16 bits) and zero for a group with range [lo, hi] (lo <= 0 <= hi), starting from
 // the RTN scale `scale_fp16`; writes the zero to *zero.
 uint16_t fp16_offset_scale(uint16_t scale_fp16, double lo, int bits, float* zero);
+// At 8 bits it quantizes symmetrically instead (z = 128, s = fp16(max|w| / 127)), so every block
+// is exactly GGUF's Q8_0 (d = s, q - 128).
 kernels::QMatrix quantize_rtn_fp16_offsets(const at::Tensor& w, int bits, int group);
+// RTN with GGUF Q4_1's range rule: each group's own [min, max] (0 need not lie inside), s =
+// fp16((max - min) / (2^bits - 1)), z = fp16(-min / s) (a fraction in general), q = clamp(round(w / s
+// + z)). A weight matrix that already is Q4_1 at group 32 (a GGUF source) comes back with the same
+// codes and scales, and its offsets to within fp16 rounding. A group whose z would exceed 64 in
+// magnitude (a narrow range far from 0, where fp16 z is coarse) uses quantize_rtn's rule instead.
+kernels::QMatrix quantize_rtn_minmax(const at::Tensor& w, int bits, int group);
 // Packed -> (N, K) float32 dequantized weights.
 at::Tensor dequantize(const kernels::QMatrix& q);
 // Fake quantization Q_b(w): dequantize(quantize_rtn(w)), float32 (N, K); bits == 16 returns w.
@@ -40,7 +48,8 @@ at::Tensor straight_through(const at::Tensor& w, const at::Tensor& wq);
 // inputs. Group scales/zeros are chosen from the (error-updated) weights when a group starts,
 // with the same rules as RTN, so the result is a normal packed matrix.
 // W: (N, K), H: (K, K). damp: fraction of mean(diag(H)) added to the diagonal.
-// fp16_offsets: choose every group's scale as quantize_rtn_fp16_offsets does.
+// fp16_offsets: choose every group's scale (and at 8 bits the symmetric zero) as
+// quantize_rtn_fp16_offsets does.
 kernels::QMatrix gptq_quantize(const at::Tensor& W, const at::Tensor& H, int bits, int group, double damp = 0.01,
                                bool fp16_offsets = false);
 
