@@ -511,9 +511,21 @@ class Search {
     return std::min(res_.original_ms, res_.target_ms * ratio);
   }
 
-  // Sequential: phase 1's argmax widths become phase 2's fixed widths.
+  // Sequential: phase 1's argmax widths (with discretize "knapsack": the most likely widths that
+  // meet phase 1's target) become phase 2's fixed widths.
   void fix_widths() {
     auto idx = net_->argmax();
+    if (c_.discretize == "knapsack") {
+      auto predict = [&](const std::vector<ChoiceIndex>& x) {
+        Arch a = arch_of_choices(x, net_->choices(), base_);
+        a.group_size = c_.space.group_size;
+        return lut_.predict_ms(a, M());
+      };
+      const KnapsackResult k = knapsack_fit(net_->log_probs(), net_->choices(), predict, phase_target(1), idx);
+      spdlog::info("sequential: phase 1 knapsack {:.3f} ms (target {:.3f} ms), {} choices differ from argmax", k.ms,
+                   phase_target(1), count_changes(idx, k.idx));
+      idx = k.idx;
+    }
     ps_.phase = 2;
     ps_.kv_fixed.clear();
     ps_.mlp_fixed.clear();

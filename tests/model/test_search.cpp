@@ -218,6 +218,37 @@ TEST_F(SearchRun, FitTargetRepairsAnArgmaxThatMissesTheTarget) {
   EXPECT_NEAR(s["argmax_predicted_ms"].get<double>(), r.argmax_predicted_ms, 1e-9);
 }
 
+// The same distributions discretized by the knapsack (its optimality: test_knapsack.cpp) instead
+// of argmax + repair: another architecture, within the target, in joint and in sequential mode
+// (whose phase-1 widths are fixed the same way).
+TEST_F(SearchRun, KnapsackDiscretizationMeetsTheTarget) {
+  const std::string sched = R"("steps":40,"arch_lr":0.5,"lambda":0,"distill":true,"tau_start":1.0,"tau_end":1.0)";
+  SearchOptions a;
+  a.progress = false;
+  a.out_dir = dir() + "/repair";
+  const auto repaired = run_search(config(sched), a);
+  SearchOptions b = a;
+  b.out_dir = dir() + "/knapsack";
+  auto ck = config(sched);
+  ck.discretize = "knapsack";
+  const auto k = run_search(ck, b);
+  EXPECT_LE(k.predicted_ms, k.target_ms);
+  EXPECT_GT(k.fit_changes, 0);  // the widest argmax misses the 0.5 target
+  auto s = nlohmann::json::parse(read_text_file(b.out_dir + "/summary.json"));
+  EXPECT_EQ(s["discretize"], "knapsack");
+  // Same seed and steps: the same distributions; only the discretization differs.
+  EXPECT_EQ(k.arch.alphas_json, repaired.arch.alphas_json);
+  EXPECT_NE(arch_to_json(k.arch), arch_to_json(repaired.arch));
+
+  SearchOptions c = a;
+  c.out_dir = dir() + "/knapsack-seq";
+  auto cs = config(R"("steps":10,"arch_lr":0.2,"lambda":5)");
+  cs.mode = "sequential";
+  cs.discretize = "knapsack";
+  const auto r = run_search(cs, c);
+  EXPECT_LE(r.predicted_ms, r.target_ms);
+}
+
 // A run stopped at a random step and resumed ends exactly like an uninterrupted run.
 TEST_F(SearchRun, ResumeAfterStopIsIdentical) {
   const std::string sched = R"("steps":16,"arch_lr":0.1,"lambda":5,"checkpoint_every":5,"lora_rank":2,"hard":true)";
