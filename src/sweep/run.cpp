@@ -217,6 +217,14 @@ void restart_search_points(const SweepConfig& c, const std::string& out, Manifes
     dropped.push_back(stage);
     if (std::find(moved.begin(), moved.end(), name) == moved.end()) moved.push_back(name);
   }
+  // Search points started but not finished (a killed search's checkpoint) are stale too.
+  if (dir_exists(path_join(out, "points")))
+    for (const auto& e : std::filesystem::directory_iterator(path_join(out, "points"))) {
+      const std::string name = e.path().filename().string();
+      if (std::find(baselines.begin(), baselines.end(), name) == baselines.end() &&
+          std::find(moved.begin(), moved.end(), name) == moved.end())
+        moved.push_back(name);
+    }
   make_dirs(path_join(stale, "points"));
   for (const std::string& name : moved)
     if (dir_exists(point_dir(out, name))) rename_path(point_dir(out, name), path_join(stale, "points/" + name));

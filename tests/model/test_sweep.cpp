@@ -281,8 +281,11 @@ TEST(Sweep, PointsFilterAndRestartSearches) {
       << read_text_file(s.dir + "/changed.log");
   EXPECT_TRUE(fs::exists(out + "/points/joint-t1000.000/export"));
 
+  // A search point started under the old config but not finished is stale as well.
+  fs::create_directories(out + "/points/joint-t900.000/search/checkpoint");
   ASSERT_EQ(sweep({"--restart-searches"}, "restart.log").exit_code, 0) << read_text_file(s.dir + "/restart.log");
   EXPECT_TRUE(fs::exists(out + "/stale/1/points/joint-t1000.000/search/arch.json"));
+  EXPECT_TRUE(fs::exists(out + "/stale/1/points/joint-t900.000/search/checkpoint"));
   const json m = json::parse(read_text_file(out + "/manifest.json"));
   EXPECT_EQ(m["done"]["uniform-rtn-b8/export"], baseline_entry);  // kept, not redone
   EXPECT_TRUE(m["done"].contains("joint-t900.000/eval"));
