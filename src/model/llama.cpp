@@ -81,16 +81,36 @@ std::unique_ptr<KVCache> Llama::new_cache(int64_t batch, int64_t max_len) const 
 
 at::Tensor Llama::hidden_states(const at::Tensor& tokens, const at::Tensor& positions, const at::Tensor& key_mask,
                                 KVCache* cache) {
+  return run_layers(at::embedding(weights_.embed, tokens.to(at::kLong)), 0, positions, key_mask, cache, nullptr);
+}
+
+at::Tensor Llama::forward_from(const at::Tensor& x, int64_t first_layer, const at::Tensor& positions,
+                               const at::Tensor& key_mask) {
+  LLMC_CHECK(first_layer >= 0 && first_layer <= config_.num_layers, "forward_from: layer {} of {}", first_layer,
+             config_.num_layers);
+  auto h = run_layers(x, first_layer, positions, key_mask, nullptr, nullptr);
+  h = rms_norm(h, weights_.final_norm, config_.rms_norm_eps);
+  return weights_.lm_head->forward(h).to(at::kFloat);
+}
+
+std::vector<at::Tensor> Llama::layer_inputs(const at::Tensor& tokens, const at::Tensor& positions,
+                                            const at::Tensor& key_mask) {
+  std::vector<at::Tensor> out;
+  run_layers(at::embedding(weights_.embed, tokens.to(at::kLong)), 0, positions, key_mask, nullptr, &out);
+  return out;
+}
+
+at::Tensor Llama::run_layers(at::Tensor x, int64_t first_layer, const at::Tensor& positions,
+                             const at::Tensor& key_mask, KVCache* cache, std::vector<at::Tensor>* inputs) {
   const auto& c = config_;
-  const int64_t B = tokens.size(0), T = tokens.size(1), hd = c.head_dim;
+  const int64_t B = x.size(0), T = x.size(1), hd = c.head_dim;
   const int64_t past = cache ? cache->len : 0, S = past + T;
   LLMC_CHECK(key_mask.dim() == 2 && key_mask.size(0) == B && key_mask.size(1) == S,
              "forward: key_mask must be (B, past+T) = ({}, {})", B, S);
-  LLMC_CHECK(positions.sizes() == tokens.sizes(), "forward: positions must have the shape of tokens");
+  LLMC_CHECK(positions.dim() == 2 && positions.size(0) == B && positions.size(1) == T,
+             "forward: positions must have the shape of tokens");
   if (cache) LLMC_CHECK(S <= cache->max_len, "forward: KV cache full ({} + {} > {})", past, T, cache->max_len);
   const auto dt = dtype();
-
-  at::Tensor x = at::embedding(weights_.embed, tokens.to(at::kLong));  // (B, T, hidden)
 
   // RoPE tables for these positions: (B, 1, T, hd)
   auto freqs = positions.to(at::kFloat).unsqueeze(-1) * inv_freq_;  // (B, T, hd/2)
@@ -104,7 +124,8 @@ at::Tensor Llama::hidden_states(const at::Tensor& tokens, const at::Tensor& posi
   auto bias = attention_bias(allowed);
 
   const double scale = 1.0 / std::sqrt(static_cast<double>(hd));
-  for (int64_t l = 0; l < c.num_layers; ++l) {
+  for (int64_t l = first_layer; l < c.num_layers; ++l) {
+    if (inputs) inputs->push_back(x);
     auto& L = weights_.layers[l];
     const int64_t nkv = c.kv_heads(l), nq = c.q_heads(l), g = nq / std::max<int64_t>(nkv, 1);
     if (nkv > 0) {
@@ -131,6 +152,7 @@ at::Tensor Llama::hidden_states(const at::Tensor& tokens, const at::Tensor& posi
       x = x + L.down->forward(at::silu(L.gate->forward(h)) * L.up->forward(h));
     }
   }
+  if (inputs) inputs->push_back(x);
   if (cache) cache->len = S;
   return x;
 }

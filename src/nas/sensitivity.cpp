@@ -24,7 +24,15 @@ std::vector<ChoiceLogProbs> choice_kl(Supernet& net, Llama& model, const at::Ten
   std::unique_ptr<Progress> bar = progress ? std::make_unique<Progress>("sensitivity", options, "option") : nullptr;
   std::vector<ChoiceLogProbs> kl(ch.size());
   std::vector<ChoiceIndex> idx = ref;
+  // An option of layer l changes nothing before it: the widest architecture's input to each layer
+  // is computed once and only layers l.. run per option (half the layer work on average).
+  const int64_t B = batch.size(0), T = batch.size(1);
+  const at::Tensor positions = at::arange(T, at::kLong).unsqueeze(0).expand({B, T});
+  const at::Tensor key_mask = at::ones({B, T}, at::kBool);
+  net.set_fixed(ref);
+  const std::vector<at::Tensor> inputs = model.layer_inputs(batch, positions, key_mask);
   // kl_out[k] = KL with option k of the choice that `slot` (in idx[l]) selects, reference at 0.
+  size_t layer = 0;
   auto sweep = [&](int64_t& slot, size_t n, std::vector<double>& kl_out) {
     const int64_t keep = slot;
     kl_out.assign(n, 0.0);
@@ -32,12 +40,14 @@ std::vector<ChoiceLogProbs> choice_kl(Supernet& net, Llama& model, const at::Ten
       if (static_cast<int64_t>(k) == keep) continue;
       slot = static_cast<int64_t>(k);
       net.set_fixed(idx);
-      kl_out[k] = std::max(kl_to_teacher(model.forward(batch), teacher).item<double>(), 0.0);
+      const at::Tensor logits = model.forward_from(inputs[layer], static_cast<int64_t>(layer), positions, key_mask);
+      kl_out[k] = std::max(kl_to_teacher(logits, teacher).item<double>(), 0.0);
       if (bar) bar->advance(1);
     }
     slot = keep;
   };
   for (size_t l = 0; l < ch.size(); ++l) {
+    layer = l;
     sweep(idx[l].kv, ch[l].kv.size(), kl[l].kv);
     sweep(idx[l].mlp, ch[l].mlp.size(), kl[l].mlp);
     for (int j = 0; j < kNumLinears; ++j) sweep(idx[l].bits[j], ch[l].bits.size(), kl[l].bits[j]);

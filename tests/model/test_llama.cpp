@@ -87,6 +87,21 @@ TEST(Llama, KVCacheMatchesFullRecomputation) {
   EXPECT_EQ(cache->len, static_cast<int64_t>(ids.size()));
 }
 
+// Rerunning only layers l.. from the recorded input of layer l gives the full forward's logits
+// (what the sensitivity measurement relies on).
+TEST(Llama, ForwardFromLayerInputsEqualsForward) {
+  auto m = test::random_llama(test::tiny_config(), 4);
+  const auto x = at::tensor(std::vector<int64_t>{1, 4, 8, 15, 16, 23, 42}, at::kLong).unsqueeze(0);
+  const auto pos = at::arange(7, at::kLong).unsqueeze(0);
+  const auto mask = at::ones({1, 7}, at::kBool);
+  const auto full = m->forward(x);
+  const auto in = m->layer_inputs(x, pos, mask);
+  ASSERT_EQ(static_cast<int64_t>(in.size()), m->config().num_layers + 1);
+  for (int64_t l = 0; l <= m->config().num_layers; ++l)
+    EXPECT_EQ((m->forward_from(in[l], l, pos, mask) - full).abs().max().item<float>(), 0.0f) << "layer " << l;
+  EXPECT_THROW(m->forward_from(in[0], m->config().num_layers + 1, pos, mask), Error);
+}
+
 TEST(Llama, GreedyGenerateWithCacheEqualsRecompute) {
   auto m = test::random_llama(test::tiny_config(), 5);
   std::vector<int32_t> prompt = {1, 10, 20};

@@ -46,12 +46,25 @@ class Llama : public CausalLM {
   // Hidden states before the final norm: (B, T, hidden). Used by calibration statistics.
   at::Tensor hidden_states(const at::Tensor& tokens, const at::Tensor& positions, const at::Tensor& key_mask,
                            KVCache* cache);
+  // The hidden state entering each layer, then the last layer's output: num_layers + 1 tensors
+  // (B, T, hidden). With forward_from, a change confined to layer l needs only layers l.. rerun
+  // (nas/sensitivity.cpp).
+  std::vector<at::Tensor> layer_inputs(const at::Tensor& tokens, const at::Tensor& positions,
+                                       const at::Tensor& key_mask);
+  // Logits (B, T, vocab) float32 of layers [first_layer, num_layers) applied to x, the hidden state
+  // entering first_layer (no cache).
+  at::Tensor forward_from(const at::Tensor& x, int64_t first_layer, const at::Tensor& positions,
+                          const at::Tensor& key_mask);
 
  private:
   ModelConfig config_;
   LlamaWeights weights_;
   std::shared_ptr<const Tokenizer> tokenizer_;
   at::Tensor inv_freq_;  // (head_dim/2) float32
+  // Layers [first_layer, num_layers) on x (B, T, hidden); `inputs` (optional) receives each layer's
+  // input and the final output.
+  at::Tensor run_layers(at::Tensor x, int64_t first_layer, const at::Tensor& positions, const at::Tensor& key_mask,
+                        KVCache* cache, std::vector<at::Tensor>* inputs);
 };
 
 // y = w * x / sqrt(mean(x^2) + eps), computed in float32 and returned in x's dtype.
