@@ -1,11 +1,14 @@
 #include "llmc/nas/supernet.h"
 
 #include <ATen/ATen.h>
+#include <torch/csrc/autograd/custom_function.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <nlohmann/json.hpp>
 
 #include "llmc/core/error.h"
+#include "llmc/quant/fake_mix.h"
 #include "llmc/quant/quant.h"
 
 namespace llmc {
@@ -18,31 +21,48 @@ struct ChoiceWeights {
   at::Tensor w;      // (n) current mixture weights
 };
 
-// A linear whose weight is coeff @ stack, stack: (n_options, N*K) constant fake-quantized weights.
-class MixedLinear final : public Linear {
+// A mixed linear of the supernet: y = x W~^T (+ LoRA), W~ from the current choice weights.
+class MixedLinear : public Linear {
  public:
-  MixedLinear(at::Tensor stack, int64_t N, int64_t K, std::function<at::Tensor()> coeff, int64_t lora_rank,
-              at::Tensor dense)
-      : stack_(std::move(stack)), N_(N), K_(K), coeff_(std::move(coeff)), dense_(std::move(dense)) {
+  MixedLinear(int64_t N, int64_t K, int64_t lora_rank) : N_(N), K_(K) {
     if (lora_rank > 0) {
       A_ = (at::randn({lora_rank, K}) / std::sqrt(static_cast<double>(K))).set_requires_grad(true);
       B_ = at::zeros({N, lora_rank}).set_requires_grad(true);
     }
   }
   at::Tensor forward(const at::Tensor& x) override {
-    auto W = at::matmul(coeff_(), stack_).view({N_, K_});
-    auto y = at::linear(x, W);
+    auto y = mixed_forward(x);
     if (A_.defined()) y = y + at::linear(at::linear(x, A_), B_);
     return y;
   }
   int64_t in_features() const override { return K_; }
   int64_t out_features() const override { return N_; }
-  at::Tensor dense_weight() const override { return dense_; }
+  virtual int64_t stored_weight_bytes() const = 0;
   at::Tensor A_, B_;
+
+ protected:
+  virtual at::Tensor mixed_forward(const at::Tensor& x) = 0;
+  int64_t N_, K_;
+};
+
+// The reference layout: W~ = coeff @ stack, stack: (n_options, N*K) constant fake-quantized weights.
+class StackedLinear final : public MixedLinear {
+ public:
+  StackedLinear(at::Tensor stack, int64_t N, int64_t K, std::function<at::Tensor()> coeff, int64_t lora_rank,
+                at::Tensor dense)
+      : MixedLinear(N, K, lora_rank), stack_(std::move(stack)), coeff_(std::move(coeff)), dense_(std::move(dense)) {}
+  at::Tensor dense_weight() const override { return dense_; }
+  int64_t stored_weight_bytes() const override {
+    return static_cast<int64_t>(stack_.nbytes()) + (dense_.is_same(stack_) ? 0 : static_cast<int64_t>(dense_.nbytes()));
+  }
+
+ protected:
+  at::Tensor mixed_forward(const at::Tensor& x) override {
+    return at::linear(x, at::matmul(coeff_(), stack_).view({N_, K_}));
+  }
 
  private:
   at::Tensor stack_;
-  int64_t N_, K_;
   std::function<at::Tensor()> coeff_;
   at::Tensor dense_;
 };
@@ -52,7 +72,201 @@ at::Tensor pad_cols(const at::Tensor& w, int64_t K) {
   return at::cat({w, at::zeros({w.size(0), K - w.size(1)}, w.options())}, 1);
 }
 
+// The constant part of a lean mixed linear: the frozen weight once, and where each width option's
+// quantization groups differ from the full matrix's.
+//   W~ = sum_k sum_b gw_k gb_b P_kb,  P_kb = pad(Q_b(W[:, :w_k]))   (q/k/v/gate/up: one width, K)
+// Q_b(W[:, :w_k]) equals Q_b(W) on the columns [0, s_k) whose groups are whole in the slice, and is
+// the slice's own quantization on the rest [s_k, w_k) (a partial last group, or the whole slice when
+// effective_group gives the slice a smaller group). Q_16 = identity, so P_k,16 = W masked at w_k:
+//   W~ = m(c) * sum_b<16 gb_b Q_b(W) + m16(c) * gb_16 W + sum_k gw_k sum_b<16 gb_b tail_kb
+//   m(c) = sum_k gw_k [c < s_k],  m16(c) = sum_k gw_k [c < w_k].
+struct MixSpec {
+  at::Tensor base;  // (N, K) float32, or bfloat16 when that is lossless; contiguous, frozen
+  int64_t N = 0, K = 0;
+  int group = 128;             // effective_group(K, group_size)
+  std::vector<int> bits;       // the options' bits (16 = identity)
+  std::vector<int64_t> cols;   // w_k: input columns of width option k
+  std::vector<int64_t> start;  // s_k
+  std::vector<int> tail_group; // effective_group(w_k, group_size)
+
+  // W~ into out (N x K, zeros on entry) when out; with dW (N x K), G[k * nb + b] = <dW, P_kb>.
+  void mix(const std::vector<float>& gw, const std::vector<float>& gb, float* out, const float* dW,
+           std::vector<double>* G) const {
+    const int64_t nw = static_cast<int64_t>(cols.size()), nb = static_cast<int64_t>(bits.size());
+    std::vector<int> q;  // indices of the quantized options
+    int i16 = -1;
+    for (int b = 0; b < nb; ++b) {
+      if (bits[b] >= 16) i16 = b;
+      else q.push_back(b);
+    }
+    const int nq = static_cast<int>(q.size());
+    FakeMixSlice S;
+    S.w = base.data_ptr();
+    S.bf16 = base.scalar_type() == at::kBFloat16;
+    S.ldw = K;
+    S.N = N;
+    S.K = K;
+    S.group = group;
+    S.nq = nq;
+    for (int i = 0; i < nq; ++i) {
+      S.bits[i] = bits[q[i]];
+      S.coef[i] = gb[q[i]];
+    }
+    S.coef16 = i16 >= 0 ? gb[i16] : 0.f;
+    std::vector<float> colw, colw16;
+    if (!(nw == 1 && cols[0] == K && start[0] == K && gw[0] == 1.f)) {
+      colw.assign(K, 0.f);
+      colw16.assign(K, 0.f);
+      for (int64_t k = 0; k < nw; ++k) {
+        for (int64_t c = 0; c < start[k]; ++c) colw[c] += gw[k];
+        for (int64_t c = 0; c < cols[k]; ++c) colw16[c] += gw[k];
+      }
+      S.colw = colw.data();
+      S.colw16 = colw16.data();
+    }
+    std::vector<double> dots(dW ? (nq + 1) * K : 0);
+    fake_mix(S, out, K, dW, K, dots.data());
+    if (G) G->assign(nw * nb, 0.0);
+    // Prefix sums of the full matrix's column dots: <dW, Q_b(W)> over columns [0, x).
+    std::vector<double> prefix;
+    if (dW) {
+      prefix.assign((nq + 1) * (K + 1), 0.0);
+      for (int i = 0; i <= nq; ++i)
+        for (int64_t c = 0; c < K; ++c) prefix[i * (K + 1) + c + 1] = prefix[i * (K + 1) + c] + dots[i * K + c];
+    }
+    for (int64_t k = 0; k < nw; ++k) {
+      const int64_t s0 = start[k], w = cols[k];
+      if (dW) {
+        for (int i = 0; i < nq; ++i) (*G)[k * nb + q[i]] = prefix[i * (K + 1) + s0];
+        if (i16 >= 0) (*G)[k * nb + i16] = prefix[nq * (K + 1) + w];
+      }
+      if (s0 >= w || (!dW && gw[k] == 0.f)) continue;
+      // The tail [s0, w) of width k, quantized as its own slice.
+      FakeMixSlice T = S;
+      T.w = S.bf16 ? static_cast<const void*>(static_cast<const uint16_t*>(S.w) + s0)
+                   : static_cast<const void*>(static_cast<const float*>(S.w) + s0);
+      T.K = w - s0;
+      T.group = tail_group[k];
+      for (int i = 0; i < nq; ++i) T.coef[i] = gw[k] * gb[q[i]];
+      T.colw = nullptr;
+      T.coef16 = 0.f;
+      T.colw16 = nullptr;
+      std::vector<double> td(dW ? (nq + 1) * T.K : 0);
+      fake_mix(T, out ? out + s0 : nullptr, K, dW ? dW + s0 : nullptr, K, td.data());
+      if (dW)
+        for (int i = 0; i < nq; ++i) {
+          double sum = 0;
+          for (int64_t c = 0; c < T.K; ++c) sum += td[i * T.K + c];
+          (*G)[k * nb + q[i]] += sum;
+        }
+    }
+  }
+};
+
+std::vector<float> values_of(const at::Tensor& t) {
+  auto c = t.detach().to(at::kFloat).contiguous();
+  return std::vector<float>(c.data_ptr<float>(), c.data_ptr<float>() + c.numel());
+}
+
+// y = x W~^T with W~ recomputed in the backward instead of saved (saved: x and the choice weights).
+struct LeanMixFunction : public torch::autograd::Function<LeanMixFunction> {
+  // x: (..., K), gw: (n_width), gb: (n_bits) -> (..., N)
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, const at::Tensor& gw,
+                            const at::Tensor& gb, const MixSpec* spec) {
+    auto W = at::zeros({spec->N, spec->K}, at::kFloat);
+    spec->mix(values_of(gw), values_of(gb), W.data_ptr<float>(), nullptr, nullptr);
+    ctx->save_for_backward({x, gw, gb});
+    ctx->saved_data["spec"] = reinterpret_cast<int64_t>(spec);
+    return at::linear(x, W.to(x.scalar_type()));
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const auto* spec = reinterpret_cast<const MixSpec*>(ctx->saved_data["spec"].toInt());
+    auto saved = ctx->get_saved_variables();
+    const at::Tensor &x = saved[0], &gw = saved[1], &gb = saved[2];
+    const at::Tensor& gy = grads[0];
+    const bool need_x = ctx->needs_input_grad(0);
+    const bool need_w = ctx->needs_input_grad(1) || ctx->needs_input_grad(2);
+    const std::vector<float> gwv = values_of(gw), gbv = values_of(gb);
+    at::Tensor W = need_x ? at::zeros({spec->N, spec->K}, at::kFloat) : at::Tensor();
+    at::Tensor dW;
+    std::vector<double> G;
+    if (need_w)  // dL/dW~ = gy^T x: (N, K)
+      dW = at::mm(gy.reshape({-1, spec->N}).t().to(at::kFloat), x.reshape({-1, spec->K}).to(at::kFloat)).contiguous();
+    if (need_x || need_w)
+      spec->mix(gwv, gbv, need_x ? W.data_ptr<float>() : nullptr, need_w ? dW.data_ptr<float>() : nullptr,
+                need_w ? &G : nullptr);
+    dW = at::Tensor();
+    at::Tensor gx = need_x ? at::matmul(gy, W.to(gy.scalar_type())) : at::Tensor();
+    at::Tensor ggw, ggb;
+    if (need_w) {
+      const int64_t nw = gw.numel(), nb = gb.numel();
+      std::vector<float> a(nw, 0.f), b(nb, 0.f);
+      for (int64_t k = 0; k < nw; ++k)
+        for (int64_t j = 0; j < nb; ++j) {
+          a[k] += static_cast<float>(gbv[j] * G[k * nb + j]);
+          b[j] += static_cast<float>(gwv[k] * G[k * nb + j]);
+        }
+      ggw = at::tensor(a, at::kFloat).to(gw.scalar_type());
+      ggb = at::tensor(b, at::kFloat).to(gb.scalar_type());
+    }
+    return {gx, ggw, ggb, at::Tensor()};
+  }
+};
+
+// The lean layout: the base weight once; W~ computed per forward from the current choice weights.
+class LeanLinear final : public MixedLinear {
+ public:
+  LeanLinear(MixSpec spec, const ChoiceWeights* wc, const ChoiceWeights* bc, int64_t lora_rank)
+      : MixedLinear(spec.N, spec.K, lora_rank), spec_(std::move(spec)), wc_(wc), bc_(bc) {}
+  at::Tensor dense_weight() const override { return spec_.base.to(at::kFloat); }
+  int64_t stored_weight_bytes() const override { return static_cast<int64_t>(spec_.base.nbytes()); }
+
+ protected:
+  at::Tensor mixed_forward(const at::Tensor& x) override {
+    const at::Tensor gw = wc_ ? wc_->w : one_;
+    const at::Tensor& gb = bc_->w;
+    if (at::GradMode::is_enabled() && (x.requires_grad() || gw.requires_grad() || gb.requires_grad()))
+      return LeanMixFunction::apply(x, gw, gb, &spec_);
+    at::NoGradGuard ng;
+    const std::vector<float> gwv = values_of(gw), gbv = values_of(gb);
+    // The widest option at 16 bits is W itself.
+    const int64_t top = static_cast<int64_t>(spec_.bits.size()) - 1;
+    if (spec_.base.scalar_type() == at::kFloat && spec_.cols[0] == spec_.K && gwv[0] == 1.f &&
+        spec_.bits[top] >= 16 && gbv[top] == 1.f) {
+      bool onehot = true;
+      for (size_t k = 1; k < gwv.size(); ++k) onehot = onehot && gwv[k] == 0.f;
+      for (int64_t b = 0; b < top; ++b) onehot = onehot && gbv[b] == 0.f;
+      if (onehot) return at::linear(x, spec_.base.to(x.scalar_type()));
+    }
+    auto W = at::zeros({spec_.N, spec_.K}, at::kFloat);
+    spec_.mix(gwv, gbv, W.data_ptr<float>(), nullptr, nullptr);
+    return at::linear(x, W.to(x.scalar_type()));
+  }
+
+ private:
+  MixSpec spec_;
+  const ChoiceWeights* wc_;  // width choice (o_proj, down_proj), else null
+  const ChoiceWeights* bc_;  // bits choice
+  at::Tensor one_ = at::ones({1}, at::kFloat);
+};
+
+// The base weight of a lean linear: bfloat16 when every value survives the round trip, else float32.
+at::Tensor lean_base(const at::Tensor& dense) {
+  auto b16 = dense.to(at::kBFloat16);
+  if (at::equal(b16.to(at::kFloat), dense)) return b16.contiguous();
+  return dense;
+}
+
 }  // namespace
+
+SupernetStore supernet_store_from_env() {
+  const char* v = std::getenv("LLMC_SUPERNET_STORE");
+  if (!v || !*v || std::string(v) == "lean") return SupernetStore::Lean;
+  if (std::string(v) == "stacked") return SupernetStore::Stacked;
+  fail("LLMC_SUPERNET_STORE={}: expected \"lean\" or \"stacked\"", v);
+}
 
 struct Supernet::Layer {
   ChoiceWeights kv, mlp;
@@ -88,7 +302,7 @@ static ChoiceWeights make_choice(int64_t n) {
 }
 
 Supernet::Supernet(Llama& model, std::vector<LayerChoices> choices, const LatencyLookup& lat, int group_size,
-                   int64_t lora_rank, uint64_t seed, bool install)
+                   int64_t lora_rank, uint64_t seed, bool install, SupernetStore store)
     : choices_(std::move(choices)), lat_(lat) {
   const auto& c = model.config();
   LLMC_CHECK(static_cast<int64_t>(choices_.size()) == c.num_layers, "supernet: choices for {} layers, model has {}",
@@ -109,40 +323,61 @@ Supernet::Supernet(Llama& model, std::vector<LayerChoices> choices, const Latenc
     for (int j = 0; j < kNumLinears; ++j) {
       std::shared_ptr<Linear>& slot = j == kQ ? W.q : j == kK ? W.k : j == kV ? W.v : j == kO ? W.o
                                     : j == kGate ? W.gate : j == kUp ? W.up : W.down;
-      at::Tensor dense = slot->dense_weight().to(at::kFloat).contiguous();
-      const int64_t N = dense.size(0), K = dense.size(1);
+      const int64_t N = slot->out_features(), K = slot->in_features();
       const bool col_mixed = j == kO || j == kDown;
       const auto& widths = (j <= kO) ? ch.kv : ch.mlp;
-      std::vector<at::Tensor> stack;
-      std::function<at::Tensor()> coeff;
-      if (!install) {
-        // latency tables only
-      } else if (col_mixed) {
-        for (int64_t w : widths) {
-          const int64_t cols = j == kO ? w * g * hd : w;
-          for (int b : ch.bits) {
-            if (cols == 0) {
-              stack.push_back(at::zeros({N * K}));
-              continue;
+      auto cols_of = [&](int64_t w) { return j == kO ? w * g * hd : w; };
+      if (install && store == SupernetStore::Lean) {
+        at::Tensor dense = slot->dense_weight().to(at::kFloat).contiguous();
+        if (ch.bits.front() < 16)  // as fake_quantize refuses them
+          LLMC_CHECK(at::isfinite(dense).all().item<bool>(), "supernet: layer {} {} has non-finite weights", l,
+                     kLinearNames[j]);
+        MixSpec m;
+        m.base = lean_base(dense);
+        dense = at::Tensor();
+        m.N = N;
+        m.K = K;
+        m.group = effective_group(static_cast<int>(K), group_size);
+        m.bits = ch.bits;
+        for (int64_t w : col_mixed ? widths : std::vector<int64_t>{K}) {
+          const int64_t cols = col_mixed ? cols_of(w) : K;
+          const int tg = effective_group(static_cast<int>(cols), group_size);
+          m.cols.push_back(cols);
+          m.tail_group.push_back(tg);
+          m.start.push_back(cols == K ? K : tg == m.group ? cols / m.group * m.group : 0);
+        }
+        L->lin[j] = std::make_shared<LeanLinear>(std::move(m), col_mixed ? (j == kO ? &raw->kv : &raw->mlp) : nullptr,
+                                                 &raw->bits[j], lora_rank);
+        slot = L->lin[j];
+      } else if (install) {
+        at::Tensor dense = slot->dense_weight().to(at::kFloat).contiguous();
+        std::vector<at::Tensor> stack;
+        std::function<at::Tensor()> coeff;
+        if (col_mixed) {
+          for (int64_t w : widths) {
+            const int64_t cols = cols_of(w);
+            for (int b : ch.bits) {
+              if (cols == 0) {
+                stack.push_back(at::zeros({N * K}));
+                continue;
+              }
+              auto slice = dense.narrow(1, 0, cols).contiguous();
+              auto q = b >= 16 ? slice : fake_quantize(slice, b, effective_group(static_cast<int>(cols), group_size));
+              stack.push_back(pad_cols(q, K).reshape({-1}));
             }
-            auto slice = dense.narrow(1, 0, cols).contiguous();
-            auto q = b >= 16 ? slice : fake_quantize(slice, b, effective_group(static_cast<int>(cols), group_size));
-            stack.push_back(pad_cols(q, K).reshape({-1}));
           }
+          ChoiceWeights* wc = (j == kO) ? &raw->kv : &raw->mlp;
+          ChoiceWeights* bc = &raw->bits[j];
+          coeff = [wc, bc] { return at::outer(wc->w, bc->w).reshape({-1}); };
+        } else {
+          for (int b : ch.bits) {
+            auto q = b >= 16 ? dense : fake_quantize(dense, b, effective_group(static_cast<int>(K), group_size));
+            stack.push_back(q.reshape({-1}));
+          }
+          ChoiceWeights* bc = &raw->bits[j];
+          coeff = [bc] { return bc->w; };
         }
-        ChoiceWeights* wc = (j == kO) ? &raw->kv : &raw->mlp;
-        ChoiceWeights* bc = &raw->bits[j];
-        coeff = [wc, bc] { return at::outer(wc->w, bc->w).reshape({-1}); };
-      } else {
-        for (int b : ch.bits) {
-          auto q = b >= 16 ? dense : fake_quantize(dense, b, effective_group(static_cast<int>(K), group_size));
-          stack.push_back(q.reshape({-1}));
-        }
-        ChoiceWeights* bc = &raw->bits[j];
-        coeff = [bc] { return bc->w; };
-      }
-      if (install) {
-        L->lin[j] = std::make_shared<MixedLinear>(at::stack(stack), N, K, coeff, lora_rank, dense);
+        L->lin[j] = std::make_shared<StackedLinear>(at::stack(stack), N, K, coeff, lora_rank, dense);
         slot = L->lin[j];
       }
       // LUT latency of each (width, bits) option of this linear, at the forward plan's shapes.
@@ -452,6 +687,14 @@ std::vector<std::pair<std::string, at::Tensor>> Supernet::state() const {
       }
   }
   return out;
+}
+
+int64_t Supernet::weight_bytes() const {
+  int64_t n = 0;
+  for (const auto& L : layers_)
+    for (const auto& lin : L->lin)
+      if (lin) n += lin->stored_weight_bytes();
+  return n;
 }
 
 LatencyLookup lookup_from(const LatencyTable& lut, int64_t M) {

@@ -1,6 +1,12 @@
 #pragma once
 // The supernet (method: "Relaxation"): the pre-trained model's linears are replaced by mixed
-// linears whose weight is a Gumbel-softmax mixture over precomputed fake-quantized weights.
+// linears whose weight is a Gumbel-softmax mixture over fake-quantized weights.
+//  - Storage (docs/lean-supernet.md): each frozen weight is stored once (bfloat16 when that is
+//    lossless, else float32); every option's fake quantization is computed on the fly inside the
+//    forward (quant/fake_mix.h) and recomputed in the backward instead of being kept for it; width
+//    masks are column weights, not copies. SupernetStore::Stacked keeps the earlier layout (one
+//    precomputed fake-quantized copy per width x bit option) as the reference the lean one is
+//    tested against; the environment variable LLMC_SUPERNET_STORE=stacked selects it (benchmarks).
 //  - Bits: W~ = sum_b g_b Q_b(W) (Q_16 = W); gradients reach g through the mixture; W is frozen
 //    (straight-through with respect to W is irrelevant) and an optional LoRA side path trains.
 //  - Width: channels/KV groups are importance-ordered, so a width choice keeps a prefix. The soft
@@ -64,12 +70,19 @@ struct ChoiceLogProbs {
 // Widths and bits of the chosen options (identity orders; group_size left at its default).
 Arch arch_of_choices(const std::vector<ChoiceIndex>& idx, const std::vector<LayerChoices>& ch, const ModelConfig& base);
 
+enum class SupernetStore {
+  Lean,     // each weight once; fake quantization on the fly (default)
+  Stacked,  // a fake-quantized copy per width x bit option (the reference; ~n_options x the weights)
+};
+// LLMC_SUPERNET_STORE: "stacked" or "lean" (default; unset or empty = lean); anything else is an error.
+SupernetStore supernet_store_from_env();
+
 class Supernet {
  public:
   // model: importance-permuted, dense. group_size: requested quantization group.
   // install = false builds only the latency tables (for latency queries) and leaves the model alone.
   Supernet(Llama& model, std::vector<LayerChoices> choices, const LatencyLookup& lat, int group_size,
-           int64_t lora_rank, uint64_t seed, bool install = true);
+           int64_t lora_rank, uint64_t seed, bool install = true, SupernetStore store = supernet_store_from_env());
 
   std::vector<at::Tensor> arch_parameters() const;    // the alphas (leaf tensors, requires_grad)
   std::vector<at::Tensor> weight_parameters() const;  // LoRA A/B (empty when rank 0)
@@ -92,6 +105,8 @@ class Supernet {
   const std::vector<LayerChoices>& choices() const { return choices_; }
   // Checkpoint helpers: all state tensors by name.
   std::vector<std::pair<std::string, at::Tensor>> state() const;
+  // Bytes of the weights the installed mixed linears hold (base weights, or the stacked copies).
+  int64_t weight_bytes() const;
 
  private:
   struct Layer;
