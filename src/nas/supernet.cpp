@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
 
 #include "llmc/core/error.h"
 #include "llmc/quant/fake_mix.h"
@@ -231,10 +232,9 @@ class LeanLinear final : public MixedLinear {
       return LeanMixFunction::apply(x, gw, gb, &spec_);
     at::NoGradGuard ng;
     const std::vector<float> gwv = values_of(gw), gbv = values_of(gb);
-    // The widest option at 16 bits is W itself.
+    // The widest option at 16 bits is W itself (the reference of the sensitivity pass, sensitivity.h).
     const int64_t top = static_cast<int64_t>(spec_.bits.size()) - 1;
-    if (spec_.base.scalar_type() == at::kFloat && spec_.cols[0] == spec_.K && gwv[0] == 1.f &&
-        spec_.bits[top] >= 16 && gbv[top] == 1.f) {
+    if (spec_.cols[0] == spec_.K && gwv[0] == 1.f && spec_.bits[top] >= 16 && gbv[top] == 1.f) {
       bool onehot = true;
       for (size_t k = 1; k < gwv.size(); ++k) onehot = onehot && gwv[k] == 0.f;
       for (int64_t b = 0; b < top; ++b) onehot = onehot && gbv[b] == 0.f;
@@ -309,6 +309,8 @@ Supernet::Supernet(Llama& model, std::vector<LayerChoices> choices, const Latenc
              choices_.size(), c.num_layers);
   at::manual_seed(seed);
   at::NoGradGuard ng;
+  const char* store_name = store == SupernetStore::Lean ? "lean" : "stacked";
+  if (install) spdlog::info("supernet: building ({} store)", store_name);
   const int64_t g = c.num_heads / c.num_kv_heads, hd = c.head_dim;
   model_fixed_ms_ = lat.model_fixed_us / 1000.0;
   for (int64_t l = 0; l < c.num_layers; ++l) {
@@ -412,6 +414,8 @@ Supernet::Supernet(Llama& model, std::vector<LayerChoices> choices, const Latenc
     L->fixed_us = lat.layer_fixed_us;
     layers_.push_back(L);
   }
+  if (install)
+    spdlog::info("supernet: {:.1f} MiB of mixed-linear weights ({} store)", weight_bytes() / 1048576.0, store_name);
 }
 
 std::vector<at::Tensor> Supernet::arch_parameters() const {

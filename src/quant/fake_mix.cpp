@@ -2,6 +2,8 @@
 
 #include <ATen/Parallel.h>
 
+#include <immintrin.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -20,29 +22,45 @@ namespace kq = llmc::kernels;
 constexpr int kMaxGroup = 128;
 // Rows whose dot products are summed in float before they are added to the double totals.
 constexpr int64_t kFlushRows = 32;
-// Round to nearest even by the 1.5 * 2^23 trick: exact for |t| <= 2^22. |w / s| stays far below
-// (s >= (hi - lo) / qmax up to fp16 rounding); the clamp keeps larger t (impossible for RTN
-// scales) on the same clamped code as std::nearbyint would.
-constexpr float kRound = 12582912.f;
-constexpr float kTMax = 4194304.f;
 
-// One row of the slice: w (K floats), out/drow rows or null, part: (nq + 1, K) float dot partials.
-// Compiled for AVX2 and baseline x86-64, picked at load time; the arithmetic (no FMA contraction
-// of the quantizer: a division, adds and one multiply) is the same in both.
-__attribute__((target_clones("avx2", "default"))) void mix_row(const FakeMixSlice& S, const float* w, float* out,
-                                                                const float* drow, float* part) {
+struct Quantizer {
+  float s, z, qmax;
+};
+
+// Scale and zero exactly as kernels::quantize_rtn computes and stores them, for a group whose
+// range is [lo, hi] (lo <= 0 <= hi).
+inline Quantizer quantizer(int bits, float lo, float hi) {
+  const float qmax = static_cast<float>((1 << bits) - 1);
+  float s = (hi > lo) ? static_cast<float>((static_cast<double>(hi) - lo) / qmax) : 1.f;
+  uint16_t sh = kq::fp32_to_fp16(s);
+  if ((sh & 0x7fffu) == 0) sh = 0x0001;
+  if ((sh & 0x7fffu) >= 0x7c00u) sh = 0x7bff;
+  s = kq::fp16_to_fp32(sh);
+  const float z = std::clamp(std::nearbyint(-lo / s), 0.f, qmax);  // integer: exact in fp16
+  return {s, z, qmax};
+}
+
+// Q(w) for k in [k0, L): q = clamp(nearbyint(w / s) + z, 0, qmax), dequantized s * (q - z)
+// (kernels::dequant).
+inline void quantize_scalar(const Quantizer& Q, const float* w, int k0, int L, float* v) {
+  for (int k = k0; k < L; ++k) v[k] = Q.s * (std::clamp(std::nearbyint(w[k] / Q.s) + Q.z, 0.f, Q.qmax) - Q.z);
+}
+
+// What one row does with a group's range and quantized values (both kernels): mixture and dots.
+// The loops are plain: the compiler vectorizes them (without FMA contraction: the AVX2 path is
+// compiled for "avx2" only, so both paths give the same floats).
+template <class Range, class Quantize>
+__attribute__((always_inline)) inline void row_body(const FakeMixSlice& S, const float* w, float* out,
+                                                    const float* drow, float* part, Range range, Quantize quantize) {
   const int64_t K = S.K;
   const int group = S.group;
-  float acc[kMaxGroup], v[kMaxGroup];
+  alignas(32) float acc[kMaxGroup];
+  alignas(32) float v[kMaxGroup];
   for (int64_t g0 = 0; g0 < K; g0 += group) {
     const int L = static_cast<int>(std::min<int64_t>(group, K - g0));
     const float* wg = w + g0;
-    // kernels::quantize_rtn's range: [min(0, w), max(0, w)] of the group.
-    float lo = 0.f, hi = 0.f;
-    for (int k = 0; k < L; ++k) {
-      lo = wg[k] < lo ? wg[k] : lo;
-      hi = hi < wg[k] ? wg[k] : hi;
-    }
+    float lo = 0.f, hi = 0.f;  // kernels::quantize_rtn's range: [min(0, w), max(0, w)]
+    range(wg, L, lo, hi);
     if (out) {
       if (S.coef16 == 0.f) {
         for (int k = 0; k < L; ++k) acc[k] = 0.f;
@@ -61,24 +79,8 @@ __attribute__((target_clones("avx2", "default"))) void mix_row(const FakeMixSlic
     for (int b = 0; b < S.nq; ++b) {
       const bool use_out = out && S.coef[b] != 0.f;
       if (!use_out && !drow) continue;
-      // Scale and zero exactly as kernels::quantize_rtn computes and stores them.
-      const float qmax = static_cast<float>((1 << S.bits[b]) - 1);
-      float s = (hi > lo) ? static_cast<float>((static_cast<double>(hi) - lo) / qmax) : 1.f;
-      uint16_t sh = kq::fp32_to_fp16(s);
-      if ((sh & 0x7fffu) == 0) sh = 0x0001;
-      if ((sh & 0x7fffu) >= 0x7c00u) sh = 0x7bff;
-      s = kq::fp16_to_fp32(sh);
-      const float z = std::clamp(std::nearbyint(-lo / s), 0.f, qmax);  // integer: exact in fp16
-      // q = clamp(nearbyint(w / s) + z, 0, qmax); dequantized s * (q - z) (kernels::dequant).
-      for (int k = 0; k < L; ++k) {
-        float t = wg[k] / s;
-        t = t < -kTMax ? -kTMax : (t > kTMax ? kTMax : t);
-        const float r = (t + kRound) - kRound;
-        float q = r + z;
-        q = q < 0.f ? 0.f : q;
-        q = q > qmax ? qmax : q;
-        v[k] = s * (q - z);
-      }
+      const Quantizer Q = quantizer(S.bits[b], lo, hi);
+      quantize(Q, wg, L, v);
       if (use_out) {
         const float c = S.coef[b];
         if (S.colw) {
@@ -101,6 +103,75 @@ __attribute__((target_clones("avx2", "default"))) void mix_row(const FakeMixSlic
   }
 }
 
+// One row of the slice: w (K floats), out/drow rows or null, part: (nq + 1, K) float dot partials.
+void mix_row_scalar(const FakeMixSlice& S, const float* w, float* out, const float* drow, float* part) {
+  row_body(
+      S, w, out, drow, part,
+      [](const float* wg, int L, float& lo, float& hi) {
+        for (int k = 0; k < L; ++k) {
+          lo = std::min(lo, wg[k]);
+          hi = std::max(hi, wg[k]);
+        }
+      },
+      [](const Quantizer& Q, const float* wg, int L, float* v) { quantize_scalar(Q, wg, 0, L, v); });
+}
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define LLMC_FAKE_MIX_AVX2 1
+#pragma GCC push_options
+#pragma GCC target("avx2")
+// The same row with the range and the quantizer in AVX2: min/max, an IEEE division and
+// round-to-nearest-even (vroundps) give the scalar path's floats (signed zeros aside).
+void mix_row_avx2(const FakeMixSlice& S, const float* w, float* out, const float* drow, float* part) {
+  row_body(
+      S, w, out, drow, part,
+      [](const float* wg, int L, float& lo, float& hi) {
+        int k = 0;
+        __m256 vlo = _mm256_setzero_ps(), vhi = _mm256_setzero_ps();
+        for (; k + 8 <= L; k += 8) {
+          const __m256 x = _mm256_loadu_ps(wg + k);
+          vlo = _mm256_min_ps(vlo, x);
+          vhi = _mm256_max_ps(vhi, x);
+        }
+        alignas(32) float l8[8], h8[8];
+        _mm256_store_ps(l8, vlo);
+        _mm256_store_ps(h8, vhi);
+        for (int i = 0; i < 8; ++i) {
+          lo = std::min(lo, l8[i]);
+          hi = std::max(hi, h8[i]);
+        }
+        for (; k < L; ++k) {
+          lo = std::min(lo, wg[k]);
+          hi = std::max(hi, wg[k]);
+        }
+      },
+      [](const Quantizer& Q, const float* wg, int L, float* v) {
+        int k = 0;
+        const __m256 vs = _mm256_set1_ps(Q.s), vz = _mm256_set1_ps(Q.z), vq = _mm256_set1_ps(Q.qmax);
+        const __m256 zero = _mm256_setzero_ps();
+        for (; k + 8 <= L; k += 8) {
+          const __m256 t = _mm256_div_ps(_mm256_loadu_ps(wg + k), vs);
+          const __m256 r = _mm256_round_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+          const __m256 q = _mm256_min_ps(_mm256_max_ps(_mm256_add_ps(r, vz), zero), vq);
+          _mm256_store_ps(v + k, _mm256_mul_ps(vs, _mm256_sub_ps(q, vz)));
+        }
+        quantize_scalar(Q, wg, k, L, v);
+      });
+}
+#pragma GCC pop_options
+#endif
+
+using RowFn = void (*)(const FakeMixSlice&, const float*, float*, const float*, float*);
+
+RowFn row_kernel() {
+#ifdef LLMC_FAKE_MIX_AVX2
+  static const RowFn f = __builtin_cpu_supports("avx2") ? mix_row_avx2 : mix_row_scalar;
+  return f;
+#else
+  return mix_row_scalar;
+#endif
+}
+
 }  // namespace
 
 void fake_mix(const FakeMixSlice& S, float* out, int64_t ldo, const float* dW, int64_t ldd, double* dots) {
@@ -115,6 +186,7 @@ void fake_mix(const FakeMixSlice& S, float* out, int64_t ldo, const float* dW, i
   const int64_t K = S.K, width = (S.nq + 1) * K;
   const int threads = std::max(1, at::get_num_threads());
   const int64_t grain = std::max<int64_t>(8, (S.N + 4 * threads - 1) / (4 * threads));
+  const RowFn kernel = row_kernel();
   std::mutex mu;
   at::parallel_for(0, S.N, grain, [&](int64_t n0, int64_t n1) {
     std::vector<float> row(S.bf16 ? K : 0);
@@ -132,7 +204,7 @@ void fake_mix(const FakeMixSlice& S, float* out, int64_t ldo, const float* dW, i
       } else {
         w = static_cast<const float*>(S.w) + n * S.ldw;
       }
-      mix_row(S, w, out ? out + n * ldo : nullptr, dW ? dW + n * ldd : nullptr, part.data());
+      kernel(S, w, out ? out + n * ldo : nullptr, dW ? dW + n * ldd : nullptr, part.data());
       if (dW && ((n - n0 + 1) % kFlushRows == 0 || n + 1 == n1)) {
         for (int64_t i = 0; i < width; ++i) sum[i] += part[i];
         std::fill(part.begin(), part.end(), 0.f);
