@@ -14,7 +14,7 @@
 #            MLP 2048, 12/4 heads, tied; 1b = TinyLlama-1.1B's shape (hidden 2048, 22 layers, MLP 5632,
 #            32/4 heads, untied), with short sequences (2 x 64 tokens per batch).
 #   STORES   supernet stores to run per model, "stacked lean" by default (LLMC_SUPERNET_STORE);
-#            a stacked row for synthetic:1b is skipped unless FORCE_STACKED_1B=1 (~60 GB).
+#            a stacked row for synthetic:1b is skipped unless FORCE_STACKED_1B=1 (~55 GB).
 #   SYNTH1B_DISTILL  0: synthetic:1b without the distillation teacher (a second fp32 copy of the
 #            model, ~4.4 GB; default 1 as in the other rows).
 #   THREADS (default: all cores), STEPS (20; SMOL_STEPS 4, SYNTH1B_STEPS 2), BUILD (build).
@@ -176,7 +176,7 @@ for m in $models; do
   config "$name" "$model" "$tmpl" "$n" "$lut"
   for st in $stores; do
     if [ "$name" = synthetic-1b ] && [ "$st" = stacked ] && [ "${FORCE_STACKED_1B:-0}" != 1 ]; then
-      echo "== skipping synthetic-1b with the stacked supernet (~60 GB; FORCE_STACKED_1B=1 runs it)" >&2
+      echo "== skipping synthetic-1b with the stacked supernet (~55 GB; FORCE_STACKED_1B=1 runs it)" >&2
       continue
     fi
     rows+=("$(run_one "$name" "$st")")
