@@ -662,8 +662,10 @@ SearchResult run_search(const SearchConfig& c, const SearchOptions& opts) {
   s.check_resume();
   s.load_model_and_latency();
   s.prepare_data();
-  s.load_teacher();
   s.measure_original();
+  // After measure_original: its forward + backward over every linear would otherwise run beside a
+  // second fp32 copy of the model (the peak RSS of a 1B search, docs/lean-supernet.md).
+  s.load_teacher();
   s.permute_by_importance();
   s.set_target();
   s.start_or_resume();
