@@ -5,13 +5,14 @@
 #include "llmc/core/error.h"
 #include "llmc/core/files.h"
 #include "llmc/eval/harness.h"
+#include "llmc/runtime/engine.h"
 #include "llmc/runtime/open.h"
 
 namespace llmc::cli {
 
 namespace {
 struct EvalArgs {
-  std::string model, tasks, output, dtype = "float32";
+  std::string model, tasks, output, dtype = "float32", scoring = "fast";
   EvalOptions e;
   bool json = false, allow_past_context = false;
 };
@@ -49,6 +50,12 @@ Action add_eval(CLI::App& app) {
                  "batched (shared-context KV cache, sorted batches) | naive (one request per forward; reference)")
       ->capture_default_str()
       ->check(CLI::IsMember({"batched", "naive"}));
+  app.add_option("--scoring", a->scoring,
+                 "On the runtime engine (exported folders): fast (lm_head and log-softmax on the scored positions "
+                 "only, linears in 256-row blocks) | legacy (full logits from forward(), one GEMM per linear: the "
+                 "path before, for A/B runs; same scores within ~1e-6)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"fast", "legacy"}));
   app.add_option("--dtype", a->dtype, "Compute dtype: float32 | bfloat16")->capture_default_str();
   app.add_option("--output", a->output, "Write the JSON result to this file (atomically)");
   app.add_flag("--json", a->json, "Print JSON instead of a table");
@@ -71,6 +78,17 @@ Action add_eval(CLI::App& app) {
       fail("--max-length {}: longer than the model's context of {} tokens (add --allow-past-context to score "
            "past it anyway)",
            a->e.max_length, ctx);
+    if (auto* rt = dynamic_cast<RuntimeLlama*>(m.get())) {
+      if (a->scoring == "fast") {
+        a->e.logprobs = [rt](const at::Tensor& tokens, const at::Tensor& positions, const at::Tensor& key_mask,
+                             KVCache* cache, const std::vector<int64_t>& rows, const std::vector<int64_t>& targets) {
+          return rt->token_logprobs(tokens, positions, key_mask, cache, rows, targets);
+        };
+      } else {
+        rt->engine().set_row_block(0);
+        rt->engine().set_zero_caches(true);
+      }
+    }
     std::string result = run_eval(*m, a->e);
     if (!a->output.empty()) write_file_atomic(a->output, result + "\n");
     std::fputs(a->json ? (result + "\n").c_str() : eval_table(result).c_str(), stdout);

@@ -60,6 +60,7 @@ ojson run_multiple_choice(CausalLM& model, const Prepared& p, const EvalOptions&
   lo.batch_size = opts.batch_size > 0 ? opts.batch_size : 32;
   lo.max_length = opts.max_length;
   lo.label = p.name;
+  lo.logprobs = opts.logprobs;
   LoglikelihoodStats st;
   std::vector<double> ll = opts.scorer == "naive" ? loglikelihoods_naive(model, requests, lo, &st)
                                                    : loglikelihoods(model, requests, lo, &st);
@@ -165,6 +166,8 @@ std::string run_eval(CausalLM& model, const EvalOptions& opts) {
                       {"limit", opts.limit},
                       {"num_fewshot", opts.num_fewshot},
                       {"scorer", opts.scorer},
+                      // "logprobs": the model's fast path (eval/scoring.h); "forward": full logits.
+                      {"scoring", opts.logprobs ? "logprobs" : "forward"},
                       {"dtype", dtype_option_name(model.dtype())},  // results depend on it
                       {"threads", at::get_num_threads()}};
   result["results"] = ojson::object();
@@ -206,6 +209,7 @@ std::string run_eval(CausalLM& model, const EvalOptions& opts) {
     po.stride = opts.stride;
     po.batch_size = opts.batch_size > 0 ? opts.batch_size : 8;
     po.label = p.name;
+    po.logprobs = opts.logprobs;
     if (p.name == "wikitext2_llamacpp") {
       // llama-perplexity's protocol; --limit counts chunks (its --chunks).
       po.protocol = PerplexityProtocol::LlamaCpp;

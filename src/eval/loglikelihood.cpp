@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstring>
 #include <map>
 #include <typeinfo>
 
@@ -73,27 +74,68 @@ at::Tensor last_logits(CausalLM& m, const at::Tensor& tokens, const at::Tensor& 
 }
 
 // Fills the cache; the logits are not needed.
-void prefill(CausalLM& m, const at::Tensor& tokens, const at::Tensor& pos, const at::Tensor& mask, KVCache* cache) {
-  if (is_reference_llama(m)) static_cast<Llama&>(m).hidden_states(tokens, pos, mask, cache);
+void prefill(CausalLM& m, const TokenLogprobsFn& fast, const at::Tensor& tokens, const at::Tensor& pos,
+             const at::Tensor& mask, KVCache* cache) {
+  if (fast) fast(tokens, pos, mask, cache, {}, {});
+  else if (is_reference_llama(m)) static_cast<Llama&>(m).hidden_states(tokens, pos, mask, cache);
   else m.forward(tokens, pos, mask, cache);
 }
 
-// A cache whose row r is a copy of row index[r] of `c`.
-std::unique_ptr<KVCache> gather_rows(const KVCache& c, const at::Tensor& index) {
-  auto out = std::make_unique<KVCache>();
+// Copies slots [0, n) of row `sr` of cache tensor `s` (B, heads, max_len, hd) to row `dr` of `d`
+// (same heads and hd). A plain memcpy per head for contiguous tensors: ATen's copy_ would wake its
+// OpenMP workers, whose spinning competes with the engine's threads on small machines.
+void copy_slots(const at::Tensor& s, int64_t sr, at::Tensor& d, int64_t dr, int64_t n) {
+  if (n <= 0) return;
+  if (!s.is_contiguous() || !d.is_contiguous() || s.scalar_type() != d.scalar_type()) {
+    d[dr].narrow(1, 0, n).copy_(s[sr].narrow(1, 0, n));
+    return;
+  }
+  const int64_t H = s.size(1), hd = s.size(3), es = static_cast<int64_t>(s.element_size());
+  const auto* sp = static_cast<const char*>(s.data_ptr());
+  auto* dp = static_cast<char*>(d.data_ptr());
+  for (int64_t h = 0; h < H; ++h)
+    std::memcpy(dp + ((dr * H + h) * d.size(2)) * hd * es, sp + ((sr * H + h) * s.size(2)) * hd * es,
+                static_cast<size_t>(n * hd * es));
+}
+
+// A cache whose row r holds the filled slots of row index[r] of `c` (slots past c.len: whatever
+// m.new_cache leaves there; no forward reads them). legacy: ATen's index_select of every slot (the
+// path before the fast one, kept for A/B runs with opts.logprobs empty).
+std::unique_ptr<KVCache> gather_rows(CausalLM& m, const KVCache& c, const std::vector<int64_t>& index, bool legacy) {
+  if (legacy) {
+    auto out = std::make_unique<KVCache>();
+    out->len = c.len;
+    out->max_len = c.max_len;
+    const auto idx = at::tensor(index, at::kLong);
+    for (const auto& k : c.k) out->k.push_back(k.index_select(0, idx));
+    for (const auto& v : c.v) out->v.push_back(v.index_select(0, idx));
+    return out;
+  }
+  auto out = m.new_cache(static_cast<int64_t>(index.size()), c.max_len);
+  for (size_t l = 0; l < c.k.size(); ++l)
+    for (size_t r = 0; r < index.size(); ++r) {
+      copy_slots(c.k[l], index[r], out->k[l], static_cast<int64_t>(r), c.len);
+      copy_slots(c.v[l], index[r], out->v[l], static_cast<int64_t>(r), c.len);
+    }
   out->len = c.len;
-  out->max_len = c.max_len;
-  for (const auto& k : c.k) out->k.push_back(k.index_select(0, index));
-  for (const auto& v : c.v) out->v.push_back(v.index_select(0, index));
   return out;
 }
 
 // Copies the filled slots of `src` into `dst` (same batch size, dst.max_len >= src.len).
-void copy_prefix(const KVCache& src, KVCache& dst) {
-  for (size_t l = 0; l < src.k.size(); ++l) {
-    dst.k[l].narrow(2, 0, src.len).copy_(src.k[l].narrow(2, 0, src.len));
-    dst.v[l].narrow(2, 0, src.len).copy_(src.v[l].narrow(2, 0, src.len));
+void copy_prefix(const KVCache& src, KVCache& dst, bool legacy) {
+  if (legacy) {
+    for (size_t l = 0; l < src.k.size(); ++l) {
+      dst.k[l].narrow(2, 0, src.len).copy_(src.k[l].narrow(2, 0, src.len));
+      dst.v[l].narrow(2, 0, src.len).copy_(src.v[l].narrow(2, 0, src.len));
+    }
+    dst.len = src.len;
+    return;
   }
+  for (size_t l = 0; l < src.k.size(); ++l)
+    for (int64_t r = 0; r < src.k[l].size(0); ++r) {
+      copy_slots(src.k[l], r, dst.k[l], r, src.len);
+      copy_slots(src.v[l], r, dst.v[l], r, src.len);
+    }
   dst.len = src.len;
 }
 
@@ -105,9 +147,9 @@ struct Group {
 // Scores every request of the groups in `batch`; writes out[request].
 // `unit_prefix` (batch 1, may be null): the KV cache of a prefix every context of the batch shares
 // and extends by at least one token, computed once for all batches of a unit.
-void score_batch(CausalLM& model, const std::vector<Group>& groups, const std::vector<size_t>& batch,
-                 const std::vector<TokenizedRequest>& reqs, const KVCache* unit_prefix, std::vector<double>& out,
-                 LoglikelihoodStats& st) {
+void score_batch(CausalLM& model, const TokenLogprobsFn& fast, const std::vector<Group>& groups,
+                 const std::vector<size_t>& batch, const std::vector<TokenizedRequest>& reqs,
+                 const KVCache* unit_prefix, std::vector<double>& out, LoglikelihoodStats& st) {
   const int64_t G = static_cast<int64_t>(batch.size());
   const auto& ctx0 = *groups[batch[0]].ctx;
   const int64_t have = unit_prefix ? unit_prefix->len : 0;
@@ -138,15 +180,15 @@ void score_batch(CausalLM& model, const std::vector<Group>& groups, const std::v
   std::unique_ptr<KVCache> cache;
   if (P > 0) {
     auto one = model.new_cache(1, S);
-    if (have > 0) copy_prefix(*unit_prefix, *one);
+    if (have > 0) copy_prefix(*unit_prefix, *one, !fast);
     if (P > have) {
       std::vector<int64_t> ids(ctx0.begin() + have, ctx0.begin() + P);
-      prefill(model, at::tensor(ids, at::kLong).unsqueeze(0), at::arange(have, P, at::kLong).unsqueeze(0),
+      prefill(model, fast, at::tensor(ids, at::kLong).unsqueeze(0), at::arange(have, P, at::kLong).unsqueeze(0),
               at::ones({1, P}, at::kBool), one.get());
       st.model_tokens += P - have;
       ++st.forwards;
     }
-    cache = gather_rows(*one, at::zeros({G}, at::kLong));
+    cache = gather_rows(model, *one, std::vector<int64_t>(static_cast<size_t>(G), 0), !fast);
   } else {
     cache = model.new_cache(G, S);
   }
@@ -171,18 +213,26 @@ void score_batch(CausalLM& model, const std::vector<Group>& groups, const std::v
       st.model_tokens += n;
     }
   }
-  auto first = at::log_softmax(last_logits(model, tokens, pos, mask, cache.get()), -1);  // (G, V)
-  ++st.forwards;
-  auto row_group_t = at::tensor(row_group, at::kLong);
   std::vector<int64_t> first_tok(R);
   for (int64_t r = 0; r < R; ++r) first_tok[r] = reqs[row_req[r]].continuation[0];
-  auto first_lp = first.index_select(0, row_group_t)
-                      .gather(1, at::tensor(first_tok, at::kLong).unsqueeze(1))
-                      .squeeze(1)
-                      .to(at::kDouble)
-                      .contiguous();
-  const double* fl = first_lp.data_ptr<double>();
-  for (int64_t r = 0; r < R; ++r) out[row_req[r]] = fl[r];
+  if (fast) {
+    // Each request's first token from the last slot of its context's row (flat row g*Rmax + Rmax-1).
+    std::vector<int64_t> rows(R);
+    for (int64_t r = 0; r < R; ++r) rows[r] = row_group[r] * Rmax + Rmax - 1;
+    const std::vector<double> lp = fast(tokens, pos, mask, cache.get(), rows, first_tok);
+    for (int64_t r = 0; r < R; ++r) out[row_req[r]] = lp[r];
+  } else {
+    auto first = at::log_softmax(last_logits(model, tokens, pos, mask, cache.get()), -1);  // (G, V)
+    auto row_group_t = at::tensor(row_group, at::kLong);
+    auto first_lp = first.index_select(0, row_group_t)
+                        .gather(1, at::tensor(first_tok, at::kLong).unsqueeze(1))
+                        .squeeze(1)
+                        .to(at::kDouble)
+                        .contiguous();
+    const double* fl = first_lp.data_ptr<double>();
+    for (int64_t r = 0; r < R; ++r) out[row_req[r]] = fl[r];
+  }
+  ++st.forwards;
 
   // Stage C: the remaining continuation tokens, each row from a copy of its context's cache,
   // right-padded. Rows with one-token continuations are done; the others run longest first in
@@ -203,7 +253,7 @@ void score_batch(CausalLM& model, const std::vector<Group>& groups, const std::v
     std::vector<int64_t> rows(todo.begin() + c0, todo.begin() + c1), groups_of(n);
     for (int64_t i = 0; i < n; ++i) groups_of[i] = row_group[rows[i]];
     auto gidx = at::tensor(groups_of, at::kLong);
-    auto cc = gather_rows(*cache, gidx);
+    auto cc = gather_rows(model, *cache, groups_of, !fast);
     auto ctok = at::zeros({n, K}, at::kLong);
     auto cpos = at::zeros({n, K}, at::kLong);
     auto tgt = at::zeros({n, K}, at::kLong);
@@ -228,11 +278,28 @@ void score_batch(CausalLM& model, const std::vector<Group>& groups, const std::v
         st.model_tokens += static_cast<int64_t>(cont.size()) - 1;
       }
     }
-    auto logp = at::log_softmax(model.forward(ctok, cpos, cmask, cc.get()), -1);  // (n, K, V)
+    if (fast) {
+      // The real (non-padding) slots only: row i's continuation tokens 1.. from slots i*K + t.
+      std::vector<int64_t> frows, ftgt, fown;
+      for (int64_t i = 0; i < n; ++i) {
+        const auto& cont = reqs[row_req[rows[i]]].continuation;
+        for (int64_t t = 0; t + 1 < static_cast<int64_t>(cont.size()); ++t) {
+          frows.push_back(i * K + t);
+          ftgt.push_back(cont[t + 1]);
+          fown.push_back(i);
+        }
+      }
+      const std::vector<double> lp = fast(ctok, cpos, cmask, cc.get(), frows, ftgt);
+      std::vector<double> rest(n, 0.0);
+      for (size_t j = 0; j < lp.size(); ++j) rest[fown[j]] += lp[j];
+      for (int64_t i = 0; i < n; ++i) out[row_req[rows[i]]] += rest[i];
+    } else {
+      auto logp = at::log_softmax(model.forward(ctok, cpos, cmask, cc.get()), -1);  // (n, K, V)
+      auto rest = (logp.gather(2, tgt.unsqueeze(2)).squeeze(2).to(at::kDouble) * valid).sum(1).contiguous();
+      const double* rl = rest.data_ptr<double>();
+      for (int64_t i = 0; i < n; ++i) out[row_req[rows[i]]] += rl[i];
+    }
     ++st.forwards;
-    auto rest = (logp.gather(2, tgt.unsqueeze(2)).squeeze(2).to(at::kDouble) * valid).sum(1).contiguous();
-    const double* rl = rest.data_ptr<double>();
-    for (int64_t i = 0; i < n; ++i) out[row_req[rows[i]]] += rl[i];
     c0 = c1;
   }
 }
@@ -297,7 +364,7 @@ std::vector<double> loglikelihoods(CausalLM& model, const std::vector<TokenizedR
       const int64_t n = static_cast<int64_t>(pu);
       unit_prefix = model.new_cache(1, n);
       const auto& c = *groups[u[0]].ctx;
-      prefill(model, at::tensor(std::vector<int64_t>(c.begin(), c.begin() + n), at::kLong).unsqueeze(0),
+      prefill(model, opts.logprobs, at::tensor(std::vector<int64_t>(c.begin(), c.begin() + n), at::kLong).unsqueeze(0),
               at::arange(n, at::kLong).unsqueeze(0), at::ones({1, n}, at::kBool), unit_prefix.get());
       st.model_tokens += n;
       ++st.forwards;
@@ -316,7 +383,7 @@ std::vector<double> loglikelihoods(CausalLM& model, const std::vector<TokenizedR
         real += own(u[p]);
         batch.push_back(u[p++]);
       }
-      score_batch(model, groups, batch, requests, unit_prefix.get(), out, st);
+      score_batch(model, opts.logprobs, groups, batch, requests, unit_prefix.get(), out, st);
       progress.advance(static_cast<int64_t>(rows));
     }
   }

@@ -158,8 +158,32 @@ PerplexityResult evaluate_perplexity(CausalLM& model, const std::vector<TextDocu
       }
     }
     auto positions = at::arange(T, at::kLong).unsqueeze(0).expand({static_cast<int64_t>(nb), T});
-    auto logits = model.forward(tokens, positions, mask, nullptr);  // (nb, T, V)
     int64_t done = 0;
+    if (opts.logprobs) {
+      // Scored positions only: window j's row t is flat row j*T + t.
+      std::vector<int64_t> rows, tgt;
+      rows.reserve(static_cast<size_t>(nb * T));
+      tgt.reserve(static_cast<size_t>(nb * T));
+      for (size_t j = 0; j < nb; ++j) {
+        const auto& w = windows[order[i + j]];
+        for (int64_t t = 0; t < w.n_predict; ++t) {
+          rows.push_back(static_cast<int64_t>(j) * T + w.score_from + t);
+          tgt.push_back(w.target[t]);
+        }
+      }
+      const std::vector<double> lp = opts.logprobs(tokens, positions, mask, nullptr, rows, tgt);
+      size_t k = 0;
+      for (size_t j = 0; j < nb; ++j) {
+        const auto& w = windows[order[i + j]];
+        double sum = 0;
+        for (int64_t t = 0; t < w.n_predict; ++t) sum += lp[k++];
+        window_ll[order[i + j]] = sum;
+        done += w.n_predict;
+      }
+      progress.advance(done);
+      continue;
+    }
+    auto logits = model.forward(tokens, positions, mask, nullptr);  // (nb, T, V)
     for (size_t j = 0; j < nb; ++j) {
       const auto& w = windows[order[i + j]];
       std::vector<int64_t> tgt(w.target.begin(), w.target.end());

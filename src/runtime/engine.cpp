@@ -13,6 +13,7 @@
 #include "llmc/model/plan.h"
 #include "llmc/quant/quant.h"
 #include "llmc_kernels/qgemm.h"
+#include "simd.h"
 
 namespace llmc {
 
@@ -137,9 +138,14 @@ int64_t RuntimeEngine::bytes_per_token() const { return plan_->bytes_per_token()
 std::unique_ptr<KVCache> RuntimeEngine::new_cache(int64_t batch, int64_t max_len) const {
   auto cache = std::make_unique<KVCache>();
   cache->max_len = max_len;
+  // Uninitialized: a forward reads slots [0, len + T) only, after writing [len, len + T). (Zeroing
+  // the batched caches of eval cost a memset of ~150 MB per SmolLM2 batch, and woke ATen's OpenMP
+  // workers, whose spinning then competed with the kernels' threads.)
   for (int64_t l = 0; l < c_.num_layers; ++l) {
-    cache->k.push_back(at::zeros({batch, c_.kv_heads(l), max_len, c_.head_dim}, at::kFloat));
-    cache->v.push_back(at::zeros({batch, c_.kv_heads(l), max_len, c_.head_dim}, at::kFloat));
+    for (auto* side : {&cache->k, &cache->v}) {
+      const std::vector<int64_t> shape = {batch, c_.kv_heads(l), max_len, c_.head_dim};
+      side->push_back(zero_caches_ ? at::zeros(shape, at::kFloat) : at::empty(shape, at::kFloat));
+    }
   }
   return cache;
 }
@@ -192,7 +198,7 @@ void RuntimeEngine::add_tiled(Lin* L) {
 }
 
 void RuntimeEngine::run_linear(const Lin& L, const float* x, int64_t M, float* y) {
-  rt::linear(L, x, M, y, threads_);
+  rt::linear(L, x, M, y, threads_, row_block_);
 }
 
 void RuntimeEngine::layers(const int64_t* tokens, const int64_t* positions, int64_t B, int64_t T, const bool* key_mask,
@@ -305,6 +311,87 @@ void RuntimeEngine::forward(const int64_t* tokens, const int64_t* positions, int
   head(0, B * T, logits);
 }
 
+namespace {
+
+// One block of lm_head rows -> log-probabilities: task u handles row u of the block.
+struct LogprobCtx {
+  float* logits;               // (rows, V), overwritten by exp()
+  int64_t V;
+  const int64_t* order;        // request indices sorted by row
+  const int64_t* row_begin;    // requests of block row u: order[row_begin[u] .. row_begin[u + 1])
+  const int64_t* targets;
+  double* out;
+};
+
+void logprob_task(void* p, int u) {
+  const auto& c = *static_cast<const LogprobCtx*>(p);
+  float* r = c.logits + static_cast<int64_t>(u) * c.V;
+  for (int64_t k = c.row_begin[u]; k < c.row_begin[u + 1]; ++k) c.out[c.order[k]] = r[c.targets[c.order[k]]];
+  // Max in 8 independent lanes (the compiler vectorizes it; a single chain would not be).
+  float m8[8];
+  for (int k = 0; k < 8; ++k) m8[k] = r[0];
+  int64_t j = 0;
+  for (; j + 8 <= c.V; j += 8)
+    for (int k = 0; k < 8; ++k) m8[k] = r[j + k] > m8[k] ? r[j + k] : m8[k];
+  for (; j < c.V; ++j) m8[0] = r[j] > m8[0] ? r[j] : m8[0];
+  float mx = m8[0];
+  for (int k = 1; k < 8; ++k) mx = m8[k] > mx ? m8[k] : mx;
+  // Sum of exp(x - max) in fp64 over fp32 vector partial sums of 2048 values each.
+  constexpr int64_t kSeg = 2048;
+  double sum = 0;
+  for (int64_t s = 0; s < c.V; s += kSeg) sum += rt::simd().exp_shift_sum(r + s, mx, std::min(kSeg, c.V - s));
+  const double lse = static_cast<double>(mx) + std::log(sum);
+  for (int64_t k = c.row_begin[u]; k < c.row_begin[u + 1]; ++k) c.out[c.order[k]] -= lse;
+}
+
+}  // namespace
+
+void RuntimeEngine::token_logprobs(const int64_t* tokens, const int64_t* positions, int64_t B, int64_t T,
+                                   const bool* key_mask, KVCache* cache, const int64_t* rows, const int64_t* targets,
+                                   int64_t n, double* out) {
+  LLMC_CHECK(B >= 1 && T >= 1, "token_logprobs: empty batch");
+  const int64_t M = B * T, V = c_.vocab_size, H = c_.hidden_size;
+  for (int64_t i = 0; i < n; ++i) {
+    LLMC_CHECK(rows[i] >= 0 && rows[i] < M, "token_logprobs: row {} out of range [0, {})", rows[i], M);
+    LLMC_CHECK(targets[i] >= 0 && targets[i] < V, "token_logprobs: target id {} out of range [0, {})", targets[i], V);
+  }
+  layers(tokens, positions, B, T, key_mask, cache);
+  if (n == 0) return;
+  // Distinct rows (ascending) and the requests of each.
+  std::vector<int64_t> order(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return rows[a] < rows[b]; });
+  std::vector<int64_t> uniq, row_begin;
+  for (int64_t k = 0; k < n; ++k) {
+    if (k == 0 || rows[order[k]] != rows[order[k - 1]]) {
+      uniq.push_back(rows[order[k]]);
+      row_begin.push_back(k);
+    }
+  }
+  row_begin.push_back(n);
+  const int64_t U = static_cast<int64_t>(uniq.size());
+  // forward() runs the lm_head on all B*T rows: on as many (>= 16) rows here, qgemm_cpu takes the
+  // same path (panel vs. small-M), so the logits are the same bits. Extra rows repeat row 0.
+  const int64_t Mh = std::max(U, std::min<int64_t>(16, M));
+  float* xr = grow(rows_, Mh * H);
+  for (int64_t u = 0; u < Mh; ++u) {
+    const int64_t src = uniq[u < U ? u : 0];
+    std::copy(x_.data() + src * H, x_.data() + (src + 1) * H, xr + u * H);
+  }
+  float* xn = grow(xn_, Mh * H);
+  rt::rms_norm_rows(xr, final_norm_, Mh, H, c_.rms_norm_eps, xn);
+  rt::for_row_blocks(Mh, row_block_, [&](int64_t r0, int64_t nr) {
+    float* lg = grow(logits_, nr * V);
+    rt::linear(*lm_head_, xn + r0 * H, nr, lg, threads_, 0);
+    const int64_t real = std::min(nr, U - r0);
+    if (real <= 0) return;
+    LogprobCtx ctx{lg, V, order.data(), row_begin.data() + r0, targets, out};
+    if (threads_ > 1 && real > 1) rt::parallel_for(threads_, static_cast<int>(real), logprob_task, &ctx);
+    else
+      for (int64_t u = 0; u < real; ++u) logprob_task(&ctx, static_cast<int>(u));
+  });
+}
+
 const float* RuntimeEngine::decode(int64_t token, KVCache& cache) { return prefill(&token, 1, cache); }
 
 const float* RuntimeEngine::prefill(const int64_t* tokens, int64_t n, KVCache& cache) {
@@ -341,6 +428,26 @@ at::Tensor RuntimeLlama::forward(const at::Tensor& tokens, const at::Tensor& pos
   engine_->forward(tok.data_ptr<int64_t>(), pos.data_ptr<int64_t>(), B, T, mask.data_ptr<bool>(), cache,
                    logits.data_ptr<float>());
   return logits;
+}
+
+std::vector<double> RuntimeLlama::token_logprobs(const at::Tensor& tokens, const at::Tensor& positions,
+                                                 const at::Tensor& key_mask, KVCache* cache,
+                                                 const std::vector<int64_t>& rows,
+                                                 const std::vector<int64_t>& targets) {
+  LLMC_CHECK(tokens.dim() == 2, "token_logprobs: tokens must be (B, T)");
+  const int64_t B = tokens.size(0), T = tokens.size(1);
+  const int64_t S = (cache ? cache->len : 0) + T;
+  LLMC_CHECK(key_mask.dim() == 2 && key_mask.size(0) == B && key_mask.size(1) == S,
+             "token_logprobs: key_mask must be (B, past+T) = ({}, {})", B, S);
+  LLMC_CHECK(positions.sizes() == tokens.sizes(), "token_logprobs: positions must have the shape of tokens");
+  LLMC_CHECK(rows.size() == targets.size(), "token_logprobs: {} rows but {} targets", rows.size(), targets.size());
+  auto tok = tokens.to(at::kLong).contiguous();
+  auto pos = positions.to(at::kLong).contiguous();
+  auto mask = key_mask.to(at::kBool).contiguous();
+  std::vector<double> out(rows.size());
+  engine_->token_logprobs(tok.data_ptr<int64_t>(), pos.data_ptr<int64_t>(), B, T, mask.data_ptr<bool>(), cache,
+                          rows.data(), targets.data(), static_cast<int64_t>(rows.size()), out.data());
+  return out;
 }
 
 std::unique_ptr<KVCache> RuntimeLlama::new_cache(int64_t batch, int64_t max_len) const {

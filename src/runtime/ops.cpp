@@ -71,12 +71,14 @@ void attn_task(void* p, int task) {
 
 }  // namespace
 
-void linear(const LinearOp& L, const float* x, int64_t M, float* y, int threads) {
+void linear(const LinearOp& L, const float* x, int64_t M, float* y, int threads, int64_t row_block) {
   if (L.quant) {
     try {
       // Tiny products are faster on the calling thread alone than after a thread-pool round trip.
       const int th = L.N * L.K * M < (1 << 16) ? 1 : threads;
-      kernels::qgemm_cpu(x, static_cast<int>(M), L.q, L.tiled, nullptr, y, th);
+      for_row_blocks(M, row_block, [&](int64_t r0, int64_t n) {
+        kernels::qgemm_cpu(x + r0 * L.K, static_cast<int>(n), L.q, L.tiled, nullptr, y + r0 * L.N, th);
+      });
     } catch (const std::invalid_argument& e) {
       fail("runtime: {}", e.what());
     }

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "llmc/eval/scoring.h"
 #include "llmc/model/causal_lm.h"
 
 namespace llmc {
@@ -20,6 +21,9 @@ struct EvalOptions {
   int num_fewshot = -1;            // -1: the task's default (0; MMLU 5)
   std::string scorer = "batched";  // batched | naive (one request per forward; reference and benchmark)
   std::string model_path;
+  // The model's scoring fast path (eval/scoring.h), used by the batched scorers and perplexity;
+  // empty: forward() + log_softmax. `llmcompress eval` sets it for models on the runtime engine.
+  TokenLogprobsFn logprobs;
 };
 
 // Returns {"model", "config", "results": {task: {...}}, "average": {...}} as a JSON string. Every

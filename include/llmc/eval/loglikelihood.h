@@ -12,12 +12,15 @@
 //  - a prefix shared by all contexts of a batch (>= 8 tokens) runs once, then is copied to every row;
 //    a prefix shared by a whole cluster (MMLU: a subject's header and few-shot block) runs once for
 //    all of the cluster's batches;
-//  - only the logits that score a token are computed for the reference Llama.
+//  - only the logits that score a token are computed for the reference Llama, and for any model
+//    through opts.logprobs (eval/scoring.h; the runtime engine: its lm_head on the scored rows
+//    only, no (B, T, vocab) logits and no log_softmax over them).
 // loglikelihoods_naive() is the one-request-per-forward reference used by tests and the benchmark.
 #include <cstdint>
 #include <string>
 #include <vector>
 
+#include "llmc/eval/scoring.h"
 #include "llmc/eval/tasks.h"
 #include "llmc/model/causal_lm.h"
 
@@ -27,6 +30,7 @@ struct LoglikelihoodOptions {
   int64_t batch_size = 8;  // continuation rows (requests) per forward
   int64_t max_length = 0;  // 0: the model's max_position_embeddings
   std::string label = "loglikelihood";
+  TokenLogprobsFn logprobs;  // the model's fast path (eval/scoring.h); empty: forward() + log_softmax
 };
 
 struct LoglikelihoodStats {

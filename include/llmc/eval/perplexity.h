@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "llmc/data/text_docs.h"
+#include "llmc/eval/scoring.h"
 #include "llmc/model/causal_lm.h"
 
 namespace llmc {
@@ -34,6 +35,9 @@ struct PerplexityOptions {
   int64_t max_windows = 0;  // Chunks / LlamaCpp: score the first N windows (0: all)
   int64_t batch_size = 8;   // windows per forward
   std::string label = "ppl";
+  // The model's fast path (eval/scoring.h): log-probabilities of the scored positions only; empty:
+  // forward() + log_softmax of the scored rows.
+  TokenLogprobsFn logprobs;
 };
 
 struct PerplexityResult {

@@ -39,7 +39,23 @@ class RuntimeEngine {
   const float* decode(int64_t token, KVCache& cache);
   // Batch-1 prefill of n tokens at positions cache.len.. ; logits of the last token only.
   const float* prefill(const int64_t* tokens, int64_t n, KVCache& cache);
+  // The scorers' path (eval): forward()'s layers, then the final norm and lm_head on the rows
+  // that are scored only, and out[i] = log_softmax(logits of flat row rows[i] = b*T + t)[targets[i]]
+  // (fp64 log-sum-exp), without (B, T, vocab) logits. rows may repeat and come in any order; n = 0
+  // only fills the cache. The lm_head runs on the distinct rows in blocks of row_block() rows
+  // (padded to 16 rows when B*T >= 16, so the same qgemm path as forward()'s computes them): with
+  // a packed lm_head each logit equals forward()'s bit for bit (a dense one may take another
+  // summation order: GEMV vs. BLAS).
+  void token_logprobs(const int64_t* tokens, const int64_t* positions, int64_t B, int64_t T, const bool* key_mask,
+                      KVCache* cache, const int64_t* rows, const int64_t* targets, int64_t n, double* out);
+  // Rows of x per packed-linear call (rt::linear; default rt::kLinearRowBlock); 0: one call per
+  // linear, whatever M (the layout before row blocks, kept for A/B runs).
+  void set_row_block(int64_t rows) { row_block_ = rows; }
+  int64_t row_block() const { return row_block_; }
+  // new_cache() zero-fills its tensors (as before; A/B runs of the old eval path).
+  void set_zero_caches(bool on) { zero_caches_ = on; }
 
+  // float32 caches; slots at or past len are uninitialized (no forward reads them).
   std::unique_ptr<KVCache> new_cache(int64_t batch, int64_t max_len) const;
   const ModelConfig& config() const { return c_; }
   // Bytes of weights one decoded token reads (linears + lm_head + one embedding row + norms).
@@ -61,6 +77,8 @@ class RuntimeEngine {
 
   ModelConfig c_;
   int threads_;
+  int64_t row_block_ = rt::kLinearRowBlock;
+  bool zero_caches_ = false;
   std::unique_ptr<ForwardPlan> plan_;  // what the forward runs (model/plan.h)
   const float* embed_ = nullptr;
   const float* final_norm_ = nullptr;
@@ -73,7 +91,7 @@ class RuntimeEngine {
   std::vector<float> cos_, sin_;  // [max_position_embeddings][head_dim/2]
   std::vector<float> inv_freq_;
   // Scratch, grown on demand.
-  std::vector<float> fused_, x_, xn_, q_, k_, v_, att_, gate_, up_, tmp_, logits_, scores_, kv_scratch_;
+  std::vector<float> fused_, x_, xn_, q_, k_, v_, att_, gate_, up_, tmp_, logits_, scores_, kv_scratch_, rows_;
   std::vector<uint8_t> ones_;
 };
 
@@ -86,6 +104,11 @@ class RuntimeLlama : public Llama {
                      KVCache* cache) override;
   using Llama::forward;
   std::unique_ptr<KVCache> new_cache(int64_t batch, int64_t max_len) const override;
+  // RuntimeEngine::token_logprobs with forward()'s tensor arguments and checks: one value per
+  // (rows[i], targets[i]), rows flat b*T + t.
+  std::vector<double> token_logprobs(const at::Tensor& tokens, const at::Tensor& positions, const at::Tensor& key_mask,
+                                     KVCache* cache, const std::vector<int64_t>& rows,
+                                     const std::vector<int64_t>& targets);
   RuntimeEngine& engine() { return *engine_; }
 
  private:
