@@ -52,6 +52,15 @@ uint16_t fp16_offset_scale(uint16_t sh, double lo, int bits, float* zero) {
   return sh;
 }
 
+// (hi - lo) / qmax as fp16, kept finite and non-zero (1 for a constant group).
+uint16_t minmax_scale_fp16(float lo, float hi, float qmax) {
+  const float s = (hi > lo) ? static_cast<float>((static_cast<double>(hi) - lo) / qmax) : 1.f;
+  uint16_t sh = kq::fp32_to_fp16(s);
+  if ((sh & 0x7fffu) == 0) sh = 0x0001;
+  if ((sh & 0x7fffu) >= 0x7c00u) sh = 0x7bff;
+  return sh;
+}
+
 // 8 bits, GGUF-exact: symmetric, z = 128 and s = fp16(max|w| / 127) (nudged up until max|w| / s
 // rounds to at most 127), so every 32-weight block is a Q8_0 block (d = s, q - 128).
 uint16_t symmetric8_scale(double amax) {
@@ -83,10 +92,8 @@ kq::QMatrix quantize_rtn_fp16_offsets(const at::Tensor& w_in, int bits, int grou
         lo = std::min(lo, row[k]);
         hi = std::max(hi, row[k]);
       }
-      float s = (hi > lo) ? static_cast<float>((static_cast<double>(hi) - lo) / qmax) : 1.f;
-      uint16_t sh = kq::fp32_to_fp16(s);
-      if ((sh & 0x7fffu) == 0) sh = 0x0001;
-      if ((sh & 0x7fffu) >= 0x7c00u) sh = 0x7bff;
+      uint16_t sh = minmax_scale_fp16(lo, hi, qmax);
+      float s = 0;
       float z = 0;
       if (bits == 8) {
         sh = symmetric8_scale(std::max(-static_cast<double>(lo), static_cast<double>(hi)));
@@ -116,13 +123,6 @@ kq::QMatrix quantize_rtn_minmax(const at::Tensor& w_in, int bits, int group) {
   const float* w = wc.data_ptr<float>();
   std::vector<uint8_t> codes(static_cast<size_t>(N) * K);
   std::vector<uint16_t> scales(l.scale_count), zeros(l.scale_count);
-  auto scale_of = [](float lo, float hi, float qm) {
-    const float s = (hi > lo) ? static_cast<float>((static_cast<double>(hi) - lo) / qm) : 1.f;
-    uint16_t sh = kq::fp32_to_fp16(s);
-    if ((sh & 0x7fffu) == 0) sh = 0x0001;
-    if ((sh & 0x7fffu) >= 0x7c00u) sh = 0x7bff;
-    return sh;
-  };
   for (int n = 0; n < N; ++n) {
     const float* row = w + static_cast<size_t>(n) * K;
     for (int g = 0; g < l.groups_per_row; ++g) {
@@ -133,13 +133,13 @@ kq::QMatrix quantize_rtn_minmax(const at::Tensor& w_in, int bits, int group) {
         lo = std::min(lo, row[k]);
         hi = std::max(hi, row[k]);
       }
-      uint16_t sh = scale_of(lo, hi, qmax);
+      uint16_t sh = minmax_scale_fp16(lo, hi, qmax);
       float s = kq::fp16_to_fp32(sh);
       float z = kq::fp16_to_fp32(kq::fp32_to_fp16(-lo / s));
       if (!(std::fabs(z) <= 64.f)) {  // quantize_rtn's rule: the range widened to hold 0, integer z
         lo = std::min(lo, 0.f);
         hi = std::max(hi, 0.f);
-        sh = scale_of(lo, hi, qmax);
+        sh = minmax_scale_fp16(lo, hi, qmax);
         s = kq::fp16_to_fp32(sh);
         z = std::clamp(std::nearbyint(-lo / s), 0.f, qmax);
       }
