@@ -125,6 +125,21 @@ std::string fmt_metric(const ojson& v, const ojson& se) {
   return s + " ± " + (se.is_null() ? std::string("N/A") : fmt::format("{:.4f}", se.get<double>()));
 }
 
+// The result of a fixed-window protocol (wikitext2_gptq, wikitext2_llamacpp): ppl = exp(mean of the
+// window NLLs), so mean_window_nll is its log.
+ojson window_result(const char* protocol, const PerplexityResult& r) {
+  return {{"protocol", protocol},
+          {"token_perplexity", r.token_perplexity},
+          {"mean_window_nll", std::log(r.token_perplexity)},
+          {"loglikelihood", r.loglikelihood},
+          {"windows", r.windows},
+          {"window_length", r.window_length},
+          {"tokens", r.tokens},
+          {"seconds", r.seconds},
+          {"tokens_per_second", r.tokens_per_second},
+          {"window_nll", r.window_nll}};
+}
+
 }  // namespace
 
 std::vector<std::string> parse_task_list(const std::string& list) {
@@ -217,18 +232,10 @@ std::string run_eval(CausalLM& model, const EvalOptions& opts) {
       if (opts.max_length == 0) po.max_length = std::min<int64_t>(512, model.config().max_position_embeddings);
       po.max_windows = opts.limit;
       auto r = evaluate_perplexity(model, p.docs, po);
-      result["results"][p.name] = {{"protocol", "llama.cpp llama-perplexity: whole text tokenized (BOS if the vocab "
-                                                "adds it), chunks of max_length with BOS as first token if added, "
-                                                "second half of each chunk scored, ppl = exp(mean NLL)"},
-                                   {"token_perplexity", r.token_perplexity},
-                                   {"mean_window_nll", std::log(r.token_perplexity)},
-                                   {"loglikelihood", r.loglikelihood},
-                                   {"windows", r.windows},
-                                   {"window_length", r.window_length},
-                                   {"tokens", r.tokens},
-                                   {"seconds", r.seconds},
-                                   {"tokens_per_second", r.tokens_per_second},
-                                   {"window_nll", r.window_nll}};
+      result["results"][p.name] = window_result(
+          "llama.cpp llama-perplexity: whole text tokenized (BOS if the vocab adds it), chunks of max_length with "
+          "BOS as first token if added, second half of each chunk scored, ppl = exp(mean NLL)",
+          r);
       continue;
     }
     if (p.name == "wikitext2_gptq") {
@@ -237,18 +244,8 @@ std::string run_eval(CausalLM& model, const EvalOptions& opts) {
       if (opts.stride > 0) spdlog::warn("{}: --stride is ignored (its windows never overlap)", p.name);
       po.max_windows = opts.limit;
       auto r = evaluate_perplexity(model, p.docs, po);
-      const double mean_nll = std::log(r.token_perplexity);  // ppl = exp(mean of the window NLLs)
-      result["results"][p.name] = {{"protocol", "GPTQ: non-overlapping full windows, each scored alone (no BOS), "
-                                                "ppl = exp(mean of window mean NLLs)"},
-                                   {"token_perplexity", r.token_perplexity},
-                                   {"mean_window_nll", mean_nll},
-                                   {"loglikelihood", r.loglikelihood},
-                                   {"windows", r.windows},
-                                   {"window_length", r.window_length},
-                                   {"tokens", r.tokens},
-                                   {"seconds", r.seconds},
-                                   {"tokens_per_second", r.tokens_per_second},
-                                   {"window_nll", r.window_nll}};
+      result["results"][p.name] = window_result(
+          "GPTQ: non-overlapping full windows, each scored alone (no BOS), ppl = exp(mean of window mean NLLs)", r);
       continue;
     }
     spdlog::info("{}: {} documents", p.name, p.docs.size());
