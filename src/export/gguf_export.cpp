@@ -207,9 +207,9 @@ GGUFExport build_gguf(const Llama& model, const GGUFExportOptions& o) {
   std::unique_ptr<GGUFFile> tok;
   if (!o.tokenizer_source.empty()) {
     LLMC_CHECK(looks_like_gguf(o.tokenizer_source),
-               "{}: GGUF export copies the tokenizer from a GGUF source; converting a Hugging Face tokenizer "
-               "(tokenizer.json / tokenizer.model) is not implemented yet: export from the model's GGUF file, or "
-               "use --format packed",
+               "{}: GGUF export copies the tokenizer from a GGUF source (its tokenizer.* keys, verbatim); a Hugging "
+               "Face folder is not a supported source for --format gguf|both: export from the model's GGUF file, "
+               "or use --format packed",
                o.tokenizer_source);
     tok = std::make_unique<GGUFFile>(o.tokenizer_source);
     LLMC_CHECK(tok->has("tokenizer.ggml.model") && tok->has("tokenizer.ggml.tokens"),
