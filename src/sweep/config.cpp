@@ -183,12 +183,21 @@ std::string SweepConfig::search_json() const {
   return j.dump();
 }
 
-std::string SweepConfig::common_json() const {
-  json j = json::parse(canonical_json());
-  j.erase("search");
-  j["export"].erase("finetune_steps");
-  j["export"].erase("distill");
-  return j.dump();
+std::string SweepConfig::common_json() const { return sweep_common_json(canonical_json()); }
+
+std::string sweep_common_json(const std::string& canonical) {
+  // Drops what search_json() holds: the base search config and the search points' fine-tune.
+  try {
+    json j = json::parse(canonical);
+    j.erase("search");
+    if (j.contains("export")) {
+      j["export"].erase("finetune_steps");
+      j["export"].erase("distill");
+    }
+    return j.dump();
+  } catch (const json::exception&) {  // not JSON, or not objects where a config has them
+    return "";
+  }
 }
 
 std::string SweepConfig::canonical_json() const {

@@ -141,7 +141,7 @@ class Manifest {
         fail("{}: not a sweep manifest", path_);
       const std::string old = j_["config"].get<std::string>();
       if (old != config) {
-        if (common_part(old) != c.common_json())
+        if (sweep_common_json(old) != c.common_json())
           fail("{}: this folder holds a study of another sweep config (or of another base search config); use "
                "another --out",
                path_);
@@ -184,20 +184,6 @@ class Manifest {
   void save() const { write_file_atomic(path_, j_.dump(1) + "\n"); }
 
  private:
-  // SweepConfig::common_json of a canonical_json text.
-  static std::string common_part(const std::string& canonical) {
-    try {
-      json j = json::parse(canonical);
-      j.erase("search");
-      if (j.contains("export")) {
-        j["export"].erase("finetune_steps");
-        j["export"].erase("distill");
-      }
-      return j.dump();
-    } catch (const json::exception&) {
-      return "";
-    }
-  }
   std::string path_, config_;
   json j_;
   bool search_changed_ = false;

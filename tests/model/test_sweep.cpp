@@ -9,6 +9,7 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <thread>
 
@@ -117,6 +118,45 @@ TEST(Sweep, ParetoSvgDrawsSeriesAndBaselines) {
   EXPECT_NE(svg.find("model &lt;x&gt;"), std::string::npos);
   EXPECT_NE(svg.find("sequential-t1 &lt;&amp;&gt;"), std::string::npos);
   EXPECT_EQ(svg.find("<x>"), std::string::npos);
+}
+
+// The manifest's stale check compares sweep_common_json(the recorded canonical text) with the
+// config's common_json(): the two must agree on which changes only concern the search points.
+TEST(Sweep, ManifestCommonPartAgreesWithCommonJson) {
+  const std::string dir = "/tmp/llmc_sweep_common_" + std::to_string(::getpid());
+  fs::create_directories(dir);
+  write_file_atomic(dir + "/search.json", "{\"schedule\": {\"steps\": 20}}");
+  SweepConfig a;
+  a.search_config = dir + "/search.json";
+  a.model = "m";
+  a.baselines = {{"rtn", 8}, {"gptq", 4}};
+  a.modes = {"joint"};
+  EXPECT_EQ(sweep_common_json(a.canonical_json()), a.common_json());
+  EXPECT_NE(a.common_json().find("\"baselines\""), std::string::npos);
+  EXPECT_EQ(a.common_json().find("\"search\""), std::string::npos);
+
+  // Only what the search points depend on changed: same common part, other canonical text.
+  const std::string old = a.canonical_json();
+  SweepConfig b = a;
+  b.finetune_steps = 7;
+  b.distill = false;
+  write_file_atomic(dir + "/search.json", "{\"schedule\": {\"steps\": 10}}");
+  EXPECT_NE(b.canonical_json(), old);
+  EXPECT_EQ(sweep_common_json(old), b.common_json());
+
+  // Anything else changed: the common parts differ (the manifest refuses the folder).
+  for (const auto& change : std::vector<std::function<void(SweepConfig&)>>{
+           [](SweepConfig& c) { c.threads = 3; }, [](SweepConfig& c) { c.quant = "rtn"; },
+           [](SweepConfig& c) { c.baselines.pop_back(); }, [](SweepConfig& c) { c.eval_limit = 9; },
+           [](SweepConfig& c) { c.modes.push_back("bits-only"); }}) {
+    SweepConfig d = b;
+    change(d);
+    EXPECT_NE(sweep_common_json(old), d.common_json()) << d.common_json();
+  }
+  // A recorded text that is no canonical config matches nothing.
+  for (const char* bad : {"", "not json", "[1, 2]", "{\"export\": 3}", "7"})
+    EXPECT_EQ(sweep_common_json(bad), "") << bad;
+  fs::remove_all(dir);
 }
 
 // Killed mid-study and resumed, the study ends with the report of an uninterrupted one.

@@ -69,8 +69,14 @@ struct SweepConfig {
   // The part of canonical_json() that only the search points depend on (the base search config and
   // their fine-tune), and the rest (which the baselines and the targets depend on too).
   std::string search_json() const;
-  std::string common_json() const;
+  std::string common_json() const;  // sweep_common_json(canonical_json())
 };
+
+// The common part (SweepConfig::common_json) of a canonical_json() text, such as the one a manifest
+// recorded when its study started. The one place that says which settings only the search points
+// depend on, so a manifest's stale check and the config always agree. "" when the text is not a
+// canonical config (a corrupt or foreign manifest), which then matches no config.
+std::string sweep_common_json(const std::string& canonical_json);
 
 // Errors: one line naming the file and the key.
 SweepConfig load_sweep_config(const std::string& path);
