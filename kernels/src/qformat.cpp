@@ -5,6 +5,8 @@
 #include <stdexcept>
 #include <string>
 
+#include "llmc_kernels/group_quant.h"
+
 namespace llmc::kernels {
 namespace {
 
@@ -116,41 +118,63 @@ std::vector<uint8_t> unpack_codes(const QMatrixView& w) {
   return out;
 }
 
-QMatrix quantize_rtn(const float* w, int N, int K, int bits, int group) {
-  check_dims("quantize_rtn", bits, group, N, K);
-  if (w == nullptr) bad("quantize_rtn: w is null");
+QMatrix quantize_groups(const float* w, int N, int K, int bits, int group, const GroupRule& rule, const char* who) {
+  check_dims(who, bits, group, N, K);
+  if (w == nullptr) bad(std::string(who) + ": w is null");
   const QLayout l = QLayout::of(bits, group, N, K);
-  const int qmax = (1 << bits) - 1;
+  const float qmax = static_cast<float>((1 << bits) - 1);
   std::vector<uint8_t> codes(static_cast<size_t>(N) * K);
   std::vector<uint16_t> scales(l.scale_count), zeros(l.scale_count);
   for (int n = 0; n < N; ++n) {
     const float* row = w + static_cast<size_t>(n) * K;
     for (int g = 0; g < l.groups_per_row; ++g) {
       const int k0 = g * group, k1 = std::min(K, k0 + group);
-      float lo = 0.f, hi = 0.f;
+      float lo = row[k0], hi = row[k0];
       for (int k = k0; k < k1; ++k) {
         if (!std::isfinite(row[k])) {
-          bad("quantize_rtn: w[" + std::to_string(n) + "][" + std::to_string(k) + "] is not finite");
+          bad(std::string(who) + ": w[" + std::to_string(n) + "][" + std::to_string(k) + "] is not finite");
         }
         lo = std::min(lo, row[k]);
         hi = std::max(hi, row[k]);
       }
-      float s = (hi > lo) ? static_cast<float>((static_cast<double>(hi) - lo) / qmax) : 1.f;
-      uint16_t sh = fp32_to_fp16(s);
-      if ((sh & 0x7fffu) == 0) sh = 0x0001;      // underflow: smallest positive fp16
-      if ((sh & 0x7fffu) >= 0x7c00u) sh = 0x7bff;  // overflow: largest finite fp16
-      s = fp16_to_fp32(sh);
-      const float z = std::clamp(std::nearbyint(-lo / s), 0.f, static_cast<float>(qmax));
+      const GroupParams p = rule(lo, hi);
+      const float s = fp16_to_fp32(p.scale), z = p.zero;
       const size_t gi = static_cast<size_t>(n) * l.groups_per_row + g;
-      scales[gi] = sh;
-      zeros[gi] = fp32_to_fp16(z);  // integer <= 255: exact
+      scales[gi] = p.scale;
+      zeros[gi] = fp32_to_fp16(z);
       for (int k = k0; k < k1; ++k) {
-        const float q = std::clamp(std::nearbyint(row[k] / s) + z, 0.f, static_cast<float>(qmax));
-        codes[static_cast<size_t>(n) * K + k] = static_cast<uint8_t>(q);
+        const float q = p.round_with_zero ? std::nearbyint(row[k] / s + z) : std::nearbyint(row[k] / s) + z;
+        codes[static_cast<size_t>(n) * K + k] = static_cast<uint8_t>(std::clamp(q, 0.f, qmax));
       }
     }
   }
   return pack(bits, group, N, K, codes.data(), scales.data(), zeros.data());
+}
+
+uint16_t range_scale_fp16(float lo, float hi, int bits) {
+  const int qmax = (1 << bits) - 1;
+  const float s = (hi > lo) ? static_cast<float>((static_cast<double>(hi) - lo) / qmax) : 1.f;
+  uint16_t sh = fp32_to_fp16(s);
+  if ((sh & 0x7fffu) == 0) sh = 0x0001;      // underflow: smallest positive fp16
+  if ((sh & 0x7fffu) >= 0x7c00u) sh = 0x7bff;  // overflow: largest finite fp16
+  return sh;
+}
+
+GroupParams rtn_group_params(float lo, float hi, int bits) {
+  // 0.f first: std::min/max return their first argument on a tie, so a group with nothing below 0
+  // gets lo = +0 (not -0.0), as the range taken from 0 upwards always did; z's stored sign bit
+  // follows -lo.
+  lo = std::min(0.f, lo);
+  hi = std::max(0.f, hi);
+  GroupParams p;
+  p.scale = range_scale_fp16(lo, hi, bits);
+  p.zero = std::clamp(std::nearbyint(-lo / fp16_to_fp32(p.scale)), 0.f, static_cast<float>((1 << bits) - 1));
+  return p;  // z is an integer <= 255: exact in fp16
+}
+
+QMatrix quantize_rtn(const float* w, int N, int K, int bits, int group) {
+  return quantize_groups(w, N, K, bits, group, [bits](float lo, float hi) { return rtn_group_params(lo, hi, bits); },
+                         "quantize_rtn");
 }
 
 void dequantize(const QMatrixView& w, float* out) {

@@ -7,21 +7,33 @@
 #include <stdexcept>
 
 #include "llmc/core/error.h"
+#include "llmc_kernels/group_quant.h"
 #include "llmc_kernels/qgemm.h"
 
 namespace llmc {
 
 namespace kq = llmc::kernels;
 
-kq::QMatrix quantize_rtn(const at::Tensor& w, int bits, int group) {
+namespace {
+
+// w: (N, K) -> kernels::quantize_groups, the one group loop of every RTN variant, with `rule`; its
+// argument errors (bits, group, a non-finite weight) become llmc errors.
+kq::QMatrix quantize_with(const at::Tensor& w, int bits, int group, const kq::GroupRule& rule, const char* who) {
   LLMC_CHECK(w.dim() == 2, "quantize: weight must be 2-D");
   auto wc = w.detach().to(at::kFloat).contiguous();
   try {
-    return kq::quantize_rtn(wc.data_ptr<float>(), static_cast<int>(wc.size(0)), static_cast<int>(wc.size(1)), bits,
-                            group);
+    return kq::quantize_groups(wc.data_ptr<float>(), static_cast<int>(wc.size(0)), static_cast<int>(wc.size(1)), bits,
+                               group, rule, who);
   } catch (const std::invalid_argument& e) {
     fail("quantize: {}", e.what());
   }
+}
+
+}  // namespace
+
+kq::QMatrix quantize_rtn(const at::Tensor& w, int bits, int group) {
+  return quantize_with(w, bits, group, [bits](float lo, float hi) { return kq::rtn_group_params(lo, hi, bits); },
+                       "quantize_rtn");
 }
 
 bool fp16_offset_exact(uint16_t scale_fp16, float zero) {
@@ -52,15 +64,6 @@ uint16_t fp16_offset_scale(uint16_t sh, double lo, int bits, float* zero) {
   return sh;
 }
 
-// (hi - lo) / qmax as fp16, kept finite and non-zero (1 for a constant group).
-uint16_t minmax_scale_fp16(float lo, float hi, float qmax) {
-  const float s = (hi > lo) ? static_cast<float>((static_cast<double>(hi) - lo) / qmax) : 1.f;
-  uint16_t sh = kq::fp32_to_fp16(s);
-  if ((sh & 0x7fffu) == 0) sh = 0x0001;
-  if ((sh & 0x7fffu) >= 0x7c00u) sh = 0x7bff;
-  return sh;
-}
-
 // 8 bits, GGUF-exact: symmetric, z = 128 and s = fp16(max|w| / 127) (nudged up until max|w| / s
 // rounds to at most 127), so every 32-weight block is a Q8_0 block (d = s, q - 128).
 uint16_t symmetric8_scale(double amax) {
@@ -71,87 +74,42 @@ uint16_t symmetric8_scale(double amax) {
   return sh;
 }
 
-kq::QMatrix quantize_rtn_fp16_offsets(const at::Tensor& w_in, int bits, int group) {
-  LLMC_CHECK(w_in.dim() == 2, "quantize: weight must be 2-D");
-  LLMC_CHECK(kq::valid_bits(bits) && kq::valid_group(group), "quantize: bits {} / group {} not supported", bits, group);
-  auto wc = w_in.detach().to(at::kFloat).contiguous();
-  const int N = static_cast<int>(wc.size(0)), K = static_cast<int>(wc.size(1));
-  const kq::QLayout l = kq::make_layout(bits, group, N, K);
-  const float qmax = static_cast<float>((1 << bits) - 1);
-  const float* w = wc.data_ptr<float>();
-  std::vector<uint8_t> codes(static_cast<size_t>(N) * K);
-  std::vector<uint16_t> scales(l.scale_count), zeros(l.scale_count);
-  // kernels::quantize_rtn's rule, with the scale moved to an fp16-exact offset.
-  for (int n = 0; n < N; ++n) {
-    const float* row = w + static_cast<size_t>(n) * K;
-    for (int g = 0; g < l.groups_per_row; ++g) {
-      const int k0 = g * group, k1 = std::min(K, k0 + group);
-      float lo = 0.f, hi = 0.f;
-      for (int k = k0; k < k1; ++k) {
-        LLMC_CHECK(std::isfinite(row[k]), "quantize: w[{}][{}] is not finite", n, k);
-        lo = std::min(lo, row[k]);
-        hi = std::max(hi, row[k]);
-      }
-      uint16_t sh = minmax_scale_fp16(lo, hi, qmax);
-      float s = 0;
-      float z = 0;
-      if (bits == 8) {
-        sh = symmetric8_scale(std::max(-static_cast<double>(lo), static_cast<double>(hi)));
-        z = 128.f;
-      } else {
-        sh = fp16_offset_scale(sh, lo, bits, &z);
-      }
-      s = kq::fp16_to_fp32(sh);
-      const size_t gi = static_cast<size_t>(n) * l.groups_per_row + g;
-      scales[gi] = sh;
-      zeros[gi] = kq::fp32_to_fp16(z);
-      for (int k = k0; k < k1; ++k)
-        codes[static_cast<size_t>(n) * K + k] =
-            static_cast<uint8_t>(std::clamp(std::nearbyint(row[k] / s) + z, 0.f, qmax));
-    }
-  }
-  return kq::pack(bits, group, N, K, codes.data(), scales.data(), zeros.data());
+kq::QMatrix quantize_rtn_fp16_offsets(const at::Tensor& w, int bits, int group) {
+  // kernels::quantize_rtn's rule, with the scale moved to an fp16-exact offset (8 bits: symmetric).
+  return quantize_with(
+      w, bits, group,
+      [bits](float lo, float hi) {
+        kq::GroupParams p = kq::rtn_group_params(lo, hi, bits);
+        lo = std::min(0.f, lo);  // the RTN range, as rtn_group_params widens it
+        hi = std::max(0.f, hi);
+        if (bits == 8) {
+          p.scale = symmetric8_scale(std::max(-static_cast<double>(lo), static_cast<double>(hi)));
+          p.zero = 128.f;
+        } else {
+          p.scale = fp16_offset_scale(p.scale, lo, bits, &p.zero);
+        }
+        return p;
+      },
+      "quantize_rtn_fp16_offsets");
 }
 
-kq::QMatrix quantize_rtn_minmax(const at::Tensor& w_in, int bits, int group) {
-  LLMC_CHECK(w_in.dim() == 2, "quantize: weight must be 2-D");
-  LLMC_CHECK(kq::valid_bits(bits) && kq::valid_group(group), "quantize: bits {} / group {} not supported", bits, group);
-  auto wc = w_in.detach().to(at::kFloat).contiguous();
-  const int N = static_cast<int>(wc.size(0)), K = static_cast<int>(wc.size(1));
-  const kq::QLayout l = kq::make_layout(bits, group, N, K);
-  const float qmax = static_cast<float>((1 << bits) - 1);
-  const float* w = wc.data_ptr<float>();
-  std::vector<uint8_t> codes(static_cast<size_t>(N) * K);
-  std::vector<uint16_t> scales(l.scale_count), zeros(l.scale_count);
-  for (int n = 0; n < N; ++n) {
-    const float* row = w + static_cast<size_t>(n) * K;
-    for (int g = 0; g < l.groups_per_row; ++g) {
-      const int k0 = g * group, k1 = std::min(K, k0 + group);
-      float lo = row[k0], hi = row[k0];
-      for (int k = k0; k < k1; ++k) {
-        LLMC_CHECK(std::isfinite(row[k]), "quantize: w[{}][{}] is not finite", n, k);
-        lo = std::min(lo, row[k]);
-        hi = std::max(hi, row[k]);
-      }
-      uint16_t sh = minmax_scale_fp16(lo, hi, qmax);
-      float s = kq::fp16_to_fp32(sh);
-      float z = kq::fp16_to_fp32(kq::fp32_to_fp16(-lo / s));
-      if (!(std::fabs(z) <= 64.f)) {  // quantize_rtn's rule: the range widened to hold 0, integer z
-        lo = std::min(lo, 0.f);
-        hi = std::max(hi, 0.f);
-        sh = minmax_scale_fp16(lo, hi, qmax);
-        s = kq::fp16_to_fp32(sh);
-        z = std::clamp(std::nearbyint(-lo / s), 0.f, qmax);
-      }
-      const size_t gi = static_cast<size_t>(n) * l.groups_per_row + g;
-      scales[gi] = sh;
-      zeros[gi] = kq::fp32_to_fp16(z);
-      for (int k = k0; k < k1; ++k)
-        codes[static_cast<size_t>(n) * K + k] =
-            static_cast<uint8_t>(std::clamp(std::nearbyint(row[k] / s + z), 0.f, qmax));
-    }
-  }
-  return kq::pack(bits, group, N, K, codes.data(), scales.data(), zeros.data());
+kq::QMatrix quantize_rtn_minmax(const at::Tensor& w, int bits, int group) {
+  return quantize_with(
+      w, bits, group,
+      [bits](float lo, float hi) {
+        kq::GroupParams p;
+        p.scale = kq::range_scale_fp16(lo, hi, bits);
+        p.zero = kq::fp16_to_fp32(kq::fp32_to_fp16(-lo / kq::fp16_to_fp32(p.scale)));
+        if (!(std::fabs(p.zero) <= 64.f)) {  // quantize_rtn's rule: the range widened to hold 0, integer z
+          lo = std::min(lo, 0.f);
+          hi = std::max(hi, 0.f);
+          p.scale = kq::range_scale_fp16(lo, hi, bits);
+          p.zero = std::clamp(std::nearbyint(-lo / kq::fp16_to_fp32(p.scale)), 0.f, static_cast<float>((1 << bits) - 1));
+        }
+        p.round_with_zero = true;  // z is a fraction in general
+        return p;
+      },
+      "quantize_rtn_minmax");
 }
 
 at::Tensor dequantize(const kq::QMatrix& q) {
