@@ -406,6 +406,48 @@ TEST(TaskData, LabelsOutOfRange) {
   expect_error([&] { read_mmlu_dir(d.path() + "/m"); }, {"x_test.csv:2:", "answer 'E' out of range", "A-D"});
 }
 
+// Issue 21: a task file with invalid UTF-8 is refused when it is read, naming the file and the line
+// (before, CSV and text layouts got as far as the tokenizer, whose error named neither), and an
+// unreadable or malformed one is an llmc::Error naming the file, never an abort.
+TEST(TaskData, InvalidUtf8AndUnreadableFilesNameTheFile) {
+  TmpDir d;
+  const std::string arc_ok = R"({"question": {"stem": "Q", "choices": [{"text": "x", "label": "A"}]}, "answerKey": "A"})";
+  const std::string arc = d.write("a.jsonl", arc_ok + "\n" + arc_ok + "\xff\n");
+  expect_error([&] { read_arc_jsonl(arc); }, {arc + ":2: invalid UTF-8 at byte offset", "(byte 0xff"});
+  // Inside a JSON string: the same message, not the JSON parser's.
+  const std::string bq = d.write("b.jsonl", "{\"question\": \"q\xc0\xaf\", \"passage\": \"p\", \"label\": true}\n");
+  expect_error([&] { read_boolq_jsonl(bq); }, {bq + ":1: invalid UTF-8 at byte offset 15 of the file (byte 0xc0: overlong encoding)"});
+  const std::string hs = d.write("h.txt", "ctx\n0\na\xed\xa0\x80\nb\nc\nd\n");
+  expect_error([&] { read_hellaswag_txt(hs); }, {hs + ":3:", "(byte 0xed: UTF-16 surrogate)"});
+  const std::string pq = d.write("p.jsonl", R"({"goal": "g", "sol1": "a", "sol2": "b"})" "\n");
+  const std::string pl = d.write("p-labels.lst", "\xf4\x90\x80\x80\n");
+  expect_error([&] { read_piqa(pq); }, {pl + ":1:", "code point past U+10FFFF"});
+  const std::string tsv = d.write("o.tsv", "ID\tQuestion Stem\tChoices\tComplete Question\tAnswer Key\n"
+                                           "1\tq\t(A) a (B) b (C) c (D) \xe2\x82\tq a\tA\n");
+  expect_error([&] { read_openbookqa(tsv); }, {tsv + ":2:", "invalid UTF-8"});
+  // A quoted CSV field spanning lines: the line is the one holding the bad byte.
+  d.write("m/x_test.csv", "What?,a,b,c,d,A\n\"Why,\nnot\x80\",a,b,c,d,B\n");
+  expect_error([&] { read_mmlu_dir(d.path() + "/m"); }, {"m/x_test.csv:3:", "(byte 0x80"});
+  // Through load_task (what eval calls) as well.
+  d.write("hellaswag/hellaswag_val_full.txt", "ctx\xfe\n0\na\nb\nc\nd\n");
+  expect_error([&] { load_task("hellaswag", d.path(), -1, 0); }, {"hellaswag_val_full.txt:1: invalid UTF-8"});
+
+  // Unreadable: a folder where the file should be, a file without read permission.
+  ::mkdir((d.path() + "/w.jsonl").c_str(), 0755);
+  expect_error([&] { read_winogrande_jsonl(d.path() + "/w.jsonl"); }, {d.path() + "/w.jsonl: is a directory"});
+  ::mkdir((d.path() + "/m2").c_str(), 0755);
+  ::mkdir((d.path() + "/m2/y_test.csv").c_str(), 0755);
+  expect_error([&] { read_mmlu_dir(d.path() + "/m2"); }, {"m2/y_test.csv: is a directory"});
+  if (::geteuid() != 0) {  // root reads any file
+    const std::string locked = d.write("locked.jsonl", arc_ok + "\n");
+    ::chmod(locked.c_str(), 0);
+    expect_error([&] { read_arc_jsonl(locked); }, {locked + ": cannot open"});
+  }
+  // Malformed: a label with more digits than std::stoll takes.
+  const std::string wg = d.write("w2.jsonl", R"({"context_options": ["a", "b"], "continuation": "c", "gold": "99999999999999999999"})" "\n");
+  expect_error([&] { read_winogrande_jsonl(wg); }, {wg + ":1:", "out of range", "[0, 1]"});
+}
+
 TEST(TaskData, FewshotNeedsASplit) {
   NEED_DATA("piqa/valid.jsonl");
   // The shared data has no PIQA train split: a clear error, not a silent zero-shot run.

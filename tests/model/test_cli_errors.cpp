@@ -180,6 +180,18 @@ TEST_F(CliErrors, EmptyTextFile) {
   expect_error("eval --model " + stories + " --tasks text:" + dir_ + "/empty.txt", "empty text file");
 }
 
+// Issue 21: a task file with invalid UTF-8 is one error line naming the file and the line, exit 1
+// (before, the tokenizer refused it as "tokenizer input", naming neither).
+TEST_F(CliErrors, TaskFileWithInvalidUtf8) {
+  const std::string stories = shared_root() + "/models/stories260K";
+  if (!dir_exists(stories)) GTEST_SKIP() << "shared model not found at " << stories;
+  const std::string file = dir_ + "/data/hellaswag/hellaswag_val_full.txt";
+  std::filesystem::create_directories(parent_dir(file));
+  std::ofstream(file, std::ios::binary) << "A man walks.\n0\nHe sits\xff.\nHe runs.\nHe jumps.\nHe sleeps.\n";
+  expect_error("eval --model " + stories + " --data-dir " + dir_ + "/data --tasks hellaswag",
+               file + ":3: invalid UTF-8 at byte offset 22 of the file (byte 0xff: invalid lead byte)");
+}
+
 TEST_F(CliErrors, UnknownTask) {
   expect_error("eval --model " + good_ + " --tasks nosuchtask", "unknown task 'nosuchtask'");
 }

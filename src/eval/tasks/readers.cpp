@@ -8,6 +8,7 @@
 #include "llmc/core/error.h"
 #include "llmc/core/files.h"
 #include "llmc/eval/tasks.h"
+#include "llmc/tokenizer/tokenizer.h"
 
 namespace llmc {
 
@@ -68,9 +69,24 @@ struct Line {
   int64_t number;
 };
 
-std::vector<Line> read_lines(const std::string& path, const char* expected) {
-  if (!file_exists(path)) fail("{}: data file not found (expected {})", path, expected);
+// A task file's text, checked with the one UTF-8 validator before any parsing. Unchecked, a bad byte
+// would surface only at tokenization ("tokenizer input: invalid UTF-8 ..."), naming neither the file
+// nor the line.
+std::string read_task_text(const std::string& path) {
   const std::string text = read_text_file(path);
+  size_t off = 0;
+  if (const char* why = utf8_problem(text, &off)) {
+    const auto line = 1 + std::count(text.begin(), text.begin() + static_cast<std::ptrdiff_t>(off), '\n');
+    fail("{}:{}: invalid UTF-8 at byte offset {} of the file (byte 0x{:02x}: {})", path, line, off,
+         static_cast<unsigned char>(text[off]), why);
+  }
+  return text;
+}
+
+std::vector<Line> read_lines(const std::string& path, const char* expected) {
+  // A folder in the file's place is reported as such (by read_text_file), not as a missing file.
+  if (!file_exists(path) && !dir_exists(path)) fail("{}: data file not found (expected {})", path, expected);
+  const std::string text = read_task_text(path);
   std::vector<Line> out;
   int64_t no = 0;
   size_t pos = 0;
@@ -128,6 +144,8 @@ int need_index(const json& j, const char* key, size_t n, const std::string& wher
     const std::string s = v.get<std::string>();
     if (s.empty() || s.find_first_not_of("0123456789") != std::string::npos)
       fail("{}: field '{}' is '{}', expected an integer label in [0, {}]", where, key, s, n - 1);
+    // More digits than any label has would overflow std::stoll (an exception naming no file).
+    if (s.size() > 9) fail("{}: label {} out of range: expected an integer in [0, {}]", where, s, n - 1);
     g = std::stoll(s);
   } else {
     fail("{}: field '{}' must be an integer label in [0, {}]", where, key, n - 1);
@@ -561,7 +579,7 @@ std::vector<McDoc> read_mmlu_dir(const std::string& dir) {
   for (const auto& name : files) {
     const std::string path = path_join(dir, name);
     const std::string subject = name.substr(0, name.rfind('_'));
-    const std::string text = read_text_file(path);
+    const std::string text = read_task_text(path);
     if (py_strip(text).empty()) fail("{}: empty file (expected {})", path, kExpected);
     std::vector<int64_t> row_lines;
     auto rows = parse_csv(text, path, &row_lines);
