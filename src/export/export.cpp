@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 
 #include <chrono>
+#include <filesystem>
 #include <nlohmann/json.hpp>
 
 #include "llmc/core/error.h"
@@ -48,11 +49,6 @@ ExportResult run_export(const ExportOptions& o) {
   LLMC_CHECK(o.format == "packed" || o.format == "gguf" || o.format == "both",
              "--format: '{}' is not packed, gguf or both", o.format);
   const bool gguf = o.format != "packed";
-  if (gguf)  // before minutes of quantization: the GGUF needs a GGUF tokenizer to copy
-    LLMC_CHECK(looks_like_gguf(o.model),
-               "{}: --format {} copies the tokenizer from a GGUF source; converting a Hugging Face tokenizer is not "
-               "implemented yet (export from the model's GGUF file, or use --format packed)",
-               o.model, o.format);
   const auto t0 = std::chrono::steady_clock::now();
   LoadOptions lo;
   lo.dtype = "float32";
@@ -64,6 +60,9 @@ ExportResult run_export(const ExportOptions& o) {
     for (int k = 0; k < kNumLinears; ++k)
       LLMC_CHECK(!layer_linear(L, k)->is_packed(),
                  "{}: the model's linears are already packed; export from the original model", o.model);
+  // Before minutes of quantization: the GGUF's tokenizer (copied from a GGUF source, converted from
+  // a Hugging Face folder's tokenizer.model / tokenizer.json) must be writable.
+  if (gguf) (void)gguf_tokenizer_metadata(o.model, model->config());
   Arch arch = resolve_arch(o.arch, model->config(), o.group_size);
   spdlog::info("export: {} -> {} (arch {}, {} , group {})", o.model, o.out, o.arch, o.quant, arch.group_size);
 
@@ -166,9 +165,13 @@ ExportResult run_export(const ExportOptions& o) {
   GGUFExportOptions go;
   go.tokenizer_source = o.model;
   go.dense_dtype = o.dense_dtype;
-  if (gguf) {
+  if (gguf && looks_like_gguf(o.model)) {
     GGUFFile src(o.model);
     go.name = src.get_string_or("general.name", "");
+  } else if (gguf) {  // a Hugging Face folder: its name, as llama.cpp's converter takes it
+    std::filesystem::path p(o.model);
+    if (!p.has_filename()) p = p.parent_path();
+    go.name = p.filename().string();
   }
   if (o.format == "gguf") {
     json g = json::parse(write_gguf(*sub, o.out, go));

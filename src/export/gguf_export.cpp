@@ -11,6 +11,7 @@
 #include "llmc/core/files.h"
 #include "llmc/core/log.h"
 #include "llmc/model/load.h"
+#include "llmc/tokenizer/gguf_vocab.h"
 #include "llmc_kernels/qformat.h"
 
 namespace llmc {
@@ -168,6 +169,22 @@ std::vector<int64_t> rope_gguf_row_order(int64_t n_heads, int64_t hd) {
   return rows;
 }
 
+GGUFMetadata gguf_tokenizer_metadata(const std::string& source, const ModelConfig& c) {
+  if (dir_exists(source)) return gguf_tokenizer_from_hf(source, c.vocab_size, c.bos_token_id, c.eos_token_id);
+  LLMC_CHECK(looks_like_gguf(source), "{}: neither a GGUF file nor a Hugging Face folder to take the tokenizer from",
+             source);
+  GGUFFile f(source);
+  LLMC_CHECK(f.has("tokenizer.ggml.model") && f.has("tokenizer.ggml.tokens"),
+             "{}: the file carries no tokenizer (tokenizer.ggml.model / tokens)", source);
+  const size_t n_tok = f.get("tokenizer.ggml.tokens").array.size();
+  LLMC_CHECK(static_cast<int64_t>(n_tok) == c.vocab_size,
+             "{}: the tokenizer has {} tokens but the model's embedding has {} rows", source, n_tok, c.vocab_size);
+  GGUFMetadata kv;
+  for (const auto& [k, v] : f.metadata())
+    if (k.rfind("tokenizer.", 0) == 0) kv.emplace_back(k, v);
+  return kv;
+}
+
 GGUFExport build_gguf(const Llama& model, const GGUFExportOptions& o) {
   const ModelConfig& c = model.config();
   const LlamaWeights& w = model.weights();
@@ -204,21 +221,8 @@ GGUFExport build_gguf(const Llama& model, const GGUFExportOptions& o) {
   }
 
   // Tokenizer (checked before any tensor is encoded).
-  std::unique_ptr<GGUFFile> tok;
-  if (!o.tokenizer_source.empty()) {
-    LLMC_CHECK(looks_like_gguf(o.tokenizer_source),
-               "{}: GGUF export copies the tokenizer from a GGUF source (its tokenizer.* keys, verbatim); a Hugging "
-               "Face folder is not a supported source for --format gguf|both: export from the model's GGUF file, "
-               "or use --format packed",
-               o.tokenizer_source);
-    tok = std::make_unique<GGUFFile>(o.tokenizer_source);
-    LLMC_CHECK(tok->has("tokenizer.ggml.model") && tok->has("tokenizer.ggml.tokens"),
-               "{}: the file carries no tokenizer (tokenizer.ggml.model / tokens)", o.tokenizer_source);
-    const size_t n_tok = tok->get("tokenizer.ggml.tokens").array.size();
-    LLMC_CHECK(static_cast<int64_t>(n_tok) == c.vocab_size,
-               "{}: the tokenizer has {} tokens but the model's embedding has {} rows", o.tokenizer_source, n_tok,
-               c.vocab_size);
-  }
+  GGUFMetadata tok;
+  if (!o.tokenizer_source.empty()) tok = gguf_tokenizer_metadata(o.tokenizer_source, c);
 
   GGUFWriter& W = out.writer;
   W.set("general.architecture", gguf_str(out.architecture));
@@ -244,9 +248,8 @@ GGUFExport build_gguf(const Llama& model, const GGUFExportOptions& o) {
   W.set(A + "attention.layer_norm_rms_epsilon", gguf_f32(static_cast<float>(c.rms_norm_eps)));
   if (!filler_attn.empty()) W.set("llmcompress.filler_attention", gguf_i32_array(filler_attn));
   if (!filler_ffn.empty()) W.set("llmcompress.filler_ffn", gguf_i32_array(filler_ffn));
-  if (tok) {
-    for (const auto& [k, v] : tok->metadata())
-      if (k.rfind("tokenizer.", 0) == 0) W.set(k, v);
+  if (!tok.empty()) {
+    for (const auto& [k, v] : tok) W.set(k, v);
   } else {
     if (c.bos_token_id >= 0) W.set("tokenizer.ggml.bos_token_id", gguf_u32(static_cast<uint32_t>(c.bos_token_id)));
     if (c.eos_token_id >= 0) W.set("tokenizer.ggml.eos_token_id", gguf_u32(static_cast<uint32_t>(c.eos_token_id)));
@@ -311,6 +314,9 @@ GGUFExport build_gguf(const Llama& model, const GGUFExportOptions& o) {
   json rep;
   rep["architecture"] = out.architecture;
   rep["tokenizer_from"] = o.tokenizer_source;
+  for (const auto& [k, v] : tok)
+    if (k == "tokenizer.ggml.model") rep["tokenizer_model"] = v.str;
+  rep["tokenizer_converted"] = !o.tokenizer_source.empty() && dir_exists(o.tokenizer_source);
   rep["exact"] = exact;
   rep["max_rel_fro_err"] = max_rel;
   rep["filler_attention"] = filler_attn;

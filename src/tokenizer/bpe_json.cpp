@@ -84,7 +84,7 @@ std::string token_content(const json& j) {
 
 }  // namespace
 
-std::unique_ptr<Tokenizer> load_bpe_tokenizer_json(const std::string& path, const std::string& config_path) {
+BPEVocab read_bpe_tokenizer_json(const std::string& path, const std::string& config_path) {
   const json j = parse_json_file(path);
   if (!j.is_object()) fail("{}: expected a JSON object", path);
   if (!j.contains("model") || !j["model"].is_object()) fail("{}: no 'model' object", path);
@@ -218,7 +218,11 @@ std::unique_ptr<Tokenizer> load_bpe_tokenizer_json(const std::string& path, cons
       *dst = id_of(content, config_path + ": " + key);
     }
   }
-  return std::make_unique<BPETokenizer>(std::move(v));
+  return v;
+}
+
+std::unique_ptr<Tokenizer> load_bpe_tokenizer_json(const std::string& path, const std::string& config_path) {
+  return std::make_unique<BPETokenizer>(read_bpe_tokenizer_json(path, config_path));
 }
 
 }  // namespace llmc

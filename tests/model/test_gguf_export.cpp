@@ -13,6 +13,7 @@
 
 #include "llmc/core/error.h"
 #include "llmc/core/files.h"
+#include "llmc/core/paths.h"
 #include "llmc/export/discretize.h"
 #include "llmc/export/export.h"
 #include "llmc/export/gguf_export.h"
@@ -23,6 +24,7 @@
 #include "llmc/model/load.h"
 #include "llmc/quant/quant.h"
 #include "llmc/runtime/folder.h"
+#include "cli_run.h"
 #include "synthetic.h"
 
 using namespace llmc;
@@ -260,13 +262,15 @@ TEST(GGUFExport, RefusalsLeaveNoFile) {
   EXPECT_FALSE(fs::exists(p));
   EXPECT_TRUE(fs::is_empty(d.path));
 
-  // A Hugging Face source: the tokenizer cannot be copied, refused before any quantization.
+  // A source without a tokenizer to write into the GGUF: refused (a Hugging Face folder without
+  // tokenizer.model / tokenizer.json: HuggingFaceSourceStories260K).
+  e = test::error_of([&] { gguf_tokenizer_metadata(d.path + "/none.gguf", c); });
+  EXPECT_NE(e.find("none.gguf: neither a GGUF file nor a Hugging Face folder to take the tokenizer from"),
+            std::string::npos)
+      << e;
   ExportOptions o;
-  o.model = d.path;  // a folder, not a GGUF file
+  o.model = d.path;
   o.out = d.path + "/x.gguf";
-  o.format = "gguf";
-  e = test::error_of([&] { run_export(o); });
-  EXPECT_NE(e.find("copies the tokenizer from a GGUF source"), std::string::npos) << e;
   o.format = "zip";
   e = test::error_of([&] { run_export(o); });
   EXPECT_NE(e.find("--format: 'zip' is not packed, gguf or both"), std::string::npos) << e;
@@ -351,4 +355,75 @@ TEST(GGUFExport, MinmaxRangeRecoversAQ4_1Source) {
     }
     RecordProperty(name + "_same_m", fmt::format("{}/{}", same_m, blocks));
   }
+}
+
+// A Hugging Face source (safetensors + config.json + tokenizer.model): the GGUF carries the tokenizer
+// of the GGUF llama.cpp's converter wrote for the same model (every tokenizer.* key equal but the
+// "none" ids it writes as 0xFFFFFFFF; ours adds add_bos_token / add_eos_token, the defaults), and
+// our reader runs it: the tokenizer encodes run.c's prompts as run.c does, and the 16-bit export
+// continues them greedily as the reference. A folder without a tokenizer is refused before anything
+// is written.
+TEST(GGUFExport, HuggingFaceSourceStories260K) {
+  const std::string dir = shared_root() + "/models/stories260K";
+  const std::string orig = dir + "/original/stories260K.gguf";
+  if (!file_exists(dir + "/tokenizer.model") || !file_exists(orig))
+    GTEST_SKIP() << "stories260K not found under " << dir << " (set LLMC_SHARED)";
+  TempDir d;
+  ExportOptions o;
+  o.model = dir;
+  o.arch = "uniform:16";
+  o.format = "gguf";
+  o.out = d.path + "/s16.gguf";
+  run_export(o);
+  GGUFFile f(o.out), src(orig);
+  int compared = 0;
+  for (const auto& [k, v] : src.metadata()) {
+    if (k.rfind("tokenizer.", 0) != 0) continue;
+    if (v.type == GGUFType::UINT32 && v.u == 0xffffffffu) {
+      EXPECT_FALSE(f.has(k)) << k;
+      continue;
+    }
+    ASSERT_TRUE(f.has(k)) << k;
+    EXPECT_EQ(f.get(k).to_string(), v.to_string()) << k;
+    if (v.type == GGUFType::ARRAY) {
+      ASSERT_EQ(f.get(k).array.size(), v.array.size()) << k;
+      for (size_t i = 0; i < v.array.size(); ++i) {
+        EXPECT_EQ(f.get(k).array[i].str, v.array[i].str) << k << "[" << i << "]";
+        EXPECT_EQ(f.get(k).array[i].f, v.array[i].f) << k << "[" << i << "]";
+        EXPECT_EQ(f.get(k).array[i].i, v.array[i].i) << k << "[" << i << "]";
+      }
+    }
+    ++compared;
+  }
+  EXPECT_EQ(compared, 7);
+  EXPECT_TRUE(f.get_bool("tokenizer.ggml.add_bos_token"));
+  EXPECT_EQ(f.get_string("general.name"), "stories260K");
+  const json rep = json::parse(read_text_file(o.out + ".report.json"));
+  EXPECT_EQ(rep["gguf"]["tokenizer_model"], "llama");
+  EXPECT_TRUE(rep["gguf"]["tokenizer_converted"].get<bool>());
+  EXPECT_TRUE(rep["gguf"]["exact"].get<bool>());
+
+  const json ref = json::parse(read_text_file(dir + "/reference_greedy.json"));
+  LoadOptions lo;
+  auto m = load_llama(o.out, lo);
+  ASSERT_TRUE(m->has_tokenizer());
+  for (const auto& c : ref["cases"])
+    EXPECT_EQ(m->tokenizer().encode(c["prompt"].get<std::string>(), true), c["prompt_ids"].get<std::vector<int32_t>>());
+  const auto& c = ref["cases"][1];
+  const auto want = c["generated_ids"].get<std::vector<int>>();
+  CliRun r = run_cli("--threads 1 generate --json --max-new-tokens " + std::to_string(want.size()) + " --prompt \"" +
+                     c["prompt"].get<std::string>() + "\" --model " + o.out);
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_EQ(json::parse(r.out.substr(r.out.find("{\"ids\"")))["ids"].get<std::vector<int>>(), want);
+
+  // Without a tokenizer: one error naming the folder, nothing at --out.
+  const std::string bare = d.path + "/bare";
+  fs::create_directories(bare);
+  for (const char* f : {"config.json", "model.safetensors"}) fs::copy_file(dir + "/" + f, bare + "/" + f);
+  o.model = bare;
+  o.out = d.path + "/bare.gguf";
+  const std::string e = test::error_of([&] { run_export(o); });
+  EXPECT_NE(e.find(bare + ": no tokenizer.model or tokenizer.json to write the GGUF's tokenizer from"), std::string::npos)
+      << e;
+  EXPECT_FALSE(fs::exists(o.out));
 }

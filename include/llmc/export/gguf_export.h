@@ -28,17 +28,19 @@
 // graph drops that layer's attention output when its FFN width is 0) gets a 32-channel zero FFN.
 // Both add exactly 0 to the residual stream.
 //
-// Tokenizer: the tokenizer.* metadata of a GGUF source is copied. A Hugging Face source is refused
-// for now (its tokenizer.json / tokenizer.model would have to be converted).
+// Tokenizer: the tokenizer.* metadata of a GGUF source is copied; a Hugging Face folder's
+// tokenizer.model (SentencePiece BPE) or tokenizer.json (byte-level BPE) is converted to
+// tokenizer.ggml.* (tokenizer/gguf_vocab.h).
 #include <string>
 
 #include "llmc/io/gguf_writer.h"
 #include "llmc/model/llama.h"
+#include "llmc/tokenizer/gguf_vocab.h"
 
 namespace llmc {
 
 struct GGUFExportOptions {
-  std::string tokenizer_source;         // GGUF file whose tokenizer.* keys are copied; "" = none (tests)
+  std::string tokenizer_source;         // GGUF file or HF folder (gguf_tokenizer_metadata); "" = none (tests)
   std::string dense_dtype = "float32";  // float32 | bfloat16: the embedding and 16-bit linears
   std::string name;                     // general.name ("" = none)
 };
@@ -48,14 +50,20 @@ struct GGUFExport {
   std::string architecture;  // "llama" | "deci"
   // {"architecture", "tensors": [{"name", "type", "source", "exact", "max_abs_err", "rel_fro_err"
   //  [, "requantized_blocks", "note"]}], "exact", "max_rel_fro_err", "filler_attention",
-  //  "filler_ffn", "tensor_bytes"}; errors are of the GGUF weights against the weights the
-  //  packed export computes with.
+  //  "filler_ffn", "tensor_bytes", "tokenizer_from", "tokenizer_model", "tokenizer_converted"};
+  //  errors are of the GGUF weights against the weights the packed export computes with.
   std::string report_json;
 };
 
+// The tokenizer.* metadata of the GGUF for a model of config `c` from `source`: a GGUF file's
+// tokenizer.* keys verbatim, or a Hugging Face folder's tokenizer converted (gguf_vocab.h). Throws
+// llmc::Error naming the file when the source has no usable tokenizer or its size is not the
+// embedding's.
+GGUFMetadata gguf_tokenizer_metadata(const std::string& source, const ModelConfig& c);
+
 // Converts `model` (float32; layers of QuantizedLinear / DenseLinear, as quantize_model leaves
 // them). Throws llmc::Error, before anything is written, for what llama.cpp cannot load (rope
-// scaling, a source without a GGUF tokenizer, a vocabulary that disagrees with the embedding).
+// scaling, a source without a convertible tokenizer, a vocabulary that disagrees with the embedding).
 GGUFExport build_gguf(const Llama& model, const GGUFExportOptions& opts);
 
 // build_gguf + an atomic write to `path`. Returns the report JSON (with "file" and "bytes").

@@ -109,5 +109,9 @@ std::unique_ptr<Tokenizer> tokenizer_from_gguf(const GGUFFile& file);
 // TemplateProcessing post-processor that starts with a special token.
 std::unique_ptr<Tokenizer> load_bpe_tokenizer_json(const std::string& tokenizer_json_path,
                                                    const std::string& tokenizer_config_path_or_empty);
+// The vocabulary load_bpe_tokenizer_json builds its tokenizer from (ids no text maps to: "" and
+// UNUSED), with the same checks; for converting a tokenizer.json to GGUF metadata (gguf_vocab.h).
+BPEVocab read_bpe_tokenizer_json(const std::string& tokenizer_json_path,
+                                 const std::string& tokenizer_config_path_or_empty);
 
 }  // namespace llmc
