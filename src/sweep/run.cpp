@@ -361,8 +361,11 @@ std::vector<double> targets(const SweepConfig& c, const SweepOptions& o, Manifes
 
 }  // namespace
 
+void set_stage_environment() { ::setenv("OMP_WAIT_POLICY", "PASSIVE", /*overwrite=*/0); }
+
 int run_sweep(const SweepConfig& c, const SweepOptions& o) {
   LLMC_CHECK(!o.out.empty(), "sweep: --out is required");
+  set_stage_environment();
   if (!o.dry_run) make_dirs(o.out);
   Manifest m(c, o.out, o.restart_searches);
   if (m.search_changed()) {
@@ -402,6 +405,7 @@ int run_sweep(const SweepConfig& c, const SweepOptions& o) {
 
 void rebench_sweep(const SweepConfig& c, const SweepOptions& o, int rounds) {
   LLMC_CHECK(rounds >= 1, "sweep --rebench: rounds must be >= 1 (got {})", rounds);
+  set_stage_environment();
   const std::string mpath = path_join(o.out, "manifest.json");
   LLMC_CHECK(file_exists(mpath), "{}: no study here to bench again", mpath);
   Manifest m(c, o.out);

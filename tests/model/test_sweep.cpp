@@ -249,6 +249,20 @@ TEST(Sweep, KilledAndResumedGivesTheSameReport) {
 
 // A target below the fastest architecture a mode can reach (width-only keeps 16-bit weights) is
 // recorded as unreachable: the study goes on and the report lists it instead of stopping.
+TEST(Sweep, StagesGetPassiveOpenMpUnlessSet) {
+  const char* had = std::getenv("OMP_WAIT_POLICY");
+  const std::string saved = had ? had : "";
+  ::unsetenv("OMP_WAIT_POLICY");
+  set_stage_environment();
+  ASSERT_NE(std::getenv("OMP_WAIT_POLICY"), nullptr);
+  EXPECT_STREQ(std::getenv("OMP_WAIT_POLICY"), "PASSIVE");
+  ::setenv("OMP_WAIT_POLICY", "ACTIVE", 1);  // the user's choice stays
+  set_stage_environment();
+  EXPECT_STREQ(std::getenv("OMP_WAIT_POLICY"), "ACTIVE");
+  if (had) ::setenv("OMP_WAIT_POLICY", saved.c_str(), 1);
+  else ::unsetenv("OMP_WAIT_POLICY");
+}
+
 TEST(Sweep, UnreachableTargetIsReportedNotFatal) {
   if (!dir_exists(stories())) GTEST_SKIP() << "no " << stories();
   Study s("unreachable");

@@ -96,6 +96,11 @@ struct SweepOptions {
   bool restart_searches = false;
 };
 
+// The stages are processes of their own, and libgomp reads OMP_WAIT_POLICY when it loads: unset,
+// export's fine-tune runs on one torch thread (finetune/qalora.cpp). run_sweep and rebench_sweep
+// set it to PASSIVE for them, as scripts/common.sh does for the scripts; a value already set is kept.
+void set_stage_environment();
+
 // Runs every stage not yet in DIR/manifest.json, then writes the report. Returns 0 when the study is
 // complete; throws llmc::Error (naming the stage and its log) when a stage fails.
 int run_sweep(const SweepConfig& config, const SweepOptions& opts);
