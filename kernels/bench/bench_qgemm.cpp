@@ -21,7 +21,12 @@
 //                  the canonical layout's time for the same product in the same repetitions
 //
 // Usage: bench_qgemm [--out FILE.json] [--threads T] [--reps R] [--max-reps R] [--budget SEC] [--group G]
-//                    [--isa auto|scalar|avx2|avx512] [--quick] [--clock wall|cpu]
+//                    [--isa auto|scalar|avx2|avx512] [--quick] [--clock wall|cpu] [--xq]
+// --xq runs only the activation-rounding benchmark (AVX2 CPUs): the int16 preparation of x for the
+// AVX2 kernels (qgemm_impl.h: prepare_xq_panel / prepare_xq / round_to_int16), scalar reference
+// against AVX2 in one run, samples alternated, single thread; both wall and thread CPU time per
+// sample (medians and minima), and their ratios. K = 576 and 1536, M = 8 (fused layout), 256 and
+// 1536 (panel layout); --group sets the group (eval exports use 64).
 // --clock cpu (with --threads 1) times everything with the thread's CPU clock: use it on a
 // shared, oversubscribed machine, where wall-clock times mostly measure the scheduler.
 #include <torch/torch.h>
@@ -61,6 +66,8 @@ struct Opts {
   Isa isa = Isa::kAuto;
   bool quick = false;
   bool cpu_clock = false;  // --clock cpu: thread CPU time (single thread only)
+  bool xq = false;         // --xq: the activation-rounding benchmark only
+  bool out_set = false;
 };
 
 bool g_cpu_clock = false;
@@ -178,6 +185,136 @@ int reps_for(const Opts& o, double t_run) {
   return std::max(o.reps, std::min(o.max_reps, by_budget));
 }
 
+double thread_cpu_s() {
+  timespec t;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+  return static_cast<double>(t.tv_sec) + 1e-9 * static_cast<double>(t.tv_nsec);
+}
+
+// --xq: scalar reference vs AVX2 for the activation preparation of the AVX2 int16 kernels. Every
+// sample calls one variant `inner` times (about 0.5 ms of scalar work); samples of the variants
+// alternate, so load changes on a shared machine hit all of them alike.
+int run_xq_bench(const Opts& o) {
+  namespace d = llmc::kernels::detail;
+  if (!isa_supported(Isa::kAvx2)) {
+    std::fprintf(stderr, "--xq needs a CPU with AVX2 (the AVX2 preparation has nothing to run on)\n");
+    return 2;
+  }
+  const std::string out = o.out_set ? o.out : "build/bench_xq.json";
+  const int samples = std::max(o.reps, 30);
+  struct Cfg {
+    int K, M;
+  };
+  const std::vector<Cfg> cfgs = {{576, 8}, {576, 256}, {576, 1536}, {1536, 8}, {1536, 256}, {1536, 1536}};
+  std::mt19937 rng(42);
+  std::normal_distribution<float> nd;
+  std::ostringstream rows;
+  const double t_start = wall_s();
+  std::printf("bench_qgemm --xq: group=%d samples=%d (scalar reference vs AVX2, 1 thread)\n", o.group, samples);
+  for (size_t ci = 0; ci < cfgs.size(); ++ci) {
+    const auto [K, M] = cfgs[ci];
+    const bool panel = M >= 16;
+    std::vector<float> x(static_cast<size_t>(M) * K);
+    for (auto& v : x) v = nd(rng);
+    const QLayout l = make_layout(4, o.group, 16, K);
+    d::Problem p;
+    p.M = M;
+    p.N = 16;
+    p.K = K;
+    p.bits = 4;
+    p.group = o.group;
+    p.Kp = l.K_padded;
+    p.Kb = l.real_blocks;
+    p.G = l.groups_per_row;
+    p.Mp = (M + 15) / 16 * 16;
+    d::Scratch sq[2], sg[2];
+    std::vector<int16_t> qbuf(static_cast<size_t>(o.group));
+    // Variants: 0/1 the layout's whole preparation (scalar, AVX2), 2/3 the rounding alone into a
+    // group buffer (round_to_int16_scalar / _avx2 over every (row, group)).
+    auto run = [&](int v) {
+      if (v < 2) {
+        const Isa isa = v == 0 ? Isa::kScalar : Isa::kAvx2;
+        if (panel) d::prepare_xq_panel(x.data(), p, sq[v], sg[v], isa);
+        else d::prepare_xq(x.data(), p, sq[v], sg[v], isa);
+        return;
+      }
+      int total = 0;
+      for (int m = 0; m < M; ++m) {
+        for (int g = 0; g < p.G; ++g) {
+          const int k0 = g * p.group, n = std::min(K, k0 + p.group) - k0;
+          int s = 0;
+          const float* xr = x.data() + static_cast<size_t>(m) * K + k0;
+          const float dx = v == 2 ? d::round_to_int16_scalar(xr, n, qbuf.data(), &s) : d::round_to_int16_avx2(xr, n, qbuf.data(), &s);
+          total += s + static_cast<int>(dx > 0.f);
+        }
+      }
+      g_sink = g_sink + static_cast<uint64_t>(total);
+    };
+    // Calls per sample: ~0.5 ms of the scalar preparation.
+    double t1 = 0;
+    for (int w = 0; w < 3; ++w) {
+      const double t0 = wall_s();
+      run(0);
+      t1 = wall_s() - t0;
+    }
+    const int inner = std::max(1, static_cast<int>(5e-4 / std::max(t1, 1e-9)));
+    std::vector<double> tw[4], tc[4];
+    for (int r = 0; r < samples + 2; ++r) {
+      for (int v = 0; v < 4; ++v) {
+        const double w0 = wall_s(), c0 = thread_cpu_s();
+        for (int i = 0; i < inner; ++i) run(v);
+        const double c1 = thread_cpu_s(), w1 = wall_s();
+        if (r >= 2) {  // two warm-up rounds
+          tw[v].push_back((w1 - w0) / inner);
+          tc[v].push_back((c1 - c0) / inner);
+        }
+      }
+    }
+    double med_w[4], med_c[4], min_w[4];
+    for (int v = 0; v < 4; ++v) {
+      med_w[v] = median(tw[v]) * 1e6;
+      med_c[v] = median(tc[v]) * 1e6;
+      min_w[v] = min_of(tw[v]) * 1e6;
+    }
+    const char* layout = panel ? "panel" : "fused";
+    std::printf("K=%5d M=%5d %s: prepare scalar %9.1f us avx2 %8.1f us  x%.2f (cpu x%.2f, best x%.2f) | "
+                "round only scalar %9.1f us avx2 %8.1f us  x%.2f (cpu x%.2f, best x%.2f)\n",
+                K, M, layout, med_w[0], med_w[1], med_w[0] / med_w[1], med_c[0] / med_c[1], min_w[0] / min_w[1], med_w[2],
+                med_w[3], med_w[2] / med_w[3], med_c[2] / med_c[3], min_w[2] / min_w[3]);
+    std::fflush(stdout);
+    char buf[2048];
+    std::snprintf(buf, sizeof buf,
+                  "    {\"K\": %d, \"M\": %d, \"group\": %d, \"layout\": \"%s\", \"samples\": %d, \"calls_per_sample\": %d, "
+                  "\"prepare_scalar_us\": %.3f, \"prepare_avx2_us\": %.3f, \"prepare_ratio\": %.3f, "
+                  "\"prepare_scalar_cpu_us\": %.3f, \"prepare_avx2_cpu_us\": %.3f, \"prepare_ratio_cpu\": %.3f, "
+                  "\"prepare_scalar_best_us\": %.3f, \"prepare_avx2_best_us\": %.3f, \"prepare_ratio_best\": %.3f, "
+                  "\"round_scalar_us\": %.3f, \"round_avx2_us\": %.3f, \"round_ratio\": %.3f, "
+                  "\"round_scalar_cpu_us\": %.3f, \"round_avx2_cpu_us\": %.3f, \"round_ratio_cpu\": %.3f, "
+                  "\"round_scalar_best_us\": %.3f, \"round_avx2_best_us\": %.3f, \"round_ratio_best\": %.3f}%s\n",
+                  K, M, o.group, layout, samples, inner, med_w[0], med_w[1], med_w[0] / med_w[1], med_c[0], med_c[1],
+                  med_c[0] / med_c[1], min_w[0], min_w[1], min_w[0] / min_w[1], med_w[2], med_w[3], med_w[2] / med_w[3],
+                  med_c[2], med_c[3], med_c[2] / med_c[3], min_w[2], min_w[3], min_w[2] / min_w[3],
+                  ci + 1 < cfgs.size() ? "," : "");
+    rows << buf;
+  }
+  double load[3] = {0, 0, 0};
+  if (getloadavg(load, 3) < 1) load[0] = -1;
+  std::ostringstream js;
+  js << "{\n  \"benchmark\": \"xq_prepare\",\n  \"group\": " << o.group << ",\n  \"samples\": " << samples
+     << ",\n  \"threads\": 1,\n  \"loadavg_1min_at_end\": " << load[0] << ",\n  \"seconds\": " << (wall_s() - t_start)
+     << ",\n  \"note\": \"*_us: median wall time per call; *_cpu_us: median thread CPU time; *_best_us: fastest sample; "
+        "ratio = scalar / avx2\",\n  \"results\": [\n"
+     << rows.str() << "  ]\n}\n";
+  std::ofstream f(out);
+  if (!f) {
+    std::fprintf(stderr, "cannot write %s\n", out.c_str());
+    return 1;
+  }
+  f << js.str();
+  std::printf("wrote %s (%.1f s)\n", out.c_str(), wall_s() - t_start);
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -191,7 +328,10 @@ int main(int argc, char** argv) {
       }
       return argv[++i];
     };
-    if (a == "--out") o.out = next();
+    if (a == "--out") {
+      o.out = next();
+      o.out_set = true;
+    } else if (a == "--xq") o.xq = true;
     else if (a == "--threads") o.threads = std::stoi(next());
     else if (a == "--reps") o.reps = std::max(1, std::stoi(next()));
     else if (a == "--max-reps") o.max_reps = std::max(1, std::stoi(next()));
@@ -205,11 +345,12 @@ int main(int argc, char** argv) {
     } else {
       std::fprintf(stderr,
                    "usage: %s [--out FILE] [--threads T] [--reps R] [--max-reps R] [--budget SEC] [--group G] "
-                   "[--isa I] [--quick] [--clock wall|cpu]\n",
+                   "[--isa I] [--quick] [--clock wall|cpu] [--xq]\n",
                    argv[0]);
       return 2;
     }
   }
+  if (o.xq) return run_xq_bench(o);
   const int T = o.threads > 0 ? o.threads : default_num_threads();
   if (o.cpu_clock && T != 1) {
     std::fprintf(stderr, "--clock cpu needs --threads 1\n");

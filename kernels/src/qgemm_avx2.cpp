@@ -334,6 +334,213 @@ void panel_rows_avx2(const Problem& p, int n0, int n1) {
   }
 }
 
+// Activation rounding for the int16 paths (qgemm_impl.h: round_to_int16_*). Bit-identical to the
+// scalar reference: max|x| is taken on the integer bits of |x| (for non-negative floats the integer
+// order is the float order, and inf / NaN bits lie above every finite value, so the one maximum
+// gives both max|x| and whether x is finite); 32767 / max|x| and max|x| / 32767 are the same scalar
+// float divisions; q = cvtps_epi32(x * inv) rounds in the current mode as lrint does, and gives
+// INT_MIN for NaN / inf products where lrint gives LONG_MIN (both clamp to -32767; finite products
+// are within 32767 (1 + 2^-23), so no finite one overflows int32).
+namespace {
+
+inline int32_t hmax_epi32(__m256i v) {
+  __m128i m = _mm_max_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+  m = _mm_max_epi32(m, _mm_shuffle_epi32(m, 0x4e));
+  m = _mm_max_epi32(m, _mm_shuffle_epi32(m, 0xb1));
+  return _mm_cvtsi128_si32(m);
+}
+
+inline int32_t hsum_epi32(__m256i v) {
+  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
+  return _mm_cvtsi128_si32(s);
+}
+
+// Rounds x[0, n) as round_to_int16_scalar. PAD: also writes zeros to q[n, round_up(n, 8)) (q must
+// have room); otherwise writes exactly q[0, n).
+template <bool PAD>
+inline float round_i16(const float* x, int n, int16_t* q, int* sum) {
+  const __m256i absm = _mm256_set1_epi32(0x7fffffff);
+  const int n8 = n & ~7, r = n - n8;
+  // Lanes [0, r) of the tail; masked loads read 0 elsewhere (neutral for the maximum).
+  const __m256i tail = _mm256_cmpgt_epi32(_mm256_set1_epi32(r), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+  __m256i vmax0 = _mm256_setzero_si256(), vmax1 = _mm256_setzero_si256();
+  int i = 0;
+  for (; i + 16 <= n8; i += 16) {
+    vmax0 = _mm256_max_epi32(vmax0, _mm256_and_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + i)), absm));
+    vmax1 = _mm256_max_epi32(vmax1, _mm256_and_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + i + 8)), absm));
+  }
+  if (i < n8) vmax0 = _mm256_max_epi32(vmax0, _mm256_and_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + i)), absm));
+  if (r) vmax1 = _mm256_max_epi32(vmax1, _mm256_and_si256(_mm256_maskload_epi32(reinterpret_cast<const int*>(x + n8), tail), absm));
+  const int32_t abits = hmax_epi32(_mm256_max_epi32(vmax0, vmax1));
+  const bool finite = abits < 0x7f800000;
+  float amax;
+  std::memcpy(&amax, &abits, 4);
+  const float inv = finite && amax > 0.f ? 32767.f / amax : 0.f;
+
+  const __m256 vinv = _mm256_set1_ps(inv);
+  const __m256i lo = _mm256_set1_epi32(-32767), hi = _mm256_set1_epi32(32767);
+  __m256i vs = _mm256_setzero_si256();
+  for (i = 0; i + 16 <= n8; i += 16) {
+    __m256i a = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + i), vinv));
+    __m256i b = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + i + 8), vinv));
+    a = _mm256_min_epi32(_mm256_max_epi32(a, lo), hi);
+    b = _mm256_min_epi32(_mm256_max_epi32(b, lo), hi);
+    vs = _mm256_add_epi32(vs, _mm256_add_epi32(a, b));
+    // packs works per 128-bit half (a0-3 b0-3 a4-7 b4-7); the qword permute restores the order.
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + i), _mm256_permute4x64_epi64(_mm256_packs_epi32(a, b), 0xd8));
+  }
+  if (i < n8) {
+    __m256i a = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + i), vinv));
+    a = _mm256_min_epi32(_mm256_max_epi32(a, lo), hi);
+    vs = _mm256_add_epi32(vs, a);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(q + i), _mm_packs_epi32(_mm256_castsi256_si128(a), _mm256_extracti128_si256(a, 1)));
+  }
+  if (r) {
+    __m256i a = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_maskload_ps(x + n8, tail), vinv));
+    // Lanes past n are 0 * inv: 0, or NaN (-> -32767) when inv is inf (max|x| below 32767 / FLT_MAX).
+    a = _mm256_and_si256(_mm256_min_epi32(_mm256_max_epi32(a, lo), hi), tail);
+    vs = _mm256_add_epi32(vs, a);
+    const __m128i h = _mm_packs_epi32(_mm256_castsi256_si128(a), _mm256_extracti128_si256(a, 1));
+    if constexpr (PAD) {
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(q + n8), h);
+    } else {
+      alignas(16) int16_t t[8];
+      _mm_store_si128(reinterpret_cast<__m128i*>(t), h);
+      std::memcpy(q + n8, t, sizeof(int16_t) * static_cast<size_t>(r));
+    }
+  }
+  *sum = hsum_epi32(vs);
+  return finite ? amax / 32767.f : __builtin_nanf("");
+}
+
+// In-place transpose of an 8 x 8 matrix of int32 (row i = v[i]).
+inline void transpose8_epi32(__m256i v[8]) {
+  const __m256i t0 = _mm256_unpacklo_epi32(v[0], v[1]), t1 = _mm256_unpackhi_epi32(v[0], v[1]);
+  const __m256i t2 = _mm256_unpacklo_epi32(v[2], v[3]), t3 = _mm256_unpackhi_epi32(v[2], v[3]);
+  const __m256i t4 = _mm256_unpacklo_epi32(v[4], v[5]), t5 = _mm256_unpackhi_epi32(v[4], v[5]);
+  const __m256i t6 = _mm256_unpacklo_epi32(v[6], v[7]), t7 = _mm256_unpackhi_epi32(v[6], v[7]);
+  const __m256i u0 = _mm256_unpacklo_epi64(t0, t2), u1 = _mm256_unpackhi_epi64(t0, t2);
+  const __m256i u2 = _mm256_unpacklo_epi64(t1, t3), u3 = _mm256_unpackhi_epi64(t1, t3);
+  const __m256i u4 = _mm256_unpacklo_epi64(t4, t6), u5 = _mm256_unpackhi_epi64(t4, t6);
+  const __m256i u6 = _mm256_unpacklo_epi64(t5, t7), u7 = _mm256_unpackhi_epi64(t5, t7);
+  v[0] = _mm256_permute2x128_si256(u0, u4, 0x20);
+  v[1] = _mm256_permute2x128_si256(u1, u5, 0x20);
+  v[2] = _mm256_permute2x128_si256(u2, u6, 0x20);
+  v[3] = _mm256_permute2x128_si256(u3, u7, 0x20);
+  v[4] = _mm256_permute2x128_si256(u0, u4, 0x31);
+  v[5] = _mm256_permute2x128_si256(u1, u5, 0x31);
+  v[6] = _mm256_permute2x128_si256(u2, u6, 0x31);
+  v[7] = _mm256_permute2x128_si256(u3, u7, 0x31);
+}
+
+// pshufb controls that put a block of 32 int16 (natural order) into avx2_lane_code order: output
+// vector o (lanes 16o .. 16o + 15) of plane pl is the OR over source quarters qd (codes 8qd ..
+// 8qd + 7, broadcast to both 128-bit halves) of pshufb(quarter, c[pl][o][qd]); bytes of lanes
+// whose code lies in another quarter are 0x80 (zero).
+struct LaneOrder {
+  alignas(32) uint8_t c[2][2][4][32];
+};
+
+LaneOrder make_lane_order(int bits) {
+  LaneOrder t;
+  for (int pl = 0; pl < avx2_planes(bits); ++pl)
+    for (int o = 0; o < 2; ++o)
+      for (int qd = 0; qd < 4; ++qd)
+        for (int b = 0; b < 32; ++b) {
+          const int src = avx2_lane_code(bits, pl, 16 * o + b / 2);
+          t.c[pl][o][qd][b] = src / 8 == qd ? static_cast<uint8_t>(2 * (src % 8) + b % 2) : 0x80;
+        }
+  return t;
+}
+
+const LaneOrder& lane_order(int bits) {
+  static const LaneOrder t2 = make_lane_order(2), t3 = make_lane_order(3), t4 = make_lane_order(4);
+  return bits == 2 ? t2 : bits == 3 ? t3 : t4;
+}
+
+}  // namespace
+
+float round_to_int16_avx2(const float* x, int n, int16_t* q, int* sum) { return round_i16<false>(x, n, q, sum); }
+
+void xq_fused_avx2(const float* x, const Problem& p, int16_t* xq, float* dx, float* xs) {
+  const int planes = avx2_planes(p.bits), bpg = p.group / kBlockCodes;
+  const LaneOrder* lo = p.bits == 8 ? nullptr : &lane_order(p.bits);
+  alignas(32) int16_t t[kXqMaxGroup];
+  for (int m = 0; m < p.M; ++m) {
+    const float* xr = x + static_cast<size_t>(m) * p.K;
+    int16_t* dst = xq + static_cast<size_t>(m) * p.xq_row;
+    for (int g = 0; g < p.G; ++g) {
+      const int k0 = g * p.group, n = imin(p.K, k0 + p.group) - k0, n8 = (n + 7) & ~7;
+      int sum = 0;
+      const float d = round_i16<true>(xr + k0, n, t, &sum);
+      std::memset(t + n8, 0, sizeof(int16_t) * static_cast<size_t>(p.group - n8));
+      dx[static_cast<size_t>(m) * p.G + g] = d;
+      xs[static_cast<size_t>(m) * p.G + g] = static_cast<float>(sum);
+      for (int b = 0; b < bpg; ++b) {
+        const int16_t* src = t + b * kBlockCodes;
+        int16_t* blk = dst + static_cast<size_t>(g * bpg + b) * planes * kBlockCodes;
+        if (!lo) {  // 8 bit: natural order
+          _mm256_storeu_si256(reinterpret_cast<__m256i*>(blk), _mm256_load_si256(reinterpret_cast<const __m256i*>(src)));
+          _mm256_storeu_si256(reinterpret_cast<__m256i*>(blk + 16), _mm256_load_si256(reinterpret_cast<const __m256i*>(src + 16)));
+          continue;
+        }
+        __m256i qv[4];
+        for (int qd = 0; qd < 4; ++qd) qv[qd] = _mm256_broadcastsi128_si256(_mm_load_si128(reinterpret_cast<const __m128i*>(src + 8 * qd)));
+        for (int pl = 0; pl < planes; ++pl)
+          for (int o = 0; o < 2; ++o) {
+            const uint8_t (*c)[32] = lo->c[pl][o];
+            __m256i v = _mm256_shuffle_epi8(qv[0], _mm256_load_si256(reinterpret_cast<const __m256i*>(c[0])));
+            for (int qd = 1; qd < 4; ++qd)
+              v = _mm256_or_si256(v, _mm256_shuffle_epi8(qv[qd], _mm256_load_si256(reinterpret_cast<const __m256i*>(c[qd]))));
+            _mm256_storeu_si256(reinterpret_cast<__m256i*>(blk + pl * kBlockCodes + 16 * o), v);
+          }
+      }
+    }
+  }
+}
+
+void xq_panel_avx2(const float* x, const Problem& p, int16_t* xq2, float* dxT, float* dxsT) {
+  const size_t Mp = static_cast<size_t>(p.Mp);
+  const int npairs = p.group / 2;  // a multiple of 16
+  // 16 x-rows of one group, rounded (zero past the group's real columns and for rows >= M). 16
+  // rows of a column pair are one 64-byte line of xq2, written whole. Groups outermost: the
+  // group's pairs are one contiguous range of xq2, filled front to back (npairs write streams)
+  // instead of touching every line of xq2 for each 16 rows.
+  alignas(32) int16_t t[16][kXqMaxGroup];
+  for (int g = 0; g < p.G; ++g) {
+    const int k0 = g * p.group, n = imin(p.K, k0 + p.group) - k0, n8 = (n + 7) & ~7;
+    for (int m0 = 0; m0 < p.Mp; m0 += 16) {
+      for (int r = 0; r < 16; ++r) {
+        const int m = m0 + r;
+        float dx = 0.f, dxs = 0.f;
+        if (m < p.M) {
+          int sum = 0;
+          dx = round_i16<true>(x + static_cast<size_t>(m) * p.K + k0, n, t[r], &sum);
+          dxs = dx * static_cast<float>(sum);
+          std::memset(t[r] + n8, 0, sizeof(int16_t) * static_cast<size_t>(p.group - n8));
+        } else {
+          std::memset(t[r], 0, sizeof(int16_t) * static_cast<size_t>(p.group));
+        }
+        dxT[static_cast<size_t>(g) * Mp + m] = dx;
+        dxsT[static_cast<size_t>(g) * Mp + m] = dxs;
+      }
+      // Pair j of row r is the int32 at t[r] + 2j; xq2 holds pair k0 / 2 + j of rows m0..m0+15 in
+      // one 64-byte run.
+      int16_t* dst = xq2 + (static_cast<size_t>(k0 / 2) * Mp + m0) * 2;
+      for (int j0 = 0; j0 < npairs; j0 += 8) {
+        for (int h = 0; h < 2; ++h) {
+          __m256i v[8];
+          for (int r = 0; r < 8; ++r) v[r] = _mm256_load_si256(reinterpret_cast<const __m256i*>(t[8 * h + r] + 2 * j0));
+          transpose8_epi32(v);
+          for (int c = 0; c < 8; ++c) _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + static_cast<size_t>(j0 + c) * Mp * 2 + 16 * h), v[c]);
+        }
+      }
+    }
+  }
+}
+
 }  // namespace llmc::kernels::detail
 
 #include "target_end.inc"

@@ -82,9 +82,26 @@ void check_common(const char* who, const float* x, int M, const QMatrixView& w, 
   detail::check_xy(who, x, M, w.N, w.K, y);
 }
 
-// Rounds x[0, n) to int16 with one scale: x ~= dx * q, dx = max|x| / 32767; returns dx (NaN when
-// x holds a NaN or inf, so that the outputs become NaN as the fp32 kernels' would) and sum(q).
-float round_to_int16(const float* x, int n, int16_t* q, int* sum) {
+}  // namespace
+
+namespace detail {
+
+float* Scratch::get(size_t n) {
+  if (n > cap_) {
+    std::free(buf_);
+    buf_ = static_cast<float*>(std::aligned_alloc(64, (n * sizeof(float) + 63) / 64 * 64));
+    cap_ = buf_ ? n : 0;
+    if (!buf_) throw std::bad_alloc();
+  }
+  return buf_;
+}
+
+Scratch::~Scratch() { std::free(buf_); }
+
+// Reference for round_to_int16_avx2 (qgemm_impl.h): lrint in the current rounding mode; NaN
+// lanes are skipped by std::max and a non-finite x sets inv = 0, so x * inv is NaN there and lrint
+// gives LONG_MIN, clamped to -32767 (the AVX2 version's cvtps_epi32 gives INT_MIN: the same q).
+float round_to_int16_scalar(const float* x, int n, int16_t* q, int* sum) {
   float amax = 0.f;
   bool finite = true;
   for (int i = 0; i < n; ++i) {
@@ -101,19 +118,31 @@ float round_to_int16(const float* x, int n, int16_t* q, int* sum) {
   return finite ? amax / 32767.f : std::numeric_limits<float>::quiet_NaN();
 }
 
-// The fused AVX2 kernel's activations (qgemm_impl.h, Problem::xq): per row m and group g,
+// The fused AVX2 kernel's activations (Problem::xq): per row m and group g,
 // dx = max|x| / 32767 over the group's real columns, xq = round(x / dx) (0 in the padding), laid
 // out per block in avx2_lane_code() order for each bit plane; plus dx and sum(xq) per group.
-void prepare_xq(const float* x, detail::Problem& p, detail::Scratch& s_q, detail::Scratch& s_g) {
-  const int planes = detail::avx2_planes(p.bits);
+// isa = kScalar is the reference for xq_fused_avx2 (rounding, then a scalar scatter).
+void prepare_xq(const float* x, Problem& p, Scratch& s_q, Scratch& s_g, Isa isa) {
+  const int planes = avx2_planes(p.bits);
   int perm[2][kBlockCodes];
   for (int pl = 0; pl < planes; ++pl)
-    for (int l = 0; l < kBlockCodes; ++l) perm[pl][l] = detail::avx2_lane_code(p.bits, pl, l);
+    for (int l = 0; l < kBlockCodes; ++l) perm[pl][l] = avx2_lane_code(p.bits, pl, l);
   const int nblk = p.Kp / kBlockCodes;
   p.xq_row = static_cast<size_t>(nblk) * planes * kBlockCodes;  // a multiple of 32 int16 = 64 bytes
   auto* xq = reinterpret_cast<int16_t*>(s_q.get((static_cast<size_t>(p.M) * p.xq_row + 1) / 2));
   float* dx = s_g.get(2 * static_cast<size_t>(p.M) * p.G);
   float* xs = dx + static_cast<size_t>(p.M) * p.G;
+  p.xq = xq;
+  p.xdx = dx;
+  p.xqs = xs;
+#if defined(LLMC_KERNELS_X86)
+  if (isa == Isa::kAvx2 && p.group <= kXqMaxGroup) {
+    xq_fused_avx2(x, p, xq, dx, xs);
+    return;
+  }
+#else
+  (void)isa;
+#endif
   std::vector<int16_t> q(static_cast<size_t>(p.group));
   for (int m = 0; m < p.M; ++m) {
     const float* xr = x + static_cast<size_t>(m) * p.K;
@@ -122,7 +151,7 @@ void prepare_xq(const float* x, detail::Problem& p, detail::Scratch& s_q, detail
       const int k0 = g * p.group, n = std::min(p.K, k0 + p.group) - k0;
       std::fill(q.begin() + n, q.end(), int16_t{0});  // padding columns of a partial last group
       int sum = 0;
-      dx[static_cast<size_t>(m) * p.G + g] = round_to_int16(xr + k0, n, q.data(), &sum);
+      dx[static_cast<size_t>(m) * p.G + g] = round_to_int16_scalar(xr + k0, n, q.data(), &sum);
       xs[static_cast<size_t>(m) * p.G + g] = static_cast<float>(sum);
       for (int b = 0; b < p.group / kBlockCodes; ++b) {
         int16_t* blk = dst + static_cast<size_t>(g * (p.group / kBlockCodes) + b) * planes * kBlockCodes;
@@ -131,18 +160,25 @@ void prepare_xq(const float* x, detail::Problem& p, detail::Scratch& s_q, detail
       }
     }
   }
-  p.xq = xq;
-  p.xdx = dx;
-  p.xqs = xs;
 }
 
 // The panel AVX2 kernel's activations (Problem::xq2): the same int16 rounding per (row, group),
 // stored as column pairs per x-row ([Kp / 2][Mp][2]), with dx and dx * sum(xq) per (group, x-row).
-void prepare_xq_panel(const float* x, detail::Problem& p, detail::Scratch& s_q, detail::Scratch& s_g) {
+// isa = kScalar is the reference for xq_panel_avx2 (rounding, then a scalar scatter).
+void prepare_xq_panel(const float* x, Problem& p, Scratch& s_q, Scratch& s_g, Isa isa) {
   const size_t Mp = static_cast<size_t>(p.Mp);
   auto* xq2 = reinterpret_cast<int16_t*>(s_q.get(static_cast<size_t>(p.Kp) * Mp / 2));
   float* dxT = s_g.get(2 * static_cast<size_t>(p.G) * Mp);
   float* dxsT = dxT + static_cast<size_t>(p.G) * Mp;
+  p.xq2 = xq2;
+  p.xdxT = dxT;
+  p.xdxsT = dxsT;
+#if defined(LLMC_KERNELS_X86)
+  if (isa == Isa::kAvx2 && p.group <= kXqMaxGroup) {
+    xq_panel_avx2(x, p, xq2, dxT, dxsT);
+    return;
+  }
+#endif
   std::fill(xq2, xq2 + static_cast<size_t>(p.Kp) * Mp, int16_t{0});
   std::fill(dxT, dxT + 2 * static_cast<size_t>(p.G) * Mp, 0.f);
   std::vector<int16_t> q(static_cast<size_t>(p.group));
@@ -151,32 +187,13 @@ void prepare_xq_panel(const float* x, detail::Problem& p, detail::Scratch& s_q, 
     for (int g = 0; g < p.G; ++g) {
       const int k0 = g * p.group, n = std::min(p.K, k0 + p.group) - k0;
       int sum = 0;
-      const float dx = round_to_int16(xr + k0, n, q.data(), &sum);
+      const float dx = round_to_int16_scalar(xr + k0, n, q.data(), &sum);
       for (int i = 0; i < n; ++i) xq2[(static_cast<size_t>((k0 + i) / 2) * Mp + m) * 2 + ((k0 + i) & 1)] = q[static_cast<size_t>(i)];
       dxT[static_cast<size_t>(g) * Mp + m] = dx;
       dxsT[static_cast<size_t>(g) * Mp + m] = dx * static_cast<float>(sum);
     }
   }
-  p.xq2 = xq2;
-  p.xdxT = dxT;
-  p.xdxsT = dxsT;
 }
-
-}  // namespace
-
-namespace detail {
-
-float* Scratch::get(size_t n) {
-  if (n > cap_) {
-    std::free(buf_);
-    buf_ = static_cast<float*>(std::aligned_alloc(64, (n * sizeof(float) + 63) / 64 * 64));
-    cap_ = buf_ ? n : 0;
-    if (!buf_) throw std::bad_alloc();
-  }
-  return buf_;
-}
-
-Scratch::~Scratch() { std::free(buf_); }
 
 void check_xy(const char* who, const float* x, int M, int N, int K, const float* y) {
   const std::string s(who);
@@ -269,10 +286,10 @@ void qgemm_cpu(const float* x, int M, const QMatrixView& w, const float* bias, f
   if (qgemm_rounds_x_to_int16(use)) {
     if (panel) {
       p.Mp = (M + 15) / 16 * 16;
-      prepare_xq_panel(x, p, s_x, s_g);
+      detail::prepare_xq_panel(x, p, s_x, s_g, use);
       p.yT = s_y.get(static_cast<size_t>(p.N) * p.Mp);
     } else {
-      prepare_xq(x, p, s_x, s_g);
+      detail::prepare_xq(x, p, s_x, s_g, use);
     }
 #if defined(LLMC_KERNELS_X86)
     rows = panel ? detail::panel_rows_avx2 : detail::fused_rows_avx2;

@@ -103,6 +103,36 @@ class Scratch {
   size_t cap_ = 0;
 };
 
+// Activations of the AVX2 int16 paths (qgemm_cpu.cpp). round_to_int16_*: x[0, n) ~= dx * q with
+// dx = max|x| / 32767 and q = lrint(x * (32767 / max|x|)) clamped to [-32767, 32767] (the current
+// rounding mode: half to even); writes q[0, n) and *sum = sum(q), returns dx. dx is NaN when x
+// holds a NaN or inf (then q is -32767 where x is not finite, 0 elsewhere), 0 when x is all zero.
+// When 0 < max|x| < 32767 / FLT_MAX (~9.6e-35), 32767 / max|x| overflows to inf and every q is
+// -32767 (0 * inf and +-inf both convert to the integer indefinite value): a known quirk, kept.
+// The scalar version is the reference; the AVX2 one (qgemm_avx2.cpp, only on AVX2 CPUs) gives the
+// same bits of q, sum and dx for every input.
+float round_to_int16_scalar(const float* x, int n, int16_t* q, int* sum);
+float round_to_int16_avx2(const float* x, int n, int16_t* q, int* sum);
+
+// Largest group xq_panel_avx2 takes (its row buffer); qformat's groups are 32, 64 or 128.
+constexpr int kXqMaxGroup = 128;
+// Problem::xq2 / xdxT / xdxsT for p.M, p.K, p.group, p.G, p.Kp, p.Mp (M <= Mp, Mp a multiple of 16):
+// writes all of xq2 [Kp / 2][Mp][2] and dxT, dxsT [G][Mp] (0 outside [M) x [K)), the same bits as
+// prepare_xq_panel(..., Isa::kScalar). Rounds 16 rows of a group at a time into an L1 buffer and
+// stores them with 8 x 8 transposes of column pairs (whole 64-byte lines of xq2).
+void xq_panel_avx2(const float* x, const Problem& p, int16_t* xq2, float* dxT, float* dxsT);
+// Problem::xq / xdx / xqs for p.M, p.K, p.group, p.G, p.bits, p.xq_row: rows [0, M) of xq (lane
+// order by pshufb tables), dx and sum(xq) [M][G]; the same bits as prepare_xq(..., Isa::kScalar).
+void xq_fused_avx2(const float* x, const Problem& p, int16_t* xq, float* dx, float* xs);
+
+// The dispatcher's activation preparation for the AVX2 int16 kernels (qgemm_cpu.cpp): the fused
+// path's Problem::xq / xdx / xqs, the panel path's xq2 / xdxT / xdxsT (p.Mp set by the caller),
+// in buffers from s_q and s_g. isa = Isa::kScalar: the scalar reference (round_to_int16_scalar,
+// scalar scatter); Isa::kAvx2: xq_fused_avx2 / xq_panel_avx2 (AVX2 CPUs only).
+// Both give the same bits; qgemm_cpu uses kAvx2.
+void prepare_xq(const float* x, Problem& p, Scratch& s_q, Scratch& s_g, Isa isa);
+void prepare_xq_panel(const float* x, Problem& p, Scratch& s_q, Scratch& s_g, Isa isa);
+
 // Argument checks shared by qgemm_cpu and qgemm_tiled_cpu (std::invalid_argument prefixed `who`):
 // x, y non-null, 1 <= M <= 2^30, y not overlapping x ([M][K] and [M][N] floats); then
 // num_threads >= 0 and an Isa value this CPU supports.
