@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Fuzz bench: each fuzz target (tests/fuzz: safetensors, GGUF, tokenizer.json, search configs, task
-# files) under ASan/UBSan for FUZZ_SECONDS each, starting from the committed corpus
+# Fuzz bench: each fuzz target (tests/fuzz: safetensors, GGUF, tokenizer.json, SentencePiece
+# tokenizer.model, search configs, task files) under ASan/UBSan for FUZZ_SECONDS each, starting from the committed corpus
 # (tests/fuzz/corpus) plus what earlier runs of this script kept. Records per target: executions,
 # crashes, distinct error classes (kinds of clean rejection), into OUT/summary.md and stdout.
 # Usage: scripts/fuzz.sh [OUT]   (default build-fuzz/runs; the issue's bench: FUZZ_SECONDS=600)
 # Environment:
 #   FUZZ_SECONDS  seconds per target (default 600)
-#   FUZZ_TARGETS  space-separated subset (default: all five)
+#   FUZZ_TARGETS  space-separated subset (default: all six)
 #   FUZZ_ENGINE   libfuzzer (clang's coverage-guided libFuzzer, build-fuzz/) | builtin (driver.cpp's
 #                 mutation loop under GCC's ASan/UBSan, build-asan/) | auto (default: libfuzzer when
 #                 clang++ can link -fsanitize=fuzzer, else builtin)
@@ -16,7 +16,7 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 secs="${FUZZ_SECONDS:-600}"
-targets="${FUZZ_TARGETS:-safetensors gguf tokenizer_json search_config tasks}"
+targets="${FUZZ_TARGETS:-safetensors gguf tokenizer_json spm_model search_config tasks}"
 engine="${FUZZ_ENGINE:-auto}"
 seed="${FUZZ_SEED:-0}"
 san="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer"

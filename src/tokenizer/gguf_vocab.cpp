@@ -3,6 +3,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <cctype>
 #include <map>
 #include <unordered_map>
 
@@ -11,6 +12,7 @@
 #include "llmc/io/gguf_writer.h"
 #include "llmc/tokenizer/bpe.h"
 #include "llmc/tokenizer/spm_model.h"
+#include "llmc/tokenizer/spm_native.h"
 
 namespace llmc {
 
@@ -115,12 +117,13 @@ void add_spm_added_tokens(const std::string& dir, const json& tc, Vocab& v, int6
       } catch (const std::exception&) {
         id = -1;
       }
-      if (id < 0) fail("{}: added_tokens_decoder key '{}' is not a token id", tc_path, it.key());
+      if (id < 0) fail("{}: added_tokens_decoder key '{}' is not a token id", tc_path, printable_token(it.key()));
       const std::string c = content_of(it.value());
-      if (c.empty()) fail("{}: added_tokens_decoder['{}'] has no content", tc_path, it.key());
+      if (c.empty()) fail("{}: added_tokens_decoder['{}'] has no content", tc_path, printable_token(it.key()));
       bool special = false;
       if (it.value().is_object() && it.value().contains("special")) {
-        if (!it.value()["special"].is_boolean()) fail("{}: added_tokens_decoder['{}'].special is not a boolean", tc_path, it.key());
+        if (!it.value()["special"].is_boolean()) fail("{}: added_tokens_decoder['{}'].special is not a boolean", tc_path,
+                                                         printable_token(it.key()));
         special = it.value()["special"].get<bool>();
       }
       added[id] = {c, special, tc_path};
@@ -131,14 +134,15 @@ void add_spm_added_tokens(const std::string& dir, const json& tc, Vocab& v, int6
   if (!at.is_null())
     for (auto it = at.begin(); it != at.end(); ++it) {
       if (!it.value().is_number_integer() || it.value().get<int64_t>() < 0)
-        fail("{}: '{}' is not mapped to a token id", at_path, it.key());
+        fail("{}: '{}' is not mapped to a token id", at_path, printable_token(it.key()));
       const int64_t id = it.value().get<int64_t>();
       if (it.key().empty()) fail("{}: an added token with empty text", at_path);
       if (!added.count(id)) added[id] = {it.key(), false, at_path};
     }
   for (const auto& [id, a] : added) {
     if (id >= rows)
-      fail("{}: added token {} '{}' is past the model's embedding ({} rows)", a.from, id, a.content, rows);
+      fail("{}: added token {} '{}' is past the model's embedding ({} rows)", a.from, id, printable_token(a.content),
+           rows);
     if (id < static_cast<int64_t>(v.tokens.size()) && v.tokens[id] == a.content) continue;  // the piece itself
     if (id >= static_cast<int64_t>(v.tokens.size())) {
       v.tokens.resize(id + 1);
@@ -161,6 +165,12 @@ int config_id(const json& cfg, const char* key, size_t n) {
 void check_id(const std::string& where, const char* what, int id, size_t n) {
   if (id >= static_cast<int64_t>(n))
     fail("{}: the {} token id {} is outside the vocabulary ({} tokens)", where, what, id, n);
+}
+
+// "<0xAB>": two hex digits.
+bool is_byte_piece(const std::string& p) {
+  return p.size() == 6 && p.compare(0, 3, "<0x") == 0 && p[5] == '>' && std::isxdigit(static_cast<unsigned char>(p[3])) &&
+         std::isxdigit(static_cast<unsigned char>(p[4]));
 }
 
 const char* const kCaseInsensitiveContractions = "(?i:'s|'t|'re|'ve|'m|'ll|'d)";
@@ -195,8 +205,9 @@ GGUFMetadata gguf_tokenizer_from_hf(const std::string& dir, int64_t vocab_rows, 
   GGUFMetadata kv;
   Vocab v;
   int bos = -1, eos = -1, unk = -1, pad = -1;
-  bool add_bos = true;
-  if (file_exists(spm_path)) {
+  bool add_bos = true, add_space_prefix = true;
+  const bool spm = file_exists(spm_path);
+  if (spm) {
     const SpmModelProto m = read_spm_model(spm_path);
     v.where = spm_path;
     if (m.model_type != 2)
@@ -219,7 +230,8 @@ GGUFMetadata gguf_tokenizer_from_hf(const std::string& dir, int64_t vocab_rows, 
     kv.emplace_back("tokenizer.ggml.scores", f32_array(v.scores));
     kv.emplace_back("tokenizer.ggml.token_type", types_array(v.types));
     if (int p = config_id(cfg, "pad_token_id", n); p >= 0) pad = p;
-    if (!m.add_dummy_prefix) kv.emplace_back("tokenizer.ggml.add_space_prefix", gguf_bool(false));
+    add_space_prefix = m.add_dummy_prefix;
+    if (!add_space_prefix) kv.emplace_back("tokenizer.ggml.add_space_prefix", gguf_bool(false));
   } else if (file_exists(tj_path)) {
     BPEVocab b = read_bpe_tokenizer_json(tj_path, tc.is_null() ? "" : tc_path);
     BPETokenizer check(b);  // the checks our loader makes (merges name tokens, regexes compile)
@@ -245,7 +257,8 @@ GGUFMetadata gguf_tokenizer_from_hf(const std::string& dir, int64_t vocab_rows, 
     for (size_t r = 0; r < b.merges.size(); ++r) {
       const auto& [l, rt] = b.merges[r];
       if (l.find(' ') != std::string::npos || rt.find(' ') != std::string::npos)
-        fail("{}: merge {} ['{}', '{}'] holds a space, which GGUF's 'left right' merges cannot write", tj_path, r, l, rt);
+        fail("{}: merge {} ['{}', '{}'] holds a space, which GGUF's 'left right' merges cannot write", tj_path, r,
+             printable_token(l), printable_token(rt));
       merges.push_back(l + " " + rt);
     }
     bos = b.bos >= 0 ? b.bos : config_bos;
@@ -273,6 +286,23 @@ GGUFMetadata gguf_tokenizer_from_hf(const std::string& dir, int64_t vocab_rows, 
   check_id(v.where, "EOS", eos, n);
   check_id(v.where, "unknown", unk, n);
   check_id(v.where, "padding", pad, n);
+  if (spm) {
+    // What llama.cpp and our GGUF reader need of the pieces: a BYTE piece names its byte.
+    for (size_t i = 0; i < n; ++i)
+      if (v.types[i] == GGUFTokenType::BYTE && !is_byte_piece(v.tokens[i]))
+        fail("{}: piece {} '{}' has type BYTE but is not of the form <0xXX>", v.where, i, printable_token(v.tokens[i]));
+    SpmVocab sv;
+    sv.pieces = v.tokens;
+    sv.scores = v.scores;
+    sv.types = v.types;
+    sv.bos = bos;
+    sv.eos = eos;
+    sv.unk = unk;
+    sv.add_bos = add_bos;
+    sv.add_space_prefix = add_space_prefix;
+    sv.source = v.where;
+    SpmNativeTokenizer check(std::move(sv));  // the rest of our GGUF reader's checks
+  }
   if (bos >= 0) kv.emplace_back("tokenizer.ggml.bos_token_id", gguf_u32(static_cast<uint32_t>(bos)));
   if (eos >= 0) kv.emplace_back("tokenizer.ggml.eos_token_id", gguf_u32(static_cast<uint32_t>(eos)));
   if (unk >= 0) kv.emplace_back("tokenizer.ggml.unknown_token_id", gguf_u32(static_cast<uint32_t>(unk)));

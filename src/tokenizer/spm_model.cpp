@@ -157,8 +157,8 @@ void read_piece(Reader& outer, std::string_view b, size_t base, const std::strin
   size_t off = 0;
   if (const char* why = utf8_problem(piece, &off))
     outer.bad_abs(piece_at + off, "piece {} is not valid UTF-8 ({})", id, why);
-  if (!std::isfinite(score)) outer.bad("piece {} '{}' has a non-finite score", id, piece);
-  if (type < 1 || type > 6) outer.bad("piece {} '{}' has unknown type {}", id, piece, type);
+  if (!std::isfinite(score)) outer.bad("piece {} '{}' has a non-finite score", id, printable_token(piece));
+  if (type < 1 || type > 6) outer.bad("piece {} '{}' has unknown type {}", id, printable_token(piece), type);
   m.pieces.push_back(std::move(piece));
   m.scores.push_back(score);
   m.types.push_back(static_cast<GGUFTokenType>(type));
@@ -200,6 +200,25 @@ void read_normalizer(std::string_view b, size_t base, const std::string& where, 
 
 }  // namespace
 
+std::string printable_token(std::string_view s) {
+  constexpr size_t kMax = 48;
+  size_t end = s.size();
+  if (end > kMax) {
+    end = kMax;
+    while (end > 0 && (static_cast<unsigned char>(s[end]) & 0xC0) == 0x80) --end;  // not inside a character
+  }
+  std::string out;
+  for (size_t i = 0; i < end; ++i) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    if (c < 0x20 || c == 0x7f)
+      out += fmt::format("\\x{:02X}", c);
+    else
+      out += static_cast<char>(c);
+  }
+  if (end < s.size()) out += "...";
+  return out;
+}
+
 std::string spm_model_type_name(int t) {
   switch (t) {
     case 1: return "UNIGRAM";
@@ -227,7 +246,7 @@ SpmModelProto parse_spm_model(std::string_view b, const std::string& where) {
       read_piece(r, sub, at, where, m);
       const size_t i = m.pieces.size() - 1;
       auto [it, fresh] = seen.emplace(m.pieces[i], i);
-      if (!fresh) r.bad("piece {} '{}' repeats piece {}", i, m.pieces[i], it->second);
+      if (!fresh) r.bad("piece {} '{}' repeats piece {}", i, printable_token(m.pieces[i]), it->second);
     } else if (f == 2) {
       r.expect(f, w, kLen, "trainer_spec");
       if (trainer) r.bad("trainer_spec appears twice");

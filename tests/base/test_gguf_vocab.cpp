@@ -182,6 +182,7 @@ TEST(SpmModel, MalformedInputGivesOneClearLine) {
       {piece("<unk>", 0.0f, 2) + piece("<unk>", 0.0f, 2), "piece 1 '<unk>' repeats piece 0"},
       {piece("a\xff", 0.0f, 1), "piece 0 is not valid UTF-8"},
       {piece("a", 0.0f, 9), "piece 0 'a' has unknown type 9"},
+      {piece("a\nb" + std::string(60, 'c'), 0.0f, 9), "piece 0 'a\\x0Abccc"},  // one line, cut
       {piece("a", std::numeric_limits<float>::infinity(), 1), "piece 0 'a' has a non-finite score"},
       {len_field(1, float_field(2, 1.0f)), "piece 0 has no text"},
       {len_field(1, len_field(1, "a") + varint_field(2, 1)), "field 2 (score) of SentencePiece has wire type 0, expected 5"},
@@ -271,6 +272,13 @@ TEST(GGUFVocab, SentencePieceRefusals) {
       << e;
   e = error_of([&] { gguf_tokenizer_from_hf(d.path, 6, 9, -1); });
   EXPECT_NE(e.find("the BOS token id 9 is outside the vocabulary (6 tokens)"), std::string::npos) << e;
+  // A BYTE piece that names no byte (llama.cpp reads the byte from the text); text shown on one line.
+  std::string bad = piece("<unk>", 0.0f, 2) + piece("<0x4\n>", 0.0f, 6) + len_field(2, varint_field(3, 2));
+  d.put("tokenizer.model", bad);
+  e = error_of([&] { gguf_tokenizer_from_hf(d.path, 6, -1, -1); });
+  EXPECT_NE(e.find("tokenizer.model: piece 1 '<0x4\\x0A>' has type BYTE but is not of the form <0xXX>"), std::string::npos)
+      << e;
+  d.put("tokenizer.model", hand_model());
   d.put("tokenizer_config.json", R"({"added_tokens_decoder": {"6": {"content": "<x>", "special": true}}})");
   e = error_of([&] { gguf_tokenizer_from_hf(d.path, 6, -1, -1); });
   EXPECT_NE(e.find("tokenizer_config.json: added token 6 '<x>' is past the model's embedding (6 rows)"), std::string::npos)

@@ -205,6 +205,59 @@ tj3 = json.loads(json.dumps(tj))
 tj3["pre_tokenizer"] = {"type": "Sequence", "pretokenizers": [{"type": "Digits", "individual_digits": True}, bytelevel]}
 put("tokenizer_json", "digits", json.dumps(tj3))
 
+# ---- SentencePiece tokenizer.model (protobuf ModelProto) -----------------------------------------
+def pb_varint(v):
+    v &= (1 << 64) - 1
+    out = b""
+    while True:
+        c = v & 0x7F
+        v >>= 7
+        out += bytes([c | (0x80 if v else 0)])
+        if not v:
+            return out
+
+
+def pb_tag(field, wire):
+    return pb_varint(field << 3 | wire)
+
+
+def pb_len(field, payload):
+    payload = payload.encode() if isinstance(payload, str) else payload
+    return pb_tag(field, 2) + pb_varint(len(payload)) + payload
+
+
+def pb_int(field, v):
+    return pb_tag(field, 0) + pb_varint(v)
+
+
+def spm_piece(text, score=None, typ=None):
+    p = pb_len(1, text)
+    if score is not None:
+        p += pb_tag(2, 5) + struct.pack("<f", score)
+    if typ is not None:
+        p += pb_int(3, typ)
+    return pb_len(1, p)
+
+
+def spm_model(pieces, model_type=2, dummy_prefix=True, extra_trainer=b""):
+    m = b"".join(spm_piece(*p) for p in pieces)
+    m += pb_len(2, pb_len(1, "data.txt") + pb_int(3, model_type) + pb_int(4, len(pieces)) + pb_int(35, 1) +
+                pb_int(40, 0) + pb_int(41, 1) + pb_int(42, 2) + pb_int(43, -1) + extra_trainer)
+    m += pb_len(3, pb_len(1, "identity") + pb_len(2, b"") + (b"" if dummy_prefix else pb_int(3, 0)))
+    return m
+
+
+SP = "\u2581"
+spm_pieces = [("<unk>", 0.0, 2), ("<s>", 0.0, 3), ("</s>", 0.0, 3)] + \
+             [("<0x%02X>" % b, 0.0, 6) for b in range(256)] + \
+             [(t, -float(i), None) for i, t in enumerate([SP, "a", "b", "c", "ab", SP + "a", SP + "ab", "bc", "1", "2"])]
+put("spm_model", "bpe_byte_fallback", spm_model(spm_pieces))
+put("spm_model", "no_dummy_prefix", spm_model(spm_pieces[:3] + spm_pieces[-10:], dummy_prefix=False))
+put("spm_model", "unigram", spm_model(spm_pieces[:3] + spm_pieces[-10:], model_type=1))
+stories_tok = os.path.join(shared, "models", "stories260K", "tokenizer.model")
+if os.path.exists(stories_tok):
+    put("spm_model", "stories260k", open(stories_tok, "rb").read())
+
 # ---- search configs (parsed with base_dir holding space.json) -------------------------------------
 cfg_dir = os.path.join(here, "..", "..", "configs")
 for name in ("stories260k.json", "smollm2-135m.json"):

@@ -10,6 +10,8 @@
 //   add_space_prefix = false only when normalizer_spec.add_dummy_prefix is false (llama.cpp's
 //   default is true). Only BPE-type models are converted: llama.cpp's "llama" tokenizer is
 //   SentencePiece's BPE, so a UNIGRAM / WORD / CHAR model is refused (it would tokenize otherwise).
+//   A BYTE piece must be "<0xXX>" (llama.cpp reads the byte from it); the vocabulary passes the
+//   checks of our GGUF reader's tokenizer (spm_native.h) before it is returned.
 //   Added tokens (tokenizer_config.json added_tokens_decoder, added_tokens.json) past the pieces
 //   are appended (CONTROL when special, else USER_DEFINED; score -1000); one at a piece's id with
 //   the piece's text changes nothing; one with other text replaces the piece.

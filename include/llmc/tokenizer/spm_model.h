@@ -45,4 +45,8 @@ SpmModelProto read_spm_model(const std::string& path);
 // "UNIGRAM", "BPE", "WORD", "CHAR" or "type N".
 std::string spm_model_type_name(int model_type);
 
+// A token's text for a one-line error message: control bytes (and DEL) as \xNN, cut after 48 bytes
+// (at a UTF-8 character boundary) with "...".
+std::string printable_token(std::string_view text);
+
 }  // namespace llmc
