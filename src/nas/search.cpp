@@ -243,7 +243,12 @@ class Search {
 
   void set_target() {
     res_.original_ms = lut_.predict_ms(uniform_arch(base_, 16, c_.space.group_size), M());
-    res_.target_ms = c_.target_ms > 0 ? c_.target_ms : c_.target_fraction * res_.original_ms;
+    double ref_ms = res_.original_ms;
+    if (c_.target_relative_bits > 0 && c_.target_ms <= 0) {
+      ref_ms = lut_.predict_ms(uniform_arch(base_, c_.target_relative_bits, c_.space.group_size), M());
+      spdlog::info("target: {} x uniform {}-bit's {:.3f} ms", c_.target_fraction, c_.target_relative_bits, ref_ms);
+    }
+    res_.target_ms = c_.target_ms > 0 ? c_.target_ms : c_.target_fraction * ref_ms;
   }
 
   // From step 0, or from the checkpoint (--resume); opens the step log.

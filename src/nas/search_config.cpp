@@ -1,5 +1,6 @@
 #include "llmc/nas/search_config.h"
 
+#include <algorithm>
 #include <nlohmann/json.hpp>
 
 #include "llmc/core/error.h"
@@ -120,12 +121,26 @@ SearchConfig parse_search_config(const std::string& text, const std::string& whe
     o.get("ms", &c.target_ms);
     o.get("fraction", &c.target_fraction);
     o.get("tokens", &c.target_tokens);
+    std::string rel = "original";
+    o.get("relative_to", &rel);
     o.finish();
+    if (rel.rfind("uniform:", 0) == 0) {
+      const std::string b = rel.substr(8);
+      c.target_relative_bits = b == "2" || b == "3" || b == "4" || b == "8" || b == "16" ? std::stoi(b) : -1;
+    } else if (rel != "original") {
+      c.target_relative_bits = -1;
+    }
+    if (c.target_relative_bits < 0)
+      fail("{}.target.relative_to: '{}' (expected original or uniform:B, B in 2, 3, 4, 8, 16)", where, rel);
     // A given value out of range is an error, never the default in disguise.
     if (o.has("ms") && !(c.target_ms > 0)) fail("{}.target.ms: {} (expected > 0)", where, c.target_ms);
-    if (o.has("fraction") && !(c.target_fraction > 0 && c.target_fraction <= 1))
-      fail("{}.target.fraction: {} (expected a fraction of the original latency in (0, 1])", where,
-           c.target_fraction);
+    // Relative to the original a target above 1 compresses nothing; relative to a uniform
+    // quantization, a little above 1 (slower than it, more accurate) is a sensible request.
+    const double max_fraction = c.target_relative_bits > 0 ? 4.0 : 1.0;
+    if (o.has("fraction") && !(c.target_fraction > 0 && c.target_fraction <= max_fraction))
+      fail("{}.target.fraction: {} (expected a fraction of the {} latency in (0, {}])", where, c.target_fraction,
+           c.target_relative_bits > 0 ? "uniform " + std::to_string(c.target_relative_bits) + "-bit" : "original",
+           max_fraction);
     if (c.target_tokens < 1) fail("{}.target.tokens: {} (expected >= 1)", where, c.target_tokens);
   }
   if (const json* s = top.sub("schedule")) {
@@ -165,6 +180,14 @@ SearchConfig parse_search_config(const std::string& text, const std::string& whe
   if (c.mode != "joint" && c.mode != "sequential" && c.mode != "width-only" && c.mode != "bits-only")
     fail("{}.mode: '{}' is not joint, sequential, width-only or bits-only", where, c.mode);
   top.finish();
+  // Uniform B-bit must be an architecture of the space: B in every layer's bits.
+  auto has_bits = [&](const LayerSpace& s) {
+    return std::find(s.bits.begin(), s.bits.end(), c.target_relative_bits) != s.bits.end();
+  };
+  bool all = has_bits(c.space.defaults);
+  for (const auto& o : c.space.overrides) all = all && has_bits(o.second);
+  if (c.target_relative_bits > 0 && !all)
+    fail("{}.target.relative_to: uniform:{} is not one of the space's bits", where, c.target_relative_bits);
   return c;
 }
 

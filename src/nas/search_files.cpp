@@ -119,6 +119,7 @@ std::string search_fingerprint(const SearchConfig& c, const std::string& lut_pat
   ojson target = ojson::object();
   if (c.target_ms > 0) target["ms"] = c.target_ms;
   else target["fraction"] = c.target_fraction;
+  if (c.target_ms <= 0 && c.target_relative_bits > 0) target["relative_to"] = "uniform:" + std::to_string(c.target_relative_bits);
   target["tokens"] = c.target_tokens;
   const ojson schedule = {{"steps", c.steps},
                           {"arch_lr", c.arch_lr},

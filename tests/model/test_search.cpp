@@ -249,6 +249,23 @@ TEST_F(SearchRun, KnapsackDiscretizationMeetsTheTarget) {
   EXPECT_LE(r.predicted_ms, r.target_ms);
 }
 
+// target.relative_to uniform:B: the target is a fraction of uniform B-bit's LUT latency (the plain
+// quantization a searched model should beat at equal latency), not of the original's.
+TEST_F(SearchRun, TargetRelativeToUniformBits) {
+  SearchOptions o;
+  o.progress = false;
+  o.out_dir = dir() + "/relative";
+  auto c = config(R"("steps":1,"arch_lr":0,"distill":true)", R"({"relative_to":"uniform:4","fraction":0.9})");
+  c.discretize = "knapsack";
+  const auto r = run_search(c, o);
+  const LatencyTable lut = LatencyTable::load(c.lut);
+  const ModelConfig base = load_hf_config(stories() + "/config.json");
+  const double u4 = lut.predict_ms(uniform_arch(base, 4, 32), 1);
+  EXPECT_NEAR(r.target_ms, 0.9 * u4, 1e-9 * u4);
+  EXPECT_LT(r.target_ms, 0.9 * r.original_ms);  // not the original's fraction
+  EXPECT_LE(r.predicted_ms, r.target_ms);
+}
+
 // A run stopped at a random step and resumed ends exactly like an uninterrupted run.
 TEST_F(SearchRun, ResumeAfterStopIsIdentical) {
   const std::string sched = R"("steps":16,"arch_lr":0.1,"lambda":5,"checkpoint_every":5,"lora_rank":2,"hard":true)";

@@ -293,6 +293,18 @@ TEST(SearchConfig, RejectsOutOfRangeValues) {
   EXPECT_NE(err(R"("schedule":{"weight_lr":-1e-3})").find("c.json.schedule.weight_lr: -0.001"), std::string::npos);
   EXPECT_NE(err(R"("schedule":{"checkpoint_every":-2})").find("c.json.schedule.checkpoint_every: -2"),
             std::string::npos);
+  EXPECT_NE(err(R"("target":{"relative_to":"uniform:5"})").find("c.json.target.relative_to: 'uniform:5' (expected original or uniform:B"),
+            std::string::npos);
+  EXPECT_NE(err(R"("target":{"relative_to":"fp16"})").find("c.json.target.relative_to: 'fp16'"), std::string::npos);
+  EXPECT_NE(err(R"("space":{"bits":[4,8,16]},"target":{"relative_to":"uniform:2"})")
+                .find("c.json.target.relative_to: uniform:2 is not one of the space's bits"),
+            std::string::npos);
+  EXPECT_NE(err(R"("target":{"relative_to":"uniform:4","fraction":4.5})").find("c.json.target.fraction: 4.5 (expected a fraction of the uniform 4-bit latency in (0, 4])"),
+            std::string::npos);
+  // Relative to a uniform quantization, above 1 is a request (slower than it, more accurate).
+  EXPECT_EQ(parse_search_config(R"({"model":"m","target":{"relative_to":"uniform:4","fraction":1.1}})", "c.json", "/")
+                .target_relative_bits,
+            4);
   // Still fine: a fraction of 1, ms alone, ms with a fraction (ms wins).
   EXPECT_EQ(err(R"("target":{"fraction":1})"), "");
   auto c = parse_search_config(R"({"model":"m","target":{"ms":2.5,"fraction":0.4}})", "c.json", "/");

@@ -22,6 +22,10 @@ struct SearchConfig {
   int64_t lut_context = 512;
   int lut_lm_head_bits = 16;  // lm_head as it will be exported (export --lm-head-bits)
   double target_ms = -1, target_fraction = 0.5;  // one of them (ms wins when both given)
+  // What target_fraction is a fraction of: 0 = the original (every linear 16-bit, full widths);
+  // B = uniform B-bit at full widths (the space's group size): the LUT latency of the plain
+  // quantization a searched model should beat at equal latency, on whatever machine built the LUT.
+  int target_relative_bits = 0;
   int64_t target_tokens = 1;
   // schedule
   int64_t steps = 100;
