@@ -257,16 +257,35 @@ bool qgemm_rounds_x_to_int16(Isa isa) {  // both AVX2 paths (fused, M < 16; pane
   return use == Isa::kAvx2;
 }
 
-void qgemm_cpu(const float* x, int M, const QMatrixView& w, const float* bias, float* y, int num_threads, Isa isa) {
-  check_common("qgemm_cpu", x, M, w, y);
-  detail::check_threads_isa("qgemm_cpu", num_threads, isa);
+namespace {
+
+// Tasks of a stacked product: rows [n0, n1) of the stacked output, each inside one part, computed
+// with that part's Problem (probs[part]).
+struct StackedCtx {
+  const detail::Problem* probs;
+  void (*rows)(const detail::Problem&, int, int);
+  const int* task_part;  // [ntasks]
+  const int* task_n0;    // [ntasks]: task t computes stacked rows [task_n0[t], task_n1[t])
+  const int* task_n1;
+};
+
+void run_stacked_task(void* c, int t) {
+  const StackedCtx& ctx = *static_cast<const StackedCtx*>(c);
+  ctx.rows(ctx.probs[ctx.task_part[t]], ctx.task_n0[t], ctx.task_n1[t]);
+}
+
+// qgemm_cpu over parts stacked by rows (qgemm_cpu_stacked; one part: qgemm_cpu). Arguments
+// validated by the callers; all parts share bits, group and K.
+void qgemm_parts(const float* x, int M, const QMatrixView* parts, int nparts, int Ntot, const float* bias, float* y,
+                 int num_threads, Isa isa) {
+  const QMatrixView& w = parts[0];
   const Isa use = (isa == Isa::kAuto) ? best_isa() : isa;
   const int nthreads = num_threads > 0 ? num_threads : default_num_threads();
 
   const QLayout l = w.layout();
   detail::Problem p;
   p.M = M;
-  p.N = w.N;
+  p.N = Ntot;
   p.K = w.K;
   p.bits = w.bits;
   p.group = w.group;
@@ -344,9 +363,64 @@ void qgemm_cpu(const float* x, int M, const QMatrixView& w, const float* bias, f
   int per = (p.N + 4 * nthreads - 1) / (4 * nthreads);
   per = std::max(per, panel ? 48 : q);
   per = (per + q - 1) / q * q;
-  TaskCtx ctx{&p, rows, per};
-  const int ntasks = (p.N + per - 1) / per;
-  detail::parallel_for(nthreads, ntasks, run_task, &ctx);
+  if (nparts == 1) {
+    TaskCtx ctx{&p, rows, per};
+    const int ntasks = (p.N + per - 1) / per;
+    detail::parallel_for(nthreads, ntasks, run_task, &ctx);
+    return;
+  }
+  // Several parts: one Problem per part, the same prepared x, bias and y as the stacked product,
+  // and codes/scales/zeros based so that stacked row n (off <= n < off + N_part) reads the part's
+  // row n - off (the kernels index weights, bias and y by the stacked row). Tasks never straddle a
+  // part. Every output row is computed exactly as in the stacked call. (The kernels' software
+  // prefetch may point past a part's last row near its end: prefetches never fault.)
+  thread_local std::vector<detail::Problem> probs;
+  thread_local std::vector<int> tpart, tn0, tn1;
+  probs.assign(static_cast<size_t>(nparts), p);
+  tpart.clear();
+  tn0.clear();
+  tn1.clear();
+  int off = 0;
+  for (int i = 0; i < nparts; ++i) {
+    const QMatrixView& v = parts[i];
+    const uintptr_t r = static_cast<uintptr_t>(off) * p.row_bytes, g = static_cast<uintptr_t>(off) * p.G;
+    probs[i].codes = reinterpret_cast<const uint8_t*>(reinterpret_cast<uintptr_t>(v.codes) - r);
+    probs[i].scales = reinterpret_cast<const uint16_t*>(reinterpret_cast<uintptr_t>(v.scales) - g * 2);
+    probs[i].zeros = reinterpret_cast<const uint16_t*>(reinterpret_cast<uintptr_t>(v.zeros) - g * 2);
+    for (int n0 = off; n0 < off + v.N; n0 += per) {
+      tpart.push_back(i);
+      tn0.push_back(n0);
+      tn1.push_back(std::min(off + v.N, n0 + per));
+    }
+    off += v.N;
+  }
+  StackedCtx ctx{probs.data(), rows, tpart.data(), tn0.data(), tn1.data()};
+  detail::parallel_for(nthreads, static_cast<int>(tpart.size()), run_stacked_task, &ctx);
+}
+
+}  // namespace
+
+void qgemm_cpu(const float* x, int M, const QMatrixView& w, const float* bias, float* y, int num_threads, Isa isa) {
+  check_common("qgemm_cpu", x, M, w, y);
+  detail::check_threads_isa("qgemm_cpu", num_threads, isa);
+  qgemm_parts(x, M, &w, 1, w.N, bias, y, num_threads, isa);
+}
+
+void qgemm_cpu_stacked(const float* x, int M, const QMatrixView* parts, int nparts, const float* bias, float* y,
+                       int num_threads, Isa isa) {
+  if (parts == nullptr) bad("qgemm_cpu_stacked: parts is null");
+  if (nparts < 1) bad("qgemm_cpu_stacked: nparts must be >= 1 (got " + std::to_string(nparts) + ")");
+  int64_t Ntot = 0;
+  for (int i = 0; i < nparts; ++i) {
+    validate(parts[i], "qgemm_cpu_stacked");
+    if (parts[i].bits != parts[0].bits || parts[i].group != parts[0].group || parts[i].K != parts[0].K)
+      bad("qgemm_cpu_stacked: part " + std::to_string(i) + " differs from part 0 in bits, group or K");
+    Ntot += parts[i].N;
+  }
+  if (Ntot > kMaxDim) bad("qgemm_cpu_stacked: the parts' rows add up to more than 2^30");
+  detail::check_xy("qgemm_cpu_stacked", x, M, static_cast<int>(Ntot), parts[0].K, y);
+  detail::check_threads_isa("qgemm_cpu_stacked", num_threads, isa);
+  qgemm_parts(x, M, parts, nparts, static_cast<int>(Ntot), bias, y, num_threads, isa);
 }
 
 void qgemm_reference(const float* x, int M, const QMatrixView& w, const float* bias, float* y) {

@@ -162,16 +162,12 @@ bool RuntimeEngine::stack(std::vector<const Lin*> parts, Lin* out) {
   out->K = a.K;
   out->quant = a.quant;
   if (a.quant) {
-    auto m = std::make_unique<kernels::QMatrix>();
-    m->layout = kernels::make_layout(a.q.bits, a.q.group, static_cast<int>(N), static_cast<int>(a.K));
-    for (const Lin* p : parts) {
-      const kernels::QLayout l = p->q.layout();
-      m->codes.insert(m->codes.end(), p->q.codes, p->q.codes + l.code_bytes);
-      m->scales.insert(m->scales.end(), p->q.scales, p->q.scales + l.scale_count);
-      m->zeros.insert(m->zeros.end(), p->q.zeros, p->q.zeros + l.scale_count);
-    }
-    out->q = m->view();
-    owned_.push_back(std::move(m));
+    // No copy: qgemm_cpu_stacked reads the parts where the weights hold them (each matrix is held
+    // once; the stacked copy made here before cost the size of q/k/v and gate/up again).
+    out->parts.clear();
+    for (const Lin* p : parts) out->parts.push_back(p->q);
+    out->q = kernels::QMatrixView{a.q.bits, a.q.group, static_cast<int>(N), static_cast<int>(a.K), nullptr, nullptr,
+                                  nullptr};
   } else {
     auto w = at::empty({N, a.K}, at::kFloat);
     int64_t row = 0;
@@ -192,7 +188,20 @@ void RuntimeEngine::add_tiled(Lin* L) {
     return e == nullptr || std::string(e) != "0";
   }();
   if (!enabled || !L->quant || L->N == 0 || !kernels::tiled_faster(L->q.bits)) return;
-  auto t = std::make_unique<kernels::QTiled>(kernels::tile(L->q));
+  std::unique_ptr<kernels::QTiled> t;
+  if (L->parts.empty()) {
+    t = std::make_unique<kernels::QTiled>(kernels::tile(L->q));
+  } else {  // tiled from a stacked copy that lives only until the tiles are written
+    kernels::QMatrix m;
+    m.layout = kernels::make_layout(L->q.bits, L->q.group, L->q.N, L->q.K);
+    for (const kernels::QMatrixView& p : L->parts) {
+      const kernels::QLayout l = p.layout();
+      m.codes.insert(m.codes.end(), p.codes, p.codes + l.code_bytes);
+      m.scales.insert(m.scales.end(), p.scales, p.scales + l.scale_count);
+      m.zeros.insert(m.zeros.end(), p.zeros, p.zeros + l.scale_count);
+    }
+    t = std::make_unique<kernels::QTiled>(kernels::tile(m.view()));
+  }
   L->tiled = t->view();
   tiled_.push_back(std::move(t));
 }

@@ -155,7 +155,10 @@ std::unique_ptr<Llama> load_exported(const std::string& dir, const LoadOptions& 
 
   const std::string st_path = path_join(dir, "model.safetensors");
   if (!file_exists(st_path)) fail("{}: missing model.safetensors", dir);
-  FolderReader r(st_path);
+  // The mapping is released once every tensor is copied out (below), before the engine is built:
+  // the file's pages would otherwise count in the process's memory next to the copies.
+  auto reader = std::make_unique<FolderReader>(st_path);
+  FolderReader& r = *reader;
   const int64_t H = c.hidden_size, hd = c.head_dim;
   LlamaWeights w;
   const std::string embedding = f.contains("embedding") ? jget<std::string>(f, "embedding", cfg_path)
@@ -211,6 +214,7 @@ std::unique_ptr<Llama> load_exported(const std::string& dir, const LoadOptions& 
     w.layers.push_back(std::move(L));
   }
   r.check_all_used();
+  reader.reset();
 
   std::shared_ptr<const Tokenizer> tok;
   const std::string tok_gguf = path_join(dir, "tokenizer.gguf");

@@ -77,7 +77,16 @@ void linear(const LinearOp& L, const float* x, int64_t M, float* y, int threads,
       // Tiny products are faster on the calling thread alone than after a thread-pool round trip.
       const int th = L.N * L.K * M < (1 << 16) ? 1 : threads;
       for_row_blocks(M, row_block, [&](int64_t r0, int64_t n) {
-        kernels::qgemm_cpu(x + r0 * L.K, static_cast<int>(n), L.q, L.tiled, nullptr, y + r0 * L.N, th);
+        const float* xb = x + r0 * L.K;
+        float* yb = y + r0 * L.N;
+        const int m = static_cast<int>(n);
+        if (L.parts.empty()) {
+          kernels::qgemm_cpu(xb, m, L.q, L.tiled, nullptr, yb, th);
+        } else if (!L.tiled.empty() && m < kernels::kTiledMaxM && kernels::tiled_faster(L.tiled.bits)) {
+          kernels::qgemm_tiled_cpu(xb, m, L.tiled, nullptr, yb, th);  // as qgemm_cpu's tiled overload
+        } else {
+          kernels::qgemm_cpu_stacked(xb, m, L.parts.data(), static_cast<int>(L.parts.size()), nullptr, yb, th);
+        }
       });
     } catch (const std::invalid_argument& e) {
       fail("runtime: {}", e.what());

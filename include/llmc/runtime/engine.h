@@ -24,8 +24,10 @@ namespace llmc {
 class RuntimeEngine {
  public:
   // References the weights' storage (packed matrices, fp32 tensors): `w` must outlive the engine
-  // and stay unchanged. q/k/v and gate/up that share bits and group are stacked into one matrix
-  // each (a copy: one kernel call instead of three/two per layer). threads: 0 = at::get_num_threads().
+  // and stay unchanged. q/k/v and gate/up that share bits and group run as one stacked product
+  // each (kernels::qgemm_cpu_stacked over the weights' own matrices, no copy: one kernel call
+  // instead of three/two per layer; 16-bit ones are copied into one fp32 matrix). threads: 0 =
+  // at::get_num_threads().
   RuntimeEngine(const ModelConfig& c, const LlamaWeights& w, int threads = 0);
   ~RuntimeEngine();
 
@@ -86,7 +88,6 @@ class RuntimeEngine {
   std::vector<Layer> layers_;
   std::unique_ptr<Lin> lm_head_;
   std::vector<at::Tensor> hold_;  // fp32 copies made at construction
-  std::vector<std::unique_ptr<kernels::QMatrix>> owned_;  // stacked q/k/v and gate/up matrices
   std::vector<std::unique_ptr<kernels::QTiled>> tiled_;   // row-tiled copies (add_tiled)
   std::vector<float> cos_, sin_;  // [max_position_embeddings][head_dim/2]
   std::vector<float> inv_freq_;

@@ -14,10 +14,14 @@ namespace llmc::rt {
 // One linear y = x W^T as the runtime stores it: a packed matrix (kernels::qgemm_cpu) or dense
 // fp32 rows W (N, K). A 2/3-bit matrix may also have a row-tiled copy (kernels/qtiled.h), which
 // qgemm_cpu reads instead at small M on AVX-512 CPUs (bench_qgemm, M = 1: 1.1-1.9x faster GEMVs).
+// A packed linear may also be several matrices stacked by rows (the engine's q/k/v and gate/up):
+// `parts` then holds them (same bits, group, K) and kernels::qgemm_cpu_stacked computes the stacked
+// product from them, so no stacked copy is made; `q` keeps bits, group, N and K only (no data).
 struct LinearOp {
   int64_t N = 0, K = 0;
   bool quant = false;
   kernels::QMatrixView q;
+  std::vector<kernels::QMatrixView> parts;  // non-empty: the matrix is these, stacked by rows
   kernels::QTiledView tiled;  // empty: none
   const float* w = nullptr;  // dense (N, K) fp32
 };

@@ -34,6 +34,14 @@ int default_num_threads();
 void qgemm_cpu(const float* x, int M, const QMatrixView& w, const float* bias, float* y, int num_threads = 0,
                Isa isa = Isa::kAuto);
 
+// The product with several matrices stacked by rows, y[M][N_0 + ... + N_{n-1}] = x [W_0; ...;
+// W_{n-1}]^T (+ bias[sum N]), without a stacked copy: one activation preparation and one
+// thread-pool round trip, as qgemm_cpu on the stacked matrix, and the same bits as that call (every
+// output row is computed the same way). The parts must share bits, group and K. The runtime runs
+// q/k/v and gate/up this way, so each matrix is held once.
+void qgemm_cpu_stacked(const float* x, int M, const QMatrixView* parts, int nparts, const float* bias, float* y,
+                       int num_threads = 0, Isa isa = Isa::kAuto);
+
 // Precision: the fp32 paths (scalar, AVX-512) differ from the fp64 reference only by fp32
 // rounding. The AVX2 paths multiply integer codes with x rounded to int16 per (row, group) in exact
 // integer sums: |x - dx * xq| <= dx / 2 with dx = max|x over the group| / 32767, i.e. a relative
