@@ -564,6 +564,7 @@ class Search {
 
   // Steps [first, last) of one phase; false when stopped (checkpoint written).
   bool run_phase(int phase, int64_t first, int64_t last, bool restore) {
+    if (first >= last) return true;  // schedule.steps 0: the initial logits are discretized as they are
     g_in_steps.store(true);
     struct Leave {
       ~Leave() { g_in_steps.store(false); }

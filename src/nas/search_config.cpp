@@ -167,7 +167,7 @@ SearchConfig parse_search_config(const std::string& text, const std::string& whe
     if (c.discretize != "argmax" && c.discretize != "knapsack")
       fail("{}.schedule.discretize: '{}' is not argmax or knapsack", where, c.discretize);
     if (!(c.init_scale > 0)) fail("{}.schedule.init_scale: {} (expected > 0)", where, c.init_scale);
-    if (c.steps < 1) fail("{}.schedule.steps: must be >= 1", where);
+    if (c.steps < 0) fail("{}.schedule.steps: {} (expected >= 0; 0 = no gradient steps)", where, c.steps);
     if (c.tau_start <= 0 || c.tau_end <= 0) fail("{}.schedule: tau_start and tau_end must be > 0", where);
     if (c.lambda < 0) fail("{}.schedule.lambda: must be >= 0", where);
     if (c.lora_rank < 0) fail("{}.schedule.lora_rank: must be >= 0", where);

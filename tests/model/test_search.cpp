@@ -266,6 +266,27 @@ TEST_F(SearchRun, TargetRelativeToUniformBits) {
   EXPECT_LE(r.predicted_ms, r.target_ms);
 }
 
+// schedule.steps 0: no gradient step; the knapsack runs on the sensitivity prior as it is, which is
+// what one step at arch_lr 0 gives too.
+TEST_F(SearchRun, ZeroStepsDiscretizesTheInitialLogits) {
+  SearchOptions o;
+  o.progress = false;
+  o.out_dir = dir() + "/zero-steps";
+  auto c = config(R"("steps":0,"distill":true,"init":"sensitivity")", R"({"fraction":0.6})");
+  c.discretize = "knapsack";
+  const auto r = run_search(c, o);
+  EXPECT_EQ(r.steps_done, 0);
+  EXPECT_LE(r.predicted_ms, r.target_ms);
+  EXPECT_EQ(read_text_file(o.out_dir + "/search_log.jsonl"), "");
+  SearchOptions o1 = o;
+  o1.out_dir = dir() + "/one-step-lr0";
+  o1.sensitivity_cache = o.out_dir + "/sensitivity.json";  // the same measurement
+  auto c1 = config(R"("steps":1,"arch_lr":0,"distill":true,"init":"sensitivity")", R"({"fraction":0.6})");
+  c1.discretize = "knapsack";
+  const auto r1 = run_search(c1, o1);
+  EXPECT_EQ(arch_to_json(r.arch), arch_to_json(r1.arch));
+}
+
 // A run stopped at a random step and resumed ends exactly like an uninterrupted run.
 TEST_F(SearchRun, ResumeAfterStopIsIdentical) {
   const std::string sched = R"("steps":16,"arch_lr":0.1,"lambda":5,"checkpoint_every":5,"lora_rank":2,"hard":true)";
