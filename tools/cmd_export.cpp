@@ -43,6 +43,7 @@ Action add_export(CLI::App& app) {
     o->calib_given = calib->count() > 0;
     o->finetune.seed = o->calib.seed;
     ExportResult r = run_export(*o);
+    if (r.out.empty()) return 0;  // a data-parallel rank other than 0: rank 0 wrote and prints
     if (*json_out) {
       std::fputs(r.report_json.c_str(), stdout);
     } else {

@@ -3,6 +3,7 @@
 
 #include "commands.h"
 #include "llmc/core/error.h"
+#include "llmc/finetune/dist.h"
 #include "llmc/nas/search.h"
 
 namespace llmc::cli {
@@ -51,6 +52,7 @@ Action add_search(CLI::App& app) {
     o.sensitivity_cache = a->sensitivity;
     SearchResult r = run_search(c, o);
     if (r.interrupted) return 130;
+    if (!DataParallel::get().is_root()) return 0;  // rank 0 wrote the outputs and prints the result
     std::printf("| mode | target ms | predicted ms | original ms | valid ppl (discretized, fake-quant) | original ppl |\n");
     std::printf("|---|---:|---:|---:|---:|---:|\n");
     std::printf("| %s | %.4f | %.4f | %.4f | %.3f | %.3f |\n", c.mode.c_str(), r.target_ms, r.predicted_ms,

@@ -17,5 +17,6 @@ Action add_bench(CLI::App& app);
 Action add_lut(CLI::App& app);
 Action add_search(CLI::App& app);
 Action add_sweep(CLI::App& app);
+Action add_launch(CLI::App& app);
 
 }  // namespace llmc::cli

@@ -3,6 +3,8 @@
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
+#include <cstdlib>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -32,6 +34,8 @@ int main(int argc, char** argv) {
   add("bench", "Measure prefill and decode tokens/s of a model (exported folders run on our kernels)", llmc::cli::add_bench);
   add("lut", "Measure the latency lookup table of a model's search space", llmc::cli::add_lut);
   add("search", "Jointly search widths and bit-widths against a latency target (writes arch.json)", llmc::cli::add_search);
+  add("launch", "Run an llmcompress command as N data-parallel ranks (torchrun's environment contract)",
+      llmc::cli::add_launch);
   add("sweep", "Run the Pareto study: uniform baselines and every search mode at several targets (resumable)",
       llmc::cli::add_sweep);
 
@@ -41,8 +45,15 @@ int main(int argc, char** argv) {
     return app.exit(e);
   }
   try {
-    llmc::setup_logging(log_level);
-    const int n = threads > 0 ? threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    // A data-parallel rank (RANK set by `launch` or torchrun) other than 0 logs warnings only
+    // unless --log-level says otherwise; by default the ranks on one machine share its cores.
+    const char* rank = std::getenv("RANK");
+    const bool quiet_rank = rank && *rank && std::string(rank) != "0" && log_level == "info";
+    llmc::setup_logging(quiet_rank ? "warn" : log_level);
+    int local = 1;
+    if (const char* lws = std::getenv("LOCAL_WORLD_SIZE")) local = std::max(1, std::atoi(lws));
+    const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    const int n = threads > 0 ? threads : std::max(1, cores / local);
     at::set_num_threads(n);
     for (auto& [sub, action] : commands)
       if (sub->parsed()) return action();

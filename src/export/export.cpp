@@ -1,4 +1,5 @@
 #include "llmc/export/export.h"
+#include "llmc/finetune/dist.h"
 
 #include <ATen/ATen.h>
 
@@ -112,6 +113,11 @@ ExportResult run_export(const ExportOptions& o) {
           {"merged_dense", fr.merge.dense},
           {"merge_max_rel_logit_diff", fr.merge_rel_diff},
           {"max_zero_point_fp16_rounding_steps", fr.merge.max_zero_rounding}};
+  }
+  // Data parallel (finetune/dist.h): the ranks shared the fine-tune; rank 0 alone writes.
+  if (!DataParallel::get().is_root()) {
+    spdlog::info("export: rank {} done (rank 0 writes {})", DataParallel::get().rank(), o.out);
+    return ExportResult{};
   }
 
   SizeReport sz = size_report(*sub, o.dense_dtype);

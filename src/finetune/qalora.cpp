@@ -1,4 +1,5 @@
 #include "llmc/finetune/qalora.h"
+#include "llmc/finetune/dist.h"
 #include "llmc/model/threads.h"
 
 #include <ATen/ATen.h>
@@ -207,12 +208,21 @@ FinetuneResult finetune_lora(Llama& model, Llama* teacher, const at::Tensor& tok
 
   LoRAAdapters adapters(model, o.rank, o.alpha, o.seed);
   auto params = adapters.parameters();
+  // Data parallel (dist.h): the same tokens and initial adapters on every rank (rank 0's), each
+  // rank's share of every batch, gradients summed over ranks before the identical Adam step.
+  DataParallel& dp = DataParallel::get();
+  at::Tensor data = tokens;
+  if (dp.active()) {
+    data = tokens.to(at::kLong).contiguous().clone();
+    dp.broadcast(data, "the fine-tune tokens");
+    dp.broadcast(params, "the initial LoRA adapters");
+  }
   int64_t nparams = 0;
   for (auto& p : params) nparams += p.numel();
   spdlog::info("finetune: {} adapter tensors ({} parameters, rank {}), {} steps, batch {}, lr {}, loss {}",
                params.size(), nparams, o.rank, o.steps, o.batch_size, o.lr, o.distill ? "KL to original" : "cross-entropy");
   Adam opt(params, o.lr, AdamRounding::Torch);
-  const int64_t n = tokens.size(0), bs = std::min(o.batch_size, n);
+  const int64_t n = data.size(0), bs = std::min(o.batch_size, n);
   std::vector<int64_t> order(n);
   std::iota(order.begin(), order.end(), 0);
   std::mt19937_64 rng(o.seed);
@@ -226,8 +236,9 @@ FinetuneResult finetune_lora(Llama& model, Llama* teacher, const at::Tensor& tok
       }
       idx.push_back(order[cursor++]);
     }
-    auto batch = tokens.index_select(0, at::tensor(idx, at::kLong));
-    auto logits = model.forward(batch);  // (bs, T, V)
+    double share = 1;
+    auto batch = dp.shard_rows(data.index_select(0, at::tensor(idx, at::kLong)), &share, "a fine-tune batch");
+    auto logits = model.forward(batch);  // (this rank's rows of bs, T, V)
     at::Tensor teacher_logits;
     if (o.distill) {
       at::NoGradGuard ng;
@@ -235,16 +246,21 @@ FinetuneResult finetune_lora(Llama& model, Llama* teacher, const at::Tensor& tok
     }
     auto loss = task_loss(logits, batch, teacher_logits);
     opt.zero_grad();
-    loss.backward();
+    if (dp.active()) (share * loss).backward();
+    else loss.backward();
+    dp.all_reduce_grads(params, "the LoRA gradients");
     opt.step();
-    res.losses.push_back(loss.item<double>());
+    res.losses.push_back(dp.active() ? dp.all_reduce_sum({share * loss.item<double>()}, "the fine-tune loss")[0]
+                                     : loss.item<double>());
     if ((step + 1) % std::max<int64_t>(1, o.log_every) == 0 || step == 0 || step + 1 == o.steps)
       spdlog::info("finetune: step {}/{} loss {:.4f}", step + 1, o.steps, res.losses.back());
   }
+  if (o.keep_adapters)
+    for (const auto& p : params) res.adapters.push_back(p.detach().clone());
   // Merge, and measure what the merge changed on one calibration sequence.
   {
     at::NoGradGuard ng;
-    auto check = tokens.narrow(0, 0, 1);
+    auto check = data.narrow(0, 0, 1);
     auto before = model.forward(check);
     res.merge = adapters.merge();
     W.lm_head = lm_head;

@@ -22,6 +22,7 @@
 #include "llmc/data/text_docs.h"
 #include "llmc/data/calibration.h"
 #include "llmc/data/token_stream.h"
+#include "llmc/finetune/dist.h"
 #include "llmc/finetune/train.h"
 #include "llmc/io/safetensors.h"
 #include "llmc/latency/lut.h"
@@ -180,6 +181,24 @@ int count_changes(const std::vector<ChoiceIndex>& a, const std::vector<ChoiceInd
   return n;
 }
 
+// batches_perplexity with every batch split over the data-parallel ranks (the same value up to
+// summation order; one process: exactly batches_perplexity's sums).
+double dp_perplexity(CausalLM& model, const std::vector<at::Tensor>& batches) {
+  DataParallel& dp = DataParallel::get();
+  if (!dp.active()) return batches_perplexity(model, batches);
+  at::NoGradGuard ng;
+  std::vector<double> sums{0, 0};  // nll, predictions
+  for (const auto& b : batches) {
+    double w = 0;
+    const at::Tensor part = dp.shard_rows(b, &w, "a valid batch");
+    const int64_t k = part.size(0) * (part.size(1) - 1);
+    sums[0] += next_token_cross_entropy(model.forward(part), part).item<double>() * k;
+    sums[1] += k;
+  }
+  sums = dp.all_reduce_sum(sums, "perplexity");
+  return std::exp(sums[0] / std::max(1.0, sums[1]));
+}
+
 // The search's batches: (batch_size, seq_len) int64, train then valid sequences.
 struct Data {
   std::vector<at::Tensor> train, valid;
@@ -215,7 +234,10 @@ class Search {
   // calibration sampled by the model.
   void prepare_data() {
     const int64_t n = c_.train_sequences + c_.valid_sequences;
-    const at::Tensor seqs = c_.data_sources.empty() ? sampled_sequences(n) : text_sequences(n);
+    // Data parallel: rank 0 prepares the sequences, every rank gets the same global batches.
+    at::Tensor seqs = dp_.is_root() ? (c_.data_sources.empty() ? sampled_sequences(n) : text_sequences(n))
+                                    : at::empty({n, c_.seq_len}, at::kLong);
+    dp_.broadcast(seqs, "the search data");
     data_.train = split_batches(seqs.narrow(0, 0, c_.train_sequences), c_.batch_size);
     data_.valid = split_batches(seqs.narrow(0, c_.train_sequences, c_.valid_sequences), c_.batch_size);
     spdlog::info("data: {} train and {} valid batches of {}x{}", data_.train.size(), data_.valid.size(),
@@ -229,7 +251,7 @@ class Search {
 
   // The original model's valid perplexity and the cost of a plain fine-tuning step.
   void measure_original() {
-    res_.original_valid_ppl = batches_perplexity(*model_, data_.valid);
+    res_.original_valid_ppl = dp_perplexity(*model_, data_.valid);
     plain_step_s_ = plain_step_seconds();
   }
 
@@ -265,9 +287,9 @@ class Search {
       std::istringstream(ck_.rng) >> rng_;
       spdlog::info("resuming at step {} (phase {})", start_step_, ps_.phase);
       // Rows after the checkpoint (logged before a kill) are logged again by the steps that redo them.
-      trim_search_log(log, start_step_);
+      if (dp_.is_root()) trim_search_log(log, start_step_);
     }
-    log_ = AppendFile(log, /*truncate=*/!opts_.resume);
+    if (dp_.is_root()) log_ = AppendFile(log, /*truncate=*/!opts_.resume);
   }
 
   // The supernet of the current phase; fails when the target is below the fastest architecture.
@@ -349,11 +371,12 @@ class Search {
     a.predicted_size_bytes = lut_.weight_bytes(a);
     a.alphas_json = net_->alphas_json();
     net_->set_fixed(idx);
-    res_.valid_ppl = batches_perplexity(*model_, data_.valid);
+    res_.valid_ppl = dp_perplexity(*model_, data_.valid);
   }
 
   // arch.json and summary.json.
   void write_result() {
+    if (!dp_.is_root()) return;  // rank 0 writes the outputs
     write_arch(res_.arch, path_join(opts_.out_dir, "arch.json"));
     ojson summary = {{"mode", c_.mode},
                      {"steps", c_.steps},
@@ -454,7 +477,9 @@ class Search {
     double best = 0;
     for (int rep = 0; rep < 3; ++rep) {
       auto t0 = std::chrono::steady_clock::now();
-      next_token_cross_entropy(model_->forward(data_.valid[0]), data_.valid[0]).backward();
+      double w = 0;
+      const at::Tensor part = dp_.shard_rows(data_.valid[0], &w, "the first valid batch");
+      next_token_cross_entropy(model_->forward(part), part).backward();
       double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       best = rep == 0 ? s : std::min(best, s);
     }
@@ -498,8 +523,10 @@ class Search {
                    std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
     }
     const std::string text = sensitivity_json(kl, net_->choices());
-    write_file_atomic(path_join(opts_.out_dir, "sensitivity.json"), text);
-    if (shared && !file_exists(opts_.sensitivity_cache)) write_file_atomic(opts_.sensitivity_cache, text);
+    if (dp_.is_root()) {
+      write_file_atomic(path_join(opts_.out_dir, "sensitivity.json"), text);
+      if (shared && !file_exists(opts_.sensitivity_cache)) write_file_atomic(opts_.sensitivity_cache, text);
+    }
     net_->set_alphas(alphas_from_kl(kl, net_->choices(), c_.init_scale));
   }
 
@@ -577,13 +604,16 @@ class Search {
       arch_opt.set_steps(ck_.arch_t);
       if (w_opt) w_opt->set_steps(ck_.w_t);
     }
+    sync_from_root(arch_opt, w_opt.get());
     const double T = phase_target(phase);
     auto t0 = std::chrono::steady_clock::now();
     Progress bar(seq() ? fmt::format("search phase {}", phase) : "search", last - first, "step");
     for (int64_t step = first; step < last; ++step) {
       search_step(phase, step, T, arch_opt, w_opt.get(), bar);
-      const bool stop = g_stop.load();
-      if (stop || (c_.checkpoint_every > 0 && (step + 1) % c_.checkpoint_every == 0) || step + 1 == last)
+      // A signal may reach the ranks at different steps: they stop together when any got one.
+      const bool stop = dp_.all_reduce_sum({g_stop.load() ? 1.0 : 0.0}, "the stop flag")[0] > 0;
+      if (dp_.is_root() &&
+          (stop || (c_.checkpoint_every > 0 && (step + 1) % c_.checkpoint_every == 0) || step + 1 == last))
         save_checkpoint(opts_.out_dir, *net_, arch_opt, w_opt.get(), step + 1, rng_, ps_, fingerprint_);
       res_.steps_done = step + 1;
       step_seconds_sum_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -604,33 +634,65 @@ class Search {
     const double frac = c_.steps > 1 ? static_cast<double>(step) / (c_.steps - 1) : 1.0;
     const double tau = c_.tau_start * std::pow(c_.tau_end / c_.tau_start, frac);
     const size_t ti = step % data_.train.size(), vi = step % data_.valid.size();
-    const auto& tb = data_.train[ti];
-    const auto& vb = data_.valid[vi];
+    // Data parallel: this rank's rows of the global batches, its mean loss weighted by its share
+    // (the weighted losses sum to the global batch's mean), gradients summed over ranks.
+    double tw = 1, vw = 1;
+    const at::Tensor tb = dp_.shard_rows(data_.train[ti], &tw, "a train batch (batch_size)");
+    const at::Tensor vb = dp_.shard_rows(data_.valid[vi], &vw, "a valid batch (batch_size)");
     if (w_opt) {
       net_->sample(tau, c_.hard, rng_);
-      task_loss(model_->forward(tb), tb, teacher_logits(tb, &teach_train_[ti])).backward();
+      check_same_draws("the weight step's Gumbel noise");
+      (tw * task_loss(model_->forward(tb), tb, teacher_logits(tb, &teach_train_[ti]))).backward();
+      dp_.all_reduce_grads(w_opt->params(), "the LoRA gradients");
       w_opt->step();
       w_opt->zero_grad();
       arch_opt.zero_grad();
     }
     net_->sample(tau, c_.hard, rng_);
+    check_same_draws("the architecture step's Gumbel noise");
     const at::Tensor teach = teacher_logits(vb, &teach_valid_[vi]);
     auto lt = task_loss(model_->forward(vb), vb, teach);
     auto elat = net_->expected_latency_ms();
     auto ll = c_.lambda * at::relu(elat / T - 1.0);
-    (lt + ll).backward();
+    // The latency loss is the same on every rank: each adds 1/world of it.
+    if (dp_.active()) (vw * lt + ll / dp_.world_size()).backward();
+    else (lt + ll).backward();
+    dp_.all_reduce_grads(arch_opt.params(), "the architecture gradients");
     arch_opt.step();
     arch_opt.zero_grad();
     if (w_opt) w_opt->zero_grad();
     const double e = elat.item<double>();
-    ojson row = {{"step", step + 1}, {"phase", phase}, {"task_loss", lt.item<double>()},
+    const double task = dp_.active() ? dp_.all_reduce_sum({vw * lt.item<double>()}, "the task loss")[0]
+                                     : lt.item<double>();
+    ojson row = {{"step", step + 1}, {"phase", phase}, {"task_loss", task},
                  {"latency_loss", ll.item<double>()}, {"expected_latency_ms", e}, {"target_ms", T},
                  {"tau", tau}, {"mean_entropy", net_->mean_entropy()}};
-    log_.write_line(row.dump());
-    bar.advance(1, fmt::format("loss {:.4f} lat {:.3f}/{:.3f} ms", lt.item<double>(), e, T));
+    if (dp_.is_root()) log_.write_line(row.dump());
+    bar.advance(1, fmt::format("loss {:.4f} lat {:.3f}/{:.3f} ms", task, e, T));
     if (opts_.on_step) opts_.on_step(step + 1);
   }
 
+  // Data parallel: every rank starts a phase from rank 0's logits, LoRA weights and optimizer
+  // moments (the same values by construction; this makes it so whatever the files each rank read).
+  void sync_from_root(Adam& arch_opt, Adam* w_opt) {
+    if (!dp_.active()) return;
+    std::vector<at::Tensor> ts;
+    for (const auto& [name, t] : net_->state()) ts.push_back(t);
+    for (const auto& [name, t] : arch_opt.state("a")) ts.push_back(t);
+    if (w_opt)
+      for (const auto& [name, t] : w_opt->state("w")) ts.push_back(t);
+    dp_.broadcast(ts, "the supernet state");
+  }
+
+  // Every rank draws the Gumbel noise from the same seeded generator: after a draw the generators'
+  // states agree, else the ranks would train different architectures (checked every step).
+  void check_same_draws(const std::string& what) {
+    if (!dp_.active()) return;
+    const uint64_t h = std::hash<std::string>{}(rng_state(rng_));
+    dp_.check_same(static_cast<double>(h >> 11), what);
+  }
+
+  DataParallel& dp_ = DataParallel::get();
   const SearchConfig& c_;
   const SearchOptions& opts_;
   std::unique_ptr<Llama> model_, teacher_;
@@ -663,10 +725,17 @@ void install_search_signal_handlers() {
 
 SearchResult run_search(const SearchConfig& c, const SearchOptions& opts) {
   g_stop.store(false);
-  const auto lock = claim_search_out(opts.out_dir, opts.force);  // held for the whole run
+  // Data parallel (finetune/dist.h): rank 0 owns OUT (its lock, the LUT it may measure, every
+  // output and checkpoint); the other ranks read OUT (one machine, or a shared file system) after
+  // rank 0 has prepared it.
+  DataParallel& dp = DataParallel::get();
+  std::unique_ptr<FileLock> lock;
+  if (dp.is_root()) lock = claim_search_out(opts.out_dir, opts.force);  // held for the whole run
   Search s(c, opts);
+  if (!dp.is_root()) dp.barrier("waiting for rank 0 to prepare the output folder and latency table");
   s.check_resume();
   s.load_model_and_latency();
+  if (dp.is_root()) dp.barrier("waiting for rank 0 to prepare the output folder and latency table");
   s.prepare_data();
   s.measure_original();
   // After measure_original: its forward + backward over every linear would otherwise run beside a

@@ -32,6 +32,7 @@ struct FinetuneOptions {
   int64_t batch_size = 4;
   uint64_t seed = 0;
   int64_t log_every = 10;
+  bool keep_adapters = false;  // FinetuneResult::adapters (tests)
 };
 
 struct MergeStats {
@@ -45,6 +46,7 @@ struct FinetuneResult {
   MergeStats merge;
   double merge_rel_diff = 0;  // max |merged - unmerged| / max |unmerged| logits on a check batch
   std::string merge_mode;     // how adapters were merged (see the header comment)
+  std::vector<at::Tensor> adapters;  // the trained A and B tensors before the merge (keep_adapters)
 };
 
 // The adapters of every linear of a model's layers, attached in place (the wrapped linears
@@ -71,7 +73,9 @@ class LoRAAdapters {
 };
 
 // Fine-tunes the adapters of `model` (a quantized subnet) on `tokens` (n, T) for opts.steps Adam
-// steps, logging the loss, then merges. `teacher` (the original model) is required for distill.
+// steps, logging the loss, then merges. Under a data-parallel launch (dist.h) every rank runs it
+// with the same arguments; rank 0's tokens are used, and each rank computes its share of a batch.
+// `teacher` (the original model) is required for distill.
 FinetuneResult finetune_lora(Llama& model, Llama* teacher, const at::Tensor& tokens, const FinetuneOptions& opts);
 
 }  // namespace llmc
