@@ -65,7 +65,9 @@ Action add_generate(CLI::App& app) {
     auto out = generate(run, prompt_ids, a->g, on_token, &st);
     std::string text = decode_continuation(tok, prompt_ids, out);
     if (a->json) {
-      nlohmann::json j = {{"prompt_ids", prompt_ids}, {"ids", out}, {"text", text}};
+      // A token budget can end inside a multi-byte character (byte tokens), and a small quantized
+      // model may emit bytes that never form one: such bytes print as U+FFFD.
+      nlohmann::json j = {{"prompt_ids", prompt_ids}, {"ids", out}, {"text", utf8_replace_invalid(text)}};
       std::puts(j.dump().c_str());
     } else {
       std::puts("");

@@ -5,6 +5,20 @@
 
 namespace llmc {
 
+std::string utf8_replace_invalid(std::string_view s) {
+  std::string out;
+  out.reserve(s.size());
+  size_t off = 0;
+  while (const char* why = utf8_problem(s, &off)) {
+    (void)why;
+    out.append(s.substr(0, off));
+    out.append("\xEF\xBF\xBD");  // U+FFFD for the one offending byte; the rest is checked again
+    s.remove_prefix(off + 1);
+  }
+  out.append(s);
+  return out;
+}
+
 const char* utf8_problem(std::string_view s, size_t* offset) {
   size_t i = 0;
   const size_t n = s.size();

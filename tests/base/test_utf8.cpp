@@ -113,6 +113,18 @@ BPETokenizer bpe() {
 
 }  // namespace
 
+TEST(Utf8, ReplaceInvalidGivesValidTextAndKeepsValidText) {
+  const std::string fffd = "\xEF\xBF\xBD";
+  EXPECT_EQ(utf8_replace_invalid("caf\xC3\xA9 \xE4\xB8\xAD"), "caf\xC3\xA9 \xE4\xB8\xAD");
+  EXPECT_EQ(utf8_replace_invalid("a\xFF" "b"), "a" + fffd + "b");
+  EXPECT_EQ(utf8_replace_invalid("end\xE4\xB8"), "end" + fffd + fffd);  // cut mid-character
+  EXPECT_EQ(utf8_replace_invalid("\x80\x80"), fffd + fffd);
+  EXPECT_EQ(utf8_replace_invalid("\xED\xA0\x80x"), fffd + fffd + fffd + "x");  // a surrogate
+  EXPECT_EQ(utf8_replace_invalid(""), "");
+  for (const char* s : {"a\xFF" "b", "end\xE4\xB8", "\xC0\xAF", "\xF4\x90\x80\x80"})
+    EXPECT_EQ(utf8_problem(utf8_replace_invalid(s)), nullptr) << s;
+}
+
 TEST(Utf8, ValidTextPasses) {
   for (const auto& s : good_cases()) {
     size_t off = 123;

@@ -32,5 +32,8 @@ class Tokenizer {
 const char* utf8_problem(std::string_view text, size_t* offset = nullptr);
 // Throws llmc::Error "WHAT: invalid UTF-8 at byte offset N (byte 0xXX: why)" when `text` is not valid.
 void check_utf8(std::string_view text, const char* what);
+// `text` with each byte that utf8_problem rejects replaced by U+FFFD (valid text comes back as it
+// is). For model output, where byte tokens may stop mid-sequence: JSON writers throw on invalid UTF-8.
+std::string utf8_replace_invalid(std::string_view text);
 
 }  // namespace llmc
