@@ -31,7 +31,9 @@ void Adam::step() {
     if (!g.defined()) continue;
     m_[i].mul_(b1_).add_(g, 1 - b1_);
     v_[i].mul_(b2_).addcmul_(g, g, 1 - b2_);
-    if (rounding_ == AdamRounding::Torch) {
+    if (sgd_) {
+      params_[i].sub_(g, lr_);
+    } else if (rounding_ == AdamRounding::Torch) {
       auto denom = (v_[i].sqrt() / std::sqrt(c2)).add_(eps_);
       params_[i].addcdiv_(m_[i], denom, -(lr_ / c1));
     } else {

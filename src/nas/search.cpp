@@ -597,6 +597,7 @@ class Search {
       ~Leave() { g_in_steps.store(false); }
     } leave;
     Adam arch_opt(net_->arch_parameters(), c_.arch_lr, AdamRounding::Search);
+    arch_opt.set_plain_sgd(c_.arch_optimizer == "sgd");
     std::unique_ptr<Adam> w_opt;
     if (c_.lora_rank > 0) w_opt = std::make_unique<Adam>(net_->weight_parameters(), c_.weight_lr, AdamRounding::Search);
     if (restore) {

@@ -147,6 +147,7 @@ SearchConfig parse_search_config(const std::string& text, const std::string& whe
     Obj o(*s, where + ".schedule");
     o.get("steps", &c.steps);
     o.get("arch_lr", &c.arch_lr);
+    o.get("arch_optimizer", &c.arch_optimizer);
     o.get("weight_lr", &c.weight_lr);
     o.get("lora_rank", &c.lora_rank);
     o.get("lambda", &c.lambda);
@@ -172,6 +173,8 @@ SearchConfig parse_search_config(const std::string& text, const std::string& whe
     if (c.lambda < 0) fail("{}.schedule.lambda: must be >= 0", where);
     if (c.lora_rank < 0) fail("{}.schedule.lora_rank: must be >= 0", where);
     if (c.arch_lr < 0) fail("{}.schedule.arch_lr: {} (expected >= 0)", where, c.arch_lr);
+    if (c.arch_optimizer != "adam" && c.arch_optimizer != "sgd")
+      fail("{}.schedule.arch_optimizer: '{}' is not adam or sgd", where, c.arch_optimizer);
     if (c.weight_lr < 0) fail("{}.schedule.weight_lr: {} (expected >= 0)", where, c.weight_lr);
     if (c.checkpoint_every < 0) fail("{}.schedule.checkpoint_every: {} (expected >= 0; 0 = only at the end)", where,
                                      c.checkpoint_every);

@@ -121,7 +121,7 @@ std::string search_fingerprint(const SearchConfig& c, const std::string& lut_pat
   else target["fraction"] = c.target_fraction;
   if (c.target_ms <= 0 && c.target_relative_bits > 0) target["relative_to"] = "uniform:" + std::to_string(c.target_relative_bits);
   target["tokens"] = c.target_tokens;
-  const ojson schedule = {{"steps", c.steps},
+  ojson schedule = {{"steps", c.steps},
                           {"arch_lr", c.arch_lr},
                           {"weight_lr", c.weight_lr},
                           {"lora_rank", c.lora_rank},
@@ -136,6 +136,7 @@ std::string search_fingerprint(const SearchConfig& c, const std::string& lut_pat
                           {"sequential_mid_bits", c.sequential_mid_bits},
                           {"init", c.init},
                           {"init_scale", c.init_scale}};
+  if (c.arch_optimizer != "adam") schedule["arch_optimizer"] = c.arch_optimizer;  // older checkpoints: adam
   const ojson j = {{"format", kFingerprintFormat},
                    {"model", content_hash(c.model)},
                    {"data", data},

@@ -305,6 +305,9 @@ TEST(SearchConfig, RejectsOutOfRangeValues) {
   EXPECT_EQ(parse_search_config(R"({"model":"m","target":{"relative_to":"uniform:4","fraction":1.1}})", "c.json", "/")
                 .target_relative_bits,
             4);
+  EXPECT_NE(err(R"("schedule":{"arch_optimizer":"rmsprop"})").find("c.json.schedule.arch_optimizer: 'rmsprop' is not adam or sgd"),
+            std::string::npos);
+  EXPECT_EQ(parse_search_config(R"({"model":"m","schedule":{"arch_optimizer":"sgd"}})", "c.json", "/").arch_optimizer, "sgd");
   // Still fine: a fraction of 1, ms alone, ms with a fraction (ms wins).
   EXPECT_EQ(err(R"("target":{"fraction":1})"), "");
   auto c = parse_search_config(R"({"model":"m","target":{"ms":2.5,"fraction":0.4}})", "c.json", "/");

@@ -84,6 +84,17 @@ TEST(Train, AdamTorchRoundingMatchesTorchOptimAdam) {
   EXPECT_TRUE(at::allclose(a, c, 1e-5, 1e-6));
 }
 
+// set_plain_sgd: p -= lr * g, whatever the gradient's size (Adam would move both entries by ~lr).
+TEST(Train, PlainSgdStepsByTheGradient) {
+  auto p = at::tensor({1.0f, 2.0f}, at::kFloat).set_requires_grad(true);
+  Adam opt({p}, 0.1, AdamRounding::Search);
+  opt.set_plain_sgd(true);
+  (p * at::tensor({0.5f, -20.0f}, at::kFloat)).sum().backward();
+  opt.step();
+  EXPECT_FLOAT_EQ(p[0].item<float>(), 1.0f - 0.1f * 0.5f);
+  EXPECT_FLOAT_EQ(p[1].item<float>(), 2.0f + 0.1f * 20.0f);
+}
+
 TEST(Train, CrossEntropyByHand) {
   // B=1, T=3, V=2: positions 0 and 1 predict tokens 1 and 0.
   auto logits = at::tensor({0.0f, 1.0f, 2.0f, 0.0f, 5.0f, 5.0f}, at::kFloat).view({1, 3, 2});

@@ -31,6 +31,10 @@ class Adam {
   const std::vector<at::Tensor>& params() const { return params_; }
   int64_t steps() const { return t_; }  // updates made (t of the bias correction)
   void set_steps(int64_t t) { t_ = t; }
+  // Plain gradient descent, p -= lr * g (the moments are still kept, so checkpoints keep one form).
+  // Adam's per-parameter normalization moves every architecture logit at about lr per step whatever
+  // its gradient's size; plain descent keeps the sizes (how much latency and loss each option moves).
+  void set_plain_sgd(bool on) { sgd_ = on; }
   // The moment tensors by name, "<prefix>.m.<i>" and "<prefix>.v.<i>" (i = parameter index), in
   // that order per parameter. They alias the optimizer's state: copy_ into them to restore.
   std::vector<std::pair<std::string, at::Tensor>> state(const std::string& prefix) const;
@@ -40,6 +44,7 @@ class Adam {
   double lr_, b1_ = 0.9, b2_ = 0.999, eps_ = 1e-8;
   int64_t t_ = 0;
   AdamRounding rounding_;
+  bool sgd_ = false;
 };
 
 // Mean next-token cross-entropy: logits (B, T, V) at position t predict tokens (B, T) at t + 1

@@ -30,6 +30,7 @@ struct SearchConfig {
   // schedule
   int64_t steps = 100;
   double arch_lr = 0.05, weight_lr = 1e-3;
+  std::string arch_optimizer = "adam";  // "adam" | "sgd" (plain descent: Adam::set_plain_sgd)
   int64_t lora_rank = 0;  // 0 = frozen weights
   double lambda = 2.0, tau_start = 1.0, tau_end = 0.1;
   bool hard = false, distill = true;
