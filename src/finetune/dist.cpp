@@ -42,6 +42,7 @@ int env_int(const char* name, int dflt, int lo) {
   return static_cast<int>(x);
 }
 
+#if LLMC_HAVE_C10D
 // The first line of an exception's text (c10::Error without its backtrace).
 std::string first_line(const std::exception& e) {
   std::string s = e.what();
@@ -49,6 +50,7 @@ std::string first_line(const std::exception& e) {
   const auto nl = s.find('\n');
   return nl == std::string::npos ? s : s.substr(0, nl);
 }
+#endif
 
 }  // namespace
 

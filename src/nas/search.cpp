@@ -48,7 +48,8 @@ extern "C" void on_signal(int sig) {
     g_stop.store(true);
     return;
   }
-  static const char msg[] = "\nsearch: interrupted before the first step; nothing to checkpoint\n";
+  // (Also after the steps: discretizing, or leaving on an error when a launcher stops the ranks.)
+  static const char msg[] = "\nsearch: interrupted outside the step loop; nothing (more) to checkpoint\n";
   ssize_t ignored = ::write(2, msg, sizeof msg - 1);
   (void)ignored;
   ::_exit(128 + sig);
