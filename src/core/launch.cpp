@@ -113,10 +113,20 @@ int launch_ranks(const LaunchOptions& o) {
                world, addr, port);
   std::vector<pid_t> pids(o.nproc, -1);
   std::vector<bool> alive(o.nproc, false);
+  // Each rank leads its own process group: a signal reaches what the rank started too, and a
+  // terminal's Ctrl-C reaches the launcher alone, which passes it on once.
   auto signal_all = [&](int sig) {
     for (int i = 0; i < o.nproc; ++i)
-      if (alive[i]) ::kill(pids[i], sig);
+      if (alive[i] && ::kill(-pids[i], sig) != 0) ::kill(pids[i], sig);
   };
+  posix_spawnattr_t attr;
+  posix_spawnattr_init(&attr);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP);
+  posix_spawnattr_setpgroup(&attr, 0);
+  struct AttrGuard {
+    posix_spawnattr_t* a;
+    ~AttrGuard() { posix_spawnattr_destroy(a); }
+  } attr_guard{&attr};
   for (int i = 0; i < o.nproc; ++i) {
     std::vector<std::string> env = base;
     env.push_back(fmt::format("RANK={}", o.node_rank * o.nproc + i));
@@ -132,7 +142,7 @@ int launch_ranks(const LaunchOptions& o) {
     std::vector<std::string> args = o.argv;
     for (auto& s : args) argv.push_back(s.data());
     argv.push_back(nullptr);
-    const int rc = ::posix_spawn(&pids[i], args[0].c_str(), nullptr, nullptr, argv.data(), envp.data());
+    const int rc = ::posix_spawn(&pids[i], args[0].c_str(), nullptr, &attr, argv.data(), envp.data());
     if (rc != 0) {
       signal_all(SIGKILL);
       for (int j = 0; j < i; ++j) ::waitpid(pids[j], nullptr, 0);
@@ -142,7 +152,7 @@ int launch_ranks(const LaunchOptions& o) {
   }
 
   int result = 0, running = o.nproc;
-  bool stopping = false;
+  bool stopping = false, forwarded = false;
   auto deadline = std::chrono::steady_clock::time_point::max();
   while (running > 0) {
     if (g_forward != 0) {
@@ -150,6 +160,7 @@ int launch_ranks(const LaunchOptions& o) {
       g_forward = 0;
       spdlog::warn("launch: passing signal {} on to the ranks", sig);
       signal_all(sig);
+      forwarded = true;
     }
     int status = 0;
     const pid_t p = ::waitpid(-1, &status, WNOHANG);
@@ -160,7 +171,11 @@ int launch_ranks(const LaunchOptions& o) {
         alive[i] = false;
         --running;
         const int rank = o.node_rank * o.nproc + i;
-        if (exit_code(status) != 0 && !stopping) {
+        if (exit_code(status) != 0 && forwarded && !stopping) {
+          // Stopped as asked (a search checkpoints first): the others are stopping too.
+          if (result == 0) result = exit_code(status);
+          spdlog::info("launch: rank {} (pid {}) {} after the signal", rank, p, describe(status));
+        } else if (exit_code(status) != 0 && !stopping) {
           result = exit_code(status);
           stopping = true;
           deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(static_cast<int64_t>(o.grace_s * 1000));

@@ -622,8 +622,9 @@ class Search {
       t0 = std::chrono::steady_clock::now();
       ++steps_timed_;
       if (stop) {
-        spdlog::warn("stopped at step {}; checkpoint written to {}/checkpoint (continue with --resume)", step + 1,
-                     opts_.out_dir);
+        if (dp_.is_root())
+          spdlog::warn("stopped at step {}; checkpoint written to {}/checkpoint (continue with --resume)", step + 1,
+                       opts_.out_dir);
         return false;
       }
     }

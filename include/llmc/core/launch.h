@@ -3,6 +3,7 @@
 // torchrun's environment contract (docs/data-parallel.md). Each rank is argv run with RANK,
 // WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, GROUP_RANK, MASTER_ADDR and MASTER_PORT set:
 //   RANK = node_rank * nproc + local rank, WORLD_SIZE = nnodes * nproc.
+// Each rank runs in its own process group (signals reach what it started as well).
 // The first rank that fails (non-zero exit, or a signal) ends the job: the others get SIGTERM,
 // then SIGKILL after grace_s; the launcher returns that rank's status. SIGINT / SIGTERM sent to
 // the launcher are passed on to every rank (a search checkpoints and stops).
