@@ -40,6 +40,17 @@ Action add_launch(CLI::App& app) {
     if (!dist_available())
       throw Error("launch: this llmcompress was built without c10d (PyTorch distributed with Gloo); data-parallel "
                   "runs are unavailable");
+    // Only search and export split their work over ranks; any other command would run N times
+    // (and its N copies would write the same outputs).
+    std::string sub;
+    for (size_t i = 0; i < a->args.size() && sub.empty(); ++i) {
+      const std::string& t = a->args[i];
+      if (t == "--log-level" || t == "--threads") ++i;  // the global options that take a value
+      else if (!t.empty() && t[0] != '-') sub = t;
+    }
+    if (sub != "search" && sub != "export")
+      throw Error("launch: the command after '--' must be search or export (the data-parallel ones), got '" +
+                  (sub.empty() ? std::string("none") : sub) + "'");
     LaunchOptions o = a->o;
     o.argv = {self_executable()};
     o.argv.insert(o.argv.end(), a->args.begin(), a->args.end());

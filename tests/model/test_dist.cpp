@@ -327,3 +327,52 @@ TEST_F(DataParallelSearch, KilledRankEndsTheJobAndResumeFinishesIt) {
   EXPECT_LE(d, 1e-5);
   EXPECT_EQ(arch_choices(out), arch_choices(ref));
 }
+
+// The collectives on 2 ranks, and the check the search runs after every Gumbel draw: a value
+// that differs between ranks fails on every rank with one line.
+TEST(DistWorker, DISABLED_Collectives) {
+  if (!std::getenv("LLMC_DIST_WORKER_OUT")) GTEST_SKIP() << "run by DataParallel.CollectivesOnTwoRanks";
+  DataParallel& dp = DataParallel::get();
+  ASSERT_EQ(dp.world_size(), 2);
+  EXPECT_EQ(dp.all_reduce_sum({1.0, static_cast<double>(dp.rank())}, "sum"), (std::vector<double>{2.0, 1.0}));
+  at::Tensor t = at::full({3}, static_cast<float>(dp.rank() + 5));
+  dp.broadcast(t, "broadcast");
+  EXPECT_TRUE(at::equal(t, at::full({3}, 5.0f)));
+  at::Tensor p = at::zeros({2}).requires_grad_(true);
+  (p * static_cast<float>(dp.rank() + 1)).sum().backward();
+  dp.all_reduce_grads({p}, "grads");
+  EXPECT_TRUE(at::equal(p.grad(), at::full({2}, 3.0f)));
+  const Shard sh = dp.shard(5, "a batch");
+  EXPECT_EQ(sh.begin, dp.rank() == 0 ? 0 : 3);
+  EXPECT_EQ(sh.count, dp.rank() == 0 ? 3 : 2);
+  EXPECT_NE(test::error_of([&] { dp.shard(1, "a batch of 1"); }).find("a batch of 1 has 1 rows, fewer than the 2 ranks"),
+            std::string::npos);
+  dp.check_same(42, "a value");  // equal: passes
+  const std::string e = test::error_of([&] { dp.check_same(dp.rank(), "the test's Gumbel noise"); });
+  EXPECT_NE(e.find("data-parallel: the test's Gumbel noise differs between ranks (0 .. 1)"), std::string::npos) << e;
+  if (dp.is_root() && !::testing::Test::HasFailure())
+    write_file_atomic(std::getenv("LLMC_DIST_WORKER_OUT"), "ok\n");
+}
+
+TEST(DataParallel, CollectivesOnTwoRanks) {
+  ASSERT_TRUE(dist_available()) << "built without c10d";
+  const std::string d = scratch("collectives");
+  LaunchOptions o;
+  o.nproc = 2;
+  o.argv = {self_executable(), "--gtest_also_run_disabled_tests", "--gtest_filter=DistWorker.DISABLED_Collectives"};
+  ::setenv("LLMC_DIST_WORKER_OUT", (d + "/ok").c_str(), 1);
+  ::setenv("LLMC_DIST_TIMEOUT_S", "60", 1);
+  const int rc = launch_ranks(o);
+  ::unsetenv("LLMC_DIST_WORKER_OUT");
+  ::unsetenv("LLMC_DIST_TIMEOUT_S");
+  EXPECT_EQ(rc, 0);
+  EXPECT_EQ(read_all(d + "/ok"), "ok\n");
+  std::system(("rm -rf " + d).c_str());
+}
+
+TEST(Launch, RefusesCommandsThatAreNotDataParallel) {
+  auto r = run_cli("launch --nproc 2 -- --log-level info eval --model x");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.out.find("error: launch: the command after '--' must be search or export"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("got 'eval'"), std::string::npos) << r.out;
+}
