@@ -376,3 +376,26 @@ TEST(Launch, RefusesCommandsThatAreNotDataParallel) {
   EXPECT_NE(r.out.find("error: launch: the command after '--' must be search or export"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("got 'eval'"), std::string::npos) << r.out;
 }
+
+// A rank that hangs (SIGSTOP) instead of exiting: the others' next collective times out
+// (LLMC_DIST_TIMEOUT_S) with one line, and the launcher kills the stopped rank after --grace.
+TEST_F(DataParallelSearch, HungRankTimesOut) {
+  const std::string c = write_config(200, 4), out = dir() + "/hung", log = dir() + "/hung.log";
+  const std::string script =
+      "LLMC_DIST_TIMEOUT_S=3 " + std::string(LLMC_CLI) + " launch --nproc 2 --grace 1 -- --threads 1 search --config " +
+      c + " --out " + out + " > " + log + " 2>&1 & L=$!\n"
+      "i=0; while [ ! -e " + out + "/checkpoint/state.json ] && [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done\n"
+      "for p in $(pgrep -P $L); do if tr '\\0' '\\n' < /proc/$p/environ | grep -qx RANK=1; then kill -STOP $p; fi; done\n"
+      "t0=$(date +%s%N); wait $L; rc=$?; t1=$(date +%s%N)\n"
+      "echo \"rc=$rc seconds=$(( (t1 - t0) / 1000000 ))e-3\"\n";
+  const std::string sh = dir() + "/hung.sh";
+  write_file_atomic(sh, script);
+  auto r = run_sh(sh);
+  const std::string text = read_all(log);
+  ASSERT_NE(r.out.find("rc=1"), std::string::npos) << r.out << text;
+  EXPECT_NE(text.find("failed on rank 0 of 2 (a peer exited, or 3 s passed without it)"), std::string::npos) << text;
+  EXPECT_NE(text.find("launch: rank 1"), std::string::npos) << text;
+  const double secs = std::stod(r.out.substr(r.out.find("seconds=") + 8));
+  std::printf("stopped rank 1 (timeout 3 s, grace 1 s): the job ended %.2f s later\n", secs);
+  EXPECT_LT(secs, 20.0);
+}
