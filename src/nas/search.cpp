@@ -237,6 +237,8 @@ class Search {
     const int64_t n = c_.train_sequences + c_.valid_sequences;
     // Data parallel: rank 0 prepares the sequences, every rank gets the same global batches.
     at::Tensor seqs = dp_.is_root() ? (c_.data_sources.empty() ? sampled_sequences(n) : text_sequences(n))
+                                          .to(at::kLong)
+                                          .contiguous()
                                     : at::empty({n, c_.seq_len}, at::kLong);
     dp_.broadcast(seqs, "the search data");
     data_.train = split_batches(seqs.narrow(0, 0, c_.train_sequences), c_.batch_size);
