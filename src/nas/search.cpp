@@ -520,7 +520,10 @@ class Search {
     } else {
       LLMC_CHECK(teacher_, "{}: schedule.init \"sensitivity\" needs distillation (schedule.distill true)", c_.path);
       const auto t0 = std::chrono::steady_clock::now();
-      const at::Tensor teach = teacher_logits(data_.valid[0], &teach_valid_[0]).narrow(0, 0, 1);
+      // Data parallel: the steps cache each rank's share of a batch in teach_valid_, not this whole batch.
+      at::Tensor whole;
+      const at::Tensor teach =
+          teacher_logits(data_.valid[0], dp_.active() ? &whole : &teach_valid_[0]).narrow(0, 0, 1);
       kl = choice_kl(*net_, *model_, data_.valid[0].narrow(0, 0, 1), teach, opts_.progress);
       spdlog::info("sensitivity: KL of every option measured in {:.1f} s",
                    std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
