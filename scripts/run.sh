@@ -2,17 +2,25 @@
 # The main job: search -> export -> eval -> bench on the default model, next to a plain uniform
 # 4-bit GPTQ export of the same model (what a user would otherwise do), then one summary table.
 # Usage: scripts/run.sh [smollm2|stories260k]   (default smollm2; stories260k when it can't be fetched)
-# Outputs under runs/main-<model>/. Environment: LIMIT (200) eval documents per task, FT_STEPS (100)
-# LoRA fine-tune steps after quantization (0 = none).
+# Outputs under runs/main-<model>/. Environment: LIMIT (50) eval documents per task, FT_STEPS (0)
+# LoRA fine-tune steps after quantization (0 = none; the study's 100 steps add ~8 min on 2 cores).
+# The SmolLM2 job is sized to finish in ~15 min on a 2-core machine after the build, the searched
+# model at uniform 4-bit's LUT latency (equal-latency comparison on any machine): the quick search
+# config (configs/smollm2-135m-quick.json: the measured KL of every single option, then the knapsack
+# at the target, no gradient steps, no 2-bit; docs/results/smollm2-135m/README.md says why) and 50
+# documents per task (the reasoning average carries +-0.03 stderr). The full study, 500 documents
+# per task and WikiText-2, is `llmcompress sweep` (README, docs/results/).
 set -euo pipefail
 start_s=$SECONDS
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 "$root/scripts/setup.sh"
+job_s=$SECONDS  # the job proper starts after install and build
+stage() { echo "== $1 (+$((SECONDS - job_s)) s) ==" >&2; }
 cd "$root"
 export LLMC_SHARED="$shared"
 which="${1:-smollm2}"
-limit="${LIMIT:-200}"
-ft_steps="${FT_STEPS:-100}"
+limit="${LIMIT:-50}"
+ft_steps="${FT_STEPS:-0}"
 
 if [ "$which" = "smollm2" ] && ! "$root/scripts/get-model.sh" smollm2-135m; then
   echo "run.sh: SmolLM2 unavailable, using stories260K" >&2
@@ -20,7 +28,7 @@ if [ "$which" = "smollm2" ] && ! "$root/scripts/get-model.sh" smollm2-135m; then
 fi
 # Export flags match the config's lut_settings.lm_head_bits, so the LUT predicts the exported model.
 case "$which" in
-  smollm2) model="$root/models/SmolLM2-135M-Instruct.Q4_1.gguf"; config="$root/configs/smollm2-135m.json"
+  smollm2) model="$root/models/SmolLM2-135M-Instruct.Q4_1.gguf"; config="$root/configs/smollm2-135m-quick.json"
            export_flags=(--lm-head-bits 8 --dense-dtype bfloat16) ;;
   stories260k) model="$shared/models/stories260K"; config="$root/configs/stories260k.json"; export_flags=() ;;
   *) echo "run.sh: unknown model '$which' (smollm2 | stories260k)" >&2; exit 1 ;;
@@ -28,14 +36,14 @@ esac
 out="$root/runs/main-$which"
 mkdir -p "$out"
 
-echo "== info ==" >&2
+stage "info"
 "$bin" info --model "$model"
-echo "== search (joint widths + bits against the LUT) ==" >&2
+stage "search (widths + bits at uniform 4-bit's LUT latency)"
 "$bin" search --config "$config" --out "$out/search"
-echo "== export (GPTQ, data-free calibration, $ft_steps LoRA fine-tune steps with distillation) ==" >&2
+stage "export (GPTQ, data-free calibration, $ft_steps LoRA fine-tune steps)"
 ft=(); [ "$ft_steps" -gt 0 ] && ft=(--finetune-steps "$ft_steps" --distill)
 "$bin" export --model "$model" --arch "$out/search/arch.json" --out "$out/export" --quant gptq "${export_flags[@]}" "${ft[@]}"
-echo "== export uniform:4 (GPTQ, no search, no fine-tune: the baseline to beat) ==" >&2
+stage "export uniform:4 (GPTQ, no search, no fine-tune: the baseline to beat)"
 group="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["group_size"])' "$out/search/arch.json")"
 "$bin" export --model "$model" --arch uniform:4 --group-size "$group" --out "$out/uniform4" --quant gptq "${export_flags[@]}"
 tasks="text:$shared/data/tinystories/tinystories_sample.txt"
@@ -47,30 +55,33 @@ done
 # compression's. Decode from 96 to 160 cached tokens: mean context 128, the configs' lut_settings.context.
 for m in original uniform4 export; do
   path="$model"; [ "$m" != original ] && path="$out/$m"
-  echo "== eval $m ==" >&2
+  stage "eval $m"
   "$bin" eval --model "$path" --tasks "$tasks" --limit "$limit" --output "$out/eval_$m.json"
-  echo "== bench $m ==" >&2
+  stage "bench $m"
   lut=(); [ "$m" != original ] && lut=(--lut "$out/search/lut.json")
   "$bin" bench --model "$path" --engine runtime --prompt-tokens 96 --new-tokens 64 --repeats 3 "${lut[@]}" --json \
     --output "$out/bench_$m.json" >/dev/null
 done
 
-python3 - "$out" <<'PY'
+python3 - "$out" "$ft_steps" <<'PY'
 import json, os, sys
-out = sys.argv[1]
+out, ft_steps = sys.argv[1], int(sys.argv[2])
 def load(n):
     p = os.path.join(out, n)
     return json.load(open(p)) if os.path.exists(p) else {}
 s = load("search/summary.json")
 rows = []
-names = {"original": "original", "uniform4": "uniform 4-bit GPTQ", "export": "searched + fine-tuned"}
+names = {"original": "original", "uniform4": "uniform 4-bit GPTQ", "export": "searched (GPTQ" + (f", {ft_steps} LoRA steps)" if ft_steps else ")")}
 for m in ("original", "uniform4", "export"):
     e, b = load(f"eval_{m}.json"), load(f"bench_{m}.json")
     res = e.get("results", {})
     ppl = next((v.get("word_perplexity") for k, v in res.items() if k.startswith("text:")), None)
     acc = e.get("average", {}).get("acc")
-    rows.append((names[m], ppl, acc, b.get("decode_tokens_per_s"), b.get("prefill_tokens_per_s"), b.get("model_file_bytes")))
-print("\n| model | TinyStories word ppl | reasoning acc (avg) | decode tok/s | prefill tok/s | file bytes |")
+    # stderr of the unweighted average of independent task accuracies
+    ses = [res[t]["acc_stderr"] for t in e.get("average", {}).get("tasks", []) if "acc_stderr" in res.get(t, {})]
+    acc_s = None if acc is None else (f"{acc:.3f} ± {sum(x * x for x in ses) ** 0.5 / len(ses):.3f}" if ses else f"{acc:.3f}")
+    rows.append((names[m], ppl, acc_s, b.get("decode_tokens_per_s"), b.get("prefill_tokens_per_s"), b.get("model_file_bytes")))
+print("\n| model | TinyStories word ppl | reasoning acc (avg ± stderr) | decode tok/s | prefill tok/s | file bytes |")
 print("|---|---:|---:|---:|---:|---:|")
 f = lambda v, d=3: "-" if v is None else (f"{v:.{d}f}" if isinstance(v, float) else str(v))
 for r in rows:
@@ -83,4 +94,4 @@ for m in ("uniform4", "export"):
         print(f"{names[m]} decode: LUT-predicted {p['predicted']:.3f} ms/token, measured {p['measured']:.3f} ms/token "
               f"(measured/predicted {p['measured_over_predicted']:.2f})")
 PY
-echo "run.sh: $((SECONDS - start_s)) s in all" >&2
+echo "run.sh: $((SECONDS - start_s)) s in all, $((SECONDS - job_s)) s after install and build" >&2
