@@ -713,7 +713,7 @@ class Search {
   double plain_step_s_ = 0, step_seconds_sum_ = 0;
   int64_t steps_timed_ = 0, start_step_ = 0;
   PhaseState ps_;
-  std::mt19937_64 rng_{0};
+  std::mt19937_64 rng_{c_.seed};  // the Gumbel draws (was always 0: schedule.seed 0 runs are unchanged)
   SearchCheckpointMeta ck_;
   std::string fingerprint_;
   AppendFile log_;
