@@ -13,6 +13,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <initializer_list>
 #include <set>
 #include <string>
 
@@ -115,6 +116,19 @@ inline void run(const std::function<void()>& f) {
     std::fprintf(stderr, "fuzz: BUG: a non-std exception escaped\n");
     std::abort();
   }
+}
+
+// Encodes each text on its own with `tok` (a rejection is fine: a vocabulary may lack a byte and
+// have no <unk>), checks every id is inside the vocabulary, and decodes the ids again.
+template <class Tok>
+void check_encode_decode(const Tok& tok, std::initializer_list<const char*> texts) {
+  for (const char* text : texts)
+    run([&] {
+      const auto ids = tok.encode(text, true);
+      for (int32_t id : ids)
+        if (id < 0 || id >= tok.vocab_size()) bug("encode gave an id outside the vocabulary");
+      tok.decode(ids);
+    });
 }
 
 }  // namespace llmc::fuzz
