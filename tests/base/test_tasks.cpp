@@ -15,6 +15,7 @@
 #include "llmc/core/paths.h"
 #include "llmc/eval/tasks.h"
 #include "llmc/tokenizer/sentencepiece.h"
+#include "../byte_tokenizer.h"
 
 using namespace llmc;
 
@@ -79,28 +80,6 @@ void expect_error(F fn, const std::vector<std::string>& needles) {
     for (const auto& n : needles) EXPECT_NE(msg.find(n), std::string::npos) << "'" << n << "' not in: " << msg;
   }
 }
-
-// A character-level tokenizer: byte b -> id b + 3; BOS 1, EOS 2.
-class CharTokenizer : public Tokenizer {
- public:
-  std::vector<int32_t> encode(std::string_view text, bool add_bos) const override {
-    std::vector<int32_t> ids;
-    if (add_bos) ids.push_back(1);
-    for (unsigned char c : text) ids.push_back(c + 3);
-    return ids;
-  }
-  std::string decode(const std::vector<int32_t>& ids) const override {
-    std::string s;
-    for (int32_t i : ids)
-      if (i >= 3) s += static_cast<char>(i - 3);
-    return s;
-  }
-  int vocab_size() const override { return 259; }
-  int bos_id() const override { return 1; }
-  int eos_id() const override { return 2; }
-  bool add_bos_default() const override { return false; }
-  std::string type() const override { return "char"; }
-};
 
 }  // namespace
 
@@ -506,7 +485,7 @@ TEST(TaskText, HellaswagPreprocessAndPythonStrings) {
 }
 
 TEST(TaskTokens, EncodePairMovesTrailingSpaces) {
-  CharTokenizer tok;
+  test::ByteTokenizer tok;
   auto a = encode_pair(tok, "Answer:", " yes");
   EXPECT_EQ(a.context, tok.encode("Answer:", false));
   EXPECT_EQ(a.continuation, tok.encode(" yes", false));
