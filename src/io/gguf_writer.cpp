@@ -64,6 +64,24 @@ GGUFValue gguf_i32_array(const std::vector<int32_t>& xs) {
   return v;
 }
 
+GGUFValue gguf_f32_array(const std::vector<float>& xs) {
+  GGUFValue v;
+  v.type = GGUFType::ARRAY;
+  v.elem_type = GGUFType::FLOAT32;
+  v.array.reserve(xs.size());
+  for (float x : xs) v.array.push_back(gguf_f32(x));
+  return v;
+}
+
+GGUFValue gguf_str_array(const std::vector<std::string>& xs) {
+  GGUFValue v;
+  v.type = GGUFType::ARRAY;
+  v.elem_type = GGUFType::STRING;
+  v.array.reserve(xs.size());
+  for (const auto& x : xs) v.array.push_back(gguf_str(x));
+  return v;
+}
+
 void gguf_encode_value(std::string& s, const GGUFValue& v) {
   auto raw = [&](const void* p, size_t n) { s.append(static_cast<const char*>(p), n); };
   switch (v.type) {

@@ -11,6 +11,7 @@
 
 #include "llmc/core/error.h"
 #include "llmc/core/files.h"
+#include "llmc/core/json_file.h"
 #include "llmc/model/gguf_llama.h"
 #include "llmc/io/safetensors.h"
 #include "llmc/tokenizer/bpe.h"
@@ -159,12 +160,8 @@ std::shared_ptr<const Tokenizer> load_folder_tokenizer(const std::string& dir, c
   special.eos = config.eos_token_id;
   const std::string tc_path = path_join(dir, "tokenizer_config.json");
   if (file_exists(tc_path)) {
-    try {
-      json tc = json::parse(read_text_file(tc_path));
-      if (tc.contains("add_bos_token") && tc["add_bos_token"].is_boolean()) special.add_bos = tc["add_bos_token"];
-    } catch (const json::exception& e) {
-      fail("{}: not valid JSON ({})", tc_path, e.what());
-    }
+    const json tc = read_json_file(tc_path);
+    if (tc.contains("add_bos_token") && tc["add_bos_token"].is_boolean()) special.add_bos = tc["add_bos_token"];
   }
   const std::string spm = path_join(dir, "tokenizer.model");
   if (file_exists(spm)) return load_sentencepiece(spm, special);

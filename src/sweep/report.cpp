@@ -23,6 +23,7 @@
 
 #include "llmc/core/error.h"
 #include "llmc/core/files.h"
+#include "llmc/core/json_file.h"
 #include "llmc/core/process.h"
 #include "llmc/latency/lut.h"
 #include "llmc/sweep/sweep.h"
@@ -34,14 +35,6 @@ using json = nlohmann::ordered_json;
 using namespace sweep;
 
 namespace {
-
-json read_json(const std::string& path) {
-  try {
-    return json::parse(read_text_file(path));
-  } catch (const json::exception& e) {
-    fail("{}: not valid JSON ({})", path, e.what());
-  }
-}
 
 std::string today() {
   const std::time_t t = std::time(nullptr);
@@ -56,7 +49,7 @@ json point_json(const SweepConfig& c, const SweepOptions& o, const Point& p) {
   const std::string bench = path_join(dir, "bench.json"), eval = path_join(dir, "eval.json");
   const std::string ppl = path_join(dir, "ppl.json");
   if (!file_exists(bench) || !file_exists(eval) || (!c.ppl_task.empty() && !file_exists(ppl))) return nullptr;
-  const json b = read_json(bench), e = read_json(eval);
+  const json b = read_json_file<json>(bench), e = read_json_file<json>(eval);
   json r;
   r["name"] = p.name;
   r["method"] = p.method;
@@ -102,7 +95,7 @@ json point_json(const SweepConfig& c, const SweepOptions& o, const Point& p) {
   r["tasks"] = tasks;
   // WikiText-2 (GPTQ protocol) token perplexity, from the perplexity run or the main eval.
   r["wikitext2_ppl"] = nullptr;
-  for (const json& src : {c.ppl_task.empty() ? json(nullptr) : read_json(ppl), e})
+  for (const json& src : {c.ppl_task.empty() ? json(nullptr) : read_json_file<json>(ppl), e})
     if (src.is_object() && src["results"].contains("wikitext2_gptq") && r["wikitext2_ppl"].is_null())
       r["wikitext2_ppl"] = src["results"]["wikitext2_gptq"].value("token_perplexity", 0.0);
   r["bytes"] = b.value("model_file_bytes", 0);
@@ -211,7 +204,7 @@ void write_sweep_report(const SweepConfig& c, const SweepOptions& o) {
   rep["config"]["search"] = c.search_config;
   std::vector<double> targets = c.targets_ms;
   const std::string manifest = path_join(o.out, "manifest.json");
-  const json m = file_exists(manifest) ? read_json(manifest) : json::object();
+  const json m = file_exists(manifest) ? read_json_file<json>(manifest) : json::object();
   if (targets.empty() && m.contains("targets_ms")) targets = m["targets_ms"].get<std::vector<double>>();
   rep["points"] = json::array();
   std::vector<PlotPoint> plot;

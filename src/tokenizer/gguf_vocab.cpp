@@ -9,6 +9,7 @@
 
 #include "llmc/core/error.h"
 #include "llmc/core/files.h"
+#include "llmc/core/json_file.h"
 #include "llmc/io/gguf_writer.h"
 #include "llmc/tokenizer/bpe.h"
 #include "llmc/tokenizer/spm_model.h"
@@ -25,37 +26,15 @@ constexpr float kAddedScore = -1000.0f;   // ... and of an added token
 
 json read_json_or_null(const std::string& path) {
   if (!file_exists(path)) return nullptr;
-  try {
-    json j = json::parse(read_text_file(path));
-    if (!j.is_object()) fail("{}: expected a JSON object", path);
-    return j;
-  } catch (const json::exception& e) {
-    fail("{}: not valid JSON ({})", path, e.what());
-  }
+  json j = read_json_file(path);
+  if (!j.is_object()) fail("{}: expected a JSON object", path);
+  return j;
 }
 
 std::string content_of(const json& j) {
   if (j.is_string()) return j.get<std::string>();
   if (j.is_object() && j.contains("content") && j["content"].is_string()) return j["content"].get<std::string>();
   return "";
-}
-
-GGUFValue str_array(const std::vector<std::string>& xs) {
-  GGUFValue v;
-  v.type = GGUFType::ARRAY;
-  v.elem_type = GGUFType::STRING;
-  v.array.reserve(xs.size());
-  for (const auto& x : xs) v.array.push_back(gguf_str(x));
-  return v;
-}
-
-GGUFValue f32_array(const std::vector<float>& xs) {
-  GGUFValue v;
-  v.type = GGUFType::ARRAY;
-  v.elem_type = GGUFType::FLOAT32;
-  v.array.reserve(xs.size());
-  for (float x : xs) v.array.push_back(gguf_f32(x));
-  return v;
 }
 
 GGUFValue types_array(const std::vector<GGUFTokenType>& ts) {
@@ -226,8 +205,8 @@ GGUFMetadata gguf_tokenizer_from_hf(const std::string& dir, int64_t vocab_rows, 
     pad = m.pad_id;
     tc_bool("add_bos_token", add_bos);
     kv.emplace_back("tokenizer.ggml.model", gguf_str("llama"));
-    kv.emplace_back("tokenizer.ggml.tokens", str_array(v.tokens));
-    kv.emplace_back("tokenizer.ggml.scores", f32_array(v.scores));
+    kv.emplace_back("tokenizer.ggml.tokens", gguf_str_array(v.tokens));
+    kv.emplace_back("tokenizer.ggml.scores", gguf_f32_array(v.scores));
     kv.emplace_back("tokenizer.ggml.token_type", types_array(v.types));
     if (int p = config_id(cfg, "pad_token_id", n); p >= 0) pad = p;
     add_space_prefix = m.add_dummy_prefix;
@@ -267,9 +246,9 @@ GGUFMetadata gguf_tokenizer_from_hf(const std::string& dir, int64_t vocab_rows, 
     add_bos = b.add_bos;
     kv.emplace_back("tokenizer.ggml.model", gguf_str("gpt2"));
     kv.emplace_back("tokenizer.ggml.pre", gguf_str(pre));
-    kv.emplace_back("tokenizer.ggml.tokens", str_array(v.tokens));
+    kv.emplace_back("tokenizer.ggml.tokens", gguf_str_array(v.tokens));
     kv.emplace_back("tokenizer.ggml.token_type", types_array(v.types));
-    kv.emplace_back("tokenizer.ggml.merges", str_array(merges));
+    kv.emplace_back("tokenizer.ggml.merges", gguf_str_array(merges));
     if (int p = config_id(cfg, "pad_token_id", n); p >= 0) pad = p;
     kv.emplace_back("tokenizer.ggml.add_space_prefix", gguf_bool(false));
   } else {

@@ -20,6 +20,8 @@ GGUFValue gguf_i32(int32_t v);
 GGUFValue gguf_f32(float v);
 GGUFValue gguf_bool(bool v);
 GGUFValue gguf_i32_array(const std::vector<int32_t>& v);
+GGUFValue gguf_f32_array(const std::vector<float>& v);
+GGUFValue gguf_str_array(const std::vector<std::string>& v);
 
 // Appends the GGUF encoding of one value (no type tag) to `out`.
 void gguf_encode_value(std::string& out, const GGUFValue& v);
