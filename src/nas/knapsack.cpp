@@ -23,7 +23,8 @@ const std::array<PartKind, 2> kParts = {PartKind{true, {kQ, kK, kV, kO}}, PartKi
 struct PartOption {
   int64_t width = 0;
   std::vector<int64_t> bits;
-  double cost = 0;  // -log-probability of the option's choices
+  double cost = 0;  // -log-probability of the option's choices, the width's weighted (knapsack_fit)
+  double lp = 0;    // the unweighted log-probability
   double dt = 0;    // predicted ms relative to the start architecture's option of this part
 };
 
@@ -36,7 +37,8 @@ void apply(ChoiceIndex& c, const PartKind& p, const PartOption& o) {
 // strictly decreasing, so the first is the fastest, the last the most likely): an option that is slower and no more likely than another is never chosen.
 std::vector<PartOption> part_front(size_t l, const PartKind& p, const ChoiceLogProbs& lp, const LayerChoices& ch,
                                    std::vector<ChoiceIndex>& arch, double base_ms,
-                                   const std::function<double(const std::vector<ChoiceIndex>&)>& ms) {
+                                   const std::function<double(const std::vector<ChoiceIndex>&)>& ms,
+                                   double width_weight) {
   const ChoiceIndex keep = arch[l];
   const int64_t widths = static_cast<int64_t>(p.attention ? ch.kv.size() : ch.mlp.size());
   const int64_t nb = static_cast<int64_t>(ch.bits.size());
@@ -47,8 +49,10 @@ std::vector<PartOption> part_front(size_t l, const PartKind& p, const ChoiceLogP
     // Odometer over the bit indices of the part's linears.
     std::fill(o.bits.begin(), o.bits.end(), 0);
     while (true) {
-      o.cost = -(p.attention ? lp.kv[o.width] : lp.mlp[o.width]);
-      for (size_t i = 0; i < p.linears.size(); ++i) o.cost -= lp.bits[p.linears[i]][o.bits[i]];
+      const double lw = p.attention ? lp.kv[o.width] : lp.mlp[o.width];
+      o.lp = lw;
+      for (size_t i = 0; i < p.linears.size(); ++i) o.lp += lp.bits[p.linears[i]][o.bits[i]];
+      o.cost = -(o.lp + (width_weight - 1.0) * lw);
       apply(arch[l], p, o);
       o.dt = ms(arch) - base_ms;
       all.push_back(o);
@@ -71,16 +75,17 @@ std::vector<PartOption> part_front(size_t l, const PartKind& p, const ChoiceLogP
 
 KnapsackResult knapsack_fit(const std::vector<ChoiceLogProbs>& lp, const std::vector<LayerChoices>& ch,
                             const std::function<double(const std::vector<ChoiceIndex>&)>& ms, double target_ms,
-                            const std::vector<ChoiceIndex>& start) {
+                            const std::vector<ChoiceIndex>& start, double width_weight) {
   if (lp.size() != ch.size() || start.size() != ch.size())
     fail("knapsack_fit: {} layers of log-probabilities, {} of choices, {} in the start architecture", lp.size(),
          ch.size(), start.size());
+  if (!(width_weight > 0)) fail("knapsack_fit: width weight {} (expected > 0)", width_weight);
   std::vector<ChoiceIndex> arch = start;
   const double base_ms = ms(arch);
   // fronts[l * 2 + part]
   std::vector<std::vector<PartOption>> fronts;
   for (size_t l = 0; l < ch.size(); ++l)
-    for (const PartKind& p : kParts) fronts.push_back(part_front(l, p, lp[l], ch[l], arch, base_ms, ms));
+    for (const PartKind& p : kParts) fronts.push_back(part_front(l, p, lp[l], ch[l], arch, base_ms, ms, width_weight));
 
   // Start's own dt per part is 0 by construction; the total of a pick is base_ms + sum dt.
   std::vector<size_t> pick(fronts.size());
@@ -138,7 +143,7 @@ KnapsackResult knapsack_fit(const std::vector<ChoiceLogProbs>& lp, const std::ve
     for (size_t p = 0; p < kParts.size(); ++p) {
       const PartOption& o = fronts[l * kParts.size() + p][pick[l * kParts.size() + p]];
       apply(arch[l], kParts[p], o);
-      r.log_prob -= o.cost;
+      r.log_prob += o.lp;
     }
   r.idx = arch;
   r.ms = ms(arch);

@@ -345,16 +345,10 @@ class Search {
       return lut_.predict_ms(a, M());
     };
     res_.argmax_predicted_ms = predict(idx);
+    bool scored = false;
     if (c_.discretize == "knapsack") {
-      const KnapsackResult k = knapsack_fit(net_->log_probs(), net_->choices(), predict, res_.target_ms, idx);
-      res_.fit_changes = count_changes(idx, k.idx);
-      spdlog::info("knapsack: argmax architecture {:.3f} ms; the most likely one within the target {:.3f} ms: "
-                   "{:.3f} ms, {} choices differ from argmax",
-                   res_.argmax_predicted_ms, res_.target_ms, k.ms, res_.fit_changes);
-      if (!k.met)
-        spdlog::warn("knapsack: the fastest architecture ({:.3f} ms) misses the target by {:.1f}%", k.ms,
-                     100.0 * (k.ms / res_.target_ms - 1.0));
-      idx = k.idx;
+      idx = knapsack_candidates(idx, predict);
+      scored = res_.candidates.size() > 1;
     } else if (c_.fit_target && res_.argmax_predicted_ms > res_.target_ms) {
       res_.fit_changes = fit_to_target(idx, net_->log_probs(), net_->choices(), predict, res_.target_ms);
       const double fitted = predict(idx);
@@ -374,7 +368,54 @@ class Search {
     a.predicted_size_bytes = lut_.weight_bytes(a);
     a.alphas_json = net_->alphas_json();
     net_->set_fixed(idx);
-    res_.valid_ppl = dp_perplexity(*model_, data_.valid);
+    if (!scored) res_.valid_ppl = dp_perplexity(*model_, data_.valid);
+  }
+
+  // One knapsack per schedule.knapsack_width_weights; with several distinct answers, each is fixed
+  // and scored on the valid split, and the lowest perplexity wins (res_.valid_ppl is its score).
+  // The summed single-option KL the knapsack minimizes treats choices as independent; a width cut
+  // measured alone on the 16-bit model costs more beside quantized neighbours, and the weights let
+  // the measurement, not the additive model, settle how much width to trade for bits.
+  std::vector<ChoiceIndex> knapsack_candidates(const std::vector<ChoiceIndex>& argmax,
+                                               const std::function<double(const std::vector<ChoiceIndex>&)>& predict) {
+    const auto lp = net_->log_probs();
+    std::vector<std::vector<ChoiceIndex>> archs;
+    res_.candidates.clear();
+    for (double w : c_.knapsack_width_weights) {
+      const KnapsackResult k = knapsack_fit(lp, net_->choices(), predict, res_.target_ms, argmax, w);
+      if (!k.met)
+        spdlog::warn("knapsack: the fastest architecture ({:.3f} ms) misses the target by {:.1f}%", k.ms,
+                     100.0 * (k.ms / res_.target_ms - 1.0));
+      bool seen = false;
+      for (const auto& a : archs) seen = seen || count_changes(a, k.idx) == 0;
+      if (seen) continue;
+      SearchResult::Candidate c;
+      c.width_weight = w;
+      c.predicted_ms = k.ms;
+      for (size_t l = 0; l < k.idx.size(); ++l)
+        c.width_cuts += (net_->choices()[l].kv[k.idx[l].kv] < base_.num_kv_heads) +
+                        (net_->choices()[l].mlp[k.idx[l].mlp] < base_.intermediate_size);
+      archs.push_back(k.idx);
+      res_.candidates.push_back(c);
+    }
+    size_t best = 0;
+    if (archs.size() > 1)
+      for (size_t i = 0; i < archs.size(); ++i) {
+        net_->set_fixed(archs[i]);
+        SearchResult::Candidate& c = res_.candidates[i];
+        c.valid_ppl = dp_perplexity(*model_, data_.valid);
+        spdlog::info("knapsack candidate {}/{} (width weight {}): {:.3f} ms, {} layer parts cut, valid ppl {:.3f}",
+                     i + 1, archs.size(), c.width_weight, c.predicted_ms, c.width_cuts, c.valid_ppl);
+        if (c.valid_ppl < res_.candidates[best].valid_ppl) best = i;
+      }
+    res_.candidates[best].chosen = true;
+    res_.valid_ppl = res_.candidates[best].valid_ppl;
+    res_.fit_changes = count_changes(argmax, archs[best]);
+    spdlog::info("knapsack: argmax architecture {:.3f} ms; the {} within the target {:.3f} ms: {:.3f} ms, {} choices "
+                 "differ from argmax",
+                 res_.argmax_predicted_ms, archs.size() > 1 ? "best candidate" : "most likely one", res_.target_ms,
+                 res_.candidates[best].predicted_ms, res_.fit_changes);
+    return archs[best];
   }
 
   // arch.json and summary.json.
@@ -391,6 +432,7 @@ class Search {
                      {"argmax_predicted_ms", res_.argmax_predicted_ms},
                      {"discretize", c_.discretize},
                      {"fit_target_changes", res_.fit_changes},
+                     {"knapsack_candidates", candidates_json()},
                      {"predicted_size_bytes", res_.arch.predicted_size_bytes},
                      {"original_size_bytes", lut_.weight_bytes(uniform_arch(base_, 16, c_.space.group_size))},
                      {"original_valid_ppl", res_.original_valid_ppl},
@@ -404,6 +446,17 @@ class Search {
   }
 
   SearchResult& result() { return res_; }
+
+  ojson candidates_json() const {
+    ojson a = ojson::array();
+    for (const auto& c : res_.candidates)
+      a.push_back({{"width_weight", c.width_weight},
+                   {"predicted_ms", c.predicted_ms},
+                   {"width_cuts", c.width_cuts},
+                   {"valid_ppl", c.valid_ppl},
+                   {"chosen", c.chosen}});
+    return a;
+  }
 
  private:
   int64_t M() const { return c_.target_tokens; }

@@ -157,6 +157,7 @@ SearchConfig parse_search_config(const std::string& text, const std::string& whe
     o.get("distill", &c.distill);
     o.get("fit_target", &c.fit_target);
     o.get("discretize", &c.discretize);
+    o.get("knapsack_width_weights", &c.knapsack_width_weights);
     o.get("seed", &c.seed);
     o.get("checkpoint_every", &c.checkpoint_every);
     o.get("sequential_mid_bits", &c.sequential_mid_bits);
@@ -167,6 +168,12 @@ SearchConfig parse_search_config(const std::string& text, const std::string& whe
       fail("{}.schedule.init: '{}' is not uniform or sensitivity", where, c.init);
     if (c.discretize != "argmax" && c.discretize != "knapsack")
       fail("{}.schedule.discretize: '{}' is not argmax or knapsack", where, c.discretize);
+    if (c.knapsack_width_weights.empty())
+      fail("{}.schedule.knapsack_width_weights: empty (expected weights > 0, e.g. [1])", where);
+    for (double w : c.knapsack_width_weights)
+      if (!(w > 0)) fail("{}.schedule.knapsack_width_weights: {} (expected > 0)", where, w);
+    if (c.knapsack_width_weights != std::vector<double>{1.0} && c.discretize != "knapsack")
+      fail("{}.schedule.knapsack_width_weights: needs \"discretize\": \"knapsack\"", where);
     if (!(c.init_scale > 0)) fail("{}.schedule.init_scale: {} (expected > 0)", where, c.init_scale);
     if (c.steps < 0) fail("{}.schedule.steps: {} (expected >= 0; 0 = no gradient steps)", where, c.steps);
     if (c.tau_start <= 0 || c.tau_end <= 0) fail("{}.schedule: tau_start and tau_end must be > 0", where);

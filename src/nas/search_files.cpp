@@ -137,6 +137,8 @@ std::string search_fingerprint(const SearchConfig& c, const std::string& lut_pat
                           {"init", c.init},
                           {"init_scale", c.init_scale}};
   if (c.arch_optimizer != "adam") schedule["arch_optimizer"] = c.arch_optimizer;  // older checkpoints: adam
+  if (c.knapsack_width_weights != std::vector<double>{1.0})  // older checkpoints: [1]
+    schedule["knapsack_width_weights"] = c.knapsack_width_weights;
   const ojson j = {{"format", kFingerprintFormat},
                    {"model", content_hash(c.model)},
                    {"data", data},

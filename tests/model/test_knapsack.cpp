@@ -162,3 +162,48 @@ TEST(Knapsack, UnreachableReturnsFastest) {
   EXPECT_FALSE(r.met);
   EXPECT_NEAR(r.ms, fastest, 1e-12);
 }
+
+// width_weight w: the objective is the bits' log-probability plus w times the widths'. Brute force
+// on one layer under that objective; log_prob still reports the unweighted sum. A large weight keeps
+// the most likely widths (with the sensitivity prior: full width) whenever bits alone reach the
+// target.
+TEST(Knapsack, WidthWeightScalesTheWidthsCost) {
+  const auto archs = all_archs();
+  int exact = 0, cases = 0, kept = 0, keepable = 0;
+  for (uint32_t seed = 0; seed < 40; ++seed) {
+    Toy t = random_toy(1, seed);
+    auto ms = [&](const std::vector<ChoiceIndex>& a) { return t.ms(a); };
+    double lo = 1e9, hi = 0;
+    for (const auto& a : archs) lo = std::min(lo, t.ms(a)), hi = std::max(hi, t.ms(a));
+    const double w = 5.0;
+    auto weighted = [&](const std::vector<ChoiceIndex>& a) {
+      return t.log_prob(a) + (w - 1.0) * (t.lp[0].kv[a[0].kv] + t.lp[0].mlp[a[0].mlp]);
+    };
+    for (double f : {0.2, 0.5, 0.8}) {
+      const double target = lo + f * (hi - lo);
+      const int64_t kv = t.lp[0].kv[1] > t.lp[0].kv[0], mlp = t.lp[0].mlp[1] > t.lp[0].mlp[0];
+      double best = -1e300, fastest_likely = 1e300;
+      for (const auto& a : archs) {
+        if (t.ms(a) <= target) best = std::max(best, weighted(a));
+        if (a[0].kv == kv && a[0].mlp == mlp) fastest_likely = std::min(fastest_likely, t.ms(a));
+      }
+      const KnapsackResult r = knapsack_fit(t.lp, t.ch, ms, target, archs[0], w);
+      ASSERT_TRUE(r.met);
+      EXPECT_NEAR(r.log_prob, t.log_prob(r.idx), 1e-9);
+      EXPECT_LE(weighted(r.idx), best + 1e-9);
+      exact += weighted(r.idx) >= best - 1e-9;
+      ++cases;
+      if (fastest_likely <= target) {
+        ++keepable;
+        const KnapsackResult k = knapsack_fit(t.lp, t.ch, ms, target, archs[0], 1e6);
+        kept += k.idx[0].kv == kv && k.idx[0].mlp == mlp;
+      }
+    }
+  }
+  EXPECT_GE(exact, cases * 9 / 10) << exact << " of " << cases << " optimal";
+  EXPECT_GT(keepable, 0);
+  EXPECT_EQ(kept, keepable);
+  const Toy t = random_toy(1, 0);
+  auto ms = [&](const std::vector<ChoiceIndex>& a) { return t.ms(a); };
+  EXPECT_THROW(knapsack_fit(t.lp, t.ch, ms, 1.0, archs[0], 0.0), std::exception);
+}

@@ -287,6 +287,46 @@ TEST_F(SearchRun, ZeroStepsDiscretizesTheInitialLogits) {
   EXPECT_EQ(arch_to_json(r.arch), arch_to_json(r1.arch));
 }
 
+// schedule.knapsack_width_weights: one knapsack per weight, each distinct answer scored on the
+// valid split, the lowest perplexity kept. The chosen candidate is what a run with its weight alone
+// returns (same architecture, same valid perplexity), and every candidate meets the target.
+TEST_F(SearchRun, KnapsackCandidatesKeepTheBestValidPerplexity) {
+  SearchOptions o;
+  o.progress = false;
+  o.out_dir = dir() + "/candidates";
+  auto c = config(R"("steps":0,"distill":true,"init":"sensitivity")", R"({"fraction":0.5})");
+  c.discretize = "knapsack";
+  c.knapsack_width_weights = {1.0, 0.001, 1e6};  // the best first: a "keep the last" bug fails
+  const auto r = run_search(c, o);
+  ASSERT_GE(r.candidates.size(), 2u) << "the test needs a target where the weights disagree; cuts "
+                                      << r.candidates[0].width_cuts << " ms " << r.candidates[0].predicted_ms;
+  size_t chosen = 0, n_chosen = 0;
+  for (size_t i = 0; i < r.candidates.size(); ++i) {
+    const auto& k = r.candidates[i];
+    EXPECT_LE(k.predicted_ms, r.target_ms * (1 + 1e-12));
+    EXPECT_GT(k.valid_ppl, 0);
+    if (k.chosen) chosen = i, ++n_chosen;
+  }
+  ASSERT_EQ(n_chosen, 1u);
+  for (const auto& k : r.candidates) EXPECT_LE(r.candidates[chosen].valid_ppl, k.valid_ppl);
+  EXPECT_DOUBLE_EQ(r.valid_ppl, r.candidates[chosen].valid_ppl);
+  EXPECT_NEAR(r.predicted_ms, r.candidates[chosen].predicted_ms, 1e-9);
+  // Width weight 0.001 makes cuts nearly free: it cuts more than the plain knapsack.
+  EXPECT_GT(r.candidates[1].width_cuts, r.candidates[0].width_cuts);
+  auto s = nlohmann::json::parse(read_text_file(o.out_dir + "/summary.json"));
+  ASSERT_EQ(s["knapsack_candidates"].size(), r.candidates.size());
+  EXPECT_TRUE(s["knapsack_candidates"][chosen]["chosen"].get<bool>());
+
+  SearchOptions o1 = o;
+  o1.out_dir = dir() + "/candidate-alone";
+  o1.sensitivity_cache = o.out_dir + "/sensitivity.json";
+  auto c1 = c;
+  c1.knapsack_width_weights = {r.candidates[chosen].width_weight};
+  const auto r1 = run_search(c1, o1);
+  EXPECT_EQ(arch_to_json(r1.arch), arch_to_json(r.arch));
+  EXPECT_NEAR(r1.valid_ppl, r.valid_ppl, 1e-9 * r.valid_ppl);
+}
+
 // schedule.seed seeds the Gumbel draws: with text data and frozen weights nothing else depends on it,
 // so two seeds end at different logits and one seed twice at the same ones.
 TEST_F(SearchRun, SeedSeedsTheGumbelDraws) {

@@ -308,6 +308,22 @@ TEST(SearchConfig, RejectsOutOfRangeValues) {
   EXPECT_NE(err(R"("schedule":{"arch_optimizer":"rmsprop"})").find("c.json.schedule.arch_optimizer: 'rmsprop' is not adam or sgd"),
             std::string::npos);
   EXPECT_EQ(parse_search_config(R"({"model":"m","schedule":{"arch_optimizer":"sgd"}})", "c.json", "/").arch_optimizer, "sgd");
+  EXPECT_NE(err(R"("schedule":{"discretize":"knapsack","knapsack_width_weights":[]})")
+                .find("c.json.schedule.knapsack_width_weights: empty"),
+            std::string::npos);
+  EXPECT_NE(err(R"("schedule":{"discretize":"knapsack","knapsack_width_weights":[1,0]})")
+                .find("c.json.schedule.knapsack_width_weights: 0 (expected > 0)"),
+            std::string::npos);
+  EXPECT_NE(err(R"("schedule":{"knapsack_width_weights":[1,4]})")
+                .find("c.json.schedule.knapsack_width_weights: needs \"discretize\": \"knapsack\""),
+            std::string::npos);
+  EXPECT_NE(err(R"("schedule":{"discretize":"knapsack","knapsack_width_weights":"4"})")
+                .find("c.json.schedule.knapsack_width_weights: wrong type"),
+            std::string::npos);
+  EXPECT_EQ(parse_search_config(R"({"model":"m","schedule":{"discretize":"knapsack","knapsack_width_weights":[1,4]}})",
+                                "c.json", "/")
+                .knapsack_width_weights,
+            (std::vector<double>{1, 4}));
   // Still fine: a fraction of 1, ms alone, ms with a fraction (ms wins).
   EXPECT_EQ(err(R"("target":{"fraction":1})"), "");
   auto c = parse_search_config(R"({"model":"m","target":{"ms":2.5,"fraction":0.4}})", "c.json", "/");

@@ -25,15 +25,18 @@ namespace llmc {
 struct KnapsackResult {
   std::vector<ChoiceIndex> idx;  // the chosen architecture
   double ms = 0;                 // its predicted latency
-  double log_prob = 0;           // summed log-probability of its choices
+  double log_prob = 0;           // summed log-probability of its choices (unweighted)
   bool met = false;              // ms <= target (false: the fastest architecture is slower than the target)
 };
 
 // lp: log-probabilities of every option (Supernet::log_probs); ch: the options; ms: predicted
 // latency of a whole architecture (LUT); start: any valid architecture (the parts not being
 // priced are held at it). Cost: (|kv| |bits|^4 + |mlp| |bits|^3) predictions per layer.
+// width_weight multiplies the width choices' log-probabilities in the objective (1: the plain
+// summed log-probability; > 1: width cuts cost more than their single-option KL says, the search's
+// candidates in schedule.knapsack_width_weights).
 KnapsackResult knapsack_fit(const std::vector<ChoiceLogProbs>& lp, const std::vector<LayerChoices>& ch,
                             const std::function<double(const std::vector<ChoiceIndex>&)>& ms, double target_ms,
-                            const std::vector<ChoiceIndex>& start);
+                            const std::vector<ChoiceIndex>& start, double width_weight = 1.0);
 
 }  // namespace llmc

@@ -39,6 +39,13 @@ struct SearchResult {
   double argmax_predicted_ms = 0;  // the argmax architecture, before fit_target's repair
   int fit_changes = 0;             // choices fit_target changed (0: argmax met the target or fit_target off)
   double valid_ppl = 0;        // discretized, fake-quantized subnet on the valid split
+  // knapsack: every distinct candidate (schedule.knapsack_width_weights), in weight order.
+  struct Candidate {
+    double width_weight = 1, predicted_ms = 0, valid_ppl = 0;
+    int width_cuts = 0;  // layer parts (attention, MLP) below full width
+    bool chosen = false;
+  };
+  std::vector<Candidate> candidates;
   double original_valid_ppl = 0;
   int64_t steps_done = 0;
 };

@@ -38,6 +38,10 @@ struct SearchConfig {
   // How the searched distributions become one architecture: "argmax" (then fit_target) or
   // "knapsack" (nas/knapsack.h: the most likely architecture that meets the target).
   std::string discretize = "argmax";
+  // knapsack only: one candidate architecture per weight on the width choices' log-probabilities
+  // (knapsack_fit's width_weight); each is scored on the valid split (fake-quant perplexity) and
+  // the best is kept. Single-option KL underprices a width cut that meets quantization elsewhere.
+  std::vector<double> knapsack_width_weights{1.0};
   uint64_t seed = 0;
   int64_t checkpoint_every = 25;
   int sequential_mid_bits = 4;
