@@ -58,18 +58,23 @@ Action add_eval(CLI::App& app) {
       ->check(CLI::IsMember({"fast", "legacy"}));
   app.add_option("--dtype", a->dtype, "Compute dtype: float32 | bfloat16")->capture_default_str();
   app.add_option("--output", a->output, "Write the JSON result to this file (atomically)");
+  app.add_option("--samples", a->e.samples_path,
+                 "Write one JSON line per multiple-choice document to this file (atomically): task, doc, gold, pred, "
+                 "acc, acc_norm, per-choice log-likelihoods; two models' files pair their documents");
   app.add_flag("--json", a->json, "Print JSON instead of a table");
   return [a] {
     a->e.tasks = parse_task_list(a->tasks);
     a->e.model_path = a->model;
-    // Fail before hours of work, not after: the output must be writable now.
-    if (!a->output.empty()) {
-      const std::string dir = parent_dir(a->output);
-      if (!dir_exists(dir)) fail("--output: folder {} does not exist", dir);
+    // Fail before hours of work, not after: the outputs must be writable now.
+    for (const auto& [flag, path] : {std::pair<const char*, std::string>{"--output", a->output},
+                                     {"--samples", a->e.samples_path}}) {
+      if (path.empty()) continue;
+      const std::string dir = parent_dir(path);
+      if (!dir_exists(dir)) fail("{}: folder {} does not exist", flag, dir);
       try {
-        check_writable(a->output);
+        check_writable(path);
       } catch (const Error& e) {
-        fail("--output: {}", e.what());
+        fail("{}: {}", flag, e.what());
       }
     }
     auto m = open_model(a->model, LoadOptions{a->dtype, true});

@@ -50,7 +50,8 @@ struct Prepared {
   LoadedTask mc;                   // multiple-choice tasks
 };
 
-ojson run_multiple_choice(CausalLM& model, const Prepared& p, const EvalOptions& opts) {
+// samples: when not null, one JSON line per document is appended (EvalOptions::samples_path).
+ojson run_multiple_choice(CausalLM& model, const Prepared& p, const EvalOptions& opts, std::string* samples) {
   const LoadedTask& lt = p.mc;
   const TaskDef& def = *lt.def;
   auto requests = tokenize_instances(model.tokenizer(), lt.instances);
@@ -71,6 +72,17 @@ ojson run_multiple_choice(CausalLM& model, const Prepared& p, const EvalOptions&
     std::vector<double> l(ll.begin() + k, ll.begin() + k + inst.requests.size());
     k += inst.requests.size();
     scores.push_back(score_doc(inst, l));
+    if (samples) {
+      const DocScore& d = scores.back();
+      ojson line = {{"task", p.name}, {"doc", scores.size() - 1}};
+      if (!inst.group.empty()) line["group"] = inst.group;
+      line["gold"] = inst.gold;
+      line["pred"] = d.pred;
+      line["acc"] = d.acc;
+      if (def.reports_acc_norm) line["acc_norm"] = d.acc_norm;
+      line["ll"] = l;
+      *samples += line.dump() + "\n";
+    }
   }
   ojson r;
   if (def.group_field.empty()) {
@@ -207,9 +219,10 @@ std::string run_eval(CausalLM& model, const EvalOptions& opts) {
 
   std::vector<std::string> mc_tasks, norm_tasks;
   double acc_sum = 0, norm_sum = 0;
+  std::string samples;
   for (const auto& p : prepared) {
     if (p.mc.def) {
-      ojson r = run_multiple_choice(model, p, opts);
+      ojson r = run_multiple_choice(model, p, opts, opts.samples_path.empty() ? nullptr : &samples);
       mc_tasks.push_back(p.name);
       acc_sum += r["acc"].is_null() ? NAN : r["acc"].get<double>();
       if (!r["acc_norm"].is_null()) {
@@ -272,6 +285,7 @@ std::string run_eval(CausalLM& model, const EvalOptions& opts) {
     avg["acc_norm_tasks"] = norm_tasks;
   }
   result["average"] = avg;
+  if (!opts.samples_path.empty()) write_file_atomic(opts.samples_path, samples);
   return result.dump(2);
 }
 

@@ -6,8 +6,9 @@
 // {"model", "machine", "threads", "date", "config": {...sweep settings...},
 //  "points": [{"name", "method", "bits" | "target_ms", "arch", "recreate", "decode_ms", "predicted_decode_ms",
 //              "prefill_tok_s", "acc_avg", "acc_stderr", "tasks": {task: {"acc", "acc_norm", "n"}},
-//              "wikitext2_ppl", "bytes"}],
-//  "unreachable": [{"name", "method", "target_ms", "reason"}]}   // targets below the mode's fastest arch
+//              "wikitext2_ppl", "bytes", "samples" (the eval's per-document file or null)}],
+//  "unreachable": [{"name", "method", "target_ms", "reason"}],   // targets below the mode's fastest arch
+//  "comparisons": [...]}                                          // sweep_comparisons (sweep.h)
 // acc_avg is the unweighted mean of the multiple-choice tasks' acc; acc_stderr its standard error
 // (sqrt(sum stderr_i^2) / n, tasks independent).
 #include <fmt/format.h>
@@ -20,6 +21,7 @@
 #include <filesystem>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "llmc/core/error.h"
 #include "llmc/core/files.h"
@@ -99,6 +101,80 @@ json point_json(const SweepConfig& c, const SweepOptions& o, const Point& p) {
     if (src.is_object() && src["results"].contains("wikitext2_gptq") && r["wikitext2_ppl"].is_null())
       r["wikitext2_ppl"] = src["results"]["wikitext2_gptq"].value("token_perplexity", 0.0);
   r["bytes"] = b.value("model_file_bytes", 0);
+  const std::string samples = path_join(dir, "eval-samples.jsonl");
+  r["samples"] = file_exists(samples) ? json(samples) : json(nullptr);
+  return r;
+}
+
+// Per task, the acc of each document in file order (doc 0, 1, ...) from an eval --samples file;
+// empty when the file is absent or its documents are not numbered 0..n-1 per task.
+std::map<std::string, std::vector<double>> doc_acc(const json& samples) {
+  std::map<std::string, std::vector<double>> out;
+  if (!samples.is_string() || !file_exists(samples.get<std::string>())) return out;
+  const std::string path = samples.get<std::string>();
+  std::istringstream in(read_text_file(path));
+  int64_t line_no = 0;
+  for (std::string line; std::getline(in, line);) {
+    ++line_no;
+    json j;
+    try {
+      j = json::parse(line);
+    } catch (const json::exception&) {
+      fail("{}:{}: not valid JSON", path, line_no);
+    }
+    if (!j.contains("task") || !j.contains("doc") || !j.contains("acc")) fail("{}:{}: no task, doc or acc", path, line_no);
+    auto& v = out[j["task"].get<std::string>()];
+    if (j["doc"].get<int64_t>() != static_cast<int64_t>(v.size())) return {};
+    v.push_back(j["acc"].get<double>());
+  }
+  return out;
+}
+
+// a - b in average accuracy with its standard error: paired over documents when both points have
+// the same documents' scores, else from the two points' own stderrs.
+json acc_delta(const json& a, const json& b) {
+  json r;
+  r["delta_acc"] = a["acc_avg"].get<double>() - b["acc_avg"].get<double>();
+  r["stderr"] = std::hypot(a["acc_stderr"].get<double>(), b["acc_stderr"].get<double>());
+  r["paired"] = false;
+  r["docs"] = 0;
+  const auto da = doc_acc(a.value("samples", json())), db = doc_acc(b.value("samples", json()));
+  if (da.empty() || da.size() != db.size() || da.size() != a["tasks"].size()) return r;
+  double d = 0, var = 0;
+  int64_t docs = 0;
+  for (const auto& [task, xa] : da) {
+    const auto it = db.find(task);
+    if (it == db.end() || it->second.size() != xa.size() || xa.size() < 2) return r;
+    std::vector<double> diff(xa.size());
+    for (size_t i = 0; i < xa.size(); ++i) diff[i] = xa[i] - it->second[i];
+    double mu = 0;
+    for (double x : diff) mu += x;
+    mu /= static_cast<double>(diff.size());
+    double ss = 0;
+    for (double x : diff) ss += (x - mu) * (x - mu);
+    d += mu;
+    var += ss / static_cast<double>(diff.size() - 1) / static_cast<double>(diff.size());
+    docs += static_cast<int64_t>(diff.size());
+  }
+  const double tasks = static_cast<double>(da.size());
+  r["delta_acc"] = d / tasks;
+  r["stderr"] = std::sqrt(var) / tasks;
+  r["paired"] = true;
+  r["docs"] = docs;
+  return r;
+}
+
+json comparison(const char* kind, const json& a, const json& b) {
+  json r = {{"kind", kind},
+            {"a", a["name"]},
+            {"b", b["name"]},
+            {"a_decode_ms", a["decode_ms"]},
+            {"b_decode_ms", b["decode_ms"]}};
+  if (a.contains("target_ms") && b.contains("target_ms")) r["target_ms"] = a["target_ms"];
+  r.update(acc_delta(a, b));
+  r["delta_ppl_pct"] = a["wikitext2_ppl"].is_number() && b["wikitext2_ppl"].is_number()
+                           ? json(100.0 * (a["wikitext2_ppl"].get<double>() / b["wikitext2_ppl"].get<double>() - 1))
+                           : json(nullptr);
   return r;
 }
 
@@ -139,46 +215,36 @@ std::string markdown(const json& rep) {
     }
     s += "\n";
   }
-  // The study's two questions.
-  auto points_of = [&](const std::string& m) { return by_method.count(m) ? by_method[m] : std::vector<json>{}; };
-  const auto joint = points_of("joint");
-  if (!joint.empty()) {
+  // The study's two questions, from rep["comparisons"] (sweep_comparisons).
+  auto fmt_delta = [](const json& c) {
+    return fmt::format("{:+.4f} ± {:.4f}{}", c["delta_acc"].get<double>(), c["stderr"].get<double>(),
+                       c["paired"].get<bool>() ? fmt::format(" (paired, {} docs)", c["docs"].get<int64_t>()) : "");
+  };
+  auto fmt_dppl = [](const json& c) {
+    return c["delta_ppl_pct"].is_number() ? fmt::format("{:+.1f}%", c["delta_ppl_pct"].get<double>()) : "-";
+  };
+  std::string base_rows, mode_rows;
+  for (const auto& c : rep.value("comparisons", json::array())) {
+    if (c["kind"] == "baseline")
+      base_rows += fmt::format("| {} | {} | {} | {} | {:+.3f} | {} | {} |\n", c["b"].get<std::string>(),
+                               fmt_ms(c["b_decode_ms"]), c["a"].get<std::string>(), fmt_ms(c["a_decode_ms"]),
+                               c["a_decode_ms"].get<double>() - c["b_decode_ms"].get<double>(), fmt_delta(c), fmt_dppl(c));
+    else
+      mode_rows += fmt::format("| {} | {} | {} | {} | {} | {} | {} |\n", fmt_ms(c["target_ms"]), c["b"].get<std::string>(),
+                               fmt_ms(c["a_decode_ms"]), fmt_ms(c["b_decode_ms"]), fmt_delta(c), fmt_dppl(c),
+                               c["a"].get<std::string>());
+  }
+  if (!base_rows.empty())
     s += "## Joint vs the uniform baselines (nearest joint point in measured decode ms)\n\n"
          "| baseline | decode ms | joint point | decode ms | Δ ms | Δ acc ± stderr | Δ ppl |\n"
-         "|---|---:|---|---:|---:|---:|---:|\n";
-    for (const auto& m : order) {
-      if (m.rfind("uniform-", 0) != 0) continue;
-      for (const auto& b : by_method[m]) {
-        const json* best = nullptr;
-        for (const auto& j : joint)
-          if (!best || std::fabs(j["decode_ms"].get<double>() - b["decode_ms"].get<double>()) <
-                           std::fabs((*best)["decode_ms"].get<double>() - b["decode_ms"].get<double>()))
-            best = &j;
-        const json& j = *best;
-        const double se = std::hypot(j["acc_stderr"].get<double>(), b["acc_stderr"].get<double>());
-        std::string dppl = "-";
-        if (j["wikitext2_ppl"].is_number() && b["wikitext2_ppl"].is_number())
-          dppl = fmt::format("{:+.1f}%", 100.0 * (j["wikitext2_ppl"].get<double>() / b["wikitext2_ppl"].get<double>() - 1));
-        s += fmt::format("| {} | {} | {} | {} | {:+.3f} | {:+.4f} ± {:.4f} | {} |\n", b["name"].get<std::string>(),
-                         fmt_ms(b["decode_ms"]), j["name"].get<std::string>(), fmt_ms(j["decode_ms"]),
-                         j["decode_ms"].get<double>() - b["decode_ms"].get<double>(),
-                         j["acc_avg"].get<double>() - b["acc_avg"].get<double>(), se, dppl);
-      }
-    }
-    s += "\n";
-  }
-  const auto seq = points_of("sequential");
-  if (!joint.empty() && !seq.empty()) {
-    s += "## Joint vs sequential at equal targets\n\n| target ms | joint decode ms | sequential decode ms | Δ acc (joint - "
-         "sequential) ± stderr |\n|---:|---:|---:|---:|\n";
-    for (const auto& j : joint)
-      for (const auto& q : seq)
-        if (std::fabs(j["target_ms"].get<double>() - q["target_ms"].get<double>()) < 1e-9)
-          s += fmt::format("| {} | {} | {} | {:+.4f} ± {:.4f} |\n", fmt_ms(j["target_ms"]), fmt_ms(j["decode_ms"]),
-                           fmt_ms(q["decode_ms"]), j["acc_avg"].get<double>() - q["acc_avg"].get<double>(),
-                           std::hypot(j["acc_stderr"].get<double>(), q["acc_stderr"].get<double>()));
-    s += "\n";
-  }
+         "|---|---:|---|---:|---:|---:|---:|\n" + base_rows + "\n";
+  if (!mode_rows.empty())
+    s += "## Joint vs the other search modes at equal targets\n\n"
+         "| target ms | other point | joint decode ms | other decode ms | Δ acc (joint - other) ± stderr | Δ ppl | joint point |\n"
+         "|---:|---|---:|---:|---:|---:|---|\n" + mode_rows + "\n";
+  if (!base_rows.empty() || !mode_rows.empty())
+    s += "Paired: both points' per-document scores (`eval --samples`) on the same documents, the stderr of "
+         "their differences; otherwise sqrt(se_a² + se_b²).\n\n";
   if (rep.contains("unreachable") && !rep["unreachable"].empty()) {
     s += "## Unreachable targets\n\nThe mode's fastest architecture (LUT) is slower than the target; no export.\n\n"
          "| point | target ms | search's message |\n|---|---:|---|\n";
@@ -192,6 +258,29 @@ std::string markdown(const json& rep) {
 }
 
 }  // namespace
+
+json sweep_comparisons(const json& points) {
+  std::vector<const json*> joint, baselines, others;
+  for (const auto& p : points) {
+    const std::string m = p["method"];
+    (m == "joint" ? joint : m.rfind("uniform-", 0) == 0 ? baselines : others).push_back(&p);
+  }
+  json out = json::array();
+  if (joint.empty()) return out;
+  for (const json* b : baselines) {
+    const json* best = nullptr;
+    for (const json* j : joint)
+      if (!best || std::fabs((*j)["decode_ms"].get<double>() - (*b)["decode_ms"].get<double>()) <
+                       std::fabs((*best)["decode_ms"].get<double>() - (*b)["decode_ms"].get<double>()))
+        best = j;
+    out.push_back(comparison("baseline", *best, *b));
+  }
+  for (const json* j : joint)
+    for (const json* q : others)
+      if (std::fabs((*j)["target_ms"].get<double>() - (*q)["target_ms"].get<double>()) < 1e-9)
+        out.push_back(comparison("mode", *j, *q));
+  return out;
+}
 
 void write_sweep_report(const SweepConfig& c, const SweepOptions& o) {
   json rep;
@@ -221,6 +310,7 @@ void write_sweep_report(const SweepConfig& c, const SweepOptions& o) {
     plot.push_back({p.method, p.name, pj["decode_ms"].get<double>(), pj["acc_avg"].get<double>()});
     rep["points"].push_back(std::move(pj));
   }
+  rep["comparisons"] = sweep_comparisons(rep["points"]);
   write_file_atomic(path_join(o.out, "report.json"), rep.dump(1) + "\n");
   write_file_atomic(path_join(o.out, "report.md"), markdown(rep));
   const std::string svg = path_join(o.out, "pareto.svg");

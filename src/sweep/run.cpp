@@ -261,7 +261,8 @@ class Runner {
     run(p.name + "/bench", bench_args(c_, dir, lut(), path_join(dir, "bench.json")), path_join(dir, "bench.log"), true);
     run(p.name + "/eval",
         {"--threads", std::to_string(c_.threads), "eval", "--model", exp, "--tasks", c_.eval_tasks, "--limit",
-         std::to_string(c_.eval_limit), "--output", path_join(dir, "eval.json")},
+         std::to_string(c_.eval_limit), "--output", path_join(dir, "eval.json"), "--samples",
+         path_join(dir, "eval-samples.jsonl")},
         path_join(dir, "eval.log"));
     if (!c_.ppl_task.empty()) {
       std::vector<std::string> a = {"--threads", std::to_string(c_.threads), "eval", "--model", exp, "--tasks",

@@ -3,6 +3,8 @@
 // log-likelihoods when the GGUF can be loaded, and the `eval` CLI's behaviour on good and bad data.
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
+
+#include <sstream>
 #include <dirent.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -155,6 +157,32 @@ TEST(EvalTasks, SyntheticModelAccuracyByHand) {
   // The table prints the row and the unweighted average.
   auto table = eval_table(j.dump());
   EXPECT_NE(table.find("| arc_easy | 4 | 0 | 0.2500 ± 0.2500 | 0.5000 ± 0.2887 |"), std::string::npos) << table;
+
+  // --samples: one line per document, in order, with the per-document scores worked out above.
+  o.samples_path = d.path + "/samples.jsonl";
+  o.tasks = {"arc_easy", "boolq"};
+  d.write("boolq/val.jsonl", R"({"question": "q", "passage": "p", "label": "true"})" "\n");
+  EXPECT_EQ(nlohmann::json::parse(run_eval(model, o))["results"]["arc_easy"]["acc"], r["acc"]);
+  std::vector<nlohmann::json> lines;
+  std::istringstream in(read_text_file(o.samples_path));
+  for (std::string l; std::getline(in, l);) lines.push_back(nlohmann::json::parse(l));
+  ASSERT_EQ(lines.size(), 5u);
+  const std::vector<int> gold = {0, 1, 0, 1}, pred = {0, 0, 1, 0};
+  const std::vector<double> acc = {1, 0, 0, 0}, acc_norm = {0, 1, 1, 0};
+  for (int i = 0; i < 4; ++i) {
+    EXPECT_EQ(lines[i]["task"], "arc_easy");
+    EXPECT_EQ(lines[i]["doc"], i);
+    EXPECT_EQ(lines[i]["gold"], gold[i]) << i;
+    EXPECT_EQ(lines[i]["pred"], pred[i]) << i;
+    EXPECT_EQ(lines[i]["acc"].get<double>(), acc[i]) << i;
+    EXPECT_EQ(lines[i]["acc_norm"].get<double>(), acc_norm[i]) << i;
+  }
+  EXPECT_EQ(lines[0]["ll"].size(), 4u);
+  EXPECT_NEAR(lines[1]["ll"][1].get<double>(), 2 * u + 7 * zz, 1e-5);
+  EXPECT_EQ(lines[4]["task"], "boolq");
+  EXPECT_FALSE(lines[4].contains("acc_norm"));  // boolq reports none
+  EXPECT_EQ(lines[4]["pred"], 0);                // " no": fewer tokens
+  EXPECT_EQ(lines[4]["acc"].get<double>(), 0.0);  // gold "true" -> " yes"
 }
 
 TEST(EvalTasks, AccNormIsNullWhereLmEvalHasNone) {
@@ -345,6 +373,10 @@ TEST(EvalCli, BadDataFileFailsCleanlyWithoutOutput) {
               d.path + "/nope/result.json");
   EXPECT_EQ(r.code, 1);
   EXPECT_NE(r.out.find("--output: folder " + d.path + "/nope does not exist"), std::string::npos) << r.out;
+  r = run_cli_1t("eval --model " + stories_dir() + " --tasks arc_easy --data-dir " + d.path + "/data --samples " +
+                 d.path + "/nope/s.jsonl");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.out.find("--samples: folder " + d.path + "/nope does not exist"), std::string::npos) << r.out;
 }
 
 TEST(EvalCli, TableAndJson) {

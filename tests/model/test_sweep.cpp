@@ -74,12 +74,67 @@ std::string error_of(const std::string& path) {
 // The report without what is measured anew on every run (times).
 json stable(json rep) {
   rep.erase("date");
+  rep.erase("comparisons");  // the baseline rows pair by measured decode ms (sweep_comparisons is tested alone)
   for (auto& p : rep["points"])
     for (const char* k : {"decode_ms", "prefill_tok_s"}) p.erase(k);
   return rep;
 }
 
 }  // namespace
+
+// The comparisons: paired over documents where both points have per-document scores (worked out
+// by hand below), unpaired from the points' stderrs otherwise; each baseline against the joint
+// point nearest in measured decode ms; other modes at the joint point's target.
+TEST(Sweep, ComparisonsPairDocumentsWhenBothHaveSamples) {
+  const std::string dir = "/tmp/llmc_sweep_cmp_" + std::to_string(::getpid());
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  auto samples = [&](const std::string& name, const std::vector<double>& a, const std::vector<double>& b) {
+    std::string text;
+    for (size_t i = 0; i < a.size(); ++i) text += json{{"task", "A"}, {"doc", i}, {"acc", a[i]}}.dump() + "\n";
+    for (size_t i = 0; i < b.size(); ++i) text += json{{"task", "B"}, {"doc", i}, {"acc", b[i]}}.dump() + "\n";
+    write_file_atomic(dir + "/" + name, text);
+    return dir + "/" + name;
+  };
+  using oj = nlohmann::ordered_json;
+  auto point = [](const std::string& name, const std::string& method, double ms, double acc, double se, oj samples) {
+    oj p = {{"name", name},   {"method", method}, {"decode_ms", ms}, {"acc_avg", acc}, {"acc_stderr", se},
+            {"tasks", {{"A", {{"acc", 0}}}, {"B", {{"acc", 0}}}}}, {"wikitext2_ppl", 20.0}, {"samples", samples}};
+    if (method != "uniform-rtn") p["target_ms"] = 5.0;
+    return p;
+  };
+  oj points = oj::array();
+  // joint: A [1 1 0 1] (0.75), B [1 0 1 0] (0.5); sequential: A [1 0 0 1], B [1 0 0 0].
+  points.push_back(point("uniform-rtn-b4", "uniform-rtn", 6.1, 0.4, 0.2, nullptr));
+  points.push_back(point("joint-t5", "joint", 6.0, 0.625, 0.2, samples("j.jsonl", {1, 1, 0, 1}, {1, 0, 1, 0})));
+  points.back()["wikitext2_ppl"] = 22.0;
+  points.push_back(point("sequential-t5", "sequential", 5.9, 0.375, 0.2, samples("s.jsonl", {1, 0, 0, 1}, {1, 0, 0, 0})));
+  points.push_back(point("joint-t9", "joint", 9.0, 0.5, 0.2, nullptr));
+  points.back()["target_ms"] = 9.0;
+  const oj c = sweep_comparisons(points);
+  ASSERT_EQ(c.size(), 2u) << c.dump(1);
+  // Baseline: the nearer joint point (6.0 ms, not 9.0), unpaired (the baseline has no samples).
+  EXPECT_EQ(c[0]["kind"], "baseline");
+  EXPECT_EQ(c[0]["a"], "joint-t5");
+  EXPECT_FALSE(c[0]["paired"].get<bool>());
+  EXPECT_NEAR(c[0]["delta_acc"].get<double>(), 0.225, 1e-12);
+  EXPECT_NEAR(c[0]["stderr"].get<double>(), std::sqrt(0.08), 1e-12);
+  EXPECT_NEAR(c[0]["delta_ppl_pct"].get<double>(), 10.0, 1e-9);
+  // Mode: differences A [0 1 0 0], B [0 0 1 0]: each mean 0.25, var (ddof 1) 0.25, se^2 = 0.25 / 4;
+  // over two tasks: delta 0.25, stderr sqrt(2 x 0.0625) / 2.
+  EXPECT_EQ(c[1]["kind"], "mode");
+  EXPECT_EQ(c[1]["b"], "sequential-t5");
+  EXPECT_TRUE(c[1]["paired"].get<bool>());
+  EXPECT_EQ(c[1]["docs"], 8);
+  EXPECT_NEAR(c[1]["delta_acc"].get<double>(), 0.25, 1e-12);
+  EXPECT_NEAR(c[1]["stderr"].get<double>(), std::sqrt(0.125) / 2, 1e-12);
+  // Documents that do not line up (a task with another count): unpaired.
+  points[2]["samples"] = samples("s2.jsonl", {1, 0, 0}, {1, 0, 0, 0});
+  const oj c2 = sweep_comparisons(points);
+  EXPECT_FALSE(c2[1]["paired"].get<bool>());
+  EXPECT_NEAR(c2[1]["stderr"].get<double>(), std::sqrt(0.08), 1e-12);
+  fs::remove_all(dir);
+}
 
 TEST(Sweep, ConfigErrorsNameTheFileAndKey) {
   if (!dir_exists(stories())) GTEST_SKIP() << "no " << stories();
@@ -245,6 +300,15 @@ TEST(Sweep, KilledAndResumedGivesTheSameReport) {
   }
   EXPECT_TRUE(file_exists(a + "/pareto.svg"));
   EXPECT_TRUE(file_exists(a + "/report.md"));
+  // Every eval wrote its per-document scores, so each baseline's comparison with joint is paired.
+  const json rep = json::parse(read_text_file(a + "/report.json"));
+  for (const auto& p : rep["points"]) EXPECT_TRUE(file_exists(p["samples"].get<std::string>())) << p.dump();
+  ASSERT_EQ(rep["comparisons"].size(), 2u) << rep["comparisons"].dump();
+  for (const auto& c : rep["comparisons"]) {
+    EXPECT_TRUE(c["paired"].get<bool>()) << c.dump();
+    EXPECT_EQ(c["docs"].get<int>(), 6) << c.dump();
+  }
+  EXPECT_NE(read_text_file(a + "/report.md").find("(paired, 6 docs)"), std::string::npos);
 }
 
 // A target below the fastest architecture a mode can reach (width-only keeps 16-bit weights) is

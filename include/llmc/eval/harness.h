@@ -21,6 +21,11 @@ struct EvalOptions {
   int num_fewshot = -1;            // -1: the task's default (0; MMLU 5)
   std::string scorer = "batched";  // batched | naive (one request per forward; reference and benchmark)
   std::string model_path;
+  // When set: one JSON line per multiple-choice document, written atomically after the last task
+  // (lm-eval's --log_samples, smaller): {"task", "doc" (index in the task's order), "group" (MMLU
+  // subject), "gold", "pred", "acc", "acc_norm" (tasks that report it), "ll" (per choice)}. Two
+  // models' files pair their documents: `sweep` reports paired differences from them.
+  std::string samples_path;
   // The model's scoring fast path (eval/scoring.h), used by the batched scorers and perplexity;
   // empty: forward() + log_softmax. `llmcompress eval` sets it for models on the runtime engine.
   TokenLogprobsFn logprobs;

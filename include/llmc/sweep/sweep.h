@@ -37,6 +37,7 @@
 // {"count": N} spreads N targets evenly from 0.85 x the LUT-predicted decode latency of the fastest
 // uniform baseline to that of the uniform 8-bit one (both ends included), once those are measured.
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <utility>
 #include <vector>
@@ -116,6 +117,17 @@ void rebench_sweep(const SweepConfig& config, const SweepOptions& opts, int roun
 // The report of what DIR holds now (points whose eval is not done are left out):
 // report.json (docs in the function's source), report.md, pareto.svg.
 void write_sweep_report(const SweepConfig& config, const SweepOptions& opts);
+
+// The study's comparisons from report.json's points (each: name, method, target_ms for search
+// points, decode_ms, acc_avg, acc_stderr, wikitext2_ppl, and "samples": the eval's per-document
+// file, when it was written). One entry per uniform baseline (against the joint point nearest in
+// measured decode ms) and per other search mode at a joint point's target:
+//   {"kind": "baseline" | "mode", "a" (joint point), "b", "a_decode_ms", "b_decode_ms",
+//    "delta_acc" (a - b, mean over tasks), "stderr", "paired", "docs", "delta_ppl_pct" (or null)}
+// paired: both points have per-document scores for the same documents; the stderr is then that of
+// the per-document differences (sqrt(sum over tasks se_t^2) / tasks, se_t = sample stderr of a - b
+// over task t's documents), far tighter than the unpaired sqrt(se_a^2 + se_b^2) used otherwise.
+nlohmann::ordered_json sweep_comparisons(const nlohmann::ordered_json& points);
 
 // A Pareto plot as SVG text: x = decode ms, y = accuracy; one series (polyline) per method, methods
 // named "uniform-*" drawn as single points. points: (method, x, y, label).
