@@ -11,7 +11,7 @@ namespace {
 struct SweepArgs {
   std::string config, out, machine;
   bool dry_run = false, report_only = false, restart_searches = false;
-  std::vector<std::string> points;
+  std::vector<std::string> points, redo;
   int rebench = 0;
 };
 }  // namespace
@@ -35,6 +35,10 @@ Action add_sweep(CLI::App& app) {
   app.add_flag("--restart-searches", a->restart_searches,
                "The base search config changed: move the finished search points to OUT/stale/ and redo them "
                "(baselines kept)");
+  app.add_option("--redo", a->redo,
+                 "Run these finished stages again, and the later stages of their points (comma-separated "
+                 "POINT/STAGE, STAGE one of export, bench, eval, ppl; POINT may be a pattern: '*/eval')")
+      ->delimiter(',');
   app.add_option("--machine", a->machine, "Machine description for the report (default: the CPU's name)");
   return [a] {
     const SweepConfig c = load_sweep_config(a->config);
@@ -44,6 +48,7 @@ Action add_sweep(CLI::App& app) {
     o.machine = a->machine;
     o.points = a->points;
     o.restart_searches = a->restart_searches;
+    o.redo = a->redo;
     if (a->rebench > 0) {
       rebench_sweep(c, o, a->rebench);
       return 0;

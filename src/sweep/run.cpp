@@ -1,5 +1,6 @@
 // The sweep's stages: each one a run of the llmcompress binary, recorded in DIR/manifest.json once
 // its outputs exist (see sweep.h).
+#include <fnmatch.h>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 #include <spdlog/spdlog.h>
@@ -158,6 +159,37 @@ class Manifest {
     config_ = config;
   }
   bool search_changed() const { return search_changed_; }
+  // SweepOptions::redo: drops every finished stage matching a pattern, and the later stages of its
+  // point; returns the dropped stages.
+  std::vector<std::string> drop_for_redo(const std::vector<std::string>& patterns) {
+    static const std::vector<std::string> order = {"export", "bench", "eval", "ppl"};
+    for (const std::string& pat : patterns) {
+      const std::string kind = pat.substr(pat.rfind('/') + 1);
+      if (pat.find('/') == std::string::npos || std::find(order.begin(), order.end(), kind) == order.end())
+        fail("sweep --redo '{}': expected POINT/STAGE with STAGE one of export, bench, eval, ppl (POINT may be a "
+             "pattern: '*/eval'); a search is redone by --restart-searches, the latency table in another --out",
+             pat);
+    }
+    std::vector<std::string> dropped;
+    for (const std::string& stage : stages()) {
+      const auto slash = stage.find('/');
+      if (slash == std::string::npos) continue;  // lut
+      const std::string point = stage.substr(0, slash), kind = stage.substr(slash + 1);
+      const auto at = std::find(order.begin(), order.end(), kind);
+      if (at == order.end()) continue;  // search
+      bool hit = false;
+      for (const std::string& pat : patterns) {
+        const std::string pk = pat.substr(pat.rfind('/') + 1);
+        const auto pat_at = std::find(order.begin(), order.end(), pk);
+        // The stage matches, or an earlier stage of the same point does.
+        hit = hit || (at >= pat_at && ::fnmatch(pat.substr(0, pat.rfind('/')).c_str(), point.c_str(), 0) == 0);
+      }
+      if (hit) dropped.push_back(stage);
+    }
+    for (const auto& s : dropped) j_["done"].erase(s);
+    if (!dropped.empty()) save();
+    return dropped;
+  }
   // After the stale search points are moved away: the manifest now describes `c`.
   void adopt_config(const std::vector<std::string>& dropped_stages) {
     for (const auto& s : dropped_stages) j_["done"].erase(s);
@@ -372,6 +404,15 @@ int run_sweep(const SweepConfig& c, const SweepOptions& o) {
   if (m.search_changed()) {
     if (o.dry_run) std::printf("(--restart-searches: the finished search points would move to %s/stale/)\n", o.out.c_str());
     else restart_search_points(c, o.out, m);
+  }
+  if (!o.redo.empty()) {
+    if (o.dry_run) {
+      std::printf("(--redo: the matching stages would run again)\n");
+    } else {
+      const auto dropped = m.drop_for_redo(o.redo);
+      spdlog::info("sweep --redo: {} finished stages to run again{}{}", dropped.size(), dropped.empty() ? "" : ": ",
+                   fmt::join(dropped, ", "));
+    }
   }
   Runner r(c, o, m);
   const SearchConfig sc = load_search_config(c.search_config);

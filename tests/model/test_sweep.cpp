@@ -348,6 +348,28 @@ TEST(Sweep, UnreachableTargetIsReportedNotFatal) {
   // Run again: nothing left to do, same report.
   ASSERT_EQ(run_process({LLMC_CLI, "sweep", "--config", cfg, "--out", out}, s.dir + "/sweep2.log").exit_code, 0);
   EXPECT_EQ(json::parse(read_text_file(out + "/report.json"))["unreachable"].size(), 1u);
+  // --redo: the matched stage and the later ones of its point run again (a new eval.json); a search
+  // or the table cannot be redone this way.
+  const auto eval_time = fs::last_write_time(out + "/points/uniform-rtn-b8/eval.json");
+  ASSERT_EQ(run_process({LLMC_CLI, "sweep", "--config", cfg, "--out", out, "--redo", "uniform-*/bench"},
+                        s.dir + "/redo.log")
+                .exit_code,
+            0)
+      << read_text_file(s.dir + "/redo.log");
+  EXPECT_NE(read_text_file(s.dir + "/redo.log")
+                .find("2 finished stages to run again: uniform-rtn-b8/bench, uniform-rtn-b8/eval"),
+            std::string::npos)
+      << read_text_file(s.dir + "/redo.log");
+  EXPECT_GT(fs::last_write_time(out + "/points/uniform-rtn-b8/eval.json"), eval_time);
+  const json done = json::parse(read_text_file(out + "/manifest.json"))["done"];
+  EXPECT_TRUE(done.contains("uniform-rtn-b8/eval") && done.contains("uniform-rtn-b8/export"));
+  for (const char* bad : {"lut", "width-only-t0.000/search"}) {
+    auto r = run_process({LLMC_CLI, "sweep", "--config", cfg, "--out", out, "--redo", bad}, s.dir + "/redo-bad.log");
+    EXPECT_EQ(r.exit_code, 1) << bad;
+    EXPECT_NE(read_text_file(s.dir + "/redo-bad.log").find("sweep --redo '" + std::string(bad) + "': expected POINT/STAGE"),
+              std::string::npos)
+        << read_text_file(s.dir + "/redo-bad.log");
+  }
   // --rebench 2: every benched point measured twice more; bench.json is the median round and lists both.
   ASSERT_EQ(run_process({LLMC_CLI, "sweep", "--config", cfg, "--out", out, "--rebench", "2"}, s.dir + "/rebench.log")
                 .exit_code,

@@ -95,6 +95,11 @@ struct SweepOptions {
   // the finished search points to DIR/stale/ and redo them, keeping the baselines. Without it such a
   // study is refused.
   bool restart_searches = false;
+  // Stages to run again (names as in the manifest, e.g. "uniform-gptq-b4/eval", or fnmatch patterns
+  // such as "*/eval"): each matched stage, and the later stages of its point (export -> bench -> eval
+  // -> ppl), leave the manifest before the study continues. Only export, bench, eval and ppl stages
+  // (a search: restart_searches; the lut: another DIR).
+  std::vector<std::string> redo;
 };
 
 // The stages are processes of their own, and libgomp reads OMP_WAIT_POLICY when it loads: unset,
