@@ -36,8 +36,8 @@ Action add_sweep(CLI::App& app) {
                "The base search config changed: move the finished search points to OUT/stale/ and redo them "
                "(baselines kept)");
   app.add_option("--redo", a->redo,
-                 "Run these finished stages again, and the later stages of their points (comma-separated "
-                 "POINT/STAGE, STAGE one of export, bench, eval, ppl; POINT may be a pattern: '*/eval')")
+                 "Run these finished stages again (comma-separated POINT/STAGE, STAGE one of export, bench, "
+                 "eval, ppl; POINT may be a pattern: '*/eval'); an export with its point's bench, eval and ppl")
       ->delimiter(',');
   app.add_option("--machine", a->machine, "Machine description for the report (default: the CPU's name)");
   return [a] {

@@ -159,13 +159,13 @@ class Manifest {
     config_ = config;
   }
   bool search_changed() const { return search_changed_; }
-  // SweepOptions::redo: drops every finished stage matching a pattern, and the later stages of its
-  // point; returns the dropped stages.
+  // SweepOptions::redo: drops every finished stage matching a pattern (an export: with the bench,
+  // eval and ppl stages that read it); returns the dropped stages.
   std::vector<std::string> drop_for_redo(const std::vector<std::string>& patterns) {
-    static const std::vector<std::string> order = {"export", "bench", "eval", "ppl"};
+    static const std::vector<std::string> kinds = {"export", "bench", "eval", "ppl"};
     for (const std::string& pat : patterns) {
-      const std::string kind = pat.substr(pat.rfind('/') + 1);
-      if (pat.find('/') == std::string::npos || std::find(order.begin(), order.end(), kind) == order.end())
+      const auto slash = pat.rfind('/');
+      if (slash == std::string::npos || std::find(kinds.begin(), kinds.end(), pat.substr(slash + 1)) == kinds.end())
         fail("sweep --redo '{}': expected POINT/STAGE with STAGE one of export, bench, eval, ppl (POINT may be a "
              "pattern: '*/eval'); a search is redone by --restart-searches, the latency table in another --out",
              pat);
@@ -175,14 +175,12 @@ class Manifest {
       const auto slash = stage.find('/');
       if (slash == std::string::npos) continue;  // lut
       const std::string point = stage.substr(0, slash), kind = stage.substr(slash + 1);
-      const auto at = std::find(order.begin(), order.end(), kind);
-      if (at == order.end()) continue;  // search
+      if (std::find(kinds.begin(), kinds.end(), kind) == kinds.end()) continue;  // search
       bool hit = false;
       for (const std::string& pat : patterns) {
-        const std::string pk = pat.substr(pat.rfind('/') + 1);
-        const auto pat_at = std::find(order.begin(), order.end(), pk);
-        // The stage matches, or an earlier stage of the same point does.
-        hit = hit || (at >= pat_at && ::fnmatch(pat.substr(0, pat.rfind('/')).c_str(), point.c_str(), 0) == 0);
+        const auto ps = pat.rfind('/');
+        const std::string pk = pat.substr(ps + 1);
+        hit = hit || ((pk == kind || pk == "export") && ::fnmatch(pat.substr(0, ps).c_str(), point.c_str(), 0) == 0);
       }
       if (hit) dropped.push_back(stage);
     }

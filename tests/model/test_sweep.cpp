@@ -348,19 +348,28 @@ TEST(Sweep, UnreachableTargetIsReportedNotFatal) {
   // Run again: nothing left to do, same report.
   ASSERT_EQ(run_process({LLMC_CLI, "sweep", "--config", cfg, "--out", out}, s.dir + "/sweep2.log").exit_code, 0);
   EXPECT_EQ(json::parse(read_text_file(out + "/report.json"))["unreachable"].size(), 1u);
-  // --redo: the matched stage and the later ones of its point run again (a new eval.json); a search
-  // or the table cannot be redone this way.
-  const auto eval_time = fs::last_write_time(out + "/points/uniform-rtn-b8/eval.json");
-  ASSERT_EQ(run_process({LLMC_CLI, "sweep", "--config", cfg, "--out", out, "--redo", "uniform-*/bench"},
+  // --redo: the matched stage runs again (a new eval.json), an export with the stages that read it;
+  // a search or the table cannot be redone this way.
+  const std::string pt = out + "/points/uniform-rtn-b8/";
+  const auto eval_time = fs::last_write_time(pt + "eval.json"), bench_time = fs::last_write_time(pt + "bench.json");
+  ASSERT_EQ(run_process({LLMC_CLI, "sweep", "--config", cfg, "--out", out, "--redo", "uniform-*/eval"},
                         s.dir + "/redo.log")
                 .exit_code,
             0)
       << read_text_file(s.dir + "/redo.log");
-  EXPECT_NE(read_text_file(s.dir + "/redo.log")
-                .find("2 finished stages to run again: uniform-rtn-b8/bench, uniform-rtn-b8/eval"),
+  EXPECT_NE(read_text_file(s.dir + "/redo.log").find("1 finished stages to run again: uniform-rtn-b8/eval"),
             std::string::npos)
       << read_text_file(s.dir + "/redo.log");
-  EXPECT_GT(fs::last_write_time(out + "/points/uniform-rtn-b8/eval.json"), eval_time);
+  EXPECT_GT(fs::last_write_time(pt + "eval.json"), eval_time);
+  EXPECT_EQ(fs::last_write_time(pt + "bench.json"), bench_time);
+  ASSERT_EQ(run_process({LLMC_CLI, "sweep", "--config", cfg, "--out", out, "--redo", "uniform-rtn-b8/export"},
+                        s.dir + "/redo2.log")
+                .exit_code,
+            0);
+  EXPECT_NE(read_text_file(s.dir + "/redo2.log")
+                .find("3 finished stages to run again: uniform-rtn-b8/export, uniform-rtn-b8/bench, uniform-rtn-b8/eval"),
+            std::string::npos)
+      << read_text_file(s.dir + "/redo2.log");
   const json done = json::parse(read_text_file(out + "/manifest.json"))["done"];
   EXPECT_TRUE(done.contains("uniform-rtn-b8/eval") && done.contains("uniform-rtn-b8/export"));
   for (const char* bad : {"lut", "width-only-t0.000/search"}) {

@@ -96,9 +96,9 @@ struct SweepOptions {
   // study is refused.
   bool restart_searches = false;
   // Stages to run again (names as in the manifest, e.g. "uniform-gptq-b4/eval", or fnmatch patterns
-  // such as "*/eval"): each matched stage, and the later stages of its point (export -> bench -> eval
-  // -> ppl), leave the manifest before the study continues. Only export, bench, eval and ppl stages
-  // (a search: restart_searches; the lut: another DIR).
+  // such as "*/eval"): each matched stage leaves the manifest before the study continues, an export
+  // with the bench, eval and ppl stages that read it. Only export, bench, eval and ppl stages (a
+  // search: restart_searches; the lut: another DIR).
   std::vector<std::string> redo;
 };
 
