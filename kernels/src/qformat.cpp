@@ -151,27 +151,6 @@ QMatrix quantize_groups(const float* w, int N, int K, int bits, int group, const
   return pack(bits, group, N, K, codes.data(), scales.data(), zeros.data());
 }
 
-uint16_t range_scale_fp16(float lo, float hi, int bits) {
-  const int qmax = (1 << bits) - 1;
-  const float s = (hi > lo) ? static_cast<float>((static_cast<double>(hi) - lo) / qmax) : 1.f;
-  uint16_t sh = fp32_to_fp16(s);
-  if ((sh & 0x7fffu) == 0) sh = 0x0001;      // underflow: smallest positive fp16
-  if ((sh & 0x7fffu) >= 0x7c00u) sh = 0x7bff;  // overflow: largest finite fp16
-  return sh;
-}
-
-GroupParams rtn_group_params(float lo, float hi, int bits) {
-  // 0.f first: std::min/max return their first argument on a tie, so a group with nothing below 0
-  // gets lo = +0 (not -0.0), as the range taken from 0 upwards always did; z's stored sign bit
-  // follows -lo.
-  lo = std::min(0.f, lo);
-  hi = std::max(0.f, hi);
-  GroupParams p;
-  p.scale = range_scale_fp16(lo, hi, bits);
-  p.zero = std::clamp(std::nearbyint(-lo / fp16_to_fp32(p.scale)), 0.f, static_cast<float>((1 << bits) - 1));
-  return p;  // z is an integer <= 255: exact in fp16
-}
-
 QMatrix quantize_rtn(const float* w, int N, int K, int bits, int group) {
   return quantize_groups(w, N, K, bits, group, [bits](float lo, float hi) { return rtn_group_params(lo, hi, bits); },
                          "quantize_rtn");

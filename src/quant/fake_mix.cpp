@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "llmc/core/error.h"
+#include "llmc_kernels/group_quant.h"
 #include "llmc_kernels/hd.h"
 
 namespace llmc {
@@ -27,17 +28,11 @@ struct Quantizer {
   float s, z, qmax;
 };
 
-// Scale and zero exactly as kernels::quantize_rtn computes and stores them, for a group whose
-// range is [lo, hi] (lo <= 0 <= hi).
+// Scale and zero exactly as kernels::quantize_rtn computes and stores them (its rule,
+// kernels::rtn_group_params), for a group whose range is [lo, hi] (lo <= 0 <= hi).
 inline Quantizer quantizer(int bits, float lo, float hi) {
-  const float qmax = static_cast<float>((1 << bits) - 1);
-  float s = (hi > lo) ? static_cast<float>((static_cast<double>(hi) - lo) / qmax) : 1.f;
-  uint16_t sh = kq::fp32_to_fp16(s);
-  if ((sh & 0x7fffu) == 0) sh = 0x0001;
-  if ((sh & 0x7fffu) >= 0x7c00u) sh = 0x7bff;
-  s = kq::fp16_to_fp32(sh);
-  const float z = std::clamp(std::nearbyint(-lo / s), 0.f, qmax);  // integer: exact in fp16
-  return {s, z, qmax};
+  const kq::GroupParams p = kq::rtn_group_params(lo, hi, bits);
+  return {kq::fp16_to_fp32(p.scale), p.zero, static_cast<float>((1 << bits) - 1)};
 }
 
 // Q(w) for k in [k0, L): q = clamp(nearbyint(w / s) + z, 0, qmax), dequantized s * (q - z)
