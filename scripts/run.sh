@@ -7,7 +7,8 @@
 # The SmolLM2 job is sized to finish in ~15 min on a 2-core machine after the build, the searched
 # model at uniform 4-bit's LUT latency (equal-latency comparison on any machine): the quick search
 # config (configs/smollm2-135m-quick.json: the measured KL of every single option, then the knapsack
-# at the target, no gradient steps, no 2-bit; docs/results/smollm2-135m/README.md says why) and 50
+# at the target with three width weights, each candidate scored on the valid split, no gradient
+# steps, no 2-bit; docs/results/smollm2-135m/README.md says why) and 50
 # documents per task (the reasoning average carries +-0.03 stderr). The full study, 500 documents
 # per task and WikiText-2, is `llmcompress sweep` (README, docs/results/).
 set -euo pipefail
