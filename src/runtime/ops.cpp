@@ -56,7 +56,10 @@ void attn_task(void* p, int task) {
       float mx = kNegInf;
       for (int64_t j = 0; j < n; ++j) {
         r[j] = mk[j] ? r[j] * c.scale : kNegInf;
-        mx = std::max(mx, r[j]);
+        // A NaN score makes the maximum NaN and with it the head's output (as in torch's softmax);
+        // std::max would skip it, and a query whose scores are all NaN would pass for a padding
+        // query with output 0 (a corrupt weight hidden from the first-forward check).
+        if (!std::isnan(mx) && !(r[j] <= mx)) mx = r[j];
       }
       if (mx == kNegInf) {  // no visible key (a padding query): output 0
         std::fill(o, o + c.hd, 0.f);

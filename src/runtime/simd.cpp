@@ -125,7 +125,8 @@ __attribute__((target("avx2,fma"))) void gemv_avx2(const float* W, const float* 
 
 // Vector exp (Cephes expf): x = n ln2 + r with |r| <= ln2 / 2 (ln2 split in two for an exact
 // n * ln2_hi), exp(r) = 1 + r + r^2 P(r) with P of degree 5, times 2^n. Inputs below kExpMin give 0
-// (so exp(-inf) = 0), inputs above kExpMax are clamped.
+// (so exp(-inf) = 0), inputs above kExpMax are clamped; NaN stays NaN (the clamps take x as the
+// second operand, which max/min_ps return when either is NaN).
 constexpr float kExpMin = -87.33f, kExpMax = 88.37f, kLog2e = 1.44269504088896341f;
 constexpr float kLn2Hi = 0.693359375f, kLn2Lo = -2.12194440e-4f;
 constexpr float kExpP[6] = {1.9875691500e-4f, 1.3981999507e-3f, 8.3334519073e-3f,
@@ -134,7 +135,7 @@ constexpr float kExpP[6] = {1.9875691500e-4f, 1.3981999507e-3f, 8.3334519073e-3f
 // 8 lanes.
 __attribute__((target("avx2,fma"))) inline __m256 exp256(__m256 x) {
   const __m256 zero_below = _mm256_cmp_ps(x, _mm256_set1_ps(kExpMin), _CMP_LT_OQ);
-  x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(kExpMin)), _mm256_set1_ps(kExpMax));
+  x = _mm256_min_ps(_mm256_set1_ps(kExpMax), _mm256_max_ps(_mm256_set1_ps(kExpMin), x));
   const __m256 n =
       _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(kLog2e)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   const __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(kLn2Lo), _mm256_fnmadd_ps(n, _mm256_set1_ps(kLn2Hi), x));
@@ -264,7 +265,7 @@ __attribute__((target("avx512f,avx2,fma"))) void gemv_avx512(const float* W, con
 // 16 lanes (2^n by vscalefps, which also handles n = 128).
 __attribute__((target("avx512f,avx2,fma"))) inline __m512 exp512(__m512 x) {
   const __mmask16 zero_below = _mm512_cmp_ps_mask(x, _mm512_set1_ps(kExpMin), _CMP_LT_OQ);
-  x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(kExpMin)), _mm512_set1_ps(kExpMax));
+  x = _mm512_min_ps(_mm512_set1_ps(kExpMax), _mm512_max_ps(_mm512_set1_ps(kExpMin), x));  // NaN stays NaN (exp256)
   const __m512 n =
       _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(kLog2e)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   const __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(kLn2Lo), _mm512_fnmadd_ps(n, _mm512_set1_ps(kLn2Hi), x));

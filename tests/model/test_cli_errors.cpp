@@ -157,8 +157,6 @@ TEST_F(CliErrors, NonFiniteLogitsAreAnErrorNamingTheFile) {
   const std::string stories = shared_root() + "/models/stories260K";
   if (!dir_exists(stories)) GTEST_SKIP() << "shared model not found at " << stories;
   auto s = load_llama(stories);
-  // (A NaN in layer 0's q_proj of stories260K, one value or a whole row, does not reach the logits
-  // on this libtorch build; one in an MLP weight does.)
   s->weights().layers[0].up->dense_weight()[0][0] = std::numeric_limits<float>::quiet_NaN();
   const std::string snan = dir_ + "/stories-nan";
   save_hf_folder(*s, snan);
@@ -171,6 +169,21 @@ TEST_F(CliErrors, NonFiniteLogitsAreAnErrorNamingTheFile) {
   expect_error("eval --tasks text:" + dir_ + "/doc.txt --model " + snan, "'model.layers.0.mlp.up_proj'");
   r = run_cli("generate --max-new-tokens 4 --prompt 'Once upon a time' --model " + stories);
   EXPECT_EQ(r.code, 0) << r.out;
+
+  // One NaN in layer 0's q_proj: every score of that head is NaN. The runtime's attention once took
+  // the scores' maximum with std::max (which skips NaN), found none, and wrote 0 as for a padding
+  // query, so generate printed plausible text; now the NaN reaches the logits, as in torch.
+  auto q = load_llama(stories);
+  q->weights().layers[0].q->dense_weight()[0][0] = std::numeric_limits<float>::quiet_NaN();
+  const std::string qnan = dir_ + "/stories-qnan";
+  save_hf_folder(*q, qnan);
+  for (const char* f : {"tokenizer.model", "tokenizer_config.json", "special_tokens_map.json"})
+    std::filesystem::copy_file(stories + "/" + f, qnan + "/" + f);
+  for (const char* engine : {"runtime", "torch"}) {
+    const std::string args = std::string("generate --max-new-tokens 4 --prompt 'Once upon a time' --engine ") + engine;
+    expect_error(args + " --model " + qnan, qnan + ": the model's first forward gives non-finite logits");
+    expect_error(args + " --model " + qnan, "'model.layers.0.self_attn.q_proj' holds a NaN or Inf");
+  }
 }
 
 TEST_F(CliErrors, EmptyTextFile) {

@@ -60,6 +60,26 @@ TEST(RuntimeSimd, ExpShiftSumMatchesStdExp) {
   }
 }
 
+// NaN in, NaN out (a corrupt weight must reach the logits, where the first-forward check sees it);
+// the clamps must not turn it into a finite value.
+TEST(RuntimeSimd, ExpAndSiluPropagateNaN) {
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  for (const rt::Simd* s : paths()) {
+    for (size_t at : {size_t(0), size_t(5), size_t(13)}) {  // vector lanes and the scalar tail
+      std::vector<float> y = uniform(14, -3.f, 3.f, 4);
+      y[at] = nan;
+      const float sum = s->exp_shift_sum(y.data(), 0.f, static_cast<int64_t>(y.size()));
+      EXPECT_TRUE(std::isnan(y[at])) << s->name << " at " << at;
+      EXPECT_TRUE(std::isnan(sum)) << s->name << " at " << at;
+      EXPECT_FALSE(std::isnan(y[at == 0 ? 1 : 0])) << s->name;  // the other lanes are untouched
+      std::vector<float> g = uniform(14, -3.f, 3.f, 5), u(14, 1.f), out(14);
+      g[at] = nan;
+      s->silu_mul(g.data(), u.data(), out.data(), 14);
+      EXPECT_TRUE(std::isnan(out[at])) << s->name << " at " << at;
+    }
+  }
+}
+
 TEST(RuntimeSimd, SiluMulMatchesReference) {
   for (const rt::Simd* s : paths()) {
     const std::vector<float> g = uniform(777, -100.f, 100.f, 2), u = uniform(777, -2.f, 2.f, 3);
