@@ -85,12 +85,27 @@ std::optional<BenchPrediction> report_prediction(const std::string& model_path, 
   return std::nullopt;
 }
 
+// c's parts from the LUT's split of its prediction (us).
+void add_parts(BenchComparison& c, const LatencyParts& parts) {
+  for (const auto& [bits, us] : parts.linears_us)
+    c.parts_us.emplace_back(bits == 16 ? "linears 16-bit (dense)" : fmt::format("linears {}-bit", bits), us);
+  c.parts_us.emplace_back("attention", parts.attention_us);
+  c.parts_us.emplace_back("norms, SwiGLU, residuals", parts.layer_fixed_us);
+  c.parts_us.emplace_back("embedding, final norm, lm_head", parts.model_fixed_us);
+  c.parts_us.emplace_back("not in the LUT", 1000.0 * (c.measured - c.predicted));
+}
+
 nlohmann::ordered_json comparison_json(const BenchComparison& c) {
   nlohmann::ordered_json j{
       {"predicted", c.predicted}, {"measured", c.measured}, {"measured_over_predicted", c.measured_over_predicted}};
   if (c.mean_context) j["mean_context"] = *c.mean_context;
   if (c.lut_context) j["lut_context"] = *c.lut_context;
   if (c.tokens) j["tokens"] = *c.tokens;
+  if (!c.parts_us.empty()) {
+    nlohmann::ordered_json parts = nlohmann::ordered_json::object();
+    for (const auto& [name, us] : c.parts_us) parts[name] = us;
+    j["parts_us"] = parts;
+  }
   return j;
 }
 
@@ -227,11 +242,15 @@ BenchResult run_bench(Llama& model, const BenchOptions& opts) {
     p.lut_threads = lut->threads();
     if (lut_decode) {
       p.decode_ms = compare(lut->predict_ms(arch, 1), 1000.0 * dm_c / N);
+      add_parts(*p.decode_ms, lut->predict_parts(arch, 1));
       // Decode step i attends over P + i + 1 positions; the LUT's decode entries over its context.
       p.decode_ms->mean_context = static_cast<double>(P) + static_cast<double>(N + 1) / 2.0;
       p.decode_ms->lut_context = lut->context();
     }
-    if (lut_prefill) p.prefill_ms = compare(lut->predict_ms(arch, P), 1000.0 * pm_c);
+    if (lut_prefill) {
+      p.prefill_ms = compare(lut->predict_ms(arch, P), 1000.0 * pm_c);
+      add_parts(*p.prefill_ms, lut->predict_parts(arch, P));
+    }
     res.predicted = std::move(p);
   } else {
     res.predicted = report_prediction(opts.model_path, pm, dm, P, N);
@@ -298,6 +317,12 @@ std::string bench_to_text(const BenchResult& r) {
     appendf(out, "LUT       %s: predicted %.3f ms, measured %.3f ms (measured/predicted %.2f; %s, %s%s)\n", name,
             c.predicted, c.measured, c.measured_over_predicted, p.lut.c_str(), p.clock.value_or("wall time").c_str(),
             ctx.c_str());
+    if (c.parts_us.empty()) continue;
+    std::string parts;
+    for (const auto& [part, us] : c.parts_us)
+      parts += fmt::format("{}{} {:.3f} ms ({:.0f}%)", parts.empty() ? "" : ", ", part, us / 1000.0,
+                           100.0 * us / (1000.0 * c.measured));
+    appendf(out, "          %s by part, of the measured time: %s\n", name, parts.c_str());
   }
   return out;
 }

@@ -284,7 +284,13 @@ double LatencyTable::layer_fixed_mlp_us(int64_t M) const { return need_m(fixed_m
 double LatencyTable::layer_fixed_us(int64_t M) const { return layer_fixed_attn_us(M) + layer_fixed_mlp_us(M); }
 double LatencyTable::model_fixed_us(int64_t M) const { return need_m(model_fixed_, M, where_, "model_fixed"); }
 
-double LatencyTable::predict_ms(const Arch& arch, int64_t M) const {
+double LatencyParts::total_us() const {
+  double us = model_fixed_us + attention_us + layer_fixed_us;
+  for (const auto& [bits, t] : linears_us) us += t;
+  return us;
+}
+
+LatencyParts LatencyTable::predict_parts(const Arch& arch, int64_t M) const {
   check_arch_matches(arch, model_, where_);
   if (static_cast<int64_t>(arch.layers.size()) != model_.num_layers)
     fail("{}: arch has {} layers, the LUT's model {}", where_, arch.layers.size(), model_.num_layers);
@@ -295,19 +301,23 @@ double LatencyTable::predict_ms(const Arch& arch, int64_t M) const {
   PlanOptions po;
   po.lm_head_bits = lm_head_bits_;
   const ForwardPlan plan = forward_plan(arch, po);
-  double us = model_fixed_us(M);  // embedding row, final norm, lm_head
+  LatencyParts p;
+  p.model_fixed_us = model_fixed_us(M);  // embedding row, final norm, lm_head
   const double fa = layer_fixed_attn_us(M), fm = layer_fixed_mlp_us(M);
   for (const LayerPlan& L : plan.layers) {
     if (!L.attention.empty()) {
-      for (const PlanLinear& p : L.attention) us += linear_us(p.N, p.K, p.bits, M);
-      us += attention_us(L.kv_heads, M) + fa;
+      for (const PlanLinear& q : L.attention) p.linears_us[q.bits] += linear_us(q.N, q.K, q.bits, M);
+      p.attention_us += attention_us(L.kv_heads, M);
+      p.layer_fixed_us += fa;
     }
     if (!L.mlp.empty()) {
-      for (const PlanLinear& p : L.mlp) us += linear_us(p.N, p.K, p.bits, M);
-      us += fm;
+      for (const PlanLinear& q : L.mlp) p.linears_us[q.bits] += linear_us(q.N, q.K, q.bits, M);
+      p.layer_fixed_us += fm;
     }
   }
-  return us / 1000.0;
+  return p;
 }
+
+double LatencyTable::predict_ms(const Arch& arch, int64_t M) const { return predict_parts(arch, M).total_us() / 1000.0; }
 
 }  // namespace llmc

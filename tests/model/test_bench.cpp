@@ -130,6 +130,22 @@ TEST(Bench, LutComparison) {
   EXPECT_EQ(j["predicted"]["lut_threads"].get<int>(), *p.lut_threads);
   EXPECT_EQ(j["predicted"]["decode_ms"]["lut_context"].get<int64_t>(), 16);
   EXPECT_NE(bench_to_text(r).find("LUT       prefill: predicted "), std::string::npos);
+  // The prediction by part (the tiny model at 16 bits: every linear dense) adds up to it; the rest
+  // of the measured time is "not in the LUT".
+  for (const BenchComparison* c : {&*p.decode_ms, &*p.prefill_ms}) {
+    ASSERT_EQ(c->parts_us.size(), 5u);
+    EXPECT_EQ(c->parts_us[0].first, "linears 16-bit (dense)");
+    EXPECT_EQ(c->parts_us.back().first, "not in the LUT");
+    double sum = 0;
+    for (size_t i = 0; i + 1 < c->parts_us.size(); ++i) {
+      EXPECT_GT(c->parts_us[i].second, 0) << c->parts_us[i].first;
+      sum += c->parts_us[i].second;
+    }
+    EXPECT_NEAR(sum, 1000.0 * c->predicted, 1e-9 * sum);
+    EXPECT_NEAR(c->parts_us.back().second, 1000.0 * (c->measured - c->predicted), 1e-9 * sum);
+  }
+  EXPECT_EQ(j["predicted"]["decode_ms"]["parts_us"].size(), 5u);
+  EXPECT_NE(bench_to_text(r).find("decode by part, of the measured time: linears 16-bit (dense) "), std::string::npos);
 
   // Neither decode (1) nor the prompt length in the LUT.
   o.prompt_tokens = 5;

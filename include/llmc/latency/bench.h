@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "llmc/model/llama.h"
@@ -32,6 +33,10 @@ struct BenchComparison {
   std::optional<double> mean_context;  // decode against a LUT: this decode's mean context
   std::optional<int64_t> lut_context;  //   and the LUT's decode context
   std::optional<int64_t> tokens;       // prefill from export_report.json: the report's token count
+  // With a LUT: where the predicted time goes (us; LatencyTable::predict_parts), in the order
+  // printed: "linears 4-bit", ..., "attention", "norms, SwiGLU, residuals", "embedding, final norm,
+  // lm_head"; then "not in the LUT" = measured - predicted (threading, sync, what no entry times).
+  std::vector<std::pair<std::string, double>> parts_us;
 };
 
 struct BenchPrediction {

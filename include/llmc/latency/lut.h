@@ -37,6 +37,7 @@
 //   model_fixed embedding rows, final RMSNorm and lm_head (vocab x hidden at lm_head_bits) for the
 //               last position only (what prefill and decode compute).
 #include <cstdint>
+#include <map>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -130,6 +131,15 @@ int64_t arch_linear_bytes(const Arch& arch);
 
 // A loaded LUT. Lookups are O(1) hash-map reads; every lookup of a shape the table lacks throws
 // llmc::Error naming the shape and the file.
+// predict_ms split by what the runtime does in one forward step (microseconds).
+struct LatencyParts {
+  std::map<int, double> linears_us;  // by bit width (16: dense fp32), stacked calls counted whole
+  double attention_us = 0;           // RoPE, cache append, softmax attention (every layer)
+  double layer_fixed_us = 0;         // RMSNorms, SwiGLU, residual adds (every layer)
+  double model_fixed_us = 0;         // embedding row, final norm, lm_head
+  double total_us() const;
+};
+
 class LatencyTable {
  public:
   // Errors (llmc::Error, one line naming the file): missing file, not JSON, not a LUT, another
@@ -159,6 +169,8 @@ class LatencyTable {
   // stacked matrix, as the runtime runs them.
   // Throws when arch is for another model or another group size than the LUT's space.
   double predict_ms(const Arch& arch, int64_t M) const;
+  // The same prediction by part (predict_ms = predict_parts(...).total_us() / 1000).
+  LatencyParts predict_parts(const Arch& arch, int64_t M) const;
   int64_t weight_bytes(const Arch& arch) const { return arch_weight_bytes(arch); }
 
   const std::string& where() const { return where_; }
