@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <utility>
 
 #include "llmc/core/files.h"
 #include "llmc/core/paths.h"
@@ -52,6 +53,16 @@ class SearchRun : public ::testing::Test {
                              R"(,"lut":")" + lut_path(parse_search_space(space, "s")) + R"(","target":)" + target +
                              R"(,"schedule":{)" + extra_schedule + "}}";
     return parse_search_config(text, "test-config.json", "/");
+  }
+  // The knapsack on the sensitivity prior, no gradient step, at `fraction` ("0.5") of the original;
+  // the run's folder is dir()/name.
+  std::pair<SearchOptions, SearchConfig> prior_knapsack(const std::string& name, const std::string& fraction) {
+    SearchOptions o;
+    o.progress = false;
+    o.out_dir = dir() + "/" + name;
+    SearchConfig c = config(R"("steps":0,"distill":true,"init":"sensitivity")", R"({"fraction":)" + fraction + "}");
+    c.discretize = "knapsack";
+    return {o, c};
   }
 };
 

@@ -7,6 +7,7 @@
 #include <array>
 #include <cstdio>
 #include <filesystem>
+#include <functional>
 #include <fstream>
 #include <limits>
 
@@ -156,12 +157,17 @@ TEST_F(CliErrors, NonFiniteLogitsAreAnErrorNamingTheFile) {
   // generate and eval need a tokenizer: stories260K with one NaN weight.
   const std::string stories = shared_root() + "/models/stories260K";
   if (!dir_exists(stories)) GTEST_SKIP() << "shared model not found at " << stories;
-  auto s = load_llama(stories);
-  s->weights().layers[0].up->dense_weight()[0][0] = std::numeric_limits<float>::quiet_NaN();
-  const std::string snan = dir_ + "/stories-nan";
-  save_hf_folder(*s, snan);
-  for (const char* f : {"tokenizer.model", "tokenizer_config.json", "special_tokens_map.json"})
-    std::filesystem::copy_file(stories + "/" + f, snan + "/" + f);
+  // A copy of stories260K (weights and tokenizer) with the weight `poison` picks set to NaN.
+  auto poisoned = [&](const std::string& name, const std::function<at::Tensor(LlamaWeights&)>& poison) {
+    auto m = load_llama(stories);
+    poison(m->weights())[0][0] = std::numeric_limits<float>::quiet_NaN();
+    const std::string dir = dir_ + "/" + name;
+    save_hf_folder(*m, dir);
+    for (const char* f : {"tokenizer.model", "tokenizer_config.json", "special_tokens_map.json"})
+      std::filesystem::copy_file(stories + "/" + f, dir + "/" + f);
+    return dir;
+  };
+  const std::string snan = poisoned("stories-nan", [](LlamaWeights& w) { return w.layers[0].up->dense_weight(); });
   std::ofstream(dir_ + "/doc.txt") << "Once upon a time there was a little girl.\n";
   const std::string shead = snan + ": the model's first forward gives non-finite logits";
   expect_error("generate --max-new-tokens 4 --prompt 'Once upon a time' --model " + snan, shead);
@@ -173,12 +179,7 @@ TEST_F(CliErrors, NonFiniteLogitsAreAnErrorNamingTheFile) {
   // One NaN in layer 0's q_proj: every score of that head is NaN. The runtime's attention once took
   // the scores' maximum with std::max (which skips NaN), found none, and wrote 0 as for a padding
   // query, so generate printed plausible text; now the NaN reaches the logits, as in torch.
-  auto q = load_llama(stories);
-  q->weights().layers[0].q->dense_weight()[0][0] = std::numeric_limits<float>::quiet_NaN();
-  const std::string qnan = dir_ + "/stories-qnan";
-  save_hf_folder(*q, qnan);
-  for (const char* f : {"tokenizer.model", "tokenizer_config.json", "special_tokens_map.json"})
-    std::filesystem::copy_file(stories + "/" + f, qnan + "/" + f);
+  const std::string qnan = poisoned("stories-qnan", [](LlamaWeights& w) { return w.layers[0].q->dense_weight(); });
   for (const char* engine : {"runtime", "torch"}) {
     const std::string args = std::string("generate --max-new-tokens 4 --prompt 'Once upon a time' --engine ") + engine;
     expect_error(args + " --model " + qnan, qnan + ": the model's first forward gives non-finite logits");

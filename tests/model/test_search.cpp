@@ -269,11 +269,7 @@ TEST_F(SearchRun, TargetRelativeToUniformBits) {
 // schedule.steps 0: no gradient step; the knapsack runs on the sensitivity prior as it is, which is
 // what one step at arch_lr 0 gives too.
 TEST_F(SearchRun, ZeroStepsDiscretizesTheInitialLogits) {
-  SearchOptions o;
-  o.progress = false;
-  o.out_dir = dir() + "/zero-steps";
-  auto c = config(R"("steps":0,"distill":true,"init":"sensitivity")", R"({"fraction":0.6})");
-  c.discretize = "knapsack";
+  const auto [o, c] = prior_knapsack("zero-steps", "0.6");
   const auto r = run_search(c, o);
   EXPECT_EQ(r.steps_done, 0);
   EXPECT_LE(r.predicted_ms, r.target_ms);
@@ -291,11 +287,7 @@ TEST_F(SearchRun, ZeroStepsDiscretizesTheInitialLogits) {
 // valid split, the lowest perplexity kept. The chosen candidate is what a run with its weight alone
 // returns (same architecture, same valid perplexity), and every candidate meets the target.
 TEST_F(SearchRun, KnapsackCandidatesKeepTheBestValidPerplexity) {
-  SearchOptions o;
-  o.progress = false;
-  o.out_dir = dir() + "/candidates";
-  auto c = config(R"("steps":0,"distill":true,"init":"sensitivity")", R"({"fraction":0.5})");
-  c.discretize = "knapsack";
+  auto [o, c] = prior_knapsack("candidates", "0.5");
   c.knapsack_width_weights = {1.0, 0.001, 1e6};  // the best first: a "keep the last" bug fails
   const auto r = run_search(c, o);
   ASSERT_GE(r.candidates.size(), 2u) << "the test needs a target where the weights disagree; cuts "
