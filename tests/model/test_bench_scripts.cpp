@@ -1,6 +1,7 @@
-// scripts/bench_decode.sh end to end on stories260K (tiny settings): the script runs the CLI and
+// The bench scripts end to end on stories260K (tiny settings): each runs the CLI and
 // post-processes its JSON, so a renamed field breaks it silently unless something runs it.
 #include <gtest/gtest.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -9,6 +10,8 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <tuple>
+#include <utility>
 
 #include "llmc/core/files.h"
 #include "llmc/core/paths.h"
@@ -38,4 +41,56 @@ TEST(BenchScripts, BenchDecodeOnStories260K) {
   EXPECT_GT(s.at("lut").at("prefill_ms").at("measured_over_predicted").get<double>(), 0.0);
   fs::remove_all(out);
   fs::remove(out + ".log");
+}
+
+// scripts/bench_vs_llamacpp.sh with a stand-in llama.cpp (CI has none): llama-quantize copies the
+// file, llama-bench prints fixed tok/s (100 prefill, 50 decode) in its JSON format. Checks the
+// script's rounds, medians and ratios against our own bench on stories260K's GGUF, and its errors.
+TEST(BenchScripts, BenchVsLlamaCppWithAStandIn) {
+  const std::string gguf = llmc::path_join(llmc::shared_root(), "models/stories260K/original/stories260K.gguf");
+  if (!llmc::file_exists(gguf)) GTEST_SKIP() << "no " << gguf;
+  const std::string dir = "/tmp/llmc_bench_vs_llamacpp_" + std::to_string(::getpid());
+  fs::remove_all(dir);
+  fs::create_directories(dir + "/bin");
+  auto script = [&](const std::string& name, const std::string& body) {
+    std::ofstream(dir + "/bin/" + name) << "#!/bin/bash\n" << body;
+    fs::permissions(dir + "/bin/" + name, fs::perms::owner_all);
+  };
+  script("llama-quantize", "cp \"$2\" \"$3\"\n");
+  script("llama-bench",
+         "while [ $# -gt 0 ]; do case $1 in -p) p=$2; shift ;; -n) n=$2; shift ;; esac; shift; done\n"
+         "echo \"[{\\\"n_prompt\\\": $p, \\\"n_gen\\\": 0, \\\"avg_ts\\\": 100.0},"
+         " {\\\"n_prompt\\\": 0, \\\"n_gen\\\": $n, \\\"avg_ts\\\": 50.0}]\"\n");
+  const fs::path build = fs::path(LLMC_CLI).parent_path().parent_path();
+  auto run = [&](const std::string& llamacpp) {
+    const std::string cmd = "BUILD='" + build.string() + "' LLMC_SHARED='" + llmc::shared_root() + "' LLAMACPP_BIN='" +
+                            llamacpp + "' MODEL='" + gguf + "' ROUNDS=2 THREADS=1 PROMPT=8 NEW=4 bash '" LLMC_SOURCE_DIR
+                            "/scripts/bench_vs_llamacpp.sh' '" + dir + "/out' > '" + dir + ".log' 2>&1";
+    const int rc = std::system(cmd.c_str());
+    return std::make_pair(WIFEXITED(rc) ? WEXITSTATUS(rc) : -1, llmc::read_text_file(dir + ".log"));
+  };
+  auto [rc, log] = run(dir + "/bin");
+  ASSERT_EQ(rc, 0) << log;
+  const auto j = nlohmann::json::parse(llmc::read_text_file(dir + "/out/bench_vs_llamacpp.json"));
+  EXPECT_EQ(j["rounds"].size(), 8u);  // 2 rounds x 4 contenders x 1 thread count
+  ASSERT_EQ(j["ours_over_llamacpp_q4_0"].size(), 2u);
+  for (const auto& m : j["median"]) {
+    if (m["engine"].get<std::string>().rfind("llama.cpp", 0) == 0) {
+      EXPECT_EQ(m["prefill_tok_s"].get<double>(), 100.0);
+      EXPECT_EQ(m["decode_tok_s"].get<double>(), 50.0);
+    } else {
+      EXPECT_GT(m["decode_tok_s"].get<double>(), 0.0);
+    }
+  }
+  const auto& g64 = j["ours_over_llamacpp_q4_0"][1];
+  EXPECT_EQ(g64["engine"], "ours g64");
+  EXPECT_NEAR(g64["decode"].get<double>(), j["median"][3]["decode_tok_s"].get<double>() / 50.0, 1e-9);
+  EXPECT_NE(llmc::read_text_file(dir + "/out/bench_vs_llamacpp.md").find("| llama.cpp Q4_0 | 50 / 50 (**50**) |"),
+            std::string::npos);
+  // No llama-bench where LLAMACPP_BIN points: one clear line, exit 2.
+  std::tie(rc, log) = run(dir + "/nope");
+  EXPECT_EQ(rc, 2);
+  EXPECT_NE(log.find("error: " + dir + "/nope/llama-bench: not found or not executable"), std::string::npos) << log;
+  fs::remove_all(dir);
+  fs::remove(dir + ".log");
 }
