@@ -307,7 +307,8 @@ void write_sweep_report(const SweepConfig& c, const SweepOptions& o) {
     }
     json pj = point_json(c, o, p);
     if (pj.is_null()) continue;
-    plot.push_back({p.method, p.name, pj["decode_ms"].get<double>(), pj["acc_avg"].get<double>()});
+    plot.push_back({p.method, p.name, pj["decode_ms"].get<double>(), pj["acc_avg"].get<double>(),
+                    pj["acc_stderr"].get<double>()});
     rep["points"].push_back(std::move(pj));
   }
   rep["comparisons"] = sweep_comparisons(rep["points"]);
@@ -333,8 +334,8 @@ std::string pareto_svg(const std::vector<PlotPoint>& points, const std::string& 
   for (const auto& p : points) {
     x0 = std::min(x0, p.x);
     x1 = std::max(x1, p.x);
-    y0 = std::min(y0, p.y);
-    y1 = std::max(y1, p.y);
+    y0 = std::min(y0, p.y - p.y_err);
+    y1 = std::max(y1, p.y + p.y_err);
   }
   if (points.empty()) x0 = y0 = 0, x1 = y1 = 1;
   auto pad = [](double& a, double& b) {
@@ -360,15 +361,30 @@ std::string pareto_svg(const std::vector<PlotPoint>& points, const std::string& 
   // Axes, ticks and grid.
   s += fmt::format("<rect x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\" fill=\"none\" stroke=\"black\"/>\n", L, T,
                    W - L - R, H - T - B);
-  for (int i = 0; i <= 5; ++i) {
-    const double xv = x0 + (x1 - x0) * i / 5, yv = y0 + (y1 - y0) * i / 5;
+  // Ticks at round values: a step of 1, 2 or 5 x 10^k giving 4 to 10 ticks, labels with the
+  // decimals that step needs.
+  auto ticks = [](double a, double b) {
+    const double raw = (b - a) / 5, mag = std::pow(10.0, std::floor(std::log10(raw)));
+    double step = mag;
+    for (double f : {1.0, 2.0, 5.0, 10.0})
+      if (f * mag >= raw * 0.75) {
+        step = f * mag;
+        break;
+      }
+    const int decimals = std::max(0, static_cast<int>(-std::floor(std::log10(step) + 1e-9)));
+    std::vector<std::pair<double, std::string>> out;
+    for (double v = std::ceil(a / step) * step; v <= b + 1e-9 * step; v += step)
+      out.emplace_back(v, fmt::format("{:.{}f}", v, decimals));
+    return out;
+  };
+  for (const auto& [xv, text] : ticks(x0, x1))
     s += fmt::format("<line x1=\"{0:.1f}\" y1=\"{1}\" x2=\"{0:.1f}\" y2=\"{2}\" stroke=\"#ddd\"/>"
-                     "<text x=\"{0:.1f}\" y=\"{3}\" text-anchor=\"middle\">{4:.3f}</text>\n",
-                     X(xv), T, H - B, H - B + 18, xv);
+                     "<text x=\"{0:.1f}\" y=\"{3}\" text-anchor=\"middle\">{4}</text>\n",
+                     X(xv), T, H - B, H - B + 18, text);
+  for (const auto& [yv, text] : ticks(y0, y1))
     s += fmt::format("<line x1=\"{0}\" y1=\"{1:.1f}\" x2=\"{2}\" y2=\"{1:.1f}\" stroke=\"#ddd\"/>"
-                     "<text x=\"{3}\" y=\"{4:.1f}\" text-anchor=\"end\">{5:.3f}</text>\n",
-                     L, Y(yv), W - R, L - 6, Y(yv) + 4, yv);
-  }
+                     "<text x=\"{3}\" y=\"{4:.1f}\" text-anchor=\"end\">{5}</text>\n",
+                     L, Y(yv), W - R, L - 6, Y(yv) + 4, text);
   s += fmt::format("<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{}</text>\n", (L + W - R) / 2, H - 16, esc(x_label));
   s += fmt::format("<text transform=\"translate(18,{}) rotate(-90)\" text-anchor=\"middle\">{}</text>\n", (T + H - B) / 2,
                    esc(y_label));
@@ -389,15 +405,19 @@ std::string pareto_svg(const std::vector<PlotPoint>& points, const std::string& 
       s += fmt::format("<polyline points=\"{}\" fill=\"none\" stroke=\"{}\" stroke-width=\"2\"/>\n", pts, col);
     }
     for (const auto& p : ps) {
+      if (p.y_err > 0)  // accuracy +- its standard error
+        s += fmt::format("<line x1=\"{0:.1f}\" y1=\"{1:.1f}\" x2=\"{0:.1f}\" y2=\"{2:.1f}\" stroke=\"{3}\" "
+                         "stroke-opacity=\"0.45\"/>\n",
+                         X(p.x), Y(p.y - p.y_err), Y(p.y + p.y_err), col);
       if (baseline)
         s += fmt::format("<rect x=\"{:.1f}\" y=\"{:.1f}\" width=\"9\" height=\"9\" fill=\"{}\"><title>{}</title></rect>\n",
                          X(p.x) - 4.5, Y(p.y) - 4.5, col, esc(p.label));
       else
         s += fmt::format("<circle cx=\"{:.1f}\" cy=\"{:.1f}\" r=\"4.5\" fill=\"{}\"><title>{}</title></circle>\n", X(p.x),
                          Y(p.y), col, esc(p.label));
-      if (baseline)
-        s += fmt::format("<text x=\"{:.1f}\" y=\"{:.1f}\" font-size=\"10\">{}</text>\n", X(p.x) + 7, Y(p.y) - 6,
-                         esc(p.label.substr(p.label.rfind('-') + 1)));
+      // Every point named by what follows its method: b4, t6.110.
+      s += fmt::format("<text x=\"{:.1f}\" y=\"{:.1f}\" font-size=\"10\">{}</text>\n", X(p.x) + 7, Y(p.y) - 6,
+                       esc(p.label.substr(p.label.rfind('-') + 1)));
     }
     const double ly = T + 14 + 20.0 * m;
     s += baseline ? fmt::format("<rect x=\"{}\" y=\"{}\" width=\"9\" height=\"9\" fill=\"{}\"/>", W - R + 16, ly - 8, col)
@@ -405,6 +425,9 @@ std::string pareto_svg(const std::vector<PlotPoint>& points, const std::string& 
                                 W - R + 12, ly - 4, W - R + 28, ly - 4, col);
     s += fmt::format("<text x=\"{}\" y=\"{}\">{}</text>\n", W - R + 34, ly, esc(methods[m]));
   }
+  if (std::any_of(points.begin(), points.end(), [](const PlotPoint& p) { return p.y_err > 0; }))
+    s += fmt::format("<text x=\"{}\" y=\"{}\" font-size=\"10\">bars: ± 1 standard error</text>\n", W - R + 12,
+                     T + 14 + 20.0 * methods.size() + 6);
   s += "</svg>\n";
   return s;
 }

@@ -173,6 +173,15 @@ TEST(Sweep, ParetoSvgDrawsSeriesAndBaselines) {
   EXPECT_NE(svg.find("model &lt;x&gt;"), std::string::npos);
   EXPECT_NE(svg.find("sequential-t1 &lt;&amp;&gt;"), std::string::npos);
   EXPECT_EQ(svg.find("<x>"), std::string::npos);
+  // Every point labelled (search points by target), round tick values, error bars where given.
+  EXPECT_NE(svg.find(">t2</text>"), std::string::npos);
+  EXPECT_NE(svg.find(">b4</text>"), std::string::npos);
+  EXPECT_NE(svg.find(">1.2</text>"), std::string::npos);  // x ticks 1.0, 1.2, ... 2.0 (0.92-2.08 padded)
+  EXPECT_EQ(svg.find("stroke-opacity"), std::string::npos);  // no y_err given
+  const std::string with_err = pareto_svg({{"joint", "joint-t1", 1.0, 0.40, 0.01}}, "m", "ms", "acc");
+  EXPECT_NE(with_err.find("stroke-opacity"), std::string::npos);
+  EXPECT_NE(with_err.find("bars: ± 1 standard error"), std::string::npos);
+  EXPECT_EQ(svg.find("bars: "), std::string::npos);
 }
 
 // The manifest's stale check compares sweep_common_json(the recorded canonical text) with the

@@ -135,10 +135,12 @@ void write_sweep_report(const SweepConfig& config, const SweepOptions& opts);
 nlohmann::ordered_json sweep_comparisons(const nlohmann::ordered_json& points);
 
 // A Pareto plot as SVG text: x = decode ms, y = accuracy; one series (polyline) per method, methods
-// named "uniform-*" drawn as single points. points: (method, x, y, label).
+// named "uniform-*" drawn as single points; each point labelled by what follows the last '-' of its
+// label (b4, t6.110). points: (method, label, x, y, y_err).
 struct PlotPoint {
   std::string method, label;
   double x = 0, y = 0;
+  double y_err = 0;  // drawn as a vertical bar y +- y_err (the accuracy's standard error); 0: none
 };
 std::string pareto_svg(const std::vector<PlotPoint>& points, const std::string& title, const std::string& x_label,
                        const std::string& y_label);
