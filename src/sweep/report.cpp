@@ -6,7 +6,8 @@
 // {"model", "machine", "threads", "date", "config": {...sweep settings...},
 //  "points": [{"name", "method", "bits" | "target_ms", "arch", "recreate", "decode_ms", "predicted_decode_ms",
 //              "prefill_tok_s", "acc_avg", "acc_stderr", "tasks": {task: {"acc", "acc_norm", "n"}},
-//              "wikitext2_ppl", "bytes", "samples" (the eval's per-document file or null)}],
+//              "wikitext2_ppl", "bytes", "samples" (the eval's per-document file or null),
+//              "same_arch_as" (only where the sweep shared another point's results: same architecture)}],
 //  "unreachable": [{"name", "method", "target_ms", "reason"}],   // targets below the mode's fastest arch
 //  "comparisons": [...]}                                          // sweep_comparisons (sweep.h)
 // acc_avg is the unweighted mean of the multiple-choice tasks' acc; acc_stderr its standard error
@@ -172,6 +173,7 @@ json comparison(const char* kind, const json& a, const json& b) {
             {"b_decode_ms", b["decode_ms"]}};
   if (a.contains("target_ms") && b.contains("target_ms")) r["target_ms"] = a["target_ms"];
   r.update(acc_delta(a, b));
+  r["same_arch"] = a.value("same_arch_as", "") == b["name"] || b.value("same_arch_as", "") == a["name"];
   r["delta_ppl_pct"] = a["wikitext2_ppl"].is_number() && b["wikitext2_ppl"].is_number()
                            ? json(100.0 * (a["wikitext2_ppl"].get<double>() / b["wikitext2_ppl"].get<double>() - 1))
                            : json(nullptr);
@@ -217,6 +219,7 @@ std::string markdown(const json& rep) {
   }
   // The study's two questions, from rep["comparisons"] (sweep_comparisons).
   auto fmt_delta = [](const json& c) {
+    if (c.value("same_arch", false)) return std::string("0 (the same architecture)");
     return fmt::format("{:+.4f} ± {:.4f}{}", c["delta_acc"].get<double>(), c["stderr"].get<double>(),
                        c["paired"].get<bool>() ? fmt::format(" (paired, {} docs)", c["docs"].get<int64_t>()) : "");
   };
@@ -307,6 +310,9 @@ void write_sweep_report(const SweepConfig& c, const SweepOptions& o) {
     }
     json pj = point_json(c, o, p);
     if (pj.is_null()) continue;
+    const std::string exp_stage = p.name + "/export";
+    if (m.contains("done") && m["done"].contains(exp_stage) && m["done"][exp_stage].contains("same_arch_as"))
+      pj["same_arch_as"] = m["done"][exp_stage]["same_arch_as"];  // the sweep shared that point's results
     plot.push_back({p.method, p.name, pj["decode_ms"].get<double>(), pj["acc_avg"].get<double>(),
                     pj["acc_stderr"].get<double>()});
     rep["points"].push_back(std::move(pj));

@@ -15,6 +15,7 @@
 
 #include "llmc/core/error.h"
 #include "llmc/core/files.h"
+#include "llmc/core/json_file.h"
 #include "llmc/core/process.h"
 #include "llmc/nas/search_config.h"
 #include "llmc/sweep/sweep.h"
@@ -284,9 +285,53 @@ class Runner {
     spdlog::info("sweep: {} done in {:.1f} s", stage, r.seconds);
   }
 
+  // A finished search point whose architecture (every layer's widths, bits and channel orders, and
+  // the group size) is p's: p's export would be the same file (same settings, same seed), so p
+  // shares its results instead of making them again. "" when there is none.
+  std::string twin_of(const Point& p) const {
+    auto shape = [](const std::string& arch) {
+      const json a = read_json_file<json>(arch);
+      return json{a.at("layers"), a.at("group_size")}.dump();
+    };
+    const std::string mine = shape(arch_of(o_.out, p));
+    std::vector<std::string> kinds = {"export", "bench", "eval"};
+    if (!c_.ppl_task.empty()) kinds.push_back("ppl");
+    for (const std::string& stage : m_.stages()) {
+      const auto slash = stage.find('/');
+      if (slash == std::string::npos || stage.substr(slash + 1) != "search") continue;
+      const std::string name = stage.substr(0, slash);
+      if (name == p.name || m_.get("done").at(stage).contains("unreachable")) continue;
+      if (!std::all_of(kinds.begin(), kinds.end(), [&](const std::string& k) { return m_.done(name + "/" + k); }))
+        continue;
+      const std::string arch = path_join(point_dir(o_.out, name), "search/arch.json");
+      if (file_exists(arch) && shape(arch) == mine) return name;
+    }
+    return "";
+  }
+
+  // p takes twin's results: its export folder is a link to twin's, its bench/eval/ppl files copies.
+  void share_results(const Point& p, const std::string& twin) {
+    const std::string dir = point_dir(o_.out, p.name), from = point_dir(o_.out, twin);
+    spdlog::info("sweep: {} has the architecture of {}: its export, bench and evals are {}'s", p.name, twin, twin);
+    if (o_.dry_run) return;
+    const std::string exp = path_join(dir, "export");
+    std::error_code ec;
+    std::filesystem::remove_all(exp, ec);  // a killed export's partial folder
+    std::filesystem::create_directory_symlink(path_join("..", twin + "/export"), exp, ec);
+    if (ec) fail("sweep: {}: cannot link to {}'s export: {}", exp, twin, ec.message());
+    for (const char* f : {"bench.json", "eval.json", "eval-samples.jsonl", "ppl.json"})
+      if (file_exists(path_join(from, f))) write_file_atomic(path_join(dir, f), read_text_file(path_join(from, f)));
+    for (const char* k : {"export", "bench", "eval", "ppl"})
+      if (m_.done(twin + "/" + k) && !m_.done(p.name + "/" + k)) m_.mark(p.name + "/" + k, {{"same_arch_as", twin}});
+  }
+
   // export -> bench -> eval of one point.
   void export_bench_eval(const Point& p) {
     const std::string dir = point_dir(o_.out, p.name), exp = path_join(dir, "export");
+    if (!p.mode.empty() && !m_.done(p.name + "/export") && !o_.dry_run) {
+      const std::string twin = twin_of(p);
+      if (!twin.empty()) return share_results(p, twin);
+    }
     run(p.name + "/export", export_args(c_, p, arch_of(o_.out, p), exp), path_join(dir, "export.log"));
     run(p.name + "/bench", bench_args(c_, dir, lut(), path_join(dir, "bench.json")), path_join(dir, "bench.log"), true);
     run(p.name + "/eval",

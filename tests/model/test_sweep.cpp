@@ -320,6 +320,36 @@ TEST(Sweep, KilledAndResumedGivesTheSameReport) {
   EXPECT_NE(read_text_file(a + "/report.md").find("(paired, 6 docs)"), std::string::npos);
 }
 
+// Two targets above the original's latency: no latency pressure, so both searches (same seed, same
+// steps) end at the same architecture, and the second point shares the first's export (a link),
+// bench and evals instead of making them again.
+TEST(Sweep, SameArchitectureSharesResults) {
+  if (!dir_exists(stories())) GTEST_SKIP() << "no " << stories();
+  Study s("twin");
+  json j = small_sweep();
+  j["baselines"] = {{"rtn", {8}}};
+  j["targets"] = {{"ms", {500.0, 900.0}}};
+  j["eval"] = {{"tasks", "arc_easy"}, {"limit", 2}};
+  const std::string cfg = s.sweep(j), out = s.dir + "/out";
+  ASSERT_EQ(run_process({LLMC_CLI, "sweep", "--config", cfg, "--out", out}, s.dir + "/sweep.log").exit_code, 0)
+      << read_text_file(s.dir + "/sweep.log");
+  const std::string a = out + "/points/joint-t500.000", b = out + "/points/joint-t900.000";
+  ASSERT_EQ(json::parse(read_text_file(a + "/search/arch.json"))["layers"],
+            json::parse(read_text_file(b + "/search/arch.json"))["layers"]);
+  const json done = json::parse(read_text_file(out + "/manifest.json"))["done"];
+  for (const char* k : {"export", "bench", "eval"})
+    EXPECT_EQ(done["joint-t900.000/" + std::string(k)].value("same_arch_as", ""), "joint-t500.000") << k;
+  EXPECT_FALSE(done["joint-t500.000/export"].contains("same_arch_as"));
+  EXPECT_TRUE(fs::is_symlink(b + "/export"));
+  EXPECT_TRUE(file_exists(b + "/export/config.json"));
+  EXPECT_EQ(read_text_file(b + "/eval.json"), read_text_file(a + "/eval.json"));
+  const json rep = json::parse(read_text_file(out + "/report.json"));
+  ASSERT_EQ(rep["points"].size(), 3u);
+  EXPECT_EQ(rep["points"][2]["same_arch_as"], "joint-t500.000");
+  EXPECT_NE(read_text_file(s.dir + "/sweep.log").find("joint-t900.000 has the architecture of joint-t500.000"),
+            std::string::npos);
+}
+
 // A target below the fastest architecture a mode can reach (width-only keeps 16-bit weights) is
 // recorded as unreachable: the study goes on and the report lists it instead of stopping.
 TEST(Sweep, StagesGetPassiveOpenMpUnlessSet) {

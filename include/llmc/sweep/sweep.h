@@ -8,7 +8,10 @@
 //   report                   DIR/report.json, report.md, pareto.svg
 //
 // DIR/manifest.json records each finished stage (written atomically after the stage's outputs
-// exist); running the same command again continues where it stopped. A search killed mid-way
+// exist); running the same command again continues where it stopped. A search point whose search
+// found the architecture of a finished point (same widths, bits, channel orders, group size) shares
+// that point's export (a link), bench and evals instead of making them again (its manifest stages
+// say "same_arch_as"). A search killed mid-way
 // resumes from its checkpoint. The manifest also fixes the targets, so a resumed study uses the
 // same ones. The manifest fingerprints the config in two parts: when only the part the search
 // points depend on changed (the base search config, the fine-tune), --restart-searches moves the
@@ -128,7 +131,8 @@ void write_sweep_report(const SweepConfig& config, const SweepOptions& opts);
 // file, when it was written). One entry per uniform baseline (against the joint point nearest in
 // measured decode ms) and per other search mode at a joint point's target:
 //   {"kind": "baseline" | "mode", "a" (joint point), "b", "a_decode_ms", "b_decode_ms",
-//    "delta_acc" (a - b, mean over tasks), "stderr", "paired", "docs", "delta_ppl_pct" (or null)}
+//    "delta_acc" (a - b, mean over tasks), "stderr", "paired", "docs", "same_arch" (one point shares
+//    the other's results: the searches found the same architecture), "delta_ppl_pct" (or null)}
 // paired: both points have per-document scores for the same documents; the stderr is then that of
 // the per-document differences (sqrt(sum over tasks se_t^2) / tasks, se_t = sample stderr of a - b
 // over task t's documents), far tighter than the unpaired sqrt(se_a^2 + se_b^2) used otherwise.
