@@ -497,9 +497,15 @@ void rebench_sweep(const SweepConfig& c, const SweepOptions& o, int rounds) {
   const std::vector<double> targets = !c.targets_ms.empty() ? c.targets_ms
                                       : m.has("targets_ms") ? m.get("targets_ms").get<std::vector<double>>()
                                                             : std::vector<double>{};
+  // Points that share a twin's results (same architecture) take the twin's new bench too.
   std::vector<Point> benched;
-  for (const Point& p : study_points(c, targets))
-    if (m.done(p.name + "/bench")) benched.push_back(p);
+  std::vector<std::pair<Point, std::string>> shared;
+  for (const Point& p : study_points(c, targets)) {
+    if (!m.done(p.name + "/bench")) continue;
+    const json& info = m.get("done").at(p.name + "/bench");
+    if (info.contains("same_arch_as")) shared.emplace_back(p, info["same_arch_as"].get<std::string>());
+    else benched.push_back(p);
+  }
   LLMC_CHECK(!benched.empty(), "{}: no point has been benched yet", o.out);
   std::unique_ptr<FileLock> lock = timing_lock();
   const std::string exe = o.exe.empty() ? self_executable() : o.exe;
@@ -544,6 +550,9 @@ void rebench_sweep(const SweepConfig& c, const SweepOptions& o, int rounds) {
     out["rounds_decode_ms"] = all;
     write_file_atomic(path_join(dir, "bench.json"), out.dump(1) + "\n");
   }
+  for (const auto& [p, twin] : shared)
+    write_file_atomic(path_join(point_dir(o.out, p.name), "bench.json"),
+                      read_text_file(path_join(point_dir(o.out, twin), "bench.json")));
   m.set("rebench", {{"rounds", rounds}, {"points", benched.size()}, {"lut", lut}});
   lock.reset();
   write_sweep_report(c, o);

@@ -348,6 +348,14 @@ TEST(Sweep, SameArchitectureSharesResults) {
   EXPECT_EQ(rep["points"][2]["same_arch_as"], "joint-t500.000");
   EXPECT_NE(read_text_file(s.dir + "/sweep.log").find("joint-t900.000 has the architecture of joint-t500.000"),
             std::string::npos);
+  // --rebench times the shared export once; the sharing point takes its twin's result.
+  ASSERT_EQ(run_process({LLMC_CLI, "sweep", "--config", cfg, "--out", out, "--rebench", "1"}, s.dir + "/rebench.log")
+                .exit_code,
+            0)
+      << read_text_file(s.dir + "/rebench.log");
+  EXPECT_TRUE(file_exists(a + "/bench-r1.json"));
+  EXPECT_FALSE(file_exists(b + "/bench-r1.json"));
+  EXPECT_EQ(read_text_file(b + "/bench.json"), read_text_file(a + "/bench.json"));
 }
 
 // A target below the fastest architecture a mode can reach (width-only keeps 16-bit weights) is
