@@ -347,8 +347,18 @@ class Search {
     res_.argmax_predicted_ms = predict(idx);
     bool scored = false;
     if (c_.discretize == "knapsack") {
-      idx = knapsack_candidates(idx, predict);
+      const auto argmax = idx;
+      idx = knapsack_candidates(argmax, predict);
       scored = res_.candidates.size() > 1;
+      for (int pass = 2; pass <= c_.sensitivity_passes; ++pass) {
+        if (!scored) {
+          net_->set_fixed(idx);
+          res_.valid_ppl = dp_perplexity(*model_, data_.valid);
+          res_.candidates[0].valid_ppl = res_.valid_ppl;
+          scored = true;
+        }
+        if (!refine_pass(pass, argmax, predict, idx)) break;
+      }
     } else if (c_.fit_target && res_.argmax_predicted_ms > res_.target_ms) {
       res_.fit_changes = fit_to_target(idx, net_->log_probs(), net_->choices(), predict, res_.target_ms);
       const double fitted = predict(idx);
@@ -369,6 +379,55 @@ class Search {
     a.alphas_json = net_->alphas_json();
     net_->set_fixed(idx);
     if (!scored) res_.valid_ppl = dp_perplexity(*model_, data_.valid);
+  }
+
+  // schedule.sensitivity_passes: every option's KL measured again around `idx` (the architecture
+  // chosen so far, valid ppl res_.valid_ppl), the logits set from it, the knapsack candidates solved
+  // again; the answer replaces idx only when its valid perplexity is lower. False: not kept.
+  bool refine_pass(int pass, const std::vector<ChoiceIndex>& argmax,
+                   const std::function<double(const std::vector<ChoiceIndex>&)>& predict,
+                   std::vector<ChoiceIndex>& idx) {
+    const auto t0 = std::chrono::steady_clock::now();
+    const auto [batch, teach] = sensitivity_batch();
+    const auto kl = choice_kl(*net_, *model_, batch, teach, opts_.progress, &idx);
+    if (dp_.is_root())
+      write_file_atomic(path_join(opts_.out_dir, fmt::format("sensitivity-pass{}.json", pass)),
+                        sensitivity_json(kl, net_->choices()));
+    const auto alphas = net_->log_probs();
+    const auto candidates = res_.candidates;
+    const double before = res_.valid_ppl;
+    net_->set_alphas(alphas_from_kl(kl, net_->choices(), c_.init_scale));
+    std::vector<ChoiceIndex> next = knapsack_candidates(argmax, predict);
+    if (res_.candidates.size() == 1) {
+      net_->set_fixed(next);
+      res_.valid_ppl = dp_perplexity(*model_, data_.valid);
+      res_.candidates[0].valid_ppl = res_.valid_ppl;
+    }
+    const bool keep = res_.valid_ppl < before && count_changes(next, idx) > 0;
+    spdlog::info("sensitivity pass {}: KL around the chosen architecture measured in {:.1f} s; its knapsack: {} "
+                 "choices changed, valid ppl {:.3f} ({:.3f} before): {}",
+                 pass, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(),
+                 count_changes(next, idx), res_.valid_ppl, before, keep ? "kept" : "not kept");
+    res_.passes.push_back({pass, res_.valid_ppl, keep});
+    if (!keep) {
+      net_->set_alphas(alphas);
+      res_.candidates = candidates;
+      res_.valid_ppl = before;
+      return false;
+    }
+    idx = next;
+    return true;
+  }
+
+  // The sensitivity's calibration: the first sequence of the first valid batch and the original's
+  // logits on it.
+  std::pair<at::Tensor, at::Tensor> sensitivity_batch() {
+    LLMC_CHECK(teacher_, "{}: schedule.init \"sensitivity\" needs distillation (schedule.distill true)", c_.path);
+    // Data parallel: the steps cache each rank's share of a batch in teach_valid_, not this whole batch.
+    at::Tensor whole;
+    const at::Tensor teach =
+        teacher_logits(data_.valid[0], dp_.active() ? &whole : &teach_valid_[0]).narrow(0, 0, 1);
+    return {data_.valid[0].narrow(0, 0, 1), teach};
   }
 
   // One knapsack per schedule.knapsack_width_weights; with several distinct answers, each is fixed
@@ -433,6 +492,7 @@ class Search {
                      {"discretize", c_.discretize},
                      {"fit_target_changes", res_.fit_changes},
                      {"knapsack_candidates", candidates_json()},
+                     {"sensitivity_passes", passes_json()},
                      {"predicted_size_bytes", res_.arch.predicted_size_bytes},
                      {"original_size_bytes", lut_.weight_bytes(uniform_arch(base_, 16, c_.space.group_size))},
                      {"original_valid_ppl", res_.original_valid_ppl},
@@ -446,6 +506,12 @@ class Search {
   }
 
   SearchResult& result() { return res_; }
+
+  ojson passes_json() const {
+    ojson a = ojson::array();
+    for (const auto& p : res_.passes) a.push_back({{"pass", p.pass}, {"valid_ppl", p.valid_ppl}, {"kept", p.kept}});
+    return a;
+  }
 
   ojson candidates_json() const {
     ojson a = ojson::array();
@@ -571,13 +637,9 @@ class Search {
         read_sensitivity(opts_.sensitivity_cache, net_->choices(), &kl)) {
       spdlog::info("sensitivity: KL values read from {}", opts_.sensitivity_cache);
     } else {
-      LLMC_CHECK(teacher_, "{}: schedule.init \"sensitivity\" needs distillation (schedule.distill true)", c_.path);
       const auto t0 = std::chrono::steady_clock::now();
-      // Data parallel: the steps cache each rank's share of a batch in teach_valid_, not this whole batch.
-      at::Tensor whole;
-      const at::Tensor teach =
-          teacher_logits(data_.valid[0], dp_.active() ? &whole : &teach_valid_[0]).narrow(0, 0, 1);
-      kl = choice_kl(*net_, *model_, data_.valid[0].narrow(0, 0, 1), teach, opts_.progress);
+      const auto [batch, teach] = sensitivity_batch();
+      kl = choice_kl(*net_, *model_, batch, teach, opts_.progress);
       spdlog::info("sensitivity: KL of every option measured in {:.1f} s",
                    std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
     }

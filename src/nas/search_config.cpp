@@ -158,6 +158,7 @@ SearchConfig parse_search_config(const std::string& text, const std::string& whe
     o.get("fit_target", &c.fit_target);
     o.get("discretize", &c.discretize);
     o.get("knapsack_width_weights", &c.knapsack_width_weights);
+    o.get("sensitivity_passes", &c.sensitivity_passes);
     o.get("seed", &c.seed);
     o.get("checkpoint_every", &c.checkpoint_every);
     o.get("sequential_mid_bits", &c.sequential_mid_bits);
@@ -174,6 +175,10 @@ SearchConfig parse_search_config(const std::string& text, const std::string& whe
       if (!(w > 0)) fail("{}.schedule.knapsack_width_weights: {} (expected > 0)", where, w);
     if (c.knapsack_width_weights != std::vector<double>{1.0} && c.discretize != "knapsack")
       fail("{}.schedule.knapsack_width_weights: needs \"discretize\": \"knapsack\"", where);
+    if (c.sensitivity_passes < 1)
+      fail("{}.schedule.sensitivity_passes: {} (expected >= 1)", where, c.sensitivity_passes);
+    if (c.sensitivity_passes > 1 && (c.init != "sensitivity" || c.discretize != "knapsack"))
+      fail("{}.schedule.sensitivity_passes: needs \"init\": \"sensitivity\" and \"discretize\": \"knapsack\"", where);
     if (!(c.init_scale > 0)) fail("{}.schedule.init_scale: {} (expected > 0)", where, c.init_scale);
     if (c.steps < 0) fail("{}.schedule.steps: {} (expected >= 0; 0 = no gradient steps)", where, c.steps);
     if (c.tau_start <= 0 || c.tau_end <= 0) fail("{}.schedule: tau_start and tau_end must be > 0", where);

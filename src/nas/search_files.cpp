@@ -139,6 +139,7 @@ std::string search_fingerprint(const SearchConfig& c, const std::string& lut_pat
   if (c.arch_optimizer != "adam") schedule["arch_optimizer"] = c.arch_optimizer;  // older checkpoints: adam
   if (c.knapsack_width_weights != std::vector<double>{1.0})  // older checkpoints: [1]
     schedule["knapsack_width_weights"] = c.knapsack_width_weights;
+  if (c.sensitivity_passes != 1) schedule["sensitivity_passes"] = c.sensitivity_passes;  // older: 1
   const ojson j = {{"format", kFingerprintFormat},
                    {"model", content_hash(c.model)},
                    {"data", data},

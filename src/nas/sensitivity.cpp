@@ -14,10 +14,10 @@
 namespace llmc {
 
 std::vector<ChoiceLogProbs> choice_kl(Supernet& net, Llama& model, const at::Tensor& batch, const at::Tensor& teacher,
-                                      bool progress) {
+                                      bool progress, const std::vector<ChoiceIndex>* around) {
   at::NoGradGuard ng;
   const std::vector<LayerChoices>& ch = net.choices();
-  const std::vector<ChoiceIndex> ref = net.widest();
+  const std::vector<ChoiceIndex> ref = around ? *around : net.widest();
   int64_t options = 0;  // the non-reference ones
   for (const auto& c : ch)
     options += static_cast<int64_t>(c.kv.size() + c.mlp.size()) - 2 + kNumLinears * (static_cast<int64_t>(c.bits.size()) - 1);
@@ -31,11 +31,17 @@ std::vector<ChoiceLogProbs> choice_kl(Supernet& net, Llama& model, const at::Ten
   const at::Tensor key_mask = at::ones({B, T}, at::kBool);
   net.set_fixed(ref);
   const std::vector<at::Tensor> inputs = model.layer_inputs(batch, positions, key_mask);
+  // Around another architecture the reference options are not free: each gets the architecture's
+  // own KL, so every option of a choice is measured with the same rest (differences = deltas).
+  double ref_kl = 0;
+  if (around)
+    ref_kl = std::max(kl_to_teacher(model.forward_from(inputs[0], 0, positions, key_mask), teacher).item<double>(), 0.0);
   // kl_out[k] = KL with option k of the choice that `slot` (in idx[l]) selects, reference at 0.
   size_t layer = 0;
   auto sweep = [&](int64_t& slot, size_t n, std::vector<double>& kl_out) {
     const int64_t keep = slot;
     kl_out.assign(n, 0.0);
+    kl_out[keep] = ref_kl;
     for (size_t k = 0; k < n; ++k) {
       if (static_cast<int64_t>(k) == keep) continue;
       slot = static_cast<int64_t>(k);

@@ -320,6 +320,11 @@ TEST(SearchConfig, RejectsOutOfRangeValues) {
   EXPECT_NE(err(R"("schedule":{"discretize":"knapsack","knapsack_width_weights":"4"})")
                 .find("c.json.schedule.knapsack_width_weights: wrong type"),
             std::string::npos);
+  EXPECT_NE(err(R"("schedule":{"sensitivity_passes":0})").find("c.json.schedule.sensitivity_passes: 0 (expected >= 1)"),
+            std::string::npos);
+  EXPECT_NE(err(R"("schedule":{"discretize":"knapsack","sensitivity_passes":2})")
+                .find("c.json.schedule.sensitivity_passes: needs \"init\": \"sensitivity\" and \"discretize\": \"knapsack\""),
+            std::string::npos);
   EXPECT_EQ(parse_search_config(R"({"model":"m","schedule":{"discretize":"knapsack","knapsack_width_weights":[1,4]}})",
                                 "c.json", "/")
                 .knapsack_width_weights,

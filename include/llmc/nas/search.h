@@ -46,6 +46,13 @@ struct SearchResult {
     bool chosen = false;
   };
   std::vector<Candidate> candidates;
+  // schedule.sensitivity_passes > 1: each later pass's valid ppl and whether it replaced the answer.
+  struct Pass {
+    int pass = 0;
+    double valid_ppl = 0;
+    bool kept = false;
+  };
+  std::vector<Pass> passes;
   double original_valid_ppl = 0;
   int64_t steps_done = 0;
 };

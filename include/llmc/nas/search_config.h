@@ -42,6 +42,10 @@ struct SearchConfig {
   // (knapsack_fit's width_weight); each is scored on the valid split (fake-quant perplexity) and
   // the best is kept. Single-option KL underprices a width cut that meets quantization elsewhere.
   std::vector<double> knapsack_width_weights{1.0};
+  // init "sensitivity" + knapsack: passes > 1 measure every option's KL again around the chosen
+  // architecture (nas/sensitivity.h, `around`) and solve the knapsack on those; a pass's answer is
+  // kept only when its valid perplexity is lower (each pass: one KL measurement, ~a search's).
+  int sensitivity_passes = 1;
   uint64_t seed = 0;
   int64_t checkpoint_every = 25;
   int sequential_mid_bits = 4;

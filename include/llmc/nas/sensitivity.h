@@ -24,10 +24,13 @@
 namespace llmc {
 
 // `batch` (B, T) tokens, `teacher` (B, T, V) the original model's logits on it; `model` is the
-// model the supernet is installed in. Leaves the supernet fixed at the widest architecture.
+// model the supernet is installed in. Leaves the supernet fixed at the reference architecture:
+// the widest, or `around` when given (schedule.sensitivity_passes: each option applied alone to
+// the architecture a first knapsack chose, so the KLs see the quantized and cut neighbours; the
+// reference options then get that architecture's own KL instead of 0).
 // progress: a progress bar over the options.
 std::vector<ChoiceLogProbs> choice_kl(Supernet& net, Llama& model, const at::Tensor& batch, const at::Tensor& teacher,
-                                      bool progress = false);
+                                      bool progress = false, const std::vector<ChoiceIndex>* around = nullptr);
 
 // The KL values as JSON, per layer: {"kv": {"choices": [...], "kl": [...]}, "mlp": ..., "bits_q": ...}.
 std::string sensitivity_json(const std::vector<ChoiceLogProbs>& kl, const std::vector<LayerChoices>& ch);
