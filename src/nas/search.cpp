@@ -345,20 +345,14 @@ class Search {
       return lut_.predict_ms(a, M());
     };
     res_.argmax_predicted_ms = predict(idx);
-    bool scored = false;
+    bool scored = false;  // res_.valid_ppl is idx's already
     if (c_.discretize == "knapsack") {
       const auto argmax = idx;
-      idx = knapsack_candidates(argmax, predict);
-      scored = res_.candidates.size() > 1;
-      for (int pass = 2; pass <= c_.sensitivity_passes; ++pass) {
-        if (!scored) {
-          net_->set_fixed(idx);
-          res_.valid_ppl = dp_perplexity(*model_, data_.valid);
-          res_.candidates[0].valid_ppl = res_.valid_ppl;
-          scored = true;
-        }
+      // Later passes compare against the first pass's score, so it is measured even for one candidate.
+      scored = c_.sensitivity_passes > 1 || c_.knapsack_width_weights.size() > 1;
+      idx = knapsack_candidates(argmax, predict, scored);
+      for (int pass = 2; pass <= c_.sensitivity_passes; ++pass)
         if (!refine_pass(pass, argmax, predict, idx)) break;
-      }
     } else if (c_.fit_target && res_.argmax_predicted_ms > res_.target_ms) {
       res_.fit_changes = fit_to_target(idx, net_->log_probs(), net_->choices(), predict, res_.target_ms);
       const double fitted = predict(idx);
@@ -397,12 +391,7 @@ class Search {
     const auto candidates = res_.candidates;
     const double before = res_.valid_ppl;
     net_->set_alphas(alphas_from_kl(kl, net_->choices(), c_.init_scale));
-    std::vector<ChoiceIndex> next = knapsack_candidates(argmax, predict);
-    if (res_.candidates.size() == 1) {
-      net_->set_fixed(next);
-      res_.valid_ppl = dp_perplexity(*model_, data_.valid);
-      res_.candidates[0].valid_ppl = res_.valid_ppl;
-    }
+    std::vector<ChoiceIndex> next = knapsack_candidates(argmax, predict, /*score=*/true);
     const bool keep = res_.valid_ppl < before && count_changes(next, idx) > 0;
     spdlog::info("sensitivity pass {}: KL around the chosen architecture measured in {:.1f} s; its knapsack: {} "
                  "choices changed, valid ppl {:.3f} ({:.3f} before): {}",
@@ -430,13 +419,15 @@ class Search {
     return {data_.valid[0].narrow(0, 0, 1), teach};
   }
 
-  // One knapsack per schedule.knapsack_width_weights; with several distinct answers, each is fixed
-  // and scored on the valid split, and the lowest perplexity wins (res_.valid_ppl is its score).
+  // One knapsack per schedule.knapsack_width_weights. With `score`, each distinct answer is fixed and
+  // scored on the valid split and the lowest perplexity wins (res_.valid_ppl is its score); without,
+  // the one answer is returned unscored.
   // The summed single-option KL the knapsack minimizes treats choices as independent; a width cut
   // measured alone on the 16-bit model costs more beside quantized neighbours, and the weights let
   // the measurement, not the additive model, settle how much width to trade for bits.
   std::vector<ChoiceIndex> knapsack_candidates(const std::vector<ChoiceIndex>& argmax,
-                                               const std::function<double(const std::vector<ChoiceIndex>&)>& predict) {
+                                               const std::function<double(const std::vector<ChoiceIndex>&)>& predict,
+                                               bool score) {
     const auto lp = net_->log_probs();
     std::vector<std::vector<ChoiceIndex>> archs;
     res_.candidates.clear();
@@ -458,7 +449,7 @@ class Search {
       res_.candidates.push_back(c);
     }
     size_t best = 0;
-    if (archs.size() > 1)
+    if (score)
       for (size_t i = 0; i < archs.size(); ++i) {
         net_->set_fixed(archs[i]);
         SearchResult::Candidate& c = res_.candidates[i];

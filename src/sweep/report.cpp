@@ -28,6 +28,7 @@
 #include "llmc/core/files.h"
 #include "llmc/core/json_file.h"
 #include "llmc/core/process.h"
+#include "llmc/eval/tasks.h"
 #include "llmc/latency/lut.h"
 #include "llmc/sweep/sweep.h"
 #include "sweep_internal.h"
@@ -109,8 +110,10 @@ json point_json(const SweepConfig& c, const SweepOptions& o, const Point& p) {
 
 // Per task, the acc of each document in file order (doc 0, 1, ...) from an eval --samples file;
 // empty when the file is absent or its documents are not numbered 0..n-1 per task.
-std::map<std::string, std::vector<double>> doc_acc(const json& samples) {
-  std::map<std::string, std::vector<double>> out;
+using DocAcc = std::map<std::string, std::vector<double>>;  // task -> acc of each document
+
+DocAcc doc_acc(const json& samples) {
+  DocAcc out;
   if (!samples.is_string() || !file_exists(samples.get<std::string>())) return out;
   const std::string path = samples.get<std::string>();
   std::istringstream in(read_text_file(path));
@@ -132,14 +135,13 @@ std::map<std::string, std::vector<double>> doc_acc(const json& samples) {
 }
 
 // a - b in average accuracy with its standard error: paired over documents when both points have
-// the same documents' scores, else from the two points' own stderrs.
-json acc_delta(const json& a, const json& b) {
+// the same documents' scores (da, db: doc_acc of each), else from the two points' own stderrs.
+json acc_delta(const json& a, const json& b, const DocAcc& da, const DocAcc& db) {
   json r;
   r["delta_acc"] = a["acc_avg"].get<double>() - b["acc_avg"].get<double>();
   r["stderr"] = std::hypot(a["acc_stderr"].get<double>(), b["acc_stderr"].get<double>());
   r["paired"] = false;
   r["docs"] = 0;
-  const auto da = doc_acc(a.value("samples", json())), db = doc_acc(b.value("samples", json()));
   if (da.empty() || da.size() != db.size() || da.size() != a["tasks"].size()) return r;
   double d = 0, var = 0;
   int64_t docs = 0;
@@ -147,14 +149,11 @@ json acc_delta(const json& a, const json& b) {
     const auto it = db.find(task);
     if (it == db.end() || it->second.size() != xa.size() || xa.size() < 2) return r;
     std::vector<double> diff(xa.size());
-    for (size_t i = 0; i < xa.size(); ++i) diff[i] = xa[i] - it->second[i];
     double mu = 0;
-    for (double x : diff) mu += x;
-    mu /= static_cast<double>(diff.size());
-    double ss = 0;
-    for (double x : diff) ss += (x - mu) * (x - mu);
-    d += mu;
-    var += ss / static_cast<double>(diff.size() - 1) / static_cast<double>(diff.size());
+    for (size_t i = 0; i < xa.size(); ++i) mu += diff[i] = xa[i] - it->second[i];
+    const double se = mean_stderr(diff);  // lm-eval's sample stderr of the mean
+    d += mu / static_cast<double>(diff.size());
+    var += se * se;
     docs += static_cast<int64_t>(diff.size());
   }
   const double tasks = static_cast<double>(da.size());
@@ -165,14 +164,14 @@ json acc_delta(const json& a, const json& b) {
   return r;
 }
 
-json comparison(const char* kind, const json& a, const json& b) {
+json comparison(const char* kind, const json& a, const json& b, const DocAcc& da, const DocAcc& db) {
   json r = {{"kind", kind},
             {"a", a["name"]},
             {"b", b["name"]},
             {"a_decode_ms", a["decode_ms"]},
             {"b_decode_ms", b["decode_ms"]}};
   if (a.contains("target_ms") && b.contains("target_ms")) r["target_ms"] = a["target_ms"];
-  r.update(acc_delta(a, b));
+  r.update(acc_delta(a, b, da, db));
   r["same_arch"] = a.value("same_arch_as", "") == b["name"] || b.value("same_arch_as", "") == a["name"];
   r["delta_ppl_pct"] = a["wikitext2_ppl"].is_number() && b["wikitext2_ppl"].is_number()
                            ? json(100.0 * (a["wikitext2_ppl"].get<double>() / b["wikitext2_ppl"].get<double>() - 1))
@@ -270,18 +269,23 @@ json sweep_comparisons(const json& points) {
   }
   json out = json::array();
   if (joint.empty()) return out;
+  std::map<std::string, DocAcc> acc;  // each point's samples file read once
+  for (const auto& p : points) acc[p["name"].get<std::string>()] = doc_acc(p.value("samples", json()));
+  auto compare = [&](const char* kind, const json& a, const json& b) {
+    return comparison(kind, a, b, acc[a["name"].get<std::string>()], acc[b["name"].get<std::string>()]);
+  };
   for (const json* b : baselines) {
     const json* best = nullptr;
     for (const json* j : joint)
       if (!best || std::fabs((*j)["decode_ms"].get<double>() - (*b)["decode_ms"].get<double>()) <
                        std::fabs((*best)["decode_ms"].get<double>() - (*b)["decode_ms"].get<double>()))
         best = j;
-    out.push_back(comparison("baseline", *best, *b));
+    out.push_back(compare("baseline", *best, *b));
   }
   for (const json* j : joint)
     for (const json* q : others)
       if (std::fabs((*j)["target_ms"].get<double>() - (*q)["target_ms"].get<double>()) < 1e-9)
-        out.push_back(comparison("mode", *j, *q));
+        out.push_back(compare("mode", *j, *q));
   return out;
 }
 

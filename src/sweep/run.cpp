@@ -29,6 +29,11 @@ namespace sweep {
 
 std::string point_dir(const std::string& out, const std::string& name) { return path_join(out, "points/" + name); }
 
+namespace {
+// The stages of a point after its search, in order: the export and the three that read it.
+const std::vector<std::string> kExportStages = {"export", "bench", "eval", "ppl"};
+}  // namespace
+
 std::vector<Point> baseline_points(const SweepConfig& c) {
   std::vector<Point> out;
   for (const auto& [q, bits] : c.baselines) {
@@ -163,7 +168,7 @@ class Manifest {
   // SweepOptions::redo: drops every finished stage matching a pattern (an export: with the bench,
   // eval and ppl stages that read it); returns the dropped stages.
   std::vector<std::string> drop_for_redo(const std::vector<std::string>& patterns) {
-    static const std::vector<std::string> kinds = {"export", "bench", "eval", "ppl"};
+    const std::vector<std::string>& kinds = kExportStages;
     for (const std::string& pat : patterns) {
       const auto slash = pat.rfind('/');
       if (slash == std::string::npos || std::find(kinds.begin(), kinds.end(), pat.substr(slash + 1)) == kinds.end())
@@ -294,8 +299,8 @@ class Runner {
       return json{a.at("layers"), a.at("group_size")}.dump();
     };
     const std::string mine = shape(arch_of(o_.out, p));
-    std::vector<std::string> kinds = {"export", "bench", "eval"};
-    if (!c_.ppl_task.empty()) kinds.push_back("ppl");
+    std::vector<std::string> kinds = kExportStages;
+    if (c_.ppl_task.empty()) kinds.pop_back();  // no perplexity run in this study
     for (const std::string& stage : m_.stages()) {
       const auto slash = stage.find('/');
       if (slash == std::string::npos || stage.substr(slash + 1) != "search") continue;
@@ -321,7 +326,7 @@ class Runner {
     if (ec) fail("sweep: {}: cannot link to {}'s export: {}", exp, twin, ec.message());
     for (const char* f : {"bench.json", "eval.json", "eval-samples.jsonl", "ppl.json"})
       if (file_exists(path_join(from, f))) write_file_atomic(path_join(dir, f), read_text_file(path_join(from, f)));
-    for (const char* k : {"export", "bench", "eval", "ppl"})
+    for (const std::string& k : kExportStages)
       if (m_.done(twin + "/" + k) && !m_.done(p.name + "/" + k)) m_.mark(p.name + "/" + k, {{"same_arch_as", twin}});
   }
 
