@@ -120,14 +120,17 @@ SweepConfig parse_sweep_config(const std::string& text, const std::string& where
   if (j.contains("targets")) {
     const json& t = j["targets"];
     const std::string w = where + ".targets";
-    only_keys(t, w, {"count", "ms"});
-    if (t.contains("ms")) {
-      if (!t["ms"].is_array() || t["ms"].empty()) fail("{}.ms: expected a non-empty array of milliseconds", w);
-      for (const auto& v : t["ms"]) {
-        if (!v.is_number() || !(v.get<double>() > 0)) fail("{}.ms: {} is not a positive time", w, v.dump());
-        c.targets_ms.push_back(v.get<double>());
+    only_keys(t, w, {"count", "ms", "extra_ms"});
+    auto times = [&](const char* key, std::vector<double>& out) {
+      if (!t.contains(key)) return;
+      if (!t[key].is_array() || t[key].empty()) fail("{}.{}: expected a non-empty array of milliseconds", w, key);
+      for (const auto& v : t[key]) {
+        if (!v.is_number() || !(v.get<double>() > 0)) fail("{}.{}: {} is not a positive time", w, key, v.dump());
+        out.push_back(v.get<double>());
       }
-    }
+    };
+    times("ms", c.targets_ms);
+    times("extra_ms", c.extra_targets_ms);
     c.target_count = get<int>(t, "count", c.target_count, w);
     if (c.target_count < 1) fail("{}.count: {} (expected >= 1)", w, c.target_count);
   }
@@ -185,10 +188,20 @@ std::string SweepConfig::search_json() const {
 
 std::string SweepConfig::common_json() const { return sweep_common_json(canonical_json()); }
 
+std::string sweep_study_json(const std::string& canonical) {
+  try {
+    json j = json::parse(canonical);
+    if (j.contains("targets")) j["targets"].erase("extra_ms");
+    return j.dump();
+  } catch (const json::exception&) {  // not JSON, or not objects where a config has them
+    return "";
+  }
+}
+
 std::string sweep_common_json(const std::string& canonical) {
   // Drops what search_json() holds: the base search config and the search points' fine-tune.
   try {
-    json j = json::parse(canonical);
+    json j = json::parse(sweep_study_json(canonical));
     j.erase("search");
     if (j.contains("export")) {
       j["export"].erase("finetune_steps");
@@ -214,6 +227,8 @@ std::string SweepConfig::canonical_json() const {
   j["baselines"] = b;
   j["modes"] = modes;
   j["targets"] = {{"ms", targets_ms}, {"count", target_count}};
+  // Only when given, so a study started before the key existed keeps its fingerprint.
+  if (!extra_targets_ms.empty()) j["targets"]["extra_ms"] = extra_targets_ms;
   j["bench"] = {{"prompt_tokens", prompt_tokens}, {"new_tokens", new_tokens}, {"repeats", bench_repeats}};
   j["eval"] = {{"tasks", eval_tasks},
                {"limit", eval_limit},

@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
 
@@ -50,8 +51,15 @@ std::vector<Point> baseline_points(const SweepConfig& c) {
 // Target-major: every mode at the first target, then the next, so a partly finished study already
 // compares the modes at equal targets.
 std::vector<Point> search_points(const SweepConfig& c, const std::vector<double>& targets) {
+  // The targets and the extra ones, ascending; one point per name (a target as its name spells it).
+  std::map<std::string, double> all;
+  for (const auto* list : {&targets, &c.extra_targets_ms})
+    for (double t : *list) all.emplace(fmt::format("{:.3f}", t), t);
+  std::vector<double> ts;
+  for (const auto& [name, t] : all) ts.push_back(t);
+  std::sort(ts.begin(), ts.end());
   std::vector<Point> out;
-  for (double t : targets)
+  for (double t : ts)
     for (const auto& mode : c.modes) {
       Point p;
       p.name = fmt::format("{}-t{:.3f}", mode, t);
@@ -147,7 +155,11 @@ class Manifest {
           !j_["done"].is_object() || !j_.contains("config") || !j_["config"].is_string())
         fail("{}: not a sweep manifest", path_);
       const std::string old = j_["config"].get<std::string>();
-      if (old != config) {
+      // Extra targets only add or drop points by name: the config is taken as it is (saved with the
+      // next finished stage).
+      if (old != config && sweep_study_json(old) == sweep_study_json(config) && !sweep_study_json(old).empty())
+        j_["config"] = config;
+      else if (old != config) {
         if (sweep_common_json(old) != c.common_json())
           fail("{}: this folder holds a study of another sweep config (or of another base search config); use "
                "another --out",

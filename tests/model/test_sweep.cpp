@@ -150,6 +150,11 @@ TEST(Sweep, ConfigErrorsNameTheFileAndKey) {
   EXPECT_NE(error_of(s.sweep(j)).find("end at the uniform 8-bit baseline"), std::string::npos);
   j["targets"] = {{"ms", {0.05}}};
   EXPECT_EQ(error_of(s.sweep(j)), "");
+  j["targets"]["extra_ms"] = {0.07, -1};
+  EXPECT_NE(error_of(s.sweep(j)).find("targets.extra_ms: -1 is not a positive time"), std::string::npos)
+      << error_of(s.sweep(j));
+  j["targets"]["extra_ms"] = 0.07;
+  EXPECT_NE(error_of(s.sweep(j)).find("targets.extra_ms: expected a non-empty array"), std::string::npos);
   j = small_sweep();
   j["export"]["lm_head_bits"] = 8;  // the search config's LUT times a dense lm_head
   EXPECT_NE(error_of(s.sweep(j)).find("lm_head_bits"), std::string::npos);
@@ -490,4 +495,25 @@ TEST(Sweep, PointsFilterAndRestartSearches) {
   // The same command again: nothing left, no second stale folder.
   ASSERT_EQ(sweep({"--restart-searches"}, "again.log").exit_code, 0);
   EXPECT_FALSE(fs::exists(out + "/stale/2"));
+
+  // An extra target joins the running study: its points run, the finished ones stay as they are
+  // (no --restart-searches needed), and the report lists all three targets.
+  const json before = json::parse(read_text_file(out + "/manifest.json"))["done"];
+  j["targets"]["extra_ms"] = {950.0};
+  s.sweep(j);
+  ASSERT_EQ(sweep({"--points", "joint-t950.000"}, "extra.log").exit_code, 0) << read_text_file(s.dir + "/extra.log");
+  const json after = json::parse(read_text_file(out + "/manifest.json"));
+  for (const auto& [stage, entry] : before.items()) EXPECT_EQ(after["done"][stage], entry) << stage;
+  EXPECT_TRUE(after["done"].contains("joint-t950.000/eval"));
+  EXPECT_FALSE(fs::exists(out + "/stale/2"));
+  std::vector<std::string> names;
+  const json rep = json::parse(read_text_file(out + "/report.json"));
+  for (const auto& p : rep["points"]) names.push_back(p["name"]);
+  EXPECT_EQ(names, (std::vector<std::string>{"uniform-rtn-b8", "joint-t900.000", "joint-t950.000", "joint-t1000.000"}));
+  // ...and leaves it again: the point is no longer in the study's report (its files stay).
+  j["targets"].erase("extra_ms");
+  s.sweep(j);
+  ASSERT_EQ(sweep({}, "fewer.log").exit_code, 0) << read_text_file(s.dir + "/fewer.log");
+  EXPECT_EQ(json::parse(read_text_file(out + "/report.json"))["points"].size(), 3u);
+  EXPECT_TRUE(fs::exists(out + "/points/joint-t950.000/eval.json"));
 }

@@ -31,6 +31,7 @@
 //   "baselines": {"rtn": [8, 4, 3], "gptq": [8, 4, 3]},
 //   "modes": ["joint", "sequential", "width-only", "bits-only"],
 //   "targets": {"count": 4},             // or {"ms": [4.1, 4.4, ...]}: LUT decode ms (target.tokens 1)
+//                                        // "extra_ms": [5.85]: more targets, added to either
 //   "bench": {"prompt_tokens": 96, "new_tokens": 64, "repeats": 3},
 //   "eval": {"tasks": "arc_easy,arc_challenge,boolq,hellaswag,piqa,winogrande", "limit": 500,
 //            "ppl": {"task": "wikitext2_gptq", "max_length": 512, "limit": 64}}   // a second eval run
@@ -62,6 +63,7 @@ struct SweepConfig {
   std::vector<std::pair<std::string, int>> baselines;  // (rtn | gptq, bits)
   std::vector<std::string> modes;
   std::vector<double> targets_ms;  // explicit targets; empty: target_count spread (see above)
+  std::vector<double> extra_targets_ms;  // added to the others (a running study takes new ones)
   int target_count = 4;
   int64_t prompt_tokens = 96, new_tokens = 64;
   int bench_repeats = 3;
@@ -81,6 +83,9 @@ struct SweepConfig {
 // depend on, so a manifest's stale check and the config always agree. "" when the text is not a
 // canonical config (a corrupt or foreign manifest), which then matches no config.
 std::string sweep_common_json(const std::string& canonical_json);
+// A canonical_json() text without the extra targets ("" when it is not one): two configs whose
+// texts agree here describe the same study, whatever extra targets each adds.
+std::string sweep_study_json(const std::string& canonical_json);
 
 // Errors: one line naming the file and the key.
 SweepConfig load_sweep_config(const std::string& path);
