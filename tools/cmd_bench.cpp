@@ -35,6 +35,9 @@ Action add_bench(CLI::App& app) {
   app.add_option("--lut", o.lut_path,
                  "Latency table of the model's original shapes: print its prediction for this model (the "
                  "exported folder's arch.json, else all widths full at 16 bits) next to the measurement");
+  app.add_flag("--profile", o.profile,
+               "After the timed repeats, decode once more with every op timed and print where a token's time "
+               "goes (next to the LUT's times with --lut); runtime engine only");
   return [a] {
     const EngineChoice choice = parse_engine(a->engine);
     LoadOptions lo;

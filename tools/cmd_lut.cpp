@@ -51,6 +51,11 @@ Action add_lut(CLI::App& app) {
   app.add_option("--repeats", a->o.repeats, "Timed samples per entry, one per pass (median at 1 thread, 10th percentile at more; >= 20)")
       ->capture_default_str()
       ->check(CLI::Range(20, 100000));
+  app.add_option("--statistic", a->o.statistic,
+                 "An entry's time: auto (median CPU time at 1 thread, 10th percentile of wall times at more) | "
+                 "median (median wall time at more threads)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"auto", "median"}));
   app.add_option("--max-buffer-mib", a->o.max_buffer_mib, "Cap of the rotating weight buffer (MiB)")
       ->capture_default_str()
       ->check(CLI::Range(16, 1 << 20));

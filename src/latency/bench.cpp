@@ -21,6 +21,7 @@
 #include "llmc/latency/lut.h"
 #include "llmc/model/arch.h"
 #include "llmc/runtime/engine.h"
+#include "llmc/runtime/profile.h"
 #include "llmc_kernels/qgemm.h"
 
 namespace llmc {
@@ -124,6 +125,48 @@ void appendf(std::string& out, const char* format, ...) {
   va_end(ap2);
 }
 
+// BenchOptions::profile: one more prefill of `prompt` (untimed), then n decoded tokens with every
+// op timed; res.profile per token, next to `lut` (may be null) for `arch`.
+void profile_decode(RuntimeEngine& eng, const std::vector<int64_t>& prompt, int64_t n, const LatencyTable* lut,
+                    const Arch& arch, BenchResult& res) {
+  const int64_t P = static_cast<int64_t>(prompt.size()), V = eng.config().vocab_size;
+  auto cache = eng.new_cache(1, P + n);
+  int64_t next = argmax(eng.prefill(prompt.data(), P, *cache), V);
+  rt::OpProfile prof;
+  eng.set_profile(&prof);
+  const auto t0 = clock_t_::now();
+  for (int64_t i = 0; i < n; ++i) next = argmax(eng.decode(next, *cache), V);
+  const double wall = secs(t0, clock_t_::now());
+  eng.set_profile(nullptr);
+  const double per = 1e6 / static_cast<double>(n);  // seconds in total -> us per token
+  double timed = 0;
+  std::vector<ProfileRow> linears;
+  for (const auto& [key, t] : prof.linears) {
+    const auto [N, K, bits] = key;
+    ProfileRow r{fmt::format("linear N={} K={} {}", N, K, bits == 16 ? "dense" : fmt::format("{}-bit", bits)),
+                 t.calls / static_cast<double>(n), t.seconds * per, std::nullopt};
+    if (lut)
+      if (const double* us = lut->find_linear_us(N, K, bits, 1)) r.lut_us = *us * r.calls;
+    linears.push_back(r);
+    timed += t.seconds;
+  }
+  std::sort(linears.begin(), linears.end(), [](const ProfileRow& a, const ProfileRow& b) { return a.us > b.us; });
+  res.profile = std::move(linears);
+  const std::optional<LatencyParts> parts = lut ? std::optional(lut->predict_parts(arch, 1)) : std::nullopt;
+  for (const char* g : {rt::OpProfile::kAttention, rt::OpProfile::kLayerFixed, rt::OpProfile::kModelFixed}) {
+    const rt::OpTime t = prof.groups.count(g) ? prof.groups.at(g) : rt::OpTime{};
+    ProfileRow r{g, t.calls / static_cast<double>(n), t.seconds * per, std::nullopt};
+    if (parts)
+      r.lut_us = g == std::string(rt::OpProfile::kAttention)    ? parts->attention_us
+                 : g == std::string(rt::OpProfile::kLayerFixed) ? parts->layer_fixed_us
+                                                                : parts->model_fixed_us;
+    res.profile.push_back(r);
+    timed += t.seconds;
+  }
+  res.profile.push_back({"outside the ops", 0, (wall - timed) * per, std::nullopt});
+  res.profile_decode_ms = wall * per / 1000.0;
+}
+
 }  // namespace
 
 BenchResult run_bench(Llama& model, const BenchOptions& opts) {
@@ -221,6 +264,10 @@ BenchResult run_bench(Llama& model, const BenchOptions& opts) {
     }
     spdlog::debug("bench: repeat {}: prefill {:.4f} s, decode {:.4f} s", r, tp, td);
   }
+  if (opts.profile) {
+    LLMC_CHECK(rt, "bench --profile: times the runtime engine's ops; use --engine runtime (or auto on an exported folder)");
+    profile_decode(rt->engine(), prompt, N, lut.get(), arch, res);
+  }
   const double pm = median(res.prefill_s), dm = median(res.decode_s);
   res.prefill_tokens_per_s = P / pm;
   res.decode_tokens_per_s = N / dm;
@@ -283,6 +330,15 @@ std::string bench_to_json(const BenchResult& r) {
     j["weight_bytes_per_token"] = r.weight_bytes_per_token;
     j["tiled_copy_bytes"] = r.tiled_copy_bytes;
   }
+  if (!r.profile.empty()) {
+    nlohmann::ordered_json rows = nlohmann::ordered_json::array();
+    for (const ProfileRow& p : r.profile) {
+      nlohmann::ordered_json row{{"op", p.op}, {"calls", p.calls}, {"us", p.us}};
+      if (p.lut_us) row["lut_us"] = *p.lut_us;
+      rows.push_back(row);
+    }
+    j["profile"] = {{"decode_ms_per_token", r.profile_decode_ms}, {"per_token", rows}};
+  }
   j["predicted"] = nullptr;
   if (r.predicted) {
     const auto& p = *r.predicted;
@@ -305,6 +361,13 @@ std::string bench_to_text(const BenchResult& r) {
           r.prefill_tokens_per_s, r.repeats);
   appendf(out, "decode    %lld tokens: %.1f tok/s, %.3f ms/token (median of %d)\n",
           static_cast<long long>(r.new_tokens), r.decode_tokens_per_s, r.decode_ms_per_token, r.repeats);
+  if (!r.profile.empty()) {
+    appendf(out, "profile   one more decode, every op timed: %.3f ms/token; per token:\n", r.profile_decode_ms);
+    for (const ProfileRow& p : r.profile) {
+      std::string lut = p.lut_us ? fmt::format("  LUT {:8.1f} us  measured/LUT {:.2f}", *p.lut_us, p.us / *p.lut_us) : "";
+      appendf(out, "          %-34s %5.1f calls %8.1f us%s\n", p.op.c_str(), p.calls, p.us, lut.c_str());
+    }
+  }
   if (!r.predicted) return out;
   const auto& p = *r.predicted;
   for (const auto& [name, e] : {std::pair{"decode", &p.decode_ms}, std::pair{"prefill", &p.prefill_ms}}) {

@@ -184,10 +184,20 @@ long involuntary_switches() {
 // all samples on 222/222 (max 7-10%) and 281/282 (max 10.7%).
 constexpr double kMultiThreadQuantile = 0.1;
 
+}  // namespace
+
+double lut_entry_us(const std::vector<double>& wall, const std::vector<double>& cpu, int threads,
+                    const std::string& statistic) {
+  if (threads == 1) return median(cpu);
+  return statistic == "median" ? median(wall) : quantile(wall, kMultiThreadQuantile);
+}
+
+namespace {
+
 class Measurer {
  public:
-  Measurer(size_t arena_bytes, double min_sample_us, int threads)
-      : arena_(arena_bytes, 1), min_sample_us_(min_sample_us), threads_(threads) {}
+  Measurer(size_t arena_bytes, double min_sample_us, int threads, std::string statistic)
+      : arena_(arena_bytes, 1), min_sample_us_(min_sample_us), threads_(threads), statistic_(std::move(statistic)) {}
   size_t arena_bytes() const { return arena_.size(); }
 
   // One untimed pass first (sizes every job's batch, touches all buffers, and lets the CPU settle
@@ -209,9 +219,7 @@ class Measurer {
   }
 
   // The entry's time (us).
-  double estimate(const Job& job) const {
-    return threads_ == 1 ? median(job.cpu) : quantile(job.wall, kMultiThreadQuantile);
-  }
+  double estimate(const Job& job) const { return lut_entry_us(job.wall, job.cpu, threads_, statistic_); }
 
  private:
   void call(Job& job) { job.fn(job.bytes > 0 ? arena_.next(job.bytes, job.window) : nullptr); }
@@ -262,6 +270,7 @@ class Measurer {
   Rotation arena_;
   double min_sample_us_;
   int threads_;
+  std::string statistic_;
 };
 
 // ---- setup ----
@@ -275,6 +284,8 @@ void check_request(const ModelConfig& model, const LutOptions& opts) {
   for (int64_t M : opts.tokens) LLMC_CHECK(M >= 1, "lut: token count {} must be >= 1", M);
   LLMC_CHECK(opts.context >= 1, "lut: --context {} must be >= 1", opts.context);
   LLMC_CHECK(opts.repeats >= 1, "lut: --repeats {} must be >= 1", opts.repeats);
+  LLMC_CHECK(opts.statistic == "auto" || opts.statistic == "median", "lut: --statistic {}: expected auto or median",
+             opts.statistic);
   const std::string device = opts.device == "auto" ? "cpu" : opts.device;  // no GPU timing yet (see below)
   if (device == "cuda") {
     if (!kernels::cuda_available())
@@ -567,7 +578,7 @@ json build_json(const Setup& s, const std::vector<Job>& jobs, const Results& r, 
   int min_batch = 1 << 30, max_batch = 0;
   for (const auto& job : jobs) min_batch = std::min(min_batch, job.batch), max_batch = std::max(max_batch, job.batch);
   return {{"model", s.opts.model_name},
-          {"statistic", s.threads == 1 ? "median" : "p10"},
+          {"statistic", s.threads == 1 ? "median" : s.opts.statistic == "median" ? "median wall" : "p10"},
           {"repeats", s.opts.repeats},
           {"passes", passes},
           {"min_sample_us", s.opts.min_sample_us},
@@ -624,7 +635,7 @@ std::string build_lut_json(const ModelConfig& model, const SearchSpace& space, c
 
   size_t rotation_bytes = s.model_bytes;
   for (const auto& job : jobs) rotation_bytes = std::max(rotation_bytes, align_up(job.bytes));  // one copy may exceed the cap
-  Measurer measurer(rotation_bytes, opts.min_sample_us, s.threads);
+  Measurer measurer(rotation_bytes, opts.min_sample_us, s.threads, opts.statistic);
   const int passes = opts.passes > 0 ? std::min(opts.passes, opts.repeats) : opts.repeats;
   {
     std::unique_ptr<Progress> bar;

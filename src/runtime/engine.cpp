@@ -206,7 +206,10 @@ void RuntimeEngine::add_tiled(Lin* L) {
   tiled_.push_back(std::move(t));
 }
 
+rt::OpTime* RuntimeEngine::timed(const char* group) { return profile_ ? &profile_->groups[group] : nullptr; }
+
 void RuntimeEngine::run_linear(const Lin& L, const float* x, int64_t M, float* y) {
+  rt::OpTimer timer(profile_ ? &profile_->linears[{L.N, L.K, L.quant ? L.q.bits : 16}] : nullptr);
   rt::linear(L, x, M, y, threads_, row_block_);
 }
 
@@ -237,69 +240,88 @@ void RuntimeEngine::layers(const int64_t* tokens, const int64_t* positions, int6
   float* tmp = grow(tmp_, M * H);
   float* scores = grow(scores_, B * maxq * S);  // B * nkv * g = B * nq rows
 
-  for (int64_t m = 0; m < M; ++m) {
-    LLMC_CHECK(tokens[m] >= 0 && tokens[m] < c.vocab_size, "forward: token id {} out of range [0, {})", tokens[m],
-               c.vocab_size);
-    LLMC_CHECK(positions[m] >= 0, "forward: negative position {}", positions[m]);
-    std::copy(embed_ + tokens[m] * H, embed_ + (tokens[m] + 1) * H, x + m * H);
+  {
+    rt::OpTimer timer(timed(rt::OpProfile::kModelFixed));
+    for (int64_t m = 0; m < M; ++m) {
+      LLMC_CHECK(tokens[m] >= 0 && tokens[m] < c.vocab_size, "forward: token id {} out of range [0, {})", tokens[m],
+                 c.vocab_size);
+      LLMC_CHECK(positions[m] >= 0, "forward: negative position {}", positions[m]);
+      std::copy(embed_ + tokens[m] * H, embed_ + (tokens[m] + 1) * H, x + m * H);
+    }
   }
   const int64_t P = c.max_position_embeddings;
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)));
+  rt::OpTime* const t_fixed = timed(rt::OpProfile::kLayerFixed);
+  rt::OpTime* const t_attn = timed(rt::OpProfile::kAttention);
   for (int64_t l = 0; l < c.num_layers; ++l) {
     const Layer& L = layers_[l];
     if (L.nkv > 0) {
-      rt::rms_norm_rows(x, L.in_norm, M, H, c.rms_norm_eps, xn);
+      {
+        rt::OpTimer timer(t_fixed);
+        rt::rms_norm_rows(x, L.in_norm, M, H, c.rms_norm_eps, xn);
+      }
+      float* qkv = nullptr;
       if (L.fused_qkv) {
-        float* qkv = grow(fused_, M * L.qkv.N);
+        qkv = grow(fused_, M * L.qkv.N);
         run_linear(L.qkv, xn, M, qkv);
-        rt::split_qkv(qkv, M, L.nq, L.nkv, hd, q, k, v);
       } else {
         run_linear(L.q, xn, M, q);
         run_linear(L.k, xn, M, k);
         run_linear(L.v, xn, M, v);
       }
-      rt::rope_rows(q, M, L.nq, hd, positions, cos_.data(), sin_.data(), P, inv_freq_.data());
-      rt::rope_rows(k, M, L.nkv, hd, positions, cos_.data(), sin_.data(), P, inv_freq_.data());
-      // K/V of these rows into the cache (or a per-layer scratch without one).
-      float *kb, *vb;
-      int64_t max_len;
-      if (cache) {
-        auto& kt = cache->k[l];
-        auto& vt = cache->v[l];
-        LLMC_CHECK(kt.scalar_type() == at::kFloat && kt.is_contiguous() && vt.scalar_type() == at::kFloat &&
-                       vt.is_contiguous() && kt.dim() == 4 && kt.size(0) == B && kt.size(1) == L.nkv &&
-                       kt.size(3) == hd && kt.sizes() == vt.sizes(),
-                   "runtime: KV cache of layer {} must be float32 ({}, {}, max_len, {})", l, B, L.nkv, hd);
-        kb = kt.data_ptr<float>();
-        vb = vt.data_ptr<float>();
-        max_len = cache->max_len;
-      } else {
-        float* s = grow(kv_scratch_, 2 * B * maxkv * T * hd);
-        kb = s;
-        vb = s + B * maxkv * T * hd;
-        max_len = T;
+      {
+        rt::OpTimer timer(t_attn);
+        if (qkv) rt::split_qkv(qkv, M, L.nq, L.nkv, hd, q, k, v);
+        rt::rope_rows(q, M, L.nq, hd, positions, cos_.data(), sin_.data(), P, inv_freq_.data());
+        rt::rope_rows(k, M, L.nkv, hd, positions, cos_.data(), sin_.data(), P, inv_freq_.data());
+        // K/V of these rows into the cache (or a per-layer scratch without one).
+        float *kb, *vb;
+        int64_t max_len;
+        if (cache) {
+          auto& kt = cache->k[l];
+          auto& vt = cache->v[l];
+          LLMC_CHECK(kt.scalar_type() == at::kFloat && kt.is_contiguous() && vt.scalar_type() == at::kFloat &&
+                         vt.is_contiguous() && kt.dim() == 4 && kt.size(0) == B && kt.size(1) == L.nkv &&
+                         kt.size(3) == hd && kt.sizes() == vt.sizes(),
+                     "runtime: KV cache of layer {} must be float32 ({}, {}, max_len, {})", l, B, L.nkv, hd);
+          kb = kt.data_ptr<float>();
+          vb = vt.data_ptr<float>();
+          max_len = cache->max_len;
+        } else {
+          float* s = grow(kv_scratch_, 2 * B * maxkv * T * hd);
+          kb = s;
+          vb = s + B * maxkv * T * hd;
+          max_len = T;
+        }
+        rt::kv_append(k, v, B, T, L.nkv, hd, past, max_len, kb, vb);
+        rt::AttentionArgs aa;
+        aa.q = q, aa.k = kb, aa.v = vb, aa.mask = key_mask, aa.out = att, aa.scores = scores;
+        aa.B = B, aa.T = T, aa.past = past, aa.nq = L.nq, aa.nkv = L.nkv, aa.hd = hd, aa.max_len = max_len;
+        aa.scale = scale;
+        rt::attention(aa, threads_);
       }
-      rt::kv_append(k, v, B, T, L.nkv, hd, past, max_len, kb, vb);
-      rt::AttentionArgs aa;
-      aa.q = q, aa.k = kb, aa.v = vb, aa.mask = key_mask, aa.out = att, aa.scores = scores;
-      aa.B = B, aa.T = T, aa.past = past, aa.nq = L.nq, aa.nkv = L.nkv, aa.hd = hd, aa.max_len = max_len;
-      aa.scale = scale;
-      rt::attention(aa, threads_);
       run_linear(L.o, att, M, tmp);
+      rt::OpTimer timer(t_fixed);
       rt::add_inplace(x, tmp, M * H);
     }
     if (L.I > 0) {
-      rt::rms_norm_rows(x, L.post_norm, M, H, c.rms_norm_eps, xn);
+      {
+        rt::OpTimer timer(t_fixed);
+        rt::rms_norm_rows(x, L.post_norm, M, H, c.rms_norm_eps, xn);
+      }
       if (L.fused_gate_up) {
         float* gu = grow(fused_, M * 2 * L.I);
         run_linear(L.gate_up, xn, M, gu);
+        rt::OpTimer timer(t_fixed);
         rt::swiglu_fused(gu, M, L.I, gt);
       } else {
         run_linear(L.gate, xn, M, gt);
         run_linear(L.up, xn, M, up);
+        rt::OpTimer timer(t_fixed);
         rt::swiglu_inplace(gt, up, M * L.I);
       }
       run_linear(L.down, gt, M, tmp);
+      rt::OpTimer timer(t_fixed);
       rt::add_inplace(x, tmp, M * H);
     }
   }
@@ -309,8 +331,9 @@ void RuntimeEngine::layers(const int64_t* tokens, const int64_t* positions, int6
 void RuntimeEngine::head(int64_t row0, int64_t rows, float* logits) {
   const int64_t H = c_.hidden_size;
   float* xn = grow(xn_, rows * H);
+  rt::OpTimer timer(timed(rt::OpProfile::kModelFixed));
   rt::rms_norm_rows(x_.data() + row0 * H, final_norm_, rows, H, c_.rms_norm_eps, xn);
-  run_linear(*lm_head_, xn, rows, logits);
+  rt::linear(*lm_head_, xn, rows, logits, threads_, row_block_);
 }
 
 void RuntimeEngine::forward(const int64_t* tokens, const int64_t* positions, int64_t B, int64_t T,

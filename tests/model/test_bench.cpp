@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <map>
 #include <nlohmann/json.hpp>
 
 #include "llmc/core/error.h"
@@ -11,6 +12,7 @@
 #include "llmc/latency/bench.h"
 #include "llmc/latency/lut.h"
 #include "llmc/runtime/engine.h"
+#include "llmc/runtime/profile.h"
 #include "synthetic.h"
 
 using namespace llmc;
@@ -155,5 +157,70 @@ TEST(Bench, LutComparison) {
                       return l;
                     }()));
   EXPECT_NE(error_of([&] { run_bench(*rt, o); }).find("neither 1 (decode) nor --prompt-tokens 5"), std::string::npos);
+  std::filesystem::remove(lut);
+}
+
+// bench --profile: one more decode with every op timed. The tiny model at 16 bits runs, per layer,
+// q|k|v (one stacked matrix), o, gate|up (stacked), down; five small ops (two norms, SwiGLU, two
+// residual adds) and one attention; per token the embedding row and the head.
+TEST(Bench, ProfileSplitsTheDecodeByOp) {
+  const auto cfg = test::tiny_config();
+  const SearchSpace space = parse_search_space(
+      R"({"kv_group_fractions": [1.0], "mlp_width_fractions": [1.0], "bits": [4, 16], "group_size": 64,
+          "width_multiple": 8})",
+      "bench space");
+  const std::string lut = "/tmp/llmc_test_bench_prof_" + std::to_string(::getpid()) + ".json";
+  write_file_atomic(lut, build_lut_json(cfg, space, test::fast_lut_options()));
+  auto base = test::random_llama(cfg);
+  auto rt = make_runtime(*base);
+  BenchOptions o = tiny_options();
+  o.profile = true;
+  EXPECT_NE(error_of([&] { run_bench(*base, o); }).find("bench --profile: times the runtime engine's ops"),
+            std::string::npos);
+  o.lut_path = lut;
+  const BenchResult r = run_bench(*rt, o);
+  const int64_t L = cfg.num_layers, H = cfg.hidden_size, I = cfg.intermediate_size;
+  const int64_t qkv = (cfg.num_heads + 2 * cfg.num_kv_heads) * cfg.head_dim;
+  std::map<std::string, const ProfileRow*> rows;
+  for (const ProfileRow& p : r.profile) rows[p.op] = &p;
+  const LatencyTable table = LatencyTable::load(lut);
+  for (const auto& [N, K] : std::vector<std::pair<int64_t, int64_t>>{{qkv, H}, {H, H}, {2 * I, H}, {H, I}}) {
+    const std::string op = fmt::format("linear N={} K={} dense", N, K);
+    ASSERT_TRUE(rows.count(op)) << op;
+    EXPECT_DOUBLE_EQ(rows[op]->calls, static_cast<double>(L)) << op;
+    ASSERT_TRUE(rows[op]->lut_us.has_value()) << op;
+    EXPECT_DOUBLE_EQ(*rows[op]->lut_us, table.linear_us(N, K, 16, 1) * L) << op;
+  }
+  const LatencyParts parts = table.predict_parts(uniform_arch(cfg, 16, 64), 1);
+  EXPECT_DOUBLE_EQ(rows.at("attention")->calls, static_cast<double>(L));
+  EXPECT_DOUBLE_EQ(*rows.at("attention")->lut_us, parts.attention_us);
+  EXPECT_DOUBLE_EQ(rows.at("norms, SwiGLU, residuals")->calls, 5.0 * L);
+  EXPECT_DOUBLE_EQ(*rows.at("norms, SwiGLU, residuals")->lut_us, parts.layer_fixed_us);
+  EXPECT_DOUBLE_EQ(rows.at("embedding, final norm, lm_head")->calls, 2.0);
+  EXPECT_DOUBLE_EQ(*rows.at("embedding, final norm, lm_head")->lut_us, parts.model_fixed_us);
+  ASSERT_EQ(r.profile.size(), 4u + 3u + 1u);
+  EXPECT_EQ(r.profile.back().op, "outside the ops");
+  // The rows add up to the profiled decode's wall time; linears come by decreasing time.
+  double sum = 0;
+  for (const ProfileRow& p : r.profile) sum += p.us;
+  EXPECT_NEAR(sum, 1000.0 * r.profile_decode_ms, 1e-6 * sum);
+  for (size_t i = 1; i < 4; ++i) EXPECT_GE(r.profile[i - 1].us, r.profile[i].us);
+  const json j = json::parse(bench_to_json(r));
+  EXPECT_EQ(j["profile"]["per_token"].size(), r.profile.size());
+  EXPECT_EQ(j["profile"]["per_token"][0].contains("lut_us"), true);
+  EXPECT_NE(bench_to_text(r).find("profile   one more decode, every op timed"), std::string::npos);
+  // Timing changes nothing the engine computes, and without a profile no time is kept.
+  auto& eng = rt->engine();
+  auto c1 = eng.new_cache(1, 8), c2 = eng.new_cache(1, 8);
+  const float* first = eng.decode(3, *c1);
+  const std::vector<float> plain(first, first + cfg.vocab_size);
+  rt::OpProfile prof;
+  eng.set_profile(&prof);
+  const float* timed = eng.decode(3, *c2);
+  EXPECT_EQ(std::vector<float>(timed, timed + cfg.vocab_size), plain);
+  eng.set_profile(nullptr);
+  EXPECT_EQ(prof.groups.at("attention").calls, L);
+  (void)eng.decode(4, *c2);
+  EXPECT_EQ(prof.groups.at("attention").calls, L);
   std::filesystem::remove(lut);
 }

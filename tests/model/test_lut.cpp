@@ -216,6 +216,21 @@ TEST(Lut, OneSamplePerPassAndLongEnoughSamples) {
   EXPECT_EQ(j3["build"]["statistic"], "p10");
   EXPECT_EQ(j3["build"]["clock"], "wall time");
   EXPECT_GE(j3["build"]["samples"].get<size_t>(), 4 * entries);
+  o.statistic = "median";
+  EXPECT_EQ(json::parse(build_lut_json(test::tiny_config(), test_space(), o))["build"]["statistic"], "median wall");
+  o.statistic = "p50";
+  EXPECT_THROW(build_lut_json(test::tiny_config(), test_space(), o), Error);
+}
+
+// An entry's time from its samples: 1 thread the median CPU time; more the 10th percentile of the
+// wall times, or their median.
+TEST(Lut, EntryStatistic) {
+  std::vector<double> wall, cpu;
+  for (int i = 1; i <= 11; ++i) wall.push_back(10.0 * i), cpu.push_back(i);  // wall 10..110, cpu 1..11
+  EXPECT_DOUBLE_EQ(lut_entry_us(wall, cpu, 1, "auto"), 6.0);
+  EXPECT_DOUBLE_EQ(lut_entry_us(wall, cpu, 1, "median"), 6.0);  // one thread: always CPU time
+  EXPECT_DOUBLE_EQ(lut_entry_us(wall, cpu, 2, "auto"), 20.0);    // 10th percentile of 11: index 1
+  EXPECT_DOUBLE_EQ(lut_entry_us(wall, cpu, 2, "median"), 60.0);
 }
 
 // What an attention entry times: a decode step at the LUT's context, a prompt from an empty cache.

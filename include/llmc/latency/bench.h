@@ -25,6 +25,17 @@ struct BenchOptions {
   // Latency table of the model's original shapes (runtime engine only): its prediction for this
   // model (model_path's arch.json, else all widths full at 16 bits) next to the measurement.
   std::string lut_path;
+  // Runtime engine only: after the timed repeats, one more decode of new_tokens tokens with every
+  // op timed (rt::OpProfile), per token and, with a LUT, next to the LUT's time for the same op.
+  bool profile = false;
+};
+
+// One row of a decode profile (BenchResult::profile), per decoded token.
+struct ProfileRow {
+  std::string op;  // "linear N=960 K=576 8-bit" or a LUT part ("attention", ...), or "outside the ops"
+  double calls = 0;                 // per token
+  double us = 0;                    // measured wall time per token
+  std::optional<double> lut_us;     // the LUT's time for the same calls (linears: entry x calls)
 };
 
 // One predicted-vs-measured comparison, in milliseconds.
@@ -63,6 +74,10 @@ struct BenchResult {
   // Runtime engine only (engine == "runtime").
   int64_t weight_bytes_per_token = 0, tiled_copy_bytes = 0;
   std::optional<BenchPrediction> predicted;  // JSON null when absent
+  // BenchOptions::profile: linears by decreasing time, then the other parts, then "outside the
+  // ops" (the profiled decode's wall time less every timed op: argmax, timer and loop overhead).
+  std::vector<ProfileRow> profile;
+  double profile_decode_ms = 0;  // that decode's wall time per token (timers included)
 };
 
 // Times `model` as above. Sets the kernels' default thread count to at::get_num_threads() (what it

@@ -106,9 +106,19 @@ struct LutOptions {
   int64_t max_buffer_mib = 1024;      // cap of the rotating weight buffer (one copy may exceed it)
   int lm_head_bits = 16;              // lm_head as exported (export --lm-head-bits): 16 = dense fp32
   double min_sample_us = 500;         // a sample averages back-to-back calls up to this long
+  // An entry's time from its samples: "auto" = the median thread CPU time at one thread, the 10th
+  // percentile of wall times at more (lut_build.cpp says why); "median" = the median wall time at
+  // more threads (what a whole decode meets on a machine whose speed varies from ms to ms).
+  std::string statistic = "auto";
   bool progress = true;               // progress bar / log lines on stderr
   std::string model_name;             // recorded in "build" (informational)
 };
+
+// An entry's time (us) from its samples (us per call; cpu: the calling thread's CPU time) by
+// LutOptions::statistic: one thread: median(cpu); more: the 10th percentile of wall ("auto") or
+// median(wall) ("median").
+double lut_entry_us(const std::vector<double>& wall, const std::vector<double>& cpu, int threads,
+                    const std::string& statistic);
 
 // Measures everything and returns the LUT JSON text (with a trailing newline).
 // device "auto" and "cpu" time on the CPU. "cuda" throws llmc::Error: "no CUDA device" when the

@@ -17,6 +17,7 @@
 #include "llmc/model/llama.h"
 #include "llmc/model/plan.h"
 #include "llmc/runtime/ops.h"
+#include "llmc/runtime/profile.h"
 #include "llmc_kernels/qformat.h"
 
 namespace llmc {
@@ -54,6 +55,8 @@ class RuntimeEngine {
   // linear, whatever M (the layout before row blocks, kept for A/B runs).
   void set_row_block(int64_t rows) { row_block_ = rows; }
   int64_t row_block() const { return row_block_; }
+  // Op times of every forward while set (null: none, the default); `p` must outlive its use.
+  void set_profile(rt::OpProfile* p) { profile_ = p; }
   // new_cache() zero-fills its tensors (as before; A/B runs of the old eval path).
   void set_zero_caches(bool on) { zero_caches_ = on; }
 
@@ -70,7 +73,8 @@ class RuntimeEngine {
   using Lin = rt::LinearOp;  // one linear (packed view or dense fp32)
 
  private:
-  void run_linear(const Lin& L, const float* x, int64_t M, float* y);
+  void run_linear(const Lin& L, const float* x, int64_t M, float* y);  // timed by shape and bits
+  rt::OpTime* timed(const char* group);  // the profile's entry (null without a profile)
   bool stack(std::vector<const Lin*> parts, Lin* out);
   void add_tiled(Lin* L);  // a row-tiled copy where qgemm_cpu has a faster path for it
   void layers(const int64_t* tokens, const int64_t* positions, int64_t B, int64_t T, const bool* key_mask,
@@ -81,6 +85,7 @@ class RuntimeEngine {
   int threads_;
   int64_t row_block_ = rt::kLinearRowBlock;
   bool zero_caches_ = false;
+  rt::OpProfile* profile_ = nullptr;
   std::unique_ptr<ForwardPlan> plan_;  // what the forward runs (model/plan.h)
   const float* embed_ = nullptr;
   const float* final_norm_ = nullptr;
