@@ -526,21 +526,27 @@ void rebench_sweep(const SweepConfig& c, const SweepOptions& o, int rounds) {
   LLMC_CHECK(!benched.empty(), "{}: no point has been benched yet", o.out);
   std::unique_ptr<FileLock> lock = timing_lock();
   const std::string exe = o.exe.empty() ? self_executable() : o.exe;
-  // A latency table measured now too (when the study measured its own): the machine's speed drifts
-  // (on the 2-vCPU VM the same LUT entries ran 1.23x slower two hours later), so predicted and
-  // measured times compare only within one period. DIR/lut.json (the searches' table) stays.
-  std::string lut = path_join(o.out, "lut.json");
-  if (c.lut.empty()) {
+  // A latency table measured at the start of every round too (when the study measured its own), and
+  // that round's benches predicted from it: the machine's speed drifts (on the 2-vCPU VM the same
+  // LUT entries ran 1.23x slower two hours later, and whole decodes 11% apart within 3 minutes), so
+  // predicted and measured times compare only within one short period. DIR/lut.json (the searches'
+  // table) stays.
+  std::vector<std::string> luts;
+  auto round_lut = [&](int r) {
+    if (!c.lut.empty()) return path_join(o.out, "lut.json");
     const SearchConfig sc = load_search_config(c.search_config);
-    const std::string fresh = path_join(o.out, "lut-rebench.json"), log = path_join(o.out, "lut-rebench.log");
-    spdlog::info("sweep --rebench: latency table {}", fresh);
+    const std::string fresh = path_join(o.out, fmt::format("lut-rebench-r{}.json", r + 1));
+    const std::string log = path_join(o.out, fmt::format("lut-rebench-r{}.log", r + 1));
+    spdlog::info("sweep --rebench: round {}/{}: latency table {}", r + 1, rounds, fresh);
     std::vector<std::string> args = lut_args(c, sc, o.out, fresh);
     args.insert(args.begin(), exe);
     const ProcessResult res = run_process(args, log);
     if (res.exit_code != 0) fail("sweep --rebench: the latency table failed (exit {}); its log is {}", res.exit_code, log);
-    lut = fresh;
-  }
+    return fresh;
+  };
   for (int r = 0; r < rounds; ++r) {
+    const std::string lut = round_lut(r);
+    luts.push_back(lut);
     for (const Point& p : benched) {
       const std::string dir = point_dir(o.out, p.name), tag = fmt::format("bench-r{}", r + 1);
       std::vector<std::string> args = bench_args(c, dir, lut, path_join(dir, tag + ".json"));
@@ -570,7 +576,7 @@ void rebench_sweep(const SweepConfig& c, const SweepOptions& o, int rounds) {
   for (const auto& [p, twin] : shared)
     write_file_atomic(path_join(point_dir(o.out, p.name), "bench.json"),
                       read_text_file(path_join(point_dir(o.out, twin), "bench.json")));
-  m.set("rebench", {{"rounds", rounds}, {"points", benched.size()}, {"lut", lut}});
+  m.set("rebench", {{"rounds", rounds}, {"points", benched.size()}, {"luts", luts}});
   lock.reset();
   write_sweep_report(c, o);
 }

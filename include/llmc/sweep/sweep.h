@@ -122,9 +122,10 @@ int run_sweep(const SweepConfig& config, const SweepOptions& opts);
 // Benches every point whose bench stage is done again, `rounds` times in one period, points
 // alternated within each round (holding $LLMC_SWEEP_LOCK throughout when set); each point's
 // bench.json becomes its median-decode round, with "rounds_decode_ms" listing all of them
-// (points/NAME/bench-rK.json keep every round). The predictions come from a latency table measured
-// at the start of the rebench (DIR/lut-rebench.json; DIR/lut.json when the config gives its own
-// table), since the machine's speed drifts between periods. Then writes the report. rounds >= 1.
+// (points/NAME/bench-rK.json keep every round). Each round's predictions come from a latency table
+// measured at the start of that round (DIR/lut-rebench-rK.json; DIR/lut.json when the config gives
+// its own table), since the machine's speed drifts from minute to minute. Then writes the report.
+// rounds >= 1.
 void rebench_sweep(const SweepConfig& config, const SweepOptions& opts, int rounds);
 
 // The report of what DIR holds now (points whose eval is not done are left out):
