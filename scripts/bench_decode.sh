@@ -8,7 +8,8 @@
 #      `bench --lut`: decode against a LUT whose context is the decode's mean context
 #      (PROMPT + NEW/2), prefill against one at M = PROMPT from an empty cache
 #   5. writes $OUT/bench_decode.json: tokens/s decode and prefill, file sizes, LUT predicted vs
-#      measured, per model; for 2/3-bit exports also the same bench with LLMC_TILED=0 (no row-tiled
+#      measured, the read-only bandwidth probe and the decode's weight reads as % of it, and where a
+#      decoded token's time goes op by op (bench --profile --bandwidth), per model; for 2/3-bit exports also the same bench with LLMC_TILED=0 (no row-tiled
 #      copies: the canonical kernels) under "no_tiled", run right after the tiled one
 # Options (environment): OUT (default runs/bench_decode), THREADS (default: all cores), PROMPT (128),
 # NEW (128), REPEATS (5), LM_HEAD_BITS (8; 16 = exact fp32 lm_head), SMOL_GROUP (64),
@@ -52,7 +53,7 @@ bench() {  # name model-folder source-model lm-head-bits group [bits, default 4]
   "$bin" "${G[@]}" lut --model "$3" --space "$space" --tokens "$PROMPT" --context "$PROMPT" --lm-head-bits "$4" \
     --out "$OUT/$1.lut_prefill.json" 2> /dev/null > /dev/null
   "$bin" "${G[@]}" bench --model "$2" --prompt-tokens "$PROMPT" --new-tokens "$NEW" --repeats "$REPEATS" \
-    --lut "$OUT/$1.lut_decode.json" --json --output "$OUT/$1.bench_lut_decode.json" > /dev/null
+    --lut "$OUT/$1.lut_decode.json" --profile --bandwidth --json --output "$OUT/$1.bench_lut_decode.json" > /dev/null
   "$bin" "${G[@]}" bench --model "$2" --prompt-tokens "$PROMPT" --new-tokens 1 --repeats "$REPEATS" \
     --lut "$OUT/$1.lut_prefill.json" --json --output "$OUT/$1.bench_lut_prefill.json" > /dev/null
   python3 - "$OUT/$1" <<'PY'
@@ -62,13 +63,19 @@ j = json.load(open(base + ".bench.json"))
 if os.path.exists(base + ".no_tiled.json"):
     n = json.load(open(base + ".no_tiled.json"))
     j["no_tiled"] = {k: n[k] for k in ("decode_tokens_per_s", "prefill_tokens_per_s", "tiled_copy_bytes")}
-d = json.load(open(base + ".bench_lut_decode.json"))["predicted"]
+dj = json.load(open(base + ".bench_lut_decode.json"))
+d = dj["predicted"]
+# The same run: the read-only probe, the decode's weight reads as % of it, the per-op profile.
+j["bandwidth"] = dj["bandwidth"]
+j["profile"] = dj["profile"]
 p = json.load(open(base + ".bench_lut_prefill.json"))["predicted"]
 j["lut"] = {"clock": d["clock"], "decode_context": d["decode_ms"]["lut_context"], "decode_ms": d["decode_ms"],
             "prefill_ms": p["prefill_ms"]}
 json.dump(j, open(base + ".bench.json", "w"), indent=2)
-print("== %s: LUT decode measured/predicted %.2f, prefill %.2f" % (base.split("/")[-1],
-      d["decode_ms"]["measured_over_predicted"], p["prefill_ms"]["measured_over_predicted"]), file=sys.stderr)
+print("== %s: LUT decode measured/predicted %.2f, prefill %.2f; decode reads weights at %.1f GB/s = %.0f%% of "
+      "the read-only probe (%.1f GB/s)" % (base.split("/")[-1], d["decode_ms"]["measured_over_predicted"],
+      p["prefill_ms"]["measured_over_predicted"], dj["bandwidth"]["decode_weight_gbps"],
+      dj["bandwidth"]["decode_pct_of_read"], dj["bandwidth"]["read_gbps"]), file=sys.stderr)
 PY
 }
 

@@ -38,6 +38,9 @@ Action add_bench(CLI::App& app) {
   app.add_flag("--profile", o.profile,
                "After the timed repeats, decode once more with every op timed and print where a token's time "
                "goes (next to the LUT's times with --lut); runtime engine only");
+  app.add_flag("--bandwidth", o.bandwidth,
+               "Also probe the read-only memory bandwidth (a buffer of 4x the last-level cache) at these threads "
+               "and print the decode's weight reads as % of it (and each linear's with --profile)");
   return [a] {
     const EngineChoice choice = parse_engine(a->engine);
     LoadOptions lo;

@@ -49,6 +49,7 @@
 #include <vector>
 
 #include "llmc_kernels/qgemm.h"
+#include "llmc_kernels/membw.h"
 #include "qgemm_impl.h"  // detail::parallel_for: the memcpy/read baselines use the kernels' own pool
 
 using namespace llmc::kernels;
@@ -156,24 +157,6 @@ void par_bytes(size_t bytes, int T, F f) {
         (*x.f)(lo, hi);
       },
       &ctx);
-}
-
-uint64_t read_sum(const uint8_t* p, size_t n) {
-  uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-  size_t i = 0;
-  for (; i + 32 <= n; i += 32) {
-    uint64_t a, b, c, d;
-    std::memcpy(&a, p + i, 8);
-    std::memcpy(&b, p + i + 8, 8);
-    std::memcpy(&c, p + i + 16, 8);
-    std::memcpy(&d, p + i + 24, 8);
-    s0 += a;
-    s1 += b;
-    s2 += c;
-    s3 += d;
-  }
-  for (; i < n; ++i) s0 += p[i];
-  return s0 + s1 + s2 + s3;
 }
 
 volatile uint64_t g_sink = 0;
@@ -473,7 +456,7 @@ int main(int argc, char** argv) {
             const uint8_t* src = wp.at(ci++ % nc);
             std::atomic<uint64_t> acc{0};
             const double t0 = now_s();
-            par_bytes(wb, T, [&](size_t lo, size_t hi) { acc += read_sum(src + lo, hi - lo); });
+            par_bytes(wb, T, [&](size_t lo, size_t hi) { acc += llmc::kernels::read_sum(src + lo, hi - lo); });
             const double t1 = now_s();
             g_sink = g_sink + acc.load();
             if (r >= warm) tr[mi].push_back(t1 - t0);

@@ -22,6 +22,7 @@
 #include "llmc/model/arch.h"
 #include "llmc/runtime/engine.h"
 #include "llmc/runtime/profile.h"
+#include "llmc_kernels/membw.h"
 #include "llmc_kernels/qgemm.h"
 
 namespace llmc {
@@ -142,9 +143,12 @@ void profile_decode(RuntimeEngine& eng, const std::vector<int64_t>& prompt, int6
   double timed = 0;
   std::vector<ProfileRow> linears;
   for (const auto& [key, t] : prof.linears) {
-    const auto [N, K, bits] = key;
+    const auto [N, K, bits, group] = key;
     ProfileRow r{fmt::format("linear N={} K={} {}", N, K, bits == 16 ? "dense" : fmt::format("{}-bit", bits)),
-                 t.calls / static_cast<double>(n), t.seconds * per, std::nullopt};
+                 t.calls / static_cast<double>(n), t.seconds * per, std::nullopt, std::nullopt};
+    const kernels::QLayout lay = bits == 16 ? kernels::QLayout{} : kernels::make_layout(bits, group, N, K);
+    const double bytes = bits == 16 ? 4.0 * N * K : static_cast<double>(lay.code_bytes + 2 * lay.scale_bytes);
+    if (r.us > 0) r.gbps = bytes * r.calls / r.us / 1e3;  // bytes per us = MB/s
     if (lut)
       if (const double* us = lut->find_linear_us(N, K, bits, 1)) r.lut_us = *us * r.calls;
     linears.push_back(r);
@@ -155,7 +159,7 @@ void profile_decode(RuntimeEngine& eng, const std::vector<int64_t>& prompt, int6
   const std::optional<LatencyParts> parts = lut ? std::optional(lut->predict_parts(arch, 1)) : std::nullopt;
   for (const char* g : {rt::OpProfile::kAttention, rt::OpProfile::kLayerFixed, rt::OpProfile::kModelFixed}) {
     const rt::OpTime t = prof.groups.count(g) ? prof.groups.at(g) : rt::OpTime{};
-    ProfileRow r{g, t.calls / static_cast<double>(n), t.seconds * per, std::nullopt};
+    ProfileRow r{g, t.calls / static_cast<double>(n), t.seconds * per, std::nullopt, std::nullopt};
     if (parts)
       r.lut_us = g == std::string(rt::OpProfile::kAttention)    ? parts->attention_us
                  : g == std::string(rt::OpProfile::kLayerFixed) ? parts->layer_fixed_us
@@ -163,7 +167,7 @@ void profile_decode(RuntimeEngine& eng, const std::vector<int64_t>& prompt, int6
     res.profile.push_back(r);
     timed += t.seconds;
   }
-  res.profile.push_back({"outside the ops", 0, (wall - timed) * per, std::nullopt});
+  res.profile.push_back({"outside the ops", 0, (wall - timed) * per, std::nullopt, std::nullopt});
   res.profile_decode_ms = wall * per / 1000.0;
 }
 
@@ -278,6 +282,18 @@ BenchResult run_bench(Llama& model, const BenchOptions& opts) {
     res.weight_bytes_per_token = rt->engine().bytes_per_token();
     res.tiled_copy_bytes = rt->engine().tiled_bytes();  // memory of the 2/3-bit row-tiled copies
   }
+  if (opts.bandwidth) {
+    const size_t bytes = static_cast<size_t>(std::max<int64_t>(4 * last_level_cache_bytes(), int64_t{256} << 20));
+    const kernels::ReadBandwidth bw = kernels::read_bandwidth(bytes, threads, 10);
+    BenchBandwidth b;
+    b.read_gbps = bw.best_gbps;
+    b.read_median_gbps = bw.median_gbps;
+    b.probe_bytes = static_cast<int64_t>(bw.bytes);
+    const int64_t wb = rt ? res.weight_bytes_per_token : res.model_file_bytes;  // torch: the file's bytes
+    b.decode_weight_gbps = static_cast<double>(wb) * res.decode_tokens_per_s / 1e9;
+    b.decode_pct_of_read = 100.0 * b.decode_weight_gbps / b.read_gbps;
+    res.bandwidth = b;
+  }
   if (lut) {
     // Decode (M = 1, attention over the LUT's context) and prefill (M = prompt tokens). One
     // thread: compared on the LUT's clock (thread CPU time), immune to other processes.
@@ -330,11 +346,20 @@ std::string bench_to_json(const BenchResult& r) {
     j["weight_bytes_per_token"] = r.weight_bytes_per_token;
     j["tiled_copy_bytes"] = r.tiled_copy_bytes;
   }
+  if (r.bandwidth) {
+    const BenchBandwidth& b = *r.bandwidth;
+    j["bandwidth"] = {{"read_gbps", b.read_gbps},
+                      {"read_median_gbps", b.read_median_gbps},
+                      {"probe_bytes", b.probe_bytes},
+                      {"decode_weight_gbps", b.decode_weight_gbps},
+                      {"decode_pct_of_read", b.decode_pct_of_read}};
+  }
   if (!r.profile.empty()) {
     nlohmann::ordered_json rows = nlohmann::ordered_json::array();
     for (const ProfileRow& p : r.profile) {
       nlohmann::ordered_json row{{"op", p.op}, {"calls", p.calls}, {"us", p.us}};
       if (p.lut_us) row["lut_us"] = *p.lut_us;
+      if (p.gbps) row["gbps"] = *p.gbps;
       rows.push_back(row);
     }
     j["profile"] = {{"decode_ms_per_token", r.profile_decode_ms}, {"per_token", rows}};
@@ -361,11 +386,23 @@ std::string bench_to_text(const BenchResult& r) {
           r.prefill_tokens_per_s, r.repeats);
   appendf(out, "decode    %lld tokens: %.1f tok/s, %.3f ms/token (median of %d)\n",
           static_cast<long long>(r.new_tokens), r.decode_tokens_per_s, r.decode_ms_per_token, r.repeats);
+  if (r.bandwidth) {
+    const BenchBandwidth& b = *r.bandwidth;
+    appendf(out, "memory    read-only probe %.1f GB/s (best of 10; median %.1f; %lld MiB buffer, %d threads); decode "
+            "reads weights at %.1f GB/s = %.0f%% of it\n",
+            b.read_gbps, b.read_median_gbps, static_cast<long long>(b.probe_bytes >> 20), r.threads,
+            b.decode_weight_gbps, b.decode_pct_of_read);
+  }
   if (!r.profile.empty()) {
     appendf(out, "profile   one more decode, every op timed: %.3f ms/token; per token:\n", r.profile_decode_ms);
     for (const ProfileRow& p : r.profile) {
-      std::string lut = p.lut_us ? fmt::format("  LUT {:8.1f} us  measured/LUT {:.2f}", *p.lut_us, p.us / *p.lut_us) : "";
-      appendf(out, "          %-34s %5.1f calls %8.1f us%s\n", p.op.c_str(), p.calls, p.us, lut.c_str());
+      std::string extra;
+      if (p.gbps) {
+        extra += fmt::format("  {:5.1f} GB/s", *p.gbps);
+        if (r.bandwidth) extra += fmt::format(" ({:.0f}% of read)", 100.0 * *p.gbps / r.bandwidth->read_gbps);
+      }
+      if (p.lut_us) extra += fmt::format("  LUT {:8.1f} us  measured/LUT {:.2f}", *p.lut_us, p.us / *p.lut_us);
+      appendf(out, "          %-34s %5.1f calls %8.1f us%s\n", p.op.c_str(), p.calls, p.us, extra.c_str());
     }
   }
   if (!r.predicted) return out;

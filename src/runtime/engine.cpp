@@ -209,7 +209,8 @@ void RuntimeEngine::add_tiled(Lin* L) {
 rt::OpTime* RuntimeEngine::timed(const char* group) { return profile_ ? &profile_->groups[group] : nullptr; }
 
 void RuntimeEngine::run_linear(const Lin& L, const float* x, int64_t M, float* y) {
-  rt::OpTimer timer(profile_ ? &profile_->linears[{L.N, L.K, L.quant ? L.q.bits : 16}] : nullptr);
+  rt::OpTimer timer(profile_ ? &profile_->linears[{L.N, L.K, L.quant ? L.q.bits : 16, L.quant ? L.q.group : 0}]
+                             : nullptr);
   rt::linear(L, x, M, y, threads_, row_block_);
 }
 

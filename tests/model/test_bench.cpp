@@ -205,6 +205,11 @@ TEST(Bench, ProfileSplitsTheDecodeByOp) {
   for (const ProfileRow& p : r.profile) sum += p.us;
   EXPECT_NEAR(sum, 1000.0 * r.profile_decode_ms, 1e-6 * sum);
   for (size_t i = 1; i < 4; ++i) EXPECT_GE(r.profile[i - 1].us, r.profile[i].us);
+  // Each linear's read rate: its weight bytes (fp32 here) per token over its time.
+  const std::string o_op = fmt::format("linear N={} K={} dense", H, H);
+  ASSERT_TRUE(rows[o_op]->gbps.has_value());
+  EXPECT_NEAR(*rows[o_op]->gbps, 4.0 * H * H * L / rows[o_op]->us / 1e3, 1e-9 * *rows[o_op]->gbps);
+  EXPECT_FALSE(rows.at("attention")->gbps.has_value());
   const json j = json::parse(bench_to_json(r));
   EXPECT_EQ(j["profile"]["per_token"].size(), r.profile.size());
   EXPECT_EQ(j["profile"]["per_token"][0].contains("lut_us"), true);
@@ -223,4 +228,25 @@ TEST(Bench, ProfileSplitsTheDecodeByOp) {
   (void)eng.decode(4, *c2);
   EXPECT_EQ(prof.groups.at("attention").calls, L);
   std::filesystem::remove(lut);
+}
+
+// bench --bandwidth: the read-only probe at the run's threads and the decode's weight reads as % of it.
+TEST(Bench, BandwidthProbe) {
+  auto base = test::random_llama(test::tiny_config());
+  auto rt = make_runtime(*base);
+  BenchOptions o = tiny_options();
+  o.bandwidth = true;
+  const BenchResult r = run_bench(*rt, o);
+  ASSERT_TRUE(r.bandwidth.has_value());
+  const BenchBandwidth& b = *r.bandwidth;
+  EXPECT_GE(b.probe_bytes, int64_t{256} << 20);  // past any last-level cache
+  EXPECT_GE(b.probe_bytes, 4 * last_level_cache_bytes());
+  EXPECT_GT(b.read_gbps, 0);
+  EXPECT_GE(b.read_gbps, b.read_median_gbps);
+  EXPECT_DOUBLE_EQ(b.decode_weight_gbps, r.weight_bytes_per_token * r.decode_tokens_per_s / 1e9);
+  EXPECT_DOUBLE_EQ(b.decode_pct_of_read, 100.0 * b.decode_weight_gbps / b.read_gbps);
+  const json j = json::parse(bench_to_json(r));
+  EXPECT_DOUBLE_EQ(j["bandwidth"]["read_gbps"].get<double>(), b.read_gbps);
+  EXPECT_NE(bench_to_text(r).find("memory    read-only probe "), std::string::npos);
+  EXPECT_FALSE(json::parse(bench_to_json(run_bench(*rt, tiny_options()))).contains("bandwidth"));
 }

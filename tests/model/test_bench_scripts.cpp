@@ -39,6 +39,9 @@ TEST(BenchScripts, BenchDecodeOnStories260K) {
   EXPECT_EQ(s.at("lut").at("decode_context").get<int>(), 8 + 8 / 2);
   EXPECT_GT(s.at("lut").at("decode_ms").at("measured_over_predicted").get<double>(), 0.0);
   EXPECT_GT(s.at("lut").at("prefill_ms").at("measured_over_predicted").get<double>(), 0.0);
+  EXPECT_GT(s.at("bandwidth").at("read_gbps").get<double>(), 0.0);
+  EXPECT_GT(s.at("bandwidth").at("decode_pct_of_read").get<double>(), 0.0);
+  EXPECT_FALSE(s.at("profile").at("per_token").empty());
   fs::remove_all(out);
   fs::remove(out + ".log");
 }

@@ -28,6 +28,9 @@ struct BenchOptions {
   // Runtime engine only: after the timed repeats, one more decode of new_tokens tokens with every
   // op timed (rt::OpProfile), per token and, with a LUT, next to the LUT's time for the same op.
   bool profile = false;
+  // Also probe the read-only memory bandwidth at this run's threads (kernels/membw.h, a buffer of
+  // 4x the last-level cache, at least 256 MiB) and report the decode's weight reads as % of it.
+  bool bandwidth = false;
 };
 
 // One row of a decode profile (BenchResult::profile), per decoded token.
@@ -36,6 +39,16 @@ struct ProfileRow {
   double calls = 0;                 // per token
   double us = 0;                    // measured wall time per token
   std::optional<double> lut_us;     // the LUT's time for the same calls (linears: entry x calls)
+  std::optional<double> gbps;       // linears: weight bytes read / time
+};
+
+// BenchOptions::bandwidth.
+struct BenchBandwidth {
+  double read_gbps = 0;         // the probe's best pass
+  double read_median_gbps = 0;  // its median pass
+  int64_t probe_bytes = 0;
+  double decode_weight_gbps = 0;  // weight_bytes_per_token x decode tokens/s
+  double decode_pct_of_read = 0;  // decode_weight_gbps / read_gbps x 100
 };
 
 // One predicted-vs-measured comparison, in milliseconds.
@@ -78,6 +91,7 @@ struct BenchResult {
   // ops" (the profiled decode's wall time less every timed op: argmax, timer and loop overhead).
   std::vector<ProfileRow> profile;
   double profile_decode_ms = 0;  // that decode's wall time per token (timers included)
+  std::optional<BenchBandwidth> bandwidth;
 };
 
 // Times `model` as above. Sets the kernels' default thread count to at::get_num_threads() (what it

@@ -18,7 +18,8 @@ struct OpTime {
 };
 
 struct OpProfile {
-  std::map<std::tuple<int64_t, int64_t, int>, OpTime> linears;  // (N, K, bits): 16 = dense fp32
+  // (N, K, bits, group): bits 16 = dense fp32 (group 0)
+  std::map<std::tuple<int64_t, int64_t, int, int>, OpTime> linears;
   std::map<std::string, OpTime> groups;                           // the other parts, by name
   static constexpr const char* kAttention = "attention";
   static constexpr const char* kLayerFixed = "norms, SwiGLU, residuals";
