@@ -47,6 +47,21 @@ void check_common(const BenchResult& r, const BenchOptions& o) {
 
 using test::error_of;
 
+// The tiny model's search space for the LUT tests: full widths, 4 or 16 bits.
+SearchSpace tiny_space() {
+  return parse_search_space(
+      R"({"kv_group_fractions": [1.0], "mlp_width_fractions": [1.0], "bits": [4, 16], "group_size": 64,
+          "width_multiple": 8})",
+      "bench space");
+}
+
+// A LUT of the tiny model over tiny_space(), written to /tmp/llmc_test_bench_<tag>_<pid>.json.
+std::string tiny_lut(const std::string& tag, const LutOptions& lo = test::fast_lut_options()) {
+  const std::string path = "/tmp/llmc_test_bench_" + tag + "_" + std::to_string(::getpid()) + ".json";
+  write_file_atomic(path, build_lut_json(test::tiny_config(), tiny_space(), lo));
+  return path;
+}
+
 }  // namespace
 
 TEST(Bench, TorchEngine) {
@@ -103,13 +118,8 @@ TEST(Bench, RuntimeEngine) {
 
 TEST(Bench, LutComparison) {
   const auto cfg = test::tiny_config();
-  const SearchSpace space = parse_search_space(
-      R"({"kv_group_fractions": [1.0], "mlp_width_fractions": [1.0], "bits": [4, 16], "group_size": 64,
-          "width_multiple": 8})",
-      "bench space");
   const LutOptions lo = test::fast_lut_options();
-  const std::string lut = "/tmp/llmc_test_bench_lut_" + std::to_string(::getpid()) + ".json";
-  write_file_atomic(lut, build_lut_json(cfg, space, lo));
+  const std::string lut = tiny_lut("lut", lo);
 
   auto base = test::random_llama(cfg);
   BenchOptions o = tiny_options();  // 4 prompt tokens: the LUT has both decode and prefill
@@ -151,7 +161,7 @@ TEST(Bench, LutComparison) {
 
   // Neither decode (1) nor the prompt length in the LUT.
   o.prompt_tokens = 5;
-  write_file_atomic(lut, build_lut_json(cfg, space, [&] {
+  write_file_atomic(lut, build_lut_json(cfg, tiny_space(), [&] {
                       LutOptions l = lo;
                       l.tokens = {4};
                       return l;
@@ -165,12 +175,7 @@ TEST(Bench, LutComparison) {
 // residual adds) and one attention; per token the embedding row and the head.
 TEST(Bench, ProfileSplitsTheDecodeByOp) {
   const auto cfg = test::tiny_config();
-  const SearchSpace space = parse_search_space(
-      R"({"kv_group_fractions": [1.0], "mlp_width_fractions": [1.0], "bits": [4, 16], "group_size": 64,
-          "width_multiple": 8})",
-      "bench space");
-  const std::string lut = "/tmp/llmc_test_bench_prof_" + std::to_string(::getpid()) + ".json";
-  write_file_atomic(lut, build_lut_json(cfg, space, test::fast_lut_options()));
+  const std::string lut = tiny_lut("prof");
   auto base = test::random_llama(cfg);
   auto rt = make_runtime(*base);
   BenchOptions o = tiny_options();
