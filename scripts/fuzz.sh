@@ -47,8 +47,8 @@ export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=0:allocator_may_return_null=0}
 export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1}"
 summary="$out/summary.md"
 {
-  echo "| target | engine | seconds | executions | crashes | distinct error classes | new corpus inputs |"
-  echo "|---|---|---:|---:|---:|---:|---:|"
+  echo "| target | engine | seconds | executions | crashes | distinct error classes | new corpus inputs | slow units, rerun alone |"
+  echo "|---|---|---:|---:|---:|---:|---:|---|"
 } > "$summary"
 failed=0
 for t in $targets; do
@@ -76,11 +76,20 @@ for t in $targets; do
     execs=$(grep -a -o 'done: [0-9]* executions' "$log" | grep -o '[0-9]*' | tail -1)
   fi
   classes=$(grep -a -o '([0-9]* distinct error classes)' "$log" | grep -o '[0-9]*' | tail -1)
-  crashes=$(find "$work/artifacts" -type f | wc -l)
+  # libFuzzer also saves inputs that ran long (slow-unit-*): not failures, and on a machine that
+  # paused the fuzzer (SIGSTOP, a busy neighbour) any input can be one; each is rerun alone and its
+  # time reported instead.
+  crashes=$(find "$work/artifacts" -type f ! -name 'slow-unit-*' | wc -l)
+  slow=""
+  for f in $(find "$work/artifacts" -type f -name 'slow-unit-*'); do
+    t0=$(date +%s%N)
+    "$bdir/bin/fuzz_$t" "$f" > /dev/null 2>&1 || crashes=$((crashes + 1))
+    slow="$slow $(( ($(date +%s%N) - t0) / 1000000 )) ms"
+  done
   after=$(find "$work/corpus" -type f | wc -l)
   [ "$rc" -ne 0 ] && [ "$crashes" -eq 0 ] && crashes="exit $rc"
   [ "$rc" -ne 0 ] && { failed=1; tail -30 "$log" >&2; }
-  echo "| $t | $engine | $secs | ${execs:-?} | $crashes | ${classes:-?} | $((after - before)) |" >> "$summary"
+  echo "| $t | $engine | $secs | ${execs:-?} | $crashes | ${classes:-?} | $((after - before)) | ${slow:- none} |" >> "$summary"
 done
 cat "$summary"
 exit $failed
