@@ -20,6 +20,7 @@
 #include "llmc/core/timing.h"
 #include "llmc/latency/lut.h"
 #include "llmc/model/arch.h"
+#include "llmc/model/plan.h"
 #include "llmc/runtime/engine.h"
 #include "llmc/runtime/profile.h"
 #include "llmc_kernels/membw.h"
@@ -146,8 +147,7 @@ void profile_decode(RuntimeEngine& eng, const std::vector<int64_t>& prompt, int6
     const auto [N, K, bits, group] = key;
     ProfileRow r{fmt::format("linear N={} K={} {}", N, K, bits == 16 ? "dense" : fmt::format("{}-bit", bits)),
                  t.calls / static_cast<double>(n), t.seconds * per, std::nullopt, std::nullopt};
-    const kernels::QLayout lay = bits == 16 ? kernels::QLayout{} : kernels::make_layout(bits, group, N, K);
-    const double bytes = bits == 16 ? 4.0 * N * K : static_cast<double>(lay.code_bytes + 2 * lay.scale_bytes);
+    const double bytes = static_cast<double>(linear_stored_bytes({N, K}, bits, group, sizeof(float)));
     if (r.us > 0) r.gbps = bytes * r.calls / r.us / 1e3;  // bytes per us = MB/s
     if (lut)
       if (const double* us = lut->find_linear_us(N, K, bits, 1)) r.lut_us = *us * r.calls;
@@ -157,13 +157,13 @@ void profile_decode(RuntimeEngine& eng, const std::vector<int64_t>& prompt, int6
   std::sort(linears.begin(), linears.end(), [](const ProfileRow& a, const ProfileRow& b) { return a.us > b.us; });
   res.profile = std::move(linears);
   const std::optional<LatencyParts> parts = lut ? std::optional(lut->predict_parts(arch, 1)) : std::nullopt;
-  for (const char* g : {rt::OpProfile::kAttention, rt::OpProfile::kLayerFixed, rt::OpProfile::kModelFixed}) {
+  const std::pair<const char*, double LatencyParts::*> groups[] = {{rt::OpProfile::kAttention, &LatencyParts::attention_us},
+                                                                    {rt::OpProfile::kLayerFixed, &LatencyParts::layer_fixed_us},
+                                                                    {rt::OpProfile::kModelFixed, &LatencyParts::model_fixed_us}};
+  for (const auto& [g, part] : groups) {
     const rt::OpTime t = prof.groups.count(g) ? prof.groups.at(g) : rt::OpTime{};
     ProfileRow r{g, t.calls / static_cast<double>(n), t.seconds * per, std::nullopt, std::nullopt};
-    if (parts)
-      r.lut_us = g == std::string(rt::OpProfile::kAttention)    ? parts->attention_us
-                 : g == std::string(rt::OpProfile::kLayerFixed) ? parts->layer_fixed_us
-                                                                : parts->model_fixed_us;
+    if (parts) r.lut_us = (*parts).*part;
     res.profile.push_back(r);
     timed += t.seconds;
   }

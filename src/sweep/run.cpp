@@ -10,9 +10,9 @@
 #include <cstdlib>
 #include <filesystem>
 #include <functional>
-#include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 
 #include "llmc/core/error.h"
 #include "llmc/core/files.h"
@@ -52,12 +52,12 @@ std::vector<Point> baseline_points(const SweepConfig& c) {
 // compares the modes at equal targets.
 std::vector<Point> search_points(const SweepConfig& c, const std::vector<double>& targets) {
   // The targets and the extra ones, ascending; one point per name (a target as its name spells it).
-  std::map<std::string, double> all;
-  for (const auto* list : {&targets, &c.extra_targets_ms})
-    for (double t : *list) all.emplace(fmt::format("{:.3f}", t), t);
-  std::vector<double> ts;
-  for (const auto& [name, t] : all) ts.push_back(t);
+  std::vector<double> ts = targets;
+  ts.insert(ts.end(), c.extra_targets_ms.begin(), c.extra_targets_ms.end());
   std::sort(ts.begin(), ts.end());
+  ts.erase(std::unique(ts.begin(), ts.end(),
+                       [](double a, double b) { return fmt::format("{:.3f}", a) == fmt::format("{:.3f}", b); }),
+           ts.end());
   std::vector<Point> out;
   for (double t : ts)
     for (const auto& mode : c.modes) {
@@ -157,7 +157,8 @@ class Manifest {
       const std::string old = j_["config"].get<std::string>();
       // Extra targets only add or drop points by name: the config is taken as it is (saved with the
       // next finished stage).
-      if (old != config && sweep_study_json(old) == sweep_study_json(config) && !sweep_study_json(old).empty())
+      const std::string old_study = old == config ? "" : sweep_study_json(old);
+      if (!old_study.empty() && old_study == sweep_study_json(config))
         j_["config"] = config;
       else if (old != config) {
         if (sweep_common_json(old) != c.common_json())
@@ -532,13 +533,14 @@ void rebench_sweep(const SweepConfig& c, const SweepOptions& o, int rounds) {
   // predicted and measured times compare only within one short period. DIR/lut.json (the searches'
   // table) stays.
   std::vector<std::string> luts;
+  const std::optional<SearchConfig> sc =
+      c.lut.empty() ? std::optional(load_search_config(c.search_config)) : std::nullopt;
   auto round_lut = [&](int r) {
-    if (!c.lut.empty()) return path_join(o.out, "lut.json");
-    const SearchConfig sc = load_search_config(c.search_config);
+    if (!sc) return path_join(o.out, "lut.json");
     const std::string fresh = path_join(o.out, fmt::format("lut-rebench-r{}.json", r + 1));
     const std::string log = path_join(o.out, fmt::format("lut-rebench-r{}.log", r + 1));
     spdlog::info("sweep --rebench: round {}/{}: latency table {}", r + 1, rounds, fresh);
-    std::vector<std::string> args = lut_args(c, sc, o.out, fresh);
+    std::vector<std::string> args = lut_args(c, *sc, o.out, fresh);
     args.insert(args.begin(), exe);
     const ProcessResult res = run_process(args, log);
     if (res.exit_code != 0) fail("sweep --rebench: the latency table failed (exit {}); its log is {}", res.exit_code, log);
