@@ -74,7 +74,7 @@ std::string error_of(const std::string& path) {
 // The report without what is measured anew on every run (times).
 json stable(json rep) {
   rep.erase("date");
-  rep.erase("comparisons");  // the baseline rows pair by measured decode ms (sweep_comparisons is tested alone)
+  rep.erase("comparisons");  // the baseline rows follow issue 16's criterion (sweep_comparisons is tested alone)
   for (auto& p : rep["points"])
     for (const char* k : {"decode_ms", "prefill_tok_s"}) p.erase(k);
   return rep;
@@ -120,6 +120,10 @@ TEST(Sweep, ComparisonsPairDocumentsWhenBothHaveSamples) {
   EXPECT_NEAR(c[0]["delta_acc"].get<double>(), 0.225, 1e-12);
   EXPECT_NEAR(c[0]["stderr"].get<double>(), std::sqrt(0.08), 1e-12);
   EXPECT_NEAR(c[0]["delta_ppl_pct"].get<double>(), 10.0, 1e-9);
+  // The criterion: 6.0 vs 6.1 ms is within 5% but WikiText-2 is 10% higher; it is faster and more
+  // accurate, which meets the second clause.
+  EXPECT_EQ(c[0]["criterion"], "faster");
+  EXPECT_NEAR(c[0]["decode_ratio"].get<double>(), 6.0 / 6.1, 1e-12);
   // Mode: differences A [0 1 0 0], B [0 0 1 0]: each mean 0.25, var (ddof 1) 0.25, se^2 = 0.25 / 4;
   // over two tasks: delta 0.25, stderr sqrt(2 x 0.0625) / 2.
   EXPECT_EQ(c[1]["kind"], "mode");
@@ -128,6 +132,23 @@ TEST(Sweep, ComparisonsPairDocumentsWhenBothHaveSamples) {
   EXPECT_EQ(c[1]["docs"], 8);
   EXPECT_NEAR(c[1]["delta_acc"].get<double>(), 0.25, 1e-12);
   EXPECT_NEAR(c[1]["stderr"].get<double>(), std::sqrt(0.125) / 2, 1e-12);
+  {
+    // WikiText-2 within 2%: the first clause (within 5% of the baseline's decode) holds, even slower.
+    oj q = points;
+    q[1]["decode_ms"] = 6.3, q[1]["wikitext2_ppl"] = 20.3;
+    EXPECT_EQ(sweep_comparisons(q)[0]["criterion"], "equal_latency");
+    // Slower and 10% worse WikiText-2: not met; the row shows the nearest joint point.
+    q[1]["wikitext2_ppl"] = 22.0;
+    EXPECT_EQ(sweep_comparisons(q)[0]["criterion"], "not_met");
+    EXPECT_EQ(sweep_comparisons(q)[0]["a"], "joint-t5");
+    // A farther joint point that is faster and as accurate meets it and is the one shown.
+    q[3]["decode_ms"] = 4.0;
+    EXPECT_EQ(sweep_comparisons(q)[0]["criterion"], "faster");
+    EXPECT_EQ(sweep_comparisons(q)[0]["a"], "joint-t9");
+    // ... unless it is less accurate than the baseline.
+    q[3]["acc_avg"] = 0.3;
+    EXPECT_EQ(sweep_comparisons(q)[0]["criterion"], "not_met");
+  }
   // Documents that do not line up (a task with another count): unpaired.
   points[2]["samples"] = samples("s2.jsonl", {1, 0, 0}, {1, 0, 0, 0});
   const oj c2 = sweep_comparisons(points);

@@ -134,11 +134,15 @@ void write_sweep_report(const SweepConfig& config, const SweepOptions& opts);
 
 // The study's comparisons from report.json's points (each: name, method, target_ms for search
 // points, decode_ms, acc_avg, acc_stderr, wikitext2_ppl, and "samples": the eval's per-document
-// file, when it was written). One entry per uniform baseline (against the joint point nearest in
-// measured decode ms) and per other search mode at a joint point's target:
+// file, when it was written). One entry per uniform baseline and per other search mode at a joint
+// point's target:
 //   {"kind": "baseline" | "mode", "a" (joint point), "b", "a_decode_ms", "b_decode_ms",
 //    "delta_acc" (a - b, mean over tasks), "stderr", "paired", "docs", "same_arch" (one point shares
 //    the other's results: the searches found the same architecture), "delta_ppl_pct" (or null)}
+// Baseline entries also hold "decode_ratio" (a / b, measured) and "criterion", issue 16's test of a
+// joint point against a baseline: "equal_latency" (ratio within 5% of 1, delta_acc >= 0 and
+// WikiText-2 at most 2% higher), "faster" (ratio < 1, delta_acc >= 0) or "not_met". The entry is
+// the joint point that meets it with the largest delta_acc, else the one nearest in measured decode.
 // paired: both points have per-document scores for the same documents; the stderr is then that of
 // the per-document differences (sqrt(sum over tasks se_t^2) / tasks, se_t = sample stderr of a - b
 // over task t's documents), far tighter than the unpaired sqrt(se_a^2 + se_b^2) used otherwise.
