@@ -55,7 +55,8 @@ SweepConfig parse_sweep_config(const std::string& text, const std::string& where
   } catch (const json::exception& e) {
     fail("{}: not valid JSON ({})", where, e.what());
   }
-  only_keys(j, where, {"search", "lut", "threads", "export", "baselines", "modes", "targets", "bench", "eval"});
+  only_keys(j, where,
+            {"search", "lut", "threads", "export", "baselines", "finetuned_baselines", "modes", "targets", "bench", "eval"});
   SweepConfig c;
   c.path = where;
   if (!j.contains("search")) fail("{}: missing key 'search' (the base search config)", where);
@@ -96,18 +97,24 @@ SweepConfig parse_sweep_config(const std::string& text, const std::string& where
   if (c.group_size == 0) c.group_size = sc.space.group_size;
   if (c.group_size != sc.space.group_size)
     fail("{}.export.group_size: {} but the search space's group_size is {}", where, c.group_size, sc.space.group_size);
-  if (j.contains("baselines")) {
-    const json& b = j["baselines"];
-    only_keys(b, where + ".baselines", {"rtn", "gptq"});
+  auto baselines = [&](const char* key, std::vector<std::pair<std::string, int>>& out) {
+    if (!j.contains(key)) return;
+    const json& b = j[key];
+    const std::string w = where + "." + key;
+    only_keys(b, w, {"rtn", "gptq"});
     for (const auto& [q, bits] : b.items()) {
-      if (!bits.is_array()) fail("{}.baselines.{}: expected an array of bit widths", where, q);
+      if (!bits.is_array()) fail("{}.{}: expected an array of bit widths", w, q);
       for (const auto& v : bits) {
         if (!v.is_number_integer() || (v.get<int>() != 2 && v.get<int>() != 3 && v.get<int>() != 4 && v.get<int>() != 8))
-          fail("{}.baselines.{}: {} is not 2, 3, 4 or 8", where, q, v.dump());
-        c.baselines.emplace_back(q, v.get<int>());
+          fail("{}.{}: {} is not 2, 3, 4 or 8", w, q, v.dump());
+        out.emplace_back(q, v.get<int>());
       }
     }
-  }
+  };
+  baselines("baselines", c.baselines);
+  baselines("finetuned_baselines", c.finetuned_baselines);
+  if (!c.finetuned_baselines.empty() && c.finetune_steps <= 0)
+    fail("{}.finetuned_baselines: export.finetune_steps is 0, so they would not be fine-tuned", where);
   if (j.contains("modes")) {
     if (!j["modes"].is_array()) fail("{}.modes: expected an array", where);
     for (const auto& m : j["modes"]) {
@@ -192,6 +199,7 @@ std::string sweep_study_json(const std::string& canonical) {
   try {
     json j = json::parse(canonical);
     if (j.contains("targets")) j["targets"].erase("extra_ms");
+    j.erase("finetuned_baselines");
     return j.dump();
   } catch (const json::exception&) {  // not JSON, or not objects where a config has them
     return "";
@@ -229,6 +237,11 @@ std::string SweepConfig::canonical_json() const {
   j["targets"] = {{"ms", targets_ms}, {"count", target_count}};
   // Only when given, so a study started before the key existed keeps its fingerprint.
   if (!extra_targets_ms.empty()) j["targets"]["extra_ms"] = extra_targets_ms;
+  if (!finetuned_baselines.empty()) {
+    json f = json::array();
+    for (const auto& [q, bits] : finetuned_baselines) f.push_back({q, bits});
+    j["finetuned_baselines"] = f;
+  }
   j["bench"] = {{"prompt_tokens", prompt_tokens}, {"new_tokens", new_tokens}, {"repeats", bench_repeats}};
   j["eval"] = {{"tasks", eval_tasks},
                {"limit", eval_limit},

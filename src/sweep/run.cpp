@@ -37,14 +37,16 @@ const std::vector<std::string> kExportStages = {"export", "bench", "eval", "ppl"
 
 std::vector<Point> baseline_points(const SweepConfig& c) {
   std::vector<Point> out;
-  for (const auto& [q, bits] : c.baselines) {
-    Point p;
-    p.name = fmt::format("uniform-{}-b{}", q, bits);
-    p.method = "uniform-" + q;
-    p.quant = q;
-    p.bits = bits;
-    out.push_back(p);
-  }
+  for (const bool ft : {false, true})
+    for (const auto& [q, bits] : ft ? c.finetuned_baselines : c.baselines) {
+      Point p;
+      p.name = fmt::format("uniform-{}{}-b{}", q, ft ? "-ft" : "", bits);
+      p.method = "uniform-" + q + (ft ? "-ft" : "");
+      p.quant = q;
+      p.bits = bits;
+      p.finetune = ft;
+      out.push_back(p);
+    }
   return out;
 }
 
@@ -84,7 +86,7 @@ std::vector<std::string> export_args(const SweepConfig& c, const Point& p, const
   std::vector<std::string> a = {"--threads", std::to_string(c.threads), "export", "--model", c.model, "--arch", arch,
                                 "--out", out, "--quant", p.quant, "--group-size", std::to_string(c.group_size),
                                 "--lm-head-bits", std::to_string(c.lm_head_bits), "--dense-dtype", c.dense_dtype};
-  if (!p.mode.empty() && c.finetune_steps > 0) {
+  if ((!p.mode.empty() || p.finetune) && c.finetune_steps > 0) {
     a.insert(a.end(), {"--finetune-steps", std::to_string(c.finetune_steps)});
     if (c.distill) a.push_back("--distill");
   }
@@ -241,8 +243,10 @@ class Manifest {
 // The base search config changed (--restart-searches): every finished search point's folder, and the
 // shared sensitivity files, move to DIR/stale/<n>/ (never deleted), their stages leave the manifest.
 void restart_search_points(const SweepConfig& c, const std::string& out, Manifest& m) {
+  // Kept: what does not depend on the search config or the fine-tune (fine-tuned baselines move too).
   std::vector<std::string> baselines = {"lut"};
-  for (const auto& p : baseline_points(c)) baselines.push_back(p.name);
+  for (const auto& p : baseline_points(c))
+    if (!p.finetune) baselines.push_back(p.name);
   std::string stale;
   for (int n = 1; stale.empty() || dir_exists(stale); ++n) stale = path_join(out, fmt::format("stale/{}", n));
   std::vector<std::string> dropped, moved;
@@ -438,6 +442,7 @@ std::vector<double> targets(const SweepConfig& c, const SweepOptions& o, Manifes
   double fastest = 0, hi = 0;
   std::string fastest_name;
   for (const auto& p : baseline_points(c)) {
+    if (p.finetune) continue;  // the same latency as its plain twin, which may not be in the study
     const double ms = predicted_decode_ms(o.out, p.name);
     if (fastest_name.empty() || ms < fastest) fastest = ms, fastest_name = p.name;
     if (p.bits == 8 && (hi == 0 || p.quant == c.quant)) hi = ms;

@@ -8,15 +8,17 @@
 namespace llmc::sweep {
 
 struct Point {
-  std::string name;    // folder under DIR/points/: uniform-rtn-b4, joint-t4.215
-  std::string method;  // uniform-rtn | uniform-gptq | joint | sequential | width-only | bits-only
+  std::string name;    // folder under DIR/points/: uniform-rtn-b4, uniform-gptq-ft-b4, joint-t4.215
+  std::string method;  // uniform-rtn | uniform-gptq | uniform-<q>-ft | joint | sequential | width-only | bits-only
   std::string quant;   // rtn | gptq
   std::string mode;    // search mode ("" for a uniform baseline)
   int bits = 0;        // uniform points
+  bool finetune = false;  // a uniform point fine-tuned like the search points (finetuned_baselines)
   double target_ms = 0;  // search points
 };
 
 std::string point_dir(const std::string& out, const std::string& name);
+// The uniform points: the plain ones, then the fine-tuned ones.
 std::vector<Point> baseline_points(const SweepConfig& c);
 std::vector<Point> search_points(const SweepConfig& c, const std::vector<double>& targets);
 // Every point of the study: the baselines, then the search points at `targets`.

@@ -168,6 +168,12 @@ TEST(Sweep, ConfigErrorsNameTheFileAndKey) {
   j["modes"] = {"joint", "greedy"};
   EXPECT_NE(error_of(s.sweep(j)).find("'greedy'"), std::string::npos);
   j = small_sweep();
+  j["finetuned_baselines"] = {{"awq", {4}}};
+  EXPECT_NE(error_of(s.sweep(j)).find("finetuned_baselines: unknown key 'awq'"), std::string::npos) << error_of(s.sweep(j));
+  j["finetuned_baselines"] = {{"rtn", {4}}};
+  j["export"]["finetune_steps"] = 0;
+  EXPECT_NE(error_of(s.sweep(j)).find("finetune_steps is 0"), std::string::npos) << error_of(s.sweep(j));
+  j = small_sweep();
   j["baselines"] = {{"rtn", {4}}};  // no 8-bit end for the targets
   EXPECT_NE(error_of(s.sweep(j)).find("end at the uniform 8-bit baseline"), std::string::npos);
   j["targets"] = {{"ms", {0.05}}};
@@ -542,4 +548,31 @@ TEST(Sweep, PointsFilterAndRestartSearches) {
   ASSERT_EQ(sweep({}, "fewer.log").exit_code, 0) << read_text_file(s.dir + "/fewer.log");
   EXPECT_EQ(json::parse(read_text_file(out + "/report.json"))["points"].size(), 3u);
   EXPECT_TRUE(fs::exists(out + "/points/joint-t950.000/eval.json"));
+
+  // A fine-tuned baseline joins the running study the same way: exported with the search points'
+  // fine-tune (its recreate command says so, the plain baseline's does not), nothing else redone.
+  const json before_ft = json::parse(read_text_file(out + "/manifest.json"))["done"];
+  j["finetuned_baselines"] = {{"rtn", {8}}};
+  s.sweep(j);
+  ASSERT_EQ(sweep({}, "ft.log").exit_code, 0) << read_text_file(s.dir + "/ft.log");
+  const json after_ft = json::parse(read_text_file(out + "/manifest.json"));
+  for (const auto& [stage, entry] : before_ft.items()) EXPECT_EQ(after_ft["done"][stage], entry) << stage;
+  json ft, plain;
+  const json rep_ft = json::parse(read_text_file(out + "/report.json"));
+  for (const auto& p : rep_ft["points"]) {
+    if (p["name"] == "uniform-rtn-ft-b8") ft = p;
+    if (p["name"] == "uniform-rtn-b8") plain = p;
+  }
+  ASSERT_FALSE(ft.is_null()) << read_text_file(s.dir + "/ft.log");
+  EXPECT_EQ(ft["method"], "uniform-rtn-ft");
+  EXPECT_NE(ft["recreate"].get<std::string>().find("--arch uniform:8"), std::string::npos);
+  EXPECT_NE(ft["recreate"].get<std::string>().find("--finetune-steps 2 --distill"), std::string::npos) << ft["recreate"];
+  EXPECT_EQ(plain["recreate"].get<std::string>().find("--finetune-steps"), std::string::npos) << plain["recreate"];
+  // With the fine-tune changed, --restart-searches moves it aside with the search points.
+  j["export"]["finetune_steps"] = 3;
+  s.sweep(j);
+  ASSERT_EQ(sweep({"--restart-searches", "--points", "joint-t1000.000"}, "ft2.log").exit_code, 0) << read_text_file(s.dir + "/ft2.log");
+  EXPECT_TRUE(fs::exists(out + "/stale/2/points/uniform-rtn-ft-b8/eval.json"));
+  EXPECT_FALSE(fs::exists(out + "/stale/2/points/uniform-rtn-b8"));
+  EXPECT_EQ(json::parse(read_text_file(out + "/manifest.json"))["done"]["uniform-rtn-b8/export"], baseline_entry);
 }

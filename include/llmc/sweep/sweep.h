@@ -4,6 +4,7 @@
 //
 //   lut                      one latency table for the whole study (DIR/lut.json)
 //   uniform-<q>-b<B>         export --arch uniform:B --quant q  -> bench -> eval
+//   uniform-<q>-ft-b<B>      the same with the search points' fine-tune (finetuned_baselines)
 //   <mode>-t<ms>             search --mode <mode> --target-ms <ms> -> export (quant, fine-tune) -> bench -> eval
 //   report                   DIR/report.json, report.md, pareto.svg
 //
@@ -27,8 +28,11 @@
 //   "lut": "lut.json",                   // optional: use this latency table instead of measuring one
 //   "threads": 2,                        // --threads of every stage
 //   "export": {"quant": "gptq", "group_size": 64, "lm_head_bits": 8, "dense_dtype": "bfloat16",
-//              "finetune_steps": 100, "distill": true},      // search points; baselines: no fine-tune
+//              "finetune_steps": 100, "distill": true},      // search points (baselines: none)
 //   "baselines": {"rtn": [8, 4, 3], "gptq": [8, 4, 3]},
+//   "finetuned_baselines": {"gptq": [4]},  // optional: uniform points fine-tuned like the search
+//                                        // points (the control for "does the search or the fine-tune win?");
+//                                        // a running study takes new ones, as it takes extra targets
 //   "modes": ["joint", "sequential", "width-only", "bits-only"],
 //   "targets": {"count": 4},             // or {"ms": [4.1, 4.4, ...]}: LUT decode ms (target.tokens 1)
 //                                        // "extra_ms": [5.85]: more targets, added to either
@@ -61,6 +65,7 @@ struct SweepConfig {
   int64_t finetune_steps = 100;
   bool distill = true;
   std::vector<std::pair<std::string, int>> baselines;  // (rtn | gptq, bits)
+  std::vector<std::pair<std::string, int>> finetuned_baselines;  // the same, fine-tuned as the search points
   std::vector<std::string> modes;
   std::vector<double> targets_ms;  // explicit targets; empty: target_count spread (see above)
   std::vector<double> extra_targets_ms;  // added to the others (a running study takes new ones)
@@ -83,8 +88,9 @@ struct SweepConfig {
 // depend on, so a manifest's stale check and the config always agree. "" when the text is not a
 // canonical config (a corrupt or foreign manifest), which then matches no config.
 std::string sweep_common_json(const std::string& canonical_json);
-// A canonical_json() text without the extra targets ("" when it is not one): two configs whose
-// texts agree here describe the same study, whatever extra targets each adds.
+// A canonical_json() text without the extra targets and the fine-tuned baselines ("" when it is not
+// one): two configs whose texts agree here describe the same study, whatever points of those two
+// kinds each adds.
 std::string sweep_study_json(const std::string& canonical_json);
 
 // Errors: one line naming the file and the key.
