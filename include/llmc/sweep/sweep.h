@@ -148,8 +148,8 @@ void write_sweep_report(const SweepConfig& config, const SweepOptions& opts);
 // Baseline entries also hold "decode_ratio" (a / b, measured) and "criterion", issue 16's test of a
 // joint point against a baseline, both clauses "at least as accurate" (delta_acc >= 0 and WikiText-2
 // at most 2% higher): "equal_latency" (ratio within 5% of 1), "faster" (ratio below 0.95) or
-// "not_met". The entry is
-// the joint point that meets it with the largest delta_acc, else the one nearest in measured decode.
+// "not_met". The entry is the joint point that meets it with the largest delta_acc, else the one
+// nearest in measured decode.
 // paired: both points have per-document scores for the same documents; the stderr is then that of
 // the per-document differences (sqrt(sum over tasks se_t^2) / tasks, se_t = sample stderr of a - b
 // over task t's documents), far tighter than the unpaired sqrt(se_a^2 + se_b^2) used otherwise.
