@@ -376,7 +376,7 @@ class Runner {
   bool search(const Point& p) {
     const std::string dir = point_dir(o_.out, p.name), sdir = path_join(dir, "search");
     std::vector<std::string> a = {"--threads", std::to_string(c_.threads), "search", "--config", c_.search_config,
-                                  "--mode", p.mode, "--target-ms", fmt::format("{:.6f}", p.target_ms), "--target-tokens", "1", "--lut",
+                                  "--mode", p.mode, "--target-ms", fmt::format("{}", p.target_ms), "--target-tokens", "1", "--lut",
                                   lut(), "--out", sdir};
     // With schedule.init "sensitivity", the searches of one mode share one KL measurement.
     a.insert(a.end(), {"--sensitivity", path_join(o_.out, "sensitivity-" + p.mode + ".json")});
