@@ -151,6 +151,28 @@ TEST(Knapsack, KeepsArgmaxWhenItFits) {
   EXPECT_NEAR(r.log_prob, t.log_prob(argmax), 1e-12);
 }
 
+// A target equal to the most likely architecture's own predicted latency (as a sweep's top target is
+// uniform 8-bit's LUT latency) keeps it: the knapsack's running total (a start plus per-part
+// differences) rounds differently from the prediction, so the comparisons allow 1e-12 relative.
+TEST(Knapsack, KeepsArgmaxAtExactlyItsLatency) {
+  int kept = 0;
+  for (uint32_t seed = 0; seed < 40; ++seed) {
+    const Toy t = random_toy(30, 100 + seed);
+    std::vector<ChoiceIndex> argmax(30), start(30);
+    for (size_t l = 0; l < 30; ++l) {
+      argmax[l].kv = t.lp[l].kv[1] > t.lp[l].kv[0];
+      argmax[l].mlp = t.lp[l].mlp[1] > t.lp[l].mlp[0];
+      for (int j = 0; j < kNumLinears; ++j) argmax[l].bits[j] = t.lp[l].bits[j][1] > t.lp[l].bits[j][0];
+      start[l] = {1, 1, {0, 0, 0, 0, 0, 0, 0}};  // the fastest: every part's difference is non-zero
+    }
+    auto ms = [&](const std::vector<ChoiceIndex>& a) { return t.ms(a); };
+    const KnapsackResult r = knapsack_fit(t.lp, t.ch, ms, t.ms(argmax), start);
+    EXPECT_TRUE(r.met) << seed;
+    kept += std::fabs(r.log_prob - t.log_prob(argmax)) < 1e-9;
+  }
+  EXPECT_EQ(kept, 40);
+}
+
 // Below the fastest architecture: the fastest one, flagged as missing the target.
 TEST(Knapsack, UnreachableReturnsFastest) {
   const Toy t = random_toy(2, 3);
