@@ -154,6 +154,8 @@ TEST(Knapsack, KeepsArgmaxWhenItFits) {
 // A target equal to the most likely architecture's own predicted latency (as a sweep's top target is
 // uniform 8-bit's LUT latency) keeps it: the knapsack's running total (a start plus per-part
 // differences) rounds differently from the prediction, so the comparisons allow 1e-12 relative.
+// (On SmolLM2's LUT that rounding excluded uniform 8-bit at exactly its latency; these toys do not
+// hit it, so this checks the property, and the SmolLM2 case was checked with `search`.)
 TEST(Knapsack, KeepsArgmaxAtExactlyItsLatency) {
   int kept = 0;
   for (uint32_t seed = 0; seed < 40; ++seed) {
@@ -165,8 +167,10 @@ TEST(Knapsack, KeepsArgmaxAtExactlyItsLatency) {
       for (int j = 0; j < kNumLinears; ++j) argmax[l].bits[j] = t.lp[l].bits[j][1] > t.lp[l].bits[j][0];
       start[l] = {1, 1, {0, 0, 0, 0, 0, 0, 0}};  // the fastest: every part's difference is non-zero
     }
-    auto ms = [&](const std::vector<ChoiceIndex>& a) { return t.ms(a); };
-    const KnapsackResult r = knapsack_fit(t.lp, t.ch, ms, t.ms(argmax), start);
+    // Latencies that are not short binary fractions, on a large fixed cost (as a model's lm_head and
+    // embedding are), so the per-part differences do not add up exactly.
+    auto ms = [&](const std::vector<ChoiceIndex>& a) { return 100.0 / 3.0 + t.ms(a) * M_PI; };
+    const KnapsackResult r = knapsack_fit(t.lp, t.ch, ms, ms(argmax), start);
     EXPECT_TRUE(r.met) << seed;
     kept += std::fabs(r.log_prob - t.log_prob(argmax)) < 1e-9;
   }

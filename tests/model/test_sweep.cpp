@@ -327,8 +327,8 @@ TEST(Sweep, KilledAndResumedGivesTheSameReport) {
     ASSERT_EQ(t.size(), 2u);
     EXPECT_NEAR(t[0], std::min(0.85 * fastest, b8), 1e-9);
     EXPECT_NEAR(t[1], b8, 1e-9);
-    // Each search got its target to the last bit: the top one is uniform 8-bit's own LUT latency, and
-    // a target rounded below it (6 decimals, before) ruled uniform 8-bit out of that search.
+    // Each search got its target to the last bit: the top one is uniform 8-bit's own LUT latency, which
+    // a target rounded to 6 decimals (before) could put below uniform 8-bit itself.
     for (size_t i = 0; i < t.size(); ++i) {
       const std::string pt = a + fmt::format("/points/joint-t{:.3f}/search/summary.json", t[i]);
       EXPECT_EQ(json::parse(read_text_file(pt))["target_ms"].get<double>(), t[i]) << pt;
