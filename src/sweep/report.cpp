@@ -6,13 +6,16 @@
 // {"model", "machine", "threads", "date", "config": {...sweep settings...},
 //  "points": [{"name", "method", "bits" | "target_ms", "arch", "recreate", "decode_ms", "predicted_decode_ms",
 //              "prefill_tok_s", "acc_avg", "acc_stderr", "tasks": {task: {"acc", "acc_norm", "n"}},
-//              "wikitext2_ppl", "bytes", "samples" (the eval's per-document file or null),
-//              "same_arch_as" (only where the sweep shared another point's results: same architecture)}],
+//              "wikitext2_ppl", "bytes", "samples" (the eval's per-document file, else eval-docs.json, or null),
+//              "same_arch_as" (only where the sweep shared another point's results: same architecture),
+//              "timing_export": true (only where sweep --rebench timed a stand-in export: see run.cpp)}],
+//  "rebench": {"rounds", "points", "luts", "timing_exports"}     // only after sweep --rebench
 //  "unreachable": [{"name", "method", "target_ms", "reason"}],   // targets below the mode's fastest arch
 //  "comparisons": [...]}                                          // sweep_comparisons (sweep.h)
 // acc_avg is the unweighted mean of the multiple-choice tasks' acc; acc_stderr its standard error
 // (sqrt(sum stderr_i^2) / n, tasks independent).
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -45,6 +48,42 @@ std::string today() {
   char buf[32];
   std::strftime(buf, sizeof buf, "%Y-%m-%d", std::gmtime(&t));
   return buf;
+}
+
+// Per task, the acc of each document in file order (doc 0, 1, ...): from an eval --samples file
+// (eval-samples.jsonl, kept out of git: megabytes, with every choice's log-likelihood) or from the
+// point's eval-docs.json ({"format": "llmcompress-eval-docs", "version": 1, "acc": {task: [0, 1, ...]}},
+// a few KB, committed), which the report writes from the former so that paired comparisons survive
+// a fresh clone. Empty when neither is there or the documents are not numbered 0..n-1 per task.
+using DocAcc = std::map<std::string, std::vector<double>>;  // task -> acc of each document
+
+DocAcc doc_acc(const json& samples) {
+  DocAcc out;
+  if (!samples.is_string() || !file_exists(samples.get<std::string>())) return out;
+  const std::string path = samples.get<std::string>();
+  if (path.size() < 6 || path.substr(path.size() - 6) != ".jsonl") {
+    const json j = read_json_file<json>(path);
+    if (j.value("format", "") != "llmcompress-eval-docs" || !j.contains("acc") || !j["acc"].is_object())
+      fail("{}: not an llmcompress-eval-docs file", path);
+    for (const auto& [task, v] : j["acc"].items()) out[task] = v.get<std::vector<double>>();
+    return out;
+  }
+  std::istringstream in(read_text_file(path));
+  int64_t line_no = 0;
+  for (std::string line; std::getline(in, line);) {
+    ++line_no;
+    json j;
+    try {
+      j = json::parse(line);
+    } catch (const json::exception&) {
+      fail("{}:{}: not valid JSON", path, line_no);
+    }
+    if (!j.contains("task") || !j.contains("doc") || !j.contains("acc")) fail("{}:{}: no task, doc or acc", path, line_no);
+    auto& v = out[j["task"].get<std::string>()];
+    if (j["doc"].get<int64_t>() != static_cast<int64_t>(v.size())) return {};
+    v.push_back(j["acc"].get<double>());
+  }
+  return out;
 }
 
 // One finished point as report.json holds it; null when its eval is not done yet.
@@ -81,6 +120,7 @@ json point_json(const SweepConfig& c, const SweepOptions& o, const Point& p) {
                                  ? b["predicted"]["decode_ms"].value("predicted", 0.0)
                                  : 0.0;
   r["prefill_tok_s"] = b.value("prefill_tokens_per_s", 0.0);
+  if (b.value("timing_export", false)) r["timing_export"] = true;  // sweep --rebench timed a stand-in export
   json tasks = json::object();
   double sum = 0, var = 0;
   int n = 0;
@@ -103,35 +143,17 @@ json point_json(const SweepConfig& c, const SweepOptions& o, const Point& p) {
     if (src.is_object() && src["results"].contains("wikitext2_gptq") && r["wikitext2_ppl"].is_null())
       r["wikitext2_ppl"] = src["results"]["wikitext2_gptq"].value("token_perplexity", 0.0);
   r["bytes"] = b.value("model_file_bytes", 0);
-  const std::string samples = path_join(dir, "eval-samples.jsonl");
-  r["samples"] = file_exists(samples) ? json(samples) : json(nullptr);
-  return r;
-}
-
-// Per task, the acc of each document in file order (doc 0, 1, ...) from an eval --samples file;
-// empty when the file is absent or its documents are not numbered 0..n-1 per task.
-using DocAcc = std::map<std::string, std::vector<double>>;  // task -> acc of each document
-
-DocAcc doc_acc(const json& samples) {
-  DocAcc out;
-  if (!samples.is_string() || !file_exists(samples.get<std::string>())) return out;
-  const std::string path = samples.get<std::string>();
-  std::istringstream in(read_text_file(path));
-  int64_t line_no = 0;
-  for (std::string line; std::getline(in, line);) {
-    ++line_no;
-    json j;
-    try {
-      j = json::parse(line);
-    } catch (const json::exception&) {
-      fail("{}:{}: not valid JSON", path, line_no);
+  const std::string samples = path_join(dir, "eval-samples.jsonl"), docs = path_join(dir, "eval-docs.json");
+  if (file_exists(samples)) {
+    const DocAcc acc = doc_acc(json(samples));
+    if (!acc.empty()) {
+      json d = {{"format", "llmcompress-eval-docs"}, {"version", 1}, {"acc", json::object()}};
+      for (const auto& [task, v] : acc) d["acc"][task] = v;
+      write_file_atomic(docs, d.dump() + "\n");
     }
-    if (!j.contains("task") || !j.contains("doc") || !j.contains("acc")) fail("{}:{}: no task, doc or acc", path, line_no);
-    auto& v = out[j["task"].get<std::string>()];
-    if (j["doc"].get<int64_t>() != static_cast<int64_t>(v.size())) return {};
-    v.push_back(j["acc"].get<double>());
   }
-  return out;
+  r["samples"] = file_exists(samples) ? json(samples) : file_exists(docs) ? json(docs) : json(nullptr);
+  return r;
 }
 
 // a - b in average accuracy with its standard error: paired over documents when both points have
@@ -191,6 +213,17 @@ std::string markdown(const json& rep) {
   std::string s = fmt::format("# Sweep: {}\n\nMachine: {}; threads {}; date {}.\n\n", rep["model"].get<std::string>(),
                               rep["machine"].get<std::string>(), rep["threads"].get<int>(),
                               rep["date"].get<std::string>());
+  if (rep.contains("rebench")) {
+    const json& r = rep["rebench"];
+    s += fmt::format("Decode times: the median of {} rounds of `sweep --rebench`, each round with a fresh latency table.",
+                     r.value("rounds", 0));
+    const std::vector<std::string> t = r.value("timing_exports", std::vector<std::string>{});
+    if (!t.empty())
+      s += fmt::format(" Timed on a timing export (the point's architecture and packed format, RTN weights without"
+                       " fine-tune: its export was not on this machine): {}.",
+                       fmt::join(t, ", "));
+    s += "\n\n";
+  }
   std::map<std::string, std::vector<json>> by_method;
   std::vector<std::string> order;
   for (const auto& p : rep["points"]) {
@@ -350,6 +383,7 @@ void write_sweep_report(const SweepConfig& c, const SweepOptions& o) {
     rep["points"].push_back(std::move(pj));
   }
   rep["comparisons"] = sweep_comparisons(rep["points"]);
+  if (m.contains("rebench")) rep["rebench"] = m["rebench"];
   write_file_atomic(path_join(o.out, "report.json"), rep.dump(1) + "\n");
   write_file_atomic(path_join(o.out, "report.md"), markdown(rep));
   const std::string svg = path_join(o.out, "pareto.svg");

@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -117,8 +118,8 @@ std::string unreachable_reason(const std::string& log) {
 // The arguments (after the program) of a bench of the export in `dir`, predicted from `lut`, to
 // `out` (bench.json of a point, or one round of --rebench).
 std::vector<std::string> bench_args(const SweepConfig& c, const std::string& dir, const std::string& lut,
-                                    const std::string& out) {
-  return {"--threads", std::to_string(c.threads), "bench", "--model", path_join(dir, "export"), "--prompt-tokens",
+                                    const std::string& out, const std::string& folder = "export") {
+  return {"--threads", std::to_string(c.threads), "bench", "--model", path_join(dir, folder), "--prompt-tokens",
           std::to_string(c.prompt_tokens), "--new-tokens", std::to_string(c.new_tokens), "--repeats",
           std::to_string(c.bench_repeats), "--lut", lut, "--json", "--output", out};
 }
@@ -341,7 +342,7 @@ class Runner {
     std::filesystem::remove_all(exp, ec);  // a killed export's partial folder
     std::filesystem::create_directory_symlink(path_join("..", twin + "/export"), exp, ec);
     if (ec) fail("sweep: {}: cannot link to {}'s export: {}", exp, twin, ec.message());
-    for (const char* f : {"bench.json", "eval.json", "eval-samples.jsonl", "ppl.json"})
+    for (const char* f : {"bench.json", "eval.json", "eval-samples.jsonl", "eval-docs.json", "ppl.json"})
       if (file_exists(path_join(from, f))) write_file_atomic(path_join(dir, f), read_text_file(path_join(from, f)));
     for (const std::string& k : kExportStages)
       if (m_.done(twin + "/" + k) && !m_.done(p.name + "/" + k)) m_.mark(p.name + "/" + k, {{"same_arch_as", twin}});
@@ -530,8 +531,37 @@ void rebench_sweep(const SweepConfig& c, const SweepOptions& o, int rounds) {
     else benched.push_back(p);
   }
   LLMC_CHECK(!benched.empty(), "{}: no point has been benched yet", o.out);
-  std::unique_ptr<FileLock> lock = timing_lock();
   const std::string exe = o.exe.empty() ? self_executable() : o.exe;
+  // Exported weights stay out of git, so a study carried to a fresh clone or machine has its manifest
+  // and results but no exports. Decode time depends on the architecture and the packed format, not on
+  // the weights' values, so such a point is timed on a timing export: its own export command with RTN
+  // and no fine-tune (seconds instead of minutes), in DIR/points/NAME/timing-export, never evaluated.
+  // The manifest and the report name the points timed that way.
+  std::map<std::string, std::string> folder;  // point -> the folder its rounds time
+  std::vector<std::string> timing_exports;
+  for (const Point& p : benched) {
+    const std::string dir = point_dir(o.out, p.name);
+    folder[p.name] = "export";
+    if (file_exists(path_join(dir, "export/model.safetensors"))) continue;
+    folder[p.name] = "timing-export";
+    timing_exports.push_back(p.name);
+    const std::string tex = path_join(dir, "timing-export");
+    if (file_exists(path_join(tex, "model.safetensors"))) continue;  // made by an earlier --rebench
+    Point t = p;
+    t.quant = "rtn";
+    SweepConfig ct = c;
+    ct.finetune_steps = 0;
+    std::vector<std::string> args = export_args(ct, t, arch_of(o.out, p), tex);
+    args.insert(args.begin(), exe);
+    const std::string log = path_join(dir, "timing-export.log");
+    spdlog::info("sweep --rebench: {} has no export here; timing export (RTN, no fine-tune) to {}", p.name, tex);
+    std::error_code ec;
+    std::filesystem::remove_all(tex, ec);  // a killed export's partial folder
+    const ProcessResult res = run_process(args, log);
+    if (res.exit_code != 0)
+      fail("sweep --rebench: the timing export of {} failed (exit {}); its log is {}", p.name, res.exit_code, log);
+  }
+  std::unique_ptr<FileLock> lock = timing_lock();
   // A latency table measured at the start of every round too (when the study measured its own), and
   // that round's benches predicted from it: the machine's speed drifts (on the 2-vCPU VM the same
   // LUT entries ran 1.23x slower two hours later, and whole decodes 11% apart within 3 minutes), so
@@ -556,7 +586,7 @@ void rebench_sweep(const SweepConfig& c, const SweepOptions& o, int rounds) {
     luts.push_back(lut);
     for (const Point& p : benched) {
       const std::string dir = point_dir(o.out, p.name), tag = fmt::format("bench-r{}", r + 1);
-      std::vector<std::string> args = bench_args(c, dir, lut, path_join(dir, tag + ".json"));
+      std::vector<std::string> args = bench_args(c, dir, lut, path_join(dir, tag + ".json"), folder[p.name]);
       args.insert(args.begin(), exe);
       spdlog::info("sweep --rebench: round {}/{}: {}", r + 1, rounds, p.name);
       const ProcessResult res = run_process(args, path_join(dir, tag + ".log"));
@@ -578,12 +608,13 @@ void rebench_sweep(const SweepConfig& c, const SweepOptions& o, int rounds) {
     std::sort(runs.begin(), runs.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
     json out = runs[(runs.size() - 1) / 2].second;  // the median round (lower median for an even count)
     out["rounds_decode_ms"] = all;
+    if (folder[p.name] != "export") out["timing_export"] = true;  // the report marks these points
     write_file_atomic(path_join(dir, "bench.json"), out.dump(1) + "\n");
   }
   for (const auto& [p, twin] : shared)
     write_file_atomic(path_join(point_dir(o.out, p.name), "bench.json"),
                       read_text_file(path_join(point_dir(o.out, twin), "bench.json")));
-  m.set("rebench", {{"rounds", rounds}, {"points", benched.size()}, {"luts", luts}});
+  m.set("rebench", {{"rounds", rounds}, {"points", benched.size()}, {"luts", luts}, {"timing_exports", timing_exports}});
   lock.reset();
   write_sweep_report(c, o);
 }

@@ -358,6 +358,20 @@ TEST(Sweep, KilledAndResumedGivesTheSameReport) {
     EXPECT_EQ(c["docs"].get<int>(), 6) << c.dump();
   }
   EXPECT_NE(read_text_file(a + "/report.md").find("(paired, 6 docs)"), std::string::npos);
+
+  // A fresh clone has no eval-samples.jsonl (kept out of git); the committed eval-docs.json keep the
+  // comparisons paired, with the same numbers.
+  for (const auto& p : rep["points"]) {
+    const std::string sm = p["samples"];
+    ASSERT_TRUE(file_exists(parent_dir(sm) + "/eval-docs.json")) << sm;
+    fs::remove(sm);
+  }
+  ASSERT_EQ(run_process({LLMC_CLI, "sweep", "--config", cfg, "--out", a, "--report-only"}, s.dir + "/a2.log").exit_code, 0)
+      << read_text_file(s.dir + "/a2.log");
+  const json rep2 = json::parse(read_text_file(a + "/report.json"));
+  EXPECT_EQ(rep2["comparisons"], rep["comparisons"]);
+  for (const auto& p : rep2["points"])
+    EXPECT_EQ(fs::path(p["samples"].get<std::string>()).filename(), "eval-docs.json") << p.dump();
 }
 
 // Two targets above the original's latency: no latency pressure, so both searches (same seed, same
@@ -396,6 +410,31 @@ TEST(Sweep, SameArchitectureSharesResults) {
   EXPECT_TRUE(file_exists(a + "/bench-r1.json"));
   EXPECT_FALSE(file_exists(b + "/bench-r1.json"));
   EXPECT_EQ(read_text_file(b + "/bench.json"), read_text_file(a + "/bench.json"));
+
+  // The study carried to a machine without its exports (they stay out of git): --rebench times a
+  // stand-in export of the same architecture and packed format (RTN, no fine-tune) instead of failing.
+  const auto st_size = fs::file_size(a + "/export/model.safetensors");
+  const json a_arch = json::parse(read_text_file(a + "/export/arch.json"));
+  EXPECT_EQ(json::parse(read_text_file(a + "/export/export_report.json"))["finetune"]["steps"], 2);
+  fs::remove_all(a + "/export");
+  ASSERT_EQ(run_process({LLMC_CLI, "sweep", "--config", cfg, "--out", out, "--rebench", "1"}, s.dir + "/rebench2.log")
+                .exit_code,
+            0)
+      << read_text_file(s.dir + "/rebench2.log");
+  const std::string tex = a + "/timing-export";
+  ASSERT_TRUE(file_exists(tex + "/model.safetensors"));
+  EXPECT_FALSE(fs::exists(a + "/export"));  // the real export's place stays empty: nothing evaluates the stand-in
+  EXPECT_EQ(fs::file_size(tex + "/model.safetensors"), st_size);
+  EXPECT_EQ(json::parse(read_text_file(tex + "/arch.json")), a_arch);
+  EXPECT_EQ(json::parse(read_text_file(tex + "/export_report.json"))["finetune"]["steps"], 0);
+  EXPECT_NE(json::parse(read_text_file(a + "/bench-r1.json"))["model"].get<std::string>().find("timing-export"),
+            std::string::npos);
+  const json rb = json::parse(read_text_file(out + "/manifest.json"))["rebench"];
+  EXPECT_EQ(rb["timing_exports"], json::array({"joint-t500.000"}));
+  const json rep2 = json::parse(read_text_file(out + "/report.json"));
+  EXPECT_TRUE(rep2["points"][1].value("timing_export", false)) << rep2["points"][1].dump();
+  EXPECT_FALSE(rep2["points"][0].contains("timing_export"));
+  EXPECT_NE(read_text_file(out + "/report.md").find("Timed on a timing export"), std::string::npos);
 }
 
 // A target below the fastest architecture a mode can reach (width-only keeps 16-bit weights) is
