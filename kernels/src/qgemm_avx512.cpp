@@ -51,6 +51,15 @@ inline __mmask16 load_mask(const uint8_t* p) {
   return k;
 }
 
+// Sum of 16 lanes in a fixed order, the one the 4-row reduction of fused_tile follows too:
+// 128-bit chunks (c0 + c2) + (c1 + c3), then lanes (l0 + l2) + (l1 + l3).
+inline float hsum16(__m512 v) {
+  const __m256 h = _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1));
+  const __m128 c = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+  const __m128 d = _mm_add_ps(c, _mm_shuffle_ps(c, c, _MM_SHUFFLE(1, 0, 3, 2)));
+  return _mm_cvtss_f32(_mm_add_ss(d, _mm_shuffle_ps(d, d, _MM_SHUFFLE(1, 1, 1, 1))));
+}
+
 inline __m512 iota16() { return _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15); }
 
 // 2/3-bit pair layout: lane i = 2k + h of a broadcast qword sees word h; shifting by 4k puts
@@ -221,15 +230,17 @@ void fused_tile(const Problem& p, int m0, int n0) {
       // ab = [a0+a2, a1+a3, b0+b2, b1+b3]; t = chunk sums [A, B, C, D], 4 lanes each.
       __m512 t = _mm512_add_ps(_mm512_shuffle_f32x4(ab, cd, _MM_SHUFFLE(2, 0, 2, 0)),
                                _mm512_shuffle_f32x4(ab, cd, _MM_SHUFFLE(3, 1, 3, 1)));
-      t = _mm512_add_ps(t, _mm512_permute_ps(t, _MM_SHUFFLE(2, 3, 0, 1)));
+      // Lanes (l0 + l2) + (l1 + l3): hsum16's order, so a row's sum has the same bits whichever
+      // tile width computed it (qgemm_cpu_stacked cuts tiles at the parts' ends).
       t = _mm512_add_ps(t, _mm512_permute_ps(t, _MM_SHUFFLE(1, 0, 3, 2)));
+      t = _mm512_add_ps(t, _mm512_permute_ps(t, _MM_SHUFFLE(2, 3, 0, 1)));
       __m128 v = _mm512_castps512_ps128(
           _mm512_permutexvar_ps(_mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), t));
       if (p.bias) v = _mm_add_ps(v, _mm_loadu_ps(p.bias + n0));
       _mm_storeu_ps(y, v);
     } else {
       for (int n = 0; n < NT; ++n) {
-        float v = _mm512_reduce_add_ps(acc[m][n]);
+        float v = hsum16(acc[m][n]);
         if (p.bias) v += p.bias[n0 + n];
         y[n] = v;
       }
@@ -273,8 +284,20 @@ void fused_rows(const Problem& p, int n0, int n1) {
 constexpr int kNr = kPanelNr512;
 constexpr int kKc = kPanelKc;
 
+inline uint16_t load_u16(const uint8_t* p) {
+  uint16_t v;
+  __builtin_memcpy(&v, p, 2);
+  return v;
+}
+inline uint32_t load_u32(const uint8_t* p) {
+  uint32_t v;
+  __builtin_memcpy(&v, p, 4);
+  return v;
+}
+
 // Dequantizes rows nb..nb+nr-1, columns kc0..kc0+kcn-1 into wb[r * kKc + k] (rows >= nr zeroed).
-template <int BITS>
+// TILED (2/3 bits): from the row-tiled copy, the same values as from the canonical layout.
+template <int BITS, bool TILED = false>
 void dequant_panel(const Problem& p, int nb, int nr, int kc0, int kcn, float* wb) {
   const int bpg = p.group / kBlockCodes;
   const __m512 iota = iota16();
@@ -288,17 +311,42 @@ void dequant_panel(const Problem& p, int nb, int nr, int kc0, int kcn, float* wb
       continue;
     }
     const int n = nb + r;
-    const uint8_t* row = p.codes + static_cast<size_t>(n) * p.row_bytes;
+    const uint8_t* row = TILED ? nullptr : p.codes + static_cast<size_t>(n) * p.row_bytes;
+    // Tiled copy (qtiled.h): row n is lane n % 16 of tile n / 16; word h of its block kb is uint32
+    // h * 16 + lane of tile block (t, kb), its scale / zero entry `lane` of the tile's 16 per group.
+    // Every column of one call lies in one tiled panel of 512 (kKc = 256 divides it): the row's slice
+    // of that panel holds its codes, then the panel's scales and zeros.
+    static_assert(kPanelBlocks * kBlockCodes % kKc == 0, "a panel-kernel chunk lies in one tiled panel");
+    const uint8_t* slice = nullptr;
+    const uint8_t* sc = nullptr;
+    const uint8_t* zr = nullptr;
+    int g0 = 0;
+    if constexpr (TILED) {
+      const int pn = kc0 / (kPanelBlocks * kBlockCodes), lane = n % kTileRows;
+      slice = p.tiled + p.tl.slice_offset(pn, n / kTileRows) + 4 * lane;
+      sc = p.tiled + p.tl.slice_offset(pn, n / kTileRows) + static_cast<size_t>(p.tl.panel_blocks(pn)) * BITS * 64 +
+           2 * lane;
+      zr = sc + static_cast<size_t>(p.tl.panel_groups(pn)) * kTileRows * 2;
+      g0 = pn * (kPanelBlocks * kBlockCodes / p.group);
+    }
     // Per-group constants, rebuilt only when the group changes.
     int cur_g = -1;
     __m512 s = _mm512_setzero_ps(), nsz = s, T = s, TA = s, TB = s, S4 = s;
     for (int kb = kc0 / kBlockCodes; kb < (kc0 + kcn) / kBlockCodes; ++kb) {
       if (kb / bpg != cur_g) {
         cur_g = kb / bpg;
-        const size_t gi = static_cast<size_t>(n) * p.G + cur_g;
-        const float sf = _cvtsh_ss(p.scales[gi]);
+        uint16_t hs, hz;
+        if constexpr (TILED) {
+          hs = load_u16(sc + (cur_g - g0) * kTileRows * 2);
+          hz = load_u16(zr + (cur_g - g0) * kTileRows * 2);
+        } else {
+          const size_t gi = static_cast<size_t>(n) * p.G + cur_g;
+          hs = p.scales[gi];
+          hz = p.zeros[gi];
+        }
+        const float sf = _cvtsh_ss(hs);
         s = _mm512_set1_ps(sf);
-        nsz = _mm512_set1_ps(-sf * _cvtsh_ss(p.zeros[gi]));
+        nsz = _mm512_set1_ps(-sf * _cvtsh_ss(hz));
         if constexpr (BITS <= 3) {
           TA = _mm512_fmadd_ps(ilo, s, nsz);
           TB = _mm512_fmadd_ps(ihi, s, nsz);
@@ -308,6 +356,21 @@ void dequant_panel(const Problem& p, int nb, int nr, int kc0, int kcn, float* wb
         }
       }
       float* out = dst + (kb * kBlockCodes - kc0);
+      if constexpr (TILED) {
+        static_assert(BITS <= 3, "tiled copies are 2 or 3 bits");
+        const uint8_t* tb = slice + (kb % kPanelBlocks) * BITS * 64;
+        const uint64_t pair = load_u32(tb) | static_cast<uint64_t>(load_u32(tb + 4 * kTileRows)) << 32;
+        const __m512i v = _mm512_srlv_epi32(_mm512_set1_epi64(static_cast<int64_t>(pair)), psh);
+        __m512 wa = _mm512_permutexvar_ps(v, TA);
+        __m512 wb = _mm512_permutexvar_ps(v, TB);
+        if constexpr (BITS == 3) {
+          wa = _mm512_mask_add_ps(wa, load_mask(tb + 8 * kTileRows), wa, S4);  // the bit plane, word 2
+          wb = _mm512_mask_add_ps(wb, load_mask(tb + 8 * kTileRows + 2), wb, S4);
+        }
+        _mm512_store_ps(out, wa);
+        _mm512_store_ps(out + 16, wb);
+        continue;
+      }
       const uint8_t* blk = row + static_cast<size_t>(kb) * (4 * BITS);
       if constexpr (BITS <= 3) {
         const __m512i v = _mm512_srlv_epi32(load_pair_words(blk), psh);
@@ -357,7 +420,7 @@ void micro(const float* xT, int Mp, const float* wb, int kcn, float* yT, int nr,
   }
 }
 
-template <int BITS>
+template <int BITS, bool TILED = false>
 void panel_rows(const Problem& p, int n0, int n1) {
   alignas(64) float wb[kNr * kKc];
   const int Kk = p.Kb * kBlockCodes;  // columns up to the last block with real ones
@@ -366,7 +429,7 @@ void panel_rows(const Problem& p, int n0, int n1) {
     const float* xT = p.xT + static_cast<size_t>(kc0) * p.Mp;
     for (int nb = n0; nb < n1; nb += kNr) {
       const int nr = imin(kNr, n1 - nb);
-      dequant_panel<BITS>(p, nb, nr, kc0, kcn, wb);
+      dequant_panel<BITS, TILED>(p, nb, nr, kc0, kcn, wb);
       float* yT = p.yT + static_cast<size_t>(nb) * p.Mp;
       int m0 = 0;
       for (; m0 + 32 <= p.Mp; m0 += 32) micro<2>(xT + m0, p.Mp, wb, kcn, yT + m0, nr, kc0 == 0);
@@ -391,6 +454,11 @@ void fused_rows_avx512(const Problem& p, int n0, int n1) {
 }
 
 void panel_rows_avx512(const Problem& p, int n0, int n1) {
+  if (p.tiled != nullptr) {
+    if (p.bits == 2) panel_rows<2, true>(p, n0, n1);
+    else panel_rows<3, true>(p, n0, n1);
+    return;
+  }
   switch (p.bits) {
     case 2: panel_rows<2>(p, n0, n1); break;
     case 3: panel_rows<3>(p, n0, n1); break;

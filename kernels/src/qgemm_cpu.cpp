@@ -274,6 +274,36 @@ void run_stacked_task(void* c, int t) {
   ctx.rows(ctx.probs[ctx.task_part[t]], ctx.task_n0[t], ctx.task_n1[t]);
 }
 
+// The fp32 panel path's x^T (p.xT, [Kp][Mp], zero outside [M) x [K)) and accumulators p.yT, for
+// p.M, p.K, p.Kp, p.N.
+void prepare_panel_fp32(const float* x, detail::Problem& p, detail::Scratch& s_x, detail::Scratch& s_y) {
+  const int M = p.M;
+  p.Mp = (M + 15) / 16 * 16;
+  float* xT = s_x.get(static_cast<size_t>(p.Kp) * p.Mp);
+  // Transpose in 16-row stripes: reads 16 rows of x, writes whole 64-byte lines of xT.
+  for (int m0 = 0; m0 < p.Mp; m0 += 16) {
+    for (int k = 0; k < p.Kp; ++k) {
+      float* dst = xT + static_cast<size_t>(k) * p.Mp + m0;
+      for (int i = 0; i < 16; ++i) {
+        const int m = m0 + i;
+        dst[i] = (m < M && k < p.K) ? x[static_cast<size_t>(m) * p.K + k] : 0.f;
+      }
+    }
+  }
+  p.xT = xT;
+  p.yT = s_y.get(static_cast<size_t>(p.N) * p.Mp);
+}
+
+// Rows per task: a multiple of kRowQuantum, about 4 tasks per thread (dynamic scheduling keeps
+// threads busy when the machine is shared), and at least 48 rows for the panel kernel so each
+// task reuses its L2-resident slice of x^T across several weight panels.
+int rows_per_task(int N, int nthreads, bool panel) {
+  const int q = detail::kRowQuantum;
+  int per = (N + 4 * nthreads - 1) / (4 * nthreads);
+  per = std::max(per, panel ? 48 : q);
+  return (per + q - 1) / q * q;
+}
+
 // qgemm_cpu over parts stacked by rows (qgemm_cpu_stacked; one part: qgemm_cpu). Arguments
 // validated by the callers; all parts share bits, group and K.
 void qgemm_parts(const float* x, int M, const QMatrixView* parts, int nparts, int Ntot, const float* bias, float* y,
@@ -337,32 +367,13 @@ void qgemm_parts(const float* x, int M, const QMatrixView* parts, int nparts, in
     if (use == Isa::kAvx512) rows = detail::fused_rows_avx512;
 #endif
   } else {
-    p.Mp = (M + 15) / 16 * 16;
-    float* xT = s_x.get(static_cast<size_t>(p.Kp) * p.Mp);
-    // Transpose in 16-row stripes: reads 16 rows of x, writes whole 64-byte lines of xT.
-    for (int m0 = 0; m0 < p.Mp; m0 += 16) {
-      for (int k = 0; k < p.Kp; ++k) {
-        float* dst = xT + static_cast<size_t>(k) * p.Mp + m0;
-        for (int i = 0; i < 16; ++i) {
-          const int m = m0 + i;
-          dst[i] = (m < M && k < p.K) ? x[static_cast<size_t>(m) * p.K + k] : 0.f;
-        }
-      }
-    }
-    p.xT = xT;
-    p.yT = s_y.get(static_cast<size_t>(p.N) * p.Mp);
+    prepare_panel_fp32(x, p, s_x, s_y);
 #if defined(LLMC_KERNELS_X86)
     if (use == Isa::kAvx512) rows = detail::panel_rows_avx512;
 #endif
   }
 
-  // Rows per task: a multiple of kRowQuantum, about 4 tasks per thread (dynamic scheduling keeps
-  // threads busy when the machine is shared), and at least 48 rows for the panel kernel so each
-  // task reuses its L2-resident slice of x^T across several weight panels.
-  const int q = detail::kRowQuantum;
-  int per = (p.N + 4 * nthreads - 1) / (4 * nthreads);
-  per = std::max(per, panel ? 48 : q);
-  per = (per + q - 1) / q * q;
+  const int per = rows_per_task(p.N, nthreads, panel);
   if (nparts == 1) {
     TaskCtx ctx{&p, rows, per};
     const int ntasks = (p.N + per - 1) / per;
@@ -399,6 +410,36 @@ void qgemm_parts(const float* x, int M, const QMatrixView* parts, int nparts, in
 }
 
 }  // namespace
+
+namespace detail {
+
+void qgemm_tiled_panel(const float* x, int M, const QTiledView& t, const float* bias, float* y, int nthreads) {
+  const QLayout l = make_layout(t.bits, t.group, t.N, t.K);
+  Problem p;
+  p.M = M;
+  p.N = t.N;
+  p.K = t.K;
+  p.bits = t.bits;
+  p.group = t.group;
+  p.Kp = l.K_padded;
+  p.Kb = l.real_blocks;
+  p.G = l.groups_per_row;
+  p.bias = bias;
+  p.y = y;
+  p.tiled = t.data;
+  p.tl = t.layout();
+  thread_local Scratch s_x, s_y;
+  prepare_panel_fp32(x, p, s_x, s_y);
+#if defined(LLMC_KERNELS_X86)
+  TaskCtx ctx{&p, panel_rows_avx512, rows_per_task(p.N, nthreads, true)};
+  parallel_for(nthreads, (p.N + ctx.rows_per_task - 1) / ctx.rows_per_task, run_task, &ctx);
+#else
+  (void)nthreads;
+  throw std::logic_error("qgemm_tiled_panel: AVX-512 only");
+#endif
+}
+
+}  // namespace detail
 
 void qgemm_cpu(const float* x, int M, const QMatrixView& w, const float* bias, float* y, int num_threads, Isa isa) {
   check_common("qgemm_cpu", x, M, w, y);

@@ -44,6 +44,10 @@ struct Problem {
   const float* xdxsT = nullptr;  // [G][Mp] dx * sum of xq over the group
   const float* xT = nullptr;  // [Kp][Mp] transposed x, zero outside [M) x [K)
   float* yT = nullptr;        // [N][Mp] fp32 accumulators
+  // AVX-512 panel path over a row-tiled copy (qtiled.h; 2/3 bits) instead of codes / scales /
+  // zeros: the same weights dequantized the same way, so the same bits as the canonical panel.
+  const uint8_t* tiled = nullptr;
+  QTiledLayout tl;
 };
 
 // Panel path tiling (AVX-512 / AVX2): n-rows per micro tile and the K chunk dequantized at once.
@@ -156,6 +160,10 @@ struct TiledProblem {
   float* tabh = nullptr;  // [M][Kb][8][16] (3 bits)
   float* xs = nullptr;    // [M][G] sums of x over each group's real columns
 };
+
+// qgemm_tiled_cpu for M >= 16 on AVX-512 (qgemm_cpu.cpp): the panel kernel reading the tiled copy,
+// with the canonical panel path's x preparation and threading; arguments validated by the caller.
+void qgemm_tiled_panel(const float* x, int M, const QTiledView& t, const float* bias, float* y, int nthreads);
 
 void tiled_tables_avx512(const TiledProblem& p);
 void tiled_tiles_avx512(const TiledProblem& p, int t0, int t1);

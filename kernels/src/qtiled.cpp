@@ -137,6 +137,32 @@ void untile_codes(const QTiledView& t, uint8_t* codes) {
   }
 }
 
+QMatrix untile(const QTiledView& t, int row0, int rows) {
+  if (t.data == nullptr) bad("untile: tiled data is null");
+  const QTiledLayout l = t.layout();
+  if (rows < 0) rows = t.N - row0;
+  if (row0 < 0 || rows < 1 || row0 + rows > t.N) {
+    bad("untile: rows [" + std::to_string(row0) + ", " + std::to_string(row0 + rows) + ") outside [0, " +
+        std::to_string(t.N) + ")");
+  }
+  std::vector<uint8_t> codes(static_cast<size_t>(rows) * t.K);
+  std::vector<uint16_t> sc(static_cast<size_t>(rows) * l.groups), zr(sc.size());
+  for (int i = 0; i < rows; ++i) {
+    const int n = row0 + i, ti = n / kTileRows, r = n % kTileRows;
+    for (int kb = 0; kb < l.blocks; ++kb) {
+      uint32_t bw[3];
+      read_block(t.data, l, ti, kb, r, bw);
+      for (int c = 0; c < kBlockCodes && kb * kBlockCodes + c < t.K; ++c)
+        codes[static_cast<size_t>(i) * t.K + kb * kBlockCodes + c] = static_cast<uint8_t>(block_code(t.bits, bw, c));
+    }
+    for (int g = 0; g < l.groups; ++g) {
+      sc[static_cast<size_t>(i) * l.groups + g] = read_u16(t.data + l.scales_offset(ti, g), r);
+      zr[static_cast<size_t>(i) * l.groups + g] = read_u16(t.data + l.zeros_offset(ti, g), r);
+    }
+  }
+  return pack(t.bits, t.group, rows, t.K, codes.data(), sc.data(), zr.data());
+}
+
 void qgemm_tiled_cpu(const float* x, int M, const QTiledView& t, const float* bias, float* y, int num_threads,
                      Isa isa) {
   if (t.data == nullptr) bad("qgemm_tiled_cpu: tiled data is null");
@@ -146,6 +172,13 @@ void qgemm_tiled_cpu(const float* x, int M, const QTiledView& t, const float* bi
   detail::check_threads_isa("qgemm_tiled_cpu", num_threads, isa);
   const Isa use = isa == Isa::kAuto ? best_isa() : isa;
 #if defined(LLMC_KERNELS_X86)
+  if (use == Isa::kAvx512 && M >= kTiledMaxM) {
+    // Prefill: the canonical layout's panel kernel reading the tiled copy (each weight dequantized
+    // once per call; the x-table kernel below re-reads the matrix every 15 rows of x: 1.1x (2 bits)
+    // and 2x (3 bits) slower at M = 128), so a 2/3-bit matrix needs no canonical copy.
+    detail::qgemm_tiled_panel(x, M, t, bias, y, num_threads > 0 ? num_threads : default_num_threads());
+    return;
+  }
   if (use == Isa::kAvx512) {
     // Rows of x in chunks of kTiledMaxM - 1: the tables (1 KB per row and block, 1.5 KB for 3
     // bits) stay bounded for any M.

@@ -8,6 +8,7 @@
 #include <cstdarg>
 #include <cstdio>
 #include <filesystem>
+#include <cstring>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -52,6 +53,24 @@ double loadavg_1min() {
     std::fclose(f);
   }
   return l1;
+}
+
+// A line "key:   N kB" of /proc/self/status in bytes; -1 when unreadable (not Linux).
+int64_t proc_status_bytes(const char* key) {
+  int64_t out = -1;
+  if (FILE* f = std::fopen("/proc/self/status", "r")) {
+    char line[256];
+    const size_t n = std::strlen(key);
+    while (std::fgets(line, sizeof line, f)) {
+      long long kb = 0;
+      if (std::strncmp(line, key, n) == 0 && line[n] == ':' && std::sscanf(line + n + 1, "%lld", &kb) == 1) {
+        out = static_cast<int64_t>(kb) * 1024;
+        break;
+      }
+    }
+    std::fclose(f);
+  }
+  return out;
 }
 
 BenchComparison compare(double predicted, double measured) {
@@ -278,6 +297,8 @@ BenchResult run_bench(Llama& model, const BenchOptions& opts) {
   res.decode_ms_per_token = 1000.0 * dm / N;
   res.model_file_bytes = model_file_bytes(opts.model_path);
   res.loadavg_1min = loadavg_1min();  // other processes share the cores
+  res.rss_bytes = proc_status_bytes("VmRSS");       // resident now: the loaded model, caches freed
+  res.peak_rss_bytes = proc_status_bytes("VmHWM");  // the most it held, loading included
   if (rt) {
     res.weight_bytes_per_token = rt->engine().bytes_per_token();
     res.tiled_copy_bytes = rt->engine().tiled_bytes();  // memory of the 2/3-bit row-tiled copies
@@ -342,6 +363,8 @@ std::string bench_to_json(const BenchResult& r) {
   }
   j["model_file_bytes"] = r.model_file_bytes;
   j["loadavg_1min"] = r.loadavg_1min;
+  j["rss_bytes"] = r.rss_bytes;
+  j["peak_rss_bytes"] = r.peak_rss_bytes;
   if (runtime) {
     j["weight_bytes_per_token"] = r.weight_bytes_per_token;
     j["tiled_copy_bytes"] = r.tiled_copy_bytes;
@@ -386,6 +409,8 @@ std::string bench_to_text(const BenchResult& r) {
           r.prefill_tokens_per_s, r.repeats);
   appendf(out, "decode    %lld tokens: %.1f tok/s, %.3f ms/token (median of %d)\n",
           static_cast<long long>(r.new_tokens), r.decode_tokens_per_s, r.decode_ms_per_token, r.repeats);
+  if (r.rss_bytes >= 0)
+    appendf(out, "resident  %.1f MB after the runs (peak %.1f MB)\n", r.rss_bytes / 1e6, r.peak_rss_bytes / 1e6);
   if (r.bandwidth) {
     const BenchBandwidth& b = *r.bandwidth;
     appendf(out, "memory    read-only probe %.1f GB/s (best of 10; median %.1f; %lld MiB buffer, %d threads); decode "

@@ -214,7 +214,7 @@ int packed_group_size(const Llama& model) { return packed_group_size(model.weigh
 int packed_group_size(const LlamaWeights& w) {
   int g = 0;
   auto see = [&](const std::shared_ptr<Linear>& l) {
-    if (l && l->is_packed()) g = std::max(g, l->packed_matrix()->layout.group);
+    if (l && l->is_packed()) g = std::max(g, l->packed_layout()->group);
   };
   see(w.lm_head);
   for (const auto& L : w.layers)

@@ -1,4 +1,5 @@
 #include "llmc/runtime/engine.h"
+#include "llmc/runtime/tiled_linear.h"
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -6,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <malloc.h>
 #include <string>
 
 #include "llmc/core/error.h"
@@ -103,20 +105,28 @@ RuntimeEngine::RuntimeEngine(const ModelConfig& c, const LlamaWeights& w, int th
     }
     // Row-tiled copies of the 2/3-bit matrices the forward runs (decode reads them; prefill the
     // canonical layout): extra memory the size of those matrices, for 1.1-1.9x faster GEMVs (bench_qgemm, M = 1).
+    const LayerWeights& W = w.layers[l];
     if (R.fused_qkv) {
-      add_tiled(&R.qkv);
+      add_tiled(&R.qkv, {W.q.get(), W.k.get(), W.v.get()});
     } else {
-      for (Lin* L : {&R.q, &R.k, &R.v}) add_tiled(L);
+      add_tiled(&R.q, {W.q.get()});
+      add_tiled(&R.k, {W.k.get()});
+      add_tiled(&R.v, {W.v.get()});
     }
     if (R.fused_gate_up) {
-      add_tiled(&R.gate_up);
+      add_tiled(&R.gate_up, {W.gate.get(), W.up.get()});
     } else {
-      for (Lin* L : {&R.gate, &R.up}) add_tiled(L);
+      add_tiled(&R.gate, {W.gate.get()});
+      add_tiled(&R.up, {W.up.get()});
     }
-    add_tiled(&R.o);
-    add_tiled(&R.down);
+    add_tiled(&R.o, {W.o.get()});
+    add_tiled(&R.down, {W.down.get()});
+    for (auto [lin, src] : {std::pair<Lin*, const Linear*>{&R.q, W.q.get()}, {&R.k, W.k.get()}, {&R.v, W.v.get()},
+                            {&R.o, W.o.get()}, {&R.gate, W.gate.get()}, {&R.up, W.up.get()}, {&R.down, W.down.get()}})
+      if (lin->quant) lin_from_.emplace_back(lin, src);
   }
-  add_tiled(lm_head_.get());
+  add_tiled(lm_head_.get(), {w.lm_head.get()});
+  if (lm_head_->quant) lin_from_.emplace_back(lm_head_.get(), w.lm_head.get());
   // RoPE tables, computed as Llama::hidden_states does (float32 position * inv_freq).
   auto inv = rope_inv_freq(c);
   inv_freq_.assign(inv.data_ptr<float>(), inv.data_ptr<float>() + inv.numel());
@@ -181,16 +191,16 @@ bool RuntimeEngine::stack(std::vector<const Lin*> parts, Lin* out) {
   return true;
 }
 
-void RuntimeEngine::add_tiled(Lin* L) {
+void RuntimeEngine::add_tiled(Lin* L, std::vector<const Linear*> from) {
   // LLMC_TILED=0 skips the copies: less memory, slower 2/3-bit decode (and an A/B switch).
   static const bool enabled = [] {
     const char* e = std::getenv("LLMC_TILED");
     return e == nullptr || std::string(e) != "0";
   }();
   if (!enabled || !L->quant || L->N == 0 || !kernels::tiled_faster(L->q.bits)) return;
-  std::unique_ptr<kernels::QTiled> t;
+  std::shared_ptr<kernels::QTiled> t;
   if (L->parts.empty()) {
-    t = std::make_unique<kernels::QTiled>(kernels::tile(L->q));
+    t = std::make_shared<kernels::QTiled>(kernels::tile(L->q));
   } else {  // tiled from a stacked copy that lives only until the tiles are written
     kernels::QMatrix m;
     m.layout = kernels::make_layout(L->q.bits, L->q.group, L->q.N, L->q.K);
@@ -200,10 +210,39 @@ void RuntimeEngine::add_tiled(Lin* L) {
       m.scales.insert(m.scales.end(), p.scales, p.scales + l.scale_count);
       m.zeros.insert(m.zeros.end(), p.zeros, p.zeros + l.scale_count);
     }
-    t = std::make_unique<kernels::QTiled>(kernels::tile(m.view()));
+    t = std::make_shared<kernels::QTiled>(kernels::tile(m.view()));
   }
   L->tiled = t->view();
+  tiled_from_.push_back({t, std::move(from)});
   tiled_.push_back(std::move(t));
+}
+
+std::vector<std::pair<const Linear*, std::shared_ptr<Linear>>> RuntimeEngine::take_tiled_linears() {
+  std::vector<std::pair<const Linear*, std::shared_ptr<Linear>>> out;
+  for (const TiledSource& s : tiled_from_) {
+    int row0 = 0;
+    for (const Linear* f : s.from) {
+      const int rows = static_cast<int>(f->out_features());
+      out.emplace_back(f, std::make_shared<TiledLinear>(s.tiled, row0, rows));
+      row0 += rows;
+    }
+  }
+  // The engine's views of those canonical matrices: cleared, so that a use the tiled path does not
+  // cover fails loudly (qgemm_cpu rejects null codes) instead of reading freed memory. Lins with a
+  // tiled copy run every M through it (rt::linear).
+  for (const auto& [lin, src] : lin_from_) {
+    for (const auto& o : out) {
+      if (o.first != src) continue;
+      lin->q.codes = nullptr;
+      lin->q.scales = nullptr;
+      lin->q.zeros = nullptr;
+    }
+  }
+  for (Layer& R : layers_)
+    for (Lin* L : {&R.qkv, &R.gate_up})
+      if (!L->tiled.empty()) L->parts.clear();  // views of the parts' canonical matrices
+  tiled_from_.clear();
+  return out;
 }
 
 rt::OpTime* RuntimeEngine::timed(const char* group) { return profile_ ? &profile_->groups[group] : nullptr; }
@@ -444,6 +483,23 @@ RuntimeLlama::RuntimeLlama(ModelConfig config, LlamaWeights weights, std::shared
     : Llama(std::move(config), std::move(weights), std::move(tokenizer)) {
   LLMC_CHECK(dtype() == at::kFloat, "runtime: the model must be float32");
   engine_ = std::make_unique<RuntimeEngine>(Llama::config(), Llama::weights(), threads);
+  // Each 2/3-bit matrix the engine tiled is held once: the weights take a TiledLinear over the
+  // engine's copy, and the canonical QuantizedLinear goes (unless another model shares it).
+  const auto swaps = engine_->take_tiled_linears();
+  if (swaps.empty()) return;
+  auto swap = [&](std::shared_ptr<Linear>& lin) {
+    for (const auto& [from, to] : swaps)
+      if (lin.get() == from) lin = to;
+  };
+  LlamaWeights& w = Llama::weights();
+  for (LayerWeights& L : w.layers)
+    for (int k = 0; k < kNumLinears; ++k) swap(layer_linear(L, k));
+  swap(w.lm_head);
+#if defined(__GLIBC__)
+  // The freed canonical matrices lie between other allocations of the load; glibc keeps such
+  // pages unless asked (measured on SmolLM2 uniform:2: 8 MB more resident without this).
+  malloc_trim(0);
+#endif
 }
 
 at::Tensor RuntimeLlama::forward(const at::Tensor& tokens, const at::Tensor& positions, const at::Tensor& key_mask,

@@ -83,10 +83,12 @@ void linear(const LinearOp& L, const float* x, int64_t M, float* y, int threads,
         const float* xb = x + r0 * L.K;
         float* yb = y + r0 * L.N;
         const int m = static_cast<int>(n);
-        if (L.parts.empty()) {
-          kernels::qgemm_cpu(xb, m, L.q, L.tiled, nullptr, yb, th);
-        } else if (!L.tiled.empty() && m < kernels::kTiledMaxM && kernels::tiled_faster(L.tiled.bits)) {
-          kernels::qgemm_tiled_cpu(xb, m, L.tiled, nullptr, yb, th);  // as qgemm_cpu's tiled overload
+        if (!L.tiled.empty() && kernels::tiled_faster(L.tiled.bits)) {
+          // Any M: the x-table kernel below 16 rows, the panel kernel on the tiled copy above (the
+          // same bits as on the canonical matrix), so the runtime needs no canonical copy.
+          kernels::qgemm_tiled_cpu(xb, m, L.tiled, nullptr, yb, th);
+        } else if (L.parts.empty()) {
+          kernels::qgemm_cpu(xb, m, L.q, nullptr, yb, th);
         } else {
           kernels::qgemm_cpu_stacked(xb, m, L.parts.data(), static_cast<int>(L.parts.size()), nullptr, yb, th);
         }

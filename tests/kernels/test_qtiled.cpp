@@ -2,6 +2,7 @@
 // matrix. Error bound as in test_qgemm_cpu.cpp: max|y - ref| / max|ref| <= 1e-5.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstring>
 #include <stdexcept>
 #include <string>
@@ -71,6 +72,33 @@ TEST(QTiled, TileUntileRoundTripIsExact) {
       }
 }
 
+TEST(QTiled, UntileGivesTheCanonicalMatrixBack) {
+  uint32_t seed = 11;
+  for (int bits : {2, 3})
+    for (int g : {32, 64, 128})
+      for (const Shape& s : shapes(g)) {
+        const QMatrix w = random_qmatrix(bits, g, s.N, s.K, ++seed);
+        const QTiled t = tile(w.view());
+        SCOPED_TRACE("bits=" + std::to_string(bits) + " g=" + std::to_string(g) + " N=" + std::to_string(s.N) +
+                     " K=" + std::to_string(s.K));
+        const QMatrix back = untile(t.view());
+        EXPECT_EQ(back.codes, w.codes);
+        EXPECT_EQ(back.scales, w.scales);
+        EXPECT_EQ(back.zeros, w.zeros);
+        // A row range (a part of a stacked matrix) is those rows of the canonical matrix.
+        const int r0 = s.N / 3, rows = s.N - r0 - 1;
+        const QMatrix part = untile(t.view(), r0, rows);
+        const QLayout l = w.view().layout();
+        ASSERT_EQ(part.layout.N, rows);
+        EXPECT_TRUE(std::equal(part.codes.begin(), part.codes.end(), w.codes.begin() + r0 * l.row_bytes));
+        EXPECT_TRUE(std::equal(part.scales.begin(), part.scales.end(), w.scales.begin() + r0 * l.groups_per_row));
+        EXPECT_TRUE(std::equal(part.zeros.begin(), part.zeros.end(), w.zeros.begin() + r0 * l.groups_per_row));
+      }
+  const QTiled t = tile(random_qmatrix(2, 32, 20, 64, 1).view());
+  EXPECT_THROW(untile(t.view(), 15, 6), std::invalid_argument);
+  EXPECT_THROW(untile(t.view(), -1, 3), std::invalid_argument);
+}
+
 // (bits, group, isa)
 class QTiledGemm : public ::testing::TestWithParam<std::tuple<int, int, Isa>> {};
 
@@ -93,6 +121,13 @@ TEST_P(QTiledGemm, MatchesFp64Reference) {
       qgemm_reference(x.data(), M, w.view(), b, ref.data());
       qgemm_tiled_cpu(x.data(), M, t.view(), b, y.data(), 2, isa);
       EXPECT_LE(rel_error(y, ref), kTol);
+      if (isa == Isa::kAvx512 && M >= kTiledMaxM) {
+        // From M = 16 the canonical layout's panel kernel reads the tiled copy: the same weights,
+        // the same order of operations, so the same bits as from the canonical matrix.
+        std::vector<float> yc(ref.size(), -7.f);
+        qgemm_cpu(x.data(), M, w.view(), b, yc.data(), 2, isa);
+        EXPECT_EQ(y, yc);
+      }
       // As the runtime calls it: canonical matrix plus its tiled copy.
       qgemm_cpu(x.data(), M, w.view(), t.view(), b, y2.data(), 2, isa);
       EXPECT_LE(test::gemm_error(y2, ref, x, M, w.view(), isa), kTol);
@@ -143,6 +178,12 @@ TEST(QTiled, ThreadCountsGiveTheSameResult) {
   qgemm_tiled_cpu(x.data(), 3, t.view(), nullptr, y1.data(), 1);
   qgemm_tiled_cpu(x.data(), 3, t.view(), nullptr, y3.data(), 3);
   EXPECT_EQ(y1, y3);  // each tile is computed by one thread in the same order
+  // The panel path (M >= 16 on AVX-512; the scalar path elsewhere): each output row by one thread.
+  const std::vector<float> x40 = random_vec(40 * 1100, 7);
+  std::vector<float> z1(40 * 300), z3(40 * 300);
+  qgemm_tiled_cpu(x40.data(), 40, t.view(), nullptr, z1.data(), 1);
+  qgemm_tiled_cpu(x40.data(), 40, t.view(), nullptr, z3.data(), 3);
+  EXPECT_EQ(z1, z3);
 }
 
 TEST(QTiled, BadArgumentsAreRejected) {

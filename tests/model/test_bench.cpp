@@ -88,7 +88,8 @@ TEST(Bench, TorchEngine) {
   const std::vector<std::string> want{"model",         "engine",         "threads",          "isa",
                                       "prompt_tokens", "new_tokens",     "repeats",          "prefill_tokens_per_s",
                                       "decode_tokens_per_s", "decode_ms_per_token", "prefill_s", "decode_s",
-                                      "model_file_bytes", "loadavg_1min", "predicted"};
+                                      "model_file_bytes", "loadavg_1min", "rss_bytes", "peak_rss_bytes",
+                                      "predicted"};
   EXPECT_EQ(keys, want);
   EXPECT_TRUE(j["predicted"].is_null());
   EXPECT_EQ(j["prompt_tokens"].get<int64_t>(), 4);
@@ -106,6 +107,12 @@ TEST(Bench, RuntimeEngine) {
   EXPECT_EQ(r.weight_bytes_per_token, rt->engine().bytes_per_token());
   EXPECT_GT(r.weight_bytes_per_token, 0);
   EXPECT_EQ(r.tiled_copy_bytes, rt->engine().tiled_bytes());
+  // Resident memory (Linux /proc): the process holds at least the model's fp32 embedding, and its
+  // peak is at least what it holds now.
+  if (std::filesystem::exists("/proc/self/status")) {
+    EXPECT_GT(r.rss_bytes, base->config().vocab_size * base->config().hidden_size * 4);
+    EXPECT_GE(r.peak_rss_bytes, r.rss_bytes);
+  }
   ASSERT_EQ(r.prefill_cpu_s.size(), static_cast<size_t>(o.repeats));
   for (double s : r.prefill_cpu_s) EXPECT_GE(s, 0);
   const json j = json::parse(bench_to_json(r));

@@ -16,6 +16,7 @@
 #include "llmc/export/quantize_model.h"
 #include "llmc/model/generate.h"
 #include "llmc/runtime/engine.h"
+#include "llmc/runtime/tiled_linear.h"
 #include "llmc_kernels/qgemm.h"
 #include "synthetic.h"
 
@@ -30,7 +31,7 @@ double rel_diff(const at::Tensor& a, const at::Tensor& b) {
 
 // A quantized subnet with mixed bits (incl. 16-bit linears and a packed lm_head), loaded back
 // from its exported folder as a RuntimeLlama.
-std::unique_ptr<Llama> exported_mixed(int lm_head_bits) {
+std::unique_ptr<Llama> exported_mixed(int lm_head_bits, bool runtime = true) {
   auto c = test::tiny_config();
   c.num_layers = 3;
   auto m = test::random_llama(c, 11);
@@ -47,7 +48,7 @@ std::unique_ptr<Llama> exported_mixed(int lm_head_bits) {
   write_export_folder(*sub, dir, ExportWriteOptions{});
   LoadOptions lo;
   lo.need_tokenizer = false;
-  auto out = load_exported(dir, lo, true);
+  auto out = load_exported(dir, lo, runtime);
   fs::remove_all(dir);
   return out;
 }
@@ -101,6 +102,50 @@ TEST(Runtime, KVCacheDecodeEqualsFullRecompute) {
   std::vector<int64_t> ids(tokens.data_ptr<int64_t>(), tokens.data_ptr<int64_t>() + T);
   const float* last = eng.prefill(ids.data(), T, *c2);
   EXPECT_LE(rel_diff(at::from_blob(const_cast<float*>(last), {V}, at::kFloat).clone(), full[0][T - 1]), 1e-4);
+}
+
+// On AVX-512 CPUs the engine computes 2/3-bit products from row-tiled copies, and the runtime
+// model's weights then hold those matrices in that layout only (TiledLinear over the engine's copy):
+// the same codes, scales and zeros as the canonical matrices, which are gone.
+TEST(Runtime, TwoAndThreeBitMatricesAreHeldOnceTiled) {
+  auto rt = exported_mixed(16);
+  auto ref = exported_mixed(16, false);  // the same weights (same seed), canonical layout
+  const LlamaWeights &w = rt->weights(), &r = ref->weights();
+  int tiled = 0, packed23 = 0;
+  for (size_t l = 0; l < w.layers.size(); ++l) {
+    for (int k = 0; k < kNumLinears; ++k) {
+      const Linear& a = *layer_linear(w.layers[l], k);
+      const Linear& b = *layer_linear(r.layers[l], k);
+      if (linear_dropped(b)) continue;
+      SCOPED_TRACE(fmt::format("layer {} linear {}", l, k));
+      ASSERT_EQ(a.bits(), b.bits());
+      ASSERT_EQ(a.stored_bytes(4), b.stored_bytes(4));
+      const auto* t = dynamic_cast<const TiledLinear*>(&a);
+      const bool low = b.bits() == 2 || b.bits() == 3;
+      packed23 += low;
+      EXPECT_EQ(t != nullptr, low && kernels::tiled_faster(b.bits()));
+      if (t == nullptr) continue;
+      ++tiled;
+      EXPECT_FALSE(t->holds_canonical());
+      EXPECT_TRUE(at::equal(a.dense_weight(), b.dense_weight()));
+      EXPECT_FALSE(t->holds_canonical());  // dense_weight() untiles into a temporary
+      const kernels::QMatrix* qa = a.packed_matrix();  // rebuilt on demand (export reads it)
+      const kernels::QMatrix* qb = b.packed_matrix();
+      ASSERT_NE(qa, nullptr);
+      EXPECT_TRUE(t->holds_canonical());
+      EXPECT_EQ(qa->codes, qb->codes);
+      EXPECT_EQ(qa->scales, qb->scales);
+      EXPECT_EQ(qa->zeros, qb->zeros);
+    }
+  }
+  EXPECT_GT(packed23, 0);
+  if (!kernels::tiled_faster(2)) GTEST_SKIP() << "no AVX-512: the engine keeps the canonical layout (checked above)";
+  EXPECT_EQ(tiled, packed23);
+  // Prefill-sized products (M >= 16) read the tiled copies too: a 20-row forward agrees with the
+  // libtorch forward over the canonical weights.
+  at::manual_seed(9);
+  auto tokens = at::randint(0, rt->config().vocab_size, {2, 10}, at::kLong);
+  EXPECT_LE(rel_diff(rt->forward(tokens), ref->forward(tokens)), 1e-4);
 }
 
 TEST(Runtime, DenseModelAndGenerateMatchTorch) {

@@ -84,6 +84,9 @@ struct BenchResult {
   std::vector<double> prefill_cpu_s, decode_cpu_s;
   int64_t model_file_bytes = 0;  // the file, or a folder's .safetensors; -1 when unreadable
   double loadavg_1min = -1;      // the machine's load while measuring; -1 when unknown
+  // The process's resident memory after the timed repeats (VmRSS) and its peak (VmHWM, loading
+  // included); -1 when unknown (no /proc).
+  int64_t rss_bytes = -1, peak_rss_bytes = -1;
   // Runtime engine only (engine == "runtime").
   int64_t weight_bytes_per_token = 0, tiled_copy_bytes = 0;
   std::optional<BenchPrediction> predicted;  // JSON null when absent

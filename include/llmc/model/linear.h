@@ -24,11 +24,18 @@ class Linear {
   // How the weights are stored, so no stage needs to know the concrete class: the packed b-bit
   // matrix (kernels/qformat.h) a quantized linear computes with, nullptr for dense weights.
   virtual const kernels::QMatrix* packed_matrix() const { return nullptr; }
-  bool is_packed() const { return packed_matrix() != nullptr; }
-  int bits() const { return is_packed() ? packed_matrix()->layout.bits : 16; }
+  // The packed matrix's layout alone (bits, group, shape), nullptr for dense weights: what every
+  // question about the format reads, so that a layer holding another layout (the runtime's
+  // row-tiled one, runtime/tiled_linear.h) answers it without making a canonical copy.
+  virtual const kernels::QLayout* packed_layout() const {
+    const kernels::QMatrix* q = packed_matrix();
+    return q ? &q->layout : nullptr;
+  }
+  bool is_packed() const { return packed_layout() != nullptr; }
+  int bits() const { return is_packed() ? packed_layout()->bits : 16; }
   // Bytes as stored: the packed layout, or out * in * dense_bytes.
   int64_t stored_bytes(int dense_bytes) const {
-    return is_packed() ? static_cast<int64_t>(packed_matrix()->layout.total_bytes())
+    return is_packed() ? static_cast<int64_t>(packed_layout()->total_bytes())
                        : out_features() * in_features() * dense_bytes;
   }
 };

@@ -66,9 +66,14 @@ class RuntimeEngine {
   // Bytes of weights one decoded token reads (linears + lm_head + one embedding row + norms).
   int64_t bytes_per_token() const;
   int lm_head_bits() const;  // 16: dense fp32 lm_head
-  // Bytes of the row-tiled copies of 2/3-bit matrices (decode reads them; kernels/qtiled.h);
-  // 0 where qgemm_cpu has no tiled path (no AVX-512) or no matrix has 2 or 3 bits.
+  // Bytes of the row-tiled copies of 2/3-bit matrices (kernels/qtiled.h; every product of such a
+  // matrix reads its copy); 0 where qgemm_cpu has no tiled path (no AVX-512) or no matrix has 2 or 3 bits.
   int64_t tiled_bytes() const;
+  // For each packed linear of the weights that the engine computes from a row-tiled copy only, a
+  // TiledLinear (runtime/tiled_linear.h) over that copy: RuntimeLlama swaps them into its weights,
+  // so the canonical matrices can be freed (each 2/3-bit matrix is then held once, tiled). The
+  // engine never reads those linears' canonical data again (its views of them are cleared here).
+  std::vector<std::pair<const Linear*, std::shared_ptr<Linear>>> take_tiled_linears();
 
   using Lin = rt::LinearOp;  // one linear (packed view or dense fp32)
 
@@ -76,7 +81,9 @@ class RuntimeEngine {
   void run_linear(const Lin& L, const float* x, int64_t M, float* y);  // timed by shape and bits
   rt::OpTime* timed(const char* group);  // the profile's entry (null without a profile)
   bool stack(std::vector<const Lin*> parts, Lin* out);
-  void add_tiled(Lin* L);  // a row-tiled copy where qgemm_cpu has a faster path for it
+  // A row-tiled copy of L where qgemm_cpu has a faster path for it; `from`: the weights' linears
+  // L computes (several: stacked by rows).
+  void add_tiled(Lin* L, std::vector<const Linear*> from);
   void layers(const int64_t* tokens, const int64_t* positions, int64_t B, int64_t T, const bool* key_mask,
               KVCache* cache);
   void head(int64_t rows_from, int64_t rows, float* logits);
@@ -93,7 +100,13 @@ class RuntimeEngine {
   std::vector<Layer> layers_;
   std::unique_ptr<Lin> lm_head_;
   std::vector<at::Tensor> hold_;  // fp32 copies made at construction
-  std::vector<std::unique_ptr<kernels::QTiled>> tiled_;   // row-tiled copies (add_tiled)
+  std::vector<std::shared_ptr<kernels::QTiled>> tiled_;   // row-tiled copies (add_tiled)
+  struct TiledSource {
+    std::shared_ptr<const kernels::QTiled> tiled;
+    std::vector<const Linear*> from;  // stacked by rows, in order
+  };
+  std::vector<TiledSource> tiled_from_;
+  std::vector<std::pair<Lin*, const Linear*>> lin_from_;  // every packed Lin made from one linear
   std::vector<float> cos_, sin_;  // [max_position_embeddings][head_dim/2]
   std::vector<float> inv_freq_;
   // Scratch, grown on demand.

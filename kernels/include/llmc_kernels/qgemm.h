@@ -57,8 +57,10 @@ void qgemm_cpu(const float* x, int M, const QMatrixView& w, const QTiledView& ti
 // Whether qgemm_cpu has a faster small-M path for a tiled copy of a `bits`-bit matrix on this CPU
 // (2/3 bits on AVX-512): callers make tiled copies only then.
 bool tiled_faster(int bits);
-// The tiled kernel alone, any M: AVX-512 x-table kernel, or a portable scalar path (kScalar, or a
-// CPU without AVX-512). t.data must be 64-byte aligned.
+// The product from the tiled copy alone, any M: on AVX-512 the x-table kernel for M < kTiledMaxM
+// and, from there, the panel kernel reading the tiled copy (the same bits as qgemm_cpu on the
+// canonical matrix), so a holder of the tiled copy needs no canonical one; a portable scalar path
+// (kScalar, or a CPU without AVX-512). t.data must be 64-byte aligned.
 void qgemm_tiled_cpu(const float* x, int M, const QTiledView& t, const float* bias, float* y, int num_threads = 0,
                      Isa isa = Isa::kAuto);
 

@@ -122,5 +122,9 @@ QTiled tile(const QMatrixView& w);
 void tile_into(const QMatrixView& w, uint8_t* out);
 // Canonical codes [N][K] back from a tiled view (padding dropped): the inverse of tile().
 void untile_codes(const QTiledView& t, uint8_t* codes);
+// The canonical matrix of rows [row0, row0 + rows) of a tiled copy (rows < 0: through the last): the
+// inverse of tile(), the same codes, scales and zeros (padding codes 0, as pack() writes them).
+// Lets a holder of the tiled copy alone give the canonical layout back where a stage needs it.
+QMatrix untile(const QTiledView& t, int row0 = 0, int rows = -1);
 
 }  // namespace llmc::kernels
