@@ -103,8 +103,9 @@ RuntimeEngine::RuntimeEngine(const ModelConfig& c, const LlamaWeights& w, int th
       LLMC_CHECK(R.fused_gate_up, "runtime: layer {}: gate/up have equal bits but cannot be stacked (another group?)",
                  l);
     }
-    // Row-tiled copies of the 2/3-bit matrices the forward runs (decode reads them; prefill the
-    // canonical layout): extra memory the size of those matrices, for 1.1-1.9x faster GEMVs (bench_qgemm, M = 1).
+    // Row-tiled copies of the 2/3-bit matrices the forward runs (every product reads them: 1.1-1.9x
+    // faster GEMVs, bench_qgemm M = 1; prefill at the canonical layout's speed). RuntimeLlama then
+    // frees the canonical matrices (take_tiled_linears), so each is held once.
     const LayerWeights& W = w.layers[l];
     if (R.fused_qkv) {
       add_tiled(&R.qkv, {W.q.get(), W.k.get(), W.v.get()});
@@ -192,7 +193,7 @@ bool RuntimeEngine::stack(std::vector<const Lin*> parts, Lin* out) {
 }
 
 void RuntimeEngine::add_tiled(Lin* L, std::vector<const Linear*> from) {
-  // LLMC_TILED=0 skips the copies: less memory, slower 2/3-bit decode (and an A/B switch).
+  // LLMC_TILED=0 keeps the canonical layout instead: slower 2/3-bit decode (an A/B switch).
   static const bool enabled = [] {
     const char* e = std::getenv("LLMC_TILED");
     return e == nullptr || std::string(e) != "0";

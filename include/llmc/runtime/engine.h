@@ -25,7 +25,7 @@ namespace llmc {
 class RuntimeEngine {
  public:
   // References the weights' storage (packed matrices, fp32 tensors): `w` must outlive the engine
-  // and stay unchanged. q/k/v and gate/up that share bits and group run as one stacked product
+  // and stay unchanged (but for the linears take_tiled_linears() hands over). q/k/v and gate/up that share bits and group run as one stacked product
   // each (kernels::qgemm_cpu_stacked over the weights' own matrices, no copy: one kernel call
   // instead of three/two per layer; 16-bit ones are copied into one fp32 matrix). threads: 0 =
   // at::get_num_threads().
