@@ -274,6 +274,23 @@ void run_stacked_task(void* c, int t) {
   ctx.rows(ctx.probs[ctx.task_part[t]], ctx.task_n0[t], ctx.task_n1[t]);
 }
 
+// A Problem's shape (M rows of x, N output rows, the layout's K, bits, group and blocks), bias and y;
+// the weights' pointers are the caller's.
+detail::Problem problem_of(const QLayout& l, int M, int N, const float* bias, float* y) {
+  detail::Problem p;
+  p.M = M;
+  p.N = N;
+  p.K = l.K;
+  p.bits = l.bits;
+  p.group = l.group;
+  p.Kp = l.K_padded;
+  p.Kb = l.real_blocks;
+  p.G = l.groups_per_row;
+  p.bias = bias;
+  p.y = y;
+  return p;
+}
+
 // The fp32 panel path's x^T (p.xT, [Kp][Mp], zero outside [M) x [K)) and accumulators p.yT, for
 // p.M, p.K, p.Kp, p.N.
 void prepare_panel_fp32(const float* x, detail::Problem& p, detail::Scratch& s_x, detail::Scratch& s_y) {
@@ -313,21 +330,11 @@ void qgemm_parts(const float* x, int M, const QMatrixView* parts, int nparts, in
   const int nthreads = num_threads > 0 ? num_threads : default_num_threads();
 
   const QLayout l = w.layout();
-  detail::Problem p;
-  p.M = M;
-  p.N = Ntot;
-  p.K = w.K;
-  p.bits = w.bits;
-  p.group = w.group;
-  p.Kp = l.K_padded;
-  p.Kb = l.real_blocks;
-  p.G = l.groups_per_row;
+  detail::Problem p = problem_of(l, M, Ntot, bias, y);
   p.codes = w.codes;
   p.row_bytes = l.row_bytes;
   p.scales = w.scales;
   p.zeros = w.zeros;
-  p.bias = bias;
-  p.y = y;
 
   thread_local detail::Scratch s_x, s_g, s_y;
   const bool panel = use != Isa::kScalar && M >= kPanelMinM;
@@ -414,18 +421,7 @@ void qgemm_parts(const float* x, int M, const QMatrixView* parts, int nparts, in
 namespace detail {
 
 void qgemm_tiled_panel(const float* x, int M, const QTiledView& t, const float* bias, float* y, int nthreads) {
-  const QLayout l = make_layout(t.bits, t.group, t.N, t.K);
-  Problem p;
-  p.M = M;
-  p.N = t.N;
-  p.K = t.K;
-  p.bits = t.bits;
-  p.group = t.group;
-  p.Kp = l.K_padded;
-  p.Kb = l.real_blocks;
-  p.G = l.groups_per_row;
-  p.bias = bias;
-  p.y = y;
+  Problem p = problem_of(make_layout(t.bits, t.group, t.N, t.K), M, t.N, bias, y);
   p.tiled = t.data;
   p.tl = t.layout();
   thread_local Scratch s_x, s_y;
