@@ -9,8 +9,8 @@
 #      (PROMPT + NEW/2), prefill against one at M = PROMPT from an empty cache
 #   5. writes $OUT/bench_decode.json: tokens/s decode and prefill, file sizes, LUT predicted vs
 #      measured, the read-only bandwidth probe and the decode's weight reads as % of it, and where a
-#      decoded token's time goes op by op (bench --profile --bandwidth), per model; for 2/3-bit exports also the same bench with LLMC_TILED=0 (no row-tiled
-#      copies: the canonical kernels) under "no_tiled", run right after the tiled one
+#      decoded token's time goes op by op (bench --profile --bandwidth), per model; for 2/3-bit exports also the same bench with LLMC_TILED=0 (the
+#      canonical layout and kernels instead of the row-tiled one, AVX-512) under "no_tiled", run right after the tiled one
 # Options (environment): OUT (default runs/bench_decode), THREADS (default: all cores), PROMPT (128),
 # NEW (128), REPEATS (5), LM_HEAD_BITS (8; 16 = exact fp32 lm_head), SMOL_GROUP (64),
 # SMOL_BITS ("4"; e.g. "2 3 4" exports SmolLM2 at each width; empty: none).
@@ -43,7 +43,7 @@ bench() {  # name model-folder source-model lm-head-bits group [bits, default 4]
   if [ "$bits" = 2 ] || [ "$bits" = 3 ]; then
     LLMC_TILED=0 "$bin" "${G[@]}" bench --model "$2" --prompt-tokens "$PROMPT" --new-tokens "$NEW" \
       --repeats "$REPEATS" --json --output "$OUT/$1.no_tiled.json" > /dev/null
-    echo "== $1 without row-tiled copies: $(grep -E '"(decode|prefill)_tokens_per_s"' "$OUT/$1.no_tiled.json" | tr -d ' \n')" >&2
+    echo "== $1 in the canonical layout (LLMC_TILED=0): $(grep -E '"(decode|prefill)_tokens_per_s"' "$OUT/$1.no_tiled.json" | tr -d ' \n')" >&2
   fi
   # LUT predicted vs measured (same thread count; the prediction covers the runtime's own ops).
   local space="$OUT/$1.space.json" ctx=$((PROMPT + NEW / 2))
@@ -62,7 +62,7 @@ base = sys.argv[1]
 j = json.load(open(base + ".bench.json"))
 if os.path.exists(base + ".no_tiled.json"):
     n = json.load(open(base + ".no_tiled.json"))
-    j["no_tiled"] = {k: n[k] for k in ("decode_tokens_per_s", "prefill_tokens_per_s", "tiled_copy_bytes")}
+    j["no_tiled"] = {k: n[k] for k in ("decode_tokens_per_s", "prefill_tokens_per_s", "tiled_copy_bytes", "rss_bytes")}
 dj = json.load(open(base + ".bench_lut_decode.json"))
 d = dj["predicted"]
 # The same run: the read-only probe, the decode's weight reads as % of it, the per-op profile.
