@@ -206,6 +206,18 @@ class Manifest {
       }
       if (hit) dropped.push_back(stage);
     }
+    // A point that shares a redone point's results (same architecture) shares the new ones: its
+    // copies of the dropped stages go too, and the run shares again.
+    std::vector<std::string> twins;
+    for (const auto& [stage, info] : j_["done"].items()) {
+      const auto slash = stage.find('/');
+      if (slash == std::string::npos || !info.is_object() || !info.contains("same_arch_as")) continue;
+      const std::string from = info["same_arch_as"].get<std::string>() + stage.substr(slash);
+      if (std::find(dropped.begin(), dropped.end(), from) != dropped.end() &&
+          std::find(dropped.begin(), dropped.end(), stage) == dropped.end())
+        twins.push_back(stage);
+    }
+    dropped.insert(dropped.end(), twins.begin(), twins.end());
     for (const auto& s : dropped) j_["done"].erase(s);
     if (!dropped.empty()) save();
     return dropped;
@@ -311,14 +323,20 @@ class Runner {
   // A finished search point whose architecture (every layer's widths, bits and channel orders, and
   // the group size) is p's: p's export would be the same file (same settings, same seed), so p
   // shares its results instead of making them again. "" when there is none.
+  // The stages a point goes through after its search, in this study.
+  std::vector<std::string> stage_kinds() const {
+    std::vector<std::string> kinds = kExportStages;
+    if (c_.ppl_task.empty()) kinds.pop_back();  // no perplexity run in this study
+    return kinds;
+  }
+
   std::string twin_of(const Point& p) const {
     auto shape = [](const std::string& arch) {
       const json a = read_json_file<json>(arch);
       return json{a.at("layers"), a.at("group_size")}.dump();
     };
     const std::string mine = shape(arch_of(o_.out, p));
-    std::vector<std::string> kinds = kExportStages;
-    if (c_.ppl_task.empty()) kinds.pop_back();  // no perplexity run in this study
+    const std::vector<std::string> kinds = stage_kinds();
     for (const std::string& stage : m_.stages()) {
       const auto slash = stage.find('/');
       if (slash == std::string::npos || stage.substr(slash + 1) != "search") continue;
@@ -351,8 +369,17 @@ class Runner {
   // export -> bench -> eval of one point.
   void export_bench_eval(const Point& p) {
     const std::string dir = point_dir(o_.out, p.name), exp = path_join(dir, "export");
-    if (!p.mode.empty() && !m_.done(p.name + "/export") && !o_.dry_run) {
-      const std::string twin = twin_of(p);
+    if (!p.mode.empty() && !o_.dry_run) {
+      // A new point with an evaluated twin shares its results; a point that shared them before
+      // and lost some stages to --redo of its twin shares the new ones.
+      std::string twin;
+      if (!m_.done(p.name + "/export")) {
+        twin = twin_of(p);
+      } else if (const std::vector<std::string> kinds = stage_kinds();
+                 m_.get("done").at(p.name + "/export").contains("same_arch_as") &&
+                 !std::all_of(kinds.begin(), kinds.end(), [&](const std::string& k) { return m_.done(p.name + "/" + k); })) {
+        twin = m_.get("done").at(p.name + "/export")["same_arch_as"].get<std::string>();
+      }
       if (!twin.empty()) return share_results(p, twin);
     }
     run(p.name + "/export", export_args(c_, p, arch_of(o_.out, p), exp), path_join(dir, "export.log"));
@@ -472,6 +499,7 @@ int run_sweep(const SweepConfig& c, const SweepOptions& o) {
     if (o.dry_run) std::printf("(--restart-searches: the finished search points would move to %s/stale/)\n", o.out.c_str());
     else restart_search_points(c, o.out, m);
   }
+  std::vector<std::string> redone;  // points with stages dropped by --redo: run even if --points omits them
   if (!o.redo.empty()) {
     if (o.dry_run) {
       std::printf("(--redo: the matching stages would run again)\n");
@@ -479,6 +507,7 @@ int run_sweep(const SweepConfig& c, const SweepOptions& o) {
       const auto dropped = m.drop_for_redo(o.redo);
       spdlog::info("sweep --redo: {} finished stages to run again{}{}", dropped.size(), dropped.empty() ? "" : ": ",
                    fmt::join(dropped, ", "));
+      for (const std::string& s : dropped) redone.push_back(s.substr(0, s.find('/')));
     }
   }
   Runner r(c, o, m);
@@ -496,7 +525,8 @@ int run_sweep(const SweepConfig& c, const SweepOptions& o) {
       }
     points.erase(std::remove_if(points.begin(), points.end(),
                                 [&](const Point& p) {
-                                  return std::find(o.points.begin(), o.points.end(), p.name) == o.points.end();
+                                  return std::find(o.points.begin(), o.points.end(), p.name) == o.points.end() &&
+                                         std::find(redone.begin(), redone.end(), p.name) == redone.end();
                                 }),
                  points.end());
   }

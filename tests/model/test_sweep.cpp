@@ -411,6 +411,20 @@ TEST(Sweep, SameArchitectureSharesResults) {
   EXPECT_FALSE(file_exists(b + "/bench-r1.json"));
   EXPECT_EQ(read_text_file(b + "/bench.json"), read_text_file(a + "/bench.json"));
 
+  // --redo of the shared point redoes the sharing point's copies too, even where --points names only
+  // the first (a stale copy, here a blank file, would otherwise stay in the report).
+  write_file_atomic(b + "/eval.json", "{}\n");
+  ASSERT_EQ(run_process({LLMC_CLI, "sweep", "--config", cfg, "--out", out, "--redo", "joint-t500.000/eval", "--points",
+                         "joint-t500.000"},
+                        s.dir + "/redo.log")
+                .exit_code,
+            0)
+      << read_text_file(s.dir + "/redo.log");
+  EXPECT_NE(read_text_file(s.dir + "/redo.log").find("joint-t900.000/eval"), std::string::npos);
+  EXPECT_EQ(read_text_file(b + "/eval.json"), read_text_file(a + "/eval.json"));
+  EXPECT_EQ(json::parse(read_text_file(out + "/manifest.json"))["done"]["joint-t900.000/eval"].value("same_arch_as", ""),
+            "joint-t500.000");
+
   // The study carried to a machine without its exports (they stay out of git): --rebench times a
   // stand-in export of the same architecture and packed format (RTN, no fine-tune) instead of failing.
   const auto st_size = fs::file_size(a + "/export/model.safetensors");
