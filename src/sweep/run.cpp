@@ -344,6 +344,9 @@ class Runner {
       if (name == p.name || m_.get("done").at(stage).contains("unreachable")) continue;
       if (!std::all_of(kinds.begin(), kinds.end(), [&](const std::string& k) { return m_.done(name + "/" + k); }))
         continue;
+      // Only a point with results of its own: one that shares another's may hold copies older than
+      // its twin's (and sharing back to it would link an export to itself).
+      if (m_.get("done").at(name + "/export").contains("same_arch_as")) continue;
       const std::string arch = path_join(point_dir(o_.out, name), "search/arch.json");
       if (file_exists(arch) && shape(arch) == mine) return name;
     }

@@ -424,6 +424,23 @@ TEST(Sweep, SameArchitectureSharesResults) {
   EXPECT_EQ(read_text_file(b + "/eval.json"), read_text_file(a + "/eval.json"));
   EXPECT_EQ(json::parse(read_text_file(out + "/manifest.json"))["done"]["joint-t900.000/eval"].value("same_arch_as", ""),
             "joint-t500.000");
+  {
+    // The evaluated point's stages gone while the sharing point's stayed (a manifest edited by hand,
+    // or --redo before it dropped the copies): the point is exported again, not shared back from the
+    // point that holds copies of its old results (which linked an export to itself).
+    json m = json::parse(read_text_file(out + "/manifest.json"));
+    for (const char* k : {"export", "bench", "eval"}) m["done"].erase("joint-t500.000/" + std::string(k));
+    write_file_atomic(out + "/manifest.json", m.dump(1) + "\n");
+    ASSERT_EQ(run_process({LLMC_CLI, "sweep", "--config", cfg, "--out", out, "--points", "joint-t500.000"},
+                          s.dir + "/again.log")
+                  .exit_code,
+              0)
+        << read_text_file(s.dir + "/again.log");
+    const json d = json::parse(read_text_file(out + "/manifest.json"))["done"];
+    EXPECT_FALSE(d["joint-t500.000/export"].contains("same_arch_as")) << d["joint-t500.000/export"].dump();
+    EXPECT_FALSE(fs::is_symlink(a + "/export"));
+    EXPECT_TRUE(file_exists(a + "/export/config.json"));
+  }
 
   // The study carried to a machine without its exports (they stay out of git): --rebench times a
   // stand-in export of the same architecture and packed format (RTN, no fine-tune) instead of failing.
