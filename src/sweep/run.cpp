@@ -320,9 +320,6 @@ class Runner {
     spdlog::info("sweep: {} done in {:.1f} s", stage, r.seconds);
   }
 
-  // A finished search point whose architecture (every layer's widths, bits and channel orders, and
-  // the group size) is p's: p's export would be the same file (same settings, same seed), so p
-  // shares its results instead of making them again. "" when there is none.
   // The stages a point goes through after its search, in this study.
   std::vector<std::string> stage_kinds() const {
     std::vector<std::string> kinds = kExportStages;
@@ -330,6 +327,9 @@ class Runner {
     return kinds;
   }
 
+  // A finished search point whose architecture (every layer's widths, bits and channel orders, and
+  // the group size) is p's: p's export would be the same file (same settings, same seed), so p
+  // shares its results instead of making them again. "" when there is none.
   std::string twin_of(const Point& p) const {
     auto shape = [](const std::string& arch) {
       const json a = read_json_file<json>(arch);
