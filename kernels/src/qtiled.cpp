@@ -30,6 +30,25 @@ uint16_t read_u16(const uint8_t* p, int r) {
   return v;
 }
 
+// Rows [row0, row0 + rows) of a tiled copy in the canonical order: codes [rows][K] (padding dropped)
+// and, where not null, fp16 scales / zeros [rows][groups].
+void untile_rows(const QTiledView& t, const QTiledLayout& l, int row0, int rows, uint8_t* codes, uint16_t* sc,
+                 uint16_t* zr) {
+  for (int i = 0; i < rows; ++i) {
+    const int n = row0 + i, ti = n / kTileRows, r = n % kTileRows;
+    for (int kb = 0; kb < l.blocks; ++kb) {
+      uint32_t bw[3];
+      read_block(t.data, l, ti, kb, r, bw);
+      for (int c = 0; c < kBlockCodes && kb * kBlockCodes + c < t.K; ++c)
+        codes[static_cast<size_t>(i) * t.K + kb * kBlockCodes + c] = static_cast<uint8_t>(block_code(t.bits, bw, c));
+    }
+    for (int g = 0; sc != nullptr && g < l.groups; ++g) {
+      sc[static_cast<size_t>(i) * l.groups + g] = read_u16(t.data + l.scales_offset(ti, g), r);
+      zr[static_cast<size_t>(i) * l.groups + g] = read_u16(t.data + l.zeros_offset(ti, g), r);
+    }
+  }
+}
+
 // Portable path: each row dequantized from its tile (fp32), then dotted with every row of x (fp64).
 void tiled_scalar(const float* x, int M, const QTiledView& t, const float* bias, float* y) {
   const QTiledLayout l = t.layout();
@@ -125,16 +144,7 @@ QTiled tile(const QMatrixView& w) {
 void untile_codes(const QTiledView& t, uint8_t* codes) {
   if (t.data == nullptr) bad("untile_codes: tiled data is null");
   if (codes == nullptr) bad("untile_codes: codes is null");
-  const QTiledLayout l = t.layout();
-  for (int n = 0; n < t.N; ++n) {
-    const int ti = n / kTileRows, r = n % kTileRows;
-    for (int k = 0; k < t.K; ++k) {
-      const int kb = k / kBlockCodes;
-      uint32_t bw[3];
-      read_block(t.data, l, ti, kb, r, bw);
-      codes[static_cast<size_t>(n) * t.K + k] = static_cast<uint8_t>(block_code(t.bits, bw, k % kBlockCodes));
-    }
-  }
+  untile_rows(t, t.layout(), 0, t.N, codes, nullptr, nullptr);
 }
 
 QMatrix untile(const QTiledView& t, int row0, int rows) {
@@ -147,19 +157,7 @@ QMatrix untile(const QTiledView& t, int row0, int rows) {
   }
   std::vector<uint8_t> codes(static_cast<size_t>(rows) * t.K);
   std::vector<uint16_t> sc(static_cast<size_t>(rows) * l.groups), zr(sc.size());
-  for (int i = 0; i < rows; ++i) {
-    const int n = row0 + i, ti = n / kTileRows, r = n % kTileRows;
-    for (int kb = 0; kb < l.blocks; ++kb) {
-      uint32_t bw[3];
-      read_block(t.data, l, ti, kb, r, bw);
-      for (int c = 0; c < kBlockCodes && kb * kBlockCodes + c < t.K; ++c)
-        codes[static_cast<size_t>(i) * t.K + kb * kBlockCodes + c] = static_cast<uint8_t>(block_code(t.bits, bw, c));
-    }
-    for (int g = 0; g < l.groups; ++g) {
-      sc[static_cast<size_t>(i) * l.groups + g] = read_u16(t.data + l.scales_offset(ti, g), r);
-      zr[static_cast<size_t>(i) * l.groups + g] = read_u16(t.data + l.zeros_offset(ti, g), r);
-    }
-  }
+  untile_rows(t, l, row0, rows, codes.data(), sc.data(), zr.data());
   return pack(t.bits, t.group, rows, t.K, codes.data(), sc.data(), zr.data());
 }
 

@@ -221,15 +221,22 @@ kq::QMatrix gptq_quantize(const at::Tensor& W_in, const at::Tensor& H_in, int bi
 
 QuantizedLinear::QuantizedLinear(kq::QMatrix q) : q_(std::move(q)) {}
 
-at::Tensor QuantizedLinear::forward(const at::Tensor& x) {
-  LLMC_CHECK(x.size(-1) == q_.layout.K, "QuantizedLinear: input has {} features, expected {}", x.size(-1), q_.layout.K);
+at::Tensor packed_forward(const at::Tensor& x, int64_t K, int64_t N, const char* who,
+                          const std::function<void(const float* x, int M, float* y)>& gemm) {
+  LLMC_CHECK(x.size(-1) == K, "{}: input has {} features, expected {}", who, x.size(-1), K);
   auto xf = x.to(at::kFloat).contiguous();
-  const int64_t M = xf.numel() / q_.layout.K;
+  const int64_t M = xf.numel() / K;
   std::vector<int64_t> out_shape = x.sizes().vec();
-  out_shape.back() = q_.layout.N;
+  out_shape.back() = N;
   auto y = at::empty(out_shape, at::kFloat);
-  if (M > 0) kq::qgemm_cpu(xf.data_ptr<float>(), static_cast<int>(M), q_.view(), nullptr, y.data_ptr<float>());
+  if (M > 0) gemm(xf.data_ptr<float>(), static_cast<int>(M), y.data_ptr<float>());
   return y.to(x.scalar_type());
+}
+
+at::Tensor QuantizedLinear::forward(const at::Tensor& x) {
+  return packed_forward(x, q_.layout.K, q_.layout.N, "QuantizedLinear", [&](const float* xp, int M, float* yp) {
+    kq::qgemm_cpu(xp, M, q_.view(), nullptr, yp);
+  });
 }
 
 }  // namespace llmc

@@ -122,12 +122,8 @@ RuntimeEngine::RuntimeEngine(const ModelConfig& c, const LlamaWeights& w, int th
     }
     add_tiled(&R.o, {W.o.get()});
     add_tiled(&R.down, {W.down.get()});
-    for (auto [lin, src] : {std::pair<Lin*, const Linear*>{&R.q, W.q.get()}, {&R.k, W.k.get()}, {&R.v, W.v.get()},
-                            {&R.o, W.o.get()}, {&R.gate, W.gate.get()}, {&R.up, W.up.get()}, {&R.down, W.down.get()}})
-      if (lin->quant) lin_from_.emplace_back(lin, src);
   }
   add_tiled(lm_head_.get(), {w.lm_head.get()});
-  if (lm_head_->quant) lin_from_.emplace_back(lm_head_.get(), w.lm_head.get());
   // RoPE tables, computed as Llama::hidden_states does (float32 position * inv_freq).
   auto inv = rope_inv_freq(c);
   inv_freq_.assign(inv.data_ptr<float>(), inv.data_ptr<float>() + inv.numel());
@@ -140,7 +136,7 @@ int RuntimeEngine::lm_head_bits() const { return lm_head_->quant ? lm_head_->q.b
 
 int64_t RuntimeEngine::tiled_bytes() const {
   int64_t b = 0;
-  for (const auto& t : tiled_) b += static_cast<int64_t>(t->layout().total_bytes);
+  for (const TiledCopy& t : tiled_) b += static_cast<int64_t>(t.tiled->layout().total_bytes);
   return b;
 }
 
@@ -214,35 +210,33 @@ void RuntimeEngine::add_tiled(Lin* L, std::vector<const Linear*> from) {
     t = std::make_shared<kernels::QTiled>(kernels::tile(m.view()));
   }
   L->tiled = t->view();
-  tiled_from_.push_back({t, std::move(from)});
-  tiled_.push_back(std::move(t));
+  tiled_.push_back({std::move(t), std::move(from)});
 }
 
 std::vector<std::pair<const Linear*, std::shared_ptr<Linear>>> RuntimeEngine::take_tiled_linears() {
   std::vector<std::pair<const Linear*, std::shared_ptr<Linear>>> out;
-  for (const TiledSource& s : tiled_from_) {
+  for (const TiledCopy& t : tiled_) {
     int row0 = 0;
-    for (const Linear* f : s.from) {
+    for (const Linear* f : t.from) {
       const int rows = static_cast<int>(f->out_features());
-      out.emplace_back(f, std::make_shared<TiledLinear>(s.tiled, row0, rows));
+      out.emplace_back(f, std::make_shared<TiledLinear>(t.tiled, row0, rows));
       row0 += rows;
     }
   }
-  // The engine's views of those canonical matrices: cleared, so that a use the tiled path does not
-  // cover fails loudly (qgemm_cpu rejects null codes) instead of reading freed memory. Lins with a
-  // tiled copy run every M through it (rt::linear).
-  for (const auto& [lin, src] : lin_from_) {
-    for (const auto& o : out) {
-      if (o.first != src) continue;
-      lin->q.codes = nullptr;
-      lin->q.scales = nullptr;
-      lin->q.zeros = nullptr;
-    }
-  }
+  if (out.empty()) return out;
+  // Every 2/3-bit matrix has a tiled copy (its own or its stack's), and rt::linear runs any M of a
+  // Lin with one through it. The engine's views of the canonical matrices are cleared, so that a use
+  // this does not cover fails loudly (qgemm_cpu rejects null codes) instead of reading freed memory.
+  auto drop = [](Lin& L) {
+    if (!L.quant || !kernels::tiled_faster(L.q.bits)) return;
+    L.q.codes = nullptr;
+    L.q.scales = nullptr;
+    L.q.zeros = nullptr;
+    L.parts.clear();
+  };
   for (Layer& R : layers_)
-    for (Lin* L : {&R.qkv, &R.gate_up})
-      if (!L->tiled.empty()) L->parts.clear();  // views of the parts' canonical matrices
-  tiled_from_.clear();
+    for (Lin* L : {&R.q, &R.k, &R.v, &R.o, &R.gate, &R.up, &R.down, &R.qkv, &R.gate_up}) drop(*L);
+  drop(*lm_head_);
   return out;
 }
 

@@ -83,7 +83,7 @@ void linear(const LinearOp& L, const float* x, int64_t M, float* y, int threads,
         const float* xb = x + r0 * L.K;
         float* yb = y + r0 * L.N;
         const int m = static_cast<int>(n);
-        if (!L.tiled.empty() && kernels::tiled_faster(L.tiled.bits)) {
+        if (!L.tiled.empty()) {  // made only where kernels::tiled_faster()
           // Any M: the x-table kernel below 16 rows, the panel kernel on the tiled copy above (the
           // same bits as on the canonical matrix), so the runtime needs no canonical copy.
           kernels::qgemm_tiled_cpu(xb, m, L.tiled, nullptr, yb, th);

@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <vector>
 
 #include "llmc/core/error.h"
@@ -20,31 +21,20 @@ TiledLinear::TiledLinear(std::shared_ptr<const kernels::QTiled> tiled, int row0,
 }
 
 at::Tensor TiledLinear::forward(const at::Tensor& x) {
-  const kernels::QTiledLayout& l = tiled_->layout();
-  LLMC_CHECK(x.size(-1) == l.K, "TiledLinear: input has {} features, expected {}", x.size(-1), l.K);
-  auto xf = x.to(at::kFloat).contiguous();
-  const int64_t M = xf.numel() / l.K;
-  std::vector<int64_t> out_shape = x.sizes().vec();
-  out_shape.back() = layout_.N;
-  auto y = at::empty(out_shape, at::kFloat);
-  if (M == 0) return y.to(x.scalar_type());
-  if (row0_ == 0 && layout_.N == l.N) {
-    kernels::qgemm_tiled_cpu(xf.data_ptr<float>(), static_cast<int>(M), tiled_->view(), nullptr, y.data_ptr<float>());
-  } else {
+  const kernels::QTiledView t = tiled_->view();
+  return packed_forward(x, layout_.K, layout_.N, "TiledLinear", [&](const float* xp, int M, float* yp) {
+    if (row0_ == 0 && layout_.N == t.N) return kernels::qgemm_tiled_cpu(xp, M, t, nullptr, yp);
     // A part of a stacked matrix: the whole product, then this part's columns. Only the libtorch
     // forward of a runtime model gets here (the engine runs the stacked product itself).
-    auto all = at::empty({M, l.N}, at::kFloat);
-    kernels::qgemm_tiled_cpu(xf.data_ptr<float>(), static_cast<int>(M), tiled_->view(), nullptr,
-                             all.data_ptr<float>());
-    y.view({M, layout_.N}).copy_(all.narrow(1, row0_, layout_.N));
-  }
-  return y.to(x.scalar_type());
+    std::vector<float> all(static_cast<size_t>(M) * t.N);
+    kernels::qgemm_tiled_cpu(xp, M, t, nullptr, all.data());
+    for (int m = 0; m < M; ++m)
+      std::copy_n(all.data() + static_cast<size_t>(m) * t.N + row0_, layout_.N, yp + static_cast<size_t>(m) * layout_.N);
+  });
 }
 
-at::Tensor TiledLinear::dense_weight() const {
-  if (canonical_) return dequantize(*canonical_);
-  return dequantize(kernels::untile(tiled_->view(), row0_, layout_.N));
-}
+// Untiled into a temporary: packed_matrix()'s copy is made only for stages that need packed codes.
+at::Tensor TiledLinear::dense_weight() const { return dequantize(kernels::untile(tiled_->view(), row0_, layout_.N)); }
 
 const kernels::QMatrix* TiledLinear::packed_matrix() const {
   std::call_once(once_, [this] {

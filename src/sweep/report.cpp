@@ -144,7 +144,10 @@ json point_json(const SweepConfig& c, const SweepOptions& o, const Point& p) {
       r["wikitext2_ppl"] = src["results"]["wikitext2_gptq"].value("token_perplexity", 0.0);
   r["bytes"] = b.value("model_file_bytes", 0);
   const std::string samples = path_join(dir, "eval-samples.jsonl"), docs = path_join(dir, "eval-docs.json");
-  if (file_exists(samples)) {
+  std::error_code ec;
+  if (file_exists(samples) && (!file_exists(docs) || std::filesystem::last_write_time(docs, ec) <
+                                                         std::filesystem::last_write_time(samples, ec))) {
+    // Written once per samples file (the report is rewritten after every stage; the samples run to MBs).
     const DocAcc acc = doc_acc(json(samples));
     if (!acc.empty()) {
       json d = {{"format", "llmcompress-eval-docs"}, {"version", 1}, {"acc", json::object()}};

@@ -4,6 +4,7 @@
 // the packed kernels compute with), and the packed QuantizedLinear the runtime runs.
 #include <ATen/core/Tensor.h>
 
+#include <functional>
 #include <memory>
 
 #include "llmc/model/arch.h"
@@ -65,6 +66,11 @@ class HessianAccumulator {
   at::Tensor H_;
   int64_t n_ = 0;
 };
+
+// forward() of a linear over packed weights: x (..., K) float32 or bfloat16 -> (..., N) in x's
+// dtype; gemm(x, M, y) computes the rows, x [M][K] and y [M][N] fp32. `who` names the layer in errors.
+at::Tensor packed_forward(const at::Tensor& x, int64_t K, int64_t N, const char* who,
+                          const std::function<void(const float* x, int M, float* y)>& gemm);
 
 // A linear layer whose weights are packed b-bit codes; forward runs kernels::qgemm_cpu.
 class QuantizedLinear final : public Linear {

@@ -25,8 +25,8 @@ namespace llmc {
 class RuntimeEngine {
  public:
   // References the weights' storage (packed matrices, fp32 tensors): `w` must outlive the engine
-  // and stay unchanged (but for the linears take_tiled_linears() hands over). q/k/v and gate/up that share bits and group run as one stacked product
-  // each (kernels::qgemm_cpu_stacked over the weights' own matrices, no copy: one kernel call
+  // and stay unchanged (but for the linears take_tiled_linears() hands over). q/k/v and gate/up
+  // that share bits and group run as one stacked product each (kernels::qgemm_cpu_stacked over the weights' own matrices, no copy: one kernel call
   // instead of three/two per layer; 16-bit ones are copied into one fp32 matrix). threads: 0 =
   // at::get_num_threads().
   RuntimeEngine(const ModelConfig& c, const LlamaWeights& w, int threads = 0);
@@ -100,13 +100,11 @@ class RuntimeEngine {
   std::vector<Layer> layers_;
   std::unique_ptr<Lin> lm_head_;
   std::vector<at::Tensor> hold_;  // fp32 copies made at construction
-  std::vector<std::shared_ptr<kernels::QTiled>> tiled_;   // row-tiled copies (add_tiled)
-  struct TiledSource {
+  struct TiledCopy {
     std::shared_ptr<const kernels::QTiled> tiled;
-    std::vector<const Linear*> from;  // stacked by rows, in order
+    std::vector<const Linear*> from;  // the weights' linears it holds, stacked by rows in order
   };
-  std::vector<TiledSource> tiled_from_;
-  std::vector<std::pair<Lin*, const Linear*>> lin_from_;  // every packed Lin made from one linear
+  std::vector<TiledCopy> tiled_;  // row-tiled copies (add_tiled)
   std::vector<float> cos_, sin_;  // [max_position_embeddings][head_dim/2]
   std::vector<float> inv_freq_;
   // Scratch, grown on demand.
