@@ -21,7 +21,7 @@
 //                  the canonical layout's time for the same product in the same repetitions
 //
 // Usage: bench_qgemm [--out FILE.json] [--threads T] [--reps R] [--max-reps R] [--budget SEC] [--group G]
-//                    [--isa auto|scalar|avx2|avx512] [--quick] [--clock wall|cpu] [--xq]
+//                    [--isa auto|scalar|avx2|avx512|avx512vnni] [--quick] [--clock wall|cpu] [--xq]
 // --xq runs only the activation-rounding benchmark (AVX2 CPUs): the int16 preparation of x for the
 // AVX2 kernels (qgemm_impl.h: prepare_xq_panel / prepare_xq / round_to_int16), scalar reference
 // against AVX2 in one run, samples alternated, single thread; both wall and thread CPU time per
@@ -324,7 +324,11 @@ int main(int argc, char** argv) {
     else if (a == "--clock") o.cpu_clock = next() == "cpu";
     else if (a == "--isa") {
       const std::string v = next();
-      o.isa = v == "scalar" ? Isa::kScalar : v == "avx2" ? Isa::kAvx2 : v == "avx512" ? Isa::kAvx512 : Isa::kAuto;
+      o.isa = v == "scalar"       ? Isa::kScalar
+              : v == "avx2"       ? Isa::kAvx2
+              : v == "avx512"     ? Isa::kAvx512
+              : v == "avx512vnni" ? Isa::kAvx512Vnni
+                                  : Isa::kAuto;
     } else {
       std::fprintf(stderr,
                    "usage: %s [--out FILE] [--threads T] [--reps R] [--max-reps R] [--budget SEC] [--group G] "
@@ -415,7 +419,7 @@ int main(int argc, char** argv) {
         return QMatrixView{bits, o.group, N, K, p, sc, sc + l.scale_count};
       };
       // Row-tiled copies where the runtime would make them (same data, rotated the same way).
-      const bool tiled = isa == Isa::kAvx512 && tiled_faster(bits);
+      const bool tiled = (isa == Isa::kAvx512 || isa == Isa::kAvx512Vnni) && tiled_faster(bits);
       Pool tp;
       if (tiled) {
         const QTiledLayout tl = make_tiled_layout(bits, o.group, N, K);

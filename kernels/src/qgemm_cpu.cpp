@@ -49,6 +49,8 @@ bool detect(Isa isa) {
       return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && cpu_has_f16c() &&
              __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
              __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+    case Isa::kAvx512Vnni:
+      return detect(Isa::kAvx512) && __builtin_cpu_supports("avx512vnni");
     default: return true;
   }
 #else
@@ -209,7 +211,7 @@ void check_xy(const char* who, const float* x, int M, int N, int K, const float*
 void check_threads_isa(const char* who, int num_threads, Isa isa) {
   const std::string s(who);
   if (num_threads < 0) bad(s + ": num_threads must be >= 0 (got " + std::to_string(num_threads) + ")");
-  if (isa != Isa::kAuto && isa != Isa::kScalar && isa != Isa::kAvx2 && isa != Isa::kAvx512) {
+  if (isa != Isa::kAuto && isa != Isa::kScalar && isa != Isa::kAvx2 && isa != Isa::kAvx512 && isa != Isa::kAvx512Vnni) {
     bad(s + ": isa is not a valid Isa value");
   }
   if (!isa_supported(isa)) bad(s + ": isa " + isa_name(isa) + " is not supported by this CPU");
@@ -223,6 +225,7 @@ const char* isa_name(Isa isa) {
     case Isa::kScalar: return "scalar";
     case Isa::kAvx2: return "avx2";
     case Isa::kAvx512: return "avx512";
+    case Isa::kAvx512Vnni: return "avx512vnni";
   }
   return "unknown";
 }
@@ -230,16 +233,19 @@ const char* isa_name(Isa isa) {
 bool isa_supported(Isa isa) {
   static const bool avx2 = detect(Isa::kAvx2);
   static const bool avx512 = detect(Isa::kAvx512);
+  static const bool vnni = detect(Isa::kAvx512Vnni);
   switch (isa) {
     case Isa::kAuto:
     case Isa::kScalar: return true;
     case Isa::kAvx2: return avx2;
     case Isa::kAvx512: return avx512;
+    case Isa::kAvx512Vnni: return vnni;
   }
   return false;
 }
 
 Isa best_isa() {
+  if (isa_supported(Isa::kAvx512Vnni)) return Isa::kAvx512Vnni;
   if (isa_supported(Isa::kAvx512)) return Isa::kAvx512;
   if (isa_supported(Isa::kAvx2)) return Isa::kAvx2;
   return Isa::kScalar;
@@ -252,9 +258,9 @@ int default_num_threads() {
   return n > 0 ? n : hw_threads();
 }
 
-bool qgemm_rounds_x_to_int16(Isa isa) {  // both AVX2 paths (fused, M < 16; panel, M >= 16)
+bool qgemm_rounds_x_to_int16(Isa isa, int M) {
   const Isa use = (isa == Isa::kAuto) ? best_isa() : isa;
-  return use == Isa::kAvx2;
+  return use == Isa::kAvx2 || (use == Isa::kAvx512Vnni && M < kPanelMinM);
 }
 
 namespace {
@@ -339,16 +345,17 @@ void qgemm_parts(const float* x, int M, const QMatrixView* parts, int nparts, in
   thread_local detail::Scratch s_x, s_g, s_y;
   const bool panel = use != Isa::kScalar && M >= kPanelMinM;
   void (*rows)(const detail::Problem&, int, int) = detail::rows_scalar;
-  if (qgemm_rounds_x_to_int16(use)) {
+  if (qgemm_rounds_x_to_int16(use, M)) {
+    // The AVX-512 VNNI kernel takes the AVX2 kernel's activations (its CPUs have AVX2).
     if (panel) {
       p.Mp = (M + 15) / 16 * 16;
-      detail::prepare_xq_panel(x, p, s_x, s_g, use);
+      detail::prepare_xq_panel(x, p, s_x, s_g, Isa::kAvx2);
       p.yT = s_y.get(static_cast<size_t>(p.N) * p.Mp);
     } else {
-      detail::prepare_xq(x, p, s_x, s_g, use);
+      detail::prepare_xq(x, p, s_x, s_g, Isa::kAvx2);
     }
 #if defined(LLMC_KERNELS_X86)
-    rows = panel ? detail::panel_rows_avx2 : detail::fused_rows_avx2;
+    rows = panel ? detail::panel_rows_avx2 : use == Isa::kAvx512Vnni ? detail::fused_rows_avx512_vnni : detail::fused_rows_avx2;
 #endif
   } else if (!panel) {
     float* xp = s_x.get(static_cast<size_t>(M) * p.Kp);
@@ -371,12 +378,12 @@ void qgemm_parts(const float* x, int M, const QMatrixView* parts, int nparts, in
       p.xg = xg;
     }
 #if defined(LLMC_KERNELS_X86)
-    if (use == Isa::kAvx512) rows = detail::fused_rows_avx512;
+    if (detail::is_avx512(use)) rows = detail::fused_rows_avx512;
 #endif
   } else {
     prepare_panel_fp32(x, p, s_x, s_y);
 #if defined(LLMC_KERNELS_X86)
-    if (use == Isa::kAvx512) rows = detail::panel_rows_avx512;
+    if (detail::is_avx512(use)) rows = detail::panel_rows_avx512;
 #endif
   }
 

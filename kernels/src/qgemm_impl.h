@@ -50,6 +50,9 @@ struct Problem {
   QTiledLayout tl;
 };
 
+// The AVX-512 paths (kAvx512Vnni differs only in its small-M kernel).
+inline bool is_avx512(Isa isa) { return isa == Isa::kAvx512 || isa == Isa::kAvx512Vnni; }
+
 // Panel path tiling (AVX-512 / AVX2): n-rows per micro tile and the K chunk dequantized at once.
 constexpr int kPanelKc = 256;
 constexpr int kPanelNr512 = 12;
@@ -88,6 +91,7 @@ void rows_scalar(const Problem& p, int n0, int n1);
 void fused_rows_avx2(const Problem& p, int n0, int n1);
 void panel_rows_avx2(const Problem& p, int n0, int n1);
 void fused_rows_avx512(const Problem& p, int n0, int n1);
+void fused_rows_avx512_vnni(const Problem& p, int n0, int n1);  // on Problem::xq, as fused_rows_avx2
 void panel_rows_avx512(const Problem& p, int n0, int n1);
 
 // Runs fn(ctx, task) for task in [0, ntasks) on `nthreads` threads (the caller is one of them)

@@ -170,14 +170,14 @@ void qgemm_tiled_cpu(const float* x, int M, const QTiledView& t, const float* bi
   detail::check_threads_isa("qgemm_tiled_cpu", num_threads, isa);
   const Isa use = isa == Isa::kAuto ? best_isa() : isa;
 #if defined(LLMC_KERNELS_X86)
-  if (use == Isa::kAvx512 && M >= kTiledMaxM) {
+  if (detail::is_avx512(use) && M >= kTiledMaxM) {
     // Prefill: the canonical layout's panel kernel reading the tiled copy (each weight dequantized
     // once per call; the x-table kernel below re-reads the matrix every 15 rows of x: 1.1x (2 bits)
     // and 2x (3 bits) slower at M = 128), so a 2/3-bit matrix needs no canonical copy.
     detail::qgemm_tiled_panel(x, M, t, bias, y, num_threads > 0 ? num_threads : default_num_threads());
     return;
   }
-  if (use == Isa::kAvx512) {
+  if (detail::is_avx512(use)) {
     // Rows of x in chunks of kTiledMaxM - 1: the tables (1 KB per row and block, 1.5 KB for 3
     // bits) stay bounded for any M.
     constexpr int kChunkM = kTiledMaxM - 1;
@@ -207,11 +207,11 @@ void qgemm_tiled_cpu(const float* x, int M, const QTiledView& t, const float* bi
   tiled_scalar(x, M, t, bias, y);
 }
 
-bool tiled_faster(int bits) { return tiled_bits(bits) && best_isa() == Isa::kAvx512; }
+bool tiled_faster(int bits) { return tiled_bits(bits) && detail::is_avx512(best_isa()); }
 
 void qgemm_cpu(const float* x, int M, const QMatrixView& w, const QTiledView& tiled, const float* bias, float* y,
                int num_threads, Isa isa) {
-  if (!tiled.empty() && M < kTiledMaxM && (isa == Isa::kAuto || isa == Isa::kAvx512) && tiled_faster(w.bits)) {
+  if (!tiled.empty() && M < kTiledMaxM && (isa == Isa::kAuto || detail::is_avx512(isa)) && tiled_faster(w.bits)) {
     if (tiled.bits != w.bits || tiled.group != w.group || tiled.N != w.N || tiled.K != w.K) {
       bad("qgemm_cpu: the tiled copy's shape (bits/group/N/K) differs from the matrix's");
     }

@@ -26,7 +26,7 @@ using test::gemm_error;
 
 constexpr double kTol = 1e-5;
 
-std::vector<Isa> all_isas() { return {Isa::kScalar, Isa::kAvx2, Isa::kAvx512}; }
+std::vector<Isa> all_isas() { return {Isa::kScalar, Isa::kAvx2, Isa::kAvx512, Isa::kAvx512Vnni}; }
 
 struct Shape {
   int N, K;
@@ -126,9 +126,12 @@ TEST(QGemmCpuIsa, DetectionIsConsistent) {
   EXPECT_TRUE(isa_supported(Isa::kScalar));
   EXPECT_TRUE(isa_supported(Isa::kAuto));
   EXPECT_TRUE(isa_supported(best_isa()));
+  if (isa_supported(Isa::kAvx512Vnni)) {
+    EXPECT_TRUE(isa_supported(Isa::kAvx512));
+  }
   if (isa_supported(Isa::kAvx512)) {
     EXPECT_TRUE(isa_supported(Isa::kAvx2));
-    EXPECT_EQ(best_isa(), Isa::kAvx512);
+    EXPECT_EQ(best_isa(), isa_supported(Isa::kAvx512Vnni) ? Isa::kAvx512Vnni : Isa::kAvx512);
   }
   std::printf("best ISA on this machine: %s\n", isa_name(best_isa()));
 }

@@ -36,7 +36,7 @@ TEST(QGemmStacked, BitIdenticalToStackedMatrix) {
   // end tasks and micro tiles inside a part; K with a partial last group.
   const std::vector<std::vector<int>> shapes = {{48, 16, 16}, {37, 5, 70}, {96, 96}, {1, 1, 1}, {200}};
   int checked = 0;
-  for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512, Isa::kAuto}) {
+  for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512, Isa::kAvx512Vnni, Isa::kAuto}) {
     if (!isa_supported(isa)) continue;
     for (int bits : {2, 3, 4, 8}) {
       for (int group : {32, 64, 128}) {

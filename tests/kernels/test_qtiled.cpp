@@ -112,7 +112,7 @@ TEST_P(QTiledGemm, MatchesFp64Reference) {
       qgemm_reference(x.data(), M, w.view(), b, ref.data());
       qgemm_tiled_cpu(x.data(), M, t.view(), b, y.data(), 2, isa);
       EXPECT_LE(rel_error(y, ref), kTol);
-      if (isa == Isa::kAvx512 && M >= kTiledMaxM) {
+      if ((isa == Isa::kAvx512 || isa == Isa::kAvx512Vnni) && M >= kTiledMaxM) {
         // From M = 16 the canonical layout's panel kernel reads the tiled copy: the same weights,
         // the same order of operations, so the same bits as from the canonical matrix.
         std::vector<float> yc(ref.size(), -7.f);
@@ -128,7 +128,7 @@ TEST_P(QTiledGemm, MatchesFp64Reference) {
 
 INSTANTIATE_TEST_SUITE_P(All, QTiledGemm,
                          ::testing::Combine(::testing::Values(2, 3), ::testing::Values(32, 64, 128),
-                                            ::testing::Values(Isa::kScalar, Isa::kAvx512)),
+                                            ::testing::Values(Isa::kScalar, Isa::kAvx512, Isa::kAvx512Vnni)),
                          [](const auto& info) {
                            return "b" + std::to_string(std::get<0>(info.param)) + "_g" +
                                   std::to_string(std::get<1>(info.param)) + "_" + isa_name(std::get<2>(info.param));

@@ -1,0 +1,198 @@
+// AVX-512 VNNI fused kernel (M < 16: decode), integer like the fused AVX2 kernel (qgemm_avx2.cpp)
+// and on the same activations: x rounded to int16 per (row, group), stored per block of 32 columns
+// in avx2_lane_code() order (Problem::xq, prepared by xq_fused_avx2). Compiled without -m flags
+// (target pragma; the rules of qgemm_avx512.cpp: anonymous namespace, no std templates below it).
+//
+// A block's 32 codes of one bit plane decode into ONE vector of 32 int16 lanes in exactly that
+// lane order (lanes 0-15 = the AVX2 kernel's first vector, 16-31 its second), so a block costs
+//   4 bit: broadcast of the 16-byte block to the four 128-bit lanes, vpsrlvd by 0 / 4 / 8 / 12, and;
+//   8 bit: vpmovzxbw of 32 bytes;
+//   2 bit: qword broadcast, vpsrlvd by 0, 0, 2, 2, ... 14, 14, and;
+//   3 bit: the 2-bit plane plus the bit-plane word broadcast, vpsrlvd by 0..15, and, shift by 2;
+// and one vpdpwssd (32 int16 products summed into 16 int32 lanes) per row of x: 3 instructions
+// per 32 weights at 4 bit against the AVX2 kernel's 9 and the fp32 AVX-512 kernel's
+// dequantize-and-FMA (5 per 16 weights). The sums are exact in int32 (|code * xq| < 2^23, a group
+// of <= 128 codes adds < 2^26 per lane), so the result differs from the AVX2 kernel's only in the
+// order of the fp32 sums: y = sum_g s dx (Q - z sum(xq)).
+#include <immintrin.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+
+#include "llmc_kernels/qformat.h"
+#include "qgemm_impl.h"
+
+#include "target_avx512vnni_begin.inc"
+
+namespace llmc::kernels::detail {
+namespace {
+
+inline int imin(int a, int b) { return a < b ? a : b; }
+
+inline float h2f(uint16_t h) { return _cvtsh_ss(h); }
+
+constexpr int kGC = 64;  // groups whose scale factors are prepared at a time
+
+inline __mmask16 tail_mask(int r) { return static_cast<__mmask16>(r >= 16 ? 0xffffu : ((1u << r) - 1u)); }
+
+inline float hsum16(__m512 v) {
+  const __m256 h = _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1));
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+// Codes of plane PLANE of a block as 32 int16 lanes in avx2_lane_code() order (the 3-bit bit
+// plane already multiplied by its weight 4).
+template <int BITS, int PLANE>
+inline __m512i codes32(const uint8_t* blk) {
+  if constexpr (BITS == 8) {
+    return _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk)));
+  } else if constexpr (BITS == 4) {
+    const __m512i w = _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk)));
+    const __m512i sh = _mm512_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4, 8, 8, 8, 8, 12, 12, 12, 12);
+    return _mm512_and_si512(_mm512_srlv_epi32(w, sh), _mm512_set1_epi16(15));
+  } else if constexpr (PLANE == 0) {
+    int64_t w;
+    std::memcpy(&w, blk, 8);
+    const __m512i sh = _mm512_setr_epi32(0, 0, 2, 2, 4, 4, 6, 6, 8, 8, 10, 10, 12, 12, 14, 14);
+    return _mm512_and_si512(_mm512_srlv_epi32(_mm512_set1_epi64(w), sh), _mm512_set1_epi16(3));
+  } else {
+    int32_t w;
+    std::memcpy(&w, blk + 8, 4);
+    const __m512i sh = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    return _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi32(_mm512_set1_epi32(w), sh), _mm512_set1_epi16(1)), 2);
+  }
+}
+
+// MT rows of x (m0..) times NT weight rows (n0..), whole K.
+// Per group the int32 sums Q are scaled by f = s * dx into fp32 lanes; f and the zero-point term
+// s z dx sum(xq) are computed 16 groups per instruction for kGC groups at a time (per group and
+// row the epilogue is then a convert and an FMA from a broadcast f: at K = 576, group 64, a group is
+// only 2 blocks, and scalar fp16 conversions per group cost as much as decoding it).
+template <int BITS, int MT, int NT>
+void fused_tile(const Problem& p, int m0, int n0) {
+  constexpr int PL = BITS == 3 ? 2 : 1;
+  constexpr int kXb = 32 * PL;  // int16 of x per block
+  const int bpg = p.group / kBlockCodes;
+  const uint8_t* rows[NT];
+  for (int n = 0; n < NT; ++n) rows[n] = p.codes + static_cast<size_t>(n0 + n) * p.row_bytes;
+  const int16_t* xr[MT];
+  for (int m = 0; m < MT; ++m) xr[m] = p.xq + static_cast<size_t>(m0 + m) * p.xq_row;
+  __m512 acc[MT][NT], zacc[MT][NT];
+  for (int m = 0; m < MT; ++m)
+    for (int n = 0; n < NT; ++n) acc[m][n] = zacc[m][n] = _mm512_setzero_ps();
+  alignas(64) float f[MT][NT][kGC];
+
+  // Software prefetch of a tile ahead, a slice per block (as qgemm_avx2.cpp): about 4 KB ahead,
+  // 16 KB at 8 bits (SmolLM2's 8-bit lm_head, 49152 x 576, 2 threads: 1.1-1.3 ms a token against
+  // 1.5-1.6 at 4 KB; without the prefetch 2.6-2.8 ms; Zen 4 VM, three alternated rounds).
+  constexpr int kPfStep = NT * 4 * BITS;
+  constexpr int kPfBytes = BITS == 8 ? 16384 : 4096;
+  const size_t tile_bytes = static_cast<size_t>(NT) * p.row_bytes;
+  const int pf_tiles = tile_bytes >= kPfBytes ? 1 : imin(8, static_cast<int>(kPfBytes / tile_bytes));
+  const int pf_row = n0 + pf_tiles * NT;
+  const bool pf_on = pf_row + NT <= p.N && (BITS < 8 || tile_bytes <= 8192);
+  const uint8_t* pf = p.codes + static_cast<size_t>(pf_on ? pf_row : n0) * p.row_bytes;
+
+  for (int g0 = 0; g0 < p.G; g0 += kGC) {
+    const int gc = imin(kGC, p.G - g0);
+    for (int i = 0; i < gc; i += 16) {
+      const __mmask16 k = tail_mask(gc - i);  // lanes past gc: s = z = dx = 0
+      for (int n = 0; n < NT; ++n) {
+        const size_t gi = static_cast<size_t>(n0 + n) * p.G + g0 + i;
+        const __m512 s = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k, p.scales + gi));
+        const __m512 z = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k, p.zeros + gi));
+        for (int m = 0; m < MT; ++m) {
+          const size_t xi = static_cast<size_t>(m0 + m) * p.G + g0 + i;
+          const __m512 fv = _mm512_mul_ps(s, _mm512_maskz_loadu_ps(k, p.xdx + xi));
+          _mm512_store_ps(f[m][n] + i, fv);
+          zacc[m][n] = _mm512_fmadd_ps(_mm512_mul_ps(fv, z), _mm512_maskz_loadu_ps(k, p.xqs + xi), zacc[m][n]);
+        }
+      }
+    }
+    for (int gi = 0; gi < gc; ++gi) {
+      const int g = g0 + gi;
+      __m512i Q[MT][NT];
+      for (int m = 0; m < MT; ++m)
+        for (int n = 0; n < NT; ++n) Q[m][n] = _mm512_setzero_si512();
+      for (int kb = g * bpg; kb < imin((g + 1) * bpg, p.Kb); ++kb) {
+        if (pf_on) {
+          for (int o = 0; o < kPfStep; o += 64) {
+            _mm_prefetch(reinterpret_cast<const char*>(pf) + static_cast<size_t>(kb) * kPfStep + o, _MM_HINT_T1);
+          }
+        }
+        __m512i xv[MT];
+        for (int m = 0; m < MT; ++m) xv[m] = _mm512_load_si512(xr[m] + static_cast<size_t>(kb) * kXb);
+        for (int n = 0; n < NT; ++n) {
+          const __m512i c = codes32<BITS, 0>(rows[n] + static_cast<size_t>(kb) * (4 * BITS));
+          for (int m = 0; m < MT; ++m) Q[m][n] = _mm512_dpwssd_epi32(Q[m][n], c, xv[m]);
+        }
+        if constexpr (BITS == 3) {
+          for (int m = 0; m < MT; ++m) xv[m] = _mm512_load_si512(xr[m] + static_cast<size_t>(kb) * kXb + 32);
+          for (int n = 0; n < NT; ++n) {
+            const __m512i c = codes32<3, 1>(rows[n] + static_cast<size_t>(kb) * 12);
+            for (int m = 0; m < MT; ++m) Q[m][n] = _mm512_dpwssd_epi32(Q[m][n], c, xv[m]);
+          }
+        }
+      }
+      for (int n = 0; n < NT; ++n)
+        for (int m = 0; m < MT; ++m)
+          acc[m][n] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(Q[m][n]), _mm512_set1_ps(f[m][n][gi]), acc[m][n]);
+    }
+  }
+  for (int m = 0; m < MT; ++m) {
+    for (int n = 0; n < NT; ++n) {
+      float v = hsum16(_mm512_sub_ps(acc[m][n], zacc[m][n]));
+      if (p.bias) v += p.bias[n0 + n];
+      p.y[static_cast<size_t>(m0 + m) * p.N + n0 + n] = v;
+    }
+  }
+}
+
+// Weight rows per tile for MT rows of x: MT x NT int32 and fp32 accumulators + MT x vectors stay
+// within the 32 vector registers.
+template <int MT>
+constexpr int fused_nt() {
+  return MT == 1 ? 4 : (MT == 2 ? 4 : 2);
+}
+
+template <int BITS, int MT>
+void fused_span(const Problem& p, int m0, int c0, int c1) {
+  constexpr int NT = fused_nt<MT>();
+  int n = c0;
+  for (; n + NT <= c1; n += NT) fused_tile<BITS, MT, NT>(p, m0, n);
+  for (; n < c1; ++n) fused_tile<BITS, MT, 1>(p, m0, n);
+}
+
+template <int BITS>
+void fused_rows(const Problem& p, int n0, int n1) {
+  for (int c0 = n0; c0 < n1; c0 += 24) {
+    const int c1 = imin(n1, c0 + 24);
+    for (int m0 = 0; m0 < p.M; m0 += 4) {
+      switch (imin(4, p.M - m0)) {
+        case 1: fused_span<BITS, 1>(p, m0, c0, c1); break;
+        case 2: fused_span<BITS, 2>(p, m0, c0, c1); break;
+        case 3: fused_span<BITS, 3>(p, m0, c0, c1); break;
+        default: fused_span<BITS, 4>(p, m0, c0, c1); break;
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void fused_rows_avx512_vnni(const Problem& p, int n0, int n1) {
+  switch (p.bits) {
+    case 2: fused_rows<2>(p, n0, n1); break;
+    case 3: fused_rows<3>(p, n0, n1); break;
+    case 4: fused_rows<4>(p, n0, n1); break;
+    default: fused_rows<8>(p, n0, n1); break;
+  }
+}
+
+}  // namespace llmc::kernels::detail
+
+#include "target_end.inc"
