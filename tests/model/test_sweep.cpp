@@ -151,6 +151,25 @@ TEST(Sweep, ComparisonsPairDocumentsWhenBothHaveSamples) {
     q[3]["wikitext2_ppl"] = 20.0, q[3]["acc_avg"] = 0.3;
     EXPECT_EQ(sweep_comparisons(q)[0]["criterion"], "not_met");
   }
+  {
+    // Timed in the same --rebench rounds: the median of the per-round ratios decides, not the ratio
+    // of the medians (6.0 / 5.7 = +5.3%, outside 5%; per round +0%, +5.3%, +2.9%: median +2.9%).
+    oj q = points;
+    q[1]["wikitext2_ppl"] = 20.3;
+    q[0]["decode_ms"] = 5.7, q[1]["decode_ms"] = 6.0;
+    EXPECT_EQ(sweep_comparisons(q)[0]["criterion"], "not_met");
+    q[0]["rounds_decode_ms"] = {5.0, 5.7, 6.8};
+    q[1]["rounds_decode_ms"] = {5.0, 6.0, 7.0};
+    const oj r = sweep_comparisons(q)[0];
+    EXPECT_EQ(r["criterion"], "equal_latency") << r.dump();
+    EXPECT_NEAR(r["decode_ratio"].get<double>(), 7.0 / 6.8, 1e-12);
+    ASSERT_EQ(r["decode_ratio_rounds"].size(), 3u);
+    EXPECT_NEAR(r["decode_ratio_rounds"][1].get<double>(), 6.0 / 5.7, 1e-12);
+    // Rounds that do not line up (another count): the ratio of the two times.
+    q[0]["rounds_decode_ms"] = {5.0, 5.7, 6.8, 6.0};
+    EXPECT_EQ(sweep_comparisons(q)[0]["criterion"], "not_met");
+    EXPECT_FALSE(sweep_comparisons(q)[0].contains("decode_ratio_rounds"));
+  }
   // Documents that do not line up (a task with another count): unpaired.
   points[2]["samples"] = samples("s2.jsonl", {1, 0, 0}, {1, 0, 0, 0});
   const oj c2 = sweep_comparisons(points);

@@ -145,7 +145,10 @@ void write_sweep_report(const SweepConfig& config, const SweepOptions& opts);
 //   {"kind": "baseline" | "mode", "a" (joint point), "b", "a_decode_ms", "b_decode_ms",
 //    "delta_acc" (a - b, mean over tasks), "stderr", "paired", "docs", "same_arch" (one point shares
 //    the other's results: the searches found the same architecture), "delta_ppl_pct" (or null)}
-// Baseline entries also hold "decode_ratio" (a / b, measured) and "criterion", issue 16's test of a
+// Every entry holds "decode_ratio" (a / b, measured: where both points carry "rounds_decode_ms" of
+// the same `sweep --rebench` rounds (>= 3), the median of the per-round ratios, listed in
+// "decode_ratio_rounds"; else the ratio of the two decode_ms). Baseline entries also hold
+// "criterion", issue 16's test of a
 // joint point against a baseline, both clauses "at least as accurate" (delta_acc >= 0 and WikiText-2
 // at most 2% higher): "equal_latency" (ratio within 5% of 1), "faster" (ratio below 0.95) or
 // "not_met". The entry is the joint point that meets it with the largest delta_acc, else the one
