@@ -108,21 +108,18 @@ class Rotation {
   Rotation(const Rotation&) = delete;
   Rotation& operator=(const Rotation&) = delete;
   size_t size() const { return size_; }
-  // The next `bytes` (aligned) of the buffer's first `window` bytes, wrapping around: a region is
-  // reused only after the whole window has been touched (its reuse distance is `window`).
+  // The next region of `bytes` for an entry whose weights are reused after `window` bytes
+  // (lut_rotation).
   uint8_t* next(size_t bytes, size_t window) {
-    bytes = align_up(bytes);
-    window = std::min(size_, std::max(align_up(window), bytes));
-    size_t& cursor = cursors_[window];
-    if (cursor + bytes > window) cursor = 0;
-    uint8_t* r = p_ + cursor;
-    cursor += bytes;
-    return r;
+    const LutRotation r = lut_rotation(bytes, window, size_);
+    size_t& k = cursors_[{bytes, window}];
+    if (k >= r.slots) k = 0;
+    return p_ + r.slot * k++;
   }
 
  private:
   size_t size_;
-  std::map<size_t, size_t> cursors_;  // per window size
+  std::map<std::pair<size_t, size_t>, size_t> cursors_;  // per (region size, window)
   uint8_t* p_ = nullptr;
 };
 
@@ -185,6 +182,16 @@ long involuntary_switches() {
 constexpr double kMultiThreadQuantile = 0.1;
 
 }  // namespace
+
+LutRotation lut_rotation(size_t bytes, size_t window, size_t buffer) {
+  bytes = align_up(std::max<size_t>(bytes, 1));
+  const size_t gap = bytes + kLutRegionGap <= buffer ? kLutRegionGap : 0;
+  LutRotation r;
+  r.slot = bytes + gap;
+  const size_t want = (std::max(align_up(window), bytes) + bytes - 1) / bytes;  // regions per window
+  r.slots = std::max<size_t>(1, std::min(want, buffer / r.slot));
+  return r;
+}
 
 double lut_entry_us(const std::vector<double>& wall, const std::vector<double>& cpu, int threads,
                     const std::string& statistic) {

@@ -233,6 +233,25 @@ TEST(Lut, EntryStatistic) {
   EXPECT_DOUBLE_EQ(lut_entry_us(wall, cpu, 2, "median"), 60.0);
 }
 
+// Where an entry's calls read weights: never adjacent regions (kLutRegionGap apart), reused only
+// after `window` bytes of regions, inside the buffer.
+TEST(Lut, RotationKeepsRegionsApartAndTheReuseDistance) {
+  const size_t MiB = size_t{1} << 20;
+  const LutRotation r = lut_rotation(187 * 1024, 60 * MiB, 434 * MiB);  // SmolLM2's 576 x 576 at 4 bits
+  EXPECT_EQ(r.slot, 187 * 1024 + kLutRegionGap);
+  EXPECT_GE(r.slots * 187 * 1024, 60 * MiB);
+  EXPECT_LT((r.slots - 1) * 187 * 1024, 60 * MiB);
+  EXPECT_LE(r.slot * r.slots, 434 * MiB);
+  // A window larger than the buffer allows: as many regions as fit.
+  const LutRotation big = lut_rotation(10 * MiB, 1000 * MiB, 100 * MiB);
+  EXPECT_EQ(big.slots, 100 * MiB / (10 * MiB + kLutRegionGap));
+  // A region nearly as large as the buffer: no gap, one slot; sizes round up to 64 bytes.
+  const LutRotation one = lut_rotation(100 * MiB - 10, 200 * MiB, 100 * MiB);
+  EXPECT_EQ(one.slot, 100 * MiB);
+  EXPECT_EQ(one.slots, 1u);
+  EXPECT_EQ(lut_rotation(1, 1, MiB).slot, 64 + kLutRegionGap);
+}
+
 // What an attention entry times: a decode step at the LUT's context, a prompt from an empty cache.
 TEST(Lut, AttentionSpanIsDecodeAtContextOrPromptFromEmpty) {
   EXPECT_EQ(lut_attention_span(1, 192).positions, 192);

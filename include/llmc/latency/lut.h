@@ -56,7 +56,9 @@ constexpr int kLutVersion = 3;
 // 4: 2/3-bit linears at M < 16 read a row-tiled copy (x-table kernel, kernels/qtiled.h);
 //    attention scores by GEMV, vector exp in softmax and SwiGLU.
 // 5: AVX2 GEMMs on int16 x (vpmaddwd): decode 1.1-3.6x faster by width (4 bit now faster than 8).
-constexpr const char* kLutKernelVersion = "runtime-ops-5";
+// 6: AVX-512 VNNI int16 decode kernel (Isa::kAvx512Vnni); an entry's calls read regions
+//    kLutRegionGap apart (lut_rotation), no longer adjacent ones.
+constexpr const char* kLutKernelVersion = "runtime-ops-6";
 
 // One linear GEMM the search space can produce: y (M, N) = x (M, K) W^T at `bits`.
 // group: effective_group(K, space.group_size) for bits < 16, 0 for the dense 16-bit path.
@@ -113,6 +115,19 @@ struct LutOptions {
   bool progress = true;               // progress bar / log lines on stderr
   std::string model_name;             // recorded in "build" (informational)
 };
+
+// Where the calls timing one LUT entry read their weights: call k reads `bytes` at offset
+// (k % slots) * slot of the timing buffer (`buffer` bytes). Regions are kLutRegionGap apart, never
+// adjacent: in a forward the next op's weights lie elsewhere, so the hardware prefetcher must not
+// stream from one call's weights into the next's (adjacent regions timed SmolLM2's 576 x 576 GEMVs
+// 11-27% faster at 2 threads, 3072 x 576 ones 1-5%: six paired builds, Zen 4 VM); and `slots`
+// regions cover `window` bytes (a region is reused after the window, its reuse distance in a real
+// forward), fewer where the buffer is too small. bytes and window are rounded up to 64.
+constexpr size_t kLutRegionGap = size_t{256} << 10;
+struct LutRotation {
+  size_t slot = 0, slots = 1;
+};
+LutRotation lut_rotation(size_t bytes, size_t window, size_t buffer);
 
 // An entry's time (us) from its samples (us per call; cpu: the calling thread's CPU time) by
 // LutOptions::statistic: one thread: median(cpu); more: the 10th percentile of wall ("auto") or
