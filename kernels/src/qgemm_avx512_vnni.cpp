@@ -1,4 +1,4 @@
-// AVX-512 VNNI fused kernel (M < 16: decode), integer like the fused AVX2 kernel (qgemm_avx2.cpp)
+// AVX-512 VNNI kernels: the fused one (M < 16: decode) integer like the fused AVX2 kernel (qgemm_avx2.cpp)
 // and on the same activations: x rounded to int16 per (row, group), stored per block of 32 columns
 // in avx2_lane_code() order (Problem::xq, prepared by xq_fused_avx2). Compiled without -m flags
 // (target pragma; the rules of qgemm_avx512.cpp: anonymous namespace, no std templates below it).
@@ -182,7 +182,126 @@ void fused_rows(const Problem& p, int n0, int n1) {
   }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Panel kernel (M >= 16), the AVX2 panel kernel's scheme on 512-bit vectors: 12 weight rows x 256
+// columns decoded once to int16 codes in natural order (L1), then a 12 x 32 micro kernel over
+// Problem::xq2 (x rounded to int16, column pairs x 32 rows of x in two vectors): one vpdpwssd per
+// weight row and x vector per column pair (32 products, against the fp32 kernel's 16 per FMA), int32
+// sums per group scaled into fp32 accumulators yT at the group's end. 24 accumulators + 2 x fit the
+// 32 vector registers. Mp (rows of xq2) is a multiple of 32.
+constexpr int kNr = kPanelNr512;  // 12 rows: divides kRowQuantum, so tasks hold whole panels
+constexpr int kKc = kPanelKc;
+
+// idx[c] = the lane of codes32<BITS, 0>'s vector that holds code c (avx2_lane_code inverted): a
+// vpermw with it puts the codes in natural order.
+struct NaturalOrder {
+  alignas(64) int16_t idx[32];
+};
+inline NaturalOrder natural_order(int bits) {
+  NaturalOrder t;
+  for (int l = 0; l < 32; ++l) t.idx[avx2_lane_code(bits, 0, l)] = static_cast<int16_t>(l);
+  return t;
+}
+
+// Codes of rows nb..nb+nr-1, columns kc0..kc0+kcn-1 as int16 in wb[r * kKc + k] (rows >= nr zero).
+// 4 and 8 bits (2/3-bit prefill runs the fp32 panel kernel: see qgemm.h).
+template <int BITS>
+void decode_panel(const Problem& p, const NaturalOrder& no, int nb, int nr, int kc0, int kcn, int16_t* wb) {
+  static_assert(BITS == 4 || BITS == 8, "4 and 8 bits only");
+  const __m512i i0 = _mm512_load_si512(no.idx);
+  for (int r = 0; r < kNr; ++r) {
+    int16_t* dst = wb + r * kKc;
+    if (r >= nr) {
+      for (int k = 0; k < kcn; k += 32) _mm512_store_si512(dst + k, _mm512_setzero_si512());
+      continue;
+    }
+    const uint8_t* row = p.codes + static_cast<size_t>(nb + r) * p.row_bytes;
+    for (int kb = kc0 / kBlockCodes; kb < (kc0 + kcn) / kBlockCodes; ++kb) {
+      const uint8_t* blk = row + static_cast<size_t>(kb) * (4 * BITS);
+      __m512i c = codes32<BITS, 0>(blk);
+      if constexpr (BITS == 4) c = _mm512_permutexvar_epi16(i0, c);
+      _mm512_store_si512(dst + (kb * kBlockCodes - kc0), c);
+    }
+  }
+}
+
+// Rows [0, nr) of the panel x 32 x-rows, column pairs [0, nkp) of one group (wb and xq2 point at the
+// group's first pair, xq2 at x-row m0). yT = first ? 0 : yT; yT += s dx Q - s z dx sum(xq).
+void micro32(const int16_t* xq2, int Mp, const int16_t* wb, int nkp, float* yT, int nr, bool first, const float* s,
+             const float* sz, const float* dx, const float* dxs) {
+  // Every loop over r is unrolled, so acc[r] are registers (with a run-time bound in the epilogue
+  // GCC 12 kept a copy of acc on the stack, stored on every iteration: 1.4x slower than fp32).
+  __m512i acc[kNr][2];
+#pragma GCC unroll 12
+  for (int r = 0; r < kNr; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_si512();
+  for (int kp = 0; kp < nkp; ++kp) {
+    const int16_t* xk = xq2 + static_cast<size_t>(kp) * Mp * 2;
+    const __m512i x0 = _mm512_load_si512(xk), x1 = _mm512_load_si512(xk + 32);
+#pragma GCC unroll 12
+    for (int r = 0; r < kNr; ++r) {
+      int32_t pair;
+      std::memcpy(&pair, wb + r * kKc + 2 * kp, 4);
+      const __m512i w = _mm512_set1_epi32(pair);
+      acc[r][0] = _mm512_dpwssd_epi32(acc[r][0], x0, w);
+      acc[r][1] = _mm512_dpwssd_epi32(acc[r][1], x1, w);
+    }
+  }
+  const __m512 dxv[2] = {_mm512_loadu_ps(dx), _mm512_loadu_ps(dx + 16)};
+  const __m512 dsv[2] = {_mm512_loadu_ps(dxs), _mm512_loadu_ps(dxs + 16)};
+#pragma GCC unroll 12
+  for (int r = 0; r < kNr; ++r) {
+    if (r >= nr) break;
+    const __m512 sv = _mm512_set1_ps(s[r]), szv = _mm512_set1_ps(sz[r]);
+#pragma GCC unroll 2
+    for (int v = 0; v < 2; ++v) {
+      float* yp = yT + static_cast<size_t>(r) * Mp + 16 * v;
+      __m512 y = first ? _mm512_setzero_ps() : _mm512_loadu_ps(yp);
+      y = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[r][v]), _mm512_mul_ps(sv, dxv[v]), y);
+      _mm512_storeu_ps(yp, _mm512_fnmadd_ps(szv, dsv[v], y));
+    }
+  }
+}
+
+template <int BITS>
+void panel_rows(const Problem& p, int n0, int n1) {
+  alignas(64) int16_t wb[kNr * kKc];
+  const NaturalOrder no = natural_order(BITS);
+  const int Kk = p.Kb * kBlockCodes;  // columns up to the last block with real ones
+  for (int kc0 = 0; kc0 < Kk; kc0 += kKc) {
+    const int kcn = imin(kKc, Kk - kc0);
+    for (int nb = n0; nb < n1; nb += kNr) {
+      const int nr = imin(kNr, n1 - nb);
+      decode_panel<BITS>(p, no, nb, nr, kc0, kcn, wb);
+      float* yT = p.yT + static_cast<size_t>(nb) * p.Mp;
+      // kKc is a multiple of every group size: a chunk holds whole groups (the last may stop at Kk).
+      for (int c0 = 0; c0 < kcn; c0 += p.group) {
+        const int g = (kc0 + c0) / p.group, nkp = imin(p.group, kcn - c0) / 2;
+        float s[kNr], sz[kNr];
+        for (int r = 0; r < nr; ++r) {
+          const size_t gi = static_cast<size_t>(nb + r) * p.G + g;
+          s[r] = h2f(p.scales[gi]);
+          sz[r] = s[r] * h2f(p.zeros[gi]);
+        }
+        const int16_t* xg = p.xq2 + static_cast<size_t>(kc0 + c0) / 2 * p.Mp * 2;
+        for (int m0 = 0; m0 < p.Mp; m0 += 32) {
+          micro32(xg + 2 * m0, p.Mp, wb + c0, nkp, yT + m0, nr, kc0 + c0 == 0, s, sz,
+                  p.xdxT + static_cast<size_t>(g) * p.Mp + m0, p.xdxsT + static_cast<size_t>(g) * p.Mp + m0);
+        }
+      }
+    }
+  }
+  for (int m = 0; m < p.M; ++m) {
+    float* yr = p.y + static_cast<size_t>(m) * p.N;
+    for (int n = n0; n < n1; ++n) yr[n] = p.yT[static_cast<size_t>(n) * p.Mp + m] + (p.bias ? p.bias[n] : 0.f);
+  }
+}
+
 }  // namespace
+
+void panel_rows_avx512_vnni(const Problem& p, int n0, int n1) {
+  if (p.bits == 4) panel_rows<4>(p, n0, n1);
+  else panel_rows<8>(p, n0, n1);  // the dispatcher sends only 4 and 8 bits here
+}
 
 void fused_rows_avx512_vnni(const Problem& p, int n0, int n1) {
   switch (p.bits) {

@@ -258,9 +258,9 @@ int default_num_threads() {
   return n > 0 ? n : hw_threads();
 }
 
-bool qgemm_rounds_x_to_int16(Isa isa, int M) {
+bool qgemm_rounds_x_to_int16(Isa isa, int M, int bits) {
   const Isa use = (isa == Isa::kAuto) ? best_isa() : isa;
-  return use == Isa::kAvx2 || (use == Isa::kAvx512Vnni && M < kPanelMinM);
+  return use == Isa::kAvx2 || (use == Isa::kAvx512Vnni && (M < kPanelMinM || bits >= 4));
 }
 
 namespace {
@@ -345,17 +345,20 @@ void qgemm_parts(const float* x, int M, const QMatrixView* parts, int nparts, in
   thread_local detail::Scratch s_x, s_g, s_y;
   const bool panel = use != Isa::kScalar && M >= kPanelMinM;
   void (*rows)(const detail::Problem&, int, int) = detail::rows_scalar;
-  if (qgemm_rounds_x_to_int16(use, M)) {
-    // The AVX-512 VNNI kernel takes the AVX2 kernel's activations (its CPUs have AVX2).
+  if (qgemm_rounds_x_to_int16(use, M, l.bits)) {
+    // The AVX-512 VNNI kernels take the AVX2 kernels' activations (their CPUs have AVX2); the
+    // VNNI panel kernel's micro tile is 32 rows of x.
+    const bool vnni = use == Isa::kAvx512Vnni;
     if (panel) {
-      p.Mp = (M + 15) / 16 * 16;
+      p.Mp = vnni ? (M + 31) / 32 * 32 : (M + 15) / 16 * 16;
       detail::prepare_xq_panel(x, p, s_x, s_g, Isa::kAvx2);
       p.yT = s_y.get(static_cast<size_t>(p.N) * p.Mp);
     } else {
       detail::prepare_xq(x, p, s_x, s_g, Isa::kAvx2);
     }
 #if defined(LLMC_KERNELS_X86)
-    rows = panel ? detail::panel_rows_avx2 : use == Isa::kAvx512Vnni ? detail::fused_rows_avx512_vnni : detail::fused_rows_avx2;
+    rows = vnni ? (panel ? detail::panel_rows_avx512_vnni : detail::fused_rows_avx512_vnni)
+                : (panel ? detail::panel_rows_avx2 : detail::fused_rows_avx2);
 #endif
   } else if (!panel) {
     float* xp = s_x.get(static_cast<size_t>(M) * p.Kp);

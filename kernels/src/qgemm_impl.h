@@ -92,6 +92,7 @@ void fused_rows_avx2(const Problem& p, int n0, int n1);
 void panel_rows_avx2(const Problem& p, int n0, int n1);
 void fused_rows_avx512(const Problem& p, int n0, int n1);
 void fused_rows_avx512_vnni(const Problem& p, int n0, int n1);  // on Problem::xq, as fused_rows_avx2
+void panel_rows_avx512_vnni(const Problem& p, int n0, int n1);  // 4/8 bits, on Problem::xq2 (Mp a multiple of 32)
 void panel_rows_avx512(const Problem& p, int n0, int n1);
 
 // Runs fn(ctx, task) for task in [0, ntasks) on `nthreads` threads (the caller is one of them)

@@ -87,7 +87,7 @@ inline double rel_error_int16_x(const std::vector<float>& y, const std::vector<f
 // rounds x to int16, rel_error otherwise.
 inline double gemm_error(const std::vector<float>& y, const std::vector<float>& ref, const std::vector<float>& x, int M,
                          const QMatrixView& w, Isa isa) {
-  return qgemm_rounds_x_to_int16(isa, M) ? rel_error_int16_x(y, ref, x, M, w) : rel_error(y, ref);
+  return qgemm_rounds_x_to_int16(isa, M, w.bits) ? rel_error_int16_x(y, ref, x, M, w) : rel_error(y, ref);
 }
 
 }  // namespace llmc::kernels::test

@@ -17,8 +17,9 @@ namespace llmc::kernels {
 
 // Instruction-set path of qgemm_cpu. kAuto picks the best one this CPU supports (runtime CPUID
 // check); the others force a path (used by the tests to cover all of them on one machine).
-// kAvx512Vnni: the kAvx512 paths, except that M < 16 (decode) multiplies integer codes with x
-// rounded to int16 (vpdpwssd), as the AVX2 paths do.
+// kAvx512Vnni: the kAvx512 paths, except that M < 16 (decode, every width) and M >= 16 at 4 and 8
+// bits (prefill) multiply integer codes with x rounded to int16 (vpdpwssd), as the AVX2 paths do.
+// (2/3-bit prefill stays fp32: the runtime holds those matrices tiled, whose panel path is fp32.)
 enum class Isa { kAuto = 0, kScalar = 1, kAvx2 = 2, kAvx512 = 3, kAvx512Vnni = 4 };
 
 const char* isa_name(Isa isa);
@@ -46,12 +47,13 @@ void qgemm_cpu(const float* x, int M, const QMatrixView& w, const float* bias, f
 void qgemm_cpu_stacked(const float* x, int M, const QMatrixView* parts, int nparts, const float* bias, float* y,
                        int num_threads = 0, Isa isa = Isa::kAuto);
 
-// Precision: the fp32 paths (scalar, AVX-512, AVX-512 VNNI at M >= 16) differ from the fp64
-// reference only by fp32 rounding. The integer paths (AVX2 at any M, AVX-512 VNNI at M < 16)
-// multiply integer codes with x rounded to int16 per (row, group) in exact integer sums:
-// |x - dx * xq| <= dx / 2 with dx = max|x over the group| / 32767, i.e. a relative perturbation of
-// x below 1.6e-5 of the group's largest |x|. Whether a call with M rows of x takes such a path:
-bool qgemm_rounds_x_to_int16(Isa isa = Isa::kAuto, int M = 1);
+// Precision: the fp32 paths (scalar, AVX-512, AVX-512 VNNI at M >= 16 for 2/3 bits) differ from
+// the fp64 reference only by fp32 rounding. The integer paths (AVX2 at any M, AVX-512 VNNI at
+// M < 16 and at 4/8 bits) multiply integer codes with x rounded to int16 per (row, group) in exact
+// integer sums: |x - dx * xq| <= dx / 2 with dx = max|x over the group| / 32767, i.e. a relative
+// perturbation of x below 1.6e-5 of the group's largest |x|. Whether a call with M rows of x and a
+// `bits`-bit matrix takes such a path (the defaults: whether a decode may):
+bool qgemm_rounds_x_to_int16(Isa isa = Isa::kAuto, int M = 1, int bits = 4);
 
 // The same product given also a row-tiled copy of w (qtiled.h; an empty view means none): for
 // M < kTiledMaxM on AVX-512 CPUs it reads the tiled copy (the x-table kernel), otherwise w. The
