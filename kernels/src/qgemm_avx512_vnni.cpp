@@ -1,9 +1,9 @@
-// AVX-512 VNNI kernels: the fused one (M < 16: decode) integer like the fused AVX2 kernel (qgemm_avx2.cpp)
-// and on the same activations: x rounded to int16 per (row, group), stored per block of 32 columns
-// in avx2_lane_code() order (Problem::xq, prepared by xq_fused_avx2). Compiled without -m flags
-// (target pragma; the rules of qgemm_avx512.cpp: anonymous namespace, no std templates below it).
+// AVX-512 VNNI kernels, integer like the AVX2 ones (qgemm_avx2.cpp) and on the same activations:
+// x rounded to int16 per (row, group). Compiled without -m flags (target pragma; the rules of
+// qgemm_avx512.cpp: anonymous namespace, no std templates below it).
 //
-// A block's 32 codes of one bit plane decode into ONE vector of 32 int16 lanes in exactly that
+// Fused kernel (M < 16: decode), on Problem::xq (blocks of 32 columns in avx2_lane_code() order,
+// prepared by xq_fused_avx2). A block's 32 codes of one bit plane decode into ONE vector of 32 int16 lanes in exactly that
 // lane order (lanes 0-15 = the AVX2 kernel's first vector, 16-31 its second), so a block costs
 //   4 bit: broadcast of the 16-byte block to the four 128-bit lanes, vpsrlvd by 0 / 4 / 8 / 12, and;
 //   8 bit: vpmovzxbw of 32 bytes;
