@@ -25,6 +25,8 @@ namespace {
 
 inline int imin(int a, int b) { return a < b ? a : b; }
 
+#include "fused_prefetch.inc"
+
 inline float h2f(uint16_t h) { return _cvtsh_ss(h); }
 
 inline uint32_t load_u32(const uint8_t* p) {
@@ -127,24 +129,15 @@ void fused_tile(const Problem& p, int m0, int n0) {
   for (int m = 0; m < MT; ++m)
     for (int n = 0; n < NT; ++n) zterm[m][n] = 0.f;
 
-  // Software prefetch of a tile about 4 KB ahead (see qgemm_avx512.cpp).
-  constexpr int kPfStep = NT * 4 * BITS;
-  const size_t tile_bytes = static_cast<size_t>(NT) * p.row_bytes;
-  const int pf_tiles = tile_bytes >= 4096 ? 1 : imin(8, static_cast<int>(4096 / tile_bytes));
-  const int pf_row = n0 + pf_tiles * NT;
-  const bool pf_on = pf_row + NT <= p.N && (BITS < 8 || tile_bytes <= 8192);
-  const uint8_t* pf = p.codes + static_cast<size_t>(pf_on ? pf_row : n0) * p.row_bytes;
+  const TilePrefetch<BITS, NT> pf(p, n0, 4096);
+  const bool pf_on = pf.codes();
 
   for (int g = 0; g < p.G; ++g) {
     __m256i Q[MT][NT];
     for (int m = 0; m < MT; ++m)
       for (int n = 0; n < NT; ++n) Q[m][n] = _mm256_setzero_si256();
     for (int kb = g * bpg; kb < imin((g + 1) * bpg, p.Kb); ++kb) {
-      if (pf_on) {
-        for (int o = 0; o < kPfStep; o += 64) {
-          _mm_prefetch(reinterpret_cast<const char*>(pf) + static_cast<size_t>(kb) * kPfStep + o, _MM_HINT_T1);
-        }
-      }
+      if (pf_on) pf.block(kb);
       __m256i xa[MT], xb[MT];
       for (int m = 0; m < MT; ++m) {
         const int16_t* xk = xr[m] + static_cast<size_t>(kb) * kXb;
@@ -190,33 +183,12 @@ void fused_tile(const Problem& p, int m0, int n0) {
   }
 }
 
-template <int MT>
+template <int BITS, int MT>
 constexpr int fused_nt() {
   return MT == 1 ? 4 : (MT == 2 ? 2 : 1);
 }
 
-template <int BITS, int MT>
-void fused_span(const Problem& p, int m0, int c0, int c1) {
-  constexpr int NT = fused_nt<MT>();
-  int n = c0;
-  for (; n + NT <= c1; n += NT) fused_tile<BITS, MT, NT>(p, m0, n);
-  for (; n < c1; ++n) fused_tile<BITS, MT, 1>(p, m0, n);
-}
-
-template <int BITS>
-void fused_rows(const Problem& p, int n0, int n1) {
-  for (int c0 = n0; c0 < n1; c0 += 24) {
-    const int c1 = imin(n1, c0 + 24);
-    for (int m0 = 0; m0 < p.M; m0 += 4) {
-      switch (imin(4, p.M - m0)) {
-        case 1: fused_span<BITS, 1>(p, m0, c0, c1); break;
-        case 2: fused_span<BITS, 2>(p, m0, c0, c1); break;
-        case 3: fused_span<BITS, 3>(p, m0, c0, c1); break;
-        default: fused_span<BITS, 4>(p, m0, c0, c1); break;
-      }
-    }
-  }
-}
+#include "fused_driver.inc"
 
 // ---------------------------------------------------------------------------------------------
 // Panel kernel (M >= 16), integer as the fused one: a 4-row x 256-column weight panel is decoded
@@ -316,14 +288,7 @@ void panel_rows(const Problem& p, int n0, int n1) {
 
 }  // namespace
 
-void fused_rows_avx2(const Problem& p, int n0, int n1) {
-  switch (p.bits) {
-    case 2: fused_rows<2>(p, n0, n1); break;
-    case 3: fused_rows<3>(p, n0, n1); break;
-    case 4: fused_rows<4>(p, n0, n1); break;
-    default: fused_rows<8>(p, n0, n1); break;
-  }
-}
+void fused_rows_avx2(const Problem& p, int n0, int n1) { fused_rows_any(p, n0, n1); }
 
 void panel_rows_avx2(const Problem& p, int n0, int n1) {
   switch (p.bits) {

@@ -34,6 +34,8 @@ constexpr int kGC = 64;  // groups whose scales/zeros are converted to fp32 at a
 
 inline int imin(int a, int b) { return a < b ? a : b; }
 
+#include "fused_prefetch.inc"
+
 inline __mmask16 tail_mask(int r) { return static_cast<__mmask16>(r >= 16 ? 0xffffu : ((1u << r) - 1u)); }
 
 // fp16[cnt] -> fp32 (cnt <= kGC); lanes past cnt become 0.
@@ -100,21 +102,12 @@ void fused_tile(const Problem& p, int m0, int n0) {
   const __m512 ilo = idx_lo2(), ihi = idx_hi2();
   const __m512i psh = pair_shifts();
 
-  // Software prefetch of a tile ahead (NT rows, contiguous in memory): its scales/zeros now, its
-  // codes a slice per block below. From DRAM the kernel is otherwise latency bound (the per-row
-  // streams are short and interleaved): single-thread M=1 2-bit went from 4.5 to 8 GB/s.
-  constexpr int kPfStep = NT * 4 * BITS;  // bytes of next-tile codes to prefetch per block
-  // Long 8-bit tiles are handled well by the hardware prefetcher (prefetching them too was
-  // slower); short ones (e.g. K = 576) are not.
-  const bool pf_codes = BITS < 8 || static_cast<size_t>(NT) * p.row_bytes <= 8192;
-  // Distance: whole tiles, about 4 KB ahead (one tile for long rows).
-  const size_t tile_bytes = static_cast<size_t>(NT) * p.row_bytes;
-  const int pf_tiles = tile_bytes >= 4096 ? 1 : static_cast<int>(imin(8, static_cast<int>(4096 / tile_bytes)));
-  const int pf_row = n0 + pf_tiles * NT;
-  const bool pf_on = pf_row + NT <= p.N;
-  const uint8_t* pf = p.codes + static_cast<size_t>(pf_on ? pf_row : n0) * p.row_bytes;
-  if (pf_on) {
-    const size_t g_lo = static_cast<size_t>(pf_row) * p.G, g_n = static_cast<size_t>(NT) * p.G;
+  // Software prefetch of a tile about 4 KB ahead (fused_driver.inc): its scales/zeros now, its
+  // codes a slice per block below.
+  const TilePrefetch<BITS, NT> pf(p, n0, 4096);
+  const bool pf_codes = pf.codes();
+  if (pf.on) {
+    const size_t g_lo = static_cast<size_t>(pf.row) * p.G, g_n = static_cast<size_t>(NT) * p.G;
     for (size_t b = 0; b < g_n * 2; b += 64) {
       _mm_prefetch(reinterpret_cast<const char*>(p.scales + g_lo) + b, _MM_HINT_T0);
       _mm_prefetch(reinterpret_cast<const char*>(p.zeros + g_lo) + b, _MM_HINT_T0);
@@ -142,11 +135,7 @@ void fused_tile(const Problem& p, int m0, int n0) {
           if constexpr (BITS == 3) S4[n] = _mm512_mul_ps(s, _mm512_set1_ps(4.f));
         }
         for (int kb = kb0; kb < kb1; ++kb) {
-          if (pf_codes && pf_on) {
-            for (int o = 0; o < kPfStep; o += 64) {
-              _mm_prefetch(reinterpret_cast<const char*>(pf) + static_cast<size_t>(kb) * kPfStep + o, _MM_HINT_T1);
-            }
-          }
+          if (pf_codes) pf.block(kb);
           __m512 x0[MT], x1[MT];
           for (int m = 0; m < MT; ++m) {
             x0[m] = _mm512_loadu_ps(xr[m] + kb * kBlockCodes);
@@ -173,11 +162,7 @@ void fused_tile(const Problem& p, int m0, int n0) {
           T[n] = _mm512_fmadd_ps(iota, _mm512_set1_ps(sc[n][gi]), _mm512_set1_ps(zc[n][gi]));
         }
         for (int kb = kb0; kb < kb1; ++kb) {
-          if (pf_codes && pf_on) {
-            for (int o = 0; o < kPfStep; o += 64) {
-              _mm_prefetch(reinterpret_cast<const char*>(pf) + static_cast<size_t>(kb) * kPfStep + o, _MM_HINT_T1);
-            }
-          }
+          if (pf_codes) pf.block(kb);
           __m512i v[NT];
           for (int n = 0; n < NT; ++n) {
             v[n] = _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(rows[n] + kb * 16)));
@@ -198,11 +183,7 @@ void fused_tile(const Problem& p, int m0, int n0) {
           z[n] = _mm512_set1_ps(zc[n][gi]);
         }
         for (int kb = kb0; kb < kb1; ++kb) {
-          if (pf_codes && pf_on) {
-            for (int o = 0; o < kPfStep; o += 64) {
-              _mm_prefetch(reinterpret_cast<const char*>(pf) + static_cast<size_t>(kb) * kPfStep + o, _MM_HINT_T1);
-            }
-          }
+          if (pf_codes) pf.block(kb);
           for (int j = 0; j < 2; ++j) {
             __m512 xv[MT];
             for (int m = 0; m < MT; ++m) xv[m] = _mm512_loadu_ps(xr[m] + kb * kBlockCodes + 16 * j);
@@ -255,29 +236,7 @@ constexpr int fused_nt() {
   return MT <= 3 ? 4 : 3;
 }
 
-template <int BITS, int MT>
-void fused_span(const Problem& p, int m0, int c0, int c1) {
-  constexpr int NT = fused_nt<BITS, MT>();
-  int n = c0;
-  for (; n + NT <= c1; n += NT) fused_tile<BITS, MT, NT>(p, m0, n);
-  for (; n < c1; ++n) fused_tile<BITS, MT, 1>(p, m0, n);
-}
-
-template <int BITS>
-void fused_rows(const Problem& p, int n0, int n1) {
-  // Rows in chunks of 24 so that, for several x tiles, the chunk's weights are re-read from L2.
-  for (int c0 = n0; c0 < n1; c0 += 24) {
-    const int c1 = imin(n1, c0 + 24);
-    for (int m0 = 0; m0 < p.M; m0 += 4) {
-      switch (imin(4, p.M - m0)) {
-        case 1: fused_span<BITS, 1>(p, m0, c0, c1); break;
-        case 2: fused_span<BITS, 2>(p, m0, c0, c1); break;
-        case 3: fused_span<BITS, 3>(p, m0, c0, c1); break;
-        default: fused_span<BITS, 4>(p, m0, c0, c1); break;
-      }
-    }
-  }
-}
+#include "fused_driver.inc"
 
 // ---------------------------------------------------------------------------------------------
 // Panel kernel.
@@ -444,14 +403,7 @@ void panel_rows(const Problem& p, int n0, int n1) {
 
 }  // namespace
 
-void fused_rows_avx512(const Problem& p, int n0, int n1) {
-  switch (p.bits) {
-    case 2: fused_rows<2>(p, n0, n1); break;
-    case 3: fused_rows<3>(p, n0, n1); break;
-    case 4: fused_rows<4>(p, n0, n1); break;
-    default: fused_rows<8>(p, n0, n1); break;
-  }
-}
+void fused_rows_avx512(const Problem& p, int n0, int n1) { fused_rows_any(p, n0, n1); }
 
 void panel_rows_avx512(const Problem& p, int n0, int n1) {
   if (p.tiled != nullptr) {

@@ -30,6 +30,8 @@ namespace {
 
 inline int imin(int a, int b) { return a < b ? a : b; }
 
+#include "fused_prefetch.inc"
+
 inline float h2f(uint16_t h) { return _cvtsh_ss(h); }
 
 constexpr int kGC = 64;  // groups whose scale factors are prepared at a time
@@ -89,13 +91,8 @@ void fused_tile(const Problem& p, int m0, int n0) {
   // Software prefetch of a tile ahead, a slice per block (as qgemm_avx2.cpp): about 4 KB ahead,
   // 16 KB at 8 bits (SmolLM2's 8-bit lm_head, 49152 x 576, 2 threads: 1.1-1.3 ms a token against
   // 1.5-1.6 at 4 KB; without the prefetch 2.6-2.8 ms; Zen 4 VM, three alternated rounds).
-  constexpr int kPfStep = NT * 4 * BITS;
-  constexpr int kPfBytes = BITS == 8 ? 16384 : 4096;
-  const size_t tile_bytes = static_cast<size_t>(NT) * p.row_bytes;
-  const int pf_tiles = tile_bytes >= kPfBytes ? 1 : imin(8, static_cast<int>(kPfBytes / tile_bytes));
-  const int pf_row = n0 + pf_tiles * NT;
-  const bool pf_on = pf_row + NT <= p.N && (BITS < 8 || tile_bytes <= 8192);
-  const uint8_t* pf = p.codes + static_cast<size_t>(pf_on ? pf_row : n0) * p.row_bytes;
+  const TilePrefetch<BITS, NT> pf(p, n0, BITS == 8 ? 16384 : 4096);
+  const bool pf_on = pf.codes();
 
   for (int g0 = 0; g0 < p.G; g0 += kGC) {
     const int gc = imin(kGC, p.G - g0);
@@ -119,11 +116,7 @@ void fused_tile(const Problem& p, int m0, int n0) {
       for (int m = 0; m < MT; ++m)
         for (int n = 0; n < NT; ++n) Q[m][n] = _mm512_setzero_si512();
       for (int kb = g * bpg; kb < imin((g + 1) * bpg, p.Kb); ++kb) {
-        if (pf_on) {
-          for (int o = 0; o < kPfStep; o += 64) {
-            _mm_prefetch(reinterpret_cast<const char*>(pf) + static_cast<size_t>(kb) * kPfStep + o, _MM_HINT_T1);
-          }
-        }
+        if (pf_on) pf.block(kb);
         __m512i xv[MT];
         for (int m = 0; m < MT; ++m) xv[m] = _mm512_load_si512(xr[m] + static_cast<size_t>(kb) * kXb);
         for (int n = 0; n < NT; ++n) {
@@ -154,33 +147,12 @@ void fused_tile(const Problem& p, int m0, int n0) {
 
 // Weight rows per tile for MT rows of x: MT x NT int32 and fp32 accumulators + MT x vectors stay
 // within the 32 vector registers.
-template <int MT>
-constexpr int fused_nt() {
-  return MT == 1 ? 4 : (MT == 2 ? 4 : 2);
-}
-
 template <int BITS, int MT>
-void fused_span(const Problem& p, int m0, int c0, int c1) {
-  constexpr int NT = fused_nt<MT>();
-  int n = c0;
-  for (; n + NT <= c1; n += NT) fused_tile<BITS, MT, NT>(p, m0, n);
-  for (; n < c1; ++n) fused_tile<BITS, MT, 1>(p, m0, n);
+constexpr int fused_nt() {
+  return MT <= 2 ? 4 : 2;
 }
 
-template <int BITS>
-void fused_rows(const Problem& p, int n0, int n1) {
-  for (int c0 = n0; c0 < n1; c0 += 24) {
-    const int c1 = imin(n1, c0 + 24);
-    for (int m0 = 0; m0 < p.M; m0 += 4) {
-      switch (imin(4, p.M - m0)) {
-        case 1: fused_span<BITS, 1>(p, m0, c0, c1); break;
-        case 2: fused_span<BITS, 2>(p, m0, c0, c1); break;
-        case 3: fused_span<BITS, 3>(p, m0, c0, c1); break;
-        default: fused_span<BITS, 4>(p, m0, c0, c1); break;
-      }
-    }
-  }
-}
+#include "fused_driver.inc"
 
 // ---------------------------------------------------------------------------------------------
 // Panel kernel (M >= 16), the AVX2 panel kernel's scheme on 512-bit vectors: 12 weight rows x 256
@@ -303,14 +275,7 @@ void panel_rows_avx512_vnni(const Problem& p, int n0, int n1) {
   else panel_rows<8>(p, n0, n1);  // the dispatcher sends only 4 and 8 bits here
 }
 
-void fused_rows_avx512_vnni(const Problem& p, int n0, int n1) {
-  switch (p.bits) {
-    case 2: fused_rows<2>(p, n0, n1); break;
-    case 3: fused_rows<3>(p, n0, n1); break;
-    case 4: fused_rows<4>(p, n0, n1); break;
-    default: fused_rows<8>(p, n0, n1); break;
-  }
-}
+void fused_rows_avx512_vnni(const Problem& p, int n0, int n1) { fused_rows_any(p, n0, n1); }
 
 }  // namespace llmc::kernels::detail
 
