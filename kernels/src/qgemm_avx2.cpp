@@ -252,38 +252,13 @@ void micro16(const int16_t* xq2, int Mp, const int16_t* wb, int nkp, float* yT, 
   }
 }
 
+#include "int16_panel.inc"
+
 template <int BITS>
 void panel_rows(const Problem& p, int n0, int n1) {
-  alignas(64) int16_t wb[kNr * kKc];
-  const int Kk = p.Kb * kBlockCodes;  // columns up to the last block with real ones
-  for (int kc0 = 0; kc0 < Kk; kc0 += kKc) {
-    const int kcn = imin(kKc, Kk - kc0);
-    for (int nb = n0; nb < n1; nb += kNr) {
-      const int nr = imin(kNr, n1 - nb);
-      decode_panel<BITS>(p, nb, nr, kc0, kcn, wb);
-      float* yT = p.yT + static_cast<size_t>(nb) * p.Mp;
-      // kKc is a multiple of every group size, so a chunk holds whole groups (the last one may stop
-      // at Kk, a multiple of 32).
-      for (int c0 = 0; c0 < kcn; c0 += p.group) {
-        const int g = (kc0 + c0) / p.group, nkp = imin(p.group, kcn - c0) / 2;
-        float s[kNr], sz[kNr];
-        for (int r = 0; r < nr; ++r) {
-          const size_t gi = static_cast<size_t>(nb + r) * p.G + g;
-          s[r] = h2f(p.scales[gi]);
-          sz[r] = s[r] * h2f(p.zeros[gi]);
-        }
-        const int16_t* xg = p.xq2 + static_cast<size_t>(kc0 + c0) / 2 * p.Mp * 2;
-        for (int m0 = 0; m0 < p.Mp; m0 += 16) {
-          micro16(xg + 2 * m0, p.Mp, wb + c0, nkp, yT + m0, nr, kc0 + c0 == 0, s, sz,
-                  p.xdxT + static_cast<size_t>(g) * p.Mp + m0, p.xdxsT + static_cast<size_t>(g) * p.Mp + m0);
-        }
-      }
-    }
-  }
-  for (int m = 0; m < p.M; ++m) {
-    float* yr = p.y + static_cast<size_t>(m) * p.N;
-    for (int n = n0; n < n1; ++n) yr[n] = p.yT[static_cast<size_t>(n) * p.Mp + m] + (p.bias ? p.bias[n] : 0.f);
-  }
+  int16_panel_rows<kNr, 16>(
+      p, n0, n1, [&](int nb, int nr, int kc0, int kcn, int16_t* wb) { decode_panel<BITS>(p, nb, nr, kc0, kcn, wb); },
+      micro16);
 }
 
 }  // namespace
