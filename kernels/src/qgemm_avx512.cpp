@@ -395,10 +395,7 @@ void panel_rows(const Problem& p, int n0, int n1) {
       if (m0 < p.Mp) micro<1>(xT + m0, p.Mp, wb, kcn, yT + m0, nr, kc0 == 0);
     }
   }
-  for (int m = 0; m < p.M; ++m) {
-    float* yr = p.y + static_cast<size_t>(m) * p.N;
-    for (int n = n0; n < n1; ++n) yr[n] = p.yT[static_cast<size_t>(n) * p.Mp + m] + (p.bias ? p.bias[n] : 0.f);
-  }
+  write_panel_output(p, n0, n1);
 }
 
 }  // namespace

@@ -100,6 +100,19 @@ float* Scratch::get(size_t n) {
 
 Scratch::~Scratch() { std::free(buf_); }
 
+void write_panel_output(const Problem& p, int n0, int n1) {
+  constexpr int kB = 16;
+  for (int m0 = 0; m0 < p.M; m0 += kB) {
+    const int mb = std::min(kB, p.M - m0);
+    float* y = p.y + static_cast<size_t>(m0) * p.N;
+    for (int n = n0; n < n1; ++n) {
+      const float* src = p.yT + static_cast<size_t>(n) * p.Mp + m0;
+      const float b = p.bias ? p.bias[n] : 0.f;
+      for (int i = 0; i < mb; ++i) y[static_cast<size_t>(i) * p.N + n] = src[i] + b;
+    }
+  }
+}
+
 // Reference for round_to_int16_avx2 (qgemm_impl.h): lrint in the current rounding mode; NaN
 // lanes are skipped by std::max and a non-finite x sets inv = 0, so x * inv is NaN there and lrint
 // gives LONG_MIN, clamped to -32767 (the AVX2 version's cvtps_epi32 gives INT_MIN: the same q).
