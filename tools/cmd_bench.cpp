@@ -14,7 +14,7 @@ namespace {
 
 struct BenchArgs {
   BenchOptions opts;
-  std::string engine = "auto", output;
+  std::string engine = "auto", output, versus;
   bool json = false;
 };
 
@@ -41,11 +41,25 @@ Action add_bench(CLI::App& app) {
   app.add_flag("--bandwidth", o.bandwidth,
                "Also probe the read-only memory bandwidth (a buffer of 4x the last-level cache) at these threads "
                "and print the decode's weight reads as % of it (and each linear's with --profile)");
+  app.add_option("--versus", a->versus,
+                 "A second model (runtime engine): time both in turn, token by token, and print their ratio per "
+                 "repeat (median, range); steadier than two separate runs on a machine whose speed drifts");
   return [a] {
     const EngineChoice choice = parse_engine(a->engine);
     LoadOptions lo;
     lo.need_tokenizer = false;
     auto model = open_model(a->opts.model_path, lo, choice);
+    if (!a->versus.empty()) {
+      auto other = open_model(a->versus, lo, choice);
+      const BenchVersusResult r = run_bench_versus(*model, *other, a->versus, a->opts);
+      const std::string out = bench_versus_to_json(r);
+      if (!a->output.empty()) write_file_atomic(a->output, out + "\n");
+      if (a->json)
+        std::puts(out.c_str());
+      else
+        std::fputs(bench_versus_to_text(r).c_str(), stdout);
+      return 0;
+    }
     const BenchResult r = run_bench(*model, a->opts);
     const std::string out = bench_to_json(r);
     if (!a->output.empty()) write_file_atomic(a->output, out + "\n");

@@ -342,6 +342,125 @@ BenchResult run_bench(Llama& model, const BenchOptions& opts) {
   return res;
 }
 
+BenchVersusResult run_bench_versus(Llama& a, Llama& b, const std::string& b_path, const BenchOptions& opts) {
+  LLMC_CHECK(opts.prompt_tokens >= 1 && opts.new_tokens >= 1, "bench: prompt and new token counts must be >= 1");
+  LLMC_CHECK(opts.repeats >= 1 && opts.warmup >= 0, "bench: repeats must be >= 1 and warmup >= 0");
+  LLMC_CHECK(opts.lut_path.empty() && !opts.profile && !opts.bandwidth,
+             "bench --versus: times two models against each other; --lut, --profile and --bandwidth are for one");
+  RuntimeLlama* ra = dynamic_cast<RuntimeLlama*>(&a);
+  RuntimeLlama* rb = dynamic_cast<RuntimeLlama*>(&b);
+  if (!ra || !rb)
+    fail("bench --versus: {} runs on the torch engine; both models must run on the runtime engine (exported "
+         "folders, or --engine runtime)",
+         !ra ? opts.model_path : b_path);
+  const int64_t P = opts.prompt_tokens, N = opts.new_tokens;
+  const int threads = at::get_num_threads();
+  kernels::set_default_num_threads(threads);
+  BenchVersusResult res;
+  res.a = opts.model_path;
+  res.b = b_path;
+  res.threads = threads;
+  res.isa = kernels::isa_name(kernels::best_isa());
+  res.prompt_tokens = P;
+  res.new_tokens = N;
+  res.repeats = opts.repeats;
+
+  // One prompt for both: tokens both vocabularies hold.
+  const int64_t V = std::min(a.config().vocab_size, b.config().vocab_size);
+  std::mt19937_64 rng(opts.seed);
+  std::vector<int64_t> prompt(static_cast<size_t>(P));
+  for (auto& t : prompt) t = static_cast<int64_t>(rng() % static_cast<uint64_t>(V));
+  if (a.config().bos_token_id >= 0 && a.config().bos_token_id == b.config().bos_token_id) prompt[0] = a.config().bos_token_id;
+
+  struct Side {
+    RuntimeEngine* eng;
+    int64_t vocab;
+    std::unique_ptr<KVCache> cache;
+    int64_t next = 0;
+    double prefill = 0, decode = 0;
+  };
+  Side side[2] = {{&ra->engine(), a.config().vocab_size, nullptr}, {&rb->engine(), b.config().vocab_size, nullptr}};
+  at::NoGradGuard ng;
+  for (int r = 0; r < opts.warmup + opts.repeats; ++r) {
+    const int first = r % 2;  // who goes first alternates
+    for (Side& s : side) {
+      s.cache = s.eng->new_cache(1, P + N);
+      s.prefill = s.decode = 0;
+    }
+    for (int k = 0; k < 2; ++k) {
+      Side& s = side[(first + k) % 2];
+      const auto t0 = clock_t_::now();
+      s.next = argmax(s.eng->prefill(prompt.data(), P, *s.cache), s.vocab);
+      s.prefill = secs(t0, clock_t_::now());
+    }
+    for (int64_t i = 0; i < N; ++i) {
+      for (int k = 0; k < 2; ++k) {
+        Side& s = side[(first + k) % 2];
+        const auto t0 = clock_t_::now();
+        s.next = argmax(s.eng->decode(s.next, *s.cache), s.vocab);
+        s.decode += secs(t0, clock_t_::now());
+      }
+    }
+    if (r < opts.warmup) continue;
+    res.a_prefill_s.push_back(side[0].prefill);
+    res.b_prefill_s.push_back(side[1].prefill);
+    res.a_decode_s.push_back(side[0].decode);
+    res.b_decode_s.push_back(side[1].decode);
+    res.prefill_ratios.push_back(side[0].prefill / side[1].prefill);
+    res.decode_ratios.push_back(side[0].decode / side[1].decode);
+  }
+  res.a_decode_ms_per_token = 1000.0 * median(res.a_decode_s) / N;
+  res.b_decode_ms_per_token = 1000.0 * median(res.b_decode_s) / N;
+  res.a_prefill_tokens_per_s = P / median(res.a_prefill_s);
+  res.b_prefill_tokens_per_s = P / median(res.b_prefill_s);
+  res.decode_ratio = median(res.decode_ratios);
+  res.prefill_ratio = median(res.prefill_ratios);
+  res.loadavg_1min = loadavg_1min();
+  return res;
+}
+
+std::string bench_versus_to_json(const BenchVersusResult& r) {
+  nlohmann::ordered_json j;
+  j["a"] = r.a;
+  j["b"] = r.b;
+  j["engine"] = "runtime";
+  j["threads"] = r.threads;
+  j["isa"] = r.isa;
+  j["prompt_tokens"] = r.prompt_tokens;
+  j["new_tokens"] = r.new_tokens;
+  j["repeats"] = r.repeats;
+  j["decode_ratio"] = r.decode_ratio;
+  j["decode_ratios"] = r.decode_ratios;
+  j["prefill_ratio"] = r.prefill_ratio;
+  j["prefill_ratios"] = r.prefill_ratios;
+  j["a_decode_ms_per_token"] = r.a_decode_ms_per_token;
+  j["b_decode_ms_per_token"] = r.b_decode_ms_per_token;
+  j["a_prefill_tokens_per_s"] = r.a_prefill_tokens_per_s;
+  j["b_prefill_tokens_per_s"] = r.b_prefill_tokens_per_s;
+  j["a_decode_s"] = r.a_decode_s;
+  j["b_decode_s"] = r.b_decode_s;
+  j["a_prefill_s"] = r.a_prefill_s;
+  j["b_prefill_s"] = r.b_prefill_s;
+  j["loadavg_1min"] = r.loadavg_1min;
+  return j.dump(2);
+}
+
+std::string bench_versus_to_text(const BenchVersusResult& r) {
+  std::string out;
+  appendf(out, "a         %s\nb         %s\n", r.a.c_str(), r.b.c_str());
+  appendf(out, "          runtime engine, %d threads, %s, load average %.2f; token by token in turn\n", r.threads,
+          r.isa.c_str(), r.loadavg_1min);
+  const auto [dlo, dhi] = std::minmax_element(r.decode_ratios.begin(), r.decode_ratios.end());
+  appendf(out, "decode    %lld tokens: a %.3f ms/token, b %.3f ms/token; a / b %.3f (median of %d repeats; %.3f-%.3f)\n",
+          static_cast<long long>(r.new_tokens), r.a_decode_ms_per_token, r.b_decode_ms_per_token, r.decode_ratio,
+          r.repeats, *dlo, *dhi);
+  const auto [plo, phi] = std::minmax_element(r.prefill_ratios.begin(), r.prefill_ratios.end());
+  appendf(out, "prefill   %lld tokens: a %.1f tok/s, b %.1f tok/s; a / b time %.3f (%.3f-%.3f)\n",
+          static_cast<long long>(r.prompt_tokens), r.a_prefill_tokens_per_s, r.b_prefill_tokens_per_s, r.prefill_ratio,
+          *plo, *phi);
+  return out;
+}
+
 std::string bench_to_json(const BenchResult& r) {
   nlohmann::ordered_json j;
   j["model"] = r.model;

@@ -262,3 +262,33 @@ TEST(Bench, BandwidthProbe) {
   EXPECT_NE(bench_to_text(r).find("memory    read-only probe "), std::string::npos);
   EXPECT_FALSE(json::parse(bench_to_json(run_bench(*rt, tiny_options()))).contains("bandwidth"));
 }
+
+// bench --versus: two runtime models timed in turn; each repeat's ratio is a / b of its own sums.
+TEST(Bench, VersusTimesTwoModelsInTurn) {
+  auto base = test::random_llama(test::tiny_config());
+  auto a = make_runtime(*base);
+  auto b = make_runtime(*base);
+  BenchOptions o = tiny_options();
+  o.model_path = "A";
+  const BenchVersusResult r = run_bench_versus(*a, *b, "B", o);
+  EXPECT_EQ(r.a, "A");
+  EXPECT_EQ(r.b, "B");
+  ASSERT_EQ(r.decode_ratios.size(), static_cast<size_t>(o.repeats));  // warmup not recorded
+  ASSERT_EQ(r.a_decode_s.size(), static_cast<size_t>(o.repeats));
+  for (int i = 0; i < o.repeats; ++i) {
+    EXPECT_GT(r.a_decode_s[i], 0);
+    EXPECT_GT(r.b_decode_s[i], 0);
+    EXPECT_DOUBLE_EQ(r.decode_ratios[i], r.a_decode_s[i] / r.b_decode_s[i]);
+    EXPECT_DOUBLE_EQ(r.prefill_ratios[i], r.a_prefill_s[i] / r.b_prefill_s[i]);
+  }
+  EXPECT_DOUBLE_EQ(r.decode_ratio, median(r.decode_ratios));
+  EXPECT_DOUBLE_EQ(r.a_decode_ms_per_token, 1000.0 * median(r.a_decode_s) / o.new_tokens);
+  const json j = json::parse(bench_versus_to_json(r));
+  EXPECT_EQ(j["decode_ratios"].size(), static_cast<size_t>(o.repeats));
+  EXPECT_DOUBLE_EQ(j["decode_ratio"].get<double>(), r.decode_ratio);
+  EXPECT_NE(bench_versus_to_text(r).find("a / b"), std::string::npos);
+  // Only runtime models, and none of the one-model options.
+  EXPECT_NE(error_of([&] { run_bench_versus(*base, *b, "B", o); }).find("A runs on the torch engine"), std::string::npos);
+  o.profile = true;
+  EXPECT_NE(error_of([&] { run_bench_versus(*a, *b, "B", o); }).find("--profile"), std::string::npos);
+}

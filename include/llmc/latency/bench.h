@@ -102,6 +102,32 @@ struct BenchResult {
 // run, thrown before any measuring.
 BenchResult run_bench(Llama& model, const BenchOptions& opts);
 
+// `bench --model A --versus B`: two models on the runtime engine timed in turn, token by token
+// (each repeat: both prefills, then decode steps A, B, A, B, ...; who goes first alternates between
+// repeats), so that the machine's slow phases, which on a shared VM last seconds to minutes and move
+// whole runs by 10-70%, fall on both alike. The ratios are per repeat (a / b of that repeat's sums),
+// their median reported: the comparison a study's latency criterion needs, steadier than the ratio
+// of two separately measured times.
+struct BenchVersusResult {
+  std::string a, b;  // model paths
+  int threads = 0;
+  std::string isa;
+  int64_t prompt_tokens = 0, new_tokens = 0;
+  int repeats = 0;
+  std::vector<double> a_prefill_s, b_prefill_s, a_decode_s, b_decode_s;  // wall seconds per repeat
+  double a_decode_ms_per_token = 0, b_decode_ms_per_token = 0;           // from the medians
+  double a_prefill_tokens_per_s = 0, b_prefill_tokens_per_s = 0;
+  std::vector<double> decode_ratios, prefill_ratios;  // per repeat, a / b
+  double decode_ratio = 0, prefill_ratio = 0;         // their medians
+  double loadavg_1min = -1;
+};
+
+// Times a against b as above (opts: prompt/new tokens, repeats, warmup, seed; model_path names a).
+// Errors (llmc::Error): a model not on the runtime engine, or --lut / --profile / --bandwidth set.
+BenchVersusResult run_bench_versus(Llama& a, Llama& b, const std::string& b_path, const BenchOptions& opts);
+std::string bench_versus_to_json(const BenchVersusResult& r);
+std::string bench_versus_to_text(const BenchVersusResult& r);
+
 // `llmcompress bench --json`: the result as pretty-printed JSON (2-space indent, no final newline).
 std::string bench_to_json(const BenchResult& r);
 // `llmcompress bench`'s text summary (lines ending in '\n').
