@@ -342,6 +342,26 @@ BenchResult run_bench(Llama& model, const BenchOptions& opts) {
   return res;
 }
 
+namespace {
+
+// Medians and ratios of a versus result from its per-repeat times.
+void finish_versus(BenchVersusResult& r) {
+  r.decode_ratios.clear();
+  r.prefill_ratios.clear();
+  for (size_t i = 0; i < r.a_decode_s.size(); ++i) {
+    r.decode_ratios.push_back(r.a_decode_s[i] / r.b_decode_s[i]);
+    r.prefill_ratios.push_back(r.a_prefill_s[i] / r.b_prefill_s[i]);
+  }
+  r.a_decode_ms_per_token = 1000.0 * median(r.a_decode_s) / r.new_tokens;
+  r.b_decode_ms_per_token = 1000.0 * median(r.b_decode_s) / r.new_tokens;
+  r.a_prefill_tokens_per_s = r.prompt_tokens / median(r.a_prefill_s);
+  r.b_prefill_tokens_per_s = r.prompt_tokens / median(r.b_prefill_s);
+  r.decode_ratio = median(r.decode_ratios);
+  r.prefill_ratio = median(r.prefill_ratios);
+}
+
+}  // namespace
+
 BenchVersusResult run_bench_versus(Llama& a, Llama& b, const std::string& b_path, const BenchOptions& opts) {
   LLMC_CHECK(opts.prompt_tokens >= 1 && opts.new_tokens >= 1, "bench: prompt and new token counts must be >= 1");
   LLMC_CHECK(opts.repeats >= 1 && opts.warmup >= 0, "bench: repeats must be >= 1 and warmup >= 0");
@@ -406,17 +426,25 @@ BenchVersusResult run_bench_versus(Llama& a, Llama& b, const std::string& b_path
     res.b_prefill_s.push_back(side[1].prefill);
     res.a_decode_s.push_back(side[0].decode);
     res.b_decode_s.push_back(side[1].decode);
-    res.prefill_ratios.push_back(side[0].prefill / side[1].prefill);
-    res.decode_ratios.push_back(side[0].decode / side[1].decode);
   }
-  res.a_decode_ms_per_token = 1000.0 * median(res.a_decode_s) / N;
-  res.b_decode_ms_per_token = 1000.0 * median(res.b_decode_s) / N;
-  res.a_prefill_tokens_per_s = P / median(res.a_prefill_s);
-  res.b_prefill_tokens_per_s = P / median(res.b_prefill_s);
-  res.decode_ratio = median(res.decode_ratios);
-  res.prefill_ratio = median(res.prefill_ratios);
+  finish_versus(res);
   res.loadavg_1min = loadavg_1min();
   return res;
+}
+
+BenchVersusResult merge_load_orders(const BenchVersusResult& ab, const BenchVersusResult& ba) {
+  LLMC_CHECK(ab.a == ba.b && ab.b == ba.a && ab.new_tokens == ba.new_tokens && ab.prompt_tokens == ba.prompt_tokens,
+             "bench --versus: the two load orders must time the same models with the same tokens");
+  BenchVersusResult r = ab;
+  auto join = [](std::vector<double>& to, const std::vector<double>& from) { to.insert(to.end(), from.begin(), from.end()); };
+  join(r.a_decode_s, ba.b_decode_s);
+  join(r.b_decode_s, ba.a_decode_s);
+  join(r.a_prefill_s, ba.b_prefill_s);
+  join(r.b_prefill_s, ba.a_prefill_s);
+  r.repeats = ab.repeats + ba.repeats;
+  r.loadavg_1min = ba.loadavg_1min;
+  finish_versus(r);
+  return r;
 }
 
 std::string bench_versus_to_json(const BenchVersusResult& r) {

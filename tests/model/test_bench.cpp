@@ -292,3 +292,28 @@ TEST(Bench, VersusTimesTwoModelsInTurn) {
   o.profile = true;
   EXPECT_NE(error_of([&] { run_bench_versus(*a, *b, "B", o); }).find("--profile"), std::string::npos);
 }
+
+// The second load order's repeats join with the sides swapped and the ratios inverted.
+TEST(Bench, VersusMergesBothLoadOrders) {
+  BenchVersusResult ab, ba;
+  ab.a = ba.b = "A";
+  ab.b = ba.a = "B";
+  ab.prompt_tokens = ba.prompt_tokens = 4;
+  ab.new_tokens = ba.new_tokens = 2;
+  ab.repeats = 2, ba.repeats = 1;
+  ab.a_decode_s = {2.0, 3.0}, ab.b_decode_s = {1.0, 1.0};
+  ab.a_prefill_s = {1.0, 1.0}, ab.b_prefill_s = {2.0, 2.0};
+  ba.a_decode_s = {1.0}, ba.b_decode_s = {4.0};  // b (= A) 4.0, a (= B) 1.0
+  ba.a_prefill_s = {3.0}, ba.b_prefill_s = {1.0};
+  const BenchVersusResult r = merge_load_orders(ab, ba);
+  EXPECT_EQ(r.a, "A");
+  EXPECT_EQ(r.repeats, 3);
+  EXPECT_EQ(r.a_decode_s, (std::vector<double>{2.0, 3.0, 4.0}));
+  EXPECT_EQ(r.b_decode_s, (std::vector<double>{1.0, 1.0, 1.0}));
+  EXPECT_EQ(r.decode_ratios, (std::vector<double>{2.0, 3.0, 4.0}));
+  EXPECT_DOUBLE_EQ(r.decode_ratio, 3.0);
+  EXPECT_EQ(r.prefill_ratios, (std::vector<double>{0.5, 0.5, 1.0 / 3.0}));
+  EXPECT_DOUBLE_EQ(r.a_decode_ms_per_token, 1000.0 * 3.0 / 2);
+  ba.new_tokens = 3;
+  EXPECT_NE(error_of([&] { merge_load_orders(ab, ba); }).find("same models"), std::string::npos);
+}

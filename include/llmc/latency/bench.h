@@ -125,6 +125,11 @@ struct BenchVersusResult {
 // Times a against b as above (opts: prompt/new tokens, repeats, warmup, seed; model_path names a).
 // Errors (llmc::Error): a model not on the runtime engine, or --lut / --profile / --bandwidth set.
 BenchVersusResult run_bench_versus(Llama& a, Llama& b, const std::string& b_path, const BenchOptions& opts);
+// The two halves of `bench --versus` as one result of a against b: `ab` timed with a loaded first,
+// `ba` with b loaded first (run_bench_versus(b, a, ...)): its repeats join with b's and a's sides
+// swapped and its ratios inverted. The load order is worth cancelling: a model timed against itself
+// read 1.016-1.049x slower on the side loaded first (Zen 4 VM, 10 repeats each).
+BenchVersusResult merge_load_orders(const BenchVersusResult& ab, const BenchVersusResult& ba);
 std::string bench_versus_to_json(const BenchVersusResult& r);
 std::string bench_versus_to_text(const BenchVersusResult& r);
 
