@@ -12,7 +12,7 @@ struct SweepArgs {
   std::string config, out, machine;
   bool dry_run = false, report_only = false, restart_searches = false;
   std::vector<std::string> points, redo;
-  int rebench = 0;
+  int rebench = 0, versus = 0;
 };
 }  // namespace
 
@@ -28,6 +28,10 @@ Action add_sweep(CLI::App& app) {
                  "Bench every benched point again, N rounds in one period (points alternated), keep each "
                  "point's median round; then the report")
       ->check(CLI::PositiveNumber);
+  app.add_option("--versus", a->versus,
+                 "Time each joint point against the uniform baselines near its decode time with `bench --versus` "
+                 "(N repeats, in turn, token by token); the report's ratios come from it")
+      ->check(CLI::Range(2, 1000));
   app.add_option("--points", a->points,
                  "Run only these search points (comma-separated names as in the report, e.g. joint-t6.110); the "
                  "baselines run first regardless")
@@ -51,6 +55,10 @@ Action add_sweep(CLI::App& app) {
     o.redo = a->redo;
     if (a->rebench > 0) {
       rebench_sweep(c, o, a->rebench);
+      return 0;
+    }
+    if (a->versus > 0) {
+      versus_sweep(c, o, a->versus);
       return 0;
     }
     if (a->report_only) {

@@ -86,6 +86,20 @@ DocAcc doc_acc(const json& samples) {
   return out;
 }
 
+// sweep --versus: a point's timings in turn against baselines (DIR/versus-BASELINE.json) as
+// {BASELINE: {"decode_ratio", "decode_ratios"}}; empty when none.
+json versus_of(const std::string& dir) {
+  json out = json::object();
+  if (!dir_exists(dir)) return out;
+  for (const auto& e : std::filesystem::directory_iterator(dir)) {
+    const std::string f = e.path().filename().string();
+    if (f.rfind("versus-", 0) != 0 || e.path().extension() != ".json") continue;
+    const json v = read_json_file<json>(e.path().string());
+    out[f.substr(7, f.size() - 12)] = {{"decode_ratio", v.at("decode_ratio")}, {"decode_ratios", v.at("decode_ratios")}};
+  }
+  return out;
+}
+
 // One finished point as report.json holds it; null when its eval is not done yet.
 json point_json(const SweepConfig& c, const SweepOptions& o, const Point& p) {
   const std::string dir = point_dir(o.out, p.name);
@@ -196,6 +210,12 @@ json acc_delta(const json& a, const json& b, const DocAcc& da, const DocAcc& db)
 // the paired ratio is steadier than the ratio of the two medians (Zen 4 VM: a point's six rounds
 // spanned 10-70%). Sets decode_ratio, and with rounds decode_ratio_rounds (each round's ratio).
 void decode_ratio(const json& a, const json& b, json& r) {
+  const std::string bn = b["name"].get<std::string>();
+  if (a.contains("versus") && a["versus"].contains(bn)) {  // sweep --versus: the two timed in turn
+    r["decode_ratio"] = a["versus"][bn]["decode_ratio"];
+    r["decode_ratio_versus"] = a["versus"][bn]["decode_ratios"];
+    return;
+  }
   const std::vector<double> ra = a.value("rounds_decode_ms", std::vector<double>{}),
                             rb = b.value("rounds_decode_ms", std::vector<double>{});
   if (ra.size() >= 3 && ra.size() == rb.size()) {
@@ -288,10 +308,12 @@ std::string markdown(const json& rep) {
   };
   auto fmt_ratio = [](const json& c) {
     std::string t = fmt::format("{:+.1f}%", 100 * (c["decode_ratio"].get<double>() - 1));
-    if (c.contains("decode_ratio_rounds")) {
-      const auto q = c["decode_ratio_rounds"].get<std::vector<double>>();
+    for (const char* k : {"decode_ratio_versus", "decode_ratio_rounds"}) {
+      if (!c.contains(k)) continue;
+      const auto q = c[k].get<std::vector<double>>();
       const auto [lo, hi] = std::minmax_element(q.begin(), q.end());
-      t += fmt::format(" ({:+.1f}..{:+.1f}%, {} rounds)", 100 * (*lo - 1), 100 * (*hi - 1), q.size());
+      t += fmt::format(" ({:+.1f}..{:+.1f}%, {} {})", 100 * (*lo - 1), 100 * (*hi - 1), q.size(),
+                       std::string(k) == "decode_ratio_versus" ? "repeats in turn" : "rounds");
     }
     return t;
   };
@@ -313,9 +335,10 @@ std::string markdown(const json& rep) {
     s += "## Joint vs the uniform baselines\n\n"
          "Per baseline, the joint point that meets the criterion with the largest accuracy gain: within 5% of "
          "the baseline's measured decode, or faster; and at least as accurate: Δ acc >= 0 and WikiText-2 at most 2% "
-         "higher. Where none does, the joint point nearest in measured decode. Δ decode: where both were timed in "
-         "the same `--rebench` rounds, the median of the per-round ratios (their range in brackets), else the "
-         "ratio of the two times.\n\n"
+         "higher. Where none does, the joint point nearest in measured decode. Δ decode: where `sweep --versus` timed the two "
+         "in turn (`bench --versus`), the median of its repeats' ratios; else where both were timed in the same "
+         "`--rebench` rounds, the median of the per-round ratios (the range in brackets); else the ratio of the "
+         "two times.\n\n"
          "| baseline | decode ms | joint point | decode ms | Δ decode | Δ acc ± stderr | Δ ppl | criterion |\n"
          "|---|---:|---|---:|---:|---:|---:|---|\n" + base_rows + "\n";
   if (!mode_rows.empty())
@@ -411,6 +434,9 @@ void write_sweep_report(const SweepConfig& c, const SweepOptions& o) {
     const std::string exp_stage = p.name + "/export";
     if (m.contains("done") && m["done"].contains(exp_stage) && m["done"][exp_stage].contains("same_arch_as"))
       pj["same_arch_as"] = m["done"][exp_stage]["same_arch_as"];  // the sweep shared that point's results
+    // A point sharing its twin's results shares its timings in turn too (one export, timed once).
+    const json v = versus_of(point_dir(o.out, pj.contains("same_arch_as") ? pj["same_arch_as"].get<std::string>() : p.name));
+    if (!v.empty()) pj["versus"] = v;
     plot.push_back({p.method, p.name, pj["decode_ms"].get<double>(), pj["acc_avg"].get<double>(),
                     pj["acc_stderr"].get<double>()});
     rep["points"].push_back(std::move(pj));

@@ -545,33 +545,39 @@ int run_sweep(const SweepConfig& c, const SweepOptions& o) {
   return 0;
 }
 
-void rebench_sweep(const SweepConfig& c, const SweepOptions& o, int rounds) {
-  LLMC_CHECK(rounds >= 1, "sweep --rebench: rounds must be >= 1 (got {})", rounds);
-  set_stage_environment();
-  const std::string mpath = path_join(o.out, "manifest.json");
-  LLMC_CHECK(file_exists(mpath), "{}: no study here to bench again", mpath);
-  Manifest m(c, o.out);
+namespace {
+
+// The points whose bench stage ran (`benched`: their own; `shared`: each with the twin whose results
+// it shares, the same architecture).
+struct BenchedPoints {
+  std::vector<Point> benched;
+  std::vector<std::pair<Point, std::string>> shared;
+};
+BenchedPoints benched_points(const SweepConfig& c, const SweepOptions& o, const Manifest& m) {
   const std::vector<double> targets = !c.targets_ms.empty() ? c.targets_ms
                                       : m.has("targets_ms") ? m.get("targets_ms").get<std::vector<double>>()
                                                             : std::vector<double>{};
-  // Points that share a twin's results (same architecture) take the twin's new bench too.
-  std::vector<Point> benched;
-  std::vector<std::pair<Point, std::string>> shared;
+  BenchedPoints b;
   for (const Point& p : study_points(c, targets)) {
     if (!m.done(p.name + "/bench")) continue;
     const json& info = m.get("done").at(p.name + "/bench");
-    if (info.contains("same_arch_as")) shared.emplace_back(p, info["same_arch_as"].get<std::string>());
-    else benched.push_back(p);
+    if (info.contains("same_arch_as")) b.shared.emplace_back(p, info["same_arch_as"].get<std::string>());
+    else b.benched.push_back(p);
   }
-  LLMC_CHECK(!benched.empty(), "{}: no point has been benched yet", o.out);
-  const std::string exe = o.exe.empty() ? self_executable() : o.exe;
-  // Exported weights stay out of git, so a study carried to a fresh clone or machine has its manifest
-  // and results but no exports. Decode time depends on the architecture and the packed format, not on
-  // the weights' values, so such a point is timed on a timing export: its own export command with RTN
-  // and no fine-tune (seconds instead of minutes), in DIR/points/NAME/timing-export, never evaluated.
-  // The manifest and the report name the points timed that way.
-  std::map<std::string, std::string> folder;  // point -> the folder its rounds time
-  std::vector<std::string> timing_exports;
+  LLMC_CHECK(!b.benched.empty(), "{}: no point has been benched yet", o.out);
+  return b;
+}
+
+// The folder each benched point is timed on: its export, else a timing export. Exported weights stay
+// out of git, so a study carried to a fresh clone or machine has its manifest and results but no
+// exports. Decode time depends on the architecture and the packed format, not on the weights'
+// values, so such a point is timed on a timing export: its own export command with RTN and no
+// fine-tune (seconds instead of minutes), in DIR/points/NAME/timing-export, never evaluated (made
+// here when missing). `timing_exports` gets the names of the points timed that way.
+std::map<std::string, std::string> timing_folders(const SweepConfig& c, const SweepOptions& o,
+                                                  const std::vector<Point>& benched, const std::string& exe,
+                                                  std::vector<std::string>& timing_exports) {
+  std::map<std::string, std::string> folder;
   for (const Point& p : benched) {
     const std::string dir = point_dir(o.out, p.name);
     folder[p.name] = "export";
@@ -579,7 +585,7 @@ void rebench_sweep(const SweepConfig& c, const SweepOptions& o, int rounds) {
     folder[p.name] = "timing-export";
     timing_exports.push_back(p.name);
     const std::string tex = path_join(dir, "timing-export");
-    if (file_exists(path_join(tex, "model.safetensors"))) continue;  // made by an earlier --rebench
+    if (file_exists(path_join(tex, "model.safetensors"))) continue;  // made by an earlier run
     Point t = p;
     t.quant = "rtn";
     SweepConfig ct = c;
@@ -587,13 +593,30 @@ void rebench_sweep(const SweepConfig& c, const SweepOptions& o, int rounds) {
     std::vector<std::string> args = export_args(ct, t, arch_of(o.out, p), tex);
     args.insert(args.begin(), exe);
     const std::string log = path_join(dir, "timing-export.log");
-    spdlog::info("sweep --rebench: {} has no export here; timing export (RTN, no fine-tune) to {}", p.name, tex);
+    spdlog::info("sweep: {} has no export here; timing export (RTN, no fine-tune) to {}", p.name, tex);
     std::error_code ec;
     std::filesystem::remove_all(tex, ec);  // a killed export's partial folder
     const ProcessResult res = run_process(args, log);
     if (res.exit_code != 0)
-      fail("sweep --rebench: the timing export of {} failed (exit {}); its log is {}", p.name, res.exit_code, log);
+      fail("sweep: the timing export of {} failed (exit {}); its log is {}", p.name, res.exit_code, log);
   }
+  return folder;
+}
+
+}  // namespace
+
+void rebench_sweep(const SweepConfig& c, const SweepOptions& o, int rounds) {
+  LLMC_CHECK(rounds >= 1, "sweep --rebench: rounds must be >= 1 (got {})", rounds);
+  set_stage_environment();
+  const std::string mpath = path_join(o.out, "manifest.json");
+  LLMC_CHECK(file_exists(mpath), "{}: no study here to bench again", mpath);
+  Manifest m(c, o.out);
+  const BenchedPoints bp = benched_points(c, o, m);
+  const std::vector<Point>& benched = bp.benched;
+  const auto& shared = bp.shared;  // these take their twin's new bench too
+  const std::string exe = o.exe.empty() ? self_executable() : o.exe;
+  std::vector<std::string> timing_exports;
+  const std::map<std::string, std::string> folder = timing_folders(c, o, benched, exe, timing_exports);
   std::unique_ptr<FileLock> lock = timing_lock();
   // A latency table measured at the start of every round too (when the study measured its own), and
   // that round's benches predicted from it: the machine's speed drifts (on the 2-vCPU VM the same
@@ -619,7 +642,7 @@ void rebench_sweep(const SweepConfig& c, const SweepOptions& o, int rounds) {
     luts.push_back(lut);
     for (const Point& p : benched) {
       const std::string dir = point_dir(o.out, p.name), tag = fmt::format("bench-r{}", r + 1);
-      std::vector<std::string> args = bench_args(c, dir, lut, path_join(dir, tag + ".json"), folder[p.name]);
+      std::vector<std::string> args = bench_args(c, dir, lut, path_join(dir, tag + ".json"), folder.at(p.name));
       args.insert(args.begin(), exe);
       spdlog::info("sweep --rebench: round {}/{}: {}", r + 1, rounds, p.name);
       const ProcessResult res = run_process(args, path_join(dir, tag + ".log"));
@@ -641,13 +664,68 @@ void rebench_sweep(const SweepConfig& c, const SweepOptions& o, int rounds) {
     std::sort(runs.begin(), runs.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
     json out = runs[(runs.size() - 1) / 2].second;  // the median round (lower median for an even count)
     out["rounds_decode_ms"] = all;
-    if (folder[p.name] != "export") out["timing_export"] = true;  // the report marks these points
+    if (folder.at(p.name) != "export") out["timing_export"] = true;  // the report marks these points
     write_file_atomic(path_join(dir, "bench.json"), out.dump(1) + "\n");
   }
   for (const auto& [p, twin] : shared)
     write_file_atomic(path_join(point_dir(o.out, p.name), "bench.json"),
                       read_text_file(path_join(point_dir(o.out, twin), "bench.json")));
   m.set("rebench", {{"rounds", rounds}, {"points", benched.size()}, {"luts", luts}, {"timing_exports", timing_exports}});
+  lock.reset();
+  write_sweep_report(c, o);
+}
+
+void versus_sweep(const SweepConfig& c, const SweepOptions& o, int repeats) {
+  LLMC_CHECK(repeats >= 2, "sweep --versus: repeats must be >= 2 (half with each model loaded first; got {})", repeats);
+  set_stage_environment();
+  const std::string mpath = path_join(o.out, "manifest.json");
+  LLMC_CHECK(file_exists(mpath), "{}: no study here to time", mpath);
+  Manifest m(c, o.out);
+  const BenchedPoints bp = benched_points(c, o, m);
+  std::vector<const Point*> baselines, joint;
+  std::map<std::string, double> ms;  // each point's decode ms (its bench.json)
+  for (const Point& p : bp.benched) {
+    ms[p.name] = json::parse(read_text_file(path_join(point_dir(o.out, p.name), "bench.json")))
+                     .at("decode_ms_per_token")
+                     .get<double>();
+    if (p.method.rfind("uniform-", 0) == 0) baselines.push_back(&p);
+    else if (p.method == "joint") joint.push_back(&p);
+  }
+  // The pairs the criterion looks at: per baseline, every joint point within 25% of its decode time,
+  // and the nearest one in any case.
+  std::vector<std::pair<const Point*, const Point*>> pairs;  // (joint, baseline)
+  for (const Point* b : baselines) {
+    const Point* nearest = nullptr;
+    bool any = false;
+    for (const Point* j : joint) {
+      const double r = ms[j->name] / ms[b->name];
+      if (std::fabs(r - 1) <= 0.25) pairs.emplace_back(j, b), any = true;
+      if (!nearest || std::fabs(r - 1) < std::fabs(ms[nearest->name] / ms[b->name] - 1)) nearest = j;
+    }
+    if (!any && nearest) pairs.emplace_back(nearest, b);
+  }
+  LLMC_CHECK(!pairs.empty(), "{}: sweep --versus needs a benched joint point and a benched uniform baseline", o.out);
+  const std::string exe = o.exe.empty() ? self_executable() : o.exe;
+  std::vector<std::string> timing_exports;
+  const std::map<std::string, std::string> folder = timing_folders(c, o, bp.benched, exe, timing_exports);
+  std::unique_ptr<FileLock> lock = timing_lock();
+  json done = json::array();
+  for (const auto& [j, b] : pairs) {
+    const std::string dir = point_dir(o.out, j->name), tag = "versus-" + b->name;
+    const std::vector<std::string> args = {exe, "--threads", std::to_string(c.threads), "bench", "--model",
+                                           path_join(dir, folder.at(j->name)), "--versus",
+                                           path_join(point_dir(o.out, b->name), folder.at(b->name)), "--prompt-tokens",
+                                           std::to_string(c.prompt_tokens), "--new-tokens", std::to_string(c.new_tokens),
+                                           "--repeats", std::to_string(repeats), "--json", "--output",
+                                           path_join(dir, tag + ".json")};
+    spdlog::info("sweep --versus: {} against {} ({} repeats)", j->name, b->name, repeats);
+    const ProcessResult res = run_process(args, path_join(dir, tag + ".log"));
+    if (res.exit_code != 0)
+      fail("sweep --versus: {} against {} failed (exit {}); its log is {}", j->name, b->name, res.exit_code,
+           path_join(dir, tag + ".log"));
+    done.push_back({j->name, b->name});
+  }
+  m.set("versus", {{"repeats", repeats}, {"pairs", done}, {"timing_exports", timing_exports}});
   lock.reset();
   write_sweep_report(c, o);
 }

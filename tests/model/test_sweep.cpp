@@ -165,6 +165,14 @@ TEST(Sweep, ComparisonsPairDocumentsWhenBothHaveSamples) {
     EXPECT_NEAR(r["decode_ratio"].get<double>(), 7.0 / 6.8, 1e-12);
     ASSERT_EQ(r["decode_ratio_rounds"].size(), 3u);
     EXPECT_NEAR(r["decode_ratio_rounds"][1].get<double>(), 6.0 / 5.7, 1e-12);
+    // Timed in turn by sweep --versus: that ratio decides (here 8% slower), whatever the rounds say.
+    q[1]["versus"] = {{"uniform-rtn-b4", {{"decode_ratio", 1.08}, {"decode_ratios", {1.07, 1.08, 1.10}}}}};
+    const oj v = sweep_comparisons(q)[0];
+    EXPECT_EQ(v["criterion"], "not_met");
+    EXPECT_DOUBLE_EQ(v["decode_ratio"].get<double>(), 1.08);
+    EXPECT_EQ(v["decode_ratio_versus"].size(), 3u);
+    EXPECT_FALSE(v.contains("decode_ratio_rounds"));
+    q[1].erase("versus");
     // Rounds that do not line up (another count): the ratio of the two times.
     q[0]["rounds_decode_ms"] = {5.0, 5.7, 6.8, 6.0};
     EXPECT_EQ(sweep_comparisons(q)[0]["criterion"], "not_met");
@@ -485,6 +493,27 @@ TEST(Sweep, SameArchitectureSharesResults) {
   EXPECT_TRUE(rep2["points"][1].value("timing_export", false)) << rep2["points"][1].dump();
   EXPECT_FALSE(rep2["points"][0].contains("timing_export"));
   EXPECT_NE(read_text_file(out + "/report.md").find("Timed on a timing export"), std::string::npos);
+  // --versus 2: the joint point timed in turn against the baseline (its nearest joint point at
+  // least), on the timing exports; the report's ratio is that measurement's.
+  ASSERT_EQ(run_process({LLMC_CLI, "sweep", "--config", cfg, "--out", out, "--versus", "2"}, s.dir + "/versus.log")
+                .exit_code,
+            0)
+      << read_text_file(s.dir + "/versus.log");
+  const json v = json::parse(read_text_file(a + "/versus-uniform-rtn-b8.json"));
+  EXPECT_EQ(v["decode_ratios"].size(), 2u);
+  EXPECT_NE(v["a"].get<std::string>().find("joint-t500.000/timing-export"), std::string::npos);
+  EXPECT_EQ(json::parse(read_text_file(out + "/manifest.json"))["versus"]["pairs"],
+            json::array({json::array({"joint-t500.000", "uniform-rtn-b8"})}));
+  const json rep3 = json::parse(read_text_file(out + "/report.json"));
+  ASSERT_EQ(rep3["comparisons"].size(), 1u) << rep3["comparisons"].dump();
+  EXPECT_DOUBLE_EQ(rep3["comparisons"][0]["decode_ratio"].get<double>(), v["decode_ratio"].get<double>());
+  EXPECT_NE(read_text_file(out + "/report.md").find("repeats in turn"), std::string::npos);
+  // One repeat cannot hold both load orders.
+  EXPECT_NE(run_process({LLMC_CLI, "sweep", "--config", cfg, "--out", out, "--versus", "1"}, s.dir + "/versus1.log")
+                .exit_code,
+            0);
+  EXPECT_NE(read_text_file(s.dir + "/versus1.log").find("--versus: Value 1 not in range"), std::string::npos)
+      << read_text_file(s.dir + "/versus1.log");
 }
 
 // A target below the fastest architecture a mode can reach (width-only keeps 16-bit weights) is

@@ -134,6 +134,14 @@ int run_sweep(const SweepConfig& config, const SweepOptions& opts);
 // rounds >= 1.
 void rebench_sweep(const SweepConfig& config, const SweepOptions& opts, int rounds);
 
+// Times each benched joint point against the uniform baselines whose decode time it is within 25%
+// of (and against each baseline's nearest joint point in any case) with `bench --versus`: the two
+// exports in turn, token by token, `repeats` repeats (half with each loaded first), written to
+// DIR/points/JOINT/versus-BASELINE.json (points without an export here are timed on timing
+// exports, as --rebench does). The report's comparison of such a pair takes its decode ratio from
+// there. Then writes the report. repeats >= 2.
+void versus_sweep(const SweepConfig& config, const SweepOptions& opts, int repeats);
+
 // The report of what DIR holds now (points whose eval is not done are left out):
 // report.json (docs in the function's source), report.md, pareto.svg.
 void write_sweep_report(const SweepConfig& config, const SweepOptions& opts);
@@ -145,9 +153,11 @@ void write_sweep_report(const SweepConfig& config, const SweepOptions& opts);
 //   {"kind": "baseline" | "mode", "a" (joint point), "b", "a_decode_ms", "b_decode_ms",
 //    "delta_acc" (a - b, mean over tasks), "stderr", "paired", "docs", "same_arch" (one point shares
 //    the other's results: the searches found the same architecture), "delta_ppl_pct" (or null)}
-// Every entry holds "decode_ratio" (a / b, measured: where both points carry "rounds_decode_ms" of
-// the same `sweep --rebench` rounds (>= 3), the median of the per-round ratios, listed in
-// "decode_ratio_rounds"; else the ratio of the two decode_ms). Baseline entries also hold
+// Every entry holds "decode_ratio" (a / b, measured: where a carries "versus": {b's name:
+// {"decode_ratio", "decode_ratios"}} (sweep --versus), that paired measurement, its repeats in
+// "decode_ratio_versus"; else where both points carry "rounds_decode_ms" of the same `sweep
+// --rebench` rounds (>= 3), the median of the per-round ratios, listed in "decode_ratio_rounds";
+// else the ratio of the two decode_ms). Baseline entries also hold
 // "criterion", issue 16's test of a
 // joint point against a baseline, both clauses "at least as accurate" (delta_acc >= 0 and WikiText-2
 // at most 2% higher): "equal_latency" (ratio within 5% of 1), "faster" (ratio below 0.95) or
