@@ -19,6 +19,16 @@ struct BenchArgs {
   bool json = false;
 };
 
+// The result: JSON to --output (atomically) and, with --json, to stdout; else the text summary.
+template <class Text>
+void emit(const BenchArgs& a, const std::string& json, Text text) {
+  if (!a.output.empty()) write_file_atomic(a.output, json + "\n");
+  if (a.json)
+    std::puts(json.c_str());
+  else
+    std::fputs(text().c_str(), stdout);
+}
+
 }  // namespace
 
 Action add_bench(CLI::App& app) {
@@ -65,21 +75,11 @@ Action add_bench(CLI::App& app) {
       auto other = open_model(a->versus, lo, choice);
       auto again = open_model(a->opts.model_path, lo, choice);
       const BenchVersusResult r = merge_load_orders(ab, run_bench_versus(*other, *again, a->opts.model_path, o2));
-      const std::string out = bench_versus_to_json(r);
-      if (!a->output.empty()) write_file_atomic(a->output, out + "\n");
-      if (a->json)
-        std::puts(out.c_str());
-      else
-        std::fputs(bench_versus_to_text(r).c_str(), stdout);
+      emit(*a, bench_versus_to_json(r), [&] { return bench_versus_to_text(r); });
       return 0;
     }
     const BenchResult r = run_bench(*model, a->opts);
-    const std::string out = bench_to_json(r);
-    if (!a->output.empty()) write_file_atomic(a->output, out + "\n");
-    if (a->json)
-      std::puts(out.c_str());
-    else
-      std::fputs(bench_to_text(r).c_str(), stdout);
+    emit(*a, bench_to_json(r), [&] { return bench_to_text(r); });
     return 0;
   };
 }

@@ -3,8 +3,9 @@
 // qgemm_avx512.cpp: anonymous namespace, no std templates below it).
 //
 // Fused kernel (M < 16: decode), on Problem::xq (blocks of 32 columns in avx2_lane_code() order,
-// prepared by xq_fused_avx2). A block's 32 codes of one bit plane decode into ONE vector of 32 int16 lanes in exactly that
-// lane order (lanes 0-15 = the AVX2 kernel's first vector, 16-31 its second), so a block costs
+// prepared by xq_fused_avx2). A block's 32 codes of one bit plane decode into ONE vector of 32
+// int16 lanes in exactly that lane order (lanes 0-15 = the AVX2 kernel's first vector, 16-31 its
+// second), so a block costs
 //   4 bit: broadcast of the 16-byte block to the four 128-bit lanes, vpsrlvd by 0 / 4 / 8 / 12, and;
 //   8 bit: vpmovzxbw of 32 bytes;
 //   2 bit: qword broadcast, vpsrlvd by 0, 0, 2, 2, ... 14, 14, and;

@@ -50,7 +50,7 @@ struct Problem {
   QTiledLayout tl;
 };
 
-// The AVX-512 paths (kAvx512Vnni differs only in its small-M kernel).
+// The AVX-512 paths (kAvx512Vnni differs in its integer decode and 4/8-bit prefill kernels).
 inline bool is_avx512(Isa isa) { return isa == Isa::kAvx512 || isa == Isa::kAvx512Vnni; }
 
 // Panel path tiling (AVX-512 / AVX2): n-rows per micro tile and the K chunk dequantized at once.

@@ -190,11 +190,40 @@ void profile_decode(RuntimeEngine& eng, const std::vector<int64_t>& prompt, int6
   res.profile_decode_ms = wall * per / 1000.0;
 }
 
+void check_counts(const BenchOptions& opts) {
+  LLMC_CHECK(opts.prompt_tokens >= 1 && opts.new_tokens >= 1, "bench: prompt and new token counts must be >= 1");
+  LLMC_CHECK(opts.repeats >= 1 && opts.warmup >= 0, "bench: repeats must be >= 1 and warmup >= 0");
+}
+
+// The timed prompt: P tokens below `vocab` from `seed`, BOS first where bos >= 0.
+std::vector<int64_t> random_prompt(int64_t P, int64_t vocab, int64_t bos, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::vector<int64_t> prompt(static_cast<size_t>(P));
+  for (auto& t : prompt) t = static_cast<int64_t>(rng() % static_cast<uint64_t>(vocab));
+  if (bos >= 0) prompt[0] = bos;
+  return prompt;
+}
+
+// Medians and ratios of a versus result from its per-repeat times.
+void finish_versus(BenchVersusResult& r) {
+  r.decode_ratios.clear();
+  r.prefill_ratios.clear();
+  for (size_t i = 0; i < r.a_decode_s.size(); ++i) {
+    r.decode_ratios.push_back(r.a_decode_s[i] / r.b_decode_s[i]);
+    r.prefill_ratios.push_back(r.a_prefill_s[i] / r.b_prefill_s[i]);
+  }
+  r.a_decode_ms_per_token = 1000.0 * median(r.a_decode_s) / r.new_tokens;
+  r.b_decode_ms_per_token = 1000.0 * median(r.b_decode_s) / r.new_tokens;
+  r.a_prefill_tokens_per_s = r.prompt_tokens / median(r.a_prefill_s);
+  r.b_prefill_tokens_per_s = r.prompt_tokens / median(r.b_prefill_s);
+  r.decode_ratio = median(r.decode_ratios);
+  r.prefill_ratio = median(r.prefill_ratios);
+}
+
 }  // namespace
 
 BenchResult run_bench(Llama& model, const BenchOptions& opts) {
-  LLMC_CHECK(opts.prompt_tokens >= 1 && opts.new_tokens >= 1, "bench: prompt and new token counts must be >= 1");
-  LLMC_CHECK(opts.repeats >= 1 && opts.warmup >= 0, "bench: repeats must be >= 1 and warmup >= 0");
+  check_counts(opts);
   const auto& cfg = model.config();
   const int64_t P = opts.prompt_tokens, N = opts.new_tokens, V = cfg.vocab_size;
   const int threads = at::get_num_threads();
@@ -235,10 +264,7 @@ BenchResult run_bench(Llama& model, const BenchOptions& opts) {
       spdlog::warn("--lut {}: measured with {} threads, this run uses {}", opts.lut_path, lut->threads(), threads);
   }
 
-  std::mt19937_64 rng(opts.seed);
-  std::vector<int64_t> prompt(static_cast<size_t>(P));
-  for (auto& t : prompt) t = static_cast<int64_t>(rng() % static_cast<uint64_t>(V));
-  if (cfg.bos_token_id >= 0) prompt[0] = cfg.bos_token_id;
+  const std::vector<int64_t> prompt = random_prompt(P, V, cfg.bos_token_id, opts.seed);
 
   at::NoGradGuard ng;
   for (int r = 0; r < opts.warmup + opts.repeats; ++r) {
@@ -342,29 +368,8 @@ BenchResult run_bench(Llama& model, const BenchOptions& opts) {
   return res;
 }
 
-namespace {
-
-// Medians and ratios of a versus result from its per-repeat times.
-void finish_versus(BenchVersusResult& r) {
-  r.decode_ratios.clear();
-  r.prefill_ratios.clear();
-  for (size_t i = 0; i < r.a_decode_s.size(); ++i) {
-    r.decode_ratios.push_back(r.a_decode_s[i] / r.b_decode_s[i]);
-    r.prefill_ratios.push_back(r.a_prefill_s[i] / r.b_prefill_s[i]);
-  }
-  r.a_decode_ms_per_token = 1000.0 * median(r.a_decode_s) / r.new_tokens;
-  r.b_decode_ms_per_token = 1000.0 * median(r.b_decode_s) / r.new_tokens;
-  r.a_prefill_tokens_per_s = r.prompt_tokens / median(r.a_prefill_s);
-  r.b_prefill_tokens_per_s = r.prompt_tokens / median(r.b_prefill_s);
-  r.decode_ratio = median(r.decode_ratios);
-  r.prefill_ratio = median(r.prefill_ratios);
-}
-
-}  // namespace
-
 BenchVersusResult run_bench_versus(Llama& a, Llama& b, const std::string& b_path, const BenchOptions& opts) {
-  LLMC_CHECK(opts.prompt_tokens >= 1 && opts.new_tokens >= 1, "bench: prompt and new token counts must be >= 1");
-  LLMC_CHECK(opts.repeats >= 1 && opts.warmup >= 0, "bench: repeats must be >= 1 and warmup >= 0");
+  check_counts(opts);
   LLMC_CHECK(opts.lut_path.empty() && !opts.profile && !opts.bandwidth,
              "bench --versus: times two models against each other; --lut, --profile and --bandwidth are for one");
   RuntimeLlama* ra = dynamic_cast<RuntimeLlama*>(&a);
@@ -385,12 +390,10 @@ BenchVersusResult run_bench_versus(Llama& a, Llama& b, const std::string& b_path
   res.new_tokens = N;
   res.repeats = opts.repeats;
 
-  // One prompt for both: tokens both vocabularies hold.
-  const int64_t V = std::min(a.config().vocab_size, b.config().vocab_size);
-  std::mt19937_64 rng(opts.seed);
-  std::vector<int64_t> prompt(static_cast<size_t>(P));
-  for (auto& t : prompt) t = static_cast<int64_t>(rng() % static_cast<uint64_t>(V));
-  if (a.config().bos_token_id >= 0 && a.config().bos_token_id == b.config().bos_token_id) prompt[0] = a.config().bos_token_id;
+  // One prompt for both: tokens both vocabularies hold, BOS where both have the same.
+  const int64_t bos = a.config().bos_token_id == b.config().bos_token_id ? a.config().bos_token_id : -1;
+  const std::vector<int64_t> prompt =
+      random_prompt(P, std::min(a.config().vocab_size, b.config().vocab_size), bos, opts.seed);
 
   struct Side {
     RuntimeEngine* eng;

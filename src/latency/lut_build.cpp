@@ -108,18 +108,11 @@ class Rotation {
   Rotation(const Rotation&) = delete;
   Rotation& operator=(const Rotation&) = delete;
   size_t size() const { return size_; }
-  // The next region of `bytes` for an entry whose weights are reused after `window` bytes
-  // (lut_rotation).
-  uint8_t* next(size_t bytes, size_t window) {
-    const LutRotation r = lut_rotation(bytes, window, size_);
-    size_t& k = cursors_[{bytes, window}];
-    if (k >= r.slots) k = 0;
-    return p_ + r.slot * k++;
-  }
+  // Region k of a rotation (lut_rotation(..., size())).
+  uint8_t* region(const LutRotation& r, size_t k) const { return p_ + r.slot * k; }
 
  private:
   size_t size_;
-  std::map<std::pair<size_t, size_t>, size_t> cursors_;  // per (region size, window)
   uint8_t* p_ = nullptr;
 };
 
@@ -149,6 +142,8 @@ std::string lut_text(const json& j) {
 // through `window` bytes (the bytes a real forward touches before it reads these weights again).
 struct Job {
   size_t bytes = 0, window = 0;
+  LutRotation rotation;  // where its calls read (set on the first call), and the next region
+  size_t next_region = 0;
   std::function<void(uint8_t*)> fn;
   std::string label;
   int batch = 0;  // calls per sample, calibrated in the first pass
@@ -229,7 +224,12 @@ class Measurer {
   double estimate(const Job& job) const { return lut_entry_us(job.wall, job.cpu, threads_, statistic_); }
 
  private:
-  void call(Job& job) { job.fn(job.bytes > 0 ? arena_.next(job.bytes, job.window) : nullptr); }
+  void call(Job& job) {
+    if (job.bytes == 0) return job.fn(nullptr);
+    if (job.rotation.slot == 0) job.rotation = lut_rotation(job.bytes, job.window, arena_.size());
+    if (job.next_region >= job.rotation.slots) job.next_region = 0;
+    job.fn(arena_.region(job.rotation, job.next_region++));
+  }
 
   // batch: the number of back-to-back calls that lasts >= min_sample_us (doubling from 1; up to
   // 2^20 calls, so even a 10 ns entry is timed over a whole sample, not a clock tick).

@@ -603,13 +603,18 @@ std::map<std::string, std::string> timing_folders(const SweepConfig& c, const Sw
   return folder;
 }
 
+// The stages' environment, and a study in o.out (`what`: what the caller would do with it).
+void require_study(const SweepOptions& o, const char* what) {
+  set_stage_environment();
+  const std::string mpath = path_join(o.out, "manifest.json");
+  LLMC_CHECK(file_exists(mpath), "{}: no study here to {}", mpath, what);
+}
+
 }  // namespace
 
 void rebench_sweep(const SweepConfig& c, const SweepOptions& o, int rounds) {
   LLMC_CHECK(rounds >= 1, "sweep --rebench: rounds must be >= 1 (got {})", rounds);
-  set_stage_environment();
-  const std::string mpath = path_join(o.out, "manifest.json");
-  LLMC_CHECK(file_exists(mpath), "{}: no study here to bench again", mpath);
+  require_study(o, "bench again");
   Manifest m(c, o.out);
   const BenchedPoints bp = benched_points(c, o, m);
   const std::vector<Point>& benched = bp.benched;
@@ -677,17 +682,13 @@ void rebench_sweep(const SweepConfig& c, const SweepOptions& o, int rounds) {
 
 void versus_sweep(const SweepConfig& c, const SweepOptions& o, int repeats) {
   LLMC_CHECK(repeats >= 2, "sweep --versus: repeats must be >= 2 (half with each model loaded first; got {})", repeats);
-  set_stage_environment();
-  const std::string mpath = path_join(o.out, "manifest.json");
-  LLMC_CHECK(file_exists(mpath), "{}: no study here to time", mpath);
+  require_study(o, "time");
   Manifest m(c, o.out);
   const BenchedPoints bp = benched_points(c, o, m);
   std::vector<const Point*> baselines, joint;
   std::map<std::string, double> ms;  // each point's decode ms (its bench.json)
   for (const Point& p : bp.benched) {
-    ms[p.name] = json::parse(read_text_file(path_join(point_dir(o.out, p.name), "bench.json")))
-                     .at("decode_ms_per_token")
-                     .get<double>();
+    ms[p.name] = read_json_file<json>(path_join(point_dir(o.out, p.name), "bench.json")).at("decode_ms_per_token").get<double>();
     if (p.method.rfind("uniform-", 0) == 0) baselines.push_back(&p);
     else if (p.method == "joint") joint.push_back(&p);
   }
@@ -697,17 +698,25 @@ void versus_sweep(const SweepConfig& c, const SweepOptions& o, int repeats) {
   for (const Point* b : baselines) {
     const Point* nearest = nullptr;
     bool any = false;
+    auto off = [&](const Point* j) { return std::fabs(ms[j->name] / ms[b->name] - 1); };
     for (const Point* j : joint) {
-      const double r = ms[j->name] / ms[b->name];
-      if (std::fabs(r - 1) <= 0.25) pairs.emplace_back(j, b), any = true;
-      if (!nearest || std::fabs(r - 1) < std::fabs(ms[nearest->name] / ms[b->name] - 1)) nearest = j;
+      if (off(j) <= 0.25) pairs.emplace_back(j, b), any = true;
+      if (!nearest || off(j) < off(nearest)) nearest = j;
     }
     if (!any && nearest) pairs.emplace_back(nearest, b);
   }
   LLMC_CHECK(!pairs.empty(), "{}: sweep --versus needs a benched joint point and a benched uniform baseline", o.out);
+  // Timing exports only for the points that are timed.
+  std::vector<Point> timed;
+  for (const Point& p : bp.benched)
+    for (const auto& [j, b] : pairs)
+      if (j == &p || b == &p) {
+        timed.push_back(p);
+        break;
+      }
   const std::string exe = o.exe.empty() ? self_executable() : o.exe;
   std::vector<std::string> timing_exports;
-  const std::map<std::string, std::string> folder = timing_folders(c, o, bp.benched, exe, timing_exports);
+  const std::map<std::string, std::string> folder = timing_folders(c, o, timed, exe, timing_exports);
   std::unique_ptr<FileLock> lock = timing_lock();
   json done = json::array();
   for (const auto& [j, b] : pairs) {
