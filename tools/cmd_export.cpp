@@ -35,7 +35,7 @@ Action add_export(CLI::App& app) {
   app.add_option("--batch-size", o->finetune.batch_size, "Fine-tuning sequences per step")->capture_default_str()->check(CLI::PositiveNumber);
   app.add_flag("--distill", o->finetune.distill, "Fine-tune on KL to the original model's logits (else cross-entropy)");
   app.add_option("--group-size", o->group_size, "Quantization group (32, 64, 128; default: the arch's, uniform 128)");
-  app.add_option("--lm-head-bits", o->lm_head_bits, "16 = exact dense lm_head; 8 or 4 = packed (faster decode)")->capture_default_str();
+  app.add_option("--lm-head-bits", o->lm_head_bits, "16 = exact dense lm_head; 8 or 4 = packed (faster decode; --quant gptq: GPTQ on the final-norm outputs). An --arch file with lm_head_bits (a search that chose it) overrides this")->capture_default_str();
   app.add_option("--dense-dtype", o->dense_dtype, "Stored dtype of the embedding and 16-bit linears: float32 | bfloat16")->capture_default_str();
   app.add_option("--seed", o->calib.seed, "Seed for calibration sampling and fine-tuning")->capture_default_str();
   app.add_flag("--json", *json_out, "Print the export report as JSON");

@@ -65,6 +65,11 @@ ExportResult run_export(const ExportOptions& o) {
   // a Hugging Face folder's tokenizer.model / tokenizer.json) must be writable.
   if (gguf) (void)gguf_tokenizer_metadata(o.model, model->config());
   Arch arch = resolve_arch(o.arch, model->config(), o.group_size);
+  // A searched arch may have chosen the lm_head's bits (space.lm_head_bits): its choice wins.
+  if (arch.lm_head_bits && arch.lm_head_bits != o.lm_head_bits)
+    spdlog::info("export: lm_head at {} bits as {} chose (not --lm-head-bits {})", arch.lm_head_bits, o.arch,
+                 o.lm_head_bits);
+  if (!arch.lm_head_bits) arch.lm_head_bits = o.lm_head_bits;  // the folder's arch.json records it
   spdlog::info("export: {} -> {} (arch {}, {} , group {})", o.model, o.out, o.arch, o.quant, arch.group_size);
 
   auto sub = discretize(*model, arch);
@@ -84,7 +89,7 @@ ExportResult run_export(const ExportOptions& o) {
   QuantizeOptions qo;
   qo.method = o.quant;
   qo.group_size = arch.group_size;
-  qo.lm_head_bits = o.lm_head_bits;
+  qo.lm_head_bits = arch.lm_head_bits;
   qo.fp16_offsets = gguf;  // 2/3/4-bit groups map bit-exactly to GGUF Q4_1, 8-bit ones to Q8_0
   qo.range = o.q_range;
   QuantizeReport qr = quantize_model(*sub, arch, qo, calib);
@@ -129,7 +134,7 @@ ExportResult run_export(const ExportOptions& o) {
   rep["quant"] = {{"method", o.quant},
                   {"group_size", arch.group_size},
                   {"range", o.q_range},
-                  {"lm_head_bits", o.lm_head_bits},
+                  {"lm_head_bits", arch.lm_head_bits},
                   {"dense_dtype", o.dense_dtype},
                   {"seconds", qr.seconds}};
   if (!qr.linears.empty()) {
@@ -139,6 +144,7 @@ ExportResult run_export(const ExportOptions& o) {
     rep["quant"]["mean_rel_output_error"] = qr.mean_rel_err();
     rep["quant"]["linears"] = per;
   }
+  if (qr.lm_head_rel_err >= 0) rep["quant"]["lm_head_rel_output_error"] = qr.lm_head_rel_err;
   rep["calibration"] = calib_j;
   rep["size"] = json::parse(sz.to_json());
   json modules = json::object();

@@ -246,7 +246,7 @@ BenchResult run_bench(Llama& model, const BenchOptions& opts) {
     lut = std::make_unique<LatencyTable>(LatencyTable::load(opts.lut_path));
     LLMC_CHECK(rt, "--lut: the LUT times the runtime engine; use --engine runtime (or auto on an exported folder)");
     const int lm_bits = rt->engine().lm_head_bits();
-    if (lm_bits != lut->lm_head_bits())
+    if (!lut->times_lm_head(lm_bits))
       fail("--lut {}: timed a {}-bit lm_head, this model's is {}-bit (rebuild with `lut --lm-head-bits {}`)",
            opts.lut_path, lut->lm_head_bits(), lm_bits, lm_bits);
     const auto& toks = lut->tokens();
@@ -259,6 +259,7 @@ BenchResult run_bench(Llama& model, const BenchOptions& opts) {
     const std::string arch_path = path_join(opts.model_path, "arch.json");
     arch = dir_exists(opts.model_path) && file_exists(arch_path) ? read_arch(arch_path)
                                                                  : uniform_arch(cfg, 16, lut->space().group_size);
+    arch.lm_head_bits = lm_bits;  // the model's own lm_head, whatever the arch file says
     (void)lut->predict_ms(arch, lut_decode ? 1 : P);  // an arch of another model or group size fails here
     if (lut->threads() != threads)
       spdlog::warn("--lut {}: measured with {} threads, this run uses {}", opts.lut_path, lut->threads(), threads);

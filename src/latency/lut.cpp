@@ -49,6 +49,11 @@ std::vector<LutLinearShape> lut_linear_shapes(const ModelConfig& m, const Search
           out.insert(LutLinearShape{s.N, s.K, bits, group, M});
         }
   }
+  // The lm_head at each bit width the search may choose for it: one position (the last) whatever M.
+  for (int bits : space.lm_head_bits) {
+    const int group = bits == 16 ? 0 : effective_group(static_cast<int>(m.hidden_size), space.group_size);
+    out.insert(LutLinearShape{m.vocab_size, m.hidden_size, bits, group, 1});
+  }
   return {out.begin(), out.end()};
 }
 
@@ -237,6 +242,15 @@ LatencyTable LatencyTable::parse(const std::string& text, const std::string& whe
     if (!t.fixed_attn_.count(M)) fail("{}.layer_fixed: no entry for M = {}", where, M);
     if (!t.model_fixed_.count(M)) fail("{}.model_fixed: no entry for M = {}", where, M);
   }
+  // model_fixed holds the lm_head at lm_head_bits; the other choices are priced by the difference
+  // of their linear entries, so the table's own width must be one of them.
+  const auto& hb = t.space_.lm_head_bits;
+  if (!hb.empty() && std::find(hb.begin(), hb.end(), t.lm_head_bits_) == hb.end())
+    fail("{}: lm_head_bits {} is not one of space.lm_head_bits [{}]", where, t.lm_head_bits_, fmt::join(hb, ", "));
+  for (int b : hb)
+    if (!t.find_linear_us(t.model_.vocab_size, t.model_.hidden_size, b, 1))
+      fail("{}.linears: no entry for the {}-bit lm_head (N {}, K {}, M 1)", where, b, t.model_.vocab_size,
+           t.model_.hidden_size);
   return t;
 }
 
@@ -302,7 +316,17 @@ LatencyParts LatencyTable::predict_parts(const Arch& arch, int64_t M) const {
   po.lm_head_bits = lm_head_bits_;
   const ForwardPlan plan = forward_plan(arch, po);
   LatencyParts p;
-  p.model_fixed_us = model_fixed_us(M);  // embedding row, final norm, lm_head
+  p.model_fixed_us = model_fixed_us(M);  // embedding row, final norm, lm_head at lm_head_bits_
+  if (plan.lm_head.bits != lm_head_bits_) {
+    if (!times_lm_head(plan.lm_head.bits))
+      fail("{}: the arch has a {}-bit lm_head; this LUT times lm_head_bits {}{} (rebuild it with `lut --lm-head-bits "
+           "{}` or a space with lm_head_bits)",
+           where_, plan.lm_head.bits, lm_head_bits_,
+           space_.lm_head_bits.empty() ? "" : fmt::format(" and [{}]", fmt::join(space_.lm_head_bits, ", ")),
+           plan.lm_head.bits);
+    const int64_t V = model_.vocab_size, H = model_.hidden_size;
+    p.model_fixed_us += linear_us(V, H, plan.lm_head.bits, 1) - linear_us(V, H, lm_head_bits_, 1);
+  }
   const double fa = layer_fixed_attn_us(M), fm = layer_fixed_mlp_us(M);
   for (const LayerPlan& L : plan.layers) {
     if (!L.attention.empty()) {
@@ -316,6 +340,11 @@ LatencyParts LatencyTable::predict_parts(const Arch& arch, int64_t M) const {
     }
   }
   return p;
+}
+
+bool LatencyTable::times_lm_head(int bits) const {
+  return bits == lm_head_bits_ ||
+         std::find(space_.lm_head_bits.begin(), space_.lm_head_bits.end(), bits) != space_.lm_head_bits.end();
 }
 
 double LatencyTable::predict_ms(const Arch& arch, int64_t M) const { return predict_parts(arch, M).total_us() / 1000.0; }

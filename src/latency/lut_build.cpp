@@ -283,7 +283,7 @@ class Measurer {
 // ---- setup ----
 
 // Fails with the CLI's message on a request the LUT cannot be built for.
-void check_request(const ModelConfig& model, const LutOptions& opts) {
+void check_request(const ModelConfig& model, const SearchSpace& space, const LutOptions& opts) {
   model.validate("lut model");
   LLMC_CHECK(model.num_heads % model.num_kv_heads == 0, "lut: num_heads {} is not a multiple of num_kv_heads {}",
              model.num_heads, model.num_kv_heads);
@@ -304,6 +304,11 @@ void check_request(const ModelConfig& model, const LutOptions& opts) {
   LLMC_CHECK(device == "cpu", "--device {}: expected auto, cpu or cuda", opts.device);
   LLMC_CHECK(valid_lm_head_bits(opts.lm_head_bits), "lut: --lm-head-bits {} (expected 16, 8 or 4, as export writes)",
              opts.lm_head_bits);
+  const auto& hb = space.lm_head_bits;
+  LLMC_CHECK(hb.empty() || std::find(hb.begin(), hb.end(), opts.lm_head_bits) != hb.end(),
+             "lut: --lm-head-bits {} is not one of the space's lm_head_bits [{}] (the other widths are priced "
+             "against it)",
+             opts.lm_head_bits, fmt::join(hb, ", "));
 }
 
 // Where linear_at places a packed matrix in the rotation buffer: codes, scales, zeros, each aligned.
@@ -624,7 +629,7 @@ json lut_header(const Setup& s, const std::string& isa) {
 
 std::string build_lut_json(const ModelConfig& model, const SearchSpace& space, const LutOptions& opts) {
   const auto wall0 = Clock::now();
-  check_request(model, opts);
+  check_request(model, space, opts);
   const int threads = opts.threads > 0 ? opts.threads : at::get_num_threads();
   ScopedTorchThreads scoped_threads(threads);
   const Setup s = make_setup(model, space, opts, threads);

@@ -86,7 +86,7 @@ void parse_layer(const json& j, LayerSpace* s, const std::string& where, bool al
         if (!valid_weight_bits(b)) fail("{}.bits: {} is not one of 2, 3, 4, 8, 16", where, b);
         s->bits.push_back(b);
       }
-    } else if (!(allow_global && (k == "group_size" || k == "width_multiple" || k == "layers"))) {
+    } else if (!(allow_global && (k == "group_size" || k == "width_multiple" || k == "layers" || k == "lm_head_bits"))) {
       fail("{}: unknown key '{}'", where, k);
     }
   }
@@ -113,6 +113,17 @@ SearchSpace parse_search_space(const std::string& text, const std::string& where
     if (!j["width_multiple"].is_number_integer() || j["width_multiple"].get<int>() < 1)
       fail("{}.width_multiple: expected a positive integer", where);
     s.width_multiple = j["width_multiple"];
+  }
+  if (j.contains("lm_head_bits")) {
+    const json& v = j["lm_head_bits"];
+    if (!v.is_array() || v.empty()) fail("{}.lm_head_bits: expected a non-empty array", where);
+    for (const auto& x : v) {
+      if (!x.is_number_integer() || !valid_lm_head_bits(x.get<int>()))
+        fail("{}.lm_head_bits: {} is not one of 4, 8, 16", where, x.dump());
+      s.lm_head_bits.push_back(x.get<int>());
+    }
+    std::sort(s.lm_head_bits.begin(), s.lm_head_bits.end());
+    s.lm_head_bits.erase(std::unique(s.lm_head_bits.begin(), s.lm_head_bits.end()), s.lm_head_bits.end());
   }
   if (j.contains("layers")) {
     if (!j["layers"].is_object()) fail("{}.layers: expected an object keyed by layer index", where);
@@ -147,6 +158,8 @@ std::string SearchSpace::canonical_json() const {
   std::sort(sorted.begin(), sorted.end(), [](auto& a, auto& b) { return a.first < b.first; });
   for (const auto& [idx, ls] : sorted) layers[std::to_string(idx)] = layer_json(ls);
   j["layers"] = layers;
+  // Only when searched: the spaces (and LUT hashes) from before the key existed stay the same.
+  if (!lm_head_bits.empty()) j["lm_head_bits"] = lm_head_bits;
   return j.dump();
 }
 

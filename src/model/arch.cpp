@@ -60,6 +60,8 @@ void Arch::validate(const std::string& where) const {
     check_order(l.kv_order, base.num_kv_heads, where, i, "kv_order");
     check_order(l.mlp_order, base.intermediate_size, where, i, "mlp_order");
   }
+  if (lm_head_bits != 0 && !valid_lm_head_bits(lm_head_bits))
+    fail("{}: lm_head_bits {} (16, 8 or 4)", where, lm_head_bits);
 }
 
 Arch uniform_arch(const ModelConfig& base, int bits, int group_size) {
@@ -87,6 +89,7 @@ std::string arch_to_json(const Arch& a) {
                 {"num_kv_heads", c.num_kv_heads}, {"head_dim", c.head_dim},
                 {"vocab_size", c.vocab_size}};
   j["group_size"] = a.group_size;
+  if (a.lm_head_bits) j["lm_head_bits"] = a.lm_head_bits;
   j["layers"] = json::array();
   for (const auto& l : a.layers) {
     json b = json::object();
@@ -121,6 +124,7 @@ Arch arch_from_json(const std::string& text, const std::string& where) {
     a.base.head_dim = m.at("head_dim");
     a.base.vocab_size = m.at("vocab_size");
     a.group_size = j.at("group_size");
+    if (j.contains("lm_head_bits")) a.lm_head_bits = j.at("lm_head_bits").get<int>();
     for (const auto& l : j.at("layers")) {
       LayerArch la;
       la.kv_heads = l.at("kv_heads");

@@ -98,10 +98,11 @@ ForwardPlan forward_plan(const Arch& arch, const PlanOptions& o) {
   const int64_t V = c.vocab_size, H = c.hidden_size;
   p.lm_head.N = V;
   p.lm_head.K = H;
-  p.lm_head.bits = o.lm_head_bits;
-  p.lm_head.group = o.lm_head_bits == 16 ? 0 : effective_group(static_cast<int>(H), arch.group_size);
-  p.lm_head.bytes = linear_stored_bytes({V, H}, o.lm_head_bits, arch.group_size, o.dense_bytes);
-  const bool packed_head = o.lm_head_bits < 16;
+  const int head_bits = arch.lm_head_bits ? arch.lm_head_bits : o.lm_head_bits;  // the arch's choice first
+  p.lm_head.bits = head_bits;
+  p.lm_head.group = head_bits == 16 ? 0 : effective_group(static_cast<int>(H), arch.group_size);
+  p.lm_head.bytes = linear_stored_bytes({V, H}, head_bits, arch.group_size, o.dense_bytes);
+  const bool packed_head = head_bits < 16;
   // A tied embedding with a packed lm_head is stored once, as the lm_head (export/format.cpp).
   p.embedding_bytes = packed_head && c.tie_word_embeddings ? 0 : V * H * o.dense_bytes;
   p.lm_head_bytes = packed_head || !c.tie_word_embeddings ? p.lm_head.bytes : 0;

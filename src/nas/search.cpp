@@ -31,6 +31,7 @@
 #include "llmc/nas/knapsack.h"
 #include "llmc/nas/search_files.h"
 #include "llmc/nas/supernet.h"
+#include "llmc/quant/quant.h"
 #include "llmc/runtime/engine.h"
 
 namespace llmc {
@@ -298,12 +299,12 @@ class Search {
   // The supernet of the current phase; fails when the target is below the fastest architecture.
   void build_supernet() {
     net_ = make_net(ps_.phase);
-    res_.fastest_ms = net_->latency_ms(net_->fastest());
+    res_.fastest_ms = net_->latency_ms(net_->fastest()) + cheapest_head_ms();
     if (!seq() && res_.target_ms < res_.fastest_ms) fail_unreachable();
     if (seq()) {
       auto all = make_choices(base_, c_.space, true, true);
       Supernet probe(*model_, all, lat_, c_.space.group_size, 0, 0, /*install=*/false);
-      res_.fastest_ms = probe.latency_ms(probe.fastest());
+      res_.fastest_ms = probe.latency_ms(probe.fastest()) + cheapest_head_ms();
       if (res_.target_ms < res_.fastest_ms) fail_unreachable();
     }
     spdlog::info("search ({}): original {:.3f} ms, target {:.3f} ms, fastest possible {:.3f} ms at {} token(s)",
@@ -349,7 +350,7 @@ class Search {
     if (c_.discretize == "knapsack") {
       const auto argmax = idx;
       // Later passes compare against the first pass's score, so it is measured even for one candidate.
-      scored = c_.sensitivity_passes > 1 || c_.knapsack_width_weights.size() > 1;
+      scored = c_.sensitivity_passes > 1 || c_.knapsack_width_weights.size() > 1 || head_options().size() > 1;
       idx = knapsack_candidates(argmax, predict, scored);
       for (int pass = 2; pass <= c_.sensitivity_passes; ++pass)
         if (!refine_pass(pass, argmax, predict, idx)) break;
@@ -366,6 +367,7 @@ class Search {
     Arch& a = res_.arch;
     a = net_->to_arch(idx, imp_, base_);
     a.group_size = c_.space.group_size;
+    if (head_searched()) a.lm_head_bits = head_bits_;  // the chosen candidate's (set_head_bits)
     res_.predicted_ms = lut_.predict_ms(a, M());
     a.predicted_latency_ms = res_.predicted_ms;
     a.predicted_tokens = M();
@@ -390,6 +392,7 @@ class Search {
     const auto alphas = net_->log_probs();
     const auto candidates = res_.candidates;
     const double before = res_.valid_ppl;
+    const int head_before = head_bits_;
     net_->set_alphas(alphas_from_kl(kl, net_->choices(), c_.init_scale));
     std::vector<ChoiceIndex> next = knapsack_candidates(argmax, predict, /*score=*/true);
     const bool keep = res_.valid_ppl < before && count_changes(next, idx) > 0;
@@ -402,6 +405,7 @@ class Search {
       net_->set_alphas(alphas);
       res_.candidates = candidates;
       res_.valid_ppl = before;
+      set_head_bits(head_before);
       return false;
     }
     idx = next;
@@ -425,47 +429,105 @@ class Search {
   // The summed single-option KL the knapsack minimizes treats choices as independent; a width cut
   // measured alone on the 16-bit model costs more beside quantized neighbours, and the weights let
   // the measurement, not the additive model, settle how much width to trade for bits.
+  // With space.lm_head_bits, one knapsack per lm_head width and width weight: each at the target
+  // less what that lm_head costs, scored with the lm_head fake-quantized as export will pack it (a
+  // 4-bit head frees ~1/3 of a 4-bit SmolLM2's bytes for the layers; whether that pays is measured).
   std::vector<ChoiceIndex> knapsack_candidates(const std::vector<ChoiceIndex>& argmax,
                                                const std::function<double(const std::vector<ChoiceIndex>&)>& predict,
                                                bool score) {
     const auto lp = net_->log_probs();
     std::vector<std::vector<ChoiceIndex>> archs;
+    std::vector<bool> met;
     res_.candidates.clear();
-    for (double w : c_.knapsack_width_weights) {
-      const KnapsackResult k = knapsack_fit(lp, net_->choices(), predict, res_.target_ms, argmax, w);
-      if (!k.met)
-        spdlog::warn("knapsack: the fastest architecture ({:.3f} ms) misses the target by {:.1f}%", k.ms,
-                     100.0 * (k.ms / res_.target_ms - 1.0));
-      bool seen = false;
-      for (const auto& a : archs) seen = seen || count_changes(a, k.idx) == 0;
-      if (seen) continue;
-      SearchResult::Candidate c;
-      c.width_weight = w;
-      c.predicted_ms = k.ms;
-      for (size_t l = 0; l < k.idx.size(); ++l)
-        c.width_cuts += (net_->choices()[l].kv[k.idx[l].kv] < base_.num_kv_heads) +
-                        (net_->choices()[l].mlp[k.idx[l].mlp] < base_.intermediate_size);
-      archs.push_back(k.idx);
-      res_.candidates.push_back(c);
+    for (int head : head_options())
+      for (double w : c_.knapsack_width_weights) {
+        const double dh = head_delta_ms(head);
+        auto with_head = [&](const std::vector<ChoiceIndex>& x) { return predict(x) + dh; };
+        const KnapsackResult k = knapsack_fit(lp, net_->choices(), with_head, res_.target_ms, argmax, w);
+        bool seen = false;
+        for (size_t i = 0; i < archs.size(); ++i)
+          seen = seen || (count_changes(archs[i], k.idx) == 0 && res_.candidates[i].lm_head_bits == head);
+        if (seen) continue;
+        SearchResult::Candidate c;
+        c.width_weight = w;
+        c.lm_head_bits = head_searched() ? head : 0;
+        c.predicted_ms = k.ms;
+        for (size_t l = 0; l < k.idx.size(); ++l)
+          c.width_cuts += (net_->choices()[l].kv[k.idx[l].kv] < base_.num_kv_heads) +
+                          (net_->choices()[l].mlp[k.idx[l].mlp] < base_.intermediate_size);
+        archs.push_back(k.idx);
+        met.push_back(k.met);
+        res_.candidates.push_back(c);
+      }
+    // Candidates that miss the target are dropped when another one meets it (an lm_head too slow
+    // for the target leaves its knapsack at the fastest layers).
+    if (std::find(met.begin(), met.end(), true) != met.end()) {
+      size_t n = 0;
+      for (size_t i = 0; i < archs.size(); ++i)
+        if (met[i]) {
+          archs[n] = archs[i];
+          res_.candidates[n++] = res_.candidates[i];
+        }
+      archs.resize(n);
+      res_.candidates.resize(n);
+    } else {
+      spdlog::warn("knapsack: the fastest architecture ({:.3f} ms) misses the target by {:.1f}%",
+                   res_.candidates[0].predicted_ms, 100.0 * (res_.candidates[0].predicted_ms / res_.target_ms - 1.0));
     }
     size_t best = 0;
     if (score)
       for (size_t i = 0; i < archs.size(); ++i) {
         net_->set_fixed(archs[i]);
         SearchResult::Candidate& c = res_.candidates[i];
+        if (head_searched()) set_head_bits(c.lm_head_bits);
         c.valid_ppl = dp_perplexity(*model_, data_.valid);
-        spdlog::info("knapsack candidate {}/{} (width weight {}): {:.3f} ms, {} layer parts cut, valid ppl {:.3f}",
-                     i + 1, archs.size(), c.width_weight, c.predicted_ms, c.width_cuts, c.valid_ppl);
+        spdlog::info("knapsack candidate {}/{} (width weight {}{}): {:.3f} ms, {} layer parts cut, valid ppl {:.3f}", i + 1,
+                     archs.size(), c.width_weight,
+                     head_searched() ? fmt::format(", {}-bit lm_head", c.lm_head_bits) : std::string(),
+                     c.predicted_ms, c.width_cuts, c.valid_ppl);
         if (c.valid_ppl < res_.candidates[best].valid_ppl) best = i;
       }
     res_.candidates[best].chosen = true;
     res_.valid_ppl = res_.candidates[best].valid_ppl;
     res_.fit_changes = count_changes(argmax, archs[best]);
+    if (head_searched()) set_head_bits(res_.candidates[best].lm_head_bits);
     spdlog::info("knapsack: argmax architecture {:.3f} ms; the {} within the target {:.3f} ms: {:.3f} ms, {} choices "
-                 "differ from argmax",
+                 "differ from argmax{}",
                  res_.argmax_predicted_ms, archs.size() > 1 ? "best candidate" : "most likely one", res_.target_ms,
-                 res_.candidates[best].predicted_ms, res_.fit_changes);
+                 res_.candidates[best].predicted_ms, res_.fit_changes,
+                 head_searched() ? fmt::format(", {}-bit lm_head", head_bits_) : std::string());
     return archs[best];
+  }
+
+  // space.lm_head_bits is a choice of this search (not of width-only, which chooses no bits).
+  bool head_searched() const { return !c_.space.lm_head_bits.empty() && c_.mode != "width-only"; }
+  // The lm_head widths the knapsack tries: the space's when searched, else the LUT's own.
+  std::vector<int> head_options() const {
+    return head_searched() ? c_.space.lm_head_bits : std::vector<int>{lut_.lm_head_bits()};
+  }
+  // What a `bits` lm_head adds to the LUT's lm_head_bits one, which every prediction includes (ms).
+  double head_delta_ms(int bits) const {
+    if (bits == lut_.lm_head_bits()) return 0;
+    const int64_t V = base_.vocab_size, H = base_.hidden_size;
+    return (lut_.linear_us(V, H, bits, 1) - lut_.linear_us(V, H, lut_.lm_head_bits(), 1)) / 1000.0;
+  }
+  double cheapest_head_ms() const {
+    double d = 0;
+    for (int b : head_options()) d = std::min(d, head_delta_ms(b));
+    return d;
+  }
+  // The search model's lm_head (and a tied embedding: export stores one packed table) fake-quantized
+  // to `bits` as export packs it (RTN, like every option the search prices); 16: the original's.
+  void set_head_bits(int bits) {
+    if (bits == head_bits_) return;
+    auto& W = model_->weights();
+    if (!head_dense_.defined()) head_dense_ = W.lm_head->dense_weight();
+    const int g = effective_group(static_cast<int>(base_.hidden_size), c_.space.group_size);
+    const at::Tensor w =
+        bits == 16 ? head_dense_ : fake_quantize(head_dense_.to(at::kFloat), bits, g).to(head_dense_.scalar_type());
+    W.lm_head = std::make_shared<DenseLinear>(w);
+    if (base_.tie_word_embeddings) W.embed = w;
+    head_bits_ = bits;
   }
 
   // arch.json and summary.json.
@@ -484,6 +546,7 @@ class Search {
                      {"fit_target_changes", res_.fit_changes},
                      {"knapsack_candidates", candidates_json()},
                      {"sensitivity_passes", passes_json()},
+                     {"lm_head_bits", res_.arch.lm_head_bits},
                      {"predicted_size_bytes", res_.arch.predicted_size_bytes},
                      {"original_size_bytes", lut_.weight_bytes(uniform_arch(base_, 16, c_.space.group_size))},
                      {"original_valid_ppl", res_.original_valid_ppl},
@@ -508,6 +571,7 @@ class Search {
     ojson a = ojson::array();
     for (const auto& c : res_.candidates)
       a.push_back({{"width_weight", c.width_weight},
+                   {"lm_head_bits", c.lm_head_bits},
                    {"predicted_ms", c.predicted_ms},
                    {"width_cuts", c.width_cuts},
                    {"valid_ppl", c.valid_ppl},
@@ -826,6 +890,8 @@ class Search {
   std::unique_ptr<Supernet> net_;
   bool cache_teacher_ = false;
   std::vector<at::Tensor> teach_train_, teach_valid_;
+  int head_bits_ = 16;       // the search model's lm_head as set_head_bits left it (16: the original's)
+  at::Tensor head_dense_;    // the original lm_head weight, once set_head_bits replaced it
 };
 
 }  // namespace

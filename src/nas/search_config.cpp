@@ -203,6 +203,16 @@ SearchConfig parse_search_config(const std::string& text, const std::string& whe
   for (const auto& o : c.space.overrides) all = all && has_bits(o.second);
   if (c.target_relative_bits > 0 && !all)
     fail("{}.target.relative_to: uniform:{} is not one of the space's bits", where, c.target_relative_bits);
+  // The lm_head's bits are chosen among the knapsack's scored candidates (nas/search.h); the LUT
+  // prices them against its own lm_head, so that one must be a choice.
+  const auto& hb = c.space.lm_head_bits;
+  if (!hb.empty() && std::find(hb.begin(), hb.end(), c.lut_lm_head_bits) == hb.end())
+    fail("{}.lut_settings.lm_head_bits: {} is not one of space.lm_head_bits [{}]", where, c.lut_lm_head_bits,
+         fmt::join(hb, ", "));
+  if (!hb.empty() && c.discretize != "knapsack")
+    fail("{}.space.lm_head_bits: the lm_head is chosen among the knapsack's candidates; needs \"discretize\": "
+         "\"knapsack\"",
+         where);
   return c;
 }
 

@@ -6,7 +6,7 @@
 // {"model", "machine", "threads", "date", "config": {...sweep settings...},
 //  "points": [{"name", "method", "bits" | "target_ms", "arch", "recreate", "decode_ms", "predicted_decode_ms",
 //              "prefill_tok_s", "acc_avg", "acc_stderr", "tasks": {task: {"acc", "acc_norm", "n"}},
-//              "wikitext2_ppl", "bytes", "samples" (the eval's per-document file, else eval-docs.json, or null),
+//              "wikitext2_ppl", "bytes", "lm_head_bits", "samples" (the eval's per-document file, else eval-docs.json, or null),
 //              "same_arch_as" (only where the sweep shared another point's results: same architecture),
 //              "timing_export": true (only where sweep --rebench timed a stand-in export: see run.cpp)}],
 //  "rebench": {"rounds", "points", "luts", "timing_exports"}     // only after sweep --rebench
@@ -122,6 +122,7 @@ json point_json(const SweepConfig& c, const SweepOptions& o, const Point& p) {
     arch = copy;
   }
   r["arch"] = arch;
+  r["lm_head_bits"] = point_lm_head_bits(c, arch);
   std::vector<std::string> cmd = export_args(c, p, arch, "$OUT");
   cmd.insert(cmd.begin(), "llmcompress");
   std::string rec = shell_quote_command(cmd);

@@ -19,6 +19,7 @@
 #include "llmc/core/files.h"
 #include "llmc/core/json_file.h"
 #include "llmc/core/process.h"
+#include "llmc/model/arch.h"
 #include "llmc/nas/search_config.h"
 #include "llmc/sweep/sweep.h"
 #include "sweep_internal.h"
@@ -81,12 +82,20 @@ std::vector<Point> study_points(const SweepConfig& c, const std::vector<double>&
   return out;
 }
 
+int point_lm_head_bits(const SweepConfig& c, const std::string& arch) {
+  if (arch.rfind("uniform:", 0) == 0 || !file_exists(arch)) return c.lm_head_bits;
+  const int chosen = read_arch(arch).lm_head_bits;
+  return chosen ? chosen : c.lm_head_bits;
+}
+
 // The export command of a point, with `out` as its --out (the report's "recreate" uses "$OUT").
 std::vector<std::string> export_args(const SweepConfig& c, const Point& p, const std::string& arch,
                                      const std::string& out) {
+  // --lm-head-bits says what export will do: an arch that chose its lm_head overrides the flag anyway.
   std::vector<std::string> a = {"--threads", std::to_string(c.threads), "export", "--model", c.model, "--arch", arch,
                                 "--out", out, "--quant", p.quant, "--group-size", std::to_string(c.group_size),
-                                "--lm-head-bits", std::to_string(c.lm_head_bits), "--dense-dtype", c.dense_dtype};
+                                "--lm-head-bits", std::to_string(point_lm_head_bits(c, arch)), "--dense-dtype",
+                                c.dense_dtype};
   if ((!p.mode.empty() || p.finetune) && c.finetune_steps > 0) {
     a.insert(a.end(), {"--finetune-steps", std::to_string(c.finetune_steps)});
     if (c.distill) a.push_back("--distill");

@@ -26,5 +26,7 @@ std::vector<Point> study_points(const SweepConfig& c, const std::vector<double>&
 std::vector<std::string> export_args(const SweepConfig& c, const Point& p, const std::string& arch,
                                      const std::string& out);
 std::string arch_of(const std::string& out, const Point& p);  // uniform:B or the search's arch.json
+// The lm_head's bits of a point's export: the arch's choice (space.lm_head_bits) or export.lm_head_bits.
+int point_lm_head_bits(const SweepConfig& c, const std::string& arch);
 
 }  // namespace llmc::sweep

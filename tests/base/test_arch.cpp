@@ -60,4 +60,15 @@ TEST(Arch, Errors) {
   EXPECT_NE(error_of(with("\"llmcompress-arch\"", "\"x\"")).find("format"), std::string::npos);
   EXPECT_NE(error_of(with("\"group_size\": 128", "\"group_size\": \"a\"")).find("mistyped"), std::string::npos);
   EXPECT_NE(error_of("[").find("not valid JSON"), std::string::npos);
+  EXPECT_NE(error_of(with("\"group_size\": 128", "\"group_size\": 128, \"lm_head_bits\": 3")).find("lm_head_bits 3"),
+            std::string::npos);
+}
+
+// lm_head_bits: written only when chosen, read back.
+TEST(Arch, LmHeadBits) {
+  Arch a = uniform_arch(base(), 4, 128);
+  EXPECT_EQ(arch_to_json(a).find("lm_head_bits"), std::string::npos);
+  EXPECT_EQ(arch_from_json(arch_to_json(a), "x").lm_head_bits, 0);
+  a.lm_head_bits = 4;
+  EXPECT_EQ(arch_from_json(arch_to_json(a), "x").lm_head_bits, 4);
 }

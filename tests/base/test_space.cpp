@@ -58,3 +58,19 @@ TEST(SearchSpace, Errors) {
   EXPECT_NE(error_of(R"({"layers":{"x":{}}})").find("not a layer index"), std::string::npos);
   EXPECT_NE(error_of(R"({"layers":{"1":{"group_size":32}}})").find("unknown key"), std::string::npos);
 }
+
+// lm_head_bits: sorted and distinct; in the canonical JSON (and so the hash) only when given, so the
+// spaces written before the key hash as they did; per-layer it is not a key.
+TEST(SearchSpace, LmHeadBits) {
+  auto s = parse_search_space(R"({"bits":[4,8],"lm_head_bits":[8,4,8]})", "x");
+  EXPECT_EQ(s.lm_head_bits, (std::vector<int>{4, 8}));
+  EXPECT_EQ(parse_search_space(s.canonical_json(), "y").lm_head_bits, s.lm_head_bits);
+  const auto plain = parse_search_space(R"({"bits":[4,8]})", "z");
+  EXPECT_TRUE(plain.lm_head_bits.empty());
+  EXPECT_EQ(plain.canonical_json().find("lm_head"), std::string::npos);
+  EXPECT_NE(shapes_hash(smol(), s), shapes_hash(smol(), plain));
+  EXPECT_NE(error_of(R"({"lm_head_bits":[3]})").find("space.json.lm_head_bits: 3 is not one of 4, 8, 16"),
+            std::string::npos);
+  EXPECT_NE(error_of(R"({"lm_head_bits":[]})").find("non-empty array"), std::string::npos);
+  EXPECT_NE(error_of(R"({"layers":{"1":{"lm_head_bits":[4]}}})").find("unknown key"), std::string::npos);
+}

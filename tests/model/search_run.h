@@ -12,6 +12,7 @@
 #include "llmc/core/files.h"
 #include "llmc/core/paths.h"
 #include "llmc/latency/lut.h"
+#include "llmc/latency/space.h"
 #include "llmc/model/config.h"
 #include "llmc/nas/search.h"
 
@@ -29,8 +30,10 @@ class SearchRun : public ::testing::Test {
   static void TearDownTestSuite() { std::system(("rm -rf " + dir()).c_str()); }
   // A LUT for stories260K with synthetic, strictly monotone times (real measurements of such tiny
   // shapes tie within noise, which would make "the fastest architecture" ambiguous).
-  static std::string lut_path(const SearchSpace& space) {
-    const std::string p = dir() + "/lut.json";
+  // One file per space (and lm_head width): `lut_lm_head_bits` is the table's own lm_head.
+  static std::string lut_path(const SearchSpace& space, int lut_lm_head_bits = 16) {
+    const std::string p = dir() + "/lut-" + shapes_hash(load_hf_config(stories() + "/config.json"), space) + "-" +
+                          std::to_string(lut_lm_head_bits) + ".json";
     if (file_exists(p)) return p;
     auto cfg = load_hf_config(stories() + "/config.json");
     LutOptions lo;
@@ -38,6 +41,7 @@ class SearchRun : public ::testing::Test {
     lo.repeats = 1;
     lo.progress = false;
     lo.min_sample_us = 0;
+    lo.lm_head_bits = lut_lm_head_bits;
     auto j = nlohmann::json::parse(build_lut_json(cfg, space, lo));
     for (auto& e : j["linears"])
       e["us"] = 1e-3 * e["N"].get<double>() * e["K"].get<double>() * (e["bits"].get<double>() + 1);
@@ -45,13 +49,17 @@ class SearchRun : public ::testing::Test {
     write_file_atomic(p, j.dump());
     return p;
   }
-  SearchConfig config(const std::string& extra_schedule, const std::string& target = R"({"fraction":0.5})") {
-    const std::string space = R"({"kv_group_fractions":[1.0,0.5],"mlp_width_fractions":[1.0,0.5],"bits":[2,4,16],"group_size":32})";
+  static constexpr const char* kSpace =
+      R"({"kv_group_fractions":[1.0,0.5],"mlp_width_fractions":[1.0,0.5],"bits":[2,4,16],"group_size":32})";
+  // `space`: the search space's JSON; `lut_lm_head_bits`: lut_settings.lm_head_bits (and the LUT's).
+  SearchConfig config(const std::string& extra_schedule, const std::string& target = R"({"fraction":0.5})",
+                      const std::string& space = kSpace, int lut_lm_head_bits = 16) {
     const std::string text = R"({"model":")" + stories() + R"(","data":{"sources":["text:)" + data_file() +
                              R"("],"seq_len":32,"batch_size":4,
                              "train_sequences":8,"valid_sequences":8},"space":)" + space +
-                             R"(,"lut":")" + lut_path(parse_search_space(space, "s")) + R"(","target":)" + target +
-                             R"(,"schedule":{)" + extra_schedule + "}}";
+                             R"(,"lut":")" + lut_path(parse_search_space(space, "s"), lut_lm_head_bits) +
+                             R"(","lut_settings":{"lm_head_bits":)" + std::to_string(lut_lm_head_bits) +
+                             R"(},"target":)" + target + R"(,"schedule":{)" + extra_schedule + "}}";
     return parse_search_config(text, "test-config.json", "/");
   }
   // The knapsack on the sensitivity prior, no gradient step, at `fraction` ("0.5") of the original;

@@ -226,6 +226,32 @@ TEST(Export, GptqBeatsRtnLayerwise) {
   }
 }
 
+// GPTQ quantizes a packed lm_head too, on the final-norm outputs of the calibration set: its
+// relative output error there is below RTN's at 4 bits (tied embedding: the table both use).
+TEST(Export, GptqLmHeadBeatsRtn) {
+  auto c = cfg3();
+  c.tie_word_embeddings = true;
+  auto m = test::random_llama(c, 8);
+  const at::Tensor calib = some_tokens(16, 32, c.vocab_size, 10);
+  Arch a = uniform_arch(c, 8, 32);
+  double err[2];
+  int i = 0;
+  for (const char* method : {"rtn", "gptq"}) {
+    auto sub = discretize(*m, a);
+    QuantizeOptions qo;
+    qo.method = method;
+    qo.group_size = 32;
+    qo.lm_head_bits = 4;
+    const auto rep = quantize_model(*sub, a, qo, calib);
+    ASSERT_TRUE(sub->weights().lm_head->is_packed()) << method;
+    EXPECT_TRUE(at::equal(sub->weights().embed, sub->weights().lm_head->dense_weight())) << method;
+    err[i++] = rep.lm_head_rel_err;
+  }
+  EXPECT_GT(err[0], 0);
+  EXPECT_LT(err[1], 0.9 * err[0]) << "gptq " << err[1] << " rtn " << err[0];
+  RecordProperty("lm_head_4bit_gptq_over_rtn", std::to_string(err[1] / err[0]));
+}
+
 // model.safetensors holds exactly the bytes the bit accounting predicts.
 TEST(Export, SafetensorsSizeMatchesBitAccounting) {
   auto c = cfg3();
@@ -492,6 +518,24 @@ TEST(ExportCli, Stories260KEndToEnd) {
     r = run_cli("eval --dtype bfloat16 --tasks text:" + text + " --limit 1 --output " + res + " --model " + out);
     ASSERT_EQ(r.code, 0) << r.out;
     EXPECT_EQ(nlohmann::json::parse(read_text_file(res))["config"]["dtype"], "float32");
+  }
+}
+
+// An arch that chose its lm_head (search with space.lm_head_bits) is exported with that lm_head,
+// whatever --lm-head-bits says; an arch without one takes the flag. The folder's arch.json records it.
+TEST(ExportCli, ArchLmHeadBitsOverrideTheFlag) {
+  if (!dir_exists(stories())) GTEST_SKIP() << "no " << stories();
+  TempDir d;
+  Arch a = uniform_arch(load_hf_config(stories() + "/config.json"), 4, 64);
+  a.lm_head_bits = 4;
+  write_arch(a, d.path + "/arch.json");
+  for (const auto& [arch, head] : {std::pair<std::string, int>{d.path + "/arch.json", 4}, {"uniform:4", 8}}) {
+    const std::string out = d.path + "/h" + std::to_string(head);
+    CliRun r = run_cli("export --model " + stories() + " --arch " + arch + " --quant rtn --lm-head-bits 8 --out " + out);
+    ASSERT_EQ(r.code, 0) << r.out;
+    EXPECT_EQ(nlohmann::json::parse(read_text_file(out + "/config.json"))["llmc_format"]["lm_head_bits"], head);
+    EXPECT_EQ(nlohmann::json::parse(read_text_file(out + "/export_report.json"))["quant"]["lm_head_bits"], head);
+    EXPECT_EQ(read_arch(out + "/arch.json").lm_head_bits, head);
   }
 }
 

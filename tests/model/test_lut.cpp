@@ -184,6 +184,49 @@ TEST(Lut, Predict16BitSlowerThan4Bit) {
   EXPECT_EQ(arch_weight_bytes(a4), q4 + rest);
 }
 
+// space.lm_head_bits: one linear entry per lm_head width (M 1 whatever the token counts); an arch
+// with another lm_head than the table's is priced by the difference of the two entries.
+TEST(Lut, PricesTheLmHeadChoices) {
+  const ModelConfig m = test::tiny_config();  // vocab 50, hidden 32
+  SearchSpace s = parse_search_space(R"({"kv_group_fractions": [1.0], "mlp_width_fractions": [1.0], "bits": [4, 8],
+                                         "group_size": 32, "lm_head_bits": [4, 8]})",
+                                     "head space");
+  int heads = 0;
+  for (const auto& e : lut_linear_shapes(m, s, {1, 4}))
+    if (e.N == 50 && e.K == 32) {
+      EXPECT_EQ(e.M, 1);
+      EXPECT_EQ(e.group, 32);
+      ++heads;
+    }
+  EXPECT_EQ(heads, 2);
+  LutOptions o = fast_options();
+  o.lm_head_bits = 8;
+  const std::string text = build_lut_json(m, s, o);
+  const LatencyTable t = LatencyTable::parse(text, "head.lut");
+  EXPECT_TRUE(t.times_lm_head(4));
+  EXPECT_TRUE(t.times_lm_head(8));
+  EXPECT_FALSE(t.times_lm_head(16));
+  Arch a = uniform_arch(m, 4, 32);
+  const double own = t.predict_ms(a, 1);  // lm_head_bits 0: the table's 8-bit head
+  a.lm_head_bits = 8;
+  EXPECT_EQ(t.predict_ms(a, 1), own);
+  a.lm_head_bits = 4;
+  EXPECT_NEAR(t.predict_ms(a, 4) - t.predict_ms(uniform_arch(m, 4, 32), 4),
+              (t.linear_us(50, 32, 4, 1) - t.linear_us(50, 32, 8, 1)) / 1000, 1e-12);
+  a.lm_head_bits = 16;
+  EXPECT_NE(error_of([&] { t.predict_ms(a, 1); }).find("16-bit lm_head; this LUT times lm_head_bits 8 and [4, 8]"),
+            std::string::npos);
+  // The table's own lm_head must be one of the choices, when building and when reading.
+  o.lm_head_bits = 16;
+  EXPECT_NE(error_of([&] { build_lut_json(m, s, o); }).find("--lm-head-bits 16 is not one of the space's"),
+            std::string::npos);
+  json j = json::parse(text);
+  j["lm_head_bits"] = 16;
+  EXPECT_NE(error_of([&] { LatencyTable::parse(j.dump(), "edited.lut"); })
+                .find("edited.lut: lm_head_bits 16 is not one of space.lm_head_bits [4, 8]"),
+            std::string::npos);
+}
+
 // The timing schedule: by default one sample of every entry per pass (each sample meets the machine
 // in another state), and every sample lasts at least min_sample_us, however short the call.
 TEST(Lut, OneSamplePerPassAndLongEnoughSamples) {

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <set>
 
 #include "llmc/core/error.h"
 #include "llmc/core/files.h"
@@ -264,6 +265,71 @@ TEST_F(SearchRun, TargetRelativeToUniformBits) {
   EXPECT_NEAR(r.target_ms, 0.9 * u4, 1e-9 * u4);
   EXPECT_LT(r.target_ms, 0.9 * r.original_ms);  // not the original's fraction
   EXPECT_LE(r.predicted_ms, r.target_ms);
+}
+
+// space.lm_head_bits: the lm_head's bits are a choice. One knapsack per lm_head width at the target
+// less that head's LUT cost; each candidate scored with its head fake-quantized. A target only a
+// 4-bit lm_head reaches gets one (and meets it); a loose one keeps the lowest valid perplexity.
+TEST_F(SearchRun, LmHeadBitsAreAChoice) {
+  const std::string space =
+      R"({"kv_group_fractions":[1.0,0.5],"mlp_width_fractions":[1.0,0.5],"bits":[2,4,16],"group_size":32,
+          "lm_head_bits":[4,16]})";
+  const std::string sched = R"("steps":0,"distill":true,"init":"sensitivity","discretize":"knapsack")";
+  const ModelConfig base = load_hf_config(stories() + "/config.json");
+  const LatencyTable lut = LatencyTable::load(config(sched, R"({"fraction":0.5})", space).lut);
+  // The fastest architecture (half widths, 2 bits) with each lm_head.
+  Arch fastest = uniform_arch(base, 2, 32);
+  const SearchSpace sp = parse_search_space(space, "s");
+  for (size_t l = 0; l < fastest.layers.size(); ++l)
+    fastest.layers[l].kv_heads = sp.kv_choices(base, l).back(), fastest.layers[l].mlp_channels = sp.mlp_choices(base, l).back();
+  fastest.lm_head_bits = 16;
+  const double f16 = lut.predict_ms(fastest, 1);
+  fastest.lm_head_bits = 4;
+  const double f4 = lut.predict_ms(fastest, 1);
+  ASSERT_LT(f4, f16);
+  // predict_ms prices the 4-bit head by its own entry, in place of the table's 16-bit one.
+  EXPECT_NEAR(f16 - f4, (lut.linear_us(512, 64, 16, 1) - lut.linear_us(512, 64, 4, 1)) / 1000, 1e-9);
+
+  SearchOptions o;
+  o.progress = false;
+  o.out_dir = dir() + "/head-tight";
+  const double tight = 0.5 * (f4 + f16);
+  const auto r = run_search(config(sched, fmt::format(R"({{"ms":{}}})", tight), space), o);
+  EXPECT_EQ(r.arch.lm_head_bits, 4);
+  EXPECT_LE(r.predicted_ms, tight * (1 + 1e-12));
+  EXPECT_NEAR(r.predicted_ms, lut.predict_ms(r.arch, 1), 1e-9);
+  for (const auto& k : r.candidates) EXPECT_EQ(k.lm_head_bits, 4) << "a 16-bit head cannot meet the target";
+  EXPECT_EQ(read_arch(o.out_dir + "/arch.json").lm_head_bits, 4);
+  EXPECT_EQ(nlohmann::json::parse(read_text_file(o.out_dir + "/summary.json"))["lm_head_bits"], 4);
+
+  o.out_dir = dir() + "/head-loose";
+  const auto q = run_search(config(sched, R"({"fraction":0.9})", space), o);
+  std::set<int> heads;
+  double best = 1e300;
+  for (const auto& k : q.candidates) heads.insert(k.lm_head_bits), best = std::min(best, k.valid_ppl);
+  EXPECT_EQ(heads, (std::set<int>{4, 16}));
+  for (const auto& k : q.candidates)
+    if (k.chosen) {
+      EXPECT_EQ(k.valid_ppl, best);
+      EXPECT_EQ(k.lm_head_bits, q.arch.lm_head_bits);
+      EXPECT_EQ(k.valid_ppl, q.valid_ppl);
+    }
+  EXPECT_LE(q.predicted_ms, q.target_ms * (1 + 1e-12));
+
+  // Without the LUT's own lm_head among the choices, or without the knapsack: one-line errors.
+  auto parse_error = [](const std::string& lut_settings, const std::string& schedule) {
+    return test::error_of([&] {
+      parse_search_config(R"({"model":"m","space":{"lm_head_bits":[4,16]},"lut_settings":)" + lut_settings +
+                              R"(,"schedule":)" + schedule + "}",
+                          "c.json", "/");
+    });
+  };
+  EXPECT_EQ(parse_error(R"({"lm_head_bits":16})", R"({"discretize":"knapsack"})"), "");
+  EXPECT_NE(parse_error(R"({"lm_head_bits":8})", R"({"discretize":"knapsack"})")
+                .find("c.json.lut_settings.lm_head_bits: 8 is not one of space.lm_head_bits [4, 16]"),
+            std::string::npos);
+  EXPECT_NE(parse_error(R"({"lm_head_bits":16})", R"({"discretize":"argmax"})").find("needs \"discretize\""),
+            std::string::npos);
 }
 
 // schedule.steps 0: no gradient step; the knapsack runs on the sensitivity prior as it is, which is

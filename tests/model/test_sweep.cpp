@@ -18,6 +18,9 @@
 #include "llmc/core/files.h"
 #include "llmc/core/paths.h"
 #include "llmc/core/process.h"
+#include "llmc/latency/lut.h"
+#include "llmc/model/arch.h"
+#include "llmc/model/config.h"
 #include "llmc/sweep/sweep.h"
 
 using namespace llmc;
@@ -603,6 +606,61 @@ TEST(Sweep, UnreachableTargetIsReportedNotFatal) {
                   ["predicted"]["lut"],
               out + "/lut-rebench-r" + std::to_string(r) + ".json");
   EXPECT_EQ(json::parse(read_text_file(out + "/report.json"))["points"][0]["decode_ms"].get<double>(), lo);
+}
+
+// space.lm_head_bits: a search point whose arch chose a 4-bit lm_head (a target only that reaches,
+// on a table with synthetic monotone times) is exported with it although export.lm_head_bits is 8,
+// benched against the table, and reported with it (point and recreate command).
+TEST(Sweep, SearchedLmHeadIsExportedBenchedAndReported) {
+  if (!dir_exists(stories())) GTEST_SKIP() << "no " << stories();
+  Study s("head");
+  json sc = json::parse(read_text_file(s.dir + "/search.json"));
+  sc["space"]["lm_head_bits"] = {4, 8};
+  sc["lut_settings"]["lm_head_bits"] = 8;
+  sc["schedule"] = {{"steps", 0}, {"distill", true}, {"init", "sensitivity"}, {"discretize", "knapsack"}};
+  write_file_atomic(s.dir + "/search.json", sc.dump(1));
+  const ModelConfig cfg = load_hf_config(stories() + "/config.json");
+  const SearchSpace space = parse_search_space(sc["space"].dump(), "space");
+  LutOptions lo;
+  lo.tokens = {1};
+  lo.context = 32;
+  lo.lm_head_bits = 8;
+  lo.repeats = 1;
+  lo.min_sample_us = 0;
+  lo.progress = false;
+  json lut = json::parse(build_lut_json(cfg, space, lo));
+  for (auto& e : lut["linears"])
+    e["us"] = 1e-3 * e["N"].get<double>() * e["K"].get<double>() * (e["bits"].get<double>() + 1);
+  write_file_atomic(s.dir + "/lut.json", lut.dump());
+  const LatencyTable t = LatencyTable::load(s.dir + "/lut.json");
+  Arch fastest = uniform_arch(cfg, 2, 64);
+  for (size_t l = 0; l < fastest.layers.size(); ++l)
+    fastest.layers[l].kv_heads = space.kv_choices(cfg, l).back(),
+    fastest.layers[l].mlp_channels = space.mlp_choices(cfg, l).back();
+  const double f8 = t.predict_ms(fastest, 1);
+  fastest.lm_head_bits = 4;
+  const double target = 0.5 * (f8 + t.predict_ms(fastest, 1));
+  json j = small_sweep(s.dir + "/lut.json");
+  j["export"]["lm_head_bits"] = 8;
+  j["baselines"] = {{"rtn", {8}}};
+  j["targets"] = {{"ms", {target}}};
+  j["eval"] = {{"tasks", "arc_easy"}, {"limit", 2}};
+  const std::string out = s.dir + "/out";
+  ASSERT_EQ(run_process({LLMC_CLI, "sweep", "--config", s.sweep(j), "--out", out}, s.dir + "/sweep.log").exit_code, 0)
+      << read_text_file(s.dir + "/sweep.log");
+  const json rep = json::parse(read_text_file(out + "/report.json"));
+  ASSERT_EQ(rep["points"].size(), 2u);
+  const json& base = rep["points"][0];
+  const json& joint = rep["points"][1];
+  EXPECT_EQ(base["lm_head_bits"], 8);
+  EXPECT_EQ(joint["lm_head_bits"], 4);
+  EXPECT_NE(joint["recreate"].get<std::string>().find("--lm-head-bits 4"), std::string::npos) << joint["recreate"];
+  const std::string pt = out + "/points/" + joint["name"].get<std::string>();
+  EXPECT_EQ(json::parse(read_text_file(pt + "/export/config.json"))["llmc_format"]["lm_head_bits"], 4);
+  EXPECT_EQ(read_arch(pt + "/export/arch.json").lm_head_bits, 4);
+  // The bench priced the 4-bit lm_head from the table: its prediction is the arch's.
+  EXPECT_NEAR(joint["predicted_decode_ms"].get<double>(), t.predict_ms(read_arch(pt + "/search/arch.json"), 1), 1e-9);
+  EXPECT_LE(joint["predicted_decode_ms"].get<double>(), target * (1 + 1e-12));
 }
 
 // --points runs only the named search points; a changed base search config is refused until

@@ -16,7 +16,7 @@ struct QuantizeOptions {
   std::string method = "rtn";  // rtn | gptq
   int group_size = 128;        // requested group (clipped per linear by effective_group)
   double damp = 0.01;          // GPTQ dampening (fraction of mean diag(H))
-  int lm_head_bits = 16;       // 16: dense (exact); 8 or 4: RTN-packed lm_head
+  int lm_head_bits = 16;       // 16: dense (exact); 8 or 4: packed by the method (GPTQ: on the final-norm outputs)
   int64_t chunk = 8;           // calibration sequences per forward chunk
   // Packed linears (and a packed lm_head) are quantized GGUF-exactly (quant.h,
   // quantize_rtn_fp16_offsets): 2/3/4 bits with fp16 offsets (bit-exact Q4_1), 8 bits
@@ -41,6 +41,8 @@ struct QuantizeReport {
   std::string method;
   std::vector<LinearQuantStat> linears;  // empty for RTN without calibration data
   double seconds = 0;
+  // GPTQ with a packed lm_head: its relative output error on calibration positions (-1: not measured).
+  double lm_head_rel_err = -1;
   // Mean rel_err over the linears with bits < 16 (-1 when there are none / no calibration).
   double mean_rel_err(int bits = 0) const;
 };

@@ -35,7 +35,9 @@
 //   layer_fixed attn_us: input RMSNorm + residual add; mlp_us: post-attention RMSNorm, SwiGLU
 //               (at the full MLP width: an upper bound for narrower layers) and residual add.
 //   model_fixed embedding rows, final RMSNorm and lm_head (vocab x hidden at lm_head_bits) for the
-//               last position only (what prefill and decode compute).
+//               last position only (what prefill and decode compute). With space.lm_head_bits, the
+//               lm_head at each of those bits is also a linear entry (M 1): an arch with another
+//               lm_head width is priced model_fixed - lm_head(lm_head_bits) + lm_head(its bits).
 #include <cstdint>
 #include <map>
 #include <string>
@@ -205,6 +207,9 @@ class LatencyTable {
   int threads() const { return threads_; }
   int64_t context() const { return context_; }
   int lm_head_bits() const { return lm_head_bits_; }
+  // Whether it prices a `bits` lm_head: lm_head_bits(), or one of space().lm_head_bits (each has a
+  // linear entry (vocab, hidden, bits, M 1); predict_ms adds its difference to the lm_head_bits one).
+  bool times_lm_head(int bits) const;
   const std::vector<int64_t>& tokens() const { return tokens_; }
   const ModelConfig& model() const { return model_; }
   const SearchSpace& space() const { return space_; }

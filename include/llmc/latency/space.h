@@ -7,7 +7,9 @@
 //   "bits": [2, 3, 4, 8, 16],                        // weight bits per linear (16 = dense)
 //   "group_size": 128,                               // quantization group (32, 64, 128)
 //   "width_multiple": 32,                            // MLP widths are rounded to this multiple
-//   "layers": {"0": {"kv_group_fractions": [1.0]}, "29": {"bits": [4, 8, 16]}}   // per-layer overrides
+//   "layers": {"0": {"kv_group_fractions": [1.0]}, "29": {"bits": [4, 8, 16]}},  // per-layer overrides
+//   "lm_head_bits": [4, 8]                           // the lm_head's bits as a choice too (default:
+//                                                    // none, the lm_head stays at lut_settings.lm_head_bits)
 // }
 // Every key is optional (defaults above); unknown keys are errors.
 #include <cstdint>
@@ -29,6 +31,9 @@ struct SearchSpace {
   std::vector<std::pair<int64_t, LayerSpace>> overrides;  // layer index -> its space
   int group_size = 128;
   int width_multiple = 32;
+  // The lm_head's bit widths the search chooses among (increasing; 16, 8, 4 as export --lm-head-bits);
+  // empty: not a choice. A model-level choice, decided at discretization (nas/search.h).
+  std::vector<int> lm_head_bits;
 
   const LayerSpace& layer(int64_t l) const;
   // Concrete choices for layer l of `model`, distinct and in decreasing order (index 0 = widest).

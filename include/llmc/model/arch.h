@@ -6,6 +6,8 @@
 //   "format": "llmcompress-arch", "version": 1,
 //   "model": {"hidden_size", "intermediate_size", "num_layers", "num_heads", "num_kv_heads", "head_dim", "vocab_size"},
 //   "group_size": 128,                       // requested quantization group (clipped per linear, see quant.h)
+//   "lm_head_bits": 4,                       // optional: the lm_head's bits when the search chose them
+//                                            // (export then ignores --lm-head-bits)
 //   "layers": [{
 //       "kv_heads": 2,                       // KV groups kept (each carries num_heads/num_kv_heads query heads)
 //       "mlp_channels": 1024,                // MLP intermediate channels kept
@@ -49,6 +51,7 @@ struct LayerArch {
 struct Arch {
   ModelConfig base;  // the original model's shapes (only the fields listed above are stored)
   int group_size = 128;
+  int lm_head_bits = 0;  // 16, 8 or 4 when chosen (space.lm_head_bits); 0: export --lm-head-bits decides
   std::vector<LayerArch> layers;
   double predicted_latency_ms = -1;
   int64_t predicted_tokens = 1;

@@ -73,7 +73,7 @@ struct LayerPlan {
 
 struct PlanOptions {
   int dense_bytes = 4;    // bytes per weight of 16-bit linears and the embedding (fp32 4, bf16 2)
-  int lm_head_bits = 16;  // export --lm-head-bits: 16 = dense
+  int lm_head_bits = 16;  // export --lm-head-bits: 16 = dense (Arch::lm_head_bits, when set, wins)
 };
 
 struct ForwardPlan {

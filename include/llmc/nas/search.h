@@ -42,6 +42,7 @@ struct SearchResult {
   // knapsack: every distinct candidate (schedule.knapsack_width_weights), in weight order.
   struct Candidate {
     double width_weight = 1, predicted_ms = 0, valid_ppl = 0;
+    int lm_head_bits = 0;  // space.lm_head_bits: this candidate's lm_head (0: not searched)
     int width_cuts = 0;  // layer parts (attention, MLP) below full width
     bool chosen = false;
   };
