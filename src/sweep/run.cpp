@@ -689,31 +689,43 @@ void rebench_sweep(const SweepConfig& c, const SweepOptions& o, int rounds) {
   write_sweep_report(c, o);
 }
 
+std::vector<std::pair<std::string, std::string>> versus_pairs(const std::vector<VersusPoint>& points) {
+  std::vector<std::pair<std::string, std::string>> pairs;  // (joint, baseline)
+  for (const VersusPoint& b : points) {
+    if (!b.baseline) continue;
+    const VersusPoint* nearest = nullptr;
+    bool any = false;
+    auto off = [](double a, double ref) { return a > 0 && ref > 0 ? std::fabs(a / ref - 1) : 1e300; };
+    for (const VersusPoint& j : points) {
+      if (j.baseline) continue;
+      if (off(j.measured_ms, b.measured_ms) <= 0.25 || off(j.predicted_ms, b.predicted_ms) <= 0.25)
+        pairs.emplace_back(j.name, b.name), any = true;
+      if (!nearest || off(j.measured_ms, b.measured_ms) < off(nearest->measured_ms, b.measured_ms)) nearest = &j;
+    }
+    if (!any && nearest) pairs.emplace_back(nearest->name, b.name);
+  }
+  return pairs;
+}
+
 void versus_sweep(const SweepConfig& c, const SweepOptions& o, int repeats) {
   LLMC_CHECK(repeats >= 2, "sweep --versus: repeats must be >= 2 (half with each model loaded first; got {})", repeats);
   require_study(o, "time");
   Manifest m(c, o.out);
   const BenchedPoints bp = benched_points(c, o, m);
-  std::vector<const Point*> baselines, joint;
-  std::map<std::string, double> ms;  // each point's decode ms (its bench.json)
+  std::vector<VersusPoint> vp;
+  std::map<std::string, const Point*> by_name;
   for (const Point& p : bp.benched) {
-    ms[p.name] = read_json_file<json>(path_join(point_dir(o.out, p.name), "bench.json")).at("decode_ms_per_token").get<double>();
-    if (p.method.rfind("uniform-", 0) == 0) baselines.push_back(&p);
-    else if (p.method == "joint") joint.push_back(&p);
+    const bool baseline = p.method.rfind("uniform-", 0) == 0;
+    if (!baseline && p.method != "joint") continue;
+    const json b = read_json_file<json>(path_join(point_dir(o.out, p.name), "bench.json"));
+    double predicted = 0;
+    if (b.contains("predicted") && b["predicted"].is_object() && b["predicted"].contains("decode_ms"))
+      predicted = b["predicted"]["decode_ms"].value("predicted", 0.0);
+    vp.push_back({p.name, baseline, b.at("decode_ms_per_token").get<double>(), predicted});
+    by_name[p.name] = &p;
   }
-  // The pairs the criterion looks at: per baseline, every joint point within 25% of its decode time,
-  // and the nearest one in any case.
   std::vector<std::pair<const Point*, const Point*>> pairs;  // (joint, baseline)
-  for (const Point* b : baselines) {
-    const Point* nearest = nullptr;
-    bool any = false;
-    auto off = [&](const Point* j) { return std::fabs(ms[j->name] / ms[b->name] - 1); };
-    for (const Point* j : joint) {
-      if (off(j) <= 0.25) pairs.emplace_back(j, b), any = true;
-      if (!nearest || off(j) < off(nearest)) nearest = j;
-    }
-    if (!any && nearest) pairs.emplace_back(nearest, b);
-  }
+  for (const auto& [j, b] : versus_pairs(vp)) pairs.emplace_back(by_name.at(j), by_name.at(b));
   LLMC_CHECK(!pairs.empty(), "{}: sweep --versus needs a benched joint point and a benched uniform baseline", o.out);
   // Timing exports only for the points that are timed.
   std::vector<Point> timed;

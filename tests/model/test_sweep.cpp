@@ -189,6 +189,19 @@ TEST(Sweep, ComparisonsPairDocumentsWhenBothHaveSamples) {
   fs::remove_all(dir);
 }
 
+// sweep --versus pairs a joint point with a baseline by measured or by predicted decode time (within
+// 25%), and a baseline with nothing near gets its nearest joint point by measured time.
+TEST(Sweep, VersusPairsByMeasuredOrPredictedTime) {
+  const std::vector<VersusPoint> pts = {{"b4", true, 5.0, 4.0},      {"j-noisy", false, 6.5, 4.2},
+                                        {"j-near", false, 5.2, 4.1}, {"j-far", false, 7.0, 6.0},
+                                        {"b16", true, 20.0, 0},      {"j-unknown", false, 9.0, 0}};
+  const std::vector<std::pair<std::string, std::string>> want = {
+      {"j-noisy", "b4"},  // 30% off by its bench, 5% by the table
+      {"j-near", "b4"},
+      {"j-unknown", "b16"}};  // nothing within 25% of b16: its nearest by measured time (no prediction)
+  EXPECT_EQ(versus_pairs(pts), want);
+}
+
 TEST(Sweep, ConfigErrorsNameTheFileAndKey) {
   if (!dir_exists(stories())) GTEST_SKIP() << "no " << stories();
   Study s("cfg");

@@ -134,8 +134,20 @@ int run_sweep(const SweepConfig& config, const SweepOptions& opts);
 // rounds >= 1.
 void rebench_sweep(const SweepConfig& config, const SweepOptions& opts, int rounds);
 
-// Times each benched joint point against the uniform baselines whose decode time it is within 25%
-// of (and against each baseline's nearest joint point in any case) with `bench --versus`: the two
+// The (joint, baseline) pairs sweep --versus times: a joint point goes with each baseline whose
+// measured decode time (bench.json) or LUT-predicted one it is within 25% of (one noisy bench must
+// not hide a point the table puts next to the baseline: the Zen 4 study's joint-t4.220 was), and
+// every baseline gets its nearest joint point by measured time in any case. predicted_ms <= 0:
+// unknown (not used). Pairs in the order of `points` (baselines outer).
+struct VersusPoint {
+  std::string name;
+  bool baseline = false;  // a uniform baseline (else a joint point)
+  double measured_ms = 0, predicted_ms = 0;
+};
+std::vector<std::pair<std::string, std::string>> versus_pairs(const std::vector<VersusPoint>& points);
+
+// Times each benched joint point against the uniform baselines versus_pairs pairs it with
+// with `bench --versus`: the two
 // exports in turn, token by token, `repeats` repeats (half with each loaded first), written to
 // DIR/points/JOINT/versus-BASELINE.json (points without an export here are timed on timing
 // exports, as --rebench does). The report's comparison of such a pair takes its decode ratio from
