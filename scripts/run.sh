@@ -7,8 +7,8 @@
 # The SmolLM2 job is sized to finish in ~15 min on a 2-core machine after the build, the searched
 # model at uniform 4-bit's LUT latency (equal-latency comparison on any machine): the quick search
 # config (configs/smollm2-135m-quick.json: the measured KL of every single option, then the knapsack
-# at the target with three width weights, each candidate scored on the valid split, no gradient
-# steps, no 2-bit; docs/results/smollm2-135m/README.md says why) and 50
+# at the target with three width weights and a 4- or 8-bit lm_head, each candidate scored on the
+# valid split, no gradient steps, no 2-bit; docs/results/smollm2-135m/README.md says why) and 50
 # documents per task (the reasoning average carries +-0.03 stderr). The full study, 500 documents
 # per task and WikiText-2, is `llmcompress sweep` (README, docs/results/).
 set -euo pipefail
@@ -27,7 +27,8 @@ if [ "$which" = "smollm2" ] && ! "$root/scripts/get-model.sh" smollm2-135m; then
   echo "run.sh: SmolLM2 unavailable, using stories260K" >&2
   which=stories260k
 fi
-# Export flags match the config's lut_settings.lm_head_bits, so the LUT predicts the exported model.
+# Export flags match the config's lut_settings.lm_head_bits, so the LUT predicts the exported model
+# (the searched one takes the lm_head its arch.json chose: space.lm_head_bits).
 case "$which" in
   smollm2) model="$root/models/SmolLM2-135M-Instruct.Q4_1.gguf"; config="$root/configs/smollm2-135m-quick.json"
            export_flags=(--lm-head-bits 8 --dense-dtype bfloat16) ;;

@@ -21,6 +21,8 @@
 #include "llmc/latency/lut.h"
 #include "llmc/model/arch.h"
 #include "llmc/model/config.h"
+#include "llmc/nas/search_config.h"
+#include "llmc/latency/space.h"
 #include "llmc/sweep/sweep.h"
 
 using namespace llmc;
@@ -64,6 +66,15 @@ json small_sweep(const std::string& lut = "") {
             {"eval", {{"tasks", "arc_easy"}, {"limit", 6}, {"ppl", {{"task", "wikitext2_gptq"}, {"max_length", 128}, {"limit", 4}}}}}};
   if (!lut.empty()) j["lut"] = lut;
   return j;
+}
+
+std::string test_error(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
 }
 
 std::string error_of(const std::string& path) {
@@ -200,6 +211,26 @@ TEST(Sweep, VersusPairsByMeasuredOrPredictedTime) {
       {"j-near", "b4"},
       {"j-unknown", "b16"}};  // nothing within 25% of b16: its nearest by measured time (no prediction)
   EXPECT_EQ(versus_pairs(pts), want);
+}
+
+// Every config the repository ships parses (search, sweep and space files), so a key added to one
+// (e.g. space.lm_head_bits) cannot leave another unreadable.
+TEST(Sweep, ShippedConfigsParse) {
+  int n = 0;
+  for (const auto& e : fs::directory_iterator(path_join(LLMC_SOURCE_DIR, "configs"))) {
+    if (e.path().extension() != ".json") continue;
+    const std::string p = e.path().string();
+    const json j = json::parse(read_text_file(p));
+    EXPECT_EQ(test_error([&] {
+                if (j.contains("search")) load_sweep_config(p);
+                else if (j.contains("model")) load_search_config(p);
+                else load_search_space(p);
+              }),
+              "")
+        << p;
+    ++n;
+  }
+  EXPECT_GE(n, 8);
 }
 
 TEST(Sweep, ConfigErrorsNameTheFileAndKey) {
