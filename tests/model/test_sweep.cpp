@@ -24,6 +24,7 @@
 #include "llmc/nas/search_config.h"
 #include "llmc/latency/space.h"
 #include "llmc/sweep/sweep.h"
+#include "synthetic.h"
 
 using namespace llmc;
 namespace fs = std::filesystem;
@@ -66,15 +67,6 @@ json small_sweep(const std::string& lut = "") {
             {"eval", {{"tasks", "arc_easy"}, {"limit", 6}, {"ppl", {{"task", "wikitext2_gptq"}, {"max_length", 128}, {"limit", 4}}}}}};
   if (!lut.empty()) j["lut"] = lut;
   return j;
-}
-
-std::string test_error(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
 }
 
 std::string error_of(const std::string& path) {
@@ -221,7 +213,7 @@ TEST(Sweep, ShippedConfigsParse) {
     if (e.path().extension() != ".json") continue;
     const std::string p = e.path().string();
     const json j = json::parse(read_text_file(p));
-    EXPECT_EQ(test_error([&] {
+    EXPECT_EQ(test::error_of([&] {
                 if (j.contains("search")) load_sweep_config(p);
                 else if (j.contains("model")) load_search_config(p);
                 else load_search_space(p);
