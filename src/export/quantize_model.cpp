@@ -31,6 +31,20 @@ namespace {
 enum Stage { kStageQKV, kStageO, kStageGateUp, kStageDown };
 using BeforeHook = std::function<void(int64_t layer, Stage stage, const at::Tensor& input)>;
 
+// GPTQ's H = 2/n X^T X over the rows of X (..., K).
+at::Tensor hessian_of(const at::Tensor& X) {
+  HessianAccumulator acc(X.size(-1));
+  acc.add(X);
+  return acc.hessian();
+}
+
+// A quantized linear's relative output error on X: |lin(X) - X dense^T|^2 / |X dense^T|^2.
+double rel_output_error(Linear& lin, const at::Tensor& dense, const at::Tensor& X) {
+  const at::Tensor ref = at::linear(X, dense);
+  const double den = ref.pow(2).sum().item<double>();
+  return den > 0 ? (lin.forward(X) - ref).pow(2).sum().item<double>() / den : 0.0;
+}
+
 at::Tensor apply_rope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {
   const int64_t half = x.size(-1) / 2;
   auto x1 = x.narrow(-1, 0, half), x2 = x.narrow(-1, half, half);
@@ -137,22 +151,14 @@ QuantizeReport quantize_model(Llama& m, const Arch& arch, const QuantizeOptions&
       const auto& kinds = kStageLinears[stage];
       bool any = false;
       for (int k : kinds) any = any || (arch.layers[l].bits[k] < 16 && !linear_dropped(*layer_linear(L, k)));
-      at::Tensor H;
-      if (any && gptq) {
-        HessianAccumulator acc(X.size(-1));
-        acc.add(X);
-        H = acc.hessian();
-      }
+      const at::Tensor H = any && gptq ? hessian_of(X) : at::Tensor();
       for (int k : kinds) {
         auto& lin = layer_linear(L, k);
         const int bits = arch.layers[l].bits[k];
         if (!any || bits >= 16 || linear_dropped(*lin)) continue;
         auto dense = lin->dense_weight().to(at::kFloat);
         quantize_one(lin, bits, H);
-        auto ref = at::linear(X, dense);
-        const double num = (lin->forward(X) - ref).pow(2).sum().item<double>();
-        const double den = ref.pow(2).sum().item<double>();
-        rep.linears.push_back({l, k, bits, den > 0 ? num / den : 0.0});
+        rep.linears.push_back({l, k, bits, rel_output_error(*lin, dense, X)});
       }
       if (stage == kStageDown || (stage == kStageO && c.mlp_width(l) == 0)) {
         const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_layer).count();
@@ -178,20 +184,10 @@ QuantizeReport quantize_model(Llama& m, const Arch& arch, const QuantizeOptions&
     at::Tensor X;  // (n T, hidden)
     if (head_input.defined())
       X = rms_norm(head_input, W.final_norm.to(at::kFloat), c.rms_norm_eps).reshape({-1, w.size(1)});
-    at::Tensor H;
-    if (gptq) {
-      HessianAccumulator acc(w.size(1));
-      acc.add(X);
-      H = acc.hessian();
-    }
-    quantize_one(W.lm_head, o.lm_head_bits, H);
+    quantize_one(W.lm_head, o.lm_head_bits, gptq ? hessian_of(X) : at::Tensor());
     if (X.defined()) {
       // The error on at most 1024 positions: all of them would be (n T) x vocab logits (GBs).
-      X = X.narrow(0, 0, std::min<int64_t>(X.size(0), 1024));
-      auto ref = at::linear(X, w);
-      const double num = (W.lm_head->forward(X) - ref).pow(2).sum().item<double>();
-      const double den = ref.pow(2).sum().item<double>();
-      rep.lm_head_rel_err = den > 0 ? num / den : 0.0;
+      rep.lm_head_rel_err = rel_output_error(*W.lm_head, w, X.narrow(0, 0, std::min<int64_t>(X.size(0), 1024)));
       spdlog::info("{}: lm_head quantized to {} bits (relative output error {:.3g})", o.method, o.lm_head_bits,
                    rep.lm_head_rel_err);
     }

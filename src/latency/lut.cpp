@@ -245,7 +245,7 @@ LatencyTable LatencyTable::parse(const std::string& text, const std::string& whe
   // model_fixed holds the lm_head at lm_head_bits; the other choices are priced by the difference
   // of their linear entries, so the table's own width must be one of them.
   const auto& hb = t.space_.lm_head_bits;
-  if (!hb.empty() && std::find(hb.begin(), hb.end(), t.lm_head_bits_) == hb.end())
+  if (!t.space_.allows_lut_lm_head(t.lm_head_bits_))
     fail("{}: lm_head_bits {} is not one of space.lm_head_bits [{}]", where, t.lm_head_bits_, fmt::join(hb, ", "));
   for (int b : hb)
     if (!t.find_linear_us(t.model_.vocab_size, t.model_.hidden_size, b, 1))
@@ -316,17 +316,8 @@ LatencyParts LatencyTable::predict_parts(const Arch& arch, int64_t M) const {
   po.lm_head_bits = lm_head_bits_;
   const ForwardPlan plan = forward_plan(arch, po);
   LatencyParts p;
-  p.model_fixed_us = model_fixed_us(M);  // embedding row, final norm, lm_head at lm_head_bits_
-  if (plan.lm_head.bits != lm_head_bits_) {
-    if (!times_lm_head(plan.lm_head.bits))
-      fail("{}: the arch has a {}-bit lm_head; this LUT times lm_head_bits {}{} (rebuild it with `lut --lm-head-bits "
-           "{}` or a space with lm_head_bits)",
-           where_, plan.lm_head.bits, lm_head_bits_,
-           space_.lm_head_bits.empty() ? "" : fmt::format(" and [{}]", fmt::join(space_.lm_head_bits, ", ")),
-           plan.lm_head.bits);
-    const int64_t V = model_.vocab_size, H = model_.hidden_size;
-    p.model_fixed_us += linear_us(V, H, plan.lm_head.bits, 1) - linear_us(V, H, lm_head_bits_, 1);
-  }
+  // Embedding row, final norm and the lm_head, at the arch's lm_head width.
+  p.model_fixed_us = model_fixed_us(M) + lm_head_extra_us(plan.lm_head.bits);
   const double fa = layer_fixed_attn_us(M), fm = layer_fixed_mlp_us(M);
   for (const LayerPlan& L : plan.layers) {
     if (!L.attention.empty()) {
@@ -340,6 +331,17 @@ LatencyParts LatencyTable::predict_parts(const Arch& arch, int64_t M) const {
     }
   }
   return p;
+}
+
+double LatencyTable::lm_head_extra_us(int bits) const {
+  if (bits == lm_head_bits_) return 0;
+  if (!times_lm_head(bits))
+    fail("{}: the arch has a {}-bit lm_head; this LUT times lm_head_bits {}{} (rebuild it with `lut --lm-head-bits "
+         "{}` or a space with lm_head_bits)",
+         where_, bits, lm_head_bits_,
+         space_.lm_head_bits.empty() ? "" : fmt::format(" and [{}]", fmt::join(space_.lm_head_bits, ", ")), bits);
+  const int64_t V = model_.vocab_size, H = model_.hidden_size;
+  return linear_us(V, H, bits, 1) - linear_us(V, H, lm_head_bits_, 1);
 }
 
 bool LatencyTable::times_lm_head(int bits) const {

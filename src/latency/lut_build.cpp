@@ -305,7 +305,7 @@ void check_request(const ModelConfig& model, const SearchSpace& space, const Lut
   LLMC_CHECK(valid_lm_head_bits(opts.lm_head_bits), "lut: --lm-head-bits {} (expected 16, 8 or 4, as export writes)",
              opts.lm_head_bits);
   const auto& hb = space.lm_head_bits;
-  LLMC_CHECK(hb.empty() || std::find(hb.begin(), hb.end(), opts.lm_head_bits) != hb.end(),
+  LLMC_CHECK(space.allows_lut_lm_head(opts.lm_head_bits),
              "lut: --lm-head-bits {} is not one of the space's lm_head_bits [{}] (the other widths are priced "
              "against it)",
              opts.lm_head_bits, fmt::join(hb, ", "));

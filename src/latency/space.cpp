@@ -44,6 +44,10 @@ std::vector<int64_t> SearchSpace::mlp_choices(const ModelConfig& m, int64_t l) c
   return {out.begin(), out.end()};
 }
 
+bool SearchSpace::allows_lut_lm_head(int bits) const {
+  return lm_head_bits.empty() || std::find(lm_head_bits.begin(), lm_head_bits.end(), bits) != lm_head_bits.end();
+}
+
 std::vector<int> SearchSpace::bit_choices(int64_t l) const {
   std::vector<int> b = layer(l).bits;
   std::sort(b.begin(), b.end());

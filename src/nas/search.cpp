@@ -505,12 +505,8 @@ class Search {
   std::vector<int> head_options() const {
     return head_searched() ? c_.space.lm_head_bits : std::vector<int>{lut_.lm_head_bits()};
   }
-  // What a `bits` lm_head adds to the LUT's lm_head_bits one, which every prediction includes (ms).
-  double head_delta_ms(int bits) const {
-    if (bits == lut_.lm_head_bits()) return 0;
-    const int64_t V = base_.vocab_size, H = base_.hidden_size;
-    return (lut_.linear_us(V, H, bits, 1) - lut_.linear_us(V, H, lut_.lm_head_bits(), 1)) / 1000.0;
-  }
+  // What a `bits` lm_head adds to a prediction without one (the LUT's own lm_head), ms.
+  double head_delta_ms(int bits) const { return lut_.lm_head_extra_us(bits) / 1000.0; }
   double cheapest_head_ms() const {
     double d = 0;
     for (int b : head_options()) d = std::min(d, head_delta_ms(b));

@@ -206,7 +206,7 @@ SearchConfig parse_search_config(const std::string& text, const std::string& whe
   // The lm_head's bits are chosen among the knapsack's scored candidates (nas/search.h); the LUT
   // prices them against its own lm_head, so that one must be a choice.
   const auto& hb = c.space.lm_head_bits;
-  if (!hb.empty() && std::find(hb.begin(), hb.end(), c.lut_lm_head_bits) == hb.end())
+  if (!c.space.allows_lut_lm_head(c.lut_lm_head_bits))
     fail("{}.lut_settings.lm_head_bits: {} is not one of space.lm_head_bits [{}]", where, c.lut_lm_head_bits,
          fmt::join(hb, ", "));
   if (!hb.empty() && c.discretize != "knapsack")

@@ -122,18 +122,16 @@ json point_json(const SweepConfig& c, const SweepOptions& o, const Point& p) {
     arch = copy;
   }
   r["arch"] = arch;
-  r["lm_head_bits"] = point_lm_head_bits(c, arch);
-  std::vector<std::string> cmd = export_args(c, p, arch, "$OUT");
+  const int lm_head_bits = point_lm_head_bits(c, arch);
+  r["lm_head_bits"] = lm_head_bits;
+  std::vector<std::string> cmd = export_args(c, p, arch, lm_head_bits, "$OUT");
   cmd.insert(cmd.begin(), "llmcompress");
   std::string rec = shell_quote_command(cmd);
   const auto at = rec.find("'$OUT'");  // the placeholder stays unquoted for the shell to expand
   if (at != std::string::npos) rec.replace(at, 6, "$OUT");
   r["recreate"] = rec;
   r["decode_ms"] = b.value("decode_ms_per_token", 0.0);
-  r["predicted_decode_ms"] = b.contains("predicted") && b["predicted"].is_object() &&
-                                     b["predicted"].contains("decode_ms")
-                                 ? b["predicted"]["decode_ms"].value("predicted", 0.0)
-                                 : 0.0;
+  r["predicted_decode_ms"] = bench_predicted_decode_ms(b);
   r["prefill_tok_s"] = b.value("prefill_tokens_per_s", 0.0);
   if (b.value("timing_export", false)) r["timing_export"] = true;  // sweep --rebench timed a stand-in export
   if (b.contains("rounds_decode_ms")) r["rounds_decode_ms"] = b["rounds_decode_ms"];  // per --rebench round

@@ -82,6 +82,12 @@ std::vector<Point> study_points(const SweepConfig& c, const std::vector<double>&
   return out;
 }
 
+double bench_predicted_decode_ms(const json& b) {
+  return b.contains("predicted") && b["predicted"].is_object() && b["predicted"].contains("decode_ms")
+             ? b["predicted"]["decode_ms"].value("predicted", 0.0)
+             : 0.0;
+}
+
 int point_lm_head_bits(const SweepConfig& c, const std::string& arch) {
   if (arch.rfind("uniform:", 0) == 0 || !file_exists(arch)) return c.lm_head_bits;
   const int chosen = read_arch(arch).lm_head_bits;
@@ -89,13 +95,12 @@ int point_lm_head_bits(const SweepConfig& c, const std::string& arch) {
 }
 
 // The export command of a point, with `out` as its --out (the report's "recreate" uses "$OUT").
-std::vector<std::string> export_args(const SweepConfig& c, const Point& p, const std::string& arch,
+// --lm-head-bits says what export will do: an arch that chose its lm_head overrides the flag anyway.
+std::vector<std::string> export_args(const SweepConfig& c, const Point& p, const std::string& arch, int lm_head_bits,
                                      const std::string& out) {
-  // --lm-head-bits says what export will do: an arch that chose its lm_head overrides the flag anyway.
   std::vector<std::string> a = {"--threads", std::to_string(c.threads), "export", "--model", c.model, "--arch", arch,
                                 "--out", out, "--quant", p.quant, "--group-size", std::to_string(c.group_size),
-                                "--lm-head-bits", std::to_string(point_lm_head_bits(c, arch)), "--dense-dtype",
-                                c.dense_dtype};
+                                "--lm-head-bits", std::to_string(lm_head_bits), "--dense-dtype", c.dense_dtype};
   if ((!p.mode.empty() || p.finetune) && c.finetune_steps > 0) {
     a.insert(a.end(), {"--finetune-steps", std::to_string(c.finetune_steps)});
     if (c.distill) a.push_back("--distill");
@@ -394,7 +399,8 @@ class Runner {
       }
       if (!twin.empty()) return share_results(p, twin);
     }
-    run(p.name + "/export", export_args(c_, p, arch_of(o_.out, p), exp), path_join(dir, "export.log"));
+    const std::string arch = arch_of(o_.out, p);
+    run(p.name + "/export", export_args(c_, p, arch, point_lm_head_bits(c_, arch), exp), path_join(dir, "export.log"));
     run(p.name + "/bench", bench_args(c_, dir, lut(), path_join(dir, "bench.json")), path_join(dir, "bench.log"), true);
     run(p.name + "/eval",
         {"--threads", std::to_string(c_.threads), "eval", "--model", exp, "--tasks", c_.eval_tasks, "--limit",
@@ -599,7 +605,8 @@ std::map<std::string, std::string> timing_folders(const SweepConfig& c, const Sw
     t.quant = "rtn";
     SweepConfig ct = c;
     ct.finetune_steps = 0;
-    std::vector<std::string> args = export_args(ct, t, arch_of(o.out, p), tex);
+    const std::string arch = arch_of(o.out, p);
+    std::vector<std::string> args = export_args(ct, t, arch, point_lm_head_bits(c, arch), tex);
     args.insert(args.begin(), exe);
     const std::string log = path_join(dir, "timing-export.log");
     spdlog::info("sweep: {} has no export here; timing export (RTN, no fine-tune) to {}", p.name, tex);
@@ -718,10 +725,7 @@ void versus_sweep(const SweepConfig& c, const SweepOptions& o, int repeats) {
     const bool baseline = p.method.rfind("uniform-", 0) == 0;
     if (!baseline && p.method != "joint") continue;
     const json b = read_json_file<json>(path_join(point_dir(o.out, p.name), "bench.json"));
-    double predicted = 0;
-    if (b.contains("predicted") && b["predicted"].is_object() && b["predicted"].contains("decode_ms"))
-      predicted = b["predicted"]["decode_ms"].value("predicted", 0.0);
-    vp.push_back({p.name, baseline, b.at("decode_ms_per_token").get<double>(), predicted});
+    vp.push_back({p.name, baseline, b.at("decode_ms_per_token").get<double>(), bench_predicted_decode_ms(b)});
     by_name[p.name] = &p;
   }
   std::vector<std::pair<const Point*, const Point*>> pairs;  // (joint, baseline)

@@ -23,10 +23,13 @@ std::vector<Point> baseline_points(const SweepConfig& c);
 std::vector<Point> search_points(const SweepConfig& c, const std::vector<double>& targets);
 // Every point of the study: the baselines, then the search points at `targets`.
 std::vector<Point> study_points(const SweepConfig& c, const std::vector<double>& targets);
-std::vector<std::string> export_args(const SweepConfig& c, const Point& p, const std::string& arch,
+// The export command of a point, `lm_head_bits`: point_lm_head_bits(c, arch).
+std::vector<std::string> export_args(const SweepConfig& c, const Point& p, const std::string& arch, int lm_head_bits,
                                      const std::string& out);
 std::string arch_of(const std::string& out, const Point& p);  // uniform:B or the search's arch.json
 // The lm_head's bits of a point's export: the arch's choice (space.lm_head_bits) or export.lm_head_bits.
 int point_lm_head_bits(const SweepConfig& c, const std::string& arch);
+// A bench.json's LUT-predicted decode ms (bench --lut), 0 when it has none.
+double bench_predicted_decode_ms(const nlohmann::ordered_json& bench);
 
 }  // namespace llmc::sweep

@@ -41,7 +41,7 @@ struct QuantizeReport {
   std::string method;
   std::vector<LinearQuantStat> linears;  // empty for RTN without calibration data
   double seconds = 0;
-  // GPTQ with a packed lm_head: its relative output error on calibration positions (-1: not measured).
+  // A packed lm_head's relative output error on (up to 1024) calibration positions (-1: no calibration).
   double lm_head_rel_err = -1;
   // Mean rel_err over the linears with bits < 16 (-1 when there are none / no calibration).
   double mean_rel_err(int bits = 0) const;

@@ -210,6 +210,9 @@ class LatencyTable {
   // Whether it prices a `bits` lm_head: lm_head_bits(), or one of space().lm_head_bits (each has a
   // linear entry (vocab, hidden, bits, M 1); predict_ms adds its difference to the lm_head_bits one).
   bool times_lm_head(int bits) const;
+  // What a `bits` lm_head adds to model_fixed_us, which holds the lm_head_bits() one (0 for that
+  // one; may be negative); throws naming the file unless times_lm_head(bits).
+  double lm_head_extra_us(int bits) const;
   const std::vector<int64_t>& tokens() const { return tokens_; }
   const ModelConfig& model() const { return model_; }
   const SearchSpace& space() const { return space_; }

@@ -34,6 +34,9 @@ struct SearchSpace {
   // The lm_head's bit widths the search chooses among (increasing; 16, 8, 4 as export --lm-head-bits);
   // empty: not a choice. A model-level choice, decided at discretization (nas/search.h).
   std::vector<int> lm_head_bits;
+  // Whether a table timing its lm_head at `bits` fits this space: no lm_head choice, or `bits` is one
+  // of them (the other widths are priced against the table's own).
+  bool allows_lut_lm_head(int bits) const;
 
   const LayerSpace& layer(int64_t l) const;
   // Concrete choices for layer l of `model`, distinct and in decreasing order (index 0 = widest).
