@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cmath>
@@ -446,11 +447,11 @@ class Search {
         const KnapsackResult k = knapsack_fit(lp, net_->choices(), with_head, res_.target_ms, argmax, w);
         bool seen = false;
         for (size_t i = 0; i < archs.size(); ++i)
-          seen = seen || (count_changes(archs[i], k.idx) == 0 && res_.candidates[i].lm_head_bits == head);
+          seen = seen || (count_changes(archs[i], k.idx) == 0 && res_.candidates[i].lm_head_bits == head_of(head));
         if (seen) continue;
         SearchResult::Candidate c;
         c.width_weight = w;
-        c.lm_head_bits = head_searched() ? head : 0;
+        c.lm_head_bits = head_of(head);
         c.predicted_ms = k.ms;
         for (size_t l = 0; l < k.idx.size(); ++l)
           c.width_cuts += (net_->choices()[l].kv[k.idx[l].kv] < base_.num_kv_heads) +
@@ -459,6 +460,7 @@ class Search {
         met.push_back(k.met);
         res_.candidates.push_back(c);
       }
+    if (score) add_uniform_candidates(predict, &archs, &met);
     // Candidates that miss the target are dropped when another one meets it (an lm_head too slow
     // for the target leaves its knapsack at the fastest layers).
     if (std::find(met.begin(), met.end(), true) != met.end()) {
@@ -481,8 +483,11 @@ class Search {
         SearchResult::Candidate& c = res_.candidates[i];
         if (head_searched()) set_head_bits(c.lm_head_bits);
         c.valid_ppl = dp_perplexity(*model_, data_.valid);
-        spdlog::info("knapsack candidate {}/{} (width weight {}{}): {:.3f} ms, {} layer parts cut, valid ppl {:.3f}", i + 1,
-                     archs.size(), c.width_weight,
+        spdlog::info("knapsack candidate {}/{} ({}{}): {:.3f} ms, {} layer parts cut, valid ppl {:.3f}", i + 1,
+                     archs.size(),
+                     c.width_weight == 0 ? fmt::format("uniform {}-bit", c.uniform_bits)
+                     : c.uniform_bits    ? fmt::format("width weight {}: uniform {}-bit", c.width_weight, c.uniform_bits)
+                                         : fmt::format("width weight {}", c.width_weight),
                      head_searched() ? fmt::format(", {}-bit lm_head", c.lm_head_bits) : std::string(),
                      c.predicted_ms, c.width_cuts, c.valid_ppl);
         if (c.valid_ppl < res_.candidates[best].valid_ppl) best = i;
@@ -499,12 +504,54 @@ class Search {
     return archs[best];
   }
 
+  // Every uniform-bits architecture at full width (the widths phase 1 fixed, in sequential mode)
+  // that meets the target, per lm_head option, joins the scored candidates: the knapsack sums
+  // single-option KLs, which can rate cuts plus a few 8-bit linears above a plain uniform
+  // architecture that measures better, and a search should never return something its own score
+  // puts below the uniform export a user gets in a minute.
+  void add_uniform_candidates(const std::function<double(const std::vector<ChoiceIndex>&)>& predict,
+                              std::vector<std::vector<ChoiceIndex>>* archs, std::vector<bool>* met) {
+    if (c_.mode == "width-only") return;
+    const std::vector<LayerChoices>& ch = net_->choices();
+    for (int head : head_options())
+      for (int b : ch.front().bits) {
+        std::vector<ChoiceIndex> x = net_->widest();
+        bool everywhere = true;  // b is an option of every layer
+        for (size_t l = 0; l < x.size(); ++l) {
+          const auto it = std::find(ch[l].bits.begin(), ch[l].bits.end(), b);
+          everywhere = everywhere && it != ch[l].bits.end();
+          if (it != ch[l].bits.end()) x[l].bits.fill(it - ch[l].bits.begin());
+        }
+        const double ms = predict(x) + head_delta_ms(head);
+        if (!everywhere || ms > res_.target_ms) continue;
+        bool seen = false;  // a knapsack answer that is this uniform architecture is labelled so
+        for (size_t i = 0; i < archs->size(); ++i)
+          if (count_changes((*archs)[i], x) == 0 && res_.candidates[i].lm_head_bits == head_of(head)) {
+            res_.candidates[i].uniform_bits = b;
+            seen = true;
+          }
+        if (seen) continue;
+        SearchResult::Candidate c;
+        c.width_weight = 0;
+        c.uniform_bits = b;
+        c.lm_head_bits = head_of(head);
+        c.predicted_ms = ms;
+        for (size_t l = 0; l < x.size(); ++l)
+          c.width_cuts += (ch[l].kv[x[l].kv] < base_.num_kv_heads) + (ch[l].mlp[x[l].mlp] < base_.intermediate_size);
+        archs->push_back(x);
+        met->push_back(true);
+        res_.candidates.push_back(c);
+      }
+  }
+
   // space.lm_head_bits is a choice of this search (not of width-only, which chooses no bits).
   bool head_searched() const { return !c_.space.lm_head_bits.empty() && c_.mode != "width-only"; }
   // The lm_head widths the knapsack tries: the space's when searched, else the LUT's own.
   std::vector<int> head_options() const {
     return head_searched() ? c_.space.lm_head_bits : std::vector<int>{lut_.lm_head_bits()};
   }
+  // A candidate's lm_head_bits for the head option `bits`: 0 when the lm_head is not searched.
+  int head_of(int bits) const { return head_searched() ? bits : 0; }
   // What a `bits` lm_head adds to a prediction without one (the LUT's own lm_head), ms.
   double head_delta_ms(int bits) const { return lut_.lm_head_extra_us(bits) / 1000.0; }
   double cheapest_head_ms() const {
@@ -567,6 +614,7 @@ class Search {
     ojson a = ojson::array();
     for (const auto& c : res_.candidates)
       a.push_back({{"width_weight", c.width_weight},
+                   {"uniform_bits", c.uniform_bits},
                    {"lm_head_bits", c.lm_head_bits},
                    {"predicted_ms", c.predicted_ms},
                    {"width_cuts", c.width_cuts},

@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <cmath>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <set>
@@ -330,6 +331,48 @@ TEST_F(SearchRun, LmHeadBitsAreAChoice) {
             std::string::npos);
   EXPECT_NE(parse_error(R"({"lm_head_bits":16})", R"({"discretize":"argmax"})").find("needs \"discretize\""),
             std::string::npos);
+}
+
+// The uniform-bits architectures that meet the target are scored beside the knapsack's answers, so the
+// search never returns an architecture its own score puts below plain uniform quantization. At
+// uniform 4-bit's table time: uniform 2- and 4-bit are candidates (priced as the table prices them),
+// uniform 16-bit is not (it misses), and the answer scores no worse than uniform 4-bit.
+TEST_F(SearchRun, UniformArchitecturesAreScoredCandidates) {
+  const std::string space = R"({"kv_group_fractions":[1.0,0.5],"mlp_width_fractions":[1.0,0.5],"bits":[2,4,16],"group_size":32})";
+  const std::string sched =
+      R"("steps":0,"distill":true,"init":"sensitivity","discretize":"knapsack","knapsack_width_weights":[1,1e6])";
+  const ModelConfig base = load_hf_config(stories() + "/config.json");
+  const LatencyTable lut = LatencyTable::load(config(sched, R"({"fraction":0.5})", space).lut);
+  const double u4 = lut.predict_ms(uniform_arch(base, 4, 32), 1), u2 = lut.predict_ms(uniform_arch(base, 2, 32), 1);
+  SearchOptions o;
+  o.progress = false;
+  o.out_dir = dir() + "/uniform-candidates";
+  const auto r = run_search(config(sched, fmt::format(R"({{"ms":{}}})", u4 * (1 + 1e-9)), space), o);
+  std::map<int, SearchResult::Candidate> uniform;
+  for (const auto& k : r.candidates) {
+    if (!k.uniform_bits) continue;
+    EXPECT_EQ(uniform.count(k.uniform_bits), 0u) << "an architecture is scored once (lm_head not searched)";
+    uniform[k.uniform_bits] = k;
+  }
+  ASSERT_EQ(uniform.size(), 2u) << "uniform 2- and 4-bit meet the target, 16-bit does not";
+  EXPECT_NEAR(uniform[4].predicted_ms, u4, 1e-6 * u4);
+  EXPECT_NEAR(uniform[2].predicted_ms, u2, 1e-6 * u2);
+  EXPECT_EQ(uniform[4].width_cuts, 0);
+  EXPECT_GT(uniform[4].valid_ppl, 0);
+  EXPECT_LE(r.valid_ppl, uniform[4].valid_ppl);
+  EXPECT_LE(r.valid_ppl, uniform[2].valid_ppl);
+  EXPECT_LE(r.predicted_ms, r.target_ms);
+  const auto s = nlohmann::json::parse(read_text_file(o.out_dir + "/summary.json"));
+  int listed = 0;
+  for (const auto& k : s["knapsack_candidates"]) listed += k["uniform_bits"].get<int>() != 0;
+  EXPECT_EQ(listed, 2);
+  // An added one has width weight 0; a knapsack answer that is uniform keeps its weight.
+  for (const auto& [b, k] : uniform) EXPECT_TRUE(k.width_weight == 0 || k.width_weight == 1 || k.width_weight == 1e6) << b;
+  EXPECT_EQ(uniform[2].width_weight, 0);  // no knapsack answer near the target is uniform 2-bit
+  // The chosen uniform candidate is exported as that uniform architecture.
+  if (uniform[4].chosen)
+    for (const auto& l : r.arch.layers)
+      for (int b : l.bits) EXPECT_EQ(b, 4);
 }
 
 // schedule.steps 0: no gradient step; the knapsack runs on the sensitivity prior as it is, which is

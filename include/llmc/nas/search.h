@@ -44,6 +44,9 @@ struct SearchResult {
     double width_weight = 1, predicted_ms = 0, valid_ppl = 0;
     int lm_head_bits = 0;  // space.lm_head_bits: this candidate's lm_head (0: not searched)
     int width_cuts = 0;  // layer parts (attention, MLP) below full width
+    // A uniform-bits architecture at full width: scored beside the knapsack's answers (width_weight 0),
+    // or a knapsack answer that is one; 0: neither.
+    int uniform_bits = 0;
     bool chosen = false;
   };
   std::vector<Candidate> candidates;
