@@ -279,4 +279,9 @@ std::string content_hash(const std::string& path) {
   return fmt::format("{:016x}", h);
 }
 
+std::string bytes_hash(const std::string& bytes) {
+  return fmt::format("{:016x}", hash_bytes(1469598103934665603ull, reinterpret_cast<const uint8_t*>(bytes.data()),
+                                           bytes.size()));
+}
+
 }  // namespace llmc

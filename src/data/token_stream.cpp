@@ -26,6 +26,16 @@ bool append_documents(std::vector<int32_t>& stream, const Tokenizer& tok, const 
   return false;
 }
 
+std::vector<TextDocument> interleave_documents(std::vector<std::vector<TextDocument>> sources) {
+  size_t most = 0;
+  for (const auto& s : sources) most = std::max(most, s.size());
+  std::vector<TextDocument> out;
+  for (size_t i = 0; i < most; ++i)
+    for (auto& s : sources)
+      if (i < s.size()) out.push_back(std::move(s[i]));
+  return out;
+}
+
 at::Tensor cut_sequences(const std::vector<int32_t>& stream, int64_t n, int64_t seq_len) {
   LLMC_CHECK(n >= 0 && seq_len >= 1 && static_cast<int64_t>(stream.size()) >= n * seq_len,
              "token stream: {} tokens, fewer than {} sequences of {}", stream.size(), n, seq_len);

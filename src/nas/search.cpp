@@ -680,8 +680,9 @@ class Search {
     TokenStreamOptions so;
     so.boundary = DocBoundary::TokenizerDefault;
     so.max_tokens = need;
-    for (const auto& src : c_.data_sources)
-      if (append_documents(stream, model_->tokenizer(), load_text_docs(src.substr(5)), so)) break;
+    std::vector<std::vector<TextDocument>> per_source;
+    for (const auto& src : c_.data_sources) per_source.push_back(data_source_documents(c_, src));
+    append_documents(stream, model_->tokenizer(), interleave_documents(std::move(per_source)), so);
     if (stream.size() < need)
       fail("{}: data has {} tokens, the config needs {} ((train_sequences + valid_sequences) x seq_len)", c_.path,
            stream.size(), need);

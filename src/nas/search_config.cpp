@@ -7,10 +7,18 @@
 #include "llmc/model/arch.h"
 #include "llmc/core/files.h"
 #include "llmc/core/paths.h"
+#include "llmc/eval/tasks.h"
 
 namespace llmc {
 
 using json = nlohmann::json;
+
+std::vector<TextDocument> data_source_documents(const SearchConfig& c, const std::string& source) {
+  if (source.rfind("text:", 0) == 0) return load_text_docs(source.substr(5));
+  std::vector<TextDocument> out;
+  for (auto& t : fewshot_split_texts(source.substr(8), c.data_dir)) out.push_back({t, t});
+  return out;
+}
 
 std::string resolve_config_path(const std::string& p, const std::string& base_dir) {
   std::string s = p;
@@ -75,6 +83,7 @@ SearchConfig parse_search_config(const std::string& text, const std::string& whe
   }
   SearchConfig c;
   c.path = where;
+  c.data_dir = path_join(shared_root(), "data");
   Obj top(j, where);
   top.get("model", &c.model);
   if (c.model.empty()) fail("{}: missing required key 'model'", where);
@@ -83,12 +92,20 @@ SearchConfig parse_search_config(const std::string& text, const std::string& whe
     Obj o(*d, where + ".data");
     std::vector<std::string> sources;
     if (const json* s = o.sub("sources")) {
-      if (!s->is_array()) fail("{}.data.sources: expected an array of \"text:FILE\" strings", where);
+      if (!s->is_array())
+        fail("{}.data.sources: expected an array of \"text:FILE\" or \"fewshot:TASK\" strings", where);
       for (const auto& x : *s) {
         if (!x.is_string()) fail("{}.data.sources: {} is not a string", where, x.dump());
         std::string v = x;
-        if (v.rfind("text:", 0) != 0) fail("{}.data.sources: '{}' must look like text:FILE", where, v);
-        c.data_sources.push_back("text:" + resolve_config_path(v.substr(5), base_dir));
+        if (v.rfind("text:", 0) == 0) {
+          c.data_sources.push_back("text:" + resolve_config_path(v.substr(5), base_dir));
+        } else if (v.rfind("fewshot:", 0) == 0) {
+          if (!find_task(v.substr(8)))
+            fail("{}.data.sources: '{}': '{}' is not a multiple-choice task", where, v, v.substr(8));
+          c.data_sources.push_back(v);
+        } else {
+          fail("{}.data.sources: '{}' must look like text:FILE or fewshot:TASK", where, v);
+        }
       }
     }
     o.get("seq_len", &c.seq_len);

@@ -109,7 +109,15 @@ std::string search_fingerprint(const SearchConfig& c, const std::string& lut_pat
     data["sources"] = "generate";  // data-free calibration, seeded by schedule.seed
   } else {
     ojson s = ojson::array();
-    for (const auto& src : c.data_sources) s.push_back(content_hash(src.substr(src.find(':') + 1)));
+    for (const auto& src : c.data_sources) {
+      if (src.rfind("text:", 0) == 0) {
+        s.push_back(content_hash(src.substr(5)));
+      } else {  // fewshot:TASK: what its documents say, wherever the split was found
+        std::string all;
+        for (const auto& d : data_source_documents(c, src)) all += d.text + '\0';
+        s.push_back(bytes_hash(all));
+      }
+    }
     data["sources"] = s;
   }
   data["seq_len"] = c.seq_len;

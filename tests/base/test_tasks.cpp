@@ -438,6 +438,30 @@ TEST(TaskData, FewshotNeedsASplit) {
   expect_error([&] { load_task("mmlu", d.path(), -1, 0); }, {"only 1 few-shot example(s) for subject 'anatomy'", "5"});
 }
 
+// The few-shot split as text (search scoring / calibration held out from the eval): each solved
+// example exactly as lm-eval writes it into a few-shot prompt; one-line errors otherwise.
+TEST(TaskData, FewshotSplitTexts) {
+  TmpDir d;
+  d.write("arc_easy/ARC-Easy-Dev.jsonl",
+          R"({"id":"a","question":{"stem":"Which is a gas?","choices":[{"text":"ice","label":"A"},{"text":"steam","label":"B"}]},"answerKey":"B"})"
+          "\n"
+          R"({"id":"b","question":{"stem":"What melts?","choices":[{"text":"snow","label":"1"},{"text":"rock","label":"2"}]},"answerKey":"1"})"
+          "\n");
+  EXPECT_EQ(fewshot_split_texts("arc_easy", d.path()),
+            (std::vector<std::string>{"Question: Which is a gas?\nAnswer: steam", "Question: What melts?\nAnswer: snow"}));
+  d.write("mmlu/dev/anatomy_dev.csv", "Q1?,a,b,c,d,C\n");
+  EXPECT_EQ(fewshot_split_texts("mmlu", d.path()),
+            (std::vector<std::string>{"Q1?\nA. a\nB. b\nC. c\nD. d\nAnswer: C"}));
+  d.write("winogrande/train_xl.jsonl",
+          R"({"sentence": "The cup fell because _ was slippery.", "option1": "it", "option2": "he", "answer": "1"})" "\n");
+  const auto wg = fewshot_split_texts("winogrande", d.path());
+  ASSERT_EQ(wg.size(), 1u);
+  EXPECT_EQ(wg[0], "The cup fell because it was slippery.");
+  expect_error([&] { fewshot_split_texts("boolq", d.path()); },
+               {"boolq: no few-shot split found", "boolq/train.jsonl", "train split"});
+  expect_error([&] { fewshot_split_texts("nope", d.path()); }, {"unknown multiple-choice task 'nope'"});
+}
+
 TEST(TaskData, TaskTableAndGroups) {
   EXPECT_EQ(expand_task_group("reasoning7"),
             (std::vector<std::string>{"arc_easy", "arc_challenge", "boolq", "hellaswag", "piqa", "winogrande",

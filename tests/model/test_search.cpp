@@ -375,6 +375,32 @@ TEST_F(SearchRun, UniformArchitecturesAreScoredCandidates) {
       for (int b : l.bits) EXPECT_EQ(b, 4);
 }
 
+// data.sources fewshot:TASK: the task's few-shot split (here a synthetic ARC-Easy Dev file) is
+// text the search scores on, mixed with a text source; a missing split is one line naming the task.
+TEST_F(SearchRun, FewshotSourcesFeedTheSearch) {
+  const std::string data = dir() + "/fewshot-data";
+  make_dirs(data + "/arc_easy");
+  std::string dev;
+  for (int i = 0; i < 80; ++i)
+    dev += fmt::format(R"({{"question":{{"stem":"Which number comes after {}?","choices":[{{"text":"{}","label":"A"}},{{"text":"{}","label":"B"}}]}},"answerKey":"{}"}})",
+                       i, i + 1, i + 2, "A") + "\n";
+  write_file_atomic(data + "/arc_easy/ARC-Easy-Dev.jsonl", dev);
+  const auto [o, c] = prior_knapsack("fewshot-text", "0.6");
+  const auto plain = run_search(c, o);
+  SearchOptions of = o;
+  of.out_dir = dir() + "/fewshot-mixed";
+  SearchConfig cf = c;
+  cf.data_sources.insert(cf.data_sources.begin(), "fewshot:arc_easy");
+  cf.data_dir = data;
+  const auto mixed = run_search(cf, of);
+  EXPECT_LE(mixed.predicted_ms, mixed.target_ms);
+  EXPECT_GT(mixed.original_valid_ppl, 0);
+  EXPECT_NE(mixed.original_valid_ppl, plain.original_valid_ppl) << "the few-shot examples are in the data";
+  cf.data_dir = dir() + "/no-such-data";
+  of.out_dir = dir() + "/fewshot-missing";
+  EXPECT_NE(test::error_of([&] { run_search(cf, of); }).find("arc_easy: no few-shot split found"), std::string::npos);
+}
+
 // schedule.steps 0: no gradient step; the knapsack runs on the sensitivity prior as it is, which is
 // what one step at arch_lr 0 gives too.
 TEST_F(SearchRun, ZeroStepsDiscretizesTheInitialLogits) {

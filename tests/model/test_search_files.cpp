@@ -97,6 +97,19 @@ TEST_F(SearchRun, ResumeRefusesAChangedConfigBeforeAnyWork) {
   write_file_atomic(copy, read_text_file(data_file()) + "\nOne more line.\n");
   e = changed([&](SearchConfig& c) { c.data_sources = {"text:" + copy}; });
   EXPECT_NE(e.find("(data.sources differ)"), std::string::npos) << e;
+  // A fewshot:TASK source by what its split says: another data folder with other examples differs.
+  const std::string fsd = dir() + "/fewshot-data";
+  make_dirs(fsd + "/arc_easy");
+  write_file_atomic(fsd + "/arc_easy/ARC-Easy-Dev.jsonl",
+                    R"({"question":{"stem":"Q?","choices":[{"text":"a","label":"A"}]},"answerKey":"A"})" "\n");
+  SearchConfig with_fewshot = base;
+  with_fewshot.data_sources = {"fewshot:arc_easy"};
+  with_fewshot.data_dir = fsd;
+  const std::string fp = search_fingerprint(with_fewshot, base.lut);
+  EXPECT_EQ(search_fingerprint(with_fewshot, base.lut), fp);
+  write_file_atomic(fsd + "/arc_easy/ARC-Easy-Dev.jsonl",
+                    R"({"question":{"stem":"Q?","choices":[{"text":"b","label":"A"}]},"answerKey":"A"})" "\n");
+  EXPECT_NE(search_fingerprint(with_fewshot, base.lut), fp);
 
   // A changed model is refused before loading it: here it is truncated, which the loader would
   // report as a broken file.
@@ -282,6 +295,13 @@ TEST(SearchConfig, RejectsOutOfRangeValues) {
   auto err = [](const std::string& body) {
     return error_of([&] { parse_search_config(R"({"model":"m",)" + body + "}", "c.json", "/"); });
   };
+  EXPECT_NE(err(R"("data":{"sources":["fewshot:nope"]})").find("c.json.data.sources: 'fewshot:nope': 'nope' is not a multiple-choice task"),
+            std::string::npos);
+  EXPECT_NE(err(R"("data":{"sources":["arc_easy"]})").find("c.json.data.sources: 'arc_easy' must look like text:FILE or fewshot:TASK"),
+            std::string::npos);
+  EXPECT_EQ(parse_search_config(R"({"model":"m","data":{"sources":["fewshot:mmlu","text:a.txt"]}})", "c.json", "/d")
+                .data_sources,
+            (std::vector<std::string>{"fewshot:mmlu", "text:/d/a.txt"}));
   EXPECT_NE(err(R"("target":{"fraction":-0.5})").find("c.json.target.fraction: -0.5 (expected a fraction"),
             std::string::npos);
   EXPECT_NE(err(R"("target":{"fraction":0})").find("c.json.target.fraction: 0"), std::string::npos);

@@ -179,6 +179,19 @@ TEST(TokenStream, StartEachPutsTheStartTokenBeforeEveryDocument) {
   EXPECT_EQ(s, (Ids{1, 10, 11, 1, 12, 1, 13}));
 }
 
+// Sources mixed one document from each in turn; a shorter source runs out, the others go on.
+TEST(TokenStream, InterleaveTakesTheSourcesInTurn) {
+  auto texts = [](const std::vector<TextDocument>& d) {
+    std::vector<std::string> t;
+    for (const auto& x : d) t.push_back(x.text);
+    return t;
+  };
+  EXPECT_EQ(texts(interleave_documents({docs({"a1", "a2", "a3"}), docs({"b1"}), docs({"c1", "c2"})})),
+            (std::vector<std::string>{"a1", "b1", "c1", "a2", "c2", "a3"}));
+  EXPECT_EQ(texts(interleave_documents({docs({"a1", "a2"})})), (std::vector<std::string>{"a1", "a2"}));
+  EXPECT_TRUE(interleave_documents({}).empty());
+}
+
 TEST(TokenStream, TokenizerDefaultBosBeforeEachOrEosBetween) {
   TokenStreamOptions o;
   o.boundary = DocBoundary::TokenizerDefault;

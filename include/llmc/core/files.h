@@ -63,6 +63,8 @@ class AppendFile {
 // or for a folder every regular file below it (relative names and bytes, in sorted order). Not
 // cryptographic: it tells a changed input from the same one. Throws naming the path when missing.
 std::string content_hash(const std::string& path);
+// The same hash of bytes held in memory.
+std::string bytes_hash(const std::string& bytes);
 
 // Read-only mmap of a whole file. Empty files map to size 0 / data nullptr.
 class MappedFile {

@@ -33,6 +33,10 @@ struct TokenStreamOptions {
 bool append_documents(std::vector<int32_t>& stream, const Tokenizer& tok, const std::vector<TextDocument>& docs,
                       const TokenStreamOptions& opts);
 
+// Several sources as one mixture: their documents taken in turn, one from each while it has any
+// (one source: its documents in order), so a stream cut short is not all from the first source.
+std::vector<TextDocument> interleave_documents(std::vector<std::vector<TextDocument>> sources);
+
 // The first n * seq_len tokens of `stream` as (n, seq_len) int64 sequences; the stream must be long
 // enough.
 at::Tensor cut_sequences(const std::vector<int32_t>& stream, int64_t n, int64_t seq_len);

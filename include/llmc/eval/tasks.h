@@ -114,6 +114,12 @@ struct LoadedTask {
 // num_fewshot < 0: the task's default.
 LoadedTask load_task(const std::string& name, const std::string& data_dir, int num_fewshot, int64_t limit);
 
+// The solved examples of the task's few-shot split (its train/dev file: where lm-eval draws few-shot
+// examples from, never a scored document), each written as lm-eval writes a few-shot example
+// (doc_to_text + target delimiter + the gold choice). Text for calibration and search scoring that
+// is held out from the eval. Fails with one line when the task is unknown or the split is missing.
+std::vector<std::string> fewshot_split_texts(const std::string& name, const std::string& data_dir);
+
 // ---- tokenization (lm-eval TemplateLM.loglikelihood / _encode_pair) ----
 struct TokenizedRequest {
   std::vector<int32_t> context, continuation;

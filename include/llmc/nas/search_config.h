@@ -5,6 +5,8 @@
 #include <string>
 #include <vector>
 
+#include "llmc/data/text_docs.h"
+
 #include "llmc/latency/space.h"
 
 namespace llmc {
@@ -13,7 +15,10 @@ struct SearchConfig {
   std::string path;  // the config file (relative paths inside resolve against its folder)
   std::string model;
   // data
-  std::vector<std::string> data_sources;  // "text:FILE" or "jsonl:FILE:FIELD"; empty = generate
+  // "text:FILE" (resolved path) or "fewshot:TASK" (the task's few-shot split under data_dir); empty:
+  // data-free (the model samples its own text).
+  std::vector<std::string> data_sources;
+  std::string data_dir;  // benchmark data root for fewshot: sources ($LLMC_SHARED/data)
   int64_t seq_len = 128, batch_size = 8, train_sequences = 64, valid_sequences = 16;
   // space + latency
   SearchSpace space;
@@ -60,5 +65,8 @@ SearchConfig load_search_config(const std::string& path);
 SearchConfig parse_search_config(const std::string& json_text, const std::string& where, const std::string& base_dir);
 // Resolves `p` against the config's folder; "${shared}" expands to llmc::shared_root().
 std::string resolve_config_path(const std::string& p, const std::string& base_dir);
+
+// The documents of one of c.data_sources, in order. Throws one line naming the file or task.
+std::vector<TextDocument> data_source_documents(const SearchConfig& c, const std::string& source);
 
 }  // namespace llmc

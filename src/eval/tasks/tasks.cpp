@@ -224,6 +224,19 @@ std::vector<McInstance> build_instances(const TaskDef& task, const std::vector<M
   return out;
 }
 
+std::vector<std::string> fewshot_split_texts(const std::string& name, const std::string& data_dir) {
+  const TaskDef* def = find_task(name);
+  if (!def) fail("unknown multiple-choice task '{}'", name);
+  const std::string path = find_existing(data_dir, def->fewshot_files);
+  if (path.empty())
+    fail("{}: no few-shot split found (looked for {}; lm-eval draws few-shot examples from the {} split)", name,
+         list_paths(data_dir, def->fewshot_files), def->lmeval_fewshot_split);
+  std::vector<std::string> out;
+  for (const McDoc& ex : def->read(path)) out.push_back(fewshot_example(*def, ex));
+  if (out.empty()) fail("{}: no documents in the file", path);
+  return out;
+}
+
 LoadedTask load_task(const std::string& name, const std::string& data_dir, int num_fewshot, int64_t limit) {
   const TaskDef* def = find_task(name);
   if (!def) fail("unknown multiple-choice task '{}'", name);
