@@ -6,7 +6,6 @@
 #include <vector>
 
 #include "llmc/data/text_docs.h"
-
 #include "llmc/latency/space.h"
 
 namespace llmc {
