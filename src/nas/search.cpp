@@ -445,22 +445,9 @@ class Search {
         const double dh = head_delta_ms(head);
         auto with_head = [&](const std::vector<ChoiceIndex>& x) { return predict(x) + dh; };
         const KnapsackResult k = knapsack_fit(lp, net_->choices(), with_head, res_.target_ms, argmax, w);
-        bool seen = false;
-        for (size_t i = 0; i < archs.size(); ++i)
-          seen = seen || (count_changes(archs[i], k.idx) == 0 && res_.candidates[i].lm_head_bits == head_of(head));
-        if (seen) continue;
-        SearchResult::Candidate c;
-        c.width_weight = w;
-        c.lm_head_bits = head_of(head);
-        c.predicted_ms = k.ms;
-        for (size_t l = 0; l < k.idx.size(); ++l)
-          c.width_cuts += (net_->choices()[l].kv[k.idx[l].kv] < base_.num_kv_heads) +
-                          (net_->choices()[l].mlp[k.idx[l].mlp] < base_.intermediate_size);
-        archs.push_back(k.idx);
-        met.push_back(k.met);
-        res_.candidates.push_back(c);
+        add_candidate(archs, met, k.idx, head, k.ms, k.met, w);
       }
-    if (score) add_uniform_candidates(predict, &archs, &met);
+    if (score) add_uniform_candidates(predict, archs, met);
     // Candidates that miss the target are dropped when another one meets it (an lm_head too slow
     // for the target leaves its knapsack at the fastest layers).
     if (std::find(met.begin(), met.end(), true) != met.end()) {
@@ -504,44 +491,50 @@ class Search {
     return archs[best];
   }
 
+  // Appends the candidate x with the lm_head option `head` unless it is one already (the first
+  // answer stays); its index either way.
+  size_t add_candidate(std::vector<std::vector<ChoiceIndex>>& archs, std::vector<bool>& met,
+                       const std::vector<ChoiceIndex>& x, int head, double ms, bool meets, double width_weight) {
+    for (size_t i = 0; i < archs.size(); ++i)
+      if (count_changes(archs[i], x) == 0 && res_.candidates[i].lm_head_bits == head_of(head)) return i;
+    const std::vector<LayerChoices>& ch = net_->choices();
+    SearchResult::Candidate c;
+    c.width_weight = width_weight;
+    c.lm_head_bits = head_of(head);
+    c.predicted_ms = ms;
+    for (size_t l = 0; l < x.size(); ++l)
+      c.width_cuts += (ch[l].kv[x[l].kv] < base_.num_kv_heads) + (ch[l].mlp[x[l].mlp] < base_.intermediate_size);
+    archs.push_back(x);
+    met.push_back(meets);
+    res_.candidates.push_back(c);
+    return archs.size() - 1;
+  }
+
   // Every uniform-bits architecture at full width (the widths phase 1 fixed, in sequential mode)
-  // that meets the target, per lm_head option, joins the scored candidates: the knapsack sums
-  // single-option KLs, which can rate cuts plus a few 8-bit linears above a plain uniform
-  // architecture that measures better, and a search should never return something its own score
-  // puts below the uniform export a user gets in a minute.
+  // that meets the target, per lm_head option, joins the scored candidates (width weight 0; a
+  // knapsack answer that is one is labelled): the knapsack sums single-option KLs, which can rate
+  // cuts plus a few 8-bit linears above a plain uniform architecture that measures better, and a
+  // search should never return something its own score puts below the uniform export a user gets
+  // in a minute.
   void add_uniform_candidates(const std::function<double(const std::vector<ChoiceIndex>&)>& predict,
-                              std::vector<std::vector<ChoiceIndex>>* archs, std::vector<bool>* met) {
+                              std::vector<std::vector<ChoiceIndex>>& archs, std::vector<bool>& met) {
     if (c_.mode == "width-only") return;
     const std::vector<LayerChoices>& ch = net_->choices();
-    for (int head : head_options())
-      for (int b : ch.front().bits) {
-        std::vector<ChoiceIndex> x = net_->widest();
-        bool everywhere = true;  // b is an option of every layer
-        for (size_t l = 0; l < x.size(); ++l) {
-          const auto it = std::find(ch[l].bits.begin(), ch[l].bits.end(), b);
-          everywhere = everywhere && it != ch[l].bits.end();
-          if (it != ch[l].bits.end()) x[l].bits.fill(it - ch[l].bits.begin());
-        }
-        const double ms = predict(x) + head_delta_ms(head);
-        if (!everywhere || ms > res_.target_ms) continue;
-        bool seen = false;  // a knapsack answer that is this uniform architecture is labelled so
-        for (size_t i = 0; i < archs->size(); ++i)
-          if (count_changes((*archs)[i], x) == 0 && res_.candidates[i].lm_head_bits == head_of(head)) {
-            res_.candidates[i].uniform_bits = b;
-            seen = true;
-          }
-        if (seen) continue;
-        SearchResult::Candidate c;
-        c.width_weight = 0;
-        c.uniform_bits = b;
-        c.lm_head_bits = head_of(head);
-        c.predicted_ms = ms;
-        for (size_t l = 0; l < x.size(); ++l)
-          c.width_cuts += (ch[l].kv[x[l].kv] < base_.num_kv_heads) + (ch[l].mlp[x[l].mlp] < base_.intermediate_size);
-        archs->push_back(x);
-        met->push_back(true);
-        res_.candidates.push_back(c);
+    for (int b : ch.front().bits) {
+      std::vector<ChoiceIndex> x = net_->widest();
+      bool everywhere = true;  // b is an option of every layer
+      for (size_t l = 0; l < x.size() && everywhere; ++l) {
+        const auto it = std::find(ch[l].bits.begin(), ch[l].bits.end(), b);
+        everywhere = it != ch[l].bits.end();
+        if (everywhere) x[l].bits.fill(it - ch[l].bits.begin());
       }
+      if (!everywhere) continue;
+      const double layers_ms = predict(x);
+      for (int head : head_options()) {
+        const double ms = layers_ms + head_delta_ms(head);
+        if (ms <= res_.target_ms) res_.candidates[add_candidate(archs, met, x, head, ms, true, 0)].uniform_bits = b;
+      }
+    }
   }
 
   // space.lm_head_bits is a choice of this search (not of width-only, which chooses no bits).
