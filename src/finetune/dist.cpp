@@ -10,6 +10,7 @@
 
 #include <cerrno>
 #include <chrono>
+#include <csignal>
 #include <cstdlib>
 #include <exception>
 #include <string>
@@ -90,6 +91,11 @@ struct DataParallel::Impl {
 
 DataParallel::DataParallel(const DistEnv& env) : env_(env), impl_(std::make_unique<Impl>()) {
   if (!active()) return;
+  // A peer that dies closes its sockets; a write to one then raises SIGPIPE, whose default action
+  // ends this rank silently before the failed collective can throw and report which rank failed (seen
+  // in DataParallelSearch.KilledRankEndsTheJobAndResumeFinishesIt: rank 0 "killed by signal 13").
+  // Ignored, the write fails with EPIPE and Gloo throws.
+  std::signal(SIGPIPE, SIG_IGN);
   const auto timeout = std::chrono::milliseconds(static_cast<int64_t>(env_.timeout_s * 1000));
   try {
     c10d::TCPStoreOptions so;
