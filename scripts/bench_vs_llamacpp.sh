@@ -2,12 +2,13 @@
 # Our decode and prefill next to llama.cpp's on the same machine, in one run with the rounds
 # alternated (issue 17's table): llama.cpp on the model's own GGUF (e.g. Q4_1) and on a Q4_0 copy
 # (llama-quantize), ours on `export --arch uniform:4 --quant rtn --lm-head-bits 8` at group 32 (the
-# size of Q4_1) and group 64 (the size of Q4_0), each at every thread count.
+# size of Q4_1), group 64 (the size of Q4_0) and group 128 (the export's default, 4.25 bits per
+# weight: smaller than Q4_0), each at every thread count.
 # Builds nothing of llama.cpp: LLAMACPP_BIN names a folder with llama-bench and llama-quantize
 # (../shared/bench/llamacpp.sh builds the reference one from the PyPI sdist and prints the folder).
 # Usage: LLAMACPP_BIN=DIR scripts/bench_vs_llamacpp.sh [OUT_DIR]   (default runs/bench_vs_llamacpp)
 # Environment: MODEL (models/SmolLM2-135M-Instruct.Q4_1.gguf), THREADS ("1 2"), ROUNDS (3),
-# PROMPT (128), NEW (64). Writes OUT_DIR/bench_vs_llamacpp.json (every round's tok/s, medians,
+# PROMPT (128), NEW (64), OUR_GROUPS (our quantization groups: "32 64 128"). Writes OUT_DIR/bench_vs_llamacpp.json (every round's tok/s, medians,
 # ratios) and OUT_DIR/bench_vs_llamacpp.md (the table), and prints the table.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
@@ -17,6 +18,7 @@ threads="${THREADS:-1 2}"
 rounds="${ROUNDS:-3}"
 prompt="${PROMPT:-128}"
 new="${NEW:-64}"
+groups="${OUR_GROUPS:-32 64 128}"
 if [ -z "${LLAMACPP_BIN:-}" ]; then
   echo "error: set LLAMACPP_BIN to a llama.cpp bin folder (llama-bench, llama-quantize); ../shared/bench/llamacpp.sh builds one" >&2
   exit 2
@@ -28,11 +30,11 @@ done
 [ -x "$bin" ] || "$root/scripts/setup.sh"
 mkdir -p "$out"
 
-# The contenders: llama.cpp on the model file and on its Q4_0 copy; ours at groups 32 and 64.
+# The contenders: llama.cpp on the model file and on its Q4_0 copy; ours at each of $groups.
 q40="$out/model.Q4_0.gguf"
 [ -f "$q40" ] || "$LLAMACPP_BIN/llama-quantize" --allow-requantize "$model" "$q40" Q4_0 > "$out/quantize.log" 2>&1 ||
   { echo "error: llama-quantize failed; see $out/quantize.log" >&2; exit 1; }
-for g in 32 64; do
+for g in $groups; do
   [ -f "$out/ours-g$g/config.json" ] || "$bin" export --model "$model" --arch uniform:4 --quant rtn --group-size "$g" \
     --lm-head-bits 8 --out "$out/ours-g$g" > "$out/export-g$g.log" 2>&1 ||
     { echo "error: export failed; see $out/export-g$g.log" >&2; exit 1; }
@@ -45,7 +47,9 @@ rows="$out/rows.jsonl"
 : > "$rows"
 for r in $(seq 1 "$rounds"); do
   for t in $threads; do
-    for c in "llama.cpp $src_type" "llama.cpp Q4_0" "ours g32" "ours g64"; do
+    contenders=("llama.cpp $src_type" "llama.cpp Q4_0")
+    for g in $groups; do contenders+=("ours g$g"); done
+    for c in "${contenders[@]}"; do
       echo "== round $r/$rounds, $t threads: $c" >&2
       case "$c" in
         llama.cpp*)

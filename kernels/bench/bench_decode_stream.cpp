@@ -5,7 +5,10 @@
 // builds' runs of this, or compare --bits in one run.
 //
 // Usage: bench_decode_stream [--threads T] [--reps R] [--bits B] [--group G] [--layers L]
-//                            [--shapes N:K,N:K,...] [--probe-mib MIB] [--out FILE]
+//                            [--shapes N:K,N:K,...] [--probe-mib MIB] [--layout L] [--out FILE]
+// --layout canonical|tiled|both: the canonical matrices (qgemm_cpu), their row-tiled copies
+// (qgemm_tiled_cpu; 2/3/4 bits, as the runtime holds them where tiled_faster()), or both timed in
+// turn, pass by pass (default: what the runtime would hold on this CPU).
 // Defaults: 1 thread, 30 reps, 4 bits, group 64, SmolLM2-135M's 30 layers of q|k|v 960:576,
 // o 576:576, gate|up 3072:576, down 576:1536; probe 1024 MiB. Prints one line; --out writes JSON.
 #include <algorithm>
@@ -28,7 +31,7 @@ namespace {
 struct Options {
   int threads = 1, reps = 30, bits = 4, group = 64, layers = 30, probe_mib = 1024;
   std::vector<std::pair<int, int>> shapes = {{960, 576}, {576, 576}, {3072, 576}, {576, 1536}};
-  std::string out;
+  std::string out, layout;
 };
 
 [[noreturn]] void usage(const std::string& msg) {
@@ -74,6 +77,11 @@ Options parse(int argc, char** argv) {
     else if (a == "--probe-mib") o.probe_mib = int_arg(a, v, 1);
     else if (a == "--shapes") o.shapes = parse_shapes(v);
     else if (a == "--out") o.out = v;
+    else if (a == "--layout") {
+      o.layout = v;
+      if (o.layout != "canonical" && o.layout != "tiled" && o.layout != "both")
+        usage("--layout: expected canonical, tiled or both, got '" + o.layout + "'");
+    }
     else usage("unknown flag " + a);
   }
   return o;
@@ -107,23 +115,51 @@ int main(int argc, char** argv) {
   } catch (const std::invalid_argument& e) {
     usage(e.what());
   }
+  std::string layout = o.layout.empty() ? (tiled_faster(o.bits, o.group) ? "tiled" : "canonical") : o.layout;
+  if (layout != "canonical" && !tiled_bits(o.bits)) usage("--layout " + layout + ": " + std::to_string(o.bits) + "-bit matrices have no tiled form");
+  std::vector<QTiled> tiles;
+  if (layout != "canonical")
+    for (const QMatrix& w : ws) tiles.push_back(tile(w.view()));
   std::vector<float> x(static_cast<size_t>(maxK)), y(static_cast<size_t>(maxN));
   std::normal_distribution<float> nd;
   for (auto& v : x) v = nd(rng);
   const ReadBandwidth probe = read_bandwidth(static_cast<size_t>(o.probe_mib) << 20, o.threads, 10);
-  std::vector<double> ms;
-  for (int r = 0; r <= o.reps; ++r) {  // pass 0 warms up
+  // One pass over every matrix in one layout (0 canonical, 1 tiled), in ms.
+  auto pass = [&](int tiled) {
     const auto t0 = std::chrono::steady_clock::now();
-    for (const QMatrix& w : ws) qgemm_cpu(x.data(), 1, w.view(), nullptr, y.data(), o.threads);
-    const auto t1 = std::chrono::steady_clock::now();
-    if (r > 0) ms.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
+    for (size_t i = 0; i < ws.size(); ++i) {
+      if (tiled) qgemm_tiled_cpu(x.data(), 1, tiles[i].view(), nullptr, y.data(), o.threads);
+      else qgemm_cpu(x.data(), 1, ws[i].view(), nullptr, y.data(), o.threads);
+    }
+    return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  };
+  std::vector<int> runs;
+  if (layout != "tiled") runs.push_back(0);
+  if (layout != "canonical") runs.push_back(1);
+  std::vector<std::vector<double>> ms(2);
+  for (int r = 0; r <= o.reps; ++r)  // pass 0 warms up; the layouts in turn, pass by pass
+    for (int k : runs) {
+      const double t = pass(k);
+      if (r > 0) ms[k].push_back(t);
+    }
+  double ratio = 0;  // canonical / tiled: median of the per-pass ratios (passes in turn)
+  if (runs.size() == 2) {
+    std::vector<double> r;
+    for (size_t i = 0; i < ms[0].size(); ++i) r.push_back(ms[0][i] / ms[1][i]);
+    std::sort(r.begin(), r.end());
+    ratio = r[r.size() / 2];
   }
-  std::sort(ms.begin(), ms.end());
-  const double med = ms[ms.size() / 2], p10 = ms[ms.size() / 10];
-  const double gbps = bytes / med / 1e6;
-  std::printf("decode stream: %d x %zu GEMVs, %d-bit group %d, %.1f MB, %d threads, %s: %.3f ms (p10 %.3f), %.1f GB/s = %.0f%% of the read probe (%.1f GB/s best)\n",
-              o.layers, o.shapes.size(), o.bits, o.group, bytes / 1e6, o.threads, isa_name(best_isa()), med, p10, gbps,
-              100 * gbps / probe.best_gbps, probe.best_gbps);
+  double med[2] = {0, 0}, p10[2] = {0, 0}, gbps[2] = {0, 0};
+  for (int k : runs) {
+    std::sort(ms[k].begin(), ms[k].end());
+    med[k] = ms[k][ms[k].size() / 2];
+    p10[k] = ms[k][ms[k].size() / 10];
+    gbps[k] = bytes / med[k] / 1e6;  // the tiled copy holds the same bytes (no padding rows at N % 16 == 0)
+    std::printf("decode stream (%s): %d x %zu GEMVs, %d-bit group %d, %.1f MB, %d threads, %s: %.3f ms (p10 %.3f), %.1f GB/s = %.0f%% of the read probe (%.1f GB/s best)\n",
+                k ? "tiled" : "canonical", o.layers, o.shapes.size(), o.bits, o.group, bytes / 1e6, o.threads,
+                isa_name(best_isa()), med[k], p10[k], gbps[k], 100 * gbps[k] / probe.best_gbps, probe.best_gbps);
+  }
+  if (runs.size() == 2) std::printf("canonical / tiled time: %.3f (median of the per-pass ratios)\n", ratio);
   if (!o.out.empty()) {
     std::string shapes;
     for (auto [N, K] : o.shapes) shapes += (shapes.empty() ? "\"" : ", \"") + std::to_string(N) + ":" + std::to_string(K) + "\"";
@@ -132,9 +168,16 @@ int main(int argc, char** argv) {
       std::ofstream f(tmp);
       f << "{\"benchmark\": \"decode_stream\", \"isa\": \"" << isa_name(best_isa()) << "\", \"threads\": " << o.threads
         << ", \"bits\": " << o.bits << ", \"group\": " << o.group << ", \"layers\": " << o.layers << ", \"shapes\": [" << shapes
-        << "], \"bytes\": " << bytes << ", \"reps\": " << o.reps << ", \"median_ms\": " << med << ", \"p10_ms\": " << p10
-        << ", \"gbps\": " << gbps << ", \"read_probe_best_gbps\": " << probe.best_gbps
-        << ", \"read_probe_median_gbps\": " << probe.median_gbps << "}\n";
+        << "], \"bytes\": " << bytes << ", \"reps\": " << o.reps << ", \"read_probe_best_gbps\": " << probe.best_gbps
+        << ", \"read_probe_median_gbps\": " << probe.median_gbps << ", \"layouts\": {";
+      for (size_t i = 0; i < runs.size(); ++i) {
+        const int k = runs[i];
+        f << (i ? ", " : "") << "\"" << (k ? "tiled" : "canonical") << "\": {\"median_ms\": " << med[k] << ", \"p10_ms\": " << p10[k]
+          << ", \"gbps\": " << gbps[k] << "}";
+      }
+      f << "}";
+      if (runs.size() == 2) f << ", \"canonical_over_tiled\": " << ratio;
+      f << "}\n";
       if (!f) usage("cannot write " + tmp);
     }
     if (std::rename(tmp.c_str(), o.out.c_str()) != 0) usage("cannot rename " + tmp + " to " + o.out);

@@ -133,7 +133,7 @@ struct Row {
   size_t weight_bytes;
   int copies;
   int runs;
-  // "tiled": qgemm_cpu given a row-tiled copy (qtiled.h), as the runtime calls it for 2/3 bits at
+  // "tiled": qgemm_cpu given a row-tiled copy (qtiled.h), as the runtime calls it for 2/3 bits (4 on VNNI) at
   // small M on AVX-512; "canonical" otherwise. For "tiled", canonical_us is the same product from
   // the canonical layout alone, timed in the same repetitions.
   std::string path = "canonical";
@@ -419,7 +419,7 @@ int main(int argc, char** argv) {
         return QMatrixView{bits, o.group, N, K, p, sc, sc + l.scale_count};
       };
       // Row-tiled copies where the runtime would make them (same data, rotated the same way).
-      const bool tiled = (isa == Isa::kAvx512 || isa == Isa::kAvx512Vnni) && tiled_faster(bits);
+      const bool tiled = (isa == Isa::kAvx512 || isa == Isa::kAvx512Vnni) && tiled_faster(bits, o.group);
       Pool tp;
       if (tiled) {
         const QTiledLayout tl = make_tiled_layout(bits, o.group, N, K);

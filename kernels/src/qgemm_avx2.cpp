@@ -14,6 +14,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #include "llmc_kernels/qformat.h"
 #include "qgemm_impl.h"

@@ -20,6 +20,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #include "llmc_kernels/qformat.h"
 #include "qgemm_impl.h"
@@ -47,6 +48,12 @@ inline float hsum16(__m512 v) {
   return _mm_cvtss_f32(s);
 }
 
+// A 4-bit block's 32 codes (its four words) as 32 int16 lanes in avx2_lane_code() order.
+inline __m512i codes32_4(__m128i block) {
+  const __m512i sh = _mm512_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4, 8, 8, 8, 8, 12, 12, 12, 12);
+  return _mm512_and_si512(_mm512_srlv_epi32(_mm512_broadcast_i32x4(block), sh), _mm512_set1_epi16(15));
+}
+
 // Codes of plane PLANE of a block as 32 int16 lanes in avx2_lane_code() order (the 3-bit bit
 // plane already multiplied by its weight 4).
 template <int BITS, int PLANE>
@@ -54,9 +61,7 @@ inline __m512i codes32(const uint8_t* blk) {
   if constexpr (BITS == 8) {
     return _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk)));
   } else if constexpr (BITS == 4) {
-    const __m512i w = _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk)));
-    const __m512i sh = _mm512_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4, 8, 8, 8, 8, 12, 12, 12, 12);
-    return _mm512_and_si512(_mm512_srlv_epi32(w, sh), _mm512_set1_epi16(15));
+    return codes32_4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk)));
   } else if constexpr (PLANE == 0) {
     int64_t w;
     std::memcpy(&w, blk, 8);
@@ -177,23 +182,49 @@ inline NaturalOrder natural_order(int bits) {
 }
 
 // Codes of rows nb..nb+nr-1, columns kc0..kc0+kcn-1 as int16 in wb[r * kKc + k] (rows >= nr zero).
-// 4 and 8 bits (2/3-bit prefill runs the fp32 panel kernel: see qgemm.h).
+// 4 and 8 bits (2/3-bit prefill runs the fp32 panel kernel: see qgemm.h); at 4 bits also from a
+// row-tiled copy (Problem::tiled): the same codes, so the same bits as from the canonical matrix.
 template <int BITS>
 void decode_panel(const Problem& p, const NaturalOrder& no, int nb, int nr, int kc0, int kcn, int16_t* wb) {
   static_assert(BITS == 4 || BITS == 8, "4 and 8 bits only");
   const __m512i i0 = _mm512_load_si512(no.idx);
-  for (int r = 0; r < kNr; ++r) {
-    int16_t* dst = wb + r * kKc;
-    if (r >= nr) {
-      for (int k = 0; k < kcn; k += 32) _mm512_store_si512(dst + k, _mm512_setzero_si512());
-      continue;
+  for (int r = nr; r < kNr; ++r)
+    for (int k = 0; k < kcn; k += 32) _mm512_store_si512(wb + r * kKc + k, _mm512_setzero_si512());
+  const int kb0 = kc0 / kBlockCodes, kb1 = (kc0 + kcn) / kBlockCodes;
+  if (p.tiled != nullptr) {
+    // 4 bits (qtiled.h): word h of a tile block is one vector of its 16 rows; a 4 x 16 transpose
+    // (8 unpacks) gives each row's four words, i.e. its canonical block. A 12-row panel straddles
+    // two tiles every other time, so tiles are transposed ~1.5 times each: the prefill kernels run
+    // 2-6% slower than on canonical codes (docs/measurements.md).
+    alignas(64) uint32_t tw[4][kTileRows];  // row lane L's block: tw[L % 4][4 (L / 4) ..]
+    for (int kb = kb0; kb < kb1; ++kb) {
+      for (int t = nb / kTileRows; t * kTileRows < nb + nr; ++t) {
+        const uint8_t* tb = p.tiled + p.tl.block_offset(t, kb);
+        const __m512i w0 = _mm512_load_si512(tb), w1 = _mm512_load_si512(tb + 64), w2 = _mm512_load_si512(tb + 128),
+                      w3 = _mm512_load_si512(tb + 192);
+        const __m512i a = _mm512_unpacklo_epi32(w0, w1), b = _mm512_unpackhi_epi32(w0, w1);
+        const __m512i c = _mm512_unpacklo_epi32(w2, w3), d = _mm512_unpackhi_epi32(w2, w3);
+        _mm512_store_si512(tw[0], _mm512_unpacklo_epi64(a, c));
+        _mm512_store_si512(tw[1], _mm512_unpackhi_epi64(a, c));
+        _mm512_store_si512(tw[2], _mm512_unpacklo_epi64(b, d));
+        _mm512_store_si512(tw[3], _mm512_unpackhi_epi64(b, d));
+        const int r0 = t * kTileRows > nb ? t * kTileRows - nb : 0;  // the panel's rows in tile t
+        const int r1 = imin(nr, (t + 1) * kTileRows - nb);
+        for (int r = r0; r < r1; ++r) {
+          const int L = (nb + r) % kTileRows;
+          const __m128i blk = _mm_load_si128(reinterpret_cast<const __m128i*>(&tw[L % 4][4 * (L / 4)]));
+          _mm512_store_si512(wb + r * kKc + (kb * kBlockCodes - kc0), _mm512_permutexvar_epi16(i0, codes32_4(blk)));
+        }
+      }
     }
+    return;
+  }
+  for (int r = 0; r < nr; ++r) {
     const uint8_t* row = p.codes + static_cast<size_t>(nb + r) * p.row_bytes;
-    for (int kb = kc0 / kBlockCodes; kb < (kc0 + kcn) / kBlockCodes; ++kb) {
-      const uint8_t* blk = row + static_cast<size_t>(kb) * (4 * BITS);
-      __m512i c = codes32<BITS, 0>(blk);
+    for (int kb = kb0; kb < kb1; ++kb) {
+      __m512i c = codes32<BITS, 0>(row + static_cast<size_t>(kb) * (4 * BITS));
       if constexpr (BITS == 4) c = _mm512_permutexvar_epi16(i0, c);
-      _mm512_store_si512(dst + (kb * kBlockCodes - kc0), c);
+      _mm512_store_si512(wb + r * kKc + (kb * kBlockCodes - kc0), c);
     }
   }
 }
@@ -240,9 +271,89 @@ void micro32(const int16_t* xq2, int Mp, const int16_t* wb, int nkp, float* yT, 
 template <int BITS>
 void panel_rows(const Problem& p, int n0, int n1) {
   const NaturalOrder no = natural_order(BITS);
-  int16_panel_rows<kNr, 32>(
-      p, n0, n1,
-      [&](int nb, int nr, int kc0, int kcn, int16_t* wb) { decode_panel<BITS>(p, no, nb, nr, kc0, kcn, wb); }, micro32);
+  auto decode = [&](int nb, int nr, int kc0, int kcn, int16_t* wb) { decode_panel<BITS>(p, no, nb, nr, kc0, kcn, wb); };
+  if (p.tiled == nullptr) {
+    int16_panel_rows<kNr, 32>(p, n0, n1, decode, micro32);
+    return;
+  }
+  // A 4-bit row-tiled copy (qtiled.h): the 16 scales of (tile, group) lie in the tile's slice of the
+  // group's panel, the zeros panel_groups * 32 bytes after them.
+  const QTiledLayout& l = p.tl;
+  const int gpp = kPanelBlocks * kBlockCodes / l.group;  // groups per tiled panel
+  auto scales = [&](int nb, int nr, int g, uint16_t* s16, uint16_t* z16) {
+    const int pn = g / gpp;
+    const size_t sb = l.slice_bytes(pn), base = l.slice_offset(pn, 0) + static_cast<size_t>(l.panel_blocks(pn)) * BITS * 64 +
+                                                 static_cast<size_t>(g - pn * gpp) * kTileRows * 2;
+    const size_t zoff = static_cast<size_t>(l.panel_groups(pn)) * kTileRows * 2;
+    for (int r = 0; r < nr; ++r) {
+      const int n = nb + r;
+      const uint8_t* q = p.tiled + base + static_cast<size_t>(n / kTileRows) * sb + 2 * (n % kTileRows);
+      std::memcpy(&s16[r], q, 2);
+      std::memcpy(&z16[r], q + zoff, 2);
+    }
+  };
+  int16_panel_rows<kNr, 32>(p, n0, n1, decode, micro32, scales);
+}
+
+// The 4-bit tile kernel (qtiled.h): MT rows of x (m0..) times tile t, lanes = its 16 weight rows.
+// Per tile block and word h (8 codes of each row): (w >> 4j) & 0x000f000f for j = 0..3 holds codes
+// 4j + h and 4j + 16 + h of each row as two int16, and one vpdpwssd with the broadcast pair of x for
+// those columns adds both products per row. Per group the int32 sums are scaled by s dx with s the
+// tile's 16 scales (one vector), and s z dx sum(xq) is subtracted; y is stored 16 rows at a time.
+template <int MT, int BPG>
+void tile4_rows(const TiledProblem& p, int m0, int t) {
+  const QTiledLayout& l = p.l;
+  constexpr int bpg = BPG, gpp = kPanelBlocks / BPG;  // blocks per group, groups per tiled panel
+  const __m512i mask = _mm512_set1_epi32(0x000f000f);
+  // The products and the zero-point terms in two accumulators (one dependency chain of two
+  // instructions per group was the bound at group 32).
+  __m512 acc[MT], zacc[MT];
+  for (int m = 0; m < MT; ++m) acc[m] = zacc[m] = _mm512_setzero_ps();
+  for (int pn = 0; pn < l.panels; ++pn) {
+    // The panel's constants once (the layout's helpers divide by the group size: per group, they
+    // made the kernel 1.6x slower at group 32 than at 64).
+    const int pg = l.panel_groups(pn), pb = l.panel_blocks(pn);
+    const uint8_t* slice = p.data + l.slice_offset(pn, t);
+    const uint8_t* sc = slice + static_cast<size_t>(pb) * 4 * 64;
+    const uint8_t* zr = sc + static_cast<size_t>(pg) * kTileRows * 2;
+    for (int gl = 0; gl < pg; ++gl) {
+      const int g = pn * gpp + gl;
+      __m512i Q[MT][4];
+      for (int m = 0; m < MT; ++m)
+        for (int j = 0; j < 4; ++j) Q[m][j] = _mm512_setzero_si512();
+      const int kb0 = gl * bpg, kb1 = imin(kb0 + bpg, pb);  // blocks of the group in the panel
+      for (int kbl = kb0; kbl < kb1; ++kbl) {
+        const int kb = pn * kPanelBlocks + kbl;
+        const uint8_t* tb = slice + static_cast<size_t>(kbl) * 4 * 64;
+        for (int h = 0; h < 4; ++h) {
+          __m512i w = _mm512_load_si512(tb + 64 * h);
+          // One load into a register: GCC otherwise folds the load into each of the four shifts
+          // and ands (4 loads of the same line; 1.2x slower, bench_decode_stream, Zen 4).
+          asm("" : "+v"(w));
+          const __m512i c[4] = {_mm512_and_si512(w, mask), _mm512_and_si512(_mm512_srli_epi32(w, 4), mask),
+                                _mm512_and_si512(_mm512_srli_epi32(w, 8), mask), _mm512_and_si512(_mm512_srli_epi32(w, 12), mask)};
+          for (int m = 0; m < MT; ++m) {
+            const int32_t* pr = p.pairs + ((static_cast<size_t>(m0 + m) * l.blocks + kb) * 4 + h) * 4;
+            for (int j = 0; j < 4; ++j) Q[m][j] = _mm512_dpwssd_epi32(Q[m][j], c[j], _mm512_set1_epi32(pr[j]));
+          }
+        }
+      }
+      const __m512 s = _mm512_cvtph_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(sc + gl * kTileRows * 2)));
+      const __m512 z = _mm512_cvtph_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(zr + gl * kTileRows * 2)));
+      for (int m = 0; m < MT; ++m) {
+        const size_t xi = static_cast<size_t>(m0 + m) * l.groups + g;
+        const __m512 f = _mm512_mul_ps(s, _mm512_set1_ps(p.dx[xi]));
+        const __m512i q = _mm512_add_epi32(_mm512_add_epi32(Q[m][0], Q[m][1]), _mm512_add_epi32(Q[m][2], Q[m][3]));
+        acc[m] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(q), f, acc[m]);
+        zacc[m] = _mm512_fmadd_ps(_mm512_mul_ps(f, z), _mm512_set1_ps(p.xs[xi]), zacc[m]);
+      }
+    }
+  }
+  const int rows = imin(kTileRows, l.N - kTileRows * t);
+  const __mmask16 k = tail_mask(rows);
+  const __m512 b = p.bias ? _mm512_maskz_loadu_ps(k, p.bias + kTileRows * t) : _mm512_setzero_ps();
+  for (int m = 0; m < MT; ++m)
+    _mm512_mask_storeu_ps(p.y + static_cast<size_t>(m0 + m) * l.N + kTileRows * t, k, _mm512_add_ps(_mm512_sub_ps(acc[m], zacc[m]), b));
 }
 
 }  // namespace
@@ -253,6 +364,28 @@ void panel_rows_avx512_vnni(const Problem& p, int n0, int n1) {
 }
 
 void fused_rows_avx512_vnni(const Problem& p, int n0, int n1) { fused_rows_any(p, n0, n1); }
+
+template <int BPG>
+void tiled4_tiles(const TiledProblem& p, int t0, int t1) {
+  for (int t = t0; t < t1; ++t) {
+    for (int m0 = 0; m0 < p.M; m0 += 4) {
+      switch (imin(4, p.M - m0)) {
+        case 1: tile4_rows<1, BPG>(p, m0, t); break;
+        case 2: tile4_rows<2, BPG>(p, m0, t); break;
+        case 3: tile4_rows<3, BPG>(p, m0, t); break;
+        default: tile4_rows<4, BPG>(p, m0, t); break;
+      }
+    }
+  }
+}
+
+void tiled4_tiles_vnni(const TiledProblem& p, int t0, int t1) {
+  switch (p.l.group) {
+    case 32: tiled4_tiles<1>(p, t0, t1); break;
+    case 64: tiled4_tiles<2>(p, t0, t1); break;
+    default: tiled4_tiles<4>(p, t0, t1); break;
+  }
+}
 
 }  // namespace llmc::kernels::detail
 

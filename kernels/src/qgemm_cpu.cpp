@@ -6,6 +6,7 @@
 #include <limits>
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -447,12 +448,22 @@ void qgemm_tiled_panel(const float* x, int M, const QTiledView& t, const float* 
   Problem p = problem_of(make_layout(t.bits, t.group, t.N, t.K), M, t.N, bias, y);
   p.tiled = t.data;
   p.tl = t.layout();
-  thread_local Scratch s_x, s_y;
-  prepare_panel_fp32(x, p, s_x, s_y);
+  thread_local Scratch s_x, s_g, s_y;
 #if defined(LLMC_KERNELS_X86)
-  TaskCtx ctx{&p, panel_rows_avx512, rows_per_task(p.N, nthreads, true)};
+  void (*rows)(const Problem&, int, int) = panel_rows_avx512;
+  if (t.bits == 4) {  // 4-bit tiles exist on VNNI CPUs only: the canonical 4-bit prefill's integer kernel
+    p.Mp = (M + 31) / 32 * 32;
+    prepare_xq_panel(x, p, s_x, s_g, Isa::kAvx2);
+    p.yT = s_y.get(static_cast<size_t>(p.N) * p.Mp);
+    rows = panel_rows_avx512_vnni;
+  } else {
+    prepare_panel_fp32(x, p, s_x, s_y);
+  }
+  TaskCtx ctx{&p, rows, rows_per_task(p.N, nthreads, true)};
   parallel_for(nthreads, (p.N + ctx.rows_per_task - 1) / ctx.rows_per_task, run_task, &ctx);
 #else
+  (void)s_g;
+  prepare_panel_fp32(x, p, s_x, s_y);
   (void)nthreads;
   throw std::logic_error("qgemm_tiled_panel: AVX-512 only");
 #endif

@@ -3,6 +3,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 
 #include "llmc_kernels/qgemm.h"
 #include "llmc_kernels/qtiled.h"
@@ -44,7 +45,7 @@ struct Problem {
   const float* xdxsT = nullptr;  // [G][Mp] dx * sum of xq over the group
   const float* xT = nullptr;  // [Kp][Mp] transposed x, zero outside [M) x [K)
   float* yT = nullptr;        // [N][Mp] fp32 accumulators
-  // AVX-512 panel path over a row-tiled copy (qtiled.h; 2/3 bits) instead of codes / scales /
+  // AVX-512 panel paths over a row-tiled copy (qtiled.h; 2/3 bits fp32, 4 bits VNNI int16) instead of codes / scales /
   // zeros: the same weights dequantized the same way, so the same bits as the canonical panel.
   const uint8_t* tiled = nullptr;
   QTiledLayout tl;
@@ -168,12 +169,22 @@ struct TiledProblem {
   // folded zero-point term s * (c - z) * sum(x) stays small.
   float* tab2 = nullptr;  // [M][Kb][16][16]
   float* tabh = nullptr;  // [M][Kb][8][16] (3 bits)
-  float* xs = nullptr;    // [M][G] sums of x over each group's real columns
+  float* xs = nullptr;    // [M][G] sums of x over each group's real columns (4 bits: of xq)
+  // 4 bits (tiled4_tiles_vnni): x rounded to int16 per (row, group) as for the canonical integer
+  // kernels, as the pairs a tile word's shifted halves meet: pairs[((m * Kb + kb) * 4 + h) * 4 + j]
+  // = xq[32 kb + 4 j + h] | xq[32 kb + 4 j + 16 + h] << 16 (word h of a block holds code 4f + h in
+  // nibble f), and dx per (row, group).
+  int32_t* pairs = nullptr;  // [M][Kb][4][4]
+  float* dx = nullptr;       // [M][G]
 };
 
 // qgemm_tiled_cpu for M >= 16 on AVX-512 (qgemm_cpu.cpp): the panel kernel reading the tiled copy,
 // with the canonical panel path's x preparation and threading; arguments validated by the caller.
 void qgemm_tiled_panel(const float* x, int M, const QTiledView& t, const float* bias, float* y, int nthreads);
+
+// The 4-bit tile kernel (AVX-512 VNNI; qgemm_tiled_cpu at M < kTiledMaxM prepares
+// TiledProblem::pairs / dx / xs once per call, then tasks take ranges of tiles).
+void tiled4_tiles_vnni(const TiledProblem& p, int t0, int t1);
 
 void tiled_tables_avx512(const TiledProblem& p);
 void tiled_tiles_avx512(const TiledProblem& p, int t0, int t1);

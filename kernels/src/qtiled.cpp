@@ -1,4 +1,4 @@
-// Row-tiled 2/3-bit layout (qtiled.h): layout, conversion, and the qgemm_tiled_cpu dispatcher.
+// Row-tiled 2/3/4-bit layout (qtiled.h): layout, conversion, and the qgemm_tiled_cpu dispatcher.
 #include "llmc_kernels/qtiled.h"
 
 #include <algorithm>
@@ -19,6 +19,12 @@ namespace {
 
 size_t align64(size_t n) { return (n + 63) / 64 * 64; }
 
+// Whether ISA path `use` has a tiled kernel for `bits`: the x-table kernel (2/3 bits, AVX-512) or
+// the 4-bit tile kernel (AVX-512 VNNI).
+bool tiled_path(Isa use, int bits) {
+  return tiled_bits(bits) && detail::is_avx512(use) && (bits < 4 || use == Isa::kAvx512Vnni);
+}
+
 // Words of canonical block kb of row 16 t + r.
 void read_block(const uint8_t* data, const QTiledLayout& l, int t, int kb, int r, uint32_t* bw) {
   const uint8_t* b = data + l.block_offset(t, kb);
@@ -37,7 +43,7 @@ void untile_rows(const QTiledView& t, const QTiledLayout& l, int row0, int rows,
   for (int i = 0; i < rows; ++i) {
     const int n = row0 + i, ti = n / kTileRows, r = n % kTileRows;
     for (int kb = 0; kb < l.blocks; ++kb) {
-      uint32_t bw[3];
+      uint32_t bw[4];
       read_block(t.data, l, ti, kb, r, bw);
       for (int c = 0; c < kBlockCodes && kb * kBlockCodes + c < t.K; ++c)
         codes[static_cast<size_t>(i) * t.K + kb * kBlockCodes + c] = static_cast<uint8_t>(block_code(t.bits, bw, c));
@@ -56,7 +62,7 @@ void tiled_scalar(const float* x, int M, const QTiledView& t, const float* bias,
   for (int n = 0; n < t.N; ++n) {
     const int ti = n / kTileRows, r = n % kTileRows;
     for (int kb = 0; kb < l.blocks; ++kb) {
-      uint32_t bw[3];
+      uint32_t bw[4];
       read_block(t.data, l, ti, kb, r, bw);
       const int g = kb * kBlockCodes / t.group;
       const float s = fp16_to_fp32(read_u16(t.data + l.scales_offset(ti, g), r));
@@ -78,19 +84,60 @@ void tiled_scalar(const float* x, int M, const QTiledView& t, const float* bias,
 struct TileTask {
   const detail::TiledProblem* p;
   int tiles_per_task;
+  void (*tiles)(const detail::TiledProblem&, int, int);  // tiled_tiles_avx512 or tiled4_tiles_vnni
 };
 
 void run_tiles(void* c, int task) {
   const auto& ctx = *static_cast<const TileTask*>(c);
   const int t0 = task * ctx.tiles_per_task, t1 = std::min(ctx.p->l.tiles, t0 + ctx.tiles_per_task);
-  detail::tiled_tiles_avx512(*ctx.p, t0, t1);
+  ctx.tiles(*ctx.p, t0, t1);
+}
+
+// The 4-bit tile kernel's call (M < kTiledMaxM, AVX-512 VNNI): x rounded to int16 per (row, group)
+// as the canonical integer kernels round it (the same dx and xq), paired for the tile words
+// (TiledProblem::pairs), then tasks take ranges of tiles.
+void tiled4_vnni(const float* x, int M, const QTiledView& t, const QTiledLayout& l, const float* bias, float* y,
+                 int nthreads) {
+  detail::TiledProblem p;
+  p.l = l;
+  p.data = t.data;
+  p.bias = bias;
+  p.M = M;
+  p.x = x;
+  p.y = y;
+  thread_local detail::Scratch s_p, s_g;
+  thread_local std::vector<int16_t> q;
+  p.pairs = reinterpret_cast<int32_t*>(s_p.get(static_cast<size_t>(M) * l.blocks * 16));
+  p.dx = s_g.get(2 * static_cast<size_t>(M) * l.groups);
+  p.xs = p.dx + static_cast<size_t>(M) * l.groups;
+  q.assign(static_cast<size_t>(l.blocks) * kBlockCodes, int16_t{0});  // 0 past K in the last block
+  for (int m = 0; m < M; ++m) {
+    const float* xr = x + static_cast<size_t>(m) * t.K;
+    for (int g = 0; g < l.groups; ++g) {  // every group holds real columns (K_padded = round_up(K, group))
+      const int k0 = g * t.group, n = std::min(t.K, k0 + t.group) - k0;
+      int sum = 0;
+      p.dx[static_cast<size_t>(m) * l.groups + g] = detail::round_to_int16_avx2(xr + k0, n, q.data() + k0, &sum);
+      p.xs[static_cast<size_t>(m) * l.groups + g] = static_cast<float>(sum);
+    }
+    int32_t* pr = p.pairs + static_cast<size_t>(m) * l.blocks * 16;
+    for (int kb = 0; kb < l.blocks; ++kb) {
+      const int16_t* qb = q.data() + kb * kBlockCodes;
+      for (int h = 0; h < 4; ++h)
+        for (int j = 0; j < 4; ++j)
+          pr[(kb * 4 + h) * 4 + j] = static_cast<int32_t>(static_cast<uint16_t>(qb[4 * j + h]) |
+                                                          static_cast<uint32_t>(static_cast<uint16_t>(qb[4 * j + 16 + h])) << 16);
+    }
+  }
+  const int per = std::max(1, (l.tiles + 4 * nthreads - 1) / (4 * nthreads));
+  TileTask ctx{&p, per, detail::tiled4_tiles_vnni};
+  detail::parallel_for(nthreads, (l.tiles + per - 1) / per, run_tiles, &ctx);
 }
 #endif
 
 }  // namespace
 
 QTiledLayout make_tiled_layout(int bits, int group, int N, int K) {
-  if (!tiled_bits(bits)) bad("tiled layout: bits must be 2 or 3 (got " + std::to_string(bits) + ")");
+  if (!tiled_bits(bits)) bad("tiled layout: bits must be 2, 3 or 4 (got " + std::to_string(bits) + ")");
   const QLayout c = make_layout(bits, group, N, K);
   QTiledLayout l;
   l.bits = bits, l.group = group, l.N = N, l.K = K;
@@ -122,7 +169,7 @@ void tile_into(const QMatrixView& w, uint8_t* out) {
   for (int n = 0; n < w.N; ++n) {
     const int t = n / kTileRows, r = n % kTileRows;
     for (int kb = 0; kb < l.blocks; ++kb) {
-      uint32_t bw[3];
+      uint32_t bw[4];
       load_block_words(w.codes + block_offset(c.row_bytes, w.bits, n, kb), w.bits, bw);
       uint8_t* b = out + l.block_offset(t, kb);
       for (int h = 0; h < w.bits; ++h) std::memcpy(b + (static_cast<size_t>(h) * kTileRows + r) * 4, &bw[h], 4);
@@ -170,14 +217,23 @@ void qgemm_tiled_cpu(const float* x, int M, const QTiledView& t, const float* bi
   detail::check_threads_isa("qgemm_tiled_cpu", num_threads, isa);
   const Isa use = isa == Isa::kAuto ? best_isa() : isa;
 #if defined(LLMC_KERNELS_X86)
-  if (detail::is_avx512(use) && M >= kTiledMaxM) {
+  if (!tiled_path(use, t.bits)) {
+    tiled_scalar(x, M, t, bias, y);  // e.g. 4-bit tiles forced onto AVX-512 without VNNI (tests)
+    return;
+  }
+  if (M >= kTiledMaxM) {
     // Prefill: the canonical layout's panel kernel reading the tiled copy (each weight dequantized
     // once per call; the x-table kernel below re-reads the matrix every 15 rows of x: 1.1x (2 bits)
-    // and 2x (3 bits) slower at M = 128), so a 2/3-bit matrix needs no canonical copy.
+    // and 2x (3 bits) slower at M = 128), so a tiled matrix needs no canonical copy (4 bits: the
+    // canonical VNNI int16 panel kernel, reading the tiled words).
     detail::qgemm_tiled_panel(x, M, t, bias, y, num_threads > 0 ? num_threads : default_num_threads());
     return;
   }
-  if (detail::is_avx512(use)) {
+  if (t.bits == 4) {  // AVX-512 VNNI
+    tiled4_vnni(x, M, t, l, bias, y, num_threads > 0 ? num_threads : default_num_threads());
+    return;
+  }
+  {
     // Rows of x in chunks of kTiledMaxM - 1: the tables (1 KB per row and block, 1.5 KB for 3
     // bits) stay bounded for any M.
     constexpr int kChunkM = kTiledMaxM - 1;
@@ -197,7 +253,7 @@ void qgemm_tiled_cpu(const float* x, int M, const QTiledView& t, const float* bi
       p.x = x + static_cast<size_t>(m0) * t.K;
       p.y = y + static_cast<size_t>(m0) * t.N;
       detail::tiled_tables_avx512(p);
-      TileTask ctx{&p, per};
+      TileTask ctx{&p, per, detail::tiled_tiles_avx512};
       detail::parallel_for(nthreads, (l.tiles + per - 1) / per, run_tiles, &ctx);
     }
     return;
@@ -207,11 +263,11 @@ void qgemm_tiled_cpu(const float* x, int M, const QTiledView& t, const float* bi
   tiled_scalar(x, M, t, bias, y);
 }
 
-bool tiled_faster(int bits) { return tiled_bits(bits) && detail::is_avx512(best_isa()); }
+bool tiled_faster(int bits, int group) { return tiled_path(best_isa(), bits) && (bits < 4 || group == 128); }
 
 void qgemm_cpu(const float* x, int M, const QMatrixView& w, const QTiledView& tiled, const float* bias, float* y,
                int num_threads, Isa isa) {
-  if (!tiled.empty() && M < kTiledMaxM && (isa == Isa::kAuto || detail::is_avx512(isa)) && tiled_faster(w.bits)) {
+  if (!tiled.empty() && M < kTiledMaxM && tiled_faster(w.bits, w.group) && tiled_path(isa == Isa::kAuto ? best_isa() : isa, w.bits)) {
     if (tiled.bits != w.bits || tiled.group != w.group || tiled.N != w.N || tiled.K != w.K) {
       bad("qgemm_cpu: the tiled copy's shape (bits/group/N/K) differs from the matrix's");
     }

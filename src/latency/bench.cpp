@@ -328,7 +328,7 @@ BenchResult run_bench(Llama& model, const BenchOptions& opts) {
   res.peak_rss_bytes = proc_status_bytes("VmHWM");  // the most it held, loading included
   if (rt) {
     res.weight_bytes_per_token = rt->engine().bytes_per_token();
-    res.tiled_copy_bytes = rt->engine().tiled_bytes();  // the 2/3-bit matrices, held in the row-tiled layout
+    res.tiled_copy_bytes = rt->engine().tiled_bytes();  // the matrices held in the row-tiled layout (tiled_faster widths)
   }
   if (opts.bandwidth) {
     const size_t bytes = static_cast<size_t>(std::max<int64_t>(4 * last_level_cache_bytes(), int64_t{256} << 20));

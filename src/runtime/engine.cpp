@@ -103,7 +103,8 @@ RuntimeEngine::RuntimeEngine(const ModelConfig& c, const LlamaWeights& w, int th
       LLMC_CHECK(R.fused_gate_up, "runtime: layer {}: gate/up have equal bits but cannot be stacked (another group?)",
                  l);
     }
-    // Row-tiled copies of the 2/3-bit matrices the forward runs (every product reads them: 1.1-1.9x
+    // Row-tiled copies of the 2/3-bit (and, on AVX-512 VNNI, 4-bit of group 128) matrices the forward runs (every
+    // product reads them: 2/3 bits 1.1-1.9x
     // faster GEMVs, bench_qgemm M = 1; prefill at the canonical layout's speed). RuntimeLlama then
     // frees the canonical matrices (take_tiled_linears), so each is held once.
     const LayerWeights& W = w.layers[l];
@@ -189,12 +190,12 @@ bool RuntimeEngine::stack(std::vector<const Lin*> parts, Lin* out) {
 }
 
 void RuntimeEngine::add_tiled(Lin* L, std::vector<const Linear*> from) {
-  // LLMC_TILED=0 keeps the canonical layout instead: slower 2/3-bit decode (an A/B switch).
+  // LLMC_TILED=0 keeps the canonical layout instead: slower 2/3/4-bit decode (an A/B switch).
   static const bool enabled = [] {
     const char* e = std::getenv("LLMC_TILED");
     return e == nullptr || std::string(e) != "0";
   }();
-  if (!enabled || !L->quant || L->N == 0 || !kernels::tiled_faster(L->q.bits)) return;
+  if (!enabled || !L->quant || L->N == 0 || !kernels::tiled_faster(L->q.bits, L->q.group)) return;
   std::shared_ptr<kernels::QTiled> t;
   if (L->parts.empty()) {
     t = std::make_shared<kernels::QTiled>(kernels::tile(L->q));
@@ -224,11 +225,11 @@ std::vector<std::pair<const Linear*, std::shared_ptr<Linear>>> RuntimeEngine::ta
     }
   }
   if (out.empty()) return out;
-  // Every 2/3-bit matrix has a tiled copy (its own or its stack's), and rt::linear runs any M of a
+  // Every matrix of a tiled width has a tiled copy (its own or its stack's), and rt::linear runs any M of a
   // Lin with one through it. The engine's views of the canonical matrices are cleared, so that a use
   // this does not cover fails loudly (qgemm_cpu rejects null codes) instead of reading freed memory.
   auto drop = [](Lin& L) {
-    if (!L.quant || !kernels::tiled_faster(L.q.bits)) return;
+    if (!L.quant || !kernels::tiled_faster(L.q.bits, L.q.group)) return;
     L.q.codes = nullptr;
     L.q.scales = nullptr;
     L.q.zeros = nullptr;
@@ -478,7 +479,7 @@ RuntimeLlama::RuntimeLlama(ModelConfig config, LlamaWeights weights, std::shared
     : Llama(std::move(config), std::move(weights), std::move(tokenizer)) {
   LLMC_CHECK(dtype() == at::kFloat, "runtime: the model must be float32");
   engine_ = std::make_unique<RuntimeEngine>(Llama::config(), Llama::weights(), threads);
-  // Each 2/3-bit matrix the engine tiled is held once: the weights take a TiledLinear over the
+  // Each matrix the engine tiled is held once: the weights take a TiledLinear over the
   // engine's copy, and the canonical QuantizedLinear goes (unless another model shares it).
   const auto swaps = engine_->take_tiled_linears();
   if (swaps.empty()) return;

@@ -75,8 +75,9 @@ TEST(BenchScripts, BenchVsLlamaCppWithAStandIn) {
   auto [rc, log] = run(dir + "/bin");
   ASSERT_EQ(rc, 0) << log;
   const auto j = nlohmann::json::parse(llmc::read_text_file(dir + "/out/bench_vs_llamacpp.json"));
-  EXPECT_EQ(j["rounds"].size(), 8u);  // 2 rounds x 4 contenders x 1 thread count
-  ASSERT_EQ(j["ours_over_llamacpp_q4_0"].size(), 2u);
+  EXPECT_EQ(j["rounds"].size(), 10u);  // 2 rounds x 5 contenders (ours at groups 32, 64, 128) x 1 thread count
+  ASSERT_EQ(j["ours_over_llamacpp_q4_0"].size(), 3u);
+  EXPECT_EQ(j["ours_over_llamacpp_q4_0"][2]["engine"], "ours g128");
   for (const auto& m : j["median"]) {
     if (m["engine"].get<std::string>().rfind("llama.cpp", 0) == 0) {
       EXPECT_EQ(m["prefill_tok_s"].get<double>(), 100.0);

@@ -95,8 +95,8 @@ TEST(Runtime, KVCacheDecodeEqualsFullRecompute) {
   }
   EXPECT_EQ(cache->len, T);
   // The decode steps above ran the 2/3-bit linears (k, o, down of layer 0) from row-tiled copies
-  // where the CPU has that path.
-  EXPECT_EQ(eng.tiled_bytes() > 0, kernels::tiled_faster(2));
+  // where the CPU has that path (and the 4-bit ones on AVX-512 VNNI).
+  EXPECT_EQ(eng.tiled_bytes() > 0, kernels::tiled_faster(2, 32));
   // prefill() returns the last row of a cached forward.
   auto c2 = m->new_cache(1, T);
   std::vector<int64_t> ids(tokens.data_ptr<int64_t>(), tokens.data_ptr<int64_t>() + T);
@@ -104,14 +104,15 @@ TEST(Runtime, KVCacheDecodeEqualsFullRecompute) {
   EXPECT_LE(rel_diff(at::from_blob(const_cast<float*>(last), {V}, at::kFloat).clone(), full[0][T - 1]), 1e-4);
 }
 
-// On AVX-512 CPUs the engine computes 2/3-bit products from row-tiled copies, and the runtime
-// model's weights then hold those matrices in that layout only (TiledLinear over the engine's copy):
-// the same codes, scales and zeros as the canonical matrices, which are gone.
-TEST(Runtime, TwoAndThreeBitMatricesAreHeldOnceTiled) {
+// On AVX-512 CPUs the engine computes 2/3-bit products (and on AVX-512 VNNI 4-bit ones) from
+// row-tiled copies, and the runtime model's weights then hold those matrices in that layout only
+// (TiledLinear over the engine's copy): the same codes, scales and zeros as the canonical matrices,
+// which are gone.
+TEST(Runtime, TiledWidthsAreHeldOnceTiled) {
   auto rt = exported_mixed(16);
   auto ref = exported_mixed(16, false);  // the same weights (same seed), canonical layout
   const LlamaWeights &w = rt->weights(), &r = ref->weights();
-  int tiled = 0, packed23 = 0;
+  int tiled = 0, packed23 = 0, tileable = 0;
   for (size_t l = 0; l < w.layers.size(); ++l) {
     for (int k = 0; k < kNumLinears; ++k) {
       const Linear& a = *layer_linear(w.layers[l], k);
@@ -121,9 +122,10 @@ TEST(Runtime, TwoAndThreeBitMatricesAreHeldOnceTiled) {
       ASSERT_EQ(a.bits(), b.bits());
       ASSERT_EQ(a.stored_bytes(4), b.stored_bytes(4));
       const auto* t = dynamic_cast<const TiledLinear*>(&a);
-      const bool low = b.bits() == 2 || b.bits() == 3;
-      packed23 += low;
-      EXPECT_EQ(t != nullptr, low && kernels::tiled_faster(b.bits()));
+      packed23 += b.bits() == 2 || b.bits() == 3;
+      const bool tiles = b.is_packed() && kernels::tiled_faster(b.bits(), b.packed_layout()->group);
+      tileable += tiles;
+      EXPECT_EQ(t != nullptr, tiles);
       if (t == nullptr) continue;
       ++tiled;
       EXPECT_FALSE(t->holds_canonical());
@@ -139,8 +141,9 @@ TEST(Runtime, TwoAndThreeBitMatricesAreHeldOnceTiled) {
     }
   }
   EXPECT_GT(packed23, 0);
-  if (!kernels::tiled_faster(2)) GTEST_SKIP() << "no AVX-512: the engine keeps the canonical layout (checked above)";
-  EXPECT_EQ(tiled, packed23);
+  if (!kernels::tiled_faster(2, 32)) GTEST_SKIP() << "no AVX-512: the engine keeps the canonical layout (checked above)";
+  EXPECT_EQ(tiled, tileable);
+  EXPECT_GE(tileable, packed23);
   // Prefill-sized products (M >= 16) read the tiled copies too: a 20-row forward agrees with the
   // libtorch forward over the canonical weights.
   at::manual_seed(9);

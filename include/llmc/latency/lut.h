@@ -60,7 +60,8 @@ constexpr int kLutVersion = 3;
 // 5: AVX2 GEMMs on int16 x (vpmaddwd): decode 1.1-3.6x faster by width (4 bit now faster than 8).
 // 6: AVX-512 VNNI int16 decode kernel (Isa::kAvx512Vnni); an entry's calls read regions
 //    kLutRegionGap apart (lut_rotation), no longer adjacent ones.
-constexpr const char* kLutKernelVersion = "runtime-ops-6";
+// 7: 4-bit linears at M < 16 read a row-tiled copy on AVX-512 VNNI (the 4-bit tile kernel).
+constexpr const char* kLutKernelVersion = "runtime-ops-7";
 
 // One linear GEMM the search space can produce: y (M, N) = x (M, K) W^T at `bits`.
 // group: effective_group(K, space.group_size) for bits < 16, 0 for the dense 16-bit path.

@@ -66,12 +66,12 @@ class RuntimeEngine {
   // Bytes of weights one decoded token reads (linears + lm_head + one embedding row + norms).
   int64_t bytes_per_token() const;
   int lm_head_bits() const;  // 16: dense fp32 lm_head
-  // Bytes of the row-tiled copies of 2/3-bit matrices (kernels/qtiled.h; every product of such a
-  // matrix reads its copy); 0 where qgemm_cpu has no tiled path (no AVX-512) or no matrix has 2 or 3 bits.
+  // Bytes of the row-tiled copies (kernels/qtiled.h: 2/3-bit matrices, 4-bit on VNNI; every product of such a
+  // matrix reads its copy); 0 where qgemm_cpu has no tiled path (no AVX-512) or no matrix has such a width.
   int64_t tiled_bytes() const;
   // For each packed linear of the weights that the engine computes from a row-tiled copy only, a
   // TiledLinear (runtime/tiled_linear.h) over that copy: RuntimeLlama swaps them into its weights,
-  // so the canonical matrices can be freed (each 2/3-bit matrix is then held once, tiled). The
+  // so the canonical matrices can be freed (each such matrix is then held once, tiled). The
   // engine never reads those linears' canonical data again (its views of them are cleared here).
   std::vector<std::pair<const Linear*, std::shared_ptr<Linear>>> take_tiled_linears();
 

@@ -12,7 +12,7 @@
 namespace llmc::rt {
 
 // One linear y = x W^T as the runtime stores it: a packed matrix (kernels::qgemm_cpu) or dense
-// fp32 rows W (N, K). A 2/3-bit matrix may also have a row-tiled copy (kernels/qtiled.h), which
+// fp32 rows W (N, K). A 2/3/4-bit matrix may also have a row-tiled copy (kernels/qtiled.h), which
 // qgemm_cpu reads instead at small M on AVX-512 CPUs (bench_qgemm, M = 1: 1.1-1.9x faster GEMVs).
 // A packed linear may also be several matrices stacked by rows (the engine's q/k/v and gate/up):
 // `parts` then holds them (same bits, group, K) and kernels::qgemm_cpu_stacked computes the stacked

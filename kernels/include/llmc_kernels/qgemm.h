@@ -61,13 +61,18 @@ bool qgemm_rounds_x_to_int16(Isa isa = Isa::kAuto, int M = 1, int bits = 4);
 constexpr int kTiledMaxM = 16;
 void qgemm_cpu(const float* x, int M, const QMatrixView& w, const QTiledView& tiled, const float* bias, float* y,
                int num_threads = 0, Isa isa = Isa::kAuto);
-// Whether qgemm_cpu has a faster small-M path for a tiled copy of a `bits`-bit matrix on this CPU
-// (2/3 bits on AVX-512): callers make tiled copies only then.
-bool tiled_faster(int bits);
-// The product from the tiled copy alone, any M: on AVX-512 the x-table kernel for M < kTiledMaxM
-// and, from there, the panel kernel reading the tiled copy (the same bits as qgemm_cpu on the
-// canonical matrix), so a holder of the tiled copy needs no canonical one; a portable scalar path
-// (kScalar, or a CPU without AVX-512). t.data must be 64-byte aligned.
+// Whether qgemm_cpu has a faster small-M path for a tiled copy of a `bits`-bit matrix of quantization
+// group `group` on this CPU (2/3 bits on AVX-512; 4 bits on AVX-512 VNNI at group 128, where
+// SmolLM2's decode ran 1.6-1.7x (1 thread) and 1.2-1.4x (2 threads) faster. Not at group 64: decode
+// +2-15% at 1 thread, -5 to +3% at 2, prefill -7%; nor 32: its GEMVs 0.6-0.7x from memory though
+// 2.6x faster from cache; docs/measurements.md): callers make tiled copies only then.
+bool tiled_faster(int bits, int group);
+// The product from the tiled copy alone, any M: on AVX-512 the x-table kernel (2/3 bits) or, on
+// AVX-512 VNNI, the 4-bit tile kernel (x rounded to int16 per (row, group), as qgemm_cpu's integer
+// paths) for M < kTiledMaxM and, from there, the panel kernel reading the tiled copy (the same bits
+// as qgemm_cpu on the canonical matrix), so a holder of the tiled copy needs no canonical one; a
+// portable scalar path elsewhere (kScalar, a CPU without AVX-512, 4 bits without VNNI). t.data must
+// be 64-byte aligned.
 void qgemm_tiled_cpu(const float* x, int M, const QTiledView& t, const float* bias, float* y, int num_threads = 0,
                      Isa isa = Isa::kAuto);
 

@@ -1,4 +1,4 @@
-// Row-tiled copy of a 2- or 3-bit packed matrix, for the CPU's small-M ("decode") product.
+// Row-tiled copy of a 2-, 3- or 4-bit packed matrix, for the CPU's small-M ("decode") product.
 //
 // Why a second layout: with the canonical layout (qformat.h) every weight is dequantized and
 // multiplied by x in registers: at M = 1 that is ~6 (2 bit) and ~10 (3 bit) AVX-512 instructions
@@ -6,6 +6,11 @@
 // SIMD lane hold one row: a 4-bit slice of a lane (two 2-bit codes, or four 3rd bits) indexes a
 // 16-entry table built once per call from x (vpermps), and a single add accumulates 16 rows x 2
 // codes. The tables are shared by all rows, the zero point is folded into per-group sums of x.
+// 4 bits (AVX-512 VNNI, group 128 where the runtime makes them: qgemm.h tiled_faster): a lane's word holds 8 codes of its row; (word >> 4j) & 0x000f000f
+// gives two of them as int16, multiplied with a broadcast pair of x rounded to int16 by one vpdpwssd
+// (16 rows x 2 codes), and each group's scales and zeros load as vectors of 16 rows: none of the
+// canonical kernel's per-row work (factors per group, a horizontal sum per row), which at K = 576
+// costs as much as decoding the codes (docs/measurements.md).
 //
 // Layout (all little-endian). T = ceil(N / 16) tiles of 16 rows (rows past N are zero codes with
 // zero scale and zero point); Kb = ceil(K / 32) blocks (a partial last group's padding blocks
@@ -15,8 +20,8 @@
 // The data is a sequence of slices, panel-major: slice (p, t) for p = 0.., t = 0..T-1, so the
 // kernel, which walks one panel over all tiles (the panel's x tables stay in L1), reads memory
 // front to back. A slice is
-//   codes : pb tile blocks (TileBlock2 / TileBlock3): word h of canonical block 16 p + j
-//           (qformat.h Block2 / Block3) of row 16 t + r is at uint32 index (j * bits + h) * 16 + r
+//   codes : pb tile blocks (TileBlock2 / 3 / 4): word h of canonical block 16 p + j
+//           (qformat.h Block2 / Block3 / Block4) of row 16 t + r is at uint32 index (j * bits + h) * 16 + r
 //   scales: pg x 16 fp16, [g][r] = scale of row 16 t + r, group p * 512 / group + g
 //   zeros : pg x 16 fp16, same indexing
 // Slices (and their code parts) are multiples of 64 bytes, scale and zero rows 32-byte aligned;
@@ -42,11 +47,15 @@ struct TileBlock3 {
   uint32_t lo[2][kTileRows];  // as TileBlock2
   uint32_t hi[kTileRows];     // Block3::hi of row r
 };
+struct TileBlock4 {
+  uint32_t word[4][kTileRows];  // word[h][r] = Block4::word[h] of row r
+};
 static_assert(sizeof(TileBlock2) == 128, "2-bit tile block is 16 x 32 codes in 128 bytes");
 static_assert(sizeof(TileBlock3) == 192, "3-bit tile block is 16 x 32 codes in 192 bytes");
+static_assert(sizeof(TileBlock4) == 256, "4-bit tile block is 16 x 32 codes in 256 bytes");
 
 // True for the bit widths that have a tiled form.
-constexpr bool tiled_bits(int bits) { return bits == 2 || bits == 3; }
+constexpr bool tiled_bits(int bits) { return bits == 2 || bits == 3 || bits == 4; }
 
 struct QTiledLayout {
   int bits = 0, group = 0, N = 0, K = 0;
@@ -86,7 +95,7 @@ struct QTiledLayout {
     return scales_offset(t, g) + static_cast<size_t>(panel_groups(p)) * kTileRows * 2;
   }
 };
-// Validated as make_layout(), plus bits in {2, 3}.
+// Validated as make_layout(), plus bits in {2, 3, 4}.
 QTiledLayout make_tiled_layout(int bits, int group, int N, int K);
 
 // Non-owning view; `data` points at a buffer laid out as QTiledLayout (64-byte aligned).
@@ -116,7 +125,7 @@ class QTiled {
   std::unique_ptr<uint8_t, Free> buf_;
 };
 
-// Tiled copy of a canonical 2/3-bit matrix (throws std::invalid_argument for other widths).
+// Tiled copy of a canonical 2/3/4-bit matrix (throws std::invalid_argument for other widths).
 QTiled tile(const QMatrixView& w);
 // Writes the tiled copy of w into `out` (tiled layout of w's shape, 64-byte aligned).
 void tile_into(const QMatrixView& w, uint8_t* out);
