@@ -15,6 +15,10 @@
 // dequantize-and-FMA (5 per 16 weights). The sums are exact in int32 (|code * xq| < 2^23, a group
 // of <= 128 codes adds < 2^26 per lane), so the result differs from the AVX2 kernel's only in the
 // order of the fp32 sums: y = sum_g s dx (Q - z sum(xq)).
+//
+// 4-bit tile kernel (tile4_rows: M < 16 on a row-tiled copy, qtiled.h), on the same rounding of x:
+// one row per lane, two codes per lane and instruction, scales as vectors of 16 rows. And the
+// panel kernel (M >= 16) also reads 4-bit tiled copies (decode_panel), with the canonical bits.
 #include <immintrin.h>
 
 #include <cstddef>

@@ -3,7 +3,6 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <cstring>
 
 #include "llmc_kernels/qgemm.h"
 #include "llmc_kernels/qtiled.h"
@@ -45,8 +44,9 @@ struct Problem {
   const float* xdxsT = nullptr;  // [G][Mp] dx * sum of xq over the group
   const float* xT = nullptr;  // [Kp][Mp] transposed x, zero outside [M) x [K)
   float* yT = nullptr;        // [N][Mp] fp32 accumulators
-  // AVX-512 panel paths over a row-tiled copy (qtiled.h; 2/3 bits fp32, 4 bits VNNI int16) instead of codes / scales /
-  // zeros: the same weights dequantized the same way, so the same bits as the canonical panel.
+  // AVX-512 panel paths over a row-tiled copy (qtiled.h; 2/3 bits fp32, 4 bits the VNNI int16
+  // kernel) instead of codes / scales / zeros: the same weights dequantized the same way, so the
+  // same bits as the canonical panel.
   const uint8_t* tiled = nullptr;
   QTiledLayout tl;
 };
