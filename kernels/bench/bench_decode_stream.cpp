@@ -10,7 +10,9 @@
 // (qgemm_tiled_cpu; 2/3/4 bits, as the runtime holds them where tiled_faster()), or both timed in
 // turn, pass by pass (default: what the runtime would hold on this CPU).
 // Defaults: 1 thread, 30 reps, 4 bits, group 64, SmolLM2-135M's 30 layers of q|k|v 960:576,
-// o 576:576, gate|up 3072:576, down 576:1536; probe 1024 MiB. Prints one line; --out writes JSON.
+// o 576:576, gate|up 3072:576, down 576:1536; probe 1024 MiB. Prints a line per layout; --out writes
+// JSON. Bytes (and GB/s) count what a product reads: the codes of the blocks holding real columns
+// and every scale and zero.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -108,7 +110,9 @@ int main(int argc, char** argv) {
           zc[i] = fp32_to_fp16(static_cast<float>((1 << o.bits) / 2));
         }
         ws.push_back(pack(o.bits, o.group, N, K, codes.data(), sc.data(), zc.data()));
-        bytes += lay.total_bytes();
+        // What a product reads: the codes of the blocks that hold real columns (both layouts stop
+        // there; a partial last group's padding blocks are never read) and every scale and zero.
+        bytes += static_cast<size_t>(N) * (static_cast<size_t>(lay.real_blocks) * 4 * o.bits + 4 * static_cast<size_t>(lay.groups_per_row));
         maxK = std::max(maxK, K);
         maxN = std::max(maxN, N);
       }
@@ -154,7 +158,7 @@ int main(int argc, char** argv) {
     std::sort(ms[k].begin(), ms[k].end());
     med[k] = ms[k][ms[k].size() / 2];
     p10[k] = ms[k][ms[k].size() / 10];
-    gbps[k] = bytes / med[k] / 1e6;  // the tiled copy holds the same bytes (no padding rows at N % 16 == 0)
+    gbps[k] = bytes / med[k] / 1e6;  // both layouts read the same bytes (rows padded to 16 hold none)
     std::printf("decode stream (%s): %d x %zu GEMVs, %d-bit group %d, %.1f MB, %d threads, %s: %.3f ms (p10 %.3f), %.1f GB/s = %.0f%% of the read probe (%.1f GB/s best)\n",
                 k ? "tiled" : "canonical", o.layers, o.shapes.size(), o.bits, o.group, bytes / 1e6, o.threads,
                 isa_name(best_isa()), med[k], p10[k], gbps[k], 100 * gbps[k] / probe.best_gbps, probe.best_gbps);

@@ -14,7 +14,8 @@ grep -q '^canonical / tiled time: ' "$t/out" || { echo "no ratio:"; cat "$t/out"
 python3 - "$t/s.json" <<'PY'
 import json, sys
 d = json.load(open(sys.argv[1]))
-# 2 layers x (64 rows x 96 columns + 40 x 64) at 4 bits, group 32: codes + fp16 scales and zeros.
+# 2 layers x (64 rows x 96 columns + 40 x 64) at 4 bits, group 32: codes + fp16 scales and zeros
+# (whole groups here: no padding blocks, which a product would not read).
 want = 2 * (64 * 96 // 2 + 2 * 2 * 64 * 3 + 40 * 64 // 2 + 2 * 2 * 40 * 2)
 assert d["bytes"] == want, (d["bytes"], want)
 assert d["shapes"] == ["64:96", "40:64"] and d["bits"] == 4 and d["group"] == 32 and d["layers"] == 2, d
