@@ -103,7 +103,7 @@ RuntimeEngine::RuntimeEngine(const ModelConfig& c, const LlamaWeights& w, int th
       LLMC_CHECK(R.fused_gate_up, "runtime: layer {}: gate/up have equal bits but cannot be stacked (another group?)",
                  l);
     }
-    // Row-tiled copies of the 2/3-bit (and, on AVX-512 VNNI, 4-bit of group 128) matrices the forward runs (every
+    // Row-tiled copies of the 2/3-bit (and, on AVX-512 VNNI, 4-bit) matrices the forward runs (every
     // product reads them: 2/3 bits 1.1-1.9x
     // faster GEMVs, bench_qgemm M = 1; prefill at the canonical layout's speed). RuntimeLlama then
     // frees the canonical matrices (take_tiled_linears), so each is held once.

@@ -1,9 +1,9 @@
 #pragma once
-// A packed 2/3-bit (4-bit of group 128 on AVX-512 VNNI) linear held in the runtime's row-tiled layout alone
+// A packed 2/3-bit (4-bit on AVX-512 VNNI) linear held in the runtime's row-tiled layout alone
 // (kernels/qtiled.h).
 //
 // Why: on AVX-512 CPUs the runtime engine computes 2/3-bit products from a row-tiled copy (decode
-// 1.2-1.9x faster than the canonical layout; 4-bit ones of group 128 on VNNI CPUs, docs/measurements.md; prefill reads it through the panel kernel at the
+// 1.2-1.9x faster than the canonical layout; 4-bit ones on VNNI CPUs, docs/measurements.md; prefill reads it through the panel kernel at the
 // canonical speed). Keeping the canonical matrix next to it doubled those matrices' memory, so
 // once the engine has its tiled copy, RuntimeLlama swaps each such QuantizedLinear of its weights
 // for this class, which shares the engine's copy and holds nothing else.

@@ -62,10 +62,10 @@ constexpr int kTiledMaxM = 16;
 void qgemm_cpu(const float* x, int M, const QMatrixView& w, const QTiledView& tiled, const float* bias, float* y,
                int num_threads = 0, Isa isa = Isa::kAuto);
 // Whether qgemm_cpu has a faster small-M path for a tiled copy of a `bits`-bit matrix of quantization
-// group `group` on this CPU (2/3 bits on AVX-512; 4 bits on AVX-512 VNNI at group 128, where
-// SmolLM2's decode ran 1.6-1.7x (1 thread) and 1.2-1.4x (2 threads) faster. Not at group 64: decode
-// +2-15% at 1 thread, -5 to +3% at 2, prefill -7%; nor 32: its GEMVs 0.6-0.7x from memory though
-// 2.6x faster from cache; docs/measurements.md): callers make tiled copies only then.
+// group `group` on this CPU (2/3 bits on AVX-512; 4 bits on AVX-512 VNNI, every group: SmolLM2's
+// decode 1.15-1.7x faster at one thread, prefill 0-10% slower; docs/measurements.md): callers make
+// tiled copies only then. The group is part of the question because the answer has depended on it
+// (group 32 streamed slower before the tile kernel prefetched its scales).
 bool tiled_faster(int bits, int group);
 // The product from the tiled copy alone, any M: on AVX-512 the x-table kernel (2/3 bits) or, on
 // AVX-512 VNNI, the 4-bit tile kernel (x rounded to int16 per (row, group), as qgemm_cpu's integer
