@@ -9,8 +9,9 @@
 #      (PROMPT + NEW/2), prefill against one at M = PROMPT from an empty cache
 #   5. writes $OUT/bench_decode.json: tokens/s decode and prefill, file sizes, LUT predicted vs
 #      measured, the read-only bandwidth probe and the decode's weight reads as % of it, and where a
-#      decoded token's time goes op by op (bench --profile --bandwidth), per model; for 2/3-bit exports also the same bench with LLMC_TILED=0 (the
-#      canonical layout and kernels instead of the row-tiled one, AVX-512) under "no_tiled", run right after the tiled one
+#      decoded token's time goes op by op (bench --profile --bandwidth), per model; where the runtime
+#      held row-tiled copies (2/3 bits on AVX-512, 4 bits on AVX-512 VNNI) also the same bench with
+#      LLMC_TILED=0 (the canonical layout and kernels) under "no_tiled", run right after the tiled one
 # Options (environment): OUT (default runs/bench_decode), THREADS (default: all cores), PROMPT (128),
 # NEW (128), REPEATS (5), LM_HEAD_BITS (8; 16 = exact fp32 lm_head), SMOL_GROUP (64),
 # SMOL_BITS ("4"; e.g. "2 3 4" exports SmolLM2 at each width; empty: none).
@@ -40,7 +41,9 @@ bench() {  # name model-folder source-model lm-head-bits group [bits, default 4]
     --json --output "$OUT/$1.bench.json" > /dev/null
   echo "== $1: $(grep -E '"(decode|prefill)_tokens_per_s"' "$OUT/$1.bench.json" | tr -d ' \n')" >&2
   rm -f "$OUT/$1.no_tiled.json"
-  if [ "$bits" = 2 ] || [ "$bits" = 3 ]; then
+  # Where the runtime held row-tiled copies (2/3 bits on AVX-512, 4 bits on VNNI: tiled_copy_bytes > 0),
+  # the canonical layout right after, for the ratio.
+  if grep -Eq '"tiled_copy_bytes": *[1-9]' "$OUT/$1.bench.json"; then
     LLMC_TILED=0 "$bin" "${G[@]}" bench --model "$2" --prompt-tokens "$PROMPT" --new-tokens "$NEW" \
       --repeats "$REPEATS" --json --output "$OUT/$1.no_tiled.json" > /dev/null
     echo "== $1 in the canonical layout (LLMC_TILED=0): $(grep -E '"(decode|prefill)_tokens_per_s"' "$OUT/$1.no_tiled.json" | tr -d ' \n')" >&2

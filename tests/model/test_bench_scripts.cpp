@@ -15,6 +15,7 @@
 
 #include "llmc/core/files.h"
 #include "llmc/core/paths.h"
+#include "llmc_kernels/qgemm.h"
 
 namespace fs = std::filesystem;
 
@@ -42,6 +43,13 @@ TEST(BenchScripts, BenchDecodeOnStories260K) {
   EXPECT_GT(s.at("bandwidth").at("read_gbps").get<double>(), 0.0);
   EXPECT_GT(s.at("bandwidth").at("decode_pct_of_read").get<double>(), 0.0);
   EXPECT_FALSE(s.at("profile").at("per_token").empty());
+  // The canonical layout's bench next to it exactly where the runtime held tiled copies (4 bits: VNNI).
+  EXPECT_EQ(s.contains("no_tiled"), s.at("tiled_copy_bytes").get<int64_t>() > 0);
+  EXPECT_EQ(s.at("tiled_copy_bytes").get<int64_t>() > 0, llmc::kernels::tiled_faster(4, 64));
+  if (s.contains("no_tiled")) {
+    EXPECT_EQ(s.at("no_tiled").at("tiled_copy_bytes").get<int64_t>(), 0);
+    EXPECT_GT(s.at("no_tiled").at("decode_tokens_per_s").get<double>(), 0.0);
+  }
   fs::remove_all(out);
   fs::remove(out + ".log");
 }
