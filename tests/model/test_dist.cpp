@@ -308,8 +308,13 @@ TEST_F(DataParallelSearch, KilledRankEndsTheJobAndResumeFinishesIt) {
   const std::string text = read_all(log);
   EXPECT_NE(text.find("launch: rank 1"), std::string::npos) << text;
   EXPECT_NE(text.find("killed by signal 9"), std::string::npos) << text;
-  // Rank 0 noticed by itself (its collective failed: the peer's socket closed), in one line.
-  EXPECT_NE(text.find("failed on rank 0 of 2"), std::string::npos) << text;
+  // Rank 0 ends either by noticing itself (its collective failed: the peer's socket closed, one
+  // line), or, when the launcher's SIGTERM comes first, by the launcher stopping it (clean-clone CI
+  // of f983704 saw that order once: "exited with status 143" right after the launcher's line).
+  const bool noticed = text.find("failed on rank 0 of 2") != std::string::npos;
+  const bool stopped = text.find("stopping the other ranks") != std::string::npos &&
+                       text.find("launch: rank 0") != std::string::npos;
+  EXPECT_TRUE(noticed || stopped) << text;
   const double secs = std::stod(r.out.substr(r.out.find("seconds=") + 8));
   std::printf("killed rank 1: the job ended %.2f s later\n", secs);
   RecordProperty("seconds_to_end_after_kill", std::to_string(secs));
