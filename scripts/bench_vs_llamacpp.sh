@@ -8,8 +8,9 @@
 # (../shared/bench/llamacpp.sh builds the reference one from the PyPI sdist and prints the folder).
 # Usage: LLAMACPP_BIN=DIR scripts/bench_vs_llamacpp.sh [OUT_DIR]   (default runs/bench_vs_llamacpp)
 # Environment: MODEL (models/SmolLM2-135M-Instruct.Q4_1.gguf), THREADS ("1 2"), ROUNDS (3),
-# PROMPT (128), NEW (64), OUR_GROUPS (our quantization groups: "32 64 128"). Writes OUT_DIR/bench_vs_llamacpp.json (every round's tok/s, medians,
-# ratios) and OUT_DIR/bench_vs_llamacpp.md (the table), and prints the table.
+# PROMPT (128), NEW (64), OUR_GROUPS (our quantization groups: "32 64 128"). Writes
+# OUT_DIR/bench_vs_llamacpp.json (every round's tok/s, medians, ratios) and
+# OUT_DIR/bench_vs_llamacpp.md (the table), and prints the table.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 out="${1:-$root/runs/bench_vs_llamacpp}"
@@ -45,10 +46,10 @@ case "$src_type" in *.*) src_type="${src_type##*.}" ;; *) src_type="model file" 
 # rows.jsonl: one line per (round, threads, contender): prefill and decode tok/s.
 rows="$out/rows.jsonl"
 : > "$rows"
+contenders=("llama.cpp $src_type" "llama.cpp Q4_0")
+for g in $groups; do contenders+=("ours g$g"); done
 for r in $(seq 1 "$rounds"); do
   for t in $threads; do
-    contenders=("llama.cpp $src_type" "llama.cpp Q4_0")
-    for g in $groups; do contenders+=("ours g$g"); done
     for c in "${contenders[@]}"; do
       echo "== round $r/$rounds, $t threads: $c" >&2
       case "$c" in

@@ -119,7 +119,7 @@ int main(int argc, char** argv) {
   } catch (const std::invalid_argument& e) {
     usage(e.what());
   }
-  std::string layout = o.layout.empty() ? (tiled_faster(o.bits, o.group) ? "tiled" : "canonical") : o.layout;
+  std::string layout = o.layout.empty() ? (tiled_faster(o.bits) ? "tiled" : "canonical") : o.layout;
   if (layout != "canonical" && !tiled_bits(o.bits)) usage("--layout " + layout + ": " + std::to_string(o.bits) + "-bit matrices have no tiled form");
   std::vector<QTiled> tiles;
   if (layout != "canonical")

@@ -419,7 +419,7 @@ int main(int argc, char** argv) {
         return QMatrixView{bits, o.group, N, K, p, sc, sc + l.scale_count};
       };
       // Row-tiled copies where the runtime would make them (same data, rotated the same way).
-      const bool tiled = (isa == Isa::kAvx512 || isa == Isa::kAvx512Vnni) && tiled_faster(bits, o.group);
+      const bool tiled = (isa == Isa::kAvx512 || isa == Isa::kAvx512Vnni) && tiled_faster(bits);
       Pool tp;
       if (tiled) {
         const QTiledLayout tl = make_tiled_layout(bits, o.group, N, K);

@@ -201,9 +201,15 @@ void decode_panel(const Problem& p, const NaturalOrder& no, int nb, int nr, int 
     // two tiles every other time, so tiles are transposed ~1.5 times each: the prefill kernels run
     // 2-6% slower than on canonical codes (docs/measurements.md).
     alignas(64) uint32_t tw[4][kTileRows];  // row lane L's block: tw[L % 4][4 (L / 4) ..]
+    // The chunk lies in one tiled panel (kPanelKc divides its 512 columns): its slices' offsets once
+    // (the layout's helpers divide by the group size).
+    static_assert(kPanelBlocks * kBlockCodes % kKc == 0, "a panel-kernel chunk lies in one tiled panel");
+    const int pn = kb0 / kPanelBlocks;
+    const uint8_t* slice0 = p.tiled + p.tl.slice_offset(pn, 0);
+    const size_t sb = p.tl.slice_bytes(pn);
     for (int kb = kb0; kb < kb1; ++kb) {
       for (int t = nb / kTileRows; t * kTileRows < nb + nr; ++t) {
-        const uint8_t* tb = p.tiled + p.tl.block_offset(t, kb);
+        const uint8_t* tb = slice0 + static_cast<size_t>(t) * sb + static_cast<size_t>(kb - pn * kPanelBlocks) * 4 * 64;
         const __m512i w0 = _mm512_load_si512(tb), w1 = _mm512_load_si512(tb + 64), w2 = _mm512_load_si512(tb + 128),
                       w3 = _mm512_load_si512(tb + 192);
         const __m512i a = _mm512_unpacklo_epi32(w0, w1), b = _mm512_unpackhi_epi32(w0, w1);
@@ -309,13 +315,12 @@ void tile4_rows(const TiledProblem& p, int m0, int t) {
   const QTiledLayout& l = p.l;
   constexpr int bpg = BPG, gpp = kPanelBlocks / BPG;  // blocks per group, groups per tiled panel
   const __m512i mask = _mm512_set1_epi32(0x000f000f);
-  // The products and the zero-point terms in two accumulators (one dependency chain of two
-  // instructions per group was the bound at group 32).
+  // The products and the zero-point terms in two accumulators (one would chain two dependent
+  // instructions per group).
   __m512 acc[MT], zacc[MT];
   for (int m = 0; m < MT; ++m) acc[m] = zacc[m] = _mm512_setzero_ps();
   for (int pn = 0; pn < l.panels; ++pn) {
-    // The panel's constants once (the layout's helpers divide by the group size: per group, they
-    // made the kernel 1.6x slower at group 32 than at 64).
+    // The panel's constants once (the layout's helpers divide by the group size).
     const int pg = l.panel_groups(pn), pb = l.panel_blocks(pn);
     const uint8_t* slice = p.data + l.slice_offset(pn, t);
     const uint8_t* sc = slice + static_cast<size_t>(pb) * 4 * 64;

@@ -6,7 +6,6 @@
 #include <limits>
 #include <cstdint>
 #include <cstdlib>
-#include <cstring>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -448,8 +447,8 @@ void qgemm_tiled_panel(const float* x, int M, const QTiledView& t, const float* 
   Problem p = problem_of(make_layout(t.bits, t.group, t.N, t.K), M, t.N, bias, y);
   p.tiled = t.data;
   p.tl = t.layout();
-  thread_local Scratch s_x, s_g, s_y;
 #if defined(LLMC_KERNELS_X86)
+  thread_local Scratch s_x, s_g, s_y;
   void (*rows)(const Problem&, int, int) = panel_rows_avx512;
   if (t.bits == 4) {  // 4-bit tiles exist on VNNI CPUs only: the canonical 4-bit prefill's integer kernel
     p.Mp = (M + 31) / 32 * 32;
@@ -462,9 +461,7 @@ void qgemm_tiled_panel(const float* x, int M, const QTiledView& t, const float* 
   TaskCtx ctx{&p, rows, rows_per_task(p.N, nthreads, true)};
   parallel_for(nthreads, (p.N + ctx.rows_per_task - 1) / ctx.rows_per_task, run_task, &ctx);
 #else
-  (void)s_g;
-  prepare_panel_fp32(x, p, s_x, s_y);
-  (void)nthreads;
+  (void)x, (void)nthreads;
   throw std::logic_error("qgemm_tiled_panel: AVX-512 only");
 #endif
 }

@@ -263,14 +263,12 @@ void qgemm_tiled_cpu(const float* x, int M, const QTiledView& t, const float* bi
   tiled_scalar(x, M, t, bias, y);
 }
 
-bool tiled_faster(int bits, int group) {
-  (void)group;  // every group pays at 4 bits since the tile kernel prefetches (docs/measurements.md)
-  return tiled_path(best_isa(), bits);
-}
+bool tiled_faster(int bits) { return tiled_path(best_isa(), bits); }
 
 void qgemm_cpu(const float* x, int M, const QMatrixView& w, const QTiledView& tiled, const float* bias, float* y,
                int num_threads, Isa isa) {
-  if (!tiled.empty() && M < kTiledMaxM && tiled_faster(w.bits, w.group) && tiled_path(isa == Isa::kAuto ? best_isa() : isa, w.bits)) {
+  // tiled_path of the ISA the call runs on (a forced one this CPU lacks is rejected further on).
+  if (!tiled.empty() && M < kTiledMaxM && tiled_path(isa == Isa::kAuto ? best_isa() : isa, w.bits)) {
     if (tiled.bits != w.bits || tiled.group != w.group || tiled.N != w.N || tiled.K != w.K) {
       bad("qgemm_cpu: the tiled copy's shape (bits/group/N/K) differs from the matrix's");
     }

@@ -328,7 +328,7 @@ size_t rotation_linear_bytes(LinearShape s, int bits, int group_size) {
   if (bits == 16) return static_cast<size_t>(linear_stored_bytes(s, bits, group_size, sizeof(float)));
   const int group = effective_group(static_cast<int>(s.K), group_size);
   size_t b = packed_offsets(bits, group, s.N, s.K).end;
-  if (kernels::tiled_faster(bits, group))
+  if (kernels::tiled_faster(bits))
     b = std::max(b, kernels::make_tiled_layout(bits, group, static_cast<int>(s.N), static_cast<int>(s.K)).total_bytes);
   return b;
 }
@@ -342,7 +342,7 @@ rt::LinearOp linear_at(uint8_t* p, int64_t N, int64_t K, int bits, int group) {
     op.q = kernels::QMatrixView{bits, group, static_cast<int>(N), static_cast<int>(K), p,
                                 reinterpret_cast<const uint16_t*>(p + at.scales),
                                 reinterpret_cast<const uint16_t*>(p + at.zeros)};
-    if (kernels::tiled_faster(bits, group)) op.tiled = kernels::QTiledView{bits, group, static_cast<int>(N), static_cast<int>(K), p};
+    if (kernels::tiled_faster(bits)) op.tiled = kernels::QTiledView{bits, group, static_cast<int>(N), static_cast<int>(K), p};
   } else {
     op.w = reinterpret_cast<const float*>(p);
   }

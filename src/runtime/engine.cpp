@@ -104,9 +104,9 @@ RuntimeEngine::RuntimeEngine(const ModelConfig& c, const LlamaWeights& w, int th
                  l);
     }
     // Row-tiled copies of the 2/3-bit (and, on AVX-512 VNNI, 4-bit) matrices the forward runs (every
-    // product reads them: 2/3 bits 1.1-1.9x
-    // faster GEMVs, bench_qgemm M = 1; prefill at the canonical layout's speed). RuntimeLlama then
-    // frees the canonical matrices (take_tiled_linears), so each is held once.
+    // product reads them: faster GEMVs, 2/3 bits 1.1-1.9x by bench_qgemm M = 1, 4-bit decode 1.15-1.7x;
+    // prefill at about the canonical layout's speed). RuntimeLlama then frees the canonical matrices
+    // (take_tiled_linears), so each is held once.
     const LayerWeights& W = w.layers[l];
     if (R.fused_qkv) {
       add_tiled(&R.qkv, {W.q.get(), W.k.get(), W.v.get()});
@@ -195,7 +195,7 @@ void RuntimeEngine::add_tiled(Lin* L, std::vector<const Linear*> from) {
     const char* e = std::getenv("LLMC_TILED");
     return e == nullptr || std::string(e) != "0";
   }();
-  if (!enabled || !L->quant || L->N == 0 || !kernels::tiled_faster(L->q.bits, L->q.group)) return;
+  if (!enabled || !L->quant || L->N == 0 || !kernels::tiled_faster(L->q.bits)) return;
   std::shared_ptr<kernels::QTiled> t;
   if (L->parts.empty()) {
     t = std::make_shared<kernels::QTiled>(kernels::tile(L->q));
@@ -229,7 +229,7 @@ std::vector<std::pair<const Linear*, std::shared_ptr<Linear>>> RuntimeEngine::ta
   // Lin with one through it. The engine's views of the canonical matrices are cleared, so that a use
   // this does not cover fails loudly (qgemm_cpu rejects null codes) instead of reading freed memory.
   auto drop = [](Lin& L) {
-    if (!L.quant || !kernels::tiled_faster(L.q.bits, L.q.group)) return;
+    if (!L.quant || !kernels::tiled_faster(L.q.bits)) return;
     L.q.codes = nullptr;
     L.q.scales = nullptr;
     L.q.zeros = nullptr;

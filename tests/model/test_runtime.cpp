@@ -96,7 +96,7 @@ TEST(Runtime, KVCacheDecodeEqualsFullRecompute) {
   EXPECT_EQ(cache->len, T);
   // The decode steps above ran the 2/3-bit linears (k, o, down of layer 0) from row-tiled copies
   // where the CPU has that path (and the 4-bit ones on AVX-512 VNNI).
-  EXPECT_EQ(eng.tiled_bytes() > 0, kernels::tiled_faster(2, 32));
+  EXPECT_EQ(eng.tiled_bytes() > 0, kernels::tiled_faster(2));
   // prefill() returns the last row of a cached forward.
   auto c2 = m->new_cache(1, T);
   std::vector<int64_t> ids(tokens.data_ptr<int64_t>(), tokens.data_ptr<int64_t>() + T);
@@ -123,7 +123,7 @@ TEST(Runtime, TiledWidthsAreHeldOnceTiled) {
       ASSERT_EQ(a.stored_bytes(4), b.stored_bytes(4));
       const auto* t = dynamic_cast<const TiledLinear*>(&a);
       packed23 += b.bits() == 2 || b.bits() == 3;
-      const bool tiles = b.is_packed() && kernels::tiled_faster(b.bits(), b.packed_layout()->group);
+      const bool tiles = kernels::tiled_faster(b.bits());
       tileable += tiles;
       EXPECT_EQ(t != nullptr, tiles);
       if (t == nullptr) continue;
@@ -141,7 +141,7 @@ TEST(Runtime, TiledWidthsAreHeldOnceTiled) {
     }
   }
   EXPECT_GT(packed23, 0);
-  if (!kernels::tiled_faster(2, 32)) GTEST_SKIP() << "no AVX-512: the engine keeps the canonical layout (checked above)";
+  if (!kernels::tiled_faster(2)) GTEST_SKIP() << "no AVX-512: the engine keeps the canonical layout (checked above)";
   EXPECT_EQ(tiled, tileable);
   EXPECT_GE(tileable, packed23);
   // Prefill-sized products (M >= 16) read the tiled copies too: a 20-row forward agrees with the

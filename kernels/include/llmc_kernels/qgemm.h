@@ -61,12 +61,10 @@ bool qgemm_rounds_x_to_int16(Isa isa = Isa::kAuto, int M = 1, int bits = 4);
 constexpr int kTiledMaxM = 16;
 void qgemm_cpu(const float* x, int M, const QMatrixView& w, const QTiledView& tiled, const float* bias, float* y,
                int num_threads = 0, Isa isa = Isa::kAuto);
-// Whether qgemm_cpu has a faster small-M path for a tiled copy of a `bits`-bit matrix of quantization
-// group `group` on this CPU (2/3 bits on AVX-512; 4 bits on AVX-512 VNNI, every group: SmolLM2's
-// decode 1.15-1.7x faster at one thread, prefill 0-10% slower; docs/measurements.md): callers make
-// tiled copies only then. The group is part of the question because the answer has depended on it
-// (group 32 streamed slower before the tile kernel prefetched its scales).
-bool tiled_faster(int bits, int group);
+// Whether qgemm_cpu has a faster small-M path for a tiled copy of a `bits`-bit matrix on this CPU
+// (2/3 bits on AVX-512; 4 bits on AVX-512 VNNI, every group: SmolLM2's decode 1.15-1.7x faster at
+// one thread, prefill 0-10% slower; docs/measurements.md): callers make tiled copies only then.
+bool tiled_faster(int bits);
 // The product from the tiled copy alone, any M: on AVX-512 the x-table kernel (2/3 bits) or, on
 // AVX-512 VNNI, the 4-bit tile kernel (x rounded to int16 per (row, group), as qgemm_cpu's integer
 // paths) for M < kTiledMaxM and, from there, the panel kernel reading the tiled copy (the same bits
