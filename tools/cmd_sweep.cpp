@@ -22,7 +22,7 @@ Action add_sweep(CLI::App& app) {
       ->required();
   app.add_option("--out", a->out, "Study folder: manifest.json, lut.json, points/, report.{json,md}, pareto.svg")
       ->required();
-  app.add_flag("--dry-run", a->dry_run, "Print the stages still to run and their commands; run nothing");
+  app.add_flag("--dry-run", a->dry_run, "Print the stages still to run and their commands (with --rebench / --versus: what they would time); run nothing");
   app.add_flag("--report-only", a->report_only, "Write the report of what is finished now; run nothing");
   app.add_option("--rebench", a->rebench,
                  "Bench every benched point again, N rounds in one period (points alternated), keep each "
@@ -62,6 +62,10 @@ Action add_sweep(CLI::App& app) {
       return 0;
     }
     if (a->report_only) {
+      if (a->dry_run) {
+        std::printf("sweep --report-only would write %s/report.md, report.json and pareto.svg\n", a->out.c_str());
+        return 0;
+      }
       write_sweep_report(c, o);
       return 0;
     }

@@ -635,6 +635,13 @@ void rebench_sweep(const SweepConfig& c, const SweepOptions& o, int rounds) {
   const BenchedPoints bp = benched_points(c, o, m);
   const std::vector<Point>& benched = bp.benched;
   const auto& shared = bp.shared;  // these take their twin's new bench too
+  if (o.dry_run) {
+    std::vector<std::string> names;
+    for (const Point& p : benched) names.push_back(p.name);
+    std::printf("sweep --rebench %d would bench, each round%s: %s\n", rounds,
+                c.lut.empty() ? " after a fresh latency table" : "", fmt::format("{}", fmt::join(names, ", ")).c_str());
+    return;
+  }
   const std::string exe = o.exe.empty() ? self_executable() : o.exe;
   std::vector<std::string> timing_exports;
   const std::map<std::string, std::string> folder = timing_folders(c, o, benched, exe, timing_exports);
@@ -739,6 +746,11 @@ void versus_sweep(const SweepConfig& c, const SweepOptions& o, int repeats) {
         timed.push_back(p);
         break;
       }
+  if (o.dry_run) {
+    for (const auto& [j, b] : pairs)
+      std::printf("sweep --versus %d would time %s against %s\n", repeats, j->name.c_str(), b->name.c_str());
+    return;
+  }
   const std::string exe = o.exe.empty() ? self_executable() : o.exe;
   std::vector<std::string> timing_exports;
   const std::map<std::string, std::string> folder = timing_folders(c, o, timed, exe, timing_exports);

@@ -468,6 +468,26 @@ TEST(Sweep, SameArchitectureSharesResults) {
   EXPECT_EQ(rep["points"][2]["same_arch_as"], "joint-t500.000");
   EXPECT_NE(read_text_file(s.dir + "/sweep.log").find("joint-t900.000 has the architecture of joint-t500.000"),
             std::string::npos);
+  // --dry-run with --rebench / --versus lists what they would time and times nothing.
+  const std::string manifest_before = read_text_file(out + "/manifest.json");
+  ASSERT_EQ(run_process({LLMC_CLI, "sweep", "--config", cfg, "--out", out, "--rebench", "1", "--dry-run"},
+                        s.dir + "/rebench-dry.log")
+                .exit_code,
+            0)
+      << read_text_file(s.dir + "/rebench-dry.log");
+  EXPECT_NE(read_text_file(s.dir + "/rebench-dry.log").find("would bench, each round"), std::string::npos)
+      << read_text_file(s.dir + "/rebench-dry.log");
+  ASSERT_EQ(run_process({LLMC_CLI, "sweep", "--config", cfg, "--out", out, "--versus", "2", "--dry-run"},
+                        s.dir + "/versus-dry.log")
+                .exit_code,
+            0)
+      << read_text_file(s.dir + "/versus-dry.log");
+  EXPECT_NE(read_text_file(s.dir + "/versus-dry.log").find("would time joint-t500.000 against uniform-rtn-b8"),
+            std::string::npos)
+      << read_text_file(s.dir + "/versus-dry.log");
+  EXPECT_FALSE(file_exists(a + "/bench-r1.json"));
+  EXPECT_FALSE(file_exists(a + "/versus-uniform-rtn-b8.json"));
+  EXPECT_EQ(read_text_file(out + "/manifest.json"), manifest_before);
   // --rebench times the shared export once; the sharing point takes its twin's result.
   ASSERT_EQ(run_process({LLMC_CLI, "sweep", "--config", cfg, "--out", out, "--rebench", "1"}, s.dir + "/rebench.log")
                 .exit_code,
