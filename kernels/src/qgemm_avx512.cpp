@@ -395,10 +395,55 @@ void panel_rows(const Problem& p, int n0, int n1) {
       if (m0 < p.Mp) micro<1>(xT + m0, p.Mp, wb, kcn, yT + m0, nr, kc0 == 0);
     }
   }
-  write_panel_output(p, n0, n1);
+  write_panel_output_avx512(p, n0, n1);
+}
+
+// In-place transpose of a 16 x 16 matrix of floats (row i = r[i]).
+inline void transpose16_ps(__m512 r[16]) {
+  __m512 t[16], u[16];
+  for (int i = 0; i < 8; ++i) {  // per 128-bit lane L: t[2i] = (a0 b0 a1 b1), t[2i + 1] = (a2 b2 a3 b3)
+    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  for (int i = 0; i < 4; ++i) {  // u[4i + k], lane L: rows 4i .. 4i + 3 of column 4L + k
+    u[4 * i] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
+    u[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0xee);
+    u[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+    u[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xee);
+  }
+  for (int k = 0; k < 4; ++k) {  // column 4L + k gathers lane L of u[k], u[4 + k], u[8 + k], u[12 + k]
+    const __m512 p0 = _mm512_shuffle_f32x4(u[k], u[4 + k], 0x88), p1 = _mm512_shuffle_f32x4(u[k], u[4 + k], 0xdd);
+    const __m512 q0 = _mm512_shuffle_f32x4(u[8 + k], u[12 + k], 0x88),
+                 q1 = _mm512_shuffle_f32x4(u[8 + k], u[12 + k], 0xdd);
+    r[k] = _mm512_shuffle_f32x4(p0, q0, 0x88);
+    r[4 + k] = _mm512_shuffle_f32x4(p1, q1, 0x88);
+    r[8 + k] = _mm512_shuffle_f32x4(p0, q0, 0xdd);
+    r[12 + k] = _mm512_shuffle_f32x4(p1, q1, 0xdd);
+  }
 }
 
 }  // namespace
+
+// As write_panel_output_avx2 with 16 x 16 blocks.
+void write_panel_output_avx512(const Problem& p, int n0, int n1) {
+  for (int m0 = 0; m0 < p.M; m0 += 16) {  // Mp is a multiple of 16
+    const int mb = imin(16, p.M - m0);
+    float* y = p.y + static_cast<size_t>(m0) * p.N;
+    int n = n0;
+    for (; n + 16 <= n1; n += 16) {
+      __m512 v[16];  // v[j]: yT[n + j][m0 .. m0 + 15]; after the transpose v[i]: y[m0 + i][n .. n + 15]
+      for (int j = 0; j < 16; ++j) v[j] = _mm512_loadu_ps(p.yT + static_cast<size_t>(n + j) * p.Mp + m0);
+      transpose16_ps(v);
+      const __m512 b = p.bias ? _mm512_loadu_ps(p.bias + n) : _mm512_setzero_ps();
+      for (int i = 0; i < mb; ++i) _mm512_storeu_ps(y + static_cast<size_t>(i) * p.N + n, _mm512_add_ps(v[i], b));
+    }
+    for (; n < n1; ++n) {
+      const float* src = p.yT + static_cast<size_t>(n) * p.Mp + m0;
+      const float b = p.bias ? p.bias[n] : 0.f;
+      for (int i = 0; i < mb; ++i) y[static_cast<size_t>(i) * p.N + n] = src[i] + b;
+    }
+  }
+}
 
 void fused_rows_avx512(const Problem& p, int n0, int n1) { fused_rows_any(p, n0, n1); }
 

@@ -276,6 +276,8 @@ void micro32(const int16_t* xq2, int Mp, const int16_t* wb, int nkp, float* yT, 
   }
 }
 
+inline void write_output(const Problem& p, int n0, int n1) { write_panel_output_avx512(p, n0, n1); }
+
 #include "int16_panel.inc"
 
 template <int BITS>

@@ -100,6 +100,10 @@ void panel_rows_avx512(const Problem& p, int n0, int n1);
 // Problem::yT, [N][Mp]), in blocks of 16 rows of x (whole cache lines of yT per read). WikiText-2
 // scoring (512-token windows, 1 thread) ran as fast as with the row-by-row loop before it.
 void write_panel_output(const Problem& p, int n0, int n1);
+// The same with 8 x 8 (AVX2) / 16 x 16 (AVX-512) register transposes, bit for bit (a scalar store per
+// element made the transpose 13% of a 128-token prefill at 1 thread on Zen 4); callers check the ISA.
+void write_panel_output_avx2(const Problem& p, int n0, int n1);
+void write_panel_output_avx512(const Problem& p, int n0, int n1);
 
 // Runs fn(ctx, task) for task in [0, ntasks) on `nthreads` threads (the caller is one of them)
 // of a persistent pool; returns when all tasks are done. Calls from several threads are
