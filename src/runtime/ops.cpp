@@ -30,9 +30,9 @@ void gemv_task(void* p, int t) {
   for (int64_t m = 0; m < c.M; ++m) simd().gemv(c.W + r0 * c.K, c.x + m * c.K, r1 - r0, c.K, c.y + m * c.N + r0);
 }
 
-// One (batch row, KV head): its g query heads one after the other over the same cached key/value
-// rows (cache-resident after the first head). Per head: scores = K q (one GEMV), softmax with a
-// vector exp, out = P V (register accumulators over the rows).
+// One (batch row, KV head): its g query heads over the same cached key/value rows, up to
+// Simd::kMaxHeads at a time in one pass over the rows. Per head: scores = K q (a GEMV), softmax
+// with a vector exp, out = P V (register accumulators over the rows).
 void attn_task(void* p, int task) {
   const auto& c = *static_cast<const AttentionArgs*>(p);
   const auto& s = simd();
@@ -48,26 +48,32 @@ void attn_task(void* p, int task) {
     const int64_t n = last + 1;       // keys in reach
     const float* q0 = c.q + ((b * c.T + t) * c.nq + h * g) * c.hd;  // the group's g query heads
     float* o0 = c.out + ((b * c.T + t) * c.nq + h * g) * c.hd;
-    for (int64_t i = 0; i < g; ++i) {
-      // Scores of all keys in reach (a GEMV over the cached key rows), then masking.
-      float* r = sc + i * S;
-      float* o = o0 + i * c.hd;
-      s.gemv(K, q0 + i * c.hd, n, c.hd, r);
-      float mx = kNegInf;
-      for (int64_t j = 0; j < n; ++j) {
-        r[j] = mk[j] ? r[j] * c.scale : kNegInf;
-        // A NaN score makes the maximum NaN and with it the head's output (as in torch's softmax);
-        // std::max would skip it, and a query whose scores are all NaN would pass for a padding
-        // query with output 0 (a corrupt weight hidden from the first-forward check).
-        if (!std::isnan(mx) && !(r[j] <= mx)) mx = r[j];
+    for (int64_t i0 = 0; i0 < g; i0 += Simd::kMaxHeads) {
+      const int nh = static_cast<int>(std::min<int64_t>(Simd::kMaxHeads, g - i0));
+      // Scores of all keys in reach (a GEMV over the cached key rows per head), then masking.
+      s.gemv_heads(K, q0 + i0 * c.hd, c.hd, nh, n, c.hd, sc + i0 * S, S);
+      float inv[Simd::kMaxHeads];
+      bool none[Simd::kMaxHeads];  // no visible key (a padding query): output 0
+      for (int i = 0; i < nh; ++i) {
+        float* r = sc + (i0 + i) * S;
+        float mx = kNegInf;
+        for (int64_t j = 0; j < n; ++j) {
+          r[j] = mk[j] ? r[j] * c.scale : kNegInf;
+          // A NaN score makes the maximum NaN and with it the head's output (as in torch's softmax);
+          // std::max would skip it, and a query whose scores are all NaN would pass for a padding
+          // query with output 0 (a corrupt weight hidden from the first-forward check).
+          if (!std::isnan(mx) && !(r[j] <= mx)) mx = r[j];
+        }
+        none[i] = mx == kNegInf;
+        inv[i] = none[i] ? 0.f : 1.f / s.exp_shift_sum(r, mx, n);  // masked keys: exp(-inf) = 0
       }
-      if (mx == kNegInf) {  // no visible key (a padding query): output 0
-        std::fill(o, o + c.hd, 0.f);
-        continue;
+      s.wsum_heads(V, c.hd, sc + i0 * S, S, nh, n, c.hd, o0 + i0 * c.hd, c.hd);
+      for (int i = 0; i < nh; ++i) {
+        float* o = o0 + (i0 + i) * c.hd;
+        if (none[i]) std::fill(o, o + c.hd, 0.f);
+        else
+          for (int64_t d = 0; d < c.hd; ++d) o[d] *= inv[i];
       }
-      const float inv = 1.f / s.exp_shift_sum(r, mx, n);  // masked keys: exp(-inf) = 0
-      s.wsum(V, c.hd, r, n, c.hd, o);
-      for (int64_t d = 0; d < c.hd; ++d) o[d] *= inv;
     }
   }
 }

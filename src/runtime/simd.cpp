@@ -52,6 +52,19 @@ void wsum_plain(const float* V, int64_t ld, const float* p, int64_t rows, int64_
   for (int64_t r = 0; r < rows; ++r) axpy_plain(p[r], V + r * ld, out, n);
 }
 
+// The heads one after the other (the portable and AVX2 paths).
+template <void (*G)(const float*, const float*, int64_t, int64_t, float*)>
+void gemv_heads_loop(const float* W, const float* X, int64_t ldx, int nh, int64_t rows, int64_t K, float* Y,
+                     int64_t ldy) {
+  for (int h = 0; h < nh; ++h) G(W, X + h * ldx, rows, K, Y + h * ldy);
+}
+
+template <void (*S)(const float*, int64_t, const float*, int64_t, int64_t, float*)>
+void wsum_heads_loop(const float* V, int64_t ld, const float* P, int64_t ldp, int nh, int64_t rows, int64_t n,
+                     float* out, int64_t ldo) {
+  for (int h = 0; h < nh; ++h) S(V, ld, P + h * ldp, rows, n, out + h * ldo);
+}
+
 float exp_shift_sum_plain(float* x, float shift, int64_t n) {
   double sum = 0;
   for (int64_t i = 0; i < n; ++i) {
@@ -262,6 +275,53 @@ __attribute__((target("avx512f,avx2,fma"))) void gemv_avx512(const float* W, con
   for (; r < rows; ++r) y[r] = dot_avx512(W + r * K, x, K);
 }
 
+// gemv_avx512 for NH vectors: the same blocks of 4 rows (one accumulator per row and vector, masked
+// tail, hsum512) and the same dot_avx512 for the rows past the last block, so the same bits.
+template <int NH>
+__attribute__((target("avx512f,avx2,fma"))) void gemv_heads_avx512_n(const float* W, const float* X, int64_t ldx,
+                                                                     int64_t rows, int64_t K, float* Y, int64_t ldy) {
+  int64_t r = 0;
+  const int64_t tail = K % 16;
+  const __mmask16 m = static_cast<__mmask16>((1u << tail) - 1);
+  for (; r + 4 <= rows; r += 4) {
+    const float* w = W + r * K;
+    __m512 s[4][NH];
+    for (int j = 0; j < 4; ++j)
+      for (int h = 0; h < NH; ++h) s[j][h] = _mm512_setzero_ps();
+    int64_t i = 0;
+    for (; i + 16 <= K; i += 16) {
+      __m512 wv[4];
+      for (int j = 0; j < 4; ++j) wv[j] = _mm512_loadu_ps(w + j * K + i);
+      for (int h = 0; h < NH; ++h) {
+        const __m512 xv = _mm512_loadu_ps(X + h * ldx + i);
+        for (int j = 0; j < 4; ++j) s[j][h] = _mm512_fmadd_ps(wv[j], xv, s[j][h]);
+      }
+    }
+    if (tail) {
+      __m512 wv[4];
+      for (int j = 0; j < 4; ++j) wv[j] = _mm512_maskz_loadu_ps(m, w + j * K + i);
+      for (int h = 0; h < NH; ++h) {
+        const __m512 xv = _mm512_maskz_loadu_ps(m, X + h * ldx + i);
+        for (int j = 0; j < 4; ++j) s[j][h] = _mm512_fmadd_ps(wv[j], xv, s[j][h]);
+      }
+    }
+    for (int h = 0; h < NH; ++h)
+      for (int j = 0; j < 4; ++j) Y[h * ldy + r + j] = hsum512(s[j][h]);
+  }
+  for (; r < rows; ++r)
+    for (int h = 0; h < NH; ++h) Y[h * ldy + r] = dot_avx512(W + r * K, X + h * ldx, K);
+}
+
+__attribute__((target("avx512f,avx2,fma"))) void gemv_heads_avx512(const float* W, const float* X, int64_t ldx, int nh,
+                                                                   int64_t rows, int64_t K, float* Y, int64_t ldy) {
+  switch (nh) {
+    case 1: gemv_avx512(W, X, rows, K, Y); break;
+    case 2: gemv_heads_avx512_n<2>(W, X, ldx, rows, K, Y, ldy); break;
+    case 3: gemv_heads_avx512_n<3>(W, X, ldx, rows, K, Y, ldy); break;
+    default: gemv_heads_avx512_n<4>(W, X, ldx, rows, K, Y, ldy); break;
+  }
+}
+
 // 16 lanes (2^n by vscalefps, which also handles n = 128).
 __attribute__((target("avx512f,avx2,fma"))) inline __m512 exp512(__m512 x) {
   const __mmask16 zero_below = _mm512_cmp_ps_mask(x, _mm512_set1_ps(kExpMin), _CMP_LT_OQ);
@@ -294,6 +354,44 @@ __attribute__((target("avx512f,avx2,fma"))) void wsum_avx512(const float* V, int
   }
 }
 
+// wsum_avx512 for NH probability vectors: each output column is the same chain of FMAs over the rows
+// in order, so the same bits; NH x 4 accumulators keep the FMA units busy where one head's 4 chains
+// waited on the FMA latency.
+template <int NH>
+__attribute__((target("avx512f,avx2,fma"))) void wsum_heads_avx512_n(const float* V, int64_t ld, const float* P,
+                                                                     int64_t ldp, int64_t rows, int64_t n, float* out,
+                                                                     int64_t ldo) {
+  int64_t c = 0;
+  for (; c + 64 <= n; c += 64) {
+    __m512 a[NH][4];
+    for (int h = 0; h < NH; ++h)
+      for (int u = 0; u < 4; ++u) a[h][u] = _mm512_setzero_ps();
+    for (int64_t r = 0; r < rows; ++r) {
+      __m512 v[4];
+      for (int u = 0; u < 4; ++u) v[u] = _mm512_loadu_ps(V + r * ld + c + 16 * u);
+      for (int h = 0; h < NH; ++h) {
+        const __m512 pr = _mm512_set1_ps(P[h * ldp + r]);
+        for (int u = 0; u < 4; ++u) a[h][u] = _mm512_fmadd_ps(pr, v[u], a[h][u]);
+      }
+    }
+    for (int h = 0; h < NH; ++h)
+      for (int u = 0; u < 4; ++u) _mm512_storeu_ps(out + h * ldo + c + 16 * u, a[h][u]);
+  }
+  if (c < n)  // the columns past the last 64: as wsum_avx512 does them
+    for (int h = 0; h < NH; ++h) wsum_avx512(V + c, ld, P + h * ldp, rows, n - c, out + h * ldo + c);
+}
+
+__attribute__((target("avx512f,avx2,fma"))) void wsum_heads_avx512(const float* V, int64_t ld, const float* P,
+                                                                   int64_t ldp, int nh, int64_t rows, int64_t n,
+                                                                   float* out, int64_t ldo) {
+  switch (nh) {
+    case 1: wsum_avx512(V, ld, P, rows, n, out); break;
+    case 2: wsum_heads_avx512_n<2>(V, ld, P, ldp, rows, n, out, ldo); break;
+    case 3: wsum_heads_avx512_n<3>(V, ld, P, ldp, rows, n, out, ldo); break;
+    default: wsum_heads_avx512_n<4>(V, ld, P, ldp, rows, n, out, ldo); break;
+  }
+}
+
 __attribute__((target("avx512f,avx2,fma"))) float exp_shift_sum_avx512(float* x, float shift, int64_t n) {
   const __m512 sh = _mm512_set1_ps(shift);
   __m512 acc = _mm512_setzero_ps();
@@ -318,7 +416,10 @@ __attribute__((target("avx512f,avx2,fma"))) void silu_mul_avx512(const float* g,
 
 #endif
 
-Simd portable() { return {dot_plain, axpy_plain, gemv_plain, wsum_plain, exp_shift_sum_plain, silu_mul_plain, "portable"}; }
+Simd portable() {
+  return {dot_plain,      axpy_plain,     gemv_plain, wsum_plain, exp_shift_sum_plain, silu_mul_plain,
+          gemv_heads_loop<gemv_plain>, wsum_heads_loop<wsum_plain>, "portable"};
+}
 
 bool has_avx512() {
 #if defined(LLMC_RT_X86)
@@ -339,8 +440,14 @@ bool has_avx2() {
 }
 
 #if defined(LLMC_RT_X86)
-Simd avx512() { return {dot_avx512, axpy_avx512, gemv_avx512, wsum_avx512, exp_shift_sum_avx512, silu_mul_avx512, "avx512"}; }
-Simd avx2() { return {dot_avx2, axpy_avx2, gemv_avx2, wsum_avx2, exp_shift_sum_avx2, silu_mul_avx2, "avx2"}; }
+Simd avx512() {
+  return {dot_avx512,        axpy_avx512,       gemv_avx512, wsum_avx512, exp_shift_sum_avx512, silu_mul_avx512,
+          gemv_heads_avx512, wsum_heads_avx512, "avx512"};
+}
+Simd avx2() {
+  return {dot_avx2,      axpy_avx2,     gemv_avx2, wsum_avx2, exp_shift_sum_avx2, silu_mul_avx2,
+          gemv_heads_loop<gemv_avx2>, wsum_heads_loop<wsum_avx2>, "avx2"};
+}
 #endif
 
 }  // namespace

@@ -18,7 +18,16 @@ struct Simd {
   float (*exp_shift_sum)(float* x, float shift, int64_t n);
   // out[i] = silu(g[i]) * u[i] = g[i] / (1 + exp(-g[i])) * u[i] (out may alias g).
   void (*silu_mul)(const float* g, const float* u, float* out, int64_t n);
+  // gemv and wsum for nh <= kMaxHeads vectors at once, the query heads that share one KV head:
+  // gemv_heads: Y[h * ldy + r] = gemv(W, X + h * ldx)[r]; wsum_heads: out + h * ldo = wsum(V, ld,
+  // P + h * ldp, rows, n), h < nh. Bit for bit the single calls (each output's sums in the same
+  // order); the AVX-512 versions read W / V once for all heads.
+  void (*gemv_heads)(const float* W, const float* X, int64_t ldx, int nh, int64_t rows, int64_t K, float* Y,
+                     int64_t ldy);
+  void (*wsum_heads)(const float* V, int64_t ld, const float* P, int64_t ldp, int nh, int64_t rows, int64_t n,
+                     float* out, int64_t ldo);
   const char* name;
+  static constexpr int kMaxHeads = 4;
 };
 
 const Simd& simd();

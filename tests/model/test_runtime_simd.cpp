@@ -114,6 +114,31 @@ TEST(RuntimeSimd, WeightedRowSumMatchesReference) {
   }
 }
 
+// gemv_heads / wsum_heads (the query heads of one KV head at once) give the single calls' bits
+// for every head count, row count around the 4-row blocks and width around the 16 / 64-column
+// steps, on every path.
+TEST(RuntimeSimd, HeadsCallsMatchSingleCallsBitForBit) {
+  for (const rt::Simd* s : paths()) {
+    for (int nh = 1; nh <= rt::Simd::kMaxHeads; ++nh)
+      for (int64_t rows : {1, 3, 4, 7, 37})
+        for (int64_t n : {64, 80, 7, 128, 16}) {
+          const int64_t ld = n + 3, ldx = n + 5, ldp = rows + 2, ldo = n + 1;
+          const std::vector<float> W = uniform(static_cast<size_t>(rows * n), -1.f, 1.f, 11);
+          const std::vector<float> X = uniform(static_cast<size_t>(nh * ldx), -1.f, 1.f, 12);
+          const std::vector<float> V = uniform(static_cast<size_t>(rows * ld), -1.f, 1.f, 13);
+          const std::vector<float> P = uniform(static_cast<size_t>(nh * ldp), 0.f, 1.f, 14);
+          std::vector<float> y(static_cast<size_t>(nh * ldp), -3.f), y1 = y;
+          s->gemv_heads(W.data(), X.data(), ldx, nh, rows, n, y.data(), ldp);
+          for (int h = 0; h < nh; ++h) s->gemv(W.data(), X.data() + h * ldx, rows, n, y1.data() + h * ldp);
+          EXPECT_EQ(y, y1) << s->name << " gemv nh=" << nh << " rows=" << rows << " K=" << n;
+          std::vector<float> o(static_cast<size_t>(nh * ldo), -3.f), o1 = o;
+          s->wsum_heads(V.data(), ld, P.data(), ldp, nh, rows, n, o.data(), ldo);
+          for (int h = 0; h < nh; ++h) s->wsum(V.data(), ld, P.data() + h * ldp, rows, n, o1.data() + h * ldo);
+          EXPECT_EQ(o, o1) << s->name << " wsum nh=" << nh << " rows=" << rows << " n=" << n;
+        }
+  }
+}
+
 // rt::attention (whatever path simd() picked) against a naive fp64 softmax attention.
 TEST(RuntimeSimd, AttentionMatchesNaiveSoftmax) {
   const int64_t B = 2, T = 3, past = 5, nq = 6, nkv = 2, hd = 64, max_len = 12, S = past + T, g = nq / nkv;
