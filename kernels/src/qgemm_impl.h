@@ -96,12 +96,12 @@ void fused_rows_avx512_vnni(const Problem& p, int n0, int n1);  // on Problem::x
 void panel_rows_avx512_vnni(const Problem& p, int n0, int n1);  // 4/8 bits, on Problem::xq2 (Mp a multiple of 32)
 void panel_rows_avx512(const Problem& p, int n0, int n1);
 
-// The panel kernels' last step: y[m][n] = yT[n][m] + bias[n] for m < M, n in [n0, n1) (yT =
-// Problem::yT, [N][Mp]), in blocks of 16 rows of x (whole cache lines of yT per read). WikiText-2
-// scoring (512-token windows, 1 thread) ran as fast as with the row-by-row loop before it.
+// The panel kernels' last step, scalar (the reference of the two below): y[m][n] = yT[n][m] + bias[n]
+// for m < M, n in [n0, n1) (yT = Problem::yT, [N][Mp]), in blocks of 16 rows of x.
 void write_panel_output(const Problem& p, int n0, int n1);
-// The same with 8 x 8 (AVX2) / 16 x 16 (AVX-512) register transposes, bit for bit (a scalar store per
-// element made the transpose 13% of a 128-token prefill at 1 thread on Zen 4); callers check the ISA.
+// What the panel kernels call: the same with 8 x 8 (AVX2) / 16 x 16 (AVX-512) register transposes,
+// bit for bit (a scalar store per element made it 13.6% of a 128-token prefill at 1 thread on Zen 4);
+// callers check the ISA.
 void write_panel_output_avx2(const Problem& p, int n0, int n1);
 void write_panel_output_avx512(const Problem& p, int n0, int n1);
 

@@ -114,6 +114,11 @@ TEST_P(QTiledGemm, MatchesFp64Reference) {
       // 4 bits on VNNI round x to int16 per (row, group), as the canonical integer kernels (bound
       // of test::gemm_error); 2/3 bits and 4 bits elsewhere are fp32.
       EXPECT_LE(bits == 4 ? test::gemm_error(y, ref, x, M, w.view(), isa) : rel_error(y, ref), kTol);
+      {  // The same bits on one thread (one task takes every tile; 2 threads: a task per tile here).
+        std::vector<float> y1(ref.size(), -3.f);
+        qgemm_tiled_cpu(x.data(), M, t.view(), b, y1.data(), 1, isa);
+        EXPECT_EQ(y1, y);
+      }
       if ((isa == Isa::kAvx512Vnni || (isa == Isa::kAvx512 && bits < 4)) && M >= kTiledMaxM) {
         // From M = 16 the canonical layout's panel kernel reads the tiled copy: the same weights,
         // the same order of operations, so the same bits as from the canonical matrix.

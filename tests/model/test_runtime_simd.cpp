@@ -139,9 +139,13 @@ TEST(RuntimeSimd, HeadsCallsMatchSingleCallsBitForBit) {
   }
 }
 
-// rt::attention (whatever path simd() picked) against a naive fp64 softmax attention.
-TEST(RuntimeSimd, AttentionMatchesNaiveSoftmax) {
-  const int64_t B = 2, T = 3, past = 5, nq = 6, nkv = 2, hd = 64, max_len = 12, S = past + T, g = nq / nkv;
+// rt::attention (whatever path simd() picked) against a naive fp64 softmax attention; 3 query heads
+// per KV head (one pass of the heads calls) and 5 (4 + 1: Simd::kMaxHeads at a time).
+class RuntimeAttention : public ::testing::TestWithParam<int64_t> {};
+INSTANTIATE_TEST_SUITE_P(QueryHeads, RuntimeAttention, ::testing::Values(6, 10));
+TEST_P(RuntimeAttention, MatchesNaiveSoftmax) {
+  const int64_t nq = GetParam();
+  const int64_t B = 2, T = 3, past = 5, nkv = 2, hd = 64, max_len = 12, S = past + T, g = nq / nkv;
   const std::vector<float> q = uniform(static_cast<size_t>(B * T * nq * hd), -1.f, 1.f, 6);
   const std::vector<float> k = uniform(static_cast<size_t>(B * nkv * max_len * hd), -1.f, 1.f, 7);
   const std::vector<float> v = uniform(static_cast<size_t>(B * nkv * max_len * hd), -1.f, 1.f, 8);
