@@ -631,6 +631,7 @@ class Search {
       if (std::find(lo.tokens.begin(), lo.tokens.end(), M()) == lo.tokens.end()) lo.tokens.push_back(M());
       lo.context = c_.lut_context;
       lo.lm_head_bits = c_.lut_lm_head_bits;
+      lo.repeats = c_.lut_repeats;
       lo.progress = opts_.progress;
       spdlog::info("lut: {} not found, measuring it now", path);
       write_file_atomic(path, build_lut_json(base_, c_.space, lo));

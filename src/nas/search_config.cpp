@@ -131,6 +131,12 @@ SearchConfig parse_search_config(const std::string& text, const std::string& whe
     if (!valid_lm_head_bits(static_cast<int>(lm_bits)))
       fail("{}.lut_settings.lm_head_bits: {} (expected 16, 8 or 4, as export --lm-head-bits)", where, lm_bits);
     c.lut_lm_head_bits = static_cast<int>(lm_bits);
+    int64_t repeats = c.lut_repeats;
+    o.get("repeats", &repeats);
+    if (repeats < 20 || repeats > 100000)
+      fail("{}.lut_settings.repeats: {} (expected 20 to 100000 timed samples per entry, as lut --repeats)", where,
+           repeats);
+    c.lut_repeats = static_cast<int>(repeats);
     o.finish();
   }
   if (const json* t = top.sub("target")) {

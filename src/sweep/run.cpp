@@ -143,7 +143,7 @@ std::vector<std::string> lut_args(const SweepConfig& c, const SearchConfig& sc, 
                                   const std::string& out) {
   return {"--threads", std::to_string(c.threads), "lut", "--model", c.model, "--space", path_join(dir, "space.json"),
           "--tokens", "1", "--context", std::to_string(sc.lut_context), "--lm-head-bits",
-          std::to_string(c.lm_head_bits), "--out", out};
+          std::to_string(c.lm_head_bits), "--repeats", std::to_string(sc.lut_repeats), "--out", out};
 }
 
 // $LLMC_SWEEP_LOCK held while timed stages run (null when unset).

@@ -331,6 +331,25 @@ TEST_F(SearchRun, LmHeadBitsAreAChoice) {
             std::string::npos);
   EXPECT_NE(parse_error(R"({"lm_head_bits":16})", R"({"discretize":"argmax"})").find("needs \"discretize\""),
             std::string::npos);
+  EXPECT_NE(parse_error(R"({"lm_head_bits":16,"repeats":5})", R"({"discretize":"knapsack"})")
+                .find("c.json.lut_settings.repeats: 5 (expected 20 to 100000"),
+            std::string::npos);
+}
+
+// A search without a table measures its own (OUT/lut.json) with lut_settings, repeats included.
+TEST_F(SearchRun, OwnTableTakesTheConfiguredRepeats) {
+  SearchOptions o;
+  o.progress = false;
+  o.out_dir = dir() + "/own-lut";
+  SearchConfig c = config(R"("steps":0)", R"({"fraction":0.9})");
+  c.lut.clear();
+  c.lut_context = 16;
+  c.lut_repeats = 21;
+  run_search(c, o);
+  const auto lut = nlohmann::json::parse(read_text_file(o.out_dir + "/lut.json"));
+  EXPECT_EQ(lut["build"]["repeats"].get<int>(), 21);
+  EXPECT_EQ(lut["context"].get<int>(), 16);
+  EXPECT_EQ(parse_search_config(R"({"model":"m","lut_settings":{"repeats":200}})", "c.json", "/").lut_repeats, 200);
 }
 
 // The uniform-bits architectures that meet the target are scored beside the knapsack's answers, so the

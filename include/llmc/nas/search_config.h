@@ -25,6 +25,7 @@ struct SearchConfig {
   std::vector<int64_t> lut_tokens{1};
   int64_t lut_context = 512;
   int lut_lm_head_bits = 16;  // lm_head as it will be exported (export --lm-head-bits)
+  int lut_repeats = 25;       // samples per entry of a table the search measures itself (lut --repeats)
   double target_ms = -1, target_fraction = 0.5;  // one of them (ms wins when both given)
   // What target_fraction is a fraction of: 0 = the original (every linear 16-bit, full widths);
   // B = uniform B-bit at full widths (the space's group size): the LUT latency of the plain
