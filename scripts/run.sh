@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job: search -> export -> eval -> bench on the default model, next to a plain uniform
-# 4-bit GPTQ export of the same model (what a user would otherwise do), then one summary table.
+# 4-bit GPTQ export of the same model (what a user would otherwise do), the searched model's decode
+# timed in turn against it (bench --versus), then one summary table (scripts/run_summary.py).
 # Usage: scripts/run.sh [smollm2|stories260k]   (default smollm2; stories260k when it can't be fetched)
 # Outputs under runs/main-<model>/. Environment: LIMIT (50) eval documents per task, FT_STEPS (0)
 # LoRA fine-tune steps after quantization (0 = none; the study's 100 steps add ~8 min on 2 cores).
@@ -64,36 +65,12 @@ for m in original uniform4 export; do
   "$bin" bench --model "$path" --engine runtime --prompt-tokens 96 --new-tokens 64 --repeats 3 "${lut[@]}" --json \
     --output "$out/bench_$m.json" >/dev/null
 done
+# The two benches above ran a minute apart; on a machine whose speed drifts that can move either by
+# more than the searched and uniform models differ (run.sh on the Zen 4 VM: separate benches read
+# the searched model 8% slower, timed in turn it was 4% faster). Timed in turn, token by token:
+stage "bench searched against uniform 4-bit, in turn"
+"$bin" bench --model "$out/export" --versus "$out/uniform4" --prompt-tokens 96 --new-tokens 64 --repeats 10 --json \
+  --output "$out/versus.json" >/dev/null
 
-python3 - "$out" "$ft_steps" <<'PY'
-import json, os, sys
-out, ft_steps = sys.argv[1], int(sys.argv[2])
-def load(n):
-    p = os.path.join(out, n)
-    return json.load(open(p)) if os.path.exists(p) else {}
-s = load("search/summary.json")
-rows = []
-names = {"original": "original", "uniform4": "uniform 4-bit GPTQ", "export": "searched (GPTQ" + (f", {ft_steps} LoRA steps)" if ft_steps else ")")}
-for m in ("original", "uniform4", "export"):
-    e, b = load(f"eval_{m}.json"), load(f"bench_{m}.json")
-    res = e.get("results", {})
-    ppl = next((v.get("word_perplexity") for k, v in res.items() if k.startswith("text:")), None)
-    acc = e.get("average", {}).get("acc")
-    # stderr of the unweighted average of independent task accuracies
-    ses = [res[t]["acc_stderr"] for t in e.get("average", {}).get("tasks", []) if "acc_stderr" in res.get(t, {})]
-    acc_s = None if acc is None else (f"{acc:.3f} ± {sum(x * x for x in ses) ** 0.5 / len(ses):.3f}" if ses else f"{acc:.3f}")
-    rows.append((names[m], ppl, acc_s, b.get("decode_tokens_per_s"), b.get("prefill_tokens_per_s"), b.get("model_file_bytes")))
-print("\n| model | TinyStories word ppl | reasoning acc (avg ± stderr) | decode tok/s | prefill tok/s | file bytes |")
-print("|---|---:|---:|---:|---:|---:|")
-f = lambda v, d=3: "-" if v is None else (f"{v:.{d}f}" if isinstance(v, float) else str(v))
-for r in rows:
-    print(f"| {r[0]} | {f(r[1])} | {f(r[2])} | {f(r[3], 1)} | {f(r[4], 1)} | {f(r[5])} |")
-print(f"\nsearch: target {s.get('target_ms', 0):.3f} ms, LUT-predicted {s.get('predicted_ms', 0):.3f} ms "
-      f"(original {s.get('original_ms', 0):.3f} ms) at {s.get('tokens')} token(s)")
-for m in ("uniform4", "export"):
-    p = (load(f"bench_{m}.json").get("predicted") or {}).get("decode_ms")
-    if p:
-        print(f"{names[m]} decode: LUT-predicted {p['predicted']:.3f} ms/token, measured {p['measured']:.3f} ms/token "
-              f"(measured/predicted {p['measured_over_predicted']:.2f})")
-PY
+python3 "$root/scripts/run_summary.py" "$out" "$ft_steps"
 echo "run.sh: $((SECONDS - start_s)) s in all, $((SECONDS - job_s)) s after install and build" >&2
