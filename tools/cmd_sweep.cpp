@@ -22,7 +22,9 @@ Action add_sweep(CLI::App& app) {
       ->required();
   app.add_option("--out", a->out, "Study folder: manifest.json, lut.json, points/, report.{json,md}, pareto.svg")
       ->required();
-  app.add_flag("--dry-run", a->dry_run, "Print the stages still to run and their commands (with --rebench / --versus: what they would time); run nothing");
+  app.add_flag("--dry-run", a->dry_run,
+               "Print the stages still to run and their commands (with --rebench / --versus: what they would "
+               "time); run nothing");
   app.add_flag("--report-only", a->report_only, "Write the report of what is finished now; run nothing");
   app.add_option("--rebench", a->rebench,
                  "Bench every benched point again, N rounds in one period (points alternated), keep each "
