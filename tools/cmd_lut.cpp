@@ -50,7 +50,7 @@ Action add_lut(CLI::App& app) {
       ->check(CLI::PositiveNumber);
   app.add_option("--repeats", a->o.repeats, "Timed samples per entry, one per pass (median at 1 thread, 10th percentile at more; >= 20)")
       ->capture_default_str()
-      ->check(CLI::Range(20, 100000));
+      ->check(CLI::Range(kLutMinRepeats, kLutMaxRepeats));
   app.add_option("--statistic", a->o.statistic,
                  "An entry's time: auto (median CPU time at 1 thread, 10th percentile of wall times at more) | "
                  "median (median wall time at more threads)")

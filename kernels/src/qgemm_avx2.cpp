@@ -484,14 +484,13 @@ void xq_panel_avx2(const float* x, const Problem& p, int16_t* xq2, float* dxT, f
   }
 }
 
-// y[m][n] = yT[n][m] + bias[n], blocks of 8 x 8 (rows m of x, outputs n) through a register transpose;
-// the outputs past the last whole block of 8 as write_panel_output.
+// y[m][n] = yT[n][m] + bias[n], blocks of 8 x 8 (rows m of x, outputs n) through a register transpose.
 void write_panel_output_avx2(const Problem& p, int n0, int n1) {
+  const int nv = n0 + (n1 - n0) / 8 * 8;  // whole blocks of 8 outputs up to here
   for (int m0 = 0; m0 < p.M; m0 += 8) {  // Mp is a multiple of 16: 8 rows of yT are always there
     const int mb = imin(8, p.M - m0);
     float* y = p.y + static_cast<size_t>(m0) * p.N;
-    int n = n0;
-    for (; n + 8 <= n1; n += 8) {
+    for (int n = n0; n < nv; n += 8) {
       __m256i v[8];  // v[j]: yT[n + j][m0 .. m0 + 7]; after the transpose v[i]: y[m0 + i][n .. n + 7]
       for (int j = 0; j < 8; ++j)
         v[j] = _mm256_castps_si256(_mm256_loadu_ps(p.yT + static_cast<size_t>(n + j) * p.Mp + m0));
@@ -500,12 +499,8 @@ void write_panel_output_avx2(const Problem& p, int n0, int n1) {
       for (int i = 0; i < mb; ++i)
         _mm256_storeu_ps(y + static_cast<size_t>(i) * p.N + n, _mm256_add_ps(_mm256_castsi256_ps(v[i]), b));
     }
-    for (; n < n1; ++n) {
-      const float* src = p.yT + static_cast<size_t>(n) * p.Mp + m0;
-      const float b = p.bias ? p.bias[n] : 0.f;
-      for (int i = 0; i < mb; ++i) y[static_cast<size_t>(i) * p.N + n] = src[i] + b;
-    }
   }
+  write_panel_output(p, nv, n1);  // the outputs past the last whole block: the scalar reference
 }
 
 }  // namespace llmc::kernels::detail

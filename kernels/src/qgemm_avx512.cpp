@@ -426,23 +426,19 @@ inline void transpose16_ps(__m512 r[16]) {
 
 // As write_panel_output_avx2 with 16 x 16 blocks.
 void write_panel_output_avx512(const Problem& p, int n0, int n1) {
+  const int nv = n0 + (n1 - n0) / 16 * 16;  // whole blocks of 16 outputs up to here
   for (int m0 = 0; m0 < p.M; m0 += 16) {  // Mp is a multiple of 16
     const int mb = imin(16, p.M - m0);
     float* y = p.y + static_cast<size_t>(m0) * p.N;
-    int n = n0;
-    for (; n + 16 <= n1; n += 16) {
+    for (int n = n0; n < nv; n += 16) {
       __m512 v[16];  // v[j]: yT[n + j][m0 .. m0 + 15]; after the transpose v[i]: y[m0 + i][n .. n + 15]
       for (int j = 0; j < 16; ++j) v[j] = _mm512_loadu_ps(p.yT + static_cast<size_t>(n + j) * p.Mp + m0);
       transpose16_ps(v);
       const __m512 b = p.bias ? _mm512_loadu_ps(p.bias + n) : _mm512_setzero_ps();
       for (int i = 0; i < mb; ++i) _mm512_storeu_ps(y + static_cast<size_t>(i) * p.N + n, _mm512_add_ps(v[i], b));
     }
-    for (; n < n1; ++n) {
-      const float* src = p.yT + static_cast<size_t>(n) * p.Mp + m0;
-      const float b = p.bias ? p.bias[n] : 0.f;
-      for (int i = 0; i < mb; ++i) y[static_cast<size_t>(i) * p.N + n] = src[i] + b;
-    }
   }
+  write_panel_output(p, nv, n1);  // the outputs past the last whole block: the scalar reference
 }
 
 void fused_rows_avx512(const Problem& p, int n0, int n1) { fused_rows_any(p, n0, n1); }

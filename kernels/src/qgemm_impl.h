@@ -96,8 +96,9 @@ void fused_rows_avx512_vnni(const Problem& p, int n0, int n1);  // on Problem::x
 void panel_rows_avx512_vnni(const Problem& p, int n0, int n1);  // 4/8 bits, on Problem::xq2 (Mp a multiple of 32)
 void panel_rows_avx512(const Problem& p, int n0, int n1);
 
-// The panel kernels' last step, scalar (the reference of the two below): y[m][n] = yT[n][m] + bias[n]
-// for m < M, n in [n0, n1) (yT = Problem::yT, [N][Mp]), in blocks of 16 rows of x.
+// The panel kernels' last step, scalar (the reference of the two below, and their tail of fewer than
+// a block of outputs): y[m][n] = yT[n][m] + bias[n] for m < M, n in [n0, n1) (yT = Problem::yT,
+// [N][Mp]), in blocks of 16 rows of x.
 void write_panel_output(const Problem& p, int n0, int n1);
 // What the panel kernels call: the same with 8 x 8 (AVX2) / 16 x 16 (AVX-512) register transposes,
 // bit for bit (a scalar store per element made it 13.6% of a 128-token prefill at 1 thread on Zen 4);

@@ -8,6 +8,7 @@
 #include "llmc/core/files.h"
 #include "llmc/core/paths.h"
 #include "llmc/eval/tasks.h"
+#include "llmc/latency/lut.h"
 
 namespace llmc {
 
@@ -133,9 +134,9 @@ SearchConfig parse_search_config(const std::string& text, const std::string& whe
     c.lut_lm_head_bits = static_cast<int>(lm_bits);
     int64_t repeats = c.lut_repeats;
     o.get("repeats", &repeats);
-    if (repeats < 20 || repeats > 100000)
-      fail("{}.lut_settings.repeats: {} (expected 20 to 100000 timed samples per entry, as lut --repeats)", where,
-           repeats);
+    if (repeats < kLutMinRepeats || repeats > kLutMaxRepeats)
+      fail("{}.lut_settings.repeats: {} (expected {} to {} timed samples per entry, as lut --repeats)", where, repeats,
+           kLutMinRepeats, kLutMaxRepeats);
     c.lut_repeats = static_cast<int>(repeats);
     o.finish();
   }

@@ -244,39 +244,10 @@ __attribute__((target("avx512f,avx2,fma"))) void axpy_avx512(float a, const floa
   }
 }
 
-__attribute__((target("avx512f,avx2,fma"))) void gemv_avx512(const float* W, const float* x, int64_t rows, int64_t K, float* y) {
-  int64_t r = 0;
-  const int64_t tail = K % 16;
-  const __mmask16 m = static_cast<__mmask16>((1u << tail) - 1);
-  for (; r + 4 <= rows; r += 4) {
-    const float* w0 = W + r * K;
-    const float *w1 = w0 + K, *w2 = w1 + K, *w3 = w2 + K;
-    __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps(), s2 = _mm512_setzero_ps(), s3 = _mm512_setzero_ps();
-    int64_t i = 0;
-    for (; i + 16 <= K; i += 16) {
-      const __m512 xv = _mm512_loadu_ps(x + i);
-      s0 = _mm512_fmadd_ps(_mm512_loadu_ps(w0 + i), xv, s0);
-      s1 = _mm512_fmadd_ps(_mm512_loadu_ps(w1 + i), xv, s1);
-      s2 = _mm512_fmadd_ps(_mm512_loadu_ps(w2 + i), xv, s2);
-      s3 = _mm512_fmadd_ps(_mm512_loadu_ps(w3 + i), xv, s3);
-    }
-    if (tail) {
-      const __m512 xv = _mm512_maskz_loadu_ps(m, x + i);
-      s0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, w0 + i), xv, s0);
-      s1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, w1 + i), xv, s1);
-      s2 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, w2 + i), xv, s2);
-      s3 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, w3 + i), xv, s3);
-    }
-    y[r] = hsum512(s0);
-    y[r + 1] = hsum512(s1);
-    y[r + 2] = hsum512(s2);
-    y[r + 3] = hsum512(s3);
-  }
-  for (; r < rows; ++r) y[r] = dot_avx512(W + r * K, x, K);
-}
-
-// gemv_avx512 for NH vectors: the same blocks of 4 rows (one accumulator per row and vector, masked
-// tail, hsum512) and the same dot_avx512 for the rows past the last block, so the same bits.
+// y[h * ldy + r] = dot(W + r * K, X + h * ldx) for NH vectors at once: blocks of 4 rows share each
+// load of W (and each vector's load of X), one accumulator per row and vector, a masked tail,
+// hsum512; dot_avx512 for the rows past the last block. Each output's sum in the same order for any
+// NH, so the heads calls give the single call's (NH = 1) bits.
 template <int NH>
 __attribute__((target("avx512f,avx2,fma"))) void gemv_heads_avx512_n(const float* W, const float* X, int64_t ldx,
                                                                      int64_t rows, int64_t K, float* Y, int64_t ldy) {
@@ -312,6 +283,10 @@ __attribute__((target("avx512f,avx2,fma"))) void gemv_heads_avx512_n(const float
     for (int h = 0; h < NH; ++h) Y[h * ldy + r] = dot_avx512(W + r * K, X + h * ldx, K);
 }
 
+__attribute__((target("avx512f,avx2,fma"))) void gemv_avx512(const float* W, const float* x, int64_t rows, int64_t K, float* y) {
+  gemv_heads_avx512_n<1>(W, x, 0, rows, K, y, 0);
+}
+
 __attribute__((target("avx512f,avx2,fma"))) void gemv_heads_avx512(const float* W, const float* X, int64_t ldx, int nh,
                                                                    int64_t rows, int64_t K, float* Y, int64_t ldy) {
   switch (nh) {
@@ -335,28 +310,11 @@ __attribute__((target("avx512f,avx2,fma"))) inline __m512 exp512(__m512 x) {
   return _mm512_maskz_mov_ps(static_cast<__mmask16>(~zero_below), _mm512_scalef_ps(y, n));
 }
 
-__attribute__((target("avx512f,avx2,fma"))) void wsum_avx512(const float* V, int64_t ld, const float* p, int64_t rows,
-                                                              int64_t n, float* out) {
-  int64_t c = 0;
-  for (; c + 64 <= n; c += 64) {  // 64 columns (a head_dim of 64 in one pass) in 4 accumulators
-    __m512 a[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
-    for (int64_t r = 0; r < rows; ++r) {
-      const __m512 pr = _mm512_set1_ps(p[r]);
-      for (int u = 0; u < 4; ++u) a[u] = _mm512_fmadd_ps(pr, _mm512_loadu_ps(V + r * ld + c + 16 * u), a[u]);
-    }
-    for (int u = 0; u < 4; ++u) _mm512_storeu_ps(out + c + 16 * u, a[u]);
-  }
-  for (; c < n; c += 16) {
-    const __mmask16 m = static_cast<__mmask16>(n - c >= 16 ? 0xffff : (1u << (n - c)) - 1);
-    __m512 a = _mm512_setzero_ps();
-    for (int64_t r = 0; r < rows; ++r) a = _mm512_fmadd_ps(_mm512_set1_ps(p[r]), _mm512_maskz_loadu_ps(m, V + r * ld + c), a);
-    _mm512_mask_storeu_ps(out + c, m, a);
-  }
-}
-
-// wsum_avx512 for NH probability vectors: each output column is the same chain of FMAs over the rows
-// in order, so the same bits; NH x 4 accumulators keep the FMA units busy where one head's 4 chains
-// waited on the FMA latency.
+// out[h * ldo + c] = sum_r P[h * ldp + r] * V[r * ld + c] for NH probability vectors at once: 64
+// columns at a time (a head_dim of 64 in one pass) in NH x 4 accumulators, each row of V loaded once
+// for all vectors, then 16 at a time (masked). Each output column is the same chain of FMAs over the
+// rows in order for any NH, so the heads calls give the single call's (NH = 1) bits; with 3 heads the
+// 12 chains keep the FMA units busy where one head's 4 waited on the FMA latency.
 template <int NH>
 __attribute__((target("avx512f,avx2,fma"))) void wsum_heads_avx512_n(const float* V, int64_t ld, const float* P,
                                                                      int64_t ldp, int64_t rows, int64_t n, float* out,
@@ -377,8 +335,21 @@ __attribute__((target("avx512f,avx2,fma"))) void wsum_heads_avx512_n(const float
     for (int h = 0; h < NH; ++h)
       for (int u = 0; u < 4; ++u) _mm512_storeu_ps(out + h * ldo + c + 16 * u, a[h][u]);
   }
-  if (c < n)  // the columns past the last 64: as wsum_avx512 does them
-    for (int h = 0; h < NH; ++h) wsum_avx512(V + c, ld, P + h * ldp, rows, n - c, out + h * ldo + c);
+  for (; c < n; c += 16) {
+    const __mmask16 m = static_cast<__mmask16>(n - c >= 16 ? 0xffff : (1u << (n - c)) - 1);
+    __m512 a[NH];
+    for (int h = 0; h < NH; ++h) a[h] = _mm512_setzero_ps();
+    for (int64_t r = 0; r < rows; ++r) {
+      const __m512 v = _mm512_maskz_loadu_ps(m, V + r * ld + c);
+      for (int h = 0; h < NH; ++h) a[h] = _mm512_fmadd_ps(_mm512_set1_ps(P[h * ldp + r]), v, a[h]);
+    }
+    for (int h = 0; h < NH; ++h) _mm512_mask_storeu_ps(out + h * ldo + c, m, a[h]);
+  }
+}
+
+__attribute__((target("avx512f,avx2,fma"))) void wsum_avx512(const float* V, int64_t ld, const float* p, int64_t rows,
+                                                              int64_t n, float* out) {
+  wsum_heads_avx512_n<1>(V, ld, p, 0, rows, n, out, 0);
 }
 
 __attribute__((target("avx512f,avx2,fma"))) void wsum_heads_avx512(const float* V, int64_t ld, const float* P,

@@ -98,11 +98,15 @@ LutAttentionSpan lut_attention_span(int64_t M, int64_t context);
 // load_llama() reads (GGUF).
 ModelConfig lut_model_config(const std::string& spec);
 
+// The range of LutOptions::repeats a user may ask for (lut --repeats, a search config's
+// lut_settings.repeats): fewer than 20 samples make a table's prices too noisy to search with.
+constexpr int kLutMinRepeats = 20, kLutMaxRepeats = 100000;
+
 struct LutOptions {
   std::string device = "auto";        // auto | cpu | cuda (cuda: see build_lut_json)
   std::vector<int64_t> tokens{1, 128};  // token counts M (distinct, >= 1)
   int64_t context = 512;              // KV-cache positions a decode step (M = 1) attends over
-  int repeats = 25;                   // timed samples per entry (>= 1; the CLI asks for >= 20)
+  int repeats = 25;                   // timed samples per entry (>= 1; users: kLutMinRepeats..)
   // Samples are taken in this many interleaved passes over all entries; 0 = one sample per pass
   // (`repeats` passes). Each pass meets the machine in another state (clock, caches, neighbours):
   // on a 2-core VM, 25 passes of one sample halved the build-to-build spread of 5 passes of five.
