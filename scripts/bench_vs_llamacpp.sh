@@ -8,7 +8,8 @@
 # (../shared/bench/llamacpp.sh builds the reference one from the PyPI sdist and prints the folder).
 # Usage: LLAMACPP_BIN=DIR scripts/bench_vs_llamacpp.sh [OUT_DIR]   (default runs/bench_vs_llamacpp)
 # Environment: MODEL (models/SmolLM2-135M-Instruct.Q4_1.gguf), THREADS ("1 2"), ROUNDS (3),
-# PROMPT (128), NEW (64), OUR_GROUPS (our quantization groups: "32 64 128"). Writes
+# PROMPT (128), NEW (64), OUR_GROUPS (our quantization groups: "32 64 128"), OUR_X8_GROUPS (groups also
+# run with --prefill-x-bits 8, int8 activations in prefill as llama.cpp's Q4_0 path: "64"; "" for none). Writes
 # OUT_DIR/bench_vs_llamacpp.json (every round's tok/s, medians, ratios) and
 # OUT_DIR/bench_vs_llamacpp.md (the table), and prints the table.
 set -euo pipefail
@@ -20,6 +21,7 @@ rounds="${ROUNDS:-3}"
 prompt="${PROMPT:-128}"
 new="${NEW:-64}"
 groups="${OUR_GROUPS:-32 64 128}"
+x8_groups="${OUR_X8_GROUPS-64}"
 if [ -z "${LLAMACPP_BIN:-}" ]; then
   echo "error: set LLAMACPP_BIN to a llama.cpp bin folder (llama-bench, llama-quantize); ../shared/bench/llamacpp.sh builds one" >&2
   exit 2
@@ -35,7 +37,7 @@ mkdir -p "$out"
 q40="$out/model.Q4_0.gguf"
 [ -f "$q40" ] || "$LLAMACPP_BIN/llama-quantize" --allow-requantize "$model" "$q40" Q4_0 > "$out/quantize.log" 2>&1 ||
   { echo "error: llama-quantize failed; see $out/quantize.log" >&2; exit 1; }
-for g in $groups; do
+for g in $groups $x8_groups; do
   [ -f "$out/ours-g$g/config.json" ] || "$bin" export --model "$model" --arch uniform:4 --quant rtn --group-size "$g" \
     --lm-head-bits 8 --out "$out/ours-g$g" > "$out/export-g$g.log" 2>&1 ||
     { echo "error: export failed; see $out/export-g$g.log" >&2; exit 1; }
@@ -48,6 +50,7 @@ rows="$out/rows.jsonl"
 : > "$rows"
 contenders=("llama.cpp $src_type" "llama.cpp Q4_0")
 for g in $groups; do contenders+=("ours g$g"); done
+for g in $x8_groups; do contenders+=("ours g$g x8"); done
 for r in $(seq 1 "$rounds"); do
   for t in $threads; do
     for c in "${contenders[@]}"; do
@@ -69,8 +72,10 @@ print(json.dumps({"round": int(sys.argv[3]), "threads": int(sys.argv[4]), "engin
 PY
           ;;
         ours*)
-          "$bin" --threads "$t" bench --model "$out/ours-${c#ours }" --prompt-tokens "$prompt" --new-tokens "$new" \
-            --repeats 1 --json --output "$out/ob.json" > /dev/null 2>&1
+          spec="${c#ours }" xb=16  # "g64" or "g64 x8"
+          [ "${spec% x8}" != "$spec" ] && xb=8
+          "$bin" --threads "$t" --prefill-x-bits "$xb" bench --model "$out/ours-${spec% x8}" --prompt-tokens "$prompt" \
+            --new-tokens "$new" --repeats 1 --json --output "$out/ob.json" > /dev/null 2>&1
           python3 - "$out/ob.json" "$c" "$r" "$t" >> "$rows" <<'PY'
 import json, sys
 b = json.load(open(sys.argv[1]))

@@ -11,6 +11,7 @@
 #include "commands.h"
 #include "llmc/core/error.h"
 #include "llmc/core/log.h"
+#include "llmc_kernels/qgemm.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"llmcompress: jointly search widths and bit-widths of an LLM against a latency budget, "
@@ -21,6 +22,13 @@ int main(int argc, char** argv) {
   int threads = 0;
   app.add_option("--log-level", log_level, "trace|debug|info|warn|error|off")->capture_default_str();
   app.add_option("--threads", threads, "CPU threads (0 = all cores)")->capture_default_str()->check(CLI::NonNegativeNumber);
+  int prefill_x_bits = 16;
+  app.add_option("--prefill-x-bits", prefill_x_bits,
+                 "Activations of our integer prefill kernels (AVX-512 VNNI; 4/8-bit weights, 16+ tokens at once: "
+                 "prompts and scoring): 16 = int16 per row and group; 8 = int8 per row and group, faster (the "
+                 "products per instruction double) at a small accuracy cost (docs/measurements.md)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({8, 16}));
 
   std::vector<std::pair<CLI::App*, llmc::cli::Action>> commands;
   auto add = [&](const char* name, const char* desc, llmc::cli::Action (*fn)(CLI::App&)) {
@@ -55,6 +63,7 @@ int main(int argc, char** argv) {
     const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
     const int n = threads > 0 ? threads : std::max(1, cores / local);
     at::set_num_threads(n);
+    llmc::kernels::set_prefill_x_bits(prefill_x_bits);
     for (auto& [sub, action] : commands)
       if (sub->parsed()) return action();
   } catch (const llmc::Error& e) {

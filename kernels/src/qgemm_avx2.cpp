@@ -255,12 +255,12 @@ void micro16(const int16_t* xq2, int Mp, const int16_t* wb, int nkp, float* yT, 
 
 inline void write_output(const Problem& p, int n0, int n1) { write_panel_output_avx2(p, n0, n1); }
 
-#include "int16_panel.inc"
+#include "int_panel.inc"
 
 template <int BITS>
 void panel_rows(const Problem& p, int n0, int n1) {
-  int16_panel_rows<kNr, 16>(
-      p, n0, n1, [&](int nb, int nr, int kc0, int kcn, int16_t* wb) { decode_panel<BITS>(p, nb, nr, kc0, kcn, wb); },
+  int_panel_rows<kNr, 16, int16_t, int16_t>(
+      p, p.xq2, n0, n1, [&](int nb, int nr, int kc0, int kcn, int16_t* wb) { decode_panel<BITS>(p, nb, nr, kc0, kcn, wb); },
       micro16);
 }
 

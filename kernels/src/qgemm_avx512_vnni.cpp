@@ -188,11 +188,11 @@ inline NaturalOrder natural_order(int bits) {
 // Codes of rows nb..nb+nr-1, columns kc0..kc0+kcn-1 as int16 in wb[r * kKc + k] (rows >= nr zero).
 // 4 and 8 bits (2/3-bit prefill runs the fp32 panel kernel: see qgemm.h); at 4 bits also from a
 // row-tiled copy (Problem::tiled): the same codes, so the same bits as from the canonical matrix.
-template <int BITS>
+template <int BITS, int NR = kNr>
 void decode_panel(const Problem& p, const NaturalOrder& no, int nb, int nr, int kc0, int kcn, int16_t* wb) {
   static_assert(BITS == 4 || BITS == 8, "4 and 8 bits only");
   const __m512i i0 = _mm512_load_si512(no.idx);
-  for (int r = nr; r < kNr; ++r)
+  for (int r = nr; r < NR; ++r)
     for (int k = 0; k < kcn; k += 32) _mm512_store_si512(wb + r * kKc + k, _mm512_setzero_si512());
   const int kb0 = kc0 / kBlockCodes, kb1 = (kc0 + kcn) / kBlockCodes;
   if (p.tiled != nullptr) {
@@ -239,6 +239,26 @@ void decode_panel(const Problem& p, const NaturalOrder& no, int nb, int nr, int 
   }
 }
 
+// yT rows [0, nr) x 32 x-rows (stride Mp) = (first ? 0 : yT) + s dx Q - s z dx sum(xq), from the int32
+// sums Q = acc[r][v] (x-rows 16 v ..) of a group.
+inline void panel_group_out(const __m512i (&acc)[kNr][2], int Mp, float* yT, int nr, bool first, const float* s,
+                            const float* sz, const float* dx, const float* dxs) {
+  const __m512 dxv[2] = {_mm512_loadu_ps(dx), _mm512_loadu_ps(dx + 16)};
+  const __m512 dsv[2] = {_mm512_loadu_ps(dxs), _mm512_loadu_ps(dxs + 16)};
+#pragma GCC unroll 12
+  for (int r = 0; r < kNr; ++r) {
+    if (r >= nr) break;
+    const __m512 sv = _mm512_set1_ps(s[r]), szv = _mm512_set1_ps(sz[r]);
+#pragma GCC unroll 2
+    for (int v = 0; v < 2; ++v) {
+      float* yp = yT + static_cast<size_t>(r) * Mp + 16 * v;
+      __m512 y = first ? _mm512_setzero_ps() : _mm512_loadu_ps(yp);
+      y = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[r][v]), _mm512_mul_ps(sv, dxv[v]), y);
+      _mm512_storeu_ps(yp, _mm512_fnmadd_ps(szv, dsv[v], y));
+    }
+  }
+}
+
 // Rows [0, nr) of the panel x 32 x-rows, column pairs [0, nkp) of one group (wb and xq2 point at the
 // group's first pair, xq2 at x-row m0). yT = first ? 0 : yT; yT += s dx Q - s z dx sum(xq).
 void micro32(const int16_t* xq2, int Mp, const int16_t* wb, int nkp, float* yT, int nr, bool first, const float* s,
@@ -260,32 +280,165 @@ void micro32(const int16_t* xq2, int Mp, const int16_t* wb, int nkp, float* yT, 
       acc[r][1] = _mm512_dpwssd_epi32(acc[r][1], x1, w);
     }
   }
+  panel_group_out(acc, Mp, yT, nr, first, s, sz, dx, dxs);
+}
+
+// The int8-x micro kernel (prefill_x_bits() == 8): micro32 on column quads of Problem::xq4 and the
+// codes as uint8, one vpdpbusd (uint8 codes x int8 x, 4 products per lane) per weight row and x
+// vector per quad: 64 products an instruction against vpdpwssd's 32. Exact int32 sums: a lane adds
+// at most 128 products of |code| <= 255 and |xq| <= 127 (< 2^23).
+void micro32_i8(const int8_t* xq4, int Mp, const uint8_t* wb, int nkq, float* yT, int nr, bool first, const float* s,
+                const float* sz, const float* dx, const float* dxs) {
+  __m512i acc[kNr][2];
+#pragma GCC unroll 12
+  for (int r = 0; r < kNr; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_si512();
+  for (int kq = 0; kq < nkq; ++kq) {
+    const int8_t* xk = xq4 + static_cast<size_t>(kq) * Mp * 4;
+    const __m512i x0 = _mm512_load_si512(xk), x1 = _mm512_load_si512(xk + 64);
+#pragma GCC unroll 12
+    for (int r = 0; r < kNr; ++r) {
+      int32_t quad;
+      std::memcpy(&quad, wb + r * kKc + 4 * kq, 4);
+      const __m512i w = _mm512_set1_epi32(quad);
+      acc[r][0] = _mm512_dpbusd_epi32(acc[r][0], w, x0);
+      acc[r][1] = _mm512_dpbusd_epi32(acc[r][1], w, x1);
+    }
+  }
+  panel_group_out(acc, Mp, yT, nr, first, s, sz, dx, dxs);
+}
+
+// decode_panel's codes as uint8 (the int8-x kernels'): the int16 panel narrowed with vpmovwb.
+template <int BITS, int NR = kNr>
+void decode_panel_u8(const Problem& p, const NaturalOrder& no, int nb, int nr, int kc0, int kcn, uint8_t* wb) {
+  alignas(64) int16_t w16[NR * kKc];
+  decode_panel<BITS, NR>(p, no, nb, nr, kc0, kcn, w16);
+  for (int r = 0; r < NR; ++r)
+    for (int k = 0; k < kcn; k += 32)
+      _mm256_store_si256(reinterpret_cast<__m256i*>(wb + r * kKc + k),
+                         _mm512_cvtepi16_epi8(_mm512_load_si512(w16 + r * kKc + k)));
+}
+
+inline void write_output(const Problem& p, int n0, int n1) { write_panel_output_avx512(p, n0, n1); }
+
+#include "int_panel.inc"
+
+// ---------------------------------------------------------------------------------------------
+// AMX (int8 x on CPUs with AMX-INT8, where amx_usable()): the int8-x panel kernel's arithmetic on
+// tiles. Per group, 32 weight rows (two A tiles of 16 rows x 64 uint8 codes, from the decoded panel)
+// times 32 x-rows (two B tiles: 16 column quads x 16 x-rows x 4 int8, read from Problem::xq4 as it
+// is: AMX's B layout) into four C tiles of 16 x 16 int32 with tdpbusd (16 x 16 x 64 products an
+// instruction); then the C tiles go through L1 into the same fp32 epilogue as panel_group_out,
+// operation for operation, so the results are micro32_i8's bit for bit (test
+// QGemmCpuInt8X.AmxMatchesVnniBitForBit). Group 32 runs tiles of K = 32 (the tile config's A width
+// and B height).
+constexpr int kAmxNr = 32;
+
+struct alignas(64) TileConfig {
+  uint8_t palette = 1;
+  uint8_t start_row = 0;
+  uint8_t reserved[14] = {};
+  uint16_t colsb[16] = {};  // bytes per row of tile i
+  uint8_t rows[16] = {};
+};
+static_assert(sizeof(TileConfig) == 64, "ldtilecfg reads 64 bytes");
+
+// tmm0-3: C (x-rows 0-15 / 16-31 of weight rows 0-15, then of rows 16-31); tmm4-5: A (weight rows
+// 0-15 / 16-31); tmm6-7: B (x-rows 0-15 / 16-31). kq = column quads per tdpbusd (16, or 8 at group 32).
+__attribute__((target("amx-tile,amx-int8"))) void amx_begin(int kq) {
+  TileConfig c;
+  for (int t = 0; t < 4; ++t) {
+    c.rows[t] = 16;
+    c.colsb[t] = 64;
+  }
+  for (int t = 4; t < 6; ++t) {
+    c.rows[t] = 16;
+    c.colsb[t] = static_cast<uint16_t>(4 * kq);
+  }
+  for (int t = 6; t < 8; ++t) {
+    c.rows[t] = static_cast<uint8_t>(kq);
+    c.colsb[t] = 64;
+  }
+  // Not _tile_loadconfig: GCC 12's asm names only the config's first 8 bytes as its input, so the
+  // stores of the rest may be dropped (seen: zero tile shapes, then tilezero faulted).
+  asm volatile("ldtilecfg %0" ::"m"(c));
+}
+__attribute__((target("amx-tile,amx-int8"))) void amx_end() { _tile_release(); }
+
+// micro32_i8's contract for kAmxNr weight rows, on tiles (amx_begin(kq) done by this thread).
+void micro_amx(int kq, const int8_t* xq4, int Mp, const uint8_t* wb, int nkq, float* yT, int nr, bool first,
+               const float* s, const float* sz, const float* dx, const float* dxs) {
+  alignas(64) int32_t c[4][16][16];
+  _tile_zero(0);
+  _tile_zero(1);
+  _tile_zero(2);
+  _tile_zero(3);
+  // The tile loads are asm that the compiler does not see read memory: the decoded panel and x must
+  // be stored before them.
+  asm volatile("" ::: "memory");
+  const long xs = 4L * Mp;
+  for (int k = 0; k < nkq; k += kq) {
+    _tile_loadd(4, wb + 4 * k, kKc);
+    _tile_loadd(5, wb + 16 * kKc + 4 * k, kKc);
+    _tile_loadd(6, xq4 + k * xs, xs);
+    _tile_loadd(7, xq4 + k * xs + 64, xs);
+    _tile_dpbusd(0, 4, 6);
+    _tile_dpbusd(1, 4, 7);
+    _tile_dpbusd(2, 5, 6);
+    _tile_dpbusd(3, 5, 7);
+  }
+  _tile_stored(0, c[0], 64);
+  _tile_stored(1, c[1], 64);
+  _tile_stored(2, c[2], 64);
+  _tile_stored(3, c[3], 64);
   const __m512 dxv[2] = {_mm512_loadu_ps(dx), _mm512_loadu_ps(dx + 16)};
   const __m512 dsv[2] = {_mm512_loadu_ps(dxs), _mm512_loadu_ps(dxs + 16)};
-#pragma GCC unroll 12
-  for (int r = 0; r < kNr; ++r) {
-    if (r >= nr) break;
+  for (int r = 0; r < nr; ++r) {
     const __m512 sv = _mm512_set1_ps(s[r]), szv = _mm512_set1_ps(sz[r]);
-#pragma GCC unroll 2
     for (int v = 0; v < 2; ++v) {
       float* yp = yT + static_cast<size_t>(r) * Mp + 16 * v;
+      const __m512i q = _mm512_load_si512(c[2 * (r / 16) + v][r % 16]);
       __m512 y = first ? _mm512_setzero_ps() : _mm512_loadu_ps(yp);
-      y = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[r][v]), _mm512_mul_ps(sv, dxv[v]), y);
+      y = _mm512_fmadd_ps(_mm512_cvtepi32_ps(q), _mm512_mul_ps(sv, dxv[v]), y);
       _mm512_storeu_ps(yp, _mm512_fnmadd_ps(szv, dsv[v], y));
     }
   }
 }
 
-inline void write_output(const Problem& p, int n0, int n1) { write_panel_output_avx512(p, n0, n1); }
+template <int BITS, class Scales>
+void panel_rows_amx(const Problem& p, const NaturalOrder& no, int n0, int n1, Scales scales) {
+  const int kq = p.group == 32 ? 8 : 16;
+  amx_begin(kq);
+  auto decode = [&](int nb, int nr, int kc0, int kcn, uint8_t* wb) {
+    decode_panel_u8<BITS, kAmxNr>(p, no, nb, nr, kc0, kcn, wb);
+  };
+  auto micro = [kq](const int8_t* xq4, int Mp, const uint8_t* wb, int nkq, float* yT, int nr, bool first, const float* s,
+                    const float* sz, const float* dx, const float* dxs) {
+    micro_amx(kq, xq4, Mp, wb, nkq, yT, nr, first, s, sz, dx, dxs);
+  };
+  int_panel_rows<kAmxNr, 32, int8_t, uint8_t>(p, p.xq4, n0, n1, decode, micro, scales);
+  amx_end();
+}
 
-#include "int16_panel.inc"
+// The panel kernel on int16 x (micro32) or, where Problem::xq4 is set, int8 x (on AMX tiles where
+// usable, else micro32_i8).
+template <int BITS, class Scales = std::nullptr_t>
+void panel_rows_x(const Problem& p, const NaturalOrder& no, int n0, int n1, Scales scales = nullptr) {
+  if (p.xq4 != nullptr && amx_usable()) {
+    panel_rows_amx<BITS>(p, no, n0, n1, scales);
+  } else if (p.xq4 != nullptr) {
+    auto decode = [&](int nb, int nr, int kc0, int kcn, uint8_t* wb) { decode_panel_u8<BITS>(p, no, nb, nr, kc0, kcn, wb); };
+    int_panel_rows<kNr, 32, int8_t, uint8_t>(p, p.xq4, n0, n1, decode, micro32_i8, scales);
+  } else {
+    auto decode = [&](int nb, int nr, int kc0, int kcn, int16_t* wb) { decode_panel<BITS>(p, no, nb, nr, kc0, kcn, wb); };
+    int_panel_rows<kNr, 32, int16_t, int16_t>(p, p.xq2, n0, n1, decode, micro32, scales);
+  }
+}
 
 template <int BITS>
 void panel_rows(const Problem& p, int n0, int n1) {
   const NaturalOrder no = natural_order(BITS);
-  auto decode = [&](int nb, int nr, int kc0, int kcn, int16_t* wb) { decode_panel<BITS>(p, no, nb, nr, kc0, kcn, wb); };
   if (p.tiled == nullptr) {
-    int16_panel_rows<kNr, 32>(p, n0, n1, decode, micro32);
+    panel_rows_x<BITS>(p, no, n0, n1);
     return;
   }
   // A 4-bit row-tiled copy (qtiled.h): the 16 scales of (tile, group) lie in the tile's slice of the
@@ -304,7 +457,7 @@ void panel_rows(const Problem& p, int n0, int n1) {
       std::memcpy(&z16[r], q + zoff, 2);
     }
   };
-  int16_panel_rows<kNr, 32>(p, n0, n1, decode, micro32, scales);
+  panel_rows_x<BITS>(p, no, n0, n1, scales);
 }
 
 // The 4-bit tile kernel (qtiled.h): MT rows of x (m0..) times tile t, lanes = its 16 weight rows.
@@ -383,6 +536,49 @@ void panel_rows_avx512_vnni(const Problem& p, int n0, int n1) {
 }
 
 void fused_rows_avx512_vnni(const Problem& p, int n0, int n1) { fused_rows_any(p, n0, n1); }
+
+// prepare_xq8_panel's rounding on AVX-512, bit for bit round_to_int8_scalar: per (row, group) max|x|
+// and a finiteness check over the group's real columns, then q = cvtps2dq(x * inv) (the current
+// rounding mode, as lrint; NaN -> INT_MIN as lrint's LONG_MIN, both clamped to -127) clamped to
+// +-127, stored as 32-bit quads of columns at stride Mp.
+void xq8_panel_avx512(const float* x, const Problem& p, int8_t* xq4, float* dxT, float* dxsT) {
+  const size_t Mp = static_cast<size_t>(p.Mp);
+  std::memset(xq4, 0, static_cast<size_t>(p.Kp) * Mp);
+  std::memset(dxT, 0, static_cast<size_t>(p.G) * Mp * sizeof(float));
+  std::memset(dxsT, 0, static_cast<size_t>(p.G) * Mp * sizeof(float));
+  const __m512i lo = _mm512_set1_epi32(-127), hi = _mm512_set1_epi32(127);
+  for (int m = 0; m < p.M; ++m) {
+    const float* xr = x + static_cast<size_t>(m) * p.K;
+    for (int g = 0; g < p.G; ++g) {
+      const int k0 = g * p.group, n = imin(p.K, k0 + p.group) - k0;
+      __m512 am = _mm512_setzero_ps();
+      __mmask16 nonfinite = 0;
+      for (int i = 0; i < n; i += 16) {
+        const __m512 v = _mm512_maskz_loadu_ps(tail_mask(n - i), xr + k0 + i);
+        am = _mm512_max_ps(am, _mm512_abs_ps(v));
+        nonfinite |= _mm512_cmp_ps_mask(_mm512_sub_ps(v, v), _mm512_setzero_ps(), _CMP_NEQ_UQ);  // inf - inf, NaN
+      }
+      const bool finite = nonfinite == 0;
+      const float amax = _mm512_reduce_max_ps(am);
+      const __m512 inv = _mm512_set1_ps(finite && amax > 0.f ? 127.f / amax : 0.f);
+      __m512i sum = _mm512_setzero_si512();
+      for (int i = 0; i < n; i += 16) {
+        const __mmask16 k = tail_mask(n - i);
+        const __m512 v = _mm512_maskz_loadu_ps(k, xr + k0 + i);
+        const __m512i q = _mm512_maskz_mov_epi32(k, _mm512_max_epi32(_mm512_min_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(v, inv)), hi), lo));
+        sum = _mm512_add_epi32(sum, q);
+        alignas(16) int32_t quads[4];
+        _mm_store_si128(reinterpret_cast<__m128i*>(quads), _mm512_cvtepi32_epi8(q));
+        const int nq = imin(4, (n - i + 3) / 4);
+        for (int j = 0; j < nq; ++j)
+          std::memcpy(xq4 + (static_cast<size_t>((k0 + i) / 4 + j) * Mp + m) * 4, &quads[j], 4);
+      }
+      const float dx = finite ? amax / 127.f : __builtin_nanf("");
+      dxT[static_cast<size_t>(g) * Mp + m] = dx;
+      dxsT[static_cast<size_t>(g) * Mp + m] = dx * static_cast<float>(_mm512_reduce_add_epi32(sum));
+    }
+  }
+}
 
 template <int BPG>
 void tiled4_tiles(const TiledProblem& p, int t0, int t1) {

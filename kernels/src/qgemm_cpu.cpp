@@ -15,6 +15,10 @@
 #if defined(__x86_64__) || defined(__i386__)
 #include <cpuid.h>
 #endif
+#if defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 #include "llmc_kernels/qgemm.h"
 #include "qgemm_impl.h"
@@ -116,21 +120,32 @@ void write_panel_output(const Problem& p, int n0, int n1) {
 // Reference for round_to_int16_avx2 (qgemm_impl.h): lrint in the current rounding mode; NaN
 // lanes are skipped by std::max and a non-finite x sets inv = 0, so x * inv is NaN there and lrint
 // gives LONG_MIN, clamped to -32767 (the AVX2 version's cvtps_epi32 gives INT_MIN: the same q).
-float round_to_int16_scalar(const float* x, int n, int16_t* q, int* sum) {
+namespace {
+template <class T, long kQmax>
+float round_to_int_scalar(const float* x, int n, T* q, int* sum) {
+  constexpr float qmax = static_cast<float>(kQmax);
   float amax = 0.f;
   bool finite = true;
   for (int i = 0; i < n; ++i) {
     finite = finite && std::isfinite(x[i]);
     amax = std::max(amax, std::fabs(x[i]));
   }
-  const float inv = finite && amax > 0.f ? 32767.f / amax : 0.f;
+  const float inv = finite && amax > 0.f ? qmax / amax : 0.f;
   int s = 0;
   for (int i = 0; i < n; ++i) {
-    q[i] = static_cast<int16_t>(std::clamp(std::lrint(x[i] * inv), -32767L, 32767L));
+    q[i] = static_cast<T>(std::clamp(std::lrint(x[i] * inv), -kQmax, kQmax));
     s += q[i];
   }
   *sum = s;
-  return finite ? amax / 32767.f : std::numeric_limits<float>::quiet_NaN();
+  return finite ? amax / qmax : std::numeric_limits<float>::quiet_NaN();
+}
+}  // namespace
+
+float round_to_int16_scalar(const float* x, int n, int16_t* q, int* sum) {
+  return round_to_int_scalar<int16_t, 32767L>(x, n, q, sum);
+}
+float round_to_int8_scalar(const float* x, int n, int8_t* q, int* sum) {
+  return round_to_int_scalar<int8_t, 127L>(x, n, q, sum);
 }
 
 // The fused AVX2 kernel's activations (Problem::xq): per row m and group g,
@@ -210,6 +225,39 @@ void prepare_xq_panel(const float* x, Problem& p, Scratch& s_q, Scratch& s_g, Is
   }
 }
 
+// The int8-x panel kernel's activations (Problem::xq4): x rounded to int8 per (row, group), stored
+// as column quads per x-row ([Kp / 4][Mp][4]), dx and dx * sum(xq) per (group, x-row) as for xq2.
+// isa = kScalar is the reference for xq8_panel_avx512 (rounding, then a scalar scatter).
+void prepare_xq8_panel(const float* x, Problem& p, Scratch& s_q, Scratch& s_g, Isa isa) {
+  const size_t Mp = static_cast<size_t>(p.Mp);
+  auto* xq4 = reinterpret_cast<int8_t*>(s_q.get(static_cast<size_t>(p.Kp) * Mp / 4));
+  float* dxT = s_g.get(2 * static_cast<size_t>(p.G) * Mp);
+  float* dxsT = dxT + static_cast<size_t>(p.G) * Mp;
+  p.xq4 = xq4;
+  p.xdxT = dxT;
+  p.xdxsT = dxsT;
+#if defined(LLMC_KERNELS_X86)
+  if (isa == Isa::kAvx512Vnni) {
+    xq8_panel_avx512(x, p, xq4, dxT, dxsT);
+    return;
+  }
+#endif
+  std::fill(xq4, xq4 + static_cast<size_t>(p.Kp) * Mp, int8_t{0});
+  std::fill(dxT, dxT + 2 * static_cast<size_t>(p.G) * Mp, 0.f);
+  std::vector<int8_t> q(static_cast<size_t>(p.group));
+  for (int m = 0; m < p.M; ++m) {
+    const float* xr = x + static_cast<size_t>(m) * p.K;
+    for (int g = 0; g < p.G; ++g) {
+      const int k0 = g * p.group, n = std::min(p.K, k0 + p.group) - k0;
+      int sum = 0;
+      const float dx = round_to_int8_scalar(xr + k0, n, q.data(), &sum);
+      for (int i = 0; i < n; ++i) xq4[(static_cast<size_t>((k0 + i) / 4) * Mp + m) * 4 + ((k0 + i) & 3)] = q[static_cast<size_t>(i)];
+      dxT[static_cast<size_t>(g) * Mp + m] = dx;
+      dxsT[static_cast<size_t>(g) * Mp + m] = dx * static_cast<float>(sum);
+    }
+  }
+}
+
 void check_xy(const char* who, const float* x, int M, int N, int K, const float* y) {
   const std::string s(who);
   if (x == nullptr) bad(s + ": x is null");
@@ -271,10 +319,52 @@ int default_num_threads() {
   return n > 0 ? n : hw_threads();
 }
 
-bool qgemm_rounds_x_to_int16(Isa isa, int M, int bits) {
-  const Isa use = (isa == Isa::kAuto) ? best_isa() : isa;
-  return use == Isa::kAvx2 || (use == Isa::kAvx512Vnni && (M < kPanelMinM || bits >= 4));
+namespace {
+std::atomic<int> g_prefill_x_bits{16};
+std::atomic<bool> g_amx_allowed{true};
+
+// AMX-TILE + AMX-INT8 (CPUID.(7,0):EDX bits 24, 25) and the kernel's permission for the tile data
+// state (Linux 5.16+: without it the first tile instruction faults).
+bool amx_available() {
+#if defined(LLMC_KERNELS_X86) && defined(__linux__)
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
+  if ((d & (1u << 24)) == 0 || (d & (1u << 25)) == 0) return false;
+  if (!detect(Isa::kAvx512Vnni)) return false;
+  constexpr long kArchReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
+  return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
+#else
+  return false;
+#endif
 }
+}  // namespace
+
+namespace detail {
+bool amx_usable() {
+  // LLMC_AMX=0 keeps the AVX-512 VNNI kernel (an A/B switch: the same bits).
+  static const bool available = [] {
+    const char* e = std::getenv("LLMC_AMX");
+    return !(e && std::string(e) == "0") && amx_available();
+  }();
+  return available && g_amx_allowed.load();
+}
+void set_amx_allowed(bool allowed) { g_amx_allowed.store(allowed); }
+}  // namespace detail
+
+void set_prefill_x_bits(int bits) {
+  if (bits != 8 && bits != 16) bad("set_prefill_x_bits: bits must be 8 or 16, got " + std::to_string(bits));
+  g_prefill_x_bits.store(bits);
+}
+int prefill_x_bits() { return g_prefill_x_bits.load(); }
+
+int qgemm_x_bits(Isa isa, int M, int bits) {
+  const Isa use = (isa == Isa::kAuto) ? best_isa() : isa;
+  if (use == Isa::kAvx2 || (use == Isa::kAvx512Vnni && M < kPanelMinM)) return 16;
+  if (use == Isa::kAvx512Vnni && bits >= 4) return prefill_x_bits();
+  return 32;
+}
+
+bool qgemm_rounds_x_to_int16(Isa isa, int M, int bits) { return qgemm_x_bits(isa, M, bits) == 16; }
 
 namespace {
 
@@ -358,13 +448,15 @@ void qgemm_parts(const float* x, int M, const QMatrixView* parts, int nparts, in
   thread_local detail::Scratch s_x, s_g, s_y;
   const bool panel = use != Isa::kScalar && M >= kPanelMinM;
   void (*rows)(const detail::Problem&, int, int) = detail::rows_scalar;
-  if (qgemm_rounds_x_to_int16(use, M, l.bits)) {
-    // The AVX-512 VNNI kernels take the AVX2 kernels' activations (their CPUs have AVX2); the
-    // VNNI panel kernel's micro tile is 32 rows of x.
+  const int x_bits = qgemm_x_bits(use, M, l.bits);
+  if (x_bits <= 16) {
+    // The AVX-512 VNNI kernels take the AVX2 kernels' activations (their CPUs have AVX2), or at
+    // x_bits = 8 the int8 ones; the VNNI panel kernel's micro tile is 32 rows of x.
     const bool vnni = use == Isa::kAvx512Vnni;
     if (panel) {
       p.Mp = vnni ? (M + 31) / 32 * 32 : (M + 15) / 16 * 16;
-      detail::prepare_xq_panel(x, p, s_x, s_g, Isa::kAvx2);
+      if (x_bits == 8) detail::prepare_xq8_panel(x, p, s_x, s_g, Isa::kAvx512Vnni);
+      else detail::prepare_xq_panel(x, p, s_x, s_g, Isa::kAvx2);
       p.yT = s_y.get(static_cast<size_t>(p.N) * p.Mp);
     } else {
       detail::prepare_xq(x, p, s_x, s_g, Isa::kAvx2);
@@ -452,7 +544,8 @@ void qgemm_tiled_panel(const float* x, int M, const QTiledView& t, const float* 
   void (*rows)(const Problem&, int, int) = panel_rows_avx512;
   if (t.bits == 4) {  // 4-bit tiles exist on VNNI CPUs only: the canonical 4-bit prefill's integer kernel
     p.Mp = (M + 31) / 32 * 32;
-    prepare_xq_panel(x, p, s_x, s_g, Isa::kAvx2);
+    if (prefill_x_bits() == 8) prepare_xq8_panel(x, p, s_x, s_g, Isa::kAvx512Vnni);
+    else prepare_xq_panel(x, p, s_x, s_g, Isa::kAvx2);
     p.yT = s_y.get(static_cast<size_t>(p.N) * p.Mp);
     rows = panel_rows_avx512_vnni;
   } else {

@@ -40,6 +40,9 @@ struct Problem {
   int Mp = 0;                 // M rounded up to a multiple of 16
   // AVX2: x rounded to int16 per (row, group) as for the fused path, in pairs of columns:
   const int16_t* xq2 = nullptr;  // [Kp / 2][Mp][2]: (xq[m][2i], xq[m][2i + 1]), 0 outside [M) x [K)
+  // AVX-512 VNNI at prefill_x_bits() == 8: x rounded to int8 per (row, group) in quads of columns
+  // (xq2 is then null; xdxT / xdxsT as for xq2):
+  const int8_t* xq4 = nullptr;   // [Kp / 4][Mp][4]: xq[m][4i .. 4i + 3], 0 outside [M) x [K)
   const float* xdxT = nullptr;   // [G][Mp] dx
   const float* xdxsT = nullptr;  // [G][Mp] dx * sum of xq over the group
   const float* xT = nullptr;  // [Kp][Mp] transposed x, zero outside [M) x [K)
@@ -50,6 +53,13 @@ struct Problem {
   const uint8_t* tiled = nullptr;
   QTiledLayout tl;
 };
+
+// Whether the int8-x prefill kernel may run on AMX tiles: the CPU has AMX-TILE and AMX-INT8 and
+// Linux granted this process the tile data state (arch_prctl ARCH_REQ_XCOMP_PERM, asked once), the
+// environment does not say LLMC_AMX=0, and the tests have not disabled it (set_amx_allowed(false): the AVX-512 VNNI kernel instead, whose bits
+// the AMX kernel must reproduce).
+bool amx_usable();
+void set_amx_allowed(bool allowed);
 
 // The AVX-512 paths (kAvx512Vnni differs in its integer decode and 4/8-bit prefill kernels).
 inline bool is_avx512(Isa isa) { return isa == Isa::kAvx512 || isa == Isa::kAvx512Vnni; }
@@ -93,7 +103,8 @@ void fused_rows_avx2(const Problem& p, int n0, int n1);
 void panel_rows_avx2(const Problem& p, int n0, int n1);
 void fused_rows_avx512(const Problem& p, int n0, int n1);
 void fused_rows_avx512_vnni(const Problem& p, int n0, int n1);  // on Problem::xq, as fused_rows_avx2
-void panel_rows_avx512_vnni(const Problem& p, int n0, int n1);  // 4/8 bits, on Problem::xq2 (Mp a multiple of 32)
+// 4/8 bits, on Problem::xq2 or, where set, Problem::xq4 (Mp a multiple of 32)
+void panel_rows_avx512_vnni(const Problem& p, int n0, int n1);
 void panel_rows_avx512(const Problem& p, int n0, int n1);
 
 // The panel kernels' last step, scalar (the reference of the two below, and their tail of fewer than
@@ -133,6 +144,8 @@ class Scratch {
 // same bits of q, sum and dx for every input.
 float round_to_int16_scalar(const float* x, int n, int16_t* q, int* sum);
 float round_to_int16_avx2(const float* x, int n, int16_t* q, int* sum);
+// The same rounding to int8: dx = max|x| / 127, q in [-127, 127] (the int8-x prefill kernel's).
+float round_to_int8_scalar(const float* x, int n, int8_t* q, int* sum);
 
 // Largest group xq_panel_avx2 takes (its row buffer); qformat's groups are 32, 64 or 128.
 constexpr int kXqMaxGroup = 128;
@@ -152,6 +165,12 @@ void xq_fused_avx2(const float* x, const Problem& p, int16_t* xq, float* dx, flo
 // Both give the same bits; qgemm_cpu uses kAvx2.
 void prepare_xq(const float* x, Problem& p, Scratch& s_q, Scratch& s_g, Isa isa);
 void prepare_xq_panel(const float* x, Problem& p, Scratch& s_q, Scratch& s_g, Isa isa);
+// Problem::xq4 / xdxT / xdxsT (the int8-x panel kernel's; p.Mp set by the caller, a multiple of 16):
+// all of xq4 [Kp / 4][Mp][4] and dxT, dxsT [G][Mp] (0 outside [M) x [K)), rounded by
+// round_to_int8_scalar. isa = Isa::kScalar: the reference; Isa::kAvx512Vnni: xq8_panel_avx512
+// (AVX-512 VNNI CPUs only), the same bits.
+void prepare_xq8_panel(const float* x, Problem& p, Scratch& s_q, Scratch& s_g, Isa isa);
+void xq8_panel_avx512(const float* x, const Problem& p, int8_t* xq4, float* dxT, float* dxsT);
 
 // Argument checks shared by qgemm_cpu and qgemm_tiled_cpu (std::invalid_argument prefixed `who`):
 // x, y non-null, 1 <= M <= 2^30, y not overlapping x ([M][K] and [M][N] floats); then

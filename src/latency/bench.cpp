@@ -234,6 +234,7 @@ BenchResult run_bench(Llama& model, const BenchOptions& opts) {
   res.engine = rt ? "runtime" : "torch";
   res.threads = threads;
   res.isa = kernels::isa_name(kernels::best_isa());
+  res.prefill_x_bits = kernels::prefill_x_bits();
   res.prompt_tokens = P;
   res.new_tokens = N;
   res.repeats = opts.repeats;
@@ -387,6 +388,7 @@ BenchVersusResult run_bench_versus(Llama& a, Llama& b, const std::string& b_path
   res.b = b_path;
   res.threads = threads;
   res.isa = kernels::isa_name(kernels::best_isa());
+  res.prefill_x_bits = kernels::prefill_x_bits();
   res.prompt_tokens = P;
   res.new_tokens = N;
   res.repeats = opts.repeats;
@@ -458,6 +460,7 @@ std::string bench_versus_to_json(const BenchVersusResult& r) {
   j["engine"] = "runtime";
   j["threads"] = r.threads;
   j["isa"] = r.isa;
+  j["prefill_x_bits"] = r.prefill_x_bits;
   j["prompt_tokens"] = r.prompt_tokens;
   j["new_tokens"] = r.new_tokens;
   j["repeats"] = r.repeats;
@@ -499,6 +502,7 @@ std::string bench_to_json(const BenchResult& r) {
   j["engine"] = r.engine;
   j["threads"] = r.threads;
   j["isa"] = r.isa;
+  j["prefill_x_bits"] = r.prefill_x_bits;
   j["prompt_tokens"] = r.prompt_tokens;
   j["new_tokens"] = r.new_tokens;
   j["repeats"] = r.repeats;

@@ -14,6 +14,8 @@
 #include <vector>
 
 #include "llmc_kernels/qgemm.h"
+#include "llmc_kernels/qtiled.h"
+#include "qgemm_impl.h"
 #include "test_util.h"
 
 namespace llmc::kernels {
@@ -57,6 +59,12 @@ TEST_P(QGemmCpu, MatchesFp64Reference) {
       qgemm_reference(x.data(), M, w.view(), b, ref.data());
       qgemm_cpu(x.data(), M, w.view(), b, y.data(), 2, isa);
       EXPECT_LE(gemm_error(y, ref, x, M, w.view(), isa), kTol);
+      test::PrefillXBits x8(8);  // the int8-x prefill kernel where this call takes it
+      if (qgemm_x_bits(isa, M, bits) == 8) {
+        std::vector<float> y8(ref.size(), -12345.f);
+        qgemm_cpu(x.data(), M, w.view(), b, y8.data(), 2, isa);
+        EXPECT_LE(gemm_error(y8, ref, x, M, w.view(), isa), kTol) << "int8 x";
+      }
     }
   }
 }
@@ -120,6 +128,112 @@ TEST(QGemmCpuAccuracy, MatchesDenseOnDequantizedWeights) {
   gemm_dense_reference(x.data(), M, wd.data(), N, K, bias.data(), dense.data());
   qgemm_cpu(x.data(), M, w.view(), bias.data(), y.data());
   EXPECT_LE(gemm_error(y, dense, x, M, w.view(), Isa::kAuto), kTol);
+}
+
+// The int8-x prefill kernel (prefill_x_bits() == 8) computes exactly the product with x replaced by
+// its int8 rounding (round_to_int8_scalar per row and group): against the fp64 reference on that
+// rounded x the error is fp32 rounding only (a wrong code, lane or scale is of the size of y), for
+// 4 and 8 bits, canonical and row-tiled (the tiled copy's panel gives the canonical bits), and
+// at any thread count. Runs only where the kernel exists (AVX-512 VNNI).
+TEST(QGemmCpuInt8X, EqualsTheReferenceOnRoundedX) {
+  if (!isa_supported(Isa::kAvx512Vnni)) GTEST_SKIP() << "AVX-512 VNNI not supported by this CPU: no int8-x kernel";
+  test::PrefillXBits x8(8);
+  for (int bits : {4, 8}) {
+    for (int group : {32, 64, 128}) {
+      for (const Shape& s : std::vector<Shape>{{37, 576}, {61, 1000}}) {
+        const QMatrix w = random_qmatrix(bits, group, s.N, s.K, 4000u + bits * group + s.K);
+        for (int M : {16, 33, 128}) {
+          SCOPED_TRACE("bits=" + std::to_string(bits) + " g=" + std::to_string(group) + " K=" + std::to_string(s.K) +
+                       " M=" + std::to_string(M));
+          const std::vector<float> x = random_vec(static_cast<size_t>(M) * s.K, 5000u + M, -2.f, 3.f);
+          std::vector<float> xr(x.size());
+          std::vector<int8_t> q(static_cast<size_t>(group));
+          for (int m = 0; m < M; ++m) {
+            for (int k0 = 0; k0 < s.K; k0 += group) {
+              const int n = std::min(group, s.K - k0);
+              const float* xs = x.data() + static_cast<size_t>(m) * s.K + k0;
+              int sum = 0;
+              const float dx = detail::round_to_int8_scalar(xs, n, q.data(), &sum);
+              for (int i = 0; i < n; ++i) xr[static_cast<size_t>(m) * s.K + k0 + i] = dx * q[static_cast<size_t>(i)];
+            }
+          }
+          std::vector<float> ref(static_cast<size_t>(M) * s.N), y(ref.size()), y1(ref.size());
+          qgemm_reference(xr.data(), M, w.view(), nullptr, ref.data());
+          qgemm_cpu(x.data(), M, w.view(), nullptr, y.data(), 2, Isa::kAvx512Vnni);
+          EXPECT_LE(rel_error(y, ref), kTol);
+          qgemm_cpu(x.data(), M, w.view(), nullptr, y1.data(), 1, Isa::kAvx512Vnni);
+          EXPECT_EQ(y1, y);
+          if (bits == 4) {
+            const QTiled t = tile(w.view());
+            qgemm_tiled_cpu(x.data(), M, t.view(), nullptr, y1.data(), 2, Isa::kAvx512Vnni);
+            EXPECT_EQ(y1, y);
+          }
+          // And it is not the int16 kernel (whose result is that of the unrounded x within 1e-5).
+          set_prefill_x_bits(16);
+          qgemm_cpu(x.data(), M, w.view(), nullptr, y1.data(), 2, Isa::kAvx512Vnni);
+          set_prefill_x_bits(8);
+          EXPECT_GT(rel_error(y1, ref), 10 * kTol);
+        }
+      }
+    }
+  }
+}
+
+// The int8-x kernel on AMX tiles (where the CPU and OS allow them) gives the AVX-512 VNNI kernel's
+// bits: the same exact int32 sums per group, the same fp32 epilogue. Every group size, partial
+// groups (K = 172) and partial weight panels (N = 37, 61), canonical and row-tiled, 1 and 2 threads.
+TEST(QGemmCpuInt8X, AmxMatchesVnniBitForBit) {
+  if (!detail::amx_usable()) GTEST_SKIP() << "AMX-INT8 not available on this CPU / kernel: no AMX kernel to compare";
+  test::PrefillXBits x8(8);
+  struct Allow {
+    ~Allow() { detail::set_amx_allowed(true); }
+  } restore;
+  for (int bits : {4, 8}) {
+    for (int group : {32, 64, 128}) {
+      for (const Shape& s : std::vector<Shape>{{37, 172}, {61, 576}, {100, 1536}}) {
+        const QMatrix w = random_qmatrix(bits, group, s.N, s.K, 6000u + bits * group + s.K);
+        const QTiled t = bits == 4 ? tile(w.view()) : QTiled();
+        const std::vector<float> bias = random_vec(s.N, 6100u + s.K);
+        for (int M : {16, 45, 128}) {
+          SCOPED_TRACE("bits=" + std::to_string(bits) + " g=" + std::to_string(group) + " N=" + std::to_string(s.N) +
+                       " K=" + std::to_string(s.K) + " M=" + std::to_string(M));
+          const std::vector<float> x = random_vec(static_cast<size_t>(M) * s.K, 6200u + M, -3.f, 2.f);
+          std::vector<float> ya(static_cast<size_t>(M) * s.N, -1.f), yv(ya.size(), -2.f), y1(ya.size(), -3.f);
+          detail::set_amx_allowed(true);
+          qgemm_cpu(x.data(), M, w.view(), bias.data(), ya.data(), 2, Isa::kAvx512Vnni);
+          qgemm_cpu(x.data(), M, w.view(), bias.data(), y1.data(), 1, Isa::kAvx512Vnni);
+          EXPECT_EQ(y1, ya);
+          detail::set_amx_allowed(false);
+          qgemm_cpu(x.data(), M, w.view(), bias.data(), yv.data(), 2, Isa::kAvx512Vnni);
+          EXPECT_EQ(ya, yv);
+          if (bits == 4) {
+            detail::set_amx_allowed(true);
+            qgemm_tiled_cpu(x.data(), M, t.view(), bias.data(), y1.data(), 2, Isa::kAvx512Vnni);
+            EXPECT_EQ(y1, yv);
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST(QGemmCpuInt8X, SetterTakesEightOrSixteen) {
+  EXPECT_EQ(prefill_x_bits(), 16);
+  EXPECT_THROW(set_prefill_x_bits(4), std::invalid_argument);
+  EXPECT_THROW(set_prefill_x_bits(32), std::invalid_argument);
+  EXPECT_EQ(prefill_x_bits(), 16);
+  {
+    test::PrefillXBits x8(8);
+    EXPECT_EQ(prefill_x_bits(), 8);
+    // Decode and 2/3-bit prefill ignore it.
+    EXPECT_EQ(qgemm_x_bits(Isa::kAvx512Vnni, 1, 4), 16);
+    EXPECT_EQ(qgemm_x_bits(Isa::kAvx512Vnni, 16, 4), 8);
+    EXPECT_EQ(qgemm_x_bits(Isa::kAvx512Vnni, 16, 8), 8);
+    EXPECT_EQ(qgemm_x_bits(Isa::kAvx512Vnni, 16, 3), 32);
+    EXPECT_EQ(qgemm_x_bits(Isa::kAvx2, 16, 4), 16);
+    EXPECT_EQ(qgemm_x_bits(Isa::kAvx512, 16, 4), 32);
+  }
+  EXPECT_EQ(prefill_x_bits(), 16);
 }
 
 TEST(QGemmCpuIsa, DetectionIsConsistent) {

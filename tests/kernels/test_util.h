@@ -51,13 +51,14 @@ inline double rel_error(const std::vector<float>& y, const std::vector<float>& r
   return den > 0 ? num / den : num;
 }
 
-// rel_error beyond what rounding x to int16 explains (qgemm.h: the AVX2 paths): with
-// dx_g = max_{k in g} |x_mk| / 32767 each x_mk moves by at most dx_g / 2, so y_mn may move by
+// rel_error beyond what rounding x to integers in [-qmax, qmax] explains (qgemm.h: the AVX2 paths,
+// qmax = 32767; the int8-x prefill, 127): with dx_g = max_{k in g} |x_mk| / qmax each x_mk moves by
+// at most dx_g / 2, so y_mn may move by
 //     b_mn = sum_g dx_g / 2 * sum_{k in g} |w_nk|      (w dequantized in fp64).
 // Returns max_i max(0, |y_i - ref_i| - b_i) / max_i |ref_i|, to be held to the fp32 bound. A
 // wrong code or x order in that path gives errors of the size of y itself, far above b.
-inline double rel_error_int16_x(const std::vector<float>& y, const std::vector<float>& ref, const std::vector<float>& x,
-                                int M, const QMatrixView& w) {
+inline double rel_error_rounded_x(const std::vector<float>& y, const std::vector<float>& ref, const std::vector<float>& x,
+                                  int M, const QMatrixView& w, double qmax) {
   const QLayout l = w.layout();
   const std::vector<uint8_t> codes = unpack_codes(w);
   double num = 0, den = 0;
@@ -65,7 +66,7 @@ inline double rel_error_int16_x(const std::vector<float>& y, const std::vector<f
     std::vector<double> dx(static_cast<size_t>(l.groups_per_row), 0.0);
     for (int k = 0; k < l.K; ++k) {
       double& d = dx[static_cast<size_t>(k / l.group)];
-      d = std::max(d, std::fabs(static_cast<double>(x[static_cast<size_t>(m) * l.K + k])) / 32767.0);
+      d = std::max(d, std::fabs(static_cast<double>(x[static_cast<size_t>(m) * l.K + k])) / qmax);
     }
     for (int n = 0; n < l.N; ++n) {
       double b = 0;
@@ -83,11 +84,20 @@ inline double rel_error_int16_x(const std::vector<float>& y, const std::vector<f
   return den > 0 ? num / den : num;
 }
 
-// The error a qgemm_cpu(x, M, w, ..., isa) result is held to: rel_error_int16_x where that call
-// rounds x to int16, rel_error otherwise.
+// The error a qgemm_cpu(x, M, w, ..., isa) result is held to: rel_error_rounded_x where that call
+// rounds x to int16 or int8 (qgemm_x_bits), rel_error otherwise.
 inline double gemm_error(const std::vector<float>& y, const std::vector<float>& ref, const std::vector<float>& x, int M,
                          const QMatrixView& w, Isa isa) {
-  return qgemm_rounds_x_to_int16(isa, M, w.bits) ? rel_error_int16_x(y, ref, x, M, w) : rel_error(y, ref);
+  const int xb = qgemm_x_bits(isa, M, w.bits);
+  return xb == 32 ? rel_error(y, ref) : rel_error_rounded_x(y, ref, x, M, w, xb == 8 ? 127.0 : 32767.0);
 }
+
+// Sets prefill_x_bits() for a scope (the default, 16, restored at its end).
+struct PrefillXBits {
+  explicit PrefillXBits(int bits) { set_prefill_x_bits(bits); }
+  ~PrefillXBits() { set_prefill_x_bits(16); }
+  PrefillXBits(const PrefillXBits&) = delete;
+  PrefillXBits& operator=(const PrefillXBits&) = delete;
+};
 
 }  // namespace llmc::kernels::test

@@ -252,5 +252,55 @@ TEST(XqRoundAvx2, FusedBuffersBitExact) {
   }
 }
 
+// The int8 rounding of the int8-x prefill kernel (prefill_x_bits() == 8): its documented semantics
+// on hand-made inputs, then the AVX-512 panel buffers against the scalar reference, bit for bit.
+TEST(XqRoundInt8, ReferenceSemantics) {
+  int8_t q[4];
+  int s = 0;
+  const float ties[4] = {0.5f, 1.5f, -2.5f, 127.f};  // inv = 1: half to even
+  EXPECT_EQ(detail::round_to_int8_scalar(ties, 4, q, &s), 1.f);
+  EXPECT_EQ(q[0], 0);
+  EXPECT_EQ(q[1], 2);
+  EXPECT_EQ(q[2], -2);
+  EXPECT_EQ(q[3], 127);
+  EXPECT_EQ(s, 127);
+  const float scaled[3] = {-2.f, 1.f, 0.01f};  // dx = 2 / 127: -127, 63.5 -> 64, 0.635 -> 1
+  EXPECT_EQ(detail::round_to_int8_scalar(scaled, 3, q, &s), 2.f / 127.f);
+  EXPECT_EQ(q[0], -127);
+  EXPECT_EQ(q[1], 64);
+  EXPECT_EQ(q[2], 1);
+  EXPECT_EQ(s, -62);
+  const float bad[3] = {1.f, kNaN, 2.f};
+  EXPECT_TRUE(std::isnan(detail::round_to_int8_scalar(bad, 3, q, &s)));
+  EXPECT_EQ(q[0], 0);
+  EXPECT_EQ(q[1], -127);
+  EXPECT_EQ(q[2], 0);
+}
+
+TEST(XqRoundInt8, PanelBuffersBitExact) {
+  if (!isa_supported(Isa::kAvx512Vnni)) GTEST_SKIP() << "AVX-512 VNNI not supported by this CPU: no int8-x path to compare";
+  std::mt19937 rng(2727);
+  for (int group : {32, 64, 128}) {
+    for (int K : {1, 7, 31, 33, 100, 128, 172, 576, 577, 1000}) {
+      for (int M : {1, 5, 16, 17, 40}) {
+        SCOPED_TRACE("g=" + std::to_string(group) + " K=" + std::to_string(K) + " M=" + std::to_string(M));
+        std::vector<float> x = random_rows(M, K, rng);
+        for (auto& v : x) v = std::isfinite(v) && std::fabs(v) > 1e4f ? 127.f : v;  // ties at inv = 1 (random_rows: 32767)
+        detail::Problem ps = problem(M, K, group, 4), pv = ps;
+        ps.Mp = pv.Mp = (M + 31) / 32 * 32;
+        detail::Scratch qs, gs, qv, gv;
+        poison(qv, static_cast<size_t>(pv.Kp) * pv.Mp / 4);
+        poison(gv, 2 * static_cast<size_t>(pv.G) * pv.Mp);
+        detail::prepare_xq8_panel(x.data(), ps, qs, gs, Isa::kScalar);
+        detail::prepare_xq8_panel(x.data(), pv, qv, gv, Isa::kAvx512Vnni);
+        const size_t nq = static_cast<size_t>(ps.Kp) * ps.Mp, ng = static_cast<size_t>(ps.G) * ps.Mp;
+        ASSERT_EQ(0, std::memcmp(ps.xq4, pv.xq4, nq));
+        ASSERT_EQ(0, std::memcmp(ps.xdxT, pv.xdxT, ng * sizeof(float)));
+        ASSERT_EQ(0, std::memcmp(ps.xdxsT, pv.xdxsT, ng * sizeof(float)));
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace llmc::kernels

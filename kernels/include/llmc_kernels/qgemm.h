@@ -55,6 +55,19 @@ void qgemm_cpu_stacked(const float* x, int M, const QMatrixView* parts, int npar
 // `bits`-bit matrix takes such a path (the defaults: whether a decode may):
 bool qgemm_rounds_x_to_int16(Isa isa = Isa::kAuto, int M = 1, int bits = 4);
 
+// Activations of the integer prefill kernels on AVX-512 VNNI (M >= 16, 4- and 8-bit weights,
+// canonical or row-tiled): 16, the default, rounds x to int16 per (row, group) as above; 8 rounds
+// it to int8 per (row, group), |x - dx * xq| <= dx / 2 with dx = max|x over the group| / 127 (a
+// relative perturbation below 0.4% of the group's largest |x|; llama.cpp's Q4_0 path rounds x to
+// int8 per 32 columns), and multiplies with vpdpbusd: twice vpdpwssd's products per instruction.
+// Decode (M < 16) and the other paths ignore it. Process-wide, read at each call; bits other than
+// 8 or 16 throw std::invalid_argument.
+void set_prefill_x_bits(int bits);
+int prefill_x_bits();
+// The precision x is rounded to by a call with M rows of x and a `bits`-bit matrix: 16 or 8
+// (integer paths, see above), 32 (fp32 paths).
+int qgemm_x_bits(Isa isa = Isa::kAuto, int M = 1, int bits = 4);
+
 // The same product given also a row-tiled copy of w (qtiled.h; an empty view means none): for
 // M < kTiledMaxM on AVX-512 CPUs it reads the tiled copy (the x-table kernel), otherwise w. The
 // tiled copy must have w's bits, group, N and K.
