@@ -58,7 +58,17 @@ for r in $(seq 1 "$rounds"); do
       case "$c" in
         llama.cpp*)
           m="$model"; [ "$c" = "llama.cpp Q4_0" ] && m="$q40"
-          "$LLAMACPP_BIN/llama-bench" -m "$m" -p "$prompt" -n "$new" -r 1 -t "$t" -o json 2> /dev/null > "$out/lb.json"
+          rc=0
+          "$LLAMACPP_BIN/llama-bench" -m "$m" -p "$prompt" -n "$new" -r 1 -t "$t" -o json 2> "$out/lb.err" > "$out/lb.json" || rc=$?
+          if [ "$rc" -eq 132 ]; then
+            # Seen on AMX CPUs (Sapphire Rapids): ggml's AMX path faults at its first tilezero because GCC's
+            # _tile_loadconfig names only 8 bytes of the config as its input and the other stores are dropped.
+            echo "error: llama-bench died of SIGILL ($c, $t threads). On AMX CPUs the reference build's AMX path faults:" \
+              "in ggml/src/ggml-cpu/amx/mmq.cpp replace '_tile_loadconfig(&tc);' with" \
+              "'asm volatile(\"ldtilecfg %0\" :: \"m\"(tc));' and rebuild (docs/measurements.md)" >&2
+            exit 1
+          fi
+          [ "$rc" -eq 0 ] || { echo "error: llama-bench failed ($c, $t threads, exit $rc); see $out/lb.err" >&2; exit 1; }
           python3 - "$out/lb.json" "$c" "$r" "$t" "$prompt" "$new" >> "$rows" <<'PY'
 import json, sys
 tests = json.load(open(sys.argv[1]))

@@ -185,15 +185,38 @@ inline NaturalOrder natural_order(int bits) {
   return t;
 }
 
-// Codes of rows nb..nb+nr-1, columns kc0..kc0+kcn-1 as int16 in wb[r * kKc + k] (rows >= nr zero).
-// 4 and 8 bits (2/3-bit prefill runs the fp32 panel kernel: see qgemm.h); at 4 bits also from a
-// row-tiled copy (Problem::tiled): the same codes, so the same bits as from the canonical matrix.
-template <int BITS, int NR = kNr>
-void decode_panel(const Problem& p, const NaturalOrder& no, int nb, int nr, int kc0, int kcn, int16_t* wb) {
+// A 4-bit block's 32 codes as bytes in natural order (the int8-x kernels'): code c sits in word
+// c % 4, nibble c / 4, i.e. byte 4 (c % 4) + c / 8, high nibble when c / 4 is odd.
+inline __m256i codes32_u8_4(__m128i block) {
+  const __m256i idx = _mm256_setr_epi8(0, 4, 8, 12, 0, 4, 8, 12, 1, 5, 9, 13, 1, 5, 9, 13, 2, 6, 10, 14, 2, 6, 10, 14, 3, 7,
+                                       11, 15, 3, 7, 11, 15);
+  const __m256i g = _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(block), idx), m = _mm256_set1_epi8(15);
+  return _mm256_mask_blend_epi8(0xf0f0f0f0u, _mm256_and_si256(g, m), _mm256_and_si256(_mm256_srli_epi16(g, 4), m));
+}
+
+// One canonical block (4 * BITS bytes) as 32 codes of type W in natural order at dst.
+template <int BITS, class W>
+inline void store_codes(const uint8_t* blk, const __m512i& natural16, W* dst) {
+  if constexpr (sizeof(W) == 2) {
+    __m512i c = codes32<BITS, 0>(blk);
+    if constexpr (BITS == 4) c = _mm512_permutexvar_epi16(natural16, c);
+    _mm512_store_si512(dst, c);
+  } else if constexpr (BITS == 4) {
+    _mm256_store_si256(reinterpret_cast<__m256i*>(dst), codes32_u8_4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk))));
+  } else {
+    _mm256_store_si256(reinterpret_cast<__m256i*>(dst), _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk)));
+  }
+}
+
+// Codes of rows nb..nb+nr-1, columns kc0..kc0+kcn-1 as W (int16 for the int16-x kernel, uint8 for the
+// int8-x ones) in wb[r * kKc + k] (rows nr..NR-1 zero). 4 and 8 bits (2/3-bit prefill runs the fp32
+// panel kernel: see qgemm.h); at 4 bits also from a row-tiled copy (Problem::tiled): the same codes,
+// so the same bits as from the canonical matrix.
+template <int BITS, int NR, class W>
+void decode_panel(const Problem& p, const NaturalOrder& no, int nb, int nr, int kc0, int kcn, W* wb) {
   static_assert(BITS == 4 || BITS == 8, "4 and 8 bits only");
   const __m512i i0 = _mm512_load_si512(no.idx);
-  for (int r = nr; r < NR; ++r)
-    for (int k = 0; k < kcn; k += 32) _mm512_store_si512(wb + r * kKc + k, _mm512_setzero_si512());
+  for (int r = nr; r < NR; ++r) std::memset(wb + r * kKc, 0, static_cast<size_t>(kcn) * sizeof(W));
   const int kb0 = kc0 / kBlockCodes, kb1 = (kc0 + kcn) / kBlockCodes;
   if (p.tiled != nullptr) {
     // 4 bits (qtiled.h): word h of a tile block is one vector of its 16 rows; a 4 x 16 transpose
@@ -222,8 +245,7 @@ void decode_panel(const Problem& p, const NaturalOrder& no, int nb, int nr, int 
         const int r1 = imin(nr, (t + 1) * kTileRows - nb);
         for (int r = r0; r < r1; ++r) {
           const int L = (nb + r) % kTileRows;
-          const __m128i blk = _mm_load_si128(reinterpret_cast<const __m128i*>(&tw[L % 4][4 * (L / 4)]));
-          _mm512_store_si512(wb + r * kKc + (kb * kBlockCodes - kc0), _mm512_permutexvar_epi16(i0, codes32_4(blk)));
+          store_codes<4>(reinterpret_cast<const uint8_t*>(&tw[L % 4][4 * (L / 4)]), i0, wb + r * kKc + (kb * kBlockCodes - kc0));
         }
       }
     }
@@ -231,11 +253,8 @@ void decode_panel(const Problem& p, const NaturalOrder& no, int nb, int nr, int 
   }
   for (int r = 0; r < nr; ++r) {
     const uint8_t* row = p.codes + static_cast<size_t>(nb + r) * p.row_bytes;
-    for (int kb = kb0; kb < kb1; ++kb) {
-      __m512i c = codes32<BITS, 0>(row + static_cast<size_t>(kb) * (4 * BITS));
-      if constexpr (BITS == 4) c = _mm512_permutexvar_epi16(i0, c);
-      _mm512_store_si512(wb + r * kKc + (kb * kBlockCodes - kc0), c);
-    }
+    for (int kb = kb0; kb < kb1; ++kb)
+      store_codes<BITS>(row + static_cast<size_t>(kb) * (4 * BITS), i0, wb + r * kKc + (kb * kBlockCodes - kc0));
   }
 }
 
@@ -305,17 +324,6 @@ void micro32_i8(const int8_t* xq4, int Mp, const uint8_t* wb, int nkq, float* yT
     }
   }
   panel_group_out(acc, Mp, yT, nr, first, s, sz, dx, dxs);
-}
-
-// decode_panel's codes as uint8 (the int8-x kernels'): the int16 panel narrowed with vpmovwb.
-template <int BITS, int NR = kNr>
-void decode_panel_u8(const Problem& p, const NaturalOrder& no, int nb, int nr, int kc0, int kcn, uint8_t* wb) {
-  alignas(64) int16_t w16[NR * kKc];
-  decode_panel<BITS, NR>(p, no, nb, nr, kc0, kcn, w16);
-  for (int r = 0; r < NR; ++r)
-    for (int k = 0; k < kcn; k += 32)
-      _mm256_store_si256(reinterpret_cast<__m256i*>(wb + r * kKc + k),
-                         _mm512_cvtepi16_epi8(_mm512_load_si512(w16 + r * kKc + k)));
 }
 
 inline void write_output(const Problem& p, int n0, int n1) { write_panel_output_avx512(p, n0, n1); }
@@ -409,7 +417,7 @@ void panel_rows_amx(const Problem& p, const NaturalOrder& no, int n0, int n1, Sc
   const int kq = p.group == 32 ? 8 : 16;
   amx_begin(kq);
   auto decode = [&](int nb, int nr, int kc0, int kcn, uint8_t* wb) {
-    decode_panel_u8<BITS, kAmxNr>(p, no, nb, nr, kc0, kcn, wb);
+    decode_panel<BITS, kAmxNr>(p, no, nb, nr, kc0, kcn, wb);
   };
   auto micro = [kq](const int8_t* xq4, int Mp, const uint8_t* wb, int nkq, float* yT, int nr, bool first, const float* s,
                     const float* sz, const float* dx, const float* dxs) {
@@ -426,10 +434,10 @@ void panel_rows_x(const Problem& p, const NaturalOrder& no, int n0, int n1, Scal
   if (p.xq4 != nullptr && amx_usable()) {
     panel_rows_amx<BITS>(p, no, n0, n1, scales);
   } else if (p.xq4 != nullptr) {
-    auto decode = [&](int nb, int nr, int kc0, int kcn, uint8_t* wb) { decode_panel_u8<BITS>(p, no, nb, nr, kc0, kcn, wb); };
+    auto decode = [&](int nb, int nr, int kc0, int kcn, uint8_t* wb) { decode_panel<BITS, kNr>(p, no, nb, nr, kc0, kcn, wb); };
     int_panel_rows<kNr, 32, int8_t, uint8_t>(p, p.xq4, n0, n1, decode, micro32_i8, scales);
   } else {
-    auto decode = [&](int nb, int nr, int kc0, int kcn, int16_t* wb) { decode_panel<BITS>(p, no, nb, nr, kc0, kcn, wb); };
+    auto decode = [&](int nb, int nr, int kc0, int kcn, int16_t* wb) { decode_panel<BITS, kNr>(p, no, nb, nr, kc0, kcn, wb); };
     int_panel_rows<kNr, 32, int16_t, int16_t>(p, p.xq2, n0, n1, decode, micro32, scales);
   }
 }

@@ -83,9 +83,11 @@ TEST(BenchScripts, BenchVsLlamaCppWithAStandIn) {
   auto [rc, log] = run(dir + "/bin");
   ASSERT_EQ(rc, 0) << log;
   const auto j = nlohmann::json::parse(llmc::read_text_file(dir + "/out/bench_vs_llamacpp.json"));
-  EXPECT_EQ(j["rounds"].size(), 10u);  // 2 rounds x 5 contenders (ours at groups 32, 64, 128) x 1 thread count
-  ASSERT_EQ(j["ours_over_llamacpp_q4_0"].size(), 3u);
+  // 2 rounds x 6 contenders (ours at groups 32, 64, 128, and 64 with int8 prefill activations) x 1 thread count
+  EXPECT_EQ(j["rounds"].size(), 12u);
+  ASSERT_EQ(j["ours_over_llamacpp_q4_0"].size(), 4u);
   EXPECT_EQ(j["ours_over_llamacpp_q4_0"][2]["engine"], "ours g128");
+  EXPECT_EQ(j["ours_over_llamacpp_q4_0"][3]["engine"], "ours g64 x8");
   for (const auto& m : j["median"]) {
     if (m["engine"].get<std::string>().rfind("llama.cpp", 0) == 0) {
       EXPECT_EQ(m["prefill_tok_s"].get<double>(), 100.0);
@@ -99,6 +101,15 @@ TEST(BenchScripts, BenchVsLlamaCppWithAStandIn) {
   EXPECT_NEAR(g64["decode"].get<double>(), j["median"][3]["decode_tok_s"].get<double>() / 50.0, 1e-9);
   EXPECT_NE(llmc::read_text_file(dir + "/out/bench_vs_llamacpp.md").find("| llama.cpp Q4_0 | 50 / 50 (**50**) |"),
             std::string::npos);
+  // A llama-bench that dies of SIGILL (the reference build's AMX path on AMX CPUs): the fix in one line.
+  fs::create_directories(dir + "/ill");
+  fs::copy_file(dir + "/bin/llama-quantize", dir + "/ill/llama-quantize");
+  std::ofstream(dir + "/ill/llama-bench") << "#!/bin/bash\nkill -ILL $$\n";
+  fs::permissions(dir + "/ill/llama-bench", fs::perms::owner_all);
+  std::tie(rc, log) = run(dir + "/ill");
+  EXPECT_EQ(rc, 1);
+  EXPECT_NE(log.find("error: llama-bench died of SIGILL"), std::string::npos) << log;
+  EXPECT_NE(log.find("ldtilecfg"), std::string::npos) << log;
   // No llama-bench where LLAMACPP_BIN points: one clear line, exit 2.
   std::tie(rc, log) = run(dir + "/nope");
   EXPECT_EQ(rc, 2);
