@@ -11,6 +11,7 @@
 #include "llmc/core/timing.h"
 #include "llmc/latency/bench.h"
 #include "llmc/latency/lut.h"
+#include "llmc_kernels/qgemm.h"
 #include "llmc/runtime/engine.h"
 #include "llmc/runtime/profile.h"
 #include "synthetic.h"
@@ -86,12 +87,13 @@ TEST(Bench, TorchEngine) {
   std::vector<std::string> keys;
   for (const auto& [k, v] : j.items()) keys.push_back(k);
   const std::vector<std::string> want{"model",         "engine",         "threads",          "isa",
-                                      "prompt_tokens", "new_tokens",     "repeats",          "prefill_tokens_per_s",
+                                      "prefill_x_bits", "prompt_tokens", "new_tokens",     "repeats",          "prefill_tokens_per_s",
                                       "decode_tokens_per_s", "decode_ms_per_token", "prefill_s", "decode_s",
                                       "model_file_bytes", "loadavg_1min", "rss_bytes", "peak_rss_bytes",
                                       "predicted"};
   EXPECT_EQ(keys, want);
   EXPECT_TRUE(j["predicted"].is_null());
+  EXPECT_EQ(j["prefill_x_bits"].get<int>(), kernels::prefill_x_bits());
   EXPECT_EQ(j["prompt_tokens"].get<int64_t>(), 4);
   EXPECT_DOUBLE_EQ(j["decode_tokens_per_s"].get<double>(), r.decode_tokens_per_s);
   EXPECT_EQ(bench_to_text(r).rfind("model     " + dir + " (torch engine, ", 0), 0u);

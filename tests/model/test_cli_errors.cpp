@@ -231,3 +231,16 @@ TEST_F(CliErrors, ConfigValuesAgainstTheTensors) {
   expect_error("info --model " + cfg_with("eos", "\"eos_token_id\": 2", "\"eos_token_id\": -5"),
                "config.json: key 'eos_token_id' is -5, not a token id");
 }
+
+// --prefill-x-bits: 8 or 16 (a CLI parse error naming the option otherwise); bench reports what it ran with.
+TEST_F(CliErrors, PrefillXBitsIsEightOrSixteen) {
+  CliRun r = run_cli("--prefill-x-bits 4 info --model " + good_);
+  EXPECT_NE(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("--prefill-x-bits"), std::string::npos) << r.out;
+  for (int xb : {8, 16}) {
+    r = run_cli("--prefill-x-bits " + std::to_string(xb) +
+                " bench --json --prompt-tokens 2 --new-tokens 2 --repeats 1 --warmup 0 --engine runtime --model " + good_);
+    ASSERT_EQ(r.code, 0) << r.out;
+    EXPECT_NE(r.out.find("\"prefill_x_bits\": " + std::to_string(xb)), std::string::npos) << r.out;
+  }
+}
