@@ -56,14 +56,7 @@ void attn_task(void* p, int task) {
       bool none[Simd::kMaxHeads];  // no visible key (a padding query): output 0
       for (int i = 0; i < nh; ++i) {
         float* r = sc + (i0 + i) * S;
-        float mx = kNegInf;
-        for (int64_t j = 0; j < n; ++j) {
-          r[j] = mk[j] ? r[j] * c.scale : kNegInf;
-          // A NaN score makes the maximum NaN and with it the head's output (as in torch's softmax);
-          // std::max would skip it, and a query whose scores are all NaN would pass for a padding
-          // query with output 0 (a corrupt weight hidden from the first-forward check).
-          if (!std::isnan(mx) && !(r[j] <= mx)) mx = r[j];
-        }
+        const float mx = s.mask_scale_max(r, mk, c.scale, n);  // NaN if a score is NaN (Simd)
         none[i] = mx == kNegInf;
         inv[i] = none[i] ? 0.f : 1.f / s.exp_shift_sum(r, mx, n);  // masked keys: exp(-inf) = 0
       }

@@ -1,6 +1,8 @@
 #include "simd.h"
 
+#include <algorithm>
 #include <cmath>
+#include <limits>
 #include <string>
 
 // GCC 12's AVX-512 headers self-initialize "undefined" vectors (_mm256_undefined_pd), which
@@ -72,6 +74,18 @@ float exp_shift_sum_plain(float* x, float shift, int64_t n) {
     sum += x[i];
   }
   return static_cast<float>(sum);
+}
+
+float mask_scale_max_plain(float* r, const bool* mask, float scale, int64_t n) {
+  float mx = -std::numeric_limits<float>::infinity();
+  for (int64_t j = 0; j < n; ++j) {
+    r[j] = mask[j] ? r[j] * scale : -std::numeric_limits<float>::infinity();
+    // A NaN score makes the maximum NaN and with it the head's output (as in torch's softmax);
+    // std::max would skip it, and a query whose scores are all NaN would pass for a padding
+    // query with output 0 (a corrupt weight hidden from the first-forward check).
+    if (!std::isnan(mx) && !(r[j] <= mx)) mx = r[j];
+  }
+  return mx;
 }
 
 void silu_mul_plain(const float* g, const float* u, float* out, int64_t n) {
@@ -244,43 +258,80 @@ __attribute__((target("avx512f,avx2,fma"))) void axpy_avx512(float a, const floa
   }
 }
 
-// y[h * ldy + r] = dot(W + r * K, X + h * ldx) for NH vectors at once: blocks of 4 rows share each
-// load of W (and each vector's load of X), one accumulator per row and vector, a masked tail,
-// hsum512; dot_avx512 for the rows past the last block. Each output's sum in the same order for any
-// NH, so the heads calls give the single call's (NH = 1) bits.
+// Per 128-bit block of a, b (each [r0, r1, r0', r1'], two rows' partial sums): [a0, a1, b0, b1] +
+// [a2, a3, b2, b3], four rows' partial sums.
+__attribute__((target("avx512f,avx2,fma"))) inline __m512 reduce_pairs_avx512(__m512 a, __m512 b) {
+  const __m512d ad = _mm512_castps_pd(a), bd = _mm512_castps_pd(b);
+  return _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(ad, bd)), _mm512_castpd_ps(_mm512_unpackhi_pd(ad, bd)));
+}
+
+// The lane sums of 8 vectors as one vector of 8 (out[j] = sum of v[j]'s lanes), by a fixed tree:
+// lanes l and l + 2 of each 128-bit block, then those two pairs, then the four blocks pairwise. A
+// row's sum depends only on its own vector, so every block size below adds it the same way.
+__attribute__((target("avx512f,avx2,fma"))) inline __m256 reduce8_avx512(const __m512 (&v)[8]) {
+  __m512 u[4];
+  for (int j = 0; j < 4; ++j)
+    u[j] = _mm512_add_ps(_mm512_unpacklo_ps(v[2 * j], v[2 * j + 1]), _mm512_unpackhi_ps(v[2 * j], v[2 * j + 1]));
+  const __m512 w0 = reduce_pairs_avx512(u[0], u[1]), w1 = reduce_pairs_avx512(u[2], u[3]);  // per block: rows 0-3 / 4-7
+  const __m512 z = _mm512_add_ps(_mm512_shuffle_f32x4(w0, w1, _MM_SHUFFLE(2, 0, 2, 0)),
+                                 _mm512_shuffle_f32x4(w0, w1, _MM_SHUFFLE(3, 1, 3, 1)));
+  const __m512 t = _mm512_shuffle_f32x4(z, z, _MM_SHUFFLE(3, 1, 2, 0));
+  return _mm256_add_ps(_mm512_castps512_ps256(t), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(t), 1)));
+}
+
+// R rows (r..r+R-1, R <= 8) of W times NH vectors of X: per (row, vector) one running FMA sum over K
+// (16 columns a step, a masked tail), then reduce8_avx512.
+template <int NH, int R>
+__attribute__((target("avx512f,avx2,fma"))) inline void gemv_rows_avx512(const float* W, const float* X,
+                                                                                 int64_t ldx, int64_t r, int64_t K,
+                                                                                 float* Y, int64_t ldy) {
+  const float* w = W + r * K;
+  __m512 s[NH][8];
+  for (int h = 0; h < NH; ++h)
+    for (int j = 0; j < 8; ++j) s[h][j] = _mm512_setzero_ps();
+  int64_t i = 0;
+  for (; i + 16 <= K; i += 16) {
+    __m512 xv[NH];
+    for (int h = 0; h < NH; ++h) xv[h] = _mm512_loadu_ps(X + h * ldx + i);
+    for (int j = 0; j < R; ++j) {
+      const __m512 wv = _mm512_loadu_ps(w + j * K + i);
+      for (int h = 0; h < NH; ++h) s[h][j] = _mm512_fmadd_ps(wv, xv[h], s[h][j]);
+    }
+  }
+  if (i < K) {
+    const __mmask16 m = static_cast<__mmask16>((1u << (K - i)) - 1);
+    __m512 xv[NH];
+    for (int h = 0; h < NH; ++h) xv[h] = _mm512_maskz_loadu_ps(m, X + h * ldx + i);
+    for (int j = 0; j < R; ++j) {
+      const __m512 wv = _mm512_maskz_loadu_ps(m, w + j * K + i);
+      for (int h = 0; h < NH; ++h) s[h][j] = _mm512_fmadd_ps(wv, xv[h], s[h][j]);
+    }
+  }
+  for (int h = 0; h < NH; ++h) {
+    const __m256 y = reduce8_avx512(s[h]);
+    if constexpr (R == 8) {
+      _mm256_storeu_ps(Y + h * ldy + r, y);
+    } else {
+      alignas(32) float t[8];
+      _mm256_store_ps(t, y);
+      for (int j = 0; j < R; ++j) Y[h * ldy + r + j] = t[j];
+    }
+  }
+}
+
+// Blocks of 8 rows (4 for 4 vectors: 8 x 4 accumulators would not fit the 32 registers), then 4,
+// then single rows: every output's sum in the same order for any NH, so the heads call gives the
+// single calls' bits. The 8-row blocks reduce 8 rows with ~24 shuffles and adds where a horizontal
+// sum per row took ~8 (it was most of a 64-wide head's scores).
 template <int NH>
 __attribute__((target("avx512f,avx2,fma"))) void gemv_heads_avx512_n(const float* W, const float* X, int64_t ldx,
-                                                                     int64_t rows, int64_t K, float* Y, int64_t ldy) {
+                                                                              int64_t rows, int64_t K, float* Y,
+                                                                              int64_t ldy) {
   int64_t r = 0;
-  const int64_t tail = K % 16;
-  const __mmask16 m = static_cast<__mmask16>((1u << tail) - 1);
-  for (; r + 4 <= rows; r += 4) {
-    const float* w = W + r * K;
-    __m512 s[4][NH];
-    for (int j = 0; j < 4; ++j)
-      for (int h = 0; h < NH; ++h) s[j][h] = _mm512_setzero_ps();
-    int64_t i = 0;
-    for (; i + 16 <= K; i += 16) {
-      __m512 wv[4];
-      for (int j = 0; j < 4; ++j) wv[j] = _mm512_loadu_ps(w + j * K + i);
-      for (int h = 0; h < NH; ++h) {
-        const __m512 xv = _mm512_loadu_ps(X + h * ldx + i);
-        for (int j = 0; j < 4; ++j) s[j][h] = _mm512_fmadd_ps(wv[j], xv, s[j][h]);
-      }
-    }
-    if (tail) {
-      __m512 wv[4];
-      for (int j = 0; j < 4; ++j) wv[j] = _mm512_maskz_loadu_ps(m, w + j * K + i);
-      for (int h = 0; h < NH; ++h) {
-        const __m512 xv = _mm512_maskz_loadu_ps(m, X + h * ldx + i);
-        for (int j = 0; j < 4; ++j) s[j][h] = _mm512_fmadd_ps(wv[j], xv, s[j][h]);
-      }
-    }
-    for (int h = 0; h < NH; ++h)
-      for (int j = 0; j < 4; ++j) Y[h * ldy + r + j] = hsum512(s[j][h]);
-  }
-  for (; r < rows; ++r)
-    for (int h = 0; h < NH; ++h) Y[h * ldy + r] = dot_avx512(W + r * K, X + h * ldx, K);
+  if constexpr (NH <= 3)
+    for (; r + 8 <= rows; r += 8) gemv_rows_avx512<NH, 8>(W, X, ldx, r, K, Y, ldy);
+  for (; r + 4 <= rows; r += 4) gemv_rows_avx512<NH, 4>(W, X, ldx, r, K, Y, ldy);
+  for (; r < rows; ++r) gemv_rows_avx512<NH, 1>(W, X, ldx, r, K, Y, ldy);
 }
 
 __attribute__((target("avx512f,avx2,fma"))) void gemv_avx512(const float* W, const float* x, int64_t rows, int64_t K, float* y) {
@@ -385,11 +436,32 @@ __attribute__((target("avx512f,avx2,fma"))) void silu_mul_avx512(const float* g,
   }
 }
 
+// 16 scores at a time: the mask bytes widened to a lane mask, the scale multiplied where set and
+// -inf stored elsewhere, a running vector maximum with NaN lanes tracked apart (vmaxps drops them).
+__attribute__((target("avx512f,avx2,fma"))) float mask_scale_max_avx512(float* r, const bool* mask, float scale,
+                                                                        int64_t n) {
+  const __m512 sc = _mm512_set1_ps(scale), ninf = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
+  __m512 vmax = ninf;
+  __mmask16 nan = 0;
+  int64_t j = 0;
+  for (; j + 16 <= n; j += 16) {
+    const __m512i mb = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(mask + j)));
+    const __mmask16 k = _mm512_test_epi32_mask(mb, mb);
+    const __m512 v = _mm512_mask_mul_ps(ninf, k, _mm512_loadu_ps(r + j), sc);
+    _mm512_storeu_ps(r + j, v);
+    vmax = _mm512_max_ps(vmax, v);
+    nan |= _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+  }
+  const float tail = mask_scale_max_plain(r + j, mask + j, scale, n - j);
+  if (nan != 0 || std::isnan(tail)) return std::numeric_limits<float>::quiet_NaN();
+  return std::max(_mm512_reduce_max_ps(vmax), tail);
+}
+
 #endif
 
 Simd portable() {
   return {dot_plain,      axpy_plain,     gemv_plain, wsum_plain, exp_shift_sum_plain, silu_mul_plain,
-          gemv_heads_loop<gemv_plain>, wsum_heads_loop<wsum_plain>, "portable"};
+          gemv_heads_loop<gemv_plain>, wsum_heads_loop<wsum_plain>, mask_scale_max_plain, "portable"};
 }
 
 bool has_avx512() {
@@ -413,11 +485,11 @@ bool has_avx2() {
 #if defined(LLMC_RT_X86)
 Simd avx512() {
   return {dot_avx512,        axpy_avx512,       gemv_avx512, wsum_avx512, exp_shift_sum_avx512, silu_mul_avx512,
-          gemv_heads_avx512, wsum_heads_avx512, "avx512"};
+          gemv_heads_avx512, wsum_heads_avx512, mask_scale_max_avx512, "avx512"};
 }
 Simd avx2() {
   return {dot_avx2,      axpy_avx2,     gemv_avx2, wsum_avx2, exp_shift_sum_avx2, silu_mul_avx2,
-          gemv_heads_loop<gemv_avx2>, wsum_heads_loop<wsum_avx2>, "avx2"};
+          gemv_heads_loop<gemv_avx2>, wsum_heads_loop<wsum_avx2>, mask_scale_max_plain, "avx2"};
 }
 #endif
 

@@ -26,6 +26,11 @@ struct Simd {
                      int64_t ldy);
   void (*wsum_heads)(const float* V, int64_t ld, const float* P, int64_t ldp, int nh, int64_t rows, int64_t n,
                      float* out, int64_t ldo);
+  // Attention's masking: r[j] = mask[j] ? r[j] * scale : -inf for j < n; returns the maximum of r,
+  // NaN if any unmasked score is NaN (it makes the softmax NaN, as in torch), -inf if every key is
+  // masked. The vector versions give the portable loop's r bit for bit and the same maximum (up to the
+  // sign of a zero, which the softmax's shift does not see).
+  float (*mask_scale_max)(float* r, const bool* mask, float scale, int64_t n);
   const char* name;
   static constexpr int kMaxHeads = 4;
 };

@@ -5,7 +5,9 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <limits>
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
@@ -136,6 +138,39 @@ TEST(RuntimeSimd, HeadsCallsMatchSingleCallsBitForBit) {
           for (int h = 0; h < nh; ++h) s->wsum(V.data(), ld, P.data() + h * ldp, rows, n, o1.data() + h * ldo);
           EXPECT_EQ(o, o1) << s->name << " wsum nh=" << nh << " rows=" << rows << " n=" << n;
         }
+  }
+}
+
+// mask_scale_max: every path gives the portable loop's scores bit for bit and its maximum (== : the
+// sign of a zero maximum may differ), with masked keys, NaN and inf scores, ties and -0, at lengths
+// around the 16-lane step; all masked: -inf; a NaN among the unmasked: NaN; a NaN masked: ignored.
+TEST(RuntimeSimd, MaskScaleMaxMatchesThePortableLoop) {
+  const rt::Simd* ref = rt::simd_path("portable");
+  const float inf = std::numeric_limits<float>::infinity(), nan = std::numeric_limits<float>::quiet_NaN();
+  for (const rt::Simd* s : paths()) {
+    for (int64_t n : {1, 5, 15, 16, 17, 31, 32, 33, 100}) {
+      for (int kind = 0; kind < 6; ++kind) {
+        std::vector<float> r = uniform(static_cast<size_t>(n), -3.f, 3.f, 20 + kind);
+        std::vector<char> mc(static_cast<size_t>(n));
+        for (int64_t j = 0; j < n; ++j) mc[static_cast<size_t>(j)] = (j * 7 + kind) % 5 != 0;
+        if (kind == 1) r[static_cast<size_t>(n / 2)] = nan;          // NaN, maybe masked
+        if (kind == 2) r[static_cast<size_t>(n - 1)] = inf;          // +inf
+        if (kind == 3) std::fill(mc.begin(), mc.end(), char{0});     // every key masked
+        if (kind == 4) for (auto& v : r) v = (v > 0 ? 0.f : -0.f);   // zeros of both signs, ties
+        if (kind == 5) { r[0] = nan; mc[0] = 1; }                    // an unmasked NaN
+        std::unique_ptr<bool[]> mask(new bool[static_cast<size_t>(n)]);
+        for (int64_t j = 0; j < n; ++j) mask[static_cast<size_t>(j)] = mc[static_cast<size_t>(j)] != 0;
+        std::vector<float> r0 = r, r1 = r;
+        const float m0 = ref->mask_scale_max(r0.data(), mask.get(), 0.125f, n);
+        const float m1 = s->mask_scale_max(r1.data(), mask.get(), 0.125f, n);
+        SCOPED_TRACE(std::string(s->name) + " n=" + std::to_string(n) + " kind=" + std::to_string(kind));
+        EXPECT_EQ(0, std::memcmp(r0.data(), r1.data(), sizeof(float) * r0.size()));
+        if (std::isnan(m0)) EXPECT_TRUE(std::isnan(m1));
+        else EXPECT_EQ(m0, m1);
+        if (kind == 3) EXPECT_EQ(m0, -inf);
+        if (kind == 5) EXPECT_TRUE(std::isnan(m0));
+      }
+    }
   }
 }
 
