@@ -319,7 +319,7 @@ __attribute__((target("avx512f,avx2,fma"))) inline void gemv_rows_avx512(const f
   }
 }
 
-// Blocks of 8 rows (4 for 4 vectors: 8 x 4 accumulators would not fit the 32 registers), then 4,
+// Blocks of 8 rows (4 for 4-6 vectors: 8 x 4 accumulators would not fit the 32 registers), then 4,
 // then single rows: every output's sum in the same order for any NH, so the heads call gives the
 // single calls' bits. The 8-row blocks reduce 8 rows with ~24 shuffles and adds where a horizontal
 // sum per row took ~8 (it was most of a 64-wide head's scores).
@@ -344,7 +344,9 @@ __attribute__((target("avx512f,avx2,fma"))) void gemv_heads_avx512(const float* 
     case 1: gemv_avx512(W, X, rows, K, Y); break;
     case 2: gemv_heads_avx512_n<2>(W, X, ldx, rows, K, Y, ldy); break;
     case 3: gemv_heads_avx512_n<3>(W, X, ldx, rows, K, Y, ldy); break;
-    default: gemv_heads_avx512_n<4>(W, X, ldx, rows, K, Y, ldy); break;
+    case 4: gemv_heads_avx512_n<4>(W, X, ldx, rows, K, Y, ldy); break;
+    case 5: gemv_heads_avx512_n<5>(W, X, ldx, rows, K, Y, ldy); break;
+    default: gemv_heads_avx512_n<6>(W, X, ldx, rows, K, Y, ldy); break;
   }
 }
 
@@ -410,7 +412,9 @@ __attribute__((target("avx512f,avx2,fma"))) void wsum_heads_avx512(const float* 
     case 1: wsum_avx512(V, ld, P, rows, n, out); break;
     case 2: wsum_heads_avx512_n<2>(V, ld, P, ldp, rows, n, out, ldo); break;
     case 3: wsum_heads_avx512_n<3>(V, ld, P, ldp, rows, n, out, ldo); break;
-    default: wsum_heads_avx512_n<4>(V, ld, P, ldp, rows, n, out, ldo); break;
+    case 4: wsum_heads_avx512_n<4>(V, ld, P, ldp, rows, n, out, ldo); break;
+    case 5: wsum_heads_avx512_n<5>(V, ld, P, ldp, rows, n, out, ldo); break;
+    default: wsum_heads_avx512_n<6>(V, ld, P, ldp, rows, n, out, ldo); break;
   }
 }
 

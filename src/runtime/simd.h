@@ -32,7 +32,7 @@ struct Simd {
   // sign of a zero, which the softmax's shift does not see).
   float (*mask_scale_max)(float* r, const bool* mask, float scale, int64_t n);
   const char* name;
-  static constexpr int kMaxHeads = 4;
+  static constexpr int kMaxHeads = 6;  // 3 query heads per KV head x 2 queries (prefill)
 };
 
 const Simd& simd();

@@ -229,4 +229,20 @@ TEST_P(RuntimeAttention, MatchesNaiveSoftmax) {
   EXPECT_LE(err, 1e-5 * mx);
   // The padding query (row 1, t = 0) has no visible key: output exactly 0.
   for (int64_t c = 0; c < nq * hd; ++c) EXPECT_EQ(out[(1 * T + 0) * nq * hd + c], 0.f);
+  // The T queries at once (query pairs where 2g heads fit one heads call) give the bits of T
+  // one-query calls, each over the keys in its reach.
+  for (int64_t t = 0; t < T; ++t) {
+    std::vector<float> q1(static_cast<size_t>(B * nq * hd)), o1(q1.size(), -9.f);
+    for (int64_t b = 0; b < B; ++b)
+      std::copy_n(q.data() + (b * T + t) * nq * hd, nq * hd, q1.data() + b * nq * hd);
+    bool mask1[B * (past + T)];
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t j = 0; j < past + t + 1; ++j) mask1[b * (past + t + 1) + j] = mask[b * S + j];
+    rt::AttentionArgs a1 = a;
+    a1.q = q1.data(), a1.out = o1.data(), a1.mask = mask1, a1.T = 1, a1.past = past + t;
+    rt::attention(a1, 1);
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t c = 0; c < nq * hd; ++c)
+        ASSERT_EQ(o1[b * nq * hd + c], out[(b * T + t) * nq * hd + c]) << "b=" << b << " t=" << t << " c=" << c;
+  }
 }
