@@ -265,22 +265,20 @@ __attribute__((target("avx512f,avx2,fma"))) inline __m512 reduce_pairs_avx512(__
   return _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(ad, bd)), _mm512_castpd_ps(_mm512_unpackhi_pd(ad, bd)));
 }
 
-// The lane sums of 8 vectors as one vector of 8 (out[j] = sum of v[j]'s lanes), by a fixed tree:
-// lanes l and l + 2 of each 128-bit block, then those two pairs, then the four blocks pairwise. A
-// row's sum depends only on its own vector, so every block size below adds it the same way.
-__attribute__((target("avx512f,avx2,fma"))) inline __m256 reduce8_avx512(const __m512 (&v)[8]) {
-  __m512 u[4];
-  for (int j = 0; j < 4; ++j)
-    u[j] = _mm512_add_ps(_mm512_unpacklo_ps(v[2 * j], v[2 * j + 1]), _mm512_unpackhi_ps(v[2 * j], v[2 * j + 1]));
-  const __m512 w0 = reduce_pairs_avx512(u[0], u[1]), w1 = reduce_pairs_avx512(u[2], u[3]);  // per block: rows 0-3 / 4-7
-  const __m512 z = _mm512_add_ps(_mm512_shuffle_f32x4(w0, w1, _MM_SHUFFLE(2, 0, 2, 0)),
-                                 _mm512_shuffle_f32x4(w0, w1, _MM_SHUFFLE(3, 1, 3, 1)));
-  const __m512 t = _mm512_shuffle_f32x4(z, z, _MM_SHUFFLE(3, 1, 2, 0));
-  return _mm256_add_ps(_mm512_castps512_ps256(t), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(t), 1)));
+// The lane sums of 4 vectors as one vector of 4 (out[j] = sum of v[j]'s lanes), by a fixed tree:
+// lanes l and l + 2 of each 128-bit block, then those two pairs, then the four blocks pairwise (B0 +
+// B1, B2 + B3, then their sum). A row's sum depends only on its own vector, so every block of rows
+// below adds it the same way. 13 shuffles and adds for 4 rows where a horizontal sum took ~8 per row
+// (most of a 64-wide head's scores).
+__attribute__((target("avx512f,avx2,fma"))) inline __m128 reduce4_avx512(__m512 a, __m512 b, __m512 c, __m512 d) {
+  const __m512 w = reduce_pairs_avx512(_mm512_add_ps(_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b)),
+                                       _mm512_add_ps(_mm512_unpacklo_ps(c, d), _mm512_unpackhi_ps(c, d)));
+  const __m512 z = _mm512_add_ps(w, _mm512_shuffle_f32x4(w, w, _MM_SHUFFLE(2, 3, 0, 1)));  // blocks B0+B1, B2+B3
+  return _mm512_castps512_ps128(_mm512_add_ps(z, _mm512_shuffle_f32x4(z, z, _MM_SHUFFLE(1, 0, 3, 2))));
 }
 
 // R rows (r..r+R-1, R <= 8) of W times NH vectors of X: per (row, vector) one running FMA sum over K
-// (16 columns a step, a masked tail), then reduce8_avx512.
+// (16 columns a step, a masked tail), then reduce4_avx512 per 4 rows (R = 1, 4 or 8).
 template <int NH, int R>
 __attribute__((target("avx512f,avx2,fma"))) inline void gemv_rows_avx512(const float* W, const float* X,
                                                                                  int64_t ldx, int64_t r, int64_t K,
@@ -308,21 +306,18 @@ __attribute__((target("avx512f,avx2,fma"))) inline void gemv_rows_avx512(const f
     }
   }
   for (int h = 0; h < NH; ++h) {
-    const __m256 y = reduce8_avx512(s[h]);
-    if constexpr (R == 8) {
-      _mm256_storeu_ps(Y + h * ldy + r, y);
+    if constexpr (R == 1) {
+      Y[h * ldy + r] = _mm_cvtss_f32(reduce4_avx512(s[h][0], s[h][1], s[h][2], s[h][3]));
     } else {
-      alignas(32) float t[8];
-      _mm256_store_ps(t, y);
-      for (int j = 0; j < R; ++j) Y[h * ldy + r + j] = t[j];
+      for (int j = 0; j < R; j += 4)
+        _mm_storeu_ps(Y + h * ldy + r + j, reduce4_avx512(s[h][j], s[h][j + 1], s[h][j + 2], s[h][j + 3]));
     }
   }
 }
 
 // Blocks of 8 rows (4 for 4-6 vectors: 8 x 4 accumulators would not fit the 32 registers), then 4,
 // then single rows: every output's sum in the same order for any NH, so the heads call gives the
-// single calls' bits. The 8-row blocks reduce 8 rows with ~24 shuffles and adds where a horizontal
-// sum per row took ~8 (it was most of a 64-wide head's scores).
+// single calls' bits.
 template <int NH>
 __attribute__((target("avx512f,avx2,fma"))) void gemv_heads_avx512_n(const float* W, const float* X, int64_t ldx,
                                                                               int64_t rows, int64_t K, float* Y,
