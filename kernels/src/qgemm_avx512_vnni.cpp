@@ -287,49 +287,36 @@ inline void panel_group_out(const __m512i (&acc)[kNr][2], int Mp, float* yT, int
   }
 }
 
-// Rows [0, nr) of the panel x 32 x-rows, column pairs [0, nkp) of one group (wb and xq2 point at the
-// group's first pair, xq2 at x-row m0). yT = first ? 0 : yT; yT += s dx Q - s z dx sum(xq).
-void micro32(const int16_t* xq2, int Mp, const int16_t* wb, int nkp, float* yT, int nr, bool first, const float* s,
-             const float* sz, const float* dx, const float* dxs) {
+// Rows [0, nr) of the panel x 32 x-rows, columns of one group in packs of 4 / sizeof(X) (wb and xq
+// point at the group's first pack, xq at x-row m0; nk packs). yT = first ? 0 : yT; yT += s dx Q - s z
+// dx sum(xq). X = int16 (Problem::xq2, column pairs): one vpdpwssd (32 products) per weight row and
+// x vector per pair. X = int8 (Problem::xq4, prefill_x_bits() == 8, column quads) with uint8 codes:
+// one vpdpbusd (uint8 codes x int8 x, 64 products) per quad. Exact int32 sums either way (int8: a lane
+// adds at most 128 products of |code| <= 255 and |xq| <= 127, < 2^23).
+template <class X, class W>
+void micro32(const X* xq, int Mp, const W* wb, int nk, float* yT, int nr, bool first, const float* s, const float* sz,
+             const float* dx, const float* dxs) {
+  constexpr int kPack = 4 / sizeof(X);
   // Every loop over r is unrolled, so acc[r] are registers (with a run-time bound in the epilogue
   // GCC 12 kept a copy of acc on the stack, stored on every iteration: 1.4x slower than fp32).
   __m512i acc[kNr][2];
 #pragma GCC unroll 12
   for (int r = 0; r < kNr; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_si512();
-  for (int kp = 0; kp < nkp; ++kp) {
-    const int16_t* xk = xq2 + static_cast<size_t>(kp) * Mp * 2;
-    const __m512i x0 = _mm512_load_si512(xk), x1 = _mm512_load_si512(xk + 32);
+  for (int k = 0; k < nk; ++k) {
+    const X* xk = xq + static_cast<size_t>(k) * Mp * kPack;
+    const __m512i x0 = _mm512_load_si512(xk), x1 = _mm512_load_si512(xk + 16 * kPack);  // x-rows 0-15, 16-31
 #pragma GCC unroll 12
     for (int r = 0; r < kNr; ++r) {
-      int32_t pair;
-      std::memcpy(&pair, wb + r * kKc + 2 * kp, 4);
-      const __m512i w = _mm512_set1_epi32(pair);
-      acc[r][0] = _mm512_dpwssd_epi32(acc[r][0], x0, w);
-      acc[r][1] = _mm512_dpwssd_epi32(acc[r][1], x1, w);
-    }
-  }
-  panel_group_out(acc, Mp, yT, nr, first, s, sz, dx, dxs);
-}
-
-// The int8-x micro kernel (prefill_x_bits() == 8): micro32 on column quads of Problem::xq4 and the
-// codes as uint8, one vpdpbusd (uint8 codes x int8 x, 4 products per lane) per weight row and x
-// vector per quad: 64 products an instruction against vpdpwssd's 32. Exact int32 sums: a lane adds
-// at most 128 products of |code| <= 255 and |xq| <= 127 (< 2^23).
-void micro32_i8(const int8_t* xq4, int Mp, const uint8_t* wb, int nkq, float* yT, int nr, bool first, const float* s,
-                const float* sz, const float* dx, const float* dxs) {
-  __m512i acc[kNr][2];
-#pragma GCC unroll 12
-  for (int r = 0; r < kNr; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_si512();
-  for (int kq = 0; kq < nkq; ++kq) {
-    const int8_t* xk = xq4 + static_cast<size_t>(kq) * Mp * 4;
-    const __m512i x0 = _mm512_load_si512(xk), x1 = _mm512_load_si512(xk + 64);
-#pragma GCC unroll 12
-    for (int r = 0; r < kNr; ++r) {
-      int32_t quad;
-      std::memcpy(&quad, wb + r * kKc + 4 * kq, 4);
-      const __m512i w = _mm512_set1_epi32(quad);
-      acc[r][0] = _mm512_dpbusd_epi32(acc[r][0], w, x0);
-      acc[r][1] = _mm512_dpbusd_epi32(acc[r][1], w, x1);
+      int32_t pack;
+      std::memcpy(&pack, wb + r * kKc + kPack * k, 4);
+      const __m512i w = _mm512_set1_epi32(pack);
+      if constexpr (sizeof(X) == 2) {
+        acc[r][0] = _mm512_dpwssd_epi32(acc[r][0], x0, w);
+        acc[r][1] = _mm512_dpwssd_epi32(acc[r][1], x1, w);
+      } else {
+        acc[r][0] = _mm512_dpbusd_epi32(acc[r][0], w, x0);
+        acc[r][1] = _mm512_dpbusd_epi32(acc[r][1], w, x1);
+      }
     }
   }
   panel_group_out(acc, Mp, yT, nr, first, s, sz, dx, dxs);
@@ -345,7 +332,7 @@ inline void write_output(const Problem& p, int n0, int n1) { write_panel_output_
 // times 32 x-rows (two B tiles: 16 column quads x 16 x-rows x 4 int8, read from Problem::xq4 as it
 // is: AMX's B layout) into four C tiles of 16 x 16 int32 with tdpbusd (16 x 16 x 64 products an
 // instruction); then the C tiles go through L1 into the same fp32 epilogue as panel_group_out,
-// operation for operation, so the results are micro32_i8's bit for bit (test
+// operation for operation, so the results are micro32<int8_t, uint8_t>'s bit for bit (test
 // QGemmCpuInt8X.AmxMatchesVnniBitForBit). Group 32 runs tiles of K = 32 (the tile config's A width
 // and B height).
 constexpr int kAmxNr = 32;
@@ -381,7 +368,7 @@ __attribute__((target("amx-tile,amx-int8"))) void amx_begin(int kq) {
 }
 __attribute__((target("amx-tile,amx-int8"))) void amx_end() { _tile_release(); }
 
-// micro32_i8's contract for kAmxNr weight rows, on tiles (amx_begin(kq) done by this thread).
+// micro32<int8_t, uint8_t>'s contract for kAmxNr weight rows, on tiles (amx_begin(kq) done by this thread).
 void micro_amx(int kq, const int8_t* xq4, int Mp, const uint8_t* wb, int nkq, float* yT, int nr, bool first,
                const float* s, const float* sz, const float* dx, const float* dxs) {
   alignas(64) int32_t c[4][16][16];
@@ -436,18 +423,18 @@ void panel_rows_amx(const Problem& p, const NaturalOrder& no, int n0, int n1, Sc
   amx_end();
 }
 
-// The panel kernel on int16 x (micro32) or, where Problem::xq4 is set, int8 x (on AMX tiles where
-// usable, else micro32_i8).
+// The panel kernel on int16 x (micro32<int16_t, int16_t>) or, where Problem::xq4 is set, int8 x (on AMX tiles where
+// usable, else micro32<int8_t, uint8_t>).
 template <int BITS, class Scales = std::nullptr_t>
 void panel_rows_x(const Problem& p, const NaturalOrder& no, int n0, int n1, Scales scales = nullptr) {
   if (p.xq4 != nullptr && amx_usable()) {
     panel_rows_amx<BITS>(p, no, n0, n1, scales);
   } else if (p.xq4 != nullptr) {
     auto decode = [&](int nb, int nr, int kc0, int kcn, uint8_t* wb) { decode_panel<BITS, kNr>(p, no, nb, nr, kc0, kcn, wb); };
-    int_panel_rows<kNr, 32, int8_t, uint8_t>(p, p.xq4, n0, n1, decode, micro32_i8, scales);
+    int_panel_rows<kNr, 32, int8_t, uint8_t>(p, p.xq4, n0, n1, decode, micro32<int8_t, uint8_t>, scales);
   } else {
     auto decode = [&](int nb, int nr, int kc0, int kcn, int16_t* wb) { decode_panel<BITS, kNr>(p, no, nb, nr, kc0, kcn, wb); };
-    int_panel_rows<kNr, 32, int16_t, int16_t>(p, p.xq2, n0, n1, decode, micro32, scales);
+    int_panel_rows<kNr, 32, int16_t, int16_t>(p, p.xq2, n0, n1, decode, micro32<int16_t, int16_t>, scales);
   }
 }
 

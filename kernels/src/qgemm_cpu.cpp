@@ -192,6 +192,32 @@ void prepare_xq(const float* x, Problem& p, Scratch& s_q, Scratch& s_g, Isa isa)
   }
 }
 
+// The integer panel kernels' x, the scalar reference: each (row, group) rounded by `round` (dx
+// and sum(xq) out), stored in packs of 4 / sizeof(T) columns per x-row ([Kp / pack][Mp][pack], 0
+// outside [M) x [K)), dxT = dx and dxsT = dx * sum(xq) per (group, x-row) ([G][Mp], dxsT right after
+// dxT).
+template <class T>
+void panel_x_scalar(const float* x, const Problem& p, T* xq, float* dxT, float* dxsT,
+                    float (*round)(const float*, int, T*, int*)) {
+  constexpr int kPack = 4 / sizeof(T);
+  const size_t Mp = static_cast<size_t>(p.Mp);
+  std::fill(xq, xq + static_cast<size_t>(p.Kp) * Mp, T{0});
+  std::fill(dxT, dxT + 2 * static_cast<size_t>(p.G) * Mp, 0.f);
+  std::vector<T> q(static_cast<size_t>(p.group));
+  for (int m = 0; m < p.M; ++m) {
+    const float* xr = x + static_cast<size_t>(m) * p.K;
+    for (int g = 0; g < p.G; ++g) {
+      const int k0 = g * p.group, n = std::min(p.K, k0 + p.group) - k0;
+      int sum = 0;
+      const float dx = round(xr + k0, n, q.data(), &sum);
+      for (int i = 0; i < n; ++i)
+        xq[(static_cast<size_t>((k0 + i) / kPack) * Mp + m) * kPack + (k0 + i) % kPack] = q[static_cast<size_t>(i)];
+      dxT[static_cast<size_t>(g) * Mp + m] = dx;
+      dxsT[static_cast<size_t>(g) * Mp + m] = dx * static_cast<float>(sum);
+    }
+  }
+}
+
 // The panel AVX2 kernel's activations (Problem::xq2): the same int16 rounding per (row, group),
 // stored as column pairs per x-row ([Kp / 2][Mp][2]), with dx and dx * sum(xq) per (group, x-row).
 // isa = kScalar is the reference for xq_panel_avx2 (rounding, then a scalar scatter).
@@ -209,20 +235,7 @@ void prepare_xq_panel(const float* x, Problem& p, Scratch& s_q, Scratch& s_g, Is
     return;
   }
 #endif
-  std::fill(xq2, xq2 + static_cast<size_t>(p.Kp) * Mp, int16_t{0});
-  std::fill(dxT, dxT + 2 * static_cast<size_t>(p.G) * Mp, 0.f);
-  std::vector<int16_t> q(static_cast<size_t>(p.group));
-  for (int m = 0; m < p.M; ++m) {
-    const float* xr = x + static_cast<size_t>(m) * p.K;
-    for (int g = 0; g < p.G; ++g) {
-      const int k0 = g * p.group, n = std::min(p.K, k0 + p.group) - k0;
-      int sum = 0;
-      const float dx = round_to_int16_scalar(xr + k0, n, q.data(), &sum);
-      for (int i = 0; i < n; ++i) xq2[(static_cast<size_t>((k0 + i) / 2) * Mp + m) * 2 + ((k0 + i) & 1)] = q[static_cast<size_t>(i)];
-      dxT[static_cast<size_t>(g) * Mp + m] = dx;
-      dxsT[static_cast<size_t>(g) * Mp + m] = dx * static_cast<float>(sum);
-    }
-  }
+  panel_x_scalar(x, p, xq2, dxT, dxsT, round_to_int16_scalar);
 }
 
 // The int8-x panel kernel's activations (Problem::xq4): x rounded to int8 per (row, group), stored
@@ -242,20 +255,7 @@ void prepare_xq8_panel(const float* x, Problem& p, Scratch& s_q, Scratch& s_g, I
     return;
   }
 #endif
-  std::fill(xq4, xq4 + static_cast<size_t>(p.Kp) * Mp, int8_t{0});
-  std::fill(dxT, dxT + 2 * static_cast<size_t>(p.G) * Mp, 0.f);
-  std::vector<int8_t> q(static_cast<size_t>(p.group));
-  for (int m = 0; m < p.M; ++m) {
-    const float* xr = x + static_cast<size_t>(m) * p.K;
-    for (int g = 0; g < p.G; ++g) {
-      const int k0 = g * p.group, n = std::min(p.K, k0 + p.group) - k0;
-      int sum = 0;
-      const float dx = round_to_int8_scalar(xr + k0, n, q.data(), &sum);
-      for (int i = 0; i < n; ++i) xq4[(static_cast<size_t>((k0 + i) / 4) * Mp + m) * 4 + ((k0 + i) & 3)] = q[static_cast<size_t>(i)];
-      dxT[static_cast<size_t>(g) * Mp + m] = dx;
-      dxsT[static_cast<size_t>(g) * Mp + m] = dx * static_cast<float>(sum);
-    }
-  }
+  panel_x_scalar(x, p, xq4, dxT, dxsT, round_to_int8_scalar);
 }
 
 void check_xy(const char* who, const float* x, int M, int N, int K, const float* y) {
