@@ -3,7 +3,7 @@
 // Relative error of a result y against the fp64 reference yref (both [M][N]):
 //     rel = max_i |y_i - yref_i| / max_i |yref_i|
 // and every path must reach rel <= 1e-5; the AVX2 paths, which round x to int16,
-// must reach it beyond the error that rounding explains (test_util.h: rel_error_int16_x).
+// must reach it beyond the error that rounding explains (test_util.h: rel_error_rounded_x).
 #include <gtest/gtest.h>
 
 #include <cstdio>
