@@ -267,8 +267,16 @@ void decode_panel(const Problem& p, const NaturalOrder& no, int nb, int nr, int 
   }
 }
 
-// yT rows [0, nr) x 32 x-rows (stride Mp) = (first ? 0 : yT) + s dx Q - s z dx sum(xq), from the int32
-// sums Q = acc[r][v] (x-rows 16 v ..) of a group.
+// 16 x-rows of one weight row's group epilogue: *yp = (first ? 0 : *yp) + s dx Q - s z dx sum(xq),
+// from its int32 sums Q (sv = s, szv = s z broadcast; dxv, dsv = dx and dx sum(xq) of the x-rows).
+inline void group_out16(__m512i q, float* yp, bool first, __m512 sv, __m512 szv, __m512 dxv, __m512 dsv) {
+  __m512 y = first ? _mm512_setzero_ps() : _mm512_loadu_ps(yp);
+  y = _mm512_fmadd_ps(_mm512_cvtepi32_ps(q), _mm512_mul_ps(sv, dxv), y);
+  _mm512_storeu_ps(yp, _mm512_fnmadd_ps(szv, dsv, y));
+}
+
+// yT rows [0, nr) x 32 x-rows (stride Mp) by group_out16, from the int32 sums Q = acc[r][v] (x-rows
+// 16 v ..) of a group.
 inline void panel_group_out(const __m512i (&acc)[kNr][2], int Mp, float* yT, int nr, bool first, const float* s,
                             const float* sz, const float* dx, const float* dxs) {
   const __m512 dxv[2] = {_mm512_loadu_ps(dx), _mm512_loadu_ps(dx + 16)};
@@ -278,12 +286,8 @@ inline void panel_group_out(const __m512i (&acc)[kNr][2], int Mp, float* yT, int
     if (r >= nr) break;
     const __m512 sv = _mm512_set1_ps(s[r]), szv = _mm512_set1_ps(sz[r]);
 #pragma GCC unroll 2
-    for (int v = 0; v < 2; ++v) {
-      float* yp = yT + static_cast<size_t>(r) * Mp + 16 * v;
-      __m512 y = first ? _mm512_setzero_ps() : _mm512_loadu_ps(yp);
-      y = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[r][v]), _mm512_mul_ps(sv, dxv[v]), y);
-      _mm512_storeu_ps(yp, _mm512_fnmadd_ps(szv, dsv[v], y));
-    }
+    for (int v = 0; v < 2; ++v)
+      group_out16(acc[r][v], yT + static_cast<size_t>(r) * Mp + 16 * v, first, sv, szv, dxv[v], dsv[v]);
   }
 }
 
@@ -331,10 +335,9 @@ inline void write_output(const Problem& p, int n0, int n1) { write_panel_output_
 // tiles. Per group, 32 weight rows (two A tiles of 16 rows x 64 uint8 codes, from the decoded panel)
 // times 32 x-rows (two B tiles: 16 column quads x 16 x-rows x 4 int8, read from Problem::xq4 as it
 // is: AMX's B layout) into four C tiles of 16 x 16 int32 with tdpbusd (16 x 16 x 64 products an
-// instruction); then the C tiles go through L1 into the same fp32 epilogue as panel_group_out,
-// operation for operation, so the results are micro32<int8_t, uint8_t>'s bit for bit (test
-// QGemmCpuInt8X.AmxMatchesVnniBitForBit). Group 32 runs tiles of K = 32 (the tile config's A width
-// and B height).
+// instruction); then the C tiles go through L1 into the same fp32 epilogue (group_out16), so the
+// results are micro32<int8_t, uint8_t>'s bit for bit (test QGemmCpuInt8X.AmxMatchesVnniBitForBit).
+// Group 32 runs tiles of K = 32 (the tile config's A width and B height).
 constexpr int kAmxNr = 32;
 
 struct alignas(64) TileConfig {
@@ -398,28 +401,27 @@ void micro_amx(int kq, const int8_t* xq4, int Mp, const uint8_t* wb, int nkq, fl
   const __m512 dsv[2] = {_mm512_loadu_ps(dxs), _mm512_loadu_ps(dxs + 16)};
   for (int r = 0; r < nr; ++r) {
     const __m512 sv = _mm512_set1_ps(s[r]), szv = _mm512_set1_ps(sz[r]);
-    for (int v = 0; v < 2; ++v) {
-      float* yp = yT + static_cast<size_t>(r) * Mp + 16 * v;
-      const __m512i q = _mm512_load_si512(c[2 * (r / 16) + v][r % 16]);
-      __m512 y = first ? _mm512_setzero_ps() : _mm512_loadu_ps(yp);
-      y = _mm512_fmadd_ps(_mm512_cvtepi32_ps(q), _mm512_mul_ps(sv, dxv[v]), y);
-      _mm512_storeu_ps(yp, _mm512_fnmadd_ps(szv, dsv[v], y));
-    }
+    for (int v = 0; v < 2; ++v)
+      group_out16(_mm512_load_si512(c[2 * (r / 16) + v][r % 16]), yT + static_cast<size_t>(r) * Mp + 16 * v, first, sv,
+                  szv, dxv[v], dsv[v]);
   }
+}
+
+// decode_panel<BITS, NR> for the driver (its code type from wb).
+template <int BITS, int NR>
+auto panel_decoder(const Problem& p, const NaturalOrder& no) {
+  return [&p, &no](int nb, int nr, int kc0, int kcn, auto* wb) { decode_panel<BITS, NR>(p, no, nb, nr, kc0, kcn, wb); };
 }
 
 template <int BITS, class Scales>
 void panel_rows_amx(const Problem& p, const NaturalOrder& no, int n0, int n1, Scales scales) {
   const int kq = p.group == 32 ? 8 : 16;
   amx_begin(kq);
-  auto decode = [&](int nb, int nr, int kc0, int kcn, uint8_t* wb) {
-    decode_panel<BITS, kAmxNr>(p, no, nb, nr, kc0, kcn, wb);
-  };
   auto micro = [kq](const int8_t* xq4, int Mp, const uint8_t* wb, int nkq, float* yT, int nr, bool first, const float* s,
                     const float* sz, const float* dx, const float* dxs) {
     micro_amx(kq, xq4, Mp, wb, nkq, yT, nr, first, s, sz, dx, dxs);
   };
-  int_panel_rows<kAmxNr, 32, int8_t, uint8_t>(p, p.xq4, n0, n1, decode, micro, scales);
+  int_panel_rows<kAmxNr, 32, int8_t, uint8_t>(p, p.xq4, n0, n1, panel_decoder<BITS, kAmxNr>(p, no), micro, scales);
   amx_end();
 }
 
@@ -430,11 +432,11 @@ void panel_rows_x(const Problem& p, const NaturalOrder& no, int n0, int n1, Scal
   if (p.xq4 != nullptr && amx_usable()) {
     panel_rows_amx<BITS>(p, no, n0, n1, scales);
   } else if (p.xq4 != nullptr) {
-    auto decode = [&](int nb, int nr, int kc0, int kcn, uint8_t* wb) { decode_panel<BITS, kNr>(p, no, nb, nr, kc0, kcn, wb); };
-    int_panel_rows<kNr, 32, int8_t, uint8_t>(p, p.xq4, n0, n1, decode, micro32<int8_t, uint8_t>, scales);
+    int_panel_rows<kNr, 32, int8_t, uint8_t>(p, p.xq4, n0, n1, panel_decoder<BITS, kNr>(p, no), micro32<int8_t, uint8_t>,
+                                             scales);
   } else {
-    auto decode = [&](int nb, int nr, int kc0, int kcn, int16_t* wb) { decode_panel<BITS, kNr>(p, no, nb, nr, kc0, kcn, wb); };
-    int_panel_rows<kNr, 32, int16_t, int16_t>(p, p.xq2, n0, n1, decode, micro32<int16_t, int16_t>, scales);
+    int_panel_rows<kNr, 32, int16_t, int16_t>(p, p.xq2, n0, n1, panel_decoder<BITS, kNr>(p, no),
+                                              micro32<int16_t, int16_t>, scales);
   }
 }
 

@@ -192,6 +192,19 @@ void prepare_xq(const float* x, Problem& p, Scratch& s_q, Scratch& s_g, Isa isa)
   }
 }
 
+// The integer panel kernels' x buffers: [Kp / pack][Mp][pack] of T (pack = 4 / sizeof(T)) from s_q,
+// dxT and dxsT ([G][Mp] each, one block) from s_g, the latter two set in p.
+template <class T>
+T* panel_x_buffers(Problem& p, Scratch& s_q, Scratch& s_g, float** dxT, float** dxsT) {
+  const size_t Mp = static_cast<size_t>(p.Mp);
+  T* xq = reinterpret_cast<T*>(s_q.get(static_cast<size_t>(p.Kp) * Mp * sizeof(T) / 4));
+  *dxT = s_g.get(2 * static_cast<size_t>(p.G) * Mp);
+  *dxsT = *dxT + static_cast<size_t>(p.G) * Mp;
+  p.xdxT = *dxT;
+  p.xdxsT = *dxsT;
+  return xq;
+}
+
 // The integer panel kernels' x, the scalar reference: each (row, group) rounded by `round` (dx
 // and sum(xq) out), stored in packs of 4 / sizeof(T) columns per x-row ([Kp / pack][Mp][pack], 0
 // outside [M) x [K)), dxT = dx and dxsT = dx * sum(xq) per (group, x-row) ([G][Mp], dxsT right after
@@ -222,13 +235,9 @@ void panel_x_scalar(const float* x, const Problem& p, T* xq, float* dxT, float* 
 // stored as column pairs per x-row ([Kp / 2][Mp][2]), with dx and dx * sum(xq) per (group, x-row).
 // isa = kScalar is the reference for xq_panel_avx2 (rounding, then a scalar scatter).
 void prepare_xq_panel(const float* x, Problem& p, Scratch& s_q, Scratch& s_g, Isa isa) {
-  const size_t Mp = static_cast<size_t>(p.Mp);
-  auto* xq2 = reinterpret_cast<int16_t*>(s_q.get(static_cast<size_t>(p.Kp) * Mp / 2));
-  float* dxT = s_g.get(2 * static_cast<size_t>(p.G) * Mp);
-  float* dxsT = dxT + static_cast<size_t>(p.G) * Mp;
+  float *dxT, *dxsT;
+  int16_t* xq2 = panel_x_buffers<int16_t>(p, s_q, s_g, &dxT, &dxsT);
   p.xq2 = xq2;
-  p.xdxT = dxT;
-  p.xdxsT = dxsT;
 #if defined(LLMC_KERNELS_X86)
   if (isa == Isa::kAvx2 && p.group <= kXqMaxGroup) {
     xq_panel_avx2(x, p, xq2, dxT, dxsT);
@@ -242,13 +251,9 @@ void prepare_xq_panel(const float* x, Problem& p, Scratch& s_q, Scratch& s_g, Is
 // as column quads per x-row ([Kp / 4][Mp][4]), dx and dx * sum(xq) per (group, x-row) as for xq2.
 // isa = kScalar is the reference for xq8_panel_avx512 (rounding, then a scalar scatter).
 void prepare_xq8_panel(const float* x, Problem& p, Scratch& s_q, Scratch& s_g, Isa isa) {
-  const size_t Mp = static_cast<size_t>(p.Mp);
-  auto* xq4 = reinterpret_cast<int8_t*>(s_q.get(static_cast<size_t>(p.Kp) * Mp / 4));
-  float* dxT = s_g.get(2 * static_cast<size_t>(p.G) * Mp);
-  float* dxsT = dxT + static_cast<size_t>(p.G) * Mp;
+  float *dxT, *dxsT;
+  int8_t* xq4 = panel_x_buffers<int8_t>(p, s_q, s_g, &dxT, &dxsT);
   p.xq4 = xq4;
-  p.xdxT = dxT;
-  p.xdxsT = dxsT;
 #if defined(LLMC_KERNELS_X86)
   if (isa == Isa::kAvx512Vnni) {
     xq8_panel_avx512(x, p, xq4, dxT, dxsT);
@@ -256,6 +261,14 @@ void prepare_xq8_panel(const float* x, Problem& p, Scratch& s_q, Scratch& s_g, I
   }
 #endif
   panel_x_scalar(x, p, xq4, dxT, dxsT, round_to_int8_scalar);
+}
+
+// The integer panel kernels' x (int16 column pairs, or int8 quads at x_bits = 8) and accumulators
+// yT; p.Mp set by the caller. The AVX2 rounding for int16 (AVX-512 VNNI CPUs have AVX2).
+void prepare_int_panel(const float* x, Problem& p, int x_bits, Scratch& s_x, Scratch& s_g, Scratch& s_y) {
+  if (x_bits == 8) prepare_xq8_panel(x, p, s_x, s_g, Isa::kAvx512Vnni);
+  else prepare_xq_panel(x, p, s_x, s_g, Isa::kAvx2);
+  p.yT = s_y.get(static_cast<size_t>(p.N) * p.Mp);
 }
 
 void check_xy(const char* who, const float* x, int M, int N, int K, const float* y) {
@@ -455,9 +468,7 @@ void qgemm_parts(const float* x, int M, const QMatrixView* parts, int nparts, in
     const bool vnni = use == Isa::kAvx512Vnni;
     if (panel) {
       p.Mp = vnni ? (M + 31) / 32 * 32 : (M + 15) / 16 * 16;
-      if (x_bits == 8) detail::prepare_xq8_panel(x, p, s_x, s_g, Isa::kAvx512Vnni);
-      else detail::prepare_xq_panel(x, p, s_x, s_g, Isa::kAvx2);
-      p.yT = s_y.get(static_cast<size_t>(p.N) * p.Mp);
+      detail::prepare_int_panel(x, p, x_bits, s_x, s_g, s_y);
     } else {
       detail::prepare_xq(x, p, s_x, s_g, Isa::kAvx2);
     }
@@ -544,9 +555,7 @@ void qgemm_tiled_panel(const float* x, int M, const QTiledView& t, const float* 
   void (*rows)(const Problem&, int, int) = panel_rows_avx512;
   if (t.bits == 4) {  // 4-bit tiles exist on VNNI CPUs only: the canonical 4-bit prefill's integer kernel
     p.Mp = (M + 31) / 32 * 32;
-    if (prefill_x_bits() == 8) prepare_xq8_panel(x, p, s_x, s_g, Isa::kAvx512Vnni);
-    else prepare_xq_panel(x, p, s_x, s_g, Isa::kAvx2);
-    p.yT = s_y.get(static_cast<size_t>(p.N) * p.Mp);
+    prepare_int_panel(x, p, qgemm_x_bits(Isa::kAvx512Vnni, M, 4), s_x, s_g, s_y);
     rows = panel_rows_avx512_vnni;
   } else {
     prepare_panel_fp32(x, p, s_x, s_y);

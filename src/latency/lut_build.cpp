@@ -451,7 +451,7 @@ void add_attention_jobs(const Setup& s, std::vector<Job>& jobs) {
       auto k = std::make_shared<std::vector<float>>(static_cast<size_t>(M * h * hd));
       auto v = std::make_shared<std::vector<float>>(static_cast<size_t>(M * h * hd));
       auto out = std::make_shared<std::vector<float>>(static_cast<size_t>(M * nq * hd));
-      auto scores = std::make_shared<std::vector<float>>(static_cast<size_t>(nq * T));
+      auto scores = std::make_shared<std::vector<float>>(static_cast<size_t>(2 * nq * T));  // AttentionArgs::scores
       const size_t cache_bytes = align_up(static_cast<size_t>(h * T * hd * 4));
       Job job;
       job.label = fmt::format("attention h={} M={}", h, M);

@@ -274,7 +274,7 @@ void RuntimeEngine::layers(const int64_t* tokens, const int64_t* positions, int6
   float* gt = grow(gate_, M * maxI);
   float* up = grow(up_, M * maxI);
   float* tmp = grow(tmp_, M * H);
-  float* scores = grow(scores_, B * maxq * S);  // B * nkv * g = B * nq rows
+  float* scores = grow(scores_, 2 * B * maxq * S);  // AttentionArgs::scores: 2 B nq rows
 
   {
     rt::OpTimer timer(timed(rt::OpProfile::kModelFixed));

@@ -31,79 +31,59 @@ void gemv_task(void* p, int t) {
 }
 
 // One (batch row, KV head): its g query heads over the same cached key/value rows, up to
-// Simd::kMaxHeads at a time in one pass over the rows. Per head: scores = K q (a GEMV), softmax
-// with a vector exp, out = P V (register accumulators over the rows).
+// Simd::kMaxHeads vectors at a time in one pass over the rows. Per vector: scores = K q (a GEMV),
+// softmax with a vector exp, out = P V (register accumulators over the rows). Prefill takes two
+// queries per pass where their 2g heads fit one heads call, so each key and value row is read half
+// as often (at 2048-token windows attention was half of an eval's time); the first query's score of
+// the second's own key is computed and not used, its probability there set to 0, so every output
+// gets the one-query pass's bits (for finite values).
 void attn_task(void* p, int task) {
   const auto& c = *static_cast<const AttentionArgs*>(p);
   const auto& s = simd();
   constexpr float kNegInf = -std::numeric_limits<float>::infinity();
   const int64_t g = c.nq / c.nkv, S = c.past + c.T;
   const int64_t b = task / c.nkv, h = task % c.nkv;
-  float* sc = c.scores + static_cast<int64_t>(task) * g * S;
+  float* sc = c.scores + static_cast<int64_t>(task) * 2 * g * S;  // [Q g][S]
   const float* K = c.k + (b * c.nkv + h) * c.max_len * c.hd;
   const float* V = c.v + (b * c.nkv + h) * c.max_len * c.hd;
   const bool* mk = c.mask + b * S;
-  int64_t t = 0;
-  // Prefill: two queries per pass over the cached rows where their 2g heads fit one heads call, so
-  // each key and value row is read half as often (at 2048-token windows attention was half of an
-  // eval's time). Query t's score of key t + 1 (t + 1's own) is computed and not used, its probability
-  // there set to 0: every output gets the bits of the one-query pass below (for finite values).
-  if (c.T > 1 && 2 * g <= Simd::kMaxHeads) {
-    const int64_t nv = 2 * g;
-    thread_local std::vector<float> xs, ss, os;
-    xs.resize(static_cast<size_t>(nv * c.hd));
-    ss.resize(static_cast<size_t>(nv * S));
-    os.resize(static_cast<size_t>(nv * c.hd));
-    for (; t + 1 < c.T; t += 2) {
-      const int64_t n0 = c.past + t + 1, n1 = n0 + 1;  // keys in reach of queries t and t + 1
-      for (int64_t u = 0; u < 2; ++u) {
-        const float* qs = c.q + ((b * c.T + t + u) * c.nq + h * g) * c.hd;
-        std::copy(qs, qs + g * c.hd, xs.data() + u * g * c.hd);
-      }
-      s.gemv_heads(K, xs.data(), c.hd, static_cast<int>(nv), n1, c.hd, ss.data(), S);
-      float inv[Simd::kMaxHeads];
-      bool none[Simd::kMaxHeads];
-      for (int64_t i = 0; i < nv; ++i) {
-        float* r = ss.data() + i * S;
-        const int64_t n = i < g ? n0 : n1;
-        const float mx = s.mask_scale_max(r, mk, c.scale, n);
-        none[i] = mx == kNegInf;
-        inv[i] = none[i] ? 0.f : 1.f / s.exp_shift_sum(r, mx, n);
-        if (n < n1) r[n] = 0.f;
-      }
-      s.wsum_heads(V, c.hd, ss.data(), S, static_cast<int>(nv), n1, c.hd, os.data(), c.hd);
-      for (int64_t i = 0; i < nv; ++i) {
-        float* o = c.out + ((b * c.T + t + i / g) * c.nq + h * g + i % g) * c.hd;
-        const float* src = os.data() + i * c.hd;
-        if (none[i]) std::fill(o, o + c.hd, 0.f);
-        else
-          for (int64_t d = 0; d < c.hd; ++d) o[d] = src[d] * inv[i];
-      }
+  const int64_t Q = c.T > 1 && 2 * g <= Simd::kMaxHeads ? 2 : 1;  // queries per pass
+  thread_local std::vector<float> xs, os;  // a pair's query heads gathered and their outputs
+  for (int64_t t = 0; t < c.T; t += Q) {
+    const int64_t nqp = std::min(Q, c.T - t), nv = nqp * g;  // queries and vectors of this pass
+    const int64_t rows = c.past + t + nqp;                   // keys in reach of its last query
+    // Vector v = u g + i is head h g + i of query t + u; one query's g heads are contiguous.
+    const float* X = c.q + ((b * c.T + t) * c.nq + h * g) * c.hd;
+    float* O = c.out + ((b * c.T + t) * c.nq + h * g) * c.hd;
+    if (nqp > 1) {
+      xs.resize(static_cast<size_t>(nv * c.hd));
+      os.resize(static_cast<size_t>(nv * c.hd));
+      for (int64_t u = 0; u < nqp; ++u) std::copy_n(X + u * c.nq * c.hd, g * c.hd, xs.data() + u * g * c.hd);
+      X = xs.data();
+      O = os.data();
     }
-  }
-  for (; t < c.T; ++t) {
-    const int64_t last = c.past + t;  // causal in slot order
-    const int64_t n = last + 1;       // keys in reach
-    const float* q0 = c.q + ((b * c.T + t) * c.nq + h * g) * c.hd;  // the group's g query heads
-    float* o0 = c.out + ((b * c.T + t) * c.nq + h * g) * c.hd;
-    for (int64_t i0 = 0; i0 < g; i0 += Simd::kMaxHeads) {
-      const int nh = static_cast<int>(std::min<int64_t>(Simd::kMaxHeads, g - i0));
-      // Scores of all keys in reach (a GEMV over the cached key rows per head), then masking.
-      s.gemv_heads(K, q0 + i0 * c.hd, c.hd, nh, n, c.hd, sc + i0 * S, S);
+    for (int64_t v0 = 0; v0 < nv; v0 += Simd::kMaxHeads) {
+      const int nh = static_cast<int>(std::min<int64_t>(Simd::kMaxHeads, nv - v0));
+      // Scores of all keys in reach (a GEMV over the cached key rows per vector), then masking.
+      s.gemv_heads(K, X + v0 * c.hd, c.hd, nh, rows, c.hd, sc + v0 * S, S);
       float inv[Simd::kMaxHeads];
       bool none[Simd::kMaxHeads];  // no visible key (a padding query): output 0
       for (int i = 0; i < nh; ++i) {
-        float* r = sc + (i0 + i) * S;
+        const int64_t v = v0 + i, n = c.past + t + v / g + 1;  // keys in reach of this vector's query
+        float* r = sc + v * S;
         const float mx = s.mask_scale_max(r, mk, c.scale, n);  // NaN if a score is NaN (Simd)
         none[i] = mx == kNegInf;
         inv[i] = none[i] ? 0.f : 1.f / s.exp_shift_sum(r, mx, n);  // masked keys: exp(-inf) = 0
+        if (n < rows) r[n] = 0.f;  // the next query's own key: no weight
       }
-      s.wsum_heads(V, c.hd, sc + i0 * S, S, nh, n, c.hd, o0 + i0 * c.hd, c.hd);
+      s.wsum_heads(V, c.hd, sc + v0 * S, S, nh, rows, c.hd, O + v0 * c.hd, c.hd);
       for (int i = 0; i < nh; ++i) {
-        float* o = o0 + (i0 + i) * c.hd;
+        const int64_t v = v0 + i;
+        float* o = c.out + ((b * c.T + t + v / g) * c.nq + h * g + v % g) * c.hd;
+        const float* src = O + v * c.hd;  // o itself for one query
         if (none[i]) std::fill(o, o + c.hd, 0.f);
         else
-          for (int64_t d = 0; d < c.hd; ++d) o[d] *= inv[i];
+          for (int64_t d = 0; d < c.hd; ++d) o[d] = src[d] * inv[i];
       }
     }
   }

@@ -190,7 +190,7 @@ TEST_P(RuntimeAttention, MatchesNaiveSoftmax) {
   std::vector<bool> visible(mask_bytes.begin(), mask_bytes.end());
   bool mask[B * S];
   for (int64_t i = 0; i < B * S; ++i) mask[i] = mask_bytes[i] != 0;
-  std::vector<float> out(static_cast<size_t>(B * T * nq * hd), -5.f), scores(static_cast<size_t>(B * nq * S));
+  std::vector<float> out(static_cast<size_t>(B * T * nq * hd), -5.f), scores(static_cast<size_t>(2 * B * nq * S));
   rt::AttentionArgs a;
   a.q = q.data(), a.k = k.data(), a.v = v.data(), a.mask = mask, a.out = out.data(), a.scores = scores.data();
   a.B = B, a.T = T, a.past = past, a.nq = nq, a.nkv = nkv, a.hd = hd, a.max_len = max_len;

@@ -84,7 +84,7 @@ struct AttentionArgs {
   const float* v = nullptr;
   const bool* mask = nullptr;    // (B, S): 1 = may be attended to
   float* out = nullptr;          // (B*T, nq*hd)
-  float* scores = nullptr;       // scratch (B*nq, S)
+  float* scores = nullptr;       // scratch (2*B*nq, S): two queries' scores per pass in prefill
   int64_t B = 1, T = 1, past = 0, nq = 0, nkv = 0, hd = 0, max_len = 0;
   float scale = 1.f;
 };
