@@ -407,29 +407,80 @@ void micro_amx(int kq, const int8_t* xq4, int Mp, const uint8_t* wb, int nkq, fl
   }
 }
 
+// micro32<int16_t, int16_t>'s contract (the default int16 x) for kAmxNr weight rows and 16 x-rows
+// (MR = 16), on tiles: tiles multiply bytes, so each int16 xq = 256 hi + lo is split in two
+// (Problem::xhi4 / xlo4, both in xq4's quad layout) and Q = 256 (codes . hi) + (codes . lo), codes
+// times hi by tdpbusd (uint8 x int8), times lo by tdpbuud (uint8 x uint8). Each sum is exact in
+// int32 (64 products of < 2^8 x 2^8 a tile column), and so is Q (|Q| < 2^26 as in micro32), so
+// the same fp32 epilogue gives micro32's bits (test QGemmCpuInt16X.AmxMatchesVnniBitForBit).
+// Tiles: tmm0-1 codes . hi of weight rows 0-15 / 16-31, tmm2-3 codes . lo; tmm4-5 A as in
+// micro_amx; tmm6 hi, tmm7 lo (B tiles of 16 x-rows, amx_begin's shapes).
+void micro_amx16(int kq, const uint8_t* lo4, const int8_t* hi4, int Mp, const uint8_t* wb, int nkq, float* yT, int nr,
+                 bool first, const float* s, const float* sz, const float* dx, const float* dxs) {
+  alignas(64) int32_t c[4][16][16];
+  _tile_zero(0);
+  _tile_zero(1);
+  _tile_zero(2);
+  _tile_zero(3);
+  asm volatile("" ::: "memory");  // as in micro_amx: the panel and x stored before the tile loads
+  const long xs = 4L * Mp;
+  for (int k = 0; k < nkq; k += kq) {
+    _tile_loadd(4, wb + 4 * k, kKc);
+    _tile_loadd(5, wb + 16 * kKc + 4 * k, kKc);
+    _tile_loadd(6, hi4 + k * xs, xs);
+    _tile_loadd(7, lo4 + k * xs, xs);
+    _tile_dpbusd(0, 4, 6);
+    _tile_dpbusd(1, 5, 6);
+    _tile_dpbuud(2, 4, 7);
+    _tile_dpbuud(3, 5, 7);
+  }
+  _tile_stored(0, c[0], 64);
+  _tile_stored(1, c[1], 64);
+  _tile_stored(2, c[2], 64);
+  _tile_stored(3, c[3], 64);
+  const __m512 dxv = _mm512_loadu_ps(dx), dsv = _mm512_loadu_ps(dxs);
+  for (int r = 0; r < nr; ++r) {
+    const __m512i q = _mm512_add_epi32(_mm512_slli_epi32(_mm512_load_si512(c[r / 16][r % 16]), 8),
+                                       _mm512_load_si512(c[2 + r / 16][r % 16]));
+    group_out16(q, yT + static_cast<size_t>(r) * Mp, first, _mm512_set1_ps(s[r]), _mm512_set1_ps(sz[r]), dxv, dsv);
+  }
+}
+
 // decode_panel<BITS, NR> for the driver (its code type from wb).
 template <int BITS, int NR>
 auto panel_decoder(const Problem& p, const NaturalOrder& no) {
   return [&p, &no](int nb, int nr, int kc0, int kcn, auto* wb) { decode_panel<BITS, NR>(p, no, nb, nr, kc0, kcn, wb); };
 }
 
+// The panel kernel on AMX tiles: int8 x (Problem::xq4, micro_amx) or int16 x split into bytes
+// (Problem::xlo4 / xhi4, micro_amx16).
 template <int BITS, class Scales>
 void panel_rows_amx(const Problem& p, const NaturalOrder& no, int n0, int n1, Scales scales) {
   const int kq = p.group == 32 ? 8 : 16;
   amx_begin(kq);
-  auto micro = [kq](const int8_t* xq4, int Mp, const uint8_t* wb, int nkq, float* yT, int nr, bool first, const float* s,
-                    const float* sz, const float* dx, const float* dxs) {
-    micro_amx(kq, xq4, Mp, wb, nkq, yT, nr, first, s, sz, dx, dxs);
-  };
-  int_panel_rows<kAmxNr, 32, int8_t, uint8_t>(p, p.xq4, n0, n1, panel_decoder<BITS, kAmxNr>(p, no), micro, scales);
+  if (p.xq4 != nullptr) {
+    auto micro = [kq](const int8_t* xq4, int Mp, const uint8_t* wb, int nkq, float* yT, int nr, bool first,
+                      const float* s, const float* sz, const float* dx, const float* dxs) {
+      micro_amx(kq, xq4, Mp, wb, nkq, yT, nr, first, s, sz, dx, dxs);
+    };
+    int_panel_rows<kAmxNr, 32, int8_t, uint8_t>(p, p.xq4, n0, n1, panel_decoder<BITS, kAmxNr>(p, no), micro, scales);
+  } else {
+    // The driver walks the lo quads; hi sits at the same offset in its own array.
+    auto micro = [kq, &p](const uint8_t* lo4, int Mp, const uint8_t* wb, int nkq, float* yT, int nr, bool first,
+                          const float* s, const float* sz, const float* dx, const float* dxs) {
+      micro_amx16(kq, lo4, p.xhi4 + (lo4 - p.xlo4), Mp, wb, nkq, yT, nr, first, s, sz, dx, dxs);
+    };
+    int_panel_rows<kAmxNr, 16, uint8_t, uint8_t>(p, p.xlo4, n0, n1, panel_decoder<BITS, kAmxNr>(p, no), micro, scales);
+  }
   amx_end();
 }
 
 // The panel kernel on int16 x (micro32<int16_t, int16_t>) or, where Problem::xq4 is set, int8 x (on AMX tiles where
-// usable, else micro32<int8_t, uint8_t>).
+// usable, else micro32<int8_t, uint8_t>). Int16 x runs on tiles where the caller split it into bytes
+// (Problem::xlo4: set only where amx_usable()).
 template <int BITS, class Scales = std::nullptr_t>
 void panel_rows_x(const Problem& p, const NaturalOrder& no, int n0, int n1, Scales scales = nullptr) {
-  if (p.xq4 != nullptr && amx_usable()) {
+  if ((p.xq4 != nullptr && amx_usable()) || (p.xq4 == nullptr && p.xlo4 != nullptr)) {
     panel_rows_amx<BITS>(p, no, n0, n1, scales);
   } else if (p.xq4 != nullptr) {
     int_panel_rows<kNr, 32, int8_t, uint8_t>(p, p.xq4, n0, n1, panel_decoder<BITS, kNr>(p, no), micro32<int8_t, uint8_t>,
@@ -582,6 +633,30 @@ void xq8_panel_avx512(const float* x, const Problem& p, int8_t* xq4, float* dxT,
       const float dx = finite ? amax / 127.f : __builtin_nanf("");
       dxT[static_cast<size_t>(g) * Mp + m] = dx;
       dxsT[static_cast<size_t>(g) * Mp + m] = dx * static_cast<float>(_mm512_reduce_add_epi32(sum));
+    }
+  }
+}
+
+// split_xq2's bytes, 16 x-rows at a time: a 32-bit lane of pair row 2j holds columns 4j, 4j + 1 of an
+// x-row, of pair row 2j + 1 columns 4j + 2, 4j + 3; each lane of the output holds the four columns'
+// lo (or hi) bytes.
+void split_xq2_avx512(const Problem& p, uint8_t* lo, int8_t* hi) {
+  const size_t Mp = static_cast<size_t>(p.Mp);
+  const __m512i b02 = _mm512_set1_epi32(0x00ff00ff), low16 = _mm512_set1_epi32(0xffff);
+  // Bytes 0 and 2 of each lane of v (already shifted to them) packed into the lane's bytes 0, 1.
+  auto pack = [&](__m512i v) {
+    v = _mm512_and_si512(v, b02);
+    return _mm512_and_si512(_mm512_or_si512(v, _mm512_srli_epi32(v, 8)), low16);
+  };
+  for (size_t j = 0; j < static_cast<size_t>(p.Kp) / 4; ++j) {
+    const int16_t* r0 = p.xq2 + 2 * j * Mp * 2;
+    const int16_t* r1 = r0 + Mp * 2;
+    for (size_t m = 0; m < Mp; m += 16) {
+      const __m512i a = _mm512_loadu_si512(r0 + 2 * m), b = _mm512_loadu_si512(r1 + 2 * m);
+      const __m512i l = _mm512_or_si512(pack(a), _mm512_slli_epi32(pack(b), 16));
+      const __m512i h = _mm512_or_si512(pack(_mm512_srli_epi32(a, 8)), _mm512_slli_epi32(pack(_mm512_srli_epi32(b, 8)), 16));
+      _mm512_storeu_si512(lo + (j * Mp + m) * 4, l);
+      _mm512_storeu_si512(hi + (j * Mp + m) * 4, h);
     }
   }
 }

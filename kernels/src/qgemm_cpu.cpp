@@ -263,11 +263,39 @@ void prepare_xq8_panel(const float* x, Problem& p, Scratch& s_q, Scratch& s_g, I
   panel_x_scalar(x, p, xq4, dxT, dxsT, round_to_int8_scalar);
 }
 
+void split_xq2(const Problem& p, uint8_t* lo, int8_t* hi, Isa isa) {
+#if defined(LLMC_KERNELS_X86)
+  if (isa == Isa::kAvx512Vnni) {
+    split_xq2_avx512(p, lo, hi);
+    return;
+  }
+#endif
+  (void)isa;
+  const size_t Mp = static_cast<size_t>(p.Mp);
+  for (size_t c = 0; c < static_cast<size_t>(p.Kp); ++c) {
+    for (size_t m = 0; m < Mp; ++m) {
+      const int16_t v = p.xq2[((c / 2) * Mp + m) * 2 + c % 2];
+      const size_t o = ((c / 4) * Mp + m) * 4 + c % 4;
+      lo[o] = static_cast<uint8_t>(v & 255);
+      hi[o] = static_cast<int8_t>(v >> 8);
+    }
+  }
+}
+
 // The integer panel kernels' x (int16 column pairs, or int8 quads at x_bits = 8) and accumulators
 // yT; p.Mp set by the caller. The AVX2 rounding for int16 (AVX-512 VNNI CPUs have AVX2).
-void prepare_int_panel(const float* x, Problem& p, int x_bits, Scratch& s_x, Scratch& s_g, Scratch& s_y) {
+void prepare_int_panel(const float* x, Problem& p, int x_bits, Scratch& s_x, Scratch& s_g, Scratch& s_y,
+                       Scratch* s_split) {
   if (x_bits == 8) prepare_xq8_panel(x, p, s_x, s_g, Isa::kAvx512Vnni);
   else prepare_xq_panel(x, p, s_x, s_g, Isa::kAvx2);
+  if (x_bits == 16 && s_split != nullptr && amx_usable()) {
+    // Two byte arrays of Kp x Mp each, 64-byte aligned (Scratch hands out floats: 4 bytes each).
+    const size_t n = static_cast<size_t>(p.Kp) * p.Mp;
+    uint8_t* b = reinterpret_cast<uint8_t*>(s_split->get(2 * n / 4));
+    p.xlo4 = b;
+    p.xhi4 = reinterpret_cast<int8_t*>(b + n);
+    split_xq2(p, b, reinterpret_cast<int8_t*>(b + n), Isa::kAvx512Vnni);
+  }
   p.yT = s_y.get(static_cast<size_t>(p.N) * p.Mp);
 }
 
@@ -458,7 +486,7 @@ void qgemm_parts(const float* x, int M, const QMatrixView* parts, int nparts, in
   p.scales = w.scales;
   p.zeros = w.zeros;
 
-  thread_local detail::Scratch s_x, s_g, s_y;
+  thread_local detail::Scratch s_x, s_g, s_y, s_split;
   const bool panel = use != Isa::kScalar && M >= kPanelMinM;
   void (*rows)(const detail::Problem&, int, int) = detail::rows_scalar;
   const int x_bits = qgemm_x_bits(use, M, l.bits);
@@ -468,7 +496,7 @@ void qgemm_parts(const float* x, int M, const QMatrixView* parts, int nparts, in
     const bool vnni = use == Isa::kAvx512Vnni;
     if (panel) {
       p.Mp = vnni ? (M + 31) / 32 * 32 : (M + 15) / 16 * 16;
-      detail::prepare_int_panel(x, p, x_bits, s_x, s_g, s_y);
+      detail::prepare_int_panel(x, p, x_bits, s_x, s_g, s_y, vnni ? &s_split : nullptr);
     } else {
       detail::prepare_xq(x, p, s_x, s_g, Isa::kAvx2);
     }
@@ -551,11 +579,11 @@ void qgemm_tiled_panel(const float* x, int M, const QTiledView& t, const float* 
   p.tiled = t.data;
   p.tl = t.layout();
 #if defined(LLMC_KERNELS_X86)
-  thread_local Scratch s_x, s_g, s_y;
+  thread_local Scratch s_x, s_g, s_y, s_split;
   void (*rows)(const Problem&, int, int) = panel_rows_avx512;
   if (t.bits == 4) {  // 4-bit tiles exist on VNNI CPUs only: the canonical 4-bit prefill's integer kernel
     p.Mp = (M + 31) / 32 * 32;
-    prepare_int_panel(x, p, qgemm_x_bits(Isa::kAvx512Vnni, M, 4), s_x, s_g, s_y);
+    prepare_int_panel(x, p, qgemm_x_bits(Isa::kAvx512Vnni, M, 4), s_x, s_g, s_y, &s_split);
     rows = panel_rows_avx512_vnni;
   } else {
     prepare_panel_fp32(x, p, s_x, s_y);

@@ -43,6 +43,10 @@ struct Problem {
   // AVX-512 VNNI at prefill_x_bits() == 8: x rounded to int8 per (row, group) in quads of columns
   // (xq2 is then null; xdxT / xdxsT as for xq2):
   const int8_t* xq4 = nullptr;   // [Kp / 4][Mp][4]: xq[m][4i .. 4i + 3], 0 outside [M) x [K)
+  // AMX at int16 x (VNNI panel, amx_usable()): xq2's values split into bytes, xq = 256 hi + lo, in
+  // column quads as xq4 (tiles multiply bytes only; set beside xq2, which the other kernels read):
+  const uint8_t* xlo4 = nullptr;  // [Kp / 4][Mp][4]: lo = xq & 255
+  const int8_t* xhi4 = nullptr;   // [Kp / 4][Mp][4]: hi = xq >> 8 (arithmetic)
   const float* xdxT = nullptr;   // [G][Mp] dx
   const float* xdxsT = nullptr;  // [G][Mp] dx * sum of xq over the group
   const float* xT = nullptr;  // [Kp][Mp] transposed x, zero outside [M) x [K)
@@ -171,9 +175,16 @@ void prepare_xq_panel(const float* x, Problem& p, Scratch& s_q, Scratch& s_g, Is
 // (AVX-512 VNNI CPUs only), the same bits.
 void prepare_xq8_panel(const float* x, Problem& p, Scratch& s_q, Scratch& s_g, Isa isa);
 void xq8_panel_avx512(const float* x, const Problem& p, int8_t* xq4, float* dxT, float* dxsT);
+// Problem::xlo4 / xhi4 from p.xq2 (Kp, Mp as for it): the bytes of each int16, lo = xq & 255 and
+// hi = xq >> 8, regrouped from column pairs to column quads. isa = Isa::kScalar: the reference;
+// Isa::kAvx512Vnni: split_xq2_avx512 (AVX-512 CPUs only), the same bytes.
+void split_xq2(const Problem& p, uint8_t* lo, int8_t* hi, Isa isa);
+void split_xq2_avx512(const Problem& p, uint8_t* lo, int8_t* hi);
 // What the panel paths call: prepare_xq8_panel (x_bits = 8, AVX-512 VNNI) or prepare_xq_panel (AVX2
-// rounding), then Problem::yT [N][Mp] from s_y; p.Mp set by the caller.
-void prepare_int_panel(const float* x, Problem& p, int x_bits, Scratch& s_x, Scratch& s_g, Scratch& s_y);
+// rounding), then Problem::yT [N][Mp] from s_y; p.Mp set by the caller. s_split non-null (the VNNI
+// panel's callers) and x_bits = 16 on a CPU where amx_usable(): also Problem::xlo4 / xhi4 from it.
+void prepare_int_panel(const float* x, Problem& p, int x_bits, Scratch& s_x, Scratch& s_g, Scratch& s_y,
+                       Scratch* s_split = nullptr);
 
 // Argument checks shared by qgemm_cpu and qgemm_tiled_cpu (std::invalid_argument prefixed `who`):
 // x, y non-null, 1 <= M <= 2^30, y not overlapping x ([M][K] and [M][N] floats); then

@@ -179,12 +179,12 @@ TEST(QGemmCpuInt8X, EqualsTheReferenceOnRoundedX) {
   }
 }
 
-// The int8-x kernel on AMX tiles (where the CPU and OS allow them) gives the AVX-512 VNNI kernel's
-// bits: the same exact int32 sums per group, the same fp32 epilogue. Every group size, partial
-// groups (K = 172) and partial weight panels (N = 37, 61), canonical and row-tiled, 1 and 2 threads.
-TEST(QGemmCpuInt8X, AmxMatchesVnniBitForBit) {
-  if (!detail::amx_usable()) GTEST_SKIP() << "AMX-INT8 not available on this CPU / kernel: no AMX kernel to compare";
-  test::PrefillXBits x8(8);
+// The panel kernel on AMX tiles (where the CPU and OS allow them) gives the AVX-512 VNNI kernel's
+// bits at either x width: the same exact int32 sums per group (int16 x: from its two bytes), the
+// same fp32 epilogue. Every group size, partial groups (K = 172) and partial weight panels (N = 37,
+// 61), canonical and row-tiled, 1 and 2 threads.
+void expect_amx_matches_vnni(int x_bits) {
+  test::PrefillXBits xb(x_bits);
   struct Allow {
     ~Allow() { detail::set_amx_allowed(true); }
   } restore;
@@ -215,6 +215,16 @@ TEST(QGemmCpuInt8X, AmxMatchesVnniBitForBit) {
       }
     }
   }
+}
+
+TEST(QGemmCpuInt8X, AmxMatchesVnniBitForBit) {
+  if (!detail::amx_usable()) GTEST_SKIP() << "AMX-INT8 not available on this CPU / kernel: no AMX kernel to compare";
+  expect_amx_matches_vnni(8);
+}
+
+TEST(QGemmCpuInt16X, AmxMatchesVnniBitForBit) {
+  if (!detail::amx_usable()) GTEST_SKIP() << "AMX-INT8 not available on this CPU / kernel: no AMX kernel to compare";
+  expect_amx_matches_vnni(16);
 }
 
 TEST(QGemmCpuInt8X, SetterTakesEightOrSixteen) {

@@ -302,5 +302,39 @@ TEST(XqRoundInt8, PanelBuffersBitExact) {
   }
 }
 
+// The int16 x split into bytes for the AMX kernel (Problem::xlo4 / xhi4): the scalar reference
+// rebuilds every xq2 value as 256 hi + lo at its quad position, and the AVX-512 split gives its bytes.
+TEST(XqSplitBytes, RebuildTheInt16AndMatchTheReference) {
+  SKIP_WITHOUT_AVX2();
+  std::mt19937 rng(3737);
+  for (int group : {32, 64, 128}) {
+    for (int K : {1, 33, 172, 576, 1000}) {
+      for (int M : {1, 16, 17, 40}) {
+        SCOPED_TRACE("g=" + std::to_string(group) + " K=" + std::to_string(K) + " M=" + std::to_string(M));
+        const std::vector<float> x = random_rows(M, K, rng);
+        detail::Problem p = problem(M, K, group, 4);
+        p.Mp = (M + 31) / 32 * 32;
+        detail::Scratch qs, gs;
+        detail::prepare_xq_panel(x.data(), p, qs, gs, Isa::kAvx2);
+        const size_t n = static_cast<size_t>(p.Kp) * p.Mp;
+        std::vector<uint8_t> lo(n, 0xa5), lov(n, 0x5a);
+        std::vector<int8_t> hi(n, 0x55), hiv(n, -0x56);
+        detail::split_xq2(p, lo.data(), hi.data(), Isa::kScalar);
+        for (int m = 0; m < p.Mp; ++m) {
+          for (int c = 0; c < p.Kp; ++c) {
+            const size_t o = (static_cast<size_t>(c / 4) * p.Mp + m) * 4 + c % 4;
+            const int16_t v = p.xq2[(static_cast<size_t>(c / 2) * p.Mp + m) * 2 + c % 2];
+            ASSERT_EQ(256 * hi[o] + lo[o], v) << "m=" << m << " c=" << c;
+          }
+        }
+        if (!isa_supported(Isa::kAvx512Vnni)) continue;
+        detail::split_xq2(p, lov.data(), hiv.data(), Isa::kAvx512Vnni);
+        ASSERT_EQ(lo, lov);
+        ASSERT_EQ(hi, hiv);
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace llmc::kernels
