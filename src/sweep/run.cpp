@@ -752,6 +752,26 @@ void versus_sweep(const SweepConfig& c, const SweepOptions& o, int repeats) {
     return;
   }
   const std::string exe = o.exe.empty() ? self_executable() : o.exe;
+  // In-turn ratios of an earlier --versus that this run does not time go: their pairs were chosen by
+  // other decode times, maybe on another machine (seen: a study re-timed on a new machine kept six
+  // pairs from the old one), and the report reads every versus file it finds.
+  for (const VersusPoint& v : vp) {
+    if (v.baseline) continue;
+    const std::string dir = point_dir(o.out, v.name);
+    std::vector<std::filesystem::path> stale;
+    for (const auto& e : std::filesystem::directory_iterator(dir)) {
+      const std::string f = e.path().filename().string(), ext = e.path().extension().string();
+      if (f.rfind("versus-", 0) != 0 || (ext != ".json" && ext != ".log")) continue;
+      const std::string base = f.substr(7, f.size() - 7 - ext.size());
+      bool timed_now = false;
+      for (const auto& [j, b] : pairs) timed_now |= j->name == v.name && b->name == base;
+      if (!timed_now) stale.push_back(e.path());
+    }
+    for (const auto& f : stale) {
+      spdlog::info("sweep --versus: removing {} (a pair this run does not time)", f.string());
+      std::filesystem::remove(f);
+    }
+  }
   std::vector<std::string> timing_exports;
   const std::map<std::string, std::string> folder = timing_folders(c, o, timed, exe, timing_exports);
   std::unique_ptr<FileLock> lock = timing_lock();

@@ -496,6 +496,22 @@ TEST(Sweep, SameArchitectureSharesResults) {
   EXPECT_TRUE(file_exists(a + "/bench-r1.json"));
   EXPECT_FALSE(file_exists(b + "/bench-r1.json"));
   EXPECT_EQ(read_text_file(b + "/bench.json"), read_text_file(a + "/bench.json"));
+  // --versus times the pairs in turn; ratios an earlier --versus left for a pair this run does not
+  // time (another machine's) are removed, not mixed into the report.
+  write_file_atomic(a + "/versus-uniform-gptq-b4.json", R"({"decode_ratio": 0.5, "decode_ratios": [0.5, 0.5]})");
+  write_file_atomic(a + "/versus-uniform-gptq-b4.log", "old\n");
+  ASSERT_EQ(run_process({LLMC_CLI, "sweep", "--config", cfg, "--out", out, "--versus", "2"}, s.dir + "/versus.log")
+                .exit_code,
+            0)
+      << read_text_file(s.dir + "/versus.log");
+  EXPECT_TRUE(file_exists(a + "/versus-uniform-rtn-b8.json"));
+  EXPECT_FALSE(file_exists(a + "/versus-uniform-gptq-b4.json"));
+  EXPECT_FALSE(file_exists(a + "/versus-uniform-gptq-b4.log"));
+  for (const json& p : json::parse(read_text_file(out + "/report.json"))["points"]) {
+    if (p["name"] != "joint-t500.000") continue;
+    EXPECT_TRUE(p["versus"].contains("uniform-rtn-b8")) << p.dump();
+    EXPECT_FALSE(p["versus"].contains("uniform-gptq-b4")) << p.dump();
+  }
 
   // --redo of the shared point redoes the sharing point's copies too, even where --points names only
   // the first (a stale copy, here a blank file, would otherwise stay in the report).
