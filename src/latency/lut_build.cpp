@@ -108,8 +108,7 @@ class Rotation {
   Rotation(const Rotation&) = delete;
   Rotation& operator=(const Rotation&) = delete;
   size_t size() const { return size_; }
-  // Region k of a rotation (lut_rotation(..., size())).
-  uint8_t* region(const LutRotation& r, size_t k) const { return p_ + r.slot * k; }
+  uint8_t* at(size_t offset) const { return p_ + offset; }
 
  private:
   size_t size_;
@@ -139,11 +138,10 @@ std::string lut_text(const json& j) {
 }
 
 // One measured entry: fn(region) is one call; `bytes` of weights per call (0: none), rotating
-// through `window` bytes (the bytes a real forward touches before it reads these weights again).
+// through `window` bytes (the bytes a real forward touches before it reads these weights again)
+// with the other entries of that window (lut_spans).
 struct Job {
   size_t bytes = 0, window = 0;
-  LutRotation rotation;  // where its calls read (set on the first call), and the next region
-  size_t next_region = 0;
   std::function<void(uint8_t*)> fn;
   std::string label;
   int batch = 0;  // calls per sample, calibrated in the first pass
@@ -178,14 +176,25 @@ constexpr double kMultiThreadQuantile = 0.1;
 
 }  // namespace
 
-LutRotation lut_rotation(size_t bytes, size_t window, size_t buffer) {
+std::map<size_t, LutSpan> lut_spans(const std::map<size_t, size_t>& window_bytes, size_t buffer) {
+  std::map<size_t, LutSpan> out;
+  size_t next = 0;
+  for (const auto& [window, bytes] : window_bytes) {
+    LutSpan sp;
+    sp.size = std::min(buffer, std::max(align_up(window), align_up(std::max<size_t>(bytes, 1))) + kLutRegionGap);
+    sp.base = next + sp.size <= buffer ? next : 0;
+    next = sp.base + sp.size;
+    out[window] = sp;
+  }
+  return out;
+}
+
+size_t lut_next_region(LutSpan& span, size_t bytes) {
   bytes = align_up(std::max<size_t>(bytes, 1));
-  const size_t gap = bytes + kLutRegionGap <= buffer ? kLutRegionGap : 0;
-  LutRotation r;
-  r.slot = bytes + gap;
-  const size_t want = (std::max(align_up(window), bytes) + bytes - 1) / bytes;  // regions per window
-  r.slots = std::max<size_t>(1, std::min(want, buffer / r.slot));
-  return r;
+  if (span.cursor + bytes > span.size) span.cursor = 0;
+  const size_t off = span.base + span.cursor;
+  span.cursor += bytes + kLutRegionGap;
+  return off;
 }
 
 double lut_entry_us(const std::vector<double>& wall, const std::vector<double>& cpu, int threads,
@@ -198,8 +207,10 @@ namespace {
 
 class Measurer {
  public:
-  Measurer(size_t arena_bytes, double min_sample_us, int threads, std::string statistic)
-      : arena_(arena_bytes, 1), min_sample_us_(min_sample_us), threads_(threads), statistic_(std::move(statistic)) {}
+  // spans: lut_spans of the jobs' windows in arena_bytes.
+  Measurer(size_t arena_bytes, std::map<size_t, LutSpan> spans, double min_sample_us, int threads, std::string statistic)
+      : arena_(arena_bytes, 1), spans_(std::move(spans)), min_sample_us_(min_sample_us), threads_(threads),
+        statistic_(std::move(statistic)) {}
   size_t arena_bytes() const { return arena_.size(); }
 
   // One untimed pass first (sizes every job's batch, touches all buffers, and lets the CPU settle
@@ -226,9 +237,9 @@ class Measurer {
  private:
   void call(Job& job) {
     if (job.bytes == 0) return job.fn(nullptr);
-    if (job.rotation.slot == 0) job.rotation = lut_rotation(job.bytes, job.window, arena_.size());
-    if (job.next_region >= job.rotation.slots) job.next_region = 0;
-    job.fn(arena_.region(job.rotation, job.next_region++));
+    size_t off = lut_next_region(spans_.at(job.window), job.bytes);
+    if (off + job.bytes > arena_.size()) off = 0;  // one copy larger than its span
+    job.fn(arena_.at(off));
   }
 
   // batch: the number of back-to-back calls that lasts >= min_sample_us (doubling from 1; up to
@@ -275,6 +286,7 @@ class Measurer {
   }
 
   Rotation arena_;
+  std::map<size_t, LutSpan> spans_;  // by window
   double min_sample_us_;
   int threads_;
   std::string statistic_;
@@ -373,7 +385,6 @@ struct Setup {
   std::set<int64_t> kv_counts;         // KV-group counts any layer can choose
   size_t lm_head_bytes = 0;            // rotation_linear_bytes of the lm_head
   size_t fixed_window = 0;             // fixed-cost entries see the model at the space's median bit width
-  size_t model_bytes = 0;              // the widest window(bits) + 1 MiB, capped by max_buffer_mib
   std::shared_ptr<std::vector<float>> norm_w;  // RMSNorm weight (layer and model entries)
 
   // The weights a forward reads between two reads of the same linear: the full-width model at
@@ -397,9 +408,6 @@ Setup make_setup(const ModelConfig& model, const SearchSpace& space, const LutOp
   for (int64_t l = 0; l < model.num_layers; ++l)
     for (int b : space.bit_choices(l)) all_bits.insert(b);
   s.fixed_window = s.window(*std::next(all_bits.begin(), static_cast<long>(all_bits.size() / 2)));
-  const size_t cap = static_cast<size_t>(std::max<int64_t>(opts.max_buffer_mib, 16)) << 20;
-  for (int b : all_bits) s.model_bytes = std::max(s.model_bytes, s.window(b));
-  s.model_bytes = std::min(cap, s.model_bytes + (size_t{1} << 20));
   s.norm_w = random_floats(model.hidden_size, 99);
   return s;
 }
@@ -634,20 +642,30 @@ std::string build_lut_json(const ModelConfig& model, const SearchSpace& space, c
   ScopedTorchThreads scoped_threads(threads);
   const Setup s = make_setup(model, space, opts, threads);
   const std::string isa = kernels::isa_name(kernels::best_isa());
-  spdlog::info("lut: {} linear entries, {} attention entries, {} token counts; threads {}, kernels {}; weights rotate "
-               "through the model's bytes at each bit width (up to {} MiB)",
-               s.shapes.size(), s.kv_counts.size() * s.tokens.size(), s.tokens.size(), s.threads, isa,
-               s.model_bytes >> 20);
-
   std::vector<Job> jobs;
   add_linear_jobs(s, jobs);
   add_attention_jobs(s, jobs);
   add_layer_fixed_jobs(s, jobs);
   add_model_fixed_jobs(s, jobs);
 
-  size_t rotation_bytes = s.model_bytes;
-  for (const auto& job : jobs) rotation_bytes = std::max(rotation_bytes, align_up(job.bytes));  // one copy may exceed the cap
-  Measurer measurer(rotation_bytes, opts.min_sample_us, s.threads, opts.statistic);
+  // The timing buffer: a span per window (lut_spans), up to --max-buffer-mib; one copy may exceed it.
+  std::map<size_t, size_t> window_bytes;
+  size_t largest = 0;
+  for (const auto& job : jobs) {
+    if (job.bytes == 0) continue;
+    window_bytes[job.window] = std::max(window_bytes[job.window], job.bytes);
+    largest = std::max(largest, align_up(job.bytes));
+  }
+  const size_t cap = static_cast<size_t>(std::max<int64_t>(opts.max_buffer_mib, 16)) << 20;
+  size_t want = 0;
+  for (const auto& [window, bytes] : window_bytes) want += std::max(align_up(window), align_up(bytes)) + kLutRegionGap;
+  const size_t rotation_bytes = std::max(std::min(want, cap), largest);
+  std::map<size_t, LutSpan> spans = lut_spans(window_bytes, rotation_bytes);
+  spdlog::info("lut: {} linear entries, {} attention entries, {} token counts; threads {}, kernels {}; weights rotate "
+               "through the model's bytes at each bit width ({} windows in {} MiB{})",
+               s.shapes.size(), s.kv_counts.size() * s.tokens.size(), s.tokens.size(), s.threads, isa, spans.size(),
+               rotation_bytes >> 20, want > rotation_bytes ? ", overlapping: raise --max-buffer-mib to keep them apart" : "");
+  Measurer measurer(rotation_bytes, std::move(spans), opts.min_sample_us, s.threads, opts.statistic);
   const int passes = opts.passes > 0 ? std::min(opts.passes, opts.repeats) : opts.repeats;
   {
     std::unique_ptr<Progress> bar;

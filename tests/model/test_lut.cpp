@@ -276,23 +276,43 @@ TEST(Lut, EntryStatistic) {
   EXPECT_DOUBLE_EQ(lut_entry_us(wall, cpu, 2, "median"), 60.0);
 }
 
-// Where an entry's calls read weights: never adjacent regions (kLutRegionGap apart), reused only
-// after `window` bytes of regions, inside the buffer.
-TEST(Lut, RotationKeepsRegionsApartAndTheReuseDistance) {
+// Where the entries' calls read weights: one span per window, disjoint where the buffer holds them
+// all; calls of any entry of a window take the next region of its span (kLutRegionGap apart, never
+// adjacent), so a byte is read again only after the window's traffic.
+TEST(Lut, SpansKeepWindowsApartAndTheReuseDistance) {
   const size_t MiB = size_t{1} << 20;
-  const LutRotation r = lut_rotation(187 * 1024, 60 * MiB, 434 * MiB);  // SmolLM2's 576 x 576 at 4 bits
-  EXPECT_EQ(r.slot, 187 * 1024 + kLutRegionGap);
-  EXPECT_GE(r.slots * 187 * 1024, 60 * MiB);
-  EXPECT_LT((r.slots - 1) * 187 * 1024, 60 * MiB);
-  EXPECT_LE(r.slot * r.slots, 434 * MiB);
-  // A window larger than the buffer allows: as many regions as fit.
-  const LutRotation big = lut_rotation(10 * MiB, 1000 * MiB, 100 * MiB);
-  EXPECT_EQ(big.slots, 100 * MiB / (10 * MiB + kLutRegionGap));
-  // A region nearly as large as the buffer: no gap, one slot; sizes round up to 64 bytes.
-  const LutRotation one = lut_rotation(100 * MiB - 10, 200 * MiB, 100 * MiB);
-  EXPECT_EQ(one.slot, 100 * MiB);
-  EXPECT_EQ(one.slots, 1u);
-  EXPECT_EQ(lut_rotation(1, 1, MiB).slot, 64 + kLutRegionGap);
+  // SmolLM2-like windows: 4-bit 90 MiB (largest entry 1 MiB), 8-bit 143 MiB (2 MiB).
+  std::map<size_t, LutSpan> sp = lut_spans({{90 * MiB, 1 * MiB}, {143 * MiB, 2 * MiB}}, 1024 * MiB);
+  ASSERT_EQ(sp.size(), 2u);
+  EXPECT_EQ(sp[90 * MiB].base, 0u);
+  EXPECT_EQ(sp[90 * MiB].size, 90 * MiB + kLutRegionGap);
+  EXPECT_EQ(sp[143 * MiB].base, 90 * MiB + kLutRegionGap);  // after the first: disjoint
+  EXPECT_EQ(sp[143 * MiB].size, 143 * MiB + kLutRegionGap);
+  // Two entries of one window share the cursor: each call after the previous one's, gap apart.
+  LutSpan& s8 = sp[143 * MiB];
+  const size_t a = lut_next_region(s8, 187 * 1024), b = lut_next_region(s8, 2 * MiB), c = lut_next_region(s8, 187 * 1024);
+  EXPECT_EQ(a, s8.base);
+  EXPECT_EQ(b, a + 187 * 1024 + kLutRegionGap);
+  EXPECT_EQ(c, b + 2 * MiB + kLutRegionGap);
+  // Every region inside the span; a byte comes back only after ~the window of calls.
+  size_t first_again = 0, calls = 3;
+  for (; calls < 100000; ++calls) {
+    const size_t off = lut_next_region(s8, 2 * MiB);
+    ASSERT_GE(off, s8.base);
+    ASSERT_LE(off + 2 * MiB, s8.base + s8.size);
+    if (off == s8.base) {
+      first_again = calls;
+      break;
+    }
+  }
+  EXPECT_GE(first_again * (2 * MiB + kLutRegionGap), 143 * MiB - 2 * MiB);
+  // A buffer too small for both: the one that does not fit starts at 0 (overlapping); sizes round
+  // up to 64 and never exceed the buffer.
+  std::map<size_t, LutSpan> small = lut_spans({{90 * MiB, MiB}, {143 * MiB, 2 * MiB}}, 200 * MiB);
+  EXPECT_EQ(small[90 * MiB].base, 0u);
+  EXPECT_EQ(small[143 * MiB].base, 0u);
+  EXPECT_EQ(lut_spans({{1, 1}}, 100 * MiB)[1].size, 64 + kLutRegionGap);
+  EXPECT_EQ(lut_spans({{1000 * MiB, MiB}}, 100 * MiB)[1000 * MiB].size, 100 * MiB);
 }
 
 // What an attention entry times: a decode step at the LUT's context, a prompt from an empty cache.

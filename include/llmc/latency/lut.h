@@ -59,9 +59,11 @@ constexpr int kLutVersion = 3;
 //    attention scores by GEMV, vector exp in softmax and SwiGLU.
 // 5: AVX2 GEMMs on int16 x (vpmaddwd): decode 1.1-3.6x faster by width (4 bit now faster than 8).
 // 6: AVX-512 VNNI int16 decode kernel (Isa::kAvx512Vnni); an entry's calls read regions
-//    kLutRegionGap apart (lut_rotation), no longer adjacent ones.
+//    kLutRegionGap apart, no longer adjacent ones.
 // 7: 4-bit linears at M < 16 read a row-tiled copy on AVX-512 VNNI (the 4-bit tile kernel).
-constexpr const char* kLutKernelVersion = "runtime-ops-7";
+// 8: each window's entries read from their own span with one cursor (lut_spans): 8-bit entries
+//    timed from cache before; the default int16-x prefill on AMX tiles.
+constexpr const char* kLutKernelVersion = "runtime-ops-8";
 
 // One linear GEMM the search space can produce: y (M, N) = x (M, K) W^T at `bits`.
 // group: effective_group(K, space.group_size) for bits < 16, 0 for the dense 16-bit path.
@@ -123,18 +125,28 @@ struct LutOptions {
   std::string model_name;             // recorded in "build" (informational)
 };
 
-// Where the calls timing one LUT entry read their weights: call k reads `bytes` at offset
-// (k % slots) * slot of the timing buffer (`buffer` bytes). Regions are kLutRegionGap apart, never
-// adjacent: in a forward the next op's weights lie elsewhere, so the hardware prefetcher must not
-// stream from one call's weights into the next's (adjacent regions timed SmolLM2's 576 x 576 GEMVs
-// 11-27% faster at 2 threads, 3072 x 576 ones 1-5%: six paired builds, Zen 4 VM); and `slots`
-// regions cover `window` bytes (a region is reused after the window, its reuse distance in a real
-// forward), fewer where the buffer is too small. bytes and window are rounded up to 64.
+// Where the calls timing the LUT's entries read their weights. Entries of one window (the bytes a
+// real forward reads between two reads of the same linear: the full-width model at that bit width
+// plus the lm_head) share one span of the timing buffer, `window` bytes long, and one cursor: every
+// call reads the `bytes` after the previous call's of any entry of that window, kLutRegionGap on
+// (never adjacent: in a forward the next op's weights lie elsewhere, so the hardware prefetcher must
+// not stream from one call's weights into the next's; adjacent regions timed SmolLM2's 576 x 576
+// GEMVs 11-27% faster at 2 threads, Zen 4 VM), so each byte is read again only after a window of
+// that width's traffic, its reuse distance in a real forward. The spans of different windows are
+// disjoint where the buffer holds them all: when every entry rotated from the buffer's start, the
+// narrow widths' traffic kept the start of the wide widths' windows in cache, and on a VM with a
+// ~64 MiB last-level cache 8-bit entries were timed at 42 GB/s where the model reads 22-26 (Xeon with
+// AMX, 2026-12-07). Sizes round up to 64.
 constexpr size_t kLutRegionGap = size_t{256} << 10;
-struct LutRotation {
-  size_t slot = 0, slots = 1;
+struct LutSpan {
+  size_t base = 0, size = 0, cursor = 0;
 };
-LutRotation lut_rotation(size_t bytes, size_t window, size_t buffer);
+// The spans of these (window, largest entry bytes) pairs: each max(window, bytes) + kLutRegionGap,
+// laid one after another while they fit in `buffer`; one that does not starts at 0 (overlapping).
+std::map<size_t, LutSpan> lut_spans(const std::map<size_t, size_t>& window_bytes, size_t buffer);
+// The offset of a call's `bytes` in `span`'s window (from the buffer's start), advancing its cursor;
+// back to the span's start where the region would pass its end.
+size_t lut_next_region(LutSpan& span, size_t bytes);
 
 // An entry's time (us) from its samples (us per call; cpu: the calling thread's CPU time) by
 // LutOptions::statistic: one thread: median(cpu); more: the 10th percentile of wall ("auto") or
