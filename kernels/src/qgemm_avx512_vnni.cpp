@@ -371,10 +371,12 @@ __attribute__((target("amx-tile,amx-int8"))) void amx_begin(int kq) {
 }
 __attribute__((target("amx-tile,amx-int8"))) void amx_end() { _tile_release(); }
 
-// micro32<int8_t, uint8_t>'s contract for kAmxNr weight rows, on tiles (amx_begin(kq) done by this thread).
-void micro_amx(int kq, const int8_t* xq4, int Mp, const uint8_t* wb, int nkq, float* yT, int nr, bool first,
-               const float* s, const float* sz, const float* dx, const float* dxs) {
-  alignas(64) int32_t c[4][16][16];
+// The tile products of one group, both x widths: C tiles 0-3 = A4 B6, A4 B7, A5 B6, A5 B7 (A4 / A5:
+// weight rows 0-15 / 16-31 of the decoded panel wb; B6 / B7 from b6 / b7, kq quads x 16 x-rows at
+// stride xs a step), summed over the group's nkq quads and stored to c. B7 holds int8 x (tdpbusd) or,
+// with kUnsignedB7, the uint8 low bytes of int16 x (tdpbuud). amx_begin(kq) done by this thread.
+template <bool kUnsignedB7>
+void amx_products(int kq, const uint8_t* wb, const int8_t* b6, const void* b7, long xs, int nkq, int32_t (&c)[4][16][16]) {
   _tile_zero(0);
   _tile_zero(1);
   _tile_zero(2);
@@ -382,21 +384,33 @@ void micro_amx(int kq, const int8_t* xq4, int Mp, const uint8_t* wb, int nkq, fl
   // The tile loads are asm that the compiler does not see read memory: the decoded panel and x must
   // be stored before them.
   asm volatile("" ::: "memory");
-  const long xs = 4L * Mp;
+  const uint8_t* b7b = static_cast<const uint8_t*>(b7);
   for (int k = 0; k < nkq; k += kq) {
     _tile_loadd(4, wb + 4 * k, kKc);
     _tile_loadd(5, wb + 16 * kKc + 4 * k, kKc);
-    _tile_loadd(6, xq4 + k * xs, xs);
-    _tile_loadd(7, xq4 + k * xs + 64, xs);
+    _tile_loadd(6, b6 + k * xs, xs);
+    _tile_loadd(7, b7b + k * xs, xs);
     _tile_dpbusd(0, 4, 6);
-    _tile_dpbusd(1, 4, 7);
     _tile_dpbusd(2, 5, 6);
-    _tile_dpbusd(3, 5, 7);
+    if constexpr (kUnsignedB7) {
+      _tile_dpbuud(1, 4, 7);
+      _tile_dpbuud(3, 5, 7);
+    } else {
+      _tile_dpbusd(1, 4, 7);
+      _tile_dpbusd(3, 5, 7);
+    }
   }
   _tile_stored(0, c[0], 64);
   _tile_stored(1, c[1], 64);
   _tile_stored(2, c[2], 64);
   _tile_stored(3, c[3], 64);
+}
+
+// micro32<int8_t, uint8_t>'s contract for kAmxNr weight rows, on tiles: B6 / B7 = x-rows 0-15 / 16-31.
+void micro_amx(int kq, const int8_t* xq4, int Mp, const uint8_t* wb, int nkq, float* yT, int nr, bool first,
+               const float* s, const float* sz, const float* dx, const float* dxs) {
+  alignas(64) int32_t c[4][16][16];
+  amx_products<false>(kq, wb, xq4, xq4 + 64, 4L * Mp, nkq, c);
   const __m512 dxv[2] = {_mm512_loadu_ps(dx), _mm512_loadu_ps(dx + 16)};
   const __m512 dsv[2] = {_mm512_loadu_ps(dxs), _mm512_loadu_ps(dxs + 16)};
   for (int r = 0; r < nr; ++r) {
@@ -409,39 +423,19 @@ void micro_amx(int kq, const int8_t* xq4, int Mp, const uint8_t* wb, int nkq, fl
 
 // micro32<int16_t, int16_t>'s contract (the default int16 x) for kAmxNr weight rows and 16 x-rows
 // (MR = 16), on tiles: tiles multiply bytes, so each int16 xq = 256 hi + lo is split in two
-// (Problem::xhi4 / xlo4, both in xq4's quad layout) and Q = 256 (codes . hi) + (codes . lo), codes
-// times hi by tdpbusd (uint8 x int8), times lo by tdpbuud (uint8 x uint8). Each sum is exact in
-// int32 (64 products of < 2^8 x 2^8 a tile column), and so is Q (|Q| < 2^26 as in micro32), so
-// the same fp32 epilogue gives micro32's bits (test QGemmCpuInt16X.AmxMatchesVnniBitForBit).
-// Tiles: tmm0-1 codes . hi of weight rows 0-15 / 16-31, tmm2-3 codes . lo; tmm4-5 A as in
-// micro_amx; tmm6 hi, tmm7 lo (B tiles of 16 x-rows, amx_begin's shapes).
+// (Problem::xhi4 / xlo4, both in xq4's quad layout) and Q = 256 (codes . hi) + (codes . lo): B6 = hi
+// (tdpbusd, uint8 x int8), B7 = lo (tdpbuud, uint8 x uint8). Each sum is exact in int32 (64 products
+// of < 2^8 x 2^8 a tile column), and so is Q (|Q| < 2^26 as in micro32), so the same fp32 epilogue
+// gives micro32's bits (test QGemmCpuInt16X.AmxMatchesVnniBitForBit).
 void micro_amx16(int kq, const uint8_t* lo4, const int8_t* hi4, int Mp, const uint8_t* wb, int nkq, float* yT, int nr,
                  bool first, const float* s, const float* sz, const float* dx, const float* dxs) {
   alignas(64) int32_t c[4][16][16];
-  _tile_zero(0);
-  _tile_zero(1);
-  _tile_zero(2);
-  _tile_zero(3);
-  asm volatile("" ::: "memory");  // as in micro_amx: the panel and x stored before the tile loads
-  const long xs = 4L * Mp;
-  for (int k = 0; k < nkq; k += kq) {
-    _tile_loadd(4, wb + 4 * k, kKc);
-    _tile_loadd(5, wb + 16 * kKc + 4 * k, kKc);
-    _tile_loadd(6, hi4 + k * xs, xs);
-    _tile_loadd(7, lo4 + k * xs, xs);
-    _tile_dpbusd(0, 4, 6);
-    _tile_dpbusd(1, 5, 6);
-    _tile_dpbuud(2, 4, 7);
-    _tile_dpbuud(3, 5, 7);
-  }
-  _tile_stored(0, c[0], 64);
-  _tile_stored(1, c[1], 64);
-  _tile_stored(2, c[2], 64);
-  _tile_stored(3, c[3], 64);
+  amx_products<true>(kq, wb, hi4, lo4, 4L * Mp, nkq, c);
   const __m512 dxv = _mm512_loadu_ps(dx), dsv = _mm512_loadu_ps(dxs);
   for (int r = 0; r < nr; ++r) {
-    const __m512i q = _mm512_add_epi32(_mm512_slli_epi32(_mm512_load_si512(c[r / 16][r % 16]), 8),
-                                       _mm512_load_si512(c[2 + r / 16][r % 16]));
+    const int t = 2 * (r / 16);  // rows 0-15: tiles 0 (hi) and 1 (lo); rows 16-31: 2 and 3
+    const __m512i q = _mm512_add_epi32(_mm512_slli_epi32(_mm512_load_si512(c[t][r % 16]), 8),
+                                       _mm512_load_si512(c[t + 1][r % 16]));
     group_out16(q, yT + static_cast<size_t>(r) * Mp, first, _mm512_set1_ps(s[r]), _mm512_set1_ps(sz[r]), dxv, dsv);
   }
 }
