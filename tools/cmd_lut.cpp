@@ -63,6 +63,9 @@ Action add_lut(CLI::App& app) {
                  "lm_head as it will be exported (export --lm-head-bits): 16 = dense fp32, 8/4 = packed")
       ->capture_default_str()
       ->check(CLI::IsMember({16, 8, 4}));
+  app.add_flag("--no-calibrate", [a](int64_t) { a->o.calibrate = false; },
+               "Keep the decode entries as timed alone (default: scaled per bit width to whole-model decodes of "
+               "the uniform models, timed after them)");
   app.add_option("--out", a->out, "Output LUT JSON (written atomically)")->required();
   return [a] {
     a->o.tokens = parse_tokens(a->tokens);

@@ -683,6 +683,8 @@ std::string build_lut_json(const ModelConfig& model, const SearchSpace& space, c
   j["layer_fixed"] = std::move(layer_fixed);
   j["model_fixed"] = std::move(model_fixed);
   j["build"] = build_json(s, jobs, r, passes, rotation_bytes, wall_s);
+  if (opts.calibrate && std::find(s.tokens.begin(), s.tokens.end(), 1) != s.tokens.end())
+    j["build"]["calibration"] = calibrate_lut_decode(j, model, space, opts.lm_head_bits, s.threads);
   spdlog::info("lut: {} entries in {:.1f} s; {} of {} samples were preempted by other processes", jobs.size(), wall_s,
                r.preempted, r.samples);
   if (r.noisy > 0)

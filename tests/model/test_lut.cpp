@@ -315,6 +315,37 @@ TEST(Lut, SpansKeepWindowsApartAndTheReuseDistance) {
   EXPECT_EQ(lut_spans({{1000 * MiB, MiB}}, 100 * MiB)[1000 * MiB].size, 100 * MiB);
 }
 
+// The decode entries scaled per bit width so the table predicts a whole-model decode of the uniform
+// model of that width: the factor, which entries it scales, and what a build records.
+TEST(Lut, DecodeEntriesCalibratedToWholeModelDecodes) {
+  EXPECT_DOUBLE_EQ(lut_calibration_scale(150, 200, 100), 0.5);  // 100 us not linears; linears take 50
+  EXPECT_DOUBLE_EQ(lut_calibration_scale(300, 200, 100), 2.0);
+  EXPECT_DOUBLE_EQ(lut_calibration_scale(10, 200, 100), 0.25);  // clamped
+  EXPECT_DOUBLE_EQ(lut_calibration_scale(2000, 200, 100), 4.0);
+  EXPECT_NE(error_of([] { lut_calibration_scale(1, 1, 0); }), "");
+  nlohmann::ordered_json lin = nlohmann::ordered_json::parse(R"([
+      {"N": 8, "K": 32, "bits": 4, "M": 1, "us": 10.0}, {"N": 8, "K": 32, "bits": 4, "M": 4, "us": 20.0},
+      {"N": 8, "K": 32, "bits": 8, "M": 1, "us": 30.0}, {"N": 50, "K": 32, "bits": 4, "M": 1, "us": 40.0}])");
+  scale_decode_entries(lin, 4, 50, 0.5);
+  EXPECT_DOUBLE_EQ(lin[0]["us"].get<double>(), 5.0);   // 4-bit decode: scaled
+  EXPECT_DOUBLE_EQ(lin[1]["us"].get<double>(), 20.0);  // M = 4: not a decode
+  EXPECT_DOUBLE_EQ(lin[2]["us"].get<double>(), 30.0);  // another width
+  EXPECT_DOUBLE_EQ(lin[3]["us"].get<double>(), 40.0);  // the lm_head (N = vocab)
+
+  // The tiny table: layer 1 allows 4 and 16 bits only, so 4 is the one width a uniform model can take
+  // (16 is left as timed).
+  const json cal = json::parse(tiny_lut())["build"]["calibration"];
+  ASSERT_EQ(cal.size(), 1u) << cal.dump();
+  EXPECT_EQ(cal[0]["bits"], 4);
+  EXPECT_GT(cal[0]["measured_ms"].get<double>(), 0.0);
+  EXPECT_GT(cal[0]["predicted_ms"].get<double>(), 0.0);
+  EXPECT_GE(cal[0]["scale"].get<double>(), 0.25);
+  EXPECT_LE(cal[0]["scale"].get<double>(), 4.0);
+  LutOptions o = fast_options();
+  o.calibrate = false;
+  EXPECT_FALSE(json::parse(build_lut_json(test::tiny_config(), test_space(), o))["build"].contains("calibration"));
+}
+
 // What an attention entry times: a decode step at the LUT's context, a prompt from an empty cache.
 TEST(Lut, AttentionSpanIsDecodeAtContextOrPromptFromEmpty) {
   EXPECT_EQ(lut_attention_span(1, 192).positions, 192);

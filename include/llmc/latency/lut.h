@@ -40,6 +40,7 @@
 //               lm_head width is priced model_fixed - lm_head(lm_head_bits) + lm_head(its bits).
 #include <cstdint>
 #include <map>
+#include <nlohmann/json_fwd.hpp>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -62,7 +63,8 @@ constexpr int kLutVersion = 3;
 //    kLutRegionGap apart, no longer adjacent ones.
 // 7: 4-bit linears at M < 16 read a row-tiled copy on AVX-512 VNNI (the 4-bit tile kernel).
 // 8: each window's entries read from their own span with one cursor (lut_spans): 8-bit entries
-//    timed from cache before; the default int16-x prefill on AMX tiles.
+//    timed from cache before; decode entries calibrated to whole-model decodes (LutOptions::calibrate);
+//    the default int16-x prefill on AMX tiles.
 constexpr const char* kLutKernelVersion = "runtime-ops-8";
 
 // One linear GEMM the search space can produce: y (M, N) = x (M, K) W^T at `bits`.
@@ -121,6 +123,10 @@ struct LutOptions {
   // percentile of wall times at more (lut_build.cpp says why); "median" = the median wall time at
   // more threads (what a whole decode meets on a machine whose speed varies from ms to ms).
   std::string statistic = "auto";
+  // Scale the decode (M = 1) linear entries of each bit width every layer may take (but 16) so the
+  // table predicts a whole-model decode of the uniform model of that width, measured right after
+  // the entries (lut_calibrate.cpp); the scales go to "build"."calibration". Needs M = 1 in tokens.
+  bool calibrate = true;
   bool progress = true;               // progress bar / log lines on stderr
   std::string model_name;             // recorded in "build" (informational)
 };
@@ -147,6 +153,17 @@ std::map<size_t, LutSpan> lut_spans(const std::map<size_t, size_t>& window_bytes
 // The offset of a call's `bytes` in `span`'s window (from the buffer's start), advancing its cursor;
 // back to the span's start where the region would pass its end.
 size_t lut_next_region(LutSpan& span, size_t bytes);
+
+// Calibration of the decode entries (LutOptions::calibrate, lut_calibrate.cpp): the factor that
+// makes a prediction of predicted_us, linears_us of it from the entries being scaled, equal the
+// measured_us (clamped to [0.25, 4]); and the scaling of one width's M = 1 entries of `linears`
+// (the table's "linears" array; the lm_head's entries, N = vocab, are left as they are: they are
+// priced with the model's fixed part).
+double lut_calibration_scale(double measured_us, double predicted_us, double linears_us);
+void scale_decode_entries(nlohmann::ordered_json& linears, int bits, int64_t vocab, double scale);
+// Calibrates `lut` (the table's JSON, entries measured) in place; returns the per-width record.
+nlohmann::ordered_json calibrate_lut_decode(nlohmann::ordered_json& lut, const ModelConfig& model, const SearchSpace& space,
+                                    int lm_head_bits, int threads);
 
 // An entry's time (us) from its samples (us per call; cpu: the calling thread's CPU time) by
 // LutOptions::statistic: one thread: median(cpu); more: the 10th percentile of wall ("auto") or
