@@ -61,7 +61,8 @@ std::shared_ptr<Linear> random_packed(int64_t N, int64_t K, int bits, int group,
 }
 
 // us per decoded token of a uniform-`bits` model (lm_head at lm_head_bits) at about `context`
-// cached positions: the median of 3 runs of `tokens` decodes after a prefill of `context` tokens.
+// cached positions: the median of 3 runs of 32 decodes, each after a prefill of `context` tokens
+// and 4 untimed decodes.
 double uniform_decode_us(const ModelConfig& m, int bits, int group, int lm_head_bits, int64_t context, int threads) {
   std::mt19937 rng(1234u + static_cast<unsigned>(bits));
   const int64_t H = m.hidden_size, V = m.vocab_size, hd = m.head_dim;
