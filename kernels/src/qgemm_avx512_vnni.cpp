@@ -469,12 +469,11 @@ void panel_rows_amx(const Problem& p, const NaturalOrder& no, int n0, int n1, Sc
   amx_end();
 }
 
-// The panel kernel on int16 x (micro32<int16_t, int16_t>) or, where Problem::xq4 is set, int8 x (on AMX tiles where
-// usable, else micro32<int8_t, uint8_t>). Int16 x runs on tiles where the caller split it into bytes
-// (Problem::xlo4: set only where amx_usable()).
+// The panel kernel on AMX tiles where prepare_int_panel chose them (Problem::amx), else on int16 x
+// (micro32<int16_t, int16_t>) or, where Problem::xq4 is set, int8 x (micro32<int8_t, uint8_t>).
 template <int BITS, class Scales = std::nullptr_t>
 void panel_rows_x(const Problem& p, const NaturalOrder& no, int n0, int n1, Scales scales = nullptr) {
-  if ((p.xq4 != nullptr && amx_usable()) || (p.xq4 == nullptr && p.xlo4 != nullptr)) {
+  if (p.amx) {
     panel_rows_amx<BITS>(p, no, n0, n1, scales);
   } else if (p.xq4 != nullptr) {
     int_panel_rows<kNr, 32, int8_t, uint8_t>(p, p.xq4, n0, n1, panel_decoder<BITS, kNr>(p, no), micro32<int8_t, uint8_t>,

@@ -285,13 +285,14 @@ void split_xq2(const Problem& p, uint8_t* lo, int8_t* hi, Isa isa) {
 // The integer panel kernels' x (int16 column pairs, or int8 quads at x_bits = 8) and accumulators
 // yT; p.Mp set by the caller. The AVX2 rounding for int16 (AVX-512 VNNI CPUs have AVX2).
 void prepare_int_panel(const float* x, Problem& p, int x_bits, Scratch& s_x, Scratch& s_g, Scratch& s_y,
-                       Scratch* s_split) {
+                       Scratch* s_amx) {
   if (x_bits == 8) prepare_xq8_panel(x, p, s_x, s_g, Isa::kAvx512Vnni);
   else prepare_xq_panel(x, p, s_x, s_g, Isa::kAvx2);
-  if (x_bits == 16 && s_split != nullptr && amx_usable()) {
+  p.amx = s_amx != nullptr && amx_usable();
+  if (p.amx && x_bits == 16) {
     // Two byte arrays of Kp x Mp each, 64-byte aligned (Scratch hands out floats: 4 bytes each).
     const size_t n = static_cast<size_t>(p.Kp) * p.Mp;
-    uint8_t* b = reinterpret_cast<uint8_t*>(s_split->get(2 * n / 4));
+    uint8_t* b = reinterpret_cast<uint8_t*>(s_amx->get(2 * n / 4));
     p.xlo4 = b;
     p.xhi4 = reinterpret_cast<int8_t*>(b + n);
     split_xq2(p, b, reinterpret_cast<int8_t*>(b + n), Isa::kAvx512Vnni);
@@ -486,7 +487,7 @@ void qgemm_parts(const float* x, int M, const QMatrixView* parts, int nparts, in
   p.scales = w.scales;
   p.zeros = w.zeros;
 
-  thread_local detail::Scratch s_x, s_g, s_y, s_split;
+  thread_local detail::Scratch s_x, s_g, s_y, s_amx;
   const bool panel = use != Isa::kScalar && M >= kPanelMinM;
   void (*rows)(const detail::Problem&, int, int) = detail::rows_scalar;
   const int x_bits = qgemm_x_bits(use, M, l.bits);
@@ -496,7 +497,7 @@ void qgemm_parts(const float* x, int M, const QMatrixView* parts, int nparts, in
     const bool vnni = use == Isa::kAvx512Vnni;
     if (panel) {
       p.Mp = vnni ? (M + 31) / 32 * 32 : (M + 15) / 16 * 16;
-      detail::prepare_int_panel(x, p, x_bits, s_x, s_g, s_y, vnni ? &s_split : nullptr);
+      detail::prepare_int_panel(x, p, x_bits, s_x, s_g, s_y, vnni ? &s_amx : nullptr);
     } else {
       detail::prepare_xq(x, p, s_x, s_g, Isa::kAvx2);
     }
@@ -579,11 +580,11 @@ void qgemm_tiled_panel(const float* x, int M, const QTiledView& t, const float* 
   p.tiled = t.data;
   p.tl = t.layout();
 #if defined(LLMC_KERNELS_X86)
-  thread_local Scratch s_x, s_g, s_y, s_split;
+  thread_local Scratch s_x, s_g, s_y, s_amx;
   void (*rows)(const Problem&, int, int) = panel_rows_avx512;
   if (t.bits == 4) {  // 4-bit tiles exist on VNNI CPUs only: the canonical 4-bit prefill's integer kernel
     p.Mp = (M + 31) / 32 * 32;
-    prepare_int_panel(x, p, qgemm_x_bits(Isa::kAvx512Vnni, M, 4), s_x, s_g, s_y, &s_split);
+    prepare_int_panel(x, p, qgemm_x_bits(Isa::kAvx512Vnni, M, 4), s_x, s_g, s_y, &s_amx);
     rows = panel_rows_avx512_vnni;
   } else {
     prepare_panel_fp32(x, p, s_x, s_y);

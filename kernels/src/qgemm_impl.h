@@ -47,6 +47,7 @@ struct Problem {
   // column quads as xq4 (tiles multiply bytes only; set beside xq2, which the other kernels read):
   const uint8_t* xlo4 = nullptr;  // [Kp / 4][Mp][4]: lo = xq & 255
   const int8_t* xhi4 = nullptr;   // [Kp / 4][Mp][4]: hi = xq >> 8 (arithmetic)
+  bool amx = false;  // the VNNI panel kernel runs on AMX tiles (decided once, by prepare_int_panel)
   const float* xdxT = nullptr;   // [G][Mp] dx
   const float* xdxsT = nullptr;  // [G][Mp] dx * sum of xq over the group
   const float* xT = nullptr;  // [Kp][Mp] transposed x, zero outside [M) x [K)
@@ -181,10 +182,11 @@ void xq8_panel_avx512(const float* x, const Problem& p, int8_t* xq4, float* dxT,
 void split_xq2(const Problem& p, uint8_t* lo, int8_t* hi, Isa isa);
 void split_xq2_avx512(const Problem& p, uint8_t* lo, int8_t* hi);
 // What the panel paths call: prepare_xq8_panel (x_bits = 8, AVX-512 VNNI) or prepare_xq_panel (AVX2
-// rounding), then Problem::yT [N][Mp] from s_y; p.Mp set by the caller. s_split non-null (the VNNI
-// panel's callers) and x_bits = 16 on a CPU where amx_usable(): also Problem::xlo4 / xhi4 from it.
+// rounding), then Problem::yT [N][Mp] from s_y; p.Mp set by the caller. s_amx: the VNNI panel's
+// callers' scratch for AMX (null: the AVX2 panel, no AMX). With it, Problem::amx = amx_usable(), and
+// on AMX at x_bits = 16 Problem::xlo4 / xhi4 from s_amx.
 void prepare_int_panel(const float* x, Problem& p, int x_bits, Scratch& s_x, Scratch& s_g, Scratch& s_y,
-                       Scratch* s_split = nullptr);
+                       Scratch* s_amx = nullptr);
 
 // Argument checks shared by qgemm_cpu and qgemm_tiled_cpu (std::invalid_argument prefixed `who`):
 // x, y non-null, 1 <= M <= 2^30, y not overlapping x ([M][K] and [M][N] floats); then

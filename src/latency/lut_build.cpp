@@ -176,12 +176,16 @@ constexpr double kMultiThreadQuantile = 0.1;
 
 }  // namespace
 
+size_t lut_span_bytes(size_t window, size_t bytes) {
+  return std::max(align_up(window), align_up(std::max<size_t>(bytes, 1))) + kLutRegionGap;
+}
+
 std::map<size_t, LutSpan> lut_spans(const std::map<size_t, size_t>& window_bytes, size_t buffer) {
   std::map<size_t, LutSpan> out;
   size_t next = 0;
   for (const auto& [window, bytes] : window_bytes) {
     LutSpan sp;
-    sp.size = std::min(buffer, std::max(align_up(window), align_up(std::max<size_t>(bytes, 1))) + kLutRegionGap);
+    sp.size = std::min(buffer, lut_span_bytes(window, bytes));
     sp.base = next + sp.size <= buffer ? next : 0;
     next = sp.base + sp.size;
     out[window] = sp;
@@ -658,7 +662,7 @@ std::string build_lut_json(const ModelConfig& model, const SearchSpace& space, c
   }
   const size_t cap = static_cast<size_t>(std::max<int64_t>(opts.max_buffer_mib, 16)) << 20;
   size_t want = 0;
-  for (const auto& [window, bytes] : window_bytes) want += std::max(align_up(window), align_up(bytes)) + kLutRegionGap;
+  for (const auto& [window, bytes] : window_bytes) want += lut_span_bytes(window, bytes);
   const size_t rotation_bytes = std::max(std::min(want, cap), largest);
   std::map<size_t, LutSpan> spans = lut_spans(window_bytes, rotation_bytes);
   spdlog::info("lut: {} linear entries, {} attention entries, {} token counts; threads {}, kernels {}; weights rotate "

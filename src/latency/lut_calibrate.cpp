@@ -93,17 +93,17 @@ double uniform_decode_us(const ModelConfig& m, int bits, int group, int lm_head_
   std::vector<int64_t> prompt(static_cast<size_t>(context));
   for (int64_t i = 0; i < context; ++i) prompt[i] = i % ids;
   std::vector<double> runs;
+  const float* logits = nullptr;
   for (int r = 0; r < kRuns; ++r) {
     auto cache = eng.new_cache(1, context + kWarm + kTokens);
     eng.prefill(prompt.data(), context, *cache);
     for (int i = 0; i < kWarm; ++i) eng.decode(i % ids, *cache);
     const auto t0 = std::chrono::steady_clock::now();
-    for (int i = 0; i < kTokens; ++i) eng.decode(i % ids, *cache);
+    for (int i = 0; i < kTokens; ++i) logits = eng.decode(i % ids, *cache);
     runs.push_back(std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count() / kTokens);
   }
-  std::sort(runs.begin(), runs.end());
-  const float* logits = eng.decode(0, *eng.new_cache(1, 1));
   LLMC_CHECK(std::isfinite(logits[0]), "lut calibration: the random uniform {}-bit model's logits are not finite", bits);
+  std::sort(runs.begin(), runs.end());
   return runs[runs.size() / 2];
 }
 
@@ -122,8 +122,9 @@ json calibrate_lut_decode(json& lut, const ModelConfig& model, const SearchSpace
   }
   widths.erase(16);  // dense fp32: the whole model in fp32 to time; left as measured
   const int64_t context = lut.at("context").get<int64_t>();
+  // Parsed once: scaling one width's entries does not change a uniform model of another width.
+  const LatencyTable table = LatencyTable::parse(lut.dump(), "lut (calibration)");
   for (int b : widths) {
-    const LatencyTable table = LatencyTable::parse(lut.dump(), "lut (calibration)");
     const LatencyParts parts = table.predict_parts(uniform_arch(model, b, space.group_size), 1);
     const double lin = parts.linears_us.count(b) ? parts.linears_us.at(b) : 0.0;
     if (lin <= 0) continue;

@@ -147,7 +147,9 @@ constexpr size_t kLutRegionGap = size_t{256} << 10;
 struct LutSpan {
   size_t base = 0, size = 0, cursor = 0;
 };
-// The spans of these (window, largest entry bytes) pairs: each max(window, bytes) + kLutRegionGap,
+// The bytes a span needs for a window whose largest entry reads `bytes`: max(window, bytes) + kLutRegionGap.
+size_t lut_span_bytes(size_t window, size_t bytes);
+// The spans of these (window, largest entry bytes) pairs, lut_span_bytes each (at most `buffer`),
 // laid one after another while they fit in `buffer`; one that does not starts at 0 (overlapping).
 std::map<size_t, LutSpan> lut_spans(const std::map<size_t, size_t>& window_bytes, size_t buffer);
 // The offset of a call's `bytes` in `span`'s window (from the buffer's start), advancing its cursor;
