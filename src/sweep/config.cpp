@@ -198,8 +198,12 @@ std::string SweepConfig::common_json() const { return sweep_common_json(canonica
 std::string sweep_study_json(const std::string& canonical) {
   try {
     json j = json::parse(canonical);
+    // Which points a study lists (points are named by method and bits, or by mode and target) does
+    // not change what a listed point is: a running study takes added or dropped ones.
     if (j.contains("targets")) j["targets"].erase("extra_ms");
     j.erase("finetuned_baselines");
+    j.erase("baselines");
+    j.erase("modes");
     return j.dump();
   } catch (const json::exception&) {  // not JSON, or not objects where a config has them
     return "";

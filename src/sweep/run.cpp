@@ -172,8 +172,8 @@ class Manifest {
           !j_["done"].is_object() || !j_.contains("config") || !j_["config"].is_string())
         fail("{}: not a sweep manifest", path_);
       const std::string old = j_["config"].get<std::string>();
-      // Extra targets and fine-tuned baselines only add or drop points by name: the config is taken
-      // as it is (saved with the next finished stage).
+      // Baselines, modes, extra targets and fine-tuned baselines only add or drop points by name: the
+      // config is taken as it is (saved with the next finished stage).
       const std::string old_study = old == config ? "" : sweep_study_json(old);
       if (!old_study.empty() && old_study == sweep_study_json(config))
         j_["config"] = config;

@@ -296,7 +296,8 @@ TEST(Sweep, ManifestCommonPartAgreesWithCommonJson) {
   a.baselines = {{"rtn", 8}, {"gptq", 4}};
   a.modes = {"joint"};
   EXPECT_EQ(sweep_common_json(a.canonical_json()), a.common_json());
-  EXPECT_NE(a.common_json().find("\"baselines\""), std::string::npos);
+  EXPECT_NE(a.canonical_json().find("\"baselines\""), std::string::npos);
+  EXPECT_EQ(a.common_json().find("\"baselines\""), std::string::npos);  // which points: not what a point is
   EXPECT_EQ(a.common_json().find("\"search\""), std::string::npos);
 
   // Only what the search points depend on changed: same common part, other canonical text.
@@ -311,11 +312,18 @@ TEST(Sweep, ManifestCommonPartAgreesWithCommonJson) {
   // Anything else changed: the common parts differ (the manifest refuses the folder).
   for (const auto& change : std::vector<std::function<void(SweepConfig&)>>{
            [](SweepConfig& c) { c.threads = 3; }, [](SweepConfig& c) { c.quant = "rtn"; },
-           [](SweepConfig& c) { c.baselines.pop_back(); }, [](SweepConfig& c) { c.eval_limit = 9; },
-           [](SweepConfig& c) { c.modes.push_back("bits-only"); }}) {
+           [](SweepConfig& c) { c.group_size = 32; }, [](SweepConfig& c) { c.eval_limit = 9; },
+           [](SweepConfig& c) { c.bench_repeats = 5; }}) {
     SweepConfig d = b;
     change(d);
     EXPECT_NE(sweep_common_json(old), d.common_json()) << d.common_json();
+  }
+  // The lists of points changed: the same study (the manifest takes the config as it is).
+  for (const auto& change : std::vector<std::function<void(SweepConfig&)>>{
+           [](SweepConfig& c) { c.baselines.pop_back(); }, [](SweepConfig& c) { c.modes.push_back("bits-only"); }}) {
+    SweepConfig d = a;
+    change(d);
+    EXPECT_EQ(sweep_study_json(a.canonical_json()), sweep_study_json(d.canonical_json())) << d.canonical_json();
   }
   // A recorded text that is no canonical config matches nothing.
   for (const char* bad : {"", "not json", "[1, 2]", "{\"export\": 3}", "7"})
@@ -823,6 +831,22 @@ TEST(Sweep, PointsFilterAndRestartSearches) {
   EXPECT_NE(ft["recreate"].get<std::string>().find("--arch uniform:8"), std::string::npos);
   EXPECT_NE(ft["recreate"].get<std::string>().find("--finetune-steps 2 --distill"), std::string::npos) << ft["recreate"];
   EXPECT_EQ(plain["recreate"].get<std::string>().find("--finetune-steps"), std::string::npos) << plain["recreate"];
+  // So do a plain baseline and a mode: their points run, nothing finished is redone.
+  const json before_more = json::parse(read_text_file(out + "/manifest.json"))["done"];
+  j["baselines"]["rtn"] = {8, 4};
+  j["modes"] = {"joint", "bits-only"};
+  s.sweep(j);
+  ASSERT_EQ(sweep({"--points", "bits-only-t900.000"}, "more.log").exit_code, 0)
+      << read_text_file(s.dir + "/more.log");
+  const json after_more = json::parse(read_text_file(out + "/manifest.json"));
+  for (const auto& [stage, entry] : before_more.items()) EXPECT_EQ(after_more["done"][stage], entry) << stage;
+  EXPECT_TRUE(after_more["done"].contains("uniform-rtn-b4/eval"));
+  EXPECT_TRUE(after_more["done"].contains("bits-only-t900.000/eval"));
+  EXPECT_FALSE(fs::exists(out + "/stale/2"));
+  j["baselines"]["rtn"] = {8};
+  j["modes"] = {"joint"};
+  s.sweep(j);
+
   // With the fine-tune changed, --restart-searches moves it aside with the search points.
   j["export"]["finetune_steps"] = 3;
   s.sweep(j);

@@ -88,9 +88,9 @@ struct SweepConfig {
 // depend on, so a manifest's stale check and the config always agree. "" when the text is not a
 // canonical config (a corrupt or foreign manifest), which then matches no config.
 std::string sweep_common_json(const std::string& canonical_json);
-// A canonical_json() text without the extra targets and the fine-tuned baselines ("" when it is not
-// one): two configs whose texts agree here describe the same study, whatever points of those two
-// kinds each adds.
+// A canonical_json() text without the lists of points: baselines, fine-tuned baselines, modes and
+// extra targets ("" when it is not one). Two configs whose texts agree here describe the same study,
+// whatever points each lists.
 std::string sweep_study_json(const std::string& canonical_json);
 
 // Errors: one line naming the file and the key.
