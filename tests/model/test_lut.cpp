@@ -332,6 +332,12 @@ TEST(Lut, DecodeEntriesCalibratedToWholeModelDecodes) {
   EXPECT_DOUBLE_EQ(lin[2]["us"].get<double>(), 30.0);  // another width
   EXPECT_DOUBLE_EQ(lin[3]["us"].get<double>(), 40.0);  // the lm_head (N = vocab)
 
+  // The runs alternate the widths, each round one place further: every width once a round, and in
+  // each place of a round once over as many rounds as widths.
+  EXPECT_EQ(calibration_schedule(3, 4), (std::vector<size_t>{0, 1, 2, 1, 2, 0, 2, 0, 1, 0, 1, 2}));
+  EXPECT_EQ(calibration_schedule(1, 3), (std::vector<size_t>{0, 0, 0}));
+  EXPECT_TRUE(calibration_schedule(4, 0).empty());
+
   // The tiny table: layer 1 allows 4 and 16 bits only, so 4 is the one width a uniform model can take
   // (16 is left as timed).
   const json cal = json::parse(tiny_lut())["build"]["calibration"];
@@ -339,6 +345,7 @@ TEST(Lut, DecodeEntriesCalibratedToWholeModelDecodes) {
   EXPECT_EQ(cal[0]["bits"], 4);
   EXPECT_GT(cal[0]["measured_ms"].get<double>(), 0.0);
   EXPECT_GT(cal[0]["predicted_ms"].get<double>(), 0.0);
+  EXPECT_EQ(cal[0]["runs_ms"].size(), 5u);  // one run per alternated round
   EXPECT_GE(cal[0]["scale"].get<double>(), 0.25);
   EXPECT_LE(cal[0]["scale"].get<double>(), 4.0);
   LutOptions o = fast_options();

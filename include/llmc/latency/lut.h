@@ -163,6 +163,9 @@ size_t lut_next_region(LutSpan& span, size_t bytes);
 // priced with the model's fixed part).
 double lut_calibration_scale(double measured_us, double predicted_us, double linears_us);
 void scale_decode_entries(nlohmann::ordered_json& linears, int bits, int64_t vocab, double scale);
+// The order of the calibration's timed runs: `rounds` rounds over widths 0..widths-1, each round
+// starting one width later (each width in each place of a round as often as rounds allow).
+std::vector<size_t> calibration_schedule(size_t widths, int rounds);
 // Calibrates `lut` (the table's JSON, entries measured) in place; returns the per-width record.
 nlohmann::ordered_json calibrate_lut_decode(nlohmann::ordered_json& lut, const ModelConfig& model, const SearchSpace& space,
                                     int lm_head_bits, int threads);
