@@ -149,13 +149,22 @@ QTiledLayout make_tiled_layout(int bits, int group, int N, int K) {
   return l;
 }
 
-void QTiled::Free::operator()(uint8_t* p) const { std::free(p); }
-
 QTiled QTiled::allocate(const QTiledLayout& layout) {
   QTiled t;
   t.layout_ = layout;
-  t.buf_.reset(static_cast<uint8_t*>(std::aligned_alloc(64, align64(layout.total_bytes))));
-  if (!t.buf_) throw std::bad_alloc();
+  auto* p = static_cast<uint8_t*>(std::aligned_alloc(64, align64(layout.total_bytes)));
+  if (p == nullptr) throw std::bad_alloc();
+  t.buf_ = std::shared_ptr<uint8_t>(p, [](uint8_t* q) { std::free(q); });
+  return t;
+}
+
+QTiled QTiled::within(std::shared_ptr<uint8_t> buffer, size_t offset, const QTiledLayout& layout) {
+  if (!buffer) bad("QTiled::within: null buffer");
+  if ((reinterpret_cast<uintptr_t>(buffer.get()) + offset) % 64 != 0) bad("QTiled::within: not 64-byte aligned");
+  QTiled t;
+  t.layout_ = layout;
+  uint8_t* p = buffer.get() + offset;
+  t.buf_ = std::shared_ptr<uint8_t>(std::move(buffer), p);  // aliasing: shares the buffer's ownership
   return t;
 }
 

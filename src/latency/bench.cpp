@@ -329,6 +329,7 @@ BenchResult run_bench(Llama& model, const BenchOptions& opts) {
   res.peak_rss_bytes = proc_status_bytes("VmHWM");  // the most it held, loading included
   if (rt) {
     res.weight_bytes_per_token = rt->engine().bytes_per_token();
+    res.huge_page_bytes = rt->engine().huge_page_bytes();
     res.tiled_copy_bytes = rt->engine().tiled_bytes();  // the matrices held in the row-tiled layout (tiled_faster widths)
   }
   if (opts.bandwidth) {
@@ -523,6 +524,7 @@ std::string bench_to_json(const BenchResult& r) {
   if (runtime) {
     j["weight_bytes_per_token"] = r.weight_bytes_per_token;
     j["tiled_copy_bytes"] = r.tiled_copy_bytes;
+    j["huge_page_bytes"] = r.huge_page_bytes;
   }
   if (r.bandwidth) {
     const BenchBandwidth& b = *r.bandwidth;

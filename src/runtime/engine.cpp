@@ -15,6 +15,7 @@
 #include "llmc/model/plan.h"
 #include "llmc/quant/quant.h"
 #include "llmc_kernels/qgemm.h"
+#include "llmc_kernels/weight_memory.h"
 #include "simd.h"
 
 namespace llmc {
@@ -90,6 +91,7 @@ RuntimeEngine::RuntimeEngine(const ModelConfig& c, const LlamaWeights& w, int th
   PlanOptions po;
   po.lm_head_bits = w.lm_head->bits();  // dense_bytes 4: the engine holds dense weights in fp32
   plan_ = std::make_unique<ForwardPlan>(forward_plan(weights_arch(c, w, packed_group_size(w)), po));
+  std::vector<TileJob> jobs;
   for (size_t l = 0; l < layers_.size(); ++l) {
     Layer& R = layers_[l];
     const LayerPlan& P = plan_->layers[l];
@@ -109,22 +111,39 @@ RuntimeEngine::RuntimeEngine(const ModelConfig& c, const LlamaWeights& w, int th
     // (take_tiled_linears), so each is held once.
     const LayerWeights& W = w.layers[l];
     if (R.fused_qkv) {
-      add_tiled(&R.qkv, {W.q.get(), W.k.get(), W.v.get()});
+      add_tiled(jobs, &R.qkv, {W.q.get(), W.k.get(), W.v.get()});
     } else {
-      add_tiled(&R.q, {W.q.get()});
-      add_tiled(&R.k, {W.k.get()});
-      add_tiled(&R.v, {W.v.get()});
+      add_tiled(jobs, &R.q, {W.q.get()});
+      add_tiled(jobs, &R.k, {W.k.get()});
+      add_tiled(jobs, &R.v, {W.v.get()});
     }
     if (R.fused_gate_up) {
-      add_tiled(&R.gate_up, {W.gate.get(), W.up.get()});
+      add_tiled(jobs, &R.gate_up, {W.gate.get(), W.up.get()});
     } else {
-      add_tiled(&R.gate, {W.gate.get()});
-      add_tiled(&R.up, {W.up.get()});
+      add_tiled(jobs, &R.gate, {W.gate.get()});
+      add_tiled(jobs, &R.up, {W.up.get()});
     }
-    add_tiled(&R.o, {W.o.get()});
-    add_tiled(&R.down, {W.down.get()});
+    add_tiled(jobs, &R.o, {W.o.get()});
+    add_tiled(jobs, &R.down, {W.down.get()});
   }
-  add_tiled(lm_head_.get(), {w.lm_head.get()});
+  add_tiled(jobs, lm_head_.get(), {w.lm_head.get()});
+  make_tiled(jobs);
+  // The packed matrices read in their own layout (8-bit ones, the 8-bit lm_head: a third of a 4-bit
+  // SmolLM2 decode's bytes) were loaded into allocations of their own: their whole 2 MiB pages are
+  // collapsed to huge pages where Linux can (the tiled copies were allocated on them).
+  auto collapse = [this](const Lin& L) {
+    if (!L.quant || !L.tiled.empty()) return;
+    if (L.parts.empty()) {
+      huge_bytes_ += static_cast<int64_t>(kernels::collapse_to_huge_pages(L.q.codes, L.q.layout().code_bytes));
+      return;
+    }
+    for (const kernels::QMatrixView& p : L.parts)
+      huge_bytes_ += static_cast<int64_t>(kernels::collapse_to_huge_pages(p.codes, p.layout().code_bytes));
+  };
+  for (const Layer& R : layers_)
+    for (const Lin* L : {&R.q, &R.k, &R.v, &R.o, &R.gate, &R.up, &R.down}) collapse(*L);
+  collapse(*lm_head_);
+  if (tiled_huge_) huge_bytes_ += tiled_bytes();
   // RoPE tables, computed as Llama::hidden_states does (float32 position * inv_freq).
   auto inv = rope_inv_freq(c);
   inv_freq_.assign(inv.data_ptr<float>(), inv.data_ptr<float>() + inv.numel());
@@ -189,29 +208,46 @@ bool RuntimeEngine::stack(std::vector<const Lin*> parts, Lin* out) {
   return true;
 }
 
-void RuntimeEngine::add_tiled(Lin* L, std::vector<const Linear*> from) {
+void RuntimeEngine::add_tiled(std::vector<TileJob>& jobs, Lin* L, std::vector<const Linear*> from) {
   // LLMC_TILED=0 keeps the canonical layout instead: slower 2/3/4-bit decode (an A/B switch).
   static const bool enabled = [] {
     const char* e = std::getenv("LLMC_TILED");
     return e == nullptr || std::string(e) != "0";
   }();
   if (!enabled || !L->quant || L->N == 0 || !kernels::tiled_faster(L->q.bits)) return;
-  std::shared_ptr<kernels::QTiled> t;
-  if (L->parts.empty()) {
-    t = std::make_shared<kernels::QTiled>(kernels::tile(L->q));
-  } else {  // tiled from a stacked copy that lives only until the tiles are written
-    kernels::QMatrix m;
-    m.layout = kernels::make_layout(L->q.bits, L->q.group, L->q.N, L->q.K);
-    for (const kernels::QMatrixView& p : L->parts) {
-      const kernels::QLayout l = p.layout();
-      m.codes.insert(m.codes.end(), p.codes, p.codes + l.code_bytes);
-      m.scales.insert(m.scales.end(), p.scales, p.scales + l.scale_count);
-      m.zeros.insert(m.zeros.end(), p.zeros, p.zeros + l.scale_count);
-    }
-    t = std::make_shared<kernels::QTiled>(kernels::tile(m.view()));
+  jobs.push_back({L, std::move(from)});
+}
+
+void RuntimeEngine::make_tiled(std::vector<TileJob>& jobs) {
+  if (jobs.empty()) return;
+  std::vector<size_t> offset;
+  size_t total = 0;
+  for (const TileJob& j : jobs) {
+    offset.push_back(total);
+    total += (kernels::make_tiled_layout(j.L->q.bits, j.L->q.group, j.L->q.N, j.L->q.K).total_bytes + 63) / 64 * 64;
   }
-  L->tiled = t->view();
-  tiled_.push_back({std::move(t), std::move(from)});
+  const std::shared_ptr<uint8_t> buf = kernels::allocate_weight_buffer(total, &tiled_huge_);
+  for (size_t i = 0; i < jobs.size(); ++i) {
+    Lin* L = jobs[i].L;
+    const kernels::QTiledLayout tl = kernels::make_tiled_layout(L->q.bits, L->q.group, L->q.N, L->q.K);
+    auto t = std::make_shared<kernels::QTiled>(kernels::QTiled::within(buf, offset[i], tl));
+    if (L->parts.empty()) {
+      kernels::tile_into(L->q, t->data());
+    } else {  // tiled from a stacked copy that lives only until the tiles are written
+      kernels::QMatrix m;
+      m.layout = kernels::make_layout(L->q.bits, L->q.group, L->q.N, L->q.K);
+      for (const kernels::QMatrixView& p : L->parts) {
+        const kernels::QLayout l = p.layout();
+        m.codes.insert(m.codes.end(), p.codes, p.codes + l.code_bytes);
+        m.scales.insert(m.scales.end(), p.scales, p.scales + l.scale_count);
+        m.zeros.insert(m.zeros.end(), p.zeros, p.zeros + l.scale_count);
+      }
+      kernels::tile_into(m.view(), t->data());
+    }
+    L->tiled = t->view();
+    tiled_.push_back({std::move(t), std::move(jobs[i].from)});
+  }
+  jobs.clear();
 }
 
 std::vector<std::pair<const Linear*, std::shared_ptr<Linear>>> RuntimeEngine::take_tiled_linears() {

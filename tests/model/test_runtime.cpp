@@ -3,6 +3,9 @@
 #include <ATen/ATen.h>
 #include <fmt/format.h>
 #include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <fstream>
 #include <unistd.h>
 
 #include <filesystem>
@@ -97,6 +100,9 @@ TEST(Runtime, KVCacheDecodeEqualsFullRecompute) {
   // The decode steps above ran the 2/3-bit linears (k, o, down of layer 0) from row-tiled copies
   // where the CPU has that path (and the 4-bit ones on AVX-512 VNNI).
   EXPECT_EQ(eng.tiled_bytes() > 0, kernels::tiled_faster(2));
+  // ...all of them parts of one buffer, advised for huge pages where the kernel has THP.
+  if (eng.tiled_bytes() > 0 && std::getenv("LLMC_HUGEPAGES") == nullptr)
+    EXPECT_EQ(eng.tiled_on_huge_pages(), std::ifstream("/sys/kernel/mm/transparent_hugepage/enabled").good());
   // prefill() returns the last row of a cached forward.
   auto c2 = m->new_cache(1, T);
   std::vector<int64_t> ids(tokens.data_ptr<int64_t>(), tokens.data_ptr<int64_t>() + T);

@@ -90,6 +90,7 @@ struct BenchResult {
   int64_t rss_bytes = -1, peak_rss_bytes = -1;
   // Runtime engine only (engine == "runtime").
   int64_t weight_bytes_per_token = 0, tiled_copy_bytes = 0;
+  int64_t huge_page_bytes = 0;  // packed weights on 2 MiB pages (RuntimeEngine::huge_page_bytes)
   std::optional<BenchPrediction> predicted;  // JSON null when absent
   // BenchOptions::profile: linears by decreasing time, then the other parts, then "outside the
   // ops" (the profiled decode's wall time less every timed op: argmax, timer and loop overhead).

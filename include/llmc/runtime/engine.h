@@ -69,6 +69,11 @@ class RuntimeEngine {
   // Bytes of the row-tiled copies (kernels/qtiled.h: 2/3-bit matrices, 4-bit on VNNI; every product of such a
   // matrix reads its copy); 0 where qgemm_cpu has no tiled path (no AVX-512) or no matrix has such a width.
   int64_t tiled_bytes() const;
+  // Whether those copies' one buffer is advised for huge pages (kernels/weight_memory.h).
+  bool tiled_on_huge_pages() const { return tiled_huge_; }
+  // Bytes of packed weights on huge pages: the tiled copies' buffer where advised, plus the whole
+  // 2 MiB pages of the other packed matrices that Linux collapsed (kernels::collapse_to_huge_pages).
+  int64_t huge_page_bytes() const { return huge_bytes_; }
   // For each packed linear of the weights that the engine computes from a row-tiled copy only, a
   // TiledLinear (runtime/tiled_linear.h) over that copy: RuntimeLlama swaps them into its weights,
   // so the canonical matrices can be freed (each such matrix is then held once, tiled). The
@@ -82,8 +87,14 @@ class RuntimeEngine {
   rt::OpTime* timed(const char* group);  // the profile's entry (null without a profile)
   bool stack(std::vector<const Lin*> parts, Lin* out);
   // A row-tiled copy of L where qgemm_cpu has a faster path for it; `from`: the weights' linears
-  // L computes (several: stacked by rows).
-  void add_tiled(Lin* L, std::vector<const Linear*> from);
+  // L computes (several: stacked by rows). Recorded by add_tiled, written by make_tiled: all copies
+  // in one buffer on huge pages (kernels::allocate_weight_buffer).
+  struct TileJob {
+    Lin* L;
+    std::vector<const Linear*> from;
+  };
+  void add_tiled(std::vector<TileJob>& jobs, Lin* L, std::vector<const Linear*> from);
+  void make_tiled(std::vector<TileJob>& jobs);
   void layers(const int64_t* tokens, const int64_t* positions, int64_t B, int64_t T, const bool* key_mask,
               KVCache* cache);
   void head(int64_t rows_from, int64_t rows, float* logits);
@@ -104,7 +115,9 @@ class RuntimeEngine {
     std::shared_ptr<const kernels::QTiled> tiled;
     std::vector<const Linear*> from;  // the weights' linears it holds, stacked by rows in order
   };
-  std::vector<TiledCopy> tiled_;  // row-tiled copies (add_tiled)
+  std::vector<TiledCopy> tiled_;  // row-tiled copies (make_tiled), parts of one buffer
+  bool tiled_huge_ = false;       // whether that buffer was advised for huge pages
+  int64_t huge_bytes_ = 0;        // huge_page_bytes()
   std::vector<float> cos_, sin_;  // [max_position_embeddings][head_dim/2]
   std::vector<float> inv_freq_;
   // Scratch, grown on demand.

@@ -106,23 +106,28 @@ struct QTiledView {
   bool empty() const { return data == nullptr; }
 };
 
-// Owning tiled copy.
+// Owning tiled copy: its own buffer, or a part of one that several copies share (within()), which
+// lives as long as any of them.
 class QTiled {
  public:
   QTiled() = default;
+  QTiled(QTiled&&) = default;
+  QTiled& operator=(QTiled&&) = default;
+  QTiled(const QTiled&) = delete;
+  QTiled& operator=(const QTiled&) = delete;
   const QTiledLayout& layout() const { return layout_; }
   QTiledView view() const { return QTiledView{layout_.bits, layout_.group, layout_.N, layout_.K, buf_.get()}; }
   uint8_t* data() { return buf_.get(); }
 
   // Uninitialized storage for `layout` (64-byte aligned).
   static QTiled allocate(const QTiledLayout& layout);
+  // Uninitialized storage for `layout` at `offset` (a multiple of 64) of `buffer` (64-byte aligned,
+  // at least offset + layout.total_bytes long; kept alive by the copy).
+  static QTiled within(std::shared_ptr<uint8_t> buffer, size_t offset, const QTiledLayout& layout);
 
  private:
-  struct Free {
-    void operator()(uint8_t* p) const;
-  };
   QTiledLayout layout_;
-  std::unique_ptr<uint8_t, Free> buf_;
+  std::shared_ptr<uint8_t> buf_;
 };
 
 // Tiled copy of a canonical 2/3/4-bit matrix (throws std::invalid_argument for other widths).
