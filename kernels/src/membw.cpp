@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "llmc_kernels/qgemm.h"
+#include "llmc_kernels/weight_memory.h"
 #include "qgemm_impl.h"  // detail::parallel_for: the kernels' own pool
 
 namespace llmc::kernels {
@@ -61,11 +62,9 @@ ReadBandwidth read_bandwidth(size_t bytes, int threads, int passes) {
   if (passes < 1) throw std::invalid_argument("read_bandwidth: passes must be >= 1");
   const int T = threads > 0 ? threads : default_num_threads();
   bytes = (bytes + 4095) / 4096 * 4096;
-  struct Free {
-    void operator()(uint8_t* p) const { std::free(p); }
-  };
-  std::unique_ptr<uint8_t, Free> buf(static_cast<uint8_t*>(std::aligned_alloc(4096, bytes)));
-  if (!buf) throw std::bad_alloc();
+  // The memory the runtime streams its weights from (huge pages where Linux has them), so that a
+  // decode's GB/s is compared with a read of the same kind of pages.
+  const std::shared_ptr<uint8_t> buf = allocate_weight_buffer(bytes);
   for (size_t i = 0; i < bytes; ++i) buf.get()[i] = static_cast<uint8_t>(i * 131u + 7u);  // touches every page
   std::vector<uint64_t> sums(static_cast<size_t>(T), 0);
   Probe ctx{buf.get(), bytes, T, &sums};

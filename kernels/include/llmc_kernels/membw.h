@@ -16,7 +16,8 @@ struct ReadBandwidth {
   int threads = 0, passes = 0;
 };
 
-// Sums a buffer of `bytes` (rounded up to 4 KiB; filled once, untimed) on `threads` threads of the
+// Sums a buffer of `bytes` (rounded up to 4 KiB; from allocate_weight_buffer, as the runtime's weights;
+// filled once, untimed) on `threads` threads of the
 // kernels' pool (0 = default_num_threads()), each thread its contiguous slice, `passes` timed passes
 // after one untimed one. Pick bytes well above the last-level cache to measure DRAM.
 // Throws std::invalid_argument for bytes < 4096, threads < 0, passes < 1, and std::bad_alloc.
