@@ -30,6 +30,7 @@
 #include "llmc/quant/quant.h"
 #include "llmc_kernels/qgemm.h"
 #include "llmc_kernels/qgemm_cuda.h"
+#include "llmc_kernels/weight_memory.h"
 
 namespace llmc {
 
@@ -85,12 +86,18 @@ size_t align_up(size_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
 
 // A 64-byte aligned buffer filled with valid fp16 bit patterns of magnitude in [2^-7, 1), so every
 // slice of it is a valid packed matrix (any byte is a code; every uint16 a normal fp16 scale/zero)
-// and, read as fp32, only normal floats of tiny magnitude (no denormals, NaN or inf).
+// and, read as fp32, only normal floats of tiny magnitude (no denormals, NaN or inf). The runtime's
+// kind of memory (kernels::allocate_weight_buffer: huge pages where Linux has them), so an entry's
+// weights cost the TLB what the engine's do.
 class Rotation {
  public:
   explicit Rotation(size_t bytes, uint64_t seed) : size_(std::max(align_up(bytes), kAlign)) {
-    p_ = static_cast<uint8_t*>(std::aligned_alloc(kAlign, size_));
-    if (!p_) fail("lut: cannot allocate a {} MiB timing buffer (lower --max-buffer-mib)", size_ >> 20);
+    try {
+      buf_ = kernels::allocate_weight_buffer(size_);
+    } catch (const std::bad_alloc&) {
+      fail("lut: cannot allocate a {} MiB timing buffer (lower --max-buffer-mib)", size_ >> 20);
+    }
+    p_ = buf_.get();
     uint64_t s = seed * 0x9e3779b97f4a7c15ull + 1;
     uint64_t* w = reinterpret_cast<uint64_t*>(p_);
     for (size_t i = 0; i < size_ / 8; ++i) {
@@ -104,7 +111,6 @@ class Rotation {
       w[i] = v;
     }
   }
-  ~Rotation() { std::free(p_); }
   Rotation(const Rotation&) = delete;
   Rotation& operator=(const Rotation&) = delete;
   size_t size() const { return size_; }
@@ -112,6 +118,7 @@ class Rotation {
 
  private:
   size_t size_;
+  std::shared_ptr<uint8_t> buf_;
   uint8_t* p_ = nullptr;
 };
 

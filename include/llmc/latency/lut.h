@@ -65,7 +65,9 @@ constexpr int kLutVersion = 3;
 // 8: each window's entries read from their own span with one cursor (lut_spans): 8-bit entries
 //    timed from cache before; decode entries calibrated to whole-model decodes (LutOptions::calibrate);
 //    the default int16-x prefill on AMX tiles.
-constexpr const char* kLutKernelVersion = "runtime-ops-8";
+// 9: weights on huge pages, the engine's and the timing buffer's (kernels/weight_memory.h); the decode
+//    calibration's widths alternated over 5 rounds.
+constexpr const char* kLutKernelVersion = "runtime-ops-9";
 
 // One linear GEMM the search space can produce: y (M, N) = x (M, K) W^T at `bits`.
 // group: effective_group(K, space.group_size) for bits < 16, 0 for the dense 16-bit path.
