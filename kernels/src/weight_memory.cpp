@@ -42,7 +42,7 @@ std::shared_ptr<uint8_t> allocate_weight_buffer(size_t bytes, bool* advised) {
     const uintptr_t r = reinterpret_cast<uintptr_t>(raw);
     const uintptr_t a = (r + kHugePageBytes - 1) / kHugePageBytes * kHugePageBytes;
     if (a > r) ::munmap(raw, a - r);
-    if (const size_t tail = r + n + kHugePageBytes - (a + n); tail > 0) ::munmap(reinterpret_cast<void*>(a + n), tail);
+    if (const size_t tail = r + kHugePageBytes - a; tail > 0) ::munmap(reinterpret_cast<void*>(a + n), tail);
     auto* p = reinterpret_cast<uint8_t*>(a);
     const bool ok = ::madvise(p, n, MADV_HUGEPAGE) == 0;  // EINVAL: a kernel without THP; the pages stay 4 KiB
     if (advised) *advised = ok;

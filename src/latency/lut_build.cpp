@@ -97,9 +97,8 @@ class Rotation {
     } catch (const std::bad_alloc&) {
       fail("lut: cannot allocate a {} MiB timing buffer (lower --max-buffer-mib)", size_ >> 20);
     }
-    p_ = buf_.get();
     uint64_t s = seed * 0x9e3779b97f4a7c15ull + 1;
-    uint64_t* w = reinterpret_cast<uint64_t*>(p_);
+    uint64_t* w = reinterpret_cast<uint64_t*>(buf_.get());
     for (size_t i = 0; i < size_ / 8; ++i) {
       s ^= s << 13, s ^= s >> 7, s ^= s << 17;
       uint64_t v = 0;
@@ -114,12 +113,11 @@ class Rotation {
   Rotation(const Rotation&) = delete;
   Rotation& operator=(const Rotation&) = delete;
   size_t size() const { return size_; }
-  uint8_t* at(size_t offset) const { return p_ + offset; }
+  uint8_t* at(size_t offset) const { return buf_.get() + offset; }
 
  private:
   size_t size_;
   std::shared_ptr<uint8_t> buf_;
-  uint8_t* p_ = nullptr;
 };
 
 double round_us(double us) { return std::round(us * 1000.0) / 1000.0; }

@@ -131,14 +131,10 @@ RuntimeEngine::RuntimeEngine(const ModelConfig& c, const LlamaWeights& w, int th
   // The packed matrices read in their own layout (8-bit ones, the 8-bit lm_head: a third of a 4-bit
   // SmolLM2 decode's bytes) were loaded into allocations of their own: their whole 2 MiB pages are
   // collapsed to huge pages where Linux can (the tiled copies were allocated on them).
+  // (The per-linear Lins hold every such matrix; a stacked Lin's parts are views of the same memory.)
   auto collapse = [this](const Lin& L) {
-    if (!L.quant || !L.tiled.empty()) return;
-    if (L.parts.empty()) {
+    if (L.quant && L.tiled.empty())
       huge_bytes_ += static_cast<int64_t>(kernels::collapse_to_huge_pages(L.q.codes, L.q.layout().code_bytes));
-      return;
-    }
-    for (const kernels::QMatrixView& p : L.parts)
-      huge_bytes_ += static_cast<int64_t>(kernels::collapse_to_huge_pages(p.codes, p.layout().code_bytes));
   };
   for (const Layer& R : layers_)
     for (const Lin* L : {&R.q, &R.k, &R.v, &R.o, &R.gate, &R.up, &R.down}) collapse(*L);
@@ -220,17 +216,18 @@ void RuntimeEngine::add_tiled(std::vector<TileJob>& jobs, Lin* L, std::vector<co
 
 void RuntimeEngine::make_tiled(std::vector<TileJob>& jobs) {
   if (jobs.empty()) return;
+  std::vector<kernels::QTiledLayout> layout;
   std::vector<size_t> offset;
   size_t total = 0;
   for (const TileJob& j : jobs) {
+    layout.push_back(kernels::make_tiled_layout(j.L->q.bits, j.L->q.group, j.L->q.N, j.L->q.K));
     offset.push_back(total);
-    total += (kernels::make_tiled_layout(j.L->q.bits, j.L->q.group, j.L->q.N, j.L->q.K).total_bytes + 63) / 64 * 64;
+    total += (layout.back().total_bytes + 63) / 64 * 64;
   }
   const std::shared_ptr<uint8_t> buf = kernels::allocate_weight_buffer(total, &tiled_huge_);
   for (size_t i = 0; i < jobs.size(); ++i) {
     Lin* L = jobs[i].L;
-    const kernels::QTiledLayout tl = kernels::make_tiled_layout(L->q.bits, L->q.group, L->q.N, L->q.K);
-    auto t = std::make_shared<kernels::QTiled>(kernels::QTiled::within(buf, offset[i], tl));
+    auto t = std::make_shared<kernels::QTiled>(kernels::QTiled::within(buf, offset[i], layout[i]));
     if (L->parts.empty()) {
       kernels::tile_into(L->q, t->data());
     } else {  // tiled from a stacked copy that lives only until the tiles are written
