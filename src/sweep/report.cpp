@@ -184,6 +184,7 @@ json acc_delta(const json& a, const json& b, const DocAcc& da, const DocAcc& db)
   if (da.empty() || da.size() != db.size() || da.size() != a["tasks"].size()) return r;
   double d = 0, var = 0;
   int64_t docs = 0;
+  json per_task = json::object();  // where an average's difference comes from (one task can carry it)
   for (const auto& [task, xa] : da) {
     const auto it = db.find(task);
     if (it == db.end() || it->second.size() != xa.size() || xa.size() < 2) return r;
@@ -191,7 +192,9 @@ json acc_delta(const json& a, const json& b, const DocAcc& da, const DocAcc& db)
     double mu = 0;
     for (size_t i = 0; i < xa.size(); ++i) mu += diff[i] = xa[i] - it->second[i];
     const double se = mean_stderr(diff);  // lm-eval's sample stderr of the mean
-    d += mu / static_cast<double>(diff.size());
+    mu /= static_cast<double>(diff.size());
+    per_task[task] = {{"delta", mu}, {"stderr", se}};
+    d += mu;
     var += se * se;
     docs += static_cast<int64_t>(diff.size());
   }
@@ -200,6 +203,7 @@ json acc_delta(const json& a, const json& b, const DocAcc& da, const DocAcc& db)
   r["stderr"] = std::sqrt(var) / tasks;
   r["paired"] = true;
   r["docs"] = docs;
+  r["tasks"] = per_task;
   return r;
 }
 
@@ -347,6 +351,24 @@ std::string markdown(const json& rep) {
   if (!base_rows.empty() || !mode_rows.empty())
     s += "Paired: both points' per-document scores (`eval --samples`) on the same documents, the stderr of "
          "their differences; otherwise sqrt(se_a² + se_b²).\n\n";
+  // Per task, for the paired comparisons: an average's difference can come from one task alone.
+  std::string task_rows;
+  for (const auto& c : rep.value("comparisons", json::array())) {
+    if (!c.contains("tasks") || c.value("same_arch", false)) continue;
+    task_rows += fmt::format("| {} | {} |", c["a"].get<std::string>(), c["b"].get<std::string>());
+    for (const auto& t : task_names)
+      task_rows += c["tasks"].contains(t) ? fmt::format(" {:+.3f} ± {:.3f} |", c["tasks"][t]["delta"].get<double>(),
+                                                        c["tasks"][t]["stderr"].get<double>())
+                                          : " - |";
+    task_rows += "\n";
+  }
+  if (!task_rows.empty()) {
+    s += "## Per task (paired: a - b, accuracy ± stderr)\n\n| a | b |";
+    for (const auto& t : task_names) s += " " + t + " |";
+    s += "\n|---|---|";
+    for (size_t i = 0; i < task_names.size(); ++i) s += "---:|";
+    s += "\n" + task_rows + "\n";
+  }
   if (rep.contains("unreachable") && !rep["unreachable"].empty()) {
     s += "## Unreachable targets\n\nThe mode's fastest architecture (LUT) is slower than the target; no export.\n\n"
          "| point | target ms | search's message |\n|---|---:|---|\n";

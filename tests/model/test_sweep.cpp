@@ -138,6 +138,13 @@ TEST(Sweep, ComparisonsPairDocumentsWhenBothHaveSamples) {
   EXPECT_EQ(c[1]["docs"], 8);
   EXPECT_NEAR(c[1]["delta_acc"].get<double>(), 0.25, 1e-12);
   EXPECT_NEAR(c[1]["stderr"].get<double>(), std::sqrt(0.125) / 2, 1e-12);
+  // Per task, the same differences: each +0.25 with stderr sqrt(0.0625); none for the unpaired row.
+  ASSERT_TRUE(c[1].contains("tasks")) << c[1].dump();
+  for (const char* t : {"A", "B"}) {
+    EXPECT_NEAR(c[1]["tasks"][t]["delta"].get<double>(), 0.25, 1e-12) << t;
+    EXPECT_NEAR(c[1]["tasks"][t]["stderr"].get<double>(), 0.25, 1e-12) << t;
+  }
+  EXPECT_FALSE(c[0].contains("tasks"));
   {
     // WikiText-2 within 2%: the first clause (within 5% of the baseline's decode) holds, even slower.
     oj q = points;
@@ -432,6 +439,7 @@ TEST(Sweep, KilledAndResumedGivesTheSameReport) {
     EXPECT_EQ(c["docs"].get<int>(), 6) << c.dump();
   }
   EXPECT_NE(read_text_file(a + "/report.md").find("(paired, 6 docs)"), std::string::npos);
+  EXPECT_NE(read_text_file(a + "/report.md").find("## Per task (paired"), std::string::npos);
 
   // A fresh clone has no eval-samples.jsonl (kept out of git); the committed eval-docs.json keep the
   // comparisons paired, with the same numbers.
