@@ -110,6 +110,7 @@ std::unique_ptr<UniformModel> uniform_model(const ModelConfig& m, int bits, int 
     w.layers.push_back(std::move(L));
   }
   um->eng = std::make_unique<RuntimeEngine>(m, w, threads);
+  hold_weights_once(*um->eng, w);  // as a loaded model holds them: each matrix once, in the engine's buffer
   return um;
 }
 

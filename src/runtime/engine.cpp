@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <malloc.h>
 #include <string>
 
@@ -91,7 +92,7 @@ RuntimeEngine::RuntimeEngine(const ModelConfig& c, const LlamaWeights& w, int th
   PlanOptions po;
   po.lm_head_bits = w.lm_head->bits();  // dense_bytes 4: the engine holds dense weights in fp32
   plan_ = std::make_unique<ForwardPlan>(forward_plan(weights_arch(c, w, packed_group_size(w)), po));
-  std::vector<TileJob> jobs;
+  std::vector<CopyJob> jobs;
   for (size_t l = 0; l < layers_.size(); ++l) {
     Layer& R = layers_[l];
     const LayerPlan& P = plan_->layers[l];
@@ -108,7 +109,7 @@ RuntimeEngine::RuntimeEngine(const ModelConfig& c, const LlamaWeights& w, int th
     // Row-tiled copies of the 2/3-bit (and, on AVX-512 VNNI, 4-bit) matrices the forward runs (every
     // product reads them: faster GEMVs, 2/3 bits 1.1-1.9x by bench_qgemm M = 1, 4-bit decode 1.15-1.7x;
     // prefill at about the canonical layout's speed). RuntimeLlama then frees the canonical matrices
-    // (take_tiled_linears), so each is held once.
+    // (take_copied_linears), so each is held once.
     const LayerWeights& W = w.layers[l];
     if (R.fused_qkv) {
       add_tiled(jobs, &R.qkv, {W.q.get(), W.k.get(), W.v.get()});
@@ -127,19 +128,30 @@ RuntimeEngine::RuntimeEngine(const ModelConfig& c, const LlamaWeights& w, int th
     add_tiled(jobs, &R.down, {W.down.get()});
   }
   add_tiled(jobs, lm_head_.get(), {w.lm_head.get()});
-  make_tiled(jobs);
-  // The packed matrices read in their own layout (8-bit ones, the 8-bit lm_head: a third of a 4-bit
-  // SmolLM2 decode's bytes) were loaded into allocations of their own: their whole 2 MiB pages are
-  // collapsed to huge pages where Linux can (the tiled copies were allocated on them).
-  // (The per-linear Lins hold every such matrix; a stacked Lin's parts are views of the same memory.)
-  auto collapse = [this](const Lin& L) {
-    if (L.quant && L.tiled.empty())
-      huge_bytes_ += static_cast<int64_t>(kernels::collapse_to_huge_pages(L.q.codes, L.q.layout().code_bytes));
-  };
+  // The packed matrices read in their own layout (8-bit ones, the 8-bit lm_head: 28 of the 90 MB a
+  // 4-bit SmolLM2 token reads) are copied into the same buffer: loaded into allocations of their own,
+  // most smaller than 2 MiB, they could not be on huge pages (collapsing the whole 2 MiB pages inside
+  // each put 25 of a uniform 8-bit SmolLM2's 143 MB there; its decode ran 1.15-1.3x faster with all).
+  for (size_t l = 0; l < layers_.size(); ++l) {
+    Layer& R = layers_[l];
+    const LayerWeights& W = w.layers[l];
+    const std::shared_ptr<Linear>* from[] = {&W.q, &W.k, &W.v, &W.o, &W.gate, &W.up, &W.down};
+    Lin* to[] = {&R.q, &R.k, &R.v, &R.o, &R.gate, &R.up, &R.down};
+    for (int k = 0; k < 7; ++k) add_copy(jobs, to[k], from[k]->get());
+  }
+  add_copy(jobs, lm_head_.get(), w.lm_head.get());
+  make_copies(jobs);
+  // Stacked products of copied matrices read the copies (their parts were views of the weights').
+  for (Layer& R : layers_) {
+    if (R.fused_qkv && R.qkv.tiled.empty() && R.qkv.quant) R.qkv.parts = {R.q.q, R.k.q, R.v.q};
+    if (R.fused_gate_up && R.gate_up.tiled.empty() && R.gate_up.quant) R.gate_up.parts = {R.gate.q, R.up.q};
+  }
+  if (buffer_huge_) huge_bytes_ += static_cast<int64_t>(buffer_bytes_);
+  // Dense (16-bit) linears, fp32 tensors of their own: their whole 2 MiB pages collapsed where Linux can.
   for (const Layer& R : layers_)
-    for (const Lin* L : {&R.q, &R.k, &R.v, &R.o, &R.gate, &R.up, &R.down}) collapse(*L);
-  collapse(*lm_head_);
-  if (tiled_huge_) huge_bytes_ += tiled_bytes();
+    for (const Lin* L : {&R.q, &R.k, &R.v, &R.o, &R.gate, &R.up, &R.down})
+      if (!L->quant && L->N > 0)
+        huge_bytes_ += static_cast<int64_t>(kernels::collapse_to_huge_pages(L->w, sizeof(float) * L->N * L->K));
   // RoPE tables, computed as Llama::hidden_states does (float32 position * inv_freq).
   auto inv = rope_inv_freq(c);
   inv_freq_.assign(inv.data_ptr<float>(), inv.data_ptr<float>() + inv.numel());
@@ -185,8 +197,9 @@ bool RuntimeEngine::stack(std::vector<const Lin*> parts, Lin* out) {
   out->K = a.K;
   out->quant = a.quant;
   if (a.quant) {
-    // No copy: qgemm_cpu_stacked reads the parts where the weights hold them (each matrix is held
-    // once; the stacked copy made here before cost the size of q/k/v and gate/up again).
+    // No stacked copy: qgemm_cpu_stacked reads the parts where they are (each matrix is held once;
+    // a stacked copy cost the size of q/k/v and gate/up again). make_copies repoints the parts at
+    // the engine's copies.
     out->parts.clear();
     for (const Lin* p : parts) out->parts.push_back(p->q);
     out->q = kernels::QMatrixView{a.q.bits, a.q.group, static_cast<int>(N), static_cast<int>(a.K), nullptr, nullptr,
@@ -204,30 +217,75 @@ bool RuntimeEngine::stack(std::vector<const Lin*> parts, Lin* out) {
   return true;
 }
 
-void RuntimeEngine::add_tiled(std::vector<TileJob>& jobs, Lin* L, std::vector<const Linear*> from) {
+bool RuntimeEngine::tiles(const Lin& L) {
   // LLMC_TILED=0 keeps the canonical layout instead: slower 2/3/4-bit decode (an A/B switch).
   static const bool enabled = [] {
     const char* e = std::getenv("LLMC_TILED");
     return e == nullptr || std::string(e) != "0";
   }();
-  if (!enabled || !L->quant || L->N == 0 || !kernels::tiled_faster(L->q.bits)) return;
-  jobs.push_back({L, std::move(from)});
+  return enabled && L.quant && L.N > 0 && kernels::tiled_faster(L.q.bits);
 }
 
-void RuntimeEngine::make_tiled(std::vector<TileJob>& jobs) {
+void RuntimeEngine::add_tiled(std::vector<CopyJob>& jobs, Lin* L, std::vector<const Linear*> from) {
+  if (tiles(*L)) jobs.push_back({L, std::move(from), true});
+}
+
+void RuntimeEngine::add_copy(std::vector<CopyJob>& jobs, Lin* L, const Linear* from) {
+  if (L->quant && L->N > 0 && !tiles(*L)) jobs.push_back({L, {from}, false});
+}
+
+namespace {
+
+// A canonical matrix's parts in the engine's buffer: codes, scales, zeros, each 64-byte aligned.
+struct CanonicalParts {
+  size_t codes = 0, scales = 0, zeros = 0, total = 0;  // offsets from the matrix's start; its bytes
+};
+CanonicalParts canonical_parts(const kernels::QLayout& l) {
+  auto up = [](size_t b) { return (b + 63) / 64 * 64; };
+  CanonicalParts p;
+  p.scales = up(l.code_bytes);
+  p.zeros = p.scales + up(l.scale_bytes);
+  p.total = p.zeros + up(l.scale_bytes);
+  return p;
+}
+
+}  // namespace
+
+void RuntimeEngine::make_copies(std::vector<CopyJob>& jobs) {
   if (jobs.empty()) return;
-  std::vector<kernels::QTiledLayout> layout;
+  std::vector<kernels::QTiledLayout> layout(jobs.size());
   std::vector<size_t> offset;
   size_t total = 0;
-  for (const TileJob& j : jobs) {
-    layout.push_back(kernels::make_tiled_layout(j.L->q.bits, j.L->q.group, j.L->q.N, j.L->q.K));
+  for (size_t i = 0; i < jobs.size(); ++i) {
+    const Lin* L = jobs[i].L;
+    size_t bytes;
+    if (jobs[i].tiled) {
+      layout[i] = kernels::make_tiled_layout(L->q.bits, L->q.group, L->q.N, L->q.K);
+      bytes = layout[i].total_bytes;
+    } else {
+      bytes = canonical_parts(L->q.layout()).total;
+    }
     offset.push_back(total);
-    total += (layout.back().total_bytes + 63) / 64 * 64;
+    total += (bytes + 63) / 64 * 64;
   }
-  const std::shared_ptr<uint8_t> buf = kernels::allocate_weight_buffer(total, &tiled_huge_);
+  buffer_ = kernels::allocate_weight_buffer(total, &buffer_huge_);
+  buffer_bytes_ = total;
   for (size_t i = 0; i < jobs.size(); ++i) {
     Lin* L = jobs[i].L;
-    auto t = std::make_shared<kernels::QTiled>(kernels::QTiled::within(buf, offset[i], layout[i]));
+    if (!jobs[i].tiled) {
+      const kernels::QLayout l = L->q.layout();
+      const CanonicalParts p = canonical_parts(l);
+      uint8_t* at = buffer_.get() + offset[i];
+      std::memcpy(at + p.codes, L->q.codes, l.code_bytes);
+      std::memcpy(at + p.scales, L->q.scales, l.scale_bytes);
+      std::memcpy(at + p.zeros, L->q.zeros, l.scale_bytes);
+      L->q.codes = at + p.codes;
+      L->q.scales = reinterpret_cast<const uint16_t*>(at + p.scales);
+      L->q.zeros = reinterpret_cast<const uint16_t*>(at + p.zeros);
+      copies_.push_back({L->q, jobs[i].from.front()});
+      continue;
+    }
+    auto t = std::make_shared<kernels::QTiled>(kernels::QTiled::within(buffer_, offset[i], layout[i]));
     if (L->parts.empty()) {
       kernels::tile_into(L->q, t->data());
     } else {  // tiled from a stacked copy that lives only until the tiles are written
@@ -247,7 +305,7 @@ void RuntimeEngine::make_tiled(std::vector<TileJob>& jobs) {
   jobs.clear();
 }
 
-std::vector<std::pair<const Linear*, std::shared_ptr<Linear>>> RuntimeEngine::take_tiled_linears() {
+std::vector<std::pair<const Linear*, std::shared_ptr<Linear>>> RuntimeEngine::take_copied_linears() {
   std::vector<std::pair<const Linear*, std::shared_ptr<Linear>>> out;
   for (const TiledCopy& t : tiled_) {
     int row0 = 0;
@@ -257,12 +315,13 @@ std::vector<std::pair<const Linear*, std::shared_ptr<Linear>>> RuntimeEngine::ta
       row0 += rows;
     }
   }
-  if (out.empty()) return out;
+  for (const PackedCopy& p : copies_) out.emplace_back(p.from, std::make_shared<PackedViewLinear>(buffer_, p.view));
+  if (tiled_.empty()) return out;
   // Every matrix of a tiled width has a tiled copy (its own or its stack's), and rt::linear runs any M of a
   // Lin with one through it. The engine's views of the canonical matrices are cleared, so that a use
   // this does not cover fails loudly (qgemm_cpu rejects null codes) instead of reading freed memory.
   auto drop = [](Lin& L) {
-    if (!L.quant || !kernels::tiled_faster(L.q.bits)) return;
+    if (!tiles(L)) return;
     L.q.codes = nullptr;
     L.q.scales = nullptr;
     L.q.zeros = nullptr;
@@ -512,15 +571,18 @@ RuntimeLlama::RuntimeLlama(ModelConfig config, LlamaWeights weights, std::shared
     : Llama(std::move(config), std::move(weights), std::move(tokenizer)) {
   LLMC_CHECK(dtype() == at::kFloat, "runtime: the model must be float32");
   engine_ = std::make_unique<RuntimeEngine>(Llama::config(), Llama::weights(), threads);
-  // Each matrix the engine tiled is held once: the weights take a TiledLinear over the
-  // engine's copy, and the canonical QuantizedLinear goes (unless another model shares it).
-  const auto swaps = engine_->take_tiled_linears();
+  hold_weights_once(*engine_, Llama::weights());
+}
+
+void hold_weights_once(RuntimeEngine& engine, LlamaWeights& w) {
+  // The weights take a Linear over the engine's copy of each packed matrix, and their own
+  // QuantizedLinear goes (unless another model shares it).
+  const auto swaps = engine.take_copied_linears();
   if (swaps.empty()) return;
   auto swap = [&](std::shared_ptr<Linear>& lin) {
     for (const auto& [from, to] : swaps)
       if (lin.get() == from) lin = to;
   };
-  LlamaWeights& w = Llama::weights();
   for (LayerWeights& L : w.layers)
     for (int k = 0; k < kNumLinears; ++k) swap(layer_linear(L, k));
   swap(w.lm_head);

@@ -43,4 +43,36 @@ const kernels::QMatrix* TiledLinear::packed_matrix() const {
   return canonical_.get();
 }
 
+namespace {
+
+kernels::QMatrix owned_copy(const kernels::QMatrixView& v) {
+  kernels::QMatrix m;
+  m.layout = kernels::make_layout(v.bits, v.group, v.N, v.K);
+  m.codes.assign(v.codes, v.codes + m.layout.code_bytes);
+  m.scales.assign(v.scales, v.scales + m.layout.scale_count);
+  m.zeros.assign(v.zeros, v.zeros + m.layout.scale_count);
+  return m;
+}
+
+}  // namespace
+
+PackedViewLinear::PackedViewLinear(std::shared_ptr<const uint8_t> buffer, kernels::QMatrixView view)
+    : buffer_(std::move(buffer)), view_(view) {
+  LLMC_CHECK(buffer_ != nullptr && view.codes && view.scales && view.zeros, "PackedViewLinear: no matrix");
+  layout_ = kernels::make_layout(view.bits, view.group, view.N, view.K);
+}
+
+at::Tensor PackedViewLinear::forward(const at::Tensor& x) {
+  return packed_forward(x, layout_.K, layout_.N, "PackedViewLinear",
+                        [&](const float* xp, int M, float* yp) { kernels::qgemm_cpu(xp, M, view_, nullptr, yp); });
+}
+
+// Copied into a temporary: packed_matrix()'s copy is made only for stages that need packed codes.
+at::Tensor PackedViewLinear::dense_weight() const { return dequantize(owned_copy(view_)); }
+
+const kernels::QMatrix* PackedViewLinear::packed_matrix() const {
+  std::call_once(once_, [this] { copy_ = std::make_unique<kernels::QMatrix>(owned_copy(view_)); });
+  return copy_.get();
+}
+
 }  // namespace llmc

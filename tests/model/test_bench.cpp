@@ -110,7 +110,7 @@ TEST(Bench, RuntimeEngine) {
   EXPECT_GT(r.weight_bytes_per_token, 0);
   EXPECT_EQ(r.tiled_copy_bytes, rt->engine().tiled_bytes());
   EXPECT_EQ(r.huge_page_bytes, rt->engine().huge_page_bytes());
-  EXPECT_GE(r.huge_page_bytes, rt->engine().tiled_on_huge_pages() ? r.tiled_copy_bytes : 0);
+  EXPECT_GE(r.huge_page_bytes, rt->engine().weights_on_huge_pages() ? r.tiled_copy_bytes : 0);
   // Resident memory (Linux /proc): the process holds at least the model's fp32 embedding, and its
   // peak is at least what it holds now.
   if (std::filesystem::exists("/proc/self/status")) {

@@ -100,9 +100,13 @@ TEST(Runtime, KVCacheDecodeEqualsFullRecompute) {
   // The decode steps above ran the 2/3-bit linears (k, o, down of layer 0) from row-tiled copies
   // where the CPU has that path (and the 4-bit ones on AVX-512 VNNI).
   EXPECT_EQ(eng.tiled_bytes() > 0, kernels::tiled_faster(2));
-  // ...all of them parts of one buffer, advised for huge pages where the kernel has THP.
-  if (eng.tiled_bytes() > 0 && std::getenv("LLMC_HUGEPAGES") == nullptr)
-    EXPECT_EQ(eng.tiled_on_huge_pages(), std::ifstream("/sys/kernel/mm/transparent_hugepage/enabled").good());
+  // ...all of them parts of one buffer with copies of the other packed matrices, advised for huge
+  // pages where the kernel has THP (and then all of it counted as on huge pages).
+  if (std::getenv("LLMC_HUGEPAGES") == nullptr) {
+    const bool thp = std::ifstream("/sys/kernel/mm/transparent_hugepage/enabled").good();
+    EXPECT_EQ(eng.weights_on_huge_pages(), thp);
+    if (thp) EXPECT_GE(eng.huge_page_bytes(), eng.tiled_bytes() + 1);  // + the 8-bit copies
+  }
   // prefill() returns the last row of a cached forward.
   auto c2 = m->new_cache(1, T);
   std::vector<int64_t> ids(tokens.data_ptr<int64_t>(), tokens.data_ptr<int64_t>() + T);
@@ -113,12 +117,13 @@ TEST(Runtime, KVCacheDecodeEqualsFullRecompute) {
 // On AVX-512 CPUs the engine computes 2/3-bit products (and on AVX-512 VNNI 4-bit ones) from
 // row-tiled copies, and the runtime model's weights then hold those matrices in that layout only
 // (TiledLinear over the engine's copy): the same codes, scales and zeros as the canonical matrices,
-// which are gone.
-TEST(Runtime, TiledWidthsAreHeldOnceTiled) {
+// which are gone. The other packed matrices (8-bit; every width without AVX-512) are held as
+// PackedViewLinear over the engine's canonical copy, with the same codes, scales and zeros too.
+TEST(Runtime, PackedMatricesAreHeldOnceInTheEnginesCopies) {
   auto rt = exported_mixed(16);
   auto ref = exported_mixed(16, false);  // the same weights (same seed), canonical layout
   const LlamaWeights &w = rt->weights(), &r = ref->weights();
-  int tiled = 0, packed23 = 0, tileable = 0;
+  int tiled = 0, packed23 = 0, tileable = 0, viewed = 0;
   for (size_t l = 0; l < w.layers.size(); ++l) {
     for (int k = 0; k < kNumLinears; ++k) {
       const Linear& a = *layer_linear(w.layers[l], k);
@@ -132,6 +137,22 @@ TEST(Runtime, TiledWidthsAreHeldOnceTiled) {
       const bool tiles = kernels::tiled_faster(b.bits());
       tileable += tiles;
       EXPECT_EQ(t != nullptr, tiles);
+      const auto* v = dynamic_cast<const PackedViewLinear*>(&a);
+      EXPECT_EQ(v != nullptr, b.is_packed() && !tiles);
+      if (v != nullptr) {
+        ++viewed;
+        EXPECT_TRUE(at::equal(a.dense_weight(), b.dense_weight()));
+        EXPECT_FALSE(v->holds_copy());
+        const kernels::QMatrix* qa = a.packed_matrix();
+        ASSERT_NE(qa, nullptr);
+        EXPECT_TRUE(v->holds_copy());
+        EXPECT_EQ(qa->codes, b.packed_matrix()->codes);
+        EXPECT_EQ(qa->scales, b.packed_matrix()->scales);
+        EXPECT_EQ(qa->zeros, b.packed_matrix()->zeros);
+        at::manual_seed(static_cast<uint64_t>(10 + k));
+        const auto x = at::randn({3, a.in_features()});
+        EXPECT_LE(rel_diff(const_cast<Linear&>(a).forward(x), const_cast<Linear&>(b).forward(x)), 1e-6);
+      }
       if (t == nullptr) continue;
       ++tiled;
       EXPECT_FALSE(t->holds_canonical());
@@ -147,6 +168,7 @@ TEST(Runtime, TiledWidthsAreHeldOnceTiled) {
     }
   }
   EXPECT_GT(packed23, 0);
+  EXPECT_GE(viewed, 1);  // layer 0's 8-bit v at least
   if (!kernels::tiled_faster(2)) GTEST_SKIP() << "no AVX-512: the engine keeps the canonical layout (checked above)";
   EXPECT_EQ(tiled, tileable);
   EXPECT_GE(tileable, packed23);

@@ -25,9 +25,10 @@ namespace llmc {
 class RuntimeEngine {
  public:
   // References the weights' storage (packed matrices, fp32 tensors): `w` must outlive the engine
-  // and stay unchanged (but for the linears take_tiled_linears() hands over). q/k/v and gate/up
-  // that share bits and group run as one stacked product each (kernels::qgemm_cpu_stacked over the weights' own matrices, no copy: one kernel call
-  // instead of three/two per layer; 16-bit ones are copied into one fp32 matrix). threads: 0 =
+  // and stay unchanged (but for the linears take_copied_linears() hands over). q/k/v and gate/up
+  // that share bits and group run as one stacked product each (kernels::qgemm_cpu_stacked over the
+  // engine's copies of the parts: one kernel call instead of three/two per layer; 16-bit ones are
+  // copied into one fp32 matrix). threads: 0 =
   // at::get_num_threads().
   RuntimeEngine(const ModelConfig& c, const LlamaWeights& w, int threads = 0);
   ~RuntimeEngine();
@@ -69,32 +70,38 @@ class RuntimeEngine {
   // Bytes of the row-tiled copies (kernels/qtiled.h: 2/3-bit matrices, 4-bit on VNNI; every product of such a
   // matrix reads its copy); 0 where qgemm_cpu has no tiled path (no AVX-512) or no matrix has such a width.
   int64_t tiled_bytes() const;
-  // Whether those copies' one buffer is advised for huge pages (kernels/weight_memory.h).
-  bool tiled_on_huge_pages() const { return tiled_huge_; }
-  // Bytes of packed weights on huge pages: the tiled copies' buffer where advised, plus the whole
-  // 2 MiB pages of the other packed matrices that Linux collapsed (kernels::collapse_to_huge_pages).
+  // Whether the engine's weight buffer (the row-tiled copies and the copies of the other packed
+  // matrices) is advised for huge pages (kernels/weight_memory.h).
+  bool weights_on_huge_pages() const { return buffer_huge_; }
+  // Bytes of weights on huge pages: the engine's weight buffer where advised, plus the whole 2 MiB
+  // pages of dense (16-bit) linears that Linux collapsed (kernels::collapse_to_huge_pages).
   int64_t huge_page_bytes() const { return huge_bytes_; }
-  // For each packed linear of the weights that the engine computes from a row-tiled copy only, a
-  // TiledLinear (runtime/tiled_linear.h) over that copy: RuntimeLlama swaps them into its weights,
-  // so the canonical matrices can be freed (each such matrix is then held once, tiled). The
-  // engine never reads those linears' canonical data again (its views of them are cleared here).
-  std::vector<std::pair<const Linear*, std::shared_ptr<Linear>>> take_tiled_linears();
-
+  // For each packed linear of the weights, a Linear over the engine's copy of it: a TiledLinear
+  // (runtime/tiled_linear.h) where the engine computes from a row-tiled copy, a PackedViewLinear
+  // over its canonical copy otherwise. RuntimeLlama swaps them into its weights, so the weights'
+  // own matrices can be freed (each matrix is then held once). The engine never reads those
+  // matrices again (its views of the tiled ones' canonical data are cleared here).
+  std::vector<std::pair<const Linear*, std::shared_ptr<Linear>>> take_copied_linears();
   using Lin = rt::LinearOp;  // one linear (packed view or dense fp32)
 
  private:
   void run_linear(const Lin& L, const float* x, int64_t M, float* y);  // timed by shape and bits
   rt::OpTime* timed(const char* group);  // the profile's entry (null without a profile)
   bool stack(std::vector<const Lin*> parts, Lin* out);
-  // A row-tiled copy of L where qgemm_cpu has a faster path for it; `from`: the weights' linears
-  // L computes (several: stacked by rows). Recorded by add_tiled, written by make_tiled: all copies
-  // in one buffer on huge pages (kernels::allocate_weight_buffer).
-  struct TileJob {
+  // The engine's copies of the packed matrices, all in one buffer on huge pages
+  // (kernels::allocate_weight_buffer): a row-tiled copy of L where qgemm_cpu has a faster path for
+  // it (tiles(); `from`: the weights' linears L computes, several when stacked by rows), else a copy
+  // in the canonical layout (`from`: the one linear). Recorded by add_tiled / add_copy, written by
+  // make_copies, which points L at its copy.
+  struct CopyJob {
     Lin* L;
     std::vector<const Linear*> from;
+    bool tiled;
   };
-  void add_tiled(std::vector<TileJob>& jobs, Lin* L, std::vector<const Linear*> from);
-  void make_tiled(std::vector<TileJob>& jobs);
+  static bool tiles(const Lin& L);
+  void add_tiled(std::vector<CopyJob>& jobs, Lin* L, std::vector<const Linear*> from);
+  void add_copy(std::vector<CopyJob>& jobs, Lin* L, const Linear* from);
+  void make_copies(std::vector<CopyJob>& jobs);
   void layers(const int64_t* tokens, const int64_t* positions, int64_t B, int64_t T, const bool* key_mask,
               KVCache* cache);
   void head(int64_t rows_from, int64_t rows, float* logits);
@@ -115,9 +122,16 @@ class RuntimeEngine {
     std::shared_ptr<const kernels::QTiled> tiled;
     std::vector<const Linear*> from;  // the weights' linears it holds, stacked by rows in order
   };
-  std::vector<TiledCopy> tiled_;  // row-tiled copies (make_tiled), parts of one buffer
-  bool tiled_huge_ = false;       // whether that buffer was advised for huge pages
-  int64_t huge_bytes_ = 0;        // huge_page_bytes()
+  struct PackedCopy {
+    kernels::QMatrixView view;  // in buffer_
+    const Linear* from;         // the weights' linear it copies
+  };
+  std::shared_ptr<uint8_t> buffer_;  // the copies below (make_copies)
+  size_t buffer_bytes_ = 0;
+  std::vector<TiledCopy> tiled_;     // row-tiled copies
+  std::vector<PackedCopy> copies_;   // canonical copies of the other packed matrices
+  bool buffer_huge_ = false;         // whether buffer_ was advised for huge pages
+  int64_t huge_bytes_ = 0;           // huge_page_bytes()
   std::vector<float> cos_, sin_;  // [max_position_embeddings][head_dim/2]
   std::vector<float> inv_freq_;
   // Scratch, grown on demand.
@@ -144,6 +158,10 @@ class RuntimeLlama : public Llama {
  private:
   std::unique_ptr<RuntimeEngine> engine_;
 };
+
+// Swaps the packed linears of `w` (the weights `engine` was built over) for the engine's copies
+// (RuntimeEngine::take_copied_linears), so that each matrix is held once.
+void hold_weights_once(RuntimeEngine& engine, LlamaWeights& w);
 
 // A RuntimeLlama over a float32 Llama's weights (shared, not copied) and tokenizer: `model` must
 // outlive the result.

@@ -1,5 +1,8 @@
 #pragma once
-// A packed 2/3-bit (4-bit on AVX-512 VNNI) linear held in the runtime's row-tiled layout alone
+// Linears over the runtime engine's copies of packed matrices (RuntimeEngine::take_copied_linears):
+// TiledLinear (below) and PackedViewLinear (at the end).
+//
+// TiledLinear: a packed 2/3-bit (4-bit on AVX-512 VNNI) linear held in the runtime's row-tiled layout alone
 // (kernels/qtiled.h).
 //
 // Why: on AVX-512 CPUs the runtime engine computes 2/3-bit products from a row-tiled copy (decode
@@ -39,6 +42,33 @@ class TiledLinear final : public Linear {
   kernels::QLayout layout_;  // the canonical layout of rows [row0, row0 + N)
   mutable std::once_flag once_;
   mutable std::unique_ptr<kernels::QMatrix> canonical_;
+};
+
+// A packed linear in the canonical layout whose codes, scales and zeros lie in a buffer it shares:
+// the runtime engine copies the matrices it reads in that layout (8-bit ones; every width where the
+// CPU has no tiled path) into its weight buffer on huge pages, and RuntimeLlama swaps this in for
+// the QuantizedLinear that held the matrix before, so each is held once. forward() runs qgemm_cpu
+// on the view; packed_matrix() copies the matrix out on first use and keeps it (for stages that
+// read packed codes: export, QA-LoRA).
+class PackedViewLinear final : public Linear {
+ public:
+  // `view` points into `buffer`, which this keeps alive.
+  PackedViewLinear(std::shared_ptr<const uint8_t> buffer, kernels::QMatrixView view);
+  at::Tensor forward(const at::Tensor& x) override;  // x: (..., K) float32 or bfloat16
+  int64_t in_features() const override { return layout_.K; }
+  int64_t out_features() const override { return layout_.N; }
+  at::Tensor dense_weight() const override;
+  const kernels::QMatrix* packed_matrix() const override;
+  const kernels::QLayout* packed_layout() const override { return &layout_; }
+  // Whether packed_matrix() has made (and now holds) its own copy.
+  bool holds_copy() const { return copy_ != nullptr; }
+
+ private:
+  std::shared_ptr<const uint8_t> buffer_;
+  kernels::QMatrixView view_;
+  kernels::QLayout layout_;
+  mutable std::once_flag once_;
+  mutable std::unique_ptr<kernels::QMatrix> copy_;
 };
 
 }  // namespace llmc

@@ -1,4 +1,4 @@
-// Memory for weights the kernels stream on every token (the runtime's row-tiled copies).
+// Memory for weights the kernels stream on every token (the runtime engine's copies of the packed matrices).
 //
 // A decode reads every weight byte once per token, so with 4 KiB pages each 4 KiB of weights costs a
 // TLB miss and a page walk: on a 2-vCPU Xeon VM (THP in madvise mode, Debian's default) SmolLM2's
