@@ -112,6 +112,11 @@ ojson run_multiple_choice(CausalLM& model, const Prepared& p, const EvalOptions&
     r["categories"] = categories;
     r["subjects"] = subjects;
   }
+  {
+    std::vector<int> gold, pred;
+    for (size_t i = 0; i < scores.size(); ++i) gold.push_back(lt.instances[i].gold), pred.push_back(scores[i].pred);
+    r["acc_chance"] = num(answer_share_chance(gold, pred));  // the answer bias's share of acc (tasks.h)
+  }
   r["num_fewshot"] = lt.num_fewshot;
   r["batch_size"] = lo.batch_size;
   r["data"] = lt.test_path;
@@ -324,18 +329,21 @@ std::string eval_table(const std::string& result_json) {
     if (!r.contains("acc")) continue;
     if (!mc_header) {
       if (!s.empty()) s += "\n";
-      s += "| task | n | shots | acc ± stderr | acc_norm ± stderr | req/s |\n";
-      s += "|---|---:|---:|---|---|---:|\n";
+      s += "| task | n | shots | acc ± stderr | acc_norm ± stderr | answer-share chance | req/s |\n";
+      s += "|---|---:|---:|---|---|---:|---:|\n";
       mc_header = true;
     }
     std::string name = task;
     if (r.contains("categories")) name += " (micro avg)";
-    s += fmt::format("| {} | {} | {} | {} | {} | {:.1f} |\n", name, r["n"].get<int64_t>(),
+    const ojson chance = r.value("acc_chance", ojson(nullptr));
+    s += fmt::format("| {} | {} | {} | {} | {} | {} | {:.1f} |\n", name, r["n"].get<int64_t>(),
                      r["num_fewshot"].get<int>(), fmt_metric(r["acc"], r["acc_stderr"]),
-                     fmt_metric(r["acc_norm"], r["acc_norm_stderr"]), r["requests_per_second"].get<double>());
+                     fmt_metric(r["acc_norm"], r["acc_norm_stderr"]),
+                     chance.is_null() ? "—" : fmt::format("{:.4f}", chance.get<double>()),
+                     r["requests_per_second"].get<double>());
     if (r.contains("categories"))
       for (auto& [cat, c] : r["categories"].items())
-        s += fmt::format("| - {} | {} | | {} | {} | |\n", cat, c["n"].get<int64_t>(), fmt_metric(c["acc"], c["acc_stderr"]),
+        s += fmt::format("| - {} | {} | | {} | {} | | |\n", cat, c["n"].get<int64_t>(), fmt_metric(c["acc"], c["acc_stderr"]),
                          fmt_metric(c["acc_norm"], c["acc_norm_stderr"]));
   }
   if (mc_header && j["average"].contains("acc")) {
@@ -343,7 +351,7 @@ std::string eval_table(const std::string& result_json) {
     std::string norm = a["acc_norm"].is_null()
                            ? "—"
                            : fmt::format("{:.4f} ({} tasks)", a["acc_norm"].get<double>(), a["acc_norm_tasks"].size());
-    s += fmt::format("| average ({} tasks, unweighted) | | | {} | {} | |\n", a["tasks"].size(),
+    s += fmt::format("| average ({} tasks, unweighted) | | | {} | {} | | |\n", a["tasks"].size(),
                      a["acc"].is_null() ? "—" : fmt::format("{:.4f}", a["acc"].get<double>()), norm);
   }
   return s;

@@ -586,3 +586,17 @@ TEST(TaskMetrics, StderrAsLmEval) {
   EXPECT_NEAR(g.acc_stderr, std::sqrt((0.9 + 34.8) / 38.0 / 40.0), 1e-15);
   EXPECT_FALSE(g.has_acc_norm);
 }
+
+// The answer-share chance, worked by hand: gold shares 3/5 for index 1, 2/5 for 0.
+TEST(TaskMetrics, AnswerShareChance) {
+  const std::vector<int> gold = {1, 1, 1, 0, 0};
+  // Always "0" (a model that answers no to everything): 1 x 2/5.
+  EXPECT_DOUBLE_EQ(answer_share_chance(gold, {0, 0, 0, 0, 0}), 0.4);
+  // Index 1 for 2 of 5 documents, whichever: 2/5 x 3/5 + 3/5 x 2/5 = 12/25, whatever the documents.
+  EXPECT_DOUBLE_EQ(answer_share_chance(gold, {1, 1, 0, 0, 0}), 0.48);
+  EXPECT_DOUBLE_EQ(answer_share_chance(gold, {0, 0, 0, 1, 1}), 0.48);
+  // An index no gold has adds nothing; no answer (-1) counts as no index.
+  EXPECT_DOUBLE_EQ(answer_share_chance(gold, {2, 2, -1, 1, 1}), 2.0 / 5 * 3.0 / 5);
+  EXPECT_TRUE(std::isnan(answer_share_chance({}, {})));
+  EXPECT_THROW(answer_share_chance(gold, {0}), std::exception);
+}

@@ -387,12 +387,17 @@ TEST(EvalCli, TableAndJson) {
   const std::string out = d.path + "/r.json";
   CliRun r = run_cli_1t("eval --model " + stories_dir() + " --tasks arc_easy,piqa --limit 8 --dtype bfloat16 --output " + out);
   ASSERT_EQ(r.code, 0) << r.out;
-  EXPECT_NE(r.out.find("| task | n | shots | acc ± stderr | acc_norm ± stderr | req/s |"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("| task | n | shots | acc ± stderr | acc_norm ± stderr | answer-share chance | req/s |"),
+            std::string::npos)
+      << r.out;
   EXPECT_NE(r.out.find("| piqa | 8 | 0 | "), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("| average (2 tasks, unweighted) |"), std::string::npos) << r.out;
   auto j = nlohmann::json::parse(read_text_file(out));
-  for (const char* k : {"acc", "acc_stderr", "acc_norm", "acc_norm_stderr", "n"})
+  for (const char* k : {"acc", "acc_stderr", "acc_norm", "acc_norm_stderr", "acc_chance", "n"})
     EXPECT_TRUE(j["results"]["arc_easy"].contains(k)) << k;
+  const double chance = j["results"]["piqa"]["acc_chance"].get<double>();  // 2 choices: within [0, 1]
+  EXPECT_GE(chance, 0.0);
+  EXPECT_LE(chance, 1.0);
   EXPECT_EQ(j["results"]["piqa"]["n"], 8);
   EXPECT_EQ(j["model"], stories_dir());
   EXPECT_TRUE(j["average"].contains("acc"));

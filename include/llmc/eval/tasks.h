@@ -153,6 +153,12 @@ int np_argmax(const std::vector<double>& v);
 DocScore score_doc(const McInstance& inst, const std::vector<double>& ll);
 // Mean and the sample standard error of the mean (ddof = 1) over documents.
 McMetrics aggregate(const std::vector<DocScore>& docs, bool has_acc_norm);
+// What a guess blind to the documents would score in expectation if it answered choice index k as
+// often as the model did: sum over k of (share of docs the model answered k) x (share whose gold is
+// k); NaN without documents. Not an lm-eval metric: a task whose acc sits near it measures the
+// model's answer bias rather than its reading (BoolQ on SmolLM2-135M:
+// docs/results/smollm2-135m-xeon-head/README.md). pred[i] < 0 (no answer) counts as no index.
+double answer_share_chance(const std::vector<int>& gold, const std::vector<int>& pred);
 // sqrt(var(xs, ddof=1) / n); NaN when n < 2.
 double mean_stderr(const std::vector<double>& xs);
 // lm-eval pooled_sample_stderr: the stderr of a size-weighted group mean.

@@ -4,6 +4,7 @@
 //   api/metrics.py mean_stderr (sample_stddev, ddof=1) and pooled_sample_stderr
 #include <algorithm>
 #include <cmath>
+#include <map>
 #include <limits>
 #include <unordered_map>
 
@@ -117,6 +118,20 @@ McMetrics aggregate(const std::vector<DocScore>& docs, bool has_acc_norm) {
   m.acc_norm = has_acc_norm ? mean(b) : std::numeric_limits<double>::quiet_NaN();
   m.acc_norm_stderr = has_acc_norm ? mean_stderr(b) : std::numeric_limits<double>::quiet_NaN();
   return m;
+}
+
+double answer_share_chance(const std::vector<int>& gold, const std::vector<int>& pred) {
+  LLMC_CHECK(gold.size() == pred.size(), "answer_share_chance: {} golds, {} predictions", gold.size(), pred.size());
+  if (gold.empty()) return std::numeric_limits<double>::quiet_NaN();
+  std::map<int, double> g, p;  // choice index -> documents
+  for (size_t i = 0; i < gold.size(); ++i) {
+    g[gold[i]] += 1;
+    if (pred[i] >= 0) p[pred[i]] += 1;
+  }
+  double c = 0;
+  for (const auto& [k, n] : p) c += n * (g.count(k) ? g[k] : 0.0);
+  const double docs = static_cast<double>(gold.size());
+  return c / (docs * docs);
 }
 
 double pooled_sample_stderr(const std::vector<double>& stderrs, const std::vector<int64_t>& sizes) {
