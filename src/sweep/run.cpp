@@ -506,6 +506,20 @@ std::vector<double> targets(const SweepConfig& c, const SweepOptions& o, Manifes
 
 }  // namespace
 
+std::vector<std::string> targets_just_below(const std::vector<double>& targets,
+                                            const std::vector<std::pair<std::string, double>>& baselines) {
+  std::vector<std::string> out;
+  for (double t : targets)
+    for (const auto& [name, ms] : baselines)
+      if (t < ms && t >= ms * (1 - 1e-3)) {
+        out.push_back(fmt::format("target {} ms is just below {}'s LUT decode time {:.6f} ms: the search cannot "
+                                  "return that architecture; give the target as {:.6f} to compare at it",
+                                  t, name, ms, ms));
+        break;
+      }
+  return out;
+}
+
 void set_stage_environment() { ::setenv("OMP_WAIT_POLICY", "PASSIVE", /*overwrite=*/0); }
 
 int run_sweep(const SweepConfig& c, const SweepOptions& o) {
@@ -534,6 +548,20 @@ int run_sweep(const SweepConfig& c, const SweepOptions& o) {
   for (const Point& p : baseline_points(c)) r.export_bench_eval(p);
   const std::vector<double> t = targets(c, o, m);
   std::vector<Point> points = search_points(c, t);
+  if (!o.dry_run) {
+    std::vector<double> ts;
+    for (const Point& p : points)
+      if (std::find(ts.begin(), ts.end(), p.target_ms) == ts.end()) ts.push_back(p.target_ms);  // one per target
+    std::vector<std::pair<std::string, double>> base;
+    for (const Point& p : baseline_points(c))
+      if (!p.finetune && m.done(p.name + "/bench")) {
+        try {  // a check for the log only: a bench.json without a prediction skips it
+          base.emplace_back(p.name, predicted_decode_ms(o.out, p.name));
+        } catch (const std::exception&) {
+        }
+      }
+    for (const std::string& w : targets_just_below(ts, base)) spdlog::warn("sweep: {}", w);
+  }
   if (!o.points.empty() && !t.empty()) {
     for (const std::string& name : o.points)
       if (std::none_of(points.begin(), points.end(), [&](const Point& p) { return p.name == name; })) {

@@ -863,3 +863,15 @@ TEST(Sweep, PointsFilterAndRestartSearches) {
   EXPECT_FALSE(fs::exists(out + "/stale/2/points/uniform-rtn-b8"));
   EXPECT_EQ(json::parse(read_text_file(out + "/manifest.json"))["done"]["uniform-rtn-b8/export"], baseline_entry);
 }
+
+// A target a rounding below a uniform baseline's LUT time is named (the Xeon study's 6.478 against
+// uniform 8-bit's 6.478236); one well below, at or above it is not.
+TEST(Sweep, TargetsJustBelowABaselineAreNamed) {
+  const std::vector<std::pair<std::string, double>> base = {{"uniform-rtn-b8", 6.478236}, {"uniform-rtn-b4", 3.479478}};
+  const auto w = targets_just_below({6.478, 3.479, 5.0, 6.478236, 6.5, 3.4}, base);
+  ASSERT_EQ(w.size(), 2u);
+  EXPECT_NE(w[0].find("uniform-rtn-b8"), std::string::npos) << w[0];
+  EXPECT_NE(w[0].find("6.478236"), std::string::npos) << w[0];
+  EXPECT_NE(w[1].find("uniform-rtn-b4"), std::string::npos) << w[1];
+  EXPECT_TRUE(targets_just_below({6.47}, base).empty());  // 0.13% below: a target of its own
+}
