@@ -11,14 +11,28 @@
 
 namespace llmc {
 
-TiledLinear::TiledLinear(std::shared_ptr<const kernels::QTiled> tiled, int row0, int rows)
-    : tiled_(std::move(tiled)), row0_(row0) {
-  LLMC_CHECK(tiled_ != nullptr, "TiledLinear: no tiled matrix");
-  const kernels::QTiledLayout& l = tiled_->layout();
+// Through a temporary: the kept canonical matrix is made only for stages that need packed codes.
+at::Tensor EngineCopyLinear::dense_weight() const { return dequantize(make_canonical()); }
+
+const kernels::QMatrix* EngineCopyLinear::packed_matrix() const {
+  std::call_once(once_, [this] { canonical_ = std::make_unique<kernels::QMatrix>(make_canonical()); });
+  return canonical_.get();
+}
+
+namespace {
+
+kernels::QLayout tiled_rows_layout(const kernels::QTiled* tiled, int row0, int rows) {
+  LLMC_CHECK(tiled != nullptr, "TiledLinear: no tiled matrix");
+  const kernels::QTiledLayout& l = tiled->layout();
   LLMC_CHECK(row0 >= 0 && rows >= 1 && row0 + rows <= l.N, "TiledLinear: rows [{}, {}) outside [0, {})", row0,
              row0 + rows, l.N);
-  layout_ = kernels::make_layout(l.bits, l.group, rows, l.K);
+  return kernels::make_layout(l.bits, l.group, rows, l.K);
 }
+
+}  // namespace
+
+TiledLinear::TiledLinear(std::shared_ptr<const kernels::QTiled> tiled, int row0, int rows)
+    : EngineCopyLinear(tiled_rows_layout(tiled.get(), row0, rows)), tiled_(std::move(tiled)), row0_(row0) {}
 
 at::Tensor TiledLinear::forward(const at::Tensor& x) {
   const kernels::QTiledView t = tiled_->view();
@@ -33,46 +47,32 @@ at::Tensor TiledLinear::forward(const at::Tensor& x) {
   });
 }
 
-// Untiled into a temporary: packed_matrix()'s copy is made only for stages that need packed codes.
-at::Tensor TiledLinear::dense_weight() const { return dequantize(kernels::untile(tiled_->view(), row0_, layout_.N)); }
-
-const kernels::QMatrix* TiledLinear::packed_matrix() const {
-  std::call_once(once_, [this] {
-    canonical_ = std::make_unique<kernels::QMatrix>(kernels::untile(tiled_->view(), row0_, layout_.N));
-  });
-  return canonical_.get();
-}
+kernels::QMatrix TiledLinear::make_canonical() const { return kernels::untile(tiled_->view(), row0_, layout_.N); }
 
 namespace {
 
-kernels::QMatrix owned_copy(const kernels::QMatrixView& v) {
-  kernels::QMatrix m;
-  m.layout = kernels::make_layout(v.bits, v.group, v.N, v.K);
-  m.codes.assign(v.codes, v.codes + m.layout.code_bytes);
-  m.scales.assign(v.scales, v.scales + m.layout.scale_count);
-  m.zeros.assign(v.zeros, v.zeros + m.layout.scale_count);
-  return m;
+kernels::QLayout view_layout(const uint8_t* buffer, const kernels::QMatrixView& v) {
+  LLMC_CHECK(buffer != nullptr && v.codes && v.scales && v.zeros, "PackedViewLinear: no matrix");
+  return kernels::make_layout(v.bits, v.group, v.N, v.K);
 }
 
 }  // namespace
 
 PackedViewLinear::PackedViewLinear(std::shared_ptr<const uint8_t> buffer, kernels::QMatrixView view)
-    : buffer_(std::move(buffer)), view_(view) {
-  LLMC_CHECK(buffer_ != nullptr && view.codes && view.scales && view.zeros, "PackedViewLinear: no matrix");
-  layout_ = kernels::make_layout(view.bits, view.group, view.N, view.K);
-}
+    : EngineCopyLinear(view_layout(buffer.get(), view)), buffer_(std::move(buffer)), view_(view) {}
 
 at::Tensor PackedViewLinear::forward(const at::Tensor& x) {
   return packed_forward(x, layout_.K, layout_.N, "PackedViewLinear",
                         [&](const float* xp, int M, float* yp) { kernels::qgemm_cpu(xp, M, view_, nullptr, yp); });
 }
 
-// Copied into a temporary: packed_matrix()'s copy is made only for stages that need packed codes.
-at::Tensor PackedViewLinear::dense_weight() const { return dequantize(owned_copy(view_)); }
-
-const kernels::QMatrix* PackedViewLinear::packed_matrix() const {
-  std::call_once(once_, [this] { copy_ = std::make_unique<kernels::QMatrix>(owned_copy(view_)); });
-  return copy_.get();
+kernels::QMatrix PackedViewLinear::make_canonical() const {
+  kernels::QMatrix m;
+  m.layout = layout_;
+  m.codes.assign(view_.codes, view_.codes + layout_.code_bytes);
+  m.scales.assign(view_.scales, view_.scales + layout_.scale_count);
+  m.zeros.assign(view_.zeros, view_.zeros + layout_.scale_count);
+  return m;
 }
 
 }  // namespace llmc

@@ -142,10 +142,10 @@ TEST(Runtime, PackedMatricesAreHeldOnceInTheEnginesCopies) {
       if (v != nullptr) {
         ++viewed;
         EXPECT_TRUE(at::equal(a.dense_weight(), b.dense_weight()));
-        EXPECT_FALSE(v->holds_copy());
+        EXPECT_FALSE(v->holds_canonical());
         const kernels::QMatrix* qa = a.packed_matrix();
         ASSERT_NE(qa, nullptr);
-        EXPECT_TRUE(v->holds_copy());
+        EXPECT_TRUE(v->holds_canonical());
         EXPECT_EQ(qa->codes, b.packed_matrix()->codes);
         EXPECT_EQ(qa->scales, b.packed_matrix()->scales);
         EXPECT_EQ(qa->zeros, b.packed_matrix()->zeros);
