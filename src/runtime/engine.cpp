@@ -131,7 +131,7 @@ RuntimeEngine::RuntimeEngine(const ModelConfig& c, const LlamaWeights& w, int th
   // The packed matrices read in their own layout (8-bit ones, the 8-bit lm_head: 28 of the 90 MB a
   // 4-bit SmolLM2 token reads) are copied into the same buffer: loaded into allocations of their own,
   // most smaller than 2 MiB, they could not be on huge pages (collapsing the whole 2 MiB pages inside
-  // each put 25 of a uniform 8-bit SmolLM2's 143 MB there; its decode ran 1.15-1.3x faster with all).
+  // each put 25 of a uniform 8-bit SmolLM2's 143 MB there; its decode ran 1.1-1.2x faster with all).
   for (size_t l = 0; l < layers_.size(); ++l) {
     Layer& R = layers_[l];
     const LayerWeights& W = w.layers[l];
