@@ -263,8 +263,13 @@ std::string markdown(const json& rep) {
                               rep["date"].get<std::string>());
   if (rep.contains("rebench")) {
     const json& r = rep["rebench"];
-    s += fmt::format("Decode times: the median of {} rounds of `sweep --rebench`, each round with a fresh latency table.",
-                     r.value("rounds", 0));
+    // Fresh tables per round only where the study measured its own (a config's `lut` is used as is).
+    const std::vector<std::string> luts = r.value("luts", std::vector<std::string>{});
+    const bool fresh = std::any_of(luts.begin(), luts.end(),
+                                   [](const std::string& l) { return l.find("lut-rebench-r") != std::string::npos; });
+    s += fmt::format("Decode times: the median of {} rounds of `sweep --rebench`, {}.", r.value("rounds", 0),
+                     fresh ? "each round with a fresh latency table"
+                           : "each round predicted from the study's latency table (the config's `lut`)");
     const std::vector<std::string> t = r.value("timing_exports", std::vector<std::string>{});
     if (!t.empty())
       s += fmt::format(" Timed on a timing export (the point's architecture and packed format, RTN weights without"

@@ -512,6 +512,21 @@ TEST(Sweep, SameArchitectureSharesResults) {
   EXPECT_TRUE(file_exists(a + "/bench-r1.json"));
   EXPECT_FALSE(file_exists(b + "/bench-r1.json"));
   EXPECT_EQ(read_text_file(b + "/bench.json"), read_text_file(a + "/bench.json"));
+  // The study measured its own table, so each round measured a fresh one; a study whose rounds all
+  // read one given table says so instead.
+  EXPECT_NE(read_text_file(out + "/report.md").find("each round with a fresh latency table"), std::string::npos);
+  {
+    const std::string manifest = read_text_file(out + "/manifest.json");
+    json mj = json::parse(manifest);
+    mj["rebench"]["luts"] = {out + "/lut.json"};
+    write_file_atomic(out + "/manifest.json", mj.dump(1));
+    ASSERT_EQ(run_process({LLMC_CLI, "sweep", "--config", cfg, "--out", out, "--report-only"}, s.dir + "/report.log")
+                  .exit_code,
+              0)
+        << read_text_file(s.dir + "/report.log");
+    EXPECT_NE(read_text_file(out + "/report.md").find("predicted from the study's latency table"), std::string::npos);
+    write_file_atomic(out + "/manifest.json", manifest);
+  }
   // --versus times the pairs in turn; ratios an earlier --versus left for a pair this run does not
   // time (another machine's) are removed, not mixed into the report.
   write_file_atomic(a + "/versus-uniform-gptq-b4.json", R"({"decode_ratio": 0.5, "decode_ratios": [0.5, 0.5]})");
