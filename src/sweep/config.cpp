@@ -127,7 +127,7 @@ SweepConfig parse_sweep_config(const std::string& text, const std::string& where
   if (j.contains("targets")) {
     const json& t = j["targets"];
     const std::string w = where + ".targets";
-    only_keys(t, w, {"count", "ms", "extra_ms"});
+    only_keys(t, w, {"count", "ms", "extra_ms", "at_uniform"});
     auto times = [&](const char* key, std::vector<double>& out) {
       if (!t.contains(key)) return;
       if (!t[key].is_array() || t[key].empty()) fail("{}.{}: expected a non-empty array of milliseconds", w, key);
@@ -138,10 +138,22 @@ SweepConfig parse_sweep_config(const std::string& text, const std::string& where
     };
     times("ms", c.targets_ms);
     times("extra_ms", c.extra_targets_ms);
+    if (t.contains("at_uniform")) {
+      if (!t["at_uniform"].is_array() || t["at_uniform"].empty())
+        fail("{}.at_uniform: expected a non-empty array of bit widths", w);
+      for (const auto& v : t["at_uniform"]) {
+        const int bits = v.is_number_integer() ? v.get<int>() : 0;
+        if (std::none_of(c.baselines.begin(), c.baselines.end(), [&](const auto& b) { return b.second == bits; }))
+          fail("{}.at_uniform: {} is not the bits of a uniform baseline (\"baselines\")", w, v.dump());
+        c.target_uniform_bits.push_back(bits);
+      }
+    }
     c.target_count = get<int>(t, "count", c.target_count, w);
-    if (c.target_count < 1) fail("{}.count: {} (expected >= 1)", w, c.target_count);
+    if (c.target_count < 0 ||
+        (c.target_count == 0 && c.extra_targets_ms.empty() && c.target_uniform_bits.empty()))
+      fail("{}.count: {} (expected >= 1, or 0 with extra_ms or at_uniform)", w, c.target_count);
   }
-  if (!c.modes.empty() && c.targets_ms.empty()) {
+  if (!c.modes.empty() && c.targets_ms.empty() && c.target_count > 0) {
     auto has = [&](int bits) {
       for (const auto& [q, b] : c.baselines)
         if (b == bits) return true;
@@ -200,7 +212,7 @@ std::string sweep_study_json(const std::string& canonical) {
     json j = json::parse(canonical);
     // Which points a study lists (points are named by method and bits, or by mode and target) does
     // not change what a listed point is: a running study takes added or dropped ones.
-    if (j.contains("targets")) j["targets"].erase("extra_ms");
+    if (j.contains("targets")) j["targets"].erase("extra_ms"), j["targets"].erase("at_uniform");
     j.erase("finetuned_baselines");
     j.erase("baselines");
     j.erase("modes");
@@ -241,6 +253,7 @@ std::string SweepConfig::canonical_json() const {
   j["targets"] = {{"ms", targets_ms}, {"count", target_count}};
   // Only when given, so a study started before the key existed keeps its fingerprint.
   if (!extra_targets_ms.empty()) j["targets"]["extra_ms"] = extra_targets_ms;
+  if (!target_uniform_bits.empty()) j["targets"]["at_uniform"] = target_uniform_bits;
   if (!finetuned_baselines.empty()) {
     json f = json::array();
     for (const auto& [q, bits] : finetuned_baselines) f.push_back({q, bits});

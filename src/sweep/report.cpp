@@ -441,10 +441,9 @@ void write_sweep_report(const SweepConfig& c, const SweepOptions& o) {
   rep["config"] = json::parse(c.canonical_json());
   rep["config"].erase("search");
   rep["config"]["search"] = c.search_config;
-  std::vector<double> targets = c.targets_ms;
   const std::string manifest = path_join(o.out, "manifest.json");
   const json m = file_exists(manifest) ? read_json_file<json>(manifest) : json::object();
-  if (targets.empty() && m.contains("targets_ms")) targets = m["targets_ms"].get<std::vector<double>>();
+  const std::vector<double> targets = study_targets(c, m);
   rep["points"] = json::array();
   std::vector<PlotPoint> plot;
   rep["unreachable"] = json::array();  // search points whose target the mode cannot reach

@@ -82,6 +82,17 @@ std::vector<Point> study_points(const SweepConfig& c, const std::vector<double>&
   return out;
 }
 
+std::vector<double> study_targets(const SweepConfig& c, const json& manifest) {
+  std::vector<double> t = c.targets_ms;
+  if (t.empty() && c.target_count > 0 && manifest.contains("targets_ms"))
+    t = manifest["targets_ms"].get<std::vector<double>>();
+  if (manifest.contains("uniform_targets_ms"))
+    for (int bits : c.target_uniform_bits)
+      if (const std::string k = std::to_string(bits); manifest["uniform_targets_ms"].contains(k))
+        t.push_back(manifest["uniform_targets_ms"][k].get<double>());
+  return t;
+}
+
 double bench_predicted_decode_ms(const json& b) {
   return b.contains("predicted") && b["predicted"].is_object() && b["predicted"].contains("decode_ms")
              ? b["predicted"]["decode_ms"].value("predicted", 0.0)
@@ -254,6 +265,7 @@ class Manifest {
     save();
   }
   const json& get(const char* key) const { return j_.at(key); }
+  const json& whole() const { return j_; }
   bool has(const char* key) const { return j_.contains(key); }
   void set(const char* key, json v) {
     j_[key] = std::move(v);
@@ -481,8 +493,9 @@ double predicted_decode_ms(const std::string& out, const std::string& name) {
 // 8-bit one (LUT ms), fixed in the manifest the first time. Which width is fastest depends on the
 // machine's kernels (on AVX2, 3 bit decodes slower than 4 bit), so the range starts below the fastest
 // one rather than at a fixed width: there no uniform export exists, and only a search can get there.
-std::vector<double> targets(const SweepConfig& c, const SweepOptions& o, Manifest& m) {
+std::vector<double> spread_targets(const SweepConfig& c, const SweepOptions& o, Manifest& m) {
   if (!c.targets_ms.empty()) return c.targets_ms;
+  if (c.target_count == 0) return {};
   if (m.has("targets_ms")) return m.get("targets_ms").get<std::vector<double>>();
   if (o.dry_run) return {};
   double fastest = 0, hi = 0;
@@ -504,6 +517,29 @@ std::vector<double> targets(const SweepConfig& c, const SweepOptions& o, Manifes
   return t;
 }
 
+// The study's targets (explicit or spread) and the at_uniform ones: each the LUT-predicted decode ms
+// of a uniform baseline at those bits (the config's quant where it has one), to the last bit, fixed
+// in the manifest the first time that baseline's bench is there.
+std::vector<double> targets(const SweepConfig& c, const SweepOptions& o, Manifest& m) {
+  std::vector<double> t = spread_targets(c, o, m);
+  json fixed = m.has("uniform_targets_ms") ? m.get("uniform_targets_ms") : json::object();
+  for (int bits : c.target_uniform_bits) {
+    const std::string k = std::to_string(bits);
+    if (!fixed.contains(k)) {
+      const Point* from = nullptr;
+      const std::vector<Point> base = baseline_points(c);
+      for (const Point& p : base)
+        if (!p.finetune && p.bits == bits && (from == nullptr || p.quant == c.quant)) from = &p;
+      if (from == nullptr || !m.done(from->name + "/bench")) continue;  // not benched yet (a dry run)
+      fixed[k] = predicted_decode_ms(o.out, from->name);
+      m.set("uniform_targets_ms", fixed);
+      spdlog::info("sweep: target {:.6f} ms = {}'s LUT decode time", fixed[k].get<double>(), from->name);
+    }
+    t.push_back(fixed[k].get<double>());
+  }
+  return t;
+}
+
 }  // namespace
 
 std::vector<std::string> targets_just_below(const std::vector<double>& targets,
@@ -513,7 +549,7 @@ std::vector<std::string> targets_just_below(const std::vector<double>& targets,
     for (const auto& [name, ms] : baselines)
       if (t < ms && t >= ms * (1 - 1e-3)) {
         out.push_back(fmt::format("target {} ms is just below {}'s LUT decode time {:.6f} ms: the search cannot "
-                                  "return that architecture; give the target as {:.6f} to compare at it",
+                                  "return that architecture; give the target as {:.6f} (or targets.at_uniform) to compare at it",
                                   t, name, ms, ms));
         break;
       }
@@ -597,9 +633,7 @@ struct BenchedPoints {
   std::vector<std::pair<Point, std::string>> shared;
 };
 BenchedPoints benched_points(const SweepConfig& c, const SweepOptions& o, const Manifest& m) {
-  const std::vector<double> targets = !c.targets_ms.empty() ? c.targets_ms
-                                      : m.has("targets_ms") ? m.get("targets_ms").get<std::vector<double>>()
-                                                            : std::vector<double>{};
+  const std::vector<double> targets = study_targets(c, m.whole());
   BenchedPoints b;
   for (const Point& p : study_points(c, targets)) {
     if (!m.done(p.name + "/bench")) continue;

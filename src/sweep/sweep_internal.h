@@ -29,6 +29,10 @@ std::vector<std::string> export_args(const SweepConfig& c, const Point& p, const
 std::string arch_of(const std::string& out, const Point& p);  // uniform:B or the search's arch.json
 // The lm_head's bits of a point's export: the arch's choice (space.lm_head_bits) or export.lm_head_bits.
 int point_lm_head_bits(const SweepConfig& c, const std::string& arch);
+// The targets of a study beside the extra ones: the config's explicit ones, else the spread ones the
+// manifest fixed (`targets_ms`); plus the at_uniform ones it fixed (`uniform_targets_ms`, by bits).
+// manifest: the study's manifest.json (an empty object before the first run).
+std::vector<double> study_targets(const SweepConfig& c, const nlohmann::ordered_json& manifest);
 // A bench.json's LUT-predicted decode ms (bench --lut), 0 when it has none.
 double bench_predicted_decode_ms(const nlohmann::ordered_json& bench);
 

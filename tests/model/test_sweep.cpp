@@ -257,6 +257,17 @@ TEST(Sweep, ConfigErrorsNameTheFileAndKey) {
       << error_of(s.sweep(j));
   j["targets"]["extra_ms"] = 0.07;
   EXPECT_NE(error_of(s.sweep(j)).find("targets.extra_ms: expected a non-empty array"), std::string::npos);
+  // at_uniform names baselines' bits; count 0 needs other targets.
+  j = small_sweep();
+  j["targets"] = {{"count", 0}, {"at_uniform", {4}}};
+  EXPECT_NE(error_of(s.sweep(j)).find("targets.at_uniform: 4 is not the bits of a uniform baseline"), std::string::npos)
+      << error_of(s.sweep(j));
+  j["targets"]["at_uniform"] = {8};
+  EXPECT_EQ(error_of(s.sweep(j)), "");
+  j["targets"].erase("at_uniform");
+  EXPECT_NE(error_of(s.sweep(j)).find("targets.count: 0 (expected >= 1, or 0 with extra_ms or at_uniform)"),
+            std::string::npos)
+      << error_of(s.sweep(j));
   j = small_sweep();
   j["export"]["lm_head_bits"] = 8;  // the search config's LUT times a dense lm_head
   EXPECT_NE(error_of(s.sweep(j)).find("lm_head_bits"), std::string::npos);
@@ -889,4 +900,34 @@ TEST(Sweep, TargetsJustBelowABaselineAreNamed) {
   EXPECT_NE(w[0].find("6.478236"), std::string::npos) << w[0];
   EXPECT_NE(w[1].find("uniform-rtn-b4"), std::string::npos) << w[1];
   EXPECT_TRUE(targets_just_below({6.47}, base).empty());  // 0.13% below: a target of its own
+}
+
+// A target at exactly a uniform baseline's LUT decode time (targets.at_uniform), fixed in the
+// manifest once the baseline is benched; with "count": 0 the only target. Its search gets it to the
+// last bit (a target rounded below it could not return the baseline's architecture).
+TEST(Sweep, TargetAtAUniformBaselinesTime) {
+  if (!dir_exists(stories())) GTEST_SKIP() << "no " << stories();
+  Study s("at_uniform");
+  json j = small_sweep();
+  j["baselines"] = {{"rtn", {8}}};
+  j["targets"] = {{"count", 0}, {"at_uniform", {8}}};
+  j["eval"] = {{"tasks", "arc_easy"}, {"limit", 2}};
+  const std::string cfg = s.sweep(j), out = s.dir + "/out";
+  ASSERT_EQ(run_process({LLMC_CLI, "sweep", "--config", cfg, "--out", out}, s.dir + "/sweep.log").exit_code, 0)
+      << read_text_file(s.dir + "/sweep.log");
+  const double b8 = json::parse(read_text_file(out + "/points/uniform-rtn-b8/bench.json"))["predicted"]["decode_ms"]
+                        ["predicted"]
+                            .get<double>();
+  const json m = json::parse(read_text_file(out + "/manifest.json"));
+  ASSERT_TRUE(m.contains("uniform_targets_ms")) << m.dump(1);
+  EXPECT_EQ(m["uniform_targets_ms"]["8"].get<double>(), b8);
+  const std::string pt = out + fmt::format("/points/joint-t{:.3f}", b8);
+  EXPECT_EQ(json::parse(read_text_file(pt + "/search/summary.json"))["target_ms"].get<double>(), b8);
+  const json rep = json::parse(read_text_file(out + "/report.json"));
+  ASSERT_EQ(rep["points"].size(), 2u) << rep.dump(1);
+  EXPECT_EQ(rep["points"][1]["target_ms"].get<double>(), b8);
+  // Run again: nothing to do, the same target and points.
+  ASSERT_EQ(run_process({LLMC_CLI, "sweep", "--config", cfg, "--out", out}, s.dir + "/sweep2.log").exit_code, 0);
+  EXPECT_EQ(json::parse(read_text_file(out + "/manifest.json"))["uniform_targets_ms"], m["uniform_targets_ms"]);
+  EXPECT_EQ(json::parse(read_text_file(out + "/report.json"))["points"].size(), 2u);
 }

@@ -36,6 +36,9 @@
 //   "modes": ["joint", "sequential", "width-only", "bits-only"],
 //   "targets": {"count": 4},             // or {"ms": [4.1, 4.4, ...]}: LUT decode ms (target.tokens 1)
 //                                        // "extra_ms": [5.85]: more targets, added to either
+//                                        // "at_uniform": [4, 8]: more targets, each exactly the LUT decode
+//                                        // time of the uniform baseline at those bits (compare at its cost);
+//                                        // "count": 0 with these or extra_ms: no spread targets
 //   "bench": {"prompt_tokens": 96, "new_tokens": 64, "repeats": 3},
 //   "eval": {"tasks": "arc_easy,arc_challenge,boolq,hellaswag,piqa,winogrande", "limit": 500,
 //            "ppl": {"task": "wikitext2_gptq", "max_length": 512, "limit": 64}}   // a second eval run
@@ -69,7 +72,10 @@ struct SweepConfig {
   std::vector<std::string> modes;
   std::vector<double> targets_ms;  // explicit targets; empty: target_count spread (see above)
   std::vector<double> extra_targets_ms;  // added to the others (a running study takes new ones)
-  int target_count = 4;
+  // Added too: each the LUT-predicted decode ms of the uniform baseline at these bits, to the last
+  // bit, fixed in the manifest ("uniform_targets_ms") once that baseline is benched.
+  std::vector<int> target_uniform_bits;
+  int target_count = 4;  // 0: none spread (only ms, extra_ms, at_uniform)
   int64_t prompt_tokens = 96, new_tokens = 64;
   int bench_repeats = 3;
   std::string eval_tasks = "arc_easy,arc_challenge,boolq,hellaswag,piqa,winogrande";
