@@ -615,9 +615,13 @@ int run_sweep(const SweepConfig& c, const SweepOptions& o) {
   for (const Point& p : points)
     if (r.search(p)) r.export_bench_eval(p);
   if (o.dry_run) {
-    if (t.empty() && !c.modes.empty())
-      std::printf("(search points follow once the baselines' latencies are measured: %d targets x %zu modes)\n",
-                  c.target_count, c.modes.size());
+    // Targets placed from the baselines' measured latencies (spread, at_uniform) are not known yet.
+    size_t pending = c.targets_ms.empty() && !m.has("targets_ms") ? static_cast<size_t>(c.target_count) : 0;
+    for (int bits : c.target_uniform_bits)
+      pending += !(m.has("uniform_targets_ms") && m.get("uniform_targets_ms").contains(std::to_string(bits)));
+    if (pending > 0 && !c.modes.empty())
+      std::printf("(more search points follow once the baselines' latencies are measured: %zu targets x %zu modes)\n",
+                  pending, c.modes.size());
     return 0;
   }
   write_sweep_report(c, o);

@@ -913,6 +913,11 @@ TEST(Sweep, TargetAtAUniformBaselinesTime) {
   j["targets"] = {{"count", 0}, {"at_uniform", {8}}};
   j["eval"] = {{"tasks", "arc_easy"}, {"limit", 2}};
   const std::string cfg = s.sweep(j), out = s.dir + "/out";
+  // Before the baseline is benched a dry run can only count the target.
+  ASSERT_EQ(run_process({LLMC_CLI, "sweep", "--config", cfg, "--out", out, "--dry-run"}, s.dir + "/dry.log").exit_code, 0);
+  EXPECT_NE(read_text_file(s.dir + "/dry.log").find("follow once the baselines' latencies are measured: 1 targets x 1 modes"),
+            std::string::npos)
+      << read_text_file(s.dir + "/dry.log");
   ASSERT_EQ(run_process({LLMC_CLI, "sweep", "--config", cfg, "--out", out}, s.dir + "/sweep.log").exit_code, 0)
       << read_text_file(s.dir + "/sweep.log");
   const double b8 = json::parse(read_text_file(out + "/points/uniform-rtn-b8/bench.json"))["predicted"]["decode_ms"]
