@@ -147,11 +147,15 @@ RuntimeEngine::RuntimeEngine(const ModelConfig& c, const LlamaWeights& w, int th
     if (R.fused_gate_up && R.gate_up.tiled.empty() && R.gate_up.quant) R.gate_up.parts = {R.gate.q, R.up.q};
   }
   if (buffer_huge_) huge_bytes_ += static_cast<int64_t>(buffer_bytes_);
-  // Dense (16-bit) linears, fp32 tensors of their own: their whole 2 MiB pages collapsed where Linux can.
+  // Dense (16-bit) linears and a dense lm_head (the tied embedding), fp32 tensors of their own: their
+  // whole 2 MiB pages collapsed where Linux can.
+  auto collapse = [this](const Lin& L) {
+    if (!L.quant && L.N > 0)
+      huge_bytes_ += static_cast<int64_t>(kernels::collapse_to_huge_pages(L.w, sizeof(float) * L.N * L.K));
+  };
   for (const Layer& R : layers_)
-    for (const Lin* L : {&R.q, &R.k, &R.v, &R.o, &R.gate, &R.up, &R.down})
-      if (!L->quant && L->N > 0)
-        huge_bytes_ += static_cast<int64_t>(kernels::collapse_to_huge_pages(L->w, sizeof(float) * L->N * L->K));
+    for (const Lin* L : {&R.q, &R.k, &R.v, &R.o, &R.gate, &R.up, &R.down}) collapse(*L);
+  collapse(*lm_head_);
   // RoPE tables, computed as Llama::hidden_states does (float32 position * inv_freq).
   auto inv = rope_inv_freq(c);
   inv_freq_.assign(inv.data_ptr<float>(), inv.data_ptr<float>() + inv.numel());

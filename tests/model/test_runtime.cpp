@@ -21,6 +21,7 @@
 #include "llmc/runtime/engine.h"
 #include "llmc/runtime/tiled_linear.h"
 #include "llmc_kernels/qgemm.h"
+#include "llmc_kernels/weight_memory.h"
 #include "synthetic.h"
 
 using namespace llmc;
@@ -177,6 +178,25 @@ TEST(Runtime, PackedMatricesAreHeldOnceInTheEnginesCopies) {
   at::manual_seed(9);
   auto tokens = at::randint(0, rt->config().vocab_size, {2, 10}, at::kLong);
   EXPECT_LE(rel_diff(rt->forward(tokens), ref->forward(tokens)), 1e-4);
+}
+
+// A dense model's fp32 weights (here the tied lm_head, 6 MiB) get their whole 2 MiB pages collapsed
+// to huge pages where Linux can (MADV_COLLAPSE, 6.1+ with THP).
+TEST(Runtime, DenseWeightsAreCollapsedToHugePages) {
+  {
+    std::vector<uint8_t> probe(4 * kernels::kHugePageBytes, 1);
+    if (kernels::collapse_to_huge_pages(probe.data(), probe.size()) == 0)
+      GTEST_SKIP() << "this kernel collapses nothing (no THP, Linux < 6.1 or LLMC_HUGEPAGES=0)";
+  }
+  auto c = test::tiny_config();
+  c.vocab_size = 3 * static_cast<int64_t>(kernels::kHugePageBytes) / (4 * c.hidden_size);  // 6 MiB of fp32
+  auto m = test::random_llama(c, 13);
+  auto rt = make_runtime(*m, 1);
+  EXPECT_GE(rt->engine().huge_page_bytes(), static_cast<int64_t>(kernels::kHugePageBytes));
+  EXPECT_EQ(rt->engine().huge_page_bytes() % static_cast<int64_t>(kernels::kHugePageBytes), 0);
+  at::manual_seed(3);
+  auto tokens = at::randint(0, c.vocab_size, {1, 6}, at::kLong);
+  EXPECT_LE(rel_diff(rt->forward(tokens), m->forward(tokens)), 1e-4);  // the bytes are unchanged
 }
 
 TEST(Runtime, DenseModelAndGenerateMatchTorch) {
