@@ -99,6 +99,26 @@ QMatrix pack(int bits, int group, int N, int K, const uint8_t* codes, const uint
   return m;
 }
 
+QMatrix stacked_copy(const QMatrixView* parts, size_t n) {
+  if (parts == nullptr || n == 0) bad("stacked_copy: no parts");
+  int N = 0;
+  for (size_t i = 0; i < n; ++i) {
+    validate(parts[i], "stacked_copy");
+    if (parts[i].bits != parts[0].bits || parts[i].group != parts[0].group || parts[i].K != parts[0].K)
+      bad("stacked_copy: parts differ in bits, group or K");
+    N += parts[i].N;
+  }
+  QMatrix m;
+  m.layout = make_layout(parts[0].bits, parts[0].group, N, parts[0].K);
+  for (size_t i = 0; i < n; ++i) {  // rows are whole byte runs in each array, so stacking appends
+    const QLayout l = parts[i].layout();
+    m.codes.insert(m.codes.end(), parts[i].codes, parts[i].codes + l.code_bytes);
+    m.scales.insert(m.scales.end(), parts[i].scales, parts[i].scales + l.scale_count);
+    m.zeros.insert(m.zeros.end(), parts[i].zeros, parts[i].zeros + l.scale_count);
+  }
+  return m;
+}
+
 void unpack_codes(const QMatrixView& w, uint8_t* out) {
   validate(w, "unpack_codes");
   if (out == nullptr) bad("unpack_codes: out is null");

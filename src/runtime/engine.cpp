@@ -146,7 +146,6 @@ RuntimeEngine::RuntimeEngine(const ModelConfig& c, const LlamaWeights& w, int th
     if (R.fused_qkv && R.qkv.tiled.empty() && R.qkv.quant) R.qkv.parts = {R.q.q, R.k.q, R.v.q};
     if (R.fused_gate_up && R.gate_up.tiled.empty() && R.gate_up.quant) R.gate_up.parts = {R.gate.q, R.up.q};
   }
-  if (buffer_huge_) huge_bytes_ += static_cast<int64_t>(buffer_bytes_);
   // Dense (16-bit) linears and a dense lm_head (the tied embedding), fp32 tensors of their own: their
   // whole 2 MiB pages collapsed where Linux can.
   auto collapse = [this](const Lin& L) {
@@ -273,7 +272,7 @@ void RuntimeEngine::make_copies(std::vector<CopyJob>& jobs) {
     total += (bytes + 63) / 64 * 64;
   }
   buffer_ = kernels::allocate_weight_buffer(total, &buffer_huge_);
-  buffer_bytes_ = total;
+  if (buffer_huge_) huge_bytes_ += static_cast<int64_t>(total);
   for (size_t i = 0; i < jobs.size(); ++i) {
     Lin* L = jobs[i].L;
     if (!jobs[i].tiled) {
@@ -293,15 +292,7 @@ void RuntimeEngine::make_copies(std::vector<CopyJob>& jobs) {
     if (L->parts.empty()) {
       kernels::tile_into(L->q, t->data());
     } else {  // tiled from a stacked copy that lives only until the tiles are written
-      kernels::QMatrix m;
-      m.layout = kernels::make_layout(L->q.bits, L->q.group, L->q.N, L->q.K);
-      for (const kernels::QMatrixView& p : L->parts) {
-        const kernels::QLayout l = p.layout();
-        m.codes.insert(m.codes.end(), p.codes, p.codes + l.code_bytes);
-        m.scales.insert(m.scales.end(), p.scales, p.scales + l.scale_count);
-        m.zeros.insert(m.zeros.end(), p.zeros, p.zeros + l.scale_count);
-      }
-      kernels::tile_into(m.view(), t->data());
+      kernels::tile_into(kernels::stacked_copy(L->parts.data(), L->parts.size()).view(), t->data());
     }
     L->tiled = t->view();
     tiled_.push_back({std::move(t), std::move(jobs[i].from)});

@@ -66,13 +66,6 @@ at::Tensor PackedViewLinear::forward(const at::Tensor& x) {
                         [&](const float* xp, int M, float* yp) { kernels::qgemm_cpu(xp, M, view_, nullptr, yp); });
 }
 
-kernels::QMatrix PackedViewLinear::make_canonical() const {
-  kernels::QMatrix m;
-  m.layout = layout_;
-  m.codes.assign(view_.codes, view_.codes + layout_.code_bytes);
-  m.scales.assign(view_.scales, view_.scales + layout_.scale_count);
-  m.zeros.assign(view_.zeros, view_.zeros + layout_.scale_count);
-  return m;
-}
+kernels::QMatrix PackedViewLinear::make_canonical() const { return kernels::stacked_copy(&view_, 1); }
 
 }  // namespace llmc

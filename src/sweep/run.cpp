@@ -489,15 +489,12 @@ double predicted_decode_ms(const std::string& out, const std::string& name) {
   }
 }
 
-// The targets: explicit, else count of them from 0.85 x the fastest uniform baseline to the uniform
+// The spread targets (without explicit ones): count of them from 0.85 x the fastest uniform baseline to the uniform
 // 8-bit one (LUT ms), fixed in the manifest the first time. Which width is fastest depends on the
 // machine's kernels (on AVX2, 3 bit decodes slower than 4 bit), so the range starts below the fastest
 // one rather than at a fixed width: there no uniform export exists, and only a search can get there.
-std::vector<double> spread_targets(const SweepConfig& c, const SweepOptions& o, Manifest& m) {
-  if (!c.targets_ms.empty()) return c.targets_ms;
-  if (c.target_count == 0) return {};
-  if (m.has("targets_ms")) return m.get("targets_ms").get<std::vector<double>>();
-  if (o.dry_run) return {};
+void place_spread_targets(const SweepConfig& c, const SweepOptions& o, Manifest& m) {
+  if (!c.targets_ms.empty() || c.target_count == 0 || m.has("targets_ms") || o.dry_run) return;
   double fastest = 0, hi = 0;
   std::string fastest_name;
   for (const auto& p : baseline_points(c)) {
@@ -514,30 +511,32 @@ std::vector<double> spread_targets(const SweepConfig& c, const SweepOptions& o, 
   m.set("targets_ms", t);
   spdlog::info("sweep: targets {} ms (0.85 x {} {:.3f} to uniform 8-bit {:.3f}, LUT decode ms)", fmt::join(t, ", "),
                fastest_name, fastest, hi);
-  return t;
 }
 
-// The study's targets (explicit or spread) and the at_uniform ones: each the LUT-predicted decode ms
-// of a uniform baseline at those bits (the config's quant where it has one), to the last bit, fixed
-// in the manifest the first time that baseline's bench is there.
-std::vector<double> targets(const SweepConfig& c, const SweepOptions& o, Manifest& m) {
-  std::vector<double> t = spread_targets(c, o, m);
+// The at_uniform targets: each the LUT-predicted decode ms of a uniform baseline at those bits (the
+// config's quant where it has one), to the last bit, fixed in the manifest the first time that
+// baseline's bench is there.
+void place_uniform_targets(const SweepConfig& c, const SweepOptions& o, Manifest& m) {
   json fixed = m.has("uniform_targets_ms") ? m.get("uniform_targets_ms") : json::object();
+  const std::vector<Point> base = baseline_points(c);
   for (int bits : c.target_uniform_bits) {
     const std::string k = std::to_string(bits);
-    if (!fixed.contains(k)) {
-      const Point* from = nullptr;
-      const std::vector<Point> base = baseline_points(c);
-      for (const Point& p : base)
-        if (!p.finetune && p.bits == bits && (from == nullptr || p.quant == c.quant)) from = &p;
-      if (from == nullptr || !m.done(from->name + "/bench")) continue;  // not benched yet (a dry run)
-      fixed[k] = predicted_decode_ms(o.out, from->name);
-      m.set("uniform_targets_ms", fixed);
-      spdlog::info("sweep: target {:.6f} ms = {}'s LUT decode time", fixed[k].get<double>(), from->name);
-    }
-    t.push_back(fixed[k].get<double>());
+    if (fixed.contains(k)) continue;
+    const Point* from = nullptr;
+    for (const Point& p : base)
+      if (!p.finetune && p.bits == bits && (from == nullptr || p.quant == c.quant)) from = &p;
+    if (from == nullptr || !m.done(from->name + "/bench")) continue;  // not benched yet (a dry run)
+    fixed[k] = predicted_decode_ms(o.out, from->name);
+    m.set("uniform_targets_ms", fixed);
+    spdlog::info("sweep: target {:.6f} ms = {}'s LUT decode time", fixed[k].get<double>(), from->name);
   }
-  return t;
+}
+
+// The study's targets, those placed from the baselines' LUT times fixed first.
+std::vector<double> targets(const SweepConfig& c, const SweepOptions& o, Manifest& m) {
+  place_spread_targets(c, o, m);
+  place_uniform_targets(c, o, m);
+  return study_targets(c, m.whole());
 }
 
 }  // namespace
@@ -590,12 +589,11 @@ int run_sweep(const SweepConfig& c, const SweepOptions& o) {
       if (std::find(ts.begin(), ts.end(), p.target_ms) == ts.end()) ts.push_back(p.target_ms);  // one per target
     std::vector<std::pair<std::string, double>> base;
     for (const Point& p : baseline_points(c))
-      if (!p.finetune && m.done(p.name + "/bench")) {
-        try {  // a check for the log only: a bench.json without a prediction skips it
-          base.emplace_back(p.name, predicted_decode_ms(o.out, p.name));
-        } catch (const std::exception&) {
-        }
-      }
+      if (!p.finetune && m.done(p.name + "/bench"))
+        if (const double ms = bench_predicted_decode_ms(
+                read_json_file<json>(path_join(point_dir(o.out, p.name), "bench.json")));
+            ms > 0)
+          base.emplace_back(p.name, ms);
     for (const std::string& w : targets_just_below(ts, base)) spdlog::warn("sweep: {}", w);
   }
   if (!o.points.empty() && !t.empty()) {

@@ -210,6 +210,44 @@ TEST(Pack, RoundTripIsExact) {
   }
 }
 
+// Stacking copies by rows equals packing the stacked codes, scales and zeros; one part is a copy.
+TEST(Pack, StackedCopyEqualsPackingTheStackedRows) {
+  std::mt19937 rng(4);
+  for (int bits : {3, 8}) {
+    const int K = 172, g = 64;
+    const int rows[] = {5, 2, 7};
+    std::vector<uint8_t> codes;
+    std::vector<uint16_t> sc, zc;
+    std::vector<QMatrix> parts;
+    for (int N : rows) {
+      std::vector<uint8_t> c(static_cast<size_t>(N) * K);
+      for (auto& x : c) x = static_cast<uint8_t>(rng() & ((1u << bits) - 1u));
+      const QLayout l = make_layout(bits, g, N, K);
+      std::vector<uint16_t> s(l.scale_count), z(l.scale_count);
+      for (auto& x : s) x = static_cast<uint16_t>(0x3000 + (rng() & 0xff));
+      for (auto& x : z) x = static_cast<uint16_t>(rng() & 0x3ff);
+      parts.push_back(pack(bits, g, N, K, c.data(), s.data(), z.data()));
+      codes.insert(codes.end(), c.begin(), c.end());
+      sc.insert(sc.end(), s.begin(), s.end());
+      zc.insert(zc.end(), z.begin(), z.end());
+    }
+    const QMatrix ref = pack(bits, g, 14, K, codes.data(), sc.data(), zc.data());
+    const QMatrixView v[] = {parts[0].view(), parts[1].view(), parts[2].view()};
+    const QMatrix got = stacked_copy(v, 3);
+    EXPECT_EQ(got.layout.N, 14);
+    EXPECT_EQ(got.codes, ref.codes);
+    EXPECT_EQ(got.scales, ref.scales);
+    EXPECT_EQ(got.zeros, ref.zeros);
+    const QMatrix one = stacked_copy(v + 1, 1);
+    EXPECT_EQ(one.codes, parts[1].codes);
+    EXPECT_EQ(one.scales, parts[1].scales);
+  }
+  const QMatrix a = random_qmatrix(3, 64, 4, 64, 1), b = random_qmatrix(4, 64, 4, 64, 2);
+  const QMatrixView mixed[] = {a.view(), b.view()};
+  EXPECT_THROW(stacked_copy(mixed, 2), std::invalid_argument);
+  EXPECT_THROW(stacked_copy(nullptr, 1), std::invalid_argument);
+}
+
 TEST(Pack, RejectsCodesOutOfRangeAndNulls) {
   const std::vector<uint8_t> codes = {0, 1, 2, 8};  // 8 does not fit in 3 bits
   const std::vector<uint16_t> s(1, 0x3c00), z(1, 0);

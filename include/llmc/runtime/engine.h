@@ -127,7 +127,6 @@ class RuntimeEngine {
     const Linear* from;         // the weights' linear it copies
   };
   std::shared_ptr<uint8_t> buffer_;  // the copies below (make_copies)
-  size_t buffer_bytes_ = 0;
   std::vector<TiledCopy> tiled_;     // row-tiled copies
   std::vector<PackedCopy> copies_;   // canonical copies of the other packed matrices
   bool buffer_huge_ = false;         // whether buffer_ was advised for huge pages

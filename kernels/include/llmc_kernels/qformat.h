@@ -217,6 +217,10 @@ struct QMatrix {
   }
 };
 
+// An owning copy of n (>= 1) matrices that share bits, group and K, stacked by rows in order (n = 1:
+// a copy of one view): what a stacked product computes with, as one matrix.
+QMatrix stacked_copy(const QMatrixView* parts, size_t n);
+
 // Packs row-major uint8 codes [N][K] (each < 2^bits) into `out` (layout.code_bytes bytes).
 void pack_codes(const QLayout& layout, const uint8_t* codes, uint8_t* out);
 // Builds a QMatrix from codes [N][K] and fp16 scales/zeros [N][groups_per_row].
