@@ -329,16 +329,18 @@ void micro32(const X* xq, int Mp, const W* wb, int nk, float* yT, int nr, bool f
 inline void write_output(const Problem& p, int n0, int n1) { write_panel_output_avx512(p, n0, n1); }
 
 #include "int_panel.inc"
+#include "transpose16.inc"
 
 // ---------------------------------------------------------------------------------------------
-// AMX (int8 x on CPUs with AMX-INT8, where amx_usable()): the int8-x panel kernel's arithmetic on
-// tiles. Per group, 32 weight rows (two A tiles of 16 rows x 64 uint8 codes, from the decoded panel)
-// times 32 x-rows (two B tiles: 16 column quads x 16 x-rows x 4 int8, read from Problem::xq4 as it
-// is: AMX's B layout) into four C tiles of 16 x 16 int32 with tdpbusd (16 x 16 x 64 products an
-// instruction); then the C tiles go through L1 into the same fp32 epilogue (group_out16), so the
-// results are micro32<int8_t, uint8_t>'s bit for bit (test QGemmCpuInt8X.AmxMatchesVnniBitForBit).
-// Group 32 runs tiles of K = 32 (the tile config's A width and B height).
-constexpr int kAmxNr = 32;
+// AMX (CPUs with AMX-INT8, where amx_usable()): the integer panel kernels' arithmetic on tiles, for
+// either x width. Per group, an A tile of 16 weight rows x 64 uint8 codes (from the decoded panel)
+// times a B tile of 16 column quads x 16 x-rows (AMX's B layout is Problem::xq4's quad layout as it
+// is) gives a C tile of 16 x 16 exact int32 sums Q by tdpbusd (16 x 16 x 64 products an
+// instruction); the C tiles go through L1 into micro32's fp32 epilogue (group_out16's operations,
+// in the same order), so the results are the VNNI kernels' bit for bit (tests
+// QGemmCpuInt8X / QGemmCpuInt16X.AmxMatchesVnniBitForBit). Group 32 runs tiles of K = 32 (the tile
+// config's A width and B height), group 128 two tiles of K = 64 into the same C.
+constexpr int kAmxNr = 32;  // weight rows of a decoded panel: two A tiles of 16
 
 struct alignas(64) TileConfig {
   uint8_t palette = 1;
@@ -349,8 +351,8 @@ struct alignas(64) TileConfig {
 };
 static_assert(sizeof(TileConfig) == 64, "ldtilecfg reads 64 bytes");
 
-// tmm0-3: C (x-rows 0-15 / 16-31 of weight rows 0-15, then of rows 16-31); tmm4-5: A (weight rows
-// 0-15 / 16-31); tmm6-7: B (x-rows 0-15 / 16-31). kq = column quads per tdpbusd (16, or 8 at group 32).
+// tmm0-3: C (16 x 16 int32); tmm4-5: A (16 weight rows x kq quads); tmm6-7: B (kq quads x 16
+// x-rows). kq = column quads per tdp (16, or 8 at group 32).
 __attribute__((target("amx-tile,amx-int8"))) void amx_begin(int kq) {
   TileConfig c;
   for (int t = 0; t < 4; ++t) {
@@ -371,12 +373,12 @@ __attribute__((target("amx-tile,amx-int8"))) void amx_begin(int kq) {
 }
 __attribute__((target("amx-tile,amx-int8"))) void amx_end() { _tile_release(); }
 
-// The tile products of one group, both x widths: C tiles 0-3 = A4 B6, A4 B7, A5 B6, A5 B7 (A4 / A5:
-// weight rows 0-15 / 16-31 of the decoded panel wb; B6 / B7 from b6 / b7, kq quads x 16 x-rows at
-// stride xs a step), summed over the group's nkq quads and stored to c. B7 holds int8 x (tdpbusd) or,
-// with kUnsignedB7, the uint8 low bytes of int16 x (tdpbuud). amx_begin(kq) done by this thread.
-template <bool kUnsignedB7>
-void amx_products(int kq, const uint8_t* wb, const int8_t* b6, const void* b7, long xs, int nkq, int32_t (&c)[4][16][16]) {
+// --- int8 x (Problem::xq4): per group, 32 weight rows x 32 x-rows in one go. C tiles 0-3 = A4 B6,
+// A4 B7, A5 B6, A5 B7 (A4 / A5: weight rows 0-15 / 16-31 of the decoded panel wb; B6 / B7: x-rows
+// 0-15 / 16-31), stored to c, then micro32's epilogue on yT; the int_panel_rows driver. (The int16
+// kernel's scheme below, 16 x 16 blocks with the accumulators in registers, ran this one 1.13x
+// slower: per tdp it loads two tiles, not one.)
+void amx_products8(int kq, const uint8_t* wb, const int8_t* xq4, long xs, int nkq, int32_t (&c)[4][16][16]) {
   _tile_zero(0);
   _tile_zero(1);
   _tile_zero(2);
@@ -384,33 +386,28 @@ void amx_products(int kq, const uint8_t* wb, const int8_t* b6, const void* b7, l
   // The tile loads are asm that the compiler does not see read memory: the decoded panel and x must
   // be stored before them.
   asm volatile("" ::: "memory");
-  const uint8_t* b7b = static_cast<const uint8_t*>(b7);
   for (int k = 0; k < nkq; k += kq) {
     _tile_loadd(4, wb + 4 * k, kKc);
     _tile_loadd(5, wb + 16 * kKc + 4 * k, kKc);
-    _tile_loadd(6, b6 + k * xs, xs);
-    _tile_loadd(7, b7b + k * xs, xs);
+    _tile_loadd(6, xq4 + k * xs, xs);
+    _tile_loadd(7, xq4 + 64 + k * xs, xs);
     _tile_dpbusd(0, 4, 6);
     _tile_dpbusd(2, 5, 6);
-    if constexpr (kUnsignedB7) {
-      _tile_dpbuud(1, 4, 7);
-      _tile_dpbuud(3, 5, 7);
-    } else {
-      _tile_dpbusd(1, 4, 7);
-      _tile_dpbusd(3, 5, 7);
-    }
+    _tile_dpbusd(1, 4, 7);
+    _tile_dpbusd(3, 5, 7);
   }
   _tile_stored(0, c[0], 64);
   _tile_stored(1, c[1], 64);
   _tile_stored(2, c[2], 64);
   _tile_stored(3, c[3], 64);
+  asm volatile("" ::: "memory");  // ... and the stores are asm the compiler does not see write c
 }
 
-// micro32<int8_t, uint8_t>'s contract for kAmxNr weight rows, on tiles: B6 / B7 = x-rows 0-15 / 16-31.
-void micro_amx(int kq, const int8_t* xq4, int Mp, const uint8_t* wb, int nkq, float* yT, int nr, bool first,
-               const float* s, const float* sz, const float* dx, const float* dxs) {
+// micro32<int8_t, uint8_t>'s contract for kAmxNr weight rows x 32 x-rows.
+void micro_amx8(int kq, const int8_t* xq4, int Mp, const uint8_t* wb, int nkq, float* yT, int nr, bool first,
+                const float* s, const float* sz, const float* dx, const float* dxs) {
   alignas(64) int32_t c[4][16][16];
-  amx_products<false>(kq, wb, xq4, xq4 + 64, 4L * Mp, nkq, c);
+  amx_products8(kq, wb, xq4, 4L * Mp, nkq, c);
   const __m512 dxv[2] = {_mm512_loadu_ps(dx), _mm512_loadu_ps(dx + 16)};
   const __m512 dsv[2] = {_mm512_loadu_ps(dxs), _mm512_loadu_ps(dxs + 16)};
   for (int r = 0; r < nr; ++r) {
@@ -421,51 +418,162 @@ void micro_amx(int kq, const int8_t* xq4, int Mp, const uint8_t* wb, int nkq, fl
   }
 }
 
-// micro32<int16_t, int16_t>'s contract (the default int16 x) for kAmxNr weight rows and 16 x-rows
-// (MR = 16), on tiles: tiles multiply bytes, so each int16 xq = 256 hi + lo is split in two
-// (Problem::xhi4 / xlo4, both in xq4's quad layout) and Q = 256 (codes . hi) + (codes . lo): B6 = hi
-// (tdpbusd, uint8 x int8), B7 = lo (tdpbuud, uint8 x uint8). Each sum is exact in int32 (64 products
-// of < 2^8 x 2^8 a tile column), and so is Q (|Q| < 2^26 as in micro32), so the same fp32 epilogue
-// gives micro32's bits (test QGemmCpuInt16X.AmxMatchesVnniBitForBit).
-void micro_amx16(int kq, const uint8_t* lo4, const int8_t* hi4, int Mp, const uint8_t* wb, int nkq, float* yT, int nr,
-                 bool first, const float* s, const float* sz, const float* dx, const float* dxs) {
-  alignas(64) int32_t c[4][16][16];
-  amx_products<true>(kq, wb, hi4, lo4, 4L * Mp, nkq, c);
+// --- int16 x (the default): tiles multiply bytes, so each xq = 256 hi + lo is split in two
+// (Problem::xhi4 / xlo4, xq16_split_panel_avx512) and Q = 256 (codes . hi) + (codes . lo), by
+// tdpbusd (uint8 x int8) and tdpbuud (uint8 x uint8), both exact in int32 (64 products of < 2^8 x
+// 2^8 a tile column), and so is Q (|Q| < 2^26 as in micro32).
+//
+// A group's sums must leave the tiles for their own fp32 scale, so at group 64 a group costs two
+// tile stores and a vector epilogue as long as its two products (measured on the Xeon: the stores
+// do not overlap the vector work). The kernel therefore keeps the rest small: per 256-column
+// chunk, 16 x-rows and block of 16 weight rows, the fp32 accumulators of the block (16 x 16) stay
+// in 16 registers over the chunk's groups, the products of group j + 1 are issued before the
+// epilogue of group j (tiles C0/C1 + A4 and C2/C3 + A5 in turn, sums in two L1 buffers), and the
+// last chunk writes y (+ bias) from the registers. Against the earlier kernel (32 x 16 per group
+// through int_panel_rows, accumulators in L1, write_panel_output after): SmolLM2's layer at M = 128,
+// 1 thread, 1.2x faster.
+//
+// GCC's tile intrinsics paste their tile number into the asm text: literal numbers only, hence a
+// macro for the two tile sets (C hi, C lo, A).
+#define LLMC_AMX16_GROUP(TC, TC1, TA) \
+  _tile_zero(TC);                     \
+  _tile_zero(TC1);                    \
+  asm volatile("" ::: "memory");      \
+  for (int k = 0; k < nkq; k += kq) { \
+    _tile_loadd(TA, a + 4 * k, kKc);  \
+    _tile_loadd(6, bh + k * xs, xs);  \
+    _tile_dpbusd(TC, TA, 6);          \
+    _tile_loadd(7, bl + k * xs, xs);  \
+    _tile_dpbuud(TC1, TA, 7);         \
+  }                                   \
+  _tile_stored(TC, c[0], 64);         \
+  _tile_stored(TC1, c[1], 64);        \
+  asm volatile("" ::: "memory")
+
+// The hi and lo sums of one group (nkq quads; a = the block's codes at the group's first column,
+// row stride kKc; bh / bl = x's hi / lo bytes at the group's first quad and the block's first
+// x-row, stride xs bytes a quad) into c[0] / c[1]. P picks the tile set. The asm memory barriers:
+// the tile loads and stores are asm the compiler does not see touch memory, so the decoded panel
+// must be stored before the loads, and c read only after the stores. Always inlined, as is the
+// epilogue: the accumulators stay in registers only if nothing takes their address.
+template <int P>
+__attribute__((always_inline)) inline void amx16_group(int kq, const uint8_t* a, const int8_t* bh, const uint8_t* bl,
+                                                       long xs, int nkq, int32_t (&c)[2][16][16]) {
+  if constexpr (P == 0) {
+    LLMC_AMX16_GROUP(0, 1, 4);
+  } else {
+    LLMC_AMX16_GROUP(2, 3, 5);
+  }
+}
+#undef LLMC_AMX16_GROUP
+
+// One group's epilogue for a block of 16 weight rows x 16 x-rows: y[r] (lanes = x-rows) += s dx Q -
+// s z dx sum(xq), group_out16's operations in its order. Rows past the panel have s = sz = 0 (and
+// zero codes), so all 16 run, unrolled.
+__attribute__((always_inline)) inline void amx16_epilogue(const int32_t (&c)[2][16][16], const float* s, const float* sz,
+                                                          const float* dx, const float* dxs, __m512 (&y)[16]) {
   const __m512 dxv = _mm512_loadu_ps(dx), dsv = _mm512_loadu_ps(dxs);
-  for (int r = 0; r < nr; ++r) {
-    const int t = 2 * (r / 16);  // rows 0-15: tiles 0 (hi) and 1 (lo); rows 16-31: 2 and 3
-    const __m512i q = _mm512_add_epi32(_mm512_slli_epi32(_mm512_load_si512(c[t][r % 16]), 8),
-                                       _mm512_load_si512(c[t + 1][r % 16]));
-    group_out16(q, yT + static_cast<size_t>(r) * Mp, first, _mm512_set1_ps(s[r]), _mm512_set1_ps(sz[r]), dxv, dsv);
+#pragma GCC unroll 16
+  for (int r = 0; r < 16; ++r) {
+    const __m512i q = _mm512_add_epi32(_mm512_slli_epi32(_mm512_load_si512(c[0][r]), 8), _mm512_load_si512(c[1][r]));
+    y[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(q), _mm512_mul_ps(_mm512_set1_ps(s[r]), dxv), y[r]);
+    y[r] = _mm512_fnmadd_ps(_mm512_set1_ps(sz[r]), dsv, y[r]);
   }
 }
 
-// decode_panel<BITS, NR> for the driver (its code type from wb).
+// Rows [n0, n1) at int16 x: per 256-column chunk and panel of kAmxNr weight rows, decode the codes
+// once (uint8, decode_panel); then per 16 x-rows (outer: their x of the chunk, 8 KB, stays in L1 for
+// both weight blocks) and block of 16 weight rows, the chunk's groups into 16 accumulator registers
+// (from / back to Problem::yT [N][Mp] between chunks; into y after the last).
+template <int BITS, class Scales>
+void amx16_panel_rows(const Problem& p, const NaturalOrder& no, int n0, int n1, Scales scales) {
+  constexpr int kMaxGroups = kKc / 32;  // groups in a chunk
+  const int kq = p.group == 32 ? 8 : 16;
+  amx_begin(kq);
+  alignas(64) uint8_t wb[kAmxNr * kKc];
+  alignas(64) int32_t c[2][2][16][16];  // two groups' tile sums: [group parity][hi / lo][row][x-row]
+  alignas(64) float s[kMaxGroups][kAmxNr], sz[kMaxGroups][kAmxNr];
+  const long xs = 4L * p.Mp;                                  // bytes from one column quad of x to the next
+  const long gstep = static_cast<long>(p.group / 4) * xs;     // ... from one group to the next
+  const int Kk = p.Kb * kBlockCodes;                          // columns up to the last block with real ones
+  for (int kc0 = 0; kc0 < Kk; kc0 += kKc) {
+    const int kcn = imin(kKc, Kk - kc0);
+    const int ng = (kcn + p.group - 1) / p.group, g0 = kc0 / p.group;  // kKc is a multiple of every group
+    const bool last = kc0 + kKc >= Kk;
+    for (int nb = n0; nb < n1; nb += kAmxNr) {
+      const int nr = imin(kAmxNr, n1 - nb);
+      decode_panel<BITS, kAmxNr>(p, no, nb, nr, kc0, kcn, wb);
+      for (int j = 0; j < ng; ++j) {
+        group_scales<kAmxNr>(p, nb, nr, g0 + j, scales, s[j], sz[j]);
+        for (int r = nr; r < kAmxNr; ++r) s[j][r] = sz[j][r] = 0.f;
+      }
+      for (int m0 = 0; m0 < p.Mp; m0 += 16) {
+        const int8_t* bh = p.xhi4 + static_cast<size_t>(kc0 / 4) * xs + 4 * m0;
+        const uint8_t* bl = p.xlo4 + static_cast<size_t>(kc0 / 4) * xs + 4 * m0;
+        const float* dx = p.xdxT + static_cast<size_t>(g0) * p.Mp + m0;
+        const float* dxs = p.xdxsT + static_cast<size_t>(g0) * p.Mp + m0;
+        for (int h = 0; 16 * h < nr; ++h) {
+          const int hr = imin(16, nr - 16 * h), n = nb + 16 * h;
+          const uint8_t* a = wb + static_cast<size_t>(16 * h) * kKc;
+          float* yT = p.yT + static_cast<size_t>(n) * p.Mp + m0;
+          __m512 y[16];
+#pragma GCC unroll 16
+          for (int r = 0; r < 16; ++r)
+            y[r] = kc0 == 0 || r >= hr ? _mm512_setzero_ps() : _mm512_loadu_ps(yT + static_cast<size_t>(r) * p.Mp);
+          // Group j's products, then group j - 1's epilogue (no lambdas: GCC kept the accumulators
+          // of a capturing lambda on the stack).
+          amx16_group<0>(kq, a, bh, bl, xs, imin(p.group, kcn) / 4, c[0]);
+          for (int j = 1; j < ng; ++j) {
+            const int nkq = imin(p.group, kcn - j * p.group) / 4;
+            if (j & 1)
+              amx16_group<1>(kq, a + j * p.group, bh + j * gstep, bl + j * gstep, xs, nkq, c[1]);
+            else
+              amx16_group<0>(kq, a + j * p.group, bh + j * gstep, bl + j * gstep, xs, nkq, c[0]);
+            amx16_epilogue(c[(j - 1) & 1], s[j - 1] + 16 * h, sz[j - 1] + 16 * h, dx + (j - 1) * p.Mp,
+                           dxs + (j - 1) * p.Mp, y);
+          }
+          amx16_epilogue(c[(ng - 1) & 1], s[ng - 1] + 16 * h, sz[ng - 1] + 16 * h, dx + (ng - 1) * p.Mp,
+                         dxs + (ng - 1) * p.Mp, y);
+          if (!last) {
+#pragma GCC unroll 16
+            for (int r = 0; r < 16; ++r)
+              if (r < hr) _mm512_storeu_ps(yT + static_cast<size_t>(r) * p.Mp, y[r]);
+          } else {
+            // y[m][n ..] = the sums + bias, what write_panel_output_avx512 does through yT.
+            const __mmask16 k = tail_mask(hr);
+            const __m512 b = p.bias ? _mm512_maskz_loadu_ps(k, p.bias + n) : _mm512_setzero_ps();
+            transpose16_ps(y);  // y[i]: x-row m0 + i, lanes = the block's weight rows
+#pragma GCC unroll 16
+            for (int i = 0; i < 16; ++i)
+              if (m0 + i < p.M) _mm512_mask_storeu_ps(p.y + static_cast<size_t>(m0 + i) * p.N + n, k, _mm512_add_ps(y[i], b));
+          }
+        }
+      }
+    }
+  }
+  amx_end();
+}
+
+// decode_panel<BITS, NR> for the int_panel_rows driver (its code type from wb).
 template <int BITS, int NR>
 auto panel_decoder(const Problem& p, const NaturalOrder& no) {
   return [&p, &no](int nb, int nr, int kc0, int kcn, auto* wb) { decode_panel<BITS, NR>(p, no, nb, nr, kc0, kcn, wb); };
 }
 
-// The panel kernel on AMX tiles: int8 x (Problem::xq4, micro_amx) or int16 x split into bytes
-// (Problem::xlo4 / xhi4, micro_amx16).
+// The panel kernel on AMX tiles: int8 x (Problem::xq4) or int16 x split into bytes (Problem::xlo4 / xhi4).
 template <int BITS, class Scales>
 void panel_rows_amx(const Problem& p, const NaturalOrder& no, int n0, int n1, Scales scales) {
+  if (p.xq4 == nullptr) {
+    amx16_panel_rows<BITS>(p, no, n0, n1, scales);
+    return;
+  }
   const int kq = p.group == 32 ? 8 : 16;
   amx_begin(kq);
-  if (p.xq4 != nullptr) {
-    auto micro = [kq](const int8_t* xq4, int Mp, const uint8_t* wb, int nkq, float* yT, int nr, bool first,
-                      const float* s, const float* sz, const float* dx, const float* dxs) {
-      micro_amx(kq, xq4, Mp, wb, nkq, yT, nr, first, s, sz, dx, dxs);
-    };
-    int_panel_rows<kAmxNr, 32, int8_t, uint8_t>(p, p.xq4, n0, n1, panel_decoder<BITS, kAmxNr>(p, no), micro, scales);
-  } else {
-    // The driver walks the lo quads; hi sits at the same offset in its own array.
-    auto micro = [kq, &p](const uint8_t* lo4, int Mp, const uint8_t* wb, int nkq, float* yT, int nr, bool first,
-                          const float* s, const float* sz, const float* dx, const float* dxs) {
-      micro_amx16(kq, lo4, p.xhi4 + (lo4 - p.xlo4), Mp, wb, nkq, yT, nr, first, s, sz, dx, dxs);
-    };
-    int_panel_rows<kAmxNr, 16, uint8_t, uint8_t>(p, p.xlo4, n0, n1, panel_decoder<BITS, kAmxNr>(p, no), micro, scales);
-  }
+  auto micro = [kq](const int8_t* xq4, int Mp, const uint8_t* wb, int nkq, float* yT, int nr, bool first,
+                    const float* s, const float* sz, const float* dx, const float* dxs) {
+    micro_amx8(kq, xq4, Mp, wb, nkq, yT, nr, first, s, sz, dx, dxs);
+  };
+  int_panel_rows<kAmxNr, 32, int8_t, uint8_t>(p, p.xq4, n0, n1, panel_decoder<BITS, kAmxNr>(p, no), micro, scales);
   amx_end();
 }
 
@@ -630,26 +738,60 @@ void xq8_panel_avx512(const float* x, const Problem& p, int8_t* xq4, float* dxT,
   }
 }
 
-// split_xq2's bytes, 16 x-rows at a time: a 32-bit lane of pair row 2j holds columns 4j, 4j + 1 of an
-// x-row, of pair row 2j + 1 columns 4j + 2, 4j + 3; each lane of the output holds the four columns'
-// lo (or hi) bytes.
-void split_xq2_avx512(const Problem& p, uint8_t* lo, int8_t* hi) {
+// prepare_xq_panel's int16 rounding (round_to_int16_scalar's bits: dx = max|x| / 32767 per (row,
+// group), q = cvtps2dq(x * 32767 / max|x|) clamped to +-32767, the current rounding mode as lrint;
+// a non-finite group: inv = 0, so q = -32767 where x is NaN / inf, 0 elsewhere, and dx = NaN) stored
+// straight as split_xq2's bytes: lo = q & 255, hi = q >> 8 in column quads [Kp / 4][Mp][4], without
+// the int16 pairs in between. Per group and 16 x-rows: each row's quads into an L1 table, then one
+// 64-byte line of lo (and of hi) per quad, gathered from the table's column.
+void xq16_split_panel_avx512(const float* x, const Problem& p, uint8_t* lo, int8_t* hi, float* dxT, float* dxsT) {
   const size_t Mp = static_cast<size_t>(p.Mp);
-  const __m512i b02 = _mm512_set1_epi32(0x00ff00ff), low16 = _mm512_set1_epi32(0xffff);
-  // Bytes 0 and 2 of each lane of v (already shifted to them) packed into the lane's bytes 0, 1.
-  auto pack = [&](__m512i v) {
-    v = _mm512_and_si512(v, b02);
-    return _mm512_and_si512(_mm512_or_si512(v, _mm512_srli_epi32(v, 8)), low16);
-  };
-  for (size_t j = 0; j < static_cast<size_t>(p.Kp) / 4; ++j) {
-    const int16_t* r0 = p.xq2 + 2 * j * Mp * 2;
-    const int16_t* r1 = r0 + Mp * 2;
-    for (size_t m = 0; m < Mp; m += 16) {
-      const __m512i a = _mm512_loadu_si512(r0 + 2 * m), b = _mm512_loadu_si512(r1 + 2 * m);
-      const __m512i l = _mm512_or_si512(pack(a), _mm512_slli_epi32(pack(b), 16));
-      const __m512i h = _mm512_or_si512(pack(_mm512_srli_epi32(a, 8)), _mm512_slli_epi32(pack(_mm512_srli_epi32(b, 8)), 16));
-      _mm512_storeu_si512(lo + (j * Mp + m) * 4, l);
-      _mm512_storeu_si512(hi + (j * Mp + m) * 4, h);
+  const __m512i qmin = _mm512_set1_epi32(-32767), qmax = _mm512_set1_epi32(32767), absm = _mm512_set1_epi32(0x7fffffff);
+  const __m512i col = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                         _mm512_set1_epi32(kXqMaxGroup / 4));
+  alignas(64) uint32_t tl[16][kXqMaxGroup / 4], th[16][kXqMaxGroup / 4];  // [x-row][quad of the group]
+  const int nq = p.group / 4;
+  // x-rows outermost: each of the 16 rows is read front to back (groups across the row).
+  for (int m0 = 0; m0 < p.Mp; m0 += 16) {
+    for (int g = 0; g < p.G; ++g) {
+      const int k0 = g * p.group, n = imin(p.K, k0 + p.group) - k0;
+      for (int r = 0; r < 16; ++r) {
+        const int m = m0 + r;
+        float dx = 0.f, dxs = 0.f;
+        if (m >= p.M) {
+          std::memset(tl[r], 0, sizeof(uint32_t) * nq);
+          std::memset(th[r], 0, sizeof(uint32_t) * nq);
+        } else {
+          const float* xr = x + static_cast<size_t>(m) * p.K + k0;
+          __m512i am = _mm512_setzero_si512();  // max of |x|'s bits: NaN above inf
+          for (int i = 0; i < n; i += 16)
+            am = _mm512_max_epi32(am, _mm512_and_si512(_mm512_castps_si512(_mm512_maskz_loadu_ps(tail_mask(n - i), xr + i)), absm));
+          const int32_t abits = _mm512_reduce_max_epi32(am);
+          const bool finite = abits < 0x7f800000;
+          float amax;
+          std::memcpy(&amax, &abits, 4);
+          const __m512 inv = _mm512_set1_ps(finite && amax > 0.f ? 32767.f / amax : 0.f);
+          __m512i sum = _mm512_setzero_si512();
+          for (int i = 0; i < p.group; i += 16) {
+            const __mmask16 k = n - i > 0 ? tail_mask(n - i) : 0;
+            const __m512 v = _mm512_maskz_loadu_ps(k, xr + i);
+            const __m512i q = _mm512_maskz_mov_epi32(k, _mm512_max_epi32(_mm512_min_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(v, inv)), qmax), qmin));
+            sum = _mm512_add_epi32(sum, q);
+            _mm_store_si128(reinterpret_cast<__m128i*>(tl[r] + i / 4), _mm512_cvtepi32_epi8(q));
+            _mm_store_si128(reinterpret_cast<__m128i*>(th[r] + i / 4), _mm512_cvtepi32_epi8(_mm512_srai_epi32(q, 8)));
+          }
+          dx = finite ? amax / 32767.f : __builtin_nanf("");
+          dxs = dx * static_cast<float>(_mm512_reduce_add_epi32(sum));
+        }
+        dxT[static_cast<size_t>(g) * Mp + m] = dx;
+        dxsT[static_cast<size_t>(g) * Mp + m] = dxs;
+      }
+      for (int j = 0; j < nq; ++j) {
+        const size_t o = (static_cast<size_t>(k0 / 4 + j) * Mp + m0) * 4;
+        const __m512i idx = _mm512_add_epi32(col, _mm512_set1_epi32(j));
+        _mm512_storeu_si512(lo + o, _mm512_i32gather_epi32(idx, &tl[0][0], 4));
+        _mm512_storeu_si512(hi + o, _mm512_i32gather_epi32(idx, &th[0][0], 4));
+      }
     }
   }
 }

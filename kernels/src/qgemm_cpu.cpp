@@ -263,14 +263,7 @@ void prepare_xq8_panel(const float* x, Problem& p, Scratch& s_q, Scratch& s_g, I
   panel_x_scalar(x, p, xq4, dxT, dxsT, round_to_int8_scalar);
 }
 
-void split_xq2(const Problem& p, uint8_t* lo, int8_t* hi, Isa isa) {
-#if defined(LLMC_KERNELS_X86)
-  if (isa == Isa::kAvx512Vnni) {
-    split_xq2_avx512(p, lo, hi);
-    return;
-  }
-#endif
-  (void)isa;
+void split_xq2(const Problem& p, uint8_t* lo, int8_t* hi) {
   const size_t Mp = static_cast<size_t>(p.Mp);
   for (size_t c = 0; c < static_cast<size_t>(p.Kp); ++c) {
     for (size_t m = 0; m < Mp; ++m) {
@@ -286,16 +279,22 @@ void split_xq2(const Problem& p, uint8_t* lo, int8_t* hi, Isa isa) {
 // yT; p.Mp set by the caller. The AVX2 rounding for int16 (AVX-512 VNNI CPUs have AVX2).
 void prepare_int_panel(const float* x, Problem& p, int x_bits, Scratch& s_x, Scratch& s_g, Scratch& s_y,
                        Scratch* s_amx) {
-  if (x_bits == 8) prepare_xq8_panel(x, p, s_x, s_g, Isa::kAvx512Vnni);
-  else prepare_xq_panel(x, p, s_x, s_g, Isa::kAvx2);
   p.amx = s_amx != nullptr && amx_usable();
-  if (p.amx && x_bits == 16) {
-    // Two byte arrays of Kp x Mp each, 64-byte aligned (Scratch hands out floats: 4 bytes each).
+  if (x_bits == 8) {
+    prepare_xq8_panel(x, p, s_x, s_g, Isa::kAvx512Vnni);
+  } else if (p.amx && p.group <= kXqMaxGroup) {
+    // int16 x on tiles: its bytes straight from x, two arrays of Kp x Mp (lo, then hi).
+    float *dxT, *dxsT;
+    uint8_t* b = reinterpret_cast<uint8_t*>(panel_x_buffers<int16_t>(p, *s_amx, s_g, &dxT, &dxsT));
     const size_t n = static_cast<size_t>(p.Kp) * p.Mp;
-    uint8_t* b = reinterpret_cast<uint8_t*>(s_amx->get(2 * n / 4));
     p.xlo4 = b;
     p.xhi4 = reinterpret_cast<int8_t*>(b + n);
-    split_xq2(p, b, reinterpret_cast<int8_t*>(b + n), Isa::kAvx512Vnni);
+#if defined(LLMC_KERNELS_X86)
+    xq16_split_panel_avx512(x, p, b, reinterpret_cast<int8_t*>(b + n), dxT, dxsT);
+#endif
+  } else {
+    p.amx = false;  // int16 x off the tiles (no AMX; or a group the byte split does not take)
+    prepare_xq_panel(x, p, s_x, s_g, Isa::kAvx2);
   }
   p.yT = s_y.get(static_cast<size_t>(p.N) * p.Mp);
 }

@@ -176,11 +176,13 @@ void prepare_xq_panel(const float* x, Problem& p, Scratch& s_q, Scratch& s_g, Is
 // (AVX-512 VNNI CPUs only), the same bits.
 void prepare_xq8_panel(const float* x, Problem& p, Scratch& s_q, Scratch& s_g, Isa isa);
 void xq8_panel_avx512(const float* x, const Problem& p, int8_t* xq4, float* dxT, float* dxsT);
-// Problem::xlo4 / xhi4 from p.xq2 (Kp, Mp as for it): the bytes of each int16, lo = xq & 255 and
-// hi = xq >> 8, regrouped from column pairs to column quads. isa = Isa::kScalar: the reference;
-// Isa::kAvx512Vnni: split_xq2_avx512 (AVX-512 CPUs only), the same bytes.
-void split_xq2(const Problem& p, uint8_t* lo, int8_t* hi, Isa isa);
-void split_xq2_avx512(const Problem& p, uint8_t* lo, int8_t* hi);
+// The reference of xq16_split_panel_avx512's bytes: Problem::xlo4 / xhi4 from p.xq2 (Kp, Mp as for
+// it), the bytes of each int16, lo = xq & 255 and hi = xq >> 8, regrouped from column pairs to
+// column quads (scalar).
+void split_xq2(const Problem& p, uint8_t* lo, int8_t* hi);
+// Problem::xlo4 / xhi4 straight from x (AVX-512 VNNI CPUs): the bytes split_xq2 makes of
+// prepare_xq_panel's xq2, and its dxT / dxsT, bit for bit (p.group <= kXqMaxGroup).
+void xq16_split_panel_avx512(const float* x, const Problem& p, uint8_t* lo, int8_t* hi, float* dxT, float* dxsT);
 // What the panel paths call: prepare_xq8_panel (x_bits = 8, AVX-512 VNNI) or prepare_xq_panel (AVX2
 // rounding), then Problem::yT [N][Mp] from s_y; p.Mp set by the caller. s_amx: the VNNI panel's
 // callers' scratch for AMX (null: the AVX2 panel, no AMX). With it, Problem::amx = amx_usable(), and

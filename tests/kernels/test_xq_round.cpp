@@ -302,9 +302,9 @@ TEST(XqRoundInt8, PanelBuffersBitExact) {
   }
 }
 
-// The int16 x split into bytes for the AMX kernel (Problem::xlo4 / xhi4): the scalar reference
-// rebuilds every xq2 value as 256 hi + lo at its quad position, and the AVX-512 split gives its bytes.
-TEST(XqSplitBytes, RebuildTheInt16AndMatchTheReference) {
+// The int16 x split into bytes for the AMX kernel (Problem::xlo4 / xhi4), its scalar reference:
+// every xq2 value comes back as 256 hi + lo at its quad position.
+TEST(XqSplitBytes, ReferenceRebuildsTheInt16) {
   SKIP_WITHOUT_AVX2();
   std::mt19937 rng(3737);
   for (int group : {32, 64, 128}) {
@@ -317,9 +317,9 @@ TEST(XqSplitBytes, RebuildTheInt16AndMatchTheReference) {
         detail::Scratch qs, gs;
         detail::prepare_xq_panel(x.data(), p, qs, gs, Isa::kAvx2);
         const size_t n = static_cast<size_t>(p.Kp) * p.Mp;
-        std::vector<uint8_t> lo(n, 0xa5), lov(n, 0x5a);
-        std::vector<int8_t> hi(n, 0x55), hiv(n, -0x56);
-        detail::split_xq2(p, lo.data(), hi.data(), Isa::kScalar);
+        std::vector<uint8_t> lo(n, 0xa5);
+        std::vector<int8_t> hi(n, 0x55);
+        detail::split_xq2(p, lo.data(), hi.data());
         for (int m = 0; m < p.Mp; ++m) {
           for (int c = 0; c < p.Kp; ++c) {
             const size_t o = (static_cast<size_t>(c / 4) * p.Mp + m) * 4 + c % 4;
@@ -327,10 +327,36 @@ TEST(XqSplitBytes, RebuildTheInt16AndMatchTheReference) {
             ASSERT_EQ(256 * hi[o] + lo[o], v) << "m=" << m << " c=" << c;
           }
         }
-        if (!isa_supported(Isa::kAvx512Vnni)) continue;
-        detail::split_xq2(p, lov.data(), hiv.data(), Isa::kAvx512Vnni);
+      }
+    }
+  }
+}
+
+// The AMX kernel's int16 x bytes straight from x (xq16_split_panel_avx512) against the reference
+// chain: the scalar int16 rounding into column pairs, then the scalar byte split; bytes, dx and
+// dx sum(xq) bit for bit, with non-finite groups, partial groups and rows past M.
+TEST(XqSplitBytes, StraightFromXMatchesRoundThenSplit) {
+  if (!isa_supported(Isa::kAvx512Vnni)) GTEST_SKIP() << "AVX-512 VNNI not supported by this CPU: no AMX x path to compare";
+  std::mt19937 rng(4747);
+  for (int group : {32, 64, 128}) {
+    for (int K : {1, 33, 172, 576, 577, 1000}) {
+      for (int M : {1, 16, 17, 40}) {
+        SCOPED_TRACE("g=" + std::to_string(group) + " K=" + std::to_string(K) + " M=" + std::to_string(M));
+        const std::vector<float> x = random_rows(M, K, rng);
+        detail::Problem p = problem(M, K, group, 4);
+        p.Mp = (M + 31) / 32 * 32;
+        detail::Scratch qs, gs;
+        detail::prepare_xq_panel(x.data(), p, qs, gs, Isa::kScalar);
+        const size_t n = static_cast<size_t>(p.Kp) * p.Mp, ng = static_cast<size_t>(p.G) * p.Mp;
+        std::vector<uint8_t> lo(n, 0xa5), lov(n, 0x5a);
+        std::vector<int8_t> hi(n, 0x55), hiv(n, -0x56);
+        detail::split_xq2(p, lo.data(), hi.data());
+        std::vector<float> dx(2 * ng, -7.f);
+        detail::xq16_split_panel_avx512(x.data(), p, lov.data(), hiv.data(), dx.data(), dx.data() + ng);
         ASSERT_EQ(lo, lov);
         ASSERT_EQ(hi, hiv);
+        ASSERT_EQ(0, std::memcmp(p.xdxT, dx.data(), ng * sizeof(float)));
+        ASSERT_EQ(0, std::memcmp(p.xdxsT, dx.data() + ng, ng * sizeof(float)));
       }
     }
   }
