@@ -744,15 +744,16 @@ void xq8_panel_avx512(const float* x, const Problem& p, int8_t* xq4, float* dxT,
 // straight as split_xq2's bytes: lo = q & 255, hi = q >> 8 in column quads [Kp / 4][Mp][4], without
 // the int16 pairs in between. Per group and 16 x-rows: each row's quads into an L1 table, then one
 // 64-byte line of lo (and of hi) per quad, gathered from the table's column.
-void xq16_split_panel_avx512(const float* x, const Problem& p, uint8_t* lo, int8_t* hi, float* dxT, float* dxsT) {
+namespace {
+// xq16_split_panel_avx512 for x-rows [m0, m0 + 16).
+void xq16_split_block(const float* x, const Problem& p, uint8_t* lo, int8_t* hi, float* dxT, float* dxsT, int m0) {
   const size_t Mp = static_cast<size_t>(p.Mp);
   const __m512i qmin = _mm512_set1_epi32(-32767), qmax = _mm512_set1_epi32(32767), absm = _mm512_set1_epi32(0x7fffffff);
   const __m512i col = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
                                          _mm512_set1_epi32(kXqMaxGroup / 4));
   alignas(64) uint32_t tl[16][kXqMaxGroup / 4], th[16][kXqMaxGroup / 4];  // [x-row][quad of the group]
   const int nq = p.group / 4;
-  // x-rows outermost: each of the 16 rows is read front to back (groups across the row).
-  for (int m0 = 0; m0 < p.Mp; m0 += 16) {
+  {  // each of the 16 rows is read front to back (groups across the row)
     for (int g = 0; g < p.G; ++g) {
       const int k0 = g * p.group, n = imin(p.K, k0 + p.group) - k0;
       for (int r = 0; r < 16; ++r) {
@@ -794,6 +795,25 @@ void xq16_split_panel_avx512(const float* x, const Problem& p, uint8_t* lo, int8
       }
     }
   }
+}
+
+struct XqSplitCtx {
+  const float* x;
+  const Problem* p;
+  uint8_t* lo;
+  int8_t* hi;
+  float *dxT, *dxsT;
+};
+}  // namespace
+
+void xq16_split_panel_avx512(const float* x, const Problem& p, uint8_t* lo, int8_t* hi, float* dxT, float* dxsT,
+                             int nthreads) {
+  XqSplitCtx c{x, &p, lo, hi, dxT, dxsT};
+  // Blocks of 16 x-rows are independent: on the kernels' threads (serial before, ~8% of a 2-thread prefill).
+  parallel_for(nthreads, p.Mp / 16, [](void* v, int t) {
+    const auto& c = *static_cast<XqSplitCtx*>(v);
+    xq16_split_block(c.x, *c.p, c.lo, c.hi, c.dxT, c.dxsT, 16 * t);
+  }, &c);
 }
 
 template <int BPG>

@@ -278,7 +278,7 @@ void split_xq2(const Problem& p, uint8_t* lo, int8_t* hi) {
 // The integer panel kernels' x (int16 column pairs, or int8 quads at x_bits = 8) and accumulators
 // yT; p.Mp set by the caller. The AVX2 rounding for int16 (AVX-512 VNNI CPUs have AVX2).
 void prepare_int_panel(const float* x, Problem& p, int x_bits, Scratch& s_x, Scratch& s_g, Scratch& s_y,
-                       Scratch* s_amx) {
+                       Scratch* s_amx, int nthreads) {
   p.amx = s_amx != nullptr && amx_usable();
   if (x_bits == 8) {
     prepare_xq8_panel(x, p, s_x, s_g, Isa::kAvx512Vnni);
@@ -290,7 +290,7 @@ void prepare_int_panel(const float* x, Problem& p, int x_bits, Scratch& s_x, Scr
     p.xlo4 = b;
     p.xhi4 = reinterpret_cast<int8_t*>(b + n);
 #if defined(LLMC_KERNELS_X86)
-    xq16_split_panel_avx512(x, p, b, reinterpret_cast<int8_t*>(b + n), dxT, dxsT);
+    xq16_split_panel_avx512(x, p, b, reinterpret_cast<int8_t*>(b + n), dxT, dxsT, nthreads);
 #endif
   } else {
     p.amx = false;  // int16 x off the tiles (no AMX; or a group the byte split does not take)
@@ -496,7 +496,7 @@ void qgemm_parts(const float* x, int M, const QMatrixView* parts, int nparts, in
     const bool vnni = use == Isa::kAvx512Vnni;
     if (panel) {
       p.Mp = vnni ? (M + 31) / 32 * 32 : (M + 15) / 16 * 16;
-      detail::prepare_int_panel(x, p, x_bits, s_x, s_g, s_y, vnni ? &s_amx : nullptr);
+      detail::prepare_int_panel(x, p, x_bits, s_x, s_g, s_y, vnni ? &s_amx : nullptr, nthreads);
     } else {
       detail::prepare_xq(x, p, s_x, s_g, Isa::kAvx2);
     }
@@ -583,7 +583,7 @@ void qgemm_tiled_panel(const float* x, int M, const QTiledView& t, const float* 
   void (*rows)(const Problem&, int, int) = panel_rows_avx512;
   if (t.bits == 4) {  // 4-bit tiles exist on VNNI CPUs only: the canonical 4-bit prefill's integer kernel
     p.Mp = (M + 31) / 32 * 32;
-    prepare_int_panel(x, p, qgemm_x_bits(Isa::kAvx512Vnni, M, 4), s_x, s_g, s_y, &s_amx);
+    prepare_int_panel(x, p, qgemm_x_bits(Isa::kAvx512Vnni, M, 4), s_x, s_g, s_y, &s_amx, nthreads);
     rows = panel_rows_avx512_vnni;
   } else {
     prepare_panel_fp32(x, p, s_x, s_y);

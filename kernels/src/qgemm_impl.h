@@ -182,13 +182,14 @@ void xq8_panel_avx512(const float* x, const Problem& p, int8_t* xq4, float* dxT,
 void split_xq2(const Problem& p, uint8_t* lo, int8_t* hi);
 // Problem::xlo4 / xhi4 straight from x (AVX-512 VNNI CPUs): the bytes split_xq2 makes of
 // prepare_xq_panel's xq2, and its dxT / dxsT, bit for bit (p.group <= kXqMaxGroup).
-void xq16_split_panel_avx512(const float* x, const Problem& p, uint8_t* lo, int8_t* hi, float* dxT, float* dxsT);
+void xq16_split_panel_avx512(const float* x, const Problem& p, uint8_t* lo, int8_t* hi, float* dxT, float* dxsT,
+                             int nthreads = 1);
 // What the panel paths call: prepare_xq8_panel (x_bits = 8, AVX-512 VNNI) or prepare_xq_panel (AVX2
 // rounding), then Problem::yT [N][Mp] from s_y; p.Mp set by the caller. s_amx: the VNNI panel's
 // callers' scratch for AMX (null: the AVX2 panel, no AMX). With it, Problem::amx = amx_usable(), and
-// on AMX at x_bits = 16 Problem::xlo4 / xhi4 from s_amx.
+// on AMX at x_bits = 16 Problem::xlo4 / xhi4 from s_amx (on nthreads threads).
 void prepare_int_panel(const float* x, Problem& p, int x_bits, Scratch& s_x, Scratch& s_g, Scratch& s_y,
-                       Scratch* s_amx = nullptr);
+                       Scratch* s_amx = nullptr, int nthreads = 1);
 
 // Argument checks shared by qgemm_cpu and qgemm_tiled_cpu (std::invalid_argument prefixed `who`):
 // x, y non-null, 1 <= M <= 2^30, y not overlapping x ([M][K] and [M][N] floats); then

@@ -351,12 +351,16 @@ TEST(XqSplitBytes, StraightFromXMatchesRoundThenSplit) {
         std::vector<uint8_t> lo(n, 0xa5), lov(n, 0x5a);
         std::vector<int8_t> hi(n, 0x55), hiv(n, -0x56);
         detail::split_xq2(p, lo.data(), hi.data());
-        std::vector<float> dx(2 * ng, -7.f);
-        detail::xq16_split_panel_avx512(x.data(), p, lov.data(), hiv.data(), dx.data(), dx.data() + ng);
-        ASSERT_EQ(lo, lov);
-        ASSERT_EQ(hi, hiv);
-        ASSERT_EQ(0, std::memcmp(p.xdxT, dx.data(), ng * sizeof(float)));
-        ASSERT_EQ(0, std::memcmp(p.xdxsT, dx.data() + ng, ng * sizeof(float)));
+        for (int threads : {1, 2}) {  // blocks of 16 x-rows on the kernels' threads
+          std::vector<float> dx(2 * ng, -7.f);
+          std::fill(lov.begin(), lov.end(), 0x5a);
+          std::fill(hiv.begin(), hiv.end(), -0x56);
+          detail::xq16_split_panel_avx512(x.data(), p, lov.data(), hiv.data(), dx.data(), dx.data() + ng, threads);
+          ASSERT_EQ(lo, lov);
+          ASSERT_EQ(hi, hiv);
+          ASSERT_EQ(0, std::memcmp(p.xdxT, dx.data(), ng * sizeof(float)));
+          ASSERT_EQ(0, std::memcmp(p.xdxsT, dx.data() + ng, ng * sizeof(float)));
+        }
       }
     }
   }
