@@ -329,7 +329,6 @@ void micro32(const X* xq, int Mp, const W* wb, int nk, float* yT, int nr, bool f
 inline void write_output(const Problem& p, int n0, int n1) { write_panel_output_avx512(p, n0, n1); }
 
 #include "int_panel.inc"
-#include "transpose16.inc"
 
 // ---------------------------------------------------------------------------------------------
 // AMX (CPUs with AMX-INT8, where amx_usable()): the integer panel kernels' arithmetic on tiles, for
@@ -419,135 +418,167 @@ void micro_amx8(int kq, const int8_t* xq4, int Mp, const uint8_t* wb, int nkq, f
 }
 
 // --- int16 x (the default): tiles multiply bytes, so each xq = 256 hi + lo is split in two
-// (Problem::xhi4 / xlo4, xq16_split_panel_avx512) and Q = 256 (codes . hi) + (codes . lo), by
-// tdpbusd (uint8 x int8) and tdpbuud (uint8 x uint8), both exact in int32 (64 products of < 2^8 x
-// 2^8 a tile column), and so is Q (|Q| < 2^26 as in micro32).
+// (Problem::xhi / xlo, xq16_rows_avx512) and Q = 256 (hi . codes) + (lo . codes), by tdpbsud (int8 x
+// uint8) and tdpbuud (uint8 x uint8), both exact in int32 (64 products of < 2^8 x 2^8 a tile column),
+// and so is Q (|Q| < 2^26 as in micro32).
+//
+// Here x is the A operand (16 x-rows x 64 bytes, straight from the row-major x bytes) and the
+// weights are B (16 column quads x 16 weight rows): B's rows are a 4-bit word of 16 weight rows
+// split into its low and high nibbles (the row-tiled copy holds exactly those words; x's columns are
+// stored in the matching order, amx16_column), so the codes need no transposes and no decoded panel;
+// 8-bit rows and canonical 4-bit rows are gathered a 32-bit word per row. A C tile is then 16 x-rows
+// x 16 weight rows: rows of y as they are stored.
 //
 // A group's sums must leave the tiles for their own fp32 scale, so at group 64 a group costs two
-// tile stores and a vector epilogue as long as its two products (measured on the Xeon: the stores
-// do not overlap the vector work). The kernel therefore keeps the rest small: per 256-column
-// chunk, 16 x-rows and block of 16 weight rows, the fp32 accumulators of the block (16 x 16) stay
-// in 16 registers over the chunk's groups, the products of group j + 1 are issued before the
-// epilogue of group j (tiles C0/C1 + A4 and C2/C3 + A5 in turn, sums in two L1 buffers), and the
-// last chunk writes y (+ bias) from the registers. Against the earlier kernel (32 x 16 per group
-// through int_panel_rows, accumulators in L1, write_panel_output after): SmolLM2's layer at M = 128,
-// 1 thread, 1.2x faster.
+// tile stores and a vector epilogue as long as its two products (on the Xeon the stores do not
+// overlap the vector work). The kernel keeps the rest small: per 256-column chunk, 16 x-rows and 16
+// weight rows, the fp32 accumulators (16 x 16) stay in 16 registers over the chunk's groups (and in y
+// itself between chunks), the next group's products are issued before the current group's epilogue
+// (tiles C0/C1 + B6 and C2/C3 + B7 in turn, sums in two L1 buffers), and the last chunk adds the bias
+// and writes y from the registers. The epilogue is micro32's (group_out16's operations and order),
+// so the results are the VNNI kernel's bit for bit (QGemmCpuInt16X.AmxMatchesVnniBitForBit).
 //
 // GCC's tile intrinsics paste their tile number into the asm text: literal numbers only, hence a
-// macro for the two tile sets (C hi, C lo, A).
-#define LLMC_AMX16_GROUP(TC, TC1, TA) \
-  _tile_zero(TC);                     \
-  _tile_zero(TC1);                    \
-  asm volatile("" ::: "memory");      \
-  for (int k = 0; k < nkq; k += kq) { \
-    _tile_loadd(TA, a + 4 * k, kKc);  \
-    _tile_loadd(6, bh + k * xs, xs);  \
-    _tile_dpbusd(TC, TA, 6);          \
-    _tile_loadd(7, bl + k * xs, xs);  \
-    _tile_dpbuud(TC1, TA, 7);         \
-  }                                   \
-  _tile_stored(TC, c[0], 64);         \
-  _tile_stored(TC1, c[1], 64);        \
+// macro for the two tile sets (C hi, C lo, B).
+#define LLMC_AMX16_GROUP(TC, TC1, TB)   \
+  _tile_zero(TC);                       \
+  _tile_zero(TC1);                      \
+  asm volatile("" ::: "memory");        \
+  for (int k = 0; k < nkq; k += kq) {   \
+    _tile_loadd(TB, b + 64 * k, 64);    \
+    _tile_loadd(4, ah + 4 * k, xs);     \
+    _tile_dpbsud(TC, 4, TB);            \
+    _tile_loadd(5, al + 4 * k, xs);     \
+    _tile_dpbuud(TC1, 5, TB);           \
+  }                                     \
+  _tile_stored(TC, c[0], 64);           \
+  _tile_stored(TC1, c[1], 64);          \
   asm volatile("" ::: "memory")
 
-// The hi and lo sums of one group (nkq quads; a = the block's codes at the group's first column,
-// row stride kKc; bh / bl = x's hi / lo bytes at the group's first quad and the block's first
-// x-row, stride xs bytes a quad) into c[0] / c[1]. P picks the tile set. The asm memory barriers:
-// the tile loads and stores are asm the compiler does not see touch memory, so the decoded panel
-// must be stored before the loads, and c read only after the stores. Always inlined, as is the
-// epilogue: the accumulators stay in registers only if nothing takes their address.
+// The hi and lo sums of one group (nkq quads): ah / al = x's hi / lo bytes of the block's first
+// x-row at the group's first column (row stride xs bytes), b = the group's B rows (64 bytes each)
+// into c[0] / c[1]. P picks the tile set. The asm memory barriers: the tile loads and stores are asm
+// the compiler does not see touch memory, so B must be stored before the loads, and c read only
+// after the stores. Always inlined, as is the epilogue: the accumulators stay in registers only if
+// nothing takes their address.
 template <int P>
-__attribute__((always_inline)) inline void amx16_group(int kq, const uint8_t* a, const int8_t* bh, const uint8_t* bl,
+__attribute__((always_inline)) inline void amx16_group(int kq, const int8_t* ah, const uint8_t* al, const uint8_t* b,
                                                        long xs, int nkq, int32_t (&c)[2][16][16]) {
   if constexpr (P == 0) {
-    LLMC_AMX16_GROUP(0, 1, 4);
+    LLMC_AMX16_GROUP(0, 1, 6);
   } else {
-    LLMC_AMX16_GROUP(2, 3, 5);
+    LLMC_AMX16_GROUP(2, 3, 7);
   }
 }
 #undef LLMC_AMX16_GROUP
 
-// One group's epilogue for a block of 16 weight rows x 16 x-rows: y[r] (lanes = x-rows) += s dx Q -
-// s z dx sum(xq), group_out16's operations in its order. Rows past the panel have s = sz = 0 (and
-// zero codes), so all 16 run, unrolled.
-__attribute__((always_inline)) inline void amx16_epilogue(const int32_t (&c)[2][16][16], const float* s, const float* sz,
+// One group's epilogue for 16 x-rows x 16 weight rows: y[i] (x-row i, lanes = weight rows) += s dx Q
+// - s z dx sum(xq), group_out16's operations in its order (sv / szv: the rows' s and s z).
+__attribute__((always_inline)) inline void amx16_epilogue(const int32_t (&c)[2][16][16], __m512 sv, __m512 szv,
                                                           const float* dx, const float* dxs, __m512 (&y)[16]) {
-  const __m512 dxv = _mm512_loadu_ps(dx), dsv = _mm512_loadu_ps(dxs);
 #pragma GCC unroll 16
-  for (int r = 0; r < 16; ++r) {
-    const __m512i q = _mm512_add_epi32(_mm512_slli_epi32(_mm512_load_si512(c[0][r]), 8), _mm512_load_si512(c[1][r]));
-    y[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(q), _mm512_mul_ps(_mm512_set1_ps(s[r]), dxv), y[r]);
-    y[r] = _mm512_fnmadd_ps(_mm512_set1_ps(sz[r]), dsv, y[r]);
+  for (int i = 0; i < 16; ++i) {
+    const __m512i q = _mm512_add_epi32(_mm512_slli_epi32(_mm512_load_si512(c[0][i]), 8), _mm512_load_si512(c[1][i]));
+    y[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(q), _mm512_mul_ps(sv, _mm512_set1_ps(dx[i])), y[i]);
+    y[i] = _mm512_fnmadd_ps(szv, _mm512_set1_ps(dxs[i]), y[i]);
   }
 }
 
-// Rows [n0, n1) at int16 x: per 256-column chunk and panel of kAmxNr weight rows, decode the codes
-// once (uint8, decode_panel); then per 16 x-rows (outer: their x of the chunk, 8 KB, stays in L1 for
-// both weight blocks) and block of 16 weight rows, the chunk's groups into 16 accumulator registers
-// (from / back to Problem::yT [N][Mp] between chunks; into y after the last).
+// The B rows of weight rows n..n+hr-1 (hr <= 16; rows past hr zero) for blocks [kb0, kb1): row
+// 8 (kb - kb0) + q of out (64 bytes: 16 rows x 4 codes) holds the codes of the block's columns
+// amx16_column(BITS, 4q .. 4q + 3). 4 bits from the row-tiled copy (n a multiple of 16): word h of a
+// tile block is one vector of 16 rows; its low nibbles are row q = 2h, its high ones q = 2h + 1.
+template <int BITS>
+void amx16_weights(const Problem& p, int n, int hr, int kb0, int kb1, uint8_t* out) {
+  const __mmask16 rows = tail_mask(hr);
+  const __m512i nib = _mm512_set1_epi8(15);
+  auto split = [&](__m512i w, uint8_t* o) {
+    _mm512_store_si512(o, _mm512_and_si512(w, nib));
+    _mm512_store_si512(o + 64, _mm512_and_si512(_mm512_srli_epi32(w, 4), nib));
+  };
+  if (BITS == 4 && p.tiled != nullptr) {
+    static_assert(kPanelBlocks * kBlockCodes % kKc == 0, "a chunk lies in one tiled panel");
+    const int pn = kb0 / kPanelBlocks, t = n / kTileRows;
+    const size_t sb = p.tl.slice_bytes(pn);
+    const uint8_t* tb = p.tiled + p.tl.slice_offset(pn, 0) + static_cast<size_t>(t) * sb;
+    for (int kb = kb0; kb < kb1; ++kb) {
+      const uint8_t* blk = tb + static_cast<size_t>(kb - pn * kPanelBlocks) * 4 * 64;
+      // The tile's next block pair and the next tile's block: short streams the prefetcher misses.
+      _mm_prefetch(reinterpret_cast<const char*>(blk + sb), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(blk + sb + 128), _MM_HINT_T0);
+      for (int h = 0; h < 4; ++h)
+        split(_mm512_maskz_mov_epi32(rows, _mm512_load_si512(blk + 64 * h)), out + (8 * (kb - kb0) + 2 * h) * 64);
+    }
+    return;
+  }
+  const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                         _mm512_set1_epi32(static_cast<int>(p.row_bytes)));
+  const uint8_t* base = p.codes + static_cast<size_t>(n) * p.row_bytes;
+  for (int kb = kb0; kb < kb1; ++kb) {
+    const uint8_t* blk = base + static_cast<size_t>(kb) * 4 * BITS;
+    for (int h = 0; h < (BITS == 4 ? 4 : 8); ++h) {
+      const __m512i w = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), rows, idx, blk + 4 * h, 1);
+      if constexpr (BITS == 4) split(w, out + (8 * (kb - kb0) + 2 * h) * 64);
+      else _mm512_store_si512(out + (8 * (kb - kb0) + h) * 64, w);
+    }
+  }
+}
+
+// Rows [n0, n1) at int16 x (n0 a multiple of 16: tasks are): per 256-column chunk and block of 16
+// weight rows, the B rows once (amx16_weights), then per 16 x-rows the chunk's groups into 16
+// accumulator registers, from / back to y (+ bias after the last chunk).
 template <int BITS, class Scales>
-void amx16_panel_rows(const Problem& p, const NaturalOrder& no, int n0, int n1, Scales scales) {
+void amx16_panel_rows(const Problem& p, int n0, int n1, Scales scales) {
   constexpr int kMaxGroups = kKc / 32;  // groups in a chunk
   const int kq = p.group == 32 ? 8 : 16;
   amx_begin(kq);
-  alignas(64) uint8_t wb[kAmxNr * kKc];
-  alignas(64) int32_t c[2][2][16][16];  // two groups' tile sums: [group parity][hi / lo][row][x-row]
-  alignas(64) float s[kMaxGroups][kAmxNr], sz[kMaxGroups][kAmxNr];
-  const long xs = 4L * p.Mp;                                  // bytes from one column quad of x to the next
-  const long gstep = static_cast<long>(p.group / 4) * xs;     // ... from one group to the next
-  const int Kk = p.Kb * kBlockCodes;                          // columns up to the last block with real ones
+  alignas(64) uint8_t wb[kKc / 4][64];  // the chunk's B rows of one block of 16 weight rows
+  alignas(64) int32_t c[2][2][16][16];  // two groups' tile sums: [group parity][hi / lo][x-row][weight row]
+  alignas(64) float s[kMaxGroups][16], sz[kMaxGroups][16];
+  const long xs = p.Kp;  // bytes from one x-row to the next
+  const int Kk = p.Kb * kBlockCodes;  // columns up to the last block with real ones
   for (int kc0 = 0; kc0 < Kk; kc0 += kKc) {
     const int kcn = imin(kKc, Kk - kc0);
     const int ng = (kcn + p.group - 1) / p.group, g0 = kc0 / p.group;  // kKc is a multiple of every group
-    const bool last = kc0 + kKc >= Kk;
-    for (int nb = n0; nb < n1; nb += kAmxNr) {
-      const int nr = imin(kAmxNr, n1 - nb);
-      decode_panel<BITS, kAmxNr>(p, no, nb, nr, kc0, kcn, wb);
+    const bool first = kc0 == 0, last = kc0 + kKc >= Kk;
+    for (int n = n0; n < n1; n += 16) {
+      const int hr = imin(16, n1 - n);
+      const __mmask16 k = tail_mask(hr);
+      amx16_weights<BITS>(p, n, hr, kc0 / kBlockCodes, (kc0 + kcn) / kBlockCodes, wb[0]);
       for (int j = 0; j < ng; ++j) {
-        group_scales<kAmxNr>(p, nb, nr, g0 + j, scales, s[j], sz[j]);
-        for (int r = nr; r < kAmxNr; ++r) s[j][r] = sz[j][r] = 0.f;
+        group_scales<16>(p, n, hr, g0 + j, scales, s[j], sz[j]);
+        for (int r = hr; r < 16; ++r) s[j][r] = sz[j][r] = 0.f;
       }
+      const __m512 b = last && p.bias ? _mm512_maskz_loadu_ps(k, p.bias + n) : _mm512_setzero_ps();
       for (int m0 = 0; m0 < p.Mp; m0 += 16) {
-        const int8_t* bh = p.xhi4 + static_cast<size_t>(kc0 / 4) * xs + 4 * m0;
-        const uint8_t* bl = p.xlo4 + static_cast<size_t>(kc0 / 4) * xs + 4 * m0;
+        const int8_t* ah = p.xhi + static_cast<size_t>(m0) * xs + kc0;
+        const uint8_t* al = p.xlo + static_cast<size_t>(m0) * xs + kc0;
         const float* dx = p.xdxT + static_cast<size_t>(g0) * p.Mp + m0;
         const float* dxs = p.xdxsT + static_cast<size_t>(g0) * p.Mp + m0;
-        for (int h = 0; 16 * h < nr; ++h) {
-          const int hr = imin(16, nr - 16 * h), n = nb + 16 * h;
-          const uint8_t* a = wb + static_cast<size_t>(16 * h) * kKc;
-          float* yT = p.yT + static_cast<size_t>(n) * p.Mp + m0;
-          __m512 y[16];
+        float* yb = p.y + static_cast<size_t>(m0) * p.N + n;
+        __m512 y[16];
 #pragma GCC unroll 16
-          for (int r = 0; r < 16; ++r)
-            y[r] = kc0 == 0 || r >= hr ? _mm512_setzero_ps() : _mm512_loadu_ps(yT + static_cast<size_t>(r) * p.Mp);
-          // Group j's products, then group j - 1's epilogue (no lambdas: GCC kept the accumulators
-          // of a capturing lambda on the stack).
-          amx16_group<0>(kq, a, bh, bl, xs, imin(p.group, kcn) / 4, c[0]);
-          for (int j = 1; j < ng; ++j) {
-            const int nkq = imin(p.group, kcn - j * p.group) / 4;
-            if (j & 1)
-              amx16_group<1>(kq, a + j * p.group, bh + j * gstep, bl + j * gstep, xs, nkq, c[1]);
-            else
-              amx16_group<0>(kq, a + j * p.group, bh + j * gstep, bl + j * gstep, xs, nkq, c[0]);
-            amx16_epilogue(c[(j - 1) & 1], s[j - 1] + 16 * h, sz[j - 1] + 16 * h, dx + (j - 1) * p.Mp,
-                           dxs + (j - 1) * p.Mp, y);
-          }
-          amx16_epilogue(c[(ng - 1) & 1], s[ng - 1] + 16 * h, sz[ng - 1] + 16 * h, dx + (ng - 1) * p.Mp,
-                         dxs + (ng - 1) * p.Mp, y);
-          if (!last) {
-#pragma GCC unroll 16
-            for (int r = 0; r < 16; ++r)
-              if (r < hr) _mm512_storeu_ps(yT + static_cast<size_t>(r) * p.Mp, y[r]);
-          } else {
-            // y[m][n ..] = the sums + bias, what write_panel_output_avx512 does through yT.
-            const __mmask16 k = tail_mask(hr);
-            const __m512 b = p.bias ? _mm512_maskz_loadu_ps(k, p.bias + n) : _mm512_setzero_ps();
-            transpose16_ps(y);  // y[i]: x-row m0 + i, lanes = the block's weight rows
-#pragma GCC unroll 16
-            for (int i = 0; i < 16; ++i)
-              if (m0 + i < p.M) _mm512_mask_storeu_ps(p.y + static_cast<size_t>(m0 + i) * p.N + n, k, _mm512_add_ps(y[i], b));
-          }
+        for (int i = 0; i < 16; ++i)
+          y[i] = first || m0 + i >= p.M ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(k, yb + static_cast<size_t>(i) * p.N);
+        // Group j's products, then group j - 1's epilogue (no lambdas: GCC kept the accumulators of a
+        // capturing lambda on the stack).
+        amx16_group<0>(kq, ah, al, wb[0], xs, imin(p.group, kcn) / 4, c[0]);
+        for (int j = 1; j < ng; ++j) {
+          const int c0 = j * p.group, nkq = imin(p.group, kcn - c0) / 4;
+          if (j & 1)
+            amx16_group<1>(kq, ah + c0, al + c0, wb[c0 / 4], xs, nkq, c[1]);
+          else
+            amx16_group<0>(kq, ah + c0, al + c0, wb[c0 / 4], xs, nkq, c[0]);
+          amx16_epilogue(c[(j - 1) & 1], _mm512_load_ps(s[j - 1]), _mm512_load_ps(sz[j - 1]), dx + (j - 1) * p.Mp,
+                         dxs + (j - 1) * p.Mp, y);
         }
+        amx16_epilogue(c[(ng - 1) & 1], _mm512_load_ps(s[ng - 1]), _mm512_load_ps(sz[ng - 1]), dx + (ng - 1) * p.Mp,
+                       dxs + (ng - 1) * p.Mp, y);
+        // Between chunks y holds the fp32 sums (as yT did); after the last one y = sums + bias (as
+        // write_panel_output_avx512).
+#pragma GCC unroll 16
+        for (int i = 0; i < 16; ++i)
+          if (m0 + i < p.M) _mm512_mask_storeu_ps(yb + static_cast<size_t>(i) * p.N, k, last ? _mm512_add_ps(y[i], b) : y[i]);
       }
     }
   }
@@ -560,11 +591,11 @@ auto panel_decoder(const Problem& p, const NaturalOrder& no) {
   return [&p, &no](int nb, int nr, int kc0, int kcn, auto* wb) { decode_panel<BITS, NR>(p, no, nb, nr, kc0, kcn, wb); };
 }
 
-// The panel kernel on AMX tiles: int8 x (Problem::xq4) or int16 x split into bytes (Problem::xlo4 / xhi4).
+// The panel kernel on AMX tiles: int8 x (Problem::xq4) or int16 x split into bytes (Problem::xlo / xhi).
 template <int BITS, class Scales>
 void panel_rows_amx(const Problem& p, const NaturalOrder& no, int n0, int n1, Scales scales) {
   if (p.xq4 == nullptr) {
-    amx16_panel_rows<BITS>(p, no, n0, n1, scales);
+    amx16_panel_rows<BITS>(p, n0, n1, scales);
     return;
   }
   const int kq = p.group == 32 ? 8 : 16;
@@ -741,79 +772,73 @@ void xq8_panel_avx512(const float* x, const Problem& p, int8_t* xq4, float* dxT,
 // prepare_xq_panel's int16 rounding (round_to_int16_scalar's bits: dx = max|x| / 32767 per (row,
 // group), q = cvtps2dq(x * 32767 / max|x|) clamped to +-32767, the current rounding mode as lrint;
 // a non-finite group: inv = 0, so q = -32767 where x is NaN / inf, 0 elsewhere, and dx = NaN) stored
-// straight as split_xq2's bytes: lo = q & 255, hi = q >> 8 in column quads [Kp / 4][Mp][4], without
-// the int16 pairs in between. Per group and 16 x-rows: each row's quads into an L1 table, then one
-// 64-byte line of lo (and of hi) per quad, gathered from the table's column.
+// straight as the AMX int16 kernel's bytes (Problem::xlo / xhi: lo = q & 255, hi = q >> 8, row-major,
+// each 32-column block permuted to amx16_column order by one vpermt2d), without the int16 pairs.
 namespace {
-// xq16_split_panel_avx512 for x-rows [m0, m0 + 16).
-void xq16_split_block(const float* x, const Problem& p, uint8_t* lo, int8_t* hi, float* dxT, float* dxsT, int m0) {
-  const size_t Mp = static_cast<size_t>(p.Mp);
-  const __m512i qmin = _mm512_set1_epi32(-32767), qmax = _mm512_set1_epi32(32767), absm = _mm512_set1_epi32(0x7fffffff);
-  const __m512i col = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-                                         _mm512_set1_epi32(kXqMaxGroup / 4));
-  alignas(64) uint32_t tl[16][kXqMaxGroup / 4], th[16][kXqMaxGroup / 4];  // [x-row][quad of the group]
-  const int nq = p.group / 4;
-  {  // each of the 16 rows is read front to back (groups across the row)
-    for (int g = 0; g < p.G; ++g) {
-      const int k0 = g * p.group, n = imin(p.K, k0 + p.group) - k0;
-      for (int r = 0; r < 16; ++r) {
-        const int m = m0 + r;
-        float dx = 0.f, dxs = 0.f;
-        if (m >= p.M) {
-          std::memset(tl[r], 0, sizeof(uint32_t) * nq);
-          std::memset(th[r], 0, sizeof(uint32_t) * nq);
-        } else {
-          const float* xr = x + static_cast<size_t>(m) * p.K + k0;
-          __m512i am = _mm512_setzero_si512();  // max of |x|'s bits: NaN above inf
-          for (int i = 0; i < n; i += 16)
-            am = _mm512_max_epi32(am, _mm512_and_si512(_mm512_castps_si512(_mm512_maskz_loadu_ps(tail_mask(n - i), xr + i)), absm));
-          const int32_t abits = _mm512_reduce_max_epi32(am);
-          const bool finite = abits < 0x7f800000;
-          float amax;
-          std::memcpy(&amax, &abits, 4);
-          const __m512 inv = _mm512_set1_ps(finite && amax > 0.f ? 32767.f / amax : 0.f);
-          __m512i sum = _mm512_setzero_si512();
-          for (int i = 0; i < p.group; i += 16) {
-            const __mmask16 k = n - i > 0 ? tail_mask(n - i) : 0;
-            const __m512 v = _mm512_maskz_loadu_ps(k, xr + i);
-            const __m512i q = _mm512_maskz_mov_epi32(k, _mm512_max_epi32(_mm512_min_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(v, inv)), qmax), qmin));
-            sum = _mm512_add_epi32(sum, q);
-            _mm_store_si128(reinterpret_cast<__m128i*>(tl[r] + i / 4), _mm512_cvtepi32_epi8(q));
-            _mm_store_si128(reinterpret_cast<__m128i*>(th[r] + i / 4), _mm512_cvtepi32_epi8(_mm512_srai_epi32(q, 8)));
-          }
-          dx = finite ? amax / 32767.f : __builtin_nanf("");
-          dxs = dx * static_cast<float>(_mm512_reduce_add_epi32(sum));
-        }
-        dxT[static_cast<size_t>(g) * Mp + m] = dx;
-        dxsT[static_cast<size_t>(g) * Mp + m] = dxs;
-      }
-      for (int j = 0; j < nq; ++j) {
-        const size_t o = (static_cast<size_t>(k0 / 4 + j) * Mp + m0) * 4;
-        const __m512i idx = _mm512_add_epi32(col, _mm512_set1_epi32(j));
-        _mm512_storeu_si512(lo + o, _mm512_i32gather_epi32(idx, &tl[0][0], 4));
-        _mm512_storeu_si512(hi + o, _mm512_i32gather_epi32(idx, &th[0][0], 4));
-      }
-    }
-  }
-}
-
-struct XqSplitCtx {
+struct XqRowsCtx {
   const float* x;
   const Problem* p;
   uint8_t* lo;
   int8_t* hi;
   float *dxT, *dxsT;
 };
+
+void xq16_rows_block(const XqRowsCtx& c, int m0) {
+  const Problem& p = *c.p;
+  const size_t Mp = static_cast<size_t>(p.Mp), Kp = static_cast<size_t>(p.Kp);
+  const __m512i qmin = _mm512_set1_epi32(-32767), qmax = _mm512_set1_epi32(32767), absm = _mm512_set1_epi32(0x7fffffff);
+  alignas(64) int32_t perm[32];
+  for (int b = 0; b < 32; ++b) perm[b] = amx16_column(p.bits, b);
+  const __m512i idx0 = _mm512_load_si512(perm), idx1 = _mm512_load_si512(perm + 16);
+  for (int m = m0; m < m0 + 16; ++m) {
+    uint8_t* lr = c.lo + m * Kp;
+    int8_t* hr = c.hi + m * Kp;
+    if (m >= p.M) {
+      std::memset(lr, 0, Kp);
+      std::memset(hr, 0, Kp);
+      for (int g = 0; g < p.G; ++g) c.dxT[g * Mp + m] = c.dxsT[g * Mp + m] = 0.f;
+      continue;
+    }
+    for (int g = 0; g < p.G; ++g) {
+      const int k0 = g * p.group, n = imin(p.K, k0 + p.group) - k0;
+      const float* xr = c.x + static_cast<size_t>(m) * p.K + k0;
+      __m512i am = _mm512_setzero_si512();  // max of |x|'s bits: NaN above inf
+      for (int i = 0; i < n; i += 16)
+        am = _mm512_max_epi32(am, _mm512_and_si512(_mm512_castps_si512(_mm512_maskz_loadu_ps(tail_mask(n - i), xr + i)), absm));
+      const int32_t abits = _mm512_reduce_max_epi32(am);
+      const bool finite = abits < 0x7f800000;
+      float amax;
+      std::memcpy(&amax, &abits, 4);
+      const __m512 inv = _mm512_set1_ps(finite && amax > 0.f ? 32767.f / amax : 0.f);
+      __m512i sum = _mm512_setzero_si512();
+      for (int i = 0; i < p.group; i += 32) {
+        __m512i q[2];
+        for (int v = 0; v < 2; ++v) {
+          const int left = n - i - 16 * v;
+          const __mmask16 k = left > 0 ? tail_mask(left) : 0;
+          const __m512 xv = _mm512_maskz_loadu_ps(k, xr + i + 16 * v);
+          q[v] = _mm512_maskz_mov_epi32(k, _mm512_max_epi32(_mm512_min_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(xv, inv)), qmax), qmin));
+          sum = _mm512_add_epi32(sum, q[v]);
+        }
+        const __m512i p0 = _mm512_permutex2var_epi32(q[0], idx0, q[1]), p1 = _mm512_permutex2var_epi32(q[0], idx1, q[1]);
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(lr + k0 + i), _mm512_cvtepi32_epi8(p0));
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(lr + k0 + i + 16), _mm512_cvtepi32_epi8(p1));
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(hr + k0 + i), _mm512_cvtepi32_epi8(_mm512_srai_epi32(p0, 8)));
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(hr + k0 + i + 16), _mm512_cvtepi32_epi8(_mm512_srai_epi32(p1, 8)));
+      }
+      const float dx = finite ? amax / 32767.f : __builtin_nanf("");
+      c.dxT[g * Mp + m] = dx;
+      c.dxsT[g * Mp + m] = dx * static_cast<float>(_mm512_reduce_add_epi32(sum));
+    }
+  }
+}
 }  // namespace
 
-void xq16_split_panel_avx512(const float* x, const Problem& p, uint8_t* lo, int8_t* hi, float* dxT, float* dxsT,
-                             int nthreads) {
-  XqSplitCtx c{x, &p, lo, hi, dxT, dxsT};
-  // Blocks of 16 x-rows are independent: on the kernels' threads (serial before, ~8% of a 2-thread prefill).
-  parallel_for(nthreads, p.Mp / 16, [](void* v, int t) {
-    const auto& c = *static_cast<XqSplitCtx*>(v);
-    xq16_split_block(c.x, *c.p, c.lo, c.hi, c.dxT, c.dxsT, 16 * t);
-  }, &c);
+void xq16_rows_avx512(const float* x, const Problem& p, uint8_t* lo, int8_t* hi, float* dxT, float* dxsT, int nthreads) {
+  XqRowsCtx c{x, &p, lo, hi, dxT, dxsT};
+  // Blocks of 16 x-rows are independent: on the kernels' threads (serial, this was ~8% of a
+  // 2-thread prefill).
+  parallel_for(nthreads, p.Mp / 16, [](void* v, int t) { xq16_rows_block(*static_cast<const XqRowsCtx*>(v), 16 * t); }, &c);
 }
 
 template <int BPG>

@@ -263,14 +263,14 @@ void prepare_xq8_panel(const float* x, Problem& p, Scratch& s_q, Scratch& s_g, I
   panel_x_scalar(x, p, xq4, dxT, dxsT, round_to_int8_scalar);
 }
 
-void split_xq2(const Problem& p, uint8_t* lo, int8_t* hi) {
-  const size_t Mp = static_cast<size_t>(p.Mp);
-  for (size_t c = 0; c < static_cast<size_t>(p.Kp); ++c) {
-    for (size_t m = 0; m < Mp; ++m) {
+void amx16_x_bytes(const Problem& p, uint8_t* lo, int8_t* hi) {
+  const size_t Mp = static_cast<size_t>(p.Mp), Kp = static_cast<size_t>(p.Kp);
+  for (size_t m = 0; m < Mp; ++m) {
+    for (size_t o = 0; o < Kp; ++o) {
+      const size_t c = o / 32 * 32 + static_cast<size_t>(amx16_column(p.bits, static_cast<int>(o % 32)));
       const int16_t v = p.xq2[((c / 2) * Mp + m) * 2 + c % 2];
-      const size_t o = ((c / 4) * Mp + m) * 4 + c % 4;
-      lo[o] = static_cast<uint8_t>(v & 255);
-      hi[o] = static_cast<int8_t>(v >> 8);
+      lo[m * Kp + o] = static_cast<uint8_t>(v & 255);
+      hi[m * Kp + o] = static_cast<int8_t>(v >> 8);
     }
   }
 }
@@ -287,10 +287,10 @@ void prepare_int_panel(const float* x, Problem& p, int x_bits, Scratch& s_x, Scr
     float *dxT, *dxsT;
     uint8_t* b = reinterpret_cast<uint8_t*>(panel_x_buffers<int16_t>(p, *s_amx, s_g, &dxT, &dxsT));
     const size_t n = static_cast<size_t>(p.Kp) * p.Mp;
-    p.xlo4 = b;
-    p.xhi4 = reinterpret_cast<int8_t*>(b + n);
+    p.xlo = b;
+    p.xhi = reinterpret_cast<int8_t*>(b + n);
 #if defined(LLMC_KERNELS_X86)
-    xq16_split_panel_avx512(x, p, b, reinterpret_cast<int8_t*>(b + n), dxT, dxsT, nthreads);
+    xq16_rows_avx512(x, p, b, reinterpret_cast<int8_t*>(b + n), dxT, dxsT, nthreads);
 #endif
   } else {
     p.amx = false;  // int16 x off the tiles (no AMX; or a group the byte split does not take)
@@ -464,8 +464,7 @@ void prepare_panel_fp32(const float* x, detail::Problem& p, detail::Scratch& s_x
 // Rows per task: a multiple of kRowQuantum, about 4 tasks per thread (dynamic scheduling keeps
 // threads busy when the machine is shared), and at least 48 rows for the panel kernel so each
 // task reuses its L2-resident slice of x^T across several weight panels.
-int rows_per_task(int N, int nthreads, bool panel) {
-  const int q = detail::kRowQuantum;
+int rows_per_task(int N, int nthreads, bool panel, int q = detail::kRowQuantum) {
   int per = (N + 4 * nthreads - 1) / (4 * nthreads);
   per = std::max(per, panel ? 48 : q);
   return (per + q - 1) / q * q;
@@ -534,7 +533,9 @@ void qgemm_parts(const float* x, int M, const QMatrixView* parts, int nparts, in
 #endif
   }
 
-  const int per = rows_per_task(p.N, nthreads, panel);
+  // The AMX int16 kernel takes weight rows 16 at a time from tile-aligned starts (its row-tiled
+  // copies' tiles): tasks in multiples of 48 (also whole 12-row panels for the other kernels).
+  const int per = rows_per_task(p.N, nthreads, panel, p.amx && p.xhi ? 48 : detail::kRowQuantum);
   if (nparts == 1) {
     TaskCtx ctx{&p, rows, per};
     const int ntasks = (p.N + per - 1) / per;
@@ -588,7 +589,7 @@ void qgemm_tiled_panel(const float* x, int M, const QTiledView& t, const float* 
   } else {
     prepare_panel_fp32(x, p, s_x, s_y);
   }
-  TaskCtx ctx{&p, rows, rows_per_task(p.N, nthreads, true)};
+  TaskCtx ctx{&p, rows, rows_per_task(p.N, nthreads, true, p.amx && p.xhi ? 48 : kRowQuantum)};
   parallel_for(nthreads, (p.N + ctx.rows_per_task - 1) / ctx.rows_per_task, run_task, &ctx);
 #else
   (void)x, (void)nthreads;

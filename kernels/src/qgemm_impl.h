@@ -45,8 +45,10 @@ struct Problem {
   const int8_t* xq4 = nullptr;   // [Kp / 4][Mp][4]: xq[m][4i .. 4i + 3], 0 outside [M) x [K)
   // AMX at int16 x (VNNI panel, amx_usable()): xq2's values split into bytes, xq = 256 hi + lo, in
   // column quads as xq4 (tiles multiply bytes only; set beside xq2, which the other kernels read):
-  const uint8_t* xlo4 = nullptr;  // [Kp / 4][Mp][4]: lo = xq & 255
-  const int8_t* xhi4 = nullptr;   // [Kp / 4][Mp][4]: hi = xq >> 8 (arithmetic)
+  // The AMX int16 kernel's x (x_bits = 16 on AMX): the bytes of xq2's values, lo = xq & 255 and hi =
+  // xq >> 8 (arithmetic), row-major [Mp][Kp], each 32-column block in amx16_column order.
+  const uint8_t* xlo = nullptr;
+  const int8_t* xhi = nullptr;
   bool amx = false;  // the VNNI panel kernel runs on AMX tiles (decided once, by prepare_int_panel)
   const float* xdxT = nullptr;   // [G][Mp] dx
   const float* xdxsT = nullptr;  // [G][Mp] dx * sum of xq over the group
@@ -176,18 +178,24 @@ void prepare_xq_panel(const float* x, Problem& p, Scratch& s_q, Scratch& s_g, Is
 // (AVX-512 VNNI CPUs only), the same bits.
 void prepare_xq8_panel(const float* x, Problem& p, Scratch& s_q, Scratch& s_g, Isa isa);
 void xq8_panel_avx512(const float* x, const Problem& p, int8_t* xq4, float* dxT, float* dxsT);
-// The reference of xq16_split_panel_avx512's bytes: Problem::xlo4 / xhi4 from p.xq2 (Kp, Mp as for
-// it), the bytes of each int16, lo = xq & 255 and hi = xq >> 8, regrouped from column pairs to
-// column quads (scalar).
-void split_xq2(const Problem& p, uint8_t* lo, int8_t* hi);
-// Problem::xlo4 / xhi4 straight from x (AVX-512 VNNI CPUs): the bytes split_xq2 makes of
-// prepare_xq_panel's xq2, and its dxT / dxsT, bit for bit (p.group <= kXqMaxGroup).
-void xq16_split_panel_avx512(const float* x, const Problem& p, uint8_t* lo, int8_t* hi, float* dxT, float* dxsT,
-                             int nthreads = 1);
+// Where the AMX int16 kernel keeps column c of a 32-column block of x: byte b of the block holds
+// column amx16_column(bits, b). At 4 bits, b = 4q + j (q = 2h + s) holds column 8j + 4s + h: the code
+// that byte j of a block's word h holds in its low (s = 0) or high (s = 1) nibble, so the nibbles of
+// one word of 16 weight rows are B-tile rows of the kernel as they are (no transposes); at 8 bits
+// the natural order.
+constexpr int amx16_column(int bits, int b) { return bits == 4 ? 8 * (b % 4) + 4 * ((b / 4) % 2) + b / 8 : b; }
+// The reference of Problem::xlo / xhi (scalar): from p.xq2 (Kp, Mp as for it), every value's bytes
+// at their place of the row-major, amx16_column-ordered layout ([Mp][Kp] each).
+void amx16_x_bytes(const Problem& p, uint8_t* lo, int8_t* hi);
+// Problem::xlo / xhi straight from x (AVX-512 VNNI CPUs), and dxT / dxsT: prepare_xq_panel's
+// rounding and amx16_x_bytes's bytes, bit for bit (p.group <= kXqMaxGroup); blocks of 16 x-rows on
+// nthreads threads.
+void xq16_rows_avx512(const float* x, const Problem& p, uint8_t* lo, int8_t* hi, float* dxT, float* dxsT,
+                      int nthreads = 1);
 // What the panel paths call: prepare_xq8_panel (x_bits = 8, AVX-512 VNNI) or prepare_xq_panel (AVX2
 // rounding), then Problem::yT [N][Mp] from s_y; p.Mp set by the caller. s_amx: the VNNI panel's
 // callers' scratch for AMX (null: the AVX2 panel, no AMX). With it, Problem::amx = amx_usable(), and
-// on AMX at x_bits = 16 Problem::xlo4 / xhi4 from s_amx (on nthreads threads).
+// on AMX at x_bits = 16 Problem::xlo / xhi from s_amx (on nthreads threads).
 void prepare_int_panel(const float* x, Problem& p, int x_bits, Scratch& s_x, Scratch& s_g, Scratch& s_y,
                        Scratch* s_amx = nullptr, int nthreads = 1);
 

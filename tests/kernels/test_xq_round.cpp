@@ -302,29 +302,44 @@ TEST(XqRoundInt8, PanelBuffersBitExact) {
   }
 }
 
-// The int16 x split into bytes for the AMX kernel (Problem::xlo4 / xhi4), its scalar reference:
-// every xq2 value comes back as 256 hi + lo at its quad position.
+// The AMX int16 kernel's x bytes (Problem::xlo / xhi), its scalar reference: every xq2 value comes
+// back as 256 hi + lo at its place (row-major, each 32-column block in amx16_column order), and
+// amx16_column is a permutation of a block's columns (4 bits: byte j of word h's nibbles).
 TEST(XqSplitBytes, ReferenceRebuildsTheInt16) {
   SKIP_WITHOUT_AVX2();
+  for (int bits : {4, 8}) {
+    std::vector<int> seen(32, 0);
+    for (int b = 0; b < 32; ++b) ++seen[detail::amx16_column(bits, b)];
+    EXPECT_EQ(seen, std::vector<int>(32, 1));
+  }
+  EXPECT_EQ(detail::amx16_column(4, 0), 0);
+  EXPECT_EQ(detail::amx16_column(4, 1), 8);    // byte 1 of word 0, low nibble: code 8
+  EXPECT_EQ(detail::amx16_column(4, 4), 4);    // byte 0 of word 0, high nibble: code 4
+  EXPECT_EQ(detail::amx16_column(4, 31), 31);  // byte 3 of word 3, high nibble: code 8 * 3 + 4 + 3
+  EXPECT_EQ(detail::amx16_column(8, 13), 13);
   std::mt19937 rng(3737);
-  for (int group : {32, 64, 128}) {
-    for (int K : {1, 33, 172, 576, 1000}) {
-      for (int M : {1, 16, 17, 40}) {
-        SCOPED_TRACE("g=" + std::to_string(group) + " K=" + std::to_string(K) + " M=" + std::to_string(M));
-        const std::vector<float> x = random_rows(M, K, rng);
-        detail::Problem p = problem(M, K, group, 4);
-        p.Mp = (M + 31) / 32 * 32;
-        detail::Scratch qs, gs;
-        detail::prepare_xq_panel(x.data(), p, qs, gs, Isa::kAvx2);
-        const size_t n = static_cast<size_t>(p.Kp) * p.Mp;
-        std::vector<uint8_t> lo(n, 0xa5);
-        std::vector<int8_t> hi(n, 0x55);
-        detail::split_xq2(p, lo.data(), hi.data());
-        for (int m = 0; m < p.Mp; ++m) {
-          for (int c = 0; c < p.Kp; ++c) {
-            const size_t o = (static_cast<size_t>(c / 4) * p.Mp + m) * 4 + c % 4;
-            const int16_t v = p.xq2[(static_cast<size_t>(c / 2) * p.Mp + m) * 2 + c % 2];
-            ASSERT_EQ(256 * hi[o] + lo[o], v) << "m=" << m << " c=" << c;
+  for (int bits : {4, 8}) {
+    for (int group : {32, 64, 128}) {
+      for (int K : {1, 33, 172, 576, 1000}) {
+        for (int M : {1, 16, 17, 40}) {
+          SCOPED_TRACE("bits=" + std::to_string(bits) + " g=" + std::to_string(group) + " K=" + std::to_string(K) +
+                       " M=" + std::to_string(M));
+          const std::vector<float> x = random_rows(M, K, rng);
+          detail::Problem p = problem(M, K, group, bits);
+          p.Mp = (M + 31) / 32 * 32;
+          detail::Scratch qs, gs;
+          detail::prepare_xq_panel(x.data(), p, qs, gs, Isa::kAvx2);
+          const size_t n = static_cast<size_t>(p.Kp) * p.Mp;
+          std::vector<uint8_t> lo(n, 0xa5);
+          std::vector<int8_t> hi(n, 0x55);
+          detail::amx16_x_bytes(p, lo.data(), hi.data());
+          for (int m = 0; m < p.Mp; ++m) {
+            for (int o = 0; o < p.Kp; ++o) {
+              const int c = o / 32 * 32 + detail::amx16_column(bits, o % 32);
+              const int16_t v = p.xq2[(static_cast<size_t>(c / 2) * p.Mp + m) * 2 + c % 2];
+              const size_t i = static_cast<size_t>(m) * p.Kp + o;
+              ASSERT_EQ(256 * hi[i] + lo[i], v) << "m=" << m << " o=" << o;
+            }
           }
         }
       }
@@ -332,34 +347,37 @@ TEST(XqSplitBytes, ReferenceRebuildsTheInt16) {
   }
 }
 
-// The AMX kernel's int16 x bytes straight from x (xq16_split_panel_avx512) against the reference
-// chain: the scalar int16 rounding into column pairs, then the scalar byte split; bytes, dx and
-// dx sum(xq) bit for bit, with non-finite groups, partial groups and rows past M.
+// The AMX int16 kernel's x bytes straight from x (xq16_rows_avx512) against the reference chain:
+// the scalar int16 rounding into column pairs, then amx16_x_bytes; bytes, dx and dx sum(xq) bit for
+// bit, with non-finite groups, partial groups and rows past M, at 1 and 2 threads.
 TEST(XqSplitBytes, StraightFromXMatchesRoundThenSplit) {
   if (!isa_supported(Isa::kAvx512Vnni)) GTEST_SKIP() << "AVX-512 VNNI not supported by this CPU: no AMX x path to compare";
   std::mt19937 rng(4747);
-  for (int group : {32, 64, 128}) {
-    for (int K : {1, 33, 172, 576, 577, 1000}) {
-      for (int M : {1, 16, 17, 40}) {
-        SCOPED_TRACE("g=" + std::to_string(group) + " K=" + std::to_string(K) + " M=" + std::to_string(M));
-        const std::vector<float> x = random_rows(M, K, rng);
-        detail::Problem p = problem(M, K, group, 4);
-        p.Mp = (M + 31) / 32 * 32;
-        detail::Scratch qs, gs;
-        detail::prepare_xq_panel(x.data(), p, qs, gs, Isa::kScalar);
-        const size_t n = static_cast<size_t>(p.Kp) * p.Mp, ng = static_cast<size_t>(p.G) * p.Mp;
-        std::vector<uint8_t> lo(n, 0xa5), lov(n, 0x5a);
-        std::vector<int8_t> hi(n, 0x55), hiv(n, -0x56);
-        detail::split_xq2(p, lo.data(), hi.data());
-        for (int threads : {1, 2}) {  // blocks of 16 x-rows on the kernels' threads
-          std::vector<float> dx(2 * ng, -7.f);
-          std::fill(lov.begin(), lov.end(), 0x5a);
-          std::fill(hiv.begin(), hiv.end(), -0x56);
-          detail::xq16_split_panel_avx512(x.data(), p, lov.data(), hiv.data(), dx.data(), dx.data() + ng, threads);
-          ASSERT_EQ(lo, lov);
-          ASSERT_EQ(hi, hiv);
-          ASSERT_EQ(0, std::memcmp(p.xdxT, dx.data(), ng * sizeof(float)));
-          ASSERT_EQ(0, std::memcmp(p.xdxsT, dx.data() + ng, ng * sizeof(float)));
+  for (int bits : {4, 8}) {
+    for (int group : {32, 64, 128}) {
+      for (int K : {1, 33, 172, 576, 577, 1000}) {
+        for (int M : {1, 16, 17, 40}) {
+          SCOPED_TRACE("bits=" + std::to_string(bits) + " g=" + std::to_string(group) + " K=" + std::to_string(K) +
+                       " M=" + std::to_string(M));
+          const std::vector<float> x = random_rows(M, K, rng);
+          detail::Problem p = problem(M, K, group, bits);
+          p.Mp = (M + 31) / 32 * 32;
+          detail::Scratch qs, gs;
+          detail::prepare_xq_panel(x.data(), p, qs, gs, Isa::kScalar);
+          const size_t n = static_cast<size_t>(p.Kp) * p.Mp, ng = static_cast<size_t>(p.G) * p.Mp;
+          std::vector<uint8_t> lo(n, 0xa5), lov(n);
+          std::vector<int8_t> hi(n, 0x55), hiv(n);
+          detail::amx16_x_bytes(p, lo.data(), hi.data());
+          for (int threads : {1, 2}) {
+            std::vector<float> dx(2 * ng, -7.f);
+            std::fill(lov.begin(), lov.end(), 0x5a);
+            std::fill(hiv.begin(), hiv.end(), -0x56);
+            detail::xq16_rows_avx512(x.data(), p, lov.data(), hiv.data(), dx.data(), dx.data() + ng, threads);
+            ASSERT_EQ(lo, lov);
+            ASSERT_EQ(hi, hiv);
+            ASSERT_EQ(0, std::memcmp(p.xdxT, dx.data(), ng * sizeof(float)));
+            ASSERT_EQ(0, std::memcmp(p.xdxsT, dx.data() + ng, ng * sizeof(float)));
+          }
         }
       }
     }
