@@ -426,7 +426,7 @@ void micro_amx8(int kq, const int8_t* xq4, int Mp, const uint8_t* wb, int nkq, f
 // weights are B (16 column quads x 16 weight rows): B's rows are a 4-bit word of 16 weight rows
 // split into its low and high nibbles (the row-tiled copy holds exactly those words; x's columns are
 // stored in the matching order, amx16_column), so the codes need no transposes and no decoded panel;
-// 8-bit rows and canonical 4-bit rows are gathered a 32-bit word per row. A C tile is then 16 x-rows
+// 8-bit rows and canonical 4-bit rows are transposed 16 x 16 words at a time. A C tile is then 16 x-rows
 // x 16 weight rows: rows of y as they are stored.
 //
 // A group's sums must leave the tiles for their own fp32 scale, so at group 64 a group costs two
@@ -484,10 +484,34 @@ __attribute__((always_inline)) inline void amx16_epilogue(const int32_t (&c)[2][
   }
 }
 
+// In-place transpose of 16 x 16 32-bit words (row i = r[i]).
+inline void transpose16_epi32(__m512i r[16]) {
+  __m512i t[16], u[16];
+  for (int i = 0; i < 8; ++i) {  // per 128-bit lane L: t[2i] = (a0 b0 a1 b1), t[2i + 1] = (a2 b2 a3 b3)
+    t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+  }
+  for (int i = 0; i < 4; ++i) {  // u[4i + k], lane L: rows 4i .. 4i + 3 of column 4L + k
+    u[4 * i] = _mm512_unpacklo_epi64(t[4 * i], t[4 * i + 2]);
+    u[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i], t[4 * i + 2]);
+    u[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
+    u[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
+  }
+  for (int k = 0; k < 4; ++k) {  // column 4L + k gathers lane L of u[k], u[4 + k], u[8 + k], u[12 + k]
+    const __m512i p0 = _mm512_shuffle_i32x4(u[k], u[4 + k], 0x88), p1 = _mm512_shuffle_i32x4(u[k], u[4 + k], 0xdd);
+    const __m512i q0 = _mm512_shuffle_i32x4(u[8 + k], u[12 + k], 0x88), q1 = _mm512_shuffle_i32x4(u[8 + k], u[12 + k], 0xdd);
+    r[k] = _mm512_shuffle_i32x4(p0, q0, 0x88);
+    r[4 + k] = _mm512_shuffle_i32x4(p1, q1, 0x88);
+    r[8 + k] = _mm512_shuffle_i32x4(p0, q0, 0xdd);
+    r[12 + k] = _mm512_shuffle_i32x4(p1, q1, 0xdd);
+  }
+}
+
 // The B rows of weight rows n..n+hr-1 (hr <= 16; rows past hr zero) for blocks [kb0, kb1): row
 // 8 (kb - kb0) + q of out (64 bytes: 16 rows x 4 codes) holds the codes of the block's columns
 // amx16_column(BITS, 4q .. 4q + 3). 4 bits from the row-tiled copy (n a multiple of 16): word h of a
 // tile block is one vector of 16 rows; its low nibbles are row q = 2h, its high ones q = 2h + 1.
+// From canonical rows the same words, transposed.
 template <int BITS>
 void amx16_weights(const Problem& p, int n, int hr, int kb0, int kb1, uint8_t* out) {
   const __mmask16 rows = tail_mask(hr);
@@ -511,75 +535,98 @@ void amx16_weights(const Problem& p, int n, int hr, int kb0, int kb1, uint8_t* o
     }
     return;
   }
-  const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-                                         _mm512_set1_epi32(static_cast<int>(p.row_bytes)));
+  // Canonical rows: 64 bytes of each of the 16 rows (2 blocks at 8 bits, 4 at 4 bits; masked at the
+  // chunk's end), one 16 x 16 transpose of 32-bit words: vector v = word v of every row (gathers, a
+  // word per row, took 1.3x the old panel decode at 8 bits).
   const uint8_t* base = p.codes + static_cast<size_t>(n) * p.row_bytes;
-  for (int kb = kb0; kb < kb1; ++kb) {
-    const uint8_t* blk = base + static_cast<size_t>(kb) * 4 * BITS;
-    for (int h = 0; h < (BITS == 4 ? 4 : 8); ++h) {
-      const __m512i w = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), rows, idx, blk + 4 * h, 1);
-      if constexpr (BITS == 4) split(w, out + (8 * (kb - kb0) + 2 * h) * 64);
-      else _mm512_store_si512(out + (8 * (kb - kb0) + h) * 64, w);
+  constexpr int kWords = BITS;  // 32-bit words per block
+  for (int kb = kb0; kb < kb1; kb += 16 / kWords) {
+    const int words = imin(16, (kb1 - kb) * kWords);
+    const __mmask16 wm = tail_mask(words);
+    __m512i v[16];
+#pragma GCC unroll 16
+    for (int r = 0; r < 16; ++r)
+      v[r] = r < hr ? _mm512_maskz_loadu_epi32(wm, base + static_cast<size_t>(r) * p.row_bytes + static_cast<size_t>(kb) * 4 * BITS)
+                    : _mm512_setzero_si512();
+    transpose16_epi32(v);
+    for (int w = 0; w < words; ++w) {
+      if constexpr (BITS == 4) split(v[w], out + (8 * (kb - kb0) + 2 * w) * 64);  // word w % 4 of block kb + w / 4
+      else _mm512_store_si512(out + (8 * (kb - kb0) + w) * 64, v[w]);
     }
   }
 }
 
-// Rows [n0, n1) at int16 x (n0 a multiple of 16: tasks are): per 256-column chunk and block of 16
-// weight rows, the B rows once (amx16_weights), then per 16 x-rows the chunk's groups into 16
-// accumulator registers, from / back to y (+ bias after the last chunk).
+// s = scale and sz = scale * zero (fp32) of weight rows n..n+hr-1 in group g as vectors of 16 rows
+// (rows past hr: 0), group_scales's values with one conversion per vector (per row, they were ~20% of
+// the 8-bit lm_head's time at eval's small M).
+template <class Scales>
+inline void amx16_scales(const Problem& p, int n, int hr, int g, Scales scales, float* s, float* sz) {
+  alignas(32) uint16_t s16[16] = {}, z16[16] = {};
+  if constexpr (std::is_same_v<Scales, std::nullptr_t>) {
+    for (int r = 0; r < hr; ++r) {
+      const size_t gi = static_cast<size_t>(n + r) * p.G + g;
+      s16[r] = p.scales[gi];
+      z16[r] = p.zeros[gi];
+    }
+  } else {
+    scales(n, hr, g, s16, z16);
+  }
+  const __m512 sv = _mm512_cvtph_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(s16)));
+  _mm512_store_ps(s, sv);
+  _mm512_store_ps(sz, _mm512_mul_ps(sv, _mm512_cvtph_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(z16)))));
+}
+
+// Rows [n0, n1) at int16 x (n0 a multiple of 16: tasks are): per block of 16 weight rows, the B rows
+// of all of K (amx16_weights, 16 bytes a column: L1 / L2) and the scales once, then per 16 x-rows
+// all groups into 16 accumulator registers, written to y (+ bias) once. (Per 256-column chunk with
+// the sums through y in between, the 8-bit lm_head at M = 128 ran 1.16x slower than the first AMX
+// kernel: its y is 25 MB.)
 template <int BITS, class Scales>
 void amx16_panel_rows(const Problem& p, int n0, int n1, Scales scales) {
-  constexpr int kMaxGroups = kKc / 32;  // groups in a chunk
   const int kq = p.group == 32 ? 8 : 16;
+  const int Kk = p.Kb * kBlockCodes;           // columns up to the last block with real ones
+  const int ng = (Kk + p.group - 1) / p.group;  // groups with real columns
+  thread_local Scratch s_w, s_s;
+  uint8_t* wb = reinterpret_cast<uint8_t*>(s_w.get(static_cast<size_t>(Kk) * 16 / 4));  // [Kk / 4][64]
+  float* s = s_s.get(2 * static_cast<size_t>(ng) * 16);                                // [ng][16], then sz
+  float* sz = s + static_cast<size_t>(ng) * 16;
   amx_begin(kq);
-  alignas(64) uint8_t wb[kKc / 4][64];  // the chunk's B rows of one block of 16 weight rows
   alignas(64) int32_t c[2][2][16][16];  // two groups' tile sums: [group parity][hi / lo][x-row][weight row]
-  alignas(64) float s[kMaxGroups][16], sz[kMaxGroups][16];
-  const long xs = p.Kp;  // bytes from one x-row to the next
-  const int Kk = p.Kb * kBlockCodes;  // columns up to the last block with real ones
-  for (int kc0 = 0; kc0 < Kk; kc0 += kKc) {
-    const int kcn = imin(kKc, Kk - kc0);
-    const int ng = (kcn + p.group - 1) / p.group, g0 = kc0 / p.group;  // kKc is a multiple of every group
-    const bool first = kc0 == 0, last = kc0 + kKc >= Kk;
-    for (int n = n0; n < n1; n += 16) {
-      const int hr = imin(16, n1 - n);
-      const __mmask16 k = tail_mask(hr);
-      amx16_weights<BITS>(p, n, hr, kc0 / kBlockCodes, (kc0 + kcn) / kBlockCodes, wb[0]);
-      for (int j = 0; j < ng; ++j) {
-        group_scales<16>(p, n, hr, g0 + j, scales, s[j], sz[j]);
-        for (int r = hr; r < 16; ++r) s[j][r] = sz[j][r] = 0.f;
-      }
-      const __m512 b = last && p.bias ? _mm512_maskz_loadu_ps(k, p.bias + n) : _mm512_setzero_ps();
-      for (int m0 = 0; m0 < p.Mp; m0 += 16) {
-        const int8_t* ah = p.xhi + static_cast<size_t>(m0) * xs + kc0;
-        const uint8_t* al = p.xlo + static_cast<size_t>(m0) * xs + kc0;
-        const float* dx = p.xdxT + static_cast<size_t>(g0) * p.Mp + m0;
-        const float* dxs = p.xdxsT + static_cast<size_t>(g0) * p.Mp + m0;
-        float* yb = p.y + static_cast<size_t>(m0) * p.N + n;
-        __m512 y[16];
+  const long xs = p.Kp;                  // bytes from one x-row to the next
+  for (int n = n0; n < n1; n += 16) {
+    const int hr = imin(16, n1 - n);
+    const __mmask16 k = tail_mask(hr);
+    for (int kc0 = 0; kc0 < Kk; kc0 += kKc)  // (a row-tiled copy's blocks panel by panel)
+      amx16_weights<BITS>(p, n, hr, kc0 / kBlockCodes, imin(Kk, kc0 + kKc) / kBlockCodes, wb + static_cast<size_t>(kc0) * 16);
+    for (int j = 0; j < ng; ++j) amx16_scales(p, n, hr, j, scales, s + 16 * j, sz + 16 * j);
+    const __m512 b = p.bias ? _mm512_maskz_loadu_ps(k, p.bias + n) : _mm512_setzero_ps();
+    for (int m0 = 0; m0 < p.Mp; m0 += 16) {
+      const int8_t* ah = p.xhi + static_cast<size_t>(m0) * xs;
+      const uint8_t* al = p.xlo + static_cast<size_t>(m0) * xs;
+      const float* dx = p.xdxT + m0;
+      const float* dxs = p.xdxsT + m0;
+      __m512 y[16];
 #pragma GCC unroll 16
-        for (int i = 0; i < 16; ++i)
-          y[i] = first || m0 + i >= p.M ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(k, yb + static_cast<size_t>(i) * p.N);
-        // Group j's products, then group j - 1's epilogue (no lambdas: GCC kept the accumulators of a
-        // capturing lambda on the stack).
-        amx16_group<0>(kq, ah, al, wb[0], xs, imin(p.group, kcn) / 4, c[0]);
-        for (int j = 1; j < ng; ++j) {
-          const int c0 = j * p.group, nkq = imin(p.group, kcn - c0) / 4;
-          if (j & 1)
-            amx16_group<1>(kq, ah + c0, al + c0, wb[c0 / 4], xs, nkq, c[1]);
-          else
-            amx16_group<0>(kq, ah + c0, al + c0, wb[c0 / 4], xs, nkq, c[0]);
-          amx16_epilogue(c[(j - 1) & 1], _mm512_load_ps(s[j - 1]), _mm512_load_ps(sz[j - 1]), dx + (j - 1) * p.Mp,
-                         dxs + (j - 1) * p.Mp, y);
-        }
-        amx16_epilogue(c[(ng - 1) & 1], _mm512_load_ps(s[ng - 1]), _mm512_load_ps(sz[ng - 1]), dx + (ng - 1) * p.Mp,
-                       dxs + (ng - 1) * p.Mp, y);
-        // Between chunks y holds the fp32 sums (as yT did); after the last one y = sums + bias (as
-        // write_panel_output_avx512).
-#pragma GCC unroll 16
-        for (int i = 0; i < 16; ++i)
-          if (m0 + i < p.M) _mm512_mask_storeu_ps(yb + static_cast<size_t>(i) * p.N, k, last ? _mm512_add_ps(y[i], b) : y[i]);
+      for (int i = 0; i < 16; ++i) y[i] = _mm512_setzero_ps();
+      // Group j's products, then group j - 1's epilogue (no lambdas: GCC kept the accumulators of a
+      // capturing lambda on the stack).
+      amx16_group<0>(kq, ah, al, wb, xs, imin(p.group, Kk) / 4, c[0]);
+      for (int j = 1; j < ng; ++j) {
+        const int c0 = j * p.group, nkq = imin(p.group, Kk - c0) / 4;
+        if (j & 1)
+          amx16_group<1>(kq, ah + c0, al + c0, wb + static_cast<size_t>(c0) * 16, xs, nkq, c[1]);
+        else
+          amx16_group<0>(kq, ah + c0, al + c0, wb + static_cast<size_t>(c0) * 16, xs, nkq, c[0]);
+        amx16_epilogue(c[(j - 1) & 1], _mm512_load_ps(s + 16 * (j - 1)), _mm512_load_ps(sz + 16 * (j - 1)),
+                       dx + static_cast<size_t>(j - 1) * p.Mp, dxs + static_cast<size_t>(j - 1) * p.Mp, y);
       }
+      amx16_epilogue(c[(ng - 1) & 1], _mm512_load_ps(s + 16 * (ng - 1)), _mm512_load_ps(sz + 16 * (ng - 1)),
+                     dx + static_cast<size_t>(ng - 1) * p.Mp, dxs + static_cast<size_t>(ng - 1) * p.Mp, y);
+      // y = sums + bias, as write_panel_output_avx512 adds them.
+      float* yb = p.y + static_cast<size_t>(m0) * p.N + n;
+#pragma GCC unroll 16
+      for (int i = 0; i < 16; ++i)
+        if (m0 + i < p.M) _mm512_mask_storeu_ps(yb + static_cast<size_t>(i) * p.N, k, _mm512_add_ps(y[i], b));
     }
   }
   amx_end();

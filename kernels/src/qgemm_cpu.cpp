@@ -296,7 +296,8 @@ void prepare_int_panel(const float* x, Problem& p, int x_bits, Scratch& s_x, Scr
     p.amx = false;  // int16 x off the tiles (no AMX; or a group the byte split does not take)
     prepare_xq_panel(x, p, s_x, s_g, Isa::kAvx2);
   }
-  p.yT = s_y.get(static_cast<size_t>(p.N) * p.Mp);
+  // (The AMX int16 kernel keeps its sums in registers and writes y: no yT.)
+  p.yT = p.amx && p.xhi ? nullptr : s_y.get(static_cast<size_t>(p.N) * p.Mp);
 }
 
 void check_xy(const char* who, const float* x, int M, int N, int K, const float* y) {
