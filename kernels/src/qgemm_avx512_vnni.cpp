@@ -332,15 +332,29 @@ inline void write_output(const Problem& p, int n0, int n1) { write_panel_output_
 
 // ---------------------------------------------------------------------------------------------
 // AMX (CPUs with AMX-INT8, where amx_usable()): the integer panel kernels' arithmetic on tiles, for
-// either x width. Per group, an A tile of 16 weight rows x 64 uint8 codes (from the decoded panel)
-// times a B tile of 16 column quads x 16 x-rows (AMX's B layout is Problem::xq4's quad layout as it
-// is) gives a C tile of 16 x 16 exact int32 sums Q by tdpbusd (16 x 16 x 64 products an
-// instruction); the C tiles go through L1 into micro32's fp32 epilogue (group_out16's operations,
-// in the same order), so the results are the VNNI kernels' bit for bit (tests
-// QGemmCpuInt8X / QGemmCpuInt16X.AmxMatchesVnniBitForBit). Group 32 runs tiles of K = 32 (the tile
-// config's A width and B height), group 128 two tiles of K = 64 into the same C.
-constexpr int kAmxNr = 32;  // weight rows of a decoded panel: two A tiles of 16
-
+// either x width. x is the A operand (16 x-rows x 64 bytes, straight from Problem::xhi / xlo's
+// row-major bytes) and the weights are B (16 column quads x 16 weight rows): B's rows are a 4-bit
+// word of 16 weight rows split into its low and high nibbles (the row-tiled copy holds exactly those
+// words; x's columns are stored in the matching order, amx_column), so the codes need no decoded
+// panel; 8-bit rows and canonical 4-bit rows are transposed 16 x 16 words at a time. A C tile of 16 x
+// 16 exact int32 sums Q (16 x 16 x 64 products an instruction) is then 16 x-rows x 16 weight rows:
+// rows of y as they are stored.
+//   int8 x (prefill_x_bits() == 8): Q = xq . codes by tdpbsud (int8 x uint8).
+//   int16 x (the default): tiles multiply bytes, so each xq = 256 hi + lo is split in two and Q =
+// 256 (hi . codes) + (lo . codes), by tdpbsud and tdpbuud (uint8 x uint8), both exact in int32 (64
+// products of < 2^8 x 2^8 a tile column), and so is Q (|Q| < 2^26 as in micro32).
+// Either way the epilogue is micro32's (group_out16's operations in its order), so the results are
+// the VNNI kernels' bit for bit (tests QGemmCpuInt8X / QGemmCpuInt16X.AmxMatchesVnniBitForBit).
+// Group 32 runs tiles of K = 32 (the tile config's A width and B height), group 128 two of K = 64.
+//
+// A group's sums must leave the tiles for their own fp32 scale, so at group 64 a group costs tile
+// stores and a vector epilogue as long as its products (on the Xeon the stores do not overlap the
+// vector work). The kernel keeps the rest small: per block of 16 weight rows the B rows of all of K
+// and the scales once; per 16 x-rows the fp32 accumulators (16 x 16) stay in 16 registers over all
+// groups, the next group's products are issued before the current group's epilogue (two tile sets in
+// turn, sums in two L1 buffers), and y (+ bias) is written once. Against the first AMX kernels (32
+// weight rows x 16 or 32 x-rows a group from a decoded panel, fp32 sums in L1, write_panel_output
+// after), see kernels/README.md.
 struct alignas(64) TileConfig {
   uint8_t palette = 1;
   uint8_t start_row = 0;
@@ -350,8 +364,8 @@ struct alignas(64) TileConfig {
 };
 static_assert(sizeof(TileConfig) == 64, "ldtilecfg reads 64 bytes");
 
-// tmm0-3: C (16 x 16 int32); tmm4-5: A (16 weight rows x kq quads); tmm6-7: B (kq quads x 16
-// x-rows). kq = column quads per tdp (16, or 8 at group 32).
+// tmm0-3: C (16 x 16 int32); tmm4-5: A (16 x-rows x kq quads of x bytes); tmm6-7: B (kq quads x 16
+// weight rows). kq = column quads per tdp (16, or 8 at group 32).
 __attribute__((target("amx-tile,amx-int8"))) void amx_begin(int kq) {
   TileConfig c;
   for (int t = 0; t < 4; ++t) {
@@ -372,113 +386,55 @@ __attribute__((target("amx-tile,amx-int8"))) void amx_begin(int kq) {
 }
 __attribute__((target("amx-tile,amx-int8"))) void amx_end() { _tile_release(); }
 
-// --- int8 x (Problem::xq4): per group, 32 weight rows x 32 x-rows in one go. C tiles 0-3 = A4 B6,
-// A4 B7, A5 B6, A5 B7 (A4 / A5: weight rows 0-15 / 16-31 of the decoded panel wb; B6 / B7: x-rows
-// 0-15 / 16-31), stored to c, then micro32's epilogue on yT; the int_panel_rows driver. (The int16
-// kernel's scheme below, 16 x 16 blocks with the accumulators in registers, ran this one 1.13x
-// slower: per tdp it loads two tiles, not one.)
-void amx_products8(int kq, const uint8_t* wb, const int8_t* xq4, long xs, int nkq, int32_t (&c)[4][16][16]) {
-  _tile_zero(0);
-  _tile_zero(1);
-  _tile_zero(2);
-  _tile_zero(3);
-  // The tile loads are asm that the compiler does not see read memory: the decoded panel and x must
-  // be stored before them.
-  asm volatile("" ::: "memory");
-  for (int k = 0; k < nkq; k += kq) {
-    _tile_loadd(4, wb + 4 * k, kKc);
-    _tile_loadd(5, wb + 16 * kKc + 4 * k, kKc);
-    _tile_loadd(6, xq4 + k * xs, xs);
-    _tile_loadd(7, xq4 + 64 + k * xs, xs);
-    _tile_dpbusd(0, 4, 6);
-    _tile_dpbusd(2, 5, 6);
-    _tile_dpbusd(1, 4, 7);
-    _tile_dpbusd(3, 5, 7);
-  }
-  _tile_stored(0, c[0], 64);
-  _tile_stored(1, c[1], 64);
-  _tile_stored(2, c[2], 64);
-  _tile_stored(3, c[3], 64);
-  asm volatile("" ::: "memory");  // ... and the stores are asm the compiler does not see write c
-}
 
-// micro32<int8_t, uint8_t>'s contract for kAmxNr weight rows x 32 x-rows.
-void micro_amx8(int kq, const int8_t* xq4, int Mp, const uint8_t* wb, int nkq, float* yT, int nr, bool first,
-                const float* s, const float* sz, const float* dx, const float* dxs) {
-  alignas(64) int32_t c[4][16][16];
-  amx_products8(kq, wb, xq4, 4L * Mp, nkq, c);
-  const __m512 dxv[2] = {_mm512_loadu_ps(dx), _mm512_loadu_ps(dx + 16)};
-  const __m512 dsv[2] = {_mm512_loadu_ps(dxs), _mm512_loadu_ps(dxs + 16)};
-  for (int r = 0; r < nr; ++r) {
-    const __m512 sv = _mm512_set1_ps(s[r]), szv = _mm512_set1_ps(sz[r]);
-    for (int v = 0; v < 2; ++v)
-      group_out16(_mm512_load_si512(c[2 * (r / 16) + v][r % 16]), yT + static_cast<size_t>(r) * Mp + 16 * v, first, sv,
-                  szv, dxv[v], dsv[v]);
-  }
-}
-
-// --- int16 x (the default): tiles multiply bytes, so each xq = 256 hi + lo is split in two
-// (Problem::xhi / xlo, xq16_rows_avx512) and Q = 256 (hi . codes) + (lo . codes), by tdpbsud (int8 x
-// uint8) and tdpbuud (uint8 x uint8), both exact in int32 (64 products of < 2^8 x 2^8 a tile column),
-// and so is Q (|Q| < 2^26 as in micro32).
-//
-// Here x is the A operand (16 x-rows x 64 bytes, straight from the row-major x bytes) and the
-// weights are B (16 column quads x 16 weight rows): B's rows are a 4-bit word of 16 weight rows
-// split into its low and high nibbles (the row-tiled copy holds exactly those words; x's columns are
-// stored in the matching order, amx16_column), so the codes need no transposes and no decoded panel;
-// 8-bit rows and canonical 4-bit rows are transposed 16 x 16 words at a time. A C tile is then 16 x-rows
-// x 16 weight rows: rows of y as they are stored.
-//
-// A group's sums must leave the tiles for their own fp32 scale, so at group 64 a group costs two
-// tile stores and a vector epilogue as long as its two products (on the Xeon the stores do not
-// overlap the vector work). The kernel keeps the rest small: per 256-column chunk, 16 x-rows and 16
-// weight rows, the fp32 accumulators (16 x 16) stay in 16 registers over the chunk's groups (and in y
-// itself between chunks), the next group's products are issued before the current group's epilogue
-// (tiles C0/C1 + B6 and C2/C3 + B7 in turn, sums in two L1 buffers), and the last chunk adds the bias
-// and writes y from the registers. The epilogue is micro32's (group_out16's operations and order),
-// so the results are the VNNI kernel's bit for bit (QGemmCpuInt16X.AmxMatchesVnniBitForBit).
-//
 // GCC's tile intrinsics paste their tile number into the asm text: literal numbers only, hence a
-// macro for the two tile sets (C hi, C lo, B).
-#define LLMC_AMX16_GROUP(TC, TC1, TB)   \
-  _tile_zero(TC);                       \
-  _tile_zero(TC1);                      \
-  asm volatile("" ::: "memory");        \
-  for (int k = 0; k < nkq; k += kq) {   \
-    _tile_loadd(TB, b + 64 * k, 64);    \
-    _tile_loadd(4, ah + 4 * k, xs);     \
-    _tile_dpbsud(TC, 4, TB);            \
-    _tile_loadd(5, al + 4 * k, xs);     \
-    _tile_dpbuud(TC1, 5, TB);           \
-  }                                     \
-  _tile_stored(TC, c[0], 64);           \
-  _tile_stored(TC1, c[1], 64);          \
+// macro per tile set (TC / TC1: C of hi / lo, or TC of int8 x; TA: x's A (hi, or int8), TA1: lo's A;
+// TB: the weights' B). int16: A tiles 4 / 5 shared by both sets; int8: A tile 4 or 5 per set.
+#define LLMC_AMX_GROUP(TC, TC1, TA, TA1, TB) \
+  _tile_zero(TC);                             \
+  if constexpr (kSplit) _tile_zero(TC1);      \
+  asm volatile("" ::: "memory");              \
+  for (int k = 0; k < nkq; k += kq) {         \
+    _tile_loadd(TB, b + 64 * k, 64);          \
+    _tile_loadd(TA, ah + 4 * k, xs);          \
+    _tile_dpbsud(TC, TA, TB);                 \
+    if constexpr (kSplit) {                   \
+      _tile_loadd(TA1, al + 4 * k, xs);       \
+      _tile_dpbuud(TC1, TA1, TB);             \
+    }                                         \
+  }                                           \
+  _tile_stored(TC, c[0], 64);                 \
+  if constexpr (kSplit) _tile_stored(TC1, c[1], 64); \
   asm volatile("" ::: "memory")
 
-// The hi and lo sums of one group (nkq quads): ah / al = x's hi / lo bytes of the block's first
-// x-row at the group's first column (row stride xs bytes), b = the group's B rows (64 bytes each)
-// into c[0] / c[1]. P picks the tile set. The asm memory barriers: the tile loads and stores are asm
-// the compiler does not see touch memory, so B must be stored before the loads, and c read only
-// after the stores. Always inlined, as is the epilogue: the accumulators stay in registers only if
-// nothing takes their address.
-template <int P>
-__attribute__((always_inline)) inline void amx16_group(int kq, const int8_t* ah, const uint8_t* al, const uint8_t* b,
-                                                       long xs, int nkq, int32_t (&c)[2][16][16]) {
+// The sums of one group (nkq quads): ah = x's hi bytes (or int8 x), al = lo bytes, of the block's
+// first x-row at the group's first column (row stride xs bytes), b = the group's B rows (64 bytes
+// each) into c[0] (and c[1]: lo). P picks the tile set. The asm memory barriers: the tile loads and
+// stores are asm the compiler does not see touch memory, so B must be stored before the loads, and
+// c read only after the stores. Always inlined, as is the epilogue: the accumulators stay in
+// registers only if nothing takes their address.
+template <int P, bool kSplit>
+__attribute__((always_inline)) inline void amx_group(int kq, const int8_t* ah, const uint8_t* al, const uint8_t* b,
+                                                     long xs, int nkq, int32_t (&c)[2][16][16]) {
   if constexpr (P == 0) {
-    LLMC_AMX16_GROUP(0, 1, 6);
+    LLMC_AMX_GROUP(0, 1, 4, 5, 6);
+  } else if constexpr (kSplit) {
+    LLMC_AMX_GROUP(2, 3, 4, 5, 7);
   } else {
-    LLMC_AMX16_GROUP(2, 3, 7);
+    LLMC_AMX_GROUP(2, 3, 5, 5, 7);
   }
 }
-#undef LLMC_AMX16_GROUP
+#undef LLMC_AMX_GROUP
 
 // One group's epilogue for 16 x-rows x 16 weight rows: y[i] (x-row i, lanes = weight rows) += s dx Q
 // - s z dx sum(xq), group_out16's operations in its order (sv / szv: the rows' s and s z).
-__attribute__((always_inline)) inline void amx16_epilogue(const int32_t (&c)[2][16][16], __m512 sv, __m512 szv,
-                                                          const float* dx, const float* dxs, __m512 (&y)[16]) {
+template <bool kSplit>
+__attribute__((always_inline)) inline void amx_epilogue(const int32_t (&c)[2][16][16], __m512 sv, __m512 szv,
+                                                        const float* dx, const float* dxs, __m512 (&y)[16]) {
 #pragma GCC unroll 16
   for (int i = 0; i < 16; ++i) {
-    const __m512i q = _mm512_add_epi32(_mm512_slli_epi32(_mm512_load_si512(c[0][i]), 8), _mm512_load_si512(c[1][i]));
+    __m512i q = _mm512_load_si512(c[0][i]);
+    if constexpr (kSplit) q = _mm512_add_epi32(_mm512_slli_epi32(q, 8), _mm512_load_si512(c[1][i]));
     y[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(q), _mm512_mul_ps(sv, _mm512_set1_ps(dx[i])), y[i]);
     y[i] = _mm512_fnmadd_ps(szv, _mm512_set1_ps(dxs[i]), y[i]);
   }
@@ -509,11 +465,11 @@ inline void transpose16_epi32(__m512i r[16]) {
 
 // The B rows of weight rows n..n+hr-1 (hr <= 16; rows past hr zero) for blocks [kb0, kb1): row
 // 8 (kb - kb0) + q of out (64 bytes: 16 rows x 4 codes) holds the codes of the block's columns
-// amx16_column(BITS, 4q .. 4q + 3). 4 bits from the row-tiled copy (n a multiple of 16): word h of a
+// amx_column(BITS, 4q .. 4q + 3). 4 bits from the row-tiled copy (n a multiple of 16): word h of a
 // tile block is one vector of 16 rows; its low nibbles are row q = 2h, its high ones q = 2h + 1.
 // From canonical rows the same words, transposed.
 template <int BITS>
-void amx16_weights(const Problem& p, int n, int hr, int kb0, int kb1, uint8_t* out) {
+void amx_weights(const Problem& p, int n, int hr, int kb0, int kb1, uint8_t* out) {
   const __mmask16 rows = tail_mask(hr);
   const __m512i nib = _mm512_set1_epi8(15);
   auto split = [&](__m512i w, uint8_t* o) {
@@ -560,7 +516,7 @@ void amx16_weights(const Problem& p, int n, int hr, int kb0, int kb1, uint8_t* o
 // (rows past hr: 0), group_scales's values with one conversion per vector (per row, they were ~20% of
 // the 8-bit lm_head's time at eval's small M).
 template <class Scales>
-inline void amx16_scales(const Problem& p, int n, int hr, int g, Scales scales, float* s, float* sz) {
+inline void amx_scales(const Problem& p, int n, int hr, int g, Scales scales, float* s, float* sz) {
   alignas(32) uint16_t s16[16] = {}, z16[16] = {};
   if constexpr (std::is_same_v<Scales, std::nullptr_t>) {
     for (int r = 0; r < hr; ++r) {
@@ -576,13 +532,13 @@ inline void amx16_scales(const Problem& p, int n, int hr, int g, Scales scales, 
   _mm512_store_ps(sz, _mm512_mul_ps(sv, _mm512_cvtph_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(z16)))));
 }
 
-// Rows [n0, n1) at int16 x (n0 a multiple of 16: tasks are): per block of 16 weight rows, the B rows
-// of all of K (amx16_weights, 16 bytes a column: L1 / L2) and the scales once, then per 16 x-rows
-// all groups into 16 accumulator registers, written to y (+ bias) once. (Per 256-column chunk with
-// the sums through y in between, the 8-bit lm_head at M = 128 ran 1.16x slower than the first AMX
-// kernel: its y is 25 MB.)
-template <int BITS, class Scales>
-void amx16_panel_rows(const Problem& p, int n0, int n1, Scales scales) {
+// Rows [n0, n1) on tiles (n0 a multiple of 16: tasks are), int16 x (kSplit) or int8: per block of 16
+// weight rows, the B rows of all of K (amx_weights, 16 bytes a column: L1 / L2) and the scales once,
+// then per 16 x-rows all groups into 16 accumulator registers, written to y (+ bias) once. (Per
+// 256-column chunk with the sums through y in between, the 8-bit lm_head at M = 128 ran 1.16x slower
+// than the first AMX kernel: its y is 25 MB.)
+template <int BITS, bool kSplit, class Scales>
+void amx_panel_rows(const Problem& p, int n0, int n1, Scales scales) {
   const int kq = p.group == 32 ? 8 : 16;
   const int Kk = p.Kb * kBlockCodes;           // columns up to the last block with real ones
   const int ng = (Kk + p.group - 1) / p.group;  // groups with real columns
@@ -597,12 +553,12 @@ void amx16_panel_rows(const Problem& p, int n0, int n1, Scales scales) {
     const int hr = imin(16, n1 - n);
     const __mmask16 k = tail_mask(hr);
     for (int kc0 = 0; kc0 < Kk; kc0 += kKc)  // (a row-tiled copy's blocks panel by panel)
-      amx16_weights<BITS>(p, n, hr, kc0 / kBlockCodes, imin(Kk, kc0 + kKc) / kBlockCodes, wb + static_cast<size_t>(kc0) * 16);
-    for (int j = 0; j < ng; ++j) amx16_scales(p, n, hr, j, scales, s + 16 * j, sz + 16 * j);
+      amx_weights<BITS>(p, n, hr, kc0 / kBlockCodes, imin(Kk, kc0 + kKc) / kBlockCodes, wb + static_cast<size_t>(kc0) * 16);
+    for (int j = 0; j < ng; ++j) amx_scales(p, n, hr, j, scales, s + 16 * j, sz + 16 * j);
     const __m512 b = p.bias ? _mm512_maskz_loadu_ps(k, p.bias + n) : _mm512_setzero_ps();
     for (int m0 = 0; m0 < p.Mp; m0 += 16) {
       const int8_t* ah = p.xhi + static_cast<size_t>(m0) * xs;
-      const uint8_t* al = p.xlo + static_cast<size_t>(m0) * xs;
+      const uint8_t* al = kSplit ? p.xlo + static_cast<size_t>(m0) * xs : nullptr;
       const float* dx = p.xdxT + m0;
       const float* dxs = p.xdxsT + m0;
       __m512 y[16];
@@ -610,18 +566,19 @@ void amx16_panel_rows(const Problem& p, int n0, int n1, Scales scales) {
       for (int i = 0; i < 16; ++i) y[i] = _mm512_setzero_ps();
       // Group j's products, then group j - 1's epilogue (no lambdas: GCC kept the accumulators of a
       // capturing lambda on the stack).
-      amx16_group<0>(kq, ah, al, wb, xs, imin(p.group, Kk) / 4, c[0]);
+      amx_group<0, kSplit>(kq, ah, al, wb, xs, imin(p.group, Kk) / 4, c[0]);
       for (int j = 1; j < ng; ++j) {
         const int c0 = j * p.group, nkq = imin(p.group, Kk - c0) / 4;
+        const uint8_t* alj = kSplit ? al + c0 : nullptr;
         if (j & 1)
-          amx16_group<1>(kq, ah + c0, al + c0, wb + static_cast<size_t>(c0) * 16, xs, nkq, c[1]);
+          amx_group<1, kSplit>(kq, ah + c0, alj, wb + static_cast<size_t>(c0) * 16, xs, nkq, c[1]);
         else
-          amx16_group<0>(kq, ah + c0, al + c0, wb + static_cast<size_t>(c0) * 16, xs, nkq, c[0]);
-        amx16_epilogue(c[(j - 1) & 1], _mm512_load_ps(s + 16 * (j - 1)), _mm512_load_ps(sz + 16 * (j - 1)),
-                       dx + static_cast<size_t>(j - 1) * p.Mp, dxs + static_cast<size_t>(j - 1) * p.Mp, y);
+          amx_group<0, kSplit>(kq, ah + c0, alj, wb + static_cast<size_t>(c0) * 16, xs, nkq, c[0]);
+        amx_epilogue<kSplit>(c[(j - 1) & 1], _mm512_load_ps(s + 16 * (j - 1)), _mm512_load_ps(sz + 16 * (j - 1)),
+                             dx + static_cast<size_t>(j - 1) * p.Mp, dxs + static_cast<size_t>(j - 1) * p.Mp, y);
       }
-      amx16_epilogue(c[(ng - 1) & 1], _mm512_load_ps(s + 16 * (ng - 1)), _mm512_load_ps(sz + 16 * (ng - 1)),
-                     dx + static_cast<size_t>(ng - 1) * p.Mp, dxs + static_cast<size_t>(ng - 1) * p.Mp, y);
+      amx_epilogue<kSplit>(c[(ng - 1) & 1], _mm512_load_ps(s + 16 * (ng - 1)), _mm512_load_ps(sz + 16 * (ng - 1)),
+                           dx + static_cast<size_t>(ng - 1) * p.Mp, dxs + static_cast<size_t>(ng - 1) * p.Mp, y);
       // y = sums + bias, as write_panel_output_avx512 adds them.
       float* yb = p.y + static_cast<size_t>(m0) * p.N + n;
 #pragma GCC unroll 16
@@ -638,29 +595,13 @@ auto panel_decoder(const Problem& p, const NaturalOrder& no) {
   return [&p, &no](int nb, int nr, int kc0, int kcn, auto* wb) { decode_panel<BITS, NR>(p, no, nb, nr, kc0, kcn, wb); };
 }
 
-// The panel kernel on AMX tiles: int8 x (Problem::xq4) or int16 x split into bytes (Problem::xlo / xhi).
-template <int BITS, class Scales>
-void panel_rows_amx(const Problem& p, const NaturalOrder& no, int n0, int n1, Scales scales) {
-  if (p.xq4 == nullptr) {
-    amx16_panel_rows<BITS>(p, n0, n1, scales);
-    return;
-  }
-  const int kq = p.group == 32 ? 8 : 16;
-  amx_begin(kq);
-  auto micro = [kq](const int8_t* xq4, int Mp, const uint8_t* wb, int nkq, float* yT, int nr, bool first,
-                    const float* s, const float* sz, const float* dx, const float* dxs) {
-    micro_amx8(kq, xq4, Mp, wb, nkq, yT, nr, first, s, sz, dx, dxs);
-  };
-  int_panel_rows<kAmxNr, 32, int8_t, uint8_t>(p, p.xq4, n0, n1, panel_decoder<BITS, kAmxNr>(p, no), micro, scales);
-  amx_end();
-}
-
 // The panel kernel on AMX tiles where prepare_int_panel chose them (Problem::amx), else on int16 x
 // (micro32<int16_t, int16_t>) or, where Problem::xq4 is set, int8 x (micro32<int8_t, uint8_t>).
 template <int BITS, class Scales = std::nullptr_t>
 void panel_rows_x(const Problem& p, const NaturalOrder& no, int n0, int n1, Scales scales = nullptr) {
   if (p.amx) {
-    panel_rows_amx<BITS>(p, no, n0, n1, scales);
+    if (p.xlo != nullptr) amx_panel_rows<BITS, true>(p, n0, n1, scales);
+    else amx_panel_rows<BITS, false>(p, n0, n1, scales);
   } else if (p.xq4 != nullptr) {
     int_panel_rows<kNr, 32, int8_t, uint8_t>(p, p.xq4, n0, n1, panel_decoder<BITS, kNr>(p, no), micro32<int8_t, uint8_t>,
                                              scales);
@@ -816,11 +757,12 @@ void xq8_panel_avx512(const float* x, const Problem& p, int8_t* xq4, float* dxT,
   }
 }
 
-// prepare_xq_panel's int16 rounding (round_to_int16_scalar's bits: dx = max|x| / 32767 per (row,
-// group), q = cvtps2dq(x * 32767 / max|x|) clamped to +-32767, the current rounding mode as lrint;
-// a non-finite group: inv = 0, so q = -32767 where x is NaN / inf, 0 elsewhere, and dx = NaN) stored
-// straight as the AMX int16 kernel's bytes (Problem::xlo / xhi: lo = q & 255, hi = q >> 8, row-major,
-// each 32-column block permuted to amx16_column order by one vpermt2d), without the int16 pairs.
+// The AMX kernel's x straight from x (Problem::xlo / xhi): round_to_int16_scalar's (kQmax = 32767)
+// or round_to_int8_scalar's (127) bits: dx = max|x| / kQmax per (row, group), q = cvtps2dq(x * kQmax
+// / max|x|) clamped to +-kQmax, the current rounding mode as lrint; a non-finite group: inv = 0, so
+// q = -kQmax where x is NaN / inf, 0 elsewhere, and dx = NaN. Stored row-major, each 32-column block
+// permuted to amx_column order by one vpermt2d: int16 as lo = q & 255 and hi = q >> 8, int8 as q
+// (in hi). No column pairs or quads in between.
 namespace {
 struct XqRowsCtx {
   const float* x;
@@ -830,33 +772,34 @@ struct XqRowsCtx {
   float *dxT, *dxsT;
 };
 
-void xq16_rows_block(const XqRowsCtx& c, int m0) {
+template <int kQmax>
+void xq_rows_block(const XqRowsCtx& c, int m0) {
   const Problem& p = *c.p;
   const size_t Mp = static_cast<size_t>(p.Mp), Kp = static_cast<size_t>(p.Kp);
-  const __m512i qmin = _mm512_set1_epi32(-32767), qmax = _mm512_set1_epi32(32767), absm = _mm512_set1_epi32(0x7fffffff);
+  const __m512i qmin = _mm512_set1_epi32(-kQmax), qmax = _mm512_set1_epi32(kQmax), absm = _mm512_set1_epi32(0x7fffffff);
   alignas(64) int32_t perm[32];
-  for (int b = 0; b < 32; ++b) perm[b] = amx16_column(p.bits, b);
+  for (int b = 0; b < 32; ++b) perm[b] = amx_column(p.bits, b);
   const __m512i idx0 = _mm512_load_si512(perm), idx1 = _mm512_load_si512(perm + 16);
   for (int m = m0; m < m0 + 16; ++m) {
-    uint8_t* lr = c.lo + m * Kp;
     int8_t* hr = c.hi + m * Kp;
+    uint8_t* lr = kQmax > 127 ? c.lo + m * Kp : nullptr;
     if (m >= p.M) {
-      std::memset(lr, 0, Kp);
       std::memset(hr, 0, Kp);
+      if (lr) std::memset(lr, 0, Kp);
       for (int g = 0; g < p.G; ++g) c.dxT[g * Mp + m] = c.dxsT[g * Mp + m] = 0.f;
       continue;
     }
     for (int g = 0; g < p.G; ++g) {
       const int k0 = g * p.group, n = imin(p.K, k0 + p.group) - k0;
       const float* xr = c.x + static_cast<size_t>(m) * p.K + k0;
-      __m512i am = _mm512_setzero_si512();  // max of |x|'s bits: NaN above inf
+      __m512i am = _mm512_setzero_si512();  // max of |x|'s bits: NaN above inf (its value then unused)
       for (int i = 0; i < n; i += 16)
         am = _mm512_max_epi32(am, _mm512_and_si512(_mm512_castps_si512(_mm512_maskz_loadu_ps(tail_mask(n - i), xr + i)), absm));
       const int32_t abits = _mm512_reduce_max_epi32(am);
       const bool finite = abits < 0x7f800000;
       float amax;
       std::memcpy(&amax, &abits, 4);
-      const __m512 inv = _mm512_set1_ps(finite && amax > 0.f ? 32767.f / amax : 0.f);
+      const __m512 inv = _mm512_set1_ps(finite && amax > 0.f ? static_cast<float>(kQmax) / amax : 0.f);
       __m512i sum = _mm512_setzero_si512();
       for (int i = 0; i < p.group; i += 32) {
         __m512i q[2];
@@ -868,12 +811,17 @@ void xq16_rows_block(const XqRowsCtx& c, int m0) {
           sum = _mm512_add_epi32(sum, q[v]);
         }
         const __m512i p0 = _mm512_permutex2var_epi32(q[0], idx0, q[1]), p1 = _mm512_permutex2var_epi32(q[0], idx1, q[1]);
-        _mm_storeu_si128(reinterpret_cast<__m128i*>(lr + k0 + i), _mm512_cvtepi32_epi8(p0));
-        _mm_storeu_si128(reinterpret_cast<__m128i*>(lr + k0 + i + 16), _mm512_cvtepi32_epi8(p1));
-        _mm_storeu_si128(reinterpret_cast<__m128i*>(hr + k0 + i), _mm512_cvtepi32_epi8(_mm512_srai_epi32(p0, 8)));
-        _mm_storeu_si128(reinterpret_cast<__m128i*>(hr + k0 + i + 16), _mm512_cvtepi32_epi8(_mm512_srai_epi32(p1, 8)));
+        if (kQmax > 127) {
+          _mm_storeu_si128(reinterpret_cast<__m128i*>(lr + k0 + i), _mm512_cvtepi32_epi8(p0));
+          _mm_storeu_si128(reinterpret_cast<__m128i*>(lr + k0 + i + 16), _mm512_cvtepi32_epi8(p1));
+          _mm_storeu_si128(reinterpret_cast<__m128i*>(hr + k0 + i), _mm512_cvtepi32_epi8(_mm512_srai_epi32(p0, 8)));
+          _mm_storeu_si128(reinterpret_cast<__m128i*>(hr + k0 + i + 16), _mm512_cvtepi32_epi8(_mm512_srai_epi32(p1, 8)));
+        } else {
+          _mm_storeu_si128(reinterpret_cast<__m128i*>(hr + k0 + i), _mm512_cvtepi32_epi8(p0));
+          _mm_storeu_si128(reinterpret_cast<__m128i*>(hr + k0 + i + 16), _mm512_cvtepi32_epi8(p1));
+        }
       }
-      const float dx = finite ? amax / 32767.f : __builtin_nanf("");
+      const float dx = finite ? amax / static_cast<float>(kQmax) : __builtin_nanf("");
       c.dxT[g * Mp + m] = dx;
       c.dxsT[g * Mp + m] = dx * static_cast<float>(_mm512_reduce_add_epi32(sum));
     }
@@ -881,11 +829,15 @@ void xq16_rows_block(const XqRowsCtx& c, int m0) {
 }
 }  // namespace
 
-void xq16_rows_avx512(const float* x, const Problem& p, uint8_t* lo, int8_t* hi, float* dxT, float* dxsT, int nthreads) {
+void xq_rows_avx512(const float* x, const Problem& p, int x_bits, uint8_t* lo, int8_t* hi, float* dxT, float* dxsT,
+                    int nthreads) {
   XqRowsCtx c{x, &p, lo, hi, dxT, dxsT};
   // Blocks of 16 x-rows are independent: on the kernels' threads (serial, this was ~8% of a
   // 2-thread prefill).
-  parallel_for(nthreads, p.Mp / 16, [](void* v, int t) { xq16_rows_block(*static_cast<const XqRowsCtx*>(v), 16 * t); }, &c);
+  if (x_bits == 8)
+    parallel_for(nthreads, p.Mp / 16, [](void* v, int t) { xq_rows_block<127>(*static_cast<const XqRowsCtx*>(v), 16 * t); }, &c);
+  else
+    parallel_for(nthreads, p.Mp / 16, [](void* v, int t) { xq_rows_block<32767>(*static_cast<const XqRowsCtx*>(v), 16 * t); }, &c);
 }
 
 template <int BPG>

@@ -263,11 +263,15 @@ void prepare_xq8_panel(const float* x, Problem& p, Scratch& s_q, Scratch& s_g, I
   panel_x_scalar(x, p, xq4, dxT, dxsT, round_to_int8_scalar);
 }
 
-void amx16_x_bytes(const Problem& p, uint8_t* lo, int8_t* hi) {
+void amx_x_bytes(const Problem& p, uint8_t* lo, int8_t* hi) {
   const size_t Mp = static_cast<size_t>(p.Mp), Kp = static_cast<size_t>(p.Kp);
   for (size_t m = 0; m < Mp; ++m) {
     for (size_t o = 0; o < Kp; ++o) {
-      const size_t c = o / 32 * 32 + static_cast<size_t>(amx16_column(p.bits, static_cast<int>(o % 32)));
+      const size_t c = o / 32 * 32 + static_cast<size_t>(amx_column(p.bits, static_cast<int>(o % 32)));
+      if (p.xq4 != nullptr) {
+        hi[m * Kp + o] = p.xq4[((c / 4) * Mp + m) * 4 + c % 4];
+        continue;
+      }
       const int16_t v = p.xq2[((c / 2) * Mp + m) * 2 + c % 2];
       lo[m * Kp + o] = static_cast<uint8_t>(v & 255);
       hi[m * Kp + o] = static_cast<int8_t>(v >> 8);
@@ -275,29 +279,29 @@ void amx16_x_bytes(const Problem& p, uint8_t* lo, int8_t* hi) {
   }
 }
 
-// The integer panel kernels' x (int16 column pairs, or int8 quads at x_bits = 8) and accumulators
-// yT; p.Mp set by the caller. The AVX2 rounding for int16 (AVX-512 VNNI CPUs have AVX2).
+// The integer panel kernels' x (int16 column pairs, or int8 quads at x_bits = 8, or on AMX the
+// tiles' row-major bytes) and accumulators yT; p.Mp set by the caller. The AVX2 rounding for int16
+// (AVX-512 VNNI CPUs have AVX2).
 void prepare_int_panel(const float* x, Problem& p, int x_bits, Scratch& s_x, Scratch& s_g, Scratch& s_y,
                        Scratch* s_amx, int nthreads) {
-  p.amx = s_amx != nullptr && amx_usable();
-  if (x_bits == 8) {
-    prepare_xq8_panel(x, p, s_x, s_g, Isa::kAvx512Vnni);
-  } else if (p.amx && p.group <= kXqMaxGroup) {
-    // int16 x on tiles: its bytes straight from x, two arrays of Kp x Mp (lo, then hi).
+  p.amx = s_amx != nullptr && amx_usable() && p.group <= kXqMaxGroup;
+  if (p.amx) {
+    // x on tiles: straight from x, Kp x Mp bytes (int8), or two such arrays (int16: lo, then hi).
     float *dxT, *dxsT;
-    uint8_t* b = reinterpret_cast<uint8_t*>(panel_x_buffers<int16_t>(p, *s_amx, s_g, &dxT, &dxsT));
+    uint8_t* b = x_bits == 8 ? reinterpret_cast<uint8_t*>(panel_x_buffers<int8_t>(p, *s_amx, s_g, &dxT, &dxsT))
+                             : reinterpret_cast<uint8_t*>(panel_x_buffers<int16_t>(p, *s_amx, s_g, &dxT, &dxsT));
     const size_t n = static_cast<size_t>(p.Kp) * p.Mp;
-    p.xlo = b;
-    p.xhi = reinterpret_cast<int8_t*>(b + n);
+    p.xlo = x_bits == 8 ? nullptr : b;
+    p.xhi = reinterpret_cast<int8_t*>(x_bits == 8 ? b : b + n);
 #if defined(LLMC_KERNELS_X86)
-    xq16_rows_avx512(x, p, b, reinterpret_cast<int8_t*>(b + n), dxT, dxsT, nthreads);
+    xq_rows_avx512(x, p, x_bits, b, const_cast<int8_t*>(p.xhi), dxT, dxsT, nthreads);
 #endif
-  } else {
-    p.amx = false;  // int16 x off the tiles (no AMX; or a group the byte split does not take)
-    prepare_xq_panel(x, p, s_x, s_g, Isa::kAvx2);
+    p.yT = nullptr;  // the AMX kernel keeps its sums in registers and writes y
+    return;
   }
-  // (The AMX int16 kernel keeps its sums in registers and writes y: no yT.)
-  p.yT = p.amx && p.xhi ? nullptr : s_y.get(static_cast<size_t>(p.N) * p.Mp);
+  if (x_bits == 8) prepare_xq8_panel(x, p, s_x, s_g, Isa::kAvx512Vnni);
+  else prepare_xq_panel(x, p, s_x, s_g, Isa::kAvx2);
+  p.yT = s_y.get(static_cast<size_t>(p.N) * p.Mp);
 }
 
 void check_xy(const char* who, const float* x, int M, int N, int K, const float* y) {
@@ -534,9 +538,9 @@ void qgemm_parts(const float* x, int M, const QMatrixView* parts, int nparts, in
 #endif
   }
 
-  // The AMX int16 kernel takes weight rows 16 at a time from tile-aligned starts (its row-tiled
+  // The AMX kernel takes weight rows 16 at a time from tile-aligned starts (its row-tiled
   // copies' tiles): tasks in multiples of 48 (also whole 12-row panels for the other kernels).
-  const int per = rows_per_task(p.N, nthreads, panel, p.amx && p.xhi ? 48 : detail::kRowQuantum);
+  const int per = rows_per_task(p.N, nthreads, panel, p.amx ? 48 : detail::kRowQuantum);
   if (nparts == 1) {
     TaskCtx ctx{&p, rows, per};
     const int ntasks = (p.N + per - 1) / per;
@@ -590,7 +594,7 @@ void qgemm_tiled_panel(const float* x, int M, const QTiledView& t, const float* 
   } else {
     prepare_panel_fp32(x, p, s_x, s_y);
   }
-  TaskCtx ctx{&p, rows, rows_per_task(p.N, nthreads, true, p.amx && p.xhi ? 48 : kRowQuantum)};
+  TaskCtx ctx{&p, rows, rows_per_task(p.N, nthreads, true, p.amx ? 48 : kRowQuantum)};
   parallel_for(nthreads, (p.N + ctx.rows_per_task - 1) / ctx.rows_per_task, run_task, &ctx);
 #else
   (void)x, (void)nthreads;

@@ -43,10 +43,10 @@ struct Problem {
   // AVX-512 VNNI at prefill_x_bits() == 8: x rounded to int8 per (row, group) in quads of columns
   // (xq2 is then null; xdxT / xdxsT as for xq2):
   const int8_t* xq4 = nullptr;   // [Kp / 4][Mp][4]: xq[m][4i .. 4i + 3], 0 outside [M) x [K)
-  // AMX at int16 x (VNNI panel, amx_usable()): xq2's values split into bytes, xq = 256 hi + lo, in
-  // column quads as xq4 (tiles multiply bytes only; set beside xq2, which the other kernels read):
-  // The AMX int16 kernel's x (x_bits = 16 on AMX): the bytes of xq2's values, lo = xq & 255 and hi =
-  // xq >> 8 (arithmetic), row-major [Mp][Kp], each 32-column block in amx16_column order.
+  // The AMX kernel's x (VNNI panel on AMX tiles, amx_usable(); xq2 / xq4 are then null), row-major
+  // [Mp][Kp], each 32-column block in amx_column order, 0 outside [M) x [K): at int16 x the bytes of
+  // xq2's values, lo = xq & 255 and hi = xq >> 8 (arithmetic); at int8 x (prefill_x_bits() == 8) xq4's
+  // values in xhi, xlo null.
   const uint8_t* xlo = nullptr;
   const int8_t* xhi = nullptr;
   bool amx = false;  // the VNNI panel kernel runs on AMX tiles (decided once, by prepare_int_panel)
@@ -179,23 +179,24 @@ void prepare_xq_panel(const float* x, Problem& p, Scratch& s_q, Scratch& s_g, Is
 void prepare_xq8_panel(const float* x, Problem& p, Scratch& s_q, Scratch& s_g, Isa isa);
 void xq8_panel_avx512(const float* x, const Problem& p, int8_t* xq4, float* dxT, float* dxsT);
 // Where the AMX int16 kernel keeps column c of a 32-column block of x: byte b of the block holds
-// column amx16_column(bits, b). At 4 bits, b = 4q + j (q = 2h + s) holds column 8j + 4s + h: the code
+// column amx_column(bits, b). At 4 bits, b = 4q + j (q = 2h + s) holds column 8j + 4s + h: the code
 // that byte j of a block's word h holds in its low (s = 0) or high (s = 1) nibble, so the nibbles of
 // one word of 16 weight rows are B-tile rows of the kernel as they are (no transposes); at 8 bits
 // the natural order.
-constexpr int amx16_column(int bits, int b) { return bits == 4 ? 8 * (b % 4) + 4 * ((b / 4) % 2) + b / 8 : b; }
-// The reference of Problem::xlo / xhi (scalar): from p.xq2 (Kp, Mp as for it), every value's bytes
-// at their place of the row-major, amx16_column-ordered layout ([Mp][Kp] each).
-void amx16_x_bytes(const Problem& p, uint8_t* lo, int8_t* hi);
-// Problem::xlo / xhi straight from x (AVX-512 VNNI CPUs), and dxT / dxsT: prepare_xq_panel's
-// rounding and amx16_x_bytes's bytes, bit for bit (p.group <= kXqMaxGroup); blocks of 16 x-rows on
-// nthreads threads.
-void xq16_rows_avx512(const float* x, const Problem& p, uint8_t* lo, int8_t* hi, float* dxT, float* dxsT,
-                      int nthreads = 1);
+constexpr int amx_column(int bits, int b) { return bits == 4 ? 8 * (b % 4) + 4 * ((b / 4) % 2) + b / 8 : b; }
+// The reference of Problem::xlo / xhi (scalar): from p.xq2 (int16; Kp, Mp as for it) every value's
+// bytes, or from p.xq4 (int8; lo not written) every value, at their place of the row-major,
+// amx_column-ordered layout ([Mp][Kp] each).
+void amx_x_bytes(const Problem& p, uint8_t* lo, int8_t* hi);
+// Problem::xlo / xhi straight from x (AVX-512 VNNI CPUs), and dxT / dxsT: prepare_xq_panel's int16
+// rounding (x_bits = 16) or prepare_xq8_panel's int8 rounding (x_bits = 8, lo unused) with
+// amx_x_bytes's bytes, bit for bit (p.group <= kXqMaxGroup); blocks of 16 x-rows on nthreads threads.
+void xq_rows_avx512(const float* x, const Problem& p, int x_bits, uint8_t* lo, int8_t* hi, float* dxT, float* dxsT,
+                    int nthreads = 1);
 // What the panel paths call: prepare_xq8_panel (x_bits = 8, AVX-512 VNNI) or prepare_xq_panel (AVX2
 // rounding), then Problem::yT [N][Mp] from s_y; p.Mp set by the caller. s_amx: the VNNI panel's
 // callers' scratch for AMX (null: the AVX2 panel, no AMX). With it, Problem::amx = amx_usable(), and
-// on AMX at x_bits = 16 Problem::xlo / xhi from s_amx (on nthreads threads).
+// on AMX Problem::xlo / xhi from s_amx (on nthreads threads) instead of xq2 / xq4.
 void prepare_int_panel(const float* x, Problem& p, int x_bits, Scratch& s_x, Scratch& s_g, Scratch& s_y,
                        Scratch* s_amx = nullptr, int nthreads = 1);
 

@@ -302,21 +302,21 @@ TEST(XqRoundInt8, PanelBuffersBitExact) {
   }
 }
 
-// The AMX int16 kernel's x bytes (Problem::xlo / xhi), its scalar reference: every xq2 value comes
-// back as 256 hi + lo at its place (row-major, each 32-column block in amx16_column order), and
-// amx16_column is a permutation of a block's columns (4 bits: byte j of word h's nibbles).
+// The AMX kernel's x bytes (Problem::xlo / xhi), their scalar reference: every xq2 value comes back
+// as 256 hi + lo at its place (row-major, each 32-column block in amx_column order), every xq4 value
+// as hi, and amx_column is a permutation of a block's columns (4 bits: byte j of word h's nibbles).
 TEST(XqSplitBytes, ReferenceRebuildsTheInt16) {
   SKIP_WITHOUT_AVX2();
   for (int bits : {4, 8}) {
     std::vector<int> seen(32, 0);
-    for (int b = 0; b < 32; ++b) ++seen[detail::amx16_column(bits, b)];
+    for (int b = 0; b < 32; ++b) ++seen[detail::amx_column(bits, b)];
     EXPECT_EQ(seen, std::vector<int>(32, 1));
   }
-  EXPECT_EQ(detail::amx16_column(4, 0), 0);
-  EXPECT_EQ(detail::amx16_column(4, 1), 8);    // byte 1 of word 0, low nibble: code 8
-  EXPECT_EQ(detail::amx16_column(4, 4), 4);    // byte 0 of word 0, high nibble: code 4
-  EXPECT_EQ(detail::amx16_column(4, 31), 31);  // byte 3 of word 3, high nibble: code 8 * 3 + 4 + 3
-  EXPECT_EQ(detail::amx16_column(8, 13), 13);
+  EXPECT_EQ(detail::amx_column(4, 0), 0);
+  EXPECT_EQ(detail::amx_column(4, 1), 8);    // byte 1 of word 0, low nibble: code 8
+  EXPECT_EQ(detail::amx_column(4, 4), 4);    // byte 0 of word 0, high nibble: code 4
+  EXPECT_EQ(detail::amx_column(4, 31), 31);  // byte 3 of word 3, high nibble: code 8 * 3 + 4 + 3
+  EXPECT_EQ(detail::amx_column(8, 13), 13);
   std::mt19937 rng(3737);
   for (int bits : {4, 8}) {
     for (int group : {32, 64, 128}) {
@@ -332,13 +332,23 @@ TEST(XqSplitBytes, ReferenceRebuildsTheInt16) {
           const size_t n = static_cast<size_t>(p.Kp) * p.Mp;
           std::vector<uint8_t> lo(n, 0xa5);
           std::vector<int8_t> hi(n, 0x55);
-          detail::amx16_x_bytes(p, lo.data(), hi.data());
+          detail::amx_x_bytes(p, lo.data(), hi.data());
           for (int m = 0; m < p.Mp; ++m) {
             for (int o = 0; o < p.Kp; ++o) {
-              const int c = o / 32 * 32 + detail::amx16_column(bits, o % 32);
+              const int c = o / 32 * 32 + detail::amx_column(bits, o % 32);
               const int16_t v = p.xq2[(static_cast<size_t>(c / 2) * p.Mp + m) * 2 + c % 2];
               const size_t i = static_cast<size_t>(m) * p.Kp + o;
               ASSERT_EQ(256 * hi[i] + lo[i], v) << "m=" << m << " o=" << o;
+            }
+          }
+          detail::Scratch q8, g8;
+          detail::Problem p8 = p;
+          detail::prepare_xq8_panel(x.data(), p8, q8, g8, Isa::kScalar);
+          detail::amx_x_bytes(p8, nullptr, hi.data());
+          for (int m = 0; m < p8.Mp; ++m) {
+            for (int o = 0; o < p8.Kp; ++o) {
+              const int c = o / 32 * 32 + detail::amx_column(bits, o % 32);
+              ASSERT_EQ(hi[static_cast<size_t>(m) * p8.Kp + o], p8.xq4[(static_cast<size_t>(c / 4) * p8.Mp + m) * 4 + c % 4]);
             }
           }
         }
@@ -347,36 +357,41 @@ TEST(XqSplitBytes, ReferenceRebuildsTheInt16) {
   }
 }
 
-// The AMX int16 kernel's x bytes straight from x (xq16_rows_avx512) against the reference chain:
-// the scalar int16 rounding into column pairs, then amx16_x_bytes; bytes, dx and dx sum(xq) bit for
-// bit, with non-finite groups, partial groups and rows past M, at 1 and 2 threads.
+// The AMX kernel's x straight from x (xq_rows_avx512) against the reference chain: the scalar
+// rounding (int16 into column pairs, int8 into quads), then amx_x_bytes; bytes, dx and dx sum(xq)
+// bit for bit, with non-finite groups, partial groups and rows past M, at 1 and 2 threads.
 TEST(XqSplitBytes, StraightFromXMatchesRoundThenSplit) {
   if (!isa_supported(Isa::kAvx512Vnni)) GTEST_SKIP() << "AVX-512 VNNI not supported by this CPU: no AMX x path to compare";
   std::mt19937 rng(4747);
-  for (int bits : {4, 8}) {
-    for (int group : {32, 64, 128}) {
-      for (int K : {1, 33, 172, 576, 577, 1000}) {
-        for (int M : {1, 16, 17, 40}) {
-          SCOPED_TRACE("bits=" + std::to_string(bits) + " g=" + std::to_string(group) + " K=" + std::to_string(K) +
-                       " M=" + std::to_string(M));
-          const std::vector<float> x = random_rows(M, K, rng);
-          detail::Problem p = problem(M, K, group, bits);
-          p.Mp = (M + 31) / 32 * 32;
-          detail::Scratch qs, gs;
-          detail::prepare_xq_panel(x.data(), p, qs, gs, Isa::kScalar);
-          const size_t n = static_cast<size_t>(p.Kp) * p.Mp, ng = static_cast<size_t>(p.G) * p.Mp;
-          std::vector<uint8_t> lo(n, 0xa5), lov(n);
-          std::vector<int8_t> hi(n, 0x55), hiv(n);
-          detail::amx16_x_bytes(p, lo.data(), hi.data());
-          for (int threads : {1, 2}) {
-            std::vector<float> dx(2 * ng, -7.f);
-            std::fill(lov.begin(), lov.end(), 0x5a);
-            std::fill(hiv.begin(), hiv.end(), -0x56);
-            detail::xq16_rows_avx512(x.data(), p, lov.data(), hiv.data(), dx.data(), dx.data() + ng, threads);
-            ASSERT_EQ(lo, lov);
-            ASSERT_EQ(hi, hiv);
-            ASSERT_EQ(0, std::memcmp(p.xdxT, dx.data(), ng * sizeof(float)));
-            ASSERT_EQ(0, std::memcmp(p.xdxsT, dx.data() + ng, ng * sizeof(float)));
+  for (int x_bits : {8, 16}) {
+    for (int bits : {4, 8}) {
+      for (int group : {32, 64, 128}) {
+        for (int K : {1, 33, 172, 576, 577, 1000}) {
+          for (int M : {1, 16, 17, 40}) {
+            SCOPED_TRACE("x_bits=" + std::to_string(x_bits) + " bits=" + std::to_string(bits) + " g=" +
+                         std::to_string(group) + " K=" + std::to_string(K) + " M=" + std::to_string(M));
+            std::vector<float> x = random_rows(M, K, rng);
+            if (x_bits == 8)  // ties at inv = 1 (random_rows puts them at 32767)
+              for (auto& v : x) v = std::isfinite(v) && std::fabs(v) > 1e4f ? 127.f : v;
+            detail::Problem p = problem(M, K, group, bits);
+            p.Mp = (M + 31) / 32 * 32;
+            detail::Scratch qs, gs;
+            if (x_bits == 8) detail::prepare_xq8_panel(x.data(), p, qs, gs, Isa::kScalar);
+            else detail::prepare_xq_panel(x.data(), p, qs, gs, Isa::kScalar);
+            const size_t n = static_cast<size_t>(p.Kp) * p.Mp, ng = static_cast<size_t>(p.G) * p.Mp;
+            std::vector<uint8_t> lo(n, 0xa5), lov(n);
+            std::vector<int8_t> hi(n, 0x55), hiv(n);
+            detail::amx_x_bytes(p, lo.data(), hi.data());
+            for (int threads : {1, 2}) {
+              std::vector<float> dx(2 * ng, -7.f);
+              std::fill(lov.begin(), lov.end(), 0xa5);  // int8: lo untouched
+              std::fill(hiv.begin(), hiv.end(), -0x56);
+              detail::xq_rows_avx512(x.data(), p, x_bits, lov.data(), hiv.data(), dx.data(), dx.data() + ng, threads);
+              ASSERT_EQ(lo, lov);
+              ASSERT_EQ(hi, hiv);
+              ASSERT_EQ(0, std::memcmp(p.xdxT, dx.data(), ng * sizeof(float)));
+              ASSERT_EQ(0, std::memcmp(p.xdxsT, dx.data() + ng, ng * sizeof(float)));
+            }
           }
         }
       }
