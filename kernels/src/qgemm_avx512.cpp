@@ -398,28 +398,14 @@ void panel_rows(const Problem& p, int n0, int n1) {
   write_panel_output_avx512(p, n0, n1);
 }
 
-// In-place transpose of a 16 x 16 matrix of floats (row i = r[i]).
+#include "transpose16.inc"
+
+// In-place transpose of a 16 x 16 matrix of floats (row i = r[i]): the words moved as they are.
 inline void transpose16_ps(__m512 r[16]) {
-  __m512 t[16], u[16];
-  for (int i = 0; i < 8; ++i) {  // per 128-bit lane L: t[2i] = (a0 b0 a1 b1), t[2i + 1] = (a2 b2 a3 b3)
-    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
-    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
-  }
-  for (int i = 0; i < 4; ++i) {  // u[4i + k], lane L: rows 4i .. 4i + 3 of column 4L + k
-    u[4 * i] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
-    u[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0xee);
-    u[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
-    u[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xee);
-  }
-  for (int k = 0; k < 4; ++k) {  // column 4L + k gathers lane L of u[k], u[4 + k], u[8 + k], u[12 + k]
-    const __m512 p0 = _mm512_shuffle_f32x4(u[k], u[4 + k], 0x88), p1 = _mm512_shuffle_f32x4(u[k], u[4 + k], 0xdd);
-    const __m512 q0 = _mm512_shuffle_f32x4(u[8 + k], u[12 + k], 0x88),
-                 q1 = _mm512_shuffle_f32x4(u[8 + k], u[12 + k], 0xdd);
-    r[k] = _mm512_shuffle_f32x4(p0, q0, 0x88);
-    r[4 + k] = _mm512_shuffle_f32x4(p1, q1, 0x88);
-    r[8 + k] = _mm512_shuffle_f32x4(p0, q0, 0xdd);
-    r[12 + k] = _mm512_shuffle_f32x4(p1, q1, 0xdd);
-  }
+  __m512i v[16];
+  for (int i = 0; i < 16; ++i) v[i] = _mm512_castps_si512(r[i]);
+  transpose16_epi32(v);
+  for (int i = 0; i < 16; ++i) r[i] = _mm512_castsi512_ps(v[i]);
 }
 
 }  // namespace

@@ -440,28 +440,8 @@ __attribute__((always_inline)) inline void amx_epilogue(const int32_t (&c)[2][16
   }
 }
 
-// In-place transpose of 16 x 16 32-bit words (row i = r[i]).
-inline void transpose16_epi32(__m512i r[16]) {
-  __m512i t[16], u[16];
-  for (int i = 0; i < 8; ++i) {  // per 128-bit lane L: t[2i] = (a0 b0 a1 b1), t[2i + 1] = (a2 b2 a3 b3)
-    t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
-    t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
-  }
-  for (int i = 0; i < 4; ++i) {  // u[4i + k], lane L: rows 4i .. 4i + 3 of column 4L + k
-    u[4 * i] = _mm512_unpacklo_epi64(t[4 * i], t[4 * i + 2]);
-    u[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i], t[4 * i + 2]);
-    u[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
-    u[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
-  }
-  for (int k = 0; k < 4; ++k) {  // column 4L + k gathers lane L of u[k], u[4 + k], u[8 + k], u[12 + k]
-    const __m512i p0 = _mm512_shuffle_i32x4(u[k], u[4 + k], 0x88), p1 = _mm512_shuffle_i32x4(u[k], u[4 + k], 0xdd);
-    const __m512i q0 = _mm512_shuffle_i32x4(u[8 + k], u[12 + k], 0x88), q1 = _mm512_shuffle_i32x4(u[8 + k], u[12 + k], 0xdd);
-    r[k] = _mm512_shuffle_i32x4(p0, q0, 0x88);
-    r[4 + k] = _mm512_shuffle_i32x4(p1, q1, 0x88);
-    r[8 + k] = _mm512_shuffle_i32x4(p0, q0, 0xdd);
-    r[12 + k] = _mm512_shuffle_i32x4(p1, q1, 0xdd);
-  }
-}
+#include "transpose16.inc"
+
 
 // The B rows of weight rows n..n+hr-1 (hr <= 16; rows past hr zero) for blocks [kb0, kb1): row
 // 8 (kb - kb0) + q of out (64 bytes: 16 rows x 4 codes) holds the codes of the block's columns
