@@ -381,7 +381,7 @@ void RuntimeEngine::layers(const int64_t* tokens, const int64_t* positions, int6
     if (L.nkv > 0) {
       {
         rt::OpTimer timer(t_fixed);
-        rt::rms_norm_rows(x, L.in_norm, M, H, c.rms_norm_eps, xn);
+        rt::rms_norm_rows(x, L.in_norm, M, H, c.rms_norm_eps, xn, threads_);
       }
       float* qkv = nullptr;
       if (L.fused_qkv) {
@@ -425,18 +425,18 @@ void RuntimeEngine::layers(const int64_t* tokens, const int64_t* positions, int6
       }
       run_linear(L.o, att, M, tmp);
       rt::OpTimer timer(t_fixed);
-      rt::add_inplace(x, tmp, M * H);
+      rt::add_inplace(x, tmp, M * H, threads_);
     }
     if (L.I > 0) {
       {
         rt::OpTimer timer(t_fixed);
-        rt::rms_norm_rows(x, L.post_norm, M, H, c.rms_norm_eps, xn);
+        rt::rms_norm_rows(x, L.post_norm, M, H, c.rms_norm_eps, xn, threads_);
       }
       if (L.fused_gate_up) {
         float* gu = grow(fused_, M * 2 * L.I);
         run_linear(L.gate_up, xn, M, gu);
         rt::OpTimer timer(t_fixed);
-        rt::swiglu_fused(gu, M, L.I, gt);
+        rt::swiglu_fused(gu, M, L.I, gt, threads_);
       } else {
         run_linear(L.gate, xn, M, gt);
         run_linear(L.up, xn, M, up);
@@ -445,7 +445,7 @@ void RuntimeEngine::layers(const int64_t* tokens, const int64_t* positions, int6
       }
       run_linear(L.down, gt, M, tmp);
       rt::OpTimer timer(t_fixed);
-      rt::add_inplace(x, tmp, M * H);
+      rt::add_inplace(x, tmp, M * H, threads_);
     }
   }
   if (cache) cache->len = S;
@@ -455,7 +455,7 @@ void RuntimeEngine::head(int64_t row0, int64_t rows, float* logits) {
   const int64_t H = c_.hidden_size;
   float* xn = grow(xn_, rows * H);
   rt::OpTimer timer(timed(rt::OpProfile::kModelFixed));
-  rt::rms_norm_rows(x_.data() + row0 * H, final_norm_, rows, H, c_.rms_norm_eps, xn);
+  rt::rms_norm_rows(x_.data() + row0 * H, final_norm_, rows, H, c_.rms_norm_eps, xn, threads_);
   rt::linear(*lm_head_, xn, rows, logits, threads_, row_block_);
 }
 
@@ -534,7 +534,7 @@ void RuntimeEngine::token_logprobs(const int64_t* tokens, const int64_t* positio
     std::copy(x_.data() + src * H, x_.data() + (src + 1) * H, xr + u * H);
   }
   float* xn = grow(xn_, Mh * H);
-  rt::rms_norm_rows(xr, final_norm_, Mh, H, c_.rms_norm_eps, xn);
+  rt::rms_norm_rows(xr, final_norm_, Mh, H, c_.rms_norm_eps, xn, threads_);
   rt::for_row_blocks(Mh, row_block_, [&](int64_t r0, int64_t nr) {
     float* lg = grow(logits_, nr * V);
     rt::linear(*lm_head_, xn + r0 * H, nr, lg, threads_, 0);

@@ -137,6 +137,31 @@ void linear(const LinearOp& L, const float* x, int64_t M, float* y, int threads,
   parallel_for(threads, static_cast<int>((L.N + per - 1) / per), gemv_task, &ctx);
 }
 
+namespace {
+// f(m0, m1) over rows [0, M) in `threads` equal parts on the kernels' pool, or on the calling thread
+// for small work (rows * cols below 2^14: a pool round trip costs more than it saves).
+template <class F>
+void rows_on_threads(int64_t M, int64_t cols, int threads, F&& f) {
+  if (threads <= 1 || M < 2 || M * cols < (1 << 14)) {
+    f(int64_t{0}, M);
+    return;
+  }
+  struct Ctx {
+    F* f;
+    int64_t M;
+    int n;
+  } c{&f, M, static_cast<int>(std::min<int64_t>(threads, M))};
+  parallel_for(threads, c.n, [](void* v, int t) {
+    const Ctx& c = *static_cast<const Ctx*>(v);
+    (*c.f)(c.M * t / c.n, c.M * (t + 1) / c.n);
+  }, &c);
+}
+}  // namespace
+
+void rms_norm_rows(const float* x, const float* w, int64_t M, int64_t H, double eps, float* y, int threads) {
+  rows_on_threads(M, H, threads, [&](int64_t m0, int64_t m1) { rms_norm_rows(x + m0 * H, w, m1 - m0, H, eps, y + m0 * H); });
+}
+
 void rms_norm_rows(const float* x, const float* w, int64_t M, int64_t H, double eps, float* y) {
   for (int64_t m = 0; m < M; ++m) {
     const float* xr = x + m * H;
@@ -224,21 +249,26 @@ void attention(const AttentionArgs& a, int threads) {
   }
 }
 
-void swiglu_fused(const float* gate_up, int64_t M, int64_t I, float* out) {
-  for (int64_t m = 0; m < M; ++m) {
-    const float* g = gate_up + m * 2 * I;
-    const float* u = g + I;
-    float* o = out + m * I;
-    simd().silu_mul(g, u, o, I);
-  }
+void swiglu_fused(const float* gate_up, int64_t M, int64_t I, float* out, int threads) {
+  rows_on_threads(M, I, threads, [&](int64_t m0, int64_t m1) {
+    for (int64_t m = m0; m < m1; ++m) {
+      const float* g = gate_up + m * 2 * I;
+      const float* u = g + I;
+      float* o = out + m * I;
+      simd().silu_mul(g, u, o, I);
+    }
+  });
 }
 
 void swiglu_inplace(float* gate, const float* up, int64_t n) {
   simd().silu_mul(gate, up, gate, n);
 }
 
-void add_inplace(float* x, const float* y, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) x[i] += y[i];
+void add_inplace(float* x, const float* y, int64_t n, int threads) {
+  // In blocks of 4096 values (the rows of the parallel split).
+  rows_on_threads((n + 4095) / 4096, 4096, threads, [&](int64_t b0, int64_t b1) {
+    for (int64_t i = b0 * 4096; i < std::min(n, b1 * 4096); ++i) x[i] += y[i];
+  });
 }
 
 }  // namespace llmc::rt

@@ -246,3 +246,34 @@ TEST_P(RuntimeAttention, MatchesNaiveSoftmax) {
         ASSERT_EQ(o1[b * nq * hd + c], out[(b * T + t) * nq * hd + c]) << "b=" << b << " t=" << t << " c=" << c;
   }
 }
+
+// The row-wise ops split over the kernels' threads (the engine passes its thread count) give the
+// single-thread bits: rows are independent. Sizes on both sides of the split threshold (2^14 values),
+// and M not a multiple of the thread count.
+TEST(RuntimeOps, RowOpsOnThreadsMatchOneThreadBitForBit) {
+  std::mt19937 rng(77);
+  std::normal_distribution<float> nd(0.f, 2.f);
+  for (int64_t M : {1, 7, 45, 128}) {
+    const int64_t H = 576, I = 1536;
+    std::vector<float> x(static_cast<size_t>(M * H)), w(static_cast<size_t>(H)), gu(static_cast<size_t>(M * 2 * I)),
+        d(static_cast<size_t>(M * H));
+    for (auto* v : {&x, &w, &gu, &d})
+      for (auto& f : *v) f = nd(rng);
+    for (int threads : {2, 3}) {
+      SCOPED_TRACE("M=" + std::to_string(M) + " threads=" + std::to_string(threads));
+      std::vector<float> y1(x.size(), -1.f), yt(x.size(), -2.f);
+      rt::rms_norm_rows(x.data(), w.data(), M, H, 1e-5, y1.data());
+      rt::rms_norm_rows(x.data(), w.data(), M, H, 1e-5, yt.data(), threads);
+      EXPECT_EQ(0, std::memcmp(y1.data(), yt.data(), y1.size() * sizeof(float)));
+      std::vector<float> s1(static_cast<size_t>(M * I), -1.f), st(s1.size(), -2.f);
+      rt::swiglu_fused(gu.data(), M, I, s1.data());
+      rt::swiglu_fused(gu.data(), M, I, st.data(), threads);
+      EXPECT_EQ(0, std::memcmp(s1.data(), st.data(), s1.size() * sizeof(float)));
+      std::vector<float> a1 = x, at = x;
+      rt::add_inplace(a1.data(), d.data(), M * H);
+      rt::add_inplace(at.data(), d.data(), M * H, threads);
+      EXPECT_EQ(0, std::memcmp(a1.data(), at.data(), a1.size() * sizeof(float)));
+      for (size_t i = 0; i < a1.size(); i += 997) EXPECT_EQ(a1[i], x[i] + d[i]);
+    }
+  }
+}

@@ -58,8 +58,11 @@ void for_row_blocks(int64_t M, int64_t block, F&& fn) {
   }
 }
 
-// y = w * x / rms(x) per row of H values (fp64 sum of squares, as the reference model).
+// y = w * x / rms(x) per row of H values (fp64 sum of squares, as the reference model). With
+// `threads`: rows split over the kernels' pool where the work is large enough (the same bits: rows
+// are independent); the elementwise ops below likewise.
 void rms_norm_rows(const float* x, const float* w, int64_t M, int64_t H, double eps, float* y);
+void rms_norm_rows(const float* x, const float* w, int64_t M, int64_t H, double eps, float* y, int threads);
 
 // cos/sin tables [positions][half] of p * inv_freq[i] (float32 product, as the reference model).
 void rope_tables(const float* inv_freq, int64_t half, int64_t positions, std::vector<float>* cos,
@@ -91,10 +94,10 @@ struct AttentionArgs {
 void attention(const AttentionArgs& a, int threads);
 
 // gate_up rows (M, 2I) = [gate | up] -> out (M, I) = silu(gate) * up.
-void swiglu_fused(const float* gate_up, int64_t M, int64_t I, float* out);
+void swiglu_fused(const float* gate_up, int64_t M, int64_t I, float* out, int threads = 1);
 // gate (M, I) <- silu(gate) * up.
 void swiglu_inplace(float* gate, const float* up, int64_t n);
 
-void add_inplace(float* x, const float* y, int64_t n);  // x += y
+void add_inplace(float* x, const float* y, int64_t n, int threads = 1);  // x += y
 
 }  // namespace llmc::rt
