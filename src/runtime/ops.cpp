@@ -163,10 +163,12 @@ void rms_norm_rows(const float* x, const float* w, int64_t M, int64_t H, double 
 }
 
 void rms_norm_rows(const float* x, const float* w, int64_t M, int64_t H, double eps, float* y) {
+  constexpr int64_t kRows = 64;  // sums of squares a batch of rows at a time (simd().sumsq_rows)
+  double ssb[kRows];
   for (int64_t m = 0; m < M; ++m) {
+    if (m % kRows == 0) simd().sumsq_rows(x + m * H, H, std::min(kRows, M - m), H, ssb);
     const float* xr = x + m * H;
-    double ss = 0;
-    for (int64_t i = 0; i < H; ++i) ss += static_cast<double>(xr[i]) * xr[i];
+    const double ss = ssb[m % kRows];
     const float r = static_cast<float>(1.0 / std::sqrt(ss / static_cast<double>(H) + eps));
     float* yr = y + m * H;
     for (int64_t i = 0; i < H; ++i) yr[i] = w[i] * (xr[i] * r);

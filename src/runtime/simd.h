@@ -31,6 +31,10 @@ struct Simd {
   // masked. The vector versions give the portable loop's r bit for bit and the same maximum (up to the
   // sign of a zero, which the softmax's shift does not see).
   float (*mask_scale_max)(float* r, const bool* mask, float scale, int64_t n);
+  // out[r] = sum over i < n of double(x[r * ld + i])^2 for r < rows, each row's sum in the order of i
+  // (RMSNorm's fp64 sum of squares; every square is exact in fp64, so the vector version, rows in
+  // lanes, gives the loop's bits).
+  void (*sumsq_rows)(const float* x, int64_t ld, int64_t rows, int64_t n, double* out);
   const char* name;
   static constexpr int kMaxHeads = 6;  // 3 query heads per KV head x 2 queries (prefill)
 };

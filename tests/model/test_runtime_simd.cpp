@@ -277,3 +277,27 @@ TEST(RuntimeOps, RowOpsOnThreadsMatchOneThreadBitForBit) {
     }
   }
 }
+
+// RMSNorm's fp64 sums of squares, rows in vector lanes: each path gives the portable loop's sums bit
+// for bit (squares of floats are exact in fp64, and each lane adds in the loop's order), for row counts
+// around the lane width, a row stride past the row, and NaN / inf / denormal / huge values.
+TEST(RuntimeSimd, SumOfSquaresRowsMatchThePortableLoopBitForBit) {
+  const rt::Simd* plain = rt::simd_path("portable");
+  std::vector<float> x = uniform(40 * 600, -3.f, 3.f, 91);
+  x[5] = std::numeric_limits<float>::quiet_NaN();
+  x[600 * 3 + 17] = std::numeric_limits<float>::infinity();
+  x[600 * 9 + 1] = 1e-42f;
+  x[600 * 11 + 2] = 3e38f;
+  for (size_t i = 600 * 20; i < 600 * 21; ++i) x[i] *= 1e7f;  // a row whose sum rounds at every add
+  for (const rt::Simd* s : paths()) {
+    for (int64_t rows : {1, 7, 8, 9, 17, 40}) {
+      for (int64_t n : {1, 7, 576, 600}) {
+        SCOPED_TRACE(std::string(s->name) + " rows=" + std::to_string(rows) + " n=" + std::to_string(n));
+        std::vector<double> a(static_cast<size_t>(rows) + 1, -1.0), b(a.size(), -1.0);
+        plain->sumsq_rows(x.data(), 600, rows, n, a.data());
+        s->sumsq_rows(x.data(), 600, rows, n, b.data());
+        EXPECT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * sizeof(double)));  // b[rows] untouched too
+      }
+    }
+  }
+}
