@@ -493,8 +493,7 @@ void amx_weights(const Problem& p, int n, int hr, int kb0, int kb1, uint8_t* out
 }
 
 // s = scale and sz = scale * zero (fp32) of weight rows n..n+hr-1 in group g as vectors of 16 rows
-// (rows past hr: 0), group_scales's values with one conversion per vector (per row, they were ~20% of
-// the 8-bit lm_head's time at eval's small M).
+// (rows past hr: 0): int_panel_rows's values (fp16 to fp32 is exact), one conversion per vector.
 template <class Scales>
 inline void amx_scales(const Problem& p, int n, int hr, int g, Scales scales, float* s, float* sz) {
   alignas(32) uint16_t s16[16] = {}, z16[16] = {};

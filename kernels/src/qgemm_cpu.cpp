@@ -466,9 +466,9 @@ void prepare_panel_fp32(const float* x, detail::Problem& p, detail::Scratch& s_x
   p.yT = s_y.get(static_cast<size_t>(p.N) * p.Mp);
 }
 
-// Rows per task: a multiple of kRowQuantum, about 4 tasks per thread (dynamic scheduling keeps
-// threads busy when the machine is shared), and at least 48 rows for the panel kernel so each
-// task reuses its L2-resident slice of x^T across several weight panels.
+// Rows per task: a multiple of q (kRowQuantum; 48 for the AMX kernel), about 4 tasks per thread
+// (dynamic scheduling keeps threads busy when the machine is shared), and at least 48 rows for the
+// panel kernel so each task reuses its L2-resident slice of x^T across several weight panels.
 int rows_per_task(int N, int nthreads, bool panel, int q = detail::kRowQuantum) {
   int per = (N + 4 * nthreads - 1) / (4 * nthreads);
   per = std::max(per, panel ? 48 : q);
