@@ -476,6 +476,10 @@ __attribute__((target("avx512f,avx2,fma"))) void sumsq_rows_avx512(const float* 
   const __m256i idx = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(static_cast<int>(ld)));
   for (int64_t r0 = 0; r0 < rows; r0 += 8) {
     const int nr = static_cast<int>(std::min<int64_t>(8, rows - r0));
+    if (nr < 4) {  // a decode's single row: the scalar chain, not gathers of one lane
+      sumsq_rows_plain(x + r0 * ld, ld, nr, n, out + r0);
+      continue;
+    }
     const __mmask8 k = static_cast<__mmask8>((1u << nr) - 1u);
     const __m256 km = _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32(nr), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)));
     const float* xb = x + r0 * ld;
