@@ -693,55 +693,67 @@ void panel_rows_avx512_vnni(const Problem& p, int n0, int n1) {
 
 void fused_rows_avx512_vnni(const Problem& p, int n0, int n1) { fused_rows_any(p, n0, n1); }
 
-// prepare_xq8_panel's rounding on AVX-512, bit for bit round_to_int8_scalar: per (row, group) max|x|
-// and a finiteness check over the group's real columns, then q = cvtps2dq(x * inv) (the current
-// rounding mode, as lrint; NaN -> INT_MIN as lrint's LONG_MIN, both clamped to -127) clamped to
-// +-127, stored as 32-bit quads of columns at stride Mp.
+// One (row, group) of x rounded to integers, round_to_int_scalar's bits for kQmax = 127 (int8) or
+// 32767 (int16): dx = max|x| / kQmax over the group's n real columns, q = cvtps2dq(x * kQmax / max|x|)
+// clamped to +-kQmax (the current rounding mode, as lrint); a non-finite group (NaN / inf: their |x|
+// bits lie above every finite one's): inv = 0, so q = -kQmax where x is NaN / inf (cvtps2dq's INT_MIN,
+// as lrint's LONG_MIN, clamped) and 0 elsewhere, dx = NaN. q[v] = columns 16v .. 16v + 15 (0 past n)
+// for v < group / 16; *sum = sum of q. Shared by the VNNI int8 panel's x and the AMX kernel's.
+template <int kQmax>
+inline float round_group(const float* xr, int n, int group, __m512i* q, int* sum) {
+  const __m512i absm = _mm512_set1_epi32(0x7fffffff);
+  __m512i am = _mm512_setzero_si512();
+  for (int i = 0; i < n; i += 16)
+    am = _mm512_max_epi32(am, _mm512_and_si512(_mm512_castps_si512(_mm512_maskz_loadu_ps(tail_mask(n - i), xr + i)), absm));
+  const int32_t abits = _mm512_reduce_max_epi32(am);
+  const bool finite = abits < 0x7f800000;
+  float amax;
+  std::memcpy(&amax, &abits, 4);
+  const __m512 inv = _mm512_set1_ps(finite && amax > 0.f ? static_cast<float>(kQmax) / amax : 0.f);
+  const __m512i qmin = _mm512_set1_epi32(-kQmax), qmax = _mm512_set1_epi32(kQmax);
+  __m512i s = _mm512_setzero_si512();
+  for (int v = 0; v < group / 16; ++v) {
+    const int left = n - 16 * v;
+    const __mmask16 k = left > 0 ? tail_mask(left) : 0;
+    const __m512 xv = _mm512_maskz_loadu_ps(k, xr + 16 * v);
+    q[v] = _mm512_maskz_mov_epi32(k, _mm512_max_epi32(_mm512_min_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(xv, inv)), qmax), qmin));
+    s = _mm512_add_epi32(s, q[v]);
+  }
+  *sum = _mm512_reduce_add_epi32(s);
+  return finite ? amax / static_cast<float>(kQmax) : __builtin_nanf("");
+}
+
+// prepare_xq8_panel's rounding on AVX-512 (round_group<127>, bit for bit round_to_int8_scalar),
+// stored as 32-bit quads of columns at stride Mp.
 void xq8_panel_avx512(const float* x, const Problem& p, int8_t* xq4, float* dxT, float* dxsT) {
   const size_t Mp = static_cast<size_t>(p.Mp);
   std::memset(xq4, 0, static_cast<size_t>(p.Kp) * Mp);
   std::memset(dxT, 0, static_cast<size_t>(p.G) * Mp * sizeof(float));
   std::memset(dxsT, 0, static_cast<size_t>(p.G) * Mp * sizeof(float));
-  const __m512i lo = _mm512_set1_epi32(-127), hi = _mm512_set1_epi32(127);
+  __m512i q[kXqMaxGroup / 16];
   for (int m = 0; m < p.M; ++m) {
     const float* xr = x + static_cast<size_t>(m) * p.K;
     for (int g = 0; g < p.G; ++g) {
       const int k0 = g * p.group, n = imin(p.K, k0 + p.group) - k0;
-      __m512 am = _mm512_setzero_ps();
-      __mmask16 nonfinite = 0;
+      int sum = 0;
+      const float dx = round_group<127>(xr + k0, n, p.group, q, &sum);
       for (int i = 0; i < n; i += 16) {
-        const __m512 v = _mm512_maskz_loadu_ps(tail_mask(n - i), xr + k0 + i);
-        am = _mm512_max_ps(am, _mm512_abs_ps(v));
-        nonfinite |= _mm512_cmp_ps_mask(_mm512_sub_ps(v, v), _mm512_setzero_ps(), _CMP_NEQ_UQ);  // inf - inf, NaN
-      }
-      const bool finite = nonfinite == 0;
-      const float amax = _mm512_reduce_max_ps(am);
-      const __m512 inv = _mm512_set1_ps(finite && amax > 0.f ? 127.f / amax : 0.f);
-      __m512i sum = _mm512_setzero_si512();
-      for (int i = 0; i < n; i += 16) {
-        const __mmask16 k = tail_mask(n - i);
-        const __m512 v = _mm512_maskz_loadu_ps(k, xr + k0 + i);
-        const __m512i q = _mm512_maskz_mov_epi32(k, _mm512_max_epi32(_mm512_min_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(v, inv)), hi), lo));
-        sum = _mm512_add_epi32(sum, q);
         alignas(16) int32_t quads[4];
-        _mm_store_si128(reinterpret_cast<__m128i*>(quads), _mm512_cvtepi32_epi8(q));
+        _mm_store_si128(reinterpret_cast<__m128i*>(quads), _mm512_cvtepi32_epi8(q[i / 16]));
         const int nq = imin(4, (n - i + 3) / 4);
         for (int j = 0; j < nq; ++j)
           std::memcpy(xq4 + (static_cast<size_t>((k0 + i) / 4 + j) * Mp + m) * 4, &quads[j], 4);
       }
-      const float dx = finite ? amax / 127.f : __builtin_nanf("");
       dxT[static_cast<size_t>(g) * Mp + m] = dx;
-      dxsT[static_cast<size_t>(g) * Mp + m] = dx * static_cast<float>(_mm512_reduce_add_epi32(sum));
+      dxsT[static_cast<size_t>(g) * Mp + m] = dx * static_cast<float>(sum);
     }
   }
 }
 
-// The AMX kernel's x straight from x (Problem::xlo / xhi): round_to_int16_scalar's (kQmax = 32767)
-// or round_to_int8_scalar's (127) bits: dx = max|x| / kQmax per (row, group), q = cvtps2dq(x * kQmax
-// / max|x|) clamped to +-kQmax, the current rounding mode as lrint; a non-finite group: inv = 0, so
-// q = -kQmax where x is NaN / inf, 0 elsewhere, and dx = NaN. Stored row-major, each 32-column block
-// permuted to amx_column order by one vpermt2d: int16 as lo = q & 255 and hi = q >> 8, int8 as q
-// (in hi). No column pairs or quads in between.
+// The AMX kernel's x straight from x (Problem::xlo / xhi): round_group<32767> (int16) or <127>
+// (int8) per (row, group), stored row-major, each 32-column block permuted to amx_column order by one
+// vpermt2d: int16 as lo = q & 255 and hi = q >> 8, int8 as q (in hi). No column pairs or quads in
+// between.
 namespace {
 struct XqRowsCtx {
   const float* x;
@@ -755,10 +767,10 @@ template <int kQmax>
 void xq_rows_block(const XqRowsCtx& c, int m0) {
   const Problem& p = *c.p;
   const size_t Mp = static_cast<size_t>(p.Mp), Kp = static_cast<size_t>(p.Kp);
-  const __m512i qmin = _mm512_set1_epi32(-kQmax), qmax = _mm512_set1_epi32(kQmax), absm = _mm512_set1_epi32(0x7fffffff);
   alignas(64) int32_t perm[32];
   for (int b = 0; b < 32; ++b) perm[b] = amx_column(p.bits, b);
   const __m512i idx0 = _mm512_load_si512(perm), idx1 = _mm512_load_si512(perm + 16);
+  __m512i q[kXqMaxGroup / 16];
   for (int m = m0; m < m0 + 16; ++m) {
     int8_t* hr = c.hi + m * Kp;
     uint8_t* lr = kQmax > 127 ? c.lo + m * Kp : nullptr;
@@ -770,26 +782,11 @@ void xq_rows_block(const XqRowsCtx& c, int m0) {
     }
     for (int g = 0; g < p.G; ++g) {
       const int k0 = g * p.group, n = imin(p.K, k0 + p.group) - k0;
-      const float* xr = c.x + static_cast<size_t>(m) * p.K + k0;
-      __m512i am = _mm512_setzero_si512();  // max of |x|'s bits: NaN above inf (its value then unused)
-      for (int i = 0; i < n; i += 16)
-        am = _mm512_max_epi32(am, _mm512_and_si512(_mm512_castps_si512(_mm512_maskz_loadu_ps(tail_mask(n - i), xr + i)), absm));
-      const int32_t abits = _mm512_reduce_max_epi32(am);
-      const bool finite = abits < 0x7f800000;
-      float amax;
-      std::memcpy(&amax, &abits, 4);
-      const __m512 inv = _mm512_set1_ps(finite && amax > 0.f ? static_cast<float>(kQmax) / amax : 0.f);
-      __m512i sum = _mm512_setzero_si512();
+      int sum = 0;
+      const float dx = round_group<kQmax>(c.x + static_cast<size_t>(m) * p.K + k0, n, p.group, q, &sum);
       for (int i = 0; i < p.group; i += 32) {
-        __m512i q[2];
-        for (int v = 0; v < 2; ++v) {
-          const int left = n - i - 16 * v;
-          const __mmask16 k = left > 0 ? tail_mask(left) : 0;
-          const __m512 xv = _mm512_maskz_loadu_ps(k, xr + i + 16 * v);
-          q[v] = _mm512_maskz_mov_epi32(k, _mm512_max_epi32(_mm512_min_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(xv, inv)), qmax), qmin));
-          sum = _mm512_add_epi32(sum, q[v]);
-        }
-        const __m512i p0 = _mm512_permutex2var_epi32(q[0], idx0, q[1]), p1 = _mm512_permutex2var_epi32(q[0], idx1, q[1]);
+        const __m512i p0 = _mm512_permutex2var_epi32(q[i / 16], idx0, q[i / 16 + 1]);
+        const __m512i p1 = _mm512_permutex2var_epi32(q[i / 16], idx1, q[i / 16 + 1]);
         if (kQmax > 127) {
           _mm_storeu_si128(reinterpret_cast<__m128i*>(lr + k0 + i), _mm512_cvtepi32_epi8(p0));
           _mm_storeu_si128(reinterpret_cast<__m128i*>(lr + k0 + i + 16), _mm512_cvtepi32_epi8(p1));
@@ -800,9 +797,8 @@ void xq_rows_block(const XqRowsCtx& c, int m0) {
           _mm_storeu_si128(reinterpret_cast<__m128i*>(hr + k0 + i + 16), _mm512_cvtepi32_epi8(p1));
         }
       }
-      const float dx = finite ? amax / static_cast<float>(kQmax) : __builtin_nanf("");
       c.dxT[g * Mp + m] = dx;
-      c.dxsT[g * Mp + m] = dx * static_cast<float>(_mm512_reduce_add_epi32(sum));
+      c.dxsT[g * Mp + m] = dx * static_cast<float>(sum);
     }
   }
 }

@@ -255,7 +255,7 @@ void prepare_xq8_panel(const float* x, Problem& p, Scratch& s_q, Scratch& s_g, I
   int8_t* xq4 = panel_x_buffers<int8_t>(p, s_q, s_g, &dxT, &dxsT);
   p.xq4 = xq4;
 #if defined(LLMC_KERNELS_X86)
-  if (isa == Isa::kAvx512Vnni) {
+  if (isa == Isa::kAvx512Vnni && p.group <= kXqMaxGroup) {
     xq8_panel_avx512(x, p, xq4, dxT, dxsT);
     return;
   }
@@ -466,10 +466,15 @@ void prepare_panel_fp32(const float* x, detail::Problem& p, detail::Scratch& s_x
   p.yT = s_y.get(static_cast<size_t>(p.N) * p.Mp);
 }
 
-// Rows per task: a multiple of q (kRowQuantum; 48 for the AMX kernel), about 4 tasks per thread
-// (dynamic scheduling keeps threads busy when the machine is shared), and at least 48 rows for the
-// panel kernel so each task reuses its L2-resident slice of x^T across several weight panels.
-int rows_per_task(int N, int nthreads, bool panel, int q = detail::kRowQuantum) {
+// Rows per task: a multiple of kRowQuantum (of kAmxRowQuantum on AMX tiles, whose kernel takes
+// weight rows 16 at a time from tile-aligned starts), about 4 tasks per thread (dynamic scheduling
+// keeps threads busy when the machine is shared), and at least 48 rows for the panel kernel so each
+// task reuses its L2-resident slice of x^T across several weight panels.
+constexpr int kAmxRowQuantum = 48;
+static_assert(kAmxRowQuantum % detail::kRowQuantum == 0 && kAmxRowQuantum % kTileRows == 0,
+              "whole 12-row panels and whole row tiles");
+int rows_per_task(const detail::Problem& p, int nthreads, bool panel) {
+  const int q = p.amx ? kAmxRowQuantum : detail::kRowQuantum, N = p.N;
   int per = (N + 4 * nthreads - 1) / (4 * nthreads);
   per = std::max(per, panel ? 48 : q);
   return (per + q - 1) / q * q;
@@ -538,9 +543,7 @@ void qgemm_parts(const float* x, int M, const QMatrixView* parts, int nparts, in
 #endif
   }
 
-  // The AMX kernel takes weight rows 16 at a time from tile-aligned starts (its row-tiled
-  // copies' tiles): tasks in multiples of 48 (also whole 12-row panels for the other kernels).
-  const int per = rows_per_task(p.N, nthreads, panel, p.amx ? 48 : detail::kRowQuantum);
+  const int per = rows_per_task(p, nthreads, panel);
   if (nparts == 1) {
     TaskCtx ctx{&p, rows, per};
     const int ntasks = (p.N + per - 1) / per;
@@ -594,7 +597,7 @@ void qgemm_tiled_panel(const float* x, int M, const QTiledView& t, const float* 
   } else {
     prepare_panel_fp32(x, p, s_x, s_y);
   }
-  TaskCtx ctx{&p, rows, rows_per_task(p.N, nthreads, true, p.amx ? 48 : kRowQuantum)};
+  TaskCtx ctx{&p, rows, rows_per_task(p, nthreads, true)};
   parallel_for(nthreads, (p.N + ctx.rows_per_task - 1) / ctx.rows_per_task, run_task, &ctx);
 #else
   (void)x, (void)nthreads;

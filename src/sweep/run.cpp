@@ -479,14 +479,16 @@ class Runner {
   int count_ = 0;
 };
 
-// LUT-predicted decode ms of a finished baseline (bench --lut's prediction).
+// A benched point's LUT-predicted decode ms (bench --lut's prediction; 0 when its bench.json has none).
+double point_predicted_decode_ms(const std::string& out, const std::string& name) {
+  return bench_predicted_decode_ms(read_json_file<json>(path_join(point_dir(out, name), "bench.json")));
+}
+
+// The same for a finished baseline that targets are placed from: it must have one.
 double predicted_decode_ms(const std::string& out, const std::string& name) {
-  const std::string path = path_join(point_dir(out, name), "bench.json");
-  try {
-    return json::parse(read_text_file(path)).at("predicted").at("decode_ms").at("predicted").get<double>();
-  } catch (const json::exception& e) {
-    fail("{}: no LUT-predicted decode time ({})", path, e.what());
-  }
+  const double ms = point_predicted_decode_ms(out, name);
+  if (!(ms > 0)) fail("{}: no LUT-predicted decode time", path_join(point_dir(out, name), "bench.json"));
+  return ms;
 }
 
 // The spread targets (without explicit ones): count of them from 0.85 x the fastest uniform baseline to the uniform
@@ -590,10 +592,7 @@ int run_sweep(const SweepConfig& c, const SweepOptions& o) {
     std::vector<std::pair<std::string, double>> base;
     for (const Point& p : baseline_points(c))
       if (!p.finetune && m.done(p.name + "/bench"))
-        if (const double ms = bench_predicted_decode_ms(
-                read_json_file<json>(path_join(point_dir(o.out, p.name), "bench.json")));
-            ms > 0)
-          base.emplace_back(p.name, ms);
+        if (const double ms = point_predicted_decode_ms(o.out, p.name); ms > 0) base.emplace_back(p.name, ms);
     for (const std::string& w : targets_just_below(ts, base)) spdlog::warn("sweep: {}", w);
   }
   if (!o.points.empty() && !t.empty()) {
