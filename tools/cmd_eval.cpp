@@ -36,7 +36,8 @@ Action add_eval(CLI::App& app) {
                "Allow --max-length beyond the model's context (max_position_embeddings)");
   app.add_option("--stride", a->e.stride, "Tokens predicted per rolling perplexity window (default: max-length)")->check(CLI::NonNegativeNumber);
   app.add_option("--batch-size", a->e.batch_size,
-                 "Perplexity windows (default 8) / multiple-choice requests (default 32) per forward pass")
+                 "Perplexity windows (default 8) / multiple-choice requests (default 16 with --scoring fast on an "
+                 "exported folder, where a row holds a context and all its choices; else 32) per forward pass")
       ->check(CLI::PositiveNumber);
   app.add_option("--limit", a->e.limit,
                  "Use only the first N documents of each task (MMLU: of each subject; wikitext2_gptq / "
@@ -51,9 +52,11 @@ Action add_eval(CLI::App& app) {
       ->capture_default_str()
       ->check(CLI::IsMember({"batched", "naive"}));
   app.add_option("--scoring", a->scoring,
-                 "On the runtime engine (exported folders): fast (lm_head and log-softmax on the scored positions "
-                 "only, linears in 256-row blocks) | legacy (full logits from forward(), one GEMM per linear: the "
-                 "path before, for A/B runs; same scores within ~1e-6)")
+                 "On the runtime engine (exported folders): fast (a context and all its continuations in one row, "
+                 "as branches; lm_head and log-softmax on the scored positions only, linears in 256-row blocks) | "
+                 "legacy (continuations from copies of the context's cache, full logits from forward(), one GEMM "
+                 "per linear: the path before, for A/B runs; the same accuracies, log-likelihoods within ~1e-2: "
+                 "other fp32 summation orders, amplified by the int16 rounding of activations)")
       ->capture_default_str()
       ->check(CLI::IsMember({"fast", "legacy"}));
   app.add_option("--dtype", a->dtype, "Compute dtype: float32 | bfloat16")->capture_default_str();
@@ -86,8 +89,9 @@ Action add_eval(CLI::App& app) {
     if (auto* rt = dynamic_cast<RuntimeLlama*>(m.get())) {
       if (a->scoring == "fast") {
         a->e.logprobs = [rt](const at::Tensor& tokens, const at::Tensor& positions, const at::Tensor& key_mask,
-                             KVCache* cache, const std::vector<int64_t>& rows, const std::vector<int64_t>& targets) {
-          return rt->token_logprobs(tokens, positions, key_mask, cache, rows, targets);
+                             KVCache* cache, const std::vector<int64_t>& rows, const std::vector<int64_t>& targets,
+                             const at::Tensor& segments) {
+          return rt->token_logprobs(tokens, positions, key_mask, cache, rows, targets, segments);
         };
       } else {
         rt->engine().set_row_block(0);

@@ -76,7 +76,7 @@ at::Tensor last_logits(CausalLM& m, const at::Tensor& tokens, const at::Tensor& 
 // Fills the cache; the logits are not needed.
 void prefill(CausalLM& m, const TokenLogprobsFn& fast, const at::Tensor& tokens, const at::Tensor& pos,
              const at::Tensor& mask, KVCache* cache) {
-  if (fast) fast(tokens, pos, mask, cache, {}, {});
+  if (fast) fast(tokens, pos, mask, cache, {}, {}, {});
   else if (is_reference_llama(m)) static_cast<Llama&>(m).hidden_states(tokens, pos, mask, cache);
   else m.forward(tokens, pos, mask, cache);
 }
@@ -144,6 +144,79 @@ struct Group {
   std::vector<size_t> reqs;         // requests scored after it
 };
 
+// A group's row on the fast path: its context, then every continuation but its last token.
+int64_t branched_length(const Group& g, const std::vector<TokenizedRequest>& reqs) {
+  int64_t n = static_cast<int64_t>(g.ctx->size());
+  for (size_t r : g.reqs) n += static_cast<int64_t>(reqs[r].continuation.size()) - 1;
+  return n;
+}
+
+// The fast path's stages B and C in one forward: row g holds the rest of context g past the shared
+// prefix P (segment 0), then each of its requests' continuation tokens but the last as a branch
+// (segment j + 1 for the group's request j: it sees the context and itself, not the other branches;
+// eval/scoring.h). The context's last slot scores every first token, branch slot t the
+// continuation's token t + 1. Rows are left-padded to Lmax so that they end at the same slot.
+// Against a forward per chunk of continuations from copies of the context's cache: no cache copies,
+// no right padding, and one large forward instead of several small ones.
+void score_branches(const TokenLogprobsFn& fast, const std::vector<Group>& groups, const std::vector<size_t>& batch,
+                    const std::vector<TokenizedRequest>& reqs, int64_t P, int64_t Lmax, KVCache& cache,
+                    std::vector<double>& out, LoglikelihoodStats& st) {
+  const int64_t G = static_cast<int64_t>(batch.size());
+  auto tokens = at::zeros({G, Lmax}, at::kLong);
+  auto pos = at::zeros({G, Lmax}, at::kLong);
+  auto seg = at::zeros({G, Lmax}, at::kInt);
+  auto mask = at::zeros({G, P + Lmax}, at::kBool);
+  std::vector<int64_t> rows, tgt, owner;  // owner: the request a scored row adds to
+  std::vector<bool> first;                // the row scores the request's first token
+  {
+    auto ta = tokens.accessor<int64_t, 2>();
+    auto pa = pos.accessor<int64_t, 2>();
+    auto sa = seg.accessor<int32_t, 2>();
+    auto ma = mask.accessor<bool, 2>();
+    for (int64_t g = 0; g < G; ++g) {
+      const Group& gr = groups[batch[g]];
+      const auto& ctx = *gr.ctx;
+      const int64_t nctx = static_cast<int64_t>(ctx.size()), n = nctx - P;
+      int64_t at = Lmax - (branched_length(gr, reqs) - P);  // the row's first real slot
+      for (int64_t s = 0; s < P; ++s) ma[g][s] = true;
+      for (int64_t t = 0; t < n; ++t, ++at) {
+        ta[g][at] = ctx[P + t];
+        pa[g][at] = P + t;
+        ma[g][P + at] = true;
+      }
+      const int64_t last = g * Lmax + at - 1;  // the context's last slot
+      st.model_tokens += n;
+      for (size_t j = 0; j < gr.reqs.size(); ++j) {
+        const auto& cont = reqs[gr.reqs[j]].continuation;
+        rows.push_back(last);
+        tgt.push_back(cont[0]);
+        owner.push_back(static_cast<int64_t>(gr.reqs[j]));
+        first.push_back(true);
+        for (int64_t t = 0; t + 1 < static_cast<int64_t>(cont.size()); ++t, ++at) {
+          ta[g][at] = cont[t];
+          pa[g][at] = nctx + t;
+          sa[g][at] = static_cast<int32_t>(j + 1);
+          ma[g][P + at] = true;
+          rows.push_back(g * Lmax + at);
+          tgt.push_back(cont[t + 1]);
+          owner.push_back(static_cast<int64_t>(gr.reqs[j]));
+          first.push_back(false);
+        }
+        st.model_tokens += static_cast<int64_t>(cont.size()) - 1;
+      }
+    }
+  }
+  const std::vector<double> lp = fast(tokens, pos, mask, &cache, rows, tgt, seg);
+  // out = first token's log-prob + the sum of the others' (the order of the chunked path's sums).
+  std::map<int64_t, double> rest;
+  for (size_t i = 0; i < lp.size(); ++i) {
+    if (first[i]) out[owner[i]] = lp[i];
+    else rest[owner[i]] += lp[i];
+  }
+  for (const auto& [r, v] : rest) out[r] += v;
+  ++st.forwards;
+}
+
 // Scores every request of the groups in `batch`; writes out[request].
 // `unit_prefix` (batch 1, may be null): the KV cache of a prefix every context of the batch shares
 // and extends by at least one token, computed once for all batches of a unit.
@@ -174,7 +247,11 @@ void score_batch(CausalLM& model, const TokenLogprobsFn& fast, const std::vector
     }
   }
   const int64_t R = static_cast<int64_t>(row_req.size());
-  const int64_t S = P + Rmax + Kmax;
+  // The fast path's rows: each context's rest, then its continuations as branches (score_branches).
+  int64_t Lmax = 0;
+  if (fast)
+    for (size_t g : batch) Lmax = std::max<int64_t>(Lmax, branched_length(groups[g], reqs) - P);
+  const int64_t S = P + (fast ? Lmax : Rmax + Kmax);
 
   // Stage A: the shared prefix, once (starting from the unit's prefix), copied to the G context rows.
   std::unique_ptr<KVCache> cache;
@@ -191,6 +268,11 @@ void score_batch(CausalLM& model, const TokenLogprobsFn& fast, const std::vector
     cache = gather_rows(model, *one, std::vector<int64_t>(static_cast<size_t>(G), 0), !fast);
   } else {
     cache = model.new_cache(G, S);
+  }
+
+  if (fast) {
+    score_branches(fast, groups, batch, reqs, P, Lmax, *cache, out, st);
+    return;
   }
 
   // Stage B: the rest of each context, left-padded so that every row ends at the same slot.
@@ -215,13 +297,7 @@ void score_batch(CausalLM& model, const TokenLogprobsFn& fast, const std::vector
   }
   std::vector<int64_t> first_tok(R);
   for (int64_t r = 0; r < R; ++r) first_tok[r] = reqs[row_req[r]].continuation[0];
-  if (fast) {
-    // Each request's first token from the last slot of its context's row (flat row g*Rmax + Rmax-1).
-    std::vector<int64_t> rows(R);
-    for (int64_t r = 0; r < R; ++r) rows[r] = row_group[r] * Rmax + Rmax - 1;
-    const std::vector<double> lp = fast(tokens, pos, mask, cache.get(), rows, first_tok);
-    for (int64_t r = 0; r < R; ++r) out[row_req[r]] = lp[r];
-  } else {
+  {
     auto first = at::log_softmax(last_logits(model, tokens, pos, mask, cache.get()), -1);  // (G, V)
     auto row_group_t = at::tensor(row_group, at::kLong);
     auto first_lp = first.index_select(0, row_group_t)
@@ -253,7 +329,7 @@ void score_batch(CausalLM& model, const TokenLogprobsFn& fast, const std::vector
     std::vector<int64_t> rows(todo.begin() + c0, todo.begin() + c1), groups_of(n);
     for (int64_t i = 0; i < n; ++i) groups_of[i] = row_group[rows[i]];
     auto gidx = at::tensor(groups_of, at::kLong);
-    auto cc = gather_rows(model, *cache, groups_of, !fast);
+    auto cc = gather_rows(model, *cache, groups_of, /*legacy=*/true);  // (the fast path branches)
     auto ctok = at::zeros({n, K}, at::kLong);
     auto cpos = at::zeros({n, K}, at::kLong);
     auto tgt = at::zeros({n, K}, at::kLong);
@@ -278,22 +354,7 @@ void score_batch(CausalLM& model, const TokenLogprobsFn& fast, const std::vector
         st.model_tokens += static_cast<int64_t>(cont.size()) - 1;
       }
     }
-    if (fast) {
-      // The real (non-padding) slots only: row i's continuation tokens 1.. from slots i*K + t.
-      std::vector<int64_t> frows, ftgt, fown;
-      for (int64_t i = 0; i < n; ++i) {
-        const auto& cont = reqs[row_req[rows[i]]].continuation;
-        for (int64_t t = 0; t + 1 < static_cast<int64_t>(cont.size()); ++t) {
-          frows.push_back(i * K + t);
-          ftgt.push_back(cont[t + 1]);
-          fown.push_back(i);
-        }
-      }
-      const std::vector<double> lp = fast(ctok, cpos, cmask, cc.get(), frows, ftgt);
-      std::vector<double> rest(n, 0.0);
-      for (size_t j = 0; j < lp.size(); ++j) rest[fown[j]] += lp[j];
-      for (int64_t i = 0; i < n; ++i) out[row_req[rows[i]]] += rest[i];
-    } else {
+    {
       auto logp = at::log_softmax(model.forward(ctok, cpos, cmask, cc.get()), -1);  // (n, K, V)
       auto rest = (logp.gather(2, tgt.unsqueeze(2)).squeeze(2).to(at::kDouble) * valid).sum(1).contiguous();
       const double* rl = rest.data_ptr<double>();
@@ -342,7 +403,11 @@ std::vector<double> loglikelihoods(CausalLM& model, const std::vector<TokenizedR
     i = j;
   }
   if (!rest.empty()) units.push_back(std::move(rest));
-  auto longer = [&](size_t a, size_t b) { return groups[a].ctx->size() > groups[b].ctx->size(); };
+  // A group's row length: its context, and on the fast path its continuations too (score_branches).
+  std::vector<int64_t> row_len(groups.size());
+  for (size_t g = 0; g < groups.size(); ++g)
+    row_len[g] = opts.logprobs ? branched_length(groups[g], requests) : static_cast<int64_t>(groups[g].ctx->size());
+  auto longer = [&](size_t a, size_t b) { return row_len[a] > row_len[b]; };
   for (auto& u : units) std::stable_sort(u.begin(), u.end(), longer);  // little padding within a batch
   std::stable_sort(units.begin(), units.end(),
                    [&](const std::vector<size_t>& a, const std::vector<size_t>& b) { return longer(a[0], b[0]); });
@@ -354,7 +419,7 @@ std::vector<double> loglikelihoods(CausalLM& model, const std::vector<TokenizedR
     // Context lengths beyond the prefix all contexts of the unit share (which runs once per batch).
     size_t shared = groups[u[0]].ctx->size();
     for (size_t g : u) shared = std::min(shared, common_prefix(*groups[u[0]].ctx, *groups[g].ctx));
-    auto own = [&](size_t g) { return static_cast<double>(groups[g].ctx->size() - shared); };
+    auto own = [&](size_t g) { return static_cast<double>(row_len[g] - static_cast<int64_t>(shared)); };
     // A prefix shared by a unit of several batches (MMLU: a subject's header and few-shot block)
     // runs once for the unit instead of once per batch; every context keeps >= 1 token of its own.
     std::unique_ptr<KVCache> unit_prefix;

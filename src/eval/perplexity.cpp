@@ -171,7 +171,7 @@ PerplexityResult evaluate_perplexity(CausalLM& model, const std::vector<TextDocu
           tgt.push_back(w.target[t]);
         }
       }
-      const std::vector<double> lp = opts.logprobs(tokens, positions, mask, nullptr, rows, tgt);
+      const std::vector<double> lp = opts.logprobs(tokens, positions, mask, nullptr, rows, tgt, {});
       size_t k = 0;
       for (size_t j = 0; j < nb; ++j) {
         const auto& w = windows[order[i + j]];

@@ -337,7 +337,7 @@ void RuntimeEngine::run_linear(const Lin& L, const float* x, int64_t M, float* y
 }
 
 void RuntimeEngine::layers(const int64_t* tokens, const int64_t* positions, int64_t B, int64_t T, const bool* key_mask,
-                           KVCache* cache) {
+                           KVCache* cache, const int32_t* segments) {
   const auto& c = c_;
   const int64_t M = B * T, H = c.hidden_size, hd = c.head_dim;
   const int64_t past = cache ? cache->len : 0, S = past + T;
@@ -418,7 +418,7 @@ void RuntimeEngine::layers(const int64_t* tokens, const int64_t* positions, int6
         }
         rt::kv_append(k, v, B, T, L.nkv, hd, past, max_len, kb, vb);
         rt::AttentionArgs aa;
-        aa.q = q, aa.k = kb, aa.v = vb, aa.mask = key_mask, aa.out = att, aa.scores = scores;
+        aa.q = q, aa.k = kb, aa.v = vb, aa.mask = key_mask, aa.seg = segments, aa.out = att, aa.scores = scores;
         aa.B = B, aa.T = T, aa.past = past, aa.nq = L.nq, aa.nkv = L.nkv, aa.hd = hd, aa.max_len = max_len;
         aa.scale = scale;
         rt::attention(aa, threads_);
@@ -503,14 +503,16 @@ void logprob_task(void* p, int u) {
 
 void RuntimeEngine::token_logprobs(const int64_t* tokens, const int64_t* positions, int64_t B, int64_t T,
                                    const bool* key_mask, KVCache* cache, const int64_t* rows, const int64_t* targets,
-                                   int64_t n, double* out) {
+                                   int64_t n, double* out, const int32_t* segments) {
   LLMC_CHECK(B >= 1 && T >= 1, "token_logprobs: empty batch");
   const int64_t M = B * T, V = c_.vocab_size, H = c_.hidden_size;
   for (int64_t i = 0; i < n; ++i) {
     LLMC_CHECK(rows[i] >= 0 && rows[i] < M, "token_logprobs: row {} out of range [0, {})", rows[i], M);
     LLMC_CHECK(targets[i] >= 0 && targets[i] < V, "token_logprobs: target id {} out of range [0, {})", targets[i], V);
   }
-  layers(tokens, positions, B, T, key_mask, cache);
+  if (segments)
+    for (int64_t m = 0; m < M; ++m) LLMC_CHECK(segments[m] >= 0, "token_logprobs: negative segment {}", segments[m]);
+  layers(tokens, positions, B, T, key_mask, cache, segments);
   if (n == 0) return;
   // Distinct rows (ascending) and the requests of each.
   std::vector<int64_t> order(static_cast<size_t>(n));
@@ -608,7 +610,7 @@ at::Tensor RuntimeLlama::forward(const at::Tensor& tokens, const at::Tensor& pos
 std::vector<double> RuntimeLlama::token_logprobs(const at::Tensor& tokens, const at::Tensor& positions,
                                                  const at::Tensor& key_mask, KVCache* cache,
                                                  const std::vector<int64_t>& rows,
-                                                 const std::vector<int64_t>& targets) {
+                                                 const std::vector<int64_t>& targets, const at::Tensor& segments) {
   LLMC_CHECK(tokens.dim() == 2, "token_logprobs: tokens must be (B, T)");
   const int64_t B = tokens.size(0), T = tokens.size(1);
   const int64_t S = (cache ? cache->len : 0) + T;
@@ -619,9 +621,15 @@ std::vector<double> RuntimeLlama::token_logprobs(const at::Tensor& tokens, const
   auto tok = tokens.to(at::kLong).contiguous();
   auto pos = positions.to(at::kLong).contiguous();
   auto mask = key_mask.to(at::kBool).contiguous();
+  at::Tensor seg;
+  if (segments.defined()) {
+    LLMC_CHECK(segments.sizes() == tokens.sizes(), "token_logprobs: segments must have the shape of tokens");
+    seg = segments.to(at::kInt).contiguous();
+  }
   std::vector<double> out(rows.size());
   engine_->token_logprobs(tok.data_ptr<int64_t>(), pos.data_ptr<int64_t>(), B, T, mask.data_ptr<bool>(), cache,
-                          rows.data(), targets.data(), static_cast<int64_t>(rows.size()), out.data());
+                          rows.data(), targets.data(), static_cast<int64_t>(rows.size()), out.data(),
+                          seg.defined() ? seg.data_ptr<int32_t>() : nullptr);
   return out;
 }
 

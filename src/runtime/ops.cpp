@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <memory>
 #include <stdexcept>
 #include <vector>
 
@@ -49,6 +50,27 @@ void attn_task(void* p, int task) {
   const bool* mk = c.mask + b * S;
   const int64_t Q = c.T > 1 && 2 * g <= Simd::kMaxHeads ? 2 : 1;  // queries per pass
   thread_local std::vector<float> xs, os;  // a pair's query heads gathered and their outputs
+  // With segments: the mask of query u of a pass (u < 2), rebuilt when its segment changes (a
+  // segment's queries are contiguous in a row): mk and, past the cache, the keys of segment 0 and
+  // the query's own.
+  thread_local std::unique_ptr<bool[]> segmask[2];
+  thread_local int64_t segmask_len[2] = {0, 0};
+  int32_t built[2] = {-1, -1};
+  const int32_t* sg = c.seg ? c.seg + b * c.T : nullptr;
+  auto mask_of = [&](int64_t query, int u) -> const bool* {
+    if (sg == nullptr) return mk;
+    const int32_t own = sg[query];
+    if (built[u] == own) return segmask[u].get();
+    if (segmask_len[u] < S) {
+      segmask[u] = std::make_unique<bool[]>(static_cast<size_t>(S));
+      segmask_len[u] = S;
+    }
+    bool* m = segmask[u].get();
+    for (int64_t j = 0; j < c.past; ++j) m[j] = mk[j];
+    for (int64_t j = 0; j < c.T; ++j) m[c.past + j] = mk[c.past + j] && (sg[j] == 0 || sg[j] == own);
+    built[u] = own;
+    return m;
+  };
   for (int64_t t = 0; t < c.T; t += Q) {
     const int64_t nqp = std::min(Q, c.T - t), nv = nqp * g;  // queries and vectors of this pass
     const int64_t rows = c.past + t + nqp;                   // keys in reach of its last query
@@ -71,7 +93,7 @@ void attn_task(void* p, int task) {
       for (int i = 0; i < nh; ++i) {
         const int64_t v = v0 + i, n = c.past + t + v / g + 1;  // keys in reach of this vector's query
         float* r = sc + v * S;
-        const float mx = s.mask_scale_max(r, mk, c.scale, n);  // NaN if a score is NaN (Simd)
+        const float mx = s.mask_scale_max(r, mask_of(t + v / g, static_cast<int>(v / g)), c.scale, n);  // NaN if a score is NaN (Simd)
         none[i] = mx == kNegInf;
         inv[i] = none[i] ? 0.f : 1.f / s.exp_shift_sum(r, mx, n);  // masked keys: exp(-inf) = 0
         if (n < rows) r[n] = 0.f;  // the next query's own key: no weight

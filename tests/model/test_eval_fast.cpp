@@ -32,20 +32,26 @@ using test::ByteTokenizer;
 
 // A mixed-precision export (2/3/4/8-bit and 16-bit linears, lm_head at `lm_head_bits`) of a tiny
 // random Llama with `vocab` tokens, loaded back on the runtime engine with a byte tokenizer.
-std::unique_ptr<RuntimeLlama> exported_tiny(int lm_head_bits, int64_t vocab = 300, int64_t max_pos = 256) {
+// any_m_same_bits: 4/8-bit linears only, whose rows come out the same bits in any call of >= 16
+// rows (2/3-bit ones: fp32 x from 16 rows up, int16 below; 16-bit ones: our GEMV up to 64 rows,
+// BLAS above; ~1e-4 apart on this model).
+std::unique_ptr<RuntimeLlama> exported_tiny(int lm_head_bits, int64_t vocab = 300, int64_t max_pos = 256,
+                                            bool any_m_same_bits = false) {
   auto c = test::tiny_config();
   c.num_layers = 3;
   c.vocab_size = vocab;
   c.max_position_embeddings = max_pos;
   auto m = test::random_llama(c, 21);
   Arch a = uniform_arch(c, 4, 32);
-  a.layers[0].bits = {4, 3, 8, 2, 16, 4, 3};
+  if (any_m_same_bits) a.layers[0].bits = {4, 8, 8, 4, 8, 4, 8};
+  else a.layers[0].bits = {4, 3, 8, 2, 16, 4, 3};
   a.layers[1].kv_heads = 1;
   auto sub = discretize(*m, a);
   QuantizeOptions qo;
   qo.lm_head_bits = lm_head_bits;
   quantize_model(*sub, a, qo, {});
-  const std::string dir = "/tmp/llmc_evalfast_" + std::to_string(::getpid()) + "_" + std::to_string(lm_head_bits);
+  const std::string dir = "/tmp/llmc_evalfast_" + std::to_string(::getpid()) + "_" + std::to_string(lm_head_bits) +
+                          (any_m_same_bits ? "_m" : "");
   write_export_folder(*sub, dir, ExportWriteOptions{});
   LoadOptions lo;
   lo.need_tokenizer = false;
@@ -56,7 +62,7 @@ std::unique_ptr<RuntimeLlama> exported_tiny(int lm_head_bits, int64_t vocab = 30
 
 TokenLogprobsFn fast_of(RuntimeLlama& m) {
   return [&m](const at::Tensor& t, const at::Tensor& p, const at::Tensor& k, KVCache* c, const std::vector<int64_t>& r,
-              const std::vector<int64_t>& g) { return m.token_logprobs(t, p, k, c, r, g); };
+              const std::vector<int64_t>& g, const at::Tensor& s) { return m.token_logprobs(t, p, k, c, r, g, s); };
 }
 
 double max_abs_diff(const std::vector<double>& a, const std::vector<double>& b) {
@@ -149,9 +155,10 @@ TEST(EvalFast, TokenLogprobsWithCacheEqualForward) {
 }
 
 // The multiple-choice scorer through both paths (and the naive reference) on requests with
-// shared prefixes (unit and batch prefixes), multi-token continuations and truncation.
+// shared prefixes (unit and batch prefixes), multi-token continuations and truncation. The fast path
+// runs each context with its continuations as branches of one row (one forward a batch), the legacy
+// one a forward per chunk of continuations from copies of the context's cache.
 TEST(EvalFast, LoglikelihoodsFastEqualLegacy) {
-  auto m = exported_tiny(8);
   std::mt19937 rng(5);
   auto rand_ids = [&](int n) {
     std::vector<int32_t> v(n);
@@ -173,30 +180,96 @@ TEST(EvalFast, LoglikelihoodsFastEqualLegacy) {
   }
   reqs.push_back({rand_ids(120), rand_ids(5)});
   reqs.push_back({rand_ids(120), rand_ids(1)});
-  for (int64_t max_length : {0, 40}) {
-    LoglikelihoodOptions o;
-    o.max_length = max_length;
-    auto naive = loglikelihoods_naive(*m, reqs, o);
-    for (int64_t bs : {1, 8, 64}) {
-      o.batch_size = bs;
-      o.logprobs = nullptr;
-      m->engine().set_row_block(0);
-      m->engine().set_zero_caches(true);
-      LoglikelihoodStats sl, sf;
-      auto legacy = loglikelihoods(*m, reqs, o, &sl);
-      o.logprobs = fast_of(*m);
-      m->engine().set_row_block(rt::kLinearRowBlock);
-      m->engine().set_zero_caches(false);
-      auto fast = loglikelihoods(*m, reqs, o, &sf);
-      EXPECT_LE(max_abs_diff(fast, legacy), 1e-5) << "max_length " << max_length << " batch " << bs;
-      // One unpadded request per forward (naive) vs. batched, left-padded rows: already ~1e-3 apart
-      // on the engine before the fast path (AVX2's int16 activations, other padding), so a loose check.
-      EXPECT_LE(max_abs_diff(fast, naive), 5e-3) << "max_length " << max_length << " batch " << bs;
-      // The same batches and forwards, only cheaper ones.
-      EXPECT_EQ(sf.forwards, sl.forwards);
-      EXPECT_EQ(sf.model_tokens, sl.model_tokens);
+  auto m = exported_tiny(8);
+  {
+    for (int64_t max_length : {0, 40}) {
+      LoglikelihoodOptions o;
+      o.max_length = max_length;
+      auto naive = loglikelihoods_naive(*m, reqs, o);
+      for (int64_t bs : {1, 8, 64}) {
+        o.batch_size = bs;
+        o.logprobs = nullptr;
+        m->engine().set_row_block(0);
+        m->engine().set_zero_caches(true);
+        LoglikelihoodStats sl, sf;
+        auto legacy = loglikelihoods(*m, reqs, o, &sl);
+        o.logprobs = fast_of(*m);
+        m->engine().set_row_block(rt::kLinearRowBlock);
+        m->engine().set_zero_caches(false);
+        auto fast = loglikelihoods(*m, reqs, o, &sf);
+        const std::string where = "max_length " + std::to_string(max_length) + " batch " + std::to_string(bs);
+        // The legacy path's small chunks (< 16 rows) take other kernels (int16 x for 2/3 bits, the
+        // x-table kernel for 4 bits, our GEMV instead of BLAS for 16 bits): ~1e-3 apart in a
+        // request's sum on this model. (Branches that saw each other moved them by ~16.)
+        EXPECT_LE(max_abs_diff(fast, legacy), 5e-3) << where;
+        // One unpadded request per forward (naive) vs. batched, left-padded rows: already ~1e-3 apart
+        // on the engine before the fast path (AVX2's int16 activations, other padding), so a loose check.
+        EXPECT_LE(max_abs_diff(fast, naive), 5e-3) << where;
+        // The same tokens through the model, in fewer forwards (one per batch and prefix).
+        EXPECT_EQ(sf.model_tokens, sl.model_tokens) << where;
+        EXPECT_LT(sf.forwards, sl.forwards) << where;
+      }
     }
   }
+}
+
+// A context with three continuations as branches of one row (segments) against each continuation
+// in a row of its own (left-padded), both calls >= 16 rows (the same kernel paths): every scored
+// log-prob within fp32 summation order. And a branch must not see another: without the segments
+// the second and third continuations' scores change.
+TEST(EvalFast, TokenLogprobsBranchesEqualSeparateRows) {
+  auto m = exported_tiny(8, 300, 256, /*any_m_same_bits=*/true);
+  const int64_t V = m->config().vocab_size, C = 14;
+  const std::vector<int64_t> lens = {6, 1, 9};  // branch tokens (a continuation but its last token)
+  at::manual_seed(6);
+  auto ctx = at::randint(0, V, {C}, at::kLong);
+  std::vector<at::Tensor> br;
+  for (int64_t n : lens) br.push_back(at::randint(0, V, {n}, at::kLong));
+  const int64_t T1 = C + 6 + 1 + 9, Tn = C + 9;
+  // One row: the context (segment 0), then branch j (segment j + 1).
+  auto tok1 = at::zeros({1, T1}, at::kLong), pos1 = at::zeros({1, T1}, at::kLong), seg1 = at::zeros({1, T1}, at::kInt);
+  // Three rows: the context, then branch j, left-padded to Tn.
+  auto tokn = at::zeros({3, Tn}, at::kLong), posn = at::zeros({3, Tn}, at::kLong);
+  auto maskn = at::zeros({3, Tn}, at::kBool);
+  tok1[0].narrow(0, 0, C).copy_(ctx);
+  pos1[0].narrow(0, 0, C).copy_(at::arange(C, at::kLong));
+  std::vector<int64_t> rows1, rowsn, tgt;
+  int64_t at1 = C;
+  for (int64_t j = 0; j < 3; ++j) {
+    const int64_t n = lens[j], off = Tn - C - n;
+    tok1[0].narrow(0, at1, n).copy_(br[j]);
+    pos1[0].narrow(0, at1, n).copy_(at::arange(C, C + n, at::kLong));
+    seg1[0].narrow(0, at1, n).fill_(static_cast<int>(j + 1));
+    tokn[j].narrow(0, off, C).copy_(ctx);
+    tokn[j].narrow(0, off + C, n).copy_(br[j]);
+    posn[j].narrow(0, off, C + n).copy_(at::arange(C + n, at::kLong));
+    maskn[j].narrow(0, off, C + n).fill_(true);
+    // The context's last slot and every branch slot, each scoring some target.
+    rows1.push_back(C - 1);
+    rowsn.push_back(j * Tn + off + C - 1);
+    tgt.push_back((7 * j + 1) % V);
+    for (int64_t t = 0; t < n; ++t) {
+      rows1.push_back(at1 + t);
+      rowsn.push_back(j * Tn + off + C + t);
+      tgt.push_back((11 * t + 3 * j + 5) % V);
+    }
+    at1 += n;
+  }
+  ASSERT_EQ(at1, T1);
+  auto mask1 = at::ones({1, T1}, at::kBool);
+  const auto ref = m->token_logprobs(tokn, posn, maskn, nullptr, rowsn, tgt);
+  auto cache = m->new_cache(1, T1);
+  const auto got = m->token_logprobs(tok1, pos1, mask1, cache.get(), rows1, tgt, seg1);
+  EXPECT_EQ(cache->len, T1);
+  ASSERT_EQ(got.size(), ref.size());
+  EXPECT_LE(max_abs_diff(got, ref), 1e-5);
+  // Without segments the later branches attend to the earlier ones: their scores move.
+  const auto mixed = m->token_logprobs(tok1, pos1, mask1, nullptr, rows1, tgt);
+  EXPECT_GT(max_abs_diff(mixed, ref), 1e-3);
+  // Segments must have the tokens' shape and be >= 0.
+  EXPECT_FALSE(test::error_of([&] { m->token_logprobs(tok1, pos1, mask1, nullptr, rows1, tgt, seg1.narrow(1, 0, 5)); })
+                   .empty());
+  EXPECT_FALSE(test::error_of([&] { m->token_logprobs(tok1, pos1, mask1, nullptr, rows1, tgt, seg1 - 1); }).empty());
 }
 
 TEST(EvalFast, PerplexityFastEqualLegacy) {

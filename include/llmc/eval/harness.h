@@ -16,7 +16,7 @@ struct EvalOptions {
   std::string data_dir;            // default: <shared>/data
   int64_t max_length = 0;          // perplexity window; multiple choice: truncation length (0: model max)
   int64_t stride = 0;              // perplexity stride (0: max_length)
-  int64_t batch_size = 0;          // perplexity windows (0: 8) / multiple-choice requests (0: 32) per forward
+  int64_t batch_size = 0;          // perplexity windows (0: 8) / multiple-choice requests (0: 16 with logprobs, else 32) per forward
   int64_t limit = 0;               // first N documents of each task (MMLU: of each subject); 0: all
   int num_fewshot = -1;            // -1: the task's default (0; MMLU 5)
   std::string scorer = "batched";  // batched | naive (one request per forward; reference and benchmark)

@@ -5,8 +5,11 @@
 // continuation tokens.
 //
 // loglikelihoods() computes the same numbers faster:
-//  - requests with the same (truncated) context are one group: the context runs once and every
-//    continuation of the group is scored from a copy of its KV cache;
+//  - requests with the same (truncated) context are one group: the context runs once. With
+//    opts.logprobs (the runtime engine) one row holds the context and every continuation of the
+//    group as a branch that sees the context and itself only (segments, eval/scoring.h): one forward
+//    a batch. Without it each continuation is scored from a copy of the context's KV cache, in
+//    chunks of rows of similar length;
 //  - groups are sorted by context (long shared prefixes, e.g. MMLU's few-shot block, become
 //    clusters) and by length, and batched with left padding of the contexts;
 //  - a prefix shared by all contexts of a batch (>= 8 tokens) runs once, then is copied to every row;

@@ -49,9 +49,12 @@ class RuntimeEngine {
   // only fills the cache. The lm_head runs on the distinct rows in blocks of row_block() rows
   // (padded to 16 rows when B*T >= 16, so the same qgemm path as forward()'s computes them): with
   // a packed lm_head each logit equals forward()'s bit for bit (a dense one may take another
-  // summation order: GEMV vs. BLAS).
+  // summation order: GEMV vs. BLAS). segments (B, T) or null: branches in a row (rt::AttentionArgs::seg:
+  // a token of segment s > 0 sees this call's tokens of segments 0 and s only; all segments' keys
+  // stay in the cache).
   void token_logprobs(const int64_t* tokens, const int64_t* positions, int64_t B, int64_t T, const bool* key_mask,
-                      KVCache* cache, const int64_t* rows, const int64_t* targets, int64_t n, double* out);
+                      KVCache* cache, const int64_t* rows, const int64_t* targets, int64_t n, double* out,
+                      const int32_t* segments = nullptr);
   // Rows of x per packed-linear call (rt::linear; default rt::kLinearRowBlock); 0: one call per
   // linear, whatever M (the layout before row blocks, kept for A/B runs).
   void set_row_block(int64_t rows) { row_block_ = rows; }
@@ -103,7 +106,7 @@ class RuntimeEngine {
   void add_copy(std::vector<CopyJob>& jobs, Lin* L, const Linear* from);
   void make_copies(std::vector<CopyJob>& jobs);
   void layers(const int64_t* tokens, const int64_t* positions, int64_t B, int64_t T, const bool* key_mask,
-              KVCache* cache);
+              KVCache* cache, const int32_t* segments = nullptr);
   void head(int64_t rows_from, int64_t rows, float* logits);
 
   ModelConfig c_;
@@ -148,10 +151,10 @@ class RuntimeLlama : public Llama {
   using Llama::forward;
   std::unique_ptr<KVCache> new_cache(int64_t batch, int64_t max_len) const override;
   // RuntimeEngine::token_logprobs with forward()'s tensor arguments and checks: one value per
-  // (rows[i], targets[i]), rows flat b*T + t.
+  // (rows[i], targets[i]), rows flat b*T + t; segments: (B, T) integers >= 0, or undefined (none).
   std::vector<double> token_logprobs(const at::Tensor& tokens, const at::Tensor& positions, const at::Tensor& key_mask,
                                      KVCache* cache, const std::vector<int64_t>& rows,
-                                     const std::vector<int64_t>& targets);
+                                     const std::vector<int64_t>& targets, const at::Tensor& segments = {});
   RuntimeEngine& engine() { return *engine_; }
 
  private:

@@ -86,6 +86,10 @@ struct AttentionArgs {
   const float* k = nullptr;      // cache (B, nkv, max_len, hd)
   const float* v = nullptr;
   const bool* mask = nullptr;    // (B, S): 1 = may be attended to
+  // (B, T) or null: the segment of each of this call's tokens. Among this call's keys a query of
+  // segment s sees only those of segment 0 and s (causal as ever): branches off a shared trunk, e.g.
+  // several continuations of one context in one row. Cached keys (slots < past): the mask alone.
+  const int32_t* seg = nullptr;
   float* out = nullptr;          // (B*T, nq*hd)
   float* scores = nullptr;       // scratch (2*B*nq, S): two queries' scores per pass in prefill
   int64_t B = 1, T = 1, past = 0, nq = 0, nkv = 0, hd = 0, max_len = 0;
