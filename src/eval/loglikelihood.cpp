@@ -329,7 +329,7 @@ void score_batch(CausalLM& model, const TokenLogprobsFn& fast, const std::vector
     std::vector<int64_t> rows(todo.begin() + c0, todo.begin() + c1), groups_of(n);
     for (int64_t i = 0; i < n; ++i) groups_of[i] = row_group[rows[i]];
     auto gidx = at::tensor(groups_of, at::kLong);
-    auto cc = gather_rows(model, *cache, groups_of, /*legacy=*/true);  // (the fast path branches)
+    auto cc = gather_rows(model, *cache, groups_of, /*legacy=*/true);  // only without opts.logprobs here
     auto ctok = at::zeros({n, K}, at::kLong);
     auto cpos = at::zeros({n, K}, at::kLong);
     auto tgt = at::zeros({n, K}, at::kLong);
@@ -416,7 +416,7 @@ std::vector<double> loglikelihoods(CausalLM& model, const std::vector<TokenizedR
   Progress progress(opts.label, st.requests, "req");
   const size_t B = static_cast<size_t>(std::max<int64_t>(1, opts.batch_size));
   for (const auto& u : units) {
-    // Context lengths beyond the prefix all contexts of the unit share (which runs once per batch).
+    // Row lengths (row_len) beyond the prefix all contexts of the unit share (run once per batch).
     size_t shared = groups[u[0]].ctx->size();
     for (size_t g : u) shared = std::min(shared, common_prefix(*groups[u[0]].ctx, *groups[g].ctx));
     auto own = [&](size_t g) { return static_cast<double>(row_len[g] - static_cast<int64_t>(shared)); };
