@@ -13,7 +13,15 @@
 # OUT_DIR/bench_vs_llamacpp.json (every round's tok/s, medians, ratios) and
 # OUT_DIR/bench_vs_llamacpp.md (the table), and prints the table.
 set -euo pipefail
+# llama-bench runs with the caller's OpenMP wait policy, as llama.cpp's users run it: common.sh
+# defaults OMP_WAIT_POLICY to PASSIVE (for ATen's OpenMP workers in our other scripts), which puts
+# llama.cpp's OpenMP threads to sleep at every barrier (on the 2-vCPU Xeon: its 2-thread decode
+# 34 against 241 tok/s, prefill 1287 against 1693; every run of this script before 2026-12-07 12:40
+# had that handicap). Our engine uses its own thread pool and ran the same either way.
+caller_omp_wait="${OMP_WAIT_POLICY-}"
+caller_omp_wait_set="${OMP_WAIT_POLICY+1}"
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+if [ -n "$caller_omp_wait_set" ]; then llamacpp_env=(env "OMP_WAIT_POLICY=$caller_omp_wait"); else llamacpp_env=(env -u OMP_WAIT_POLICY); fi
 out="${1:-$root/runs/bench_vs_llamacpp}"
 model="${MODEL:-$root/models/SmolLM2-135M-Instruct.Q4_1.gguf}"
 threads="${THREADS:-1 2}"
@@ -59,7 +67,8 @@ for r in $(seq 1 "$rounds"); do
         llama.cpp*)
           m="$model"; [ "$c" = "llama.cpp Q4_0" ] && m="$q40"
           rc=0
-          "$LLAMACPP_BIN/llama-bench" -m "$m" -p "$prompt" -n "$new" -r 1 -t "$t" -o json 2> "$out/lb.err" > "$out/lb.json" || rc=$?
+          "${llamacpp_env[@]}" "$LLAMACPP_BIN/llama-bench" -m "$m" -p "$prompt" -n "$new" -r 1 -t "$t" -o json \
+            2> "$out/lb.err" > "$out/lb.json" || rc=$?
           if [ "$rc" -eq 132 ]; then
             # Seen on AMX CPUs (Sapphire Rapids): ggml's AMX path faults at its first tilezero because GCC's
             # _tile_loadconfig names only 8 bytes of the config as its input and the other stores are dropped.
@@ -98,10 +107,11 @@ PY
   done
 done
 
-python3 - "$rows" "$out" "$model" "$prompt" "$new" <<'PY'
+python3 - "$rows" "$out" "$model" "$prompt" "$new" "${caller_omp_wait_set:+$caller_omp_wait}" <<'PY'
 import json, platform, statistics, subprocess, sys, time
 rows = [json.loads(l) for l in open(sys.argv[1])]
 out, model, prompt, new = sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+llamacpp_omp = sys.argv[6] or None  # OMP_WAIT_POLICY llama-bench ran with (None: unset, OpenMP's default)
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.machine())
 engines = list(dict.fromkeys(r["engine"] for r in rows))
 threads = sorted({r["threads"] for r in rows})
@@ -112,14 +122,14 @@ for e in engines:
         med[(e, t)] = {k: statistics.median(r[k] for r in rs) for k in ("prefill_tok_s", "decode_tok_s")}
 ref = "llama.cpp Q4_0"
 res = {"machine": cpu, "date": time.strftime("%Y-%m-%d %H:%M", time.gmtime()), "model": model, "prompt": prompt,
-       "new": new, "rounds": rows, "median": [{"engine": e, "threads": t, **med[(e, t)]} for e in engines for t in threads],
+       "new": new, "llamacpp_omp_wait_policy": llamacpp_omp, "rounds": rows, "median": [{"engine": e, "threads": t, **med[(e, t)]} for e in engines for t in threads],
        "ours_over_llamacpp_q4_0": [{"engine": e, "threads": t,
                                     "prefill": med[(e, t)]["prefill_tok_s"] / med[(ref, t)]["prefill_tok_s"],
                                     "decode": med[(e, t)]["decode_tok_s"] / med[(ref, t)]["decode_tok_s"]}
                                    for e in engines if e.startswith("ours") for t in threads]}
 json.dump(res, open(out + "/bench_vs_llamacpp.json.tmp", "w"), indent=1)
 md = [f"Machine: {cpu}; {res['date']} UTC; {model}; prefill {prompt} tokens, decode {new}; tok/s, every round "
-      f"(rounds alternated), median in bold.", "",
+      f"(rounds alternated), median in bold; llama-bench with OMP_WAIT_POLICY {llamacpp_omp or 'unset'}.", "",
       "| engine, weights | " + " | ".join(f"decode {t} thr" for t in threads) + " | " +
       " | ".join(f"prefill {t} thr" for t in threads) + " |", "|---|" + "---:|" * (2 * len(threads))]
 for e in engines:

@@ -68,13 +68,15 @@ TEST(BenchScripts, BenchVsLlamaCppWithAStandIn) {
     fs::permissions(dir + "/bin/" + name, fs::perms::owner_all);
   };
   script("llama-quantize", "cp \"$2\" \"$3\"\n");
+  // It also logs the OpenMP wait policy it saw: the caller's (here unset), not common.sh's PASSIVE.
   script("llama-bench",
+         "echo \"${OMP_WAIT_POLICY-unset}\" >> \"$(dirname \"$0\")/omp.log\"\n"
          "while [ $# -gt 0 ]; do case $1 in -p) p=$2; shift ;; -n) n=$2; shift ;; esac; shift; done\n"
          "echo \"[{\\\"n_prompt\\\": $p, \\\"n_gen\\\": 0, \\\"avg_ts\\\": 100.0},"
          " {\\\"n_prompt\\\": 0, \\\"n_gen\\\": $n, \\\"avg_ts\\\": 50.0}]\"\n");
   const fs::path build = fs::path(LLMC_CLI).parent_path().parent_path();
   auto run = [&](const std::string& llamacpp) {
-    const std::string cmd = "BUILD='" + build.string() + "' LLMC_SHARED='" + llmc::shared_root() + "' LLAMACPP_BIN='" +
+    const std::string cmd = "env -u OMP_WAIT_POLICY BUILD='" + build.string() + "' LLMC_SHARED='" + llmc::shared_root() + "' LLAMACPP_BIN='" +
                             llamacpp + "' MODEL='" + gguf + "' ROUNDS=2 THREADS=1 PROMPT=8 NEW=4 bash '" LLMC_SOURCE_DIR
                             "/scripts/bench_vs_llamacpp.sh' '" + dir + "/out' > '" + dir + ".log' 2>&1";
     const int rc = std::system(cmd.c_str());
@@ -101,6 +103,9 @@ TEST(BenchScripts, BenchVsLlamaCppWithAStandIn) {
   EXPECT_NEAR(g64["decode"].get<double>(), j["median"][3]["decode_tok_s"].get<double>() / 50.0, 1e-9);
   EXPECT_NE(llmc::read_text_file(dir + "/out/bench_vs_llamacpp.md").find("| llama.cpp Q4_0 | 50 / 50 (**50**) |"),
             std::string::npos);
+  // 2 rounds x 2 llama.cpp contenders, each with OpenMP's own default (PASSIVE slowed its 2-thread decode 7x).
+  EXPECT_EQ(llmc::read_text_file(dir + "/bin/omp.log"), "unset\nunset\nunset\nunset\n");
+  EXPECT_TRUE(j["llamacpp_omp_wait_policy"].is_null());
   // A llama-bench that dies of SIGILL (the reference build's AMX path on AMX CPUs): the fix in one line.
   fs::create_directories(dir + "/ill");
   fs::copy_file(dir + "/bin/llama-quantize", dir + "/ill/llama-quantize");
