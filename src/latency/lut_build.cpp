@@ -468,22 +468,23 @@ void add_attention_jobs(const Setup& s, std::vector<Job>& jobs) {
       auto k = std::make_shared<std::vector<float>>(static_cast<size_t>(M * h * hd));
       auto v = std::make_shared<std::vector<float>>(static_cast<size_t>(M * h * hd));
       auto out = std::make_shared<std::vector<float>>(static_cast<size_t>(M * nq * hd));
-      auto scores = std::make_shared<std::vector<float>>(static_cast<size_t>(2 * nq * T));  // AttentionArgs::scores
       const size_t cache_bytes = align_up(static_cast<size_t>(h * T * hd * 4));
       Job job;
       job.label = fmt::format("attention h={} M={}", h, M);
       job.bytes = 2 * cache_bytes;  // this layer's K and V caches (read from the rotating buffer: finite floats)
       job.window = s.fixed_window;
       job.fn = [=](uint8_t* p) {
-        rt::split_qkv(qkv->data(), M, nq, h, hd, q->data(), k->data(), v->data());
-        rt::rope_rows(q->data(), M, nq, hd, positions->data(), cos->data(), sin->data(), T, inv_freq->data());
-        rt::rope_rows(k->data(), M, h, hd, positions->data(), cos->data(), sin->data(), T, inv_freq->data());
         float* kc = reinterpret_cast<float*>(p);
         float* vc = reinterpret_cast<float*>(p + cache_bytes);
-        rt::kv_append(k->data(), v->data(), 1, M, h, hd, past, T, kc, vc);
+        rt::AttentionInputs in;  // as the engine runs them
+        in.qkv = qkv->data(), in.q = q->data(), in.k = k->data(), in.v = v->data();
+        in.B = 1, in.T = M, in.nq = nq, in.nkv = h, in.hd = hd;
+        in.positions = positions->data(), in.cos = cos->data(), in.sin = sin->data(), in.inv_freq = inv_freq->data();
+        in.max_pos = T, in.past = past, in.max_len = T, in.kcache = kc, in.vcache = vc;
+        rt::attention_inputs(in, threads);
         rt::AttentionArgs a;
         a.q = q->data(), a.k = kc, a.v = vc, a.mask = reinterpret_cast<const bool*>(mask->data());
-        a.out = out->data(), a.scores = scores->data();
+        a.out = out->data();
         a.B = 1, a.T = M, a.past = past, a.nq = nq, a.nkv = h, a.hd = hd, a.max_len = T, a.scale = scale;
         rt::attention(a, threads);
       };

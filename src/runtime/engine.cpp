@@ -361,7 +361,6 @@ void RuntimeEngine::layers(const int64_t* tokens, const int64_t* positions, int6
   float* gt = grow(gate_, M * maxI);
   float* up = grow(up_, M * maxI);
   float* tmp = grow(tmp_, M * H);
-  float* scores = grow(scores_, 2 * B * maxq * S);  // AttentionArgs::scores: 2 B nq rows
 
   {
     rt::OpTimer timer(timed(rt::OpProfile::kModelFixed));
@@ -394,9 +393,6 @@ void RuntimeEngine::layers(const int64_t* tokens, const int64_t* positions, int6
       }
       {
         rt::OpTimer timer(t_attn);
-        if (qkv) rt::split_qkv(qkv, M, L.nq, L.nkv, hd, q, k, v);
-        rt::rope_rows(q, M, L.nq, hd, positions, cos_.data(), sin_.data(), P, inv_freq_.data());
-        rt::rope_rows(k, M, L.nkv, hd, positions, cos_.data(), sin_.data(), P, inv_freq_.data());
         // K/V of these rows into the cache (or a per-layer scratch without one).
         float *kb, *vb;
         int64_t max_len;
@@ -416,9 +412,14 @@ void RuntimeEngine::layers(const int64_t* tokens, const int64_t* positions, int6
           vb = s + B * maxkv * T * hd;
           max_len = T;
         }
-        rt::kv_append(k, v, B, T, L.nkv, hd, past, max_len, kb, vb);
+        rt::AttentionInputs in;  // split (fused q|k|v), RoPE, K/V into the cache, rows on threads
+        in.qkv = qkv, in.q = q, in.k = k, in.v = v;
+        in.B = B, in.T = T, in.nq = L.nq, in.nkv = L.nkv, in.hd = hd;
+        in.positions = positions, in.cos = cos_.data(), in.sin = sin_.data(), in.inv_freq = inv_freq_.data();
+        in.max_pos = P, in.past = past, in.max_len = max_len, in.kcache = kb, in.vcache = vb;
+        rt::attention_inputs(in, threads_);
         rt::AttentionArgs aa;
-        aa.q = q, aa.k = kb, aa.v = vb, aa.mask = key_mask, aa.seg = segments, aa.out = att, aa.scores = scores;
+        aa.q = q, aa.k = kb, aa.v = vb, aa.mask = key_mask, aa.seg = segments, aa.out = att;
         aa.B = B, aa.T = T, aa.past = past, aa.nq = L.nq, aa.nkv = L.nkv, aa.hd = hd, aa.max_len = max_len;
         aa.scale = scale;
         rt::attention(aa, threads_);

@@ -31,20 +31,21 @@ void gemv_task(void* p, int t) {
   for (int64_t m = 0; m < c.M; ++m) simd().gemv(c.W + r0 * c.K, c.x + m * c.K, r1 - r0, c.K, c.y + m * c.N + r0);
 }
 
-// One (batch row, KV head): its g query heads over the same cached key/value rows, up to
+// One (batch row b, KV head h), queries [t0, t1): their g query heads over the same cached key/value rows, up to
 // Simd::kMaxHeads vectors at a time in one pass over the rows. Per vector: scores = K q (a GEMV),
 // softmax with a vector exp, out = P V (register accumulators over the rows). Prefill takes two
 // queries per pass where their 2g heads fit one heads call, so each key and value row is read half
 // as often (at 2048-token windows attention was half of an eval's time); the first query's score of
 // the second's own key is computed and not used, its probability there set to 0, so every output
-// gets the one-query pass's bits (for finite values).
-void attn_task(void* p, int task) {
-  const auto& c = *static_cast<const AttentionArgs*>(p);
+// gets the one-query pass's bits (for finite values). t0 is even, so a chunk's passes take the
+// queries in the pairs a whole-row call takes, and the outputs keep their bits.
+void attn_queries(const AttentionArgs& c, int64_t b, int64_t h, int64_t t0, int64_t t1) {
   const auto& s = simd();
   constexpr float kNegInf = -std::numeric_limits<float>::infinity();
   const int64_t g = c.nq / c.nkv, S = c.past + c.T;
-  const int64_t b = task / c.nkv, h = task % c.nkv;
-  float* sc = c.scores + static_cast<int64_t>(task) * 2 * g * S;  // [Q g][S]
+  thread_local std::vector<float> scratch;  // the scores [Q g][S]
+  if (scratch.size() < static_cast<size_t>(2 * g * S)) scratch.resize(static_cast<size_t>(2 * g * S));
+  float* sc = scratch.data();
   const float* K = c.k + (b * c.nkv + h) * c.max_len * c.hd;
   const float* V = c.v + (b * c.nkv + h) * c.max_len * c.hd;
   const bool* mk = c.mask + b * S;
@@ -71,8 +72,8 @@ void attn_task(void* p, int task) {
     built[u] = own;
     return m;
   };
-  for (int64_t t = 0; t < c.T; t += Q) {
-    const int64_t nqp = std::min(Q, c.T - t), nv = nqp * g;  // queries and vectors of this pass
+  for (int64_t t = t0; t < t1; t += Q) {
+    const int64_t nqp = std::min(Q, t1 - t), nv = nqp * g;  // queries and vectors of this pass
     const int64_t rows = c.past + t + nqp;                   // keys in reach of its last query
     // Vector v = u g + i is head h g + i of query t + u; one query's g heads are contiguous.
     const float* X = c.q + ((b * c.T + t) * c.nq + h * g) * c.hd;
@@ -109,6 +110,22 @@ void attn_task(void* p, int task) {
       }
     }
   }
+}
+
+// The (row, KV head) pairs, each in query chunks where too few pairs would leave threads idle (a
+// prefill of one sequence has 3 on SmolLM2: 2 threads did 2 and 1). Chunk c of a pair is task
+// pair * nch + c; the later chunks (more keys in reach) go first.
+struct AttnJob {
+  const AttentionArgs* a;
+  int64_t chunk, nch;
+};
+
+void attn_task(void* p, int task) {
+  const auto& j = *static_cast<const AttnJob*>(p);
+  const AttentionArgs& c = *j.a;
+  const int64_t pair = task / j.nch, ch = j.nch - 1 - task % j.nch;
+  const int64_t t0 = ch * j.chunk, t1 = std::min(c.T, t0 + j.chunk);
+  attn_queries(c, pair / c.nkv, pair % c.nkv, t0, t1);
 }
 
 }  // namespace
@@ -251,25 +268,53 @@ void split_qkv(const float* qkv, int64_t M, int64_t nq, int64_t nkv, int64_t hd,
   }
 }
 
+namespace {
+// kv_append for flat rows [m0, m1) of (B*T): row m = b T + t.
+void kv_append_rows(const float* k, const float* v, int64_t T, int64_t nkv, int64_t hd, int64_t past,
+                    int64_t max_len, float* kcache, float* vcache, int64_t m0, int64_t m1) {
+  for (int64_t m = m0; m < m1; ++m) {
+    const int64_t b = m / T, t = m % T;
+    for (int64_t h = 0; h < nkv; ++h) {
+      const int64_t src = (m * nkv + h) * hd;
+      const int64_t dst = ((b * nkv + h) * max_len + past + t) * hd;
+      std::copy(k + src, k + src + hd, kcache + dst);
+      std::copy(v + src, v + src + hd, vcache + dst);
+    }
+  }
+}
+}  // namespace
+
 void kv_append(const float* k, const float* v, int64_t B, int64_t T, int64_t nkv, int64_t hd, int64_t past,
                int64_t max_len, float* kcache, float* vcache) {
-  for (int64_t b = 0; b < B; ++b)
-    for (int64_t t = 0; t < T; ++t)
-      for (int64_t h = 0; h < nkv; ++h) {
-        const int64_t src = ((b * T + t) * nkv + h) * hd;
-        const int64_t dst = ((b * nkv + h) * max_len + past + t) * hd;
-        std::copy(k + src, k + src + hd, kcache + dst);
-        std::copy(v + src, v + src + hd, vcache + dst);
-      }
+  kv_append_rows(k, v, T, nkv, hd, past, max_len, kcache, vcache, 0, B * T);
+}
+
+void attention_inputs(const AttentionInputs& a, int threads) {
+  const int64_t M = a.B * a.T, nqd = a.nq * a.hd, nkd = a.nkv * a.hd;
+  rows_on_threads(M, nqd + 2 * nkd, threads, [&](int64_t m0, int64_t m1) {
+    const int64_t n = m1 - m0;
+    if (a.qkv) split_qkv(a.qkv + m0 * (nqd + 2 * nkd), n, a.nq, a.nkv, a.hd, a.q + m0 * nqd, a.k + m0 * nkd, a.v + m0 * nkd);
+    rope_rows(a.q + m0 * nqd, n, a.nq, a.hd, a.positions + m0, a.cos, a.sin, a.max_pos, a.inv_freq);
+    rope_rows(a.k + m0 * nkd, n, a.nkv, a.hd, a.positions + m0, a.cos, a.sin, a.max_pos, a.inv_freq);
+    kv_append_rows(a.k, a.v, a.T, a.nkv, a.hd, a.past, a.max_len, a.kcache, a.vcache, m0, m1);
+  });
 }
 
 void attention(const AttentionArgs& a, int threads) {
-  const int ntasks = static_cast<int>(a.B * a.nkv);
-  const int64_t S = a.past + a.T;
-  if (threads > 1 && ntasks > 1 && a.T * S * a.nq * a.B * a.hd > (1 << 15)) {
-    parallel_for(threads, ntasks, attn_task, const_cast<AttentionArgs*>(&a));
+  const int64_t pairs = a.B * a.nkv, S = a.past + a.T;
+  const bool par = threads > 1 && a.T * S * a.nq * a.B * a.hd > (1 << 15);
+  AttnJob j{&a, a.T, 1};
+  if (par && a.T > 1 && pairs < 4 * threads) {
+    const int64_t want = (4 * threads + pairs - 1) / pairs;  // chunks per pair
+    j.chunk = std::max<int64_t>(2, (a.T + want - 1) / want);
+    j.chunk += j.chunk & 1;  // even: see attn_queries
+    j.nch = (a.T + j.chunk - 1) / j.chunk;
+  }
+  const int ntasks = static_cast<int>(pairs * j.nch);
+  if (par && ntasks > 1) {
+    parallel_for(threads, ntasks, attn_task, &j);
   } else {
-    for (int t = 0; t < ntasks; ++t) attn_task(const_cast<AttentionArgs*>(&a), t);
+    for (int t = 0; t < ntasks; ++t) attn_task(&j, t);
   }
 }
 

@@ -190,9 +190,9 @@ TEST_P(RuntimeAttention, MatchesNaiveSoftmax) {
   std::vector<bool> visible(mask_bytes.begin(), mask_bytes.end());
   bool mask[B * S];
   for (int64_t i = 0; i < B * S; ++i) mask[i] = mask_bytes[i] != 0;
-  std::vector<float> out(static_cast<size_t>(B * T * nq * hd), -5.f), scores(static_cast<size_t>(2 * B * nq * S));
+  std::vector<float> out(static_cast<size_t>(B * T * nq * hd), -5.f);
   rt::AttentionArgs a;
-  a.q = q.data(), a.k = k.data(), a.v = v.data(), a.mask = mask, a.out = out.data(), a.scores = scores.data();
+  a.q = q.data(), a.k = k.data(), a.v = v.data(), a.mask = mask, a.out = out.data();
   a.B = B, a.T = T, a.past = past, a.nq = nq, a.nkv = nkv, a.hd = hd, a.max_len = max_len;
   a.scale = 0.125f;
   rt::attention(a, 1);
@@ -300,4 +300,70 @@ TEST(RuntimeSimd, SumOfSquaresRowsMatchThePortableLoopBitForBit) {
       }
     }
   }
+}
+
+// Attention of one sequence (too few (row, KV head) pairs for the threads) runs in query chunks on
+// threads: the bits of the one-thread call, for even and odd T, with and without a cache prefix,
+// with segments, and for two rows.
+TEST(RuntimeOps, AttentionInQueryChunksMatchesOneThreadBitForBit) {
+  const int64_t nq = 9, nkv = 3, hd = 64;
+  for (int64_t B : {1, 2})
+    for (int64_t T : {40, 41})
+      for (int64_t past : {0, 7})
+        for (bool segs : {false, true}) {
+          const int64_t S = past + T, max_len = S + 3;
+          const std::vector<float> q = uniform(static_cast<size_t>(B * T * nq * hd), -1.f, 1.f, 21);
+          const std::vector<float> k = uniform(static_cast<size_t>(B * nkv * max_len * hd), -1.f, 1.f, 22);
+          const std::vector<float> v = uniform(static_cast<size_t>(B * nkv * max_len * hd), -1.f, 1.f, 23);
+          std::unique_ptr<bool[]> mask(new bool[static_cast<size_t>(B * S)]);
+          for (int64_t i = 0; i < B * S; ++i) mask[i] = i % S >= 2;  // two padding slots a row
+          std::vector<int32_t> seg(static_cast<size_t>(B * T));
+          for (int64_t i = 0; i < B * T; ++i) seg[i] = static_cast<int32_t>(i % T < 17 ? 0 : 1 + (i % T - 17) / 9);
+          rt::AttentionArgs a;
+          a.q = q.data(), a.k = k.data(), a.v = v.data(), a.mask = mask.get(), a.seg = segs ? seg.data() : nullptr;
+          a.B = B, a.T = T, a.past = past, a.nq = nq, a.nkv = nkv, a.hd = hd, a.max_len = max_len, a.scale = 0.125f;
+          std::vector<float> one(static_cast<size_t>(B * T * nq * hd), -7.f), two(one.size(), -8.f);
+          a.out = one.data();
+          rt::attention(a, 1);
+          a.out = two.data();
+          rt::attention(a, 2);
+          ASSERT_EQ(std::memcmp(one.data(), two.data(), one.size() * sizeof(float)), 0)
+              << "B " << B << " T " << T << " past " << past << " segments " << segs;
+        }
+}
+
+// attention_inputs (split, RoPE, cache append; rows on threads) against the three ops in turn on one
+// thread, bit for bit, with a position past the RoPE table (computed from inv_freq).
+TEST(RuntimeOps, AttentionInputsMatchTheOpsInTurnBitForBit) {
+  const int64_t B = 2, T = 23, nq = 9, nkv = 3, hd = 64, half = hd / 2, M = B * T, past = 4, max_len = 40,
+                max_pos = 30;
+  std::vector<float> inv_freq(static_cast<size_t>(half)), cos, sin;
+  for (int64_t i = 0; i < half; ++i) inv_freq[i] = std::pow(10000.f, -2.f * static_cast<float>(i) / hd);
+  rt::rope_tables(inv_freq.data(), half, max_pos, &cos, &sin);
+  std::vector<int64_t> pos(static_cast<size_t>(M));
+  for (int64_t m = 0; m < M; ++m) pos[m] = past + m % T + (m == M - 1 ? 20 : 0);  // the last one past max_pos
+  const std::vector<float> qkv = uniform(static_cast<size_t>(M * (nq + 2 * nkv) * hd), -1.f, 1.f, 31);
+  std::vector<float> q1(static_cast<size_t>(M * nq * hd)), k1(static_cast<size_t>(M * nkv * hd)), v1(k1.size());
+  std::vector<float> q2(q1.size()), k2(k1.size()), v2(k1.size());
+  std::vector<float> kc1(static_cast<size_t>(B * nkv * max_len * hd), 0.f), vc1(kc1.size(), 0.f), kc2(kc1), vc2(kc1);
+  rt::split_qkv(qkv.data(), M, nq, nkv, hd, q1.data(), k1.data(), v1.data());
+  rt::rope_rows(q1.data(), M, nq, hd, pos.data(), cos.data(), sin.data(), max_pos, inv_freq.data());
+  rt::rope_rows(k1.data(), M, nkv, hd, pos.data(), cos.data(), sin.data(), max_pos, inv_freq.data());
+  rt::kv_append(k1.data(), v1.data(), B, T, nkv, hd, past, max_len, kc1.data(), vc1.data());
+  rt::AttentionInputs in;
+  in.qkv = qkv.data(), in.q = q2.data(), in.k = k2.data(), in.v = v2.data();
+  in.B = B, in.T = T, in.nq = nq, in.nkv = nkv, in.hd = hd;
+  in.positions = pos.data(), in.cos = cos.data(), in.sin = sin.data(), in.inv_freq = inv_freq.data();
+  in.max_pos = max_pos, in.past = past, in.max_len = max_len, in.kcache = kc2.data(), in.vcache = vc2.data();
+  rt::attention_inputs(in, 2);
+  EXPECT_EQ(std::memcmp(q1.data(), q2.data(), q1.size() * sizeof(float)), 0);
+  EXPECT_EQ(std::memcmp(kc1.data(), kc2.data(), kc1.size() * sizeof(float)), 0);
+  EXPECT_EQ(std::memcmp(vc1.data(), vc2.data(), vc1.size() * sizeof(float)), 0);
+  // Separate q/k/v (no fused product): RoPE and append only.
+  std::vector<float> kc3(kc1.size(), 0.f), vc3(kc1.size(), 0.f), q3(q1.size()), k3(k1.size()), v3(k1.size());
+  rt::split_qkv(qkv.data(), M, nq, nkv, hd, q3.data(), k3.data(), v3.data());
+  in.qkv = nullptr, in.q = q3.data(), in.k = k3.data(), in.v = v3.data(), in.kcache = kc3.data(), in.vcache = vc3.data();
+  rt::attention_inputs(in, 2);
+  EXPECT_EQ(std::memcmp(q1.data(), q3.data(), q1.size() * sizeof(float)), 0);
+  EXPECT_EQ(std::memcmp(kc1.data(), kc3.data(), kc1.size() * sizeof(float)), 0);
 }

@@ -72,7 +72,9 @@ constexpr int kLutVersion = 3;
 // 11: the AMX prefill kernel rebuilt (x as the A tiles, weights as B, sums in registers) and the
 //    row-wise ops (RMSNorm, SwiGLU, residual add) on threads / in vector lanes: prefill entries
 //    (M > 1) 1.2-1.4x faster; decode entries unchanged.
-constexpr const char* kLutKernelVersion = "runtime-ops-11";
+// 12: attention's inputs (split, RoPE, cache append) on threads, attention of one sequence in query
+//    chunks on threads: 2-thread prefill entries faster (whole prefill 1.05-1.08x); results unchanged.
+constexpr const char* kLutKernelVersion = "runtime-ops-12";
 
 // One linear GEMM the search space can produce: y (M, N) = x (M, K) W^T at `bits`.
 // group: effective_group(K, space.group_size) for bits < 16, 0 for the dense 16-bit path.

@@ -137,7 +137,7 @@ class RuntimeEngine {
   std::vector<float> cos_, sin_;  // [max_position_embeddings][head_dim/2]
   std::vector<float> inv_freq_;
   // Scratch, grown on demand.
-  std::vector<float> fused_, x_, xn_, q_, k_, v_, att_, gate_, up_, tmp_, logits_, scores_, kv_scratch_, rows_;
+  std::vector<float> fused_, x_, xn_, q_, k_, v_, att_, gate_, up_, tmp_, logits_, kv_scratch_, rows_;
   std::vector<uint8_t> ones_;
 };
 

@@ -80,6 +80,23 @@ void split_qkv(const float* qkv, int64_t M, int64_t nq, int64_t nkv, int64_t hd,
 void kv_append(const float* k, const float* v, int64_t B, int64_t T, int64_t nkv, int64_t hd, int64_t past,
                int64_t max_len, float* kcache, float* vcache);
 
+// The attention's inputs for rows (B*T): fused q|k|v rows split (when qkv is set; else q, k, v
+// hold them already), RoPE on q and k, k/v appended to the caches: split_qkv, rope_rows and
+// kv_append in turn per block of rows, the blocks on threads (rows_on_threads: the same bits). The
+// engine and the LUT's attention entries run it (serial before: at 2 threads a prefill's second
+// thread waited through these copies in every layer).
+struct AttentionInputs {
+  const float* qkv = nullptr;  // (B*T, (nq + 2 nkv) hd) or null
+  float *q = nullptr, *k = nullptr, *v = nullptr;  // (B*T, nq hd), (B*T, nkv hd) x 2
+  int64_t B = 1, T = 1, nq = 0, nkv = 0, hd = 0;
+  const int64_t* positions = nullptr;  // (B*T)
+  const float *cos = nullptr, *sin = nullptr, *inv_freq = nullptr;  // rope_rows' tables
+  int64_t max_pos = 0;
+  int64_t past = 0, max_len = 0;  // kv_append's slots
+  float *kcache = nullptr, *vcache = nullptr;
+};
+void attention_inputs(const AttentionInputs& a, int threads = 1);
+
 // Causal attention of T new query rows per batch row over S = past + T cached slots.
 struct AttentionArgs {
   const float* q = nullptr;      // (B*T, nq*hd), RoPE applied
@@ -91,7 +108,6 @@ struct AttentionArgs {
   // several continuations of one context in one row. Cached keys (slots < past): the mask alone.
   const int32_t* seg = nullptr;
   float* out = nullptr;          // (B*T, nq*hd)
-  float* scores = nullptr;       // scratch (2*B*nq, S): two queries' scores per pass in prefill
   int64_t B = 1, T = 1, past = 0, nq = 0, nkv = 0, hd = 0, max_len = 0;
   float scale = 1.f;
 };
