@@ -344,7 +344,11 @@ inline void write_output(const Problem& p, int n0, int n1) { write_panel_output_
 // 256 (hi . codes) + (lo . codes), by tdpbsud and tdpbuud (uint8 x uint8), both exact in int32 (64
 // products of < 2^8 x 2^8 a tile column), and so is Q (|Q| < 2^26 as in micro32).
 // Either way the epilogue is micro32's (group_out16's operations in its order), so the results are
-// the VNNI kernels' bit for bit (tests QGemmCpuInt8X / QGemmCpuInt16X.AmxMatchesVnniBitForBit).
+// the VNNI kernels' bit for bit (tests QGemmCpuInt8X / QGemmCpuInt16X.AmxMatchesVnniBitForBit) --
+// except in a block of 16 weight rows whose zeros are all integers (RTN / GPTQ exports; 8 bits: 128):
+// there B holds code - z as int8 (amx_weights), Q = xq . (codes - z) by tdpbssd (and tdpbusd for lo),
+// and the epilogue has no zero term: one fp32 operation a sum less, and exact where s z dx sum(xq)
+// cancelled against s dx Q in fp32 (tests *.AmxWithIntegerZerosEqualsTheReferenceOnRoundedX).
 // Group 32 runs tiles of K = 32 (the tile config's A width and B height), group 128 two of K = 64.
 //
 // A group's sums must leave the tiles for their own fp32 scale, so at group 64 a group costs tile
@@ -397,10 +401,12 @@ __attribute__((target("amx-tile,amx-int8"))) void amx_end() { _tile_release(); }
   for (int k = 0; k < nkq; k += kq) {         \
     _tile_loadd(TB, b + 64 * k, 64);          \
     _tile_loadd(TA, ah + 4 * k, xs);          \
-    _tile_dpbsud(TC, TA, TB);                 \
+    if constexpr (kIntZ) _tile_dpbssd(TC, TA, TB); \
+    else _tile_dpbsud(TC, TA, TB);            \
     if constexpr (kSplit) {                   \
       _tile_loadd(TA1, al + 4 * k, xs);       \
-      _tile_dpbuud(TC1, TA1, TB);             \
+      if constexpr (kIntZ) _tile_dpbusd(TC1, TA1, TB); \
+      else _tile_dpbuud(TC1, TA1, TB);        \
     }                                         \
   }                                           \
   _tile_stored(TC, c[0], 64);                 \
@@ -413,7 +419,7 @@ __attribute__((target("amx-tile,amx-int8"))) void amx_end() { _tile_release(); }
 // stores are asm the compiler does not see touch memory, so B must be stored before the loads, and
 // c read only after the stores. Always inlined, as is the epilogue: the accumulators stay in
 // registers only if nothing takes their address.
-template <int P, bool kSplit>
+template <int P, bool kSplit, bool kIntZ>
 __attribute__((always_inline)) inline void amx_group(int kq, const int8_t* ah, const uint8_t* al, const uint8_t* b,
                                                      long xs, int nkq, int32_t (&c)[2][16][16]) {
   if constexpr (P == 0) {
@@ -428,7 +434,9 @@ __attribute__((always_inline)) inline void amx_group(int kq, const int8_t* ah, c
 
 // One group's epilogue for 16 x-rows x 16 weight rows: y[i] (x-row i, lanes = weight rows) += s dx Q
 // - s z dx sum(xq), group_out16's operations in its order (sv / szv: the rows' s and s z).
-template <bool kSplit>
+// kIntZ (the block's zeros are integers, subtracted from the codes in the B rows: amx_weights): Q is
+// already sum xq (code - z), so there is no zero term.
+template <bool kSplit, bool kIntZ>
 __attribute__((always_inline)) inline void amx_epilogue(const int32_t (&c)[2][16][16], __m512 sv, __m512 szv,
                                                         const float* dx, const float* dxs, __m512 (&y)[16]) {
 #pragma GCC unroll 16
@@ -436,7 +444,7 @@ __attribute__((always_inline)) inline void amx_epilogue(const int32_t (&c)[2][16
     __m512i q = _mm512_load_si512(c[0][i]);
     if constexpr (kSplit) q = _mm512_add_epi32(_mm512_slli_epi32(q, 8), _mm512_load_si512(c[1][i]));
     y[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(q), _mm512_mul_ps(sv, _mm512_set1_ps(dx[i])), y[i]);
-    y[i] = _mm512_fnmadd_ps(szv, _mm512_set1_ps(dxs[i]), y[i]);
+    if constexpr (!kIntZ) y[i] = _mm512_fnmadd_ps(szv, _mm512_set1_ps(dxs[i]), y[i]);
   }
 }
 
@@ -448,13 +456,18 @@ __attribute__((always_inline)) inline void amx_epilogue(const int32_t (&c)[2][16
 // amx_column(BITS, 4q .. 4q + 3). 4 bits from the row-tiled copy (n a multiple of 16): word h of a
 // tile block is one vector of 16 rows; its low nibbles are row q = 2h, its high ones q = 2h + 1.
 // From canonical rows the same words, transposed.
+// zb (or null): per group, each row's integer zero in all four bytes of its lane (amx_scales): the
+// B rows then hold code - z as int8 (the kernel's signed-B products).
 template <int BITS>
-void amx_weights(const Problem& p, int n, int hr, int kb0, int kb1, uint8_t* out) {
+void amx_weights(const Problem& p, int n, int hr, int kb0, int kb1, uint8_t* out, const int32_t* zb) {
   const __mmask16 rows = tail_mask(hr);
   const __m512i nib = _mm512_set1_epi8(15);
-  auto split = [&](__m512i w, uint8_t* o) {
-    _mm512_store_si512(o, _mm512_and_si512(w, nib));
-    _mm512_store_si512(o + 64, _mm512_and_si512(_mm512_srli_epi32(w, 4), nib));
+  auto zeros_of = [&](int kb) {  // the zero bytes of block kb's group
+    return zb ? _mm512_load_si512(zb + 16 * (kb * kBlockCodes / p.group)) : _mm512_setzero_si512();
+  };
+  auto split = [&](__m512i w, __m512i z, uint8_t* o) {
+    _mm512_store_si512(o, _mm512_sub_epi8(_mm512_and_si512(w, nib), z));
+    _mm512_store_si512(o + 64, _mm512_sub_epi8(_mm512_and_si512(_mm512_srli_epi32(w, 4), nib), z));
   };
   if (BITS == 4 && p.tiled != nullptr) {
     static_assert(kPanelBlocks * kBlockCodes % kKc == 0, "a chunk lies in one tiled panel");
@@ -466,8 +479,9 @@ void amx_weights(const Problem& p, int n, int hr, int kb0, int kb1, uint8_t* out
       // The tile's next block pair and the next tile's block: short streams the prefetcher misses.
       _mm_prefetch(reinterpret_cast<const char*>(blk + sb), _MM_HINT_T0);
       _mm_prefetch(reinterpret_cast<const char*>(blk + sb + 128), _MM_HINT_T0);
+      const __m512i z = zeros_of(kb);
       for (int h = 0; h < 4; ++h)
-        split(_mm512_maskz_mov_epi32(rows, _mm512_load_si512(blk + 64 * h)), out + (8 * (kb - kb0) + 2 * h) * 64);
+        split(_mm512_maskz_mov_epi32(rows, _mm512_load_si512(blk + 64 * h)), z, out + (8 * (kb - kb0) + 2 * h) * 64);
     }
     return;
   }
@@ -486,16 +500,20 @@ void amx_weights(const Problem& p, int n, int hr, int kb0, int kb1, uint8_t* out
                     : _mm512_setzero_si512();
     transpose16_epi32(v);
     for (int w = 0; w < words; ++w) {
-      if constexpr (BITS == 4) split(v[w], out + (8 * (kb - kb0) + 2 * w) * 64);  // word w % 4 of block kb + w / 4
-      else _mm512_store_si512(out + (8 * (kb - kb0) + w) * 64, v[w]);
+      const __m512i z = zeros_of(kb + w / kWords);
+      if constexpr (BITS == 4) split(v[w], z, out + (8 * (kb - kb0) + 2 * w) * 64);  // word w % 4 of block kb + w / 4
+      else _mm512_store_si512(out + (8 * (kb - kb0) + w) * 64, _mm512_sub_epi8(v[w], z));
     }
   }
 }
 
 // s = scale and sz = scale * zero (fp32) of weight rows n..n+hr-1 in group g as vectors of 16 rows
 // (rows past hr: 0): int_panel_rows's values (fp16 to fp32 is exact), one conversion per vector.
-template <class Scales>
-inline void amx_scales(const Problem& p, int n, int hr, int g, Scales scales, float* s, float* sz) {
+// Also: zb = each row's zero as an integer in all four bytes of its lane (rows past hr: 0), and
+// whether the zeros are all integers that keep code - z in int8 (4 bits: 0..15; 8 bits: 128, the
+// symmetric 8-bit zero): then amx_weights may subtract them from the codes.
+template <int BITS, class Scales>
+inline bool amx_scales(const Problem& p, int n, int hr, int g, Scales scales, float* s, float* sz, int32_t* zb) {
   alignas(32) uint16_t s16[16] = {}, z16[16] = {};
   if constexpr (std::is_same_v<Scales, std::nullptr_t>) {
     for (int r = 0; r < hr; ++r) {
@@ -507,15 +525,64 @@ inline void amx_scales(const Problem& p, int n, int hr, int g, Scales scales, fl
     scales(n, hr, g, s16, z16);
   }
   const __m512 sv = _mm512_cvtph_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(s16)));
+  const __m512 zv = _mm512_cvtph_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(z16)));
   _mm512_store_ps(s, sv);
-  _mm512_store_ps(sz, _mm512_mul_ps(sv, _mm512_cvtph_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(z16)))));
+  _mm512_store_ps(sz, _mm512_mul_ps(sv, zv));
+  _mm512_store_si512(zb, _mm512_mullo_epi32(_mm512_cvttps_epi32(zv), _mm512_set1_epi32(0x01010101)));
+  const __mmask16 whole = _mm512_cmp_ps_mask(_mm512_roundscale_ps(zv, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC), zv, _CMP_EQ_OQ);
+  const __mmask16 in_range =
+      BITS == 8 ? _mm512_cmp_ps_mask(zv, _mm512_set1_ps(128.f), _CMP_EQ_OQ)
+                : _mm512_cmp_ps_mask(zv, _mm512_set1_ps(0.f), _CMP_GE_OQ) &
+                      _mm512_cmp_ps_mask(zv, _mm512_set1_ps(static_cast<float>((1 << BITS) - 1)), _CMP_LE_OQ);
+  const __mmask16 rows = tail_mask(hr);
+  return static_cast<__mmask16>(whole & in_range & rows) == rows;
+}
+
+// The x-rows of one block of 16 weight rows (n, hr rows; B rows in wb, scales s / sz per group):
+// per 16 x-rows all groups into 16 accumulator registers, written to y (+ bias b) once.
+template <bool kSplit, bool kIntZ>
+__attribute__((always_inline)) inline void amx_block_rows(const Problem& p, int n, __mmask16 k, __m512 b, int kq, int Kk,
+                                                          int ng, const uint8_t* wb, const float* s, const float* sz) {
+  alignas(64) int32_t c[2][2][16][16];  // two groups' tile sums: [group parity][hi / lo][x-row][weight row]
+  const long xs = p.Kp;                  // bytes from one x-row to the next
+  for (int m0 = 0; m0 < p.Mp; m0 += 16) {
+    const int8_t* ah = p.xhi + static_cast<size_t>(m0) * xs;
+    const uint8_t* al = kSplit ? p.xlo + static_cast<size_t>(m0) * xs : nullptr;
+    const float* dx = p.xdxT + m0;
+    const float* dxs = p.xdxsT + m0;
+    __m512 y[16];
+#pragma GCC unroll 16
+    for (int i = 0; i < 16; ++i) y[i] = _mm512_setzero_ps();
+    // Group j's products, then group j - 1's epilogue (no lambdas: GCC kept the accumulators of a
+    // capturing lambda on the stack).
+    amx_group<0, kSplit, kIntZ>(kq, ah, al, wb, xs, imin(p.group, Kk) / 4, c[0]);
+    for (int j = 1; j < ng; ++j) {
+      const int c0 = j * p.group, nkq = imin(p.group, Kk - c0) / 4;
+      const uint8_t* alj = kSplit ? al + c0 : nullptr;
+      if (j & 1)
+        amx_group<1, kSplit, kIntZ>(kq, ah + c0, alj, wb + static_cast<size_t>(c0) * 16, xs, nkq, c[1]);
+      else
+        amx_group<0, kSplit, kIntZ>(kq, ah + c0, alj, wb + static_cast<size_t>(c0) * 16, xs, nkq, c[0]);
+      amx_epilogue<kSplit, kIntZ>(c[(j - 1) & 1], _mm512_load_ps(s + 16 * (j - 1)), _mm512_load_ps(sz + 16 * (j - 1)),
+                                  dx + static_cast<size_t>(j - 1) * p.Mp, dxs + static_cast<size_t>(j - 1) * p.Mp, y);
+    }
+    amx_epilogue<kSplit, kIntZ>(c[(ng - 1) & 1], _mm512_load_ps(s + 16 * (ng - 1)), _mm512_load_ps(sz + 16 * (ng - 1)),
+                                dx + static_cast<size_t>(ng - 1) * p.Mp, dxs + static_cast<size_t>(ng - 1) * p.Mp, y);
+    // y = sums + bias, as write_panel_output_avx512 adds them.
+    float* yb = p.y + static_cast<size_t>(m0) * p.N + n;
+#pragma GCC unroll 16
+    for (int i = 0; i < 16; ++i)
+      if (m0 + i < p.M) _mm512_mask_storeu_ps(yb + static_cast<size_t>(i) * p.N, k, _mm512_add_ps(y[i], b));
+  }
 }
 
 // Rows [n0, n1) on tiles (n0 a multiple of 16: tasks are), int16 x (kSplit) or int8: per block of 16
 // weight rows, the B rows of all of K (amx_weights, 16 bytes a column: L1 / L2) and the scales once,
-// then per 16 x-rows all groups into 16 accumulator registers, written to y (+ bias) once. (Per
-// 256-column chunk with the sums through y in between, the 8-bit lm_head at M = 128 ran 1.16x slower
-// than the first AMX kernel: its y is 25 MB.)
+// then amx_block_rows. (Per 256-column chunk with the sums through y in between, the 8-bit lm_head
+// at M = 128 ran 1.16x slower than the first AMX kernel: its y is 25 MB.) A block whose zeros are
+// all integers (RTN / GPTQ exports: always; 8 bits: the symmetric zero 128) multiplies x with
+// code - z (signed B, tdpbssd / tdpbusd), one fp32 operation a sum less than the zero term after
+// (1.1x the prefill at 1 thread) and exact where that term cancelled against the sums in fp32.
 template <int BITS, bool kSplit, class Scales>
 void amx_panel_rows(const Problem& p, int n0, int n1, Scales scales) {
   const int kq = p.group == 32 ? 8 : 16;
@@ -523,47 +590,21 @@ void amx_panel_rows(const Problem& p, int n0, int n1, Scales scales) {
   const int ng = (Kk + p.group - 1) / p.group;  // groups with real columns
   thread_local Scratch s_w, s_s;
   uint8_t* wb = reinterpret_cast<uint8_t*>(s_w.get(static_cast<size_t>(Kk) * 16 / 4));  // [Kk / 4][64]
-  float* s = s_s.get(2 * static_cast<size_t>(ng) * 16);                                // [ng][16], then sz
+  float* s = s_s.get(3 * static_cast<size_t>(ng) * 16);                                // [ng][16], then sz, zb
   float* sz = s + static_cast<size_t>(ng) * 16;
+  int32_t* zb = reinterpret_cast<int32_t*>(sz + static_cast<size_t>(ng) * 16);
   amx_begin(kq);
-  alignas(64) int32_t c[2][2][16][16];  // two groups' tile sums: [group parity][hi / lo][x-row][weight row]
-  const long xs = p.Kp;                  // bytes from one x-row to the next
   for (int n = n0; n < n1; n += 16) {
     const int hr = imin(16, n1 - n);
     const __mmask16 k = tail_mask(hr);
+    bool intz = true;
+    for (int j = 0; j < ng; ++j) intz &= amx_scales<BITS>(p, n, hr, j, scales, s + 16 * j, sz + 16 * j, zb + 16 * j);
     for (int kc0 = 0; kc0 < Kk; kc0 += kKc)  // (a row-tiled copy's blocks panel by panel)
-      amx_weights<BITS>(p, n, hr, kc0 / kBlockCodes, imin(Kk, kc0 + kKc) / kBlockCodes, wb + static_cast<size_t>(kc0) * 16);
-    for (int j = 0; j < ng; ++j) amx_scales(p, n, hr, j, scales, s + 16 * j, sz + 16 * j);
+      amx_weights<BITS>(p, n, hr, kc0 / kBlockCodes, imin(Kk, kc0 + kKc) / kBlockCodes, wb + static_cast<size_t>(kc0) * 16,
+                        intz ? zb : nullptr);
     const __m512 b = p.bias ? _mm512_maskz_loadu_ps(k, p.bias + n) : _mm512_setzero_ps();
-    for (int m0 = 0; m0 < p.Mp; m0 += 16) {
-      const int8_t* ah = p.xhi + static_cast<size_t>(m0) * xs;
-      const uint8_t* al = kSplit ? p.xlo + static_cast<size_t>(m0) * xs : nullptr;
-      const float* dx = p.xdxT + m0;
-      const float* dxs = p.xdxsT + m0;
-      __m512 y[16];
-#pragma GCC unroll 16
-      for (int i = 0; i < 16; ++i) y[i] = _mm512_setzero_ps();
-      // Group j's products, then group j - 1's epilogue (no lambdas: GCC kept the accumulators of a
-      // capturing lambda on the stack).
-      amx_group<0, kSplit>(kq, ah, al, wb, xs, imin(p.group, Kk) / 4, c[0]);
-      for (int j = 1; j < ng; ++j) {
-        const int c0 = j * p.group, nkq = imin(p.group, Kk - c0) / 4;
-        const uint8_t* alj = kSplit ? al + c0 : nullptr;
-        if (j & 1)
-          amx_group<1, kSplit>(kq, ah + c0, alj, wb + static_cast<size_t>(c0) * 16, xs, nkq, c[1]);
-        else
-          amx_group<0, kSplit>(kq, ah + c0, alj, wb + static_cast<size_t>(c0) * 16, xs, nkq, c[0]);
-        amx_epilogue<kSplit>(c[(j - 1) & 1], _mm512_load_ps(s + 16 * (j - 1)), _mm512_load_ps(sz + 16 * (j - 1)),
-                             dx + static_cast<size_t>(j - 1) * p.Mp, dxs + static_cast<size_t>(j - 1) * p.Mp, y);
-      }
-      amx_epilogue<kSplit>(c[(ng - 1) & 1], _mm512_load_ps(s + 16 * (ng - 1)), _mm512_load_ps(sz + 16 * (ng - 1)),
-                           dx + static_cast<size_t>(ng - 1) * p.Mp, dxs + static_cast<size_t>(ng - 1) * p.Mp, y);
-      // y = sums + bias, as write_panel_output_avx512 adds them.
-      float* yb = p.y + static_cast<size_t>(m0) * p.N + n;
-#pragma GCC unroll 16
-      for (int i = 0; i < 16; ++i)
-        if (m0 + i < p.M) _mm512_mask_storeu_ps(yb + static_cast<size_t>(i) * p.N, k, _mm512_add_ps(y[i], b));
-    }
+    if (intz) amx_block_rows<kSplit, true>(p, n, k, b, kq, Kk, ng, wb, s, sz);
+    else amx_block_rows<kSplit, false>(p, n, k, b, kq, Kk, ng, wb, s, sz);
   }
   amx_end();
 }

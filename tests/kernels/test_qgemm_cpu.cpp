@@ -217,6 +217,96 @@ void expect_amx_matches_vnni(int x_bits) {
   }
 }
 
+// Integer zeros (every block of 16 rows): the AMX kernel multiplies x with code - z (signed B) and
+// drops the fp32 zero term, so it is no longer the VNNI kernel's bits; against the fp64 reference on
+// x rounded as the kernel rounds it (per row and group, to int16 or int8) the error is fp32 rounding
+// only, and threads and the row-tiled copy keep its bits. One fractional zero in a block (the
+// matrices above) keeps the VNNI bits.
+void expect_amx_integer_zeros_exact(int x_bits) {
+  test::PrefillXBits xb(x_bits);
+  struct Allow {
+    ~Allow() { detail::set_amx_allowed(true); }
+  } restore;
+  for (int bits : {4, 8}) {
+    for (int group : {32, 64, 128}) {
+      for (const Shape& s : std::vector<Shape>{{37, 172}, {61, 576}, {100, 1536}}) {
+        const QMatrix w = random_qmatrix(bits, group, s.N, s.K, 7000u + bits * group + s.K, true);
+        const QTiled t = bits == 4 ? tile(w.view()) : QTiled();
+        for (int M : {16, 45}) {
+          SCOPED_TRACE("bits=" + std::to_string(bits) + " g=" + std::to_string(group) + " N=" + std::to_string(s.N) +
+                       " K=" + std::to_string(s.K) + " M=" + std::to_string(M) + " x_bits=" + std::to_string(x_bits));
+          const std::vector<float> x = random_vec(static_cast<size_t>(M) * s.K, 7200u + M, -3.f, 2.f);
+          std::vector<float> xr(x.size());
+          std::vector<int16_t> q16(static_cast<size_t>(group));
+          std::vector<int8_t> q8(static_cast<size_t>(group));
+          for (int m = 0; m < M; ++m)
+            for (int k0 = 0; k0 < s.K; k0 += group) {
+              const int n = std::min(group, s.K - k0);
+              const float* xs = x.data() + static_cast<size_t>(m) * s.K + k0;
+              int sum = 0;
+              const float dx = x_bits == 8 ? detail::round_to_int8_scalar(xs, n, q8.data(), &sum)
+                                           : detail::round_to_int16_scalar(xs, n, q16.data(), &sum);
+              for (int i = 0; i < n; ++i)
+                xr[static_cast<size_t>(m) * s.K + k0 + i] = dx * (x_bits == 8 ? q8[static_cast<size_t>(i)] : q16[static_cast<size_t>(i)]);
+            }
+          std::vector<float> ref(static_cast<size_t>(M) * s.N), ya(ref.size(), -1.f), y1(ref.size(), -2.f),
+              yv(ref.size(), -3.f);
+          qgemm_reference(xr.data(), M, w.view(), nullptr, ref.data());
+          detail::set_amx_allowed(true);
+          qgemm_cpu(x.data(), M, w.view(), nullptr, ya.data(), 2, Isa::kAvx512Vnni);
+          EXPECT_LE(rel_error(ya, ref), 1e-6);
+          qgemm_cpu(x.data(), M, w.view(), nullptr, y1.data(), 1, Isa::kAvx512Vnni);
+          EXPECT_EQ(y1, ya);
+          if (bits == 4) {
+            qgemm_tiled_cpu(x.data(), M, t.view(), nullptr, y1.data(), 2, Isa::kAvx512Vnni);
+            EXPECT_EQ(y1, ya);
+          }
+          // The VNNI kernel: the same product within fp32 rounding, not the same bits.
+          detail::set_amx_allowed(false);
+          qgemm_cpu(x.data(), M, w.view(), nullptr, yv.data(), 2, Isa::kAvx512Vnni);
+          EXPECT_LE(rel_error(yv, ref), 1e-6);
+        }
+      }
+    }
+  }
+}
+
+// A row of y does not depend on the other rows of x (nor on M): the scorers batch rows freely.
+TEST(QGemmCpuAmx, RowsDoNotDependOnTheOtherRows) {
+  if (!detail::amx_usable()) GTEST_SKIP() << "AMX-INT8 not available on this CPU / kernel: no AMX kernel";
+  for (int x_bits : {16, 8}) {
+    test::PrefillXBits xb(x_bits);
+    for (bool integer_zeros : {false, true})
+      for (int bits : {4, 8})
+        for (const Shape& s : std::vector<Shape>{{64, 32}, {40, 40}, {32, 40}, {61, 576}, {300, 32}}) {
+          const QMatrix w = random_qmatrix(bits, 32, s.N, s.K, 8000u + bits + s.K, integer_zeros);
+          SCOPED_TRACE("x_bits=" + std::to_string(x_bits) + " intz=" + std::to_string(integer_zeros) + " bits=" +
+                       std::to_string(bits) + " N=" + std::to_string(s.N) + " K=" + std::to_string(s.K));
+          const std::vector<float> x = random_vec(static_cast<size_t>(70) * s.K, 8100u + s.K, -3.f, 2.f);
+          std::vector<float> y70(static_cast<size_t>(70) * s.N), y20(static_cast<size_t>(20) * s.N);
+          qgemm_cpu(x.data(), 70, w.view(), nullptr, y70.data(), 2, Isa::kAvx512Vnni);
+          qgemm_cpu(x.data(), 20, w.view(), nullptr, y20.data(), 2, Isa::kAvx512Vnni);
+          EXPECT_EQ(std::vector<float>(y70.begin(), y70.begin() + 20 * s.N), y20);
+          if (bits == 4) {  // the row-tiled copy's panel
+            const QTiled t = tile(w.view());
+            qgemm_tiled_cpu(x.data(), 70, t.view(), nullptr, y70.data(), 2, Isa::kAvx512Vnni);
+            qgemm_tiled_cpu(x.data(), 20, t.view(), nullptr, y20.data(), 2, Isa::kAvx512Vnni);
+            EXPECT_EQ(std::vector<float>(y70.begin(), y70.begin() + 20 * s.N), y20) << "tiled";
+          }
+        }
+  }
+}
+
+TEST(QGemmCpuInt8X, AmxWithIntegerZerosEqualsTheReferenceOnRoundedX) {
+  if (!detail::amx_usable()) GTEST_SKIP() << "AMX-INT8 not available on this CPU / kernel: no AMX kernel";
+  expect_amx_integer_zeros_exact(8);
+}
+
+TEST(QGemmCpuInt16X, AmxWithIntegerZerosEqualsTheReferenceOnRoundedX) {
+  if (!detail::amx_usable()) GTEST_SKIP() << "AMX-INT8 not available on this CPU / kernel: no AMX kernel";
+  expect_amx_integer_zeros_exact(16);
+}
+
 TEST(QGemmCpuInt8X, AmxMatchesVnniBitForBit) {
   if (!detail::amx_usable()) GTEST_SKIP() << "AMX-INT8 not available on this CPU / kernel: no AMX kernel to compare";
   expect_amx_matches_vnni(8);

@@ -14,7 +14,9 @@ namespace llmc::kernels::test {
 
 // Random packed matrix: uniform codes, scales in [0.5, 2] * 2^-6, zero points uniform in
 // [0, 2^bits - 1]; every third group gets a fractional zero (the format allows any fp16 zero).
-inline QMatrix random_qmatrix(int bits, int group, int N, int K, uint32_t seed) {
+// Zeros: every third one fractional, the others integers; integer_zeros: all integers (8 bits: the
+// symmetric zero 128, as our 8-bit quantizer writes), as RTN / GPTQ exports have them.
+inline QMatrix random_qmatrix(int bits, int group, int N, int K, uint32_t seed, bool integer_zeros = false) {
   std::mt19937 rng(seed);
   const QLayout l = make_layout(bits, group, N, K);
   const int qmax = (1 << bits) - 1;
@@ -26,7 +28,7 @@ inline QMatrix random_qmatrix(int bits, int group, int N, int K, uint32_t seed) 
   for (size_t i = 0; i < l.scale_count; ++i) {
     scales[i] = fp32_to_fp16(sdist(rng) / 64.f);
     const float z = zdist(rng);
-    zeros[i] = fp32_to_fp16(i % 3 == 2 ? z : std::round(z));
+    zeros[i] = fp32_to_fp16(integer_zeros ? (bits == 8 ? 128.f : std::round(z)) : i % 3 == 2 ? z : std::round(z));
   }
   return pack(bits, group, N, K, codes.data(), scales.data(), zeros.data());
 }

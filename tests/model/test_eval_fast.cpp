@@ -213,10 +213,12 @@ TEST(EvalFast, LoglikelihoodsFastEqualLegacy) {
   }
 }
 
-// A context with three continuations as branches of one row (segments) against each continuation
-// in a row of its own (left-padded), both calls >= 16 rows (the same kernel paths): every scored
-// log-prob within fp32 summation order. And a branch must not see another: without the segments
-// the second and third continuations' scores change.
+// A context with three continuations as branches of one row (segments). Against the same row with
+// the other branches hidden by the key mask (the same keys in the same slots): bit for bit. Against
+// each continuation in a row of its own (left-padded): other slots, so other fp32 summation orders
+// in the softmax, which the int16 rounding of the next linears' activations can turn into whole
+// steps: within 5e-3. And a branch must not see another: without the segments the later
+// continuations' scores move by far more (2.5 on this model).
 TEST(EvalFast, TokenLogprobsBranchesEqualSeparateRows) {
   auto m = exported_tiny(8, 300, 256, /*any_m_same_bits=*/true);
   const int64_t V = m->config().vocab_size, C = 14;
@@ -233,7 +235,7 @@ TEST(EvalFast, TokenLogprobsBranchesEqualSeparateRows) {
   auto maskn = at::zeros({3, Tn}, at::kBool);
   tok1[0].narrow(0, 0, C).copy_(ctx);
   pos1[0].narrow(0, 0, C).copy_(at::arange(C, at::kLong));
-  std::vector<int64_t> rows1, rowsn, tgt;
+  std::vector<int64_t> rows1, rowsn, tgt, branch;  // branch: the continuation a scored row belongs to
   int64_t at1 = C;
   for (int64_t j = 0; j < 3; ++j) {
     const int64_t n = lens[j], off = Tn - C - n;
@@ -248,24 +250,35 @@ TEST(EvalFast, TokenLogprobsBranchesEqualSeparateRows) {
     rows1.push_back(C - 1);
     rowsn.push_back(j * Tn + off + C - 1);
     tgt.push_back((7 * j + 1) % V);
+    branch.push_back(j);
     for (int64_t t = 0; t < n; ++t) {
       rows1.push_back(at1 + t);
       rowsn.push_back(j * Tn + off + C + t);
       tgt.push_back((11 * t + 3 * j + 5) % V);
+      branch.push_back(j);
     }
     at1 += n;
   }
   ASSERT_EQ(at1, T1);
   auto mask1 = at::ones({1, T1}, at::kBool);
-  const auto ref = m->token_logprobs(tokn, posn, maskn, nullptr, rowsn, tgt);
   auto cache = m->new_cache(1, T1);
   const auto got = m->token_logprobs(tok1, pos1, mask1, cache.get(), rows1, tgt, seg1);
   EXPECT_EQ(cache->len, T1);
+  // Branch j with the others hidden by the key mask.
+  for (int64_t j = 0; j < 3; ++j) {
+    auto mj = at::ones({1, T1}, at::kBool);
+    for (int64_t i = 0, s0 = C; i < 3; s0 += lens[i++])
+      if (i != j) mj[0].narrow(0, s0, lens[i]).fill_(false);
+    const auto one = m->token_logprobs(tok1, pos1, mj, nullptr, rows1, tgt);
+    for (size_t i = 0; i < got.size(); ++i)
+      if (branch[i] == j) EXPECT_EQ(got[i], one[i]) << "branch " << j << " row " << rows1[i];
+  }
+  const auto ref = m->token_logprobs(tokn, posn, maskn, nullptr, rowsn, tgt);
   ASSERT_EQ(got.size(), ref.size());
-  EXPECT_LE(max_abs_diff(got, ref), 1e-5);
+  EXPECT_LE(max_abs_diff(got, ref), 5e-3);
   // Without segments the later branches attend to the earlier ones: their scores move.
   const auto mixed = m->token_logprobs(tok1, pos1, mask1, nullptr, rows1, tgt);
-  EXPECT_GT(max_abs_diff(mixed, ref), 1e-3);
+  EXPECT_GT(max_abs_diff(mixed, ref), 0.5);
   // Segments must have the tokens' shape and be >= 0.
   EXPECT_FALSE(test::error_of([&] { m->token_logprobs(tok1, pos1, mask1, nullptr, rows1, tgt, seg1.narrow(1, 0, 5)); })
                    .empty());
