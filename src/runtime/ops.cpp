@@ -31,8 +31,8 @@ void gemv_task(void* p, int t) {
   for (int64_t m = 0; m < c.M; ++m) simd().gemv(c.W + r0 * c.K, c.x + m * c.K, r1 - r0, c.K, c.y + m * c.N + r0);
 }
 
-// One (batch row b, KV head h), queries [t0, t1): their g query heads over the same cached key/value rows, up to
-// Simd::kMaxHeads vectors at a time in one pass over the rows. Per vector: scores = K q (a GEMV),
+// One (batch row b, KV head h), queries [t0, t1): their g query heads over the same cached
+// key/value rows, up to Simd::kMaxHeads vectors at a time in one pass over the rows. Per vector: scores = K q (a GEMV),
 // softmax with a vector exp, out = P V (register accumulators over the rows). Prefill takes two
 // queries per pass where their 2g heads fit one heads call, so each key and value row is read half
 // as often (at 2048-token windows attention was half of an eval's time); the first query's score of
@@ -94,7 +94,8 @@ void attn_queries(const AttentionArgs& c, int64_t b, int64_t h, int64_t t0, int6
       for (int i = 0; i < nh; ++i) {
         const int64_t v = v0 + i, n = c.past + t + v / g + 1;  // keys in reach of this vector's query
         float* r = sc + v * S;
-        const float mx = s.mask_scale_max(r, mask_of(t + v / g, static_cast<int>(v / g)), c.scale, n);  // NaN if a score is NaN (Simd)
+        const bool* mq = mask_of(t + v / g, static_cast<int>(v / g));  // this vector's query's keys
+        const float mx = s.mask_scale_max(r, mq, c.scale, n);            // NaN if a score is NaN (Simd)
         none[i] = mx == kNegInf;
         inv[i] = none[i] ? 0.f : 1.f / s.exp_shift_sum(r, mx, n);  // masked keys: exp(-inf) = 0
         if (n < rows) r[n] = 0.f;  // the next query's own key: no weight

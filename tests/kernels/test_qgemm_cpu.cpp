@@ -130,6 +130,31 @@ TEST(QGemmCpuAccuracy, MatchesDenseOnDequantizedWeights) {
   EXPECT_LE(gemm_error(y, dense, x, M, w.view(), Isa::kAuto), kTol);
 }
 
+// x (M, K) rounded as the integer kernels round it, per row and group (round_to_int8_scalar or
+// round_to_int16_scalar), and scaled back: the x whose exact product they compute.
+std::vector<float> rounded_x(const std::vector<float>& x, int M, int K, int group, int x_bits) {
+  std::vector<float> xr(x.size());
+  std::vector<int16_t> q16(static_cast<size_t>(group));
+  std::vector<int8_t> q8(static_cast<size_t>(group));
+  for (int m = 0; m < M; ++m)
+    for (int k0 = 0; k0 < K; k0 += group) {
+      const int n = std::min(group, K - k0);
+      const float* xs = x.data() + static_cast<size_t>(m) * K + k0;
+      int sum = 0;
+      const float dx = x_bits == 8 ? detail::round_to_int8_scalar(xs, n, q8.data(), &sum)
+                                   : detail::round_to_int16_scalar(xs, n, q16.data(), &sum);
+      for (int i = 0; i < n; ++i)
+        xr[static_cast<size_t>(m) * K + k0 + i] =
+            dx * (x_bits == 8 ? q8[static_cast<size_t>(i)] : q16[static_cast<size_t>(i)]);
+    }
+  return xr;
+}
+
+// Re-allows AMX when a test that turned it off ends.
+struct AmxAllowedAfter {
+  ~AmxAllowedAfter() { detail::set_amx_allowed(true); }
+};
+
 // The int8-x prefill kernel (prefill_x_bits() == 8) computes exactly the product with x replaced by
 // its int8 rounding (round_to_int8_scalar per row and group): against the fp64 reference on that
 // rounded x the error is fp32 rounding only (a wrong code, lane or scale is of the size of y), for
@@ -146,17 +171,7 @@ TEST(QGemmCpuInt8X, EqualsTheReferenceOnRoundedX) {
           SCOPED_TRACE("bits=" + std::to_string(bits) + " g=" + std::to_string(group) + " K=" + std::to_string(s.K) +
                        " M=" + std::to_string(M));
           const std::vector<float> x = random_vec(static_cast<size_t>(M) * s.K, 5000u + M, -2.f, 3.f);
-          std::vector<float> xr(x.size());
-          std::vector<int8_t> q(static_cast<size_t>(group));
-          for (int m = 0; m < M; ++m) {
-            for (int k0 = 0; k0 < s.K; k0 += group) {
-              const int n = std::min(group, s.K - k0);
-              const float* xs = x.data() + static_cast<size_t>(m) * s.K + k0;
-              int sum = 0;
-              const float dx = detail::round_to_int8_scalar(xs, n, q.data(), &sum);
-              for (int i = 0; i < n; ++i) xr[static_cast<size_t>(m) * s.K + k0 + i] = dx * q[static_cast<size_t>(i)];
-            }
-          }
+          const std::vector<float> xr = rounded_x(x, M, s.K, group, 8);
           std::vector<float> ref(static_cast<size_t>(M) * s.N), y(ref.size()), y1(ref.size());
           qgemm_reference(xr.data(), M, w.view(), nullptr, ref.data());
           qgemm_cpu(x.data(), M, w.view(), nullptr, y.data(), 2, Isa::kAvx512Vnni);
@@ -185,9 +200,7 @@ TEST(QGemmCpuInt8X, EqualsTheReferenceOnRoundedX) {
 // 61), canonical and row-tiled, 1 and 2 threads.
 void expect_amx_matches_vnni(int x_bits) {
   test::PrefillXBits xb(x_bits);
-  struct Allow {
-    ~Allow() { detail::set_amx_allowed(true); }
-  } restore;
+  AmxAllowedAfter restore;
   for (int bits : {4, 8}) {
     for (int group : {32, 64, 128}) {
       for (const Shape& s : std::vector<Shape>{{37, 172}, {61, 576}, {100, 1536}}) {
@@ -224,9 +237,7 @@ void expect_amx_matches_vnni(int x_bits) {
 // matrices above) keeps the VNNI bits.
 void expect_amx_integer_zeros_exact(int x_bits) {
   test::PrefillXBits xb(x_bits);
-  struct Allow {
-    ~Allow() { detail::set_amx_allowed(true); }
-  } restore;
+  AmxAllowedAfter restore;
   for (int bits : {4, 8}) {
     for (int group : {32, 64, 128}) {
       for (const Shape& s : std::vector<Shape>{{37, 172}, {61, 576}, {100, 1536}}) {
@@ -236,19 +247,7 @@ void expect_amx_integer_zeros_exact(int x_bits) {
           SCOPED_TRACE("bits=" + std::to_string(bits) + " g=" + std::to_string(group) + " N=" + std::to_string(s.N) +
                        " K=" + std::to_string(s.K) + " M=" + std::to_string(M) + " x_bits=" + std::to_string(x_bits));
           const std::vector<float> x = random_vec(static_cast<size_t>(M) * s.K, 7200u + M, -3.f, 2.f);
-          std::vector<float> xr(x.size());
-          std::vector<int16_t> q16(static_cast<size_t>(group));
-          std::vector<int8_t> q8(static_cast<size_t>(group));
-          for (int m = 0; m < M; ++m)
-            for (int k0 = 0; k0 < s.K; k0 += group) {
-              const int n = std::min(group, s.K - k0);
-              const float* xs = x.data() + static_cast<size_t>(m) * s.K + k0;
-              int sum = 0;
-              const float dx = x_bits == 8 ? detail::round_to_int8_scalar(xs, n, q8.data(), &sum)
-                                           : detail::round_to_int16_scalar(xs, n, q16.data(), &sum);
-              for (int i = 0; i < n; ++i)
-                xr[static_cast<size_t>(m) * s.K + k0 + i] = dx * (x_bits == 8 ? q8[static_cast<size_t>(i)] : q16[static_cast<size_t>(i)]);
-            }
+          const std::vector<float> xr = rounded_x(x, M, s.K, group, x_bits);
           std::vector<float> ref(static_cast<size_t>(M) * s.N), ya(ref.size(), -1.f), y1(ref.size(), -2.f),
               yv(ref.size(), -3.f);
           qgemm_reference(xr.data(), M, w.view(), nullptr, ref.data());
