@@ -53,7 +53,7 @@ struct Problem {
   const float* xdxT = nullptr;   // [G][Mp] dx
   const float* xdxsT = nullptr;  // [G][Mp] dx * sum of xq over the group
   const float* xT = nullptr;  // [Kp][Mp] transposed x, zero outside [M) x [K)
-  float* yT = nullptr;        // [N][Mp] fp32 accumulators (not for the AMX int16 kernel)
+  float* yT = nullptr;        // [N][Mp] fp32 accumulators (not for the AMX kernel: sums in registers)
   // AVX-512 panel paths over a row-tiled copy (qtiled.h; 2/3 bits fp32, 4 bits the VNNI int16
   // kernel) instead of codes / scales / zeros: the same weights dequantized the same way, so the
   // same bits as the canonical panel.

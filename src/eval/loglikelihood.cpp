@@ -142,14 +142,10 @@ void copy_prefix(const KVCache& src, KVCache& dst, bool legacy) {
 struct Group {
   const std::vector<int32_t>* ctx;  // effective context
   std::vector<size_t> reqs;         // requests scored after it
+  // Tokens of its row: the context, and on the fast path (score_branches) every continuation but
+  // its last token too.
+  int64_t row_len = 0;
 };
-
-// A group's row on the fast path: its context, then every continuation but its last token.
-int64_t branched_length(const Group& g, const std::vector<TokenizedRequest>& reqs) {
-  int64_t n = static_cast<int64_t>(g.ctx->size());
-  for (size_t r : g.reqs) n += static_cast<int64_t>(reqs[r].continuation.size()) - 1;
-  return n;
-}
 
 // The fast path's stages B and C in one forward: row g holds the rest of context g past the shared
 // prefix P (segment 0), then each of its requests' continuation tokens but the last as a branch
@@ -166,8 +162,9 @@ void score_branches(const TokenLogprobsFn& fast, const std::vector<Group>& group
   auto pos = at::zeros({G, Lmax}, at::kLong);
   auto seg = at::zeros({G, Lmax}, at::kInt);
   auto mask = at::zeros({G, P + Lmax}, at::kBool);
-  std::vector<int64_t> rows, tgt, owner;  // owner: the request a scored row adds to
-  std::vector<bool> first;                // the row scores the request's first token
+  std::vector<int64_t> rows, tgt;
+  std::vector<std::pair<size_t, size_t>> span;  // per request of the batch: its entries [begin, end) of rows
+  std::vector<size_t> req;                       // and the request
   {
     auto ta = tokens.accessor<int64_t, 2>();
     auto pa = pos.accessor<int64_t, 2>();
@@ -177,7 +174,7 @@ void score_branches(const TokenLogprobsFn& fast, const std::vector<Group>& group
       const Group& gr = groups[batch[g]];
       const auto& ctx = *gr.ctx;
       const int64_t nctx = static_cast<int64_t>(ctx.size()), n = nctx - P;
-      int64_t at = Lmax - (branched_length(gr, reqs) - P);  // the row's first real slot
+      int64_t at = Lmax - (gr.row_len - P);  // the row's first real slot
       for (int64_t s = 0; s < P; ++s) ma[g][s] = true;
       for (int64_t t = 0; t < n; ++t, ++at) {
         ta[g][at] = ctx[P + t];
@@ -188,10 +185,9 @@ void score_branches(const TokenLogprobsFn& fast, const std::vector<Group>& group
       st.model_tokens += n;
       for (size_t j = 0; j < gr.reqs.size(); ++j) {
         const auto& cont = reqs[gr.reqs[j]].continuation;
+        const size_t begin = rows.size();
         rows.push_back(last);
         tgt.push_back(cont[0]);
-        owner.push_back(static_cast<int64_t>(gr.reqs[j]));
-        first.push_back(true);
         for (int64_t t = 0; t + 1 < static_cast<int64_t>(cont.size()); ++t, ++at) {
           ta[g][at] = cont[t];
           pa[g][at] = nctx + t;
@@ -199,21 +195,20 @@ void score_branches(const TokenLogprobsFn& fast, const std::vector<Group>& group
           ma[g][P + at] = true;
           rows.push_back(g * Lmax + at);
           tgt.push_back(cont[t + 1]);
-          owner.push_back(static_cast<int64_t>(gr.reqs[j]));
-          first.push_back(false);
         }
+        span.emplace_back(begin, rows.size());
+        req.push_back(gr.reqs[j]);
         st.model_tokens += static_cast<int64_t>(cont.size()) - 1;
       }
     }
   }
   const std::vector<double> lp = fast(tokens, pos, mask, &cache, rows, tgt, seg);
   // out = first token's log-prob + the sum of the others' (the order of the chunked path's sums).
-  std::map<int64_t, double> rest;
-  for (size_t i = 0; i < lp.size(); ++i) {
-    if (first[i]) out[owner[i]] = lp[i];
-    else rest[owner[i]] += lp[i];
+  for (size_t k = 0; k < req.size(); ++k) {
+    double rest = 0;
+    for (size_t i = span[k].first + 1; i < span[k].second; ++i) rest += lp[i];
+    out[req[k]] = lp[span[k].first] + rest;
   }
-  for (const auto& [r, v] : rest) out[r] += v;
   ++st.forwards;
 }
 
@@ -234,11 +229,17 @@ void score_batch(CausalLM& model, const TokenLogprobsFn& fast, const std::vector
     P = static_cast<int64_t>(p) >= kMinSharedPrefix ? static_cast<int64_t>(p) : 0;
   }
   P = std::max(P, have);
-  int64_t Rmax = 0, Kmax = 0;
+  // Slots past P: the fast path's rows (score_branches), or the longest context rest (Rmax) and then
+  // the longest continuation but its last token (Kmax) of the stages below.
+  int64_t Lmax = 0, Rmax = 0, Kmax = 0;
   std::vector<size_t> row_req;
   std::vector<int64_t> row_group;
   for (int64_t g = 0; g < G; ++g) {
     const Group& gr = groups[batch[g]];
+    if (fast) {
+      Lmax = std::max<int64_t>(Lmax, gr.row_len - P);
+      continue;
+    }
     Rmax = std::max<int64_t>(Rmax, static_cast<int64_t>(gr.ctx->size()) - P);
     for (size_t r : gr.reqs) {
       row_req.push_back(r);
@@ -247,10 +248,6 @@ void score_batch(CausalLM& model, const TokenLogprobsFn& fast, const std::vector
     }
   }
   const int64_t R = static_cast<int64_t>(row_req.size());
-  // The fast path's rows: each context's rest, then its continuations as branches (score_branches).
-  int64_t Lmax = 0;
-  if (fast)
-    for (size_t g : batch) Lmax = std::max<int64_t>(Lmax, branched_length(groups[g], reqs) - P);
   const int64_t S = P + (fast ? Lmax : Rmax + Kmax);
 
   // Stage A: the shared prefix, once (starting from the unit's prefix), copied to the G context rows.
@@ -386,7 +383,13 @@ std::vector<double> loglikelihoods(CausalLM& model, const std::vector<TokenizedR
   }
   std::vector<Group> groups;
   groups.reserve(by_ctx.size());
-  for (const auto& [ctx, ids] : by_ctx) groups.push_back({&ctx, ids});
+  for (const auto& [ctx, ids] : by_ctx) {
+    groups.push_back({&ctx, ids});
+    Group& g = groups.back();
+    g.row_len = static_cast<int64_t>(ctx.size());
+    if (opts.logprobs)
+      for (size_t r : ids) g.row_len += static_cast<int64_t>(requests[r].continuation.size()) - 1;
+  }
 
   // Units batched separately: clusters of contexts with a long common prefix, then the rest.
   std::vector<std::vector<size_t>> units;
@@ -403,11 +406,7 @@ std::vector<double> loglikelihoods(CausalLM& model, const std::vector<TokenizedR
     i = j;
   }
   if (!rest.empty()) units.push_back(std::move(rest));
-  // A group's row length: its context, and on the fast path its continuations too (score_branches).
-  std::vector<int64_t> row_len(groups.size());
-  for (size_t g = 0; g < groups.size(); ++g)
-    row_len[g] = opts.logprobs ? branched_length(groups[g], requests) : static_cast<int64_t>(groups[g].ctx->size());
-  auto longer = [&](size_t a, size_t b) { return row_len[a] > row_len[b]; };
+  auto longer = [&](size_t a, size_t b) { return groups[a].row_len > groups[b].row_len; };
   for (auto& u : units) std::stable_sort(u.begin(), u.end(), longer);  // little padding within a batch
   std::stable_sort(units.begin(), units.end(),
                    [&](const std::vector<size_t>& a, const std::vector<size_t>& b) { return longer(a[0], b[0]); });
@@ -416,10 +415,10 @@ std::vector<double> loglikelihoods(CausalLM& model, const std::vector<TokenizedR
   Progress progress(opts.label, st.requests, "req");
   const size_t B = static_cast<size_t>(std::max<int64_t>(1, opts.batch_size));
   for (const auto& u : units) {
-    // Row lengths (row_len) beyond the prefix all contexts of the unit share (run once per batch).
+    // Row lengths (Group::row_len) beyond the prefix all contexts of the unit share (run once per batch).
     size_t shared = groups[u[0]].ctx->size();
     for (size_t g : u) shared = std::min(shared, common_prefix(*groups[u[0]].ctx, *groups[g].ctx));
-    auto own = [&](size_t g) { return static_cast<double>(row_len[g] - static_cast<int64_t>(shared)); };
+    auto own = [&](size_t g) { return static_cast<double>(groups[g].row_len - static_cast<int64_t>(shared)); };
     // A prefix shared by a unit of several batches (MMLU: a subject's header and few-shot block)
     // runs once for the unit instead of once per batch; every context keeps >= 1 token of its own.
     std::unique_ptr<KVCache> unit_prefix;
