@@ -146,48 +146,72 @@ void appendf(std::string& out, const char* format, ...) {
   va_end(ap2);
 }
 
-// BenchOptions::profile: one more prefill of `prompt` (untimed), then n decoded tokens with every
-// op timed; res.profile per token, next to `lut` (may be null) for `arch`.
-void profile_decode(RuntimeEngine& eng, const std::vector<int64_t>& prompt, int64_t n, const LatencyTable* lut,
-                    const Arch& arch, BenchResult& res) {
+// The rows of a profile `prof` gathered over `units` forwards of M tokens each in `wall` seconds, per
+// forward (us): linears by decreasing time (with their weight GB/s at M = 1), the LUT's parts, then
+// "outside the ops"; each next to `lut`'s time where it has M-token entries.
+std::vector<ProfileRow> profile_rows(const rt::OpProfile& prof, int64_t units, int64_t M, double wall,
+                                     const LatencyTable* lut, const Arch& arch) {
+  const double per = 1e6 / static_cast<double>(units);  // seconds in total -> us per forward
+  if (lut && std::find(lut->tokens().begin(), lut->tokens().end(), M) == lut->tokens().end()) lut = nullptr;
+  double timed = 0;
+  std::vector<ProfileRow> rows;
+  for (const auto& [key, t] : prof.linears) {
+    const auto [N, K, bits, group] = key;
+    ProfileRow r{fmt::format("linear N={} K={} {}", N, K, bits == 16 ? "dense" : fmt::format("{}-bit", bits)),
+                 t.calls / static_cast<double>(units), t.seconds * per, std::nullopt, std::nullopt};
+    const double bytes = static_cast<double>(linear_stored_bytes({N, K}, bits, group, sizeof(float)));
+    if (r.us > 0 && M == 1) r.gbps = bytes * r.calls / r.us / 1e3;  // bytes per us = MB/s
+    if (lut)
+      if (const double* us = lut->find_linear_us(N, K, bits, M)) r.lut_us = *us * r.calls;
+    rows.push_back(r);
+    timed += t.seconds;
+  }
+  std::sort(rows.begin(), rows.end(), [](const ProfileRow& a, const ProfileRow& b) { return a.us > b.us; });
+  const std::optional<LatencyParts> parts = lut ? std::optional(lut->predict_parts(arch, M)) : std::nullopt;
+  const std::pair<const char*, double LatencyParts::*> groups[] = {{rt::OpProfile::kAttention, &LatencyParts::attention_us},
+                                                                    {rt::OpProfile::kLayerFixed, &LatencyParts::layer_fixed_us},
+                                                                    {rt::OpProfile::kModelFixed, &LatencyParts::model_fixed_us}};
+  for (const auto& [g, part] : groups) {
+    const rt::OpTime t = prof.groups.count(g) ? prof.groups.at(g) : rt::OpTime{};
+    ProfileRow r{g, t.calls / static_cast<double>(units), t.seconds * per, std::nullopt, std::nullopt};
+    if (parts) r.lut_us = (*parts).*part;
+    rows.push_back(r);
+    timed += t.seconds;
+  }
+  rows.push_back({"outside the ops", 0, (wall - timed) * per, std::nullopt, std::nullopt});
+  return rows;
+}
+
+// BenchOptions::profile: three more prefills of `prompt`, then one more (untimed) and n decoded
+// tokens, every op timed; res.prefill_profile per prefill, res.profile per token, next to `lut` (may
+// be null) for `arch`.
+void profile_forwards(RuntimeEngine& eng, const std::vector<int64_t>& prompt, int64_t n, const LatencyTable* lut,
+                      const Arch& arch, BenchResult& res) {
   const int64_t P = static_cast<int64_t>(prompt.size()), V = eng.config().vocab_size;
+  constexpr int kPrefills = 3;
+  rt::OpProfile pp;
+  eng.set_profile(&pp);
+  double wall = 0;
+  for (int i = 0; i < kPrefills; ++i) {
+    auto c = eng.new_cache(1, P);
+    const auto t0 = clock_t_::now();
+    (void)argmax(eng.prefill(prompt.data(), P, *c), V);
+    wall += secs(t0, clock_t_::now());
+  }
+  eng.set_profile(nullptr);
+  res.prefill_profile = profile_rows(pp, kPrefills, P, wall, lut, arch);
+  res.profile_prefill_ms = wall * 1e3 / kPrefills;
+
   auto cache = eng.new_cache(1, P + n);
   int64_t next = argmax(eng.prefill(prompt.data(), P, *cache), V);
   rt::OpProfile prof;
   eng.set_profile(&prof);
   const auto t0 = clock_t_::now();
   for (int64_t i = 0; i < n; ++i) next = argmax(eng.decode(next, *cache), V);
-  const double wall = secs(t0, clock_t_::now());
+  wall = secs(t0, clock_t_::now());
   eng.set_profile(nullptr);
-  const double per = 1e6 / static_cast<double>(n);  // seconds in total -> us per token
-  double timed = 0;
-  std::vector<ProfileRow> linears;
-  for (const auto& [key, t] : prof.linears) {
-    const auto [N, K, bits, group] = key;
-    ProfileRow r{fmt::format("linear N={} K={} {}", N, K, bits == 16 ? "dense" : fmt::format("{}-bit", bits)),
-                 t.calls / static_cast<double>(n), t.seconds * per, std::nullopt, std::nullopt};
-    const double bytes = static_cast<double>(linear_stored_bytes({N, K}, bits, group, sizeof(float)));
-    if (r.us > 0) r.gbps = bytes * r.calls / r.us / 1e3;  // bytes per us = MB/s
-    if (lut)
-      if (const double* us = lut->find_linear_us(N, K, bits, 1)) r.lut_us = *us * r.calls;
-    linears.push_back(r);
-    timed += t.seconds;
-  }
-  std::sort(linears.begin(), linears.end(), [](const ProfileRow& a, const ProfileRow& b) { return a.us > b.us; });
-  res.profile = std::move(linears);
-  const std::optional<LatencyParts> parts = lut ? std::optional(lut->predict_parts(arch, 1)) : std::nullopt;
-  const std::pair<const char*, double LatencyParts::*> groups[] = {{rt::OpProfile::kAttention, &LatencyParts::attention_us},
-                                                                    {rt::OpProfile::kLayerFixed, &LatencyParts::layer_fixed_us},
-                                                                    {rt::OpProfile::kModelFixed, &LatencyParts::model_fixed_us}};
-  for (const auto& [g, part] : groups) {
-    const rt::OpTime t = prof.groups.count(g) ? prof.groups.at(g) : rt::OpTime{};
-    ProfileRow r{g, t.calls / static_cast<double>(n), t.seconds * per, std::nullopt, std::nullopt};
-    if (parts) r.lut_us = (*parts).*part;
-    res.profile.push_back(r);
-    timed += t.seconds;
-  }
-  res.profile.push_back({"outside the ops", 0, (wall - timed) * per, std::nullopt, std::nullopt});
-  res.profile_decode_ms = wall * per / 1000.0;
+  res.profile = profile_rows(prof, n, 1, wall, lut, arch);
+  res.profile_decode_ms = wall * 1e3 / static_cast<double>(n);
 }
 
 void check_counts(const BenchOptions& opts) {
@@ -317,7 +341,7 @@ BenchResult run_bench(Llama& model, const BenchOptions& opts) {
   }
   if (opts.profile) {
     LLMC_CHECK(rt, "bench --profile: times the runtime engine's ops; use --engine runtime (or auto on an exported folder)");
-    profile_decode(rt->engine(), prompt, N, lut.get(), arch, res);
+    profile_forwards(rt->engine(), prompt, N, lut.get(), arch, res);
   }
   const double pm = median(res.prefill_s), dm = median(res.decode_s);
   res.prefill_tokens_per_s = P / pm;
@@ -535,14 +559,20 @@ std::string bench_to_json(const BenchResult& r) {
                       {"decode_pct_of_read", b.decode_pct_of_read}};
   }
   if (!r.profile.empty()) {
-    nlohmann::ordered_json rows = nlohmann::ordered_json::array();
-    for (const ProfileRow& p : r.profile) {
-      nlohmann::ordered_json row{{"op", p.op}, {"calls", p.calls}, {"us", p.us}};
-      if (p.lut_us) row["lut_us"] = *p.lut_us;
-      if (p.gbps) row["gbps"] = *p.gbps;
-      rows.push_back(row);
-    }
-    j["profile"] = {{"decode_ms_per_token", r.profile_decode_ms}, {"per_token", rows}};
+    auto rows_json = [](const std::vector<ProfileRow>& rows) {
+      nlohmann::ordered_json a = nlohmann::ordered_json::array();
+      for (const ProfileRow& p : rows) {
+        nlohmann::ordered_json row{{"op", p.op}, {"calls", p.calls}, {"us", p.us}};
+        if (p.lut_us) row["lut_us"] = *p.lut_us;
+        if (p.gbps) row["gbps"] = *p.gbps;
+        a.push_back(row);
+      }
+      return a;
+    };
+    j["profile"] = {{"decode_ms_per_token", r.profile_decode_ms},
+                    {"per_token", rows_json(r.profile)},
+                    {"prefill_ms", r.profile_prefill_ms},
+                    {"per_prefill", rows_json(r.prefill_profile)}};
   }
   j["predicted"] = nullptr;
   if (r.predicted) {
@@ -575,9 +605,8 @@ std::string bench_to_text(const BenchResult& r) {
             b.read_gbps, b.read_median_gbps, static_cast<long long>(b.probe_bytes >> 20), r.threads,
             b.decode_weight_gbps, b.decode_pct_of_read);
   }
-  if (!r.profile.empty()) {
-    appendf(out, "profile   one more decode, every op timed: %.3f ms/token; per token:\n", r.profile_decode_ms);
-    for (const ProfileRow& p : r.profile) {
+  auto print_rows = [&](const std::vector<ProfileRow>& rows) {
+    for (const ProfileRow& p : rows) {
       std::string extra;
       if (p.gbps) {
         extra += fmt::format("  {:5.1f} GB/s", *p.gbps);
@@ -586,6 +615,14 @@ std::string bench_to_text(const BenchResult& r) {
       if (p.lut_us) extra += fmt::format("  LUT {:8.1f} us  measured/LUT {:.2f}", *p.lut_us, p.us / *p.lut_us);
       appendf(out, "          %-34s %5.1f calls %8.1f us%s\n", p.op.c_str(), p.calls, p.us, extra.c_str());
     }
+  };
+  if (!r.profile.empty()) {
+    appendf(out, "profile   one more decode, every op timed: %.3f ms/token; per token:\n", r.profile_decode_ms);
+    print_rows(r.profile);
+    appendf(out, "profile   prefills of %lld tokens, every op timed: %.3f ms (%.1f tok/s); per prefill:\n",
+            static_cast<long long>(r.prompt_tokens), r.profile_prefill_ms,
+            1e3 * static_cast<double>(r.prompt_tokens) / r.profile_prefill_ms);
+    print_rows(r.prefill_profile);
   }
   if (!r.predicted) return out;
   const auto& p = *r.predicted;

@@ -230,6 +230,37 @@ TEST(Bench, ProfileSplitsTheDecodeByOp) {
   EXPECT_EQ(j["profile"]["per_token"].size(), r.profile.size());
   EXPECT_EQ(j["profile"]["per_token"][0].contains("lut_us"), true);
   EXPECT_NE(bench_to_text(r).find("profile   one more decode, every op timed"), std::string::npos);
+  // The prefills' profile: the same ops, once per prefill of the 4-token prompt, next to the LUT's
+  // 4-token entries (it has them), adding up to the profiled prefills' wall time.
+  std::map<std::string, const ProfileRow*> prows;
+  for (const ProfileRow& p : r.prefill_profile) prows[p.op] = &p;
+  ASSERT_EQ(r.prefill_profile.size(), r.profile.size());
+  for (const auto& [N, K] : std::vector<std::pair<int64_t, int64_t>>{{qkv, H}, {H, H}, {2 * I, H}, {H, I}}) {
+    const std::string op = fmt::format("linear N={} K={} dense", N, K);
+    ASSERT_TRUE(prows.count(op)) << op;
+    EXPECT_DOUBLE_EQ(prows[op]->calls, static_cast<double>(L)) << op;
+    ASSERT_TRUE(prows[op]->lut_us.has_value()) << op;
+    EXPECT_DOUBLE_EQ(*prows[op]->lut_us, table.linear_us(N, K, 16, 4) * L) << op;
+    EXPECT_FALSE(prows[op]->gbps.has_value()) << op;
+  }
+  const LatencyParts pparts = table.predict_parts(uniform_arch(cfg, 16, 64), 4);
+  EXPECT_DOUBLE_EQ(prows.at("attention")->calls, static_cast<double>(L));
+  EXPECT_DOUBLE_EQ(*prows.at("attention")->lut_us, pparts.attention_us);
+  EXPECT_DOUBLE_EQ(prows.at("norms, SwiGLU, residuals")->calls, 5.0 * L);
+  EXPECT_DOUBLE_EQ(prows.at("embedding, final norm, lm_head")->calls, 2.0);
+  double psum = 0;
+  for (const ProfileRow& p : r.prefill_profile) psum += p.us;
+  EXPECT_GT(r.profile_prefill_ms, 0.0);
+  EXPECT_NEAR(psum, 1000.0 * r.profile_prefill_ms, 1e-6 * psum);
+  EXPECT_EQ(j["profile"]["per_prefill"].size(), r.prefill_profile.size());
+  EXPECT_DOUBLE_EQ(j["profile"]["prefill_ms"].get<double>(), r.profile_prefill_ms);
+  EXPECT_NE(bench_to_text(r).find("profile   prefills of 4 tokens, every op timed"), std::string::npos);
+  // A prompt length the LUT has no entries for: the prefill rows without LUT times, decode's kept.
+  o.prompt_tokens = 3;
+  const BenchResult r3 = run_bench(*rt, o);
+  for (const ProfileRow& p : r3.prefill_profile) EXPECT_FALSE(p.lut_us.has_value()) << p.op;
+  EXPECT_TRUE(r3.profile[0].lut_us.has_value());
+  o.prompt_tokens = 4;
   // Timing changes nothing the engine computes, and without a profile no time is kept.
   auto& eng = rt->engine();
   auto c1 = eng.new_cache(1, 8), c2 = eng.new_cache(1, 8);

@@ -25,21 +25,22 @@ struct BenchOptions {
   // Latency table of the model's original shapes (runtime engine only): its prediction for this
   // model (model_path's arch.json, else all widths full at 16 bits) next to the measurement.
   std::string lut_path;
-  // Runtime engine only: after the timed repeats, one more decode of new_tokens tokens with every
-  // op timed (rt::OpProfile), per token and, with a LUT, next to the LUT's time for the same op.
+  // Runtime engine only: after the timed repeats, three more prefills of the prompt and one more
+  // decode of new_tokens tokens with every op timed (rt::OpProfile), per prefill and per token and,
+  // with a LUT, next to the LUT's time for the same op (the prefill's where the LUT has its length).
   bool profile = false;
   // Also probe the read-only memory bandwidth at this run's threads (kernels/membw.h, a buffer of
   // 4x the last-level cache, at least 256 MiB) and report the decode's weight reads as % of it.
   bool bandwidth = false;
 };
 
-// One row of a decode profile (BenchResult::profile), per decoded token.
+// One row of a profile (BenchResult::profile per decoded token, prefill_profile per prefill).
 struct ProfileRow {
   std::string op;  // "linear N=960 K=576 8-bit" or a LUT part ("attention", ...), or "outside the ops"
-  double calls = 0;                 // per token
-  double us = 0;                    // measured wall time per token
+  double calls = 0;                 // per token (per prefill)
+  double us = 0;                    // measured wall time per token (per prefill)
   std::optional<double> lut_us;     // the LUT's time for the same calls (linears: entry x calls)
-  std::optional<double> gbps;       // linears: weight bytes read / time
+  std::optional<double> gbps;       // decode linears: weight bytes read / time
 };
 
 // BenchOptions::bandwidth.
@@ -96,6 +97,9 @@ struct BenchResult {
   // ops" (the profiled decode's wall time less every timed op: argmax, timer and loop overhead).
   std::vector<ProfileRow> profile;
   double profile_decode_ms = 0;  // that decode's wall time per token (timers included)
+  // The same for the profiled prefills of prompt_tokens tokens, per prefill.
+  std::vector<ProfileRow> prefill_profile;
+  double profile_prefill_ms = 0;
   std::optional<BenchBandwidth> bandwidth;
 };
 
