@@ -408,20 +408,24 @@ __attribute__((target("amx-tile,amx-int8"))) void amx_end() { _tile_release(); }
       if constexpr (kIntZ) _tile_dpbusd(TC1, TA1, TB); \
       else _tile_dpbuud(TC1, TA1, TB);        \
     }                                         \
-  }                                           \
-  _tile_stored(TC, c[0], 64);                 \
+  }
+#define LLMC_AMX_STORE(TC, TC1)                      \
+  asm volatile("" ::: "memory");                     \
+  _tile_stored(TC, c[0], 64);                        \
   if constexpr (kSplit) _tile_stored(TC1, c[1], 64); \
   asm volatile("" ::: "memory")
 
 // The sums of one group (nkq quads): ah = x's hi bytes (or int8 x), al = lo bytes, of the block's
 // first x-row at the group's first column (row stride xs bytes), b = the group's B rows (64 bytes
-// each) into c[0] (and c[1]: lo). P picks the tile set. The asm memory barriers: the tile loads and
+// each) into tile set P's C tiles; amx_store then writes them to c[0] (and c[1]: lo), one group
+// later: the tile stores wait for their products, so each group's stores follow the next group's
+// products (+3% prefill at int16 x, 1 thread, 3 rounds alternated). The asm memory barriers: the tile loads and
 // stores are asm the compiler does not see touch memory, so B must be stored before the loads, and
 // c read only after the stores. Always inlined, as is the epilogue: the accumulators stay in
 // registers only if nothing takes their address.
 template <int P, bool kSplit, bool kIntZ>
 __attribute__((always_inline)) inline void amx_group(int kq, const int8_t* ah, const uint8_t* al, const uint8_t* b,
-                                                     long xs, int nkq, int32_t (&c)[2][16][16]) {
+                                                     long xs, int nkq) {
   if constexpr (P == 0) {
     LLMC_AMX_GROUP(0, 1, 4, 5, 6);
   } else if constexpr (kSplit) {
@@ -430,7 +434,17 @@ __attribute__((always_inline)) inline void amx_group(int kq, const int8_t* ah, c
     LLMC_AMX_GROUP(2, 3, 5, 5, 7);
   }
 }
+// Tile set P's sums into c[0] (and c[1]: lo).
+template <int P, bool kSplit>
+__attribute__((always_inline)) inline void amx_store(int32_t (&c)[2][16][16]) {
+  if constexpr (P == 0) {
+    LLMC_AMX_STORE(0, 1);
+  } else {
+    LLMC_AMX_STORE(2, 3);
+  }
+}
 #undef LLMC_AMX_GROUP
+#undef LLMC_AMX_STORE
 
 // One group's epilogue for 16 x-rows x 16 weight rows: y[i] (x-row i, lanes = weight rows) += s dx Q
 // - s z dx sum(xq), group_out16's operations in its order (sv / szv: the rows' s and s z).
@@ -553,19 +567,24 @@ __attribute__((always_inline)) inline void amx_block_rows(const Problem& p, int 
     __m512 y[16];
 #pragma GCC unroll 16
     for (int i = 0; i < 16; ++i) y[i] = _mm512_setzero_ps();
-    // Group j's products, then group j - 1's epilogue (no lambdas: GCC kept the accumulators of a
+    // Group j's products, then group j - 1's stores and epilogue (no lambdas: GCC kept the accumulators of a
     // capturing lambda on the stack).
-    amx_group<0, kSplit, kIntZ>(kq, ah, al, wb, xs, imin(p.group, Kk) / 4, c[0]);
+    amx_group<0, kSplit, kIntZ>(kq, ah, al, wb, xs, imin(p.group, Kk) / 4);
     for (int j = 1; j < ng; ++j) {
       const int c0 = j * p.group, nkq = imin(p.group, Kk - c0) / 4;
       const uint8_t* alj = kSplit ? al + c0 : nullptr;
-      if (j & 1)
-        amx_group<1, kSplit, kIntZ>(kq, ah + c0, alj, wb + static_cast<size_t>(c0) * 16, xs, nkq, c[1]);
-      else
-        amx_group<0, kSplit, kIntZ>(kq, ah + c0, alj, wb + static_cast<size_t>(c0) * 16, xs, nkq, c[0]);
+      if (j & 1) {
+        amx_group<1, kSplit, kIntZ>(kq, ah + c0, alj, wb + static_cast<size_t>(c0) * 16, xs, nkq);
+        amx_store<0, kSplit>(c[0]);
+      } else {
+        amx_group<0, kSplit, kIntZ>(kq, ah + c0, alj, wb + static_cast<size_t>(c0) * 16, xs, nkq);
+        amx_store<1, kSplit>(c[1]);
+      }
       amx_epilogue<kSplit, kIntZ>(c[(j - 1) & 1], _mm512_load_ps(s + 16 * (j - 1)), _mm512_load_ps(sz + 16 * (j - 1)),
                                   dx + static_cast<size_t>(j - 1) * p.Mp, dxs + static_cast<size_t>(j - 1) * p.Mp, y);
     }
+    if ((ng - 1) & 1) amx_store<1, kSplit>(c[1]);
+    else amx_store<0, kSplit>(c[0]);
     amx_epilogue<kSplit, kIntZ>(c[(ng - 1) & 1], _mm512_load_ps(s + 16 * (ng - 1)), _mm512_load_ps(sz + 16 * (ng - 1)),
                                 dx + static_cast<size_t>(ng - 1) * p.Mp, dxs + static_cast<size_t>(ng - 1) * p.Mp, y);
     // y = sums + bias, as write_panel_output_avx512 adds them.

@@ -76,7 +76,7 @@ constexpr int kLutVersion = 3;
 //    chunks on threads: 2-thread prefill entries faster (whole prefill 1.05-1.08x); results unchanged.
 // 13: AMX prefill with integer zeros subtracted from the codes (no fp32 zero term): prefill entries
 //    1.05-1.09x faster at 1 thread.
-constexpr const char* kLutKernelVersion = "runtime-ops-13";
+constexpr const char* kLutKernelVersion = "runtime-ops-14";
 
 // One linear GEMM the search space can produce: y (M, N) = x (M, K) W^T at `bits`.
 // group: effective_group(K, space.group_size) for bits < 16, 0 for the dense 16-bit path.
