@@ -118,7 +118,7 @@ json point_json(const SweepConfig& c, const SweepOptions& o, const Point& p) {
     // A small copy of the arch next to the report, so the report can be committed without the runs.
     const std::string copy = path_join(o.out, "archs/" + p.name + ".json");
     make_dirs(parent_dir(copy));
-    write_file_atomic(copy, read_text_file(arch));
+    if (arch != copy) write_file_atomic(copy, read_text_file(arch));
     arch = copy;
   }
   r["arch"] = arch;

@@ -119,8 +119,14 @@ std::vector<std::string> export_args(const SweepConfig& c, const Point& p, const
   return a;
 }
 
+std::string searched_arch(const std::string& out, const std::string& name) {
+  const std::string own = path_join(point_dir(out, name), "search/arch.json");
+  const std::string copy = path_join(out, "archs/" + name + ".json");
+  return !file_exists(own) && file_exists(copy) ? copy : own;
+}
+
 std::string arch_of(const std::string& out, const Point& p) {
-  return p.mode.empty() ? fmt::format("uniform:{}", p.bits) : path_join(point_dir(out, p.name), "search/arch.json");
+  return p.mode.empty() ? fmt::format("uniform:{}", p.bits) : searched_arch(out, p.name);
 }
 
 }  // namespace sweep
@@ -304,8 +310,15 @@ void restart_search_points(const SweepConfig& c, const std::string& out, Manifes
         moved.push_back(name);
     }
   make_dirs(path_join(stale, "points"));
-  for (const std::string& name : moved)
+  for (const std::string& name : moved) {
     if (dir_exists(point_dir(out, name))) rename_path(point_dir(out, name), path_join(stale, "points/" + name));
+    // The report's copy of its arch goes along (searched_arch() would take it for a new point's).
+    const std::string copy = path_join(out, "archs/" + name + ".json");
+    if (file_exists(copy)) {
+      make_dirs(path_join(stale, "archs"));
+      rename_path(copy, path_join(stale, "archs/" + name + ".json"));
+    }
+  }
   for (const auto& e : std::filesystem::directory_iterator(out)) {
     const std::string f = e.path().filename().string();
     if (f.rfind("sensitivity-", 0) == 0) rename_path(path_join(out, f), path_join(stale, f));
@@ -373,7 +386,7 @@ class Runner {
       // Only a point with results of its own: one that shares another's may hold copies older than
       // its twin's (and sharing back to it would link an export to itself).
       if (m_.get("done").at(name + "/export").contains("same_arch_as")) continue;
-      const std::string arch = path_join(point_dir(o_.out, name), "search/arch.json");
+      const std::string arch = searched_arch(o_.out, name);
       if (file_exists(arch) && shape(arch) == mine) return name;
     }
     return "";

@@ -26,7 +26,10 @@ std::vector<Point> study_points(const SweepConfig& c, const std::vector<double>&
 // The export command of a point, `lm_head_bits`: point_lm_head_bits(c, arch).
 std::vector<std::string> export_args(const SweepConfig& c, const Point& p, const std::string& arch, int lm_head_bits,
                                      const std::string& out);
-std::string arch_of(const std::string& out, const Point& p);  // uniform:B or the search's arch.json
+// A search point's arch: its search's arch.json, or where that is absent (a clone of a committed
+// study: git keeps only the report's copy) the copy the report made, out/archs/<name>.json.
+std::string searched_arch(const std::string& out, const std::string& name);
+std::string arch_of(const std::string& out, const Point& p);  // uniform:B or searched_arch()
 // The lm_head's bits of a point's export: the arch's choice (space.lm_head_bits) or export.lm_head_bits.
 int point_lm_head_bits(const SweepConfig& c, const std::string& arch);
 // The targets of a study beside the extra ones: the config's explicit ones, else the spread ones the

@@ -452,17 +452,33 @@ TEST(Sweep, KilledAndResumedGivesTheSameReport) {
   EXPECT_NE(read_text_file(a + "/report.md").find("(paired, 6 docs)"), std::string::npos);
   EXPECT_NE(read_text_file(a + "/report.md").find("## Per task (paired"), std::string::npos);
 
-  // A fresh clone has no eval-samples.jsonl (kept out of git); the committed eval-docs.json keep the
-  // comparisons paired, with the same numbers.
+  // A fresh clone has no eval-samples.jsonl and no search/arch.json (kept out of git: the report's
+  // archs/ copy is the one committed); the committed eval-docs.json keep the comparisons paired, with
+  // the same numbers, and the report names the same archs and export commands.
+  int searched = 0;
   for (const auto& p : rep["points"]) {
     const std::string sm = p["samples"];
     ASSERT_TRUE(file_exists(parent_dir(sm) + "/eval-docs.json")) << sm;
     fs::remove(sm);
+    if (p.contains("target_ms")) {
+      const std::string own = parent_dir(sm) + "/search/arch.json";
+      ASSERT_TRUE(file_exists(own)) << own;
+      EXPECT_EQ(p["arch"].get<std::string>(), a + "/archs/" + p["name"].get<std::string>() + ".json");
+      EXPECT_EQ(read_text_file(own), read_text_file(p["arch"].get<std::string>())) << own;
+      fs::remove(own);
+      ++searched;
+    }
   }
+  EXPECT_EQ(searched, 2);
   ASSERT_EQ(run_process({LLMC_CLI, "sweep", "--config", cfg, "--out", a, "--report-only"}, s.dir + "/a2.log").exit_code, 0)
       << read_text_file(s.dir + "/a2.log");
   const json rep2 = json::parse(read_text_file(a + "/report.json"));
   EXPECT_EQ(rep2["comparisons"], rep["comparisons"]);
+  for (size_t i = 0; i < rep["points"].size(); ++i) {
+    EXPECT_EQ(rep2["points"][i]["arch"], rep["points"][i]["arch"]);
+    EXPECT_EQ(rep2["points"][i]["recreate"], rep["points"][i]["recreate"]);
+    if (rep["points"][i].contains("target_ms")) EXPECT_TRUE(file_exists(rep2["points"][i]["arch"].get<std::string>()));
+  }
   for (const auto& p : rep2["points"])
     EXPECT_EQ(fs::path(p["samples"].get<std::string>()).filename(), "eval-docs.json") << p.dump();
 }
@@ -816,6 +832,11 @@ TEST(Sweep, PointsFilterAndRestartSearches) {
   ASSERT_EQ(sweep({"--restart-searches"}, "restart.log").exit_code, 0) << read_text_file(s.dir + "/restart.log");
   EXPECT_TRUE(fs::exists(out + "/stale/1/points/joint-t1000.000/search/arch.json"));
   EXPECT_TRUE(fs::exists(out + "/stale/1/points/joint-t900.000/search/checkpoint"));
+  // The report's copy of the moved point's arch went along (a new search of the same name must not
+  // find it in archs/ before its own exists).
+  ASSERT_TRUE(fs::exists(out + "/stale/1/archs/joint-t1000.000.json"));
+  EXPECT_EQ(read_text_file(out + "/stale/1/archs/joint-t1000.000.json"),
+            read_text_file(out + "/stale/1/points/joint-t1000.000/search/arch.json"));
   const json m = json::parse(read_text_file(out + "/manifest.json"));
   EXPECT_EQ(m["done"]["uniform-rtn-b8/export"], baseline_entry);  // kept, not redone
   EXPECT_TRUE(m["done"].contains("joint-t900.000/eval"));
