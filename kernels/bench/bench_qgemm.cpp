@@ -69,7 +69,29 @@ struct Opts {
   bool cpu_clock = false;  // --clock cpu: thread CPU time (single thread only)
   bool xq = false;         // --xq: the activation-rounding benchmark only
   bool out_set = false;
+  std::vector<std::pair<int, int>> shapes;  // --shapes K:N,...: instead of the default set
+  std::vector<int> ms, bits;                // --ms 1,128 / --bits 4: instead of the defaults
 };
+
+// "a,b,c" -> ints; "K:N,K:N" -> pairs. Exits with a usage line on anything else.
+std::vector<int> parse_ints(const std::string& v, const char* flag) {
+  std::vector<int> out;
+  size_t at = 0;
+  while (at <= v.size()) {
+    const size_t comma = v.find(',', at);
+    const std::string t = v.substr(at, comma == std::string::npos ? std::string::npos : comma - at);
+    char* end = nullptr;
+    const long x = std::strtol(t.c_str(), &end, 10);
+    if (t.empty() || *end != '\0' || x <= 0) {
+      std::fprintf(stderr, "%s: '%s' is not a list of positive integers\n", flag, v.c_str());
+      std::exit(2);
+    }
+    out.push_back(static_cast<int>(x));
+    if (comma == std::string::npos) break;
+    at = comma + 1;
+  }
+  return out;
+}
 
 bool g_cpu_clock = false;
 
@@ -321,6 +343,18 @@ int main(int argc, char** argv) {
     else if (a == "--budget") o.budget_s = std::stod(next());
     else if (a == "--group") o.group = std::stoi(next());
     else if (a == "--quick") o.quick = true;
+    else if (a == "--ms") o.ms = parse_ints(next(), "--ms");
+    else if (a == "--bits") o.bits = parse_ints(next(), "--bits");
+    else if (a == "--shapes") {
+      std::string v = next();
+      for (char& ch : v) ch = ch == ':' ? ',' : ch;
+      const std::vector<int> kn = parse_ints(v, "--shapes");
+      if (kn.size() % 2 != 0) {
+        std::fprintf(stderr, "--shapes: K:N pairs, comma separated\n");
+        return 2;
+      }
+      for (size_t j = 0; j < kn.size(); j += 2) o.shapes.push_back({kn[j], kn[j + 1]});
+    }
     else if (a == "--clock") o.cpu_clock = next() == "cpu";
     else if (a == "--isa") {
       const std::string v = next();
@@ -332,7 +366,7 @@ int main(int argc, char** argv) {
     } else {
       std::fprintf(stderr,
                    "usage: %s [--out FILE] [--threads T] [--reps R] [--max-reps R] [--budget SEC] [--group G] "
-                   "[--isa I] [--quick] [--clock wall|cpu] [--xq]\n",
+                   "[--isa I] [--quick] [--clock wall|cpu] [--xq] [--shapes K:N,...] [--ms M,...] [--bits B,...]\n",
                    argv[0]);
       return 2;
     }
@@ -359,6 +393,9 @@ int main(int argc, char** argv) {
     shapes = {{4096, 4096}, {576, 1536}};
     Ms = {1, 16};
   }
+  if (!o.shapes.empty()) shapes = o.shapes;
+  if (!o.ms.empty()) Ms = o.ms;
+  if (!o.bits.empty()) bitss = o.bits;
   const int warm = 3;
   std::vector<Row> rows;
   std::mt19937 rng(42);
