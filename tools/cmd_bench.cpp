@@ -47,8 +47,8 @@ Action add_bench(CLI::App& app) {
                  "Latency table of the model's original shapes: print its prediction for this model (the "
                  "exported folder's arch.json, else all widths full at 16 bits) next to the measurement");
   app.add_flag("--profile", o.profile,
-               "After the timed repeats, decode once more and prefill three more times with every op timed and "
-               "print where a token's and a prefill's time goes (next to the LUT's times with --lut); runtime "
+               "After the timed repeats, decode once more and prefill five more times with every op timed and "
+               "print where a token's and a (median) prefill's time goes (next to the LUT's times with --lut); runtime "
                "engine only");
   app.add_flag("--bandwidth", o.bandwidth,
                "Also probe the read-only memory bandwidth (a buffer of 4x the last-level cache) at these threads "

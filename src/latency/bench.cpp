@@ -182,25 +182,27 @@ std::vector<ProfileRow> profile_rows(const rt::OpProfile& prof, int64_t units, i
   return rows;
 }
 
-// BenchOptions::profile: three more prefills of `prompt`, then one more (untimed) and n decoded
-// tokens, every op timed; res.prefill_profile per prefill, res.profile per token, next to `lut` (may
-// be null) for `arch`.
+// BenchOptions::profile: five more prefills of `prompt`, each timed op by op, then one more
+// (untimed) and n decoded tokens, every op timed; res.prefill_profile is the prefill of median wall
+// time (a VM's stalls hit single prefills: one of three took 1.4x the others, 2 threads), res.profile
+// per token, next to `lut` (may be null) for `arch`.
 void profile_forwards(RuntimeEngine& eng, const std::vector<int64_t>& prompt, int64_t n, const LatencyTable* lut,
                       const Arch& arch, BenchResult& res) {
   const int64_t P = static_cast<int64_t>(prompt.size()), V = eng.config().vocab_size;
-  constexpr int kPrefills = 3;
-  rt::OpProfile pp;
-  eng.set_profile(&pp);
-  double wall = 0;
-  for (int i = 0; i < kPrefills; ++i) {
+  constexpr int kPrefills = 5;
+  std::vector<std::pair<double, rt::OpProfile>> runs(kPrefills);
+  for (auto& [wall, prof] : runs) {
     auto c = eng.new_cache(1, P);
+    eng.set_profile(&prof);
     const auto t0 = clock_t_::now();
     (void)argmax(eng.prefill(prompt.data(), P, *c), V);
-    wall += secs(t0, clock_t_::now());
+    wall = secs(t0, clock_t_::now());
+    eng.set_profile(nullptr);
   }
-  eng.set_profile(nullptr);
-  res.prefill_profile = profile_rows(pp, kPrefills, P, wall, lut, arch);
-  res.profile_prefill_ms = wall * 1e3 / kPrefills;
+  std::sort(runs.begin(), runs.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+  const auto& [wall_med, prof_med] = runs[kPrefills / 2];
+  res.prefill_profile = profile_rows(prof_med, 1, P, wall_med, lut, arch);
+  res.profile_prefill_ms = wall_med * 1e3;
 
   auto cache = eng.new_cache(1, P + n);
   int64_t next = argmax(eng.prefill(prompt.data(), P, *cache), V);
@@ -208,7 +210,7 @@ void profile_forwards(RuntimeEngine& eng, const std::vector<int64_t>& prompt, in
   eng.set_profile(&prof);
   const auto t0 = clock_t_::now();
   for (int64_t i = 0; i < n; ++i) next = argmax(eng.decode(next, *cache), V);
-  wall = secs(t0, clock_t_::now());
+  const double wall = secs(t0, clock_t_::now());
   eng.set_profile(nullptr);
   res.profile = profile_rows(prof, n, 1, wall, lut, arch);
   res.profile_decode_ms = wall * 1e3 / static_cast<double>(n);
@@ -619,7 +621,7 @@ std::string bench_to_text(const BenchResult& r) {
   if (!r.profile.empty()) {
     appendf(out, "profile   one more decode, every op timed: %.3f ms/token; per token:\n", r.profile_decode_ms);
     print_rows(r.profile);
-    appendf(out, "profile   prefills of %lld tokens, every op timed: %.3f ms (%.1f tok/s); per prefill:\n",
+    appendf(out, "profile   prefills of %lld tokens, every op timed, the median of 5: %.3f ms (%.1f tok/s):\n",
             static_cast<long long>(r.prompt_tokens), r.profile_prefill_ms,
             1e3 * static_cast<double>(r.prompt_tokens) / r.profile_prefill_ms);
     print_rows(r.prefill_profile);

@@ -230,8 +230,8 @@ TEST(Bench, ProfileSplitsTheDecodeByOp) {
   EXPECT_EQ(j["profile"]["per_token"].size(), r.profile.size());
   EXPECT_EQ(j["profile"]["per_token"][0].contains("lut_us"), true);
   EXPECT_NE(bench_to_text(r).find("profile   one more decode, every op timed"), std::string::npos);
-  // The prefills' profile: the same ops, once per prefill of the 4-token prompt, next to the LUT's
-  // 4-token entries (it has them), adding up to the profiled prefills' wall time.
+  // The prefill's profile (the median of five): the same ops, once per prefill of the 4-token
+  // prompt, next to the LUT's 4-token entries (it has them), adding up to that prefill's wall time.
   std::map<std::string, const ProfileRow*> prows;
   for (const ProfileRow& p : r.prefill_profile) prows[p.op] = &p;
   ASSERT_EQ(r.prefill_profile.size(), r.profile.size());
@@ -254,7 +254,7 @@ TEST(Bench, ProfileSplitsTheDecodeByOp) {
   EXPECT_NEAR(psum, 1000.0 * r.profile_prefill_ms, 1e-6 * psum);
   EXPECT_EQ(j["profile"]["per_prefill"].size(), r.prefill_profile.size());
   EXPECT_DOUBLE_EQ(j["profile"]["prefill_ms"].get<double>(), r.profile_prefill_ms);
-  EXPECT_NE(bench_to_text(r).find("profile   prefills of 4 tokens, every op timed"), std::string::npos);
+  EXPECT_NE(bench_to_text(r).find("profile   prefills of 4 tokens, every op timed, the median of 5"), std::string::npos);
   // A prompt length the LUT has no entries for: the prefill rows without LUT times, decode's kept.
   o.prompt_tokens = 3;
   const BenchResult r3 = run_bench(*rt, o);

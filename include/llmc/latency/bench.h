@@ -25,9 +25,10 @@ struct BenchOptions {
   // Latency table of the model's original shapes (runtime engine only): its prediction for this
   // model (model_path's arch.json, else all widths full at 16 bits) next to the measurement.
   std::string lut_path;
-  // Runtime engine only: after the timed repeats, three more prefills of the prompt and one more
-  // decode of new_tokens tokens with every op timed (rt::OpProfile), per prefill and per token and,
-  // with a LUT, next to the LUT's time for the same op (the prefill's where the LUT has its length).
+  // Runtime engine only: after the timed repeats, five more prefills of the prompt (the one of median
+  // wall time kept) and one more decode of new_tokens tokens with every op timed (rt::OpProfile), per
+  // prefill and per token and, with a LUT, next to the LUT's time for the same op (the prefill's where
+  // the LUT has its length).
   bool profile = false;
   // Also probe the read-only memory bandwidth at this run's threads (kernels/membw.h, a buffer of
   // 4x the last-level cache, at least 256 MiB) and report the decode's weight reads as % of it.
@@ -97,7 +98,7 @@ struct BenchResult {
   // ops" (the profiled decode's wall time less every timed op: argmax, timer and loop overhead).
   std::vector<ProfileRow> profile;
   double profile_decode_ms = 0;  // that decode's wall time per token (timers included)
-  // The same for the profiled prefills of prompt_tokens tokens, per prefill.
+  // The same for the profiled prefill of prompt_tokens tokens (the median of five by wall time).
   std::vector<ProfileRow> prefill_profile;
   double profile_prefill_ms = 0;
   std::optional<BenchBandwidth> bandwidth;
