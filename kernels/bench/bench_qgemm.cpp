@@ -69,11 +69,12 @@ struct Opts {
   bool cpu_clock = false;  // --clock cpu: thread CPU time (single thread only)
   bool xq = false;         // --xq: the activation-rounding benchmark only
   bool out_set = false;
-  std::vector<std::pair<int, int>> shapes;  // --shapes K:N,...: instead of the default set
+  std::vector<std::pair<int, int>> shapes;  // (K, N) from --shapes N:K,... (bench_decode_stream's order)
   std::vector<int> ms, bits;                // --ms 1,128 / --bits 4: instead of the defaults
 };
 
-// "a,b,c" -> ints; "K:N,K:N" -> pairs. Exits with a usage line on anything else.
+// "a,b,c" -> ints (--shapes: "N:K,N:K" with the colons read as commas). Exits with a usage line on
+// anything else.
 std::vector<int> parse_ints(const std::string& v, const char* flag) {
   std::vector<int> out;
   size_t at = 0;
@@ -348,12 +349,12 @@ int main(int argc, char** argv) {
     else if (a == "--shapes") {
       std::string v = next();
       for (char& ch : v) ch = ch == ':' ? ',' : ch;
-      const std::vector<int> kn = parse_ints(v, "--shapes");
+      const std::vector<int> kn = parse_ints(v, "--shapes");  // N, K, N, K, ...
       if (kn.size() % 2 != 0) {
-        std::fprintf(stderr, "--shapes: K:N pairs, comma separated\n");
+        std::fprintf(stderr, "--shapes: N:K pairs (rows:columns), comma separated\n");
         return 2;
       }
-      for (size_t j = 0; j < kn.size(); j += 2) o.shapes.push_back({kn[j], kn[j + 1]});
+      for (size_t j = 0; j < kn.size(); j += 2) o.shapes.push_back({kn[j + 1], kn[j]});
     }
     else if (a == "--clock") o.cpu_clock = next() == "cpu";
     else if (a == "--isa") {
@@ -366,7 +367,7 @@ int main(int argc, char** argv) {
     } else {
       std::fprintf(stderr,
                    "usage: %s [--out FILE] [--threads T] [--reps R] [--max-reps R] [--budget SEC] [--group G] "
-                   "[--isa I] [--quick] [--clock wall|cpu] [--xq] [--shapes K:N,...] [--ms M,...] [--bits B,...]\n",
+                   "[--isa I] [--quick] [--clock wall|cpu] [--xq] [--shapes N:K,...] [--ms M,...] [--bits B,...]\n",
                    argv[0]);
       return 2;
     }
