@@ -527,14 +527,12 @@ void amx_weights(const Problem& p, int n, int hr, int kb0, int kb1, uint8_t* out
 // whether the zeros are all integers that keep code - z in int8 (4 bits: 0..15; 8 bits: 128, the
 // symmetric 8-bit zero): then amx_weights may subtract them from the codes.
 // The fp16 values are read as vectors: a row-tiled copy's 16 scales (zeros) of (tile, group) are
-// contiguous, canonical rows' are G apart (a gather). (Copied a value at a time into a stack array
+// contiguous (QTiledLayout::scales_offset / zeros_offset), canonical rows' are G apart (a gather). (Copied a value at a time into a stack array
 // and loaded back as one vector, the loads waited on those stores: ~30% of the kernel's time outside
 // its tile products, stores and epilogues; the change made a prefill's linears 4-6% faster.)
 // more_rows: row n + hr is this matrix's too (a stacked product's part ends where its tasks do).
-template <int BITS, class Scales>
-inline bool amx_scales(const Problem& p, int n, int hr, bool more_rows, int g, Scales scales, float* s, float* sz,
-                       int32_t* zb) {
-  (void)scales;  // (the tiled copy's layout is read here directly: qtiled.h)
+template <int BITS>
+inline bool amx_scales(const Problem& p, int n, int hr, bool more_rows, int g, float* s, float* sz, int32_t* zb) {
   const __mmask16 rows = tail_mask(hr);
   __m256i s16, z16;
   if (BITS == 4 && p.tiled != nullptr) {
@@ -621,8 +619,8 @@ __attribute__((always_inline)) inline void amx_block_rows(const Problem& p, int 
 // all integers (RTN / GPTQ exports: always; 8 bits: the symmetric zero 128) multiplies x with
 // code - z (signed B, tdpbssd / tdpbusd), one fp32 operation a sum less than the zero term after
 // (1.1x the prefill at 1 thread) and exact where that term cancelled against the sums in fp32.
-template <int BITS, bool kSplit, class Scales>
-void amx_panel_rows(const Problem& p, int n0, int n1, Scales scales) {
+template <int BITS, bool kSplit>
+void amx_panel_rows(const Problem& p, int n0, int n1) {
   const int kq = p.group == 32 ? 8 : 16;
   const int Kk = p.Kb * kBlockCodes;           // columns up to the last block with real ones
   const int ng = (Kk + p.group - 1) / p.group;  // groups with real columns
@@ -637,7 +635,7 @@ void amx_panel_rows(const Problem& p, int n0, int n1, Scales scales) {
     const __mmask16 k = tail_mask(hr);
     bool intz = true;
     for (int j = 0; j < ng; ++j)
-      intz &= amx_scales<BITS>(p, n, hr, n + hr < n1, j, scales, s + 16 * j, sz + 16 * j, zb + 16 * j);
+      intz &= amx_scales<BITS>(p, n, hr, n + hr < n1, j, s + 16 * j, sz + 16 * j, zb + 16 * j);
     for (int kc0 = 0; kc0 < Kk; kc0 += kKc)  // (a row-tiled copy's blocks panel by panel)
       amx_weights<BITS>(p, n, hr, kc0 / kBlockCodes, imin(Kk, kc0 + kKc) / kBlockCodes, wb + static_cast<size_t>(kc0) * 16,
                         intz ? zb : nullptr);
@@ -659,8 +657,8 @@ auto panel_decoder(const Problem& p, const NaturalOrder& no) {
 template <int BITS, class Scales = std::nullptr_t>
 void panel_rows_x(const Problem& p, const NaturalOrder& no, int n0, int n1, Scales scales = nullptr) {
   if (p.amx) {
-    if (p.xlo != nullptr) amx_panel_rows<BITS, true>(p, n0, n1, scales);
-    else amx_panel_rows<BITS, false>(p, n0, n1, scales);
+    if (p.xlo != nullptr) amx_panel_rows<BITS, true>(p, n0, n1);  // (reads a tiled copy's scales itself)
+    else amx_panel_rows<BITS, false>(p, n0, n1);
   } else if (p.xq4 != nullptr) {
     int_panel_rows<kNr, 32, int8_t, uint8_t>(p, p.xq4, n0, n1, panel_decoder<BITS, kNr>(p, no), micro32<int8_t, uint8_t>,
                                              scales);
@@ -677,20 +675,17 @@ void panel_rows(const Problem& p, int n0, int n1) {
     panel_rows_x<BITS>(p, no, n0, n1);
     return;
   }
-  // A 4-bit row-tiled copy (qtiled.h): the 16 scales of (tile, group) lie in the tile's slice of the
-  // group's panel, the zeros panel_groups * 32 bytes after them.
+  // A 4-bit row-tiled copy (qtiled.h): the 16 scales / zeros of (tile, group) lie in the tile's
+  // slice of the group's panel.
   const QTiledLayout& l = p.tl;
-  const int gpp = kPanelBlocks * kBlockCodes / l.group;  // groups per tiled panel
   auto scales = [&](int nb, int nr, int g, uint16_t* s16, uint16_t* z16) {
-    const int pn = g / gpp;
-    const size_t sb = l.slice_bytes(pn), base = l.slice_offset(pn, 0) + static_cast<size_t>(l.panel_blocks(pn)) * BITS * 64 +
-                                                 static_cast<size_t>(g - pn * gpp) * kTileRows * 2;
-    const size_t zoff = static_cast<size_t>(l.panel_groups(pn)) * kTileRows * 2;
+    // Tile 0's offsets, and a tile's slice in the group's panel (the layout's arithmetic, once a call).
+    const size_t s0 = l.scales_offset(0, g), z0 = l.zeros_offset(0, g), step = l.scales_offset(1, g) - s0;
     for (int r = 0; r < nr; ++r) {
       const int n = nb + r;
-      const uint8_t* q = p.tiled + base + static_cast<size_t>(n / kTileRows) * sb + 2 * (n % kTileRows);
-      std::memcpy(&s16[r], q, 2);
-      std::memcpy(&z16[r], q + zoff, 2);
+      const size_t at = static_cast<size_t>(n / kTileRows) * step + 2 * (n % kTileRows);
+      std::memcpy(&s16[r], p.tiled + s0 + at, 2);
+      std::memcpy(&z16[r], p.tiled + z0 + at, 2);
     }
   };
   panel_rows_x<BITS>(p, no, n0, n1, scales);

@@ -182,20 +182,22 @@ std::vector<ProfileRow> profile_rows(const rt::OpProfile& prof, int64_t units, i
   return rows;
 }
 
-// BenchOptions::profile: five more prefills of `prompt`, each timed op by op, then one more
-// (untimed) and n decoded tokens, every op timed; res.prefill_profile is the prefill of median wall
-// time (a VM's stalls hit single prefills: one of three took 1.4x the others, 2 threads), res.profile
-// per token, next to `lut` (may be null) for `arch`.
+// BenchOptions::profile: five more prefills of `prompt`, each timed op by op, then n tokens decoded
+// after the last of them, every op timed; res.prefill_profile is the prefill of median wall time (a
+// VM's stalls hit single prefills: one of three took 1.4x the others, 2 threads), res.profile per
+// token, next to `lut` (may be null) for `arch`.
 void profile_forwards(RuntimeEngine& eng, const std::vector<int64_t>& prompt, int64_t n, const LatencyTable* lut,
                       const Arch& arch, BenchResult& res) {
   const int64_t P = static_cast<int64_t>(prompt.size()), V = eng.config().vocab_size;
   constexpr int kPrefills = 5;
   std::vector<std::pair<double, rt::OpProfile>> runs(kPrefills);
+  std::unique_ptr<KVCache> cache;
+  int64_t next = 0;
   for (auto& [wall, prof] : runs) {
-    auto c = eng.new_cache(1, P);
+    cache = eng.new_cache(1, P + n);
     eng.set_profile(&prof);
     const auto t0 = clock_t_::now();
-    (void)argmax(eng.prefill(prompt.data(), P, *c), V);
+    next = argmax(eng.prefill(prompt.data(), P, *cache), V);
     wall = secs(t0, clock_t_::now());
     eng.set_profile(nullptr);
   }
@@ -204,8 +206,6 @@ void profile_forwards(RuntimeEngine& eng, const std::vector<int64_t>& prompt, in
   res.prefill_profile = profile_rows(prof_med, 1, P, wall_med, lut, arch);
   res.profile_prefill_ms = wall_med * 1e3;
 
-  auto cache = eng.new_cache(1, P + n);
-  int64_t next = argmax(eng.prefill(prompt.data(), P, *cache), V);
   rt::OpProfile prof;
   eng.set_profile(&prof);
   const auto t0 = clock_t_::now();

@@ -116,7 +116,7 @@ json point_json(const SweepConfig& c, const SweepOptions& o, const Point& p) {
   } else {
     r["target_ms"] = p.target_ms;
     // A small copy of the arch next to the report, so the report can be committed without the runs.
-    const std::string copy = path_join(o.out, "archs/" + p.name + ".json");
+    const std::string copy = arch_copy(o.out, p.name);
     make_dirs(parent_dir(copy));
     if (arch != copy) write_file_atomic(copy, read_text_file(arch));
     arch = copy;

@@ -119,9 +119,10 @@ std::vector<std::string> export_args(const SweepConfig& c, const Point& p, const
   return a;
 }
 
+std::string arch_copy(const std::string& out, const std::string& name) { return path_join(out, "archs/" + name + ".json"); }
+
 std::string searched_arch(const std::string& out, const std::string& name) {
-  const std::string own = path_join(point_dir(out, name), "search/arch.json");
-  const std::string copy = path_join(out, "archs/" + name + ".json");
+  const std::string own = path_join(point_dir(out, name), "search/arch.json"), copy = arch_copy(out, name);
   return !file_exists(own) && file_exists(copy) ? copy : own;
 }
 
@@ -313,10 +314,9 @@ void restart_search_points(const SweepConfig& c, const std::string& out, Manifes
   for (const std::string& name : moved) {
     if (dir_exists(point_dir(out, name))) rename_path(point_dir(out, name), path_join(stale, "points/" + name));
     // The report's copy of its arch goes along (searched_arch() would take it for a new point's).
-    const std::string copy = path_join(out, "archs/" + name + ".json");
-    if (file_exists(copy)) {
+    if (const std::string copy = arch_copy(out, name); file_exists(copy)) {
       make_dirs(path_join(stale, "archs"));
-      rename_path(copy, path_join(stale, "archs/" + name + ".json"));
+      rename_path(copy, arch_copy(stale, name));
     }
   }
   for (const auto& e : std::filesystem::directory_iterator(out)) {

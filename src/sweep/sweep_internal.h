@@ -29,6 +29,7 @@ std::vector<std::string> export_args(const SweepConfig& c, const Point& p, const
 // A search point's arch: its search's arch.json, or where that is absent (a clone of a committed
 // study: git keeps only the report's copy) the copy the report made, out/archs/<name>.json.
 std::string searched_arch(const std::string& out, const std::string& name);
+std::string arch_copy(const std::string& out, const std::string& name);  // out/archs/<name>.json
 std::string arch_of(const std::string& out, const Point& p);  // uniform:B or searched_arch()
 // The lm_head's bits of a point's export: the arch's choice (space.lm_head_bits) or export.lm_head_bits.
 int point_lm_head_bits(const SweepConfig& c, const std::string& arch);

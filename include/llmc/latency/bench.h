@@ -26,7 +26,7 @@ struct BenchOptions {
   // model (model_path's arch.json, else all widths full at 16 bits) next to the measurement.
   std::string lut_path;
   // Runtime engine only: after the timed repeats, five more prefills of the prompt (the one of median
-  // wall time kept) and one more decode of new_tokens tokens with every op timed (rt::OpProfile), per
+  // wall time kept) and a decode of new_tokens tokens after the last, with every op timed (rt::OpProfile), per
   // prefill and per token and, with a LUT, next to the LUT's time for the same op (the prefill's where
   // the LUT has its length).
   bool profile = false;
