@@ -286,12 +286,18 @@ __attribute__((target("avx512f,avx2,fma"))) inline __m128 reduce4_avx512(__m512 
   return _mm512_castps512_ps128(_mm512_add_ps(z, _mm512_shuffle_f32x4(z, z, _MM_SHUFFLE(1, 0, 3, 2))));
 }
 
+// Rows ahead that the attention's GEMV and weighted sum prefetch: a decode's cached keys and values
+// come from L3 (the weights streamed through L2 since the layer's last token), and the loads of a
+// block's first rows waited on them.
+constexpr int64_t kPrefetchRows = 16;
+
 // R rows (r..r+R-1, R <= 8) of W times NH vectors of X: per (row, vector) one running FMA sum over K
 // (16 columns a step, a masked tail), then reduce4_avx512 per 4 rows (R = 1, 4 or 8).
+// pf: prefetch rows r + kPrefetchRows .. + R - 1 (the caller says they exist).
 template <int NH, int R>
 __attribute__((target("avx512f,avx2,fma"))) inline void gemv_rows_avx512(const float* W, const float* X,
                                                                                  int64_t ldx, int64_t r, int64_t K,
-                                                                                 float* Y, int64_t ldy) {
+                                                                                 float* Y, int64_t ldy, bool pf = false) {
   const float* w = W + r * K;
   __m512 s[NH][8];
   for (int h = 0; h < NH; ++h)
@@ -300,6 +306,9 @@ __attribute__((target("avx512f,avx2,fma"))) inline void gemv_rows_avx512(const f
   for (; i + 16 <= K; i += 16) {
     __m512 xv[NH];
     for (int h = 0; h < NH; ++h) xv[h] = _mm512_loadu_ps(X + h * ldx + i);
+    if (pf)  // rows r + kPrefetchRows .. + R - 1 are R K contiguous floats: R lines of them a step
+      for (int j = 0; j < R; ++j)
+        _mm_prefetch(reinterpret_cast<const char*>(w + kPrefetchRows * K + i * R + 16 * j), _MM_HINT_T0);
     for (int j = 0; j < R; ++j) {
       const __m512 wv = _mm512_loadu_ps(w + j * K + i);
       for (int h = 0; h < NH; ++h) s[h][j] = _mm512_fmadd_ps(wv, xv[h], s[h][j]);
@@ -333,8 +342,8 @@ __attribute__((target("avx512f,avx2,fma"))) void gemv_heads_avx512_n(const float
                                                                               int64_t ldy) {
   int64_t r = 0;
   if constexpr (NH <= 3)
-    for (; r + 8 <= rows; r += 8) gemv_rows_avx512<NH, 8>(W, X, ldx, r, K, Y, ldy);
-  for (; r + 4 <= rows; r += 4) gemv_rows_avx512<NH, 4>(W, X, ldx, r, K, Y, ldy);
+    for (; r + 8 <= rows; r += 8) gemv_rows_avx512<NH, 8>(W, X, ldx, r, K, Y, ldy, r + kPrefetchRows + 8 <= rows);
+  for (; r + 4 <= rows; r += 4) gemv_rows_avx512<NH, 4>(W, X, ldx, r, K, Y, ldy, r + kPrefetchRows + 4 <= rows);
   for (; r < rows; ++r) gemv_rows_avx512<NH, 1>(W, X, ldx, r, K, Y, ldy);
 }
 
@@ -382,6 +391,9 @@ __attribute__((target("avx512f,avx2,fma"))) void wsum_heads_avx512_n(const float
     for (int h = 0; h < NH; ++h)
       for (int u = 0; u < 4; ++u) a[h][u] = _mm512_setzero_ps();
     for (int64_t r = 0; r < rows; ++r) {
+      if (r + kPrefetchRows < rows)
+        for (int u = 0; u < 4; ++u)
+          _mm_prefetch(reinterpret_cast<const char*>(V + (r + kPrefetchRows) * ld + c + 16 * u), _MM_HINT_T0);
       __m512 v[4];
       for (int u = 0; u < 4; ++u) v[u] = _mm512_loadu_ps(V + r * ld + c + 16 * u);
       for (int h = 0; h < NH; ++h) {
