@@ -474,10 +474,9 @@ constexpr int kAmxRowQuantum = 48;
 static_assert(kAmxRowQuantum % detail::kRowQuantum == 0 && kAmxRowQuantum % kTileRows == 0,
               "whole 12-row panels and whole row tiles");
 int rows_per_task(const detail::Problem& p, int nthreads, bool panel) {
-  const int q = p.amx ? kAmxRowQuantum : detail::kRowQuantum, N = p.N;
-  int per = (N + 4 * nthreads - 1) / (4 * nthreads);
-  per = std::max(per, panel ? 48 : q);
-  return (per + q - 1) / q * q;
+  const int q = p.amx ? kAmxRowQuantum : detail::kRowQuantum;
+  const int units = (p.N + q - 1) / q, min_units = panel ? (48 + q - 1) / q : 1;
+  return q * detail::units_per_task(units, nthreads, std::max(1, units / min_units));
 }
 
 // qgemm_cpu over parts stacked by rows (qgemm_cpu_stacked; one part: qgemm_cpu). Arguments

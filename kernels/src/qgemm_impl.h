@@ -130,6 +130,13 @@ void write_panel_output_avx512(const Problem& p, int n0, int n1);
 // by a task is rethrown here (remaining tasks are skipped).
 void parallel_for(int nthreads, int ntasks, void (*fn)(void*, int), void* ctx);
 
+// Units of work (e.g. 16-row tiles) per task when `units` equal units are split on nthreads threads,
+// at most max_tasks tasks: about 4 tasks a thread (the dynamic scheduling absorbs a slow thread),
+// and where a count of tasks that is a multiple of nthreads divides the units (2 to 8 a thread,
+// the nearest to 4; ties: more tasks), that one, so threads of one speed finish together. (36 tiles
+// on 2 threads made 8 tasks of 5, 5, ..., 1: one thread had 20 tiles, the other 16.)
+int units_per_task(int units, int nthreads, int max_tasks);
+
 // Grow-only 64-byte aligned float buffer (one per calling thread, reused across calls).
 class Scratch {
  public:

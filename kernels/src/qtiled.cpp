@@ -128,7 +128,7 @@ void tiled4_vnni(const float* x, int M, const QTiledView& t, const QTiledLayout&
                                                           static_cast<uint32_t>(static_cast<uint16_t>(qb[4 * j + 16 + h])) << 16);
     }
   }
-  const int per = std::max(1, (l.tiles + 4 * nthreads - 1) / (4 * nthreads));
+  const int per = detail::units_per_task(l.tiles, nthreads, l.tiles);
   TileTask ctx{&p, per, detail::tiled4_tiles_vnni};
   detail::parallel_for(nthreads, (l.tiles + per - 1) / per, run_tiles, &ctx);
 }
@@ -256,7 +256,7 @@ void qgemm_tiled_cpu(const float* x, int M, const QTiledView& t, const float* bi
     p.tabh = t.bits == 3 ? sh.get(static_cast<size_t>(mc) * l.blocks * 128) : nullptr;
     p.xs = sx.get(static_cast<size_t>(mc) * l.groups);
     const int nthreads = num_threads > 0 ? num_threads : default_num_threads();
-    const int per = std::max(1, (l.tiles + 4 * nthreads - 1) / (4 * nthreads));
+    const int per = detail::units_per_task(l.tiles, nthreads, l.tiles);
     for (int m0 = 0; m0 < M; m0 += kChunkM) {
       p.M = std::min(kChunkM, M - m0);
       p.x = x + static_cast<size_t>(m0) * t.K;

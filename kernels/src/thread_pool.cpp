@@ -12,6 +12,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <cstdlib>
 #include <cstdint>
 #include <exception>
 #include <mutex>
@@ -153,6 +154,17 @@ Pool& pool() {
 }
 
 }  // namespace
+
+int units_per_task(int units, int nthreads, int max_tasks) {
+  units = std::max(units, 1);
+  nthreads = std::max(nthreads, 1);
+  max_tasks = std::max(1, std::min(max_tasks, units));
+  const int want = std::min(4 * nthreads, max_tasks);
+  int best = 0;
+  for (int c = 2 * nthreads; c <= 8 * nthreads && c <= max_tasks; c += nthreads)
+    if (units % c == 0 && (best == 0 || std::abs(c - want) <= std::abs(best - want))) best = c;
+  return best > 0 ? units / best : (units + want - 1) / want;
+}
 
 void parallel_for(int nthreads, int ntasks, void (*fn)(void*, int), void* ctx) {
   if (ntasks <= 0) return;

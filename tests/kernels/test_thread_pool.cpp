@@ -84,6 +84,30 @@ TEST(ThreadPool, ConcurrentAndNestedQgemm) {
   for (const auto& y : ctx.ys) EXPECT_LE(test::gemm_error(y, ref, x, 3, w.view(), Isa::kAuto), 1e-5);
 }
 
+// Task sizes: a count of tasks that is a multiple of the threads and divides the units where one
+// exists (2 to 8 a thread, nearest 4), so threads of one speed get the same work; else ~4 a thread;
+// never more tasks than max_tasks or units; every unit in some task.
+TEST(ThreadPool, UnitsPerTaskSplitsEvenly) {
+  EXPECT_EQ(detail::units_per_task(36, 2, 36), 6);    // 6 tasks of 6 (was 8 tasks: 5 x 7 + 1)
+  EXPECT_EQ(detail::units_per_task(60, 2, 60), 6);    // 10 tasks of 6 (6 and 10 tie: more tasks)
+  EXPECT_EQ(detail::units_per_task(192, 2, 192), 24);  // 8 of 24
+  EXPECT_EQ(detail::units_per_task(20, 2, 20), 2);    // 10 tasks of 2 (qkv on AMX: was 7 of 3, 3, .., 2)
+  EXPECT_EQ(detail::units_per_task(48, 2, 12), 6);    // 8 of 6, max_tasks kept
+  EXPECT_EQ(detail::units_per_task(48, 2, 3), 16);    // at most 3 tasks: no even count, ceil(48 / 3)
+  EXPECT_EQ(detail::units_per_task(7, 2, 7), 1);      // no even count: ~4 a thread
+  EXPECT_EQ(detail::units_per_task(1, 4, 1), 1);
+  for (int units = 1; units <= 300; ++units)
+    for (int threads : {1, 2, 3, 4, 8, 16})
+      for (int max_tasks : {1, 2, 5, units}) {
+        const int per = detail::units_per_task(units, threads, max_tasks), tasks = (units + per - 1) / per;
+        ASSERT_GE(per, 1);
+        ASSERT_LE(tasks, std::max(1, std::min(max_tasks, units))) << units << " " << threads << " " << max_tasks;
+        if (threads > 1 && units % (4 * threads) == 0 && max_tasks == units) {
+          ASSERT_EQ(tasks, 4 * threads) << units << " " << threads;
+        }
+      }
+}
+
 TEST(QGemmCpuArgs, RejectsOverlappingXAndY) {
   const QMatrix w = test::random_qmatrix(4, 32, 8, 64, 1u);
   std::vector<float> buf(64 + 8, 1.f);

@@ -78,7 +78,10 @@ constexpr int kLutVersion = 3;
 //    1.05-1.09x faster at 1 thread.
 // 14: AMX prefill's tile stores after the next group's products, its scales and zeros read as
 //    vectors: prefill entries ~1.1x faster at 1 thread; decode entries unchanged.
-constexpr const char* kLutKernelVersion = "runtime-ops-14";
+// 15: decode attention prefetches the cached keys and values (~25% faster at 1 thread); tasks of a
+//    GEMM split the rows evenly where they can (units_per_task): 2-thread decode of the 576-row
+//    linears ~4-8% faster.
+constexpr const char* kLutKernelVersion = "runtime-ops-15";
 
 // One linear GEMM the search space can produce: y (M, N) = x (M, K) W^T at `bits`.
 // group: effective_group(K, space.group_size) for bits < 16, 0 for the dense 16-bit path.
