@@ -773,13 +773,22 @@ void fused_rows_avx512_vnni(const Problem& p, int n0, int n1) { fused_rows_any(p
 // clamped to +-kQmax (the current rounding mode, as lrint); a non-finite group (NaN / inf: their |x|
 // bits lie above every finite one's): inv = 0, so q = -kQmax where x is NaN / inf (cvtps2dq's INT_MIN,
 // as lrint's LONG_MIN, clamped) and 0 elsewhere, dx = NaN. q[v] = columns 16v .. 16v + 15 (0 past n)
-// for v < group / 16; *sum = sum of q. Shared by the VNNI int8 panel's x and the AMX kernel's.
-template <int kQmax>
-inline float round_group(const float* xr, int n, int group, __m512i* q, int* sum) {
+// for v < kGroup / 16; *sum = sum of q. Shared by the VNNI int8 panel's x and the AMX kernel's.
+// kGroup a template argument and kFull (n == kGroup, every group but a short last one) without
+// masks: the loops unroll and q stays in registers (with a run-time group the AMX kernel's x took
+// ~58 cycles a group of 64, q stored and loaded back; the same bits either way).
+template <int kQmax, int kGroup, bool kFull>
+__attribute__((always_inline)) inline float round_group(const float* xr, int n, __m512i* q, int* sum) {
+  constexpr int kV = kGroup / 16;
   const __m512i absm = _mm512_set1_epi32(0x7fffffff);
   __m512i am = _mm512_setzero_si512();
-  for (int i = 0; i < n; i += 16)
-    am = _mm512_max_epi32(am, _mm512_and_si512(_mm512_castps_si512(_mm512_maskz_loadu_ps(tail_mask(n - i), xr + i)), absm));
+#pragma GCC unroll 8
+  for (int v = 0; v < kV; ++v) {
+    const int i = 16 * v;
+    if (!kFull && i >= n) break;
+    const __m512 xv = kFull ? _mm512_loadu_ps(xr + i) : _mm512_maskz_loadu_ps(tail_mask(n - i), xr + i);
+    am = _mm512_max_epi32(am, _mm512_and_si512(_mm512_castps_si512(xv), absm));
+  }
   const int32_t abits = _mm512_reduce_max_epi32(am);
   const bool finite = abits < 0x7f800000;
   float amax;
@@ -787,15 +796,33 @@ inline float round_group(const float* xr, int n, int group, __m512i* q, int* sum
   const __m512 inv = _mm512_set1_ps(finite && amax > 0.f ? static_cast<float>(kQmax) / amax : 0.f);
   const __m512i qmin = _mm512_set1_epi32(-kQmax), qmax = _mm512_set1_epi32(kQmax);
   __m512i s = _mm512_setzero_si512();
-  for (int v = 0; v < group / 16; ++v) {
+#pragma GCC unroll 8
+  for (int v = 0; v < kV; ++v) {
     const int left = n - 16 * v;
-    const __mmask16 k = left > 0 ? tail_mask(left) : 0;
-    const __m512 xv = _mm512_maskz_loadu_ps(k, xr + 16 * v);
-    q[v] = _mm512_maskz_mov_epi32(k, _mm512_max_epi32(_mm512_min_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(xv, inv)), qmax), qmin));
+    const __mmask16 k = kFull ? static_cast<__mmask16>(0xffff) : (left > 0 ? tail_mask(left) : 0);
+    const __m512 xv = kFull ? _mm512_loadu_ps(xr + 16 * v) : _mm512_maskz_loadu_ps(k, xr + 16 * v);
+    const __m512i r = _mm512_max_epi32(_mm512_min_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(xv, inv)), qmax), qmin);
+    q[v] = kFull ? r : _mm512_maskz_mov_epi32(k, r);
     s = _mm512_add_epi32(s, q[v]);
   }
   *sum = _mm512_reduce_add_epi32(s);
   return finite ? amax / static_cast<float>(kQmax) : __builtin_nanf("");
+}
+
+// round_group for a group of n <= kGroup columns.
+template <int kQmax, int kGroup>
+__attribute__((always_inline)) inline float round_group(const float* xr, int n, __m512i* q, int* sum) {
+  return n == kGroup ? round_group<kQmax, kGroup, true>(xr, n, q, sum) : round_group<kQmax, kGroup, false>(xr, n, q, sum);
+}
+
+// f.template operator()<G>() for the group size G = p.group (32, 64 or 128: qformat's).
+template <class F>
+inline void with_group(int group, F&& f) {
+  switch (group) {
+    case 32: f(std::integral_constant<int, 32>()); break;
+    case 64: f(std::integral_constant<int, 64>()); break;
+    default: f(std::integral_constant<int, 128>()); break;
+  }
 }
 
 // prepare_xq8_panel's rounding on AVX-512 (round_group<127>, bit for bit round_to_int8_scalar),
@@ -811,7 +838,8 @@ void xq8_panel_avx512(const float* x, const Problem& p, int8_t* xq4, float* dxT,
     for (int g = 0; g < p.G; ++g) {
       const int k0 = g * p.group, n = imin(p.K, k0 + p.group) - k0;
       int sum = 0;
-      const float dx = round_group<127>(xr + k0, n, p.group, q, &sum);
+      float dx = 0.f;
+      with_group(p.group, [&](auto G) { dx = round_group<127, decltype(G)::value>(xr + k0, n, q, &sum); });
       for (int i = 0; i < n; i += 16) {
         alignas(16) int32_t quads[4];
         _mm_store_si128(reinterpret_cast<__m128i*>(quads), _mm512_cvtepi32_epi8(q[i / 16]));
@@ -838,14 +866,36 @@ struct XqRowsCtx {
   float *dxT, *dxsT;
 };
 
-template <int kQmax>
+// Where byte j of 64 columns' x bytes goes (the bytes of one 32-column block in amx_column order,
+// then the next block's) in the vector that packs their four int32 vectors a, b, c, d (columns 0-15,
+// 16-31, ...) with vpack*sdw (a, b) and (c, d), then vpack*swb of those: per 128-bit lane L, column
+// 16 v + 4 L + i (i < 4) lands in byte 16 L + 8 (v / 2) + 4 (v % 2) + i. vpermb with this index puts
+// the packed bytes in order: 3 shuffles and a permute for 64 bytes where vpermt2d + vpmovdb took 12
+// (port 5 bound: the x rounding was ~15% of each prefill GEMM's time).
+struct PackedOrder {
+  alignas(64) uint8_t idx[64];
+};
+inline PackedOrder packed_order(int bits) {
+  PackedOrder t;
+  for (int j = 0; j < 64; ++j) {
+    const int e = 32 * (j / 32) + amx_column(bits, j % 32), v = e / 16, l = (e % 16) / 4, i = e % 4;
+    t.idx[j] = static_cast<uint8_t>(16 * l + 8 * (v / 2) + 4 * (v % 2) + i);
+  }
+  return t;
+}
+
+// Per group: round_group, then x's bytes (int16: lo = q & 255 and hi = q >> 8; int8: q in hi) by
+// packs (exact: the values fit the narrower types) and one vpermb per 64 columns (32 at group 32).
+// AVX-512 VBMI: every AMX CPU has it (amx_available checks).
+template <int kQmax, int kGroup>
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx512vbmi,avx2,fma,f16c,bmi,bmi2")))
 void xq_rows_block(const XqRowsCtx& c, int m0) {
   const Problem& p = *c.p;
   const size_t Mp = static_cast<size_t>(p.Mp), Kp = static_cast<size_t>(p.Kp);
-  alignas(64) int32_t perm[32];
-  for (int b = 0; b < 32; ++b) perm[b] = amx_column(p.bits, b);
-  const __m512i idx0 = _mm512_load_si512(perm), idx1 = _mm512_load_si512(perm + 16);
-  __m512i q[kXqMaxGroup / 16];
+  const PackedOrder po = packed_order(p.bits);
+  const __m512i idx = _mm512_load_si512(po.idx), low8 = _mm512_set1_epi32(255);
+  constexpr int kV = kGroup / 16;
+  __m512i q[kV < 4 ? 4 : kV];
   for (int m = m0; m < m0 + 16; ++m) {
     int8_t* hr = c.hi + m * Kp;
     uint8_t* lr = kQmax > 127 ? c.lo + m * Kp : nullptr;
@@ -856,20 +906,26 @@ void xq_rows_block(const XqRowsCtx& c, int m0) {
       continue;
     }
     for (int g = 0; g < p.G; ++g) {
-      const int k0 = g * p.group, n = imin(p.K, k0 + p.group) - k0;
+      const int k0 = g * kGroup, n = imin(p.K, k0 + kGroup) - k0;
       int sum = 0;
-      const float dx = round_group<kQmax>(c.x + static_cast<size_t>(m) * p.K + k0, n, p.group, q, &sum);
-      for (int i = 0; i < p.group; i += 32) {
-        const __m512i p0 = _mm512_permutex2var_epi32(q[i / 16], idx0, q[i / 16 + 1]);
-        const __m512i p1 = _mm512_permutex2var_epi32(q[i / 16], idx1, q[i / 16 + 1]);
-        if (kQmax > 127) {
-          _mm_storeu_si128(reinterpret_cast<__m128i*>(lr + k0 + i), _mm512_cvtepi32_epi8(p0));
-          _mm_storeu_si128(reinterpret_cast<__m128i*>(lr + k0 + i + 16), _mm512_cvtepi32_epi8(p1));
-          _mm_storeu_si128(reinterpret_cast<__m128i*>(hr + k0 + i), _mm512_cvtepi32_epi8(_mm512_srai_epi32(p0, 8)));
-          _mm_storeu_si128(reinterpret_cast<__m128i*>(hr + k0 + i + 16), _mm512_cvtepi32_epi8(_mm512_srai_epi32(p1, 8)));
+      const float dx = round_group<kQmax, kGroup>(c.x + static_cast<size_t>(m) * p.K + k0, n, q, &sum);
+      if constexpr (kV < 4) q[2] = q[3] = _mm512_setzero_si512();  // group 32: 32 bytes of the 64
+#pragma GCC unroll 2
+      for (int i = 0; i < kGroup; i += 64) {
+        const __m512i* v = q + i / 16;
+        auto store = [&](auto* dst, __m512i bytes) {
+          if constexpr (kGroup == 32) _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + k0 + i), _mm512_castsi512_si256(bytes));
+          else _mm512_storeu_si512(dst + k0 + i, bytes);
+        };
+        if constexpr (kQmax > 127) {
+          const __m512i lo = _mm512_packus_epi16(_mm512_packus_epi32(_mm512_and_si512(v[0], low8), _mm512_and_si512(v[1], low8)),
+                                                 _mm512_packus_epi32(_mm512_and_si512(v[2], low8), _mm512_and_si512(v[3], low8)));
+          store(lr, _mm512_permutexvar_epi8(idx, lo));
+          const __m512i hi = _mm512_packs_epi16(_mm512_packs_epi32(_mm512_srai_epi32(v[0], 8), _mm512_srai_epi32(v[1], 8)),
+                                                _mm512_packs_epi32(_mm512_srai_epi32(v[2], 8), _mm512_srai_epi32(v[3], 8)));
+          store(hr, _mm512_permutexvar_epi8(idx, hi));
         } else {
-          _mm_storeu_si128(reinterpret_cast<__m128i*>(hr + k0 + i), _mm512_cvtepi32_epi8(p0));
-          _mm_storeu_si128(reinterpret_cast<__m128i*>(hr + k0 + i + 16), _mm512_cvtepi32_epi8(p1));
+          store(hr, _mm512_permutexvar_epi8(idx, _mm512_packs_epi16(_mm512_packs_epi32(v[0], v[1]), _mm512_packs_epi32(v[2], v[3]))));
         }
       }
       c.dxT[g * Mp + m] = dx;
@@ -884,10 +940,13 @@ void xq_rows_avx512(const float* x, const Problem& p, int x_bits, uint8_t* lo, i
   XqRowsCtx c{x, &p, lo, hi, dxT, dxsT};
   // Blocks of 16 x-rows are independent: on the kernels' threads (serial, this was ~8% of a
   // 2-thread prefill).
-  if (x_bits == 8)
-    parallel_for(nthreads, p.Mp / 16, [](void* v, int t) { xq_rows_block<127>(*static_cast<const XqRowsCtx*>(v), 16 * t); }, &c);
-  else
-    parallel_for(nthreads, p.Mp / 16, [](void* v, int t) { xq_rows_block<32767>(*static_cast<const XqRowsCtx*>(v), 16 * t); }, &c);
+  with_group(p.group, [&](auto G) {
+    constexpr int kG = decltype(G)::value;
+    if (x_bits == 8)
+      parallel_for(nthreads, p.Mp / 16, [](void* v, int t) { xq_rows_block<127, kG>(*static_cast<const XqRowsCtx*>(v), 16 * t); }, &c);
+    else
+      parallel_for(nthreads, p.Mp / 16, [](void* v, int t) { xq_rows_block<32767, kG>(*static_cast<const XqRowsCtx*>(v), 16 * t); }, &c);
+  });
 }
 
 template <int BPG>

@@ -376,6 +376,7 @@ bool amx_available() {
   unsigned a = 0, b = 0, c = 0, d = 0;
   if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
   if ((d & (1u << 24)) == 0 || (d & (1u << 25)) == 0) return false;
+  if ((c & (1u << 1)) == 0) return false;  // AVX-512 VBMI (the x rounding's vpermb; every AMX CPU has it)
   if (!detect(Isa::kAvx512Vnni)) return false;
   constexpr long kArchReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
   return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
