@@ -24,6 +24,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <stdexcept>
 #include <type_traits>
 
 #include "llmc_kernels/qformat.h"
@@ -472,8 +473,44 @@ __attribute__((always_inline)) inline void amx_epilogue(const int32_t (&c)[2][16
 // From canonical rows the same words, transposed.
 // zb (or null): per group, each row's integer zero in all four bytes of its lane (amx_scales): the
 // B rows then hold code - z as int8 (the kernel's signed-B products).
+// The AMX functions' target: the file's and AVX-512 VBMI (vpermb, vpmultishiftqb), which every AMX
+// CPU has (amx_available checks it); they only run where amx_usable().
+#define LLMC_AMX_TARGET \
+  __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx512vbmi,avx2,fma,f16c,bmi,bmi2")))
+
+// vpmultishiftqb control for the third bits of B row (h, j) at 3 bits: byte n of each 32-bit lane
+// takes bit s + 4n of that lane's plane word (s = 16 (j % 2) + 2 (j / 2) + h: the codes amx_column
+// puts in the row), the upper lane of a 64-bit pair at bit 32 + s + 4n.
+constexpr uint64_t third_bit_control(int h, int j) {
+  const int s = 16 * (j % 2) + 2 * (j / 2) + h;
+  uint64_t c = 0;
+  for (int n = 0; n < 4; ++n)
+    c |= static_cast<uint64_t>(s + 4 * n) << (8 * n) | static_cast<uint64_t>(32 + s + 4 * n) << (8 * (n + 4));
+  return c;
+}
+
+// The 8 B rows of one 2- or 3-bit block of 16 weight rows from its words as vectors of the 16 rows
+// (w0, w1: the pair-layout words; plane: the 3-bit plane, else unused): row q = 4h + j is
+// (word h >> 2j) & 0x03030303, plus 4 x the codes' third bits at 3 bits, minus z.
 template <int BITS>
-void amx_weights(const Problem& p, int n, int hr, int kb0, int kb1, uint8_t* out, const int32_t* zb) {
+LLMC_AMX_TARGET inline void amx_rows_23(__m512i w0, __m512i w1, __m512i plane, __m512i z, uint8_t* out) {
+  const __m512i m2 = _mm512_set1_epi32(0x03030303), m1 = _mm512_set1_epi8(1);
+#pragma GCC unroll 2
+  for (int h = 0; h < 2; ++h)
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; ++j) {
+      __m512i c = _mm512_and_si512(_mm512_srli_epi32(h ? w1 : w0, 2 * j), m2);
+      if constexpr (BITS == 3) {
+        const __m512i third = _mm512_and_si512(
+            _mm512_multishift_epi64_epi8(_mm512_set1_epi64(static_cast<long long>(third_bit_control(h, j))), plane), m1);
+        c = _mm512_or_si512(c, _mm512_slli_epi16(third, 2));  // bytes 0 / 1 -> 0 / 4, within their byte
+      }
+      _mm512_store_si512(out + (4 * h + j) * 64, _mm512_sub_epi8(c, z));
+    }
+}
+
+template <int BITS>
+LLMC_AMX_TARGET void amx_weights(const Problem& p, int n, int hr, int kb0, int kb1, uint8_t* out, const int32_t* zb) {
   const __mmask16 rows = tail_mask(hr);
   const __m512i nib = _mm512_set1_epi8(15);
   auto zeros_of = [&](int kb) {  // the zero bytes of block kb's group
@@ -483,19 +520,44 @@ void amx_weights(const Problem& p, int n, int hr, int kb0, int kb1, uint8_t* out
     _mm512_store_si512(o, _mm512_sub_epi8(_mm512_and_si512(w, nib), z));
     _mm512_store_si512(o + 64, _mm512_sub_epi8(_mm512_and_si512(_mm512_srli_epi32(w, 4), nib), z));
   };
-  if (BITS == 4 && p.tiled != nullptr) {
+  if (BITS <= 4 && p.tiled != nullptr) {
     static_assert(kPanelBlocks * kBlockCodes % kKc == 0, "a chunk lies in one tiled panel");
     const int pn = kb0 / kPanelBlocks, t = n / kTileRows;
     const size_t sb = p.tl.slice_bytes(pn);
     const uint8_t* tb = p.tiled + p.tl.slice_offset(pn, 0) + static_cast<size_t>(t) * sb;
     for (int kb = kb0; kb < kb1; ++kb) {
-      const uint8_t* blk = tb + static_cast<size_t>(kb - pn * kPanelBlocks) * 4 * 64;
+      const uint8_t* blk = tb + static_cast<size_t>(kb - pn * kPanelBlocks) * BITS * 64;
       // The tile's next block pair and the next tile's block: short streams the prefetcher misses.
       _mm_prefetch(reinterpret_cast<const char*>(blk + sb), _MM_HINT_T0);
       _mm_prefetch(reinterpret_cast<const char*>(blk + sb + 128), _MM_HINT_T0);
       const __m512i z = zeros_of(kb);
-      for (int h = 0; h < 4; ++h)
-        split(_mm512_maskz_mov_epi32(rows, _mm512_load_si512(blk + 64 * h)), z, out + (8 * (kb - kb0) + 2 * h) * 64);
+      auto word = [&](int h) { return _mm512_maskz_mov_epi32(rows, _mm512_load_si512(blk + 64 * h)); };
+      if constexpr (BITS == 4) {
+        for (int h = 0; h < 4; ++h) split(word(h), z, out + (8 * (kb - kb0) + 2 * h) * 64);
+      } else {
+        amx_rows_23<BITS>(word(0), word(1), BITS == 3 ? word(2) : _mm512_setzero_si512(), z, out + 8 * (kb - kb0) * 64);
+      }
+    }
+    return;
+  }
+  if constexpr (BITS < 4) {
+    // Canonical rows: 16 / BITS blocks of each of the 16 rows (2 bits: 8, 3 bits: 5, 15 of the 16
+    // words), one 16 x 16 transpose of 32-bit words (vector v = word v of every row), then each block's
+    // words as from a tile.
+    const uint8_t* base = p.codes + static_cast<size_t>(n) * p.row_bytes;
+    constexpr int kBlocks = 16 / BITS;
+    for (int kb = kb0; kb < kb1; kb += kBlocks) {
+      const int nb = imin(kBlocks, kb1 - kb);
+      const __mmask16 wm = tail_mask(nb * BITS);
+      __m512i v[16];
+#pragma GCC unroll 16
+      for (int r = 0; r < 16; ++r)
+        v[r] = r < hr ? _mm512_maskz_loadu_epi32(wm, base + static_cast<size_t>(r) * p.row_bytes + static_cast<size_t>(kb) * 4 * BITS)
+                      : _mm512_setzero_si512();
+      transpose16_epi32(v);
+      for (int b = 0; b < nb; ++b)
+        amx_rows_23<BITS>(v[BITS * b], v[BITS * b + 1], BITS == 3 ? v[BITS * b + 2] : _mm512_setzero_si512(), zeros_of(kb + b),
+                          out + 8 * (kb + b - kb0) * 64);
     }
     return;
   }
@@ -535,7 +597,7 @@ template <int BITS>
 inline bool amx_scales(const Problem& p, int n, int hr, bool more_rows, int g, float* s, float* sz, int32_t* zb) {
   const __mmask16 rows = tail_mask(hr);
   __m256i s16, z16;
-  if (BITS == 4 && p.tiled != nullptr) {
+  if (BITS <= 4 && p.tiled != nullptr) {
     const int t = n / kTileRows;
     s16 = _mm256_maskz_loadu_epi16(rows, p.tiled + p.tl.scales_offset(t, g));
     z16 = _mm256_maskz_loadu_epi16(rows, p.tiled + p.tl.zeros_offset(t, g));
@@ -620,7 +682,7 @@ __attribute__((always_inline)) inline void amx_block_rows(const Problem& p, int 
 // code - z (signed B, tdpbssd / tdpbusd), one fp32 operation a sum less than the zero term after
 // (1.1x the prefill at 1 thread) and exact where that term cancelled against the sums in fp32.
 template <int BITS, bool kSplit>
-void amx_panel_rows(const Problem& p, int n0, int n1) {
+LLMC_AMX_TARGET void amx_panel_rows(const Problem& p, int n0, int n1) {
   const int kq = p.group == 32 ? 8 : 16;
   const int Kk = p.Kb * kBlockCodes;           // columns up to the last block with real ones
   const int ng = (Kk + p.group - 1) / p.group;  // groups with real columns
@@ -762,8 +824,21 @@ void tile4_rows(const TiledProblem& p, int m0, int t) {
 }  // namespace
 
 void panel_rows_avx512_vnni(const Problem& p, int n0, int n1) {
-  if (p.bits == 4) panel_rows<4>(p, n0, n1);
-  else panel_rows<8>(p, n0, n1);  // the dispatcher sends only 4 and 8 bits here
+  switch (p.bits) {
+    case 2:
+    case 3:  // on AMX tiles only (qgemm_x_bits: the fp32 panel kernel elsewhere)
+      if (!p.amx) throw std::logic_error("panel_rows_avx512_vnni: 2/3 bits need AMX tiles");
+      if (p.bits == 2) {
+        if (p.xlo != nullptr) amx_panel_rows<2, true>(p, n0, n1);
+        else amx_panel_rows<2, false>(p, n0, n1);
+      } else {
+        if (p.xlo != nullptr) amx_panel_rows<3, true>(p, n0, n1);
+        else amx_panel_rows<3, false>(p, n0, n1);
+      }
+      break;
+    case 4: panel_rows<4>(p, n0, n1); break;
+    default: panel_rows<8>(p, n0, n1); break;  // the dispatcher sends only 2, 3, 4 and 8 bits here
+  }
 }
 
 void fused_rows_avx512_vnni(const Problem& p, int n0, int n1) { fused_rows_any(p, n0, n1); }
@@ -888,8 +963,7 @@ inline PackedOrder packed_order(int bits) {
 // packs (exact: the values fit the narrower types) and one vpermb per 64 columns (32 at group 32).
 // AVX-512 VBMI: every AMX CPU has it (amx_available checks).
 template <int kQmax, int kGroup>
-__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx512vbmi,avx2,fma,f16c,bmi,bmi2")))
-void xq_rows_block(const XqRowsCtx& c, int m0) {
+LLMC_AMX_TARGET void xq_rows_block(const XqRowsCtx& c, int m0) {
   const Problem& p = *c.p;
   const size_t Mp = static_cast<size_t>(p.Mp), Kp = static_cast<size_t>(p.Kp);
   const PackedOrder po = packed_order(p.bits);

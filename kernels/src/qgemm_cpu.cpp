@@ -407,7 +407,7 @@ int prefill_x_bits() { return g_prefill_x_bits.load(); }
 int qgemm_x_bits(Isa isa, int M, int bits) {
   const Isa use = (isa == Isa::kAuto) ? best_isa() : isa;
   if (use == Isa::kAvx2 || (use == Isa::kAvx512Vnni && M < kPanelMinM)) return 16;
-  if (use == Isa::kAvx512Vnni && bits >= 4) return prefill_x_bits();
+  if (use == Isa::kAvx512Vnni && (bits >= 4 || detail::amx_usable())) return prefill_x_bits();  // 2/3 bits: on AMX tiles
   return 32;
 }
 
@@ -583,16 +583,18 @@ void qgemm_parts(const float* x, int M, const QMatrixView* parts, int nparts, in
 
 namespace detail {
 
-void qgemm_tiled_panel(const float* x, int M, const QTiledView& t, const float* bias, float* y, int nthreads) {
+void qgemm_tiled_panel(const float* x, int M, const QTiledView& t, const float* bias, float* y, int nthreads, Isa use) {
   Problem p = problem_of(make_layout(t.bits, t.group, t.N, t.K), M, t.N, bias, y);
   p.tiled = t.data;
   p.tl = t.layout();
 #if defined(LLMC_KERNELS_X86)
   thread_local Scratch s_x, s_g, s_y, s_amx;
   void (*rows)(const Problem&, int, int) = panel_rows_avx512;
-  if (t.bits == 4) {  // 4-bit tiles exist on VNNI CPUs only: the canonical 4-bit prefill's integer kernel
+  // The canonical matrix's prefill kernel on the tiled words: 4 bits (tiles exist on VNNI CPUs only)
+  // the integer kernel, 2/3 bits on AMX tiles where the CPU has them, else the fp32 panel kernel.
+  if (const int xb = qgemm_x_bits(use, M, t.bits); xb <= 16) {
     p.Mp = (M + 31) / 32 * 32;
-    prepare_int_panel(x, p, qgemm_x_bits(Isa::kAvx512Vnni, M, 4), s_x, s_g, s_y, &s_amx, nthreads);
+    prepare_int_panel(x, p, xb, s_x, s_g, s_y, &s_amx, nthreads);
     rows = panel_rows_avx512_vnni;
   } else {
     prepare_panel_fp32(x, p, s_x, s_y);
@@ -600,7 +602,7 @@ void qgemm_tiled_panel(const float* x, int M, const QTiledView& t, const float* 
   TaskCtx ctx{&p, rows, rows_per_task(p, nthreads, true)};
   parallel_for(nthreads, (p.N + ctx.rows_per_task - 1) / ctx.rows_per_task, run_task, &ctx);
 #else
-  (void)x, (void)nthreads;
+  (void)x, (void)nthreads, (void)use;
   throw std::logic_error("qgemm_tiled_panel: AVX-512 only");
 #endif
 }

@@ -188,9 +188,16 @@ void xq8_panel_avx512(const float* x, const Problem& p, int8_t* xq4, float* dxT,
 // Where the AMX int16 kernel keeps column c of a 32-column block of x: byte b of the block holds
 // column amx_column(bits, b). At 4 bits, b = 4q + j (q = 2h + s) holds column 8j + 4s + h: the code
 // that byte j of a block's word h holds in its low (s = 0) or high (s = 1) nibble, so the nibbles of
-// one word of 16 weight rows are B-tile rows of the kernel as they are (no transposes); at 8 bits
-// the natural order.
-constexpr int amx_column(int bits, int b) { return bits == 4 ? 8 * (b % 4) + 4 * ((b / 4) % 2) + b / 8 : b; }
+// one word of 16 weight rows are B-tile rows of the kernel as they are (no transposes); at 2 and 3
+// bits, b = 4q + n (q = 4h + j) holds column 16 (j % 2) + 4n + 2 (j / 2) + h: the code whose low two
+// bits sit at bits 8n + 2j of the block's word h (qformat.h Block2's pair layout), so (word h >> 2j)
+// & 0x03030303 of 16 weight rows is a B row (3 bits: plus those codes' third bits); at 8 bits the
+// natural order.
+constexpr int amx_column(int bits, int b) {
+  return bits == 4  ? 8 * (b % 4) + 4 * ((b / 4) % 2) + b / 8
+         : bits < 4 ? 16 * ((b / 4) % 2) + 4 * (b % 4) + 2 * ((b / 8) % 2) + b / 16
+                    : b;
+}
 // The reference of Problem::xlo / xhi (scalar): from p.xq2 (int16; Kp, Mp as for it) every value's
 // bytes, or from p.xq4 (int8; lo not written) every value, at their place of the row-major,
 // amx_column-ordered layout ([Mp][Kp] each).
@@ -239,7 +246,7 @@ struct TiledProblem {
 
 // qgemm_tiled_cpu for M >= 16 on AVX-512 (qgemm_cpu.cpp): the panel kernel reading the tiled copy,
 // with the canonical panel path's x preparation and threading; arguments validated by the caller.
-void qgemm_tiled_panel(const float* x, int M, const QTiledView& t, const float* bias, float* y, int nthreads);
+void qgemm_tiled_panel(const float* x, int M, const QTiledView& t, const float* bias, float* y, int nthreads, Isa use);
 
 // The 4-bit tile kernel (AVX-512 VNNI; qgemm_tiled_cpu at M < kTiledMaxM prepares
 // TiledProblem::pairs / dx / xs once per call, then tasks take ranges of tiles).

@@ -234,15 +234,16 @@ void expect_amx_matches_vnni(int x_bits) {
 // drops the fp32 zero term, so it is no longer the VNNI kernel's bits; against the fp64 reference on
 // x rounded as the kernel rounds it (per row and group, to int16 or int8) the error is fp32 rounding
 // only, and threads and the row-tiled copy keep its bits. One fractional zero in a block (the
-// matrices above) keeps the VNNI bits.
+// matrices above) keeps the VNNI bits. 2 and 3 bits: AMX only (their B rows from a tile's pair-layout
+// words and bit plane, or canonical rows transposed); without AMX their prefill is the fp32 panel.
 void expect_amx_integer_zeros_exact(int x_bits) {
   test::PrefillXBits xb(x_bits);
   AmxAllowedAfter restore;
-  for (int bits : {4, 8}) {
+  for (int bits : {2, 3, 4, 8}) {
     for (int group : {32, 64, 128}) {
       for (const Shape& s : std::vector<Shape>{{37, 172}, {61, 576}, {100, 1536}}) {
         const QMatrix w = random_qmatrix(bits, group, s.N, s.K, 7000u + bits * group + s.K, true);
-        const QTiled t = bits == 4 ? tile(w.view()) : QTiled();
+        const QTiled t = bits <= 4 ? tile(w.view()) : QTiled();
         for (int M : {16, 45}) {
           SCOPED_TRACE("bits=" + std::to_string(bits) + " g=" + std::to_string(group) + " N=" + std::to_string(s.N) +
                        " K=" + std::to_string(s.K) + " M=" + std::to_string(M) + " x_bits=" + std::to_string(x_bits));
@@ -256,14 +257,20 @@ void expect_amx_integer_zeros_exact(int x_bits) {
           EXPECT_LE(rel_error(ya, ref), 1e-6);
           qgemm_cpu(x.data(), M, w.view(), nullptr, y1.data(), 1, Isa::kAvx512Vnni);
           EXPECT_EQ(y1, ya);
-          if (bits == 4) {
+          if (bits <= 4) {
             qgemm_tiled_cpu(x.data(), M, t.view(), nullptr, y1.data(), 2, Isa::kAvx512Vnni);
             EXPECT_EQ(y1, ya);
           }
-          // The VNNI kernel: the same product within fp32 rounding, not the same bits.
+          // The VNNI kernel: the same product within fp32 rounding, not the same bits (2/3 bits: the
+          // fp32 panel on x itself, against the reference on x).
           detail::set_amx_allowed(false);
           qgemm_cpu(x.data(), M, w.view(), nullptr, yv.data(), 2, Isa::kAvx512Vnni);
-          EXPECT_LE(rel_error(yv, ref), 1e-6);
+          if (bits < 4) {
+            qgemm_reference(x.data(), M, w.view(), nullptr, ref.data());
+            EXPECT_LE(rel_error(yv, ref), 1e-5);
+          } else {
+            EXPECT_LE(rel_error(yv, ref), 1e-6);
+          }
         }
       }
     }
@@ -276,7 +283,7 @@ TEST(QGemmCpuAmx, RowsDoNotDependOnTheOtherRows) {
   for (int x_bits : {16, 8}) {
     test::PrefillXBits xb(x_bits);
     for (bool integer_zeros : {false, true})
-      for (int bits : {4, 8})
+      for (int bits : {2, 3, 4, 8})
         for (const Shape& s : std::vector<Shape>{{64, 32}, {40, 40}, {32, 40}, {61, 576}, {300, 32}}) {
           const QMatrix w = random_qmatrix(bits, 32, s.N, s.K, 8000u + bits + s.K, integer_zeros);
           SCOPED_TRACE("x_bits=" + std::to_string(x_bits) + " intz=" + std::to_string(integer_zeros) + " bits=" +
@@ -286,7 +293,7 @@ TEST(QGemmCpuAmx, RowsDoNotDependOnTheOtherRows) {
           qgemm_cpu(x.data(), 70, w.view(), nullptr, y70.data(), 2, Isa::kAvx512Vnni);
           qgemm_cpu(x.data(), 20, w.view(), nullptr, y20.data(), 2, Isa::kAvx512Vnni);
           EXPECT_EQ(std::vector<float>(y70.begin(), y70.begin() + 20 * s.N), y20);
-          if (bits == 4) {  // the row-tiled copy's panel
+          if (bits <= 4) {  // the row-tiled copy's panel
             const QTiled t = tile(w.view());
             qgemm_tiled_cpu(x.data(), 70, t.view(), nullptr, y70.data(), 2, Isa::kAvx512Vnni);
             qgemm_tiled_cpu(x.data(), 20, t.view(), nullptr, y20.data(), 2, Isa::kAvx512Vnni);
@@ -324,11 +331,12 @@ TEST(QGemmCpuInt8X, SetterTakesEightOrSixteen) {
   {
     test::PrefillXBits x8(8);
     EXPECT_EQ(prefill_x_bits(), 8);
-    // Decode and 2/3-bit prefill ignore it.
+    // Decode ignores it, and 2/3-bit prefill where it runs the fp32 panel (no AMX tiles).
     EXPECT_EQ(qgemm_x_bits(Isa::kAvx512Vnni, 1, 4), 16);
     EXPECT_EQ(qgemm_x_bits(Isa::kAvx512Vnni, 16, 4), 8);
     EXPECT_EQ(qgemm_x_bits(Isa::kAvx512Vnni, 16, 8), 8);
-    EXPECT_EQ(qgemm_x_bits(Isa::kAvx512Vnni, 16, 3), 32);
+    EXPECT_EQ(qgemm_x_bits(Isa::kAvx512Vnni, 16, 3), detail::amx_usable() ? 8 : 32);
+    EXPECT_EQ(qgemm_x_bits(Isa::kAvx512, 16, 3), 32);
     EXPECT_EQ(qgemm_x_bits(Isa::kAvx2, 16, 4), 16);
     EXPECT_EQ(qgemm_x_bits(Isa::kAvx512, 16, 4), 32);
   }
