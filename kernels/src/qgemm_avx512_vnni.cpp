@@ -176,13 +176,17 @@ constexpr int kNr = kPanelNr512;  // 12 rows: divides kRowQuantum, so tasks hold
 constexpr int kKc = kPanelKc;
 
 // idx[c] = the lane of codes32<BITS, 0>'s vector that holds code c (avx2_lane_code inverted): a
-// vpermw with it puts the codes in natural order.
+// vpermw with it puts the codes in natural order; idx1 the same for the 3-bit plane (codes32<3, 1>).
 struct NaturalOrder {
   alignas(64) int16_t idx[32];
+  alignas(64) int16_t idx1[32];
 };
 inline NaturalOrder natural_order(int bits) {
   NaturalOrder t;
-  for (int l = 0; l < 32; ++l) t.idx[avx2_lane_code(bits, 0, l)] = static_cast<int16_t>(l);
+  for (int l = 0; l < 32; ++l) {
+    t.idx[avx2_lane_code(bits, 0, l)] = static_cast<int16_t>(l);
+    t.idx1[avx2_lane_code(3, 1, l)] = static_cast<int16_t>(l);
+  }
   return t;
 }
 
@@ -195,30 +199,50 @@ inline __m256i codes32_u8_4(__m128i block) {
   return _mm256_mask_blend_epi8(0xf0f0f0f0u, _mm256_and_si256(g, m), _mm256_and_si256(_mm256_srli_epi16(g, 4), m));
 }
 
-// One canonical block (4 * BITS bytes) as 32 codes of type W in natural order at dst.
+// One canonical block (4 * BITS bytes) as 32 codes of type W in natural order at dst (natural16 /
+// natural16_plane: NaturalOrder's idx / idx1 for BITS).
 template <int BITS, class W>
-inline void store_codes(const uint8_t* blk, const __m512i& natural16, W* dst) {
-  if constexpr (sizeof(W) == 2) {
-    __m512i c = codes32<BITS, 0>(blk);
-    if constexpr (BITS == 4) c = _mm512_permutexvar_epi16(natural16, c);
-    _mm512_store_si512(dst, c);
-  } else if constexpr (BITS == 4) {
+inline void store_codes(const uint8_t* blk, const __m512i& natural16, const __m512i& natural16_plane, W* dst) {
+  if constexpr (BITS == 8 && sizeof(W) == 1) {
+    _mm256_store_si256(reinterpret_cast<__m256i*>(dst), _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk)));
+  } else if constexpr (BITS == 4 && sizeof(W) == 1) {
     _mm256_store_si256(reinterpret_cast<__m256i*>(dst), codes32_u8_4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk))));
   } else {
-    _mm256_store_si256(reinterpret_cast<__m256i*>(dst), _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk)));
+    __m512i c = codes32<BITS, 0>(blk);
+    if constexpr (BITS != 8) c = _mm512_permutexvar_epi16(natural16, c);
+    if constexpr (BITS == 3) c = _mm512_add_epi16(c, _mm512_permutexvar_epi16(natural16_plane, codes32<3, 1>(blk)));
+    if constexpr (sizeof(W) == 2) _mm512_store_si512(dst, c);
+    else _mm256_store_si256(reinterpret_cast<__m256i*>(dst), _mm512_cvtepi16_epi8(c));  // 2/3 bits, int8 x
   }
 }
 
 // Codes of rows nb..nb+nr-1, columns kc0..kc0+kcn-1 as W (int16 for the int16-x kernel, uint8 for the
-// int8-x ones) in wb[r * kKc + k] (rows nr..NR-1 zero). 4 and 8 bits (2/3-bit prefill runs the fp32
-// panel kernel: see qgemm.h); at 4 bits also from a row-tiled copy (Problem::tiled): the same codes,
-// so the same bits as from the canonical matrix.
+// int8-x ones) in wb[r * kKc + k] (rows nr..NR-1 zero). 2, 3, 4 and 8 bits; at 2-4 bits also from a
+// row-tiled copy (Problem::tiled): the same codes, so the same bits as from the canonical matrix.
 template <int BITS, int NR, class W>
 void decode_panel(const Problem& p, const NaturalOrder& no, int nb, int nr, int kc0, int kcn, W* wb) {
-  static_assert(BITS == 4 || BITS == 8, "4 and 8 bits only");
-  const __m512i i0 = _mm512_load_si512(no.idx);
+  static_assert(BITS == 2 || BITS == 3 || BITS == 4 || BITS == 8, "2, 3, 4 and 8 bits");
+  const __m512i i0 = _mm512_load_si512(no.idx), i1 = _mm512_load_si512(no.idx1);
   for (int r = nr; r < NR; ++r) std::memset(wb + r * kKc, 0, static_cast<size_t>(kcn) * sizeof(W));
   const int kb0 = kc0 / kBlockCodes, kb1 = (kc0 + kcn) / kBlockCodes;
+  if (BITS < 4 && p.tiled != nullptr) {
+    // 2 and 3 bits (the VNNI kernel without AMX): each row's canonical block from its words in the
+    // tile block (qtiled.h: word h of row r at uint32 h * 16 + r), a word at a time.
+    const int pn = kb0 / kPanelBlocks;
+    const uint8_t* slice0 = p.tiled + p.tl.slice_offset(pn, 0);
+    const size_t sb = p.tl.slice_bytes(pn);
+    for (int r = 0; r < nr; ++r) {
+      const int n = nb + r;
+      const uint8_t* tile = slice0 + static_cast<size_t>(n / kTileRows) * sb + static_cast<size_t>(n % kTileRows) * 4;
+      for (int kb = kb0; kb < kb1; ++kb) {
+        alignas(16) uint32_t w[4] = {0, 0, 0, 0};
+        for (int h = 0; h < BITS; ++h)
+          std::memcpy(&w[h], tile + static_cast<size_t>(kb - pn * kPanelBlocks) * BITS * 64 + static_cast<size_t>(h) * 64, 4);
+        store_codes<BITS>(reinterpret_cast<const uint8_t*>(w), i0, i1, wb + r * kKc + (kb * kBlockCodes - kc0));
+      }
+    }
+    return;
+  }
   if (p.tiled != nullptr) {
     // 4 bits (qtiled.h): word h of a tile block is one vector of its 16 rows; a 4 x 16 transpose
     // (8 unpacks) gives each row's four words, i.e. its canonical block. A 12-row panel straddles
@@ -255,7 +279,7 @@ void decode_panel(const Problem& p, const NaturalOrder& no, int nb, int nr, int 
         const int r1 = imin(nr, (t + 1) * kTileRows - nb);
         for (int r = r0; r < r1; ++r) {
           const int L = (nb + r) % kTileRows;
-          store_codes<4>(reinterpret_cast<const uint8_t*>(&tw[L % 4][4 * (L / 4)]), i0, wb + r * kKc + (kb * kBlockCodes - kc0));
+          store_codes<4>(reinterpret_cast<const uint8_t*>(&tw[L % 4][4 * (L / 4)]), i0, i1, wb + r * kKc + (kb * kBlockCodes - kc0));
         }
       }
     }
@@ -264,7 +288,7 @@ void decode_panel(const Problem& p, const NaturalOrder& no, int nb, int nr, int 
   for (int r = 0; r < nr; ++r) {
     const uint8_t* row = p.codes + static_cast<size_t>(nb + r) * p.row_bytes;
     for (int kb = kb0; kb < kb1; ++kb)
-      store_codes<BITS>(row + static_cast<size_t>(kb) * (4 * BITS), i0, wb + r * kKc + (kb * kBlockCodes - kc0));
+      store_codes<BITS>(row + static_cast<size_t>(kb) * (4 * BITS), i0, i1, wb + r * kKc + (kb * kBlockCodes - kc0));
   }
 }
 
@@ -825,17 +849,8 @@ void tile4_rows(const TiledProblem& p, int m0, int t) {
 
 void panel_rows_avx512_vnni(const Problem& p, int n0, int n1) {
   switch (p.bits) {
-    case 2:
-    case 3:  // on AMX tiles only (qgemm_x_bits: the fp32 panel kernel elsewhere)
-      if (!p.amx) throw std::logic_error("panel_rows_avx512_vnni: 2/3 bits need AMX tiles");
-      if (p.bits == 2) {
-        if (p.xlo != nullptr) amx_panel_rows<2, true>(p, n0, n1);
-        else amx_panel_rows<2, false>(p, n0, n1);
-      } else {
-        if (p.xlo != nullptr) amx_panel_rows<3, true>(p, n0, n1);
-        else amx_panel_rows<3, false>(p, n0, n1);
-      }
-      break;
+    case 2: panel_rows<2>(p, n0, n1); break;
+    case 3: panel_rows<3>(p, n0, n1); break;
     case 4: panel_rows<4>(p, n0, n1); break;
     default: panel_rows<8>(p, n0, n1); break;  // the dispatcher sends only 2, 3, 4 and 8 bits here
   }

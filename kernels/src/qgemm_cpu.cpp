@@ -407,7 +407,7 @@ int prefill_x_bits() { return g_prefill_x_bits.load(); }
 int qgemm_x_bits(Isa isa, int M, int bits) {
   const Isa use = (isa == Isa::kAuto) ? best_isa() : isa;
   if (use == Isa::kAvx2 || (use == Isa::kAvx512Vnni && M < kPanelMinM)) return 16;
-  if (use == Isa::kAvx512Vnni && (bits >= 4 || detail::amx_usable())) return prefill_x_bits();  // 2/3 bits: on AMX tiles
+  if (use == Isa::kAvx512Vnni) return prefill_x_bits();
   return 32;
 }
 
@@ -590,8 +590,8 @@ void qgemm_tiled_panel(const float* x, int M, const QTiledView& t, const float* 
 #if defined(LLMC_KERNELS_X86)
   thread_local Scratch s_x, s_g, s_y, s_amx;
   void (*rows)(const Problem&, int, int) = panel_rows_avx512;
-  // The canonical matrix's prefill kernel on the tiled words: 4 bits (tiles exist on VNNI CPUs only)
-  // the integer kernel, 2/3 bits on AMX tiles where the CPU has them, else the fp32 panel kernel.
+  // The canonical matrix's prefill kernel on the tiled words: the integer kernel on AVX-512 VNNI
+  // (4-bit tiles exist there only), else (2/3 bits, Isa::kAvx512) the fp32 panel kernel.
   if (const int xb = qgemm_x_bits(use, M, t.bits); xb <= 16) {
     p.Mp = (M + 31) / 32 * 32;
     prepare_int_panel(x, p, xb, s_x, s_g, s_y, &s_amx, nthreads);

@@ -201,11 +201,11 @@ TEST(QGemmCpuInt8X, EqualsTheReferenceOnRoundedX) {
 void expect_amx_matches_vnni(int x_bits) {
   test::PrefillXBits xb(x_bits);
   AmxAllowedAfter restore;
-  for (int bits : {4, 8}) {
+  for (int bits : {2, 3, 4, 8}) {
     for (int group : {32, 64, 128}) {
       for (const Shape& s : std::vector<Shape>{{37, 172}, {61, 576}, {100, 1536}}) {
         const QMatrix w = random_qmatrix(bits, group, s.N, s.K, 6000u + bits * group + s.K);
-        const QTiled t = bits == 4 ? tile(w.view()) : QTiled();
+        const QTiled t = bits <= 4 ? tile(w.view()) : QTiled();
         const std::vector<float> bias = random_vec(s.N, 6100u + s.K);
         for (int M : {16, 45, 128}) {
           SCOPED_TRACE("bits=" + std::to_string(bits) + " g=" + std::to_string(group) + " N=" + std::to_string(s.N) +
@@ -219,7 +219,9 @@ void expect_amx_matches_vnni(int x_bits) {
           detail::set_amx_allowed(false);
           qgemm_cpu(x.data(), M, w.view(), bias.data(), yv.data(), 2, Isa::kAvx512Vnni);
           EXPECT_EQ(ya, yv);
-          if (bits == 4) {
+          if (bits <= 4) {  // the row-tiled copy, without and with AMX
+            qgemm_tiled_cpu(x.data(), M, t.view(), bias.data(), y1.data(), 2, Isa::kAvx512Vnni);
+            EXPECT_EQ(y1, yv);
             detail::set_amx_allowed(true);
             qgemm_tiled_cpu(x.data(), M, t.view(), bias.data(), y1.data(), 2, Isa::kAvx512Vnni);
             EXPECT_EQ(y1, yv);
@@ -234,8 +236,8 @@ void expect_amx_matches_vnni(int x_bits) {
 // drops the fp32 zero term, so it is no longer the VNNI kernel's bits; against the fp64 reference on
 // x rounded as the kernel rounds it (per row and group, to int16 or int8) the error is fp32 rounding
 // only, and threads and the row-tiled copy keep its bits. One fractional zero in a block (the
-// matrices above) keeps the VNNI bits. 2 and 3 bits: AMX only (their B rows from a tile's pair-layout
-// words and bit plane, or canonical rows transposed); without AMX their prefill is the fp32 panel.
+// matrices above) keeps the VNNI bits. (2 and 3 bits: B rows from a tile's pair-layout words and bit
+// plane, or from canonical rows transposed.)
 void expect_amx_integer_zeros_exact(int x_bits) {
   test::PrefillXBits xb(x_bits);
   AmxAllowedAfter restore;
@@ -261,16 +263,10 @@ void expect_amx_integer_zeros_exact(int x_bits) {
             qgemm_tiled_cpu(x.data(), M, t.view(), nullptr, y1.data(), 2, Isa::kAvx512Vnni);
             EXPECT_EQ(y1, ya);
           }
-          // The VNNI kernel: the same product within fp32 rounding, not the same bits (2/3 bits: the
-          // fp32 panel on x itself, against the reference on x).
+          // The VNNI kernel: the same product within fp32 rounding, not the same bits.
           detail::set_amx_allowed(false);
           qgemm_cpu(x.data(), M, w.view(), nullptr, yv.data(), 2, Isa::kAvx512Vnni);
-          if (bits < 4) {
-            qgemm_reference(x.data(), M, w.view(), nullptr, ref.data());
-            EXPECT_LE(rel_error(yv, ref), 1e-5);
-          } else {
-            EXPECT_LE(rel_error(yv, ref), 1e-6);
-          }
+          EXPECT_LE(rel_error(yv, ref), 1e-6);
         }
       }
     }
@@ -331,11 +327,12 @@ TEST(QGemmCpuInt8X, SetterTakesEightOrSixteen) {
   {
     test::PrefillXBits x8(8);
     EXPECT_EQ(prefill_x_bits(), 8);
-    // Decode ignores it, and 2/3-bit prefill where it runs the fp32 panel (no AMX tiles).
+    // Decode ignores it, and the fp32 paths.
     EXPECT_EQ(qgemm_x_bits(Isa::kAvx512Vnni, 1, 4), 16);
     EXPECT_EQ(qgemm_x_bits(Isa::kAvx512Vnni, 16, 4), 8);
     EXPECT_EQ(qgemm_x_bits(Isa::kAvx512Vnni, 16, 8), 8);
-    EXPECT_EQ(qgemm_x_bits(Isa::kAvx512Vnni, 16, 3), detail::amx_usable() ? 8 : 32);
+    EXPECT_EQ(qgemm_x_bits(Isa::kAvx512Vnni, 16, 3), 8);
+    EXPECT_EQ(qgemm_x_bits(Isa::kAvx512Vnni, 16, 2), 8);
     EXPECT_EQ(qgemm_x_bits(Isa::kAvx512, 16, 3), 32);
     EXPECT_EQ(qgemm_x_bits(Isa::kAvx2, 16, 4), 16);
     EXPECT_EQ(qgemm_x_bits(Isa::kAvx512, 16, 4), 32);

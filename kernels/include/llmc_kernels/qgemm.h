@@ -18,8 +18,8 @@ namespace llmc::kernels {
 // Instruction-set path of qgemm_cpu. kAuto picks the best one this CPU supports (runtime CPUID
 // check); the others force a path (used by the tests to cover all of them on one machine).
 // kAvx512Vnni: the kAvx512 paths, except that M < 16 (decode, every width) and M >= 16 at 4 and 8
-// bits (prefill) multiply integer codes with x rounded to int16 (vpdpwssd), as the AVX2 paths do.
-// 2/3-bit prefill runs on AMX tiles where the CPU has them (x rounded the same way), else fp32.
+// bits (prefill) multiply integer codes with x rounded to int16 (vpdpwssd), as the AVX2 paths do;
+// 2/3-bit prefill too (on AMX tiles where the CPU has them).
 enum class Isa { kAuto = 0, kScalar = 1, kAvx2 = 2, kAvx512 = 3, kAvx512Vnni = 4 };
 
 const char* isa_name(Isa isa);
@@ -47,17 +47,16 @@ void qgemm_cpu(const float* x, int M, const QMatrixView& w, const float* bias, f
 void qgemm_cpu_stacked(const float* x, int M, const QMatrixView* parts, int nparts, const float* bias, float* y,
                        int num_threads = 0, Isa isa = Isa::kAuto);
 
-// Precision: the fp32 paths (scalar, AVX-512, AVX-512 VNNI at M >= 16 for 2/3 bits without AMX)
-// differ from the fp64 reference only by fp32 rounding. The integer paths (AVX2 at any M, AVX-512
-// VNNI at M < 16, at 4/8 bits, and at 2/3 bits on AMX tiles) multiply integer codes with x rounded
-// to int16 per (row, group) in exact
-// integer sums: |x - dx * xq| <= dx / 2 with dx = max|x over the group| / 32767, i.e. a relative
+// Precision: the fp32 paths (scalar, AVX-512) differ from the fp64 reference only by fp32 rounding.
+// The integer paths (AVX2 and AVX-512 VNNI at any M) multiply integer codes with x rounded to int16
+// per (row, group) in exact integer sums: |x - dx * xq| <= dx / 2 with dx = max|x over the group| /
+// 32767, i.e. a relative
 // perturbation of x below 1.6e-5 of the group's largest |x|. Whether a call with M rows of x and a
 // `bits`-bit matrix takes such a path (the defaults: whether a decode may):
 bool qgemm_rounds_x_to_int16(Isa isa = Isa::kAuto, int M = 1, int bits = 4);
 
-// Activations of the integer prefill kernels on AVX-512 VNNI (M >= 16, 4- and 8-bit weights, and 2-
-// and 3-bit on AMX tiles; canonical or row-tiled): 16, the default, rounds x to int16 per (row, group) as above; 8 rounds
+// Activations of the integer prefill kernels on AVX-512 VNNI (M >= 16, any width, canonical or
+// row-tiled): 16, the default, rounds x to int16 per (row, group) as above; 8 rounds
 // it to int8 per (row, group), |x - dx * xq| <= dx / 2 with dx = max|x over the group| / 127 (a
 // relative perturbation below 0.4% of the group's largest |x|; llama.cpp's Q4_0 path rounds x to
 // int8 per 32 columns), and multiplies with vpdpbusd: twice vpdpwssd's products per instruction.
