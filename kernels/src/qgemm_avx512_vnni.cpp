@@ -24,7 +24,6 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
-#include <stdexcept>
 #include <type_traits>
 
 #include "llmc_kernels/qformat.h"
@@ -490,13 +489,6 @@ __attribute__((always_inline)) inline void amx_epilogue(const int32_t (&c)[2][16
 #include "transpose16.inc"
 
 
-// The B rows of weight rows n..n+hr-1 (hr <= 16; rows past hr zero) for blocks [kb0, kb1): row
-// 8 (kb - kb0) + q of out (64 bytes: 16 rows x 4 codes) holds the codes of the block's columns
-// amx_column(BITS, 4q .. 4q + 3). 4 bits from the row-tiled copy (n a multiple of 16): word h of a
-// tile block is one vector of 16 rows; its low nibbles are row q = 2h, its high ones q = 2h + 1.
-// From canonical rows the same words, transposed.
-// zb (or null): per group, each row's integer zero in all four bytes of its lane (amx_scales): the
-// B rows then hold code - z as int8 (the kernel's signed-B products).
 // The AMX functions' target: the file's and AVX-512 VBMI (vpermb, vpmultishiftqb), which every AMX
 // CPU has (amx_available checks it); they only run where amx_usable().
 #define LLMC_AMX_TARGET \
@@ -533,6 +525,13 @@ LLMC_AMX_TARGET inline void amx_rows_23(__m512i w0, __m512i w1, __m512i plane, _
     }
 }
 
+// The B rows of weight rows n..n+hr-1 (hr <= 16; rows past hr zero) for blocks [kb0, kb1): row
+// 8 (kb - kb0) + q of out (64 bytes: 16 rows x 4 codes) holds the codes of the block's columns
+// amx_column(BITS, 4q .. 4q + 3). 4 bits from the row-tiled copy (n a multiple of 16): word h of a
+// tile block is one vector of 16 rows; its low nibbles are row q = 2h, its high ones q = 2h + 1.
+// 2 and 3 bits: amx_rows_23 from the tile's words. From canonical rows the same words, transposed.
+// zb (or null): per group, each row's integer zero in all four bytes of its lane (amx_scales): the
+// B rows then hold code - z as int8 (the kernel's signed-B products).
 template <int BITS>
 LLMC_AMX_TARGET void amx_weights(const Problem& p, int n, int hr, int kb0, int kb1, uint8_t* out, const int32_t* zb) {
   const __mmask16 rows = tail_mask(hr);
