@@ -563,34 +563,15 @@ LLMC_AMX_TARGET void amx_weights(const Problem& p, int n, int hr, int kb0, int k
     }
     return;
   }
-  if constexpr (BITS < 4) {
-    // Canonical rows: 16 / BITS blocks of each of the 16 rows (2 bits: 8, 3 bits: 5, 15 of the 16
-    // words), one 16 x 16 transpose of 32-bit words (vector v = word v of every row), then each block's
-    // words as from a tile.
-    const uint8_t* base = p.codes + static_cast<size_t>(n) * p.row_bytes;
-    constexpr int kBlocks = 16 / BITS;
-    for (int kb = kb0; kb < kb1; kb += kBlocks) {
-      const int nb = imin(kBlocks, kb1 - kb);
-      const __mmask16 wm = tail_mask(nb * BITS);
-      __m512i v[16];
-#pragma GCC unroll 16
-      for (int r = 0; r < 16; ++r)
-        v[r] = r < hr ? _mm512_maskz_loadu_epi32(wm, base + static_cast<size_t>(r) * p.row_bytes + static_cast<size_t>(kb) * 4 * BITS)
-                      : _mm512_setzero_si512();
-      transpose16_epi32(v);
-      for (int b = 0; b < nb; ++b)
-        amx_rows_23<BITS>(v[BITS * b], v[BITS * b + 1], BITS == 3 ? v[BITS * b + 2] : _mm512_setzero_si512(), zeros_of(kb + b),
-                          out + 8 * (kb + b - kb0) * 64);
-    }
-    return;
-  }
-  // Canonical rows: 64 bytes of each of the 16 rows (2 blocks at 8 bits, 4 at 4 bits; masked at the
-  // chunk's end), one 16 x 16 transpose of 32-bit words: vector v = word v of every row (gathers, a
-  // word per row, took 1.3x the old panel decode at 8 bits).
+  // Canonical rows: 16 / BITS blocks of each of the 16 rows (64 bytes: 2 blocks at 8 bits, 4 at 4, 8
+  // at 2; 3 bits: 5 blocks, 15 of the 16 words; masked at the chunk's end), one 16 x 16 transpose of
+  // 32-bit words: vector v = word v of every row (gathers, a word per row, took 1.3x the old panel
+  // decode at 8 bits). Then each word's bytes (8 bits) or nibbles (4 bits), or each block's words as
+  // from a tile (2 and 3 bits).
   const uint8_t* base = p.codes + static_cast<size_t>(n) * p.row_bytes;
-  constexpr int kWords = BITS;  // 32-bit words per block
-  for (int kb = kb0; kb < kb1; kb += 16 / kWords) {
-    const int words = imin(16, (kb1 - kb) * kWords);
+  constexpr int kBlocks = 16 / BITS;
+  for (int kb = kb0; kb < kb1; kb += kBlocks) {
+    const int nb = imin(kBlocks, kb1 - kb), words = nb * BITS;
     const __mmask16 wm = tail_mask(words);
     __m512i v[16];
 #pragma GCC unroll 16
@@ -598,10 +579,16 @@ LLMC_AMX_TARGET void amx_weights(const Problem& p, int n, int hr, int kb0, int k
       v[r] = r < hr ? _mm512_maskz_loadu_epi32(wm, base + static_cast<size_t>(r) * p.row_bytes + static_cast<size_t>(kb) * 4 * BITS)
                     : _mm512_setzero_si512();
     transpose16_epi32(v);
-    for (int w = 0; w < words; ++w) {
-      const __m512i z = zeros_of(kb + w / kWords);
-      if constexpr (BITS == 4) split(v[w], z, out + (8 * (kb - kb0) + 2 * w) * 64);  // word w % 4 of block kb + w / 4
-      else _mm512_store_si512(out + (8 * (kb - kb0) + w) * 64, _mm512_sub_epi8(v[w], z));
+    if constexpr (BITS < 4) {
+      for (int b = 0; b < nb; ++b)
+        amx_rows_23<BITS>(v[BITS * b], v[BITS * b + 1], BITS == 3 ? v[BITS * b + 2] : _mm512_setzero_si512(), zeros_of(kb + b),
+                          out + 8 * (kb + b - kb0) * 64);
+    } else {
+      for (int w = 0; w < words; ++w) {
+        const __m512i z = zeros_of(kb + w / BITS);
+        if constexpr (BITS == 4) split(v[w], z, out + (8 * (kb - kb0) + 2 * w) * 64);  // word w % 4 of block kb + w / 4
+        else _mm512_store_si512(out + (8 * (kb - kb0) + w) * 64, _mm512_sub_epi8(v[w], z));
+      }
     }
   }
 }
