@@ -226,17 +226,16 @@ void decode_panel(const Problem& p, const NaturalOrder& no, int nb, int nr, int 
   const int kb0 = kc0 / kBlockCodes, kb1 = (kc0 + kcn) / kBlockCodes;
   if (BITS < 4 && p.tiled != nullptr) {
     // 2 and 3 bits (the VNNI kernel without AMX): each row's canonical block from its words in the
-    // tile block (qtiled.h: word h of row r at uint32 h * 16 + r), a word at a time.
+    // tile block, a word at a time (the chunk lies in one tiled panel, as below).
     const int pn = kb0 / kPanelBlocks;
     const uint8_t* slice0 = p.tiled + p.tl.slice_offset(pn, 0);
     const size_t sb = p.tl.slice_bytes(pn);
     for (int r = 0; r < nr; ++r) {
       const int n = nb + r;
-      const uint8_t* tile = slice0 + static_cast<size_t>(n / kTileRows) * sb + static_cast<size_t>(n % kTileRows) * 4;
+      const uint8_t* tile = slice0 + static_cast<size_t>(n / kTileRows) * sb;
       for (int kb = kb0; kb < kb1; ++kb) {
         alignas(16) uint32_t w[4] = {0, 0, 0, 0};
-        for (int h = 0; h < BITS; ++h)
-          std::memcpy(&w[h], tile + static_cast<size_t>(kb - pn * kPanelBlocks) * BITS * 64 + static_cast<size_t>(h) * 64, 4);
+        tile_block_words(tile + static_cast<size_t>(kb - pn * kPanelBlocks) * BITS * 64, BITS, n % kTileRows, w);
         store_codes<BITS>(reinterpret_cast<const uint8_t*>(w), i0, i1, wb + r * kKc + (kb * kBlockCodes - kc0));
       }
     }
@@ -747,7 +746,7 @@ void panel_rows(const Problem& p, int n0, int n1) {
     panel_rows_x<BITS>(p, no, n0, n1);
     return;
   }
-  // A 4-bit row-tiled copy (qtiled.h): the 16 scales / zeros of (tile, group) lie in the tile's
+  // A row-tiled copy (qtiled.h; 2-4 bits): the 16 scales / zeros of (tile, group) lie in the tile's
   // slice of the group's panel.
   const QTiledLayout& l = p.tl;
   auto scales = [&](int nb, int nr, int g, uint16_t* s16, uint16_t* z16) {

@@ -3,6 +3,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 
 #include "llmc_kernels/qgemm.h"
 #include "llmc_kernels/qtiled.h"
@@ -219,6 +220,12 @@ void prepare_int_panel(const float* x, Problem& p, int x_bits, Scratch& s_x, Scr
 // num_threads >= 0 and an Isa value this CPU supports.
 void check_xy(const char* who, const float* x, int M, int N, int K, const float* y);
 void check_threads_isa(const char* who, int num_threads, Isa isa);
+
+// The canonical block's words (bits of them) of row lane r (< kTileRows) of a tile block at blk
+// (qtiled.h: word h of row r at uint32 h * 16 + r).
+inline void tile_block_words(const uint8_t* blk, int bits, int r, uint32_t* bw) {
+  for (int h = 0; h < bits; ++h) std::memcpy(&bw[h], blk + (static_cast<size_t>(h) * kTileRows + r) * 4, 4);
+}
 
 // One qgemm_tiled_cpu call (qtiled.h layout) after validation. The x tables are built once per
 // call (tiled_tables_*), then tasks take ranges of tiles (tiled_tiles_*).

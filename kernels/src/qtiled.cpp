@@ -27,8 +27,7 @@ bool tiled_path(Isa use, int bits) {
 
 // Words of canonical block kb of row 16 t + r.
 void read_block(const uint8_t* data, const QTiledLayout& l, int t, int kb, int r, uint32_t* bw) {
-  const uint8_t* b = data + l.block_offset(t, kb);
-  for (int h = 0; h < l.bits; ++h) std::memcpy(&bw[h], b + (static_cast<size_t>(h) * kTileRows + r) * 4, 4);
+  detail::tile_block_words(data + l.block_offset(t, kb), l.bits, r, bw);
 }
 uint16_t read_u16(const uint8_t* p, int r) {
   uint16_t v;

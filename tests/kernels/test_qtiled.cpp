@@ -111,8 +111,8 @@ TEST_P(QTiledGemm, MatchesFp64Reference) {
       std::vector<float> ref(static_cast<size_t>(M) * s.N), y(ref.size(), -12345.f), y2(ref.size(), -1.f);
       qgemm_reference(x.data(), M, w.view(), b, ref.data());
       qgemm_tiled_cpu(x.data(), M, t.view(), b, y.data(), 2, isa);
-      // 4 bits on VNNI (and 2/3 bits at M >= 16 on AMX tiles) round x to int16 per (row, group), as
-      // the canonical integer kernels (test::gemm_error's bound); the other paths are fp32.
+      // On VNNI every width rounds x to int16 per (row, group) (4 bits at any M, 2/3 bits at M >= 16),
+      // as the canonical integer kernels (test::gemm_error's bound); the other paths are fp32.
       EXPECT_LE(test::gemm_error(y, ref, x, M, w.view(), isa), kTol);
       {  // The same bits on one thread (one task takes every tile; 2 threads: a task per tile here).
         std::vector<float> y1(ref.size(), -3.f);
