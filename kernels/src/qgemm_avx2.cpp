@@ -7,7 +7,7 @@
 // Decoding a block costs 4 ALU ops per 32 codes for every width (codes16), twice for 3 bit, so
 // the kernel does about half the work per weight of dequantizing to fp32 and FMAs (the earlier
 // version of this file: 16-17 ops per 32 codes at 4 bit).
-// Panel kernel (M >= 16): 4 rows x 256 columns decoded to int16 codes in L1, 4 x 16 micro kernel
+// Panel kernel (M >= 16): 6 rows x 256 columns decoded to int16 codes in L1, 6 x 16 micro kernel
 // on int16 x pairs (vpmaddwd), fp32 accumulation per group.
 #include <immintrin.h>
 
@@ -192,13 +192,13 @@ constexpr int fused_nt() {
 #include "fused_driver.inc"
 
 // ---------------------------------------------------------------------------------------------
-// Panel kernel (M >= 16), integer as the fused one: a 4-row x 256-column weight panel is decoded
-// once to int16 codes in L1 (natural order), then a 4 x 16 micro kernel multiplies code pairs with
+// Panel kernel (M >= 16), integer as the fused one: a 6-row x 256-column weight panel is decoded
+// once to int16 codes in L1 (natural order), then a 6 x 16 micro kernel multiplies code pairs with
 // pairs of int16 x (vpmaddwd: 16 products per instruction, twice the fp32 FMA's 8) in exact int32
 // sums per group, which are scaled into fp32 accumulators yT at the group's end.
-// 4 rows: 8 int32 accumulators + 2 x + a broadcast + a product fit the 16 ymm registers (6 rows,
-// the fp32 kernel's tile, spilled accumulators to the stack).
-constexpr int kNr = 4;
+// 6 rows: 12 int32 accumulators + 2 x + a broadcast + a product are the 16 ymm registers; per
+// column pair 12 vpmaddwd against 2 loads of x and 6 broadcasts (4 rows: 8 against 2 and 4).
+constexpr int kNr = 6;
 constexpr int kKc = kPanelKc;
 
 template <int BITS>
@@ -226,20 +226,28 @@ void decode_panel(const Problem& p, int nb, int nr, int kc0, int kcn, int16_t* w
 // group's first pair). y = first ? 0 : y; y += s dx Q - s z dx sum(xq) per (row, x-row).
 void micro16(const int16_t* xq2, int Mp, const int16_t* wb, int nkp, float* yT, int nr, bool first,
              const float* s, const float* sz, const float* dx, const float* dxs) {
-  __m256i acc[kNr][2];
-  for (int r = 0; r < kNr; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
-  for (int kp = 0; kp < nkp; ++kp) {
-    const int16_t* xk = xq2 + static_cast<size_t>(kp) * Mp * 2;
+  // Named accumulators: GCC 12 kept an array of them partly on the stack inside the loop (spills
+  // and register copies: 4 rows ran at about half the vpmaddwd rate).
+  const __m256i z = _mm256_setzero_si256();
+  __m256i a00 = z, a01 = z, a10 = z, a11 = z, a20 = z, a21 = z, a30 = z, a31 = z, a40 = z, a41 = z, a50 = z, a51 = z;
+  const int16_t* xk = xq2;
+  const size_t xstep = static_cast<size_t>(Mp) * 2;
+  for (int kp = 0; kp < nkp; ++kp, xk += xstep) {
     const __m256i x0 = _mm256_load_si256(reinterpret_cast<const __m256i*>(xk));
     const __m256i x1 = _mm256_load_si256(reinterpret_cast<const __m256i*>(xk + 16));
-    for (int r = 0; r < kNr; ++r) {
-      int32_t pair;
-      std::memcpy(&pair, wb + r * kKc + 2 * kp, 4);
-      const __m256i w = _mm256_set1_epi32(pair);
-      acc[r][0] = _mm256_add_epi32(acc[r][0], _mm256_madd_epi16(x0, w));
-      acc[r][1] = _mm256_add_epi32(acc[r][1], _mm256_madd_epi16(x1, w));
-    }
+#define LLMC_ROW(R)                                                   \
+  {                                                                   \
+    int32_t pair;                                                     \
+    std::memcpy(&pair, wb + (R) * kKc + 2 * kp, 4);                   \
+    const __m256i w = _mm256_set1_epi32(pair);                        \
+    a##R##0 = _mm256_add_epi32(a##R##0, _mm256_madd_epi16(x0, w));   \
+    a##R##1 = _mm256_add_epi32(a##R##1, _mm256_madd_epi16(x1, w));   \
   }
+    LLMC_ROW(0) LLMC_ROW(1) LLMC_ROW(2) LLMC_ROW(3) LLMC_ROW(4) LLMC_ROW(5)
+#undef LLMC_ROW
+  }
+  static_assert(kNr == 6, "one LLMC_ROW per row");
+  const __m256i acc[kNr][2] = {{a00, a01}, {a10, a11}, {a20, a21}, {a30, a31}, {a40, a41}, {a50, a51}};
   const __m256 dxv[2] = {_mm256_loadu_ps(dx), _mm256_loadu_ps(dx + 8)};
   const __m256 dsv[2] = {_mm256_loadu_ps(dxs), _mm256_loadu_ps(dxs + 8)};
   for (int r = 0; r < nr; ++r) {
