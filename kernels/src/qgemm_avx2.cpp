@@ -53,6 +53,9 @@ inline float hsum(__m256 v) {
   return _mm_cvtss_f32(s);
 }
 
+// Integer codes 8j .. 8j+7 of a 4-bit block whose four words are in both 128-bit halves of v.
+inline __m256i codes8_4(__m256i v, int j) { return _mm256_and_si256(_mm256_srlv_epi32(v, shifts4(j)), _mm256_set1_epi32(15)); }
+
 // Integer codes 8j .. 8j+7 of a block.
 template <int BITS>
 inline __m256i codes8(const uint8_t* blk, int j) {
@@ -68,8 +71,7 @@ inline __m256i codes8(const uint8_t* blk, int j) {
       return _mm256_or_si256(lo, _mm256_slli_epi32(hi, 2));
     }
   } else if constexpr (BITS == 4) {
-    const __m256i v = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk)));
-    return _mm256_and_si256(_mm256_srlv_epi32(v, shifts4(j)), _mm256_set1_epi32(15));
+    return codes8_4(_mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk))), j);
   } else {
     return _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(blk + 8 * j)));
   }
@@ -201,6 +203,16 @@ constexpr int fused_nt() {
 constexpr int kNr = 6;
 constexpr int kKc = kPanelKc;
 
+// The 32 codes of a block as int16 at out (natural order); codes8(j): its codes 8j .. 8j + 7 as int32.
+template <class Codes8>
+inline void store_block16(int16_t* out, Codes8 codes8) {
+  for (int j = 0; j < 4; j += 2) {
+    // Two steps of 8 int32 codes -> 16 int16 (packs interleaves 128-bit halves; permute fixes it).
+    const __m256i q = _mm256_packs_epi32(codes8(j), codes8(j + 1));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + 8 * j), _mm256_permute4x64_epi64(q, 0xd8));
+  }
+}
+
 template <int BITS>
 void decode_panel(const Problem& p, int nb, int nr, int kc0, int kcn, int16_t* wb) {
   for (int r = 0; r < kNr; ++r) {
@@ -209,15 +221,29 @@ void decode_panel(const Problem& p, int nb, int nr, int kc0, int kcn, int16_t* w
       std::memset(dst, 0, sizeof(int16_t) * static_cast<size_t>(kcn));
       continue;
     }
-    const uint8_t* row = p.codes + static_cast<size_t>(nb + r) * p.row_bytes;
-    for (int kb = kc0 / kBlockCodes; kb < (kc0 + kcn) / kBlockCodes; ++kb) {
-      const uint8_t* blk = row + static_cast<size_t>(kb) * (4 * BITS);
-      int16_t* out = dst + (kb * kBlockCodes - kc0);
-      for (int j = 0; j < 4; j += 2) {
-        // Two steps of 8 int32 codes -> 16 int16 (packs interleaves 128-bit halves; permute fixes it).
-        const __m256i q = _mm256_packs_epi32(codes8<BITS>(blk, j), codes8<BITS>(blk, j + 1));
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + 8 * j), _mm256_permute4x64_epi64(q, 0xd8));
+    const int kb0 = kc0 / kBlockCodes, kb1 = (kc0 + kcn) / kBlockCodes;
+    if constexpr (BITS == 4) {
+      if (p.tiled) {
+        // A row-tiled copy (qgemm_tiled_panel): the chunk's blocks are consecutive tile blocks of one
+        // tiled panel, 256 bytes apart, and the row's word h of one is uint32 16 h + r of it
+        // (qtiled.h). The four words go to a register directly: stored to memory and loaded back as
+        // 16 bytes they missed store forwarding (the tiled prefill was ~8% slower).
+        static_assert(kPanelBlocks * kBlockCodes % kKc == 0, "a chunk lies in one tiled panel");
+        const int n = nb + r;
+        const uint8_t* tb = p.tiled + p.tl.block_offset(n / kTileRows, kb0) + 4 * (n % kTileRows);
+        for (int kb = kb0; kb < kb1; ++kb, tb += 4 * 64) {
+          const __m256i words = _mm256_broadcastsi128_si256(
+              _mm_setr_epi32(static_cast<int>(load_u32(tb)), static_cast<int>(load_u32(tb + 64)),
+                             static_cast<int>(load_u32(tb + 128)), static_cast<int>(load_u32(tb + 192))));
+          store_block16(dst + (kb * kBlockCodes - kc0), [&](int j) { return codes8_4(words, j); });
+        }
+        continue;
       }
+    }
+    const uint8_t* row = p.codes + static_cast<size_t>(nb + r) * p.row_bytes;
+    for (int kb = kb0; kb < kb1; ++kb) {
+      const uint8_t* blk = row + static_cast<size_t>(kb) * (4 * BITS);
+      store_block16(dst + (kb * kBlockCodes - kc0), [&](int j) { return codes8<BITS>(blk, j); });
     }
   }
 }
@@ -267,14 +293,99 @@ inline void write_output(const Problem& p, int n0, int n1) { write_panel_output_
 
 template <int BITS>
 void panel_rows(const Problem& p, int n0, int n1) {
-  int_panel_rows<kNr, 16, int16_t, int16_t>(
-      p, p.xq2, n0, n1, [&](int nb, int nr, int kc0, int kcn, int16_t* wb) { decode_panel<BITS>(p, nb, nr, kc0, kcn, wb); },
-      micro16);
+  auto decode = [&](int nb, int nr, int kc0, int kcn, int16_t* wb) { decode_panel<BITS>(p, nb, nr, kc0, kcn, wb); };
+  if (p.tiled == nullptr) {
+    int_panel_rows<kNr, 16, int16_t, int16_t>(p, p.xq2, n0, n1, decode, micro16);
+  } else {  // a row-tiled copy (4 bits; qgemm_tiled_panel): the same codes and scales, so the same bits
+    auto scales = [&](int nb, int nr, int g, uint16_t* s16, uint16_t* z16) { tiled_panel_scales(p, nb, nr, g, s16, z16); };
+    int_panel_rows<kNr, 16, int16_t, int16_t>(p, p.xq2, n0, n1, decode, micro16, scales);
+  }
+}
+
+// The 4-bit tile kernel (qtiled.h) on AVX2: row m of x times tile t, the tile's 16 weight rows as
+// two vectors of 8 int32 lanes (the AVX-512 VNNI kernel's lanes, tile4_rows, in halves). Per tile
+// block and word h (8 codes of each row): (w >> 4j) & 0x000f000f holds codes 4j + h and 4j + 16 + h
+// of each row as two int16, and one vpmaddwd with the broadcast pair of x for those columns
+// (TiledProblem::pairs) gives both products per row, added by one vpaddd. Per group the int32 sums
+// are scaled by s dx with s the tile's 16 scales (two vectors) and s z dx sum(xq) is subtracted:
+// none of the canonical fused kernel's per-row work (a scale and zero per row and group, a
+// horizontal sum per row), and the tile's codes, scales and zeros are one stream front to back.
+// The operations per lane are the VNNI kernel's, so the bits are too.
+template <int BPG>
+void tile4_row(const TiledProblem& p, int m, int t, bool prefetch) {
+  const QTiledLayout& l = p.l;
+  constexpr int gpp = kPanelBlocks / BPG;  // groups per tiled panel
+  const __m256i mask = _mm256_set1_epi32(0x000f000f);
+  __m256 acc[2], zacc[2];  // products and zero-point terms apart (one would chain two FMAs a group)
+  acc[0] = acc[1] = zacc[0] = zacc[1] = _mm256_setzero_ps();
+  for (int pn = 0; pn < l.panels; ++pn) {
+    const int pg = l.panel_groups(pn), pb = l.panel_blocks(pn);
+    const uint8_t* slice = p.data + l.slice_offset(pn, t);
+    const uint8_t* sc = slice + static_cast<size_t>(pb) * 4 * 64;
+    const uint8_t* zr = sc + static_cast<size_t>(pg) * kTileRows * 2;
+    // The next tile's slice, spread over this slice's groups (as tile4_rows: the scales and zeros
+    // are a sparse stream next to the codes that the hardware prefetcher misses).
+    const size_t sbytes = l.slice_bytes(pn);
+    const int lines = prefetch && t + 1 < l.tiles ? static_cast<int>(sbytes / 64) : 0;
+    const char* next = reinterpret_cast<const char*>(slice + sbytes);
+    for (int gl = 0; gl < pg; ++gl) {
+      const int g = pn * gpp + gl;
+      for (int i = gl * lines / pg; i < (gl + 1) * lines / pg; ++i) _mm_prefetch(next + 64 * i, _MM_HINT_T0);
+      __m256i Q[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
+      const int kb0 = gl * BPG, kb1 = imin(kb0 + BPG, pb);
+      for (int kbl = kb0; kbl < kb1; ++kbl) {
+        const int kb = pn * kPanelBlocks + kbl;
+        const uint8_t* tb = slice + static_cast<size_t>(kbl) * 4 * 64;
+        const int32_t* pr = p.pairs + (static_cast<size_t>(m) * l.blocks + kb) * 16;
+        for (int h = 0; h < 4; ++h) {
+          __m256i w[2] = {_mm256_load_si256(reinterpret_cast<const __m256i*>(tb + 64 * h)),
+                          _mm256_load_si256(reinterpret_cast<const __m256i*>(tb + 64 * h + 32))};
+          asm("" : "+x"(w[0]), "+x"(w[1]));  // one load each, not one folded into every shift
+          for (int j = 0; j < 4; ++j) {
+            const __m256i xp = _mm256_set1_epi32(pr[4 * h + j]);
+            for (int v = 0; v < 2; ++v) {
+              const __m256i c = _mm256_and_si256(j ? _mm256_srli_epi32(w[v], 4 * j) : w[v], mask);
+              Q[v] = _mm256_add_epi32(Q[v], _mm256_madd_epi16(c, xp));
+            }
+          }
+        }
+      }
+      const size_t xi = static_cast<size_t>(m) * l.groups + g;
+      const __m256 dx = _mm256_set1_ps(p.dx[xi]), xs = _mm256_set1_ps(p.xs[xi]);
+      for (int v = 0; v < 2; ++v) {
+        const __m256 s = _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(sc + gl * kTileRows * 2 + 16 * v)));
+        const __m256 z = _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(zr + gl * kTileRows * 2 + 16 * v)));
+        const __m256 f = _mm256_mul_ps(s, dx);
+        acc[v] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(Q[v]), f, acc[v]);
+        zacc[v] = _mm256_fmadd_ps(_mm256_mul_ps(f, z), xs, zacc[v]);
+      }
+    }
+  }
+  alignas(32) float out[kTileRows];
+  for (int v = 0; v < 2; ++v) _mm256_store_ps(out + 8 * v, _mm256_sub_ps(acc[v], zacc[v]));
+  const int n0 = kTileRows * t, rows = imin(kTileRows, l.N - n0);
+  float* y = p.y + static_cast<size_t>(m) * l.N + n0;
+  for (int r = 0; r < rows; ++r) y[r] = p.bias ? out[r] + p.bias[n0 + r] : out[r];
+}
+
+template <int BPG>
+void tiled4_tiles(const TiledProblem& p, int t0, int t1) {
+  // Rows of x inner: the tile's slices (16 rows x K / 2 bytes + scales) stay in L1 for the next row.
+  for (int t = t0; t < t1; ++t)
+    for (int m = 0; m < p.M; ++m) tile4_row<BPG>(p, m, t, m == 0);
 }
 
 }  // namespace
 
 void fused_rows_avx2(const Problem& p, int n0, int n1) { fused_rows_any(p, n0, n1); }
+
+void tiled4_tiles_avx2(const TiledProblem& p, int t0, int t1) {
+  switch (p.l.group) {
+    case 32: tiled4_tiles<1>(p, t0, t1); break;
+    case 64: tiled4_tiles<2>(p, t0, t1); break;
+    default: tiled4_tiles<4>(p, t0, t1); break;
+  }
+}
 
 void panel_rows_avx2(const Problem& p, int n0, int n1) {
   switch (p.bits) {

@@ -746,19 +746,8 @@ void panel_rows(const Problem& p, int n0, int n1) {
     panel_rows_x<BITS>(p, no, n0, n1);
     return;
   }
-  // A row-tiled copy (qtiled.h; 2-4 bits): the 16 scales / zeros of (tile, group) lie in the tile's
-  // slice of the group's panel.
-  const QTiledLayout& l = p.tl;
-  auto scales = [&](int nb, int nr, int g, uint16_t* s16, uint16_t* z16) {
-    // Tile 0's offsets, and a tile's slice in the group's panel (the layout's arithmetic, once a call).
-    const size_t s0 = l.scales_offset(0, g), z0 = l.zeros_offset(0, g), step = l.scales_offset(1, g) - s0;
-    for (int r = 0; r < nr; ++r) {
-      const int n = nb + r;
-      const size_t at = static_cast<size_t>(n / kTileRows) * step + 2 * (n % kTileRows);
-      std::memcpy(&s16[r], p.tiled + s0 + at, 2);
-      std::memcpy(&z16[r], p.tiled + z0 + at, 2);
-    }
-  };
+  // A row-tiled copy (qtiled.h; 2-4 bits).
+  auto scales = [&](int nb, int nr, int g, uint16_t* s16, uint16_t* z16) { tiled_panel_scales(p, nb, nr, g, s16, z16); };
   panel_rows_x<BITS>(p, no, n0, n1, scales);
 }
 

@@ -590,9 +590,13 @@ void qgemm_tiled_panel(const float* x, int M, const QTiledView& t, const float* 
 #if defined(LLMC_KERNELS_X86)
   thread_local Scratch s_x, s_g, s_y, s_amx;
   void (*rows)(const Problem&, int, int) = panel_rows_avx512;
-  // The canonical matrix's prefill kernel on the tiled words: the integer kernel on AVX-512 VNNI
-  // (4-bit tiles exist there only), else (2/3 bits, Isa::kAvx512) the fp32 panel kernel.
-  if (const int xb = qgemm_x_bits(use, M, t.bits); xb <= 16) {
+  // The canonical matrix's prefill kernel on the tiled words: the integer kernel on AVX-512 VNNI or
+  // (4-bit tiles) AVX2, else (2/3 bits, Isa::kAvx512) the fp32 panel kernel.
+  if (use == Isa::kAvx2) {
+    p.Mp = (M + 15) / 16 * 16;
+    prepare_int_panel(x, p, 16, s_x, s_g, s_y, nullptr, nthreads);
+    rows = panel_rows_avx2;
+  } else if (const int xb = qgemm_x_bits(use, M, t.bits); xb <= 16) {
     p.Mp = (M + 31) / 32 * 32;
     prepare_int_panel(x, p, xb, s_x, s_g, s_y, &s_amx, nthreads);
     rows = panel_rows_avx512_vnni;
@@ -603,7 +607,7 @@ void qgemm_tiled_panel(const float* x, int M, const QTiledView& t, const float* 
   parallel_for(nthreads, (p.N + ctx.rows_per_task - 1) / ctx.rows_per_task, run_task, &ctx);
 #else
   (void)x, (void)nthreads, (void)use;
-  throw std::logic_error("qgemm_tiled_panel: AVX-512 only");
+  throw std::logic_error("qgemm_tiled_panel: x86 only");
 #endif
 }
 

@@ -251,13 +251,30 @@ struct TiledProblem {
   float* dx = nullptr;       // [M][G]
 };
 
-// qgemm_tiled_cpu for M >= 16 on AVX-512 (qgemm_cpu.cpp): the panel kernel reading the tiled copy,
+// qgemm_tiled_cpu for M >= 16 on AVX-512 or AVX2 (qgemm_cpu.cpp): the panel kernel reading the tiled copy,
 // with the canonical panel path's x preparation and threading; arguments validated by the caller.
 void qgemm_tiled_panel(const float* x, int M, const QTiledView& t, const float* bias, float* y, int nthreads, Isa use);
 
-// The 4-bit tile kernel (AVX-512 VNNI; qgemm_tiled_cpu at M < kTiledMaxM prepares
-// TiledProblem::pairs / dx / xs once per call, then tasks take ranges of tiles).
+// The 4-bit tile kernels (AVX-512 VNNI, AVX2; qgemm_tiled_cpu at M < kTiledMaxM prepares
+// TiledProblem::pairs / dx / xs once per call, then tasks take ranges of tiles). The same products
+// and operations per row, so the same bits.
 void tiled4_tiles_vnni(const TiledProblem& p, int t0, int t1);
+void tiled4_tiles_avx2(const TiledProblem& p, int t0, int t1);
+
+// The fp16 scales and zero points of rows nb .. nb + nr - 1 and group g from a row-tiled copy
+// (Problem::tiled / tl): the 16 of (tile, group) lie in the tile's slice of the group's panel. The
+// integer panel kernels' `scales` argument (int_panel.inc) where they read tiled words.
+inline void tiled_panel_scales(const Problem& p, int nb, int nr, int g, uint16_t* s16, uint16_t* z16) {
+  const QTiledLayout& l = p.tl;
+  // Tile 0's offsets, and a tile's slice in the group's panel (the layout's arithmetic, once a call).
+  const size_t s0 = l.scales_offset(0, g), z0 = l.zeros_offset(0, g), step = l.scales_offset(1, g) - s0;
+  for (int r = 0; r < nr; ++r) {
+    const int n = nb + r;
+    const size_t at = static_cast<size_t>(n / kTileRows) * step + 2 * (n % kTileRows);
+    std::memcpy(&s16[r], p.tiled + s0 + at, 2);
+    std::memcpy(&z16[r], p.tiled + z0 + at, 2);
+  }
+}
 
 void tiled_tables_avx512(const TiledProblem& p);
 void tiled_tiles_avx512(const TiledProblem& p, int t0, int t1);

@@ -20,9 +20,10 @@ namespace {
 size_t align64(size_t n) { return (n + 63) / 64 * 64; }
 
 // Whether ISA path `use` has a tiled kernel for `bits`: the x-table kernel (2/3 bits, AVX-512) or
-// the 4-bit tile kernel (AVX-512 VNNI).
+// the 4-bit tile kernel (AVX-512 VNNI, AVX2).
 bool tiled_path(Isa use, int bits) {
-  return tiled_bits(bits) && detail::is_avx512(use) && (bits < 4 || use == Isa::kAvx512Vnni);
+  if (bits == 4) return use == Isa::kAvx512Vnni || use == Isa::kAvx2;
+  return tiled_bits(bits) && detail::is_avx512(use);
 }
 
 // Words of canonical block kb of row 16 t + r.
@@ -83,7 +84,7 @@ void tiled_scalar(const float* x, int M, const QTiledView& t, const float* bias,
 struct TileTask {
   const detail::TiledProblem* p;
   int tiles_per_task;
-  void (*tiles)(const detail::TiledProblem&, int, int);  // tiled_tiles_avx512 or tiled4_tiles_vnni
+  void (*tiles)(const detail::TiledProblem&, int, int);  // tiled_tiles_avx512 or tiled4_tiles_{vnni,avx2}
 };
 
 void run_tiles(void* c, int task) {
@@ -92,11 +93,11 @@ void run_tiles(void* c, int task) {
   ctx.tiles(*ctx.p, t0, t1);
 }
 
-// The 4-bit tile kernel's call (M < kTiledMaxM, AVX-512 VNNI): x rounded to int16 per (row, group)
-// as the canonical integer kernels round it (the same dx and xq), paired for the tile words
-// (TiledProblem::pairs), then tasks take ranges of tiles.
-void tiled4_vnni(const float* x, int M, const QTiledView& t, const QTiledLayout& l, const float* bias, float* y,
-                 int nthreads) {
+// The 4-bit tile kernel's call (M < kTiledMaxM, AVX-512 VNNI or AVX2: `tiles`): x rounded to int16
+// per (row, group) as the canonical integer kernels round it (the same dx and xq), paired for the
+// tile words (TiledProblem::pairs), then tasks take ranges of tiles.
+void tiled4(const float* x, int M, const QTiledView& t, const QTiledLayout& l, const float* bias, float* y,
+            int nthreads, void (*tiles)(const detail::TiledProblem&, int, int)) {
   detail::TiledProblem p;
   p.l = l;
   p.data = t.data;
@@ -128,7 +129,7 @@ void tiled4_vnni(const float* x, int M, const QTiledView& t, const QTiledLayout&
     }
   }
   const int per = detail::units_per_task(l.tiles, nthreads, l.tiles);
-  TileTask ctx{&p, per, detail::tiled4_tiles_vnni};
+  TileTask ctx{&p, per, tiles};
   detail::parallel_for(nthreads, (l.tiles + per - 1) / per, run_tiles, &ctx);
 }
 #endif
@@ -233,12 +234,14 @@ void qgemm_tiled_cpu(const float* x, int M, const QTiledView& t, const float* bi
     // Prefill: the canonical layout's panel kernel reading the tiled copy (each weight dequantized
     // once per call; the x-table kernel below re-reads the matrix every 15 rows of x: 1.1x (2 bits)
     // and 2x (3 bits) slower at M = 128), so a tiled matrix needs no canonical copy (on AVX-512
-    // VNNI the integer panel kernel, or AMX tiles, reading the tiled words; Isa::kAvx512 fp32).
+    // VNNI the integer panel kernel, or AMX tiles, reading the tiled words; AVX2 its int16 panel
+    // kernel (4 bits); Isa::kAvx512 fp32).
     detail::qgemm_tiled_panel(x, M, t, bias, y, num_threads > 0 ? num_threads : default_num_threads(), use);
     return;
   }
-  if (t.bits == 4) {  // AVX-512 VNNI
-    tiled4_vnni(x, M, t, l, bias, y, num_threads > 0 ? num_threads : default_num_threads());
+  if (t.bits == 4) {  // AVX-512 VNNI or AVX2
+    tiled4(x, M, t, l, bias, y, num_threads > 0 ? num_threads : default_num_threads(),
+           use == Isa::kAvx2 ? detail::tiled4_tiles_avx2 : detail::tiled4_tiles_vnni);
     return;
   }
   {

@@ -119,7 +119,8 @@ TEST_P(QTiledGemm, MatchesFp64Reference) {
         qgemm_tiled_cpu(x.data(), M, t.view(), b, y1.data(), 1, isa);
         EXPECT_EQ(y1, y);
       }
-      if ((isa == Isa::kAvx512Vnni || (isa == Isa::kAvx512 && bits < 4)) && M >= kTiledMaxM) {
+      if ((isa == Isa::kAvx512Vnni || (isa == Isa::kAvx512 && bits < 4) || (isa == Isa::kAvx2 && bits == 4)) &&
+          M >= kTiledMaxM) {
         // From M = 16 the canonical layout's panel kernel reads the tiled copy: the same weights,
         // the same order of operations, so the same bits as from the canonical matrix.
         std::vector<float> yc(ref.size(), -7.f);
@@ -135,7 +136,7 @@ TEST_P(QTiledGemm, MatchesFp64Reference) {
 
 INSTANTIATE_TEST_SUITE_P(All, QTiledGemm,
                          ::testing::Combine(::testing::Values(2, 3, 4), ::testing::Values(32, 64, 128),
-                                            ::testing::Values(Isa::kScalar, Isa::kAvx512, Isa::kAvx512Vnni)),
+                                            ::testing::Values(Isa::kScalar, Isa::kAvx2, Isa::kAvx512, Isa::kAvx512Vnni)),
                          [](const auto& info) {
                            return "b" + std::to_string(std::get<0>(info.param)) + "_g" +
                                   std::to_string(std::get<1>(info.param)) + "_" + isa_name(std::get<2>(info.param));
@@ -187,10 +188,10 @@ TEST(QTiled, ThreadCountsGiveTheSameResult) {
 // Which widths get tiled copies (the runtime and the LUT make them exactly there; every group).
 TEST(QTiled, TiledFasterWidths) {
   const bool avx512 = best_isa() == Isa::kAvx512 || best_isa() == Isa::kAvx512Vnni;
-  const bool vnni = best_isa() == Isa::kAvx512Vnni;
+  const bool vnni = best_isa() == Isa::kAvx512Vnni, avx2 = best_isa() == Isa::kAvx2;
   EXPECT_EQ(tiled_faster(2), avx512);
   EXPECT_EQ(tiled_faster(3), avx512);
-  EXPECT_EQ(tiled_faster(4), vnni);
+  EXPECT_EQ(tiled_faster(4), vnni || avx2);
   EXPECT_FALSE(tiled_faster(8));
 }
 

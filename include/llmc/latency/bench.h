@@ -77,7 +77,9 @@ struct BenchResult {
   std::string engine;  // "runtime" | "torch"
   int threads = 0;
   std::string isa;  // the kernels' ISA path
-  int prefill_x_bits = 16;  // kernels::prefill_x_bits(): activations of the integer prefill kernels
+  // Activations of the prefill kernels on this CPU (kernels::qgemm_x_bits at 16 rows): the
+  // --prefill-x-bits setting where the CPU has the int8-x kernel (AVX-512 VNNI), else 16 (AVX2) or 32 (fp32 panel).
+  int prefill_x_bits = 16;
   int64_t prompt_tokens = 0, new_tokens = 0;
   int repeats = 0;
   double prefill_tokens_per_s = 0, decode_tokens_per_s = 0, decode_ms_per_token = 0;  // from the medians
@@ -119,7 +121,7 @@ struct BenchVersusResult {
   std::string a, b;  // model paths
   int threads = 0;
   std::string isa;
-  int prefill_x_bits = 16;  // kernels::prefill_x_bits()
+  int prefill_x_bits = 16;  // as BenchResult::prefill_x_bits
   int64_t prompt_tokens = 0, new_tokens = 0;
   int repeats = 0;
   std::vector<double> a_prefill_s, b_prefill_s, a_decode_s, b_decode_s;  // wall seconds per repeat

@@ -84,7 +84,9 @@ constexpr int kLutVersion = 3;
 // 16: 2- and 3-bit prefill on the integer kernels (x rounded to int16 as at 4 bits; was the fp32
 //    panel): those prefill entries 2.6-2.8x faster on AMX tiles, 1.4x with VNNI alone; the AMX
 //    kernel's x rounding ~1.2x faster.
-constexpr const char* kLutKernelVersion = "runtime-ops-16";
+// 17: AVX2: 4-bit matrices held and decoded in the row-tiled layout (decode GEMVs ~1.3-1.5x faster
+//    from memory), the int16 prefill kernel on 6 weight rows (~1.2x faster).
+constexpr const char* kLutKernelVersion = "runtime-ops-17";
 
 // One linear GEMM the search space can produce: y (M, N) = x (M, K) W^T at `bits`.
 // group: effective_group(K, space.group_size) for bits < 16, 0 for the dense 16-bit path.
