@@ -75,14 +75,15 @@ constexpr int kTiledMaxM = 16;
 void qgemm_cpu(const float* x, int M, const QMatrixView& w, const QTiledView& tiled, const float* bias, float* y,
                int num_threads = 0, Isa isa = Isa::kAuto);
 // Whether qgemm_cpu has a faster small-M path for a tiled copy of a `bits`-bit matrix on this CPU
-// (2/3 bits on AVX-512; 4 bits on AVX-512 VNNI, every group: SmolLM2's decode 1.15-1.7x faster at
-// one thread, prefill 0-10% slower; docs/measurements.md): callers make tiled copies only then.
+// (2/3 bits on AVX-512; 4 bits on AVX-512 VNNI and AVX2, every group: SmolLM2's decode 1.15-1.7x
+// faster at one thread with VNNI, its linears 1.35x on a Zen 3 AVX2 VM, prefill 0-10% slower;
+// docs/measurements.md): callers make tiled copies only then.
 bool tiled_faster(int bits);
 // The product from the tiled copy alone, any M: on AVX-512 the x-table kernel (2/3 bits) or, on
-// AVX-512 VNNI, the 4-bit tile kernel (x rounded to int16 per (row, group), as qgemm_cpu's integer
+// AVX-512 VNNI and AVX2, the 4-bit tile kernel (x rounded to int16 per (row, group), as qgemm_cpu's integer
 // paths) for M < kTiledMaxM and, from there, the panel kernel reading the tiled copy (the same bits
 // as qgemm_cpu on the canonical matrix), so a holder of the tiled copy needs no canonical one; a
-// portable scalar path elsewhere (kScalar, a CPU without AVX-512, 4 bits without VNNI). t.data must
+// portable scalar path elsewhere (kScalar, 2/3 bits without AVX-512, 4 bits without VNNI or AVX2). t.data must
 // be 64-byte aligned.
 void qgemm_tiled_cpu(const float* x, int M, const QTiledView& t, const float* bias, float* y, int num_threads = 0,
                      Isa isa = Isa::kAuto);

@@ -6,9 +6,10 @@
 // SIMD lane hold one row: a 4-bit slice of a lane (two 2-bit codes, or four 3rd bits) indexes a
 // 16-entry table built once per call from x (vpermps), and a single add accumulates 16 rows x 2
 // codes. The tables are shared by all rows, the zero point is folded into per-group sums of x.
-// 4 bits (AVX-512 VNNI): a lane's word holds 8 codes of its row; (word >> 4j) & 0x000f000f
-// gives two of them as int16, multiplied with a broadcast pair of x rounded to int16 by one vpdpwssd
-// (16 rows x 2 codes), and each group's scales and zeros load as vectors of 16 rows: none of the
+// 4 bits (AVX-512 VNNI; AVX2 in two halves of 8 rows, vpmaddwd + vpaddd): a lane's word holds 8
+// codes of its row; (word >> 4j) & 0x000f000f gives two of them as int16, multiplied with a
+// broadcast pair of x rounded to int16 by one vpdpwssd (16 rows x 2 codes), and each group's scales
+// and zeros load as vectors of 16 rows: none of the
 // canonical kernel's per-row work (factors per group, a horizontal sum per row), which at K = 576
 // costs as much as decoding the codes (docs/measurements.md).
 //
