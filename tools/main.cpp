@@ -26,7 +26,8 @@ int main(int argc, char** argv) {
   app.add_option("--prefill-x-bits", prefill_x_bits,
                  "Activations of our integer prefill kernels (16+ tokens at once: prompts and scoring): 16 = int16 "
                  "per row and group; 8 = int8 per row and group, faster (the products per instruction double) at a "
-                 "small accuracy cost (docs/measurements.md); 8 needs AVX-512 VNNI (elsewhere: a warning, and 16)")
+                 "small accuracy cost (docs/measurements.md); 8 needs AVX-512 VNNI, or AVX2 for 2/3/4-bit weights "
+                 "(elsewhere: a warning, and 16)")
       ->capture_default_str()
       ->check(CLI::IsMember({8, 16}));
 
@@ -64,10 +65,10 @@ int main(int argc, char** argv) {
     const int n = threads > 0 ? threads : std::max(1, cores / local);
     at::set_num_threads(n);
     llmc::kernels::set_prefill_x_bits(prefill_x_bits);
-    // The setting is only honoured by the int8-x kernel (AVX-512 VNNI); say so instead of letting a
-    // user (or a benchmark row) believe int8 activations ran.
+    // The setting is only honoured by the int8-x kernels (AVX-512 VNNI; AVX2 for 2/3/4-bit weights);
+    // say so instead of letting a user (or a benchmark row) believe int8 activations ran.
     if (const int ran = llmc::kernels::qgemm_x_bits(llmc::kernels::Isa::kAuto, 16, 4); prefill_x_bits == 8 && ran != 8)
-      spdlog::warn("--prefill-x-bits 8: this CPU ({}) has no int8-activation prefill kernel (AVX-512 VNNI); "
+      spdlog::warn("--prefill-x-bits 8: this CPU ({}) has no int8-activation prefill kernel (AVX-512 VNNI or AVX2); "
                    "prefill runs with {}-bit activations",
                    llmc::kernels::isa_name(llmc::kernels::best_isa()), ran);
     for (auto& [sub, action] : commands)

@@ -203,22 +203,32 @@ constexpr int fused_nt() {
 constexpr int kNr = 6;
 constexpr int kKc = kPanelKc;
 
-// The 32 codes of a block as int16 at out (natural order); codes8(j): its codes 8j .. 8j + 7 as int32.
-template <class Codes8>
-inline void store_block16(int16_t* out, Codes8 codes8) {
-  for (int j = 0; j < 4; j += 2) {
-    // Two steps of 8 int32 codes -> 16 int16 (packs interleaves 128-bit halves; permute fixes it).
-    const __m256i q = _mm256_packs_epi32(codes8(j), codes8(j + 1));
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + 8 * j), _mm256_permute4x64_epi64(q, 0xd8));
+// The 32 codes of a block at out, natural order, as int16 (W = int16_t) or bytes (uint8_t);
+// codes8(j): its codes 8j .. 8j + 7 as int32.
+template <class W, class Codes8>
+inline void store_block(W* out, Codes8 codes8) {
+  if constexpr (sizeof(W) == 2) {
+    for (int j = 0; j < 4; j += 2) {
+      // Two steps of 8 int32 codes -> 16 int16 (packs interleaves 128-bit halves; permute fixes it).
+      const __m256i q = _mm256_packs_epi32(codes8(j), codes8(j + 1));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + 8 * j), _mm256_permute4x64_epi64(q, 0xd8));
+    }
+  } else {
+    // Bytes: dword d of packus(packs(c0, c1), packs(c2, c3)) holds codes 4 (d % 4) + ... of step
+    // 2 (d % 4) + d / 4: dwords 0 4 1 5 2 6 3 7 are the block in order.
+    const __m256i b = _mm256_packus_epi16(_mm256_packs_epi32(codes8(0), codes8(1)), _mm256_packs_epi32(codes8(2), codes8(3)));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), _mm256_permutevar8x32_epi32(b, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
   }
 }
 
-template <int BITS>
-void decode_panel(const Problem& p, int nb, int nr, int kc0, int kcn, int16_t* wb) {
-  for (int r = 0; r < kNr; ++r) {
-    int16_t* dst = wb + r * kKc;
+// Rows nb .. nb + nr - 1 (NR in all, rows >= nr zero) and columns kc0 .. kc0 + kcn - 1 of the
+// weights as codes, wb[r * kKc + k]: int16 (W = int16_t, the int16-x kernel) or bytes (the int8-x one).
+template <int BITS, int NR, class W>
+void decode_panel(const Problem& p, int nb, int nr, int kc0, int kcn, W* wb) {
+  for (int r = 0; r < NR; ++r) {
+    W* dst = wb + r * kKc;
     if (r >= nr) {
-      std::memset(dst, 0, sizeof(int16_t) * static_cast<size_t>(kcn));
+      std::memset(dst, 0, sizeof(W) * static_cast<size_t>(kcn));
       continue;
     }
     const int kb0 = kc0 / kBlockCodes, kb1 = (kc0 + kcn) / kBlockCodes;
@@ -235,7 +245,7 @@ void decode_panel(const Problem& p, int nb, int nr, int kc0, int kcn, int16_t* w
           const __m256i words = _mm256_broadcastsi128_si256(
               _mm_setr_epi32(static_cast<int>(load_u32(tb)), static_cast<int>(load_u32(tb + 64)),
                              static_cast<int>(load_u32(tb + 128)), static_cast<int>(load_u32(tb + 192))));
-          store_block16(dst + (kb * kBlockCodes - kc0), [&](int j) { return codes8_4(words, j); });
+          store_block(dst + (kb * kBlockCodes - kc0), [&](int j) { return codes8_4(words, j); });
         }
         continue;
       }
@@ -243,7 +253,25 @@ void decode_panel(const Problem& p, int nb, int nr, int kc0, int kcn, int16_t* w
     const uint8_t* row = p.codes + static_cast<size_t>(nb + r) * p.row_bytes;
     for (int kb = kb0; kb < kb1; ++kb) {
       const uint8_t* blk = row + static_cast<size_t>(kb) * (4 * BITS);
-      store_block16(dst + (kb * kBlockCodes - kc0), [&](int j) { return codes8<BITS>(blk, j); });
+      store_block(dst + (kb * kBlockCodes - kc0), [&](int j) { return codes8<BITS>(blk, j); });
+    }
+  }
+}
+
+// A group's exact int32 sums acc[r][v] (weight row r, x-rows 8v .. 8v + 7) into the fp32
+// accumulators: y = first ? 0 : y; y += s dx Q - s z dx sum(xq) per (row, x-row).
+template <int NR>
+inline void group_out(const __m256i (&acc)[NR][2], int Mp, float* yT, int nr, bool first, const float* s, const float* sz,
+                      const float* dx, const float* dxs) {
+  const __m256 dxv[2] = {_mm256_loadu_ps(dx), _mm256_loadu_ps(dx + 8)};
+  const __m256 dsv[2] = {_mm256_loadu_ps(dxs), _mm256_loadu_ps(dxs + 8)};
+  for (int r = 0; r < nr && r < NR; ++r) {
+    const __m256 sv = _mm256_set1_ps(s[r]), szv = _mm256_set1_ps(sz[r]);
+    for (int v = 0; v < 2; ++v) {
+      float* yp = yT + static_cast<size_t>(r) * Mp + 8 * v;
+      __m256 y = first ? _mm256_setzero_ps() : _mm256_loadu_ps(yp);
+      y = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[r][v]), _mm256_mul_ps(sv, dxv[v]), y);
+      _mm256_storeu_ps(yp, _mm256_fnmadd_ps(szv, dsv[v], y));
     }
   }
 }
@@ -274,17 +302,57 @@ void micro16(const int16_t* xq2, int Mp, const int16_t* wb, int nkp, float* yT, 
   }
   static_assert(kNr == 6, "one LLMC_ROW per row");
   const __m256i acc[kNr][2] = {{a00, a01}, {a10, a11}, {a20, a21}, {a30, a31}, {a40, a41}, {a50, a51}};
-  const __m256 dxv[2] = {_mm256_loadu_ps(dx), _mm256_loadu_ps(dx + 8)};
-  const __m256 dsv[2] = {_mm256_loadu_ps(dxs), _mm256_loadu_ps(dxs + 8)};
-  for (int r = 0; r < nr; ++r) {
-    const __m256 sv = _mm256_set1_ps(s[r]), szv = _mm256_set1_ps(sz[r]);
-    for (int v = 0; v < 2; ++v) {
-      float* yp = yT + static_cast<size_t>(r) * Mp + 8 * v;
-      __m256 y = first ? _mm256_setzero_ps() : _mm256_loadu_ps(yp);
-      y = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[r][v]), _mm256_mul_ps(sv, dxv[v]), y);
-      _mm256_storeu_ps(yp, _mm256_fnmadd_ps(szv, dsv[v], y));
-    }
+  group_out<kNr>(acc, Mp, yT, nr, first, s, sz, dx, dxs);
+}
+
+// The int8-x kernel (prefill_x_bits() == 8; 2/3/4-bit codes): a 3-row panel of byte codes, a 3 x 16
+// micro kernel on x column quads (Problem::xq4). vpmaddubsw (codes the unsigned operand, x the
+// signed one) gives per x-row and quad two int16 sums of two products (|.| <= 2 * 15 * 127 = 3810);
+// 8 quads of them add in int16 (<= 30480: no saturation), then one vpmaddwd with ones widens them
+// to int32 per x-row. Exact, so a group's int32 sums are those of the int8 x, and the epilogue is the
+// int16 kernel's. Per quad 6 vpmaddubsw (192 products, 1.5x a vpmaddwd's per instruction pair with
+// its add) against 3 broadcasts and 6 x loads. (2 rows: the loop's overhead per product made it no
+// faster than the int16 kernel.)
+constexpr int kNr8 = 3;
+constexpr int kQuadsInt16 = 8;  // quads summed in int16 before widening
+static_assert(kQuadsInt16 * 2 * 15 * 127 <= 32767, "an int16 lane (2 products a quad) of 4-bit codes times int8 x stays exact");
+
+void micro8(const int8_t* xq4, int Mp, const uint8_t* wb, int nkq, float* yT, int nr, bool first, const float* s,
+            const float* sz, const float* dx, const float* dxs) {
+  // 6 int16 + 6 int32 accumulators, a broadcast, a product and the ones: x is read from memory by
+  // each vpmaddubsw (3 broadcasts + 6 x loads a quad, within the 3 loads a cycle).
+  const __m256i z = _mm256_setzero_si256(), ones = _mm256_set1_epi16(1);
+  __m256i q00 = z, q01 = z, q10 = z, q11 = z, q20 = z, q21 = z;
+  const int8_t* xk = xq4;
+  const size_t xstep = static_cast<size_t>(Mp) * 4;
+  for (int k0 = 0; k0 < nkq; k0 += kQuadsInt16) {
+    __m256i h00 = z, h01 = z, h10 = z, h11 = z, h20 = z, h21 = z;
+    for (int kq = k0; kq < imin(k0 + kQuadsInt16, nkq); ++kq, xk += xstep) {
+      const __m256i* x = reinterpret_cast<const __m256i*>(xk);
+      // One row's two products and adds at a time (asm barriers: GCC otherwise issued all six
+      // vpmaddubsw first and copied registers to make room).
+#define LLMC_ROW8(R)                                                                       \
+  {                                                                                        \
+    int32_t w;                                                                             \
+    std::memcpy(&w, wb + (R) * kKc + 4 * kq, 4);                                           \
+    const __m256i b = _mm256_set1_epi32(w);                                                \
+    h##R##0 = _mm256_add_epi16(h##R##0, _mm256_maddubs_epi16(b, _mm256_load_si256(x)));     \
+    h##R##1 = _mm256_add_epi16(h##R##1, _mm256_maddubs_epi16(b, _mm256_load_si256(x + 1))); \
+    asm("" : "+x"(h##R##0), "+x"(h##R##1));                                                \
   }
+      LLMC_ROW8(0) LLMC_ROW8(1) LLMC_ROW8(2)
+#undef LLMC_ROW8
+    }
+    q00 = _mm256_add_epi32(q00, _mm256_madd_epi16(h00, ones));
+    q01 = _mm256_add_epi32(q01, _mm256_madd_epi16(h01, ones));
+    q10 = _mm256_add_epi32(q10, _mm256_madd_epi16(h10, ones));
+    q11 = _mm256_add_epi32(q11, _mm256_madd_epi16(h11, ones));
+    q20 = _mm256_add_epi32(q20, _mm256_madd_epi16(h20, ones));
+    q21 = _mm256_add_epi32(q21, _mm256_madd_epi16(h21, ones));
+  }
+  static_assert(kNr8 == 3, "one LLMC_ROW8 per row");
+  const __m256i acc[kNr8][2] = {{q00, q01}, {q10, q11}, {q20, q21}};
+  group_out<kNr8>(acc, Mp, yT, nr, first, s, sz, dx, dxs);
 }
 
 inline void write_output(const Problem& p, int n0, int n1) { write_panel_output_avx2(p, n0, n1); }
@@ -293,13 +361,19 @@ inline void write_output(const Problem& p, int n0, int n1) { write_panel_output_
 
 template <int BITS>
 void panel_rows(const Problem& p, int n0, int n1) {
-  auto decode = [&](int nb, int nr, int kc0, int kcn, int16_t* wb) { decode_panel<BITS>(p, nb, nr, kc0, kcn, wb); };
-  if (p.tiled == nullptr) {
-    int_panel_rows<kNr, 16, int16_t, int16_t>(p, p.xq2, n0, n1, decode, micro16);
-  } else {  // a row-tiled copy (4 bits; qgemm_tiled_panel): the same codes and scales, so the same bits
-    auto scales = [&](int nb, int nr, int g, uint16_t* s16, uint16_t* z16) { tiled_panel_scales(p, nb, nr, g, s16, z16); };
-    int_panel_rows<kNr, 16, int16_t, int16_t>(p, p.xq2, n0, n1, decode, micro16, scales);
+  // A row-tiled copy (4 bits; qgemm_tiled_panel): the same codes and scales, so the same bits.
+  auto scales = [&](int nb, int nr, int g, uint16_t* s16, uint16_t* z16) { tiled_panel_scales(p, nb, nr, g, s16, z16); };
+  if constexpr (BITS <= 4) {
+    if (p.xq4 != nullptr) {  // int8 x
+      auto decode = [&](int nb, int nr, int kc0, int kcn, uint8_t* wb) { decode_panel<BITS, kNr8>(p, nb, nr, kc0, kcn, wb); };
+      if (p.tiled == nullptr) int_panel_rows<kNr8, 16, int8_t, uint8_t>(p, p.xq4, n0, n1, decode, micro8);
+      else int_panel_rows<kNr8, 16, int8_t, uint8_t>(p, p.xq4, n0, n1, decode, micro8, scales);
+      return;
+    }
   }
+  auto decode = [&](int nb, int nr, int kc0, int kcn, int16_t* wb) { decode_panel<BITS, kNr>(p, nb, nr, kc0, kcn, wb); };
+  if (p.tiled == nullptr) int_panel_rows<kNr, 16, int16_t, int16_t>(p, p.xq2, n0, n1, decode, micro16);
+  else int_panel_rows<kNr, 16, int16_t, int16_t>(p, p.xq2, n0, n1, decode, micro16, scales);
 }
 
 // The 4-bit tile kernel (qtiled.h) on AVX2: row m of x times tile t, the tile's 16 weight rows as
@@ -419,10 +493,27 @@ inline int32_t hsum_epi32(__m256i v) {
   return _mm_cvtsi128_si32(s);
 }
 
-// Rounds x[0, n) as round_to_int16_scalar. PAD: also writes zeros to q[n, round_up(n, 8)) (q must
-// have room); otherwise writes exactly q[0, n).
-template <bool PAD>
-inline float round_i16(const float* x, int n, int16_t* q, int* sum) {
+// 16 int32 values (a, b) within T's range as T, in order.
+template <class T>
+inline void store16(T* q, __m256i a, __m256i b) {
+  // packs works per 128-bit half (a0-3 b0-3 a4-7 b4-7); the qword permute restores the order.
+  const __m256i w = _mm256_permute4x64_epi64(_mm256_packs_epi32(a, b), 0xd8);
+  if constexpr (sizeof(T) == 2) _mm256_storeu_si256(reinterpret_cast<__m256i*>(q), w);
+  else _mm_storeu_si128(reinterpret_cast<__m128i*>(q), _mm_packs_epi16(_mm256_castsi256_si128(w), _mm256_extracti128_si256(w, 1)));
+}
+// 8 int32 values within T's range as T, in order (8 bytes for int8).
+template <class T>
+inline void store8(T* q, __m256i a) {
+  const __m128i h = _mm_packs_epi32(_mm256_castsi256_si128(a), _mm256_extracti128_si256(a, 1));
+  if constexpr (sizeof(T) == 2) _mm_storeu_si128(reinterpret_cast<__m128i*>(q), h);
+  else _mm_storel_epi64(reinterpret_cast<__m128i*>(q), _mm_packs_epi16(h, h));
+}
+
+// Rounds x[0, n) as round_to_int16_scalar (T = int16_t, kQmax = 32767) or round_to_int8_scalar
+// (int8_t, 127). PAD: also writes zeros to q[n, round_up(n, 8)) (q must have room); otherwise writes
+// exactly q[0, n).
+template <bool PAD, class T = int16_t, int kQmax = 32767>
+inline float round_i16(const float* x, int n, T* q, int* sum) {
   const __m256i absm = _mm256_set1_epi32(0x7fffffff);
   const int n8 = n & ~7, r = n - n8;
   // Lanes [0, r) of the tail; masked loads read 0 elsewhere (neutral for the maximum).
@@ -439,10 +530,10 @@ inline float round_i16(const float* x, int n, int16_t* q, int* sum) {
   const bool finite = abits < 0x7f800000;
   float amax;
   std::memcpy(&amax, &abits, 4);
-  const float inv = finite && amax > 0.f ? 32767.f / amax : 0.f;
+  const float inv = finite && amax > 0.f ? static_cast<float>(kQmax) / amax : 0.f;
 
   const __m256 vinv = _mm256_set1_ps(inv);
-  const __m256i lo = _mm256_set1_epi32(-32767), hi = _mm256_set1_epi32(32767);
+  const __m256i lo = _mm256_set1_epi32(-kQmax), hi = _mm256_set1_epi32(kQmax);
   __m256i vs = _mm256_setzero_si256();
   for (i = 0; i + 16 <= n8; i += 16) {
     __m256i a = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + i), vinv));
@@ -450,31 +541,29 @@ inline float round_i16(const float* x, int n, int16_t* q, int* sum) {
     a = _mm256_min_epi32(_mm256_max_epi32(a, lo), hi);
     b = _mm256_min_epi32(_mm256_max_epi32(b, lo), hi);
     vs = _mm256_add_epi32(vs, _mm256_add_epi32(a, b));
-    // packs works per 128-bit half (a0-3 b0-3 a4-7 b4-7); the qword permute restores the order.
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + i), _mm256_permute4x64_epi64(_mm256_packs_epi32(a, b), 0xd8));
+    store16(q + i, a, b);
   }
   if (i < n8) {
     __m256i a = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + i), vinv));
     a = _mm256_min_epi32(_mm256_max_epi32(a, lo), hi);
     vs = _mm256_add_epi32(vs, a);
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(q + i), _mm_packs_epi32(_mm256_castsi256_si128(a), _mm256_extracti128_si256(a, 1)));
+    store8(q + i, a);
   }
   if (r) {
     __m256i a = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_maskload_ps(x + n8, tail), vinv));
     // Lanes past n are 0 * inv: 0, or NaN (-> -32767) when inv is inf (max|x| below 32767 / FLT_MAX).
     a = _mm256_and_si256(_mm256_min_epi32(_mm256_max_epi32(a, lo), hi), tail);
     vs = _mm256_add_epi32(vs, a);
-    const __m128i h = _mm_packs_epi32(_mm256_castsi256_si128(a), _mm256_extracti128_si256(a, 1));
     if constexpr (PAD) {
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(q + n8), h);
+      store8(q + n8, a);
     } else {
-      alignas(16) int16_t t[8];
-      _mm_store_si128(reinterpret_cast<__m128i*>(t), h);
-      std::memcpy(q + n8, t, sizeof(int16_t) * static_cast<size_t>(r));
+      alignas(16) T t[16];
+      store8(t, a);
+      std::memcpy(q + n8, t, sizeof(T) * static_cast<size_t>(r));
     }
   }
   *sum = hsum_epi32(vs);
-  return finite ? amax / 32767.f : __builtin_nanf("");
+  return finite ? amax / static_cast<float>(kQmax) : __builtin_nanf("");
 }
 
 // In-place transpose of an 8 x 8 matrix of int32 (row i = v[i]).
@@ -563,14 +652,19 @@ void xq_fused_avx2(const float* x, const Problem& p, int16_t* xq, float* dx, flo
   }
 }
 
-void xq_panel_avx2(const float* x, const Problem& p, int16_t* xq2, float* dxT, float* dxsT) {
+namespace {
+// The panel kernels' x: int16 column pairs (T = int16_t, xq2) or int8 column quads (int8_t, xq4), a
+// 32-bit unit of kPack columns per x-row, [Kp / kPack][Mp][kPack].
+template <class T, int kQmax>
+void xq_panel(const float* x, const Problem& p, T* xq, float* dxT, float* dxsT) {
+  constexpr int kPack = 4 / sizeof(T);
   const size_t Mp = static_cast<size_t>(p.Mp);
-  const int npairs = p.group / 2;  // a multiple of 16
+  const int nunits = p.group / kPack;  // a multiple of 8
   // 16 x-rows of one group, rounded (zero past the group's real columns and for rows >= M). 16
-  // rows of a column pair are one 64-byte line of xq2, written whole. Groups outermost: the
-  // group's pairs are one contiguous range of xq2, filled front to back (npairs write streams)
-  // instead of touching every line of xq2 for each 16 rows.
-  alignas(32) int16_t t[16][kXqMaxGroup];
+  // rows of a unit are one 64-byte line of xq, written whole. Groups outermost: the group's units
+  // are one contiguous range of xq, filled front to back (nunits write streams) instead of touching
+  // every line of xq for each 16 rows.
+  alignas(32) T t[16][kXqMaxGroup];
   for (int g = 0; g < p.G; ++g) {
     const int k0 = g * p.group, n = imin(p.K, k0 + p.group) - k0, n8 = (n + 7) & ~7;
     for (int m0 = 0; m0 < p.Mp; m0 += 16) {
@@ -579,28 +673,38 @@ void xq_panel_avx2(const float* x, const Problem& p, int16_t* xq2, float* dxT, f
         float dx = 0.f, dxs = 0.f;
         if (m < p.M) {
           int sum = 0;
-          dx = round_i16<true>(x + static_cast<size_t>(m) * p.K + k0, n, t[r], &sum);
+          dx = round_i16<true, T, kQmax>(x + static_cast<size_t>(m) * p.K + k0, n, t[r], &sum);
           dxs = dx * static_cast<float>(sum);
-          std::memset(t[r] + n8, 0, sizeof(int16_t) * static_cast<size_t>(p.group - n8));
+          std::memset(t[r] + n8, 0, sizeof(T) * static_cast<size_t>(p.group - n8));
         } else {
-          std::memset(t[r], 0, sizeof(int16_t) * static_cast<size_t>(p.group));
+          std::memset(t[r], 0, sizeof(T) * static_cast<size_t>(p.group));
         }
         dxT[static_cast<size_t>(g) * Mp + m] = dx;
         dxsT[static_cast<size_t>(g) * Mp + m] = dxs;
       }
-      // Pair j of row r is the int32 at t[r] + 2j; xq2 holds pair k0 / 2 + j of rows m0..m0+15 in
-      // one 64-byte run.
-      int16_t* dst = xq2 + (static_cast<size_t>(k0 / 2) * Mp + m0) * 2;
-      for (int j0 = 0; j0 < npairs; j0 += 8) {
+      // Unit j of row r is the int32 at t[r] + kPack j; xq holds unit k0 / kPack + j of rows
+      // m0..m0+15 in one 64-byte run.
+      T* dst = xq + (static_cast<size_t>(k0 / kPack) * Mp + m0) * kPack;
+      for (int j0 = 0; j0 < nunits; j0 += 8) {
         for (int h = 0; h < 2; ++h) {
           __m256i v[8];
-          for (int r = 0; r < 8; ++r) v[r] = _mm256_load_si256(reinterpret_cast<const __m256i*>(t[8 * h + r] + 2 * j0));
+          for (int r = 0; r < 8; ++r) v[r] = _mm256_load_si256(reinterpret_cast<const __m256i*>(t[8 * h + r] + kPack * j0));
           transpose8_epi32(v);
-          for (int c = 0; c < 8; ++c) _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + static_cast<size_t>(j0 + c) * Mp * 2 + 16 * h), v[c]);
+          for (int c = 0; c < 8; ++c)
+            _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + static_cast<size_t>(j0 + c) * Mp * kPack + 8 * kPack * h), v[c]);
         }
       }
     }
   }
+}
+}  // namespace
+
+void xq_panel_avx2(const float* x, const Problem& p, int16_t* xq2, float* dxT, float* dxsT) {
+  xq_panel<int16_t, 32767>(x, p, xq2, dxT, dxsT);
+}
+
+void xq8_panel_avx2(const float* x, const Problem& p, int8_t* xq4, float* dxT, float* dxsT) {
+  xq_panel<int8_t, 127>(x, p, xq4, dxT, dxsT);
 }
 
 // y[m][n] = yT[n][m] + bias[n], blocks of 8 x 8 (rows m of x, outputs n) through a register transpose.

@@ -259,6 +259,10 @@ void prepare_xq8_panel(const float* x, Problem& p, Scratch& s_q, Scratch& s_g, I
     xq8_panel_avx512(x, p, xq4, dxT, dxsT);
     return;
   }
+  if (isa == Isa::kAvx2 && p.group <= kXqMaxGroup) {
+    xq8_panel_avx2(x, p, xq4, dxT, dxsT);
+    return;
+  }
 #endif
   panel_x_scalar(x, p, xq4, dxT, dxsT, round_to_int8_scalar);
 }
@@ -299,7 +303,8 @@ void prepare_int_panel(const float* x, Problem& p, int x_bits, Scratch& s_x, Scr
     p.yT = nullptr;  // the AMX kernel keeps its sums in registers and writes y
     return;
   }
-  if (x_bits == 8) prepare_xq8_panel(x, p, s_x, s_g, Isa::kAvx512Vnni);
+  // (s_amx is given on AVX-512 VNNI only.)
+  if (x_bits == 8) prepare_xq8_panel(x, p, s_x, s_g, s_amx != nullptr ? Isa::kAvx512Vnni : Isa::kAvx2);
   else prepare_xq_panel(x, p, s_x, s_g, Isa::kAvx2);
   p.yT = s_y.get(static_cast<size_t>(p.N) * p.Mp);
 }
@@ -406,7 +411,10 @@ int prefill_x_bits() { return g_prefill_x_bits.load(); }
 
 int qgemm_x_bits(Isa isa, int M, int bits) {
   const Isa use = (isa == Isa::kAuto) ? best_isa() : isa;
-  if (use == Isa::kAvx2 || (use == Isa::kAvx512Vnni && M < kPanelMinM)) return 16;
+  if (M < kPanelMinM && (use == Isa::kAvx2 || use == Isa::kAvx512Vnni)) return 16;
+  // AVX2's int8-x kernel (vpmaddubsw) takes codes below 16 only: its int16 pair sums would saturate
+  // at 8 bits.
+  if (use == Isa::kAvx2) return bits <= 4 ? prefill_x_bits() : 16;
   if (use == Isa::kAvx512Vnni) return prefill_x_bits();
   return 32;
 }
@@ -594,7 +602,7 @@ void qgemm_tiled_panel(const float* x, int M, const QTiledView& t, const float* 
   // (4-bit tiles) AVX2, else (2/3 bits, Isa::kAvx512) the fp32 panel kernel.
   if (use == Isa::kAvx2) {
     p.Mp = (M + 15) / 16 * 16;
-    prepare_int_panel(x, p, 16, s_x, s_g, s_y, nullptr, nthreads);
+    prepare_int_panel(x, p, qgemm_x_bits(use, M, t.bits), s_x, s_g, s_y, nullptr, nthreads);
     rows = panel_rows_avx2;
   } else if (const int xb = qgemm_x_bits(use, M, t.bits); xb <= 16) {
     p.Mp = (M + 31) / 32 * 32;

@@ -183,9 +183,10 @@ void prepare_xq_panel(const float* x, Problem& p, Scratch& s_q, Scratch& s_g, Is
 // Problem::xq4 / xdxT / xdxsT (the int8-x panel kernel's; p.Mp set by the caller, a multiple of 16):
 // all of xq4 [Kp / 4][Mp][4] and dxT, dxsT [G][Mp] (0 outside [M) x [K)), rounded by
 // round_to_int8_scalar. isa = Isa::kScalar: the reference; Isa::kAvx512Vnni: xq8_panel_avx512
-// (AVX-512 VNNI CPUs only), the same bits.
+// (AVX-512 VNNI CPUs only); Isa::kAvx2: xq8_panel_avx2 (AVX2 CPUs); the same bits.
 void prepare_xq8_panel(const float* x, Problem& p, Scratch& s_q, Scratch& s_g, Isa isa);
 void xq8_panel_avx512(const float* x, const Problem& p, int8_t* xq4, float* dxT, float* dxsT);
+void xq8_panel_avx2(const float* x, const Problem& p, int8_t* xq4, float* dxT, float* dxsT);
 // Where the AMX int16 kernel keeps column c of a 32-column block of x: byte b of the block holds
 // column amx_column(bits, b). At 4 bits, b = 4q + j (q = 2h + s) holds column 8j + 4s + h: the code
 // that byte j of a block's word h holds in its low (s = 0) or high (s = 1) nibble, so the nibbles of
@@ -208,8 +209,8 @@ void amx_x_bytes(const Problem& p, uint8_t* lo, int8_t* hi);
 // amx_x_bytes's bytes, bit for bit (p.group <= kXqMaxGroup); blocks of 16 x-rows on nthreads threads.
 void xq_rows_avx512(const float* x, const Problem& p, int x_bits, uint8_t* lo, int8_t* hi, float* dxT, float* dxsT,
                     int nthreads = 1);
-// What the panel paths call: prepare_xq8_panel (x_bits = 8, AVX-512 VNNI) or prepare_xq_panel (AVX2
-// rounding), then Problem::yT [N][Mp] from s_y; p.Mp set by the caller. s_amx: the VNNI panel's
+// What the panel paths call: prepare_xq8_panel (x_bits = 8; AVX-512 VNNI's rounding where s_amx is
+// given, else AVX2's) or prepare_xq_panel (AVX2 rounding), then Problem::yT [N][Mp] from s_y; p.Mp set by the caller. s_amx: the VNNI panel's
 // callers' scratch for AMX (null: the AVX2 panel, no AMX). With it, Problem::amx = amx_usable(), and
 // on AMX Problem::xlo / xhi from s_amx (on nthreads threads) instead of xq2 / xq4.
 void prepare_int_panel(const float* x, Problem& p, int x_bits, Scratch& s_x, Scratch& s_g, Scratch& s_y,

@@ -158,36 +158,41 @@ struct AmxAllowedAfter {
 // The int8-x prefill kernel (prefill_x_bits() == 8) computes exactly the product with x replaced by
 // its int8 rounding (round_to_int8_scalar per row and group): against the fp64 reference on that
 // rounded x the error is fp32 rounding only (a wrong code, lane or scale is of the size of y), for
-// 4 and 8 bits, canonical and row-tiled (the tiled copy's panel gives the canonical bits), and
-// at any thread count. Runs only where the kernel exists (AVX-512 VNNI).
+// every width the ISA's kernel takes (AVX-512 VNNI: 2/3/4/8 bits; AVX2: 2/3/4), canonical and
+// row-tiled (the tiled copy's panel gives the canonical bits), and at any thread count. Runs where a
+// kernel exists.
 TEST(QGemmCpuInt8X, EqualsTheReferenceOnRoundedX) {
-  if (!isa_supported(Isa::kAvx512Vnni)) GTEST_SKIP() << "AVX-512 VNNI not supported by this CPU: no int8-x kernel";
+  if (!isa_supported(Isa::kAvx512Vnni) && !isa_supported(Isa::kAvx2)) GTEST_SKIP() << "no int8-x kernel on this CPU";
   test::PrefillXBits x8(8);
-  for (int bits : {4, 8}) {
-    for (int group : {32, 64, 128}) {
-      for (const Shape& s : std::vector<Shape>{{37, 576}, {61, 1000}}) {
-        const QMatrix w = random_qmatrix(bits, group, s.N, s.K, 4000u + bits * group + s.K);
-        for (int M : {16, 33, 128}) {
-          SCOPED_TRACE("bits=" + std::to_string(bits) + " g=" + std::to_string(group) + " K=" + std::to_string(s.K) +
-                       " M=" + std::to_string(M));
-          const std::vector<float> x = random_vec(static_cast<size_t>(M) * s.K, 5000u + M, -2.f, 3.f);
-          const std::vector<float> xr = rounded_x(x, M, s.K, group, 8);
-          std::vector<float> ref(static_cast<size_t>(M) * s.N), y(ref.size()), y1(ref.size());
-          qgemm_reference(xr.data(), M, w.view(), nullptr, ref.data());
-          qgemm_cpu(x.data(), M, w.view(), nullptr, y.data(), 2, Isa::kAvx512Vnni);
-          EXPECT_LE(rel_error(y, ref), kTol);
-          qgemm_cpu(x.data(), M, w.view(), nullptr, y1.data(), 1, Isa::kAvx512Vnni);
-          EXPECT_EQ(y1, y);
-          if (bits == 4) {
-            const QTiled t = tile(w.view());
-            qgemm_tiled_cpu(x.data(), M, t.view(), nullptr, y1.data(), 2, Isa::kAvx512Vnni);
+  for (const Isa isa : {Isa::kAvx512Vnni, Isa::kAvx2}) {
+    if (!isa_supported(isa)) continue;
+    for (int bits : {2, 3, 4, 8}) {
+      if (qgemm_x_bits(isa, 16, bits) != 8) continue;
+      for (int group : {32, 64, 128}) {
+        for (const Shape& s : std::vector<Shape>{{37, 576}, {61, 1000}}) {
+          const QMatrix w = random_qmatrix(bits, group, s.N, s.K, 4000u + bits * group + s.K);
+          for (int M : {16, 33, 128}) {
+            SCOPED_TRACE("bits=" + std::to_string(bits) + " g=" + std::to_string(group) + " K=" + std::to_string(s.K) +
+                         " M=" + std::to_string(M) + " isa=" + isa_name(isa));
+            const std::vector<float> x = random_vec(static_cast<size_t>(M) * s.K, 5000u + M, -2.f, 3.f);
+            const std::vector<float> xr = rounded_x(x, M, s.K, group, 8);
+            std::vector<float> ref(static_cast<size_t>(M) * s.N), y(ref.size()), y1(ref.size());
+            qgemm_reference(xr.data(), M, w.view(), nullptr, ref.data());
+            qgemm_cpu(x.data(), M, w.view(), nullptr, y.data(), 2, isa);
+            EXPECT_LE(rel_error(y, ref), kTol);
+            qgemm_cpu(x.data(), M, w.view(), nullptr, y1.data(), 1, isa);
             EXPECT_EQ(y1, y);
+            if (bits == 4) {
+              const QTiled t = tile(w.view());
+              qgemm_tiled_cpu(x.data(), M, t.view(), nullptr, y1.data(), 2, isa);
+              EXPECT_EQ(y1, y);
+            }
+            // And it is not the int16 kernel (whose result is that of the unrounded x within 1e-5).
+            set_prefill_x_bits(16);
+            qgemm_cpu(x.data(), M, w.view(), nullptr, y1.data(), 2, isa);
+            set_prefill_x_bits(8);
+            EXPECT_GT(rel_error(y1, ref), 10 * kTol);
           }
-          // And it is not the int16 kernel (whose result is that of the unrounded x within 1e-5).
-          set_prefill_x_bits(16);
-          qgemm_cpu(x.data(), M, w.view(), nullptr, y1.data(), 2, Isa::kAvx512Vnni);
-          set_prefill_x_bits(8);
-          EXPECT_GT(rel_error(y1, ref), 10 * kTol);
         }
       }
     }
@@ -334,7 +339,10 @@ TEST(QGemmCpuInt8X, SetterTakesEightOrSixteen) {
     EXPECT_EQ(qgemm_x_bits(Isa::kAvx512Vnni, 16, 3), 8);
     EXPECT_EQ(qgemm_x_bits(Isa::kAvx512Vnni, 16, 2), 8);
     EXPECT_EQ(qgemm_x_bits(Isa::kAvx512, 16, 3), 32);
-    EXPECT_EQ(qgemm_x_bits(Isa::kAvx2, 16, 4), 16);
+    EXPECT_EQ(qgemm_x_bits(Isa::kAvx2, 1, 4), 16);
+    EXPECT_EQ(qgemm_x_bits(Isa::kAvx2, 16, 4), 8);
+    EXPECT_EQ(qgemm_x_bits(Isa::kAvx2, 16, 2), 8);
+    EXPECT_EQ(qgemm_x_bits(Isa::kAvx2, 16, 8), 16);  // vpmaddubsw's int16 sums would saturate
     EXPECT_EQ(qgemm_x_bits(Isa::kAvx512, 16, 4), 32);
   }
   EXPECT_EQ(prefill_x_bits(), 16);

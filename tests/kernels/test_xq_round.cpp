@@ -278,25 +278,29 @@ TEST(XqRoundInt8, ReferenceSemantics) {
 }
 
 TEST(XqRoundInt8, PanelBuffersBitExact) {
-  if (!isa_supported(Isa::kAvx512Vnni)) GTEST_SKIP() << "AVX-512 VNNI not supported by this CPU: no int8-x path to compare";
-  std::mt19937 rng(2727);
-  for (int group : {32, 64, 128}) {
-    for (int K : {1, 7, 31, 33, 100, 128, 172, 576, 577, 1000}) {
-      for (int M : {1, 5, 16, 17, 40}) {
-        SCOPED_TRACE("g=" + std::to_string(group) + " K=" + std::to_string(K) + " M=" + std::to_string(M));
-        std::vector<float> x = random_rows(M, K, rng);
-        for (auto& v : x) v = std::isfinite(v) && std::fabs(v) > 1e4f ? 127.f : v;  // ties at inv = 1 (random_rows: 32767)
-        detail::Problem ps = problem(M, K, group, 4), pv = ps;
-        ps.Mp = pv.Mp = (M + 31) / 32 * 32;
-        detail::Scratch qs, gs, qv, gv;
-        poison(qv, static_cast<size_t>(pv.Kp) * pv.Mp / 4);
-        poison(gv, 2 * static_cast<size_t>(pv.G) * pv.Mp);
-        detail::prepare_xq8_panel(x.data(), ps, qs, gs, Isa::kScalar);
-        detail::prepare_xq8_panel(x.data(), pv, qv, gv, Isa::kAvx512Vnni);
-        const size_t nq = static_cast<size_t>(ps.Kp) * ps.Mp, ng = static_cast<size_t>(ps.G) * ps.Mp;
-        ASSERT_EQ(0, std::memcmp(ps.xq4, pv.xq4, nq));
-        ASSERT_EQ(0, std::memcmp(ps.xdxT, pv.xdxT, ng * sizeof(float)));
-        ASSERT_EQ(0, std::memcmp(ps.xdxsT, pv.xdxsT, ng * sizeof(float)));
+  if (!isa_supported(Isa::kAvx512Vnni) && !isa_supported(Isa::kAvx2)) GTEST_SKIP() << "no int8-x path on this CPU";
+  for (const Isa isa : {Isa::kAvx512Vnni, Isa::kAvx2}) {
+    if (!isa_supported(isa)) continue;
+    SCOPED_TRACE(isa_name(isa));
+    std::mt19937 rng(2727);
+    for (int group : {32, 64, 128}) {
+      for (int K : {1, 7, 31, 33, 100, 128, 172, 576, 577, 1000}) {
+        for (int M : {1, 5, 16, 17, 40}) {
+          SCOPED_TRACE("g=" + std::to_string(group) + " K=" + std::to_string(K) + " M=" + std::to_string(M));
+          std::vector<float> x = random_rows(M, K, rng);
+          for (auto& v : x) v = std::isfinite(v) && std::fabs(v) > 1e4f ? 127.f : v;  // ties at inv = 1 (random_rows: 32767)
+          detail::Problem ps = problem(M, K, group, 4), pv = ps;
+          ps.Mp = pv.Mp = (M + 31) / 32 * 32;
+          detail::Scratch qs, gs, qv, gv;
+          poison(qv, static_cast<size_t>(pv.Kp) * pv.Mp / 4);
+          poison(gv, 2 * static_cast<size_t>(pv.G) * pv.Mp);
+          detail::prepare_xq8_panel(x.data(), ps, qs, gs, Isa::kScalar);
+          detail::prepare_xq8_panel(x.data(), pv, qv, gv, isa);
+          const size_t nq = static_cast<size_t>(ps.Kp) * ps.Mp, ng = static_cast<size_t>(ps.G) * ps.Mp;
+          ASSERT_EQ(0, std::memcmp(ps.xq4, pv.xq4, nq));
+          ASSERT_EQ(0, std::memcmp(ps.xdxT, pv.xdxT, ng * sizeof(float)));
+          ASSERT_EQ(0, std::memcmp(ps.xdxsT, pv.xdxsT, ng * sizeof(float)));
+        }
       }
     }
   }

@@ -60,6 +60,8 @@ bool qgemm_rounds_x_to_int16(Isa isa = Isa::kAuto, int M = 1, int bits = 4);
 // it to int8 per (row, group), |x - dx * xq| <= dx / 2 with dx = max|x over the group| / 127 (a
 // relative perturbation below 0.4% of the group's largest |x|; llama.cpp's Q4_0 path rounds x to
 // int8 per 32 columns), and multiplies with vpdpbusd: twice vpdpwssd's products per instruction.
+// On AVX2 it holds for 2/3/4-bit matrices (vpmaddubsw, 32 products per instruction, summed in int16
+// over 32 columns; 8-bit codes would saturate those sums and keep int16 x).
 // Decode (M < 16) and the other paths ignore it. Process-wide, read at each call; bits other than
 // 8 or 16 throw std::invalid_argument.
 void set_prefill_x_bits(int bits);
