@@ -393,15 +393,13 @@ void tile4_row(const TiledProblem& p, int m, int t, bool prefetch) {
   __m256 acc[2], zacc[2];  // products and zero-point terms apart (one would chain two FMAs a group)
   acc[0] = acc[1] = zacc[0] = zacc[1] = _mm256_setzero_ps();
   for (int pn = 0; pn < l.panels; ++pn) {
-    const int pg = l.panel_groups(pn), pb = l.panel_blocks(pn);
-    const uint8_t* slice = p.data + l.slice_offset(pn, t);
-    const uint8_t* sc = slice + static_cast<size_t>(pb) * 4 * 64;
-    const uint8_t* zr = sc + static_cast<size_t>(pg) * kTileRows * 2;
+    const TileSlice ts = tile_slice(p, pn, t);
+    const int pg = ts.groups, pb = ts.blocks;
+    const uint8_t *slice = ts.codes, *sc = ts.scales, *zr = ts.zeros;
     // The next tile's slice, spread over this slice's groups (as tile4_rows: the scales and zeros
     // are a sparse stream next to the codes that the hardware prefetcher misses).
-    const size_t sbytes = l.slice_bytes(pn);
-    const int lines = prefetch && t + 1 < l.tiles ? static_cast<int>(sbytes / 64) : 0;
-    const char* next = reinterpret_cast<const char*>(slice + sbytes);
+    const int lines = prefetch && t + 1 < l.tiles ? static_cast<int>(ts.bytes / 64) : 0;
+    const char* next = reinterpret_cast<const char*>(slice + ts.bytes);
     for (int gl = 0; gl < pg; ++gl) {
       const int g = pn * gpp + gl;
       for (int i = gl * lines / pg; i < (gl + 1) * lines / pg; ++i) _mm_prefetch(next + 64 * i, _MM_HINT_T0);

@@ -767,17 +767,15 @@ void tile4_rows(const TiledProblem& p, int m0, int t) {
   for (int m = 0; m < MT; ++m) acc[m] = zacc[m] = _mm512_setzero_ps();
   for (int pn = 0; pn < l.panels; ++pn) {
     // The panel's constants once (the layout's helpers divide by the group size).
-    const int pg = l.panel_groups(pn), pb = l.panel_blocks(pn);
-    const uint8_t* slice = p.data + l.slice_offset(pn, t);
-    const uint8_t* sc = slice + static_cast<size_t>(pb) * 4 * 64;
-    const uint8_t* zr = sc + static_cast<size_t>(pg) * kTileRows * 2;
+    const TileSlice ts = tile_slice(p, pn, t);
+    const int pg = ts.groups, pb = ts.blocks;
+    const uint8_t *slice = ts.codes, *sc = ts.scales, *zr = ts.zeros;
     // Software prefetch of the next tile's slice (codes, scales, zeros: contiguous), spread over this
     // slice's groups. Without it the scales and zeros, a sparse stream next to the codes, missed:
     // bench_decode_stream from memory at group 32 0.60-0.78x the canonical kernel -> 1.30-1.73x,
     // group 64 1.27-1.28x -> 1.35-1.68x, group 128 2.47-2.66x -> 2.18-2.36x (Zen 4, 1 thread).
-    const size_t sbytes = l.slice_bytes(pn);
-    const int lines = t + 1 < l.tiles ? static_cast<int>(sbytes / 64) : 0;
-    const char* next = reinterpret_cast<const char*>(slice + sbytes);
+    const int lines = t + 1 < l.tiles ? static_cast<int>(ts.bytes / 64) : 0;
+    const char* next = reinterpret_cast<const char*>(slice + ts.bytes);
     for (int gl = 0; gl < pg; ++gl) {
       const int g = pn * gpp + gl;
       for (int i = gl * lines / pg; i < (gl + 1) * lines / pg; ++i) _mm_prefetch(next + 64 * i, _MM_HINT_T0);

@@ -252,6 +252,27 @@ struct TiledProblem {
   float* dx = nullptr;       // [M][G]
 };
 
+// Tile t's slice of tiled panel pn (qtiled.h): the panel's groups and blocks, the slice's codes
+// (blocks of 4 x 64 bytes at 4 bits), its 16 scales and zeros per group, and its size.
+struct TileSlice {
+  int groups = 0, blocks = 0;
+  const uint8_t* codes = nullptr;
+  const uint8_t* scales = nullptr;  // [groups][16] fp16
+  const uint8_t* zeros = nullptr;   // [groups][16] fp16
+  size_t bytes = 0;
+};
+inline TileSlice tile_slice(const TiledProblem& p, int pn, int t) {
+  const QTiledLayout& l = p.l;
+  TileSlice s;
+  s.groups = l.panel_groups(pn);
+  s.blocks = l.panel_blocks(pn);
+  s.codes = p.data + l.slice_offset(pn, t);
+  s.scales = s.codes + static_cast<size_t>(s.blocks) * l.bits * kTileRows * 4;
+  s.zeros = s.scales + static_cast<size_t>(s.groups) * kTileRows * 2;
+  s.bytes = l.slice_bytes(pn);
+  return s;
+}
+
 // qgemm_tiled_cpu for M >= 16 on AVX-512 or AVX2 (qgemm_cpu.cpp): the panel kernel reading the tiled copy,
 // with the canonical panel path's x preparation and threading; arguments validated by the caller.
 void qgemm_tiled_panel(const float* x, int M, const QTiledView& t, const float* bias, float* y, int nthreads, Isa use);
