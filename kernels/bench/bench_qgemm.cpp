@@ -16,8 +16,8 @@
 //   pct_memcpy   = eff_gbps / memcpy_gbps, pct_read = eff_gbps / read_gbps
 //   speedup_fp32 = time of torch::matmul(x, W_fp32^T) (weights rotated the same way, same
 //                  thread count via at::set_num_threads) / time of qgemm_cpu
-//   path         = "tiled" where qgemm_cpu is given a row-tiled copy as the runtime gives it (2/3
-//                  bits, M < 16, AVX-512; copies rotated the same way); canonical_time_us is then
+//   path         = "tiled" where qgemm_cpu is given a row-tiled copy as the runtime gives it (M < 16:
+//                  2/3 bits on AVX-512, 4 bits on VNNI / AVX2; copies rotated the same way); canonical_time_us is then
 //                  the canonical layout's time for the same product in the same repetitions
 //
 // Usage: bench_qgemm [--out FILE.json] [--threads T] [--reps R] [--max-reps R] [--budget SEC] [--group G]
@@ -156,8 +156,8 @@ struct Row {
   size_t weight_bytes;
   int copies;
   int runs;
-  // "tiled": qgemm_cpu given a row-tiled copy (qtiled.h), as the runtime calls it for 2/3 bits (4 on VNNI) at
-  // small M on AVX-512; "canonical" otherwise. For "tiled", canonical_us is the same product from
+  // "tiled": qgemm_cpu given a row-tiled copy (qtiled.h), as the runtime calls it at small M (2/3 bits
+  // on AVX-512, 4 bits on VNNI / AVX2); "canonical" otherwise. For "tiled", canonical_us is the same product from
   // the canonical layout alone, timed in the same repetitions.
   std::string path = "canonical";
   double canonical_us = 0;
@@ -457,7 +457,7 @@ int main(int argc, char** argv) {
         return QMatrixView{bits, o.group, N, K, p, sc, sc + l.scale_count};
       };
       // Row-tiled copies where the runtime would make them (same data, rotated the same way).
-      const bool tiled = (isa == Isa::kAvx512 || isa == Isa::kAvx512Vnni) && tiled_faster(bits);
+      const bool tiled = (isa == Isa::kAvx512 || isa == Isa::kAvx512Vnni || isa == Isa::kAvx2) && tiled_faster(bits);
       Pool tp;
       if (tiled) {
         const QTiledLayout tl = make_tiled_layout(bits, o.group, N, K);

@@ -310,17 +310,17 @@ void micro16(const int16_t* xq2, int Mp, const int16_t* wb, int nkp, float* yT, 
 // signed one) gives per x-row and quad two int16 sums of two products (|.| <= 2 * 15 * 127 = 3810);
 // 8 quads of them add in int16 (<= 30480: no saturation), then one vpmaddwd with ones widens them
 // to int32 per x-row. Exact, so a group's int32 sums are those of the int8 x, and the epilogue is the
-// int16 kernel's. Per quad 6 vpmaddubsw (192 products, 1.5x a vpmaddwd's per instruction pair with
-// its add) against 3 broadcasts and 6 x loads. (2 rows: the loop's overhead per product made it no
-// faster than the int16 kernel.)
+// int16 kernel's. Per quad 6 vpmaddubsw (192 products; twice a vpmaddwd's per instruction) against
+// 3 broadcasts and 2 x loads. (2 rows: the loop's overhead per product made it no faster than the
+// int16 kernel.)
 constexpr int kNr8 = 3;
 constexpr int kQuadsInt16 = 8;  // quads summed in int16 before widening
 static_assert(kQuadsInt16 * 2 * 15 * 127 <= 32767, "an int16 lane (2 products a quad) of 4-bit codes times int8 x stays exact");
 
 void micro8(const int8_t* xq4, int Mp, const uint8_t* wb, int nkq, float* yT, int nr, bool first, const float* s,
             const float* sz, const float* dx, const float* dxs) {
-  // 6 int16 + 6 int32 accumulators, a broadcast, a product and the ones: x is read from memory by
-  // each vpmaddubsw (3 broadcasts + 6 x loads a quad, within the 3 loads a cycle).
+  // 6 int16 + 6 int32 accumulators, the two x vectors, a broadcast, a product and the ones: the 16
+  // ymm registers.
   const __m256i z = _mm256_setzero_si256(), ones = _mm256_set1_epi16(1);
   __m256i q00 = z, q01 = z, q10 = z, q11 = z, q20 = z, q21 = z;
   const int8_t* xk = xq4;
@@ -511,7 +511,7 @@ inline void store8(T* q, __m256i a) {
 // (int8_t, 127). PAD: also writes zeros to q[n, round_up(n, 8)) (q must have room); otherwise writes
 // exactly q[0, n).
 template <bool PAD, class T = int16_t, int kQmax = 32767>
-inline float round_i16(const float* x, int n, T* q, int* sum) {
+inline float round_to_int(const float* x, int n, T* q, int* sum) {
   const __m256i absm = _mm256_set1_epi32(0x7fffffff);
   const int n8 = n & ~7, r = n - n8;
   // Lanes [0, r) of the tail; masked loads read 0 elsewhere (neutral for the maximum).
@@ -611,7 +611,7 @@ const LaneOrder& lane_order(int bits) {
 
 }  // namespace
 
-float round_to_int16_avx2(const float* x, int n, int16_t* q, int* sum) { return round_i16<false>(x, n, q, sum); }
+float round_to_int16_avx2(const float* x, int n, int16_t* q, int* sum) { return round_to_int<false>(x, n, q, sum); }
 
 void xq_fused_avx2(const float* x, const Problem& p, int16_t* xq, float* dx, float* xs) {
   const int planes = avx2_planes(p.bits), bpg = p.group / kBlockCodes;
@@ -623,7 +623,7 @@ void xq_fused_avx2(const float* x, const Problem& p, int16_t* xq, float* dx, flo
     for (int g = 0; g < p.G; ++g) {
       const int k0 = g * p.group, n = imin(p.K, k0 + p.group) - k0, n8 = (n + 7) & ~7;
       int sum = 0;
-      const float d = round_i16<true>(xr + k0, n, t, &sum);
+      const float d = round_to_int<true>(xr + k0, n, t, &sum);
       std::memset(t + n8, 0, sizeof(int16_t) * static_cast<size_t>(p.group - n8));
       dx[static_cast<size_t>(m) * p.G + g] = d;
       xs[static_cast<size_t>(m) * p.G + g] = static_cast<float>(sum);
@@ -671,7 +671,7 @@ void xq_panel(const float* x, const Problem& p, T* xq, float* dxT, float* dxsT) 
         float dx = 0.f, dxs = 0.f;
         if (m < p.M) {
           int sum = 0;
-          dx = round_i16<true, T, kQmax>(x + static_cast<size_t>(m) * p.K + k0, n, t[r], &sum);
+          dx = round_to_int<true, T, kQmax>(x + static_cast<size_t>(m) * p.K + k0, n, t[r], &sum);
           dxs = dx * static_cast<float>(sum);
           std::memset(t[r] + n8, 0, sizeof(T) * static_cast<size_t>(p.group - n8));
         } else {

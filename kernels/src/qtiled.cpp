@@ -234,8 +234,8 @@ void qgemm_tiled_cpu(const float* x, int M, const QTiledView& t, const float* bi
     // Prefill: the canonical layout's panel kernel reading the tiled copy (each weight dequantized
     // once per call; the x-table kernel below re-reads the matrix every 15 rows of x: 1.1x (2 bits)
     // and 2x (3 bits) slower at M = 128), so a tiled matrix needs no canonical copy (on AVX-512
-    // VNNI the integer panel kernel, or AMX tiles, reading the tiled words; AVX2 its int16 panel
-    // kernel (4 bits); Isa::kAvx512 fp32).
+    // VNNI the integer panel kernel, or AMX tiles, reading the tiled words; AVX2 its integer panel
+    // kernels (4 bits); Isa::kAvx512 fp32).
     detail::qgemm_tiled_panel(x, M, t, bias, y, num_threads > 0 ? num_threads : default_num_threads(), use);
     return;
   }
