@@ -67,7 +67,7 @@ int main(int argc, char** argv) {
     llmc::kernels::set_prefill_x_bits(prefill_x_bits);
     // The setting is only honoured by the int8-x kernels (AVX-512 VNNI; AVX2 for 2/3/4-bit weights);
     // say so instead of letting a user (or a benchmark row) believe int8 activations ran.
-    if (const int ran = llmc::kernels::qgemm_x_bits(llmc::kernels::Isa::kAuto, 16, 4); prefill_x_bits == 8 && ran != 8)
+    if (const int ran = llmc::kernels::prefill_x_bits_here(); prefill_x_bits == 8 && ran != 8)
       spdlog::warn("--prefill-x-bits 8: this CPU ({}) has no int8-activation prefill kernel (AVX-512 VNNI or AVX2); "
                    "prefill runs with {}-bit activations",
                    llmc::kernels::isa_name(llmc::kernels::best_isa()), ran);

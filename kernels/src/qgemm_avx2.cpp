@@ -235,16 +235,16 @@ void decode_panel(const Problem& p, int nb, int nr, int kc0, int kcn, W* wb) {
     if constexpr (BITS == 4) {
       if (p.tiled) {
         // A row-tiled copy (qgemm_tiled_panel): the chunk's blocks are consecutive tile blocks of one
-        // tiled panel, 256 bytes apart, and the row's word h of one is uint32 16 h + r of it
-        // (qtiled.h). The four words go to a register directly: stored to memory and loaded back as
+        // tiled panel, 256 bytes apart (tile_block_word addresses the row's words in one). The four
+        // words go to a register directly: stored to memory (tile_block_words) and loaded back as
         // 16 bytes they missed store forwarding (the tiled prefill was ~8% slower).
         static_assert(kPanelBlocks * kBlockCodes % kKc == 0, "a chunk lies in one tiled panel");
-        const int n = nb + r;
-        const uint8_t* tb = p.tiled + p.tl.block_offset(n / kTileRows, kb0) + 4 * (n % kTileRows);
+        const int n = nb + r, rr = n % kTileRows;
+        const uint8_t* tb = p.tiled + p.tl.block_offset(n / kTileRows, kb0);
         for (int kb = kb0; kb < kb1; ++kb, tb += 4 * 64) {
           const __m256i words = _mm256_broadcastsi128_si256(
-              _mm_setr_epi32(static_cast<int>(load_u32(tb)), static_cast<int>(load_u32(tb + 64)),
-                             static_cast<int>(load_u32(tb + 128)), static_cast<int>(load_u32(tb + 192))));
+              _mm_setr_epi32(static_cast<int>(tile_block_word(tb, 0, rr)), static_cast<int>(tile_block_word(tb, 1, rr)),
+                             static_cast<int>(tile_block_word(tb, 2, rr)), static_cast<int>(tile_block_word(tb, 3, rr))));
           store_block(dst + (kb * kBlockCodes - kc0), [&](int j) { return codes8_4(words, j); });
         }
         continue;

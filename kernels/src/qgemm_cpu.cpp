@@ -419,6 +419,8 @@ int qgemm_x_bits(Isa isa, int M, int bits) {
   return 32;
 }
 
+int prefill_x_bits_here(int bits) { return qgemm_x_bits(Isa::kAuto, kPanelMinM, bits); }
+
 bool qgemm_rounds_x_to_int16(Isa isa, int M, int bits) { return qgemm_x_bits(isa, M, bits) == 16; }
 
 namespace {

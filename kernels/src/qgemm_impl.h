@@ -222,10 +222,15 @@ void prepare_int_panel(const float* x, Problem& p, int x_bits, Scratch& s_x, Scr
 void check_xy(const char* who, const float* x, int M, int N, int K, const float* y);
 void check_threads_isa(const char* who, int num_threads, Isa isa);
 
-// The canonical block's words (bits of them) of row lane r (< kTileRows) of a tile block at blk
-// (qtiled.h: word h of row r at uint32 h * 16 + r).
+// Word h of the canonical block of row lane r (< kTileRows) in a tile block at blk (qtiled.h: uint32
+// h * 16 + r); tile_block_words: all `bits` of them.
+inline uint32_t tile_block_word(const uint8_t* blk, int h, int r) {
+  uint32_t w;
+  std::memcpy(&w, blk + (static_cast<size_t>(h) * kTileRows + r) * 4, 4);
+  return w;
+}
 inline void tile_block_words(const uint8_t* blk, int bits, int r, uint32_t* bw) {
-  for (int h = 0; h < bits; ++h) std::memcpy(&bw[h], blk + (static_cast<size_t>(h) * kTileRows + r) * 4, 4);
+  for (int h = 0; h < bits; ++h) bw[h] = tile_block_word(blk, h, r);
 }
 
 // One qgemm_tiled_cpu call (qtiled.h layout) after validation. The x tables are built once per

@@ -260,7 +260,7 @@ BenchResult run_bench(Llama& model, const BenchOptions& opts) {
   res.engine = rt ? "runtime" : "torch";
   res.threads = threads;
   res.isa = kernels::isa_name(kernels::best_isa());
-  res.prefill_x_bits = kernels::qgemm_x_bits(kernels::Isa::kAuto, 16, 4);  // what prefill (16+ rows) rounds x to here
+  res.prefill_x_bits = kernels::prefill_x_bits_here();
   res.prompt_tokens = P;
   res.new_tokens = N;
   res.repeats = opts.repeats;
@@ -415,7 +415,7 @@ BenchVersusResult run_bench_versus(Llama& a, Llama& b, const std::string& b_path
   res.b = b_path;
   res.threads = threads;
   res.isa = kernels::isa_name(kernels::best_isa());
-  res.prefill_x_bits = kernels::qgemm_x_bits(kernels::Isa::kAuto, 16, 4);  // what prefill (16+ rows) rounds x to here
+  res.prefill_x_bits = kernels::prefill_x_bits_here();
   res.prompt_tokens = P;
   res.new_tokens = N;
   res.repeats = opts.repeats;

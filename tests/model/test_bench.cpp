@@ -93,7 +93,7 @@ TEST(Bench, TorchEngine) {
                                       "predicted"};
   EXPECT_EQ(keys, want);
   EXPECT_TRUE(j["predicted"].is_null());
-  EXPECT_EQ(j["prefill_x_bits"].get<int>(), kernels::qgemm_x_bits(kernels::Isa::kAuto, 16, 4));
+  EXPECT_EQ(j["prefill_x_bits"].get<int>(), kernels::prefill_x_bits_here());
   EXPECT_EQ(j["prompt_tokens"].get<int64_t>(), 4);
   EXPECT_DOUBLE_EQ(j["decode_tokens_per_s"].get<double>(), r.decode_tokens_per_s);
   EXPECT_EQ(bench_to_text(r).rfind("model     " + dir + " (torch engine, ", 0), 0u);

@@ -242,7 +242,7 @@ TEST_F(CliErrors, PrefillXBitsIsEightOrSixteen) {
   EXPECT_NE(r.out.find("--prefill-x-bits"), std::string::npos) << r.out;
   for (int xb : {8, 16}) {
     llmc::kernels::set_prefill_x_bits(xb);
-    const int ran = llmc::kernels::qgemm_x_bits(llmc::kernels::Isa::kAuto, 16, 4);
+    const int ran = llmc::kernels::prefill_x_bits_here();
     llmc::kernels::set_prefill_x_bits(16);
     r = run_cli("--prefill-x-bits " + std::to_string(xb) +
                 " bench --json --prompt-tokens 2 --new-tokens 2 --repeats 1 --warmup 0 --engine runtime --model " + good_);

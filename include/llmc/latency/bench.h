@@ -77,8 +77,9 @@ struct BenchResult {
   std::string engine;  // "runtime" | "torch"
   int threads = 0;
   std::string isa;  // the kernels' ISA path
-  // Activations of the prefill kernels on this CPU (kernels::qgemm_x_bits at 16 rows): the
-  // --prefill-x-bits setting where the CPU has the int8-x kernel (AVX-512 VNNI), else 16 (AVX2) or 32 (fp32 panel).
+  // Activations of the prefill kernels on this CPU (kernels::prefill_x_bits_here): the
+  // --prefill-x-bits setting where the CPU's int8-x kernel runs (AVX-512 VNNI; AVX2 for 2/3/4-bit
+  // weights), else 16 or 32 (fp32 panel).
   int prefill_x_bits = 16;
   int64_t prompt_tokens = 0, new_tokens = 0;
   int repeats = 0;

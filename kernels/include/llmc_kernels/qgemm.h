@@ -69,6 +69,9 @@ int prefill_x_bits();
 // The precision x is rounded to by a call with M rows of x and a `bits`-bit matrix: 16 or 8
 // (integer paths, see above), 32 (fp32 paths).
 int qgemm_x_bits(Isa isa = Isa::kAuto, int M = 1, int bits = 4);
+// qgemm_x_bits of a prefill-sized call (M >= 16) on this CPU's best path: the width prompts and
+// scoring run with here (prefill_x_bits() where the CPU's int8-x kernel takes `bits`).
+int prefill_x_bits_here(int bits = 4);
 
 // The same product given also a row-tiled copy of w (qtiled.h; an empty view means none): for
 // M < kTiledMaxM on AVX-512 CPUs it reads the tiled copy (the x-table kernel), otherwise w. The
